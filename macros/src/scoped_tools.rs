@@ -1,0 +1,213 @@
+//! `#[public_tool]` (a marker) and `#[scoped_tools]` (the collector on the impl block).
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::punctuated::Punctuated;
+use syn::{Attribute, Error, Expr, ImplItem, ImplItemFn, ItemImpl, Lit, Meta, Token};
+
+use crate::args::{CrateArg, CrateOnly, ScopeArgs};
+use crate::util::is_attr;
+
+/// `#[public_tool]`: checks its place and leaves the item unchanged.
+pub(crate) fn expand_public_tool(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    if !args.is_empty() {
+        return Err(Error::new_spanned(
+            args,
+            "#[public_tool] takes no arguments",
+        ));
+    }
+    let f: ImplItemFn = syn::parse2(item.clone()).map_err(|_| {
+        Error::new(
+            Span::call_site(),
+            "#[public_tool] goes on an rmcp tool method (one carrying #[tool])",
+        )
+    })?;
+    if let Some(scoped) = f.attrs.iter().find(|a| is_attr(a, "requires_scopes")) {
+        return Err(Error::new_spanned(
+            scoped,
+            "a tool cannot be both #[public_tool] and #[requires_scopes]: remove one of them",
+        ));
+    }
+    Ok(item)
+}
+
+/// `#[scoped_tools]`: collects every `#[tool]` method's declared access into
+/// `Self::tool_requirements()`.
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let CrateOnly(krate) = syn::parse2(args)?;
+    let krate = CrateArg::or_default(krate);
+    let imp: ItemImpl = syn::parse2(item).map_err(|_| {
+        Error::new(
+            Span::call_site(),
+            "#[scoped_tools] goes on the `impl` block that carries #[tool_router]",
+        )
+    })?;
+    if let Some((path, _)) = &imp.trait_ {
+        return Err(Error::new_spanned(
+            path,
+            "#[scoped_tools] goes on the inherent `impl` block that carries #[tool_router], not on \
+             a trait impl",
+        ));
+    }
+
+    let mut any_tool = false;
+    let mut entries = Vec::new();
+    for item in &imp.items {
+        let ImplItem::Fn(f) = item else { continue };
+        let Some(tool) = f.attrs.iter().find(|a| is_attr(a, "tool")) else {
+            continue;
+        };
+        any_tool = true;
+        let name = tool_name(tool).unwrap_or_else(|| f.sig.ident.to_string());
+        let scoped: Vec<&Attribute> = f
+            .attrs
+            .iter()
+            .filter(|a| is_attr(a, "requires_scopes"))
+            .collect();
+        let public = f.attrs.iter().any(|a| is_attr(a, "public_tool"));
+        let access = match (scoped.as_slice(), public) {
+            ([], true) => quote! { #krate::__private::ToolAccess::Public },
+            ([attr], false) => {
+                // An attribute that does not parse is reported by `#[requires_scopes]` itself.
+                let Some(scopes) = scopes_of(attr) else {
+                    continue;
+                };
+                quote! { #krate::__private::ToolAccess::Scopes(&[#(#scopes),*]) }
+            }
+            // Neither: the tool needs a token with the policy's base scopes, so it is not
+            // listed. Both, or twice: the fn-level attributes report it.
+            _ => continue,
+        };
+        entries.push(quote! {
+            #krate::__private::ToolRequirement { name: #name, access: #access }
+        });
+    }
+    if !any_tool {
+        return Err(Error::new_spanned(
+            &imp.self_ty,
+            "#[scoped_tools] found no #[tool] method in this impl block: put it on the impl block \
+             that carries #[tool_router]",
+        ));
+    }
+
+    let self_ty = &imp.self_ty;
+    let (impl_generics, _, where_clause) = imp.generics.split_for_impl();
+    Ok(quote! {
+        #imp
+
+        impl #impl_generics #self_ty #where_clause {
+            /// Every tool's declared access, collected by `#[scoped_tools]` from its
+            /// `#[requires_scopes]` and `#[public_tool]` attributes (tools with neither are not
+            /// listed: they need a token with the policy's base scopes). Feed it to
+            /// `AccessPolicy::tools` so the layer enforces what the code declares.
+            #[must_use]
+            #[allow(unreachable_pub)]
+            pub fn tool_requirements() -> &'static [#krate::__private::ToolRequirement] {
+                const TOOLS: &[#krate::__private::ToolRequirement] = &[#(#entries),*];
+                TOOLS
+            }
+        }
+    })
+}
+
+/// The scopes of a `#[requires_scopes(...)]` attribute, if it parses.
+fn scopes_of(attr: &Attribute) -> Option<Vec<syn::LitStr>> {
+    let Meta::List(list) = &attr.meta else {
+        return None;
+    };
+    let args: ScopeArgs = syn::parse2(list.tokens.clone()).ok()?;
+    (!args.scopes.is_empty()).then_some(args.scopes)
+}
+
+/// The tool name from `#[tool(name = "…")]`, as rmcp reads it.
+fn tool_name(attr: &Attribute) -> Option<String> {
+    let Meta::List(list) = &attr.meta else {
+        return None;
+    };
+    let metas = list
+        .parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
+        .ok()?;
+    metas.iter().find_map(|m| match m {
+        Meta::NameValue(nv) if nv.path.is_ident("name") => match &nv.value {
+            Expr::Lit(e) => match &e.lit {
+                Lit::Str(s) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{expand, expand_public_tool};
+    use quote::quote;
+
+    #[test]
+    fn collects_tools() {
+        let out = expand(
+            quote!(),
+            quote! {
+                #[tool_router(server_handler)]
+                impl Srv {
+                    #[requires_scopes("files:read")]
+                    #[tool(description = "read")]
+                    async fn files_read(&self) -> Result<CallToolResult, ErrorData> { todo!() }
+                    #[mcp_oauth::public_tool]
+                    #[rmcp::tool(name = "search", annotations(read_only_hint = true))]
+                    async fn public_search(&self) -> String { todo!() }
+                    #[tool]
+                    async fn plain(&self) -> String { todo!() }
+                    fn helper(&self) {}
+                }
+            },
+        )
+        .unwrap()
+        .to_string();
+        assert!(out.contains("name : \"files_read\""), "{out}");
+        assert!(
+            out.contains("ToolAccess :: Scopes (& [\"files:read\"])"),
+            "{out}"
+        );
+        assert!(out.contains("name : \"search\""), "{out}");
+        assert!(out.contains("ToolAccess :: Public"), "{out}");
+        assert!(!out.contains("\"plain\""), "{out}");
+        assert!(out.contains("pub fn tool_requirements"), "{out}");
+    }
+
+    #[test]
+    fn rejects_wrong_places_and_args() {
+        let e = expand(quote!(), quote!(impl Srv { fn a(&self) {} }))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no #[tool] method"), "{e}");
+        let e = expand(quote!(foo), quote!(impl Srv {}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only takes `crate"), "{e}");
+        let e = expand(quote!(), quote!(impl T for Srv {}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trait impl"), "{e}");
+        let e = expand_public_tool(
+            quote!(x),
+            quote!(
+                async fn f() {}
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no arguments"), "{e}");
+        let e = expand_public_tool(
+            quote!(),
+            quote!(
+                #[requires_scopes("a")]
+                async fn f() {}
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("both"), "{e}");
+    }
+}

@@ -1,0 +1,819 @@
+//! [`McpOAuthConfig`]: the one configuration both halves of the crate share.
+//!
+//! The resource URL(s) and the issuer are kept as the **exact strings clients see**. They are
+//! never round-tripped through a URL type, because a single added trailing slash makes
+//! ChatGPT, Claude, VS Code and the SDK clients reject the metadata. The builder refuses, at
+//! start-up, a resource or issuer that:
+//! - ends in `/`, or has a query or a fragment;
+//! - is not `https` (plain `http` is allowed only for loopback hosts, for development);
+//! - is not in canonical form (upper-case scheme or host, a default port, dot segments).
+//!
+//! ```
+//! use mcp_oauth::McpOAuthConfig;
+//! use mcp_oauth::verify::ApiKeyVerifier;
+//!
+//! let cfg = McpOAuthConfig::builder()
+//!     .resource("https://mcp.example.com/mcp")
+//!     .issuer("https://auth.example.com")
+//!     .scope("files:read", "Read your files")
+//!     .scope("files:write", "Change your files")
+//!     .scope_implies("files:write", ["files:read"])
+//!     .default_scopes(["files:read"])
+//!     .verifier(ApiKeyVerifier::new())
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(cfg.resource(), "https://mcp.example.com/mcp");
+//!
+//! let err = McpOAuthConfig::builder()
+//!     .resource("https://mcp.example.com/mcp/")
+//!     .issuer("https://auth.example.com")
+//!     .verifier(ApiKeyVerifier::new())
+//!     .build()
+//!     .unwrap_err();
+//! assert!(err.to_string().contains("trailing slash"));
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::keys::KeyRing;
+use crate::resource::policy::AccessPolicy;
+use crate::scope::{InvalidScope, Scope, ScopeHierarchy, ScopeSet};
+use crate::verify::{ChainVerifier, JwtVerifier, RevokedTokens, TokenCache, TokenVerifier};
+
+/// Default upper bound on a JSON-RPC body the layer buffers to read the method (4 MiB, the
+/// same as rmcp's own limit).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A configuration could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No resource URL was given.
+    #[error("no resource URL: call `.resource(\"https://host/mcp\")`")]
+    MissingResource,
+    /// No issuer was given.
+    #[error(
+        "no issuer: call `.issuer(\"https://auth.example.com\")` with the authorization server's exact issuer string"
+    )]
+    MissingIssuer,
+    /// No way to verify tokens was given.
+    #[error(
+        "no token verifier: call `.verifier(...)` (e.g. `RemoteJwksVerifier`) or `.key_ring(...)`"
+    )]
+    MissingVerifier,
+    /// A URL is not acceptable.
+    #[error("invalid {field} {value:?}: {reason}")]
+    InvalidUrl {
+        /// Which setting (`resource`, `issuer`, `origin`).
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A scope is not valid RFC 6749 syntax.
+    #[error(transparent)]
+    InvalidScope(#[from] InvalidScope),
+    /// A default or policy scope is not among the supported scopes.
+    #[error("scope {0:?} is used but not declared: add it with `.scope(name, description)`")]
+    UndeclaredScope(String),
+    /// An authorization server was configured without a user authenticator.
+    #[error(
+        "no user authenticator: call `.authenticator(StaticUsers::new()...)` (or `HostSession`, or your own `UserAuthenticator`)"
+    )]
+    MissingAuthenticator,
+    /// A duration is outside its allowed range.
+    #[error("{field} must be between {min} and {max} seconds, got {value}")]
+    OutOfRange {
+        /// The setting.
+        field: &'static str,
+        /// Smallest allowed value, in seconds.
+        min: u64,
+        /// Largest allowed value, in seconds.
+        max: u64,
+        /// The value given, in seconds.
+        value: u64,
+    },
+    /// A key could not be generated or loaded.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// A configured client is not acceptable.
+    #[error("invalid client: {0}")]
+    InvalidClient(String),
+    /// `offline_access` was declared as a resource scope.
+    #[error(
+        "`offline_access` is an authorization-server scope; the MCP spec says a resource SHOULD NOT advertise it"
+    )]
+    OfflineAccessAsResourceScope,
+}
+
+/// A named compatibility switch: behaviour the specs do not ask for but some real client or
+/// identity provider needs. Each logs one warning when the configuration is built, so a
+/// deployment always shows which relaxations it runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compat {
+    /// Accept JWT access tokens whose `typ` header is `JWT` or absent instead of RFC 9068's
+    /// `at+jwt`. Keycloak, Okta and Auth0 (without its RFC 9068 profile) need it. The
+    /// audience check still stops ID tokens.
+    GenericJwtType,
+    /// Also accept this `aud` value (an IdP that cannot put the resource URL in `aud`, such
+    /// as an Auth0 API identifier). Use a value unique to this server.
+    ExtraAudience(String),
+    /// Accept introspection responses that carry no `aud` (many authorization servers omit
+    /// it). The token is then only known to be active at the trusted issuer.
+    IntrospectionWithoutAudience,
+}
+
+impl Compat {
+    fn warning(&self) -> String {
+        match self {
+            Self::GenericJwtType => {
+                "accepting JWT access tokens with typ `JWT` or none (RFC 9068 wants `at+jwt`)"
+                    .to_owned()
+            }
+            Self::ExtraAudience(aud) => {
+                format!("accepting access tokens whose audience is {aud:?} besides this resource")
+            }
+            Self::IntrospectionWithoutAudience => {
+                "accepting introspected tokens that carry no audience".to_owned()
+            }
+        }
+    }
+
+    /// Logs this switch's warning (once per call; builders call it once).
+    pub(crate) fn warn(&self) {
+        tracing::warn!(target: "mcp_oauth::compat", switch = ?self, "compatibility switch on: {}", self.warning());
+    }
+}
+
+/// What a layer needs, shared behind an `Arc` by the layer, its services and the routers.
+pub(crate) struct Inner {
+    pub(crate) resources: Vec<String>,
+    pub(crate) issuer: String,
+    pub(crate) scopes: Vec<(Scope, String)>,
+    pub(crate) default_scopes: ScopeSet,
+    pub(crate) hierarchy: ScopeHierarchy,
+    pub(crate) resource_name: Option<String>,
+    pub(crate) resource_documentation: Option<String>,
+    pub(crate) policy: AccessPolicy,
+    pub(crate) verifier: Arc<dyn TokenVerifier>,
+    pub(crate) cache: Option<TokenCache>,
+    pub(crate) cache_max_ttl: Duration,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) any_origin: bool,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) trust_mcp_headers: bool,
+    pub(crate) compat: Vec<Compat>,
+    pub(crate) key_ring: Option<KeyRing>,
+    pub(crate) leeway: Duration,
+    pub(crate) auth_server: Option<crate::server::AuthorizationServer>,
+    pub(crate) challenge_style: crate::resource::ChallengeStyleRule,
+    pub(crate) shape_tools_list: bool,
+    pub(crate) filter_tools_list: bool,
+    /// `resource_metadata` URL per resource, precomputed.
+    pub(crate) metadata_urls: Vec<String>,
+    /// Path of each resource, for matching requests and mounting metadata routes.
+    pub(crate) resource_paths: Vec<String>,
+}
+
+/// The configuration of [`McpOAuthLayer`](crate::McpOAuthLayer) and the routers. Cheap to
+/// clone (one `Arc`).
+#[derive(Clone)]
+pub struct McpOAuthConfig {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for McpOAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpOAuthConfig")
+            .field("resources", &self.inner.resources)
+            .field("issuer", &self.inner.issuer)
+            .field("default_scopes", &self.inner.default_scopes.to_string())
+            .field("policy", &self.inner.policy)
+            .field("compat", &self.inner.compat)
+            .finish_non_exhaustive()
+    }
+}
+
+impl McpOAuthConfig {
+    /// Starts a builder.
+    #[must_use]
+    pub fn builder() -> McpOAuthConfigBuilder {
+        McpOAuthConfigBuilder::default()
+    }
+
+    /// The canonical resource: the first configured, used when a request names none.
+    #[must_use]
+    pub fn resource(&self) -> &str {
+        &self.inner.resources[0]
+    }
+
+    /// Every configured resource URL.
+    #[must_use]
+    pub fn resources(&self) -> &[String] {
+        &self.inner.resources
+    }
+
+    /// The authorization server's issuer string.
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// The protected-resource metadata URL of the canonical resource (the path-inserted
+    /// form), as sent in `resource_metadata`.
+    #[must_use]
+    pub fn resource_metadata_url(&self) -> &str {
+        &self.inner.metadata_urls[0]
+    }
+
+    /// Supported scopes with their descriptions, in declaration order.
+    pub fn scopes(&self) -> impl Iterator<Item = (&Scope, &str)> {
+        self.inner.scopes.iter().map(|(s, d)| (s, d.as_str()))
+    }
+
+    /// The scopes asked for when nothing more specific is needed.
+    #[must_use]
+    pub fn default_scopes(&self) -> &ScopeSet {
+        &self.inner.default_scopes
+    }
+
+    /// The scope hierarchy.
+    #[must_use]
+    pub fn hierarchy(&self) -> &ScopeHierarchy {
+        &self.inner.hierarchy
+    }
+
+    /// The access policy.
+    #[must_use]
+    pub fn policy(&self) -> &AccessPolicy {
+        &self.inner.policy
+    }
+
+    /// The key ring, when one was configured.
+    #[must_use]
+    pub fn key_ring(&self) -> Option<&KeyRing> {
+        self.inner.key_ring.as_ref()
+    }
+
+    /// The verifier the layer uses.
+    #[must_use]
+    pub fn verifier(&self) -> &Arc<dyn TokenVerifier> {
+        &self.inner.verifier
+    }
+
+    /// The compatibility switches in force.
+    #[must_use]
+    pub fn compat(&self) -> &[Compat] {
+        &self.inner.compat
+    }
+
+    /// The embedded authorization server, when configured.
+    #[must_use]
+    pub fn authorization_server(&self) -> Option<&crate::server::AuthorizationServer> {
+        self.inner.auth_server.as_ref()
+    }
+
+    /// The clock leeway verifiers built by the configuration use.
+    #[must_use]
+    pub fn leeway(&self) -> Duration {
+        self.inner.leeway
+    }
+}
+
+impl From<&Self> for McpOAuthConfig {
+    fn from(cfg: &Self) -> Self {
+        cfg.clone()
+    }
+}
+
+/// Builds a [`McpOAuthConfig`]; see the [module docs](self).
+#[must_use]
+pub struct McpOAuthConfigBuilder {
+    resources: Vec<String>,
+    issuer: Option<String>,
+    scopes: Vec<(String, String)>,
+    default_scopes: Vec<String>,
+    implies: Vec<(String, Vec<String>)>,
+    resource_name: Option<String>,
+    resource_documentation: Option<String>,
+    policy: AccessPolicy,
+    verifier: Option<Arc<dyn TokenVerifier>>,
+    key_ring: Option<KeyRing>,
+    revocation: Option<Arc<dyn RevokedTokens>>,
+    auth_server: Option<crate::server::AuthorizationServer>,
+    challenge_style: crate::resource::ChallengeStyleRule,
+    shape_tools_list: bool,
+    filter_tools_list: bool,
+    cache_capacity: usize,
+    cache_max_ttl: Duration,
+    allowed_origins: Vec<String>,
+    any_origin: bool,
+    max_body_bytes: usize,
+    trust_mcp_headers: bool,
+    compat: Vec<Compat>,
+    leeway: Duration,
+}
+
+impl Default for McpOAuthConfigBuilder {
+    fn default() -> Self {
+        Self {
+            resources: Vec::new(),
+            issuer: None,
+            scopes: Vec::new(),
+            default_scopes: Vec::new(),
+            implies: Vec::new(),
+            resource_name: None,
+            resource_documentation: None,
+            policy: AccessPolicy::default(),
+            verifier: None,
+            key_ring: None,
+            revocation: None,
+            auth_server: None,
+            challenge_style: crate::resource::ChallengeStyleRule::default(),
+            shape_tools_list: true,
+            filter_tools_list: false,
+            cache_capacity: 10_000,
+            cache_max_ttl: Duration::from_secs(60),
+            allowed_origins: Vec::new(),
+            any_origin: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            trust_mcp_headers: false,
+            compat: Vec::new(),
+            leeway: Duration::from_secs(60),
+        }
+    }
+}
+
+impl std::fmt::Debug for McpOAuthConfigBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpOAuthConfigBuilder")
+            .field("resources", &self.resources)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl McpOAuthConfigBuilder {
+    /// Adds a protected resource: the MCP endpoint URL exactly as users enter it in their
+    /// client (`https://mcp.example.com/mcp`). The first is the canonical one.
+    pub fn resource(mut self, url: impl Into<String>) -> Self {
+        self.resources.push(url.into());
+        self
+    }
+
+    /// The authorization server's issuer, byte for byte as its metadata states it (and as
+    /// the protected-resource metadata will list it in `authorization_servers`).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Declares a supported scope with a human description (shown on consent pages).
+    pub fn scope(mut self, name: impl Into<String>, description: impl Into<String>) -> Self {
+        self.scopes.push((name.into(), description.into()));
+        self
+    }
+
+    /// The scopes to ask for when a request needs a token but no particular scope (the
+    /// `scope` of a plain 401 challenge).
+    pub fn default_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.default_scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Records that `broader` satisfies each of `narrower` (transitively), as the MCP spec
+    /// requires servers to honour: `.scope_implies("files:write", ["files:read"])`.
+    pub fn scope_implies<I, S>(mut self, broader: impl Into<String>, narrower: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.implies.push((
+            broader.into(),
+            narrower.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// A human-readable name for the protected-resource metadata (`resource_name`).
+    pub fn resource_name(mut self, name: impl Into<String>) -> Self {
+        self.resource_name = Some(name.into());
+        self
+    }
+
+    /// A documentation URL for the protected-resource metadata (`resource_documentation`).
+    pub fn resource_documentation(mut self, url: impl Into<String>) -> Self {
+        self.resource_documentation = Some(url.into());
+        self
+    }
+
+    /// Which JSON-RPC methods and tools need which scopes, and which pass without a token.
+    pub fn policy(mut self, policy: AccessPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How tokens are verified. With [`key_ring`](Self::key_ring) too, the ring's tokens are
+    /// tried first, then this verifier.
+    pub fn verifier(mut self, verifier: impl TokenVerifier) -> Self {
+        self.verifier = Some(Arc::new(verifier));
+        self
+    }
+
+    /// Verifies tokens signed by this ring (the embedded authorization server's), with this
+    /// configuration's issuer and resources and no network call.
+    pub fn key_ring(mut self, ring: KeyRing) -> Self {
+        self.key_ring = Some(ring);
+        self
+    }
+
+    /// Makes this configuration's issuer the embedded authorization server, served by
+    /// [`oauth_router`](crate::oauth_router). Its key ring and revocation list become the
+    /// layer's local verifier (unless set explicitly).
+    pub fn authorization_server(mut self, server: crate::server::AuthorizationServer) -> Self {
+        if self.key_ring.is_none() {
+            self.key_ring = Some(server.key_ring().clone());
+        }
+        if self.revocation.is_none() {
+            self.revocation = Some(server.revocations());
+        }
+        self.auth_server = Some(server);
+        self
+    }
+
+    /// A revocation list for tokens signed by the [`key_ring`](Self::key_ring).
+    pub fn revocation(mut self, list: Arc<dyn RevokedTokens>) -> Self {
+        self.revocation = Some(list);
+        self
+    }
+
+    /// Clock leeway for `exp`/`nbf` of tokens signed by the key ring (default 60 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Sizes the verified-token cache (default 10,000 entries, 60 s). `max_ttl` of zero turns
+    /// it off. An entry never outlives its token, and revocation is checked on every hit.
+    pub fn token_cache(mut self, capacity: usize, max_ttl: Duration) -> Self {
+        self.cache_capacity = capacity;
+        self.cache_max_ttl = max_ttl;
+        self
+    }
+
+    /// Allows browser requests from this origin (`http://localhost:6274` for the MCP
+    /// Inspector). The resources' own origins are always allowed; requests without an
+    /// `Origin` header (non-browser clients) are not affected.
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        self.allowed_origins.push(origin.into());
+        self
+    }
+
+    /// Turns the `Origin` check off. The MCP transport spec requires it against DNS
+    /// rebinding; only for servers that sit behind a gateway doing the check.
+    pub fn insecure_allow_any_origin(mut self) -> Self {
+        self.any_origin = true;
+        self
+    }
+
+    /// Largest JSON-RPC body the layer buffers to find the method (default 4 MiB); larger
+    /// bodies get `413` when the policy needs the method.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Trusts the `Mcp-Method` / `Mcp-Name` headers (protocol 2026-07-28 and later) without
+    /// reading the body. Only safe when the inner service rejects requests whose headers
+    /// contradict the body, as rmcp's `StreamableHttpService` does; otherwise the layer reads
+    /// the body and refuses a mismatch with `400`.
+    pub fn trust_mcp_headers(mut self, trust: bool) -> Self {
+        self.trust_mcp_headers = trust;
+        self
+    }
+
+    /// How refusals of `tools/call` reach each client: HTTP `401`/`403` (the spec, and
+    /// what Claude and the SDKs act on) or a `200` tool result carrying
+    /// `_meta["mcp/www_authenticate"]` (what ChatGPT acts on). By default ChatGPT's user
+    /// agents get the tool-result form and everyone else HTTP.
+    pub fn challenge_style(mut self, rule: crate::resource::ChallengeStyleRule) -> Self {
+        self.challenge_style = rule;
+        self
+    }
+
+    /// Adds `securitySchemes` (`noauth` / `oauth2` with scopes) to every tool of a
+    /// `tools/list` result, from the policy (on by default; ChatGPT needs it). It applies
+    /// when the layer knows the method: the policy depends on it (lazy authentication or
+    /// tool rules), or trusted `Mcp-Method` headers name it.
+    pub fn tools_list_security_schemes(mut self, on: bool) -> Self {
+        self.shape_tools_list = on;
+        self
+    }
+
+    /// Drops from `tools/list` the tools the caller may not call (off by default: clients
+    /// then never learn that signing in would unlock more).
+    pub fn filter_tools_list(mut self, on: bool) -> Self {
+        self.filter_tools_list = on;
+        self
+    }
+
+    /// Turns on a named [`Compat`] switch (logged once at build).
+    pub fn compat(mut self, switch: Compat) -> Self {
+        self.compat.push(switch);
+        self
+    }
+
+    /// Validates everything and builds the configuration.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`]: a missing or malformed resource or issuer, undeclared scopes, no
+    /// verifier.
+    pub fn build(self) -> Result<McpOAuthConfig, ConfigError> {
+        crate::crypto::install_provider();
+        if self.resources.is_empty() {
+            return Err(ConfigError::MissingResource);
+        }
+        for r in &self.resources {
+            check_public_url("resource", r, true)?;
+        }
+        let issuer = self.issuer.ok_or(ConfigError::MissingIssuer)?;
+        check_public_url("issuer", &issuer, true)?;
+
+        let mut scopes = Vec::new();
+        for (name, desc) in self.scopes {
+            let scope = Scope::new(name)?;
+            if scope.as_str() == "offline_access" {
+                return Err(ConfigError::OfflineAccessAsResourceScope);
+            }
+            if !scopes.iter().any(|(s, _)| s == &scope) {
+                scopes.push((scope, desc));
+            }
+        }
+        let declared = |s: &str| {
+            scopes
+                .iter()
+                .any(|(d, _): &(Scope, String)| d.as_str() == s)
+        };
+        let default_scopes = ScopeSet::try_from_iter(self.default_scopes)?;
+        let mut hierarchy = ScopeHierarchy::new();
+        for (broader, narrower) in self.implies {
+            for s in std::iter::once(&broader).chain(narrower.iter()) {
+                Scope::new(s.clone())?;
+            }
+            hierarchy.add(broader, narrower);
+        }
+        if !scopes.is_empty() {
+            for s in default_scopes.iter().chain(self.policy.all_scopes().iter()) {
+                if !declared(s.as_str()) {
+                    return Err(ConfigError::UndeclaredScope(s.to_string()));
+                }
+            }
+        }
+
+        let mut allowed_origins = Vec::new();
+        for o in self.allowed_origins {
+            check_origin(&o)?;
+            allowed_origins.push(o);
+        }
+        for r in &self.resources {
+            let o = origin_of(r);
+            if !allowed_origins.contains(&o) {
+                allowed_origins.push(o);
+            }
+        }
+
+        for c in &self.compat {
+            c.warn();
+        }
+
+        let local = match &self.key_ring {
+            Some(ring) => {
+                let mut b = JwtVerifier::builder(ring.clone())
+                    .issuer(&issuer)
+                    .leeway(self.leeway);
+                for r in &self.resources {
+                    b = b.audience(r);
+                }
+                for c in &self.compat {
+                    if let Compat::ExtraAudience(a) = c {
+                        b = b.audience(a);
+                    }
+                }
+                if let Some(list) = self.revocation.clone() {
+                    b = b.revocation(list);
+                }
+                Some(b.build()?)
+            }
+            None => None,
+        };
+        let verifier: Arc<dyn TokenVerifier> = match (local, self.verifier) {
+            (Some(l), Some(v)) => Arc::new(ChainVerifier::new().with(l).with_arc(v)),
+            (Some(l), None) => Arc::new(l),
+            (None, Some(v)) => v,
+            (None, None) => return Err(ConfigError::MissingVerifier),
+        };
+
+        let metadata_urls = self.resources.iter().map(|r| metadata_url_for(r)).collect();
+        let resource_paths = self
+            .resources
+            .iter()
+            .map(|r| path_of(r).to_owned())
+            .collect();
+        let cache = (!self.cache_max_ttl.is_zero() && self.cache_capacity > 0)
+            .then(|| TokenCache::new(self.cache_capacity));
+
+        if self.any_origin {
+            tracing::warn!(target: "mcp_oauth::config", "the Origin check is off (insecure_allow_any_origin)");
+        }
+
+        Ok(McpOAuthConfig {
+            inner: Arc::new(Inner {
+                resources: self.resources,
+                issuer,
+                scopes,
+                default_scopes,
+                hierarchy,
+                resource_name: self.resource_name,
+                resource_documentation: self.resource_documentation,
+                policy: self.policy,
+                verifier,
+                cache,
+                cache_max_ttl: self.cache_max_ttl,
+                allowed_origins,
+                any_origin: self.any_origin,
+                max_body_bytes: self.max_body_bytes,
+                trust_mcp_headers: self.trust_mcp_headers,
+                compat: self.compat,
+                key_ring: self.key_ring,
+                leeway: self.leeway,
+                auth_server: self.auth_server,
+                challenge_style: self.challenge_style,
+                shape_tools_list: self.shape_tools_list,
+                filter_tools_list: self.filter_tools_list,
+                metadata_urls,
+                resource_paths,
+            }),
+        })
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// Validates a resource or issuer string as clients will compare it.
+pub(crate) fn check_public_url(
+    field: &'static str,
+    value: &str,
+    allow_path: bool,
+) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::InvalidUrl {
+        field,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(value).map_err(|e| bad(&format!("not an absolute URL ({e})")))?;
+    if value.contains('#') {
+        return Err(bad("it has a fragment; remove the `#…` part"));
+    }
+    if value.contains('?') {
+        return Err(bad("it has a query; remove the `?…` part"));
+    }
+    if value.ends_with('/') {
+        return Err(bad(
+            "it has a trailing slash; clients compare this string byte for byte, so write it without the final `/`",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("it holds user information"));
+    }
+    let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(host) => {}
+        "http" => {
+            return Err(bad(
+                "plain http is only allowed for loopback hosts (localhost, 127.0.0.1, [::1]); use https",
+            ));
+        }
+        _ => return Err(bad("the scheme must be https")),
+    }
+    if !allow_path && url.path() != "/" {
+        return Err(bad("it must not have a path"));
+    }
+    let normalised = url.as_str();
+    let canonical =
+        normalised == value || (url.path() == "/" && normalised.len() == value.len() + 1);
+    if !canonical {
+        return Err(bad(&format!(
+            "it is not in canonical form (clients will use {normalised:?}); write scheme and host in lower case, without a default port or dot segments"
+        )));
+    }
+    Ok(())
+}
+
+fn check_origin(value: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::InvalidUrl {
+        field: "origin",
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(value).map_err(|e| bad(&format!("not an origin ({e})")))?;
+    if url.path() != "/" || value.ends_with('/') || url.query().is_some() {
+        return Err(bad(
+            "an origin is scheme://host[:port] with nothing after it",
+        ));
+    }
+    if url.origin().ascii_serialization() != value {
+        return Err(bad("not in canonical form (lower case, no default port)"));
+    }
+    Ok(())
+}
+
+/// `scheme://host[:port]` of a validated URL string.
+pub(crate) fn origin_of(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => url[..after_scheme + i].to_owned(),
+        None => url.to_owned(),
+    }
+}
+
+/// The path of a validated URL string (`""` for none).
+pub(crate) fn path_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[after_scheme + i..],
+        None => "",
+    }
+}
+
+/// The RFC 9728 path-inserted metadata URL for a resource.
+pub(crate) fn metadata_url_for(resource: &str) -> String {
+    format!(
+        "{}/.well-known/oauth-protected-resource{}",
+        origin_of(resource),
+        path_of(resource)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_rules() {
+        for ok in [
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com",
+            "http://127.0.0.1:8000/mcp",
+            "http://localhost:3000",
+            "http://[::1]:9/x/y",
+            "https://h.example.com:8443/a",
+        ] {
+            check_public_url("resource", ok, true).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "https://mcp.example.com/mcp/",
+            "https://mcp.example.com/",
+            "https://mcp.example.com/mcp#x",
+            "https://mcp.example.com/mcp?a=b",
+            "http://mcp.example.com/mcp",
+            "ftp://mcp.example.com/mcp",
+            "https://MCP.example.com/mcp",
+            "HTTPS://mcp.example.com/mcp",
+            "https://mcp.example.com:443/mcp",
+            "https://mcp.example.com/a/../mcp",
+            "https://user:pw@mcp.example.com/mcp",
+            "mcp.example.com/mcp",
+        ] {
+            assert!(
+                check_public_url("resource", bad, true).is_err(),
+                "{bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_urls() {
+        assert_eq!(
+            metadata_url_for("https://h.example.com/public/mcp"),
+            "https://h.example.com/.well-known/oauth-protected-resource/public/mcp"
+        );
+        assert_eq!(
+            metadata_url_for("http://127.0.0.1:8000"),
+            "http://127.0.0.1:8000/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8000/mcp"),
+            "http://127.0.0.1:8000"
+        );
+    }
+}

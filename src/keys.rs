@@ -1,0 +1,310 @@
+//! Signing keys and the [`KeyRing`] that holds them, with overlapping rotation.
+//!
+//! The embedded authorization server signs access tokens (RFC 9068 JWTs) with the ring's
+//! current key; the layer's [`JwtVerifier`](crate::verify::JwtVerifier) verifies with the same
+//! ring, with no network call; `/jwks.json` publishes the current key and the previous ones,
+//! so tokens signed before a rotation stay valid until they expire.
+//!
+//! Keys are ES256 (P-256) by default, or EdDSA (Ed25519). Key ids are RFC 7638 thumbprints.
+//!
+//! ```
+//! use mcp_oauth::keys::{KeyRing, SigningAlgorithm, SigningKey};
+//!
+//! let ring = KeyRing::generate(SigningAlgorithm::Es256).unwrap();
+//! let first = ring.current().kid().to_owned();
+//! ring.rotate(SigningKey::generate(SigningAlgorithm::EdDsa).unwrap());
+//! assert_ne!(ring.current().kid(), first);
+//! assert_eq!(ring.jwks().keys.len(), 2, "the previous key is still published");
+//! ```
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use serde::Serialize;
+
+/// How many retired keys a ring keeps publishing after rotations.
+pub const DEFAULT_RETAINED_KEYS: usize = 2;
+
+/// The algorithms the crate signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SigningAlgorithm {
+    /// ECDSA P-256 with SHA-256: the default, understood by every client and IdP.
+    #[default]
+    Es256,
+    /// Ed25519: smaller and faster to verify.
+    EdDsa,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE algorithm.
+    #[must_use]
+    pub fn jose(self) -> Algorithm {
+        match self {
+            Self::Es256 => Algorithm::ES256,
+            Self::EdDsa => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// A key could not be generated, loaded or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The system's key generation failed.
+    #[error("key generation failed")]
+    Generation,
+    /// The key material is not a valid PKCS#8 key of the stated algorithm.
+    #[error("invalid key material: {0}")]
+    Invalid(String),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// One private signing key with its public JWK.
+pub struct SigningKey {
+    kid: String,
+    alg: SigningAlgorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwk: Jwk,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+impl SigningKey {
+    /// Generates a fresh key from the operating system's random source.
+    ///
+    /// # Errors
+    /// When the crypto backend cannot generate a key.
+    pub fn generate(alg: SigningAlgorithm) -> Result<Self, KeyError> {
+        let der = generate_pkcs8(alg)?;
+        Self::from_pkcs8_der(alg, &der)
+    }
+
+    /// Loads a PKCS#8 v1 DER private key (for Ed25519, v2 documents are refused by the JWK
+    /// conversion; export v1).
+    ///
+    /// # Errors
+    /// When the bytes are not a key of `alg`.
+    pub fn from_pkcs8_der(alg: SigningAlgorithm, der: &[u8]) -> Result<Self, KeyError> {
+        let encoding = match alg {
+            SigningAlgorithm::Es256 => EncodingKey::from_ec_der(der),
+            SigningAlgorithm::EdDsa => EncodingKey::from_ed_der(der),
+        };
+        let mut jwk = Jwk::from_encoding_key(&encoding, alg.jose())
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        Ok(Self {
+            kid,
+            alg,
+            encoding,
+            decoding,
+            jwk,
+        })
+    }
+
+    /// Loads a PEM (PKCS#8) private key.
+    ///
+    /// # Errors
+    /// When the text is not a PEM key of `alg`.
+    pub fn from_pkcs8_pem(alg: SigningAlgorithm, pem: &str) -> Result<Self, KeyError> {
+        use base64::Engine as _;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body.trim())
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        Self::from_pkcs8_der(alg, &der)
+    }
+
+    /// The key id (RFC 7638 SHA-256 thumbprint), placed in every token's `kid` header.
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The signing algorithm.
+    #[must_use]
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.alg
+    }
+
+    /// The public key as a JWK (`kid`, `alg`, `use: sig`).
+    #[must_use]
+    pub fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+
+    /// The key to verify signatures with.
+    #[must_use]
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
+    /// Signs `claims` as a JWT with header `typ` (e.g. `at+jwt`), `alg` and `kid`.
+    ///
+    /// # Errors
+    /// When the claims cannot be serialised or the backend fails to sign.
+    pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
+        let mut header = Header::new(self.alg.jose());
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| KeyError::Signing(e.to_string()))
+    }
+}
+
+#[cfg(feature = "aws-lc-rs")]
+fn generate_pkcs8(alg: SigningAlgorithm) -> Result<Vec<u8>, KeyError> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+    crate::crypto::install_provider();
+    match alg {
+        SigningAlgorithm::Es256 => {
+            let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .map_err(|_| KeyError::Generation)?;
+            let doc = pair.to_pkcs8v1().map_err(|_| KeyError::Generation)?;
+            Ok(doc.as_ref().to_vec())
+        }
+        SigningAlgorithm::EdDsa => {
+            let pair = Ed25519KeyPair::generate().map_err(|_| KeyError::Generation)?;
+            let doc = pair.to_pkcs8v1().map_err(|_| KeyError::Generation)?;
+            Ok(doc.as_ref().to_vec())
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RingState {
+    current: Arc<SigningKey>,
+    previous: Vec<Arc<SigningKey>>,
+}
+
+/// The current signing key plus recently retired ones, shared by the token issuer, the local
+/// verifier and the JWKS endpoint. Cloning is cheap and clones share state, so a rotation is
+/// seen everywhere at once.
+#[derive(Clone)]
+pub struct KeyRing {
+    state: Arc<RwLock<Arc<RingState>>>,
+    retain: usize,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.snapshot();
+        f.debug_struct("KeyRing")
+            .field("current", &state.current.kid)
+            .field(
+                "previous",
+                &state
+                    .previous
+                    .iter()
+                    .map(|k| k.kid.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl KeyRing {
+    /// A ring whose current key is `key`.
+    #[must_use]
+    pub fn new(key: SigningKey) -> Self {
+        Self {
+            state: Arc::new(RwLock::new(Arc::new(RingState {
+                current: Arc::new(key),
+                previous: Vec::new(),
+            }))),
+            retain: DEFAULT_RETAINED_KEYS,
+        }
+    }
+
+    /// A ring with a freshly generated key.
+    ///
+    /// # Errors
+    /// When key generation fails.
+    pub fn generate(alg: SigningAlgorithm) -> Result<Self, KeyError> {
+        Ok(Self::new(SigningKey::generate(alg)?))
+    }
+
+    /// Sets how many retired keys stay published (and accepted) after rotations.
+    #[must_use]
+    pub fn with_retained_keys(mut self, n: usize) -> Self {
+        self.retain = n;
+        self
+    }
+
+    fn snapshot(&self) -> Arc<RingState> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `key` the signing key; the old one keeps verifying until it falls off the end
+    /// of the retained list.
+    pub fn rotate(&self, key: SigningKey) {
+        let mut guard = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut previous = vec![guard.current.clone()];
+        previous.extend(guard.previous.iter().cloned());
+        previous.truncate(self.retain);
+        *guard = Arc::new(RingState {
+            current: Arc::new(key),
+            previous,
+        });
+    }
+
+    /// The key new tokens are signed with.
+    #[must_use]
+    pub fn current(&self) -> Arc<SigningKey> {
+        self.snapshot().current.clone()
+    }
+
+    /// The key with id `kid`, current or retained.
+    #[must_use]
+    pub fn find(&self, kid: &str) -> Option<Arc<SigningKey>> {
+        let state = self.snapshot();
+        std::iter::once(&state.current)
+            .chain(state.previous.iter())
+            .find(|k| k.kid == kid)
+            .cloned()
+    }
+
+    /// The public keys to publish at `jwks_uri`: the current key first.
+    #[must_use]
+    pub fn jwks(&self) -> JwkSet {
+        let state = self.snapshot();
+        JwkSet {
+            keys: std::iter::once(&state.current)
+                .chain(state.previous.iter())
+                .map(|k| k.jwk.clone())
+                .collect(),
+        }
+    }
+
+    /// Signs `claims` with the current key and header `typ`.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
+        self.current().sign(typ, claims)
+    }
+}

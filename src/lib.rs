@@ -1,0 +1,106 @@
+//! # mcp-oauth
+//!
+//! OAuth 2.1 for [Model Context Protocol](https://modelcontextprotocol.io) servers, for axum
+//! and any tower stack: a layer that protects the MCP endpoint the way every spec-following
+//! MCP client (ChatGPT, Claude, VS Code, Cursor, the Inspector, the official SDKs) expects.
+//!
+//! This release ships the **resource-server half**: [`McpOAuthLayer`] verifies bearer tokens
+//! (local key ring, a remote JWKS, RFC 7662 introspection, static API keys, or your own
+//! [`TokenVerifier`](verify::TokenVerifier)), applies a method- and tool-aware
+//! [`AccessPolicy`](resource::AccessPolicy), and refuses with exactly the `401`/`403`
+//! challenges clients act on; [`protected_resource_router`] serves the RFC 9728 metadata
+//! those challenges point to.
+//!
+//! ## Quick start: tokens from an external authorization server
+//!
+//! ```no_run
+//! # #[cfg(feature = "remote-jwks")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::Router;
+//! use mcp_oauth::{McpOAuthConfig, McpOAuthLayer, protected_resource_router};
+//! use mcp_oauth::verify::RemoteJwksVerifier;
+//!
+//! let resource = "https://mcp.example.com/mcp";
+//! let issuer = "https://example.auth0.com";
+//! let verifier = RemoteJwksVerifier::builder(issuer).audience(resource).discover().await?;
+//! let cfg = McpOAuthConfig::builder()
+//!     .resource(resource)
+//!     .issuer(issuer)
+//!     .scope("read", "Read your data")
+//!     .default_scopes(["read"])
+//!     .verifier(verifier)
+//!     .build()?;
+//!
+//! # let mcp_service = axum::routing::any(|| async { "mcp" });
+//! let app = Router::new()
+//!     .route_service("/mcp", mcp_service)  // e.g. rmcp's StreamableHttpService
+//!     .layer(McpOAuthLayer::new(cfg.clone()))
+//!     .merge(protected_resource_router(&cfg));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Handlers read the caller with the [`Auth`] extractor (`Option<Auth>` for routes that
+//! also serve anonymous callers) or require scopes with [`Scoped`]; with the `rmcp` feature
+//! rmcp tools take `auth: Auth` as a parameter.
+//!
+//! ## Security model
+//!
+//! - Tokens come only from one `Authorization: Bearer` header; the query string is refused.
+//! - Every verifier checks signature, `iss`, `aud` (this resource, RFC 8707), `exp`/`nbf`;
+//!   algorithms come from our allow-list, never from the token or the key (`alg: none` and
+//!   HS256-with-a-public-key are refused). Local tokens must be RFC 9068 `at+jwt`.
+//! - Verified tokens are cached by their SHA-256, never beyond `exp`; revocation is checked
+//!   on every hit.
+//! - `Origin` is checked against an allow-list (DNS rebinding); CORS is only granted to
+//!   allowed origins.
+//! - Refusal descriptions name a class of failure and never echo token material; API keys
+//!   are stored as hashes and compared in constant time.
+//! - Relaxations real identity providers need are [`Compat`] switches, each logged at start.
+//!
+//! ## Crypto provider
+//!
+//! JWTs are signed and verified with `jsonwebtoken` on `aws-lc-rs`. The crate installs that
+//! provider itself before first use, so enabling `jsonwebtoken`'s other backend elsewhere in
+//! the dependency graph does not turn into a run-time panic.
+//!
+//! ## Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `aws-lc-rs` | yes | the crypto backend (required) |
+//! | `macros` | yes | the `mcp-oauth-macros` crate (`#[requires_scopes]`, in progress) |
+//! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
+//! | `introspection` | no | `IntrospectionVerifier` for opaque tokens (RFC 7662) |
+//! | `rmcp` | no | `Auth` as an rmcp tool parameter |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod authn;
+pub mod config;
+pub mod context;
+mod crypto;
+pub mod error;
+pub mod issuer;
+pub mod keys;
+pub mod metadata;
+pub mod resource;
+pub mod scope;
+pub mod server;
+pub mod store;
+mod util;
+pub mod verify;
+
+pub use config::{Compat, ConfigError, McpOAuthConfig, McpOAuthConfigBuilder};
+pub use context::{AuthContext, TokenKind};
+pub use metadata::{protected_resource_metadata, protected_resource_router};
+pub use resource::{Auth, McpOAuth, McpOAuthLayer, Scoped};
+pub use server::oauth_router;
+
+#[doc(hidden)]
+pub mod __private;
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+#[doc(inline)]
+pub use mcp_oauth_macros::{public_tool, requires_scopes, scoped_tools};

@@ -1,0 +1,131 @@
+//! RFC 9728 protected-resource metadata, served where every client looks for it.
+//!
+//! For a resource `https://host/public/mcp` the document is served at the path-inserted URL
+//! `https://host/.well-known/oauth-protected-resource/public/mcp` (the `resource_metadata` of
+//! the layer's challenges) and, for the canonical resource, at the root
+//! `https://host/.well-known/oauth-protected-resource` too, since clients probe the
+//! path-inserted URL first and then the root.
+//!
+//! `resource` is the configured resource string byte for byte, `authorization_servers[0]`
+//! the issuer byte for byte; `scopes_supported` never lists `offline_access`. Responses are
+//! `application/json` with `Access-Control-Allow-Origin: *` and answer CORS preflights, so
+//! browser clients (the Inspector) can read them.
+//!
+//! ```
+//! use mcp_oauth::{McpOAuthConfig, protected_resource_router};
+//! use mcp_oauth::verify::ApiKeyVerifier;
+//! use tower::ServiceExt as _;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let cfg = McpOAuthConfig::builder()
+//!     .resource("https://mcp.example.com/mcp")
+//!     .issuer("https://auth.example.com")
+//!     .scope("read", "Read things")
+//!     .verifier(ApiKeyVerifier::new())
+//!     .build()
+//!     .unwrap();
+//! let app = protected_resource_router(&cfg);
+//! let res = app
+//!     .oneshot(http::Request::get("/.well-known/oauth-protected-resource/mcp").body(axum::body::Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(res.status(), 200);
+//! let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+//! let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+//! assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
+//! assert_eq!(doc["authorization_servers"][0], "https://auth.example.com");
+//! # }
+//! ```
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Response};
+use serde_json::json;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::config::{McpOAuthConfig, path_of};
+
+/// The RFC 9728 document for resource number `idx`.
+#[must_use]
+pub(crate) fn document(cfg: &McpOAuthConfig, idx: usize) -> serde_json::Value {
+    let inner = &cfg.inner;
+    let mut doc = json!({
+        "resource": inner.resources[idx],
+        "authorization_servers": [inner.issuer],
+        "scopes_supported": inner.scopes.iter().map(|(s, _)| s.as_str()).filter(|s| *s != "offline_access").collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+    });
+    if let Some(name) = &inner.resource_name {
+        doc["resource_name"] = json!(name);
+    }
+    if let Some(url) = &inner.resource_documentation {
+        doc["resource_documentation"] = json!(url);
+    }
+    doc
+}
+
+/// The protected-resource metadata as JSON, for the canonical resource.
+#[must_use]
+pub fn protected_resource_metadata(cfg: &McpOAuthConfig) -> serde_json::Value {
+    document(cfg, 0)
+}
+
+fn json_response(body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// CORS for public, credential-free GET documents: any origin, any request header.
+pub(crate) fn public_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::OPTIONS])
+        .allow_headers(Any)
+        .max_age(std::time::Duration::from_secs(86_400))
+}
+
+/// A router serving the protected-resource metadata of every configured resource, at the
+/// path-inserted URL of each and at the root for the canonical one. Merge it into the app
+/// that serves the MCP endpoint (the authorization server's `oauth_router` includes it).
+#[must_use]
+pub fn protected_resource_router<S: Clone + Send + Sync + 'static>(
+    cfg: &McpOAuthConfig,
+) -> Router<S> {
+    let mut router = Router::new();
+    let mut root_taken = false;
+    for (idx, resource) in cfg.inner.resources.iter().enumerate() {
+        let body = Bytes::from(document(cfg, idx).to_string());
+        let path = format!("/.well-known/oauth-protected-resource{}", path_of(resource));
+        if path == "/.well-known/oauth-protected-resource" {
+            root_taken = true;
+        }
+        let b = body.clone();
+        router = router.route(
+            &path,
+            get(move || {
+                let b = b.clone();
+                async move { json_response(b) }
+            }),
+        );
+        if idx == 0 && !root_taken && !cfg.inner.resource_paths.iter().any(String::is_empty) {
+            root_taken = true;
+            router = router.route(
+                "/.well-known/oauth-protected-resource",
+                get(move || {
+                    let b = body.clone();
+                    async move { json_response(b) }
+                }),
+            );
+        }
+    }
+    router.layer(public_cors())
+}

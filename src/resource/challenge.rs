@@ -1,0 +1,229 @@
+//! The layer's refusals: `WWW-Authenticate` challenges (RFC 6750 §3, RFC 9728 §5.1) and the
+//! [`AuthRejection`] that travels in the response extensions.
+
+use axum::body::Body;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::scope::ScopeSet;
+use crate::verify::VerifyError;
+
+/// Why the layer refused a request. It is inserted into the response's extensions, so an
+/// outer layer can log or reshape refusals:
+///
+/// ```
+/// # use mcp_oauth::resource::AuthRejection;
+/// # fn log(response: &http::Response<axum::body::Body>) {
+/// if let Some(why) = response.extensions().get::<AuthRejection>() {
+///     tracing::info!(status = %why.status(), reason = %why, "refused");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthRejection {
+    /// No bearer token; `scope` lists what the request needs.
+    #[error("no access token")]
+    MissingToken {
+        /// Scopes the request needs.
+        scope: ScopeSet,
+    },
+    /// The request is malformed (two `Authorization` headers, an empty token, a token in
+    /// the query string, headers that contradict the body).
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// The token was refused.
+    #[error("invalid token: {error}")]
+    InvalidToken {
+        /// Why.
+        error: VerifyError,
+        /// Scopes the request needs.
+        scope: ScopeSet,
+    },
+    /// The token is valid but lacks scopes.
+    #[error("insufficient scope: needs {needed}")]
+    InsufficientScope {
+        /// What the request needs.
+        needed: ScopeSet,
+        /// What the token holds.
+        granted: ScopeSet,
+    },
+    /// The `Origin` is not allowed (DNS-rebinding protection).
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// The body is larger than the layer reads to find the JSON-RPC method.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The token could not be verified right now.
+    #[error("verification unavailable")]
+    Unavailable,
+}
+
+impl AuthRejection {
+    /// The HTTP status of the refusal.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingToken { .. } | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope { .. } | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The scope the challenge carries: for `insufficient_scope`, everything the token
+    /// holds plus everything needed, because clients re-request exactly that set.
+    #[must_use]
+    pub fn challenge_scope(&self) -> Option<ScopeSet> {
+        match self {
+            Self::MissingToken { scope } | Self::InvalidToken { scope, .. } => Some(scope.clone()),
+            Self::InsufficientScope { needed, granted } => Some(granted.union(needed)),
+            _ => None,
+        }
+    }
+
+    fn error_code(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::MissingToken { .. } => None,
+            Self::InvalidRequest(d) => Some(("invalid_request", d)),
+            Self::InvalidToken { error, .. } => Some(("invalid_token", error.description())),
+            Self::InsufficientScope { .. } => Some((
+                "insufficient_scope",
+                "The access token lacks a scope this request needs",
+            )),
+            Self::OriginNotAllowed => Some(("forbidden", "Origin not allowed")),
+            Self::PayloadTooLarge => Some(("invalid_request", "The request body is too large")),
+            Self::Unavailable => Some((
+                "temporarily_unavailable",
+                "The access token cannot be verified right now",
+            )),
+        }
+    }
+
+    /// The `WWW-Authenticate` value for this refusal, or `None` for refusals that are not
+    /// about credentials (origin, size, availability).
+    #[must_use]
+    pub fn www_authenticate(&self, resource_metadata: &str) -> Option<String> {
+        if matches!(
+            self,
+            Self::OriginNotAllowed | Self::PayloadTooLarge | Self::Unavailable
+        ) {
+            return None;
+        }
+        let mut c = Challenge::bearer();
+        c.param("resource_metadata", resource_metadata);
+        if let Some(scope) = self.challenge_scope().filter(|s| !s.is_empty()) {
+            c.param("scope", &scope.to_string());
+        }
+        if let Some((code, description)) = self.error_code() {
+            c.param("error", code);
+            c.param("error_description", description);
+        }
+        Some(c.finish())
+    }
+
+    /// Renders the refusal: status, challenge, a small JSON body, `no-store`, and the
+    /// rejection itself in the extensions.
+    pub(crate) fn into_response(self, resource_metadata: &str) -> Response<Body> {
+        let body = match &self {
+            Self::OriginNotAllowed => serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": { "code": -32600, "message": "Forbidden: Origin not allowed" },
+            }),
+            other => {
+                let (code, description) = other
+                    .error_code()
+                    .unwrap_or(("invalid_token", "An access token is required"));
+                let (code, description) = if matches!(other, Self::MissingToken { .. }) {
+                    ("invalid_token", "An access token is required")
+                } else {
+                    (code, description)
+                };
+                serde_json::json!({ "error": code, "error_description": description })
+            }
+        };
+        let mut response = Response::new(Body::from(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(value) = self.www_authenticate(resource_metadata) {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(WWW_AUTHENTICATE, v);
+            }
+        }
+        if matches!(self, Self::Unavailable) {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Builds an RFC 7235 challenge: `Bearer k="v", k2="v2"`, every value a quoted-string.
+#[derive(Debug)]
+pub(crate) struct Challenge {
+    out: String,
+    first: bool,
+}
+
+impl Challenge {
+    pub(crate) fn bearer() -> Self {
+        Self {
+            out: String::from("Bearer"),
+            first: true,
+        }
+    }
+
+    /// Appends `name="value"`, escaping `"` and `\` and dropping control characters (which
+    /// could otherwise split or corrupt the header).
+    pub(crate) fn param(&mut self, name: &str, value: &str) {
+        self.out.push_str(if self.first { " " } else { ", " });
+        self.first = false;
+        self.out.push_str(name);
+        self.out.push_str("=\"");
+        for ch in value.chars() {
+            match ch {
+                '"' | '\\' => {
+                    self.out.push('\\');
+                    self.out.push(ch);
+                }
+                c if c.is_control() || !c.is_ascii() => {}
+                c => self.out.push(c),
+            }
+        }
+        self.out.push('"');
+    }
+
+    pub(crate) fn finish(self) -> String {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_quoted_strings() {
+        let mut c = Challenge::bearer();
+        c.param("a", "x\"y\\z\r\nw");
+        c.param("b", "ok");
+        assert_eq!(c.finish(), r#"Bearer a="x\"y\\zw", b="ok""#);
+    }
+
+    #[test]
+    fn insufficient_scope_lists_union() {
+        let r = AuthRejection::InsufficientScope {
+            needed: "files:write".parse().unwrap(),
+            granted: "files:read".parse().unwrap(),
+        };
+        assert_eq!(
+            r.www_authenticate("https://h/.well-known/oauth-protected-resource/mcp")
+                .unwrap(),
+            "Bearer resource_metadata=\"https://h/.well-known/oauth-protected-resource/mcp\", scope=\"files:read files:write\", error=\"insufficient_scope\", error_description=\"The access token lacks a scope this request needs\""
+        );
+    }
+}

@@ -1,0 +1,663 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, ORIGIN, VARY};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::challenge::AuthRejection;
+use super::jsonrpc;
+use super::policy::Requirement;
+use super::shape::{self, ChallengeStyle};
+use crate::config::{Inner, McpOAuthConfig};
+use crate::context::AuthContext;
+use crate::scope::ScopeSet;
+use crate::verify::VerifyError;
+
+/// Largest JSON `tools/list` result the layer rewrites to add `securitySchemes` (4 MiB);
+/// larger ones pass unchanged.
+const DEFAULT_SHAPE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Longest `Authorization` header value the layer reads (8 KiB).
+pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Marks a request that went through the layer; extractors read it to tell "no token on a
+/// public call" from "the layer is not installed", and to honour the scope hierarchy.
+#[derive(Clone)]
+pub(crate) struct LayerState(pub(crate) Arc<Inner>);
+
+/// Protects an MCP endpoint: verifies bearer tokens, applies the [`AccessPolicy`] and answers
+/// refusals with the challenges MCP clients act on. See the [module docs](crate::resource).
+///
+/// [`AccessPolicy`]: crate::resource::AccessPolicy
+#[derive(Clone)]
+#[must_use]
+pub struct McpOAuthLayer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for McpOAuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpOAuthLayer")
+            .field("resources", &self.inner.resources)
+            .finish()
+    }
+}
+
+impl McpOAuthLayer {
+    /// A layer enforcing `config` (pass the config or a reference to it).
+    pub fn new(config: impl Into<McpOAuthConfig>) -> Self {
+        Self {
+            inner: config.into().inner,
+        }
+    }
+}
+
+impl<S> Layer<S> for McpOAuthLayer {
+    type Service = McpOAuth<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        McpOAuth {
+            inner,
+            config: self.inner.clone(),
+        }
+    }
+}
+
+/// The service [`McpOAuthLayer`] produces.
+#[derive(Clone)]
+#[must_use]
+pub struct McpOAuth<S> {
+    inner: S,
+    config: Arc<Inner>,
+}
+
+impl<S> std::fmt::Debug for McpOAuth<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpOAuth")
+            .field("resources", &self.config.resources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> McpOAuth<S> {
+    /// Wraps `inner` with `config`.
+    pub fn new(inner: S, config: McpOAuthConfig) -> Self {
+        Self {
+            inner,
+            config: config.inner,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The bearer token of a request, or why there is none.
+enum Bearer {
+    None,
+    Token(String),
+    Bad(AuthRejection),
+}
+
+fn bearer(headers: &HeaderMap, scope: &ScopeSet) -> Bearer {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Bearer::None;
+    };
+    if values.next().is_some() {
+        return Bearer::Bad(AuthRejection::InvalidRequest(
+            "More than one Authorization header",
+        ));
+    }
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return Bearer::Bad(AuthRejection::InvalidToken {
+            error: VerifyError::Malformed,
+            scope: scope.clone(),
+        });
+    }
+    let bytes = value.as_bytes();
+    let is_bearer = bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"bearer");
+    if !is_bearer || (bytes.len() > 6 && bytes[6] != b' ') {
+        // Another scheme (Basic, DPoP, …): as far as bearer auth goes, no credentials.
+        return Bearer::None;
+    }
+    let token = value
+        .to_str()
+        .unwrap_or_default()
+        .get(6..)
+        .unwrap_or_default()
+        .trim_matches(' ');
+    if token.is_empty() {
+        return Bearer::Bad(AuthRejection::InvalidRequest("The bearer token is empty"));
+    }
+    // RFC 6750 b64token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" followed by "="s.
+    let body = token.trim_end_matches('=');
+    let ok = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if !ok {
+        return Bearer::Bad(AuthRejection::InvalidToken {
+            error: VerifyError::Malformed,
+            scope: scope.clone(),
+        });
+    }
+    Bearer::Token(token.to_owned())
+}
+
+fn query_has_token(uri: &http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    })
+}
+
+/// Which resource a request is for: the one whose path matches the request's original path.
+fn resource_index(inner: &Inner, req_path: &str) -> usize {
+    inner
+        .resource_paths
+        .iter()
+        .position(|p| p == req_path)
+        .unwrap_or(0)
+}
+
+/// Adds CORS headers to a response for an allowed browser origin.
+fn apply_cors(response: &mut Response<Body>, origin: &HeaderValue) {
+    let h = response.headers_mut();
+    h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version"),
+    );
+    h.append(VARY, HeaderValue::from_static("Origin"));
+}
+
+fn preflight(origin: &HeaderValue) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "Authorization, Content-Type, Accept, Last-Event-ID, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Mcp-Session-Id",
+        ),
+    );
+    h.insert(
+        http::header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    apply_cors(&mut r, origin);
+    r
+}
+
+fn origin_allowed(inner: &Inner, origin: &HeaderValue) -> bool {
+    inner.any_origin
+        || origin
+            .to_str()
+            .is_ok_and(|o| inner.allowed_origins.iter().any(|a| a == o))
+}
+
+type AuthFuture = Pin<Box<dyn Future<Output = Result<Request<Body>, Response<Body>>> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for McpOAuth<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // Take the service that was driven to readiness; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let cfg = self.config.clone();
+        let req = req.map(Body::new);
+
+        let path = req
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned());
+        let idx = resource_index(&cfg, &path);
+        let reject = |r: AuthRejection, cors: Option<HeaderValue>| {
+            ResponseFuture::done(r.into_response(&cfg.metadata_urls[idx]), cors)
+        };
+
+        // 1. Origin (DNS rebinding) and CORS preflight.
+        let cors = match req.headers().get(ORIGIN) {
+            Some(origin) if origin_allowed(&cfg, origin) => Some(origin.clone()),
+            Some(_) => return reject(AuthRejection::OriginNotAllowed, None),
+            None => None,
+        };
+        if let Some(origin) = &cors {
+            if req.method() == Method::OPTIONS
+                && req
+                    .headers()
+                    .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            {
+                return ResponseFuture::done(preflight(origin), None);
+            }
+        }
+
+        // 2. Credentials: the Authorization header only, never the query string.
+        let base = cfg.policy.unknown_requirement();
+        let base_scope = match &base {
+            Requirement::Token(s) if s.is_empty() => cfg.default_scopes.clone(),
+            Requirement::Token(s) => s.clone(),
+            Requirement::Public => ScopeSet::new(),
+        };
+        if query_has_token(req.uri()) {
+            return reject(
+                AuthRejection::InvalidRequest("Access tokens are not accepted in the query string"),
+                cors,
+            );
+        }
+        let token = match bearer(req.headers(), &base_scope) {
+            Bearer::Bad(r) => return reject(r, cors),
+            Bearer::None => None,
+            Bearer::Token(t) => Some(t),
+        };
+
+        // 3. What does the request need? Decide without the body when possible.
+        let is_call = req.method() == Method::POST;
+        let from_headers = if is_call {
+            jsonrpc::from_headers(req.headers())
+        } else {
+            None
+        };
+        let style = cfg.challenge_style.style_for(req.headers());
+        // Trusted 2026-07-28 headers name the method, so the body is read only for what the
+        // headers cannot give: the request id of a ChatGPT-style tool-result challenge.
+        let header_method = from_headers.as_ref().map(|(m, _)| m.as_str());
+        let trusted = cfg.trust_mcp_headers && from_headers.is_some();
+        let needs_body = is_call
+            && cfg.policy.needs_method()
+            && (!trusted
+                || (style == ChallengeStyle::ToolResult && header_method == Some("tools/call")));
+        let shaper = |caller: Option<AuthContext>| shaper_for(&cfg, caller);
+        let shape_by_header =
+            trusted && cfg.shape_tools_list && header_method == Some("tools/list");
+        if !needs_body {
+            let requirement = if !is_call {
+                cfg.policy.stream_requirement()
+            } else if let Some((m, n)) = &from_headers {
+                cfg.policy.requirement(Some(m), n.as_deref())
+            } else {
+                base
+            };
+            match (&requirement, &token) {
+                (Requirement::Public, None) => {
+                    let mut req = req;
+                    req.extensions_mut().insert(LayerState(cfg.clone()));
+                    let mut fut = ResponseFuture::call(service, req, cors);
+                    if shape_by_header {
+                        fut.shape = Some(shaper(None));
+                        fut.shape_limit = DEFAULT_SHAPE_LIMIT;
+                    }
+                    return fut;
+                }
+                (Requirement::Token(scope), None) => {
+                    let scope = if scope.is_empty() {
+                        cfg.default_scopes.clone()
+                    } else {
+                        scope.clone()
+                    };
+                    return reject(AuthRejection::MissingToken { scope }, cors);
+                }
+                _ => {}
+            }
+            let shape = shape_by_header.then(|| shaper(None));
+            let fut = Box::pin(async move {
+                let mut req = req;
+                let caller = check(&cfg, requirement, token, &mut req)
+                    .await
+                    .map_err(|r| r.into_response(&cfg.metadata_urls[idx]))?;
+                if let Some(ShapeTools(s)) = shape {
+                    let mut s = Arc::unwrap_or_clone(s);
+                    s.caller = caller;
+                    req.extensions_mut().insert(ShapeTools(Arc::new(s)));
+                }
+                Ok(req)
+            });
+            return ResponseFuture::authorizing(fut, service, cors);
+        }
+
+        let fut: AuthFuture = Box::pin(async move {
+            let metadata = &cfg.metadata_urls[idx];
+            let (parts, body) = req.into_parts();
+            let bytes = match http_body_util::Limited::new(body, cfg.max_body_bytes)
+                .collect()
+                .await
+            {
+                Ok(c) => c.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(AuthRejection::PayloadTooLarge.into_response(metadata));
+                }
+                Err(_) => {
+                    return Err(AuthRejection::InvalidRequest(
+                        "The request body could not be read",
+                    )
+                    .into_response(metadata));
+                }
+            };
+            let messages = jsonrpc::parse_body(&bytes);
+            if let Some((method, name)) = &from_headers {
+                if let [jsonrpc::Message::Call { method: m, name: n }] = messages.as_slice() {
+                    if m != method || (name.is_some() && n != name) {
+                        return Err(AuthRejection::InvalidRequest(
+                            "The Mcp-Method or Mcp-Name header does not match the request body",
+                        )
+                        .into_response(metadata));
+                    }
+                }
+            }
+            let requirement = jsonrpc::requirement_of(&cfg.policy, &messages);
+            let single = match messages.as_slice() {
+                [jsonrpc::Message::Call { method, .. }] => Some(method.as_str()),
+                _ => None,
+            };
+            let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
+            let caller = match check(&cfg, requirement, token, &mut req).await {
+                Ok(caller) => caller,
+                Err(rejection) => {
+                    let credential_refusal = matches!(
+                        rejection,
+                        AuthRejection::MissingToken { .. }
+                            | AuthRejection::InvalidToken { .. }
+                            | AuthRejection::InsufficientScope { .. }
+                    );
+                    if style == ChallengeStyle::ToolResult
+                        && credential_refusal
+                        && single == Some("tools/call")
+                    {
+                        let id = jsonrpc::request_id(&bytes);
+                        return Err(shape::tool_result_challenge(&rejection, id, metadata));
+                    }
+                    return Err(rejection.into_response(metadata));
+                }
+            };
+            if cfg.shape_tools_list && single == Some("tools/list") {
+                req.extensions_mut().insert(shaper_for(&cfg, caller));
+            }
+            Ok(req)
+        });
+        ResponseFuture::authorizing(fut, service, cors)
+    }
+}
+
+fn shaper_for(cfg: &Inner, caller: Option<AuthContext>) -> ShapeTools {
+    ShapeTools(Arc::new(shape::ToolsListShaper {
+        policy: cfg.policy.clone(),
+        default_scopes: cfg.default_scopes.clone(),
+        hierarchy: cfg.hierarchy.clone(),
+        filter: cfg.filter_tools_list,
+        caller,
+    }))
+}
+
+/// Asks the response future to add `securitySchemes` to a `tools/list` result.
+#[derive(Clone)]
+struct ShapeTools(Arc<shape::ToolsListShaper>);
+
+/// Verifies the token (through the cache) and checks the requirement; on success inserts the
+/// [`AuthContext`] and the layer marker into the request and returns the caller.
+async fn check(
+    cfg: &Arc<Inner>,
+    requirement: Requirement,
+    token: Option<String>,
+    req: &mut Request<Body>,
+) -> Result<Option<AuthContext>, AuthRejection> {
+    req.extensions_mut().insert(LayerState(cfg.clone()));
+    let needed = match requirement {
+        Requirement::Public => None,
+        Requirement::Token(s) => Some(s),
+    };
+    let challenge_scope = || match &needed {
+        Some(s) if !s.is_empty() => s.clone(),
+        _ => cfg.default_scopes.clone(),
+    };
+    let Some(token) = token else {
+        return match needed {
+            None => Ok(None),
+            Some(_) => Err(AuthRejection::MissingToken {
+                scope: challenge_scope(),
+            }),
+        };
+    };
+    let ctx = match verify(cfg, &token).await {
+        Ok(ctx) => ctx,
+        Err(VerifyError::Unavailable(reason)) => {
+            tracing::warn!(target: "mcp_oauth::rejection", %reason, "token verification unavailable");
+            return Err(AuthRejection::Unavailable);
+        }
+        Err(error) => {
+            tracing::debug!(target: "mcp_oauth::rejection", %error, "token refused");
+            return Err(AuthRejection::InvalidToken {
+                error,
+                scope: challenge_scope(),
+            });
+        }
+    };
+    if let Some(needed) = &needed {
+        let missing = cfg.hierarchy.missing(ctx.scopes(), needed);
+        if !missing.is_empty() {
+            tracing::debug!(target: "mcp_oauth::rejection", %missing, "insufficient scope");
+            return Err(AuthRejection::InsufficientScope {
+                needed: needed.clone(),
+                granted: ctx.scopes().clone(),
+            });
+        }
+    }
+    req.extensions_mut().insert(ctx.clone());
+    Ok(Some(ctx))
+}
+
+async fn verify(cfg: &Inner, token: &str) -> Result<AuthContext, VerifyError> {
+    if let Some(cache) = &cfg.cache {
+        if let Some(ctx) = cache.get(token) {
+            cfg.verifier.recheck(&ctx).await?;
+            return Ok(ctx);
+        }
+        let ctx = cfg.verifier.verify(token).await?;
+        let ttl = cfg.cache_max_ttl.min(cfg.verifier.cache_ttl());
+        cache.insert(token, ctx.clone(), ttl);
+        return Ok(ctx);
+    }
+    cfg.verifier.verify(token).await
+}
+
+pin_project! {
+    /// The response future of [`McpOAuth`].
+    pub struct ResponseFuture<S: Service<Request<Body>>> {
+        #[pin]
+        state: State<S::Future>,
+        service: Option<S>,
+        cors: Option<HeaderValue>,
+        shape: Option<ShapeTools>,
+        shape_limit: usize,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Authorizing { fut: AuthFuture },
+        Calling { #[pin] fut: F },
+        Done { response: Option<Response<Body>> },
+    }
+}
+
+impl<S: Service<Request<Body>>> ResponseFuture<S> {
+    fn done(response: Response<Body>, cors: Option<HeaderValue>) -> Self {
+        Self {
+            state: State::Done {
+                response: Some(response),
+            },
+            service: None,
+            cors,
+            shape: None,
+            shape_limit: 0,
+        }
+    }
+
+    fn call(mut service: S, req: Request<Body>, cors: Option<HeaderValue>) -> Self {
+        Self {
+            state: State::Calling {
+                fut: service.call(req),
+            },
+            service: None,
+            cors,
+            shape: None,
+            shape_limit: 0,
+        }
+    }
+
+    fn authorizing(fut: AuthFuture, service: S, cors: Option<HeaderValue>) -> Self {
+        Self {
+            state: State::Authorizing { fut },
+            service: Some(service),
+            cors,
+            shape: None,
+            shape_limit: DEFAULT_SHAPE_LIMIT,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for ResponseFuture<S>
+where
+    S: Service<Request<Body>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, ResBody> Future for ResponseFuture<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let mut response = match this.state.as_mut().project() {
+                StateProj::Authorizing { fut } => match ready!(fut.as_mut().poll(cx)) {
+                    Ok(mut req) => {
+                        *this.shape = req.extensions_mut().remove::<ShapeTools>();
+                        let Some(mut service) = this.service.take() else {
+                            unreachable!("the service is kept until authorization completes")
+                        };
+                        let fut = service.call(req);
+                        this.state.set(State::Calling { fut });
+                        continue;
+                    }
+                    Err(response) => response,
+                },
+                StateProj::Calling { fut } => {
+                    let response = ready!(fut.poll(cx))?.map(Body::new);
+                    match this.shape.take() {
+                        Some(ShapeTools(shaper)) => shaper.shape(response, *this.shape_limit),
+                        None => response,
+                    }
+                }
+                StateProj::Done { response } => response
+                    .take()
+                    .expect("ResponseFuture polled after completion"),
+            };
+            if let Some(origin) = this.cors.take() {
+                apply_cors(&mut response, &origin);
+            }
+            return Poll::Ready(Ok(response));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let s = ScopeSet::new();
+        assert!(
+            matches!(bearer(&headers(&["Bearer abc.def-_~+/=="]), &s), Bearer::Token(t) if t == "abc.def-_~+/==")
+        );
+        assert!(matches!(bearer(&headers(&["bEaReR abc"]), &s), Bearer::Token(t) if t == "abc"));
+        assert!(matches!(
+            bearer(&headers(&["Basic YTpi"]), &s),
+            Bearer::None
+        ));
+        assert!(matches!(bearer(&headers(&["Bearerabc"]), &s), Bearer::None));
+        assert!(matches!(
+            bearer(&headers(&["Bearer "]), &s),
+            Bearer::Bad(AuthRejection::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            bearer(&headers(&["Bearer"]), &s),
+            Bearer::Bad(AuthRejection::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            bearer(&headers(&["Bearer a", "Bearer b"]), &s),
+            Bearer::Bad(AuthRejection::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            bearer(&headers(&["Bearer a b"]), &s),
+            Bearer::Bad(AuthRejection::InvalidToken { .. })
+        ));
+        assert!(matches!(
+            bearer(&headers(&["Bearer ==="]), &s),
+            Bearer::Bad(AuthRejection::InvalidToken { .. })
+        ));
+    }
+
+    #[test]
+    fn query_tokens_are_spotted() {
+        assert!(query_has_token(&"/mcp?access_token=x".parse().unwrap()));
+        assert!(query_has_token(&"/mcp?a=1&access_token".parse().unwrap()));
+        assert!(!query_has_token(&"/mcp?my_access_token=x".parse().unwrap()));
+    }
+}

@@ -1,0 +1,315 @@
+//! [`AccessPolicy`]: which JSON-RPC calls pass without a token and which scopes each needs.
+//!
+//! The layer decides per request, before the MCP service runs, so that a missing scope is an
+//! HTTP `403 insufficient_scope` challenge that clients can act on (a JSON-RPC error inside a
+//! `200` cannot trigger a client's step-up).
+//!
+//! ```
+//! use mcp_oauth::resource::{AccessPolicy, Requirement};
+//!
+//! let policy = AccessPolicy::new()
+//!     .lazy()                                   // initialize, tools/list, ping, … need no token
+//!     .public_tool("public_search")
+//!     .tool_scopes("files_read", ["files:read"])
+//!     .tool_scopes("files_write", ["files:write"]);
+//!
+//! assert_eq!(policy.requirement(Some("tools/list"), None), Requirement::Public);
+//! assert_eq!(policy.requirement(Some("tools/call"), Some("public_search")), Requirement::Public);
+//! assert_eq!(
+//!     policy.requirement(Some("tools/call"), Some("files_write")),
+//!     Requirement::Token("files:write".parse().unwrap()),
+//! );
+//! // Unknown tools still need a token.
+//! assert!(matches!(policy.requirement(Some("tools/call"), Some("nope")), Requirement::Token(_)));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::scope::{Scope, ScopeSet};
+
+/// Methods that lazy authentication lets through without a token: the handshake, listings,
+/// `ping` and every notification. Calls (`tools/call`, `resources/read`, `prompts/get`, …)
+/// are not among them.
+pub const LAZY_PUBLIC_METHODS: &[&str] = &[
+    "initialize",
+    "server/discover",
+    "ping",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+];
+
+/// What one request (or the union of a batch) needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// No token needed (a token that is sent is still verified).
+    Public,
+    /// A valid token holding these scopes (possibly none).
+    Token(ScopeSet),
+}
+
+impl Requirement {
+    /// The stricter of two requirements (a batch needs what all its members need).
+    #[must_use]
+    pub fn and(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Public, Self::Public) => Self::Public,
+            (Self::Token(s), Self::Public) | (Self::Public, Self::Token(s)) => Self::Token(s),
+            (Self::Token(a), Self::Token(b)) => Self::Token(a.union(&b)),
+        }
+    }
+}
+
+/// How one tool may be called, as declared next to its code (`#[requires_scopes]`,
+/// `#[public_tool]`) and collected by `#[scoped_tools]` into
+/// [`AccessPolicy::tools`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolAccess {
+    /// Callable without a token.
+    Public,
+    /// Needs a token holding these scopes (with the hierarchy).
+    Scopes(&'static [&'static str]),
+}
+
+/// One tool's declared access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolRequirement {
+    /// The tool name, as `tools/call` names it.
+    pub name: &'static str,
+    /// What calling it takes.
+    pub access: ToolAccess,
+}
+
+/// Which calls need which scopes; see the [`resource`](crate::resource) module docs.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct AccessPolicy {
+    lazy: bool,
+    public_methods: BTreeSet<String>,
+    method_scopes: BTreeMap<String, ScopeSet>,
+    public_tools: BTreeSet<String>,
+    tool_scopes: BTreeMap<String, ScopeSet>,
+    resource_scopes: BTreeMap<String, ScopeSet>,
+    prompt_scopes: BTreeMap<String, ScopeSet>,
+    required: ScopeSet,
+}
+
+fn scopes<I, S>(items: I) -> ScopeSet
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    // Invalid scope strings are caught by the config builder's check of `all_scopes`; here
+    // they are kept verbatim-free by dropping them, and the builder reports them.
+    items
+        .into_iter()
+        .filter_map(|s| Scope::new(s).ok())
+        .collect()
+}
+
+impl AccessPolicy {
+    /// Every request needs a valid token (with the [`require_scopes`](Self::require_scopes),
+    /// if any). This is the default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lazy authentication: [`LAZY_PUBLIC_METHODS`], notifications, responses and the
+    /// `GET`/`DELETE` stream requests pass without a token, so clients can connect and list
+    /// tools before signing in, and are challenged only when they call something protected.
+    /// Both ChatGPT and Claude show sign-in at once unless listing works without a token.
+    pub fn lazy(mut self) -> Self {
+        self.lazy = true;
+        self
+    }
+
+    /// Lets a JSON-RPC method through without a token.
+    pub fn public_method(mut self, method: impl Into<String>) -> Self {
+        self.public_methods.insert(method.into());
+        self
+    }
+
+    /// Scopes a JSON-RPC method needs (on top of [`require_scopes`](Self::require_scopes)).
+    pub fn method_scopes<I, S>(mut self, method: impl Into<String>, needed: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.method_scopes.insert(method.into(), scopes(needed));
+        self
+    }
+
+    /// Lets `tools/call` of this tool through without a token.
+    pub fn public_tool(mut self, name: impl Into<String>) -> Self {
+        self.public_tools.insert(name.into());
+        self
+    }
+
+    /// Scopes `tools/call` of this tool needs.
+    pub fn tool_scopes<I, S>(mut self, name: impl Into<String>, needed: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tool_scopes.insert(name.into(), scopes(needed));
+        self
+    }
+
+    /// Adds declared tool requirements, typically `Server::tool_requirements()` generated by
+    /// `#[scoped_tools]` from the `#[requires_scopes]` and `#[public_tool]` attributes, so
+    /// the policy cannot drift from the code.
+    pub fn tools<I: IntoIterator<Item = ToolRequirement>>(mut self, tools: I) -> Self {
+        for t in tools {
+            match t.access {
+                ToolAccess::Public => {
+                    self.public_tools.insert(t.name.to_owned());
+                }
+                ToolAccess::Scopes(s) => {
+                    self.tool_scopes
+                        .insert(t.name.to_owned(), scopes(s.iter().copied()));
+                }
+            }
+        }
+        self
+    }
+
+    /// Scopes `resources/read` (and `resources/subscribe`) of this URI needs.
+    pub fn resource_scopes<I, S>(mut self, uri: impl Into<String>, needed: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.resource_scopes.insert(uri.into(), scopes(needed));
+        self
+    }
+
+    /// Scopes `prompts/get` of this prompt needs.
+    pub fn prompt_scopes<I, S>(mut self, name: impl Into<String>, needed: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.prompt_scopes.insert(name.into(), scopes(needed));
+        self
+    }
+
+    /// Scopes every authenticated request needs.
+    pub fn require_scopes<I, S>(mut self, needed: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required = scopes(needed);
+        self
+    }
+
+    /// Whether lazy authentication is on.
+    #[must_use]
+    pub fn is_lazy(&self) -> bool {
+        self.lazy
+    }
+
+    /// Whether any decision depends on the JSON-RPC method or name. When not, the layer
+    /// never reads the request body.
+    #[must_use]
+    pub fn needs_method(&self) -> bool {
+        self.lazy
+            || !self.public_methods.is_empty()
+            || !self.method_scopes.is_empty()
+            || !self.public_tools.is_empty()
+            || !self.tool_scopes.is_empty()
+            || !self.resource_scopes.is_empty()
+            || !self.prompt_scopes.is_empty()
+    }
+
+    /// Every scope the policy mentions (checked against the declared scopes at build).
+    #[must_use]
+    pub fn all_scopes(&self) -> ScopeSet {
+        let mut all = self.required.clone();
+        for set in self
+            .method_scopes
+            .values()
+            .chain(self.tool_scopes.values())
+            .chain(self.resource_scopes.values())
+            .chain(self.prompt_scopes.values())
+        {
+            all.extend(set);
+        }
+        all
+    }
+
+    /// Scopes declared for a tool, if any.
+    #[must_use]
+    pub fn scopes_for_tool(&self, name: &str) -> Option<&ScopeSet> {
+        self.tool_scopes.get(name)
+    }
+
+    /// Whether a tool is declared public.
+    #[must_use]
+    pub fn is_public_tool(&self, name: &str) -> bool {
+        self.public_tools.contains(name)
+    }
+
+    /// The requirement of a request that is not a JSON-RPC `POST` (`GET` stream, `DELETE`
+    /// session).
+    #[must_use]
+    pub fn stream_requirement(&self) -> Requirement {
+        if self.lazy {
+            Requirement::Public
+        } else {
+            Requirement::Token(self.required.clone())
+        }
+    }
+
+    /// The requirement of a request whose body could not be read as JSON-RPC: a token with
+    /// the base scopes (the inner service will answer the parse error to a signed-in client).
+    #[must_use]
+    pub fn unknown_requirement(&self) -> Requirement {
+        Requirement::Token(self.required.clone())
+    }
+
+    /// The requirement of a JSON-RPC response (a message with a result or error but no
+    /// method): public under lazy authentication, since it invokes nothing.
+    #[must_use]
+    pub fn response_requirement(&self) -> Requirement {
+        self.stream_requirement()
+    }
+
+    /// The requirement of one JSON-RPC request or notification. `name` is the tool or
+    /// prompt name, or the resource URI.
+    #[must_use]
+    pub fn requirement(&self, method: Option<&str>, name: Option<&str>) -> Requirement {
+        let Some(method) = method else {
+            return self.unknown_requirement();
+        };
+        let with = |extra: &ScopeSet| Requirement::Token(self.required.union(extra));
+        let named = match (method, name) {
+            ("tools/call", Some(n)) => {
+                if let Some(s) = self.tool_scopes.get(n) {
+                    return with(s);
+                }
+                if self.public_tools.contains(n) {
+                    return Requirement::Public;
+                }
+                None
+            }
+            ("resources/read" | "resources/subscribe", Some(u)) => self.resource_scopes.get(u),
+            ("prompts/get", Some(n)) => self.prompt_scopes.get(n),
+            _ => None,
+        };
+        if let Some(s) = named {
+            return with(s);
+        }
+        if let Some(s) = self.method_scopes.get(method) {
+            return with(s);
+        }
+        let lazy_public = self.lazy
+            && (LAZY_PUBLIC_METHODS.contains(&method) || method.starts_with("notifications/"));
+        if lazy_public || self.public_methods.contains(method) {
+            Requirement::Public
+        } else {
+            Requirement::Token(self.required.clone())
+        }
+    }
+}

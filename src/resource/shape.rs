@@ -1,0 +1,401 @@
+//! Tool-level authorization as clients see it: `securitySchemes` on every tool of a
+//! `tools/list` result, and the challenge style per client (HTTP status or a tool result
+//! carrying `_meta["mcp/www_authenticate"]`, which is what ChatGPT acts on).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body::Frame;
+use pin_project_lite::pin_project;
+use serde_json::{Value, json};
+
+use super::challenge::AuthRejection;
+use super::policy::{AccessPolicy, Requirement};
+use crate::context::AuthContext;
+use crate::scope::{ScopeHierarchy, ScopeSet};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a refusal of a `tools/call` reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChallengeStyle {
+    /// HTTP `401`/`403` with `WWW-Authenticate` (the MCP spec; Claude, VS Code, Cursor, the
+    /// SDK clients and rmcp step up only on this).
+    Http,
+    /// HTTP `200` with a JSON-RPC result `{isError: true, _meta: {"mcp/www_authenticate":
+    /// [challenge]}}` (ChatGPT shows its sign-in UI only for this form).
+    ToolResult,
+}
+
+/// Chooses the [`ChallengeStyle`] for a request.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum ChallengeStyleRule {
+    /// Always this style.
+    Always(ChallengeStyle),
+    /// [`ChallengeStyle::ToolResult`] when the `User-Agent` contains any of these
+    /// (case-insensitive), [`ChallengeStyle::Http`] otherwise.
+    UserAgentContains(Vec<String>),
+    /// Your own choice from the request headers.
+    Custom(Arc<dyn Fn(&HeaderMap) -> ChallengeStyle + Send + Sync>),
+}
+
+impl std::fmt::Debug for ChallengeStyleRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Always(s) => f.debug_tuple("Always").field(s).finish(),
+            Self::UserAgentContains(p) => f.debug_tuple("UserAgentContains").field(p).finish(),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl Default for ChallengeStyleRule {
+    /// ChatGPT's user agents (`openai-mcp/1.0.0 (ChatGPT)`) get the tool-result form;
+    /// everyone else HTTP.
+    fn default() -> Self {
+        Self::UserAgentContains(vec!["openai-mcp".to_owned(), "chatgpt".to_owned()])
+    }
+}
+
+impl ChallengeStyleRule {
+    /// The style for a request with these headers.
+    #[must_use]
+    pub fn style_for(&self, headers: &HeaderMap) -> ChallengeStyle {
+        match self {
+            Self::Always(s) => *s,
+            Self::UserAgentContains(patterns) => {
+                let ua = headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_ascii_lowercase)
+                    .unwrap_or_default();
+                if patterns
+                    .iter()
+                    .any(|p| ua.contains(&p.to_ascii_lowercase()))
+                {
+                    ChallengeStyle::ToolResult
+                } else {
+                    ChallengeStyle::Http
+                }
+            }
+            Self::Custom(f) => f(headers),
+        }
+    }
+}
+
+/// The `securitySchemes` of a tool under `policy`: `noauth` for public tools, `oauth2` with
+/// the tool's scopes otherwise (the policy's base scopes, or `default_scopes`, for tools it
+/// does not list).
+pub(crate) fn security_schemes(
+    policy: &AccessPolicy,
+    default_scopes: &ScopeSet,
+    tool: &str,
+) -> Value {
+    match policy.requirement(Some("tools/call"), Some(tool)) {
+        Requirement::Public => json!([{ "type": "noauth" }]),
+        Requirement::Token(s) => {
+            let scopes = if s.is_empty() { default_scopes } else { &s };
+            json!([{ "type": "oauth2", "scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>() }])
+        }
+    }
+}
+
+/// What the shaper needs to rewrite a `tools/list` result.
+#[derive(Clone)]
+pub(crate) struct ToolsListShaper {
+    pub(crate) policy: AccessPolicy,
+    pub(crate) default_scopes: ScopeSet,
+    pub(crate) hierarchy: ScopeHierarchy,
+    /// Drop tools the caller may not call.
+    pub(crate) filter: bool,
+    /// The caller, if authenticated.
+    pub(crate) caller: Option<AuthContext>,
+}
+
+impl ToolsListShaper {
+    fn may_call(&self, tool: &str) -> bool {
+        match self.policy.requirement(Some("tools/call"), Some(tool)) {
+            Requirement::Public => true,
+            Requirement::Token(needed) => self
+                .caller
+                .as_ref()
+                .is_some_and(|c| self.hierarchy.satisfies(c.scopes(), &needed)),
+        }
+    }
+
+    /// Rewrites one JSON-RPC message if it is a result with a `tools` array; `None` when
+    /// there is nothing to change.
+    pub(crate) fn rewrite(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let mut msg: Value = serde_json::from_slice(payload).ok()?;
+        let tools = msg.get_mut("result")?.get_mut("tools")?.as_array_mut()?;
+        if self.filter {
+            tools.retain(|t| {
+                t.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| self.may_call(n))
+            });
+        }
+        for tool in tools.iter_mut() {
+            let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            let Some(obj) = tool.as_object_mut() else {
+                continue;
+            };
+            let schemes = security_schemes(&self.policy, &self.default_scopes, &name);
+            // ChatGPT reads the top-level field; some SDKs strip unknown top-level fields,
+            // so a copy rides in `_meta` too.
+            obj.insert("securitySchemes".to_owned(), schemes.clone());
+            if let Some(meta) = obj
+                .entry("_meta")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+            {
+                meta.insert("securitySchemes".to_owned(), schemes);
+            }
+        }
+        serde_json::to_vec(&msg).ok()
+    }
+
+    /// Wraps a response so its `tools/list` result gains `securitySchemes`: JSON bodies are
+    /// rewritten whole (up to `limit` bytes), SSE streams event by event as they flow.
+    pub(crate) fn shape(self: Arc<Self>, response: Response<Body>, limit: usize) -> Response<Body> {
+        if !response.status().is_success() {
+            return response;
+        }
+        let ctype = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let (mut parts, body) = response.into_parts();
+        if ctype.starts_with("text/event-stream") {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            let body = SseRewrite {
+                inner: body,
+                buf: BytesMut::new(),
+                shaper: self,
+                ended: false,
+            };
+            Response::from_parts(parts, Body::new(body))
+        } else if ctype.starts_with("application/json") {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            let body = JsonRewrite {
+                inner: body,
+                buf: BytesMut::new(),
+                shaper: self,
+                limit,
+                passthrough: false,
+                done: false,
+            };
+            Response::from_parts(parts, Body::new(body))
+        } else {
+            Response::from_parts(parts, body)
+        }
+    }
+}
+
+pin_project! {
+    /// Buffers a JSON body, then emits it rewritten (or unchanged when over the limit).
+    struct JsonRewrite {
+        #[pin]
+        inner: Body,
+        buf: BytesMut,
+        shaper: Arc<ToolsListShaper>,
+        limit: usize,
+        passthrough: bool,
+        done: bool,
+    }
+}
+
+impl http_body::Body for JsonRewrite {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    };
+                    if *this.passthrough {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    this.buf.extend_from_slice(&data);
+                    if this.buf.len() > *this.limit {
+                        // Too big to rewrite: pass it on untouched, the rest as it comes.
+                        *this.passthrough = true;
+                        let held = std::mem::take(this.buf).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(held))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    *this.done = true;
+                    if *this.passthrough {
+                        return Poll::Ready(None);
+                    }
+                    let raw = std::mem::take(this.buf).freeze();
+                    let out = this.shaper.rewrite(&raw).map_or(raw, Bytes::from);
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Rewrites an SSE stream event by event.
+    struct SseRewrite {
+        #[pin]
+        inner: Body,
+        buf: BytesMut,
+        shaper: Arc<ToolsListShaper>,
+        ended: bool,
+    }
+}
+
+/// The end of the first complete SSE event in `buf` (index after its blank line).
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Rewrites the `data:` payload of one SSE event when it is a `tools/list` result.
+fn rewrite_event(shaper: &ToolsListShaper, event: &[u8]) -> Bytes {
+    let Ok(text) = std::str::from_utf8(event) else {
+        return Bytes::copy_from_slice(event);
+    };
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("data:")
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        })
+        .collect();
+    if data.is_empty() {
+        return Bytes::copy_from_slice(event);
+    }
+    let Some(new) = shaper.rewrite(data.join("\n").as_bytes()) else {
+        return Bytes::copy_from_slice(event);
+    };
+    let mut out = String::with_capacity(event.len() + 64);
+    let mut wrote = false;
+    for line in text.lines() {
+        if line.starts_with("data:") {
+            if !wrote {
+                out.push_str("data: ");
+                out.push_str(&String::from_utf8_lossy(&new));
+                out.push('\n');
+                wrote = true;
+            }
+        } else if !line.is_empty() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+impl http_body::Body for SseRewrite {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(end) = event_end(this.buf) {
+                let event = this.buf.split_to(end);
+                return Poll::Ready(Some(Ok(Frame::data(rewrite_event(this.shaper, &event)))));
+            }
+            if *this.ended {
+                if this.buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                let rest = std::mem::take(this.buf).freeze();
+                return Poll::Ready(Some(Ok(Frame::data(rest))));
+            }
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.buf.extend_from_slice(&data),
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Poll::Ready(None) => *this.ended = true,
+            }
+        }
+    }
+}
+
+/// The ChatGPT form of a refusal: HTTP 200 with a JSON-RPC tool result that is an error and
+/// carries the challenge in `_meta["mcp/www_authenticate"]`.
+pub(crate) fn tool_result_challenge(
+    rejection: &AuthRejection,
+    id: Value,
+    resource_metadata: &str,
+) -> Response<Body> {
+    // ChatGPT needs both `error` and `error_description`; a missing token is reported the
+    // way OpenAI's own example does, as `insufficient_scope`.
+    let (code, description) = match rejection {
+        AuthRejection::MissingToken { .. } => ("insufficient_scope", "Sign in to use this tool"),
+        AuthRejection::InvalidToken { error, .. } => ("invalid_token", error.description()),
+        _ => (
+            "insufficient_scope",
+            "The access token lacks a scope this tool needs",
+        ),
+    };
+    let mut c = super::challenge::Challenge::bearer();
+    c.param("resource_metadata", resource_metadata);
+    if let Some(scope) = rejection.challenge_scope().filter(|s| !s.is_empty()) {
+        c.param("scope", &scope.to_string());
+    }
+    c.param("error", code);
+    c.param("error_description", description);
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "result": {
+            "isError": true,
+            "content": [{ "type": "text", "text": description }],
+            "_meta": { "mcp/www_authenticate": [c.finish()] },
+        },
+    });
+    let mut res = Response::new(Body::from(body.to_string()));
+    *res.status_mut() = StatusCode::OK;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    res.extensions_mut().insert(rejection.clone());
+    res
+}

@@ -1,0 +1,1233 @@
+//! The authorization endpoint: `GET`/`POST {issuer path}/authorize`, with the login form
+//! (`POST …/authorize/login`) and the consent form (`POST …/authorize/consent`).
+//!
+//! # Order of checks
+//!
+//! 1. **Client and redirect URI, before anything can redirect.** An unknown `client_id`, a
+//!    `redirect_uri` that is not registered, a missing `redirect_uri` when the client has
+//!    several, or either parameter given twice, renders an error page (`400`) and never
+//!    redirects: redirecting to an unchecked URI is an open redirect (and how codes were
+//!    stolen from authorization servers that checked it only at the token endpoint).
+//!    Matching is exact, byte for byte, except that for `http` loopback URIs
+//!    (`127.0.0.1`, `[::1]`, `localhost`) the port is ignored (RFC 8252 §7.3).
+//! 2. **The request**, now answered by redirecting with `error`, `error_description`,
+//!    `state` and `iss`: parameters given twice, `response_type` other than `code`, a
+//!    missing PKCE `code_challenge`, a `code_challenge_method` other than `S256` (`plain`
+//!    and a missing method are refused: no downgrade), a challenge that is not 43 base64url
+//!    characters, and a `resource` (RFC 8707) that is not one of the configured resources
+//!    (`invalid_target`). Scopes are lenient: unknown ones are dropped, and when none
+//!    remains the configured default scopes apply. An absent `resource` means the
+//!    canonical one.
+//! 3. **The user**, through the configured [`UserAuthenticator`](crate::authn::UserAuthenticator):
+//!    known already (host session), shown the login page, or redirected to the host's login.
+//! 4. **Consent**, unless the authenticator skips it
+//!    ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove): `GET /authorize` then
+//!    answers with the code directly) or a remembered consent covers the scopes.
+//!
+//! Every redirect back to the client, success or error, carries `iss` (RFC 9207) equal to
+//! the issuer string, and `state` exactly as received.
+//!
+//! # Browser binding
+//!
+//! While the user logs in and decides, the request is parked in the grant store under a
+//! random id with a lifetime of ten minutes. The id travels in the forms and in a cookie
+//! (`__Host-mcp-oauth-req`, `Secure; HttpOnly; SameSite=Lax; Path=/` on an `https` issuer;
+//! `mcp-oauth-req` without `Secure` on a development `http` issuer); each form also carries
+//! a CSRF token of which only the hash is stored. A form post whose cookie or token does not
+//! match renders an error page. The pair is replaced after a successful login, and the
+//! consent decision consumes the parked request, so a decision cannot be replayed. One
+//! browser has one authorization in progress at a time: starting another replaces the
+//! first.
+//!
+//! Pages carry `Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline';
+//! frame-ancestors 'none'` (no `form-action`: Chrome applies it to the redirect that
+//! follows the consent form, which would block the return to the client),
+//! `X-Frame-Options: DENY`, `Cache-Control: no-store` and `Referrer-Policy: no-referrer`.
+//!
+//! ```
+//! use axum::body::Body;
+//! use http::Request;
+//! use mcp_oauth::{McpOAuthConfig, oauth_router};
+//! use mcp_oauth::authn::InsecureAutoApprove;
+//! use mcp_oauth::server::{AuthorizationServer, StaticClient};
+//! use tower::ServiceExt as _;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let server = AuthorizationServer::builder()
+//!     .authenticator(InsecureAutoApprove::new("dev-user"))
+//!     .client(StaticClient::public("c1", ["http://127.0.0.1/callback"]))
+//!     .build()
+//!     .unwrap();
+//! let cfg = McpOAuthConfig::builder()
+//!     .resource("http://127.0.0.1:8000/mcp")
+//!     .issuer("http://127.0.0.1:8000")
+//!     .authorization_server(server)
+//!     .build()
+//!     .unwrap();
+//! let app: axum::Router = oauth_router(&cfg);
+//! let res = app
+//!     .oneshot(
+//!         Request::get(
+//!             "/authorize?response_type=code&client_id=c1\
+//!              &redirect_uri=http%3A%2F%2F127.0.0.1%3A50123%2Fcallback\
+//!              &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
+//!              &code_challenge_method=S256&state=xyz",
+//!         )
+//!         .body(Body::empty())
+//!         .unwrap(),
+//!     )
+//!     .await
+//!     .unwrap();
+//! assert_eq!(res.status(), 302);
+//! let location = res.headers()["location"].to_str().unwrap();
+//! assert!(location.starts_with("http://127.0.0.1:50123/callback?code="));
+//! assert!(location.ends_with("&state=xyz&iss=http%3A%2F%2F127.0.0.1%3A8000"));
+//! # }
+//! ```
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, PRAGMA, REFERRER_POLICY, SET_COOKIE,
+};
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::{Map, Value};
+
+use super::AsContext;
+use super::pages::{ConsentView, ErrorView, LoginView, ScopeView};
+use super::rate_limit::{self, LimitKind};
+use super::register::{all_loopback, redirect_uri_matches};
+use crate::authn::{Authentication, User};
+use crate::scope::{Scope, ScopeSet};
+use crate::store::{AuthorizationCode, Client, PendingAuthorization, SecretHash};
+use crate::util::{now, random_token};
+
+/// The content security policy of every page.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'";
+/// Largest form body read.
+const MAX_FORM: usize = 32 * 1024;
+/// Most parameters read from one request.
+const MAX_PARAMS: usize = 64;
+/// Marks, in the claims of a request parked before login (which hold nothing else and are
+/// replaced by the user's claims at login), that the client sent `prompt=consent`.
+const PROMPT_CONSENT: &str = "mcp_oauth:prompt_consent";
+
+pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
+    Router::new()
+        .route(&ctx.route("/authorize"), get(authorize).post(authorize))
+        .route(&ctx.route("/authorize/login"), post(login))
+        .route(&ctx.route("/authorize/consent"), post(consent))
+}
+
+// ---------------------------------------------------------------------------------------
+// Parameters
+// ---------------------------------------------------------------------------------------
+
+/// Request parameters with duplicates noted. Empty values count as absent (RFC 6749 §3.1).
+#[derive(Debug, Default)]
+struct Params {
+    values: HashMap<String, String>,
+    duplicated: Vec<String>,
+    too_many: bool,
+}
+
+impl Params {
+    fn parse(raw: &[u8]) -> Self {
+        let mut p = Self::default();
+        for (i, (k, v)) in form_urlencoded::parse(raw).enumerate() {
+            if i >= MAX_PARAMS {
+                p.too_many = true;
+                break;
+            }
+            if v.is_empty() {
+                continue;
+            }
+            if p.values.contains_key(k.as_ref()) {
+                if !p.duplicated.iter().any(|d| d == k.as_ref()) {
+                    p.duplicated.push(k.into_owned());
+                }
+            } else {
+                p.values.insert(k.into_owned(), v.into_owned());
+            }
+        }
+        p
+    }
+
+    /// A parameter given once.
+    fn one(&self, name: &str) -> Option<&str> {
+        if self.is_duplicated(name) {
+            return None;
+        }
+        self.values.get(name).map(String::as_str)
+    }
+
+    fn is_duplicated(&self, name: &str) -> bool {
+        self.duplicated.iter().any(|d| d == name)
+    }
+}
+
+/// Reads a form body (any content type is parsed as `application/x-www-form-urlencoded`).
+async fn read_form(body: Body) -> Option<Params> {
+    let bytes = axum::body::to_bytes(body, MAX_FORM).await.ok()?;
+    Some(Params::parse(&bytes))
+}
+
+// ---------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------
+
+fn set_security_headers(res: &mut Response) {
+    let h = res.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+}
+
+/// An HTML page with every security header.
+fn page(status: StatusCode, html: String, cookie: Option<String>) -> Response {
+    let mut res = (status, html).into_response();
+    set_security_headers(&mut res);
+    let h = res.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        http::header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.append(SET_COOKIE, c);
+    }
+    res
+}
+
+/// The error page: shown instead of redirecting whenever redirecting would be unsafe.
+fn error_page(ctx: &AsContext, status: StatusCode, title: &str, message: &str) -> Response {
+    let html = ctx.server.pages.error(&ErrorView { title, message });
+    page(status, html, None)
+}
+
+fn expired_page(ctx: &AsContext) -> Response {
+    error_page(
+        ctx,
+        StatusCode::BAD_REQUEST,
+        "This sign-in has expired",
+        "This authorization request expired, was already completed, or was replaced by a newer one in this browser.",
+    )
+}
+
+fn forged_page(ctx: &AsContext) -> Response {
+    error_page(
+        ctx,
+        StatusCode::BAD_REQUEST,
+        "This form could not be verified",
+        "The form did not come from this browser's sign-in page (its security token or cookie is missing or does not match).",
+    )
+}
+
+fn unavailable_page(ctx: &AsContext) -> Response {
+    error_page(
+        ctx,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The authorization server cannot complete this request right now. Try again in a moment.",
+    )
+}
+
+/// A plain redirect (`302`, or `303` to turn a POST that carried a password into a GET).
+fn redirect(status: StatusCode, location: &str, cookie: Option<String>) -> Option<Response> {
+    let value = HeaderValue::from_str(location).ok()?;
+    let mut res = status.into_response();
+    set_security_headers(&mut res);
+    res.headers_mut().insert(LOCATION, value);
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        res.headers_mut().append(SET_COOKIE, c);
+    }
+    Some(res)
+}
+
+/// `redirect_uri` with `params` and `iss` appended to its query.
+fn redirect_url(ctx: &AsContext, redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        ser.append_pair(k, v);
+    }
+    ser.append_pair("iss", ctx.cfg.issuer());
+    let query = ser.finish();
+    let sep = match redirect_uri.find('?') {
+        None => "?",
+        Some(_) if redirect_uri.ends_with('?') || redirect_uri.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    format!("{redirect_uri}{sep}{query}")
+}
+
+/// Where an authorization response goes, once the redirect URI is trusted.
+#[derive(Debug, Clone)]
+struct Return<'a> {
+    redirect_uri: &'a str,
+    state: Option<&'a str>,
+}
+
+impl Return<'_> {
+    /// The authorization error response (RFC 6749 §4.1.2.1), with `iss`.
+    fn error(
+        &self,
+        ctx: &AsContext,
+        status: StatusCode,
+        code: &str,
+        description: &str,
+        cookie: Option<String>,
+    ) -> Response {
+        let mut params = vec![("error", code), ("error_description", description)];
+        if let Some(s) = self.state {
+            params.push(("state", s));
+        }
+        let url = redirect_url(ctx, self.redirect_uri, &params);
+        redirect(status, &url, cookie).unwrap_or_else(|| unavailable_page(ctx))
+    }
+
+    /// The success response with the code, with `iss`.
+    fn code(
+        &self,
+        ctx: &AsContext,
+        status: StatusCode,
+        code: &str,
+        cookie: Option<String>,
+    ) -> Response {
+        let mut params = vec![("code", code)];
+        if let Some(s) = self.state {
+            params.push(("state", s));
+        }
+        let url = redirect_url(ctx, self.redirect_uri, &params);
+        redirect(status, &url, cookie).unwrap_or_else(|| unavailable_page(ctx))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The browser-binding cookie
+// ---------------------------------------------------------------------------------------
+
+fn cookie_name(ctx: &AsContext) -> &'static str {
+    if ctx.secure_cookies() {
+        "__Host-mcp-oauth-req"
+    } else {
+        "mcp-oauth-req"
+    }
+}
+
+fn set_cookie(ctx: &AsContext, request_id: &str) -> String {
+    let max_age = ctx.server.lifetimes.pending.as_secs();
+    let secure = if ctx.secure_cookies() { "; Secure" } else { "" };
+    format!(
+        "{}={request_id}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        cookie_name(ctx)
+    )
+}
+
+fn clear_cookie(ctx: &AsContext) -> String {
+    let secure = if ctx.secure_cookies() { "; Secure" } else { "" };
+    format!(
+        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}",
+        cookie_name(ctx)
+    )
+}
+
+/// Whether the request carries the binding cookie for `request_id`.
+fn cookie_matches(ctx: &AsContext, headers: &http::HeaderMap, request_id: &str) -> bool {
+    let name = cookie_name(ctx);
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(k, v)| {
+            k == name && {
+                use subtle::ConstantTimeEq as _;
+                bool::from(v.as_bytes().ct_eq(request_id.as_bytes()))
+            }
+        })
+}
+
+// ---------------------------------------------------------------------------------------
+// GET/POST /authorize
+// ---------------------------------------------------------------------------------------
+
+/// A validated authorization request.
+#[derive(Debug, Clone)]
+struct Validated {
+    client: Client,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: String,
+    scope: ScopeSet,
+    resource: String,
+    prompt_none: bool,
+    prompt_consent: bool,
+}
+
+async fn authorize(State(ctx): State<AsContext>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let params = if parts.method == Method::POST {
+        let Some(form) = read_form(body).await else {
+            return error_page(
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "The authorization request could not be read.",
+            );
+        };
+        form
+    } else {
+        Params::parse(parts.uri.query().unwrap_or("").as_bytes())
+    };
+
+    let v = match validate(&ctx, &params).await {
+        Ok(v) => v,
+        Err(res) => return *res,
+    };
+    let ret = Return {
+        redirect_uri: &v.redirect_uri,
+        state: v.state.as_deref(),
+    };
+
+    // The authenticator sees the request as a GET with the parameters in the query, so a
+    // host login that sends the user back to "this URL" works for POSTed requests too.
+    if parts.method == Method::POST {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.values.iter())
+            .finish();
+        if let Ok(uri) = format!("{}?{query}", parts.uri.path()).parse() {
+            parts.uri = uri;
+            parts.method = Method::GET;
+        }
+    }
+    let found = match ctx.server.authenticator.authenticate(&parts).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "user authenticator failed");
+            return ret.error(
+                &ctx,
+                StatusCode::FOUND,
+                "temporarily_unavailable",
+                "The user could not be authenticated right now",
+                None,
+            );
+        }
+    };
+    match found {
+        Authentication::Authenticated(user) => {
+            after_login(&ctx, v, user, now(), StatusCode::FOUND, None).await
+        }
+        Authentication::ShowLoginPage if v.prompt_none => ret.error(
+            &ctx,
+            StatusCode::FOUND,
+            "login_required",
+            "The user is not signed in",
+            None,
+        ),
+        Authentication::ShowLoginPage => {
+            let request_id = random_token(24);
+            let csrf = random_token(32);
+            let pending = pending_of(&ctx, &v, &csrf, None);
+            if let Err(e) = ctx.server.grants.put_pending(&request_id, pending).await {
+                tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+                return ret.error(
+                    &ctx,
+                    StatusCode::FOUND,
+                    "temporarily_unavailable",
+                    "The authorization server is temporarily unavailable",
+                    None,
+                );
+            }
+            login_page(&ctx, &v.client, &v.redirect_uri, &request_id, &csrf, None, None, StatusCode::OK)
+        }
+        Authentication::Redirect(_) if v.prompt_none => ret.error(
+            &ctx,
+            StatusCode::FOUND,
+            "login_required",
+            "The user is not signed in",
+            None,
+        ),
+        Authentication::Redirect(url) => redirect(StatusCode::FOUND, &url, None).unwrap_or_else(|| {
+            tracing::error!(target: "mcp_oauth::authorize", "the authenticator's login URL is not a valid Location header");
+            unavailable_page(&ctx)
+        }),
+        // `Authentication` is non-exhaustive; a future variant we do not know is a failure.
+        #[allow(unreachable_patterns)]
+        _ => unavailable_page(&ctx),
+    }
+}
+
+/// Validates the request: `Err` is the page or redirect to answer with.
+async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Response>> {
+    let page_err = |message: &str| {
+        Box::new(error_page(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "Invalid authorization request",
+            message,
+        ))
+    };
+
+    // 1. Client and redirect URI: nothing may redirect before both are trusted.
+    if params.is_duplicated("client_id") {
+        return Err(page_err(
+            "The client_id parameter was given more than once.",
+        ));
+    }
+    if params.is_duplicated("redirect_uri") {
+        return Err(page_err(
+            "The redirect_uri parameter was given more than once.",
+        ));
+    }
+    let Some(client_id) = params.one("client_id") else {
+        return Err(page_err(
+            "The request names no client (client_id is missing).",
+        ));
+    };
+    let client = match ctx.client(client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(page_err(
+                "The application is not registered with this server (unknown client_id). If it registered before, it must register again.",
+            ));
+        }
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return Err(Box::new(unavailable_page(ctx)));
+        }
+    };
+    let redirect_uri = match params.one("redirect_uri") {
+        Some(requested) => {
+            if !client
+                .redirect_uris
+                .iter()
+                .any(|r| redirect_uri_matches(r, requested))
+            {
+                return Err(page_err(
+                    "The redirect_uri is not one the application registered, so this server will not send you there.",
+                ));
+            }
+            requested.to_owned()
+        }
+        None => match client.redirect_uris.as_slice() {
+            [only] => only.clone(),
+            _ => {
+                return Err(page_err(
+                    "The request has no redirect_uri, and the application registered more than one.",
+                ));
+            }
+        },
+    };
+
+    // 2. Everything else is answered at the (now trusted) redirect URI.
+    let state = params.one("state").map(str::to_owned);
+    let ret = Return {
+        redirect_uri: &redirect_uri,
+        state: state.as_deref(),
+    };
+    let fail = |code: &str, description: &str| {
+        Err(Box::new(ret.error(
+            ctx,
+            StatusCode::FOUND,
+            code,
+            description,
+            None,
+        )))
+    };
+    if params.too_many {
+        return fail("invalid_request", "Too many parameters");
+    }
+    if params.is_duplicated("resource") {
+        return fail(
+            "invalid_target",
+            "Only one resource per authorization request is supported",
+        );
+    }
+    if let Some(dup) = params.duplicated.first() {
+        return fail(
+            "invalid_request",
+            &format!("The {dup} parameter was given more than once"),
+        );
+    }
+    if params.one("request").is_some() {
+        return fail("request_not_supported", "Request objects are not supported");
+    }
+    if params.one("request_uri").is_some() {
+        return fail("request_uri_not_supported", "request_uri is not supported");
+    }
+    match params.one("response_type") {
+        None => return fail("invalid_request", "response_type is required"),
+        Some("code") => {}
+        Some(_) => {
+            return fail(
+                "unsupported_response_type",
+                "Only the authorization code flow (response_type=code) is supported",
+            );
+        }
+    }
+    let Some(code_challenge) = params.one("code_challenge") else {
+        return fail(
+            "invalid_request",
+            "PKCE is required: send code_challenge and code_challenge_method=S256",
+        );
+    };
+    match params.one("code_challenge_method") {
+        Some("S256") => {}
+        None => {
+            return fail(
+                "invalid_request",
+                "code_challenge_method is required and must be S256",
+            );
+        }
+        Some(_) => {
+            return fail(
+                "invalid_request",
+                "Only the S256 code_challenge_method is supported",
+            );
+        }
+    }
+    if code_challenge.len() != 43
+        || !code_challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return fail(
+            "invalid_request",
+            "code_challenge must be the 43-character base64url SHA-256 of the verifier",
+        );
+    }
+    let resource = match params.one("resource") {
+        None => ctx.cfg.resource().to_owned(),
+        Some(r) if ctx.cfg.resources().iter().any(|known| known == r) => r.to_owned(),
+        Some(_) => {
+            return fail(
+                "invalid_target",
+                "The resource is not served by this authorization server",
+            );
+        }
+    };
+    let scope = granted_scopes(ctx, params.one("scope"));
+    let prompts: Vec<&str> = params
+        .one("prompt")
+        .map(|p| p.split(' ').collect())
+        .unwrap_or_default();
+    Ok(Validated {
+        client,
+        redirect_uri: redirect_uri.clone(),
+        state: state.clone(),
+        code_challenge: code_challenge.to_owned(),
+        scope,
+        resource,
+        prompt_none: prompts.contains(&"none"),
+        prompt_consent: prompts.contains(&"consent"),
+    })
+}
+
+/// The requested scopes this server declares; the default scopes when none is left.
+fn granted_scopes(ctx: &AsContext, requested: Option<&str>) -> ScopeSet {
+    let mut out = ScopeSet::new();
+    for token in requested.unwrap_or("").split(' ') {
+        if ctx.cfg.scopes().any(|(s, _)| s.as_str() == token)
+            && let Ok(s) = Scope::new(token)
+        {
+            out.insert(s);
+        }
+    }
+    if out.is_empty() {
+        ctx.cfg.default_scopes().clone()
+    } else {
+        out
+    }
+}
+
+fn pending_of(
+    ctx: &AsContext,
+    v: &Validated,
+    csrf: &str,
+    user: Option<(&User, u64)>,
+) -> PendingAuthorization {
+    PendingAuthorization {
+        client_id: v.client.client_id.clone(),
+        redirect_uri: v.redirect_uri.clone(),
+        state: v.state.clone(),
+        code_challenge: v.code_challenge.clone(),
+        scope: v.scope.clone(),
+        resource: v.resource.clone(),
+        csrf_hash: SecretHash::of(csrf),
+        subject: user.map(|(u, _)| u.subject.clone()),
+        claims: match user {
+            Some((u, _)) => u.claims.clone(),
+            None => anonymous_claims(v),
+        },
+        auth_time: user.map(|(_, t)| t),
+        expires_at: now() + ctx.server.lifetimes.pending.as_secs(),
+    }
+}
+
+/// The claims parked with a request before anyone logged in: only what must survive the
+/// login form.
+fn anonymous_claims(v: &Validated) -> Map<String, Value> {
+    let mut claims = Map::new();
+    if v.prompt_consent {
+        claims.insert(PROMPT_CONSENT.to_owned(), Value::Bool(true));
+    }
+    claims
+}
+
+/// The user is known: issue the code at once when consent is not needed, else park the
+/// request and show the consent page.
+async fn after_login(
+    ctx: &AsContext,
+    v: Validated,
+    user: User,
+    auth_time: u64,
+    redirect_status: StatusCode,
+    clear: Option<String>,
+) -> Response {
+    let ret = Return {
+        redirect_uri: &v.redirect_uri,
+        state: v.state.as_deref(),
+    };
+    let skip = match consent_needed(ctx, &v, &user).await {
+        Ok(needed) => !needed,
+        Err(()) => {
+            return ret.error(
+                ctx,
+                redirect_status,
+                "temporarily_unavailable",
+                "The authorization server is temporarily unavailable",
+                clear,
+            );
+        }
+    };
+    if skip {
+        let grant = Grant {
+            client_id: &v.client.client_id,
+            redirect_uri: &v.redirect_uri,
+            code_challenge: &v.code_challenge,
+            scope: &v.scope,
+            resource: &v.resource,
+            subject: &user.subject,
+            claims: &user.claims,
+            auth_time,
+        };
+        return issue_code(ctx, &grant, &ret, redirect_status, clear, false).await;
+    }
+    if v.prompt_none {
+        return ret.error(
+            ctx,
+            redirect_status,
+            "consent_required",
+            "The user has not approved this application",
+            clear,
+        );
+    }
+    let request_id = random_token(24);
+    let csrf = random_token(32);
+    let pending = pending_of(ctx, &v, &csrf, Some((&user, auth_time)));
+    if let Err(e) = ctx.server.grants.put_pending(&request_id, pending).await {
+        tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+        return ret.error(
+            ctx,
+            redirect_status,
+            "temporarily_unavailable",
+            "The authorization server is temporarily unavailable",
+            clear,
+        );
+    }
+    let display = user.display_name.as_deref().unwrap_or(&user.subject);
+    consent_page(
+        ctx,
+        &v.client,
+        &pending_view(&v),
+        display,
+        &request_id,
+        &csrf,
+    )
+}
+
+/// Whether the consent page must be shown. `Err` on a store failure.
+async fn consent_needed(ctx: &AsContext, v: &Validated, user: &User) -> Result<bool, ()> {
+    if ctx.server.authenticator.skips_consent() {
+        return Ok(false);
+    }
+    if !ctx.server.remember_consent || v.prompt_consent {
+        return Ok(true);
+    }
+    match ctx
+        .server
+        .grants
+        .get_consent(&user.subject, &v.client.client_id)
+        .await
+    {
+        Ok(Some(granted)) => Ok(!v.scope.is_subset(&granted)),
+        Ok(None) => Ok(true),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            Err(())
+        }
+    }
+}
+
+/// What the pages show about a parked request.
+struct PendingView<'a> {
+    redirect_uri: &'a str,
+    scope: &'a ScopeSet,
+    resource: &'a str,
+}
+
+fn pending_view(v: &Validated) -> PendingView<'_> {
+    PendingView {
+        redirect_uri: &v.redirect_uri,
+        scope: &v.scope,
+        resource: &v.resource,
+    }
+}
+
+/// The host to show for a redirect URI: the (punycode) host with a non-default port for
+/// web URLs, `scheme://host` or `scheme:` for a native app's custom scheme.
+fn display_host(redirect_uri: &str) -> String {
+    let Ok(url) = url::Url::parse(redirect_uri) else {
+        return redirect_uri.to_owned();
+    };
+    let host = url.host_str().unwrap_or("");
+    match url.scheme() {
+        "https" | "http" => match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        },
+        scheme if host.is_empty() => format!("{scheme}:"),
+        scheme => format!("{scheme}://{host}"),
+    }
+}
+
+fn client_label(client: &Client) -> &str {
+    client.client_name.as_deref().unwrap_or(&client.client_id)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn login_page(
+    ctx: &AsContext,
+    client: &Client,
+    redirect_uri: &str,
+    request_id: &str,
+    csrf: &str,
+    error: Option<&str>,
+    username: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let host = display_host(redirect_uri);
+    let action = ctx.endpoint("/authorize/login");
+    let html = ctx.server.pages.login(&LoginView {
+        client_name: client_label(client),
+        redirect_host: &host,
+        action: &action,
+        request_id,
+        csrf_token: csrf,
+        error,
+        username,
+    });
+    page(status, html, Some(set_cookie(ctx, request_id)))
+}
+
+fn consent_page(
+    ctx: &AsContext,
+    client: &Client,
+    p: &PendingView<'_>,
+    user: &str,
+    request_id: &str,
+    csrf: &str,
+) -> Response {
+    let host = display_host(p.redirect_uri);
+    let action = ctx.endpoint("/authorize/consent");
+    let descriptions: Vec<(String, String)> = p
+        .scope
+        .iter()
+        .map(|s| {
+            let d = ctx
+                .cfg
+                .scopes()
+                .find(|(d, _)| *d == s)
+                .map_or_else(|| s.to_string(), |(_, desc)| desc.to_owned());
+            (s.to_string(), d)
+        })
+        .collect();
+    let scopes: Vec<ScopeView<'_>> = descriptions
+        .iter()
+        .map(|(name, description)| ScopeView { name, description })
+        .collect();
+    let html = ctx.server.pages.consent(&ConsentView {
+        client_name: client_label(client),
+        client_id: &client.client_id,
+        redirect_uri: p.redirect_uri,
+        redirect_host: &host,
+        loopback_only: all_loopback(&client.redirect_uris),
+        scopes: &scopes,
+        resource: p.resource,
+        user,
+        action: &action,
+        request_id,
+        csrf_token: csrf,
+    });
+    page(StatusCode::OK, html, Some(set_cookie(ctx, request_id)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Codes
+// ---------------------------------------------------------------------------------------
+
+/// What a code is issued for.
+struct Grant<'a> {
+    client_id: &'a str,
+    redirect_uri: &'a str,
+    code_challenge: &'a str,
+    scope: &'a ScopeSet,
+    resource: &'a str,
+    subject: &'a str,
+    claims: &'a Map<String, Value>,
+    auth_time: u64,
+}
+
+/// Stores a new code (and the consent, when remembered) and redirects to the client.
+async fn issue_code(
+    ctx: &AsContext,
+    g: &Grant<'_>,
+    ret: &Return<'_>,
+    status: StatusCode,
+    cookie: Option<String>,
+    consented: bool,
+) -> Response {
+    let unavailable = |cookie| {
+        ret.error(
+            ctx,
+            status,
+            "temporarily_unavailable",
+            "The authorization server is temporarily unavailable",
+            cookie,
+        )
+    };
+    let issued_at = now();
+    if consented && ctx.server.remember_consent {
+        let grants = &ctx.server.grants;
+        let remembered = match grants.get_consent(g.subject, g.client_id).await {
+            Ok(prev) => prev.map_or_else(|| g.scope.clone(), |p| p.union(g.scope)),
+            Err(e) => {
+                tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+                return unavailable(cookie);
+            }
+        };
+        if let Err(e) = grants
+            .put_consent(g.subject, g.client_id, &remembered, issued_at)
+            .await
+        {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return unavailable(cookie);
+        }
+    }
+    let code = random_token(32);
+    let record = AuthorizationCode {
+        client_id: g.client_id.to_owned(),
+        redirect_uri: g.redirect_uri.to_owned(),
+        code_challenge: g.code_challenge.to_owned(),
+        scope: g.scope.clone(),
+        resource: g.resource.to_owned(),
+        subject: g.subject.to_owned(),
+        claims: g.claims.clone(),
+        auth_time: g.auth_time,
+        expires_at: issued_at + ctx.server.lifetimes.code.as_secs(),
+    };
+    if let Err(e) = ctx
+        .server
+        .grants
+        .put_code(SecretHash::of(&code), record)
+        .await
+    {
+        tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+        return unavailable(cookie);
+    }
+    tracing::info!(
+        target: "mcp_oauth::authorize",
+        client_id = g.client_id,
+        subject = g.subject,
+        scope = %g.scope,
+        resource = g.resource,
+        "authorization code issued"
+    );
+    ret.code(ctx, status, &code, cookie)
+}
+
+// ---------------------------------------------------------------------------------------
+// The forms
+// ---------------------------------------------------------------------------------------
+
+/// A parked request whose form post was checked: the cookie and the CSRF token match.
+struct Checked {
+    request_id: String,
+    csrf: String,
+    pending: PendingAuthorization,
+    client: Client,
+}
+
+/// Reads a form and checks it against its parked request; `Err` is the error page.
+async fn check_form(
+    ctx: &AsContext,
+    parts: &http::request::Parts,
+    form: &Params,
+) -> Result<Checked, Box<Response>> {
+    let (Some(request_id), Some(csrf)) = (form.one("request_id"), form.one("csrf_token")) else {
+        return Err(Box::new(forged_page(ctx)));
+    };
+    let pending = match ctx.server.grants.get_pending(request_id, now()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(Box::new(expired_page(ctx))),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return Err(Box::new(unavailable_page(ctx)));
+        }
+    };
+    if !cookie_matches(ctx, &parts.headers, request_id)
+        || !SecretHash::of(csrf).ct_eq(&pending.csrf_hash)
+    {
+        tracing::warn!(
+            target: "mcp_oauth::authorize",
+            client_id = %pending.client_id,
+            "form post with a missing or mismatched CSRF token or binding cookie"
+        );
+        return Err(Box::new(forged_page(ctx)));
+    }
+    let client = match ctx.client(&pending.client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(Box::new(error_page(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                "The application is no longer registered with this server.",
+            )));
+        }
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return Err(Box::new(unavailable_page(ctx)));
+        }
+    };
+    Ok(Checked {
+        request_id: request_id.to_owned(),
+        csrf: csrf.to_owned(),
+        pending,
+        client,
+    })
+}
+
+/// `POST …/authorize/login`: `username`, `password`, `request_id`, `csrf_token`.
+async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(form) = read_form(body).await else {
+        return forged_page(&ctx);
+    };
+    let c = match check_form(&ctx, &parts, &form).await {
+        Ok(c) => c,
+        Err(res) => return *res,
+    };
+    let relogin = |error: &str, username: Option<&str>, status| {
+        login_page(
+            &ctx,
+            &c.client,
+            &c.pending.redirect_uri,
+            &c.request_id,
+            &c.csrf,
+            Some(error),
+            username,
+            status,
+        )
+    };
+    if rate_limit::check(&ctx, LimitKind::Login, &parts).is_err() {
+        return relogin(
+            "Too many sign-in attempts. Wait a minute, then try again.",
+            form.one("username"),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let (Some(username), Some(password)) = (form.one("username"), form.one("password")) else {
+        return relogin(
+            "Enter your user name and password.",
+            form.one("username"),
+            StatusCode::OK,
+        );
+    };
+    let user = match ctx
+        .server
+        .authenticator
+        .verify_password(username, password)
+        .await
+    {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            tracing::info!(target: "mcp_oauth::authorize", "failed sign-in attempt");
+            return relogin(
+                "Wrong user name or password.",
+                Some(username),
+                StatusCode::OK,
+            );
+        }
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "password check failed");
+            return unavailable_page(&ctx);
+        }
+    };
+
+    // Signed in: retire the request id and CSRF token the anonymous page carried.
+    let pending = match ctx.server.grants.take_pending(&c.request_id, now()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return expired_page(&ctx),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return unavailable_page(&ctx);
+        }
+    };
+    let v = Validated {
+        client: c.client,
+        redirect_uri: pending.redirect_uri,
+        state: pending.state,
+        code_challenge: pending.code_challenge,
+        scope: pending.scope,
+        resource: pending.resource,
+        prompt_none: false,
+        prompt_consent: pending.claims.contains_key(PROMPT_CONSENT),
+    };
+    // A direct redirect answers the POST that carried the password: 303, so the browser
+    // does not resend it (RFC 9700 §4.12).
+    after_login(
+        &ctx,
+        v,
+        user,
+        now(),
+        StatusCode::SEE_OTHER,
+        Some(clear_cookie(&ctx)),
+    )
+    .await
+}
+
+/// `POST …/authorize/consent`: `request_id`, `csrf_token`, `decision` (`approve`/`deny`).
+async fn consent(State(ctx): State<AsContext>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(form) = read_form(body).await else {
+        return forged_page(&ctx);
+    };
+    let c = match check_form(&ctx, &parts, &form).await {
+        Ok(c) => c,
+        Err(res) => return *res,
+    };
+    let Some(subject) = c.pending.subject.clone() else {
+        return error_page(
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "Not signed in",
+            "Sign in before approving an application.",
+        );
+    };
+    let approve = match form.one("decision") {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => {
+            return error_page(
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                "Invalid decision",
+                "Choose Allow or Deny.",
+            );
+        }
+    };
+    // One decision per request: whoever takes the parked request decides.
+    let pending = match ctx.server.grants.take_pending(&c.request_id, now()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return expired_page(&ctx),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return unavailable_page(&ctx);
+        }
+    };
+    let ret = Return {
+        redirect_uri: &pending.redirect_uri,
+        state: pending.state.as_deref(),
+    };
+    let clear = Some(clear_cookie(&ctx));
+    if !approve {
+        tracing::info!(
+            target: "mcp_oauth::authorize",
+            client_id = %pending.client_id,
+            subject = %subject,
+            "the user denied access"
+        );
+        return ret.error(
+            &ctx,
+            StatusCode::FOUND,
+            "access_denied",
+            "The user denied access",
+            clear,
+        );
+    }
+    let grant = Grant {
+        client_id: &pending.client_id,
+        redirect_uri: &pending.redirect_uri,
+        code_challenge: &pending.code_challenge,
+        scope: &pending.scope,
+        resource: &pending.resource,
+        subject: &subject,
+        claims: &pending.claims,
+        auth_time: pending.auth_time.unwrap_or_else(now),
+    };
+    issue_code(&ctx, &grant, &ret, StatusCode::FOUND, clear, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_note_duplicates_and_ignore_empty_values() {
+        let p = Params::parse(b"a=1&b=2&a=3&c=&c=4&d=%20");
+        assert_eq!(p.one("a"), None);
+        assert!(p.is_duplicated("a"));
+        assert_eq!(p.one("b"), Some("2"));
+        assert_eq!(p.one("c"), Some("4"));
+        assert_eq!(p.one("d"), Some(" "));
+        let many: String = (0..100).map(|i| format!("p{i}=x&")).collect();
+        assert!(Params::parse(many.as_bytes()).too_many);
+    }
+
+    #[test]
+    fn display_hosts() {
+        assert_eq!(
+            display_host("https://claude.ai/api/mcp/auth_callback"),
+            "claude.ai"
+        );
+        assert_eq!(display_host("https://x.example:8443/cb"), "x.example:8443");
+        assert_eq!(display_host("http://127.0.0.1:5555/cb"), "127.0.0.1:5555");
+        assert_eq!(
+            display_host("cursor://anysphere.cursor-mcp/oauth/callback"),
+            "cursor://anysphere.cursor-mcp"
+        );
+        assert_eq!(display_host("com.example.app:/cb"), "com.example.app:");
+        assert_eq!(
+            display_host("https://xn--80ak6aa92e.com/cb"),
+            "xn--80ak6aa92e.com"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Authorization server metadata (RFC 8414) and OpenID Connect discovery, served at every URL
+//! MCP clients probe, plus the optional operator statistics endpoint.
+//!
+//! For an issuer without a path (`https://auth.example.com`) the document is served at
+//! `/.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`. For an
+//! issuer with a path (`https://auth.example.com/tenant1`) it is served at the three URLs the
+//! MCP specification's clients try, in their order:
+//! `/.well-known/oauth-authorization-server/tenant1`,
+//! `/.well-known/openid-configuration/tenant1` and `/tenant1/.well-known/openid-configuration`.
+//!
+//! The `issuer` member is the configured issuer **byte for byte** (clients refuse metadata
+//! whose issuer differs from the one they derived the URL from, trailing slash included). The
+//! document advertises exactly what the server does: the `code` response type with S256 PKCE
+//! only, the `authorization_code` and `refresh_token` grants, the `none`,
+//! `client_secret_basic` and `client_secret_post` client authentication methods,
+//! `authorization_response_iss_parameter_supported` (every authorization response carries
+//! `iss`), `registration_endpoint` only while dynamic registration is on, and the configured
+//! scopes (never `offline_access`: clients append it when listed, and refresh tokens are issued
+//! by grant type anyway). Client ID metadata documents are not implemented, so
+//! `client_id_metadata_document_supported` is not advertised.
+//!
+//! With [`stats_endpoint`](super::AuthorizationServerBuilder::stats_endpoint) on,
+//! `GET {issuer path}/oauth/stats` answers the live counts of clients, codes, refresh families
+//! and revoked tokens.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use serde_json::{Value, json};
+
+use super::AsContext;
+use crate::config::path_of;
+use crate::error::OAuthError;
+
+/// A JSON response with the given status and `Cache-Control`.
+pub(crate) fn json_response(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    cache_control: &'static str,
+) -> Response {
+    let mut res = (status, body.into()).into_response();
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    res
+}
+
+/// The metadata document (RFC 8414 §2, also a valid OIDC discovery document for what this
+/// server does).
+pub(crate) fn metadata(ctx: &AsContext) -> Value {
+    let scopes: Vec<&str> = ctx
+        .cfg
+        .scopes()
+        .map(|(s, _)| s.as_str())
+        .filter(|s| *s != "offline_access")
+        .collect();
+    let mut doc = json!({
+        "issuer": ctx.cfg.issuer(),
+        "authorization_endpoint": ctx.endpoint("/authorize"),
+        "token_endpoint": ctx.endpoint("/token"),
+        "revocation_endpoint": ctx.endpoint("/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "introspection_endpoint": ctx.endpoint("/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "scopes_supported": scopes,
+        "authorization_response_iss_parameter_supported": true,
+        "subject_types_supported": ["public"],
+    });
+    if ctx.server.dynamic_registration {
+        doc["registration_endpoint"] = json!(ctx.endpoint("/register"));
+    }
+    if ctx.issuer.jwks().is_some() {
+        doc["jwks_uri"] = json!(ctx.endpoint("/jwks.json"));
+    }
+    doc
+}
+
+/// Every URL a client may derive from the issuer (MCP authorization spec, "Authorization
+/// Server Metadata Discovery").
+pub(crate) fn metadata_paths(issuer: &str) -> Vec<String> {
+    let path = path_of(issuer);
+    let mut paths = vec![
+        format!("/.well-known/oauth-authorization-server{path}"),
+        format!("/.well-known/openid-configuration{path}"),
+    ];
+    if !path.is_empty() {
+        paths.push(format!("{path}/.well-known/openid-configuration"));
+    }
+    paths
+}
+
+pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
+    let body = Bytes::from(metadata(ctx).to_string());
+    let mut router = Router::new();
+    for path in metadata_paths(ctx.cfg.issuer()) {
+        let body = body.clone();
+        router = router.route(
+            &path,
+            get(move || {
+                let body = body.clone();
+                async move { json_response(StatusCode::OK, body, "public, max-age=300") }
+            }),
+        );
+    }
+    if ctx.server.stats_endpoint {
+        router = router.route(&ctx.route("/oauth/stats"), get(stats));
+    }
+    router
+}
+
+async fn stats(State(ctx): State<AsContext>) -> Response {
+    let now = crate::util::now();
+    let counts = async {
+        let mut stats = ctx.server.grants.stats(now).await?;
+        // Clients may live in a separate store from grants: ask the client store.
+        stats.clients = ctx.server.clients.count_clients().await?;
+        Ok::<_, crate::store::StoreError>(stats)
+    }
+    .await;
+    match counts {
+        Ok(stats) => json_response(
+            StatusCode::OK,
+            json!({
+                "clients": stats.clients,
+                "static_clients": ctx.server.static_clients.len(),
+                "live_codes": stats.live_codes,
+                "live_families": stats.live_families,
+                "revoked_tokens": stats.revoked_tokens,
+            })
+            .to_string(),
+            "no-store",
+        ),
+        Err(e) => OAuthError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_urls() {
+        assert_eq!(
+            metadata_paths("https://a.example.com"),
+            [
+                "/.well-known/oauth-authorization-server",
+                "/.well-known/openid-configuration"
+            ]
+        );
+        assert_eq!(
+            metadata_paths("https://a.example.com/t1"),
+            [
+                "/.well-known/oauth-authorization-server/t1",
+                "/.well-known/openid-configuration/t1",
+                "/t1/.well-known/openid-configuration"
+            ]
+        );
+    }
+}

@@ -1,0 +1,563 @@
+//! The embedded authorization server: [`oauth_router`] turns an MCP server into a complete,
+//! spec-exact OAuth 2.1 authorization server.
+//!
+//! It serves, relative to the issuer:
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `/.well-known/oauth-authorization-server`, `/.well-known/openid-configuration` (root, path-inserted and path-appended forms) | RFC 8414 / OIDC discovery |
+//! | `/.well-known/oauth-protected-resource[/path]` | RFC 9728 metadata of every resource |
+//! | `/register` | RFC 7591 dynamic client registration |
+//! | `/authorize` | authorization code + PKCE S256, login and consent pages |
+//! | `/token` | `authorization_code` and `refresh_token` grants |
+//! | `/revoke` | RFC 7009 revocation |
+//! | `/introspect` | RFC 7662 introspection (authenticated clients) |
+//! | `/jwks.json` | the signing keys |
+//!
+//! ```
+//! use axum::Router;
+//! use mcp_oauth::{McpOAuthConfig, McpOAuthLayer, oauth_router};
+//! use mcp_oauth::authn::StaticUsers;
+//! use mcp_oauth::server::AuthorizationServer;
+//!
+//! let server = AuthorizationServer::builder()
+//!     .authenticator(StaticUsers::new())
+//!     .build()
+//!     .unwrap();
+//! let cfg = McpOAuthConfig::builder()
+//!     .resource("http://127.0.0.1:8000/mcp")
+//!     .issuer("http://127.0.0.1:8000")
+//!     .scope("read", "Read your data")
+//!     .authorization_server(server)
+//!     .build()
+//!     .unwrap();
+//! let app: Router = Router::new()
+//!     .route("/mcp", axum::routing::post(|| async { "mcp" }))
+//!     .layer(McpOAuthLayer::new(&cfg))
+//!     .merge(oauth_router(&cfg));
+//! ```
+
+pub mod pages;
+
+mod authorize;
+mod client_auth;
+mod discovery;
+mod introspect;
+mod jwks;
+mod rate_limit;
+mod register;
+mod revoke;
+mod router;
+mod token;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use rate_limit::RateLimit;
+pub use router::oauth_router;
+
+use crate::authn::UserAuthenticator;
+use crate::config::{ConfigError, McpOAuthConfig};
+use crate::issuer::{JwtIssuer, TokenIssuer};
+use crate::keys::{KeyRing, SigningAlgorithm};
+use crate::store::{
+    ApplicationType, Client, ClientSource, ClientStore, GrantStore, MemoryStore, SecretHash,
+    TokenEndpointAuthMethod,
+};
+use crate::verify::{RevokedTokens, VerifyError};
+
+/// A client configured by the operator instead of registered dynamically.
+///
+/// ```
+/// use mcp_oauth::server::StaticClient;
+/// let inspector = StaticClient::public("inspector", ["http://localhost:6274/oauth/callback"]);
+/// let backend = StaticClient::confidential("backend", "s3cr3t-0123456789abcdef", ["https://app.example.com/cb"]);
+/// # let _ = (inspector, backend);
+/// ```
+#[derive(Debug, Clone)]
+pub struct StaticClient(pub(crate) Client);
+
+impl StaticClient {
+    fn base(id: &str, redirect_uris: Vec<String>) -> Client {
+        Client {
+            client_id: id.to_owned(),
+            secret_hash: None,
+            secret_expires_at: 0,
+            client_name: None,
+            redirect_uris,
+            grant_types: vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+            token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+            application_type: ApplicationType::Web,
+            scope: None,
+            extra: serde_json::Map::new(),
+            issued_at: 0,
+            last_used_at: 0,
+            source: ClientSource::Static,
+        }
+    }
+
+    /// A public client (PKCE only, no secret).
+    pub fn public<I, S>(client_id: impl AsRef<str>, redirect_uris: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self(Self::base(
+            client_id.as_ref(),
+            redirect_uris.into_iter().map(Into::into).collect(),
+        ))
+    }
+
+    /// A confidential client authenticating with `secret` (basic or post). Only the
+    /// secret's hash is kept.
+    pub fn confidential<I, S>(client_id: impl AsRef<str>, secret: &str, redirect_uris: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut c = Self::base(
+            client_id.as_ref(),
+            redirect_uris.into_iter().map(Into::into).collect(),
+        );
+        c.secret_hash = Some(SecretHash::of(secret));
+        c.token_endpoint_auth_method = TokenEndpointAuthMethod::ClientSecretBasic;
+        Self(c)
+    }
+
+    /// Sets the name shown on the consent page.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.0.client_name = Some(name.into());
+        self
+    }
+
+    /// The client id.
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.0.client_id
+    }
+}
+
+/// Token lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetimes {
+    pub(crate) code: Duration,
+    pub(crate) access: Duration,
+    pub(crate) refresh: Duration,
+    pub(crate) refresh_grace: Duration,
+    pub(crate) pending: Duration,
+}
+
+/// Per-endpoint rate limits, keyed on the client address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) register: RateLimit,
+    pub(crate) token: RateLimit,
+    pub(crate) login: RateLimit,
+}
+
+pub(crate) struct ServerInner {
+    pub(crate) clients: Arc<dyn ClientStore>,
+    pub(crate) grants: Arc<dyn GrantStore>,
+    pub(crate) custom_issuer: Option<Arc<dyn TokenIssuer>>,
+    pub(crate) authenticator: Arc<dyn UserAuthenticator>,
+    pub(crate) pages: Arc<dyn pages::Pages>,
+    pub(crate) key_ring: KeyRing,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) limits: Limits,
+    pub(crate) static_clients: HashMap<String, Client>,
+    pub(crate) dynamic_registration: bool,
+    pub(crate) remember_consent: bool,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    #[allow(dead_code)]
+    pub(crate) stats_endpoint: bool,
+    pub(crate) limiter: rate_limit::Limiter,
+}
+
+/// The embedded authorization server's settings and collaborators. Build one with
+/// [`AuthorizationServer::builder`] and hand it to
+/// [`McpOAuthConfigBuilder::authorization_server`](crate::McpOAuthConfigBuilder::authorization_server).
+#[derive(Clone)]
+pub struct AuthorizationServer {
+    pub(crate) inner: Arc<ServerInner>,
+}
+
+impl std::fmt::Debug for AuthorizationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServer")
+            .field("lifetimes", &self.inner.lifetimes)
+            .field(
+                "static_clients",
+                &self.inner.static_clients.keys().collect::<Vec<_>>(),
+            )
+            .field("dynamic_registration", &self.inner.dynamic_registration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthorizationServer {
+    /// Starts a builder with safe defaults: in-memory store, a generated ES256 key, codes
+    /// living 60 s, access tokens 1 h, refresh tokens 30 days with a 30 s rotation grace,
+    /// dynamic registration on.
+    #[must_use]
+    pub fn builder() -> AuthorizationServerBuilder {
+        AuthorizationServerBuilder::default()
+    }
+
+    /// The key ring tokens are signed with.
+    #[must_use]
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.inner.key_ring
+    }
+
+    /// The grant store.
+    #[must_use]
+    pub fn grant_store(&self) -> &Arc<dyn GrantStore> {
+        &self.inner.grants
+    }
+
+    /// The client store.
+    #[must_use]
+    pub fn client_store(&self) -> &Arc<dyn ClientStore> {
+        &self.inner.clients
+    }
+
+    /// A revocation list backed by the grant store, for the layer's local verifier.
+    #[must_use]
+    pub fn revocations(&self) -> Arc<dyn RevokedTokens> {
+        Arc::new(StoreRevocations(self.inner.grants.clone()))
+    }
+}
+
+/// Adapts the grant store to the layer's [`RevokedTokens`] hook.
+struct StoreRevocations(Arc<dyn GrantStore>);
+
+#[async_trait]
+impl RevokedTokens for StoreRevocations {
+    async fn is_revoked(&self, jti: &str) -> Result<bool, VerifyError> {
+        self.0
+            .is_token_revoked(jti, crate::util::now())
+            .await
+            .map_err(|e| VerifyError::Unavailable(e.to_string()))
+    }
+
+    async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), VerifyError> {
+        self.0
+            .revoke_token(jti, expires_at)
+            .await
+            .map_err(|e| VerifyError::Unavailable(e.to_string()))
+    }
+}
+
+/// Builds an [`AuthorizationServer`].
+#[must_use]
+pub struct AuthorizationServerBuilder {
+    clients: Option<Arc<dyn ClientStore>>,
+    grants: Option<Arc<dyn GrantStore>>,
+    issuer: Option<Arc<dyn TokenIssuer>>,
+    authenticator: Option<Arc<dyn UserAuthenticator>>,
+    pages: Option<Arc<dyn pages::Pages>>,
+    key_ring: Option<KeyRing>,
+    lifetimes: Lifetimes,
+    limits: Limits,
+    static_clients: Vec<StaticClient>,
+    dynamic_registration: bool,
+    remember_consent: bool,
+    trusted_proxies: Vec<IpAddr>,
+    stats_endpoint: bool,
+}
+
+impl std::fmt::Debug for AuthorizationServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServerBuilder")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AuthorizationServerBuilder {
+    fn default() -> Self {
+        Self {
+            clients: None,
+            grants: None,
+            issuer: None,
+            authenticator: None,
+            pages: None,
+            key_ring: None,
+            lifetimes: Lifetimes {
+                code: Duration::from_secs(60),
+                access: Duration::from_secs(3600),
+                refresh: Duration::from_secs(30 * 24 * 3600),
+                refresh_grace: Duration::from_secs(30),
+                pending: Duration::from_secs(600),
+            },
+            limits: Limits {
+                register: RateLimit::per_minute(20),
+                token: RateLimit::per_minute(120),
+                login: RateLimit::per_minute(20),
+            },
+            static_clients: Vec::new(),
+            dynamic_registration: true,
+            remember_consent: false,
+            trusted_proxies: Vec::new(),
+            stats_endpoint: false,
+        }
+    }
+}
+
+impl AuthorizationServerBuilder {
+    /// One store for clients and grants (e.g. [`MemoryStore`], or a database store).
+    pub fn store<S: ClientStore + GrantStore>(mut self, store: S) -> Self {
+        let store = Arc::new(store);
+        self.clients = Some(store.clone());
+        self.grants = Some(store);
+        self
+    }
+
+    /// The client store alone.
+    pub fn client_store(mut self, store: impl ClientStore) -> Self {
+        self.clients = Some(Arc::new(store));
+        self
+    }
+
+    /// The grant store alone.
+    pub fn grant_store(mut self, store: impl GrantStore) -> Self {
+        self.grants = Some(Arc::new(store));
+        self
+    }
+
+    /// Who the user is (required): [`StaticUsers`](crate::authn::StaticUsers),
+    /// [`HostSession`](crate::authn::HostSession), or your own.
+    pub fn authenticator(mut self, authenticator: impl UserAuthenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Login, consent and error pages; the built-in askama pages by default.
+    pub fn pages(mut self, pages: impl pages::Pages) -> Self {
+        self.pages = Some(Arc::new(pages));
+        self
+    }
+
+    /// The signing keys (a fresh ES256 key by default: tokens do not survive a restart, and
+    /// several instances must share one ring).
+    pub fn key_ring(mut self, ring: KeyRing) -> Self {
+        self.key_ring = Some(ring);
+        self
+    }
+
+    /// A custom token format (the default is RFC 9068 JWTs signed by the key ring).
+    pub fn token_issuer(mut self, issuer: impl TokenIssuer) -> Self {
+        self.issuer = Some(Arc::new(issuer));
+        self
+    }
+
+    /// How long authorization codes live (60 s by default; 10 s to 10 min allowed).
+    pub fn code_ttl(mut self, ttl: Duration) -> Self {
+        self.lifetimes.code = ttl;
+        self
+    }
+
+    /// How long access tokens live (1 h by default; 1 min to 24 h allowed).
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.lifetimes.access = ttl;
+        self
+    }
+
+    /// How long a refresh family lives (30 days by default; 1 h to 365 days allowed).
+    pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
+        self.lifetimes.refresh = ttl;
+        self
+    }
+
+    /// How long a rotated-out refresh token still returns the same successor to concurrent
+    /// refreshes (30 s by default; at most 5 min).
+    pub fn refresh_grace(mut self, grace: Duration) -> Self {
+        self.lifetimes.refresh_grace = grace;
+        self
+    }
+
+    /// Adds a pre-registered client.
+    pub fn client(mut self, client: StaticClient) -> Self {
+        self.static_clients.push(client);
+        self
+    }
+
+    /// Turns RFC 7591 dynamic registration on or off (on by default; ChatGPT, Claude, VS
+    /// Code, Cursor and the SDK clients rely on it).
+    pub fn dynamic_registration(mut self, on: bool) -> Self {
+        self.dynamic_registration = on;
+        self
+    }
+
+    /// Remembers consent per user, client and scope set, so a returning client that asks
+    /// for no more than before skips the consent page.
+    pub fn remember_consent(mut self, on: bool) -> Self {
+        self.remember_consent = on;
+        self
+    }
+
+    /// Rate limit of `/register` per client address.
+    pub fn register_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limits.register = limit;
+        self
+    }
+
+    /// Rate limit of `/token` (and `/revoke`, `/introspect`) per client address.
+    pub fn token_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limits.token = limit;
+        self
+    }
+
+    /// Rate limit of login form submissions per client address.
+    pub fn login_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limits.login = limit;
+        self
+    }
+
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed when keying rate
+    /// limits. Without any, the peer address is used.
+    pub fn trusted_proxies<I: IntoIterator<Item = IpAddr>>(mut self, proxies: I) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// Serves `GET /oauth/stats` (client, code and family counts) for operators. Off by
+    /// default; put it behind your own access control.
+    pub fn stats_endpoint(mut self, on: bool) -> Self {
+        self.stats_endpoint = on;
+        self
+    }
+
+    /// Validates and builds.
+    ///
+    /// # Errors
+    /// [`ConfigError::MissingAuthenticator`] without an authenticator;
+    /// [`ConfigError::OutOfRange`] for a lifetime outside its allowed range; a key error.
+    pub fn build(self) -> Result<AuthorizationServer, ConfigError> {
+        crate::crypto::install_provider();
+        let authenticator = self
+            .authenticator
+            .ok_or(ConfigError::MissingAuthenticator)?;
+        let l = self.lifetimes;
+        check_range("code_ttl", l.code, 10, 600)?;
+        check_range("access_token_ttl", l.access, 60, 24 * 3600)?;
+        check_range("refresh_token_ttl", l.refresh, 3600, 365 * 24 * 3600)?;
+        check_range("refresh_grace", l.refresh_grace, 0, 300)?;
+        let key_ring = match self.key_ring {
+            Some(r) => r,
+            None => KeyRing::generate(SigningAlgorithm::Es256)
+                .map_err(|e| ConfigError::Key(e.to_string()))?,
+        };
+        let (clients, grants): (Arc<dyn ClientStore>, Arc<dyn GrantStore>) =
+            match (self.clients, self.grants) {
+                (Some(c), Some(g)) => (c, g),
+                (c, g) => {
+                    let mem = Arc::new(MemoryStore::new());
+                    (c.unwrap_or_else(|| mem.clone()), g.unwrap_or(mem))
+                }
+            };
+        let mut static_clients = HashMap::new();
+        for c in self.static_clients {
+            if c.0.client_id.starts_with("https://") {
+                return Err(ConfigError::InvalidClient(format!(
+                    "{}: client ids beginning with https:// are reserved for client ID metadata documents",
+                    c.0.client_id
+                )));
+            }
+            for uri in &c.0.redirect_uris {
+                register::check_redirect_uri(uri).map_err(|why| {
+                    ConfigError::InvalidClient(format!("{}: {uri}: {why}", c.0.client_id))
+                })?;
+            }
+            static_clients.insert(c.0.client_id.clone(), c.0);
+        }
+        let pages = match self.pages {
+            Some(p) => p,
+            None => pages::default_pages(),
+        };
+        Ok(AuthorizationServer {
+            inner: Arc::new(ServerInner {
+                clients,
+                grants,
+                custom_issuer: self.issuer,
+                authenticator,
+                pages,
+                key_ring,
+                lifetimes: l,
+                limits: self.limits,
+                static_clients,
+                dynamic_registration: self.dynamic_registration,
+                remember_consent: self.remember_consent,
+                trusted_proxies: self.trusted_proxies,
+                stats_endpoint: self.stats_endpoint,
+                limiter: rate_limit::Limiter::new(),
+            }),
+        })
+    }
+}
+
+fn check_range(field: &'static str, d: Duration, min: u64, max: u64) -> Result<(), ConfigError> {
+    let s = d.as_secs();
+    if s < min || s > max {
+        return Err(ConfigError::OutOfRange {
+            field,
+            min,
+            max,
+            value: s,
+        });
+    }
+    Ok(())
+}
+
+/// Everything a handler needs: the shared configuration and the server.
+#[derive(Clone)]
+pub(crate) struct AsContext {
+    pub(crate) cfg: McpOAuthConfig,
+    pub(crate) server: Arc<ServerInner>,
+    /// The token issuer bound to the configured issuer string.
+    pub(crate) issuer: Arc<dyn TokenIssuer>,
+}
+
+impl AsContext {
+    /// The context for a configuration that holds an authorization server.
+    pub(crate) fn new(cfg: McpOAuthConfig, server: &AuthorizationServer) -> Self {
+        let issuer = server.inner.custom_issuer.clone().unwrap_or_else(|| {
+            Arc::new(JwtIssuer::new(cfg.issuer(), server.inner.key_ring.clone()))
+        });
+        Self {
+            cfg,
+            server: server.inner.clone(),
+            issuer,
+        }
+    }
+
+    /// The absolute URL of an endpoint (`"/token"` → `"{issuer}/token"`).
+    pub(crate) fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.cfg.issuer())
+    }
+
+    /// The router path of an endpoint (the issuer's path + `path`).
+    pub(crate) fn route(&self, path: &str) -> String {
+        format!("{}{path}", crate::config::path_of(self.cfg.issuer()))
+    }
+
+    /// A client by id: configured clients first, then the store.
+    pub(crate) async fn client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<Client>, crate::store::StoreError> {
+        if let Some(c) = self.server.static_clients.get(client_id) {
+            return Ok(Some(c.clone()));
+        }
+        self.server.clients.get_client(client_id).await
+    }
+
+    /// Whether cookies must carry `Secure` and the `__Host-` prefix (an https issuer).
+    pub(crate) fn secure_cookies(&self) -> bool {
+        self.cfg.issuer().starts_with("https://")
+    }
+}

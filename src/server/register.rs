@@ -1,0 +1,678 @@
+//! RFC 7591 dynamic client registration: `POST {issuer path}/register`.
+//!
+//! Deprecated in MCP 2026-07-28 in favour of client ID metadata documents, but ChatGPT,
+//! Claude, VS Code, Cursor, the SDK clients and the Inspector still register this way, so it
+//! is on by default ([`dynamic_registration`](super::AuthorizationServerBuilder::dynamic_registration)
+//! turns it off). Registration is open: anyone may register, rate-limited per address.
+//!
+//! # What is accepted
+//!
+//! - A JSON object (`Content-Type: application/json`), at most 64 KiB.
+//! - `redirect_uris` (required): see [redirect URI policy](#redirect-uri-policy).
+//! - `token_endpoint_auth_method`: `none` (the default: a public client, PKCE only),
+//!   `client_secret_basic` or `client_secret_post` (a confidential client, which gets a
+//!   `client_secret` that never expires: `client_secret_expires_at: 0`).
+//! - `grant_types`: `authorization_code` and `refresh_token` only. When absent, **both** are
+//!   registered. RFC 7591 would default to `authorization_code` alone, but then a client
+//!   that omits the field never gets a refresh token and its users must log in again every
+//!   hour; the MCP clients that omit it all expect refresh tokens.
+//! - `response_types`: `code` only.
+//! - `application_type`: `native` or `web`. Optional: clients before MCP 2026-07-28 omit it;
+//!   the server then records `native` when every redirect URI is loopback or a custom
+//!   scheme, `web` otherwise.
+//! - `scope`: RFC 6749 scope syntax.
+//! - `client_name` (shown on the consent page, marked as self-asserted), `client_uri`,
+//!   `logo_uri`, `tos_uri`, `policy_uri`, `contacts`, `software_id`, `software_version`:
+//!   kept and echoed. Other fields are ignored, as RFC 7591 asks.
+//!
+//! The answer is `201 Created` with every registered field, the new `client_id` (random,
+//! never beginning with `https://`, so it cannot collide with a client ID metadata document
+//! URL) and `client_id_issued_at`. Failures are `400` with `invalid_redirect_uri` or
+//! `invalid_client_metadata` and a description naming the problem; too many registrations
+//! from one address get `429 slow_down`.
+//!
+//! # Redirect URI policy
+//!
+//! [`check_redirect_uri`] accepts exactly:
+//! - `https` URLs with a host (ChatGPT, claude.ai, VS Code's web redirects, Cursor's web
+//!   redirect);
+//! - `http` on a loopback host, `127.0.0.1`, `[::1]` or `localhost`, on any port (Claude
+//!   Code, VS Code, the Inspector; RFC 8252 §7.3);
+//! - private-use custom schemes of native apps (`cursor://anysphere.cursor-mcp/oauth/callback`,
+//!   `com.example.app:/callback`; RFC 8252 §7.1).
+//!
+//! A URI holding whitespace or a control character anywhere is refused outright, and the
+//! scheme is compared case-insensitively, so `JavaScript:`, ` javascript:`,
+//! `java\tscript:` and `javascript\0:` are all refused like `javascript:` (the bypasses
+//! reported against other authorization servers). `data:`, `file:`, `vbscript:`, `blob:`,
+//! `about:` and other browser-internal schemes, plain `http` to other hosts, user
+//! information (`https://user@host`) and fragments are refused too.
+//!
+//! ```
+//! use axum::body::Body;
+//! use http::Request;
+//! use mcp_oauth::{McpOAuthConfig, oauth_router};
+//! use mcp_oauth::authn::StaticUsers;
+//! use mcp_oauth::server::AuthorizationServer;
+//! use tower::ServiceExt as _;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let cfg = McpOAuthConfig::builder()
+//!     .resource("http://127.0.0.1:8000/mcp")
+//!     .issuer("http://127.0.0.1:8000")
+//!     .authorization_server(AuthorizationServer::builder().authenticator(StaticUsers::new()).build().unwrap())
+//!     .build()
+//!     .unwrap();
+//! let app: axum::Router = oauth_router(&cfg);
+//! let res = app
+//!     .oneshot(
+//!         Request::post("/register")
+//!             .header("content-type", "application/json")
+//!             .body(Body::from(r#"{"redirect_uris":["cursor://anysphere.cursor-mcp/oauth/callback"],"client_name":"Cursor"}"#))
+//!             .unwrap(),
+//!     )
+//!     .await
+//!     .unwrap();
+//! assert_eq!(res.status(), 201);
+//! # }
+//! ```
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use http::{HeaderValue, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::AsContext;
+use super::rate_limit::{self, LimitKind};
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::scope::ScopeSet;
+use crate::store::{
+    ApplicationType, Client, ClientSource, SecretHash, StoreError, TokenEndpointAuthMethod,
+};
+use crate::util::{now, random_token};
+
+/// Largest registration body read.
+const MAX_BODY: usize = 64 * 1024;
+/// Most redirect URIs one client may register.
+const MAX_REDIRECT_URIS: usize = 32;
+/// Longest redirect URI accepted.
+const MAX_URI_LEN: usize = 2048;
+/// Longest `client_name`.
+const MAX_NAME_LEN: usize = 200;
+/// Metadata kept besides the fields the server interprets.
+const KEPT_FIELDS: &[&str] = &[
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "contacts",
+    "software_id",
+    "software_version",
+];
+/// Schemes a redirect must never use, whatever the client is (compared in lower case).
+const FORBIDDEN_SCHEMES: &[&str] = &[
+    "javascript",
+    "data",
+    "file",
+    "vbscript",
+    "blob",
+    "about",
+    "filesystem",
+    "view-source",
+    "ftp",
+    "ws",
+    "wss",
+    "mailto",
+    "tel",
+    "sms",
+    "intent",
+];
+
+pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
+    if !ctx.server.dynamic_registration {
+        return Router::new();
+    }
+    Router::new().route(&ctx.route("/register"), post(register))
+}
+
+fn metadata_error(description: impl Into<String>) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidClientMetadata, description.into())
+}
+
+fn redirect_error(description: impl Into<String>) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidRedirectUri, description.into())
+}
+
+async fn register(State(ctx): State<AsContext>, request: Request) -> Response {
+    match handle(&ctx, request).await {
+        Ok(res) => res,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(ctx: &AsContext, request: Request) -> Result<Response, OAuthError> {
+    let (parts, body) = request.into_parts();
+    rate_limit::check(ctx, LimitKind::Register, &parts)?;
+    let is_json = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(metadata_error(
+            "a registration request must be a JSON object sent with Content-Type: application/json",
+        ));
+    }
+    let bytes = axum::body::to_bytes(Body::new(body), MAX_BODY)
+        .await
+        .map_err(|_| metadata_error("the registration request is too large or was cut short"))?;
+    let Ok(Value::Object(meta)) = serde_json::from_slice::<Value>(&bytes) else {
+        return Err(metadata_error(
+            "the registration request is not a JSON object",
+        ));
+    };
+    let mut client = parse_metadata(&meta)?;
+
+    let secret = if client.token_endpoint_auth_method == TokenEndpointAuthMethod::None {
+        None
+    } else {
+        let secret = random_token(32);
+        client.secret_hash = Some(SecretHash::of(&secret));
+        Some(secret)
+    };
+    let issued_at = now();
+    client.issued_at = issued_at;
+    client.last_used_at = issued_at;
+
+    // A collision of 144 random bits does not happen; retry once anyway rather than fail.
+    let mut stored = None;
+    for _ in 0..2 {
+        client.client_id = random_token(18);
+        match ctx.server.clients.insert_client(client.clone()).await {
+            Ok(()) => {
+                stored = Some(());
+                break;
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if stored.is_none() {
+        return Err(StoreError::Conflict("client id collision".to_owned()).into());
+    }
+    tracing::info!(
+        target: "mcp_oauth::register",
+        client_id = %client.client_id,
+        client_name = client.client_name.as_deref().unwrap_or(""),
+        redirect_uris = ?client.redirect_uris,
+        "client registered"
+    );
+
+    let mut out = Map::new();
+    out.insert("client_id".into(), json!(client.client_id));
+    out.insert("client_id_issued_at".into(), json!(issued_at));
+    if let Some(secret) = secret {
+        out.insert("client_secret".into(), json!(secret));
+        out.insert("client_secret_expires_at".into(), json!(0));
+    }
+    out.insert("redirect_uris".into(), json!(client.redirect_uris));
+    out.insert(
+        "token_endpoint_auth_method".into(),
+        json!(client.token_endpoint_auth_method.as_str()),
+    );
+    out.insert("grant_types".into(), json!(client.grant_types));
+    out.insert("response_types".into(), json!(["code"]));
+    out.insert(
+        "application_type".into(),
+        json!(match client.application_type {
+            ApplicationType::Native => "native",
+            ApplicationType::Web => "web",
+        }),
+    );
+    if let Some(name) = &client.client_name {
+        out.insert("client_name".into(), json!(name));
+    }
+    if let Some(scope) = &client.scope {
+        out.insert("scope".into(), json!(scope.to_string()));
+    }
+    for (k, v) in &client.extra {
+        out.insert(k.clone(), v.clone());
+    }
+    let mut res = (StatusCode::CREATED, Value::Object(out).to_string()).into_response();
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(res)
+}
+
+/// A list of strings from a JSON field, or a metadata error naming the field.
+fn string_list(meta: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, OAuthError> {
+    match meta.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| metadata_error(format!("{field} must be an array of strings")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(metadata_error(format!(
+            "{field} must be an array of strings"
+        ))),
+    }
+}
+
+fn optional_string<'a>(
+    meta: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, OAuthError> {
+    match meta.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(metadata_error(format!("{field} must be a string"))),
+    }
+}
+
+/// Validates registration metadata into a client (without id, secret or timestamps).
+fn parse_metadata(meta: &Map<String, Value>) -> Result<Client, OAuthError> {
+    // Redirect URIs first: the most likely problem, reported with its own error code.
+    let redirect_uris = match meta.get("redirect_uris") {
+        None | Some(Value::Null) => {
+            return Err(redirect_error("redirect_uris is required"));
+        }
+        Some(Value::Array(items)) => {
+            let mut uris: Vec<String> = Vec::with_capacity(items.len());
+            for item in items {
+                let Some(uri) = item.as_str() else {
+                    return Err(redirect_error("redirect_uris must be an array of strings"));
+                };
+                check_redirect_uri(uri).map_err(|why| {
+                    redirect_error(format!("redirect URI {}: {why}", quote_for_error(uri)))
+                })?;
+                if !uris.iter().any(|u| u == uri) {
+                    uris.push(uri.to_owned());
+                }
+            }
+            if uris.is_empty() {
+                return Err(redirect_error("redirect_uris must name at least one URI"));
+            }
+            if uris.len() > MAX_REDIRECT_URIS {
+                return Err(redirect_error(format!(
+                    "at most {MAX_REDIRECT_URIS} redirect URIs may be registered"
+                )));
+            }
+            uris
+        }
+        Some(_) => return Err(redirect_error("redirect_uris must be an array of strings")),
+    };
+
+    let token_endpoint_auth_method = match optional_string(meta, "token_endpoint_auth_method")? {
+        None | Some("none") => TokenEndpointAuthMethod::None,
+        Some("client_secret_basic") => TokenEndpointAuthMethod::ClientSecretBasic,
+        Some("client_secret_post") => TokenEndpointAuthMethod::ClientSecretPost,
+        Some(other) => {
+            return Err(metadata_error(format!(
+                "token_endpoint_auth_method {} is not supported; use none, client_secret_basic or client_secret_post",
+                quote_for_error(other)
+            )));
+        }
+    };
+
+    let grant_types = match string_list(meta, "grant_types")? {
+        None => vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+        Some(list) => {
+            let mut out: Vec<String> = Vec::new();
+            for g in list {
+                if g != "authorization_code" && g != "refresh_token" {
+                    return Err(metadata_error(format!(
+                        "grant type {} is not supported; only authorization_code and refresh_token are",
+                        quote_for_error(&g)
+                    )));
+                }
+                if !out.contains(&g) {
+                    out.push(g);
+                }
+            }
+            if !out.iter().any(|g| g == "authorization_code") {
+                return Err(metadata_error(
+                    "grant_types must include authorization_code (the only way to obtain tokens here)",
+                ));
+            }
+            out
+        }
+    };
+
+    if let Some(list) = string_list(meta, "response_types")?
+        && (list.is_empty() || list.iter().any(|r| r != "code"))
+    {
+        return Err(metadata_error("response_types may only be [\"code\"]"));
+    }
+
+    let application_type = match optional_string(meta, "application_type")? {
+        Some("native") => ApplicationType::Native,
+        Some("web") => ApplicationType::Web,
+        Some(other) => {
+            return Err(metadata_error(format!(
+                "application_type {} is not supported; use native or web",
+                quote_for_error(other)
+            )));
+        }
+        None => {
+            let is_https =
+                |u: &String| u.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("https:"));
+            if !redirect_uris.iter().any(is_https) {
+                ApplicationType::Native
+            } else {
+                ApplicationType::Web
+            }
+        }
+    };
+
+    let scope = match optional_string(meta, "scope")? {
+        None => None,
+        Some(s) => {
+            let set = ScopeSet::parse(s).map_err(|e| metadata_error(e.to_string()))?;
+            (!set.is_empty()).then_some(set)
+        }
+    };
+
+    let client_name = match optional_string(meta, "client_name")? {
+        None => None,
+        Some(name) => {
+            let name = name.trim();
+            if name.chars().any(char::is_control) {
+                return Err(metadata_error(
+                    "client_name must not contain control characters",
+                ));
+            }
+            if name.chars().count() > MAX_NAME_LEN {
+                return Err(metadata_error(format!(
+                    "client_name is longer than {MAX_NAME_LEN} characters"
+                )));
+            }
+            (!name.is_empty()).then(|| name.to_owned())
+        }
+    };
+
+    let mut extra = Map::new();
+    for field in KEPT_FIELDS {
+        match meta.get(*field) {
+            None | Some(Value::Null) => {}
+            Some(v @ Value::String(_)) if *field != "contacts" => {
+                extra.insert((*field).to_owned(), v.clone());
+            }
+            Some(v @ Value::Array(items))
+                if *field == "contacts" && items.iter().all(Value::is_string) =>
+            {
+                extra.insert((*field).to_owned(), v.clone());
+            }
+            Some(_) if *field == "contacts" => {
+                return Err(metadata_error("contacts must be an array of strings"));
+            }
+            Some(_) => return Err(metadata_error(format!("{field} must be a string"))),
+        }
+    }
+
+    Ok(Client {
+        client_id: String::new(),
+        secret_hash: None,
+        secret_expires_at: 0,
+        client_name,
+        redirect_uris,
+        grant_types,
+        token_endpoint_auth_method,
+        application_type,
+        scope,
+        extra,
+        issued_at: 0,
+        last_used_at: 0,
+        source: ClientSource::Dynamic,
+    })
+}
+
+/// A value quoted for an error description: control characters escaped, length capped.
+fn quote_for_error(value: &str) -> String {
+    let mut short: String = value.chars().take(120).collect();
+    if short.len() < value.len() {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
+
+/// Whether `host` (as written in a URI) is a loopback host redirect URIs may use over
+/// plain `http`.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "127.0.0.1" | "[::1]" | "localhost")
+}
+
+/// Checks one redirect URI against the registration policy (see the
+/// [module docs](self#redirect-uri-policy)); the error says why, for the client's developer.
+pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    if uri.is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    if uri.len() > MAX_URI_LEN {
+        return Err(format!("it is longer than {MAX_URI_LEN} bytes"));
+    }
+    // Browsers strip or ignore whitespace and control characters inside schemes
+    // (` javascript:`, `java\tscript:`); refusing them everywhere closes that door and
+    // makes the exact string match at /authorize unambiguous.
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it contains whitespace or control characters".to_owned());
+    }
+    if !uri.is_ascii() {
+        return Err("it contains non-ASCII characters; percent-encode them".to_owned());
+    }
+    if uri.contains('\\') {
+        return Err("it contains a backslash".to_owned());
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err("it is not an absolute URI (no scheme)".to_owned());
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let valid_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !valid_scheme {
+        return Err("it does not start with a valid URI scheme".to_owned());
+    }
+    if FORBIDDEN_SCHEMES.contains(&scheme.as_str()) {
+        return Err(format!("the {scheme}: scheme is not allowed for redirects"));
+    }
+    if uri.contains('#') {
+        return Err("it has a fragment (#…); redirect URIs must not".to_owned());
+    }
+    if rest.is_empty() {
+        return Err("it has nothing after the scheme".to_owned());
+    }
+    let url = url::Url::parse(uri).map_err(|e| format!("it is not a valid URI ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("it holds user information (user@host)".to_owned());
+    }
+    match scheme.as_str() {
+        "https" => {
+            // Checked on the string as written: the URL parser would read `https:///x`
+            // as host `x`, and browsers may not.
+            if strip_port(authority_of(rest)).is_empty() || url.host_str().is_none_or(str::is_empty)
+            {
+                return Err("an https redirect URI needs a host (https://host/…)".to_owned());
+            }
+            Ok(())
+        }
+        "http" => {
+            let authority = authority_of(rest);
+            let host = strip_port(authority);
+            if is_loopback_host(&host.to_ascii_lowercase()) {
+                Ok(())
+            } else {
+                Err("plain http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https".to_owned())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The authority of `//authority/path…` (the part after `scheme:`), or `""`.
+fn authority_of(after_scheme: &str) -> &str {
+    let Some(rest) = after_scheme.strip_prefix("//") else {
+        return "";
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// The host of an authority without its `:port` (brackets of IPv6 literals kept).
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |i| &authority[..=i]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// Whether a redirect URI from an authorization request matches a registered one: byte for
+/// byte, except that for `http` loopback URIs the port is ignored (RFC 8252 §7.3), so a
+/// native app may listen on whatever port is free.
+pub(crate) fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    match (loopback_parts(registered), loopback_parts(requested)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `(host, everything after the authority)` of an `http://<loopback>[:port]…` URI whose port,
+/// if any, is all digits.
+fn loopback_parts(uri: &str) -> Option<(&str, &str)> {
+    let rest = uri.strip_prefix("http://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = strip_port(authority);
+    if !is_loopback_host(host) {
+        return None;
+    }
+    let port = &authority[host.len()..];
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':')?;
+        if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    Some((host, tail))
+}
+
+/// Whether every redirect URI of a client is a loopback one (any program on the user's
+/// machine could receive the code): the consent page warns.
+pub(crate) fn all_loopback(uris: &[String]) -> bool {
+    !uris.is_empty() && uris.iter().all(|u| loopback_parts(u).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_accepts_real_clients() {
+        for ok in [
+            "https://chatgpt.com/connector_platform_oauth_redirect",
+            "https://chatgpt.com/connector/oauth/abc123",
+            "https://claude.ai/api/mcp/auth_callback",
+            "http://localhost:54321/callback",
+            "http://127.0.0.1:6276/oauth/callback",
+            "http://127.0.0.1/",
+            "http://[::1]:8080/cb",
+            "cursor://anysphere.cursor-mcp/oauth/callback",
+            "com.example.app:/oauth2redirect",
+            "https://app.example.com/cb?tenant=1",
+        ] {
+            assert_eq!(check_redirect_uri(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn policy_refuses_dangerous_uris() {
+        for bad in [
+            "",
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            " javascript:alert(1)",
+            "java\tscript:alert(1)",
+            "javascript\0:alert(1)",
+            "javascript\u{00a0}:alert(1)",
+            "java\u{200b}script:alert(1)",
+            "data:text/html,hi",
+            "DATA:text/html,hi",
+            "file:///etc/passwd",
+            "vbscript:msgbox",
+            "blob:https://x/1",
+            "about:blank",
+            "http://example.com/cb",
+            "http://127.0.0.1.evil.com/cb",
+            "http://localhost.evil.com/cb",
+            "https://",
+            "https:///path",
+            "https://user:pw@example.com/cb",
+            "https://example.com/cb#frag",
+            "https://example.com/cb\n",
+            "https:\\\\evil.com",
+            "no-scheme",
+            "1abc://x",
+            "%6aavascript:alert(1)",
+            "https://exämple.com/cb",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn loopback_port_is_ignored_nothing_else() {
+        let reg = "http://127.0.0.1/callback";
+        assert!(redirect_uri_matches(reg, "http://127.0.0.1:49152/callback"));
+        assert!(redirect_uri_matches(reg, "http://127.0.0.1/callback"));
+        assert!(!redirect_uri_matches(reg, "http://127.0.0.1:49152/other"));
+        assert!(!redirect_uri_matches(
+            reg,
+            "http://localhost:49152/callback"
+        ));
+        assert!(!redirect_uri_matches(reg, "http://127.0.0.1:abc/callback"));
+        assert!(!redirect_uri_matches(reg, "https://127.0.0.1:443/callback"));
+        assert!(redirect_uri_matches(
+            "http://[::1]:33418/",
+            "http://[::1]:1234/"
+        ));
+        assert!(redirect_uri_matches(
+            "http://localhost:8787/callback",
+            "http://localhost:9999/callback"
+        ));
+        // Not loopback: exact only.
+        assert!(!redirect_uri_matches(
+            "https://app.example.com/cb",
+            "https://app.example.com:443/cb"
+        ));
+        assert!(!redirect_uri_matches(
+            "https://app.example.com/cb",
+            "https://app.example.com/cb/"
+        ));
+        assert!(all_loopback(&[
+            "http://127.0.0.1/callback".to_owned(),
+            "http://localhost:1/x".to_owned()
+        ]));
+        assert!(!all_loopback(&[
+            "http://127.0.0.1/callback".to_owned(),
+            "cursor://x/y".to_owned()
+        ]));
+    }
+}

@@ -1,0 +1,464 @@
+//! Storage for the embedded authorization server: registered clients ([`ClientStore`]) and
+//! everything a grant leaves behind ([`GrantStore`]): authorization codes, refresh-token
+//! families, revoked access tokens, remembered consents and pending authorization requests.
+//!
+//! # Rules every store follows
+//! - **Secrets are stored as hashes.** Codes, refresh tokens and client secrets arrive here
+//!   as [`SecretHash`]es (SHA-256); no store ever sees the raw value.
+//! - **Every state change that must be atomic is one method.** Taking a code, rotating a
+//!   refresh token (with the grace-window rule) and revoking a family are single calls, never
+//!   get-then-delete, so two instances sharing a database cannot both win.
+//! - **Time is passed in** (`now`, seconds since the Unix epoch), so behaviour is testable and
+//!   identical across instances.
+//!
+//! [`MemoryStore`] implements both traits and is the default; [`testkit`] holds the contract
+//! every implementation must pass — run it against your own store with one call.
+//!
+//! ```
+//! use mcp_oauth::store::{GrantStore, MemoryStore, SecretHash, CodeTake};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let store = MemoryStore::new();
+//! let hash = SecretHash::of("no-such-code");
+//! assert!(matches!(store.take_code(&hash, "family-1", 1_700_000_000).await.unwrap(), CodeTake::NotFound));
+//! # }
+//! ```
+
+mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
+pub mod testkit;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use memory::MemoryStore;
+
+use crate::scope::ScopeSet;
+
+/// The SHA-256 of a secret (code, refresh token, client secret). Compare with
+/// [`ct_eq`](Self::ct_eq), never `==`, where timing could matter.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SecretHash(#[serde(with = "hex32")] pub [u8; 32]);
+
+impl SecretHash {
+    /// Hashes a secret.
+    #[must_use]
+    pub fn of(secret: &str) -> Self {
+        Self(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// Constant-time equality.
+    #[must_use]
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.ct_eq(&other.0).into()
+    }
+
+    /// Lower-case hex, for stores that key on text.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses [`to_hex`](Self::to_hex) output.
+    #[must_use]
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A prefix is enough to correlate log lines; the hash is not a secret, but keep logs short.
+        write!(f, "SecretHash({}…)", &self.to_hex()[..8])
+    }
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::SecretHash(*v).to_hex())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        super::SecretHash::from_hex(&s)
+            .map(|h| h.0)
+            .ok_or_else(|| serde::de::Error::custom("expected 64 hex characters"))
+    }
+}
+
+/// A store could not do what was asked. Endpoints answer `503 temporarily_unavailable`, never
+/// a 500, and never lose data.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend is unreachable or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A record with this key exists already.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// How a client authenticates at the token endpoint (RFC 7591 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TokenEndpointAuthMethod {
+    /// A public client: no secret, PKCE only.
+    #[default]
+    None,
+    /// HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+impl TokenEndpointAuthMethod {
+    /// The RFC 7591 name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+}
+
+/// RFC 7591 / OIDC `application_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationType {
+    /// A web application (redirects to `https` URLs).
+    #[default]
+    Web,
+    /// A native application (loopback or custom-scheme redirects).
+    Native,
+}
+
+/// Where a client came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientSource {
+    /// Registered through RFC 7591 dynamic client registration.
+    #[default]
+    Dynamic,
+    /// Configured by the operator.
+    Static,
+}
+
+/// A registered OAuth client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// The client id (never begins with `https://`, so it cannot collide with a client ID
+    /// metadata document URL).
+    pub client_id: String,
+    /// SHA-256 of the secret, for confidential clients.
+    pub secret_hash: Option<SecretHash>,
+    /// When the secret expires (seconds since the epoch); `0` means never.
+    pub secret_expires_at: u64,
+    /// The human-readable name the client registered (self-asserted).
+    pub client_name: Option<String>,
+    /// The registered redirect URIs, exactly as registered.
+    pub redirect_uris: Vec<String>,
+    /// Grant types (`authorization_code`, `refresh_token`).
+    pub grant_types: Vec<String>,
+    /// How the client authenticates at the token endpoint.
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// `web` or `native`.
+    pub application_type: ApplicationType,
+    /// The scopes the client registered for, if it named any.
+    pub scope: Option<ScopeSet>,
+    /// Other registered metadata (`client_uri`, `logo_uri`, `contacts`, …), echoed back.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// When the client was registered.
+    pub issued_at: u64,
+    /// When the client last used the token endpoint (for retention of idle clients).
+    pub last_used_at: u64,
+    /// Dynamic or static.
+    pub source: ClientSource,
+}
+
+impl Client {
+    /// Whether the client may use `grant_type`.
+    #[must_use]
+    pub fn allows_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
+
+    /// Whether the client is confidential (holds a secret).
+    #[must_use]
+    pub fn is_confidential(&self) -> bool {
+        self.secret_hash.is_some()
+    }
+}
+
+/// Registered clients.
+#[async_trait]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `ClientStore`",
+    note = "implement `mcp_oauth::store::ClientStore`, or use `MemoryStore`"
+)]
+pub trait ClientStore: Send + Sync + 'static {
+    /// Stores a new client; [`StoreError::Conflict`] when the id exists.
+    async fn insert_client(&self, client: Client) -> Result<(), StoreError>;
+    /// Replaces or creates a client (used for configured, static clients at start-up).
+    async fn upsert_client(&self, client: Client) -> Result<(), StoreError>;
+    /// The client with this id.
+    async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError>;
+    /// Deletes a client; whether it existed.
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    /// Records that the client was just used (for retention).
+    async fn touch_client(&self, client_id: &str, now: u64) -> Result<(), StoreError>;
+    /// How many clients are registered.
+    async fn count_clients(&self) -> Result<u64, StoreError>;
+}
+
+/// What an authorization code stands for; stored under the code's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationCode {
+    /// The client the code was issued to.
+    pub client_id: String,
+    /// The redirect URI of the authorization request, byte for byte.
+    pub redirect_uri: String,
+    /// The PKCE S256 challenge.
+    pub code_challenge: String,
+    /// The granted scopes.
+    pub scope: ScopeSet,
+    /// The resource (RFC 8707) the tokens will be bound to.
+    pub resource: String,
+    /// The user.
+    pub subject: String,
+    /// Extra claims about the user to put into access tokens (e.g. `email`).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// When the code stops being redeemable.
+    pub expires_at: u64,
+}
+
+/// The outcome of [`GrantStore::take_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodeTake {
+    /// First redemption: the code is now spent and bound to the given family.
+    Taken(AuthorizationCode),
+    /// The code was redeemed before; here is the family its first redemption created, which
+    /// the caller must revoke (RFC 6749 §4.1.2: a replayed code revokes what it issued).
+    Replayed {
+        /// The family bound at first redemption.
+        family_id: String,
+    },
+    /// No such code, or it expired.
+    NotFound,
+}
+
+/// A refresh-token family: every refresh token descending from one authorization code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshFamily {
+    /// The family id (also the prefix of every access token `jti` it issues).
+    pub family_id: String,
+    /// The client.
+    pub client_id: String,
+    /// The user.
+    pub subject: String,
+    /// The scopes of the original grant (refreshes may narrow, never widen).
+    pub scope: ScopeSet,
+    /// The resource tokens are bound to.
+    pub resource: String,
+    /// Extra claims carried into access tokens.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// When the family was created.
+    pub created_at: u64,
+    /// When the family's refresh tokens stop working, whatever rotation does.
+    pub expires_at: u64,
+}
+
+/// The outcome of [`GrantStore::rotate_refresh`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rotation {
+    /// The presented token was current; the new hash is now current and the presented one
+    /// became the "previous" token, valid for `grace` more seconds.
+    Rotated(RefreshFamily),
+    /// The presented token is the previous one and still inside the grace window: a
+    /// concurrent refresh. `successor` is what the winner stored with its rotation (the new
+    /// refresh token, sealed with a key only the presented token can derive) so every racer
+    /// gets the same successor.
+    Grace {
+        /// The family.
+        family: RefreshFamily,
+        /// The sealed successor, opaque to the store.
+        sealed_successor: Vec<u8>,
+    },
+    /// An older token was replayed outside the grace window: the store has revoked the whole
+    /// family (atomically, in the same operation).
+    Reused {
+        /// The revoked family.
+        family_id: String,
+    },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// A pending authorization request, parked while the user logs in and consents. Keyed by a
+/// random id that travels in the login/consent form and in a cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAuthorization {
+    /// The client.
+    pub client_id: String,
+    /// The validated redirect URI.
+    pub redirect_uri: String,
+    /// The client's `state`, echoed on the redirect.
+    pub state: Option<String>,
+    /// PKCE S256 challenge.
+    pub code_challenge: String,
+    /// Requested (already filtered) scopes.
+    pub scope: ScopeSet,
+    /// The resource.
+    pub resource: String,
+    /// The hash of the CSRF token bound to this request.
+    pub csrf_hash: SecretHash,
+    /// The user, once authenticated.
+    pub subject: Option<String>,
+    /// Claims about the user, once authenticated.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// When the user authenticated.
+    pub auth_time: Option<u64>,
+    /// When the pending request is dropped.
+    pub expires_at: u64,
+}
+
+/// Live counts, for the operator's stats view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Registered clients.
+    pub clients: u64,
+    /// Unredeemed, unexpired codes.
+    pub live_codes: u64,
+    /// Unrevoked, unexpired refresh families.
+    pub live_families: u64,
+    /// Revoked access-token ids still remembered.
+    pub revoked_tokens: u64,
+}
+
+/// Grants and their remains. See the [module docs](self) for the rules.
+#[async_trait]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `GrantStore`",
+    note = "implement `mcp_oauth::store::GrantStore`, or use `MemoryStore`"
+)]
+pub trait GrantStore: Send + Sync + 'static {
+    /// Stores a new code under its hash.
+    async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError>;
+
+    /// Redeems a code exactly once, atomically: the first caller gets
+    /// [`CodeTake::Taken`] and binds `family_id` to the code; every later caller (until the
+    /// code's expiry) gets [`CodeTake::Replayed`] with that family id.
+    async fn take_code(
+        &self,
+        hash: &SecretHash,
+        family_id: &str,
+        now: u64,
+    ) -> Result<CodeTake, StoreError>;
+
+    /// Creates a family with its first refresh token (or none, when the client gets no
+    /// refresh token: the family still anchors its access tokens for revocation).
+    /// [`StoreError::Conflict`] when the family was revoked before it was created (a code
+    /// replay raced the first redemption), so the first exchange fails too.
+    async fn create_family(
+        &self,
+        family: RefreshFamily,
+        refresh: Option<SecretHash>,
+    ) -> Result<(), StoreError>;
+
+    /// Rotates a refresh token atomically; see [`Rotation`]. `sealed_successor` is kept with
+    /// the rotation for `grace` seconds so concurrent refreshes return the same successor.
+    async fn rotate_refresh(
+        &self,
+        presented: &SecretHash,
+        successor: SecretHash,
+        sealed_successor: Vec<u8>,
+        now: u64,
+        grace: u64,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Revokes a family: its refresh tokens stop working and every access token whose `jti`
+    /// starts with `"{family_id}."` is refused. Idempotent; works for unknown ids too (a
+    /// tombstone), so a later [`create_family`](Self::create_family) of that id fails.
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<(), StoreError>;
+
+    /// The family a refresh token (current or previous) belongs to, for RFC 7009 revocation
+    /// and introspection.
+    async fn family_of_refresh(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<RefreshFamily>, StoreError>;
+
+    /// Revokes one access token by `jti` until `expires_at`.
+    async fn revoke_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError>;
+
+    /// Whether an access token is revoked: its `jti` itself, or its family (`jti` is
+    /// `"{family_id}.{random}"`).
+    async fn is_token_revoked(&self, jti: &str, now: u64) -> Result<bool, StoreError>;
+
+    /// The scopes `subject` already granted `client_id`, when consent is remembered.
+    async fn get_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<Option<ScopeSet>, StoreError>;
+
+    /// Remembers consent (replacing what was there).
+    async fn put_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &ScopeSet,
+        now: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Parks a pending authorization request under `id`.
+    async fn put_pending(&self, id: &str, pending: PendingAuthorization) -> Result<(), StoreError>;
+
+    /// Reads a pending request (unexpired).
+    async fn get_pending(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthorization>, StoreError>;
+
+    /// Removes and returns a pending request, atomically (one consent decision per request).
+    async fn take_pending(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthorization>, StoreError>;
+
+    /// Drops everything expired; returns how many records went.
+    async fn sweep(&self, now: u64) -> Result<u64, StoreError>;
+
+    /// Live counts.
+    async fn stats(&self, now: u64) -> Result<StoreStats, StoreError>;
+}

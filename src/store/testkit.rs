@@ -1,0 +1,1091 @@
+//! The contract every [`ClientStore`] + [`GrantStore`] must meet, as runnable checks.
+//!
+//! The authorization server's security rests on a few store guarantees: a code is redeemed
+//! once even when 64 requests race for it, a replayed code reports the family its first
+//! redemption created, a revoked family leaves a tombstone that a late `create_family` runs
+//! into, a refresh token rotates once even when 32 requests race with it (the others get the
+//! winner's sealed successor), and reuse outside the grace window revokes the whole family.
+//! These functions check each rule against a real store; each panics with a message naming
+//! the broken rule.
+//!
+//! Run them all with [`run_all`] from a test on a **multi-thread** runtime, so that the
+//! concurrency checks race for real:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mcp_oauth::store::{MemoryStore, testkit};
+//!
+//! # fn main() {
+//! // In your tests: #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+//! let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+//! rt.block_on(testkit::run_all(Arc::new(MemoryStore::new())));
+//! # }
+//! ```
+//!
+//! Every check creates its own uniquely named records, so the checks may run against a
+//! database that holds other data, and each may also be run alone. They use the real clock
+//! as `now` (some trait methods, like
+//! [`family_of_refresh`](GrantStore::family_of_refresh), read it themselves), and move `now`
+//! forward explicitly to test expiry. [`sweep_removes_only_expired`] and
+//! [`revocation_outlives_family`] call [`sweep`](GrantStore::sweep), the latter with a clock
+//! [`REVOCATION_SWEEP_AHEAD`] seconds ahead, which drops whatever expires within that minute:
+//! run the kit against a **dedicated** test store or database, never a production one.
+
+use std::sync::Arc;
+
+use serde_json::{Map, json};
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use super::{
+    ApplicationType, AuthorizationCode, Client, ClientSource, ClientStore, CodeTake, GrantStore,
+    PendingAuthorization, RefreshFamily, Rotation, SecretHash, StoreError, TokenEndpointAuthMethod,
+};
+use crate::scope::ScopeSet;
+
+/// Concurrent redemptions of one code in [`concurrent_take_code`].
+pub const CODE_RACERS: usize = 64;
+/// Concurrent rotations of one refresh token in [`concurrent_rotation_in_grace`].
+pub const ROTATION_RACERS: usize = 32;
+/// The grace window (seconds) the rotation checks use.
+pub const GRACE_SECS: u64 = 30;
+/// How far ahead of the real clock [`revocation_outlives_family`] sweeps.
+pub const REVOCATION_SWEEP_AHEAD: u64 = 61;
+/// The longest access-token lifetime the authorization server allows (24 h): a revoked
+/// family's access tokens must stay refused at least this long after the revocation.
+pub const MAX_ACCESS_TOKEN_SECS: u64 = 24 * 3600;
+
+/// Runs every check in order. See the [module docs](self).
+///
+/// # Panics
+/// When the store breaks a rule (the message names it) or fails.
+pub async fn run_all<S: ClientStore + GrantStore>(store: Arc<S>) {
+    clients(&*store).await;
+    codes_single_use(&*store).await;
+    code_expiry(&*store).await;
+    concurrent_take_code(store.clone()).await;
+    family_lifecycle(&*store).await;
+    revoke_before_create(&*store).await;
+    rotation(&*store).await;
+    concurrent_rotation_in_grace(store.clone()).await;
+    reuse_after_grace(&*store).await;
+    expired_family(&*store).await;
+    revoke_token(&*store).await;
+    consent(&*store).await;
+    pending(&*store).await;
+    sweep_removes_only_expired(&*store).await;
+    stats(&*store).await;
+    revocation_outlives_family(&*store).await;
+}
+
+fn now() -> u64 {
+    crate::util::now()
+}
+
+/// A unique id with a readable prefix (no `.`, so it is a valid family id).
+fn uid(prefix: &str) -> String {
+    format!("{prefix}-{}", crate::util::random_token(12))
+}
+
+fn ok<T>(what: &str, r: Result<T, StoreError>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("store contract: {what} failed: {e}"),
+    }
+}
+
+fn sample_client(id: &str) -> Client {
+    let mut extra = Map::new();
+    extra.insert("client_uri".to_owned(), json!("https://app.example.com"));
+    Client {
+        client_id: id.to_owned(),
+        secret_hash: Some(SecretHash::of("testkit-secret")),
+        secret_expires_at: 0,
+        client_name: Some("Testkit client".to_owned()),
+        redirect_uris: vec!["https://app.example.com/cb".to_owned()],
+        grant_types: vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+        token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
+        application_type: ApplicationType::Web,
+        scope: Some(scope("read write")),
+        extra,
+        issued_at: now(),
+        last_used_at: 0,
+        source: ClientSource::Dynamic,
+    }
+}
+
+fn scope(s: &str) -> ScopeSet {
+    match ScopeSet::parse(s) {
+        Ok(v) => v,
+        Err(e) => panic!("testkit scope {s:?}: {e}"),
+    }
+}
+
+fn sample_code(client_id: &str, expires_at: u64) -> AuthorizationCode {
+    let mut claims = Map::new();
+    claims.insert("email".to_owned(), json!("alice@example.com"));
+    AuthorizationCode {
+        client_id: client_id.to_owned(),
+        redirect_uri: "https://app.example.com/cb?x=1".to_owned(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
+        scope: scope("read write"),
+        resource: "https://mcp.example.com/mcp".to_owned(),
+        subject: "alice".to_owned(),
+        claims,
+        auth_time: now(),
+        expires_at,
+    }
+}
+
+fn sample_family(id: &str, expires_at: u64) -> RefreshFamily {
+    RefreshFamily {
+        family_id: id.to_owned(),
+        client_id: "testkit-client".to_owned(),
+        subject: "alice".to_owned(),
+        scope: scope("read write"),
+        resource: "https://mcp.example.com/mcp".to_owned(),
+        claims: Map::new(),
+        auth_time: now(),
+        created_at: now(),
+        expires_at,
+    }
+}
+
+fn sample_pending(expires_at: u64) -> PendingAuthorization {
+    PendingAuthorization {
+        client_id: "testkit-client".to_owned(),
+        redirect_uri: "https://app.example.com/cb".to_owned(),
+        state: Some("xyz".to_owned()),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
+        scope: scope("read"),
+        resource: "https://mcp.example.com/mcp".to_owned(),
+        csrf_hash: SecretHash::of("csrf"),
+        subject: Some("alice".to_owned()),
+        claims: Map::new(),
+        auth_time: Some(now()),
+        expires_at,
+    }
+}
+
+/// A new, live family with one refresh token; returns the family and the token's hash.
+async fn live_family<S: GrantStore + ?Sized>(store: &S) -> (RefreshFamily, SecretHash) {
+    let family = sample_family(&uid("fam"), now() + 3600);
+    let token = SecretHash::of(&uid("rt"));
+    ok(
+        "create_family",
+        store.create_family(family.clone(), Some(token)).await,
+    );
+    (family, token)
+}
+
+/// Client CRUD: insert (and `Conflict` on a duplicate id), get round-trips every field,
+/// upsert replaces, touch records the time, count follows, delete reports existence.
+pub async fn clients<S: ClientStore + ?Sized>(store: &S) {
+    let before = ok("count_clients", store.count_clients().await);
+    let id = uid("client");
+    let client = sample_client(&id);
+    ok("insert_client", store.insert_client(client.clone()).await);
+    assert_eq!(
+        ok("get_client", store.get_client(&id).await).as_ref(),
+        Some(&client),
+        "store contract: get_client must return the inserted client unchanged"
+    );
+    assert!(
+        matches!(
+            store.insert_client(client.clone()).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "store contract: insert_client of an existing id must fail with Conflict"
+    );
+    assert_eq!(
+        ok("count_clients", store.count_clients().await),
+        before + 1,
+        "store contract: count_clients must count the new client"
+    );
+    let mut changed = client.clone();
+    changed.client_name = Some("Renamed".to_owned());
+    changed.redirect_uris.push("http://127.0.0.1/cb".to_owned());
+    ok("upsert_client", store.upsert_client(changed.clone()).await);
+    assert_eq!(
+        ok("get_client", store.get_client(&id).await).as_ref(),
+        Some(&changed),
+        "store contract: upsert_client must replace the client"
+    );
+    let upserted = uid("client");
+    ok(
+        "upsert_client (new)",
+        store.upsert_client(sample_client(&upserted)).await,
+    );
+    assert!(
+        ok("get_client", store.get_client(&upserted).await).is_some(),
+        "store contract: upsert_client must create a missing client"
+    );
+    let t = now() + 5;
+    ok("touch_client", store.touch_client(&id, t).await);
+    let touched = ok("get_client", store.get_client(&id).await);
+    assert_eq!(
+        touched.map(|c| c.last_used_at),
+        Some(t),
+        "store contract: touch_client must record last_used_at"
+    );
+    ok(
+        "touch_client (unknown id)",
+        store.touch_client(&uid("missing"), t).await,
+    );
+    assert!(
+        ok("delete_client", store.delete_client(&id).await),
+        "store contract: delete_client must report that the client existed"
+    );
+    assert!(
+        !ok("delete_client", store.delete_client(&id).await),
+        "store contract: a second delete_client must report false"
+    );
+    assert!(ok("get_client", store.get_client(&id).await).is_none());
+    ok("delete_client", store.delete_client(&upserted).await);
+    assert_eq!(
+        ok("count_clients", store.count_clients().await),
+        before,
+        "store contract: count_clients must follow deletions"
+    );
+    assert!(
+        ok("get_client", store.get_client(&uid("missing")).await).is_none(),
+        "store contract: an unknown client is None"
+    );
+}
+
+/// Codes are single use: the first take returns the code, every later take reports
+/// `Replayed` with the **first** taker's family id; unknown codes are `NotFound`.
+pub async fn codes_single_use<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let hash = SecretHash::of(&uid("code"));
+    let code = sample_code("testkit-client", n + 60);
+    ok("put_code", store.put_code(hash, code.clone()).await);
+    let first = ok("take_code", store.take_code(&hash, "fam-first", n).await);
+    assert_eq!(
+        first,
+        CodeTake::Taken(code),
+        "store contract: the first take_code must return the stored code unchanged"
+    );
+    for attempt in ["fam-second", "fam-third"] {
+        let again = ok("take_code", store.take_code(&hash, attempt, n + 1).await);
+        assert_eq!(
+            again,
+            CodeTake::Replayed {
+                family_id: "fam-first".to_owned()
+            },
+            "store contract: a replayed code must report the family bound at first redemption"
+        );
+    }
+    let unknown = ok(
+        "take_code",
+        store
+            .take_code(&SecretHash::of(&uid("nocode")), "fam", n)
+            .await,
+    );
+    assert_eq!(
+        unknown,
+        CodeTake::NotFound,
+        "store contract: an unknown code is NotFound"
+    );
+}
+
+/// A code is `NotFound` from its `expires_at` on, and an expired code is never `Taken`.
+pub async fn code_expiry<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let hash = SecretHash::of(&uid("code"));
+    ok(
+        "put_code",
+        store
+            .put_code(hash, sample_code("testkit-client", n + 10))
+            .await,
+    );
+    assert_eq!(
+        ok("take_code", store.take_code(&hash, "fam", n + 10).await),
+        CodeTake::NotFound,
+        "store contract: a code at its expires_at must be NotFound"
+    );
+    assert_eq!(
+        ok("take_code", store.take_code(&hash, "fam", n).await),
+        CodeTake::NotFound,
+        "store contract: an expired code must stay unredeemable"
+    );
+    let stale = SecretHash::of(&uid("code"));
+    ok(
+        "put_code",
+        store
+            .put_code(stale, sample_code("testkit-client", n - 1))
+            .await,
+    );
+    assert_eq!(
+        ok("take_code", store.take_code(&stale, "fam", n).await),
+        CodeTake::NotFound,
+        "store contract: a code stored already expired must be NotFound"
+    );
+}
+
+/// [`CODE_RACERS`] concurrent `take_code` calls of one code, each with its own family id:
+/// exactly one is `Taken`, every other is `Replayed` naming the winner's family.
+pub async fn concurrent_take_code<S: GrantStore>(store: Arc<S>) {
+    let n = now();
+    let hash = SecretHash::of(&uid("code"));
+    ok(
+        "put_code",
+        store
+            .put_code(hash, sample_code("testkit-client", n + 60))
+            .await,
+    );
+    let barrier = Arc::new(Barrier::new(CODE_RACERS));
+    let mut set = JoinSet::new();
+    for i in 0..CODE_RACERS {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        set.spawn(async move {
+            let family = format!("race-{i}");
+            barrier.wait().await;
+            let r = store.take_code(&hash, &family, n).await;
+            (family, r)
+        });
+    }
+    let mut winners = Vec::new();
+    let mut replayed = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (family, r) = match joined {
+            Ok(v) => v,
+            Err(e) => panic!("store contract: a take_code task panicked: {e}"),
+        };
+        match ok("concurrent take_code", r) {
+            CodeTake::Taken(_) => winners.push(family),
+            CodeTake::Replayed { family_id } => replayed.push(family_id),
+            other => panic!("store contract: concurrent take_code returned {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "store contract: exactly one of {CODE_RACERS} concurrent take_code calls may win, got {}",
+        winners.len()
+    );
+    assert_eq!(replayed.len(), CODE_RACERS - 1);
+    assert!(
+        replayed.iter().all(|f| *f == winners[0]),
+        "store contract: every losing take_code must report the winner's family id"
+    );
+}
+
+/// A family: created with its refresh token, found by it, a duplicate id is `Conflict`;
+/// revoking it (twice: idempotent) kills the refresh token, every `"{family}.x"` access
+/// token id, and blocks re-creation; other families are unaffected. A family without a
+/// refresh token still anchors its access tokens.
+pub async fn family_lifecycle<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let (family, token) = live_family(store).await;
+    let (other, other_token) = live_family(store).await;
+    assert_eq!(
+        ok("family_of_refresh", store.family_of_refresh(&token).await).as_ref(),
+        Some(&family),
+        "store contract: family_of_refresh must return the family unchanged"
+    );
+    assert!(
+        matches!(
+            store
+                .create_family(family.clone(), Some(SecretHash::of(&uid("rt"))))
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "store contract: create_family of an existing id must fail with Conflict"
+    );
+    let jti = format!("{}.abc", family.family_id);
+    assert!(
+        !ok("is_token_revoked", store.is_token_revoked(&jti, n).await),
+        "store contract: a live family's access tokens are not revoked"
+    );
+    ok(
+        "revoke_family",
+        store.revoke_family(&family.family_id, n).await,
+    );
+    ok(
+        "revoke_family (again)",
+        store.revoke_family(&family.family_id, n + 1).await,
+    );
+    assert!(
+        ok("is_token_revoked", store.is_token_revoked(&jti, n).await),
+        "store contract: revoking a family must revoke every access token id \"{{family}}.…\""
+    );
+    assert!(
+        ok("family_of_refresh", store.family_of_refresh(&token).await).is_none(),
+        "store contract: family_of_refresh must not return a revoked family"
+    );
+    let rotated = ok(
+        "rotate_refresh",
+        store
+            .rotate_refresh(
+                &token,
+                SecretHash::of(&uid("rt")),
+                vec![1],
+                n + 1,
+                GRACE_SECS,
+            )
+            .await,
+    );
+    assert_eq!(
+        rotated,
+        Rotation::Invalid,
+        "store contract: a revoked family's refresh token must be Invalid"
+    );
+    assert!(
+        matches!(
+            store.create_family(family.clone(), None).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "store contract: create_family of a revoked id must fail with Conflict"
+    );
+    let other_jti = format!("{}.abc", other.family_id);
+    assert!(
+        !ok(
+            "is_token_revoked",
+            store.is_token_revoked(&other_jti, n).await
+        ),
+        "store contract: revoking one family must not touch another"
+    );
+    assert!(
+        ok(
+            "family_of_refresh",
+            store.family_of_refresh(&other_token).await
+        )
+        .is_some(),
+        "store contract: revoking one family must not touch another's refresh token"
+    );
+
+    let bare = sample_family(&uid("fam"), n + 3600);
+    ok(
+        "create_family (no refresh token)",
+        store.create_family(bare.clone(), None).await,
+    );
+    let bare_jti = format!("{}.xyz", bare.family_id);
+    assert!(!ok(
+        "is_token_revoked",
+        store.is_token_revoked(&bare_jti, n).await
+    ));
+    ok(
+        "revoke_family",
+        store.revoke_family(&bare.family_id, n).await,
+    );
+    assert!(
+        ok(
+            "is_token_revoked",
+            store.is_token_revoked(&bare_jti, n).await
+        ),
+        "store contract: a family without refresh token must still revoke its access tokens"
+    );
+}
+
+/// A code replay that revokes the family before the first redemption created it leaves a
+/// tombstone: the late `create_family` fails with `Conflict`, so the first exchange fails
+/// too (RFC 6749 §4.1.2).
+pub async fn revoke_before_create<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let id = uid("fam");
+    ok(
+        "revoke_family (unknown id)",
+        store.revoke_family(&id, n).await,
+    );
+    let token = SecretHash::of(&uid("rt"));
+    assert!(
+        matches!(
+            store
+                .create_family(sample_family(&id, n + 3600), Some(token))
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "store contract: create_family after revoke_family of that id must fail with Conflict"
+    );
+    assert!(
+        ok(
+            "is_token_revoked",
+            store.is_token_revoked(&format!("{id}.a"), n).await
+        ),
+        "store contract: a tombstoned family's access tokens are revoked"
+    );
+    assert!(
+        ok("family_of_refresh", store.family_of_refresh(&token).await).is_none(),
+        "store contract: the refused family's refresh token must not exist"
+    );
+}
+
+/// Sequential rotation: the current token rotates (`Rotated`), its successor becomes
+/// current, the rotated-out token inside the grace window gets `Grace` with the sealed
+/// successor the rotation stored, and an unknown token is `Invalid`.
+pub async fn rotation<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let (family, t0) = live_family(store).await;
+    let t1 = SecretHash::of(&uid("rt"));
+    let r = ok(
+        "rotate_refresh",
+        store
+            .rotate_refresh(&t0, t1, b"sealed-1".to_vec(), n, GRACE_SECS)
+            .await,
+    );
+    assert_eq!(
+        r,
+        Rotation::Rotated(family.clone()),
+        "store contract: rotating the current token must return Rotated with the family"
+    );
+    assert_eq!(
+        ok("family_of_refresh", store.family_of_refresh(&t1).await).as_ref(),
+        Some(&family),
+        "store contract: the successor must belong to the family"
+    );
+    let r = ok(
+        "rotate_refresh (grace)",
+        store
+            .rotate_refresh(
+                &t0,
+                SecretHash::of(&uid("rt")),
+                b"ignored".to_vec(),
+                n + GRACE_SECS,
+                GRACE_SECS,
+            )
+            .await,
+    );
+    assert_eq!(
+        r,
+        Rotation::Grace {
+            family: family.clone(),
+            sealed_successor: b"sealed-1".to_vec()
+        },
+        "store contract: the previous token inside the grace window must get Grace with the stored sealed successor"
+    );
+    let t2 = SecretHash::of(&uid("rt"));
+    let r = ok(
+        "rotate_refresh",
+        store
+            .rotate_refresh(&t1, t2, b"sealed-2".to_vec(), n + 1, GRACE_SECS)
+            .await,
+    );
+    assert!(
+        matches!(r, Rotation::Rotated(_)),
+        "store contract: the successor must rotate in turn, got {r:?}"
+    );
+    let r = ok(
+        "rotate_refresh (unknown)",
+        store
+            .rotate_refresh(
+                &SecretHash::of(&uid("rt")),
+                SecretHash::of(&uid("rt")),
+                vec![],
+                n,
+                GRACE_SECS,
+            )
+            .await,
+    );
+    assert_eq!(
+        r,
+        Rotation::Invalid,
+        "store contract: an unknown refresh token is Invalid"
+    );
+    assert!(!ok(
+        "is_token_revoked",
+        store
+            .is_token_revoked(&format!("{}.a", family.family_id), n)
+            .await
+    ));
+}
+
+/// [`ROTATION_RACERS`] concurrent rotations of one refresh token, each with its own successor
+/// and sealed blob, inside the grace window: exactly one `Rotated`, every other `Grace`
+/// carrying the **winner's** sealed successor, and the family stays live (the winner's
+/// successor rotates next).
+pub async fn concurrent_rotation_in_grace<S: GrantStore>(store: Arc<S>) {
+    let n = now();
+    let (family, t0) = live_family(&*store).await;
+    let barrier = Arc::new(Barrier::new(ROTATION_RACERS));
+    let mut set = JoinSet::new();
+    for i in 0..ROTATION_RACERS {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        set.spawn(async move {
+            let successor = SecretHash::of(&uid("rt"));
+            let sealed = format!("sealed-{i}").into_bytes();
+            barrier.wait().await;
+            let r = store
+                .rotate_refresh(&t0, successor, sealed.clone(), n, GRACE_SECS)
+                .await;
+            (successor, sealed, r)
+        });
+    }
+    let mut winners = Vec::new();
+    let mut graced = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (successor, sealed, r) = match joined {
+            Ok(v) => v,
+            Err(e) => panic!("store contract: a rotate_refresh task panicked: {e}"),
+        };
+        match ok("concurrent rotate_refresh", r) {
+            Rotation::Rotated(f) => {
+                assert_eq!(f, family);
+                winners.push((successor, sealed));
+            }
+            Rotation::Grace {
+                family: f,
+                sealed_successor,
+            } => {
+                assert_eq!(f, family);
+                graced.push(sealed_successor);
+            }
+            other => panic!(
+                "store contract: a concurrent rotation inside the grace window returned {other:?} (must be Rotated or Grace)"
+            ),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "store contract: exactly one of {ROTATION_RACERS} concurrent rotations may win, got {}",
+        winners.len()
+    );
+    assert_eq!(graced.len(), ROTATION_RACERS - 1);
+    let (winner_successor, winner_sealed) = &winners[0];
+    assert!(
+        graced.iter().all(|s| s == winner_sealed),
+        "store contract: every concurrent rotation must receive the winner's sealed successor"
+    );
+    assert!(
+        !ok(
+            "is_token_revoked",
+            store
+                .is_token_revoked(&format!("{}.a", family.family_id), n)
+                .await
+        ),
+        "store contract: concurrent rotation inside the grace window must not revoke the family"
+    );
+    let r = ok(
+        "rotate_refresh (winner's successor)",
+        store
+            .rotate_refresh(
+                winner_successor,
+                SecretHash::of(&uid("rt")),
+                vec![],
+                n + 1,
+                GRACE_SECS,
+            )
+            .await,
+    );
+    assert!(
+        matches!(r, Rotation::Rotated(_)),
+        "store contract: the winner's successor must be current after the race, got {r:?}"
+    );
+}
+
+/// Presenting a rotated-out token after the grace window is reuse: `Reused`, and the store
+/// has revoked the family (its access token ids and the current refresh token die too).
+pub async fn reuse_after_grace<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let (family, t0) = live_family(store).await;
+    let t1 = SecretHash::of(&uid("rt"));
+    let r = ok(
+        "rotate_refresh",
+        store
+            .rotate_refresh(&t0, t1, b"s".to_vec(), n, GRACE_SECS)
+            .await,
+    );
+    assert!(matches!(r, Rotation::Rotated(_)), "got {r:?}");
+    let r = ok(
+        "rotate_refresh (reuse)",
+        store
+            .rotate_refresh(
+                &t0,
+                SecretHash::of(&uid("rt")),
+                vec![],
+                n + GRACE_SECS + 1,
+                GRACE_SECS,
+            )
+            .await,
+    );
+    assert_eq!(
+        r,
+        Rotation::Reused {
+            family_id: family.family_id.clone()
+        },
+        "store contract: a rotated-out token after the grace window must be Reused"
+    );
+    assert!(
+        ok(
+            "is_token_revoked",
+            store
+                .is_token_revoked(&format!("{}.x", family.family_id), n + GRACE_SECS + 1)
+                .await
+        ),
+        "store contract: reuse must revoke the family's access tokens"
+    );
+    let r = ok(
+        "rotate_refresh (current after reuse)",
+        store
+            .rotate_refresh(
+                &t1,
+                SecretHash::of(&uid("rt")),
+                vec![],
+                n + GRACE_SECS + 2,
+                GRACE_SECS,
+            )
+            .await,
+    );
+    assert_eq!(
+        r,
+        Rotation::Invalid,
+        "store contract: after reuse the current refresh token must be Invalid too"
+    );
+    assert!(
+        ok("family_of_refresh", store.family_of_refresh(&t1).await).is_none(),
+        "store contract: family_of_refresh must not return a family revoked by reuse"
+    );
+
+    // An even older token (two rotations back) is reuse at any time.
+    let (family, t0) = live_family(store).await;
+    let t1 = SecretHash::of(&uid("rt"));
+    let t2 = SecretHash::of(&uid("rt"));
+    ok(
+        "rotate_refresh",
+        store
+            .rotate_refresh(&t0, t1, b"s1".to_vec(), n, GRACE_SECS)
+            .await,
+    );
+    ok(
+        "rotate_refresh",
+        store
+            .rotate_refresh(&t1, t2, b"s2".to_vec(), n, GRACE_SECS)
+            .await,
+    );
+    let r = ok(
+        "rotate_refresh (two back)",
+        store
+            .rotate_refresh(&t0, SecretHash::of(&uid("rt")), vec![], n, GRACE_SECS)
+            .await,
+    );
+    assert_eq!(
+        r,
+        Rotation::Reused {
+            family_id: family.family_id.clone()
+        },
+        "store contract: a token two rotations back must be Reused even inside the window"
+    );
+}
+
+/// A family past its `expires_at` is dead: its refresh token is `Invalid` and
+/// `family_of_refresh` does not return it.
+pub async fn expired_family<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let family = sample_family(&uid("fam"), n - 1);
+    let token = SecretHash::of(&uid("rt"));
+    ok(
+        "create_family (expired)",
+        store.create_family(family, Some(token)).await,
+    );
+    assert_eq!(
+        ok(
+            "rotate_refresh",
+            store
+                .rotate_refresh(&token, SecretHash::of(&uid("rt")), vec![], n, GRACE_SECS)
+                .await
+        ),
+        Rotation::Invalid,
+        "store contract: an expired family's refresh token must be Invalid"
+    );
+    assert!(
+        ok("family_of_refresh", store.family_of_refresh(&token).await).is_none(),
+        "store contract: family_of_refresh must not return an expired family"
+    );
+}
+
+/// `revoke_token` revokes exactly that `jti` (not its siblings of the same family) until its
+/// expiry.
+pub async fn revoke_token<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let (family, _) = live_family(store).await;
+    let jti = format!("{}.one", family.family_id);
+    let sibling = format!("{}.two", family.family_id);
+    assert!(!ok(
+        "is_token_revoked",
+        store.is_token_revoked(&jti, n).await
+    ));
+    ok("revoke_token", store.revoke_token(&jti, n + 100).await);
+    assert!(
+        ok("is_token_revoked", store.is_token_revoked(&jti, n).await),
+        "store contract: a revoked jti must be revoked"
+    );
+    assert!(
+        ok(
+            "is_token_revoked",
+            store.is_token_revoked(&jti, n + 100).await
+        ),
+        "store contract: a revoked jti must stay revoked until its expires_at"
+    );
+    assert!(
+        !ok(
+            "is_token_revoked",
+            store.is_token_revoked(&sibling, n).await
+        ),
+        "store contract: revoke_token must not revoke other tokens of the family"
+    );
+    let unrelated = uid("jti");
+    ok(
+        "revoke_token",
+        store.revoke_token(&unrelated, n + 100).await,
+    );
+    assert!(ok(
+        "is_token_revoked",
+        store.is_token_revoked(&unrelated, n).await
+    ));
+}
+
+/// Consent: none at first, remembered after `put_consent`, replaced by the next one, kept
+/// per (subject, client).
+pub async fn consent<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let subject = uid("user");
+    let client = uid("client");
+    assert!(ok("get_consent", store.get_consent(&subject, &client).await).is_none());
+    ok(
+        "put_consent",
+        store
+            .put_consent(&subject, &client, &scope("read"), n)
+            .await,
+    );
+    assert_eq!(
+        ok("get_consent", store.get_consent(&subject, &client).await),
+        Some(scope("read"))
+    );
+    ok(
+        "put_consent",
+        store
+            .put_consent(&subject, &client, &scope("read write"), n)
+            .await,
+    );
+    assert_eq!(
+        ok("get_consent", store.get_consent(&subject, &client).await),
+        Some(scope("read write")),
+        "store contract: put_consent must replace the previous consent"
+    );
+    assert!(
+        ok(
+            "get_consent",
+            store.get_consent(&subject, &uid("client")).await
+        )
+        .is_none(),
+        "store contract: consent is per client"
+    );
+    assert!(
+        ok(
+            "get_consent",
+            store.get_consent(&uid("user"), &client).await
+        )
+        .is_none(),
+        "store contract: consent is per subject"
+    );
+}
+
+/// Pending requests: readable (repeatedly) until taken, taken exactly once, invisible once
+/// expired.
+pub async fn pending<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let id = uid("pending");
+    let p = sample_pending(n + 600);
+    ok("put_pending", store.put_pending(&id, p.clone()).await);
+    for _ in 0..2 {
+        assert_eq!(
+            ok("get_pending", store.get_pending(&id, n).await).as_ref(),
+            Some(&p),
+            "store contract: get_pending must return the request unchanged, repeatedly"
+        );
+    }
+    assert_eq!(
+        ok("take_pending", store.take_pending(&id, n).await).as_ref(),
+        Some(&p)
+    );
+    assert!(
+        ok("take_pending", store.take_pending(&id, n).await).is_none(),
+        "store contract: take_pending must succeed only once"
+    );
+    assert!(ok("get_pending", store.get_pending(&id, n).await).is_none());
+
+    let expired = uid("pending");
+    ok(
+        "put_pending",
+        store.put_pending(&expired, sample_pending(n + 10)).await,
+    );
+    assert!(
+        ok("get_pending", store.get_pending(&expired, n + 10).await).is_none(),
+        "store contract: an expired pending request must be invisible"
+    );
+    assert!(
+        ok("take_pending", store.take_pending(&expired, n + 10).await).is_none(),
+        "store contract: an expired pending request must not be taken"
+    );
+}
+
+/// `sweep` drops expired codes, pending requests and revoked-token entries (and counts
+/// them), and keeps everything live: an unexpired code, a live family, a revoked family's
+/// tombstone, an unexpired revocation.
+pub async fn sweep_removes_only_expired<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    ok(
+        "put_code",
+        store
+            .put_code(
+                SecretHash::of(&uid("code")),
+                sample_code("testkit-client", n - 1),
+            )
+            .await,
+    );
+    ok(
+        "put_pending",
+        store
+            .put_pending(&uid("pending"), sample_pending(n - 1))
+            .await,
+    );
+    ok("revoke_token", store.revoke_token(&uid("jti"), n - 1).await);
+
+    let live_code = SecretHash::of(&uid("code"));
+    let code = sample_code("testkit-client", n + 60);
+    ok("put_code", store.put_code(live_code, code.clone()).await);
+    let live_pending = uid("pending");
+    ok(
+        "put_pending",
+        store
+            .put_pending(&live_pending, sample_pending(n + 600))
+            .await,
+    );
+    let live_jti = uid("jti");
+    ok("revoke_token", store.revoke_token(&live_jti, n + 600).await);
+    let (_, token) = live_family(store).await;
+    let tombstone = uid("fam");
+    ok("revoke_family", store.revoke_family(&tombstone, n).await);
+
+    let swept = ok("sweep", store.sweep(n).await);
+    assert!(
+        swept >= 3,
+        "store contract: sweep must remove (and count) the expired code, pending request and revocation; reported {swept}"
+    );
+    assert_eq!(
+        ok("take_code", store.take_code(&live_code, "fam", n).await),
+        CodeTake::Taken(code),
+        "store contract: sweep must keep unexpired codes"
+    );
+    assert!(
+        ok("get_pending", store.get_pending(&live_pending, n).await).is_some(),
+        "store contract: sweep must keep unexpired pending requests"
+    );
+    assert!(
+        ok(
+            "is_token_revoked",
+            store.is_token_revoked(&live_jti, n).await
+        ),
+        "store contract: sweep must keep unexpired revocations"
+    );
+    assert!(
+        ok("family_of_refresh", store.family_of_refresh(&token).await).is_some(),
+        "store contract: sweep must keep live families"
+    );
+    assert!(
+        matches!(
+            store
+                .create_family(sample_family(&tombstone, n + 3600), None)
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "store contract: sweep must keep a freshly revoked family's tombstone"
+    );
+}
+
+/// `stats` counts live codes, live families and remembered revocations.
+pub async fn stats<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let base = ok("stats", store.stats(n).await);
+
+    let code = SecretHash::of(&uid("code"));
+    ok(
+        "put_code",
+        store
+            .put_code(code, sample_code("testkit-client", n + 60))
+            .await,
+    );
+    let s = ok("stats", store.stats(n).await);
+    assert_eq!(
+        s.live_codes,
+        base.live_codes + 1,
+        "store contract: stats must count a new code"
+    );
+    ok("take_code", store.take_code(&code, "fam", n).await);
+    let s = ok("stats", store.stats(n).await);
+    assert_eq!(
+        s.live_codes, base.live_codes,
+        "store contract: stats must not count a redeemed code as live"
+    );
+
+    let (family, _) = live_family(store).await;
+    let s = ok("stats", store.stats(n).await);
+    assert_eq!(
+        s.live_families,
+        base.live_families + 1,
+        "store contract: stats must count a new family"
+    );
+    ok(
+        "revoke_family",
+        store.revoke_family(&family.family_id, n).await,
+    );
+    let s = ok("stats", store.stats(n).await);
+    assert_eq!(
+        s.live_families, base.live_families,
+        "store contract: stats must not count a revoked family as live"
+    );
+
+    ok(
+        "revoke_token",
+        store.revoke_token(&uid("jti"), n + 60).await,
+    );
+    let s = ok("stats", store.stats(n).await);
+    assert_eq!(
+        s.revoked_tokens,
+        base.revoked_tokens + 1,
+        "store contract: stats must count a remembered revocation"
+    );
+}
+
+/// A revoked family's access tokens stay refused after the **family** expires and `sweep`
+/// runs: access tokens issued by a refresh shortly before the family's `expires_at` live past
+/// it (up to [`MAX_ACCESS_TOKEN_SECS`]), so the revocation must be remembered for at least
+/// that long after `revoke_family`, like the tombstone of an unknown family. A live,
+/// unrevoked family that expires is simply gone.
+pub async fn revocation_outlives_family<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let later = n + REVOCATION_SWEEP_AHEAD;
+    let family = sample_family(&uid("fam"), n + 60);
+    ok(
+        "create_family",
+        store
+            .create_family(family.clone(), Some(SecretHash::of(&uid("rt"))))
+            .await,
+    );
+    ok(
+        "revoke_family",
+        store.revoke_family(&family.family_id, n).await,
+    );
+    ok("sweep", store.sweep(later).await);
+    assert!(
+        ok(
+            "is_token_revoked",
+            store
+                .is_token_revoked(&format!("{}.x", family.family_id), later)
+                .await
+        ),
+        "store contract: a revoked family's access tokens must stay revoked after the family expired and was swept (they may live up to {MAX_ACCESS_TOKEN_SECS} s after the revocation)"
+    );
+    assert!(
+        matches!(
+            store
+                .create_family(sample_family(&family.family_id, later + 3600), None)
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "store contract: a revoked family id must not be re-created after the family expired and was swept"
+    );
+}

@@ -1,0 +1,213 @@
+//! Token verification: the [`TokenVerifier`] trait and the verifiers that ship with the crate.
+//!
+//! | verifier | for | feature |
+//! |---|---|---|
+//! | [`JwtVerifier`] | JWT access tokens signed by keys you hold (the embedded authorization server's [`KeyRing`](crate::keys::KeyRing), or any fixed key set) | — |
+//! | `RemoteJwksVerifier` | JWT access tokens from an external authorization server (Auth0, Keycloak, Okta, Entra, WorkOS, Stytch, any OIDC provider), keys fetched from its JWKS | `remote-jwks` |
+//! | `IntrospectionVerifier` | opaque tokens, checked through RFC 7662 introspection | `introspection` |
+//! | [`ApiKeyVerifier`] | static API keys for scripts and CLI clients | — |
+//! | [`ChainVerifier`] | several of the above, tried in order | — |
+//!
+//! Every verifier checks what RFC 9068, RFC 8707 and the MCP specification require: the
+//! signature (with an algorithm from *our* allow-list, never from the token or the key), the
+//! issuer, the audience (this resource), and `exp`/`nbf` with a small leeway.
+//!
+//! Successful results are cached by the layer (keyed by the SHA-256 of the token, never longer
+//! than the token lives nor than [`TokenVerifier::cache_ttl`]); a cache hit still goes through
+//! [`TokenVerifier::recheck`], which is where revocation lists are consulted.
+//!
+//! ```
+//! use mcp_oauth::verify::{ApiKeyVerifier, TokenVerifier};
+//! use mcp_oauth::scope::ScopeSet;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let keys = ApiKeyVerifier::new()
+//!     .with_key("sk-test-0123456789abcdef", "ci-bot", ScopeSet::parse("read").unwrap());
+//! let ctx = keys.verify("sk-test-0123456789abcdef").await.unwrap();
+//! assert_eq!(ctx.subject(), "ci-bot");
+//! assert!(keys.verify("sk-wrong").await.is_err());
+//! # }
+//! ```
+
+mod api_key;
+mod cache;
+mod chain;
+mod jwt;
+
+#[cfg(feature = "introspection")]
+mod introspection;
+#[cfg(feature = "remote-jwks")]
+mod remote_jwks;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::context::AuthContext;
+
+pub use api_key::{ApiKeyVerifier, InvalidKeyHash};
+pub use cache::TokenCache;
+pub use chain::ChainVerifier;
+#[allow(unused_imports)]
+pub(crate) use jwt::{JwtRules, TypRule, claims_to_context};
+pub use jwt::{JwtVerifier, JwtVerifierBuilder, MemoryRevocations, RevokedTokens};
+
+#[cfg(feature = "introspection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "introspection")))]
+pub use introspection::{IntrospectionVerifier, IntrospectionVerifierBuilder};
+#[cfg(feature = "remote-jwks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote-jwks")))]
+pub use remote_jwks::{RemoteJwksError, RemoteJwksVerifier, RemoteJwksVerifierBuilder};
+
+/// Why a token was refused.
+///
+/// [`description`](Self::description) is what the client sees in `error_description`: it
+/// names the class of failure and never echoes the token, a key or a claim value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Not a token this verifier understands (not a JWT, bad base64, bad JSON).
+    #[error("malformed token")]
+    Malformed,
+    /// The token's algorithm is not on the allow-list (this includes `alg: none`).
+    #[error("algorithm not allowed")]
+    DisallowedAlgorithm,
+    /// No key with the token's `kid` (after any refresh the verifier allows).
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    InvalidSignature,
+    /// `typ` is not what the profile requires (RFC 9068: `at+jwt`).
+    #[error("wrong token type")]
+    WrongType,
+    /// `iss` is not the expected issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not name this resource (RFC 8707).
+    #[error("wrong audience")]
+    WrongAudience,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// A claim the profile requires is absent or has the wrong type.
+    #[error("missing or invalid claim `{0}`")]
+    MissingClaim(&'static str),
+    /// The token was revoked.
+    #[error("token revoked")]
+    Revoked,
+    /// The authorization server reports the token inactive (introspection).
+    #[error("token inactive")]
+    Inactive,
+    /// No verifier recognised the token (unknown API key, unknown opaque token).
+    #[error("unknown token")]
+    Unknown,
+    /// Verification could not be completed right now (key set or introspection endpoint
+    /// unreachable and nothing cached). Answered with `503`, not `401`, so clients do not
+    /// throw away a token that may be fine.
+    #[error("verification unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl VerifyError {
+    /// The `error_description` sent to the client. Safe to show: it never holds token
+    /// material.
+    #[must_use]
+    pub fn description(&self) -> &'static str {
+        match self {
+            Self::Malformed => "The access token is malformed",
+            Self::DisallowedAlgorithm => "The access token uses an algorithm that is not accepted",
+            Self::UnknownKey | Self::InvalidSignature => "The access token signature is invalid",
+            Self::WrongType => "The token is not an access token",
+            Self::WrongIssuer => "The access token was issued by an untrusted issuer",
+            Self::WrongAudience => "The access token was not issued for this resource",
+            Self::Expired => "The access token expired",
+            Self::NotYetValid => "The access token is not valid yet",
+            Self::MissingClaim(_) => "The access token lacks a required claim",
+            Self::Revoked => "The access token was revoked",
+            Self::Inactive | Self::Unknown => "The access token is invalid",
+            Self::Unavailable(_) => "The access token cannot be verified right now",
+        }
+    }
+
+    /// Whether this error means "not my kind of token", so a [`ChainVerifier`] should try the
+    /// next verifier and prefer a later, more specific error.
+    #[must_use]
+    pub fn is_not_mine(&self) -> bool {
+        matches!(self, Self::Malformed | Self::Unknown)
+    }
+}
+
+/// Turns a bearer token into an [`AuthContext`], or says why it cannot.
+///
+/// Implement it to plug in your own token format; the crate's verifiers cover JWTs (local
+/// keys or a remote JWKS), RFC 7662 introspection and static API keys.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use mcp_oauth::{AuthContext, TokenKind};
+/// use mcp_oauth::verify::{TokenVerifier, VerifyError};
+///
+/// struct Fixed;
+///
+/// #[async_trait]
+/// impl TokenVerifier for Fixed {
+///     async fn verify(&self, token: &str) -> Result<AuthContext, VerifyError> {
+///         if token == "let-me-in" {
+///             Ok(AuthContext::new("alice", TokenKind::Custom))
+///         } else {
+///             Err(VerifyError::Unknown)
+///         }
+///     }
+/// }
+/// ```
+#[async_trait]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `TokenVerifier`",
+    note = "implement `mcp_oauth::verify::TokenVerifier`, or use `JwtVerifier`, `RemoteJwksVerifier`, `IntrospectionVerifier` or `ApiKeyVerifier`"
+)]
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Verifies `token` completely: signature or lookup, issuer, audience, expiry.
+    async fn verify(&self, token: &str) -> Result<AuthContext, VerifyError>;
+
+    /// Called when the layer serves a token from its cache. Return an error to refuse a
+    /// token that has since been revoked. The default accepts.
+    async fn recheck(&self, _ctx: &AuthContext) -> Result<(), VerifyError> {
+        Ok(())
+    }
+
+    /// How long the layer may reuse a successful verification (it never outlives `exp`
+    /// either). `Duration::ZERO` turns caching off for this verifier.
+    fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+#[async_trait]
+impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
+    async fn verify(&self, token: &str) -> Result<AuthContext, VerifyError> {
+        (**self).verify(token).await
+    }
+    async fn recheck(&self, ctx: &AuthContext) -> Result<(), VerifyError> {
+        (**self).recheck(ctx).await
+    }
+    fn cache_ttl(&self) -> Duration {
+        (**self).cache_ttl()
+    }
+}
+
+#[async_trait]
+impl<T: TokenVerifier + ?Sized> TokenVerifier for Box<T> {
+    async fn verify(&self, token: &str) -> Result<AuthContext, VerifyError> {
+        (**self).verify(token).await
+    }
+    async fn recheck(&self, ctx: &AuthContext) -> Result<(), VerifyError> {
+        (**self).recheck(ctx).await
+    }
+    fn cache_ttl(&self) -> Duration {
+        (**self).cache_ttl()
+    }
+}

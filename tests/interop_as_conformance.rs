@@ -1,0 +1,366 @@
+//! The official MCP conformance suite in `authorization` mode
+//! (`@modelcontextprotocol/conformance@0.2.0-alpha.12`, run by the Node 22 binary of the
+//! interop toolchain) against the embedded authorization server, in the quickstart's app.
+//!
+//! The suite runs both of its scenarios in order:
+//! - `authorization-server-metadata-endpoint`: RFC 8414 metadata at the issuer, `issuer`
+//!   byte-equal to `--url`, `S256`, `code`; plus an advisory check that warns unless client ID
+//!   metadata documents are advertised (we do not advertise them yet: expected `WARNING`);
+//! - `authorization-code-grant`: with the pre-registered public client `--client-id` whose
+//!   redirect URI is `http://127.0.0.1:<port>/callback`, it prints an authorization URL (PKCE
+//!   S256 and `state`, no `resource`, no `scope`) and waits for the browser. The server runs
+//!   with `InsecureAutoApprove` (as the quickstart does with
+//!   `MCP_OAUTH_INSECURE_AUTO_APPROVE=1`), so the test follows that URL with one `GET`, gets
+//!   the `302` with the code, and delivers the `Location` to the suite's callback listener,
+//!   which then checks `state`, `code`, `iss` and exchanges the code (`none` auth).
+//!
+//! Results: `target/conformance-authorization/` (the suite's `checks.json` per scenario) and
+//! a summary in `target/conformance-authorization-summary.md`, also printed
+//! (`cargo test --all-features --test interop_as_conformance -- --nocapture`).
+#![cfg(feature = "rmcp")]
+
+mod support;
+
+#[allow(dead_code)]
+#[path = "../examples/quickstart.rs"]
+mod quickstart;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+
+const CLIENT_ID: &str = "conformance-client";
+/// Bound on the whole suite run (it waits up to 5 minutes for a callback by itself).
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+const SCENARIOS: [&str; 2] = [
+    "authorization-server-metadata-endpoint",
+    "authorization-code-grant",
+];
+
+fn target_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is <target>/tmp.
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A port nobody listens on right now, for the suite's callback listener.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The quickstart app with the pre-registered client and auto-approval; returns the issuer.
+async fn start(callback_port: u16) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bound = listener.local_addr().unwrap();
+    let settings = quickstart::Settings::parse(
+        |name| match name {
+            "MCP_OAUTH_ADDR" => Some(bound.to_string()),
+            "MCP_OAUTH_CLIENT_ID" => Some(CLIENT_ID.to_owned()),
+            "MCP_OAUTH_CLIENT_REDIRECT_URIS" => {
+                Some(format!("http://127.0.0.1:{callback_port}/callback"))
+            }
+            "MCP_OAUTH_INSECURE_AUTO_APPROVE" => Some("1".to_owned()),
+            _ => None,
+        },
+        std::iter::empty(),
+    )
+    .unwrap();
+    let server = quickstart::build(&settings, bound).unwrap();
+    assert!(server.instructions.contains("INSECURE AUTO-APPROVE"));
+    let issuer = server.config.issuer().to_owned();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            server
+                .app
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    issuer
+}
+
+/// What the browser does with the printed URL: one GET, no redirect following, then the
+/// `Location` delivered to the suite's callback listener. Returns (status, location).
+async fn follow(url: &str) -> (u16, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let res = http.get(url).send().await.unwrap();
+    let status = res.status().as_u16();
+    let location = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = res.text().await.unwrap_or_default();
+    assert!(
+        (300..400).contains(&status) && !location.is_empty(),
+        "GET of the authorization URL answered {status} without a redirect: {body}"
+    );
+    let delivered = http.get(&location).send().await.unwrap();
+    assert!(
+        delivered.status().is_success(),
+        "the suite's callback listener answered {}",
+        delivered.status()
+    );
+    (status, location)
+}
+
+/// scenario → its checks, from `<out>/authorization-server-<scenario>-<timestamp>/checks.json`.
+fn read_results(out: &Path) -> BTreeMap<String, Vec<Value>> {
+    let mut results = BTreeMap::new();
+    for entry in std::fs::read_dir(out).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(scenario) = SCENARIOS
+            .iter()
+            .find(|s| name.starts_with(&format!("authorization-server-{s}-")))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path().join("checks.json"))
+            .unwrap_or_else(|e| panic!("{name}/checks.json: {e}"));
+        results.insert((*scenario).to_owned(), serde_json::from_str(&text).unwrap());
+    }
+    results
+}
+
+fn summary(results: &BTreeMap<String, Vec<Value>>, issuer: &str, redirect: &str) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# MCP conformance (authorization mode) against the embedded authorization server\n"
+    );
+    let _ = writeln!(
+        md,
+        "`@modelcontextprotocol/conformance@0.2.0-alpha.12 authorization --url {issuer} --client-id {CLIENT_ID}` (public client, redirect `{redirect}`), the quickstart app with `InsecureAutoApprove`.\n"
+    );
+    let _ = writeln!(md, "| scenario | check | status | detail |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for (scenario, checks) in results {
+        for c in checks {
+            let detail = c["errorMessage"]
+                .as_str()
+                .or_else(|| c["description"].as_str())
+                .unwrap_or_default()
+                .replace('|', "\\|");
+            let _ = writeln!(
+                md,
+                "| {scenario} | {} | {} | {detail} |",
+                c["id"].as_str().unwrap_or("?"),
+                c["status"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    md
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_authorization_mode_passes_both_scenarios() {
+    let Some(interop) = support::interop("conformance_authorization_mode_passes_both_scenarios")
+    else {
+        return;
+    };
+    let port = free_port();
+    let issuer = start(port).await;
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let out = target_dir().join("conformance-authorization");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+
+    let mut cmd = interop.conformance(&out);
+    cmd.args([
+        "authorization",
+        "--url",
+        &issuer,
+        "--client-id",
+        CLIENT_ID,
+        "-p",
+    ])
+    .arg(port.to_string())
+    .arg("-o")
+    .arg(&out)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("cannot run the conformance suite");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr_task = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s).await;
+        s
+    });
+    let authorize_prefix = format!("{issuer}/authorize?");
+    let mut transcript = Vec::new();
+    let mut followed = None;
+    let run = async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if line.starts_with(&authorize_prefix) {
+                followed = Some((line.clone(), follow(&line).await));
+            }
+            transcript.push(line);
+        }
+        child.wait().await.unwrap()
+    };
+    let status = tokio::time::timeout(RUN_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("the conformance suite did not finish in {RUN_TIMEOUT:?}"));
+    let stderr = stderr_task.await.unwrap_or_default();
+    let transcript = transcript.join("\n");
+    std::fs::write(out.join("stdout.log"), &transcript).unwrap();
+    std::fs::write(out.join("stderr.log"), &stderr).unwrap();
+    let ctx = format!("exit {status}\n--- stdout ---\n{transcript}\n--- stderr ---\n{stderr}");
+
+    // The authorization URL the suite printed, and what our server answered.
+    let (auth_url, (code_status, location)) =
+        followed.unwrap_or_else(|| panic!("the suite printed no authorization URL: {ctx}"));
+    let q = |url: &str, k: &str| {
+        url::Url::parse(url)
+            .unwrap()
+            .query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    assert_eq!(q(&auth_url, "client_id").as_deref(), Some(CLIENT_ID));
+    assert_eq!(
+        q(&auth_url, "resource"),
+        None,
+        "the suite sends no resource"
+    );
+    assert_eq!(q(&auth_url, "scope"), None, "the suite sends no scope");
+    assert_eq!(code_status, 302, "{ctx}");
+    assert!(location.starts_with(&format!("{redirect}?")), "{location}");
+    assert_eq!(q(&location, "iss").as_deref(), Some(issuer.as_str()));
+    assert_eq!(q(&location, "state"), q(&auth_url, "state"));
+    assert!(
+        q(&location, "code").is_some_and(|c| !c.is_empty()),
+        "{location}"
+    );
+
+    // The suite's verdicts.
+    let results = read_results(&out);
+    let md = summary(&results, &issuer, &redirect);
+    std::fs::write(
+        target_dir().join("conformance-authorization-summary.md"),
+        &md,
+    )
+    .unwrap();
+    println!("{md}\n(results under {})", out.display());
+    for s in SCENARIOS {
+        assert!(results.contains_key(s), "no results for {s}: {ctx}");
+    }
+    let mut problems = Vec::new();
+    for (scenario, checks) in &results {
+        assert!(!checks.is_empty(), "{scenario} has no checks");
+        for c in checks {
+            let id = c["id"].as_str().unwrap_or("?");
+            let status = c["status"].as_str().unwrap_or("?");
+            let expected_warning =
+                id == "authorization-server-metadata-cimd" && status == "WARNING";
+            if status != "SUCCESS" && !expected_warning {
+                problems.push(format!("{scenario} {id}: {status} {c}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "unexpected results:\n{}\n{ctx}",
+        problems.join("\n")
+    );
+    let grant = &results["authorization-code-grant"][0];
+    assert_eq!(grant["id"], "authorization-code-grant");
+    assert_eq!(grant["status"], "SUCCESS", "{grant}");
+    assert!(status.success(), "the suite exited with {status}: {ctx}");
+}
+
+/// The quickstart's configuration: environment, overridden by `--flag value`, and the
+/// instructions it prints.
+#[test]
+fn quickstart_settings_come_from_env_and_flags() {
+    let env = |name: &str| match name {
+        "MCP_OAUTH_ADDR" => Some("127.0.0.1:0".to_owned()),
+        "MCP_OAUTH_DEMO_USER" => Some("alice".to_owned()),
+        "MCP_OAUTH_CLIENT_ID" => Some("my-client".to_owned()),
+        "MCP_OAUTH_CLIENT_REDIRECT_URIS" => {
+            Some("http://127.0.0.1:3000/callback, https://app.example.com/cb".to_owned())
+        }
+        "MCP_OAUTH_INSECURE_AUTO_APPROVE" => Some("0".to_owned()),
+        _ => None,
+    };
+    let args = [
+        "--public-url",
+        "https://mcp.example.com/",
+        "--demo-password=s3cret pass",
+        "--insecure-auto-approve",
+    ]
+    .map(str::to_owned);
+    let s = quickstart::Settings::parse(env, args).unwrap();
+    assert_eq!(s.addr, "127.0.0.1:0");
+    assert_eq!(s.demo_user, "alice");
+    assert_eq!(s.demo_password.as_deref(), Some("s3cret pass"));
+    assert_eq!(s.client_id.as_deref(), Some("my-client"));
+    assert_eq!(
+        s.client_redirect_uris,
+        [
+            "http://127.0.0.1:3000/callback",
+            "https://app.example.com/cb"
+        ]
+    );
+    assert!(
+        s.insecure_auto_approve,
+        "the flag overrides the environment"
+    );
+    let bound: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+    assert_eq!(s.public_base(bound), "https://mcp.example.com");
+
+    // Defaults: a generated password, printed with what to paste into each client.
+    let d = quickstart::Settings::parse(|_| None, std::iter::empty()).unwrap();
+    assert_eq!(
+        (d.addr.as_str(), d.demo_user.as_str()),
+        ("127.0.0.1:8000", "demo")
+    );
+    assert!(d.demo_password.is_none() && !d.insecure_auto_approve);
+    let server = quickstart::build(&d, "127.0.0.1:8000".parse().unwrap()).unwrap();
+    assert_eq!(server.config.resource(), "http://127.0.0.1:8000/mcp");
+    assert_eq!(server.config.issuer(), "http://127.0.0.1:8000");
+    assert!(server.demo_password.len() >= 20, "{}", server.demo_password);
+    for needle in [
+        "http://127.0.0.1:8000/mcp",
+        server.demo_password.as_str(),
+        "ChatGPT",
+        "Claude",
+        "npx @modelcontextprotocol/inspector",
+        "Streamable HTTP",
+    ] {
+        assert!(
+            server.instructions.contains(needle),
+            "{needle}: {}",
+            server.instructions
+        );
+    }
+    assert!(!server.instructions.contains("INSECURE"));
+
+    // Mistakes are refused with a hint.
+    assert!(quickstart::Settings::parse(|_| None, ["--nope".to_owned()]).is_err());
+    let err = quickstart::Settings::parse(
+        |n| (n == "MCP_OAUTH_CLIENT_SECRET").then(|| "0123456789abcdef".to_owned()),
+        std::iter::empty(),
+    )
+    .unwrap_err();
+    assert!(err.contains("MCP_OAUTH_CLIENT_ID"), "{err}");
+}

@@ -1,0 +1,179 @@
+//! Two instances of the authorization server, as two processes (this test binary re-run as
+//! `examples/store_node.rs`) with separate memory but one store and one signing key, behave
+//! as one server: a client registers on A, authorizes on B, redeems the code on A, calls the
+//! MCP endpoint on B, refreshes on B, and a revocation on A is refused by B's layer on the
+//! very next request. Refreshes of one token racing across both instances rotate it once
+//! (the others get the same successor), and a code redeemed on both at once is issued once.
+//! Once on PostgreSQL, once on Redis (each skipped without its server, failed under `CI`).
+
+#[path = "../examples/store_node.rs"]
+#[allow(dead_code)]
+mod store_node;
+
+use std::collections::HashMap;
+
+use store_node::harness::flow::{Http, ISSUER};
+use store_node::harness::{Node, PgSchema, RedisNamespace, signing_key_pem};
+
+/// The node entry point: serves when this binary was started by `Node::spawn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_node_child() {
+    store_node::harness::child_main().await;
+}
+
+async fn scenario(backend: &str, env: HashMap<&'static str, String>) {
+    let (a, b) = tokio::join!(Node::spawn(&env), Node::spawn(&env));
+    let http = Http::new();
+
+    // Both publish, and so verify with, the same key.
+    assert_eq!(http.jwks(&a.base).await, http.jwks(&b.base).await);
+
+    // DCR on A, authorize on B, token on A.
+    let client = http.register(&a.base).await.expect("register on A");
+    let code = http
+        .authorize(&b.base, &client)
+        .await
+        .expect("B must know the client registered on A");
+    let first = http
+        .exchange(&a.base, &client, &code)
+        .await
+        .expect("A must redeem the code issued by B");
+    assert_eq!(
+        http.mcp(&b.base, &first.access).await,
+        200,
+        "B accepts A's token"
+    );
+    assert_eq!(http.mcp(&a.base, &first.access).await, 200);
+    // The code is spent on both.
+    let replay = http.exchange(&b.base, &client, &code).await;
+    assert!(
+        matches!(replay, Err((400, _))),
+        "{backend}: a code redeemed on A must be refused on B: {replay:?}"
+    );
+
+    // Refresh on B; the new tokens work on A.
+    let code = http.authorize(&a.base, &client).await.expect("authorize");
+    let tokens = http
+        .exchange(&b.base, &client, &code)
+        .await
+        .expect("exchange");
+    let second = http
+        .refresh(&b.base, &client, &tokens.refresh)
+        .await
+        .expect("refresh on B of a token minted by B");
+    assert_eq!(http.mcp(&a.base, &second.access).await, 200);
+
+    // Eight refreshes of one token, alternating between the instances, at once: all succeed
+    // with one and the same successor, and the family stays alive.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let (http, client, refresh) = (http.clone(), client.clone(), second.refresh.clone());
+        set.spawn(async move { http.refresh(&base, &client, &refresh).await });
+    }
+    let mut successors = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let t = r
+            .expect("task")
+            .unwrap_or_else(|e| panic!("{backend}: a racing refresh failed: {e:?}"));
+        successors.push(t);
+    }
+    assert!(
+        successors
+            .iter()
+            .all(|t| t.refresh == successors[0].refresh),
+        "{backend}: racing refreshes across instances must share one successor"
+    );
+    let third = successors.swap_remove(0);
+    assert_eq!(http.mcp(&b.base, &third.access).await, 200);
+
+    // One code redeemed on A and B at the same moment: issued once.
+    let code = http.authorize(&b.base, &client).await.expect("authorize");
+    let (on_a, on_b) = tokio::join!(
+        http.exchange(&a.base, &client, &code),
+        http.exchange(&b.base, &client, &code)
+    );
+    // At most one exchange wins. When both land together, the loser's replay revokes the
+    // winner's family before it is created, so both fail: the replay defence of RFC 6749
+    // §4.1.2, as the store contract documents for `GrantStore::create_family`.
+    assert!(
+        usize::from(on_a.is_ok()) + usize::from(on_b.is_ok()) <= 1,
+        "{backend}: a code raced on both instances must never be issued twice: {on_a:?} / {on_b:?}"
+    );
+
+    // Revoke the refresh token on A: B refuses the family's access token at once, and its
+    // refresh token everywhere.
+    assert_eq!(http.revoke(&a.base, &client, &third.refresh).await, 200);
+    assert_eq!(
+        http.mcp(&b.base, &third.access).await,
+        401,
+        "{backend}: B must refuse an access token of a family revoked on A"
+    );
+    assert!(matches!(
+        http.refresh(&b.base, &client, &third.refresh).await,
+        Err((400, _))
+    ));
+
+    // Revoke one access token on B: A refuses it, its sibling grant is untouched.
+    let (other_client, other) = http.new_grant(&b.base).await.expect("grant");
+    let (_, sibling) = http.new_grant(&a.base).await.expect("grant");
+    assert_eq!(http.mcp(&a.base, &other.access).await, 200);
+    assert_eq!(
+        http.revoke(&b.base, &other_client, &other.access).await,
+        200
+    );
+    assert_eq!(
+        http.mcp(&a.base, &other.access).await,
+        401,
+        "{backend}: A must refuse an access token revoked on B"
+    );
+    assert_eq!(http.mcp(&a.base, &sibling.access).await, 200);
+    assert!(
+        http.refresh(&a.base, &other_client, &other.refresh)
+            .await
+            .is_ok(),
+        "revoking an access token leaves its refresh token alone"
+    );
+    eprintln!("{backend}: two instances behaved as one");
+    a.kill9().await;
+    b.kill9().await;
+}
+
+fn base_env(store: String, namespace: String) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("MCP_OAUTH_STORE", store),
+        ("MCP_OAUTH_STORE_NAMESPACE", namespace),
+        ("MCP_OAUTH_ISSUER", ISSUER.to_owned()),
+        ("MCP_OAUTH_SIGNING_KEY_PEM", signing_key_pem()),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_postgres() {
+    let Some(schema) = PgSchema::create("store_multi").await else {
+        return;
+    };
+    let env = base_env(format!("postgres:{}", schema.url), schema.name.clone());
+    let outcome = tokio::spawn(scenario("postgres", env)).await;
+    schema.drop_schema().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_redis() {
+    let Some(ns) = RedisNamespace::create("store_multi").await else {
+        return;
+    };
+    let env = base_env(format!("redis:{}", ns.url), ns.prefix.clone());
+    let outcome = tokio::spawn(scenario("redis", env)).await;
+    ns.cleanup().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
