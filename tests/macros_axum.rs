@@ -20,19 +20,31 @@ const RESOURCE: &str = "https://mcp.example.com/mcp";
 const ISSUER: &str = "https://auth.example.com";
 const PRM: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
 
-/// How often a handler body ran: a refused request must not reach it.
-static BODIES_RUN: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// How often a handler body ran on this thread: a refused request must not reach it.
+    /// Per thread, because each `#[tokio::test]` drives the app in-process on its own
+    /// current-thread runtime while other tests run in parallel on theirs.
+    static BODIES_RUN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn bodies_run() -> usize {
+    BODIES_RUN.with(std::cell::Cell::get)
+}
+
+fn body_ran() {
+    BODIES_RUN.with(|n| n.set(n.get() + 1));
+}
 
 #[requires_scopes("files:write")]
 async fn upload(body: String) -> String {
-    BODIES_RUN.fetch_add(1, Ordering::SeqCst);
+    body_ran();
     format!("stored {} bytes", body.len())
 }
 
 /// Several scopes, plus the caller through `Auth`.
 #[requires_scopes("files:read", "files:write")]
 async fn sync(auth: Auth) -> String {
-    BODIES_RUN.fetch_add(1, Ordering::SeqCst);
+    body_ran();
     format!("synced for {}", auth.subject())
 }
 
@@ -120,7 +132,7 @@ fn the_marker_records_the_scopes() {
 #[tokio::test]
 async fn missing_scope_is_a_403_challenge_before_the_body_runs() {
     let f = fixture();
-    let before = BODIES_RUN.load(Ordering::SeqCst);
+    let before = bodies_run();
     let res = f.post("/upload", Some("files:read")).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(
@@ -136,7 +148,7 @@ async fn missing_scope_is_a_403_challenge_before_the_body_runs() {
     let res = f.post("/sync", Some("files:read")).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(www(&res).contains(r#"error="insufficient_scope""#));
-    assert_eq!(BODIES_RUN.load(Ordering::SeqCst), before);
+    assert_eq!(bodies_run(), before);
 }
 
 #[tokio::test]
@@ -154,6 +166,7 @@ async fn no_token_is_a_401_from_the_layer() {
 #[tokio::test]
 async fn holding_the_scope_gets_through() {
     let f = fixture();
+    let before = bodies_run();
     let res = f.post("/upload", Some("files:write")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(text(res).await, "stored 5 bytes");
@@ -164,4 +177,6 @@ async fn holding_the_scope_gets_through() {
     let res = f.post("/sync", Some("files:write")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(text(res).await, "synced for alice");
+    // The counter sees bodies that ran, so its silence in the refusal test means something.
+    assert_eq!(bodies_run(), before + 3);
 }
