@@ -16,6 +16,12 @@
 //! sign in on the first protected call. The protected tools take the caller (`auth: Auth`)
 //! and say who called.
 //!
+//! Each tool's requirement is written once, on the tool: `#[requires_scopes("files:read")]` or
+//! `#[public_tool]`, collected by `#[scoped_tools]` into `QuickstartServer::tool_requirements()`,
+//! which feeds the layer's policy (HTTP `401`/`403` challenges before rmcp runs, and
+//! `securitySchemes` on every tool in `tools/list`). The attribute also re-checks inside the
+//! tool, so a policy that forgot the map still cannot let a caller through.
+//!
 //! ## Run it
 //!
 //! ```text
@@ -39,29 +45,35 @@
 //! | `MCP_OAUTH_CLIENT_ID` | `--client-id` | also pre-register a client with this id (clients that cannot register themselves, the conformance suite) |
 //! | `MCP_OAUTH_CLIENT_SECRET` | `--client-secret` | make that client confidential with this secret (at least 16 characters) |
 //! | `MCP_OAUTH_CLIENT_REDIRECT_URIS` | `--client-redirect-uris` | its redirect URIs, comma-separated (default `http://127.0.0.1/callback,http://localhost/callback`; loopback URIs match on any port) |
+//! | `MCP_OAUTH_STORE` | `--store` | where clients, grants and signing keys live: a SQLite file path (default `mcp-oauth.sqlite3` in the current directory, created if missing), or `memory` to keep nothing across restarts |
 //! | `MCP_OAUTH_INSECURE_AUTO_APPROVE` | `--insecure-auto-approve` | `1`: **insecure**, approve every authorization request as the demo user without login or consent, for automated tests such as the MCP conformance suite's `authorization` mode. Never expose a server running this way |
 //!
 //! `RUST_LOG` sets the log filter (default `info`); logs go to stderr.
 //!
-//! Keys and registrations live in memory: restarting the server signs everyone out and
-//! forgets dynamically registered clients (clients register again on their own).
+//! By default registrations, refresh tokens and consents persist in a SQLite file, so a
+//! restart signs nobody out and no connector has to be re-added. Delete the file (or run with
+//! `--store memory`) to start from scratch.
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::server::{AuthorizationServer, StaticClient};
-use mcp_oauth::{Auth, McpOAuth, McpOAuthConfig, oauth_router};
+use mcp_oauth::store::sql::SqliteStore;
+use mcp_oauth::{
+    Auth, McpOAuth, McpOAuthConfig, oauth_router, public_tool, requires_scopes, scoped_tools,
+};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{ServerCapabilities, ServerConfig};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
+use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 
 /// Errors of this example.
 pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
@@ -79,6 +91,19 @@ pub(crate) const DEFAULT_CLIENT_REDIRECT_URIS: &[&str] =
 /// The MCP Inspector's web UI, allowed to call the server from the browser.
 pub(crate) const INSPECTOR_ORIGIN: &str = "http://localhost:6274";
 
+/// The SQLite file used when `MCP_OAUTH_STORE` is not set.
+pub(crate) const DEFAULT_STORE_PATH: &str = "mcp-oauth.sqlite3";
+
+/// Where the authorization server keeps its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum StoreChoice {
+    /// In memory: nothing survives a restart (what tests building `Settings` by hand get).
+    #[default]
+    Memory,
+    /// A SQLite file, created if missing (the default from the environment and flags).
+    Sqlite(PathBuf),
+}
+
 /// Everything the server is configured with (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Settings {
@@ -90,11 +115,12 @@ pub(crate) struct Settings {
     pub(crate) client_secret: Option<String>,
     pub(crate) client_redirect_uris: Vec<String>,
     pub(crate) insecure_auto_approve: bool,
+    pub(crate) store: StoreChoice,
 }
 
 const USAGE: &str = "usage: quickstart [--addr ADDR] [--public-url URL] [--demo-user NAME] \
 [--demo-password PASSWORD] [--client-id ID [--client-secret SECRET] [--client-redirect-uris URI,...]] \
-[--insecure-auto-approve 1]
+[--store PATH|memory] [--insecure-auto-approve 1]
 (each flag also reads MCP_OAUTH_<FLAG>, e.g. MCP_OAUTH_PUBLIC_URL; see the example's docs)";
 
 /// `(flag, environment variable)` of every setting.
@@ -107,6 +133,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("client-secret", "MCP_OAUTH_CLIENT_SECRET"),
     ("client-redirect-uris", "MCP_OAUTH_CLIENT_REDIRECT_URIS"),
     ("insecure-auto-approve", "MCP_OAUTH_INSECURE_AUTO_APPROVE"),
+    ("store", "MCP_OAUTH_STORE"),
 ];
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
@@ -172,6 +199,7 @@ impl Settings {
         let mut s = Self {
             addr: "127.0.0.1:8000".to_owned(),
             demo_user: DEFAULT_DEMO_USER.to_owned(),
+            store: StoreChoice::Sqlite(PathBuf::from(DEFAULT_STORE_PATH)),
             ..Self::default()
         };
         let non_empty = |v: String| (!v.trim().is_empty()).then(|| v.trim().to_owned());
@@ -192,6 +220,13 @@ impl Settings {
                 "insecure-auto-approve" => {
                     s.insecure_auto_approve =
                         parse_bool("MCP_OAUTH_INSECURE_AUTO_APPROVE", &value)?;
+                }
+                "store" => {
+                    s.store = match value.trim() {
+                        "" => StoreChoice::Sqlite(PathBuf::from(DEFAULT_STORE_PATH)),
+                        "memory" => StoreChoice::Memory,
+                        path => StoreChoice::Sqlite(PathBuf::from(path)),
+                    };
                 }
                 _ => unreachable!("every flag in SETTINGS is handled"),
             }
@@ -285,6 +320,7 @@ pub(crate) struct QuickstartServer {
     files: Files,
 }
 
+#[scoped_tools]
 #[tool_router]
 impl QuickstartServer {
     /// A server over `files`.
@@ -293,6 +329,7 @@ impl QuickstartServer {
     }
 
     /// Public: which file names contain the query.
+    #[public_tool]
     #[tool(description = "Search file names. Public: works without signing in.")]
     fn public_search(&self, Parameters(SearchArgs { query }): Parameters<SearchArgs>) -> String {
         let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
@@ -308,31 +345,37 @@ impl QuickstartServer {
         }
     }
 
-    /// Needs `files:read` (enforced by the layer's policy before the tool runs).
+    /// Needs `files:read` (or `files:write`, which implies it). The layer refuses a caller
+    /// without it before the tool runs; the attribute checks again inside.
+    #[requires_scopes("files:read")]
     #[tool(description = "Read a file (needs scope files:read).")]
     fn files_read(
         &self,
         auth: Auth,
         Parameters(ReadArgs { path }): Parameters<ReadArgs>,
-    ) -> String {
+    ) -> Result<String, ErrorData> {
         let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        match files.get(&path) {
+        Ok(match files.get(&path) {
             Some(content) => format!("{path}: {content} (read by {})", caller(&auth)),
             None => format!("{path}: no such file (asked by {})", caller(&auth)),
-        }
+        })
     }
 
     /// Needs `files:write`.
+    #[requires_scopes("files:write")]
     #[tool(description = "Create or replace a file (needs scope files:write).")]
     fn files_write(
         &self,
         auth: Auth,
         Parameters(WriteArgs { path, content }): Parameters<WriteArgs>,
-    ) -> String {
+    ) -> Result<String, ErrorData> {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let len = content.len();
         files.insert(path.clone(), content);
-        format!("{path}: wrote {len} bytes (written by {})", caller(&auth))
+        Ok(format!(
+            "{path}: wrote {len} bytes (written by {})",
+            caller(&auth)
+        ))
     }
 }
 
@@ -372,13 +415,12 @@ pub(crate) fn mcp_service(
     )
 }
 
-/// The access policy: lazy authentication, one public tool, two scoped ones.
+/// The access policy: lazy authentication, and each tool's requirement as its attribute
+/// declares it (one public tool, two scoped ones).
 pub(crate) fn policy() -> AccessPolicy {
     AccessPolicy::new()
         .lazy()
-        .public_tool("public_search")
-        .tool_scopes("files_read", ["files:read"])
-        .tool_scopes("files_write", ["files:write"])
+        .tools(QuickstartServer::tool_requirements().iter().copied())
 }
 
 /// The assembled server.
@@ -429,13 +471,20 @@ pub(crate) fn authorization_server(
     Ok(builder)
 }
 
-/// Builds the app for a server bound at `bound`.
-pub(crate) fn build(settings: &Settings, bound: SocketAddr) -> Result<Server, BoxError> {
+/// Builds the app for a server bound at `bound`, opening the configured store.
+pub(crate) async fn build(settings: &Settings, bound: SocketAddr) -> Result<Server, BoxError> {
     let demo_password = settings
         .demo_password
         .clone()
         .unwrap_or_else(generate_password);
-    let server = authorization_server(settings, &demo_password)?.build()?;
+    let mut builder = authorization_server(settings, &demo_password)?;
+    if let StoreChoice::Sqlite(path) = &settings.store {
+        let store = SqliteStore::open(path)
+            .await
+            .map_err(|e| format!("cannot open the SQLite store {}: {e}", path.display()))?;
+        builder = builder.store(store);
+    }
+    let server = builder.build()?;
     build_with(settings, bound, server, demo_password)
 }
 
@@ -505,6 +554,21 @@ fn instructions(settings: &Settings, config: &McpOAuthConfig, demo_password: &st
             "  sign in as:           user {:?}, password {demo_password:?}{generated}",
             settings.demo_user
         );
+    }
+    match &settings.store {
+        StoreChoice::Sqlite(path) => {
+            let _ = writeln!(
+                out,
+                "  state:                {} (SQLite; survives restarts)",
+                path.display()
+            );
+        }
+        StoreChoice::Memory => {
+            let _ = writeln!(
+                out,
+                "  state:                in memory (a restart forgets every client and sign-in)"
+            );
+        }
     }
     if let Some(id) = &settings.client_id {
         let kind = if settings.client_secret.is_some() {
@@ -593,7 +657,7 @@ async fn main() -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("cannot bind {}: {e}", settings.addr))?;
     let bound = listener.local_addr()?;
-    let server = build(&settings, bound)?;
+    let server = build(&settings, bound).await?;
     print!("{}", server.instructions);
     tracing::info!(resource = server.config.resource(), "serving");
     println!("listening on http://{bound}");

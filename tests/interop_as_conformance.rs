@@ -17,7 +17,7 @@
 //! Results: `target/conformance-authorization/` (the suite's `checks.json` per scenario) and
 //! a summary in `target/conformance-authorization-summary.md`, also printed
 //! (`cargo test --all-features --test interop_as_conformance -- --nocapture`).
-#![cfg(feature = "rmcp")]
+#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
 
 mod support;
 
@@ -69,12 +69,13 @@ async fn start(callback_port: u16) -> String {
                 Some(format!("http://127.0.0.1:{callback_port}/callback"))
             }
             "MCP_OAUTH_INSECURE_AUTO_APPROVE" => Some("1".to_owned()),
+            "MCP_OAUTH_STORE" => Some("memory".to_owned()),
             _ => None,
         },
         std::iter::empty(),
     )
     .unwrap();
-    let server = quickstart::build(&settings, bound).unwrap();
+    let server = quickstart::build(&settings, bound).await.unwrap();
     assert!(server.instructions.contains("INSECURE AUTO-APPROVE"));
     let issuer = server.config.issuer().to_owned();
     tokio::spawn(async move {
@@ -290,8 +291,8 @@ async fn conformance_authorization_mode_passes_both_scenarios() {
 
 /// The quickstart's configuration: environment, overridden by `--flag value`, and the
 /// instructions it prints.
-#[test]
-fn quickstart_settings_come_from_env_and_flags() {
+#[tokio::test]
+async fn quickstart_settings_come_from_env_and_flags() {
     let env = |name: &str| match name {
         "MCP_OAUTH_ADDR" => Some("127.0.0.1:0".to_owned()),
         "MCP_OAUTH_DEMO_USER" => Some("alice".to_owned()),
@@ -335,7 +336,35 @@ fn quickstart_settings_come_from_env_and_flags() {
         ("127.0.0.1:8000", "demo")
     );
     assert!(d.demo_password.is_none() && !d.insecure_auto_approve);
-    let server = quickstart::build(&d, "127.0.0.1:8000".parse().unwrap()).unwrap();
+    // State persists in a SQLite file by default; `--store` moves it or keeps it in memory.
+    assert_eq!(
+        d.store,
+        quickstart::StoreChoice::Sqlite(quickstart::DEFAULT_STORE_PATH.into())
+    );
+    let in_memory = quickstart::Settings::parse(|_| None, ["--store=memory".to_owned()]).unwrap();
+    assert_eq!(in_memory.store, quickstart::StoreChoice::Memory);
+    let dir = std::env::temp_dir().join(format!("mcp-oauth-quickstart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("state.sqlite3");
+    let moved = quickstart::Settings::parse(
+        |n| (n == "MCP_OAUTH_STORE").then(|| file.display().to_string()),
+        std::iter::empty(),
+    )
+    .unwrap();
+    assert_eq!(moved.store, quickstart::StoreChoice::Sqlite(file.clone()));
+    let d = quickstart::Settings {
+        store: moved.store,
+        ..d
+    };
+    let server = quickstart::build(&d, "127.0.0.1:8000".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(file.exists(), "the SQLite store is created on start");
+    assert!(
+        server.instructions.contains(&file.display().to_string()),
+        "{}",
+        server.instructions
+    );
     assert_eq!(server.config.resource(), "http://127.0.0.1:8000/mcp");
     assert_eq!(server.config.issuer(), "http://127.0.0.1:8000");
     assert!(server.demo_password.len() >= 20, "{}", server.demo_password);
@@ -363,4 +392,6 @@ fn quickstart_settings_come_from_env_and_flags() {
     )
     .unwrap_err();
     assert!(err.contains("MCP_OAUTH_CLIENT_ID"), "{err}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

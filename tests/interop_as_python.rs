@@ -11,7 +11,7 @@
 //! `403 insufficient_scope` → re-authorization with the union of scopes.
 //!
 //! The Python side is `tests/interop/python_client_full_flow.py`.
-#![cfg(feature = "rmcp")]
+#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
 
 mod support;
 
@@ -52,7 +52,7 @@ async fn start() -> Running {
         demo_password: Some(PASSWORD.to_owned()),
         ..quickstart::Settings::default()
     };
-    let server = quickstart::build(&settings, bound).unwrap();
+    let server = quickstart::build(&settings, bound).await.unwrap();
     let running = Running {
         mcp_url: server.config.resource().to_owned(),
         issuer: server.config.issuer().to_owned(),

@@ -15,7 +15,7 @@
 //! 4. `files_write` → `403 insufficient_scope`; `request_scope_upgrade` (the
 //!    `ScopeUpgradeConfig` path) builds the re-authorization URL with the union of scopes;
 //!    after the browser, the exchange gives a token that holds `files:write`.
-#![cfg(feature = "rmcp")]
+#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
 
 #[allow(dead_code)]
 #[path = "support/browser.rs"]
@@ -98,7 +98,7 @@ async fn start() -> Running {
         demo_password: Some(PASSWORD.to_owned()),
         ..quickstart::Settings::default()
     };
-    let server = quickstart::build(&settings, bound).unwrap();
+    let server = quickstart::build(&settings, bound).await.unwrap();
     let running = Running {
         mcp_url: server.config.resource().to_owned(),
         issuer: server.config.issuer().to_owned(),

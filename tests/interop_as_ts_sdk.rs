@@ -11,7 +11,7 @@
 //! `files:read files:write`.
 //!
 //! The node side is `tests/interop/ts_client_full_flow.mjs`.
-#![cfg(feature = "rmcp")]
+#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
 
 mod support;
 
@@ -53,7 +53,7 @@ async fn start() -> Running {
         demo_password: Some(PASSWORD.to_owned()),
         ..quickstart::Settings::default()
     };
-    let server = quickstart::build(&settings, bound).unwrap();
+    let server = quickstart::build(&settings, bound).await.unwrap();
     let running = Running {
         mcp_url: server.config.resource().to_owned(),
         issuer: server.config.issuer().to_owned(),
