@@ -4,12 +4,58 @@
 //! and any tower stack: a layer that protects the MCP endpoint the way every spec-following
 //! MCP client (ChatGPT, Claude, VS Code, Cursor, the Inspector, the official SDKs) expects.
 //!
-//! This release ships the **resource-server half**: [`McpOAuthLayer`] verifies bearer tokens
-//! (local key ring, a remote JWKS, RFC 7662 introspection, static API keys, or your own
-//! [`TokenVerifier`](verify::TokenVerifier)), applies a method- and tool-aware
-//! [`AccessPolicy`](resource::AccessPolicy), and refuses with exactly the `401`/`403`
-//! challenges clients act on; [`protected_resource_router`] serves the RFC 9728 metadata
-//! those challenges point to.
+//! Two halves, used together or apart:
+//!
+//! - **The resource server.** [`McpOAuthLayer`] verifies bearer tokens (local key ring, a
+//!   remote JWKS, RFC 7662 introspection, static API keys, or your own
+//!   [`TokenVerifier`](verify::TokenVerifier)), applies a method- and tool-aware
+//!   [`AccessPolicy`](resource::AccessPolicy), and refuses with exactly the `401`/`403`
+//!   challenges clients act on; [`protected_resource_router`] serves the RFC 9728 metadata
+//!   those challenges point to.
+//! - **The embedded authorization server.** [`oauth_router`] with an
+//!   [`AuthorizationServer`](server::AuthorizationServer) serves discovery, dynamic client
+//!   registration, `/authorize` with login and consent pages, `/token`, revocation,
+//!   introspection and the signing keys, storing its state in a [`store`] (memory, SQLite,
+//!   PostgreSQL or Redis).
+//!
+//! Tools declare what they need with [`requires_scopes`] and [`public_tool`] (feature
+//! `macros`), collected by [`scoped_tools`] into the policy, so the layer answers a missing
+//! scope with the `403 insufficient_scope` step-up challenge before the tool runs, and
+//! `tools/list` carries each tool's `securitySchemes`.
+//!
+//! ## Quick start: the embedded authorization server
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::Router;
+//! use mcp_oauth::authn::StaticUsers;
+//! use mcp_oauth::resource::AccessPolicy;
+//! use mcp_oauth::server::AuthorizationServer;
+//! use mcp_oauth::{McpOAuthConfig, McpOAuthLayer, oauth_router};
+//!
+//! let server = AuthorizationServer::builder()
+//!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
+//!     .build()?;
+//! let cfg = McpOAuthConfig::builder()
+//!     .resource("https://mcp.example.com/mcp")
+//!     .issuer("https://mcp.example.com")
+//!     .scope("files:read", "Read your files")
+//!     .scope("files:write", "Change your files")
+//!     .scope_implies("files:write", ["files:read"])
+//!     .default_scopes(["files:read"])
+//!     .policy(AccessPolicy::new().lazy().public_tool("search").tool_scopes("write", ["files:write"]))
+//!     .authorization_server(server)
+//!     .build()?;
+//!
+//! # let mcp_service = axum::routing::any(|| async { "mcp" });
+//! let app = Router::new()
+//!     .route_service("/mcp", mcp_service)  // e.g. rmcp's StreamableHttpService
+//!     .layer(McpOAuthLayer::new(cfg.clone()))
+//!     .merge(oauth_router(&cfg));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
 //!
 //! ## Quick start: tokens from an external authorization server
 //!
@@ -70,10 +116,14 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `aws-lc-rs` | yes | the crypto backend (required) |
-//! | `macros` | yes | the `mcp-oauth-macros` crate (`#[requires_scopes]`, in progress) |
+//! | `consent-page` | yes | built-in login and consent pages (askama) |
+//! | `macros` | yes | `#[requires_scopes]`, `#[public_tool]`, `#[scoped_tools]` |
 //! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
 //! | `introspection` | no | `IntrospectionVerifier` for opaque tokens (RFC 7662) |
 //! | `rmcp` | no | `Auth` as an rmcp tool parameter |
+//! | `sqlite` | no | [`SqliteStore`](store::sql::SqliteStore): durable state in one file |
+//! | `postgres` | no | [`PostgresStore`](store::sql::PostgresStore): state shared by instances |
+//! | `redis` | no | [`RedisStore`](store::redis::RedisStore): state shared by instances |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod authn;

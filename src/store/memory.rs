@@ -1,3 +1,5 @@
+mod retention;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -20,6 +22,7 @@ const TOMBSTONE_SECS: u64 = 24 * 3600;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    pub(super) rate_limits: super::rate_limit::MemoryRateLimits,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +131,10 @@ impl ClientStore for MemoryStore {
 
     async fn count_clients(&self) -> Result<u64, StoreError> {
         Ok(self.lock().clients.len() as u64)
+    }
+
+    async fn sweep_idle_clients(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
+        Ok(retention::sweep_idle_clients(&mut self.lock(), idle_before, now))
     }
 }
 

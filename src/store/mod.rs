@@ -25,6 +25,7 @@
 //! ```
 
 mod memory;
+mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use memory::MemoryStore;
+pub use rate_limit::{RateLimitDecision, RateLimitStore};
 
 use crate::scope::ScopeSet;
 
@@ -231,6 +233,26 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn touch_client(&self, client_id: &str, now: u64) -> Result<(), StoreError>;
     /// How many clients are registered.
     async fn count_clients(&self) -> Result<u64, StoreError>;
+
+    /// Deletes the [dynamically registered](ClientSource::Dynamic) clients that are idle
+    /// (last used, or registered when never used, before `idle_before`) and hold nothing
+    /// live at `now`: no unrevoked, unexpired refresh family, no unexpired authorization
+    /// code, no unexpired pending authorization request. Returns how many went. Static
+    /// clients are never deleted. Deleting is idempotent, so several instances may sweep at
+    /// once.
+    ///
+    /// The check and the delete are one atomic step per client (one statement, one script,
+    /// one lock), so a client [touched](Self::touch_client) while the sweep runs is either
+    /// still there afterwards or was gone before the touch. A store that does not hold the
+    /// grants itself can only go by the times. The built-in stores also forget the
+    /// remembered consents of the clients they delete (Redis keeps them: they are keyed by
+    /// user, and a deleted client id never comes back).
+    ///
+    /// The default does nothing and returns `0`: such a store keeps every client forever.
+    async fn sweep_idle_clients(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
+        let _ = (idle_before, now);
+        Ok(0)
+    }
 }
 
 /// What an authorization code stands for; stored under the code's hash.
@@ -461,4 +483,14 @@ pub trait GrantStore: Send + Sync + 'static {
 
     /// Live counts.
     async fn stats(&self, now: u64) -> Result<StoreStats, StoreError>;
+
+    /// The shared rate-limit counters this store offers, if any: an authorization server on
+    /// this store then counts its per-address limits here, so every instance sharing the
+    /// store shares one budget (unless turned off with
+    /// [`shared_rate_limits(false)`](crate::server::AuthorizationServerBuilder::shared_rate_limits)).
+    /// [`PostgresStore`](sql::PostgresStore) and [`RedisStore`](redis::RedisStore) offer
+    /// themselves; the default offers nothing, and the server counts in process.
+    fn rate_limit_store(&self) -> Option<&dyn RateLimitStore> {
+        None
+    }
 }

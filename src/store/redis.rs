@@ -47,6 +47,8 @@
 //! # }
 //! ```
 
+mod retention;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -523,6 +525,10 @@ impl ClientStore for RedisStore {
         })
         .await
     }
+
+    async fn sweep_idle_clients(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
+        self.sweep_idle(idle_before, now).await
+    }
 }
 
 impl RedisStore {
@@ -583,6 +589,10 @@ impl RedisStore {
 
 #[async_trait]
 impl GrantStore for RedisStore {
+    fn rate_limit_store(&self) -> Option<&dyn super::RateLimitStore> {
+        Some(self)
+    }
+
     async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError> {
         let member = hash.to_hex();
         let (key, index) = (self.key("code", &member), self.index("codes"));

@@ -1089,3 +1089,11 @@ pub async fn revocation_outlives_family<S: GrantStore + ?Sized>(store: &S) {
         "store contract: a revoked family id must not be re-created after the family expired and was swept"
     );
 }
+
+mod retention;
+
+pub use retention::{
+    IDLE_AGE, IDLE_CUTOFF, RATE_LIMIT, RATE_LIMIT_RACERS, TOUCH_RACE_ROUNDS, clients_in_use_kept,
+    concurrent_rate_limit_hits, idle_clients_removed, rate_limit_window, run_rate_limits,
+    run_retention, static_clients_kept, touch_during_idle_sweep,
+};

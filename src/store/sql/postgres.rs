@@ -1,3 +1,5 @@
+mod retention;
+
 use std::fmt;
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -13,7 +15,8 @@ use super::{
 use crate::scope::ScopeSet;
 use crate::store::{
     AuthorizationCode, Client, ClientSource, ClientStore, CodeTake, GrantStore,
-    PendingAuthorization, RefreshFamily, Rotation, SecretHash, StoreError, StoreStats,
+    PendingAuthorization, RateLimitStore, RefreshFamily, Rotation, SecretHash, StoreError,
+    StoreStats,
 };
 
 const BACKEND: &str = "PostgreSQL";
@@ -25,11 +28,18 @@ const MAX_CONNECTIONS: u32 = 10;
 /// before the operation fails with [`StoreError::Unavailable`].
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        3,
+        "retention and rate limits",
+        include_str!("../../../migrations/postgres/0003_retention_rate_limits.sql"),
+    ),
+];
 
 /// A store in PostgreSQL, shared by every instance of a deployment. See the
 /// [module docs](super).
@@ -249,10 +259,18 @@ impl ClientStore for PostgresStore {
         })
         .await
     }
+
+    async fn sweep_idle_clients(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
+        self.sweep_idle(idle_before, now).await
+    }
 }
 
 #[async_trait]
 impl GrantStore for PostgresStore {
+    fn rate_limit_store(&self) -> Option<&dyn RateLimitStore> {
+        Some(self)
+    }
+
     async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError> {
         self.run(async {
             let done = sqlx::query(

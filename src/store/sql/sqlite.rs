@@ -1,3 +1,5 @@
+mod retention;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
@@ -27,11 +29,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readers kept for concurrent reads (WAL lets them run beside the writer).
 const READERS: u32 = 4;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        3,
+        "retention and rate limits",
+        include_str!("../../../migrations/sqlite/0003_retention_rate_limits.sql"),
+    ),
+];
 
 /// A durable store in one SQLite file (bundled SQLite, WAL journal, `synchronous = FULL`), for
 /// a single instance that must survive restarts. See the [module docs](super).
@@ -286,6 +295,10 @@ impl ClientStore for SqliteStore {
             count_of(n)
         })
         .await
+    }
+
+    async fn sweep_idle_clients(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
+        self.sweep_idle(idle_before, now).await
     }
 }
 
