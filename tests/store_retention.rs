@@ -51,8 +51,7 @@ macro_rules! contract_tests {
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn rate_limit_window() {
-            $with(|s| async move { mcp_oauth::store::testkit::rate_limit_window(&*s).await })
-                .await;
+            $with(|s| async move { mcp_oauth::store::testkit::rate_limit_window(&*s).await }).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -282,7 +281,9 @@ mod redis {
                 }
             }
             for i in 0..300 {
-                s.insert_client(client(&format!("busy-{i}"), now)).await.unwrap();
+                s.insert_client(client(&format!("busy-{i}"), now))
+                    .await
+                    .unwrap();
             }
             assert_eq!(s.sweep_idle_clients(now - 5_000, now).await.unwrap(), 350);
             assert_eq!(s.count_clients().await.unwrap(), 650);

@@ -342,7 +342,7 @@ where
             let shape = shape_by_header.then(|| shaper(None));
             let fut = Box::pin(async move {
                 let mut req = req;
-                let caller = check(&cfg, requirement, token, &mut req)
+                let caller = check(&cfg, idx, requirement, token, &mut req)
                     .await
                     .map_err(|r| r.into_response(&cfg.metadata_urls[idx]))?;
                 if let Some(ShapeTools(s)) = shape {
@@ -390,7 +390,7 @@ where
                 _ => None,
             };
             let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
-            let caller = match check(&cfg, requirement, token, &mut req).await {
+            let caller = match check(&cfg, idx, requirement, token, &mut req).await {
                 Ok(caller) => caller,
                 Err(rejection) => {
                     let credential_refusal = matches!(
@@ -436,6 +436,7 @@ struct ShapeTools(Arc<shape::ToolsListShaper>);
 /// [`AuthContext`] and the layer marker into the request and returns the caller.
 async fn check(
     cfg: &Arc<Inner>,
+    resource_idx: usize,
     requirement: Requirement,
     token: Option<String>,
     req: &mut Request<Body>,
@@ -471,6 +472,20 @@ async fn check(
             });
         }
     };
+    // With several resources the verifier accepts any of them as `aud`; the token must name
+    // the one this request is for (RFC 8707), or a token minted for one resource would open
+    // every other. Tokens without an audience (API keys, introspection answers without
+    // `aud`) are bound by their verifier instead.
+    if cfg.resources.len() > 1 && !ctx.audience().is_empty() {
+        let resource = &cfg.resources[resource_idx];
+        if !ctx.audience().iter().any(|a| a == resource) {
+            tracing::debug!(target: "mcp_oauth::rejection", %resource, "token is for another resource");
+            return Err(AuthRejection::InvalidToken {
+                error: VerifyError::WrongAudience,
+                scope: challenge_scope(),
+            });
+        }
+    }
     if let Some(needed) = &needed {
         let missing = cfg.hierarchy.missing(ctx.scopes(), needed);
         if !missing.is_empty() {

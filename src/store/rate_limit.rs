@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(none, None);
         assert_eq!(d.retry_after, Duration::from_secs(20));
         // 5 s later: 15 s to wait; 20 s later, one hit again, and only one.
-        assert_eq!(g.step(tat, t0 + 5_000).0.retry_after, Duration::from_secs(15));
+        assert_eq!(
+            g.step(tat, t0 + 5_000).0.retry_after,
+            Duration::from_secs(15)
+        );
         let (d, tat2) = g.step(tat, t0 + 20_000);
         assert!(d.allowed && d.remaining == 0);
         assert!(!g.step(tat2.unwrap(), t0 + 20_000).0.allowed);
@@ -287,7 +290,13 @@ mod tests {
         let store = MemoryStore::new();
         let w = Duration::from_secs(60);
         for i in 0..MEMORY_MAX_KEYS {
-            assert!(store.hit(&format!("k{i}"), 1, w, 1_000).await.unwrap().allowed);
+            assert!(
+                store
+                    .hit(&format!("k{i}"), 1, w, 1_000)
+                    .await
+                    .unwrap()
+                    .allowed
+            );
         }
         // Full: a new key shares the overflow bucket, which allows one hit, then refuses.
         assert!(store.hit("new-1", 1, w, 1_000).await.unwrap().allowed);

@@ -10,8 +10,8 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::{
-    Client, ClientSource, ClientStore, GrantStore, SecretHash, now, ok, sample_client,
-    sample_code, sample_family, sample_pending, uid,
+    Client, ClientSource, ClientStore, GrantStore, SecretHash, now, ok, sample_client, sample_code,
+    sample_family, sample_pending, uid,
 };
 use crate::store::{RateLimitStore, StoreError};
 
@@ -175,7 +175,10 @@ pub async fn clients_in_use_kept<S: ClientStore + GrantStore + ?Sized>(store: &S
     );
     let mut stale = sample_pending(n - 1);
     stale.client_id.clone_from(&with_expired);
-    ok("put_pending", store.put_pending(&uid("pending"), stale).await);
+    ok(
+        "put_pending",
+        store.put_pending(&uid("pending"), stale).await,
+    );
 
     sweep(store).await;
     for (id, what) in [
