@@ -17,12 +17,17 @@
 //! assert_eq!(ring.jwks().keys.len(), 2, "the previous key is still published");
 //! ```
 
+mod shared;
+
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::Serialize;
+
+pub(crate) use shared::RETENTION_MARGIN;
+pub use shared::{RotationOutcome, StoreRingBuilder};
 
 /// How many retired keys a ring keeps publishing after rotations.
 pub const DEFAULT_RETAINED_KEYS: usize = 2;
@@ -47,6 +52,25 @@ impl SigningAlgorithm {
             Self::EdDsa => Algorithm::EdDSA,
         }
     }
+
+    /// The JWA name (`ES256`, `EdDSA`), as stores record it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    /// The algorithm named by [`name`](Self::name); `None` for any other name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "ES256" => Some(Self::Es256),
+            "EdDSA" => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
 }
 
 /// A key could not be generated, loaded or used.
@@ -62,6 +86,9 @@ pub enum KeyError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The [`KeyStore`](crate::store::KeyStore) holding a shared ring failed.
+    #[error("key store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// One private signing key with its public JWK.
@@ -89,8 +116,13 @@ impl SigningKey {
     /// # Errors
     /// When the crypto backend cannot generate a key.
     pub fn generate(alg: SigningAlgorithm) -> Result<Self, KeyError> {
+        Ok(Self::generate_with_der(alg)?.0)
+    }
+
+    /// A fresh key and its PKCS#8 v1 DER, for a store to keep.
+    pub(crate) fn generate_with_der(alg: SigningAlgorithm) -> Result<(Self, Vec<u8>), KeyError> {
         let der = generate_pkcs8(alg)?;
-        Self::from_pkcs8_der(alg, &der)
+        Ok((Self::from_pkcs8_der(alg, &der)?, der))
     }
 
     /// Loads a PKCS#8 v1 DER private key (for Ed25519, v2 documents are refused by the JWK
@@ -202,6 +234,8 @@ struct RingState {
 pub struct KeyRing {
     state: Arc<RwLock<Arc<RingState>>>,
     retain: usize,
+    /// The store a shared ring is kept in ([`KeyRing::from_store`]).
+    shared: Option<Arc<shared::Binding>>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -231,6 +265,7 @@ impl KeyRing {
                 previous: Vec::new(),
             }))),
             retain: DEFAULT_RETAINED_KEYS,
+            shared: None,
         }
     }
 
@@ -258,6 +293,10 @@ impl KeyRing {
 
     /// Makes `key` the signing key; the old one keeps verifying until it falls off the end
     /// of the retained list.
+    ///
+    /// This changes this process's ring only. On a ring kept in a store
+    /// ([`from_store`](Self::from_store)) use [`rotate_fresh`](Self::rotate_fresh), which
+    /// every instance sees; a local rotation there lasts only until the next refresh.
     pub fn rotate(&self, key: SigningKey) {
         let mut guard = self
             .state
@@ -286,6 +325,34 @@ impl KeyRing {
             .chain(state.previous.iter())
             .find(|k| k.kid == kid)
             .cloned()
+    }
+
+    /// [`find`](Self::find), and on a miss in a shared ring, one reload from the store (at
+    /// most once per cooldown, whatever the number of unknown `kid`s presented), for a key
+    /// another instance rotated in.
+    ///
+    /// # Errors
+    /// [`KeyError::Store`] when the reload was due and the store failed.
+    pub(crate) async fn find_or_reload(
+        &self,
+        kid: &str,
+    ) -> Result<Option<Arc<SigningKey>>, KeyError> {
+        if let Some(k) = self.find(kid) {
+            return Ok(Some(k));
+        }
+        match &self.shared {
+            Some(binding) => binding.reload_for_unknown_kid(self, kid).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the whole ring (a shared ring, after loading it from the store).
+    fn replace(&self, current: Arc<SigningKey>, previous: Vec<Arc<SigningKey>>) {
+        let mut guard = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Arc::new(RingState { current, previous });
     }
 
     /// The public keys to publish at `jwks_uri`: the current key first.

@@ -38,6 +38,7 @@
 //! ```
 
 pub mod pages;
+pub mod retention;
 
 mod authorize;
 mod client_auth;
@@ -58,6 +59,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use rate_limit::RateLimit;
+pub use retention::{Retention, SweepReport};
 pub use router::oauth_router;
 
 use crate::authn::UserAuthenticator;
@@ -176,6 +178,8 @@ pub(crate) struct ServerInner {
     #[allow(dead_code)]
     pub(crate) stats_endpoint: bool,
     pub(crate) limiter: rate_limit::Limiter,
+    pub(crate) upkeep: retention::Upkeep,
+    pub(crate) sweeper: retention::Sweeper,
 }
 
 /// The embedded authorization server's settings and collaborators. Build one with
@@ -212,6 +216,45 @@ impl AuthorizationServer {
     #[must_use]
     pub fn key_ring(&self) -> &KeyRing {
         &self.inner.key_ring
+    }
+
+    /// Generates a new signing key and makes it current; tokens signed with the old key
+    /// keep verifying until they expire.
+    ///
+    /// With a ring kept in a store ([`KeyRing::from_store`]) this is a compare-and-swap in
+    /// the store: every instance signs with the new key after its next reload (30 s by
+    /// default) and verifies it at once, and of instances rotating at the same moment one
+    /// wins ([`RotationOutcome::Superseded`](crate::keys::RotationOutcome::Superseded) for
+    /// the others). Otherwise it rotates this process's ring.
+    ///
+    /// ```
+    /// use mcp_oauth::authn::StaticUsers;
+    /// use mcp_oauth::keys::KeyRing;
+    /// use mcp_oauth::server::AuthorizationServer;
+    /// use mcp_oauth::store::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // In production, the same PostgresStore or RedisStore for both (it is `Clone`).
+    /// let server = AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .store(MemoryStore::new())
+    ///     .key_ring(KeyRing::from_store(MemoryStore::new()).open().await?)
+    ///     .build()?;
+    /// let before = server.key_ring().current().kid().to_owned();
+    /// let outcome = server.rotate_signing_key().await?;
+    /// assert_ne!(outcome.kid(), before);
+    /// assert!(server.key_ring().find(&before).is_some(), "the old key still verifies");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`KeyError::Store`](crate::keys::KeyError::Store) when the key store fails;
+    /// [`KeyError::Generation`](crate::keys::KeyError::Generation) when no key could be
+    /// generated.
+    pub async fn rotate_signing_key(
+        &self,
+    ) -> Result<crate::keys::RotationOutcome, crate::keys::KeyError> {
+        self.inner.key_ring.rotate_fresh().await
     }
 
     /// The grant store.
@@ -269,6 +312,7 @@ pub struct AuthorizationServerBuilder {
     remember_consent: bool,
     trusted_proxies: Vec<IpAddr>,
     stats_endpoint: bool,
+    upkeep: retention::Upkeep,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -304,6 +348,7 @@ impl Default for AuthorizationServerBuilder {
             remember_consent: false,
             trusted_proxies: Vec::new(),
             stats_endpoint: false,
+            upkeep: retention::Upkeep::default(),
         }
     }
 }
@@ -344,6 +389,12 @@ impl AuthorizationServerBuilder {
 
     /// The signing keys (a fresh ES256 key by default: tokens do not survive a restart, and
     /// several instances must share one ring).
+    ///
+    /// For several instances, or keys that survive restarts, keep the ring in the store:
+    /// `.key_ring(KeyRing::from_store(store.clone()).open().await?)` (see
+    /// [`KeyRing::from_store`]). Its retired keys then stay published for the access-token
+    /// lifetime plus 5 minutes, unless set explicitly with
+    /// [`retain_retired_for`](crate::keys::StoreRingBuilder::retain_retired_for).
     pub fn key_ring(mut self, ring: KeyRing) -> Self {
         self.key_ring = Some(ring);
         self
@@ -452,6 +503,7 @@ impl AuthorizationServerBuilder {
             None => KeyRing::generate(SigningAlgorithm::Es256)
                 .map_err(|e| ConfigError::Key(e.to_string()))?,
         };
+        check_key_retention(&key_ring, l.access)?;
         let (clients, grants): (Arc<dyn ClientStore>, Arc<dyn GrantStore>) =
             match (self.clients, self.grants) {
                 (Some(c), Some(g)) => (c, g),
@@ -475,6 +527,7 @@ impl AuthorizationServerBuilder {
             }
             static_clients.insert(c.0.client_id.clone(), c.0);
         }
+        let upkeep = self.upkeep.validate(l.refresh)?;
         let pages = match self.pages {
             Some(p) => p,
             None => pages::default_pages(),
@@ -495,9 +548,32 @@ impl AuthorizationServerBuilder {
                 trusted_proxies: self.trusted_proxies,
                 stats_endpoint: self.stats_endpoint,
                 limiter: rate_limit::Limiter::new(),
+                upkeep,
+                sweeper: retention::Sweeper::default(),
             }),
         })
     }
+}
+
+/// A shared ring keeps retired keys as long as access tokens live (plus a margin); an
+/// explicit retention shorter than that would make tokens fail before they expire.
+fn check_key_retention(ring: &KeyRing, access: Duration) -> Result<(), ConfigError> {
+    let Some((retention, explicit)) = ring.shared_retention() else {
+        return Ok(());
+    };
+    let needed = access + Duration::from_secs(60);
+    if !explicit {
+        ring.set_default_retention(access + crate::keys::RETENTION_MARGIN);
+    } else if retention < needed {
+        return Err(ConfigError::Key(format!(
+            "retired keys are kept {} s (`retain_retired_for`), but access tokens live {} s: \
+             keep them at least {} s so no token outlives its key",
+            retention.as_secs(),
+            access.as_secs(),
+            needed.as_secs()
+        )));
+    }
+    Ok(())
 }
 
 fn check_range(field: &'static str, d: Duration, min: u64, max: u64) -> Result<(), ConfigError> {

@@ -22,6 +22,7 @@ const TOMBSTONE_SECS: u64 = 24 * 3600;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    pub(super) keys: super::keys::MemoryKeys,
     pub(super) rate_limits: super::rate_limit::MemoryRateLimits,
 }
 

@@ -24,8 +24,9 @@
 //! # }
 //! ```
 
+mod keys;
 mod memory;
-mod rate_limit;
+pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -38,6 +39,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use keys::{KeyRotation, KeyStore, PrivateKey, StoredKey};
 pub use memory::MemoryStore;
 pub use rate_limit::{RateLimitDecision, RateLimitStore};
 

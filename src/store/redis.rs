@@ -66,6 +66,8 @@ use super::{
 };
 use crate::scope::ScopeSet;
 
+mod keys;
+
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "mcp_oauth:";
 

@@ -31,8 +31,14 @@
 //! [`REVOCATION_SWEEP_AHEAD`] seconds ahead, which drops whatever expires within that minute:
 //! run the kit against a **dedicated** test store or database, never a production one.
 
+mod keys;
+
 use std::sync::Arc;
 
+pub use keys::{
+    KEY_RACERS, concurrent_initial_key, concurrent_key_rotation, key_lifecycle,
+    retired_keys_until_pruned, run_key_store,
+};
 use serde_json::{Map, json};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;

@@ -361,7 +361,12 @@ impl TokenVerifier for JwtVerifier {
     async fn verify(&self, token: &str) -> Result<AuthContext, VerifyError> {
         let header = self.rules.header(token)?;
         let key = match header.kid.as_deref() {
-            Some(kid) => self.ring.find(kid).ok_or(VerifyError::UnknownKey)?,
+            Some(kid) => self
+                .ring
+                .find_or_reload(kid)
+                .await
+                .map_err(|e| VerifyError::Unavailable(e.to_string()))?
+                .ok_or(VerifyError::UnknownKey)?,
             None => return Err(VerifyError::UnknownKey),
         };
         if key.algorithm().jose() != header.alg {

@@ -61,6 +61,7 @@
 //! # }
 //! ```
 
+mod keys;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]

@@ -19,6 +19,8 @@ use crate::store::{
     StoreStats,
 };
 
+mod keys;
+
 const BACKEND: &str = "PostgreSQL";
 
 /// Connections [`PostgresStore::connect`] keeps at most.
@@ -33,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         1,
         "initial",
         include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "signing keys",
+        include_str!("../../../migrations/postgres/0002_signing_keys.sql"),
     ),
     (
         3,

@@ -21,6 +21,8 @@ use crate::store::{
     PendingAuthorization, RefreshFamily, Rotation, SecretHash, StoreError, StoreStats,
 };
 
+mod keys;
+
 const BACKEND: &str = "SQLite";
 
 /// How long a writer waits for another process holding the database's write lock.
@@ -34,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         1,
         "initial",
         include_str!("../../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "signing keys",
+        include_str!("../../../migrations/sqlite/0002_signing_keys.sql"),
     ),
     (
         3,

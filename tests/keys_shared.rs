@@ -1,0 +1,406 @@
+//! Signing keys kept in the store ([`KeyRing::from_store`]): two instances (two
+//! authorization servers in one process, each with its own ring, sharing one key store) sign
+//! and verify with one ring; a rotation on one is verified by the other's `McpOAuthLayer` at
+//! once and reaches its `/jwks.json`; racing rotations make one key; tokens naming unknown
+//! keys cost one store read per cooldown, not one each; a store that is down is a clear error
+//! at start and a `503` later, never a 500; settings are checked; the private key never shows
+//! in `Debug` output.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::routing::post;
+use http::{Request, StatusCode};
+use mcp_oauth::authn::InsecureAutoApprove;
+use mcp_oauth::keys::{KeyError, KeyRing, RotationOutcome, SigningAlgorithm, SigningKey};
+use mcp_oauth::server::AuthorizationServer;
+use mcp_oauth::store::{KeyRotation, KeyStore, MemoryStore, StoreError, StoredKey};
+use mcp_oauth::{ConfigError, McpOAuthConfig, McpOAuthLayer, oauth_router};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const ISSUER: &str = "https://mcp.example.com";
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+/// A key store that counts reads and can be switched off.
+#[derive(Default)]
+struct Probe {
+    inner: MemoryStore,
+    loads: AtomicUsize,
+    down: AtomicBool,
+}
+
+impl Probe {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("probe: switched off".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyStore for Probe {
+    async fn load_keys(&self, ring: &str, now: u64) -> Result<Vec<StoredKey>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.load_keys(ring, now).await
+    }
+
+    async fn create_initial_key(&self, ring: &str, key: StoredKey) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.create_initial_key(ring, key).await
+    }
+
+    async fn rotate_key(
+        &self,
+        ring: &str,
+        expected_current: &str,
+        next: StoredKey,
+        now: u64,
+        publish_until: u64,
+    ) -> Result<KeyRotation, StoreError> {
+        self.check()?;
+        self.inner
+            .rotate_key(ring, expected_current, next, now, publish_until)
+            .await
+    }
+
+    async fn prune_keys(&self, ring: &str, now: u64) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.prune_keys(ring, now).await
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims() -> Value {
+    let n = now();
+    json!({
+        "iss": ISSUER, "sub": "alice", "aud": RESOURCE, "exp": n + 300, "iat": n,
+        "jti": format!("fam-{n}.x"), "client_id": "c1", "scope": "read",
+    })
+}
+
+/// An instance: an authorization server on `ring`, and its app (`/mcp` behind the layer,
+/// plus the OAuth routes).
+fn instance(ring: KeyRing) -> (AuthorizationServer, Router) {
+    let server = AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("alice"))
+        .key_ring(ring)
+        .build()
+        .unwrap();
+    let cfg = McpOAuthConfig::builder()
+        .resource(RESOURCE)
+        .issuer(ISSUER)
+        .scope("read", "Read")
+        .authorization_server(server.clone())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/mcp", post(|| async { "ok" }))
+        .layer(McpOAuthLayer::new(&cfg))
+        .merge(oauth_router(&cfg));
+    (server, app)
+}
+
+async fn mcp(app: &Router, token: &str) -> StatusCode {
+    let req = Request::post("/mcp")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(Body::from(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
+        ))
+        .unwrap();
+    app.clone().oneshot(req).await.unwrap().status()
+}
+
+async fn jwks_kids(app: &Router) -> Vec<String> {
+    let res = app
+        .clone()
+        .oneshot(Request::get("/jwks.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A ring on `store` whose background refresh stays out of the way of the test.
+async fn open(store: Arc<impl KeyStore>) -> KeyRing {
+    KeyRing::from_store(store)
+        .refresh_interval(Duration::from_secs(3600))
+        .open()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_keys_and_see_each_others_rotation() {
+    let store = Arc::new(MemoryStore::new());
+    let (a, app_a) = instance(open(store.clone()).await);
+    let (b, app_b) = instance(open(store.clone()).await);
+    assert!(a.key_ring().is_shared());
+    assert_eq!(a.key_ring().current().kid(), b.key_ring().current().kid());
+    assert_eq!(jwks_kids(&app_a).await, jwks_kids(&app_b).await);
+
+    // A token signed on A verifies on B.
+    let t1 = a.key_ring().sign("at+jwt", &claims()).unwrap();
+    assert_eq!(mcp(&app_b, &t1).await, StatusCode::OK);
+
+    // A rotates; B has not reloaded, yet verifies A's new token at once (unknown kid →
+    // one reload), and then publishes the same keys as A.
+    let old = a.key_ring().current().kid().to_owned();
+    let rotated = a.rotate_signing_key().await.unwrap();
+    let RotationOutcome::Rotated { kid: new } = rotated else {
+        panic!("A alone must rotate: {rotated:?}");
+    };
+    assert_ne!(new, old);
+    assert_eq!(b.key_ring().current().kid(), old, "B has not reloaded yet");
+    let t2 = a.key_ring().sign("at+jwt", &claims()).unwrap();
+    assert_eq!(mcp(&app_b, &t2).await, StatusCode::OK);
+    assert_eq!(
+        b.key_ring().current().kid(),
+        new,
+        "B now signs with A's key"
+    );
+    assert_eq!(jwks_kids(&app_a).await, jwks_kids(&app_b).await);
+    assert_eq!(jwks_kids(&app_b).await, vec![new.clone(), old.clone()]);
+    // Tokens signed before the rotation still verify everywhere.
+    assert_eq!(mcp(&app_a, &t1).await, StatusCode::OK);
+    assert_eq!(mcp(&app_b, &t1).await, StatusCode::OK);
+
+    // B rotating from the key A rotated away from is superseded; from the current one it
+    // wins.
+    let (ra, rb) = tokio::join!(a.rotate_signing_key(), b.rotate_signing_key());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.kid(), rb.kid(), "racing rotations make one key");
+    assert_eq!(
+        usize::from(matches!(ra, RotationOutcome::Rotated { .. }))
+            + usize::from(matches!(rb, RotationOutcome::Rotated { .. })),
+        1,
+        "exactly one racing rotation wins: {ra:?} / {rb:?}"
+    );
+    assert_eq!(a.key_ring().jwks(), b.key_ring().jwks());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_instances_starting_at_once_make_one_key() {
+    let store = Arc::new(MemoryStore::new());
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        set.spawn(async move { open(store).await.current().kid().to_owned() });
+    }
+    let mut kids = Vec::new();
+    while let Some(k) = set.join_next().await {
+        kids.push(k.unwrap());
+    }
+    kids.dedup();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    assert_eq!(store.load_keys("default", now()).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kids_cost_one_store_read_per_cooldown() {
+    let probe = Arc::new(Probe::default());
+    let ring = KeyRing::from_store(probe.clone())
+        .refresh_interval(Duration::from_secs(3600))
+        .unknown_kid_cooldown(Duration::from_secs(300))
+        .open()
+        .await
+        .unwrap();
+    let (_server, app) = instance(ring);
+    let before = probe.loads.load(Ordering::SeqCst);
+    // 100 tokens, each signed by a key nobody knows (100 different kids), at once.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let app = app.clone();
+        let token = SigningKey::generate(SigningAlgorithm::Es256)
+            .unwrap()
+            .sign("at+jwt", &claims())
+            .unwrap();
+        set.spawn(async move { mcp(&app, &token).await });
+    }
+    while let Some(status) = set.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        probe.loads.load(Ordering::SeqCst) - before,
+        1,
+        "a flood of unknown kids must cost one store read per cooldown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_down_is_a_clear_error_then_a_503() {
+    // Down at start: `open` fails and says why.
+    let probe = Arc::new(Probe::default());
+    probe.down.store(true, Ordering::SeqCst);
+    let err = KeyRing::from_store(probe.clone()).open().await.unwrap_err();
+    assert!(
+        matches!(err, KeyError::Store(StoreError::Unavailable(_))),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("switched off"), "{err}");
+
+    // Down later: known keys keep verifying (and signing); a token naming an unknown key,
+    // which would need the store, is a 503, not a 401 and never a 500.
+    probe.down.store(false, Ordering::SeqCst);
+    let ring = KeyRing::from_store(probe.clone())
+        .refresh_interval(Duration::from_secs(3600))
+        .unknown_kid_cooldown(Duration::ZERO)
+        .open()
+        .await
+        .unwrap();
+    let (server, app) = instance(ring);
+    probe.down.store(true, Ordering::SeqCst);
+    let known = server.key_ring().sign("at+jwt", &claims()).unwrap();
+    assert_eq!(mcp(&app, &known).await, StatusCode::OK);
+    let stranger = SigningKey::generate(SigningAlgorithm::Es256)
+        .unwrap()
+        .sign("at+jwt", &claims())
+        .unwrap();
+    assert_eq!(mcp(&app, &stranger).await, StatusCode::SERVICE_UNAVAILABLE);
+    let err = server.rotate_signing_key().await.unwrap_err();
+    assert!(matches!(err, KeyError::Store(_)), "{err:?}");
+    assert!(server.key_ring().reload().await.is_err());
+    assert_eq!(
+        mcp(&app, &known).await,
+        StatusCode::OK,
+        "the ring keeps its keys"
+    );
+    // Back up: the unknown key is still unknown, now a plain 401.
+    probe.down.store(false, Ordering::SeqCst);
+    assert_eq!(mcp(&app, &stranger).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_refresh_and_scheduled_rotation() {
+    let store = Arc::new(MemoryStore::new());
+    let a = KeyRing::from_store(store.clone())
+        .refresh_interval(Duration::from_secs(1))
+        .rotate_every(Duration::from_secs(2))
+        .open()
+        .await
+        .unwrap();
+    let b = KeyRing::from_store(store.clone())
+        .refresh_interval(Duration::from_secs(1))
+        .open()
+        .await
+        .unwrap();
+    let first = a.current().kid().to_owned();
+    // Within a few seconds A rotates on schedule and B, which never rotates itself, follows
+    // through its background refresh alone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if a.current().kid() != first && b.current().kid() == a.current().kid() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scheduled rotation reached B"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        b.find(&first).is_some(),
+        "the retired key is still accepted"
+    );
+}
+
+#[tokio::test]
+async fn settings_are_checked() {
+    let bad = KeyRing::from_store(MemoryStore::new())
+        .ring_name("no spaces")
+        .open()
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, KeyError::Invalid(_)), "{bad:?}");
+    let bad = KeyRing::from_store(MemoryStore::new())
+        .refresh_interval(Duration::ZERO)
+        .open()
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("refresh_interval"), "{bad}");
+
+    // Retired keys must outlive the access tokens they signed.
+    let short = KeyRing::from_store(MemoryStore::new())
+        .retain_retired_for(Duration::from_secs(600))
+        .open()
+        .await
+        .unwrap();
+    let err = AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("alice"))
+        .access_token_ttl(Duration::from_secs(3600))
+        .key_ring(short)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::Key(_)), "{err:?}");
+    assert!(err.to_string().contains("retain_retired_for"), "{err}");
+
+    // Rings are separate by name: EdDSA keys in another ring of the same store.
+    let store = Arc::new(MemoryStore::new());
+    let one = open(store.clone()).await;
+    let two = KeyRing::from_store(store.clone())
+        .ring_name("tenant-2")
+        .algorithm(SigningAlgorithm::EdDsa)
+        .open()
+        .await
+        .unwrap();
+    assert_ne!(one.current().kid(), two.current().kid());
+    assert_eq!(two.current().algorithm(), SigningAlgorithm::EdDsa);
+}
+
+#[tokio::test]
+async fn the_private_key_never_shows() {
+    let key = StoredKey::generate(SigningAlgorithm::Es256, now()).unwrap();
+    let der = key.private_key.as_pkcs8_der().to_vec();
+    let shown = format!("{key:?} {:?}", key.private_key);
+    assert!(shown.contains("[redacted]"), "{shown}");
+    assert!(!shown.contains(&format!("{:?}", &der[..8])), "{shown}");
+    let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!shown.contains(&hex[..16]), "{shown}");
+    let ring = open(Arc::new(MemoryStore::new())).await;
+    let shown = format!("{ring:?}");
+    assert!(!shown.contains(&hex[..16]));
+    // A record whose kid does not match its key is refused.
+    let mut forged = key.clone();
+    forged.kid = "someone-else".to_owned();
+    assert!(matches!(forged.signing_key(), Err(KeyError::Invalid(_))));
+}
+
+/// Without a store the server still rotates its own ring.
+#[tokio::test]
+async fn local_rings_rotate_too() {
+    let ring = KeyRing::generate(SigningAlgorithm::EdDsa).unwrap();
+    assert!(!ring.is_shared());
+    let (server, app) = instance(ring);
+    let old = server.key_ring().current().kid().to_owned();
+    let outcome = server.rotate_signing_key().await.unwrap();
+    assert!(matches!(outcome, RotationOutcome::Rotated { .. }));
+    assert_eq!(
+        server.key_ring().current().algorithm(),
+        SigningAlgorithm::EdDsa
+    );
+    assert_eq!(jwks_kids(&app).await, vec![outcome.kid().to_owned(), old]);
+    server.key_ring().reload().await.unwrap();
+}

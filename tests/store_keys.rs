@@ -1,0 +1,214 @@
+//! The key-store contract ([`mcp_oauth::store::testkit::run_key_store`] and its parts) on
+//! every store: [`MemoryStore`], [`SqliteStore`] (in memory and on a file), [`PostgresStore`]
+//! and [`RedisStore`] (the last two against real servers, from `MCP_OAUTH_TEST_POSTGRES_URL`
+//! and `MCP_OAUTH_TEST_REDIS_URL`; skipped without them, failed under `CI`). Each on a
+//! multi-thread runtime so the 16 instances racing to create the first key, or to rotate it,
+//! contend for real. Then what is particular to the SQL stores: the database itself refuses
+//! a second current key.
+
+#[path = "../examples/store_node.rs"]
+#[allow(dead_code)]
+mod store_node;
+
+use std::sync::Arc;
+
+use mcp_oauth::store::{MemoryStore, testkit};
+
+macro_rules! key_rules {
+    ($run:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn key_lifecycle() {
+            $run(|s| async move { testkit::key_lifecycle(&*s).await }).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_initial_key() {
+            $run(|s| async move {
+                for _ in 0..5 {
+                    testkit::concurrent_initial_key(s.clone()).await;
+                }
+            })
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_key_rotation() {
+            $run(|s| async move {
+                for _ in 0..5 {
+                    testkit::concurrent_key_rotation(s.clone()).await;
+                }
+            })
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn retired_keys_until_pruned() {
+            $run(|s| async move { testkit::retired_keys_until_pruned(&*s).await }).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn run_key_store() {
+            $run(|s| async move { testkit::run_key_store(s).await }).await;
+        }
+    };
+}
+
+mod memory {
+    use super::*;
+
+    async fn with_store<F, Fut>(body: F)
+    where
+        F: FnOnce(Arc<MemoryStore>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        body(Arc::new(MemoryStore::new())).await;
+    }
+
+    key_rules!(with_store);
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use mcp_oauth::keys::SigningAlgorithm;
+    use mcp_oauth::store::sql::SqliteStore;
+    use mcp_oauth::store::{KeyStore, StoreError, StoredKey};
+
+    use super::*;
+
+    /// A store on a file of its own (the file's directory is removed afterwards).
+    async fn with_store<F, Fut>(body: F)
+    where
+        F: FnOnce(Arc<SqliteStore>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let dir = std::env::temp_dir().join(store_node::harness::unique("store_keys"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(dir.join("oauth.db")).await.unwrap();
+        body(Arc::new(store)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    key_rules!(with_store);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn run_key_store_in_memory() {
+        testkit::run_key_store(Arc::new(SqliteStore::in_memory().await.unwrap())).await;
+    }
+
+    /// Two stores on one file (two processes) race for the first key: the file decides.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_handles_one_first_key() {
+        let dir = std::env::temp_dir().join(store_node::harness::unique("store_keys_two"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = SqliteStore::open(dir.join("oauth.db")).await.unwrap();
+        let b = SqliteStore::open(dir.join("oauth.db")).await.unwrap();
+        let now = 1_700_000_000;
+        let (ka, kb) = (
+            StoredKey::generate(SigningAlgorithm::Es256, now).unwrap(),
+            StoredKey::generate(SigningAlgorithm::Es256, now).unwrap(),
+        );
+        let (ra, rb) = tokio::join!(
+            a.create_initial_key("r", ka.clone()),
+            b.create_initial_key("r", kb.clone())
+        );
+        assert_eq!(
+            usize::from(ra.unwrap()) + usize::from(rb.unwrap()),
+            1,
+            "exactly one first key"
+        );
+        assert_eq!(
+            a.load_keys("r", now).await.unwrap(),
+            b.load_keys("r", now).await.unwrap()
+        );
+        // A new current key marked retired is refused before it reaches the database.
+        let mut retired = StoredKey::generate(SigningAlgorithm::Es256, now).unwrap();
+        retired.retired_at = Some(now);
+        assert!(matches!(
+            a.create_initial_key("other", retired).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use mcp_oauth::store::sql::PostgresStore;
+    use store_node::harness::PgSchema;
+
+    use super::*;
+
+    /// A store in a schema of its own (dropped afterwards, also when `body` panics).
+    async fn with_store<F, Fut>(body: F)
+    where
+        F: FnOnce(Arc<PostgresStore>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(schema) = PgSchema::create("store_keys").await else {
+            return;
+        };
+        let store = Arc::new(schema.store(16).await);
+        let outcome = tokio::spawn(body(store)).await;
+        schema.drop_schema().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    key_rules!(with_store);
+
+    /// Two pools (two instances) on one schema race for the first key and for a rotation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_pools() {
+        let Some(schema) = PgSchema::create("store_keys_two").await else {
+            return;
+        };
+        let a = schema.store(8).await;
+        let b = schema.store(8).await;
+        let outcome = tokio::spawn(async move {
+            use mcp_oauth::keys::KeyRing;
+            let (ra, rb) = tokio::join!(
+                KeyRing::from_store(a.clone()).open(),
+                KeyRing::from_store(b.clone()).open()
+            );
+            let (ra, rb) = (ra.unwrap(), rb.unwrap());
+            assert_eq!(ra.current().kid(), rb.current().kid());
+            let (oa, ob) = tokio::join!(ra.rotate_fresh(), rb.rotate_fresh());
+            let (oa, ob) = (oa.unwrap(), ob.unwrap());
+            assert_eq!(oa.kid(), ob.kid(), "one rotation wins: {oa:?} / {ob:?}");
+            assert_eq!(ra.jwks(), rb.jwks());
+        })
+        .await;
+        schema.drop_schema().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use mcp_oauth::store::redis::RedisStore;
+    use store_node::harness::RedisNamespace;
+
+    use super::*;
+
+    /// A store under a key prefix of its own (its keys deleted afterwards).
+    async fn with_store<F, Fut>(body: F)
+    where
+        F: FnOnce(Arc<RedisStore>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(ns) = RedisNamespace::create("store_keys").await else {
+            return;
+        };
+        let store = Arc::new(ns.store().await);
+        let outcome = tokio::spawn(body(store)).await;
+        ns.cleanup().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    key_rules!(with_store);
+}
