@@ -3,10 +3,11 @@
 //! One instance of an MCP server's authorization side: `oauth_router` (discovery, dynamic
 //! registration, `/authorize`, `/token`, `/revoke`, `/introspect`, `/jwks.json`) next to a
 //! protected `POST /mcp` that answers who called, all on the store you choose. Start it twice
-//! on the same PostgreSQL or Redis with the same signing key and issuer, and the two
-//! instances are interchangeable: a client registers on one, authorizes on the other,
-//! refreshes on either, and a revocation on one is refused by the other at once. Start it on
-//! a SQLite file, kill it, start it again: every client and refresh token still works.
+//! on the same PostgreSQL or Redis with the same issuer, and the two instances are
+//! interchangeable: they sign with one key ring kept in the store, a client registers on one,
+//! authorizes on the other, refreshes on either, a revocation on one is refused by the other
+//! at once, and a key rotated on one verifies on the other. Start it on a SQLite file, kill
+//! it, start it again: every client, refresh token and signing key is still there.
 //!
 //! ## Run it
 //!
@@ -26,7 +27,9 @@
 //! | `MCP_OAUTH_STORE_NAMESPACE` | PostgreSQL: a schema of its own for the tables (created when missing); Redis: the key prefix |
 //! | `MCP_OAUTH_ADDR` | socket address to bind (default `127.0.0.1:0`: a free port) |
 //! | `MCP_OAUTH_ISSUER` | the issuer, the same on every instance (default `http://<bound addr>`); the resource is `<issuer>/mcp` |
-//! | `MCP_OAUTH_SIGNING_KEY_PEM` | the ES256 signing key (PKCS#8 PEM), the same on every instance; without it a key is generated and tokens do not outlive the process |
+//! | `MCP_OAUTH_SIGNING_KEY_PEM` | an ES256 signing key (PKCS#8 PEM) to use instead of the store's key ring (then the same on every instance, and rotated by you) |
+//! | `MCP_OAUTH_KEY_REFRESH_SECS` | how often the key ring reloads from the store (default 30) |
+//! | `MCP_OAUTH_INSECURE_ADMIN_ROUTES` | `1`: **insecure**, serve `POST /admin/rotate-signing-key` without any authentication (automated tests) |
 //! | `MCP_OAUTH_INSECURE_AUTO_APPROVE` | `1`: **insecure**, approve every authorization request as user `alice` without login or consent (automated tests) |
 //! | `MCP_OAUTH_DEMO_PASSWORD` | otherwise: the password of user `demo` (default: random, printed) |
 //! | `MCP_OAUTH_RATE_LIMITS` | `off` to lift the per-address rate limits (load tests from one address) |
@@ -43,7 +46,7 @@ use axum::routing::post;
 use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
 use mcp_oauth::keys::{KeyRing, SigningAlgorithm, SigningKey};
 use mcp_oauth::server::{AuthorizationServer, AuthorizationServerBuilder, RateLimit};
-use mcp_oauth::store::MemoryStore;
+use mcp_oauth::store::{KeyStore, MemoryStore};
 use mcp_oauth::{Auth, McpOAuthConfig, McpOAuthLayer, oauth_router};
 
 /// Errors of this example.
@@ -57,6 +60,8 @@ pub(crate) struct Settings {
     pub(crate) addr: String,
     pub(crate) issuer: Option<String>,
     pub(crate) signing_key_pem: Option<String>,
+    pub(crate) key_refresh_secs: Option<u64>,
+    pub(crate) insecure_admin_routes: bool,
     pub(crate) insecure_auto_approve: bool,
     pub(crate) demo_password: Option<String>,
     pub(crate) rate_limits: bool,
@@ -72,6 +77,8 @@ impl Settings {
             addr: var("MCP_OAUTH_ADDR").unwrap_or_else(|| "127.0.0.1:0".to_owned()),
             issuer: var("MCP_OAUTH_ISSUER"),
             signing_key_pem: var("MCP_OAUTH_SIGNING_KEY_PEM"),
+            key_refresh_secs: var("MCP_OAUTH_KEY_REFRESH_SECS").and_then(|v| v.parse().ok()),
+            insecure_admin_routes: var("MCP_OAUTH_INSECURE_ADMIN_ROUTES").as_deref() == Some("1"),
             insecure_auto_approve: var("MCP_OAUTH_INSECURE_AUTO_APPROVE").as_deref() == Some("1"),
             demo_password: var("MCP_OAUTH_DEMO_PASSWORD"),
             rate_limits: var("MCP_OAUTH_RATE_LIMITS").as_deref() != Some("off"),
@@ -79,7 +86,26 @@ impl Settings {
     }
 }
 
-/// Puts the configured store into the builder.
+/// The signing keys: the PEM key when one is configured, else the ring kept in `store`.
+async fn with_keys(
+    builder: AuthorizationServerBuilder,
+    store: impl KeyStore,
+    settings: &Settings,
+) -> Result<AuthorizationServerBuilder, BoxError> {
+    let ring = match &settings.signing_key_pem {
+        Some(pem) => KeyRing::new(SigningKey::from_pkcs8_pem(SigningAlgorithm::Es256, pem)?),
+        None => {
+            let mut keys = KeyRing::from_store(store);
+            if let Some(secs) = settings.key_refresh_secs {
+                keys = keys.refresh_interval(std::time::Duration::from_secs(secs));
+            }
+            keys.open().await?
+        }
+    };
+    Ok(builder.key_ring(ring))
+}
+
+/// Puts the configured store, and the signing keys, into the builder.
 async fn with_store(
     builder: AuthorizationServerBuilder,
     settings: &Settings,
@@ -91,12 +117,24 @@ async fn with_store(
     // Unused when the features of the stores that need them are off.
     let _ = (target, &settings.namespace);
     match kind {
-        "memory" => Ok(builder.store(MemoryStore::new())),
+        // A memory store lives and dies with the process; so do its keys.
+        "memory" => {
+            with_keys(
+                builder.store(MemoryStore::new()),
+                MemoryStore::new(),
+                settings,
+            )
+            .await
+        }
         #[cfg(feature = "sqlite")]
-        "sqlite" => Ok(builder.store(mcp_oauth::store::sql::SqliteStore::open(target).await?)),
+        "sqlite" => {
+            let store = mcp_oauth::store::sql::SqliteStore::open(target).await?;
+            with_keys(builder.store(store.clone()), store, settings).await
+        }
         #[cfg(feature = "postgres")]
         "postgres" => {
-            Ok(builder.store(postgres_store(target, settings.namespace.as_deref()).await?))
+            let store = postgres_store(target, settings.namespace.as_deref()).await?;
+            with_keys(builder.store(store.clone()), store, settings).await
         }
         #[cfg(feature = "redis")]
         "redis" => {
@@ -104,7 +142,7 @@ async fn with_store(
             if let Some(prefix) = &settings.namespace {
                 store = store.with_prefix(prefix.clone());
             }
-            Ok(builder.store(store))
+            with_keys(builder.store(store.clone()), store, settings).await
         }
         other => Err(format!(
             "MCP_OAUTH_STORE: unknown or not compiled in: {other:?} (memory, sqlite:PATH, \
@@ -165,11 +203,7 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
 
-    let key = match &settings.signing_key_pem {
-        Some(pem) => SigningKey::from_pkcs8_pem(SigningAlgorithm::Es256, pem)?,
-        None => SigningKey::generate(SigningAlgorithm::Es256)?,
-    };
-    let mut builder = AuthorizationServer::builder().key_ring(KeyRing::new(key));
+    let mut builder = AuthorizationServer::builder();
     builder = if settings.insecure_auto_approve {
         builder.authenticator(InsecureAutoApprove::new("alice"))
     } else {
@@ -192,9 +226,9 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
         .resource(format!("{issuer}/mcp"))
         .issuer(issuer.clone())
         .scope("read", "Read your data")
-        .authorization_server(server)
+        .authorization_server(server.clone())
         .build()?;
-    let app = Router::new()
+    let mut app = Router::new()
         .route(
             "/mcp",
             post(|auth: Auth| async move {
@@ -207,6 +241,15 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
         )
         .layer(McpOAuthLayer::new(cfg.clone()))
         .merge(oauth_router(&cfg));
+    if settings.insecure_admin_routes {
+        eprintln!(
+            "INSECURE: serving unauthenticated admin routes (MCP_OAUTH_INSECURE_ADMIN_ROUTES)"
+        );
+        app = app.route(
+            "/admin/rotate-signing-key",
+            post(move || rotate_signing_key(server.clone())),
+        );
+    }
 
     println!("listening on http://{addr}");
     axum::serve(
@@ -215,6 +258,23 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
     )
     .await?;
     Ok(())
+}
+
+/// `POST /admin/rotate-signing-key`: rotates the ring (in the store, for every instance).
+async fn rotate_signing_key(server: AuthorizationServer) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use mcp_oauth::keys::RotationOutcome;
+    match server.rotate_signing_key().await {
+        Ok(outcome) => {
+            let rotated = matches!(outcome, RotationOutcome::Rotated { .. });
+            axum::Json(serde_json::json!({ "kid": outcome.kid(), "rotated": rotated }))
+                .into_response()
+        }
+        Err(e) => {
+            eprintln!("key rotation failed: {e}");
+            (http::StatusCode::SERVICE_UNAVAILABLE, "key rotation failed").into_response()
+        }
+    }
 }
 
 /// A little randomness for the demo password, without another dependency.
@@ -559,6 +619,24 @@ pub(crate) mod harness {
                     .send()
                     .await
                     .map_or(0, |r| r.status().as_u16())
+            }
+
+            /// `POST /admin/rotate-signing-key` (a node started with
+            /// `MCP_OAUTH_INSECURE_ADMIN_ROUTES=1`): the new current key id and whether this
+            /// node's rotation won.
+            pub(crate) async fn rotate_signing_key(&self, base: &str) -> (String, bool) {
+                let v = Self::json(
+                    self.0
+                        .post(format!("{base}/admin/rotate-signing-key"))
+                        .send()
+                        .await,
+                )
+                .await
+                .expect("rotate-signing-key");
+                (
+                    v["kid"].as_str().expect("kid").to_owned(),
+                    v["rotated"].as_bool().expect("rotated"),
+                )
             }
 
             /// The published keys.

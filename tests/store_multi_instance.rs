@@ -1,10 +1,13 @@
 //! Two instances of the authorization server, as two processes (this test binary re-run as
-//! `examples/store_node.rs`) with separate memory but one store and one signing key, behave
-//! as one server: a client registers on A, authorizes on B, redeems the code on A, calls the
-//! MCP endpoint on B, refreshes on B, and a revocation on A is refused by B's layer on the
-//! very next request. Refreshes of one token racing across both instances rotate it once
-//! (the others get the same successor), and a code redeemed on both at once is issued once.
-//! Once on PostgreSQL, once on Redis (each skipped without its server, failed under `CI`).
+//! `examples/store_node.rs`) with separate memory but one store, behave as one server: they
+//! take their signing keys from the store (no key is handed to them) and publish the same
+//! JWKS; a client registers on A, authorizes on B, redeems the code on A, calls the MCP
+//! endpoint on B, refreshes on B, and a revocation on A is refused by B's layer on the very
+//! next request. Refreshes of one token racing across both instances rotate it once (the
+//! others get the same successor), and a code redeemed on both at once is issued once. A key
+//! rotated on A verifies on B at once, both JWKS converge, and rotations racing on both make
+//! one key. Once on PostgreSQL, once on Redis (each skipped without its server, failed under
+//! `CI`).
 
 #[path = "../examples/store_node.rs"]
 #[allow(dead_code)]
@@ -12,8 +15,10 @@ mod store_node;
 
 use std::collections::HashMap;
 
+use base64::Engine as _;
+use serde_json::Value;
 use store_node::harness::flow::{Http, ISSUER};
-use store_node::harness::{Node, PgSchema, RedisNamespace, signing_key_pem};
+use store_node::harness::{Node, PgSchema, RedisNamespace};
 
 /// The node entry point: serves when this binary was started by `Node::spawn`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,8 +30,11 @@ async fn scenario(backend: &str, env: HashMap<&'static str, String>) {
     let (a, b) = tokio::join!(Node::spawn(&env), Node::spawn(&env));
     let http = Http::new();
 
-    // Both publish, and so verify with, the same key.
-    assert_eq!(http.jwks(&a.base).await, http.jwks(&b.base).await);
+    // Both publish, and so verify with, the same key: the one the first of them created in
+    // the store.
+    let jwks = http.jwks(&a.base).await;
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
+    assert_eq!(jwks, http.jwks(&b.base).await);
 
     // DCR on A, authorize on B, token on A.
     let client = http.register(&a.base).await.expect("register on A");
@@ -138,9 +146,111 @@ async fn scenario(backend: &str, env: HashMap<&'static str, String>) {
             .is_ok(),
         "revoking an access token leaves its refresh token alone"
     );
+    rotation(backend, &http, &a.base, &b.base).await;
     eprintln!("{backend}: two instances behaved as one");
     a.kill9().await;
     b.kill9().await;
+}
+
+/// The `kid` in a JWT's header.
+fn kid_of(jwt: &str) -> String {
+    let header = jwt.split('.').next().expect("a JWT");
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url header");
+    let header: Value = serde_json::from_slice(&header).expect("JSON header");
+    header["kid"].as_str().expect("kid").to_owned()
+}
+
+fn kids(jwks: &Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
+/// A rotation on A reaches B: B verifies A's next token (signed with the new key) at once,
+/// tokens signed before keep working on both, both JWKS converge (B's background reload, or
+/// the unknown kid, brings the key), and B signs with the new key too. Then both rotate at
+/// the same moment: one wins, and they agree on the key.
+async fn rotation(backend: &str, http: &Http, a: &str, b: &str) {
+    let (client, before) = http.new_grant(a).await.expect("grant on A");
+    let old = kid_of(&before.access);
+    let (new, won) = http.rotate_signing_key(a).await;
+    assert!(won, "{backend}: A alone rotates, and wins");
+    assert_ne!(new, old);
+
+    let code = http.authorize(a, &client).await.expect("authorize on A");
+    let after = http
+        .exchange(a, &client, &code)
+        .await
+        .expect("exchange on A");
+    assert_eq!(
+        kid_of(&after.access),
+        new,
+        "{backend}: A signs with its new key"
+    );
+    assert_eq!(
+        http.mcp(b, &after.access).await,
+        200,
+        "{backend}: B must verify a token signed with the key A rotated in"
+    );
+    assert_eq!(
+        http.mcp(b, &before.access).await,
+        200,
+        "{backend}: older tokens stay valid"
+    );
+    assert_eq!(http.mcp(a, &before.access).await, 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (ja, jb) = (http.jwks(a).await, http.jwks(b).await);
+        if ja == jb {
+            assert_eq!(kids(&ja), vec![new.clone(), old.clone()], "{backend}: {ja}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{backend}: the JWKS of A and B did not converge: {ja} / {jb}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // B signs with the new key as well (its background reload runs every 2 s here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let code = http.authorize(b, &client).await.expect("authorize on B");
+        let on_b = http
+            .exchange(b, &client, &code)
+            .await
+            .expect("exchange on B");
+        if kid_of(&on_b.access) == new {
+            assert_eq!(http.mcp(a, &on_b.access).await, 200);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{backend}: B never signed with the key rotated in on A"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+
+    // Both rotate at once, from the same current key: one new key, which both then publish.
+    let ((ka, wa), (kb, wb)) = tokio::join!(http.rotate_signing_key(a), http.rotate_signing_key(b));
+    assert_eq!(ka, kb, "{backend}: racing rotations must agree on one key");
+    assert_eq!(
+        usize::from(wa) + usize::from(wb),
+        1,
+        "{backend}: exactly one of two racing rotations wins"
+    );
+    assert_eq!(http.jwks(a).await, http.jwks(b).await);
+    let mut published = kids(&http.jwks(a).await);
+    assert_eq!(published.remove(0), ka, "{backend}: the current key comes first");
+    published.sort();
+    let mut retired = vec![new, old];
+    retired.sort();
+    assert_eq!(published, retired, "{backend}: both retired keys are still published");
 }
 
 fn base_env(store: String, namespace: String) -> HashMap<&'static str, String> {
@@ -148,7 +258,9 @@ fn base_env(store: String, namespace: String) -> HashMap<&'static str, String> {
         ("MCP_OAUTH_STORE", store),
         ("MCP_OAUTH_STORE_NAMESPACE", namespace),
         ("MCP_OAUTH_ISSUER", ISSUER.to_owned()),
-        ("MCP_OAUTH_SIGNING_KEY_PEM", signing_key_pem()),
+        // No signing key: the nodes take theirs from the store.
+        ("MCP_OAUTH_KEY_REFRESH_SECS", "2".to_owned()),
+        ("MCP_OAUTH_INSECURE_ADMIN_ROUTES", "1".to_owned()),
     ])
 }
 

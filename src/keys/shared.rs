@@ -424,8 +424,12 @@ impl Binding {
                 self.ring
             ))));
         };
-        // Newest first, like a local ring's retained keys.
-        retired.sort_by_key(|k| std::cmp::Reverse(k.retired_at));
+        // Newest first, like a local ring's retained keys; the same order on every instance.
+        retired.sort_by(|a, b| {
+            (b.retired_at, b.created_at)
+                .cmp(&(a.retired_at, a.created_at))
+                .then_with(|| a.kid.cmp(&b.kid))
+        });
         let parse = |k: &StoredKey| -> Result<Arc<SigningKey>, KeyError> {
             if let Some(found) = known.and_then(|r| r.find(&k.kid)) {
                 return Ok(found);
