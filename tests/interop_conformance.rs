@@ -6,9 +6,11 @@
 //! The suite has no way to send a token, and the example implements only its own three tools,
 //! so many scenarios fail either way. What this test pins down is that the layer is
 //! transparent: every check that passes without the layer passes with it, except the ones
-//! listed in [`NEEDS_TOKEN`] (calls the layer rightly refuses without a token) and
-//! [`KNOWN_GAPS`] (the layer's refusal bodies are not JSON-RPC, which the 2026-07-28 suite
-//! checks). It also checks
+//! listed in [`NEEDS_TOKEN`] (calls the layer rightly refuses without a token). Among others
+//! the 2026-07-28 checks that every HTTP error answering a request is a JSON-RPC error
+//! carrying its id (`sep-2575-http-server-error-jsonrpc-id`, `wire-schema-valid`) and that
+//! an `Mcp-Method`/body mismatch is `-32020` (`sep-2243-server-reject-error-code`) hold
+//! through the layer too. It also checks
 //! `dns-rebinding-protection` and that the layer itself answers a foreign `Origin` with `403`.
 //!
 //! A Markdown summary goes to `target/conformance-summary.md` and to stdout
@@ -73,55 +75,6 @@ const NEEDS_TOKEN: &[(&str, &str, &str, &str)] = &[
 ];
 
 /// Known gaps of the layer at the 2026-07-28 wire, in any scenario: `(suite, check id, why)`.
-/// The layer's `401`/`400` bodies are OAuth error objects (`{"error":"invalid_token",…}`),
-/// while the 2026-07-28 suite wants every HTTP error body to be a JSON-RPC error response
-/// carrying the request id, and a header/body mismatch to be JSON-RPC error `-32020`
-/// (SEP-2243). `wire-schema-valid` is only excused when every violation it lists is such a
-/// refusal body. These are printed in the summary; remove an entry once the layer answers
-/// JSON-RPC bodies.
-const KNOWN_GAPS: &[(&str, &str, &str)] = &[
-    (
-        "2026-07-28",
-        "wire-schema-valid",
-        "the layer's 401 body is an OAuth error object, not a JSON-RPC error response",
-    ),
-    (
-        "2026-07-28",
-        "sep-2575-http-server-error-jsonrpc-id",
-        "the layer's 401 body carries no JSON-RPC id",
-    ),
-    (
-        "2026-07-28",
-        "sep-2243-server-reject-error-code",
-        "the layer refuses an Mcp-Method/body mismatch with 400 `invalid_request`, not JSON-RPC -32020",
-    ),
-    (
-        "2026-07-28",
-        "tasks-headers-reject-mismatched-method",
-        "the layer refuses an Mcp-Method/body mismatch with 400 `invalid_request`, not JSON-RPC -32020",
-    ),
-];
-
-/// Whether a failed `wire-schema-valid` check lists only the layer's own refusal bodies.
-fn only_layer_refusal_bodies(checks: &[Value]) -> bool {
-    checks
-        .iter()
-        .filter(|c| c["id"] == "wire-schema-valid" && c["status"] != "SUCCESS")
-        .all(|c| {
-            c["details"]["violations"].as_array().is_some_and(|v| {
-                !v.is_empty()
-                    && v.iter().all(|violation| {
-                        let m = &violation["message"];
-                        m.get("jsonrpc").is_none()
-                            && matches!(
-                                m["error"].as_str(),
-                                Some("invalid_token" | "invalid_request" | "insufficient_scope")
-                            )
-                    })
-            })
-        })
-}
-
 /// The runs: a label and the selection flags.
 const SUITES: &[(&str, &[&str])] = &[
     ("2025-11-25", &["--spec-version", "2025-11-25"]),
@@ -400,16 +353,7 @@ async fn conformance_suite_passes_the_same_with_and_without_the_layer() {
                     .iter()
                     .find(|(s, sc, c, _)| s == suite && sc == scenario && c == id)
                     .map(|(_, _, _, why)| format!("needs a token: {why}"));
-                let gap = KNOWN_GAPS
-                    .iter()
-                    .find(|(s, c, _)| {
-                        s == suite
-                            && c == id
-                            && (*id != "wire-schema-valid"
-                                || only_layer_refusal_bodies(&with.raw[scenario]))
-                    })
-                    .map(|(_, _, why)| format!("known layer gap: {why}"));
-                match needs_token.or(gap) {
+                match needs_token {
                     Some(why) => excused.push(format!("{suite} {scenario} {id}: {why}")),
                     None => regressions.push(format!(
                         "{suite} {scenario}: check {id} passes without the layer, {now:?} with it"

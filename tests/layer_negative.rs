@@ -180,8 +180,38 @@ async fn no_header_gets_401_with_metadata_and_scope() {
         Some(AuthRejection::MissingToken { .. })
     ));
     assert_eq!(res.headers()["cache-control"], "no-store");
+    // A JSON-RPC call is answered with a JSON-RPC error echoing its id (2026-07-28), the
+    // OAuth error in `data`.
     let body = json_body(res).await;
-    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(
+        body,
+        json!({"jsonrpc": "2.0", "id": 1, "error": {
+            "code": -32600,
+            "message": "An access token is required",
+            "data": {"error": "invalid_token", "error_description": "An access token is required"},
+        }})
+    );
+    // String ids are echoed too; a batch gets `null`.
+    let call =
+        json!({"jsonrpc":"2.0","id":"req-7","method":"tools/call","params":{"name":"files_read"}});
+    let res = f.call(None, &call.to_string()).await;
+    assert_eq!(json_body(res).await["id"], "req-7");
+    let res = f.call(None, &json!([call]).to_string()).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_body(res).await["id"], Value::Null);
+}
+
+#[tokio::test]
+async fn refusals_outside_json_rpc_are_oauth_error_objects() {
+    let f = fixture_with(AccessPolicy::new());
+    let res = f
+        .send(Request::get("/mcp").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json_body(res).await,
+        json!({"error": "invalid_token", "error_description": "An access token is required"})
+    );
 }
 
 #[tokio::test]
@@ -650,6 +680,15 @@ async fn oversized_body_is_413_when_the_method_must_be_read() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (&body["id"], &body["error"]["code"]),
+        (&Value::Null, &json!(-32600)),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -693,10 +732,17 @@ async fn mcp_headers_that_contradict_the_body_are_refused() {
     let res = f.send(req).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert!(
-        www(&res).contains("does not match the request body"),
-        "{}",
+        res.headers().get("www-authenticate").is_none(),
+        "not a credentials problem: {}",
         www(&res)
     );
+    assert!(matches!(
+        res.extensions().get::<AuthRejection>(),
+        Some(AuthRejection::HeaderMismatch)
+    ));
+    let body = json_body(res).await;
+    assert_eq!(body["id"], 1, "{body}");
+    assert_eq!(body["error"]["code"], -32020, "HeaderMismatch: {body}");
     // Matching headers are fine.
     let req = Request::post("/mcp")
         .header("mcp-protocol-version", "2026-07-28")

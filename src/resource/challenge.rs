@@ -29,9 +29,13 @@ pub enum AuthRejection {
         scope: ScopeSet,
     },
     /// The request is malformed (two `Authorization` headers, an empty token, a token in
-    /// the query string, headers that contradict the body).
+    /// the query string).
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
+    /// The `Mcp-Method` / `Mcp-Name` headers (protocol 2026-07-28) contradict the JSON-RPC
+    /// body: `400` with the JSON-RPC `HeaderMismatch` error (`-32020`).
+    #[error("the Mcp-Method or Mcp-Name header does not match the request body")]
+    HeaderMismatch,
     /// The token was refused.
     #[error("invalid token: {error}")]
     InvalidToken {
@@ -65,7 +69,7 @@ impl AuthRejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken { .. } | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::HeaderMismatch => StatusCode::BAD_REQUEST,
             Self::InsufficientScope { .. } | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +91,10 @@ impl AuthRejection {
         match self {
             Self::MissingToken { .. } => None,
             Self::InvalidRequest(d) => Some(("invalid_request", d)),
+            Self::HeaderMismatch => Some((
+                "invalid_request",
+                "The Mcp-Method or Mcp-Name header does not match the request body",
+            )),
             Self::InvalidToken { error, .. } => Some(("invalid_token", error.description())),
             Self::InsufficientScope { .. } => Some((
                 "insufficient_scope",
@@ -102,12 +110,15 @@ impl AuthRejection {
     }
 
     /// The `WWW-Authenticate` value for this refusal, or `None` for refusals that are not
-    /// about credentials (origin, size, availability).
+    /// about credentials (origin, size, availability, contradicting headers).
     #[must_use]
     pub fn www_authenticate(&self, resource_metadata: &str) -> Option<String> {
         if matches!(
             self,
-            Self::OriginNotAllowed | Self::PayloadTooLarge | Self::Unavailable
+            Self::OriginNotAllowed
+                | Self::PayloadTooLarge
+                | Self::Unavailable
+                | Self::HeaderMismatch
         ) {
             return None;
         }
@@ -158,6 +169,47 @@ impl AuthRejection {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response.extensions_mut().insert(self);
+        response
+    }
+
+    /// The JSON-RPC error code of this refusal when it answers a JSON-RPC request:
+    /// `-32020` (`HeaderMismatch`) for contradicting headers, `-32603` when verification is
+    /// unavailable, `-32600` (invalid request) otherwise.
+    #[must_use]
+    pub fn jsonrpc_code(&self) -> i64 {
+        match self {
+            Self::HeaderMismatch => -32020,
+            Self::Unavailable => -32603,
+            _ => -32600,
+        }
+    }
+
+    /// Renders the refusal of a JSON-RPC request: the same status and headers as
+    /// [`into_response`](Self::into_response), with a JSON-RPC error response as the body
+    /// (`id` echoed, the OAuth `error` / `error_description` in `error.data`), as the
+    /// 2026-07-28 transport requires of every HTTP error answering a request.
+    pub(crate) fn into_jsonrpc_response(
+        self,
+        resource_metadata: &str,
+        id: serde_json::Value,
+    ) -> Response<Body> {
+        let (error, description) = match &self {
+            Self::MissingToken { .. } => ("invalid_token", "An access token is required"),
+            other => other
+                .error_code()
+                .unwrap_or(("invalid_token", "An access token is required")),
+        };
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": self.jsonrpc_code(),
+                "message": description,
+                "data": { "error": error, "error_description": description },
+            },
+        });
+        let mut response = self.into_response(resource_metadata);
+        *response.body_mut() = Body::from(body.to_string());
         response
     }
 }

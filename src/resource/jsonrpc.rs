@@ -92,14 +92,17 @@ pub(crate) fn parse_body(body: &[u8]) -> Vec<Message> {
     }
 }
 
-/// The `id` of a single JSON-RPC request body (`null` when absent or unreadable).
+/// The `id` of a single JSON-RPC request body: a string or a number; `null` for a batch,
+/// a notification, an id of another type, or a body that is not a JSON object.
 pub(crate) fn request_id(body: &[u8]) -> serde_json::Value {
-    #[derive(Deserialize)]
-    struct WithId {
-        #[serde(default)]
-        id: serde_json::Value,
+    // A map, not a derived struct: serde would also read an array's first element as `id`.
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+        Ok(mut msg) => match msg.remove("id") {
+            Some(id @ (serde_json::Value::String(_) | serde_json::Value::Number(_))) => id,
+            _ => serde_json::Value::Null,
+        },
+        Err(_) => serde_json::Value::Null,
     }
-    serde_json::from_slice::<WithId>(body).map_or(serde_json::Value::Null, |w| w.id)
 }
 
 /// The method and name from the 2026-07-28 headers, when the request carries them.
@@ -174,5 +177,21 @@ mod tests {
             parse_body(br#"{"method":"tools\/call","params":{"name":"a\"b"}}"#),
             vec![call("tools/call", Some("a\"b"))]
         );
+    }
+
+    #[test]
+    fn request_ids() {
+        use serde_json::{Value, json};
+        assert_eq!(
+            request_id(br#"{"jsonrpc":"2.0","id":7,"method":"x"}"#),
+            json!(7)
+        );
+        assert_eq!(request_id(br#"{"id":"a-1","method":"x"}"#), json!("a-1"));
+        // Batches, notifications, odd ids and non-JSON have none.
+        assert_eq!(request_id(br#"[{"id":1,"method":"x"}]"#), Value::Null);
+        assert_eq!(request_id(br#"{"method":"notifications/x"}"#), Value::Null);
+        assert_eq!(request_id(br#"{"id":{"a":1},"method":"x"}"#), Value::Null);
+        assert_eq!(request_id(br#"{"id":true}"#), Value::Null);
+        assert_eq!(request_id(b"not json"), Value::Null);
     }
 }

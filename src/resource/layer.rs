@@ -224,6 +224,31 @@ fn origin_allowed(inner: &Inner, origin: &HeaderValue) -> bool {
 
 type AuthFuture = Pin<Box<dyn Future<Output = Result<Request<Body>, Response<Body>>> + Send>>;
 
+type RefusalFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Renders a refusal. A JSON-RPC call (`POST`) gets a JSON-RPC error response echoing its
+/// request `id`, read from the body (bounded by the peek limit; `null` when unreadable);
+/// anything else gets the OAuth error object.
+async fn refusal(
+    cfg: &Inner,
+    resource_idx: usize,
+    rejection: AuthRejection,
+    req: Request<Body>,
+) -> Response<Body> {
+    let metadata = &cfg.metadata_urls[resource_idx];
+    if req.method() != Method::POST {
+        return rejection.into_response(metadata);
+    }
+    let id = match http_body_util::Limited::new(req.into_body(), cfg.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(c) => jsonrpc::request_id(&c.to_bytes()),
+        Err(_) => serde_json::Value::Null,
+    };
+    rejection.into_jsonrpc_response(metadata, id)
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for McpOAuth<S>
 where
     S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -252,14 +277,24 @@ where
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned());
         let idx = resource_index(&cfg, &path);
-        let reject = |r: AuthRejection, cors: Option<HeaderValue>| {
-            ResponseFuture::done(r.into_response(&cfg.metadata_urls[idx]), cors)
+        let reject = |r: AuthRejection, cors: Option<HeaderValue>, req: Request<Body>| {
+            let cfg = cfg.clone();
+            ResponseFuture::refusing(
+                Box::pin(async move { refusal(&cfg, idx, r, req).await }),
+                cors,
+            )
         };
 
         // 1. Origin (DNS rebinding) and CORS preflight.
         let cors = match req.headers().get(ORIGIN) {
             Some(origin) if origin_allowed(&cfg, origin) => Some(origin.clone()),
-            Some(_) => return reject(AuthRejection::OriginNotAllowed, None),
+            // A foreign page's body is not read: the JSON-RPC error carries no `id`.
+            Some(_) => {
+                return ResponseFuture::done(
+                    AuthRejection::OriginNotAllowed.into_response(&cfg.metadata_urls[idx]),
+                    None,
+                );
+            }
             None => None,
         };
         if let Some(origin) = &cors {
@@ -283,10 +318,11 @@ where
             return reject(
                 AuthRejection::InvalidRequest("Access tokens are not accepted in the query string"),
                 cors,
+                req,
             );
         }
         let token = match bearer(req.headers(), &base_scope) {
-            Bearer::Bad(r) => return reject(r, cors),
+            Bearer::Bad(r) => return reject(r, cors, req),
             Bearer::None => None,
             Bearer::Token(t) => Some(t),
         };
@@ -335,16 +371,17 @@ where
                     } else {
                         scope.clone()
                     };
-                    return reject(AuthRejection::MissingToken { scope }, cors);
+                    return reject(AuthRejection::MissingToken { scope }, cors, req);
                 }
                 _ => {}
             }
             let shape = shape_by_header.then(|| shaper(None));
             let fut = Box::pin(async move {
                 let mut req = req;
-                let caller = check(&cfg, idx, requirement, token, &mut req)
-                    .await
-                    .map_err(|r| r.into_response(&cfg.metadata_urls[idx]))?;
+                let caller = match check(&cfg, idx, requirement, token, &mut req).await {
+                    Ok(caller) => caller,
+                    Err(r) => return Err(refusal(&cfg, idx, r, req).await),
+                };
                 if let Some(ShapeTools(s)) = shape {
                     let mut s = Arc::unwrap_or_clone(s);
                     s.caller = caller;
@@ -364,23 +401,22 @@ where
             {
                 Ok(c) => c.to_bytes(),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(AuthRejection::PayloadTooLarge.into_response(metadata));
+                    return Err(AuthRejection::PayloadTooLarge
+                        .into_jsonrpc_response(metadata, serde_json::Value::Null));
                 }
                 Err(_) => {
                     return Err(AuthRejection::InvalidRequest(
                         "The request body could not be read",
                     )
-                    .into_response(metadata));
+                    .into_jsonrpc_response(metadata, serde_json::Value::Null));
                 }
             };
             let messages = jsonrpc::parse_body(&bytes);
             if let Some((method, name)) = &from_headers {
                 if let [jsonrpc::Message::Call { method: m, name: n }] = messages.as_slice() {
                     if m != method || (name.is_some() && n != name) {
-                        return Err(AuthRejection::InvalidRequest(
-                            "The Mcp-Method or Mcp-Name header does not match the request body",
-                        )
-                        .into_response(metadata));
+                        return Err(AuthRejection::HeaderMismatch
+                            .into_jsonrpc_response(metadata, jsonrpc::request_id(&bytes)));
                     }
                 }
             }
@@ -399,14 +435,14 @@ where
                             | AuthRejection::InvalidToken { .. }
                             | AuthRejection::InsufficientScope { .. }
                     );
+                    let id = jsonrpc::request_id(&bytes);
                     if style == ChallengeStyle::ToolResult
                         && credential_refusal
                         && single == Some("tools/call")
                     {
-                        let id = jsonrpc::request_id(&bytes);
                         return Err(shape::tool_result_challenge(&rejection, id, metadata));
                     }
-                    return Err(rejection.into_response(metadata));
+                    return Err(rejection.into_jsonrpc_response(metadata, id));
                 }
             };
             if cfg.shape_tools_list && single == Some("tools/list") {
@@ -530,6 +566,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Authorizing { fut: AuthFuture },
+        Refusing { fut: RefusalFuture },
         Calling { #[pin] fut: F },
         Done { response: Option<Response<Body>> },
     }
@@ -553,6 +590,16 @@ impl<S: Service<Request<Body>>> ResponseFuture<S> {
             state: State::Calling {
                 fut: service.call(req),
             },
+            service: None,
+            cors,
+            shape: None,
+            shape_limit: 0,
+        }
+    }
+
+    fn refusing(fut: RefusalFuture, cors: Option<HeaderValue>) -> Self {
+        Self {
+            state: State::Refusing { fut },
             service: None,
             cors,
             shape: None,
@@ -604,6 +651,7 @@ where
                     }
                     Err(response) => response,
                 },
+                StateProj::Refusing { fut } => ready!(fut.as_mut().poll(cx)),
                 StateProj::Calling { fut } => {
                     let response = ready!(fut.poll(cx))?.map(Body::new);
                     match this.shape.take() {

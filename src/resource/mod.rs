@@ -20,11 +20,16 @@
 //! | bad, expired or foreign token | 401 | `… error="invalid_token", error_description="…"` |
 //! | malformed request (two headers, empty token, query token) | 400 | `… error="invalid_request"` |
 //! | token lacks scope | 403 | `… scope="<granted ∪ needed>", error="insufficient_scope"` |
+//! | `Mcp-Method` / `Mcp-Name` headers contradict the body | 400 | none (JSON-RPC `-32020`) |
 //! | disallowed `Origin` | 403 | none (JSON-RPC error body) |
 //! | body over the read limit | 413 | none |
 //! | verification unavailable (IdP down, nothing cached) | 503 | none, `Retry-After` |
 //!
-//! The reason is attached to every refusal's extensions as an [`AuthRejection`].
+//! The reason is attached to every refusal's extensions as an [`AuthRejection`]. A refused
+//! JSON-RPC call (`POST`) gets a JSON-RPC error response as its body, echoing the request
+//! `id` (`null` for batches) with the OAuth `error` and `error_description` in `error.data`,
+//! as the 2026-07-28 transport requires of every HTTP error; other requests (the `GET`
+//! stream, `DELETE`) get the OAuth error object `{"error": …, "error_description": …}`.
 //!
 //! ```
 //! use axum::{Router, routing::post, body::Body};
