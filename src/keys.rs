@@ -7,6 +7,16 @@
 //!
 //! Keys are ES256 (P-256) by default, or EdDSA (Ed25519). Key ids are RFC 7638 thumbprints.
 //!
+//! # Shared rings
+//! A ring built with [`KeyRing::new`] or [`KeyRing::generate`] lives in this process only.
+//! Several instances behind a load balancer need one ring: keep it in the store with
+//! [`KeyRing::from_store`] (any [`KeyStore`](crate::store::KeyStore): PostgreSQL, Redis,
+//! SQLite or memory). The first instance creates the key, the others load it; each reloads
+//! every 30 s and at once when a token names a key it does not hold (at most once per
+//! cooldown, so made-up key ids cannot make it hammer the store);
+//! [`KeyRing::rotate_fresh`] rotates for every instance with a compare-and-swap in the
+//! store. Retired keys stay published until the tokens they signed have expired.
+//!
 //! ```
 //! use mcp_oauth::keys::{KeyRing, SigningAlgorithm, SigningKey};
 //!

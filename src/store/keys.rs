@@ -1,19 +1,5 @@
 //! Signing keys in the store: the [`KeyStore`] trait, its records and the in-memory
-//! implementation.
-//!
-//! Several instances of one authorization server must sign with one key and verify with the
-//! same set of keys, and a rotation done by one must reach all. So the key ring itself lives
-//! in the store, and every instance loads it from there (see
-//! [`KeyRing::from_store`](crate::keys::KeyRing::from_store)).
-//!
-//! # What the store is trusted with
-//! A [`StoredKey`] carries the **private** key (PKCS#8 DER): whoever can read the key table
-//! (or the Redis keys) can sign tokens that every instance accepts. The store keeps it as it
-//! keeps everything else, unencrypted; protect the database accordingly (access control,
-//! encryption at rest, backups treated as secrets). A hook to seal keys with a key held
-//! outside the store (a KMS) may come later; the records are designed so one can be added
-//! without a new trait method. The private key never appears in `Debug` output, logs or
-//! errors.
+//! implementation. The prose for users is on [`KeyStore`] (this module is private).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,7 +10,8 @@ use async_trait::async_trait;
 use super::{MemoryStore, StoreError};
 use crate::keys::{KeyError, SigningAlgorithm, SigningKey};
 
-/// A private key as PKCS#8 v1 DER. Its `Debug` output never shows the bytes.
+/// A private key as PKCS#8 v1 DER. Its `Debug` output never shows the bytes (nor do logs or
+/// errors); see [`KeyStore`] on what storing it means.
 #[derive(Clone)]
 pub struct PrivateKey(Vec<u8>);
 
@@ -68,7 +55,7 @@ pub struct StoredKey {
     pub kid: String,
     /// The algorithm.
     pub algorithm: SigningAlgorithm,
-    /// The private key. See the [module docs](self) on what that means for the store.
+    /// The private key. See [`KeyStore`] on what that means for the store.
     pub private_key: PrivateKey,
     /// When the key was created (seconds since the epoch); scheduled rotation counts from here.
     pub created_at: u64,
@@ -133,8 +120,13 @@ pub enum KeyRotation {
     },
 }
 
-/// Signing keys shared by every instance of a deployment. See the [module docs](self) on
-/// what the store is trusted with.
+/// Signing keys shared by every instance of a deployment.
+///
+/// Several instances of one authorization server must sign with one key and verify with the
+/// same set of keys, and a rotation done by one must reach all. So the key ring itself lives
+/// in the store, and every instance loads it from there with
+/// [`KeyRing::from_store`](crate::keys::KeyRing::from_store), which also reloads it when
+/// another instance rotated.
 ///
 /// Keys are grouped into named **rings** (the authorization server uses `"default"`), so
 /// several authorization servers can share one database. The two state changes are single
@@ -146,6 +138,38 @@ pub enum KeyRotation {
 ///
 /// [`testkit::run_key_store`](super::testkit::run_key_store) checks all of this against an
 /// implementation.
+///
+/// # What the store is trusted with
+/// A [`StoredKey`] carries the **private** key (PKCS#8 DER): whoever can read the key table
+/// (or the Redis hash) can sign tokens that every instance accepts. The built-in stores keep
+/// it as they keep everything else, unencrypted; protect the database accordingly (grant the
+/// table to the store's role only, encrypt at rest, treat backups as secrets). A hook to seal
+/// keys with a key held outside the store (a KMS) may come later; [`PrivateKey`] is an opaque
+/// type so one can be added without changing this trait. The private key never appears in
+/// `Debug` output, logs or errors.
+///
+/// ```
+/// use mcp_oauth::keys::SigningAlgorithm;
+/// use mcp_oauth::store::{KeyRotation, KeyStore, MemoryStore, StoredKey};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::new();
+/// let now = 1_700_000_000;
+/// let first = StoredKey::generate(SigningAlgorithm::Es256, now)?;
+/// assert!(store.create_initial_key("default", first.clone()).await?);
+/// // A second instance starting at the same time loses, and loads the first key.
+/// let late = StoredKey::generate(SigningAlgorithm::Es256, now)?;
+/// assert!(!store.create_initial_key("default", late).await?);
+///
+/// let next = StoredKey::generate(SigningAlgorithm::Es256, now)?;
+/// let rotated = store.rotate_key("default", &first.kid, next, now, now + 3900).await?;
+/// assert_eq!(rotated, KeyRotation::Rotated);
+/// assert_eq!(store.load_keys("default", now).await?.len(), 2, "the old key is still published");
+/// assert_eq!(store.load_keys("default", now + 3900).await?.len(), 1, "…until publish_until");
+/// assert!(!format!("{first:?}").contains(&format!("{:?}", first.private_key.as_pkcs8_der())));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a `KeyStore`",

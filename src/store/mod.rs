@@ -14,6 +14,10 @@
 //! [`MemoryStore`] implements both traits and is the default; [`testkit`] holds the contract
 //! every implementation must pass — run it against your own store with one call.
 //!
+//! The signing keys can live in the store too ([`KeyStore`], implemented by every built-in
+//! store), so that instances sharing a store sign and verify with one key ring and a rotation
+//! by one reaches all; see [`KeyRing::from_store`](crate::keys::KeyRing::from_store).
+//!
 //! ```
 //! use mcp_oauth::store::{GrantStore, MemoryStore, SecretHash, CodeTake};
 //!

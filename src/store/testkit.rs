@@ -22,6 +22,10 @@
 //! # }
 //! ```
 //!
+//! A [`KeyStore`](super::KeyStore) has its own contract, [`run_key_store`]: one first key of
+//! a ring when 16 instances start at once, one new key when they rotate at once, retired keys
+//! loaded until their time and then pruned.
+//!
 //! Every check creates its own uniquely named records, so the checks may run against a
 //! database that holds other data, and each may also be run alone. They use the real clock
 //! as `now` (some trait methods, like
