@@ -501,13 +501,24 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
             "The request names no client (client_id is missing).",
         ));
     };
+    let unknown = || {
+        page_err(
+            "The application is not registered with this server (unknown client_id). If it registered before, it must register again.",
+        )
+    };
     let client = match ctx.client(client_id).await {
         Ok(Some(c)) => c,
-        Ok(None) => {
-            return Err(page_err(
-                "The application is not registered with this server (unknown client_id). If it registered before, it must register again.",
-            ));
+        Ok(None) => return Err(unknown()),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return Err(Box::new(unavailable_page(ctx)));
         }
+    };
+    // Record the use before anything is stored for this request, so an idle-client sweep
+    // either sees it or has already removed the client (then it is unknown, as above).
+    let client = match super::retention::mark_in_use(ctx, client).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(unknown()),
         Err(e) => {
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
             return Err(Box::new(unavailable_page(ctx)));
@@ -1057,7 +1068,10 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
             status,
         )
     };
-    if rate_limit::check(&ctx, LimitKind::Login, &parts).is_err() {
+    if rate_limit::check(&ctx, LimitKind::Login, &parts)
+        .await
+        .is_err()
+    {
         return relogin(
             "Too many sign-in attempts. Wait a minute, then try again.",
             form.one("username"),

@@ -280,6 +280,7 @@ pub(crate) async fn authenticate(
         }
         (None, None) => {}
     }
+    super::retention::note_use(ctx, &client).await;
     Ok(client)
 }
 

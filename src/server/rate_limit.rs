@@ -31,6 +31,29 @@
 //! 65,536 addresses per server, and when it is full new addresses share one overflow bucket
 //! per kind, so an address-spraying client cannot grow memory or escape limits.
 //!
+//! # Several instances: counters in the store
+//!
+//! Behind a load balancer, in-process buckets would give each instance the full budget, so
+//! `n` instances would allow `n` times the limit. When the store offers shared counters
+//! ([`GrantStore::rate_limit_store`](crate::store::GrantStore::rate_limit_store):
+//! [`PostgresStore`](crate::store::sql::PostgresStore) and
+//! [`RedisStore`](crate::store::redis::RedisStore) do) the limits are counted there instead,
+//! one atomic step per request with the same token-bucket arithmetic (GCRA, see
+//! [`store::rate_limit`](crate::store::rate_limit)), and every instance shares one budget per
+//! address. This is on by default;
+//! [`shared_rate_limits(false)`](super::AuthorizationServerBuilder::shared_rate_limits)
+//! keeps the counters in process, and
+//! [`rate_limit_store`](super::AuthorizationServerBuilder::rate_limit_store) names another
+//! store for them. The keys are `"{kind}:{address}"` (`register:203.0.113.9`): addresses,
+//! never a secret.
+//!
+//! **The shared limiter fails open.** When the store cannot count (it is down, or slow past
+//! its operation timeout), the request is judged by this instance's own in-process buckets
+//! instead, as if there were no shared store, and a warning is logged at most once a minute
+//! (target `mcp_oauth::rate_limit`): an outage of the counters must not become an outage of
+//! sign-in. Endpoints that need the store for their own work still answer
+//! `503 temporarily_unavailable` while it is down.
+//!
 //! ```
 //! use std::time::Duration;
 //! use mcp_oauth::server::{AuthorizationServer, RateLimit};
@@ -47,8 +70,10 @@
 //! ```
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
@@ -57,6 +82,8 @@ use http::request::Parts;
 
 use super::AsContext;
 use crate::error::OAuthError;
+use crate::store::StoreError;
+use crate::store::rate_limit::now_ms;
 
 /// A rate limit: `per_minute` requests a minute per client address, in bursts of `burst`.
 ///
@@ -100,6 +127,17 @@ impl RateLimit {
     pub fn is_unlimited(&self) -> bool {
         self.per_minute == 0
     }
+
+    /// The same limit as a budget of `burst` hits refilling over the window in which
+    /// `per_minute` would deliver them (for [`RateLimitStore::hit`]).
+    fn as_budget(self) -> (u32, Duration) {
+        let burst = self.burst.max(1);
+        let per_minute = u64::from(self.per_minute.max(1));
+        (
+            burst,
+            Duration::from_millis(u64::from(burst) * 60_000 / per_minute),
+        )
+    }
 }
 
 /// Which limit applies.
@@ -111,6 +149,16 @@ pub(crate) enum LimitKind {
     Token,
     /// Login form submissions.
     Login,
+}
+
+impl LimitKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Token => "token",
+            Self::Login => "login",
+        }
+    }
 }
 
 /// Who a bucket belongs to.
@@ -138,6 +186,16 @@ impl ClientKey {
     }
 }
 
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Unknown => f.write_str("unknown"),
+            Self::Overflow => f.write_str("overflow"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
@@ -158,11 +216,16 @@ struct State {
     last_sweep: Instant,
 }
 
+/// The shared counters' failures are logged at most this often (seconds).
+const SHARED_WARN_EVERY_SECS: u64 = 60;
+
 /// The token buckets of one authorization server.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     state: Mutex<State>,
     max_keys: usize,
+    /// When a failure of the shared counters was last logged (seconds since the epoch).
+    shared_warned_at: AtomicU64,
 }
 
 impl Default for Limiter {
@@ -183,6 +246,25 @@ impl Limiter {
                 last_sweep: Instant::now(),
             }),
             max_keys,
+            shared_warned_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Logs a failure of the shared counters, at most once a minute.
+    fn warn_shared(&self, error: &StoreError) {
+        let now = crate::util::now();
+        let last = self.shared_warned_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= SHARED_WARN_EVERY_SECS
+            && self
+                .shared_warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                target: "mcp_oauth::rate_limit",
+                error = %error,
+                "shared rate-limit counters unavailable; counting in process meanwhile (fail open)"
+            );
         }
     }
 
@@ -325,29 +407,51 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     inner.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
-/// Counts one request of `kind` from the request's client address; `Err(429 slow_down)`
-/// with `Retry-After` when over the limit.
-pub(crate) fn check(ctx: &AsContext, kind: LimitKind, parts: &Parts) -> Result<(), OAuthError> {
+/// Counts one request of `kind` from the request's client address, in the store's shared
+/// counters when there are any (falling back to the in-process buckets when they fail), else
+/// in process; `Err(429 slow_down)` with `Retry-After` when over the limit.
+pub(crate) async fn check(
+    ctx: &AsContext,
+    kind: LimitKind,
+    parts: &Parts,
+) -> Result<(), OAuthError> {
     let server = &ctx.server;
     let limit = match kind {
         LimitKind::Register => server.limits.register,
         LimitKind::Token => server.limits.token,
         LimitKind::Login => server.limits.login,
     };
+    if limit.is_unlimited() {
+        return Ok(());
+    }
     let addr = client_address(parts, &server.trusted_proxies);
+    let key = ClientKey::of(addr);
+    let refused = |retry_after: u64| {
+        tracing::debug!(
+            target: "mcp_oauth::rate_limit",
+            ?kind,
+            client = ?addr,
+            retry_after,
+            "rate limit exceeded"
+        );
+        OAuthError::rate_limited(retry_after)
+    };
+    if let Some(shared) = server.upkeep.shared_limiter(&*server.grants) {
+        let (budget, window) = limit.as_budget();
+        let name = format!("{}:{key}", kind.as_str());
+        match shared.hit(&name, budget, window, now_ms()).await {
+            Ok(d) if d.allowed => return Ok(()),
+            Ok(d) => {
+                let secs = d.retry_after.as_secs() + u64::from(d.retry_after.subsec_nanos() > 0);
+                return Err(refused(secs));
+            }
+            Err(e) => server.limiter.warn_shared(&e),
+        }
+    }
     server
         .limiter
-        .take(kind, ClientKey::of(addr), limit, Instant::now())
-        .map_err(|retry_after| {
-            tracing::debug!(
-                target: "mcp_oauth::rate_limit",
-                ?kind,
-                client = ?addr,
-                retry_after,
-                "rate limit exceeded"
-            );
-            OAuthError::rate_limited(retry_after)
-        })
+        .take(kind, key, limit, Instant::now())
+        .map_err(refused)
 }
 
 #[cfg(test)]
@@ -511,6 +615,39 @@ mod tests {
         let slow = RateLimit::per_minute(1);
         assert!(l.take(LimitKind::Register, k, slow, t0).is_ok());
         assert_eq!(l.take(LimitKind::Register, k, slow, t0), Err(60));
+    }
+
+    #[test]
+    fn budgets_match_the_buckets() {
+        assert_eq!(
+            RateLimit::per_minute(20).as_budget(),
+            (20, Duration::from_secs(60))
+        );
+        assert_eq!(
+            RateLimit::per_minute(30).with_burst(10).as_budget(),
+            (10, Duration::from_secs(20))
+        );
+        assert_eq!(
+            RateLimit {
+                per_minute: 10,
+                burst: 0
+            }
+            .as_budget(),
+            (1, Duration::from_secs(6))
+        );
+        assert_eq!(ClientKey::of(None).to_string(), "unknown");
+        assert_eq!(
+            ClientKey::of(Some(ip("2001:db8:1:2:aaaa::1"))).to_string(),
+            "2001:db8:1:2::"
+        );
+        assert_eq!(
+            format!(
+                "{}:{}",
+                LimitKind::Register.as_str(),
+                ClientKey::of(Some(ip("192.0.2.1")))
+            ),
+            "register:192.0.2.1"
+        );
     }
 
     #[test]

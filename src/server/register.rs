@@ -156,7 +156,7 @@ async fn register(State(ctx): State<AsContext>, request: Request) -> Response {
 
 async fn handle(ctx: &AsContext, request: Request) -> Result<Response, OAuthError> {
     let (parts, body) = request.into_parts();
-    rate_limit::check(ctx, LimitKind::Register, &parts)?;
+    rate_limit::check(ctx, LimitKind::Register, &parts).await?;
     let is_json = parts
         .headers
         .get(CONTENT_TYPE)

@@ -55,7 +55,7 @@ async fn handle(
     req: Request,
 ) -> Result<(), OAuthError> {
     let (parts, body) = req.into_parts();
-    rate_limit::check(ctx, LimitKind::Token, &parts)?;
+    rate_limit::check(ctx, LimitKind::Token, &parts).await?;
     let form = read_form(&parts.headers, body).await?;
     let client = authenticate(ctx, &parts.headers, &form).await?;
     let Some(token) = form.get("token") else {

@@ -11,6 +11,9 @@ use crate::metadata::protected_resource_router;
 /// [`authorization_server`](crate::McpOAuthConfigBuilder::authorization_server) in the
 /// configuration (the resource-server-only mode) it serves only the protected-resource
 /// metadata. See the [module docs](crate::server).
+///
+/// Built inside a Tokio runtime, it also starts the server's scheduled sweep (once per
+/// server, ending with it; see [`retention`](crate::server::retention)).
 #[must_use]
 pub fn oauth_router<S: Clone + Send + Sync + 'static>(cfg: impl Into<McpOAuthConfig>) -> Router<S> {
     let cfg = cfg.into();
@@ -18,6 +21,7 @@ pub fn oauth_router<S: Clone + Send + Sync + 'static>(cfg: impl Into<McpOAuthCon
     let Some(server) = cfg.authorization_server().cloned() else {
         return prm;
     };
+    super::retention::start(&server.inner);
     let ctx = AsContext::new(cfg, &server);
     // Browser clients (the Inspector, web SDK clients) call these cross-origin: CORS `*`
     // without credentials. `/authorize` is a navigation and gets none.

@@ -134,7 +134,7 @@ async fn token(State(ctx): State<AsContext>, req: Request) -> Response {
 
 async fn handle(ctx: &AsContext, req: Request) -> Result<TokenResponse, OAuthError> {
     let (parts, body) = req.into_parts();
-    rate_limit::check(ctx, LimitKind::Token, &parts)?;
+    rate_limit::check(ctx, LimitKind::Token, &parts).await?;
     let form = read_form(&parts.headers, body).await?;
     let grant = match form.get("grant_type") {
         None => {
@@ -158,21 +158,12 @@ async fn handle(ctx: &AsContext, req: Request) -> Result<TokenResponse, OAuthErr
             format!("This client is not registered for the {grant} grant"),
         ));
     }
-    let res = if grant == "authorization_code" {
-        authorization_code(ctx, &client, &form).await?
+    // `authenticate` recorded the client's use (for idle-client retention).
+    if grant == "authorization_code" {
+        authorization_code(ctx, &client, &form).await
     } else {
-        refresh_token(ctx, &client, &form).await?
-    };
-    if let Err(e) = ctx
-        .server
-        .clients
-        .touch_client(&client.client_id, crate::util::now())
-        .await
-    {
-        // Retention bookkeeping only: the tokens are already issued, so do not fail.
-        tracing::warn!(target: "mcp_oauth::store", error = %e, "could not record client use");
+        refresh_token(ctx, &client, &form).await
     }
-    Ok(res)
 }
 
 fn required<'a>(form: &'a FormParams, name: &'static str) -> Result<&'a str, OAuthError> {
