@@ -212,3 +212,94 @@ mod redis {
 
     key_rules!(with_store);
 }
+
+/// The kit catches a store that checks and then writes in two steps (the mistake the atomic
+/// methods exist to prevent).
+mod racy {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use mcp_oauth::store::{KeyRotation, KeyStore, StoreError, StoredKey};
+
+    use super::*;
+
+    /// Get-then-set, with a pause between the check and the write.
+    #[derive(Default)]
+    struct RacyKeys(Mutex<HashMap<String, Vec<StoredKey>>>);
+
+    impl RacyKeys {
+        fn current(&self, ring: &str) -> Option<String> {
+            let rings = self.0.lock().unwrap();
+            rings
+                .get(ring)
+                .and_then(|keys| keys.iter().find(|k| k.is_current()).map(|k| k.kid.clone()))
+        }
+    }
+
+    #[async_trait]
+    impl KeyStore for RacyKeys {
+        async fn load_keys(&self, ring: &str, _now: u64) -> Result<Vec<StoredKey>, StoreError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(ring)
+                .cloned()
+                .unwrap_or_default())
+        }
+
+        async fn create_initial_key(&self, ring: &str, key: StoredKey) -> Result<bool, StoreError> {
+            if self.current(ring).is_some() {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.0
+                .lock()
+                .unwrap()
+                .entry(ring.to_owned())
+                .or_default()
+                .push(key);
+            Ok(true)
+        }
+
+        async fn rotate_key(
+            &self,
+            ring: &str,
+            expected_current: &str,
+            next: StoredKey,
+            now: u64,
+            publish_until: u64,
+        ) -> Result<KeyRotation, StoreError> {
+            let current = self.current(ring);
+            if current.as_deref() != Some(expected_current) {
+                return Ok(KeyRotation::Superseded { current });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let mut rings = self.0.lock().unwrap();
+            let keys = rings.entry(ring.to_owned()).or_default();
+            for k in keys.iter_mut().filter(|k| k.kid == expected_current) {
+                k.retired_at = Some(now);
+                k.publish_until = Some(publish_until);
+            }
+            keys.push(next);
+            Ok(KeyRotation::Rotated)
+        }
+
+        async fn prune_keys(&self, _ring: &str, _now: u64) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[should_panic(expected = "exactly one must win")]
+    async fn a_non_atomic_first_key_is_caught() {
+        testkit::concurrent_initial_key(Arc::new(RacyKeys::default())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[should_panic(expected = "exactly one must rotate")]
+    async fn a_non_atomic_rotation_is_caught() {
+        testkit::concurrent_key_rotation(Arc::new(RacyKeys::default())).await;
+    }
+}
