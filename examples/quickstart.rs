@@ -50,8 +50,8 @@
 //!
 //! `RUST_LOG` sets the log filter (default `info`); logs go to stderr.
 //!
-//! By default registrations, refresh tokens and consents persist in a SQLite file, so a
-//! restart signs nobody out and no connector has to be re-added. Delete the file (or run with
+//! By default registrations, refresh tokens, consents and the signing keys persist in a SQLite
+//! file, so a restart signs nobody out and no connector has to be re-added. Delete the file (or run with
 //! `--store memory`) to start from scratch.
 
 use std::collections::BTreeMap;
@@ -63,6 +63,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
+use mcp_oauth::keys::KeyRing;
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::server::{AuthorizationServer, StaticClient};
 use mcp_oauth::store::sql::SqliteStore;
@@ -482,7 +483,12 @@ pub(crate) async fn build(settings: &Settings, bound: SocketAddr) -> Result<Serv
         let store = SqliteStore::open(path)
             .await
             .map_err(|e| format!("cannot open the SQLite store {}: {e}", path.display()))?;
-        builder = builder.store(store);
+        // The signing keys live there too, so access tokens survive a restart as well.
+        let ring = KeyRing::from_store(store.clone())
+            .open()
+            .await
+            .map_err(|e| format!("cannot load the signing keys from {}: {e}", path.display()))?;
+        builder = builder.store(store).key_ring(ring);
     }
     let server = builder.build()?;
     build_with(settings, bound, server, demo_password)
