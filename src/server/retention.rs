@@ -7,10 +7,10 @@
 //! on a schedule, configured with [`Retention`]:
 //!
 //! - every [`sweep_every`](Retention::sweep_every) (10 minutes by default) it calls
-//!   [`GrantStore::sweep`], [`ClientStore::sweep_idle_clients`] and, with shared rate
-//!   limits, [`RateLimitStore::sweep_rate_limits`], and logs what went (`tracing` target
-//!   `mcp_oauth::retention`: `info` when something was removed, `debug` otherwise, `warn` on
-//!   a store error, after which the next round simply tries again);
+//!   [`GrantStore::sweep`], [`ClientStore::sweep_idle_clients`][sweep_idle_clients] and,
+//!   with shared rate limits, [`RateLimitStore::sweep_rate_limits`], and logs what went
+//!   (`tracing` target `mcp_oauth::retention`: `info` when something was removed, `debug`
+//!   otherwise, `warn` on a store error, after which the next round simply tries again);
 //! - a dynamically registered client is removed once it has been idle for
 //!   [`idle_client_after`](Retention::idle_client_after) (90 days by default), never sooner
 //!   than the refresh-token lifetime plus an hour, and only when it holds nothing live: no
@@ -29,11 +29,12 @@
 //!
 //! A client is *used* when it authenticates at `/token`, `/revoke` or `/introspect` and when
 //! it starts an authorization at `/authorize`; the server then records the time with
-//! [`ClientStore::touch_client`]. To keep that cheap the write is skipped while the recorded
-//! time is less than an hour old, which is why the idle window is never shorter than the
-//! refresh-token lifetime plus an hour. At `/authorize` the use is recorded **before**
-//! anything is stored for the request, and the client is read back afterwards: a client that
-//! a concurrent sweep removed is answered as unknown (it registers again), never half-used.
+//! [`ClientStore::touch_client`][touch_client]. To keep that cheap the write is skipped
+//! while the recorded time is less than an hour old, which is why the idle window is never
+//! shorter than the refresh-token lifetime plus an hour. At `/authorize` the use is
+//! recorded **before** anything is stored for the request, and the client is read back
+//! afterwards: a client that a concurrent sweep removed is answered as unknown (it registers
+//! again), never half-used.
 //!
 //! ```
 //! use std::time::Duration;
@@ -78,6 +79,9 @@
 //! assert!(server.client_store().get_client("idle-client").await.unwrap().is_none());
 //! # }
 //! ```
+//!
+//! [sweep_idle_clients]: crate::store::ClientStore::sweep_idle_clients
+//! [touch_client]: crate::store::ClientStore::touch_client
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -173,7 +177,8 @@ pub struct SweepReport {
     /// Expired codes, pending requests, revocations and dead families
     /// ([`GrantStore::sweep`]).
     pub expired_grants: u64,
-    /// Idle dynamic clients ([`ClientStore::sweep_idle_clients`](crate::store::ClientStore::sweep_idle_clients)).
+    /// Idle dynamic clients
+    /// ([`ClientStore::sweep_idle_clients`](crate::store::ClientStore::sweep_idle_clients)).
     pub idle_clients: u64,
     /// Full rate-limit buckets of the shared counters
     /// ([`RateLimitStore::sweep_rate_limits`]).
@@ -305,7 +310,12 @@ async fn sweep(inner: &ServerInner) -> (SweepReport, Option<StoreError>) {
     let mut report = SweepReport::default();
     let mut first_error = None;
     let mut note = |step: &str, e: StoreError| {
-        tracing::warn!(target: TARGET, step, error = %e, "sweep step failed; the next sweep tries again");
+        tracing::warn!(
+            target: TARGET,
+            step,
+            error = %e,
+            "sweep step failed; the next sweep tries again"
+        );
         first_error.get_or_insert(e);
     };
     match inner.grants.sweep(now).await {
@@ -465,22 +475,27 @@ mod tests {
     use super::*;
     use crate::authn::StaticUsers;
 
+    fn upkeep(retention: Retention) -> Upkeep {
+        Upkeep {
+            retention,
+            ..Upkeep::default()
+        }
+    }
+
     #[test]
     fn ranges_and_the_refresh_floor() {
         let day = Duration::from_secs(24 * 3600);
         let refresh = 30 * day;
         let u = Upkeep::default().validate(refresh).unwrap();
         assert_eq!(u.idle_after, Some(90 * day));
-        let mut short = Upkeep::default();
-        short.retention = Retention::default().with_idle_client_after(2 * day);
+        let short = upkeep(Retention::default().with_idle_client_after(2 * day));
         let u = short.validate(refresh).unwrap();
         assert_eq!(
             u.idle_after,
             Some(refresh + Duration::from_secs(TOUCH_INTERVAL_SECS)),
             "never shorter than a refresh family can live"
         );
-        let mut bad = Upkeep::default();
-        bad.retention = Retention::default().with_idle_client_after(Duration::from_secs(3600));
+        let bad = upkeep(Retention::default().with_idle_client_after(Duration::from_secs(3600)));
         assert!(matches!(
             bad.validate(refresh),
             Err(ConfigError::OutOfRange {
@@ -488,8 +503,7 @@ mod tests {
                 ..
             })
         ));
-        let mut bad = Upkeep::default();
-        bad.retention = Retention::default().with_sweep_every(Duration::from_millis(10));
+        let bad = upkeep(Retention::default().with_sweep_every(Duration::from_millis(10)));
         assert!(matches!(
             bad.validate(refresh),
             Err(ConfigError::OutOfRange {
@@ -497,8 +511,7 @@ mod tests {
                 ..
             })
         ));
-        let mut off = Upkeep::default();
-        off.retention = Retention::default().manual().keep_idle_clients();
+        let off = upkeep(Retention::default().manual().keep_idle_clients());
         assert_eq!(off.validate(refresh).unwrap().idle_after, None);
     }
 

@@ -18,6 +18,12 @@
 //! store), so that instances sharing a store sign and verify with one key ring and a rotation
 //! by one reaches all; see [`KeyRing::from_store`](crate::keys::KeyRing::from_store).
 //!
+//! So can the authorization server's per-address rate-limit counters ([`RateLimitStore`],
+//! offered by PostgreSQL and Redis through [`GrantStore::rate_limit_store`]), so that every
+//! instance behind a load balancer shares one budget. What expires is swept by the server on a
+//! schedule ([`GrantStore::sweep`], and [`ClientStore::sweep_idle_clients`] for dynamically
+//! registered clients idle for months); see [`server::retention`](crate::server::retention).
+//!
 //! ```
 //! use mcp_oauth::store::{GrantStore, MemoryStore, SecretHash, CodeTake};
 //!

@@ -31,16 +31,18 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let store = MemoryStore::new();
-//! let now_ms = 1_700_000_000_000;
+//! let (minute, now_ms) = (Duration::from_secs(60), 1_700_000_000_000);
 //! // Three hits a minute: the first three at once pass, the fourth waits 20 s.
-//! for _ in 0..3 {
-//!     assert!(store.hit("register:192.0.2.1", 3, Duration::from_secs(60), now_ms).await.unwrap().allowed);
+//! for left in [2, 1, 0] {
+//!     let d = store.hit("register:192.0.2.1", 3, minute, now_ms).await.unwrap();
+//!     assert!(d.allowed && d.remaining == left);
 //! }
-//! let refused = store.hit("register:192.0.2.1", 3, Duration::from_secs(60), now_ms).await.unwrap();
+//! let refused = store.hit("register:192.0.2.1", 3, minute, now_ms).await.unwrap();
 //! assert!(!refused.allowed);
 //! assert_eq!(refused.retry_after, Duration::from_secs(20));
-//! // Another address has a budget of its own.
-//! assert!(store.hit("register:192.0.2.2", 3, Duration::from_secs(60), now_ms).await.unwrap().allowed);
+//! // 20 s later one more passes; another address has a budget of its own.
+//! assert!(store.hit("register:192.0.2.1", 3, minute, now_ms + 20_000).await.unwrap().allowed);
+//! assert!(store.hit("register:192.0.2.2", 3, minute, now_ms).await.unwrap().allowed);
 //! # }
 //! ```
 

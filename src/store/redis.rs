@@ -20,6 +20,11 @@
 //!   every operation is bounded (5 s by default), so a Redis that is down makes the endpoints
 //!   answer `503 temporarily_unavailable` instead of hanging.
 //!
+//! It also keeps the authorization server's shared rate-limit counters (one script per hit,
+//! keys that expire by themselves) and sweeps idle clients in bounded steps; see
+//! [`RateLimitStore`](super::RateLimitStore) and
+//! [`sweep_idle_clients`](super::ClientStore::sweep_idle_clients).
+//!
 //! All keys begin with a prefix (`mcp_oauth:` by default, [`RedisStore::with_prefix`]), so
 //! one Redis database can serve several deployments. The scripts reach keys named from
 //! others (a refresh token's family), so this store needs a standalone Redis (with replicas

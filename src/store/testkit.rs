@@ -26,6 +26,12 @@
 //! a ring when 16 instances start at once, one new key when they rotate at once, retired keys
 //! loaded until their time and then pruned.
 //!
+//! Idle-client retention and shared rate-limit counters have their own contracts,
+//! [`run_retention`] and [`run_rate_limits`] (a store that keeps every client, or offers no
+//! counters, skips them): idle dynamic clients go, clients holding live grants and static
+//! clients stay, a touch racing the sweep is never lost, 40 concurrent hits against a limit of
+//! 7 let exactly 7 through, and the budget refills.
+//!
 //! Every check creates its own uniquely named records, so the checks may run against a
 //! database that holds other data, and each may also be run alone. They use the real clock
 //! as `now` (some trait methods, like

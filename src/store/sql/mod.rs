@@ -24,8 +24,14 @@
 //!   surface as [`StoreError::Unavailable`], which the
 //!   endpoints answer with `503 temporarily_unavailable`.
 //!
-//! Call [`sweep`](super::GrantStore::sweep) now and then (e.g. every few minutes) to drop
-//! expired codes, pending requests, revocations and families.
+//! The authorization server sweeps them on a schedule (see
+//! [`server::retention`](crate::server::retention)): [`sweep`](super::GrantStore::sweep)
+//! drops expired codes, pending requests, revocations and families, and
+//! [`sweep_idle_clients`](super::ClientStore::sweep_idle_clients) removes idle dynamic clients
+//! in one statement that also checks, through indexes on the records' `client_id`, that no
+//! live family, code or pending request names them. Both stores implement
+//! [`RateLimitStore`](super::RateLimitStore) with one `INSERT … ON CONFLICT … RETURNING` per
+//! hit; [`PostgresStore`] offers it to the server for limits shared by every instance.
 //!
 //! These stores need Rust 1.94 or newer (sqlx 0.9's requirement); the rest of the crate builds
 //! with 1.88.
