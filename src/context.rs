@@ -28,8 +28,16 @@ pub enum TokenKind {
 /// (with the `rmcp` feature) take `Auth` as a parameter.
 ///
 /// The raw token is never stored here, so logging an `AuthContext` leaks no credential.
-#[derive(Debug, Clone)]
+///
+/// Cloning is cheap (a reference count): the verified-token cache, the request extensions and
+/// the handler share one context.
+#[derive(Clone)]
 pub struct AuthContext {
+    inner: Arc<Fields>,
+}
+
+#[derive(Debug, Clone)]
+struct Fields {
     subject: String,
     client_id: Option<String>,
     scopes: ScopeSet,
@@ -38,7 +46,24 @@ pub struct AuthContext {
     expires_at: Option<u64>,
     token_id: Option<String>,
     kind: TokenKind,
-    claims: Arc<Map<String, Value>>,
+    claims: Map<String, Value>,
+}
+
+impl std::fmt::Debug for AuthContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &*self.inner;
+        f.debug_struct("AuthContext")
+            .field("subject", &i.subject)
+            .field("client_id", &i.client_id)
+            .field("scopes", &i.scopes)
+            .field("audience", &i.audience)
+            .field("issuer", &i.issuer)
+            .field("expires_at", &i.expires_at)
+            .field("token_id", &i.token_id)
+            .field("kind", &i.kind)
+            .field("claims", &i.claims)
+            .finish()
+    }
 }
 
 impl AuthContext {
@@ -47,138 +72,145 @@ impl AuthContext {
     #[must_use]
     pub fn new(subject: impl Into<String>, kind: TokenKind) -> Self {
         Self {
-            subject: subject.into(),
-            client_id: None,
-            scopes: ScopeSet::new(),
-            audience: Vec::new(),
-            issuer: None,
-            expires_at: None,
-            token_id: None,
-            kind,
-            claims: Arc::new(Map::new()),
+            inner: Arc::new(Fields {
+                subject: subject.into(),
+                client_id: None,
+                scopes: ScopeSet::new(),
+                audience: Vec::new(),
+                issuer: None,
+                expires_at: None,
+                token_id: None,
+                kind,
+                claims: Map::new(),
+            }),
         }
+    }
+
+    /// The fields, for the `with_*` builders (copied only when the context is shared).
+    fn fields(&mut self) -> &mut Fields {
+        Arc::make_mut(&mut self.inner)
     }
 
     /// Sets the OAuth client the token was issued to.
     #[must_use]
     pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = Some(client_id.into());
+        self.fields().client_id = Some(client_id.into());
         self
     }
 
     /// Sets the granted scopes.
     #[must_use]
     pub fn with_scopes(mut self, scopes: ScopeSet) -> Self {
-        self.scopes = scopes;
+        self.fields().scopes = scopes;
         self
     }
 
     /// Sets the audiences the token was issued for.
     #[must_use]
     pub fn with_audience(mut self, audience: Vec<String>) -> Self {
-        self.audience = audience;
+        self.fields().audience = audience;
         self
     }
 
     /// Sets the issuer that minted the token.
     #[must_use]
     pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.issuer = Some(issuer.into());
+        self.fields().issuer = Some(issuer.into());
         self
     }
 
     /// Sets the expiry, in seconds since the Unix epoch.
     #[must_use]
     pub fn with_expires_at(mut self, exp: u64) -> Self {
-        self.expires_at = Some(exp);
+        self.fields().expires_at = Some(exp);
         self
     }
 
     /// Sets the token identifier (`jti`), which revocation lists key on.
     #[must_use]
     pub fn with_token_id(mut self, jti: impl Into<String>) -> Self {
-        self.token_id = Some(jti.into());
+        self.fields().token_id = Some(jti.into());
         self
     }
 
     /// Sets the raw claims (JWT payload or introspection response).
     #[must_use]
     pub fn with_claims(mut self, claims: Map<String, Value>) -> Self {
-        self.claims = Arc::new(claims);
+        self.fields().claims = claims;
         self
     }
 
     /// The subject: the user (or, for API keys, the key's owner).
     #[must_use]
     pub fn subject(&self) -> &str {
-        &self.subject
+        &self.inner.subject
     }
 
     /// The OAuth client the token was issued to, when known.
     #[must_use]
     pub fn client_id(&self) -> Option<&str> {
-        self.client_id.as_deref()
+        self.inner.client_id.as_deref()
     }
 
     /// The granted scopes, exactly as the token carries them.
     #[must_use]
     pub fn scopes(&self) -> &ScopeSet {
-        &self.scopes
+        &self.inner.scopes
     }
 
     /// The token's audiences.
     #[must_use]
     pub fn audience(&self) -> &[String] {
-        &self.audience
+        &self.inner.audience
     }
 
     /// The issuer that minted the token, when known.
     #[must_use]
     pub fn issuer(&self) -> Option<&str> {
-        self.issuer.as_deref()
+        self.inner.issuer.as_deref()
     }
 
     /// The expiry in seconds since the Unix epoch, when the token has one.
     #[must_use]
     pub fn expires_at(&self) -> Option<u64> {
-        self.expires_at
+        self.inner.expires_at
     }
 
     /// The token identifier (`jti`), when the token has one.
     #[must_use]
     pub fn token_id(&self) -> Option<&str> {
-        self.token_id.as_deref()
+        self.inner.token_id.as_deref()
     }
 
     /// How the token was verified.
     #[must_use]
     pub fn kind(&self) -> TokenKind {
-        self.kind
+        self.inner.kind
     }
 
     /// Every claim of the token, for application-specific fields (`email`, `org_id`, …).
     #[must_use]
     pub fn claims(&self) -> &Map<String, Value> {
-        &self.claims
+        &self.inner.claims
     }
 
     /// One claim by name.
     #[must_use]
     pub fn claim(&self, name: &str) -> Option<&Value> {
-        self.claims.get(name)
+        self.inner.claims.get(name)
     }
 
     /// Whether the token carries `scope` exactly. To honour the configured scope hierarchy use
     /// [`Auth::has_scope`](crate::Auth::has_scope) or the [`Scoped`](crate::Scoped) extractor.
     #[must_use]
     pub fn has_exact_scope(&self, scope: &str) -> bool {
-        self.scopes.contains(scope)
+        self.inner.scopes.contains(scope)
     }
 
     /// Time left before expiry, `None` when the token has no expiry.
     #[must_use]
     pub fn time_left(&self) -> Option<Duration> {
-        let exp = self.expires_at?;
+        let exp = self.inner.expires_at?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
         Some(Duration::from_secs(exp.saturating_sub(now)))
     }

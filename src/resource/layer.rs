@@ -142,29 +142,45 @@ fn bearer(headers: &HeaderMap, scope: &ScopeSet) -> Bearer {
         // Another scheme (Basic, DPoP, …): as far as bearer auth goes, no credentials.
         return Bearer::None;
     }
-    let token = value
-        .to_str()
-        .unwrap_or_default()
-        .get(6..)
-        .unwrap_or_default()
-        .trim_matches(' ');
+    let token = trim_spaces(&bytes[6..]);
     if token.is_empty() {
         return Bearer::Bad(AuthRejection::InvalidRequest("The bearer token is empty"));
     }
     // RFC 6750 b64token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" followed by "="s.
-    let body = token.trim_end_matches('=');
-    let ok = !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
-    if !ok {
-        return Bearer::Bad(AuthRejection::InvalidToken {
+    // One pass over the bytes through a table; being ASCII, the token is then valid UTF-8.
+    let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
+    let ok = body_len > 0 && token[..body_len].iter().all(|&b| B64TOKEN[usize::from(b)]);
+    match (ok, std::str::from_utf8(token)) {
+        (true, Ok(token)) => Bearer::Token(token.to_owned()),
+        _ => Bearer::Bad(AuthRejection::InvalidToken {
             error: VerifyError::Malformed,
             scope: scope.clone(),
-        });
+        }),
     }
-    Bearer::Token(token.to_owned())
 }
+
+/// `bytes` without leading and trailing spaces.
+fn trim_spaces(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != b' ').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ')
+        .map_or(start, |i| i + 1);
+    &bytes[start..end.max(start)]
+}
+
+/// The RFC 6750 `b64token` characters before the trailing `=`s.
+const B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] =
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        i += 1;
+    }
+    table
+};
 
 fn query_has_token(uri: &http::Uri) -> bool {
     uri.query().is_some_and(|q| {
@@ -454,12 +470,9 @@ where
     }
 }
 
-fn shaper_for(cfg: &Inner, caller: Option<AuthContext>) -> ShapeTools {
+fn shaper_for(cfg: &Arc<Inner>, caller: Option<AuthContext>) -> ShapeTools {
     ShapeTools(Arc::new(shape::ToolsListShaper {
-        policy: cfg.policy.clone(),
-        default_scopes: cfg.default_scopes.clone(),
-        hierarchy: cfg.hierarchy.clone(),
-        filter: cfg.filter_tools_list,
+        cfg: cfg.clone(),
         caller,
     }))
 }

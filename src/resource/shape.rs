@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 
 use super::challenge::AuthRejection;
 use super::policy::{AccessPolicy, Requirement};
+use crate::config::Inner;
 use crate::context::AuthContext;
-use crate::scope::{ScopeHierarchy, ScopeSet};
+use crate::scope::ScopeSet;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -72,12 +73,10 @@ impl ChallengeStyleRule {
             Self::UserAgentContains(patterns) => {
                 let ua = headers
                     .get(http::header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_ascii_lowercase)
-                    .unwrap_or_default();
+                    .map_or(&b""[..], http::HeaderValue::as_bytes);
                 if patterns
                     .iter()
-                    .any(|p| ua.contains(&p.to_ascii_lowercase()))
+                    .any(|p| contains_ignore_ascii_case(ua, p.as_bytes()))
                 {
                     ChallengeStyle::ToolResult
                 } else {
@@ -87,6 +86,14 @@ impl ChallengeStyleRule {
             Self::Custom(f) => f(headers),
         }
     }
+}
+
+/// Whether `haystack` contains `needle`, ASCII case-insensitively, without allocating.
+fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The `securitySchemes` of a tool under `policy`: `noauth` for public tools, `oauth2` with
@@ -109,23 +116,21 @@ pub(crate) fn security_schemes(
 /// What the shaper needs to rewrite a `tools/list` result.
 #[derive(Clone)]
 pub(crate) struct ToolsListShaper {
-    pub(crate) policy: AccessPolicy,
-    pub(crate) default_scopes: ScopeSet,
-    pub(crate) hierarchy: ScopeHierarchy,
-    /// Drop tools the caller may not call.
-    pub(crate) filter: bool,
+    /// The layer's configuration: policy, default scopes, hierarchy and whether to filter
+    /// (shared, so building a shaper per `tools/list` copies nothing).
+    pub(crate) cfg: Arc<Inner>,
     /// The caller, if authenticated.
     pub(crate) caller: Option<AuthContext>,
 }
 
 impl ToolsListShaper {
     fn may_call(&self, tool: &str) -> bool {
-        match self.policy.requirement(Some("tools/call"), Some(tool)) {
+        match self.cfg.policy.requirement(Some("tools/call"), Some(tool)) {
             Requirement::Public => true,
             Requirement::Token(needed) => self
                 .caller
                 .as_ref()
-                .is_some_and(|c| self.hierarchy.satisfies(c.scopes(), &needed)),
+                .is_some_and(|c| self.cfg.hierarchy.satisfies(c.scopes(), &needed)),
         }
     }
 
@@ -134,7 +139,7 @@ impl ToolsListShaper {
     pub(crate) fn rewrite(&self, payload: &[u8]) -> Option<Vec<u8>> {
         let mut msg: Value = serde_json::from_slice(payload).ok()?;
         let tools = msg.get_mut("result")?.get_mut("tools")?.as_array_mut()?;
-        if self.filter {
+        if self.cfg.filter_tools_list {
             tools.retain(|t| {
                 t.get("name")
                     .and_then(Value::as_str)
@@ -148,7 +153,7 @@ impl ToolsListShaper {
             let Some(obj) = tool.as_object_mut() else {
                 continue;
             };
-            let schemes = security_schemes(&self.policy, &self.default_scopes, &name);
+            let schemes = security_schemes(&self.cfg.policy, &self.cfg.default_scopes, &name);
             // ChatGPT reads the top-level field; some SDKs strip unknown top-level fields,
             // so a copy rides in `_meta` too.
             obj.insert("securitySchemes".to_owned(), schemes.clone());
