@@ -11,6 +11,10 @@
 //! - **Time is passed in** (`now`, seconds since the Unix epoch), so behaviour is testable and
 //!   identical across instances.
 //!
+//! Durable stores, re-exported here: `SqliteStore` (feature `sqlite`, one instance that must
+//! survive restarts), `PostgresStore` (`postgres`) and `RedisStore` (`redis`), both for several
+//! instances sharing one state.
+//!
 //! [`MemoryStore`] implements both traits and is the default; [`testkit`] holds the contract
 //! every implementation must pass — run it against your own store with one call.
 //!
@@ -52,6 +56,15 @@ use sha2::{Digest, Sha256};
 pub use keys::{KeyRotation, KeyStore, PrivateKey, StoredKey};
 pub use memory::MemoryStore;
 pub use rate_limit::{RateLimitDecision, RateLimitStore};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::RedisStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use sql::PostgresStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sql::SqliteStore;
 
 use crate::scope::ScopeSet;
 
