@@ -246,11 +246,18 @@ async fn rotation(backend: &str, http: &Http, a: &str, b: &str) {
     );
     assert_eq!(http.jwks(a).await, http.jwks(b).await);
     let mut published = kids(&http.jwks(a).await);
-    assert_eq!(published.remove(0), ka, "{backend}: the current key comes first");
+    assert_eq!(
+        published.remove(0),
+        ka,
+        "{backend}: the current key comes first"
+    );
     published.sort();
     let mut retired = vec![new, old];
     retired.sort();
-    assert_eq!(published, retired, "{backend}: both retired keys are still published");
+    assert_eq!(
+        published, retired,
+        "{backend}: both retired keys are still published"
+    );
 }
 
 fn base_env(store: String, namespace: String) -> HashMap<&'static str, String> {

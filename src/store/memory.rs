@@ -135,7 +135,11 @@ impl ClientStore for MemoryStore {
     }
 
     async fn sweep_idle_clients(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
-        Ok(retention::sweep_idle_clients(&mut self.lock(), idle_before, now))
+        Ok(retention::sweep_idle_clients(
+            &mut self.lock(),
+            idle_before,
+            now,
+        ))
     }
 }
 
