@@ -513,7 +513,7 @@ pub trait GrantStore: Send + Sync + 'static {
     /// this store then counts its per-address limits here, so every instance sharing the
     /// store shares one budget (unless turned off with
     /// [`shared_rate_limits(false)`](crate::server::AuthorizationServerBuilder::shared_rate_limits)).
-    /// [`PostgresStore`](sql::PostgresStore) and [`RedisStore`](redis::RedisStore) offer
+    /// [`PostgresStore`] and [`RedisStore`] offer
     /// themselves; the default offers nothing, and the server counts in process.
     fn rate_limit_store(&self) -> Option<&dyn RateLimitStore> {
         None
