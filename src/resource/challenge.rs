@@ -134,6 +134,13 @@ impl AuthRejection {
         Some(c.finish())
     }
 
+    /// The OAuth `error` and `error_description` of a refusal body (a missing token is
+    /// described like an invalid one, though its challenge names no error, RFC 6750 §3.1).
+    fn body_error(&self) -> (&'static str, &'static str) {
+        self.error_code()
+            .unwrap_or(("invalid_token", "An access token is required"))
+    }
+
     /// Renders the refusal: status, challenge, a small JSON body, `no-store`, and the
     /// rejection itself in the extensions.
     pub(crate) fn into_response(self, resource_metadata: &str) -> Response<Body> {
@@ -144,17 +151,15 @@ impl AuthRejection {
                 "error": { "code": -32600, "message": "Forbidden: Origin not allowed" },
             }),
             other => {
-                let (code, description) = other
-                    .error_code()
-                    .unwrap_or(("invalid_token", "An access token is required"));
-                let (code, description) = if matches!(other, Self::MissingToken { .. }) {
-                    ("invalid_token", "An access token is required")
-                } else {
-                    (code, description)
-                };
+                let (code, description) = other.body_error();
                 serde_json::json!({ "error": code, "error_description": description })
             }
         };
+        self.respond(resource_metadata, &body)
+    }
+
+    /// The response for this refusal with `body`: status, headers and extensions.
+    fn respond(self, resource_metadata: &str, body: &serde_json::Value) -> Response<Body> {
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -193,12 +198,7 @@ impl AuthRejection {
         resource_metadata: &str,
         id: serde_json::Value,
     ) -> Response<Body> {
-        let (error, description) = match &self {
-            Self::MissingToken { .. } => ("invalid_token", "An access token is required"),
-            other => other
-                .error_code()
-                .unwrap_or(("invalid_token", "An access token is required")),
-        };
+        let (error, description) = self.body_error();
         let body = serde_json::json!({
             "jsonrpc": "2.0",
             "id": id,
@@ -208,9 +208,7 @@ impl AuthRejection {
                 "data": { "error": error, "error_description": description },
             },
         });
-        let mut response = self.into_response(resource_metadata);
-        *response.body_mut() = Body::from(body.to_string());
-        response
+        self.respond(resource_metadata, &body)
     }
 }
 
