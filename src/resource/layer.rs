@@ -166,7 +166,7 @@ fn trim_spaces(bytes: &[u8]) -> &[u8] {
         .iter()
         .rposition(|&b| b != b' ')
         .map_or(start, |i| i + 1);
-    &bytes[start..end.max(start)]
+    &bytes[start..end]
 }
 
 /// The RFC 6750 `b64token` characters before the trailing `=`s.
@@ -726,6 +726,24 @@ mod tests {
         ));
         assert!(matches!(
             bearer(&headers(&["Bearer ==="]), &s),
+            Bearer::Bad(AuthRejection::InvalidToken { .. })
+        ));
+        // Surrounding spaces are trimmed; only spaces is empty; bytes outside ASCII are
+        // malformed, never a panic.
+        assert!(
+            matches!(bearer(&headers(&["Bearer   abc  "]), &s), Bearer::Token(t) if t == "abc")
+        );
+        assert!(matches!(
+            bearer(&headers(&["Bearer    "]), &s),
+            Bearer::Bad(AuthRejection::InvalidRequest(_))
+        ));
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer ab\xe9cd").unwrap(),
+        );
+        assert!(matches!(
+            bearer(&h, &s),
             Bearer::Bad(AuthRejection::InvalidToken { .. })
         ));
     }
