@@ -46,7 +46,7 @@ mod discovery;
 mod introspect;
 mod jwks;
 mod rate_limit;
-mod register;
+pub(crate) mod register;
 mod revoke;
 mod router;
 mod token;

@@ -1,0 +1,8 @@
+//! The login/consent form of `POST /authorize`.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use mcp_oauth::__fuzz::{Endpoint, oauth_request};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = oauth_request(Endpoint::AuthorizePost, data, false);
+});
