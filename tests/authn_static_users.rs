@@ -155,9 +155,10 @@ async fn unknown_users_cost_a_full_verification() {
     let known = min_time(&users, "alice", "wrong").await;
     let unknown = min_time(&users, "nobody", "wrong").await;
     // Without the dummy verification an unknown user would answer in microseconds; with it
-    // both run one Argon2id verification with the same parameters.
+    // both run one Argon2id verification with the same parameters. The factor 20 only tells
+    // those apart: a tighter ratio flakes on a loaded 2-core machine (issue 8 item 11).
     assert!(
-        unknown * 3 > known,
+        unknown * 20 > known,
         "unknown user answered in {unknown:?}, a known one in {known:?}"
     );
     assert!(unknown > Duration::from_millis(5), "{unknown:?}");

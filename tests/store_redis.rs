@@ -288,13 +288,15 @@ async fn connect_to_an_unreachable_server_is_a_clear_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
+    // The bounds only tell "gives up after its timeout" from "hangs": generous, so a loaded
+    // 2-core machine cannot flake them (issue 8 item 11).
     let start = Instant::now();
     match RedisStore::connect(&format!("redis://{refused}")).await {
         Err(StoreError::Unavailable(msg)) => assert!(msg.contains("Redis"), "{msg}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(
-        start.elapsed() < Duration::from_secs(6),
+        start.elapsed() < Duration::from_secs(20),
         "{:?}",
         start.elapsed()
     );
@@ -314,7 +316,7 @@ async fn connect_to_an_unreachable_server_is_a_clear_error() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(
-        start.elapsed() < Duration::from_secs(7),
+        start.elapsed() < Duration::from_secs(20),
         "{:?}",
         start.elapsed()
     );
