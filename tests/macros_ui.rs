@@ -1,21 +1,255 @@
-//! UI tests of the macros (trybuild): what compiles, and the exact errors of what does not.
+//! UI tests of the macros: what compiles, and the errors of what does not.
 //!
-//! The `.stderr` files are blessed on rustc 1.95 (the toolchain of the build machine), so the
-//! test runs only there. Re-bless after a deliberate change with
-//! `TRYBUILD=overwrite cargo test --all-features --test macros_ui`, and review the diff.
+//! Every case under `tests/ui/{pass,pass_rmcp,fail}/` becomes a binary of one generated crate
+//! (in `target/macros-ui/`), checked with a single `cargo check --keep-going
+//! --message-format=json`: the dependencies are checked once for all cases, not once per
+//! case. A `pass` case must check without errors. A `fail` case must fail with exactly the
+//! errors its `.stderr` file lists, compared as (message, line) pairs read from rustc's JSON
+//! diagnostics — not the rendered text, whose decoration (gutters, notes, colours) changes
+//! between compiler versions. So the test runs, and means the same, on any stable rustc from
+//! the MSRV on; no toolchain pin, no skip by version.
+//!
+//! The `.stderr` files keep rustc's human rendering, for reading; when a macro's message
+//! changes on purpose, edit the `error: …` line (and the ` --> file:line:col` below it) or
+//! regenerate the file with `MACROS_UI=overwrite cargo test --all-features --test macros_ui`
+//! and review the diff.
 #![cfg(feature = "macros")]
 
-#[rustversion::attr(
-    not(stable(1.95)),
-    ignore = "the .stderr files are blessed on rustc 1.95"
-)]
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// One UI case: a file and the binary it becomes.
+struct Case {
+    bin: String,
+    path: PathBuf,
+    expect_fail: bool,
+}
+
+/// An error as the comparison sees it: its message and the line of its primary span.
+type Diag = (String, usize);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for (dir, expect_fail) in [("pass", false), ("pass_rmcp", false), ("fail", true)] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("tests/ui").join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .collect();
+        files.sort();
+        for path in files {
+            let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            out.push(Case {
+                bin: format!("{dir}_{stem}"),
+                path,
+                expect_fail,
+            });
+        }
+    }
+    assert!(
+        out.iter().filter(|c| c.expect_fail).count() >= 10,
+        "the fail cases went missing"
+    );
+    out
+}
+
+/// The errors a `.stderr` file lists: each `error: msg` / `error[E…]: msg` line with the
+/// line number of the ` --> file:line:col` after it. The summary ("aborting due to…") is not
+/// a diagnostic of the case and is left out.
+fn expected(stderr: &str) -> Vec<Diag> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("error") else {
+            continue;
+        };
+        let msg = match rest.strip_prefix(": ") {
+            Some(m) => m,
+            None => match rest.split_once("]: ") {
+                Some((code, m)) if code.starts_with("[E") => m,
+                _ => continue,
+            },
+        };
+        if msg.starts_with("aborting due to") {
+            continue;
+        }
+        let at = lines[i + 1..]
+            .iter()
+            .find_map(|l| l.trim_start().strip_prefix("--> "))
+            .unwrap_or_else(|| panic!("no location after {line:?}"));
+        let line_no = at
+            .rsplitn(3, ':')
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("bad location {at:?}"));
+        out.push((msg.to_owned(), line_no));
+    }
+    out
+}
+
+fn manifest(cases: &[Case]) -> String {
+    let root = root();
+    let mut m = format!(
+        r#"[package]
+name = "mcp-oauth-macros-ui"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+mcp-oauth = {{ path = {root:?}, features = ["macros", "rmcp"] }}
+rmcp = {{ version = "3.11", features = ["server", "macros", "schemars"] }}
+axum = "0.8.9"
+serde = {{ version = "1", features = ["derive"] }}
+schemars = "1"
+tokio = {{ version = "1", features = ["macros", "rt-multi-thread"] }}
+
+[workspace]
+"#,
+        root = root.display().to_string()
+    );
+    for c in cases {
+        let _ = write!(
+            m,
+            "\n[[bin]]\nname = {:?}\npath = {:?}\ntest = false\ndoc = false\n",
+            c.bin,
+            c.path.display().to_string()
+        );
+    }
+    m
+}
+
+/// Runs one `cargo check` over every case; the errors of each binary.
+fn check_all(cases: &[Case]) -> BTreeMap<String, Vec<(Diag, String)>> {
+    let dir = root().join("target/macros-ui");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), manifest(cases)).unwrap();
+    // The project's lock file: the cases build against the versions the crate is tested with.
+    std::fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .current_dir(&dir)
+        .args(["check", "--bins", "--keep-going", "--message-format=json"])
+        // Its own target directory: the parent `cargo test` may hold the lock of the main
+        // one, and different features would evict its artifacts.
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .output()
+        .expect("run cargo check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut by_bin: BTreeMap<String, Vec<(Diag, String)>> = BTreeMap::new();
+    let mut checked = 0usize;
+    for line in stdout.lines() {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let bin = msg["target"]["name"].as_str().unwrap_or_default().to_owned();
+        let is_case = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            && msg["package_id"]
+                .as_str()
+                .is_some_and(|p| p.contains("mcp-oauth-macros-ui"));
+        match msg["reason"].as_str() {
+            Some("compiler-artifact") if is_case => checked += 1,
+            Some("compiler-message") if is_case => {
+                let d = &msg["message"];
+                if d["level"] != "error" {
+                    continue;
+                }
+                let text = d["message"].as_str().unwrap_or_default().to_owned();
+                if text.starts_with("aborting due to") {
+                    continue;
+                }
+                let line_no = d["spans"]
+                    .as_array()
+                    .and_then(|s| s.iter().find(|s| s["is_primary"] == true))
+                    .and_then(|s| s["line_start"].as_u64())
+                    .unwrap_or(0) as usize;
+                let rendered = d["rendered"].as_str().unwrap_or_default().to_owned();
+                by_bin.entry(bin).or_default().push(((text, line_no), rendered));
+            }
+            _ => {}
+        }
+    }
+    let failed_bins = by_bin.len();
+    assert!(
+        checked + failed_bins >= cases.len(),
+        "cargo check did not get to every case ({checked} checked, {failed_bins} failed, {} \
+         cases):\n{}",
+        cases.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    by_bin
+}
+
 #[test]
 fn ui() {
-    let t = trybuild::TestCases::new();
-    t.pass("tests/ui/pass/*.rs");
-    // The rmcp form of `#[requires_scopes]` expands to `mcp_oauth`'s rmcp glue.
-    if cfg!(feature = "rmcp") {
-        t.pass("tests/ui/pass_rmcp/*.rs");
+    let cases = cases();
+    let results = check_all(&cases);
+    let overwrite = std::env::var("MACROS_UI").is_ok_and(|v| v == "overwrite");
+    let mut problems = String::new();
+    for case in &cases {
+        let got = results.get(&case.bin).cloned().unwrap_or_default();
+        let shown = case.path.strip_prefix(root()).unwrap_or(&case.path);
+        if !case.expect_fail {
+            if !got.is_empty() {
+                let _ = writeln!(problems, "\n{} should compile, but:", shown.display());
+                for (_, rendered) in &got {
+                    let _ = writeln!(problems, "{rendered}");
+                }
+            }
+            continue;
+        }
+        let stderr_path = case.path.with_extension("stderr");
+        if overwrite {
+            let text: String = got.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("\n");
+            std::fs::write(&stderr_path, text.replace(&format!("{}/", root().display()), "")).unwrap();
+            continue;
+        }
+        let want = expected(&std::fs::read_to_string(&stderr_path).unwrap_or_else(|e| {
+            panic!("{}: {e}", stderr_path.display())
+        }));
+        let have: Vec<Diag> = got.iter().map(|(d, _)| d.clone()).collect();
+        if want.is_empty() {
+            let _ = writeln!(problems, "\n{}: the .stderr lists no error", shown.display());
+        }
+        if have != want {
+            let _ = writeln!(problems, "\n{}: errors differ", shown.display());
+            let _ = writeln!(problems, "  expected (message, line):");
+            for d in &want {
+                let _ = writeln!(problems, "    {d:?}");
+            }
+            let _ = writeln!(problems, "  got:");
+            for ((m, l), _) in &got {
+                let _ = writeln!(problems, "    {:?}", (m, l));
+            }
+        }
     }
-    t.compile_fail("tests/ui/fail/*.rs");
+    assert!(problems.is_empty(), "macro UI cases:{problems}");
+}
+
+/// The `.stderr` reader itself: codes, multi-digit lines and the summary.
+#[test]
+fn stderr_files_are_read_as_message_and_line() {
+    let text = "error: a message: with colons\n --> tests/ui/fail/x.rs:4:48\n  |\n\n\
+                error[E0277]: the trait bound\n  --> tests/ui/fail/x.rs:12:3\n\n\
+                error: aborting due to 2 previous errors\n";
+    assert_eq!(
+        expected(text),
+        vec![
+            ("a message: with colons".to_owned(), 4),
+            ("the trait bound".to_owned(), 12)
+        ]
+    );
 }
