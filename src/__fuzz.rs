@@ -238,7 +238,11 @@ pub fn oauth_request(endpoint: Endpoint, input: &[u8], basic: bool) -> Option<An
             "/introspect".to_owned(),
             Some("application/x-www-form-urlencoded"),
         ),
-        Endpoint::Register => (Method::POST, "/register".to_owned(), Some("application/json")),
+        Endpoint::Register => (
+            Method::POST,
+            "/register".to_owned(),
+            Some("application/json"),
+        ),
     };
     let mut req = Request::builder().method(method).uri(uri.as_str());
     if let Some(ct) = content_type {
@@ -312,7 +316,9 @@ pub fn layer_request(input: &[u8]) -> Answer {
     if let Ok(v) = HeaderValue::from_bytes(header) {
         req = req.header(http::header::AUTHORIZATION, v);
     }
-    let req = req.body(Body::from(body.to_vec())).expect("a valid request");
+    let req = req
+        .body(Body::from(body.to_vec()))
+        .expect("a valid request");
     let answer = with_harness(&LAYER, Harness::layer, |h| h.send(req));
     assert!(
         !answer.status.is_server_error(),
@@ -388,10 +394,7 @@ pub fn jsonrpc_headers(input: &[u8]) -> Option<(String, Option<String>)> {
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         let value = value.strip_prefix(b" ").unwrap_or(value);
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(value),
-        ) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             headers.append(n, v);
         }
     }
@@ -452,7 +455,10 @@ pub fn jwt(input: &[u8]) -> bool {
                 return false;
             };
             let accepted = j.rt.block_on(j.verifier.verify(token)).is_ok();
-            assert!(!accepted, "a token not signed by the ring was accepted: {token}");
+            assert!(
+                !accepted,
+                "a token not signed by the ring was accepted: {token}"
+            );
             accepted
         } else {
             let Ok(claims) = serde_json::from_slice::<Value>(rest) else {

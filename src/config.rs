@@ -710,8 +710,8 @@ pub(crate) fn check_public_url(
     }
     let normalised = url.as_str();
     // Without a path the parser adds a `/`; everything else must be as written.
-    let canonical = normalised == value
-        || (url.path() == "/" && normalised.strip_suffix('/') == Some(value));
+    let canonical =
+        normalised == value || (url.path() == "/" && normalised.strip_suffix('/') == Some(value));
     if !canonical {
         return Err(bad(&format!(
             "it is not in canonical form (clients will use {normalised:?}); write scheme and host in lower case, without a default port or dot segments"

@@ -12,9 +12,9 @@ const GOOD_ISSUER: &str = "https://auth.example.com";
 const GOOD_RESOURCE: &str = "https://mcp.example.com/mcp";
 
 fn build(issuer: &str, resources: &[&str]) -> Result<McpOAuthConfig, ConfigError> {
-    let mut b = McpOAuthConfig::builder().issuer(issuer).verifier(
-        ApiKeyVerifier::new().with_key("k-0123456789", "alice", ScopeSet::new()),
-    );
+    let mut b = McpOAuthConfig::builder()
+        .issuer(issuer)
+        .verifier(ApiKeyVerifier::new().with_key("k-0123456789", "alice", ScopeSet::new()));
     for r in resources {
         b = b.resource(*r);
     }

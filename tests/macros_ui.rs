@@ -153,7 +153,10 @@ fn check_all(cases: &[Case]) -> BTreeMap<String, Vec<(Diag, String)>> {
         let Ok(msg) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        let bin = msg["target"]["name"].as_str().unwrap_or_default().to_owned();
+        let bin = msg["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let is_case = msg["target"]["kind"]
             .as_array()
             .is_some_and(|k| k.iter().any(|k| k == "bin"))
@@ -177,7 +180,10 @@ fn check_all(cases: &[Case]) -> BTreeMap<String, Vec<(Diag, String)>> {
                     .and_then(|s| s["line_start"].as_u64())
                     .unwrap_or(0) as usize;
                 let rendered = d["rendered"].as_str().unwrap_or_default().to_owned();
-                by_bin.entry(bin).or_default().push(((text, line_no), rendered));
+                by_bin
+                    .entry(bin)
+                    .or_default()
+                    .push(((text, line_no), rendered));
             }
             _ => {}
         }
@@ -213,16 +219,29 @@ fn ui() {
         }
         let stderr_path = case.path.with_extension("stderr");
         if overwrite {
-            let text: String = got.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("\n");
-            std::fs::write(&stderr_path, text.replace(&format!("{}/", root().display()), "")).unwrap();
+            let text: String = got
+                .iter()
+                .map(|(_, r)| r.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(
+                &stderr_path,
+                text.replace(&format!("{}/", root().display()), ""),
+            )
+            .unwrap();
             continue;
         }
-        let want = expected(&std::fs::read_to_string(&stderr_path).unwrap_or_else(|e| {
-            panic!("{}: {e}", stderr_path.display())
-        }));
+        let want = expected(
+            &std::fs::read_to_string(&stderr_path)
+                .unwrap_or_else(|e| panic!("{}: {e}", stderr_path.display())),
+        );
         let have: Vec<Diag> = got.iter().map(|(d, _)| d.clone()).collect();
         if want.is_empty() {
-            let _ = writeln!(problems, "\n{}: the .stderr lists no error", shown.display());
+            let _ = writeln!(
+                problems,
+                "\n{}: the .stderr lists no error",
+                shown.display()
+            );
         }
         if have != want {
             let _ = writeln!(problems, "\n{}: errors differ", shown.display());

@@ -63,7 +63,10 @@ fn mostly(
 /// loopback host, so that both "equal but for the port" and near misses are frequent.
 fn near_uri() -> impl Strategy<Value = String> {
     (
-        mostly("http", &["https", "HTTP", "com.example.app", "cursor", "javascript"]),
+        mostly(
+            "http",
+            &["https", "HTTP", "com.example.app", "cursor", "javascript"],
+        ),
         mostly("://", &[":", ":/", ":///"]),
         prop_oneof![
             3 => uri_part(&["127.0.0.1", "localhost", "[::1]"]),
@@ -81,12 +84,34 @@ fn near_uri() -> impl Strategy<Value = String> {
             ]),
         ],
         uri_part(&[
-            "", "", ":", ":80", ":8080", ":49152", ":65535", ":123456", ":abc", ":80@evil.com",
-            ":0", ":080",
+            "",
+            "",
+            ":",
+            ":80",
+            ":8080",
+            ":49152",
+            ":65535",
+            ":123456",
+            ":abc",
+            ":80@evil.com",
+            ":0",
+            ":080",
         ]),
         uri_part(&[
-            "", "/", "/cb", "/cb", "/cb/", "/CB", "/cb?x=1", "?x=1", "#f", "/cb#f",
-            "/cb/../evil", "%2Fcb", "@evil.com/cb", ":81/cb",
+            "",
+            "/",
+            "/cb",
+            "/cb",
+            "/cb/",
+            "/CB",
+            "/cb?x=1",
+            "?x=1",
+            "#f",
+            "/cb#f",
+            "/cb/../evil",
+            "%2Fcb",
+            "@evil.com/cb",
+            ":81/cb",
         ]),
     )
         .prop_map(|(s, sep, h, p, path)| format!("{s}{sep}{h}{p}{path}"))

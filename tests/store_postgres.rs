@@ -29,9 +29,9 @@ use mcp_oauth::store::sql::PostgresStore;
 use mcp_oauth::store::{AuthorizationCode, GrantStore, SecretHash, StoreError, testkit};
 use mcp_oauth::{McpOAuthConfig, oauth_router};
 use serde_json::Value;
-use store_node::harness::PgSchema;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr as _;
+use store_node::harness::PgSchema;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::AbortHandle;
 use tower::ServiceExt as _;
@@ -140,7 +140,7 @@ impl Proxy {
         &self.dir
     }
 
-/// Switches the mode and cuts every open connection.
+    /// Switches the mode and cuts every open connection.
     fn set(&self, mode: ProxyMode) {
         *self.mode.lock().unwrap() = mode;
         for c in self.conns.lock().unwrap().drain(..) {
