@@ -86,7 +86,7 @@ fn expected(stderr: &str) -> Vec<Diag> {
             .find_map(|l| l.trim_start().strip_prefix("--> "))
             .unwrap_or_else(|| panic!("no location after {line:?}"));
         let line_no = at
-            .rsplitn(3, ':')
+            .rsplit(':')
             .nth(1)
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("bad location {at:?}"));
