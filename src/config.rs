@@ -106,6 +106,16 @@ pub enum ConfigError {
         "`offline_access` is an authorization-server scope; the MCP spec says a resource SHOULD NOT advertise it"
     )]
     OfflineAccessAsResourceScope,
+    /// A development-only authenticator
+    /// ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove)) was configured with an
+    /// issuer that is not on a loopback host.
+    #[error(
+        "InsecureAutoApprove gives tokens to anyone, and the issuer {issuer:?} is not on a loopback host: use a real authenticator, or call `.i_understand_this_approves_everyone()` on it"
+    )]
+    InsecureAuthenticator {
+        /// The issuer given.
+        issuer: String,
+    },
 }
 
 /// A named compatibility switch: behaviour the specs do not ask for but some real client or
@@ -545,6 +555,9 @@ impl McpOAuthConfigBuilder {
         }
         let issuer = self.issuer.ok_or(ConfigError::MissingIssuer)?;
         check_public_url("issuer", &issuer, true)?;
+        if let Some(server) = &self.auth_server {
+            server.check_issuer(&issuer)?;
+        }
 
         let mut scopes = Vec::new();
         for (name, desc) in self.scopes {

@@ -45,6 +45,7 @@ mod client_auth;
 mod discovery;
 mod introspect;
 mod jwks;
+mod login_throttle;
 mod rate_limit;
 mod register;
 mod revoke;
@@ -62,7 +63,7 @@ pub use rate_limit::RateLimit;
 pub use retention::{Retention, SweepReport};
 pub use router::oauth_router;
 
-use crate::authn::UserAuthenticator;
+use crate::authn::{ScopePolicy, UserAuthenticator};
 use crate::config::{ConfigError, McpOAuthConfig};
 use crate::issuer::{JwtIssuer, TokenIssuer};
 use crate::keys::{KeyRing, SigningAlgorithm};
@@ -137,6 +138,14 @@ impl StaticClient {
         self
     }
 
+    /// Sets the client's scope ceiling: it is never granted a scope outside `scope`, whatever
+    /// it requests (like the `scope` a dynamically registered client gives).
+    #[must_use]
+    pub fn with_scope(mut self, scope: crate::scope::ScopeSet) -> Self {
+        self.0.scope = (!scope.is_empty()).then_some(scope);
+        self
+    }
+
     /// The client id.
     #[must_use]
     pub fn client_id(&self) -> &str {
@@ -160,6 +169,10 @@ pub(crate) struct Limits {
     pub(crate) register: RateLimit,
     pub(crate) token: RateLimit,
     pub(crate) login: RateLimit,
+    /// `/authorize` and its login and consent forms, per address.
+    pub(crate) authorize: RateLimit,
+    /// Login attempts per account (user name), whatever the address.
+    pub(crate) login_account: RateLimit,
 }
 
 pub(crate) struct ServerInner {
@@ -167,6 +180,7 @@ pub(crate) struct ServerInner {
     pub(crate) grants: Arc<dyn GrantStore>,
     pub(crate) custom_issuer: Option<Arc<dyn TokenIssuer>>,
     pub(crate) authenticator: Arc<dyn UserAuthenticator>,
+    pub(crate) scope_policy: Option<Arc<dyn ScopePolicy>>,
     pub(crate) pages: Arc<dyn pages::Pages>,
     pub(crate) key_ring: KeyRing,
     pub(crate) lifetimes: Lifetimes,
@@ -178,6 +192,9 @@ pub(crate) struct ServerInner {
     #[allow(dead_code)]
     pub(crate) stats_endpoint: bool,
     pub(crate) limiter: rate_limit::Limiter,
+    pub(crate) login_accounts: login_throttle::AccountThrottle,
+    /// Custom redirect URI schemes allowed besides reverse-domain ones (lower case).
+    pub(crate) redirect_schemes: Vec<String>,
     pub(crate) upkeep: retention::Upkeep,
     pub(crate) sweeper: retention::Sweeper,
 }
@@ -269,6 +286,26 @@ impl AuthorizationServer {
         &self.inner.clients
     }
 
+    /// Refuses an issuer the authenticator is not safe with (an
+    /// [`InsecureAutoApprove`](crate::authn::InsecureAutoApprove) on a host that is not
+    /// loopback); called by [`McpOAuthConfigBuilder::build`](crate::McpOAuthConfigBuilder::build).
+    pub(crate) fn check_issuer(&self, issuer: &str) -> Result<(), ConfigError> {
+        if !self.inner.authenticator.loopback_issuer_only() {
+            return Ok(());
+        }
+        let loopback = url::Url::parse(issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .is_some_and(|h| register::is_loopback_host(&h));
+        if loopback {
+            Ok(())
+        } else {
+            Err(ConfigError::InsecureAuthenticator {
+                issuer: issuer.to_owned(),
+            })
+        }
+    }
+
     /// A revocation list backed by the grant store, for the layer's local verifier.
     #[must_use]
     pub fn revocations(&self) -> Arc<dyn RevokedTokens> {
@@ -303,6 +340,7 @@ pub struct AuthorizationServerBuilder {
     grants: Option<Arc<dyn GrantStore>>,
     issuer: Option<Arc<dyn TokenIssuer>>,
     authenticator: Option<Arc<dyn UserAuthenticator>>,
+    scope_policy: Option<Arc<dyn ScopePolicy>>,
     pages: Option<Arc<dyn pages::Pages>>,
     key_ring: Option<KeyRing>,
     lifetimes: Lifetimes,
@@ -312,6 +350,7 @@ pub struct AuthorizationServerBuilder {
     remember_consent: bool,
     trusted_proxies: Vec<IpAddr>,
     stats_endpoint: bool,
+    redirect_schemes: Vec<String>,
     upkeep: retention::Upkeep,
 }
 
@@ -329,6 +368,7 @@ impl Default for AuthorizationServerBuilder {
             grants: None,
             issuer: None,
             authenticator: None,
+            scope_policy: None,
             pages: None,
             key_ring: None,
             lifetimes: Lifetimes {
@@ -342,12 +382,18 @@ impl Default for AuthorizationServerBuilder {
                 register: RateLimit::per_minute(20),
                 token: RateLimit::per_minute(120),
                 login: RateLimit::per_minute(20),
+                authorize: RateLimit::per_minute(60),
+                login_account: RateLimit::per_minute(2).with_burst(10),
             },
             static_clients: Vec::new(),
             dynamic_registration: true,
             remember_consent: false,
             trusted_proxies: Vec::new(),
             stats_endpoint: false,
+            redirect_schemes: register::DEFAULT_REDIRECT_SCHEMES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             upkeep: retention::Upkeep::default(),
         }
     }
@@ -378,6 +424,15 @@ impl AuthorizationServerBuilder {
     /// [`HostSession`](crate::authn::HostSession), or your own.
     pub fn authenticator(mut self, authenticator: impl UserAuthenticator) -> Self {
         self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// A scope-ceiling hook: which requested scopes a user may be granted for a client and a
+    /// resource (see [`ScopePolicy`] and the [`authn`](crate::authn#scope-ceilings) docs).
+    /// Without one, only the client's registered `scope` and the user's
+    /// [`allowed_scopes`](crate::authn::User::allowed_scopes) limit the grant.
+    pub fn scope_policy(mut self, policy: impl ScopePolicy) -> Self {
+        self.scope_policy = Some(Arc::new(policy));
         self
     }
 
@@ -469,6 +524,39 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Rate limit of `/authorize` (and of its login and consent form posts) per client
+    /// address: 60 a minute by default. Over it, the browser gets a `429` page with
+    /// `Retry-After` (never a redirect).
+    pub fn authorize_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limits.authorize = limit;
+        self
+    }
+
+    /// Rate limit of failed sign-ins per account (user name), whatever address they come
+    /// from: bursts of 10, then 2 a minute, by default. Over it, the login page says to wait
+    /// and the password is not checked. Counted in process (per instance).
+    pub fn login_account_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limits.login_account = limit;
+        self
+    }
+
+    /// The custom (private-use) redirect URI schemes accepted besides reverse-domain ones
+    /// such as `com.example.app:` (RFC 8252 §7.1), replacing the default list (`cursor`,
+    /// `vscode`, `vscode-insiders`, `vscodium`, `windsurf`: schemes real MCP clients use).
+    /// Operating-system handler and browser-internal schemes (`ms-*`, `search-ms`, `jar`,
+    /// `file`, `javascript`, `data`, …) are refused whatever this list says.
+    pub fn redirect_schemes<I, S>(mut self, schemes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.redirect_schemes = schemes
+            .into_iter()
+            .map(|s| s.into().to_ascii_lowercase())
+            .collect();
+        self
+    }
+
     /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed when keying rate
     /// limits. Without any, the peer address is used.
     pub fn trusted_proxies<I: IntoIterator<Item = IpAddr>>(mut self, proxies: I) -> Self {
@@ -521,7 +609,7 @@ impl AuthorizationServerBuilder {
                 )));
             }
             for uri in &c.0.redirect_uris {
-                register::check_redirect_uri(uri).map_err(|why| {
+                register::check_redirect_uri(uri, &self.redirect_schemes).map_err(|why| {
                     ConfigError::InvalidClient(format!("{}: {uri}: {why}", c.0.client_id))
                 })?;
             }
@@ -538,6 +626,7 @@ impl AuthorizationServerBuilder {
                 grants,
                 custom_issuer: self.issuer,
                 authenticator,
+                scope_policy: self.scope_policy,
                 pages,
                 key_ring,
                 lifetimes: l,
@@ -548,6 +637,8 @@ impl AuthorizationServerBuilder {
                 trusted_proxies: self.trusted_proxies,
                 stats_endpoint: self.stats_endpoint,
                 limiter: rate_limit::Limiter::new(),
+                login_accounts: login_throttle::AccountThrottle::new(),
+                redirect_schemes: self.redirect_schemes,
                 upkeep,
                 sweeper: retention::Sweeper::default(),
             }),

@@ -149,6 +149,8 @@ pub(crate) enum LimitKind {
     Token,
     /// Login form submissions.
     Login,
+    /// `/authorize` and its login and consent form posts.
+    Authorize,
 }
 
 impl LimitKind {
@@ -157,6 +159,7 @@ impl LimitKind {
             Self::Register => "register",
             Self::Token => "token",
             Self::Login => "login",
+            Self::Authorize => "authorize",
         }
     }
 }
@@ -420,6 +423,7 @@ pub(crate) async fn check(
         LimitKind::Register => server.limits.register,
         LimitKind::Token => server.limits.token,
         LimitKind::Login => server.limits.login,
+        LimitKind::Authorize => server.limits.authorize,
     };
     if limit.is_unlimited() {
         return Ok(());

@@ -26,6 +26,12 @@ pub struct MemoryStore {
     pub(super) rate_limits: super::rate_limit::MemoryRateLimits,
 }
 
+/// Most pending authorization requests kept; beyond it the oldest is dropped (its user sees
+/// "this sign-in has expired").
+pub(crate) const MAX_PENDING: usize = 10_000;
+/// Most remembered consents kept; beyond it one is forgotten (its user is asked again).
+pub(crate) const MAX_CONSENTS: usize = 100_000;
+
 #[derive(Debug, Default)]
 struct State {
     clients: HashMap<String, Client>,
@@ -321,14 +327,36 @@ impl GrantStore for MemoryStore {
         scope: &ScopeSet,
         _now: u64,
     ) -> Result<(), StoreError> {
-        self.lock()
-            .consents
-            .insert((subject.to_owned(), client_id.to_owned()), scope.clone());
+        let mut s = self.lock();
+        let key = (subject.to_owned(), client_id.to_owned());
+        // Bounded: forgetting a remembered consent only means asking again.
+        if !s.consents.contains_key(&key)
+            && s.consents.len() >= MAX_CONSENTS
+            && let Some(victim) = s.consents.keys().next().cloned()
+        {
+            s.consents.remove(&victim);
+        }
+        s.consents.insert(key, scope.clone());
         Ok(())
     }
 
     async fn put_pending(&self, id: &str, pending: PendingAuthorization) -> Result<(), StoreError> {
-        self.lock().pending.insert(id.to_owned(), pending);
+        let mut s = self.lock();
+        if !s.pending.contains_key(id) && s.pending.len() >= MAX_PENDING {
+            // Bounded: drop the expired, then the oldest (soonest to expire) request.
+            let now = crate::util::now();
+            s.pending.retain(|_, p| p.expires_at > now);
+            if s.pending.len() >= MAX_PENDING
+                && let Some(oldest) = s
+                    .pending
+                    .iter()
+                    .min_by_key(|(_, p)| p.expires_at)
+                    .map(|(k, _)| k.clone())
+            {
+                s.pending.remove(&oldest);
+            }
+        }
+        s.pending.insert(id.to_owned(), pending);
         Ok(())
     }
 
