@@ -27,7 +27,7 @@ const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 fn builder() -> AuthorizationServerBuilder {
     AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice"))
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .client(StaticClient::public("public-client", [REDIRECT]))
 }
 

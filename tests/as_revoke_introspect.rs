@@ -56,7 +56,7 @@ impl Reply {
 
 fn harness() -> Harness {
     let server = AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice"))
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .client(StaticClient::public(PUBLIC, [REDIRECT]))
         .client(StaticClient::public(OTHER, [REDIRECT]))
         .client(StaticClient::confidential(RS, RS_SECRET, [REDIRECT]))

@@ -75,7 +75,7 @@ impl Reply {
 
 fn builder() -> AuthorizationServerBuilder {
     AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice"))
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .client(StaticClient::public(PUBLIC, [REDIRECT]))
         .client(StaticClient::public(OTHER, [REDIRECT]))
         .client(StaticClient::confidential(CONF, CONF_SECRET, [REDIRECT]))
