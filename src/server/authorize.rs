@@ -864,7 +864,8 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
     };
     let scope = requested_scopes(ctx, params.one("scope"));
     // The client's ceiling alone may already leave nothing (issue 8 item 4).
-    if within_client_ceiling(&target.client, &scope).is_empty() {
+    // (Nothing requested and no default scopes is not an error: the token carries none.)
+    if !scope.is_empty() && within_client_ceiling(&target.client, &scope).is_empty() {
         return fail(
             target,
             "invalid_scope",
@@ -1025,7 +1026,7 @@ async fn after_login(
     let Ok(scope) = grantable(ctx, &v.client, &user, &v.resource, &v.scope).await else {
         return unavailable_page(ctx);
     };
-    if scope.is_empty() {
+    if scope.is_empty() && !v.scope.is_empty() {
         tracing::info!(
             target: "mcp_oauth::authorize",
             client_id = %v.client.client_id,
