@@ -476,6 +476,10 @@ pub(crate) fn authorization_server(
             None => users,
         })
     };
+    // The MCP Python SDK registers with the scope of the first challenge and later steps up
+    // with the same client: a registered scope must not cap it here. Users keep their
+    // ceiling (MCP_OAUTH_DEMO_SCOPES).
+    builder = builder.registered_scope_is_ceiling(false);
     if let Some(id) = &settings.client_id {
         let uris: Vec<String> = if settings.client_redirect_uris.is_empty() {
             DEFAULT_CLIENT_REDIRECT_URIS

@@ -895,3 +895,30 @@ async fn insecure_auto_approve_refuses_a_public_issuer() {
     let arc: Arc<InsecureAutoApprove> = Arc::new(InsecureAutoApprove::new("dev"));
     assert!(arc.loopback_issuer_only());
 }
+
+// issue 8 item 4: the registered-scope ceiling can be turned off (for clients that step up
+// with the client they registered, such as the MCP Python SDK); a static client's ceiling
+// still applies.
+#[tokio::test]
+async fn registered_scope_ceiling_can_be_turned_off() {
+    let cfg = config(
+        server()
+            .authenticator(InsecureAutoApprove::new("dev"))
+            .registered_scope_is_ceiling(false)
+            .client(StaticClient::public("ro", [CALLBACK]).with_scope(scopes("read"))),
+    );
+    let mut b = Browser::new(&cfg);
+    let id = b
+        .register_id(serde_json::json!({ "redirect_uris": [CALLBACK], "scope": "read" }))
+        .await;
+    let res = b
+        .get(&authorize_url(&[("client_id", &id), ("scope", "read write")]))
+        .await;
+    let code = code_record(&cfg, &res.redirect_params()["code"]).await;
+    assert_eq!(code.scope.to_string(), "read write");
+    let res = b
+        .get(&authorize_url(&[("client_id", "ro"), ("scope", "read write")]))
+        .await;
+    let code = code_record(&cfg, &res.redirect_params()["code"]).await;
+    assert_eq!(code.scope.to_string(), "read");
+}

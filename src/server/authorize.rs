@@ -105,7 +105,7 @@ use super::rate_limit::{self, LimitKind};
 use super::register::{all_loopback, check_redirect_uri, redirect_uri_matches};
 use crate::authn::{Authentication, User};
 use crate::scope::{Scope, ScopeSet};
-use crate::store::{AuthorizationCode, Client, PendingAuthorization, SecretHash};
+use crate::store::{AuthorizationCode, Client, ClientSource, PendingAuthorization, SecretHash};
 use crate::util::{now, random_token};
 
 /// The content security policy of every page.
@@ -865,7 +865,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
     let scope = requested_scopes(ctx, params.one("scope"));
     // The client's ceiling alone may already leave nothing (issue 8 item 4).
     // (Nothing requested and no default scopes is not an error: the token carries none.)
-    if !scope.is_empty() && within_client_ceiling(&target.client, &scope).is_empty() {
+    if !scope.is_empty() && within_client_ceiling(ctx, &target.client, &scope).is_empty() {
         return fail(
             target,
             "invalid_scope",
@@ -914,11 +914,14 @@ fn intersect(a: &ScopeSet, b: &ScopeSet) -> ScopeSet {
     out
 }
 
-/// `scope` within the client's ceiling (its registered `scope`, when it gave one).
-fn within_client_ceiling(client: &Client, scope: &ScopeSet) -> ScopeSet {
+/// `scope` within the client's ceiling (its registered `scope`, when it gave one and
+/// registered scopes are ceilings, or the operator's for a static client).
+fn within_client_ceiling(ctx: &AsContext, client: &Client, scope: &ScopeSet) -> ScopeSet {
+    let applies =
+        client.source == ClientSource::Static || ctx.server.registered_scope_is_ceiling;
     match &client.scope {
-        Some(ceiling) => intersect(scope, ceiling),
-        None => scope.clone(),
+        Some(ceiling) if applies => intersect(scope, ceiling),
+        _ => scope.clone(),
     }
 }
 
@@ -931,7 +934,7 @@ async fn grantable(
     resource: &str,
     requested: &ScopeSet,
 ) -> Result<ScopeSet, ()> {
-    let mut granted = within_client_ceiling(client, requested);
+    let mut granted = within_client_ceiling(ctx, client, requested);
     if let Some(ceiling) = &user.allowed_scopes {
         granted = intersect(&granted, ceiling);
     }

@@ -195,6 +195,8 @@ pub(crate) struct ServerInner {
     pub(crate) login_accounts: login_throttle::AccountThrottle,
     /// Custom redirect URI schemes allowed besides reverse-domain ones (lower case).
     pub(crate) redirect_schemes: Vec<String>,
+    /// Whether a dynamically registered client's `scope` caps what it is granted.
+    pub(crate) registered_scope_is_ceiling: bool,
     pub(crate) upkeep: retention::Upkeep,
     pub(crate) sweeper: retention::Sweeper,
 }
@@ -351,6 +353,7 @@ pub struct AuthorizationServerBuilder {
     trusted_proxies: Vec<IpAddr>,
     stats_endpoint: bool,
     redirect_schemes: Vec<String>,
+    registered_scope_is_ceiling: bool,
     upkeep: retention::Upkeep,
 }
 
@@ -394,6 +397,7 @@ impl Default for AuthorizationServerBuilder {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            registered_scope_is_ceiling: true,
             upkeep: retention::Upkeep::default(),
         }
     }
@@ -557,6 +561,20 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Whether the `scope` a client gave at dynamic registration (RFC 7591) caps what it is
+    /// ever granted (on by default: least privilege). The scope of a
+    /// [`StaticClient::with_scope`] always applies.
+    ///
+    /// Interop caveat: the MCP Python SDK registers with the scope of the first challenge it
+    /// meets and later steps up (asks for more) with the same client; with the ceiling on,
+    /// that step-up gets only the registered scopes (the resource keeps answering `403
+    /// insufficient_scope`). Turn this off for such clients; the user's ceiling and any
+    /// [`ScopePolicy`] still apply.
+    pub fn registered_scope_is_ceiling(mut self, on: bool) -> Self {
+        self.registered_scope_is_ceiling = on;
+        self
+    }
+
     /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed when keying rate
     /// limits. Without any, the peer address is used.
     pub fn trusted_proxies<I: IntoIterator<Item = IpAddr>>(mut self, proxies: I) -> Self {
@@ -639,6 +657,7 @@ impl AuthorizationServerBuilder {
                 limiter: rate_limit::Limiter::new(),
                 login_accounts: login_throttle::AccountThrottle::new(),
                 redirect_schemes: self.redirect_schemes,
+                registered_scope_is_ceiling: self.registered_scope_is_ceiling,
                 upkeep,
                 sweeper: retention::Sweeper::default(),
             }),
