@@ -65,8 +65,8 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
 use mcp_oauth::keys::KeyRing;
-use mcp_oauth::scope::ScopeSet;
 use mcp_oauth::resource::AccessPolicy;
+use mcp_oauth::scope::ScopeSet;
 use mcp_oauth::server::{AuthorizationServer, StaticClient};
 use mcp_oauth::store::sql::SqliteStore;
 use mcp_oauth::{

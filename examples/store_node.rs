@@ -205,7 +205,8 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
 
     let mut builder = AuthorizationServer::builder();
     builder = if settings.insecure_auto_approve {
-        builder.authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
+        builder
+            .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
     } else {
         let password = settings
             .demo_password

@@ -856,13 +856,23 @@ async fn host_session_redirects_strangers_and_shows_consent_to_known_users() {
     assert!(res.body.contains("consent_required"), "{}", res.body);
 
     // Once the user's approval is remembered, errors go back to the client again.
-    let cfg = config(server().authenticator(session_alice()).remember_consent(true));
+    let cfg = config(
+        server()
+            .authenticator(session_alice())
+            .remember_consent(true),
+    );
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let consent = b.get(&authorize_url(&[])).await;
-    assert_eq!(b.decide(&consent, "approve").await.status, StatusCode::FOUND);
+    assert_eq!(
+        b.decide(&consent, "approve").await.status,
+        StatusCode::FOUND
+    );
     let res = b
-        .get(&authorize_url(&[("scope", "read write"), ("prompt", "none")]))
+        .get(&authorize_url(&[
+            ("scope", "read write"),
+            ("prompt", "none"),
+        ]))
         .await;
     assert_error_redirect(&res, "consent_required");
 }

@@ -14,14 +14,13 @@ use axum::body::Body;
 use base64::Engine as _;
 use http::{HeaderMap, Request, StatusCode};
 use mcp_oauth::authn::{
-    AuthnError, HostSession, InsecureAutoApprove, ScopePolicy, StaticUsers, User,
-    UserAuthenticator,
+    AuthnError, HostSession, InsecureAutoApprove, ScopePolicy, StaticUsers, User, UserAuthenticator,
 };
 use mcp_oauth::scope::ScopeSet;
 use mcp_oauth::server::{AuthorizationServer, AuthorizationServerBuilder, RateLimit, StaticClient};
 use mcp_oauth::store::{
-    ApplicationType, AuthorizationCode, Client, ClientSource, ClientStore as _, CodeTake,
-    GrantStore as _, MemoryStore, SecretHash, TokenEndpointAuthMethod,
+    ApplicationType, AuthorizationCode, Client, ClientSource, CodeTake, MemoryStore, SecretHash,
+    TokenEndpointAuthMethod,
 };
 use mcp_oauth::{ConfigError, McpOAuthConfig, oauth_router};
 use sha2::{Digest, Sha256};
@@ -137,9 +136,23 @@ impl Resp {
     }
 
     fn assert_error_redirect(&self, error: &str) {
-        assert!(self.status.is_redirection(), "{} {}", self.status, self.body);
-        assert!(self.location().unwrap().starts_with(CALLBACK), "{:?}", self.location());
-        assert_eq!(self.redirect_params()["error"], error, "{:?}", self.location());
+        assert!(
+            self.status.is_redirection(),
+            "{} {}",
+            self.status,
+            self.body
+        );
+        assert!(
+            self.location().unwrap().starts_with(CALLBACK),
+            "{:?}",
+            self.location()
+        );
+        assert_eq!(
+            self.redirect_params()["error"],
+            error,
+            "{:?}",
+            self.location()
+        );
     }
 }
 
@@ -298,9 +311,8 @@ fn session_alice() -> impl UserAuthenticator {
 // granted and names what was withheld. Before: any user could approve `admin`.
 #[tokio::test]
 async fn user_ceiling_caps_the_grant_and_the_consent_page_says_what_is_withheld() {
-    let cfg = config(
-        server().authenticator(users().with_user_scopes("alice", scopes("read write"))),
-    );
+    let cfg =
+        config(server().authenticator(users().with_user_scopes("alice", scopes("read write"))));
     let mut b = Browser::new(&cfg);
     let login = b.get(&authorize_url(&[("scope", "read admin")])).await;
     let consent = b.login(&login, "alice", "pw").await;
@@ -331,9 +343,12 @@ async fn nothing_grantable_for_the_user_is_invalid_scope() {
 
     // The same for a user known from the host session, who never approved this client:
     // a page, not a redirect (item 5), and still no code.
-    let cfg = config(server().authenticator(HostSession::new("/login", |_: &http::request::Parts| async {
-        Some(User::new("bob").with_allowed_scopes(scopes("read")))
-    })));
+    let cfg = config(server().authenticator(HostSession::new(
+        "/login",
+        |_: &http::request::Parts| async {
+            Some(User::new("bob").with_allowed_scopes(scopes("read")))
+        },
+    )));
     let mut b = Browser::new(&cfg);
     let res = b.get(&authorize_url(&[("scope", "admin write")])).await;
     res.assert_page(StatusCode::BAD_REQUEST);
@@ -352,7 +367,10 @@ async fn registered_scope_is_the_clients_ceiling() {
         }))
         .await;
     let res = b
-        .get(&authorize_url(&[("client_id", &id), ("scope", "read write admin")]))
+        .get(&authorize_url(&[
+            ("client_id", &id),
+            ("scope", "read write admin"),
+        ]))
         .await;
     let code = code_record(&cfg, &res.redirect_params()["code"]).await;
     assert_eq!(code.scope.to_string(), "read");
@@ -369,7 +387,10 @@ async fn registered_scope_is_the_clients_ceiling() {
     );
     let mut b = Browser::new(&cfg);
     let res = b
-        .get(&authorize_url(&[("client_id", "ro"), ("scope", "write read")]))
+        .get(&authorize_url(&[
+            ("client_id", "ro"),
+            ("scope", "write read"),
+        ]))
         .await;
     let code = code_record(&cfg, &res.redirect_params()["code"]).await;
     assert_eq!(code.scope.to_string(), "read");
@@ -410,7 +431,10 @@ async fn scope_policy_decides_per_user_client_and_resource() {
     );
     let mut b = Browser::new(&cfg);
     let res = b
-        .get(&authorize_url(&[("scope", "read admin"), ("resource", RESOURCE2)]))
+        .get(&authorize_url(&[
+            ("scope", "read admin"),
+            ("resource", RESOURCE2),
+        ]))
         .await;
     let code = code_record(&cfg, &res.redirect_params()["code"]).await;
     assert_eq!(code.scope.to_string(), "read");
@@ -458,7 +482,10 @@ async fn broken_request_for_a_never_approved_client_renders_a_page() {
 
     // After the user acts (deny), redirects stay as they were.
     let login = b
-        .get(&authorize_url(&[("client_id", &id), ("redirect_uri", evil)]))
+        .get(&authorize_url(&[
+            ("client_id", &id),
+            ("redirect_uri", evil),
+        ]))
         .await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
     let consent = b.login(&login, "alice", "pw").await;
@@ -471,13 +498,20 @@ async fn broken_request_for_a_never_approved_client_renders_a_page() {
 // before interaction go back to it again.
 #[tokio::test]
 async fn broken_request_for_an_approved_client_redirects() {
-    let cfg = config(server().authenticator(session_alice()).remember_consent(true));
+    let cfg = config(
+        server()
+            .authenticator(session_alice())
+            .remember_consent(true),
+    );
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let broken = authorize_url(&[("response_type", "token")]);
     b.get(&broken).await.assert_page(StatusCode::BAD_REQUEST);
     let consent = b.get(&authorize_url(&[])).await;
-    assert_eq!(b.decide(&consent, "approve").await.status, StatusCode::FOUND);
+    assert_eq!(
+        b.decide(&consent, "approve").await.status,
+        StatusCode::FOUND
+    );
     b.get(&broken)
         .await
         .assert_error_redirect("unsupported_response_type");
@@ -499,7 +533,9 @@ async fn custom_redirect_schemes_follow_rfc_8252() {
         "windsurf://codeium.windsurf/cb",
         "com.example.app:/oauth2redirect",
     ] {
-        let res = b.register(serde_json::json!({ "redirect_uris": [ok] })).await;
+        let res = b
+            .register(serde_json::json!({ "redirect_uris": [ok] }))
+            .await;
         assert_eq!(res.status, StatusCode::CREATED, "{ok}: {}", res.body);
     }
     for bad in [
@@ -510,7 +546,9 @@ async fn custom_redirect_schemes_follow_rfc_8252() {
         "jar:https://evil.example/x.jar!/",
         "shell:startup",
     ] {
-        let res = b.register(serde_json::json!({ "redirect_uris": [bad] })).await;
+        let res = b
+            .register(serde_json::json!({ "redirect_uris": [bad] }))
+            .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{bad} was registered");
         assert!(res.body.contains("invalid_redirect_uri"), "{}", res.body);
     }
@@ -602,10 +640,16 @@ async fn authorize_is_rate_limited() {
     }
     let res = b.get(&authorize_url(&[])).await;
     res.assert_page(StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = res.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = res.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     // The consent and login posts count too.
-    let res = b.post("/authorize/consent", &[("decision", "approve")]).await;
+    let res = b
+        .post("/authorize/consent", &[("decision", "approve")])
+        .await;
     res.assert_page(StatusCode::TOO_MANY_REQUESTS);
     let res = b.post("/authorize/login", &[("username", "alice")]).await;
     res.assert_page(StatusCode::TOO_MANY_REQUESTS);
@@ -633,9 +677,16 @@ async fn parameters_have_length_caps() {
     }
     // Just under the caps is fine.
     let res = b
-        .get(&authorize_url(&[("state", &long(1024)), ("nonce", &long(512))]))
+        .get(&authorize_url(&[
+            ("state", &long(1024)),
+            ("nonce", &long(512)),
+        ]))
         .await;
-    assert!(res.redirect_params().contains_key("code"), "{:?}", res.location());
+    assert!(
+        res.redirect_params().contains_key("code"),
+        "{:?}",
+        res.location()
+    );
     // Before the client and redirect are trusted: a page.
     let res = b.get(&authorize_url(&[("client_id", &long(257))])).await;
     res.assert_page(StatusCode::BAD_REQUEST);
@@ -671,13 +722,21 @@ async fn failed_logins_are_throttled_per_account() {
     }
     let res = b.login(&page, "alice", "pw").await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
-    assert!(res.body.contains("Too many failed sign-ins"), "{}", res.body);
+    assert!(
+        res.body.contains("Too many failed sign-ins"),
+        "{}",
+        res.body
+    );
     assert!(res.headers.contains_key("retry-after"));
     assert!(!res.body.contains("value=\"approve\""));
     // Another account is not affected.
     let page = b.get(&authorize_url(&[])).await;
     let res = b.login(&page, "bob", "x").await;
-    assert!(res.body.contains("Wrong user name or password"), "{}", res.body);
+    assert!(
+        res.body.contains("Wrong user name or password"),
+        "{}",
+        res.body
+    );
 }
 
 /// An authenticator whose password backend is saturated.
@@ -727,9 +786,15 @@ async fn memory_store_bounds_pending_requests_and_consents() {
         expires_at: now() + 600 + i,
     };
     for i in 0..10_001u64 {
-        store.put_pending(&format!("p{i}"), pending(i)).await.unwrap();
+        store
+            .put_pending(&format!("p{i}"), pending(i))
+            .await
+            .unwrap();
     }
-    assert!(store.get_pending("p0", now()).await.unwrap().is_none(), "the oldest stays");
+    assert!(
+        store.get_pending("p0", now()).await.unwrap().is_none(),
+        "the oldest stays"
+    );
     assert!(store.get_pending("p1", now()).await.unwrap().is_some());
     assert!(store.get_pending("p10000", now()).await.unwrap().is_some());
     let stats = GrantStore::stats(&store, now()).await.unwrap();
@@ -744,7 +809,12 @@ async fn memory_store_bounds_pending_requests_and_consents() {
     }
     let mut kept = 0;
     for i in 0..100_001u64 {
-        if store.get_consent(&format!("u{i}"), "c1").await.unwrap().is_some() {
+        if store
+            .get_consent(&format!("u{i}"), "c1")
+            .await
+            .unwrap()
+            .is_some()
+        {
             kept += 1;
         }
     }
@@ -797,12 +867,19 @@ async fn registration_metadata_is_capped() {
 // resource skipped the consent page for another.
 #[tokio::test]
 async fn remembered_consent_is_per_resource() {
-    let cfg = config(server().authenticator(session_alice()).remember_consent(true));
+    let cfg = config(
+        server()
+            .authenticator(session_alice())
+            .remember_consent(true),
+    );
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let consent = b.get(&authorize_url(&[("resource", RESOURCE)])).await;
     assert!(consent.body.contains("value=\"approve\""));
-    assert_eq!(b.decide(&consent, "approve").await.status, StatusCode::FOUND);
+    assert_eq!(
+        b.decide(&consent, "approve").await.status,
+        StatusCode::FOUND
+    );
     // Same resource: remembered.
     let res = b.get(&authorize_url(&[("resource", RESOURCE)])).await;
     assert!(res.redirect_params().contains_key("code"), "{}", res.body);
@@ -817,10 +894,14 @@ async fn remembered_consent_is_per_resource() {
 // Before: a client with one https and one loopback URI never got the warning.
 #[tokio::test]
 async fn loopback_warning_follows_the_requested_redirect_uri() {
-    let cfg = config(server().authenticator(session_alice()).client(StaticClient::public(
-        "mixed",
-        ["https://app.example.com/cb", "http://127.0.0.1/cb"],
-    )));
+    let cfg = config(
+        server()
+            .authenticator(session_alice())
+            .client(StaticClient::public(
+                "mixed",
+                ["https://app.example.com/cb", "http://127.0.0.1/cb"],
+            )),
+    );
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let res = b
@@ -856,7 +937,12 @@ async fn client_name_refuses_bidi_and_format_characters() {
         let res = b
             .register(serde_json::json!({ "redirect_uris": [CALLBACK], "client_name": name }))
             .await;
-        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{name:?}: {}", res.body);
+        assert_eq!(
+            res.status,
+            StatusCode::BAD_REQUEST,
+            "{name:?}: {}",
+            res.body
+        );
         assert!(res.body.contains("invalid_client_metadata"));
     }
     let res = b
@@ -869,7 +955,12 @@ fn auto_config(issuer: &str, auth: InsecureAutoApprove) -> Result<McpOAuthConfig
     McpOAuthConfig::builder()
         .resource(format!("{issuer}/mcp"))
         .issuer(issuer)
-        .authorization_server(AuthorizationServer::builder().authenticator(auth).build().unwrap())
+        .authorization_server(
+            AuthorizationServer::builder()
+                .authenticator(auth)
+                .build()
+                .unwrap(),
+        )
         .build()
 }
 
@@ -882,8 +973,15 @@ async fn insecure_auto_approve_refuses_a_public_issuer() {
         matches!(err, ConfigError::InsecureAuthenticator { ref issuer } if issuer == "https://mcp.example.com"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("i_understand_this_approves_everyone"));
-    for loopback in ["http://127.0.0.1:8000", "http://localhost:9", "http://[::1]:8000"] {
+    assert!(
+        err.to_string()
+            .contains("i_understand_this_approves_everyone")
+    );
+    for loopback in [
+        "http://127.0.0.1:8000",
+        "http://localhost:9",
+        "http://[::1]:8000",
+    ] {
         auto_config(loopback, InsecureAutoApprove::new("dev")).unwrap();
     }
     auto_config(
@@ -912,12 +1010,18 @@ async fn registered_scope_ceiling_can_be_turned_off() {
         .register_id(serde_json::json!({ "redirect_uris": [CALLBACK], "scope": "read" }))
         .await;
     let res = b
-        .get(&authorize_url(&[("client_id", &id), ("scope", "read write")]))
+        .get(&authorize_url(&[
+            ("client_id", &id),
+            ("scope", "read write"),
+        ]))
         .await;
     let code = code_record(&cfg, &res.redirect_params()["code"]).await;
     assert_eq!(code.scope.to_string(), "read write");
     let res = b
-        .get(&authorize_url(&[("client_id", "ro"), ("scope", "read write")]))
+        .get(&authorize_url(&[
+            ("client_id", "ro"),
+            ("scope", "read write"),
+        ]))
         .await;
     let code = code_record(&cfg, &res.redirect_params()["code"]).await;
     assert_eq!(code.scope.to_string(), "read");

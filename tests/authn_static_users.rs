@@ -217,7 +217,13 @@ async fn password_checks_beyond_the_queue_are_refused() {
     let err = b.unwrap_err();
     assert!(err.to_string().contains("waiting"), "{err}");
     // Once the slot is free again, checks work.
-    assert!(users.verify_password("alice", "pw").await.unwrap().is_some());
+    assert!(
+        users
+            .verify_password("alice", "pw")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 // issue 8 item 7: a check that waits longer than the timeout fails.

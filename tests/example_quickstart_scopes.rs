@@ -180,7 +180,10 @@ async fn without_demo_scopes_the_demo_user_gets_what_it_asks() {
     let client = app.register().await;
     let params = app.authorize(&client, "files:read files:write").await;
     let code = param(&params, "code").expect("a code");
-    assert_eq!(app.token_scope(&client, code).await, "files:read files:write");
+    assert_eq!(
+        app.token_scope(&client, code).await,
+        "files:read files:write"
+    );
     let params = app.authorize(&client, "files:write").await;
     let code = param(&params, "code").expect("a code");
     assert_eq!(app.token_scope(&client, code).await, "files:write");

@@ -348,7 +348,9 @@ async fn token_endpoint_answers_503_quickly_while_postgres_is_down() {
                 .await
                 .with_operation_timeout(Duration::from_secs(3));
             let server = AuthorizationServer::builder()
-                .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
+                .authenticator(
+                    InsecureAutoApprove::new("alice").i_understand_this_approves_everyone(),
+                )
                 .client(StaticClient::public("app", [REDIRECT]))
                 .store(store)
                 .build()

@@ -3,26 +3,53 @@
 //!
 //! # Order of checks
 //!
+//! 0. **Rate limit and size.** `GET`/`POST /authorize` and the login and consent form posts
+//!    share a per-address limit
+//!    ([`authorize_rate_limit`](super::AuthorizationServerBuilder::authorize_rate_limit),
+//!    60 a minute by default): over it, a `429` page with `Retry-After`. A query longer than
+//!    16 KiB, a `client_id` over 256 bytes or a `redirect_uri` over 2,048 bytes renders an
+//!    error page.
 //! 1. **Client and redirect URI, before anything can redirect.** An unknown `client_id`, a
 //!    `redirect_uri` that is not registered, a missing `redirect_uri` when the client has
 //!    several, or either parameter given twice, renders an error page (`400`) and never
 //!    redirects: redirecting to an unchecked URI is an open redirect (and how codes were
 //!    stolen from authorization servers that checked it only at the token endpoint).
 //!    Matching is exact, byte for byte, except that for `http` loopback URIs
-//!    (`127.0.0.1`, `[::1]`, `localhost`) the port is ignored (RFC 8252 §7.3).
-//! 2. **The request**, now answered by redirecting with `error`, `error_description`,
-//!    `state` and `iss`: parameters given twice, `response_type` other than `code`, a
-//!    missing PKCE `code_challenge`, a `code_challenge_method` other than `S256` (`plain`
-//!    and a missing method are refused: no downgrade), a challenge that is not 43 base64url
-//!    characters, and a `resource` (RFC 8707) that is not one of the configured resources
-//!    (`invalid_target`). Scopes are lenient: unknown ones are dropped, and when none
-//!    remains the configured default scopes apply. An absent `resource` means the
-//!    canonical one.
+//!    (`127.0.0.1`, `[::1]`, `localhost`) the port is ignored (RFC 8252 §7.3). The URI must
+//!    also pass the current [redirect URI policy](super::register#redirect-uri-policy)
+//!    (a client stored earlier with an operating-system handler scheme is refused here).
+//! 2. **The request**: parameters given twice, a parameter over its length cap (`state`,
+//!    `scope` 1,024 bytes; `resource` 2,048; `nonce` 512; `code_challenge` 128; `prompt`
+//!    128; any other 2,048), `response_type` other than `code`, a missing PKCE
+//!    `code_challenge`, a `code_challenge_method` other than `S256` (`plain` and a missing
+//!    method are refused: no downgrade), a challenge that is not 43 base64url characters,
+//!    a `resource` (RFC 8707) that is not one of the configured resources
+//!    (`invalid_target`), and requested scopes of which the client's ceiling leaves none
+//!    (`invalid_scope`). Unknown scopes are dropped, and when none remains the configured
+//!    default scopes apply. An absent `resource` means the canonical one.
+//!
+//!    **These errors are redirected to the client only when that cannot make this server
+//!    an open redirector** (RFC 9700 §4.11.2): when the authenticator approves everyone
+//!    anyway ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove)), or when the
+//!    signed-in user approved this client before (a remembered consent). Otherwise the user
+//!    sees an error page naming the error. The same holds for `login_required` and
+//!    `consent_required` (`prompt=none`) and for `invalid_scope` found before the user did
+//!    anything. Once the user acts (signs in, allows, denies), errors redirect as usual.
 //! 3. **The user**, through the configured [`UserAuthenticator`](crate::authn::UserAuthenticator):
 //!    known already (host session), shown the login page, or redirected to the host's login.
-//! 4. **Consent**, unless the authenticator skips it
+//!    At the login form, failed sign-ins are also throttled per account
+//!    ([`login_account_rate_limit`](super::AuthorizationServerBuilder::login_account_rate_limit));
+//!    a failing password check (e.g. [`StaticUsers`](crate::authn::StaticUsers)' bounded
+//!    queue is full) answers `503` with `Retry-After`.
+//! 4. **Scope ceilings**: the grant is the requested scopes ∩ the client's ceiling ∩ the
+//!    user's [`allowed_scopes`](crate::authn::User::allowed_scopes) ∩ what the
+//!    [`ScopePolicy`](crate::authn::ScopePolicy) allows (see
+//!    [`authn`](crate::authn#scope-ceilings)). Nothing left: `invalid_scope`.
+//! 5. **Consent**, unless the authenticator skips it
 //!    ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove): `GET /authorize` then
-//!    answers with the code directly) or a remembered consent covers the scopes.
+//!    answers with the code directly) or a remembered consent covers the scopes **for this
+//!    resource**. The consent page lists only what will be granted, names what was
+//!    withheld, and warns when the redirect URI of this request is a loopback address.
 //!
 //! Every redirect back to the client, success or error, carries `iss` (RFC 9207) equal to
 //! the issuer string, and `state` exactly as received.
@@ -472,7 +499,7 @@ enum Rejection {
     /// The client and redirect URI are trusted; the error may go back to the client if
     /// redirecting is safe (see [`refuse_before_interaction`]).
     Refuse {
-        target: Target,
+        target: Box<Target>,
         code: &'static str,
         description: String,
     },
@@ -626,7 +653,16 @@ async fn refuse_before_interaction(
             return unavailable_page(ctx);
         }
     };
-    refuse_known_user(ctx, target, &user.subject, code, description, StatusCode::FOUND, None).await
+    refuse_known_user(
+        ctx,
+        target,
+        &user.subject,
+        code,
+        description,
+        StatusCode::FOUND,
+        None,
+    )
+    .await
 }
 
 /// An error for a known user who has not acted yet: redirected when the user approved this
@@ -694,7 +730,10 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
     if client_id.len() > MAX_CLIENT_ID {
         return Err(page_err("The client_id is too long."));
     }
-    if params.one("redirect_uri").is_some_and(|r| r.len() > MAX_REDIRECT_URI) {
+    if params
+        .one("redirect_uri")
+        .is_some_and(|r| r.len() > MAX_REDIRECT_URI)
+    {
         return Err(page_err("The redirect_uri is too long."));
     }
     let unknown = || {
@@ -768,7 +807,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
     };
     let fail = |target: Target, code: &'static str, description: &str| {
         Err(Rejection::Refuse {
-            target,
+            target: Box::new(target),
             code,
             description: description.to_owned(),
         })
@@ -917,8 +956,7 @@ fn intersect(a: &ScopeSet, b: &ScopeSet) -> ScopeSet {
 /// `scope` within the client's ceiling (its registered `scope`, when it gave one and
 /// registered scopes are ceilings, or the operator's for a static client).
 fn within_client_ceiling(ctx: &AsContext, client: &Client, scope: &ScopeSet) -> ScopeSet {
-    let applies =
-        client.source == ClientSource::Static || ctx.server.registered_scope_is_ceiling;
+    let applies = client.source == ClientSource::Static || ctx.server.registered_scope_is_ceiling;
     match &client.scope {
         Some(ceiling) if applies => intersect(scope, ceiling),
         _ => scope.clone(),
@@ -1021,8 +1059,16 @@ async fn after_login(
             if interacted {
                 ret.error(ctx, redirect_status, code, description, clear)
             } else {
-                refuse_known_user(ctx, target, &subject, code, description, redirect_status, clear)
-                    .await
+                refuse_known_user(
+                    ctx,
+                    target,
+                    &subject,
+                    code,
+                    description,
+                    redirect_status,
+                    clear,
+                )
+                .await
             }
         }
     };

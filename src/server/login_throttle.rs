@@ -177,6 +177,9 @@ mod tests {
             t.record_failure(&format!("spray{i}"), limit, now);
         }
         assert!(t.len() <= 4);
-        assert!(t.check("victim", limit, now).is_err(), "the throttled account was evicted");
+        assert!(
+            t.check("victim", limit, now).is_err(),
+            "the throttled account was evicted"
+        );
     }
 }

@@ -180,8 +180,13 @@ const FORBIDDEN_SCHEMES: &[&str] = &[
 
 /// Custom redirect URI schemes allowed by default besides reverse-domain ones: those real
 /// MCP clients register.
-pub(crate) const DEFAULT_REDIRECT_SCHEMES: &[&str] =
-    &["cursor", "vscode", "vscode-insiders", "vscodium", "windsurf"];
+pub(crate) const DEFAULT_REDIRECT_SCHEMES: &[&str] = &[
+    "cursor",
+    "vscode",
+    "vscode-insiders",
+    "vscodium",
+    "windsurf",
+];
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     if !ctx.server.dynamic_registration {
@@ -741,7 +746,11 @@ mod tests {
             );
         }
         // An allow-listed OS handler is still refused; an allow-listed word is accepted.
-        let custom = vec!["myapp".to_owned(), "search-ms".to_owned(), "ms-word".to_owned()];
+        let custom = vec![
+            "myapp".to_owned(),
+            "search-ms".to_owned(),
+            "ms-word".to_owned(),
+        ];
         assert_eq!(check_redirect_uri("myapp://cb", &custom), Ok(()));
         assert!(check_redirect_uri("search-ms:x", &custom).is_err());
         assert!(check_redirect_uri("ms-word:x", &custom).is_err());
@@ -751,7 +760,15 @@ mod tests {
     // issue 8 item 9: client_name refuses bidi and format characters (Unicode Cf).
     #[test]
     fn format_characters_are_recognised() {
-        for c in ['\u{202E}', '\u{200B}', '\u{2066}', '\u{200E}', '\u{FEFF}', '\u{00AD}', '\u{E0041}'] {
+        for c in [
+            '\u{202E}',
+            '\u{200B}',
+            '\u{2066}',
+            '\u{200E}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{E0041}',
+        ] {
             assert!(is_format_char(c), "{:04X}", c as u32);
         }
         for c in ['a', 'é', '日', ' ', '\u{0301}', '-'] {
