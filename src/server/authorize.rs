@@ -129,7 +129,7 @@ use serde_json::{Map, Value};
 use super::AsContext;
 use super::pages::{ConsentView, ErrorView, LoginView, ScopeView};
 use super::rate_limit::{self, LimitKind};
-use super::register::{all_loopback, check_redirect_uri, redirect_uri_matches};
+use super::register::{all_loopback, check_redirect_uri_with, redirect_uri_matches};
 use crate::authn::{Authentication, User};
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{AuthorizationCode, Client, ClientSource, PendingAuthorization, SecretHash};
@@ -783,7 +783,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
     };
     // A client stored before the current redirect policy (an operating-system handler
     // scheme, a custom scheme no longer allowed) is not sent anywhere.
-    if let Err(why) = check_redirect_uri(&redirect_uri, &ctx.server.redirect_schemes) {
+    if let Err(why) = check_redirect_uri_with(&redirect_uri, &ctx.server.redirect_schemes) {
         tracing::warn!(
             target: "mcp_oauth::authorize",
             client_id = %client.client_id,

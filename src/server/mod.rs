@@ -627,7 +627,7 @@ impl AuthorizationServerBuilder {
                 )));
             }
             for uri in &c.0.redirect_uris {
-                register::check_redirect_uri(uri, &self.redirect_schemes).map_err(|why| {
+                register::check_redirect_uri_with(uri, &self.redirect_schemes).map_err(|why| {
                     ConfigError::InvalidClient(format!("{}: {uri}: {why}", c.0.client_id))
                 })?;
             }

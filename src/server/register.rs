@@ -356,7 +356,7 @@ fn parse_metadata(
                 let Some(uri) = item.as_str() else {
                     return Err(redirect_error("redirect_uris must be an array of strings"));
                 };
-                check_redirect_uri(uri, allowed_schemes).map_err(|why| {
+                check_redirect_uri_with(uri, allowed_schemes).map_err(|why| {
                     redirect_error(format!("redirect URI {}: {why}", quote_for_error(uri)))
                 })?;
                 if !uris.iter().any(|u| u == uri) {
@@ -570,7 +570,7 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 /// Checks one redirect URI against the registration policy (see the
 /// [module docs](self#redirect-uri-policy)); the error says why, for the client's developer.
 /// `allowed_schemes` (lower case) are the custom schemes allowed besides reverse-domain ones.
-pub(crate) fn check_redirect_uri(uri: &str, allowed_schemes: &[String]) -> Result<(), String> {
+pub(crate) fn check_redirect_uri_with(uri: &str, allowed_schemes: &[String]) -> Result<(), String> {
     if uri.is_empty() {
         return Err("it is empty".to_owned());
     }
@@ -638,6 +638,17 @@ pub(crate) fn check_redirect_uri(uri: &str, allowed_schemes: &[String]) -> Resul
             "the custom scheme {s}: is neither a reverse domain name (com.example.app:) nor on this server's allow-list"
         )),
     }
+}
+
+/// [`check_redirect_uri_with`] the default custom-scheme allow-list
+/// ([`DEFAULT_REDIRECT_SCHEMES`]).
+#[allow(dead_code)]
+pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    let defaults: Vec<String> = DEFAULT_REDIRECT_SCHEMES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    check_redirect_uri_with(uri, &defaults)
 }
 
 /// The authority of `//authority/path…` (the part after `scheme:`), or `""`.
@@ -719,7 +730,7 @@ mod tests {
             "com.example.app:/cb",
             "io.modelcontextprotocol.app://cb",
         ] {
-            assert_eq!(check_redirect_uri(ok, &defaults()), Ok(()), "{ok}");
+            assert_eq!(check_redirect_uri_with(ok, &defaults()), Ok(()), "{ok}");
         }
         for bad in [
             "myapp://cb",
@@ -741,7 +752,7 @@ mod tests {
             "ldap://evil.example/x",
         ] {
             assert!(
-                check_redirect_uri(bad, &defaults()).is_err(),
+                check_redirect_uri_with(bad, &defaults()).is_err(),
                 "{bad:?} was accepted"
             );
         }
@@ -751,10 +762,13 @@ mod tests {
             "search-ms".to_owned(),
             "ms-word".to_owned(),
         ];
-        assert_eq!(check_redirect_uri("myapp://cb", &custom), Ok(()));
-        assert!(check_redirect_uri("search-ms:x", &custom).is_err());
-        assert!(check_redirect_uri("ms-word:x", &custom).is_err());
-        assert!(check_redirect_uri("cursor://x/cb", &custom).is_err());
+        assert_eq!(check_redirect_uri_with("myapp://cb", &custom), Ok(()));
+        assert!(check_redirect_uri_with("search-ms:x", &custom).is_err());
+        assert!(check_redirect_uri_with("ms-word:x", &custom).is_err());
+        assert!(check_redirect_uri_with("cursor://x/cb", &custom).is_err());
+        // The one-argument form applies the default allow-list.
+        assert_eq!(check_redirect_uri("cursor://x/cb"), Ok(()));
+        assert!(check_redirect_uri("myapp://cb").is_err());
     }
 
     // issue 8 item 9: client_name refuses bidi and format characters (Unicode Cf).
@@ -790,7 +804,7 @@ mod tests {
             "com.example.app:/oauth2redirect",
             "https://app.example.com/cb?tenant=1",
         ] {
-            assert_eq!(check_redirect_uri(ok, &defaults()), Ok(()), "{ok}");
+            assert_eq!(check_redirect_uri_with(ok, &defaults()), Ok(()), "{ok}");
         }
     }
 
@@ -826,7 +840,7 @@ mod tests {
             "https://exämple.com/cb",
         ] {
             assert!(
-                check_redirect_uri(bad, &defaults()).is_err(),
+                check_redirect_uri_with(bad, &defaults()).is_err(),
                 "{bad:?} was accepted"
             );
         }
