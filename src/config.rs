@@ -454,7 +454,8 @@ impl McpOAuthConfigBuilder {
         self
     }
 
-    /// Clock leeway for `exp`/`nbf` of tokens signed by the key ring (default 60 s).
+    /// Clock leeway for `exp`/`nbf` of tokens signed by the key ring (default 60 s, at most
+    /// [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY); `build()` refuses more).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -545,6 +546,7 @@ impl McpOAuthConfigBuilder {
         }
         let issuer = self.issuer.ok_or(ConfigError::MissingIssuer)?;
         check_public_url("issuer", &issuer, true)?;
+        crate::verify::check_leeway(self.leeway.as_secs())?;
 
         let mut scopes = Vec::new();
         for (name, desc) in self.scopes {

@@ -156,6 +156,7 @@ impl Harness {
         let mut stored = AuthorizationCode {
             client_id: client_id.to_owned(),
             redirect_uri: REDIRECT.to_owned(),
+            redirect_uri_in_request: true,
             code_challenge: CHALLENGE.to_owned(),
             scope: ScopeSet::parse("read write").unwrap(),
             resource: RESOURCE.to_owned(),
@@ -1318,7 +1319,11 @@ impl GrantStore for DownStore {
     async fn revoke_family(&self, _: &str, _: u64) -> Result<(), StoreError> {
         down()
     }
-    async fn family_of_refresh(&self, _: &SecretHash) -> Result<Option<RefreshFamily>, StoreError> {
+    async fn family_of_refresh(
+        &self,
+        _: &SecretHash,
+        _: u64,
+    ) -> Result<Option<mcp_oauth::store::RefreshLookup>, StoreError> {
         down()
     }
     async fn revoke_token(&self, _: &str, _: u64) -> Result<(), StoreError> {

@@ -117,7 +117,7 @@ mod racy {
     use mcp_oauth::scope::ScopeSet;
     use mcp_oauth::store::{
         AuthorizationCode, CodeTake, GrantStore, MemoryStore, PendingAuthorization, RefreshFamily,
-        Rotation, SecretHash, StoreError, StoreStats, testkit,
+        RefreshLookup, Rotation, SecretHash, StoreError, StoreStats, testkit,
     };
 
     #[derive(Default)]
@@ -149,7 +149,10 @@ mod racy {
                         .insert(*h, (c.clone(), Some(family_id.to_owned())));
                     Ok(CodeTake::Taken(c))
                 }
-                Some((_, Some(f))) => Ok(CodeTake::Replayed { family_id: f }),
+                Some((c, Some(f))) => Ok(CodeTake::Replayed {
+                    family_id: f,
+                    code: c,
+                }),
                 _ => Ok(CodeTake::NotFound),
             }
         }
@@ -176,8 +179,9 @@ mod racy {
         async fn family_of_refresh(
             &self,
             h: &SecretHash,
-        ) -> Result<Option<RefreshFamily>, StoreError> {
-            self.inner.family_of_refresh(h).await
+            now: u64,
+        ) -> Result<Option<RefreshLookup>, StoreError> {
+            self.inner.family_of_refresh(h, now).await
         }
         async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
             self.inner.revoke_token(jti, exp).await

@@ -288,6 +288,7 @@ fn code(expires_at: u64) -> AuthorizationCode {
     AuthorizationCode {
         client_id: "app".to_owned(),
         redirect_uri: REDIRECT.to_owned(),
+        redirect_uri_in_request: true,
         code_challenge: CHALLENGE.to_owned(),
         scope: ScopeSet::parse("read").unwrap(),
         resource: RESOURCE.to_owned(),

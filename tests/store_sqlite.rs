@@ -177,7 +177,7 @@ async fn data_survives_reopening() {
             store.get_client("kept").await.unwrap(),
             Some(client_with_time(&store).await)
         );
-        assert!(store.family_of_refresh(&rt).await.unwrap().is_some());
+        assert!(store.family_of_refresh(&rt, now()).await.unwrap().is_some());
         assert!(store.is_token_revoked("fam-gone.x", now()).await.unwrap());
         assert_eq!(store.count_clients().await.unwrap(), 1);
     }

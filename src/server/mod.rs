@@ -172,6 +172,8 @@ pub(crate) struct ServerInner {
     pub(crate) lifetimes: Lifetimes,
     pub(crate) limits: Limits,
     pub(crate) static_clients: HashMap<String, Client>,
+    /// The configured clients allowed to call `/introspect` (resource servers).
+    pub(crate) introspection_clients: Vec<String>,
     pub(crate) dynamic_registration: bool,
     pub(crate) remember_consent: bool,
     pub(crate) trusted_proxies: Vec<IpAddr>,
@@ -290,7 +292,10 @@ impl RevokedTokens for StoreRevocations {
 
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), VerifyError> {
         self.0
-            .revoke_token(jti, expires_at)
+            .revoke_token(
+                jti,
+                expires_at.saturating_add(crate::store::REVOCATION_HORIZON_SLACK),
+            )
             .await
             .map_err(|e| VerifyError::Unavailable(e.to_string()))
     }
@@ -308,6 +313,7 @@ pub struct AuthorizationServerBuilder {
     lifetimes: Lifetimes,
     limits: Limits,
     static_clients: Vec<StaticClient>,
+    introspection_clients: Vec<String>,
     dynamic_registration: bool,
     remember_consent: bool,
     trusted_proxies: Vec<IpAddr>,
@@ -344,6 +350,7 @@ impl Default for AuthorizationServerBuilder {
                 login: RateLimit::per_minute(20),
             },
             static_clients: Vec::new(),
+            introspection_clients: Vec::new(),
             dynamic_registration: true,
             remember_consent: false,
             trusted_proxies: Vec::new(),
@@ -437,6 +444,40 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// The clients allowed to call `/introspect`: your resource servers, each a
+    /// [confidential `StaticClient`](StaticClient::confidential) configured with
+    /// [`client`](Self::client) (`build()` refuses any other id). RFC 7662 §2.1 requires the
+    /// endpoint to be protected, and an introspection answer tells who a token belongs to:
+    /// no other client, and certainly no dynamically registered one, may ask. With none
+    /// configured (the default) every call is refused with `401 invalid_client`.
+    ///
+    /// ```
+    /// use mcp_oauth::authn::StaticUsers;
+    /// use mcp_oauth::server::{AuthorizationServer, StaticClient};
+    ///
+    /// let server = AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .client(StaticClient::confidential("rs-1", "rs-secret-0123456789abcdef", ["https://rs.example.com/cb"]))
+    ///     .introspection_clients(["rs-1"])
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = server;
+    /// assert!(AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .introspection_clients(["not-configured"])
+    ///     .build()
+    ///     .is_err());
+    /// ```
+    pub fn introspection_clients<I, S>(mut self, client_ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.introspection_clients
+            .extend(client_ids.into_iter().map(Into::into));
+        self
+    }
+
     /// Turns RFC 7591 dynamic registration on or off (on by default; ChatGPT, Claude, VS
     /// Code, Cursor and the SDK clients rely on it).
     pub fn dynamic_registration(mut self, on: bool) -> Self {
@@ -527,6 +568,21 @@ impl AuthorizationServerBuilder {
             }
             static_clients.insert(c.0.client_id.clone(), c.0);
         }
+        for id in &self.introspection_clients {
+            match static_clients.get(id) {
+                Some(c) if c.is_confidential() => {}
+                Some(_) => {
+                    return Err(ConfigError::InvalidClient(format!(
+                        "{id}: an introspection client must be confidential (it authenticates with a secret)"
+                    )));
+                }
+                None => {
+                    return Err(ConfigError::InvalidClient(format!(
+                        "{id}: introspection clients must be configured with `.client(StaticClient::confidential(..))`"
+                    )));
+                }
+            }
+        }
         let upkeep = self.upkeep.validate(l.refresh)?;
         let pages = match self.pages {
             Some(p) => p,
@@ -543,6 +599,7 @@ impl AuthorizationServerBuilder {
                 lifetimes: l,
                 limits: self.limits,
                 static_clients,
+                introspection_clients: self.introspection_clients,
                 dynamic_registration: self.dynamic_registration,
                 remember_consent: self.remember_consent,
                 trusted_proxies: self.trusted_proxies,
