@@ -66,6 +66,8 @@ rule_tests!(
     family_lifecycle,
     revoke_before_create,
     rotation,
+    // Issue 8 item 8: current / previous / retired on every store.
+    refresh_token_states,
     reuse_after_grace,
     expired_family,
     revoke_token,
