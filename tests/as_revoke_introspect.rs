@@ -594,21 +594,32 @@ async fn only_configured_resource_servers_may_introspect() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
-    let reg: Value =
-        serde_json::from_slice(&axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap())
-            .unwrap();
+    let reg: Value = serde_json::from_slice(
+        &axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let (id, secret) = (
         reg["client_id"].as_str().unwrap(),
         reg["client_secret"].as_str().unwrap(),
     );
     let r = h
-        .post("/introspect", &[("token", &access)], Some(&basic(id, secret)))
+        .post(
+            "/introspect",
+            &[("token", &access)],
+            Some(&basic(id, secret)),
+        )
         .await;
     r.assert_error(StatusCode::FORBIDDEN, "unauthorized_client");
     // Its authentication is still checked first: a wrong secret is 401.
-    h.post("/introspect", &[("token", &access)], Some(&basic(id, "wrong")))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    h.post(
+        "/introspect",
+        &[("token", &access)],
+        Some(&basic(id, "wrong")),
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
     // The configured resource server still can.
     assert_eq!(h.introspect(&access).await.body["active"], true);
 }

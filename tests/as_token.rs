@@ -1567,7 +1567,9 @@ async fn redirect_uri_is_optional_when_authorize_did_not_send_it() {
         .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
 
     let code = h.authorize(PUBLIC, None).await;
-    h.exchange_at(PUBLIC, &code, Some(REDIRECT)).await.assert_ok();
+    h.exchange_at(PUBLIC, &code, Some(REDIRECT))
+        .await
+        .assert_ok();
 }
 
 /// Issue 8 item 9, the negative side: when `/authorize` carried `redirect_uri`, `/token`

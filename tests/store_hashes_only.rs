@@ -255,7 +255,10 @@ async fn run_flow<S: ClientStore + GrantStore>(store: S) -> Secrets {
     let res = http
         .post(format!("{base}/revoke"))
         .basic_auth(&client_id, Some(&client_secret))
-        .form(&[("token", access.as_str()), ("token_type_hint", "access_token")])
+        .form(&[
+            ("token", access.as_str()),
+            ("token_type_hint", "access_token"),
+        ])
         .send()
         .await
         .unwrap();

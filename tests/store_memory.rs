@@ -323,11 +323,22 @@ mod bounded {
                 .await
                 .unwrap();
         }
-        assert!(store.get_pending("p0", n).await.unwrap().is_none(), "oldest evicted");
-        assert!(store.get_pending("p999", n).await.unwrap().is_some(), "newest kept");
+        assert!(
+            store.get_pending("p0", n).await.unwrap().is_none(),
+            "oldest evicted"
+        );
+        assert!(
+            store.get_pending("p999", n).await.unwrap().is_some(),
+            "newest kept"
+        );
         let mut kept = 0;
         for i in 0..1_000 {
-            if store.get_pending(&format!("p{i}"), n).await.unwrap().is_some() {
+            if store
+                .get_pending(&format!("p{i}"), n)
+                .await
+                .unwrap()
+                .is_some()
+            {
                 kept += 1;
             }
         }
@@ -400,7 +411,10 @@ mod bounded {
 
         for i in 0..3 {
             store
-                .create_family(family(&format!("f{i}")), Some(SecretHash::of(&format!("r{i}"))))
+                .create_family(
+                    family(&format!("f{i}")),
+                    Some(SecretHash::of(&format!("r{i}"))),
+                )
                 .await
                 .unwrap();
         }
@@ -410,7 +424,12 @@ mod bounded {
         ));
         // Revoking a family is never refused, even past the cap.
         store.revoke_family("unknown-family", now()).await.unwrap();
-        assert!(store.is_token_revoked("unknown-family.x", now()).await.unwrap());
+        assert!(
+            store
+                .is_token_revoked("unknown-family.x", now())
+                .await
+                .unwrap()
+        );
 
         for i in 0..3 {
             store
@@ -424,7 +443,12 @@ mod bounded {
         ));
         // Nothing already revoked was forgotten to make room.
         for i in 0..3 {
-            assert!(store.is_token_revoked(&format!("j{i}"), now()).await.unwrap());
+            assert!(
+                store
+                    .is_token_revoked(&format!("j{i}"), now())
+                    .await
+                    .unwrap()
+            );
         }
     }
 

@@ -108,11 +108,7 @@ async fn handle(
     // (confidential static clients) may introspect. Everyone else, every dynamically
     // registered client included, is refused.
     let allowed = client.source == ClientSource::Static
-        && ctx
-            .server
-            .introspection_clients
-            .iter()
-            .any(|id| *id == client.client_id);
+        && ctx.server.introspection_clients.contains(&client.client_id);
     if !allowed {
         tracing::info!(target: "mcp_oauth::security", client_id = %client.client_id,
             "introspection refused: not a configured introspection client");

@@ -11,7 +11,7 @@
 //! | `/authorize` | authorization code + PKCE S256, login and consent pages |
 //! | `/token` | `authorization_code` and `refresh_token` grants |
 //! | `/revoke` | RFC 7009 revocation |
-//! | `/introspect` | RFC 7662 introspection (authenticated clients) |
+//! | `/introspect` | RFC 7662 introspection (only the configured [`introspection_clients`](AuthorizationServerBuilder::introspection_clients)) |
 //! | `/jwks.json` | the signing keys |
 //!
 //! ```

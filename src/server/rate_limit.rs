@@ -717,7 +717,8 @@ mod tests {
         let l = Limiter::with_capacity(8);
         let limit = RateLimit::per_minute(10);
         let t0 = Instant::now();
-        let v4 = |i: u32| ClientKey::of(Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
+        let v4 =
+            |i: u32| ClientKey::of(Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
         // The attacker's own address, drained.
         let attacker = ClientKey::of(Some(ip("203.0.113.66")));
         for _ in 0..10 {

@@ -224,8 +224,7 @@ async fn authorization_code(
         CodeTake::Replayed { family_id, code } => {
             // Issue 8 item 6: only the code's own client, proving the PKCE verifier, may
             // trigger the revocation; anyone else replaying a code they saw changes nothing.
-            if code.client_id == client.client_id && pkce_matches(verifier, &code.code_challenge)
-            {
+            if code.client_id == client.client_id && pkce_matches(verifier, &code.code_challenge) {
                 tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
                     "authorization code replayed by its own client; revoking every token it issued");
                 grants.revoke_family(&family_id, now).await?;

@@ -7,8 +7,7 @@ use async_trait::async_trait;
 
 use super::{
     AuthorizationCode, Client, ClientStore, CodeTake, GrantStore, PendingAuthorization,
-    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError,
-    StoreStats,
+    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 
@@ -420,8 +419,7 @@ impl GrantStore for MemoryStore {
 
     async fn revoke_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
         let mut s = self.lock();
-        if !s.revoked_jtis.contains_key(jti) && s.revoked_jtis.len() >= self.limits.revoked_tokens
-        {
+        if !s.revoked_jtis.contains_key(jti) && s.revoked_jtis.len() >= self.limits.revoked_tokens {
             let now = crate::util::now();
             s.revoked_jtis.retain(|_, exp| *exp >= now);
             if s.revoked_jtis.len() >= self.limits.revoked_tokens {

@@ -67,8 +67,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AuthorizationCode, Client, ClientStore, CodeTake, GrantStore, PendingAuthorization,
-    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError,
-    StoreStats,
+    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 

@@ -476,8 +476,7 @@ pub async fn family_lifecycle<S: GrantStore + ?Sized>(store: &S) {
         "store contract: revoking one family must not touch another"
     );
     assert!(
-        family_of(store, &other_token).await
-        .is_some(),
+        family_of(store, &other_token).await.is_some(),
         "store contract: revoking one family must not touch another's refresh token"
     );
 
@@ -658,16 +657,24 @@ pub async fn refresh_token_states<S: GrantStore + ?Sized>(store: &S) {
         );
     }
     assert_eq!(
-        state(ok("family_of_refresh", store.family_of_refresh(&t1, n).await)),
+        state(ok(
+            "family_of_refresh",
+            store.family_of_refresh(&t1, n).await
+        )),
         Some(RefreshTokenState::Current),
         "store contract: the successor is Current"
     );
     let t2 = SecretHash::of(&uid("rt"));
     ok(
         "rotate_refresh",
-        store.rotate_refresh(&t1, t2, vec![2], n + 1, GRACE_SECS).await,
+        store
+            .rotate_refresh(&t1, t2, vec![2], n + 1, GRACE_SECS)
+            .await,
     );
-    let l0 = ok("family_of_refresh", store.family_of_refresh(&t0, n + 1).await);
+    let l0 = ok(
+        "family_of_refresh",
+        store.family_of_refresh(&t0, n + 1).await,
+    );
     assert_eq!(
         l0.as_ref().map(|l| l.state),
         Some(RefreshTokenState::Retired),
@@ -678,17 +685,30 @@ pub async fn refresh_token_states<S: GrantStore + ?Sized>(store: &S) {
         "a Retired token is never usable"
     );
     assert_eq!(
-        state(ok("family_of_refresh", store.family_of_refresh(&t1, n + 1).await)),
+        state(ok(
+            "family_of_refresh",
+            store.family_of_refresh(&t1, n + 1).await
+        )),
         Some(RefreshTokenState::Previous { rotated_at: n + 1 }),
     );
     assert_eq!(
-        state(ok("family_of_refresh", store.family_of_refresh(&t2, n + 1).await)),
+        state(ok(
+            "family_of_refresh",
+            store.family_of_refresh(&t2, n + 1).await
+        )),
         Some(RefreshTokenState::Current),
     );
-    ok("revoke_family", store.revoke_family(&family.family_id, n + 2).await);
+    ok(
+        "revoke_family",
+        store.revoke_family(&family.family_id, n + 2).await,
+    );
     for t in [t0, t1, t2] {
         assert!(
-            ok("family_of_refresh", store.family_of_refresh(&t, n + 2).await).is_none(),
+            ok(
+                "family_of_refresh",
+                store.family_of_refresh(&t, n + 2).await
+            )
+            .is_none(),
             "store contract: no token of a revoked family is found"
         );
     }

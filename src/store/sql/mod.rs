@@ -266,7 +266,11 @@ impl FamilyRow {
     }
 
     /// The family when live at `now`, with where `presented` stands in it.
-    fn lookup(&self, presented: &SecretHash, now: u64) -> Result<Option<RefreshLookup>, StoreError> {
+    fn lookup(
+        &self,
+        presented: &SecretHash,
+        now: u64,
+    ) -> Result<Option<RefreshLookup>, StoreError> {
         let Some(family) = self.active(now)? else {
             return Ok(None);
         };

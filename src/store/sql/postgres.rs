@@ -16,8 +16,7 @@ use crate::scope::ScopeSet;
 use crate::store::{
     AuthorizationCode, Client, ClientSource, ClientStore, CodeTake, GrantStore,
     PendingAuthorization, RateLimitStore, RefreshFamily, RefreshLookup, Rotation, SecretHash,
-    StoreError,
-    StoreStats,
+    StoreError, StoreStats,
 };
 
 mod keys;
@@ -324,12 +323,13 @@ impl GrantStore for PostgresStore {
             }
             // Not taken: tell a replay (reporting the family bound first) from a missing or
             // expired code. `used_by` never changes once set, so this read is consistent.
-            let row =
-                sqlx::query("SELECT used_by, expires_at, record FROM mcp_oauth_codes WHERE code_hash = $1")
-                    .bind(&hash.0[..])
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(err)?;
+            let row = sqlx::query(
+                "SELECT used_by, expires_at, record FROM mcp_oauth_codes WHERE code_hash = $1",
+            )
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?;
             let Some(row) = row else {
                 return Ok(CodeTake::NotFound);
             };

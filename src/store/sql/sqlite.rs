@@ -357,12 +357,13 @@ impl GrantStore for SqliteStore {
             }
             // Not taken: tell a replay (reporting the family bound first) from a missing or
             // expired code. `used_by` never changes once set, so this read is consistent.
-            let row =
-                sqlx::query("SELECT used_by, expires_at, record FROM mcp_oauth_codes WHERE code_hash = ?1")
-                    .bind(&hash.0[..])
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(err)?;
+            let row = sqlx::query(
+                "SELECT used_by, expires_at, record FROM mcp_oauth_codes WHERE code_hash = ?1",
+            )
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?;
             let Some(row) = row else {
                 return Ok(CodeTake::NotFound);
             };
