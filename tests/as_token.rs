@@ -1652,3 +1652,128 @@ async fn expired_refresh_token_is_invalid_grant() {
     let (_, live) = first_tokens(&h, PUBLIC).await;
     h.refresh(PUBLIC, &live).await.assert_ok();
 }
+
+/// A page's response: status, cookies set (name=value), location, body.
+struct Page {
+    status: StatusCode,
+    cookies: Vec<(String, String)>,
+    location: Option<String>,
+    body: String,
+}
+
+impl Page {
+    fn attr(&self, marker: &str) -> String {
+        let start = self
+            .body
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {}", self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').unwrap();
+        self.body[start..start + end].replace("&amp;", "&")
+    }
+}
+
+async fn browse(app: &Router, req: Request<Body>) -> Page {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let cookies = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| {
+            let pair = c.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    let status = res.status();
+    let location = res
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Page {
+        status,
+        cookies,
+        location,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Issue 8 item 9 through the login and consent pages: the "was `redirect_uri` sent?" fact
+/// survives the pending request parked while the user signs in and decides.
+#[tokio::test]
+async fn redirect_uri_rule_survives_the_login_and_consent_pages() {
+    let h = harness_with(
+        ISSUER,
+        builder().authenticator(mcp_oauth::authn::StaticUsers::new().with_password("alice", "pw")),
+    );
+    for sent in [None, Some(REDIRECT)] {
+        let mut q = vec![
+            ("response_type", "code"),
+            ("client_id", PUBLIC),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("scope", "read"),
+        ];
+        if let Some(r) = sent {
+            q.push(("redirect_uri", r));
+        }
+        let mut jar: Vec<(String, String)> = Vec::new();
+        let mut page = browse(
+            &h.app,
+            Request::get(format!("/authorize?{}", form(&q)))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        let mut fields: Vec<(&str, &str)> = vec![("username", "alice"), ("password", "pw")];
+        let mut forms = 0;
+        let code = loop {
+            assert!(page.status == StatusCode::OK || page.status == StatusCode::FOUND);
+            for (k, v) in &page.cookies {
+                jar.retain(|(name, _)| name != k);
+                jar.push((k.clone(), v.clone()));
+            }
+            if let Some(loc) = &page.location {
+                assert_eq!(forms, 2, "the login page, then the consent page");
+                break form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())
+                    .find(|(k, _)| k == "code")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_else(|| panic!("no code in {loc}"));
+            }
+            let (rid, csrf) = (
+                page.attr("name=\"request_id\" value=\""),
+                page.attr("name=\"csrf_token\" value=\""),
+            );
+            let mut all = fields.clone();
+            all.extend([
+                ("request_id", rid.as_str()),
+                ("csrf_token", csrf.as_str()),
+                ("decision", "approve"),
+            ]);
+            let cookie = jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            page = browse(
+                &h.app,
+                Request::post(page.attr("action=\""))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("cookie", cookie)
+                    .body(Body::from(form(&all)))
+                    .unwrap(),
+            )
+            .await;
+            fields.clear();
+            forms += 1;
+        };
+        let r = h.exchange_at(PUBLIC, &code, None).await;
+        match sent {
+            None => r.assert_ok(),
+            Some(_) => r.assert_error(StatusCode::BAD_REQUEST, "invalid_request"),
+        }
+    }
+}
