@@ -535,7 +535,7 @@ impl McpOAuthConfigBuilder {
     ///
     /// # Errors
     /// Any [`ConfigError`]: a missing or malformed resource or issuer, undeclared scopes, no
-    /// verifier.
+    /// verifier, a [`leeway`](Self::leeway) above [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY).
     pub fn build(self) -> Result<McpOAuthConfig, ConfigError> {
         crate::crypto::install_provider();
         if self.resources.is_empty() {

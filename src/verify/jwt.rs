@@ -409,3 +409,30 @@ impl TokenVerifier for JwtVerifier {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8 item 8: a revocation outlives the token's `exp` by the largest leeway, so
+    /// pruning the list (on the next revocation) cannot forget a token a verifier would still
+    /// accept.
+    #[tokio::test]
+    async fn memory_revocations_outlive_exp_by_the_max_leeway() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let list = MemoryRevocations::new();
+        list.revoke("just-expired", now - 30).await.unwrap();
+        list.revoke("other", now + 600).await.unwrap();
+        assert!(list.is_revoked("just-expired").await.unwrap());
+        let horizon = list.inner.lock().unwrap()["just-expired"];
+        assert_eq!(horizon, now - 30 + super::super::MAX_LEEWAY.as_secs());
+    }
+
+    #[test]
+    fn leeway_is_capped() {
+        assert!(check_leeway(300).is_ok());
+        assert!(check_leeway(301).is_err());
+    }
+}
