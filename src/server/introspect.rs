@@ -5,8 +5,8 @@
 //! [`introspection_clients`](super::AuthorizationServerBuilder::introspection_clients)
 //! (confidential, configured clients: your resource servers) may call it, authenticating
 //! with their secret. A client that fails authentication, or a public client (it cannot
-//! authenticate), gets `401 invalid_client`; any other authenticated client (every dynamically registered one included) gets
-//! `403 unauthorized_client`.
+//! authenticate), gets `401 invalid_client`; any other authenticated client (every
+//! dynamically registered one included) gets `403 unauthorized_client`.
 //! Answers are `Cache-Control: no-store`:
 //!
 //! - an active access token (a JWT signed by the key ring, for this issuer and one of the
