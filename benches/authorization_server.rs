@@ -112,6 +112,7 @@ async fn put_code(server: &AuthorizationServer, resource: &str, code: &str) {
             AuthorizationCode {
                 client_id: CLIENT_ID.to_owned(),
                 redirect_uri: REDIRECT.to_owned(),
+                redirect_uri_in_request: true,
                 code_challenge: challenge(),
                 scope: ScopeSet::parse("files:read").unwrap(),
                 resource: resource.to_owned(),

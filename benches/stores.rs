@@ -133,6 +133,7 @@ impl Bench {
         let stored = AuthorizationCode {
             client_id: CLIENT_ID.to_owned(),
             redirect_uri: REDIRECT.to_owned(),
+            redirect_uri_in_request: true,
             code_challenge: challenge(),
             scope: ScopeSet::parse("read").unwrap(),
             resource: format!("{ISSUER}/mcp"),

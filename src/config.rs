@@ -464,7 +464,8 @@ impl McpOAuthConfigBuilder {
         self
     }
 
-    /// Clock leeway for `exp`/`nbf` of tokens signed by the key ring (default 60 s).
+    /// Clock leeway for `exp`/`nbf` of tokens signed by the key ring (default 60 s, at most
+    /// [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY); `build()` refuses more).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -544,7 +545,7 @@ impl McpOAuthConfigBuilder {
     ///
     /// # Errors
     /// Any [`ConfigError`]: a missing or malformed resource or issuer, undeclared scopes, no
-    /// verifier.
+    /// verifier, a [`leeway`](Self::leeway) above [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY).
     pub fn build(self) -> Result<McpOAuthConfig, ConfigError> {
         crate::crypto::install_provider();
         if self.resources.is_empty() {
@@ -558,6 +559,7 @@ impl McpOAuthConfigBuilder {
         if let Some(server) = &self.auth_server {
             server.check_issuer(&issuer)?;
         }
+        crate::verify::check_leeway(self.leeway.as_secs())?;
 
         let mut scopes = Vec::new();
         for (name, desc) in self.scopes {

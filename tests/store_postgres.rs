@@ -134,6 +134,8 @@ rule_tests!(
     family_lifecycle,
     revoke_before_create,
     rotation,
+    // Issue 8 item 8: current / previous / retired on every store.
+    refresh_token_states,
     reuse_after_grace,
     expired_family,
     revoke_token,
@@ -288,6 +290,7 @@ fn code(expires_at: u64) -> AuthorizationCode {
     AuthorizationCode {
         client_id: "app".to_owned(),
         redirect_uri: REDIRECT.to_owned(),
+        redirect_uri_in_request: true,
         code_challenge: CHALLENGE.to_owned(),
         scope: ScopeSet::parse("read").unwrap(),
         resource: RESOURCE.to_owned(),

@@ -474,6 +474,8 @@ fn cookie_matches(ctx: &AsContext, headers: &http::HeaderMap, request_id: &str) 
 struct Validated {
     client: Client,
     redirect_uri: String,
+    /// Whether the request carried `redirect_uri` (then `/token` must repeat it).
+    redirect_uri_in_request: bool,
     state: Option<String>,
     code_challenge: String,
     /// The scopes requested (the known ones; the default scopes when none is left), before
@@ -918,6 +920,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
     Ok(Validated {
         client: target.client,
         redirect_uri: target.redirect_uri,
+        redirect_uri_in_request: params.one("redirect_uri").is_some(),
         state: target.state,
         code_challenge: code_challenge.to_owned(),
         scope,
@@ -1003,6 +1006,7 @@ fn pending_of(
     PendingAuthorization {
         client_id: v.client.client_id.clone(),
         redirect_uri: v.redirect_uri.clone(),
+        redirect_uri_in_request: v.redirect_uri_in_request,
         state: v.state.clone(),
         code_challenge: v.code_challenge.clone(),
         scope: scope.clone(),
@@ -1104,6 +1108,7 @@ async fn after_login(
         let grant = Grant {
             client_id: &v.client.client_id,
             redirect_uri: &v.redirect_uri,
+            redirect_uri_in_request: v.redirect_uri_in_request,
             code_challenge: &v.code_challenge,
             scope: &scope,
             resource: &v.resource,
@@ -1311,6 +1316,7 @@ fn consent_page(
 struct Grant<'a> {
     client_id: &'a str,
     redirect_uri: &'a str,
+    redirect_uri_in_request: bool,
     code_challenge: &'a str,
     scope: &'a ScopeSet,
     resource: &'a str,
@@ -1360,6 +1366,7 @@ async fn issue_code(
     let record = AuthorizationCode {
         client_id: g.client_id.to_owned(),
         redirect_uri: g.redirect_uri.to_owned(),
+        redirect_uri_in_request: g.redirect_uri_in_request,
         code_challenge: g.code_challenge.to_owned(),
         scope: g.scope.clone(),
         resource: g.resource.to_owned(),
@@ -1547,6 +1554,7 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
     let v = Validated {
         client: c.client,
         redirect_uri: pending.redirect_uri,
+        redirect_uri_in_request: pending.redirect_uri_in_request,
         state: pending.state,
         code_challenge: pending.code_challenge,
         scope: pending.scope,
@@ -1633,6 +1641,7 @@ async fn consent(State(ctx): State<AsContext>, request: Request) -> Response {
     let grant = Grant {
         client_id: &pending.client_id,
         redirect_uri: &pending.redirect_uri,
+        redirect_uri_in_request: pending.redirect_uri_in_request,
         code_challenge: &pending.code_challenge,
         scope: &pending.scope,
         resource: &pending.resource,

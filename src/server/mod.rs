@@ -11,7 +11,7 @@
 //! | `/authorize` | authorization code + PKCE S256, login and consent pages |
 //! | `/token` | `authorization_code` and `refresh_token` grants |
 //! | `/revoke` | RFC 7009 revocation |
-//! | `/introspect` | RFC 7662 introspection (authenticated clients) |
+//! | `/introspect` | RFC 7662 introspection (only the configured [`introspection_clients`](AuthorizationServerBuilder::introspection_clients)) |
 //! | `/jwks.json` | the signing keys |
 //!
 //! ```
@@ -186,6 +186,8 @@ pub(crate) struct ServerInner {
     pub(crate) lifetimes: Lifetimes,
     pub(crate) limits: Limits,
     pub(crate) static_clients: HashMap<String, Client>,
+    /// The configured clients allowed to call `/introspect` (resource servers).
+    pub(crate) introspection_clients: Vec<String>,
     pub(crate) dynamic_registration: bool,
     pub(crate) remember_consent: bool,
     pub(crate) trusted_proxies: Vec<IpAddr>,
@@ -329,7 +331,10 @@ impl RevokedTokens for StoreRevocations {
 
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), VerifyError> {
         self.0
-            .revoke_token(jti, expires_at)
+            .revoke_token(
+                jti,
+                expires_at.saturating_add(crate::store::REVOCATION_HORIZON_SLACK),
+            )
             .await
             .map_err(|e| VerifyError::Unavailable(e.to_string()))
     }
@@ -348,6 +353,7 @@ pub struct AuthorizationServerBuilder {
     lifetimes: Lifetimes,
     limits: Limits,
     static_clients: Vec<StaticClient>,
+    introspection_clients: Vec<String>,
     dynamic_registration: bool,
     remember_consent: bool,
     trusted_proxies: Vec<IpAddr>,
@@ -389,6 +395,7 @@ impl Default for AuthorizationServerBuilder {
                 login_account: RateLimit::per_minute(2).with_burst(10),
             },
             static_clients: Vec::new(),
+            introspection_clients: Vec::new(),
             dynamic_registration: true,
             remember_consent: false,
             trusted_proxies: Vec::new(),
@@ -493,6 +500,40 @@ impl AuthorizationServerBuilder {
     /// Adds a pre-registered client.
     pub fn client(mut self, client: StaticClient) -> Self {
         self.static_clients.push(client);
+        self
+    }
+
+    /// The clients allowed to call `/introspect`: your resource servers, each a
+    /// [confidential `StaticClient`](StaticClient::confidential) configured with
+    /// [`client`](Self::client) (`build()` refuses any other id). RFC 7662 §2.1 requires the
+    /// endpoint to be protected, and an introspection answer tells who a token belongs to:
+    /// no other client, and certainly no dynamically registered one, may ask. With none
+    /// configured (the default) every call is refused with `401 invalid_client`.
+    ///
+    /// ```
+    /// use mcp_oauth::authn::StaticUsers;
+    /// use mcp_oauth::server::{AuthorizationServer, StaticClient};
+    ///
+    /// let server = AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .client(StaticClient::confidential("rs-1", "rs-secret-0123456789abcdef", ["https://rs.example.com/cb"]))
+    ///     .introspection_clients(["rs-1"])
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = server;
+    /// assert!(AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .introspection_clients(["not-configured"])
+    ///     .build()
+    ///     .is_err());
+    /// ```
+    pub fn introspection_clients<I, S>(mut self, client_ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.introspection_clients
+            .extend(client_ids.into_iter().map(Into::into));
         self
     }
 
@@ -633,6 +674,21 @@ impl AuthorizationServerBuilder {
             }
             static_clients.insert(c.0.client_id.clone(), c.0);
         }
+        for id in &self.introspection_clients {
+            match static_clients.get(id) {
+                Some(c) if c.is_confidential() => {}
+                Some(_) => {
+                    return Err(ConfigError::InvalidClient(format!(
+                        "{id}: an introspection client must be confidential (it authenticates with a secret)"
+                    )));
+                }
+                None => {
+                    return Err(ConfigError::InvalidClient(format!(
+                        "{id}: introspection clients must be configured with `.client(StaticClient::confidential(..))`"
+                    )));
+                }
+            }
+        }
         let upkeep = self.upkeep.validate(l.refresh)?;
         let pages = match self.pages {
             Some(p) => p,
@@ -650,6 +706,7 @@ impl AuthorizationServerBuilder {
                 lifetimes: l,
                 limits: self.limits,
                 static_clients,
+                introspection_clients: self.introspection_clients,
                 dynamic_registration: self.dynamic_registration,
                 remember_consent: self.remember_consent,
                 trusted_proxies: self.trusted_proxies,
