@@ -69,6 +69,7 @@ fn app(auto_approve: bool) -> (Router, AuthorizationServer, String) {
         .unwrap()
         .client(StaticClient::public(CLIENT_ID, [REDIRECT]))
         .token_rate_limit(RateLimit::unlimited())
+        .authorize_rate_limit(RateLimit::unlimited())
         .build()
         .unwrap();
     let built =

@@ -109,6 +109,7 @@ fn app<S: ClientStore + GrantStore>(store: S) -> Bench {
         .authenticator(InsecureAutoApprove::new("alice"))
         .client(StaticClient::public(CLIENT_ID, [REDIRECT]))
         .token_rate_limit(RateLimit::unlimited())
+        .authorize_rate_limit(RateLimit::unlimited())
         .store(store)
         .build()
         .unwrap();

@@ -219,7 +219,8 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
         builder = builder
             .register_rate_limit(RateLimit::unlimited())
             .token_rate_limit(RateLimit::unlimited())
-            .login_rate_limit(RateLimit::unlimited());
+            .login_rate_limit(RateLimit::unlimited())
+            .authorize_rate_limit(RateLimit::unlimited());
     }
     let server = with_store(builder, &settings).await?.build()?;
 
