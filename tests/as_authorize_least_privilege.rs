@@ -925,6 +925,27 @@ async fn client_name_refuses_bidi_and_format_characters() {
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
 }
 
+// issue 8 item 9: a client stored before the rule, whose name holds a bidi override, is
+// shown by its id instead.
+#[tokio::test]
+async fn a_stored_name_with_format_characters_is_not_shown() {
+    let store = MemoryStore::new();
+    let cfg = config(server().store(store));
+    let mut client = stored_client("spoof", CALLBACK);
+    client.client_name = Some("Evil\u{202E}lanigirO".to_owned());
+    cfg.authorization_server()
+        .unwrap()
+        .client_store()
+        .insert_client(client)
+        .await
+        .unwrap();
+    let mut b = Browser::new(&cfg);
+    let login = b.get(&authorize_url(&[("client_id", "spoof")])).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    assert!(!login.body.contains('\u{202E}'), "{}", login.body);
+    assert!(login.body.contains("spoof"), "{}", login.body);
+}
+
 fn auto_config(issuer: &str, auth: InsecureAutoApprove) -> Result<McpOAuthConfig, ConfigError> {
     McpOAuthConfig::builder()
         .resource(format!("{issuer}/mcp"))

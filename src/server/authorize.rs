@@ -129,7 +129,9 @@ use serde_json::{Map, Value};
 use super::AsContext;
 use super::pages::{ConsentView, ErrorView, LoginView, ScopeView};
 use super::rate_limit::{self, LimitKind};
-use super::register::{all_loopback, check_redirect_uri_with, redirect_uri_matches};
+use super::register::{
+    all_loopback, check_redirect_uri_with, is_format_char, redirect_uri_matches,
+};
 use crate::authn::{Authentication, User};
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{AuthorizationCode, Client, ClientSource, PendingAuthorization, SecretHash};
@@ -1230,8 +1232,14 @@ fn display_host(redirect_uri: &str) -> String {
     }
 }
 
+/// The name to show for a client: its self-asserted name, unless that holds control or
+/// invisible format characters (a client stored before registration refused them), then
+/// its id.
 fn client_label(client: &Client) -> &str {
-    client.client_name.as_deref().unwrap_or(&client.client_id)
+    match client.client_name.as_deref() {
+        Some(name) if !name.chars().any(|c| c.is_control() || is_format_char(c)) => name,
+        _ => &client.client_id,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
