@@ -544,8 +544,10 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// Remembers consent per user, client and scope set, so a returning client that asks
-    /// for no more than before skips the consent page.
+    /// Remembers consent per user, client, resource and scope set, so a returning client
+    /// that asks for no more than before, for the same resource, skips the consent page. A
+    /// remembered consent also counts as the user having approved the client: errors found
+    /// before the user acts are then redirected to it instead of shown as a page.
     pub fn remember_consent(mut self, on: bool) -> Self {
         self.remember_consent = on;
         self

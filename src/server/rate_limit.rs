@@ -1,5 +1,6 @@
 //! Per-address rate limits of the authorization server's unauthenticated endpoints:
-//! `/register`, `/token` (with `/revoke` and `/introspect`) and login form submissions.
+//! `/register`, `/token` (with `/revoke` and `/introspect`), `/authorize` (with its login and
+//! consent form posts) and login form submissions.
 //!
 //! Each limit is an in-process **token bucket** per (endpoint kind, client address): a bucket
 //! holds up to [`RateLimit::burst`] requests and refills at [`RateLimit::per_minute`] a
