@@ -69,6 +69,7 @@ fn app(auto_approve: bool) -> (Router, AuthorizationServer, String) {
         .unwrap()
         .client(StaticClient::public(CLIENT_ID, [REDIRECT]))
         .token_rate_limit(RateLimit::unlimited())
+        .authorize_rate_limit(RateLimit::unlimited())
         .build()
         .unwrap();
     let built =
@@ -112,6 +113,7 @@ async fn put_code(server: &AuthorizationServer, resource: &str, code: &str) {
             AuthorizationCode {
                 client_id: CLIENT_ID.to_owned(),
                 redirect_uri: REDIRECT.to_owned(),
+                redirect_uri_in_request: true,
                 code_challenge: challenge(),
                 scope: ScopeSet::parse("files:read").unwrap(),
                 resource: resource.to_owned(),

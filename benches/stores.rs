@@ -109,6 +109,7 @@ fn app<S: ClientStore + GrantStore>(store: S) -> Bench {
         .authenticator(InsecureAutoApprove::new("alice"))
         .client(StaticClient::public(CLIENT_ID, [REDIRECT]))
         .token_rate_limit(RateLimit::unlimited())
+        .authorize_rate_limit(RateLimit::unlimited())
         .store(store)
         .build()
         .unwrap();
@@ -133,6 +134,7 @@ impl Bench {
         let stored = AuthorizationCode {
             client_id: CLIENT_ID.to_owned(),
             redirect_uri: REDIRECT.to_owned(),
+            redirect_uri_in_request: true,
             code_challenge: challenge(),
             scope: ScopeSet::parse("read").unwrap(),
             resource: format!("{ISSUER}/mcp"),

@@ -42,6 +42,7 @@
 //! | `MCP_OAUTH_PUBLIC_URL` | `--public-url` | the URL clients reach the server at, without path (default `http://<bound addr>`). It is the OAuth issuer; the MCP endpoint and OAuth *resource* is `<public url>/mcp`. ChatGPT and Claude connect from the internet: give them an `https` URL (a tunnel to this port) |
 //! | `MCP_OAUTH_DEMO_USER` | `--demo-user` | the demo user's name (default `demo`) |
 //! | `MCP_OAUTH_DEMO_PASSWORD` | `--demo-password` | its password (default: a random one, printed at start) |
+//! | `MCP_OAUTH_DEMO_SCOPES` | `--demo-scopes` | the demo user's scope ceiling, space- or comma-separated (e.g. `files:read`): the user is never granted a scope outside it, whatever the client asks (default: every scope) |
 //! | `MCP_OAUTH_CLIENT_ID` | `--client-id` | also pre-register a client with this id (clients that cannot register themselves, the conformance suite) |
 //! | `MCP_OAUTH_CLIENT_SECRET` | `--client-secret` | make that client confidential with this secret (at least 16 characters) |
 //! | `MCP_OAUTH_CLIENT_REDIRECT_URIS` | `--client-redirect-uris` | its redirect URIs, comma-separated (default `http://127.0.0.1/callback,http://localhost/callback`; loopback URIs match on any port) |
@@ -65,6 +66,7 @@ use axum::Router;
 use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
 use mcp_oauth::keys::KeyRing;
 use mcp_oauth::resource::AccessPolicy;
+use mcp_oauth::scope::ScopeSet;
 use mcp_oauth::server::{AuthorizationServer, StaticClient};
 use mcp_oauth::store::sql::SqliteStore;
 use mcp_oauth::{
@@ -112,6 +114,8 @@ pub(crate) struct Settings {
     pub(crate) public_url: Option<String>,
     pub(crate) demo_user: String,
     pub(crate) demo_password: Option<String>,
+    /// The demo user's scope ceiling (`None`: every scope).
+    pub(crate) demo_scopes: Option<String>,
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<String>,
     pub(crate) client_redirect_uris: Vec<String>,
@@ -120,7 +124,7 @@ pub(crate) struct Settings {
 }
 
 const USAGE: &str = "usage: quickstart [--addr ADDR] [--public-url URL] [--demo-user NAME] \
-[--demo-password PASSWORD] [--client-id ID [--client-secret SECRET] [--client-redirect-uris URI,...]] \
+[--demo-password PASSWORD] [--demo-scopes SCOPES] [--client-id ID [--client-secret SECRET] [--client-redirect-uris URI,...]] \
 [--store PATH|memory] [--insecure-auto-approve 1]
 (each flag also reads MCP_OAUTH_<FLAG>, e.g. MCP_OAUTH_PUBLIC_URL; see the example's docs)";
 
@@ -130,6 +134,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("public-url", "MCP_OAUTH_PUBLIC_URL"),
     ("demo-user", "MCP_OAUTH_DEMO_USER"),
     ("demo-password", "MCP_OAUTH_DEMO_PASSWORD"),
+    ("demo-scopes", "MCP_OAUTH_DEMO_SCOPES"),
     ("client-id", "MCP_OAUTH_CLIENT_ID"),
     ("client-secret", "MCP_OAUTH_CLIENT_SECRET"),
     ("client-redirect-uris", "MCP_OAUTH_CLIENT_REDIRECT_URIS"),
@@ -213,6 +218,7 @@ impl Settings {
                 }
                 // A password is taken as given (no trimming); empty means "generate one".
                 "demo-password" => s.demo_password = (!value.is_empty()).then_some(value),
+                "demo-scopes" => s.demo_scopes = non_empty(value.replace(',', " ")),
                 "client-id" => s.client_id = non_empty(value),
                 "client-secret" => s.client_secret = (!value.is_empty()).then_some(value),
                 "client-redirect-uris" => {
@@ -446,14 +452,34 @@ pub(crate) fn authorization_server(
     demo_password: &str,
 ) -> Result<mcp_oauth::server::AuthorizationServerBuilder, BoxError> {
     let mut builder = AuthorizationServer::builder();
+    // The demo user's scope ceiling: never granted a scope outside it.
+    let ceiling = match &settings.demo_scopes {
+        Some(list) => Some(
+            list.parse::<ScopeSet>()
+                .map_err(|e| format!("MCP_OAUTH_DEMO_SCOPES: {e}"))?,
+        ),
+        None => None,
+    };
     builder = if settings.insecure_auto_approve {
-        builder.authenticator(InsecureAutoApprove::new(&settings.demo_user))
+        let auth = InsecureAutoApprove::new(&settings.demo_user);
+        builder.authenticator(match ceiling {
+            Some(c) => auth.with_allowed_scopes(c),
+            None => auth,
+        })
     } else {
-        builder.authenticator(StaticUsers::new().with_user(
+        let users = StaticUsers::new().with_user(
             &settings.demo_user,
             &StaticUsers::hash_password(demo_password),
-        ))
+        );
+        builder.authenticator(match ceiling {
+            Some(c) => users.with_user_scopes(&settings.demo_user, c),
+            None => users,
+        })
     };
+    // The MCP Python SDK registers with the scope of the first challenge and later steps up
+    // with the same client: a registered scope must not cap it here. Users keep their
+    // ceiling (MCP_OAUTH_DEMO_SCOPES).
+    builder = builder.registered_scope_is_ceiling(false);
     if let Some(id) = &settings.client_id {
         let uris: Vec<String> = if settings.client_redirect_uris.is_empty() {
             DEFAULT_CLIENT_REDIRECT_URIS

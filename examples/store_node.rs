@@ -205,7 +205,8 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
 
     let mut builder = AuthorizationServer::builder();
     builder = if settings.insecure_auto_approve {
-        builder.authenticator(InsecureAutoApprove::new("alice"))
+        builder
+            .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
     } else {
         let password = settings
             .demo_password
@@ -218,7 +219,8 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
         builder = builder
             .register_rate_limit(RateLimit::unlimited())
             .token_rate_limit(RateLimit::unlimited())
-            .login_rate_limit(RateLimit::unlimited());
+            .login_rate_limit(RateLimit::unlimited())
+            .authorize_rate_limit(RateLimit::unlimited());
     }
     let server = with_store(builder, &settings).await?.build()?;
 

@@ -40,7 +40,8 @@ pub const RESOURCE: &str = "http://127.0.0.1:3000/mcp";
 pub const REDIRECT: &str = "http://127.0.0.1/callback";
 /// A public static client of the harness.
 pub const PUBLIC_CLIENT: &str = "app";
-/// A confidential static client of the harness (its secret is [`CONFIDENTIAL_SECRET`]).
+/// A confidential static client of the harness (its secret is [`CONFIDENTIAL_SECRET`]),
+/// allowed to call `/introspect`.
 pub const CONFIDENTIAL_CLIENT: &str = "rs";
 /// The secret of [`CONFIDENTIAL_CLIENT`].
 pub const CONFIDENTIAL_SECRET: &str = "rs-secret-0123456789abcdef";
@@ -108,10 +109,13 @@ impl Harness {
                 CONFIDENTIAL_SECRET,
                 [REDIRECT],
             ))
+            .introspection_clients([CONFIDENTIAL_CLIENT])
             .dynamic_registration(true)
             .register_rate_limit(RateLimit::unlimited())
             .token_rate_limit(RateLimit::unlimited())
             .login_rate_limit(RateLimit::unlimited())
+            .authorize_rate_limit(RateLimit::unlimited())
+            .login_account_rate_limit(RateLimit::unlimited())
             .build()
             .expect("the fuzzing authorization server builds");
         let cfg = McpOAuthConfig::builder()

@@ -106,6 +106,16 @@ pub enum ConfigError {
         "`offline_access` is an authorization-server scope; the MCP spec says a resource SHOULD NOT advertise it"
     )]
     OfflineAccessAsResourceScope,
+    /// A development-only authenticator
+    /// ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove)) was configured with an
+    /// issuer that is not on a loopback host.
+    #[error(
+        "InsecureAutoApprove gives tokens to anyone, and the issuer {issuer:?} is not on a loopback host: use a real authenticator, or call `.i_understand_this_approves_everyone()` on it"
+    )]
+    InsecureAuthenticator {
+        /// The issuer given.
+        issuer: String,
+    },
 }
 
 /// A named compatibility switch: behaviour the specs do not ask for but some real client or
@@ -454,7 +464,8 @@ impl McpOAuthConfigBuilder {
         self
     }
 
-    /// Clock leeway for `exp`/`nbf` of tokens signed by the key ring (default 60 s).
+    /// Clock leeway for `exp`/`nbf` of tokens signed by the key ring (default 60 s, at most
+    /// [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY); `build()` refuses more).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -534,7 +545,7 @@ impl McpOAuthConfigBuilder {
     ///
     /// # Errors
     /// Any [`ConfigError`]: a missing or malformed resource or issuer, undeclared scopes, no
-    /// verifier.
+    /// verifier, a [`leeway`](Self::leeway) above [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY).
     pub fn build(self) -> Result<McpOAuthConfig, ConfigError> {
         crate::crypto::install_provider();
         if self.resources.is_empty() {
@@ -545,6 +556,10 @@ impl McpOAuthConfigBuilder {
         }
         let issuer = self.issuer.ok_or(ConfigError::MissingIssuer)?;
         check_public_url("issuer", &issuer, true)?;
+        if let Some(server) = &self.auth_server {
+            server.check_issuer(&issuer)?;
+        }
+        crate::verify::check_leeway(self.leeway.as_secs())?;
 
         let mut scopes = Vec::new();
         for (name, desc) in self.scopes {

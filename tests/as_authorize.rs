@@ -605,7 +605,11 @@ async fn loopback_redirect_matches_on_any_port_and_missing_redirect_uses_the_onl
 
 #[tokio::test]
 async fn pkce_is_required_and_only_s256() {
-    let cfg = config(server());
+    // Errors go back to the client only when redirecting cannot make the server an open
+    // redirector (issue 8 item 5): here the authenticator approves everyone. (Updated: this
+    // test used StaticUsers, whose never-approved users now get an error page instead; see
+    // tests/as_authorize_least_privilege.rs.)
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
     let mut b = Browser::new(&cfg);
     for extra in [
         [("code_challenge", ""), ("code_challenge_method", "")],
@@ -645,7 +649,8 @@ async fn pkce_is_required_and_only_s256() {
 
 #[tokio::test]
 async fn response_type_other_parameters_and_duplicates() {
-    let cfg = config(server());
+    // Redirected errors: see `pkce_is_required_and_only_s256` (updated for issue 8 item 5).
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
     let mut b = Browser::new(&cfg);
     assert_error_redirect(
         &b.get(&authorize_url(&[("response_type", "token")])).await,
@@ -830,9 +835,11 @@ async fn host_session_redirects_strangers_and_shows_consent_to_known_users() {
     let loc = res.location().unwrap();
     assert!(loc.starts_with("/login?return_to=%2Fauthorize%3F"), "{loc}");
 
-    // prompt=none without a session: login_required at the client.
+    // prompt=none without a session: login_required, shown as a page (updated for issue 8
+    // item 5: nobody known approved this client, so the server does not redirect).
     let res = b.get(&authorize_url(&[("prompt", "none")])).await;
-    assert_error_redirect(&res, "login_required");
+    res.assert_error_page();
+    assert!(res.body.contains("login_required"), "{}", res.body);
 
     b.cookies.insert("session".into(), "alice".into());
     let consent = b.get(&authorize_url(&[])).await;
@@ -842,9 +849,44 @@ async fn host_session_redirects_strangers_and_shows_consent_to_known_users() {
     let code = code_record(&cfg, &done.redirect_params()["code"]).await;
     assert_eq!(code.subject, "alice");
     assert_eq!(code.claims["email"], "alice@example.com");
-    // prompt=none with a session but no remembered consent: consent_required.
+    // prompt=none with a session but no remembered consent: consent_required, as a page
+    // (updated for issue 8 item 5: no remembered approval of this client).
     let res = b.get(&authorize_url(&[("prompt", "none")])).await;
+    res.assert_error_page();
+    assert!(res.body.contains("consent_required"), "{}", res.body);
+
+    // Once the user's approval is remembered, errors go back to the client again.
+    let cfg = config(
+        server()
+            .authenticator(session_alice())
+            .remember_consent(true),
+    );
+    let mut b = Browser::new(&cfg);
+    b.cookies.insert("session".into(), "alice".into());
+    let consent = b.get(&authorize_url(&[])).await;
+    assert_eq!(
+        b.decide(&consent, "approve").await.status,
+        StatusCode::FOUND
+    );
+    let res = b
+        .get(&authorize_url(&[
+            ("scope", "read write"),
+            ("prompt", "none"),
+        ]))
+        .await;
     assert_error_redirect(&res, "consent_required");
+}
+
+/// A host session that knows alice by her cookie.
+fn session_alice() -> impl mcp_oauth::authn::UserAuthenticator {
+    HostSession::new("/login", |parts: &http::request::Parts| {
+        let known = parts
+            .headers
+            .get("cookie")
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| c.contains("session=alice"));
+        async move { known.then(|| User::new("alice")) }
+    })
 }
 
 #[tokio::test]

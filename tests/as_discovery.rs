@@ -27,7 +27,7 @@ const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 fn builder() -> AuthorizationServerBuilder {
     AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice"))
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .client(StaticClient::public("public-client", [REDIRECT]))
 }
 
@@ -244,6 +244,7 @@ async fn issue_token(server: &AuthorizationServer, app: &Router, token_path: &st
             AuthorizationCode {
                 client_id: "public-client".into(),
                 redirect_uri: REDIRECT.into(),
+                redirect_uri_in_request: true,
                 code_challenge: CHALLENGE.into(),
                 scope: ScopeSet::parse("files:read").unwrap(),
                 resource: RESOURCE.into(),

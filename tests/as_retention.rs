@@ -492,8 +492,9 @@ async fn sweep_now_reports_errors_and_keeps_going() {
         async fn family_of_refresh(
             &self,
             hash: &mcp_oauth::store::SecretHash,
-        ) -> Result<Option<mcp_oauth::store::RefreshFamily>, StoreError> {
-            self.0.family_of_refresh(hash).await
+            now: u64,
+        ) -> Result<Option<mcp_oauth::store::RefreshLookup>, StoreError> {
+            self.0.family_of_refresh(hash, now).await
         }
         async fn revoke_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
             self.0.revoke_token(jti, expires_at).await

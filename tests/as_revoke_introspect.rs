@@ -23,6 +23,9 @@ const OTHER: &str = "other-client";
 /// A confidential client: a resource server allowed to introspect.
 const RS: &str = "resource-server";
 const RS_SECRET: &str = "rs-secret-0123456789abcdef";
+/// A confidential client that is not a resource server: it may not introspect.
+const CONFIDENTIAL_APP: &str = "confidential-app";
+const APP_SECRET: &str = "app-secret-0123456789abcdef";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
@@ -56,10 +59,16 @@ impl Reply {
 
 fn harness() -> Harness {
     let server = AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice"))
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .client(StaticClient::public(PUBLIC, [REDIRECT]))
         .client(StaticClient::public(OTHER, [REDIRECT]))
         .client(StaticClient::confidential(RS, RS_SECRET, [REDIRECT]))
+        .client(StaticClient::confidential(
+            CONFIDENTIAL_APP,
+            APP_SECRET,
+            [REDIRECT],
+        ))
+        .introspection_clients([RS])
         .build()
         .unwrap();
     let cfg = McpOAuthConfig::builder()
@@ -140,6 +149,7 @@ impl Harness {
                 AuthorizationCode {
                     client_id: client.into(),
                     redirect_uri: REDIRECT.into(),
+                    redirect_uri_in_request: true,
                     code_challenge: CHALLENGE.into(),
                     scope: ScopeSet::parse("read write").unwrap(),
                     resource: RESOURCE.into(),
@@ -328,6 +338,7 @@ async fn confidential_client_revokes_its_own_tokens_with_its_secret() {
             AuthorizationCode {
                 client_id: RS.into(),
                 redirect_uri: REDIRECT.into(),
+                redirect_uri_in_request: true,
                 code_challenge: CHALLENGE.into(),
                 scope: ScopeSet::parse("read").unwrap(),
                 resource: RESOURCE.into(),
@@ -525,16 +536,167 @@ async fn introspection_is_for_authenticated_confidential_clients_only() {
 }
 
 /// RFC 7662: `active` means usable now. A refresh token rotated out (and past the grace
-/// window) would trip reuse detection, so it must introspect inactive. The store API cannot
-/// say so: `GrantStore::family_of_refresh` answers for every ancestor token of a live family
-/// (MemoryStore keeps all of a family's hashes in its index), with no "current" flag.
+/// window) would trip reuse detection, so it must introspect inactive; the one just rotated
+/// out is still usable inside the grace window, and the current one is active.
+/// Issue 8 item 8 (this test was ignored before: the store could not tell the states apart).
 #[tokio::test]
-#[ignore = "family_of_refresh does not tell a current refresh token from a rotated-out one"]
 async fn rotated_out_refresh_token_introspects_inactive() {
     let h = harness();
     let (_, rt0) = h.tokens(PUBLIC).await;
     let rt1 = h.refresh(PUBLIC, &rt0).await.field("refresh_token");
     let rt2 = h.refresh(PUBLIC, &rt1).await.field("refresh_token");
     assert_eq!(h.introspect(&rt2).await.body["active"], true);
+    assert_eq!(
+        h.introspect(&rt1).await.body["active"],
+        true,
+        "the token just rotated out still works inside the grace window"
+    );
     assert_eq!(h.introspect(&rt0).await.body, json!({"active": false}));
+    // Introspecting did not trip reuse detection: the current token still refreshes.
+    assert_eq!(h.refresh(PUBLIC, &rt2).await.status, StatusCode::OK);
+}
+
+/// Issue 8 item 8: authenticating is not enough to introspect. Only the configured resource
+/// servers may; a confidential configured client that is not one, and a confidential
+/// dynamically registered client, get `403 unauthorized_client` and learn nothing.
+#[tokio::test]
+async fn only_configured_resource_servers_may_introspect() {
+    let h = harness();
+    let (access, rt) = h.tokens(PUBLIC).await;
+    for token in [&access, &rt] {
+        let r = h
+            .post(
+                "/introspect",
+                &[("token", token)],
+                Some(&basic(CONFIDENTIAL_APP, APP_SECRET)),
+            )
+            .await;
+        r.assert_error(StatusCode::FORBIDDEN, "unauthorized_client");
+        assert!(r.body.get("active").is_none(), "{}", r.body);
+    }
+
+    // A client registered through DCR with a secret.
+    let res = h
+        .app
+        .clone()
+        .oneshot(
+            Request::post("/register")
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({
+                        "redirect_uris": [REDIRECT],
+                        "token_endpoint_auth_method": "client_secret_basic",
+                    })
+                    .to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let reg: Value = serde_json::from_slice(
+        &axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let (id, secret) = (
+        reg["client_id"].as_str().unwrap(),
+        reg["client_secret"].as_str().unwrap(),
+    );
+    let r = h
+        .post(
+            "/introspect",
+            &[("token", &access)],
+            Some(&basic(id, secret)),
+        )
+        .await;
+    r.assert_error(StatusCode::FORBIDDEN, "unauthorized_client");
+    // Its authentication is still checked first: a wrong secret is 401.
+    h.post(
+        "/introspect",
+        &[("token", &access)],
+        Some(&basic(id, "wrong")),
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    // The configured resource server still can.
+    assert_eq!(h.introspect(&access).await.body["active"], true);
+}
+
+/// Issue 8 item 8: the builder only accepts configured confidential clients as introspection
+/// clients (a DCR client id, or a public client, cannot be named).
+#[test]
+fn introspection_clients_must_be_configured_and_confidential() {
+    let base = || {
+        AuthorizationServer::builder()
+            .authenticator(InsecureAutoApprove::new("alice"))
+            .client(StaticClient::public(PUBLIC, [REDIRECT]))
+            .client(StaticClient::confidential(RS, RS_SECRET, [REDIRECT]))
+    };
+    assert!(base().introspection_clients([RS]).build().is_ok());
+    assert!(base().introspection_clients(["unknown"]).build().is_err());
+    assert!(base().introspection_clients([PUBLIC]).build().is_err());
+}
+
+/// Issue 8 item 8: a verifier accepts a token up to its leeway past `exp`, so a revocation
+/// must last that long too. A token 30 s past `exp` (inside the default 60 s leeway) that is
+/// revoked stays refused by the layer; before the fix its revocation expired with `exp` and
+/// the layer let it through.
+#[tokio::test]
+async fn a_revoked_token_stays_refused_through_the_leeway() {
+    let h = harness();
+    let exp = now() - 30;
+    let token = h
+        .server
+        .key_ring()
+        .sign(
+            "at+jwt",
+            &json!({"iss": ISSUER, "sub": "alice", "aud": RESOURCE, "exp": exp,
+                    "iat": exp - 600, "jti": format!("solo{}.abc", seq()), "client_id": PUBLIC,
+                    "scope": "read"}),
+        )
+        .unwrap();
+    assert_eq!(
+        h.mcp(&token).await,
+        StatusCode::OK,
+        "inside the leeway the token still works"
+    );
+    assert_eq!(h.revoke(PUBLIC, &token, None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.mcp(&token).await,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token must stay refused until exp + leeway"
+    );
+    assert_eq!(h.introspect(&token).await.body, json!({"active": false}));
+}
+
+/// Issue 8 item 8: the leeway has a maximum (5 minutes), enforced by `build()`.
+#[test]
+fn leeway_above_five_minutes_is_refused() {
+    use std::time::Duration;
+    let server = AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
+        .build()
+        .unwrap();
+    let cfg = |leeway| {
+        McpOAuthConfig::builder()
+            .resource(RESOURCE)
+            .issuer(ISSUER)
+            .authorization_server(server.clone())
+            .leeway(leeway)
+            .build()
+    };
+    assert!(cfg(Duration::from_secs(300)).is_ok());
+    let err = cfg(Duration::from_secs(301)).unwrap_err();
+    assert!(err.to_string().contains("leeway"), "{err}");
+    let verifier = |leeway| {
+        mcp_oauth::verify::JwtVerifier::builder(server.key_ring().clone())
+            .issuer(ISSUER)
+            .audience(RESOURCE)
+            .leeway(leeway)
+            .build()
+    };
+    assert!(verifier(Duration::from_secs(300)).is_ok());
+    assert!(verifier(Duration::from_secs(3600)).is_err());
 }

@@ -75,7 +75,7 @@ impl Reply {
 
 fn builder() -> AuthorizationServerBuilder {
     AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice"))
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .client(StaticClient::public(PUBLIC, [REDIRECT]))
         .client(StaticClient::public(OTHER, [REDIRECT]))
         .client(StaticClient::confidential(CONF, CONF_SECRET, [REDIRECT]))
@@ -156,6 +156,7 @@ impl Harness {
         let mut stored = AuthorizationCode {
             client_id: client_id.to_owned(),
             redirect_uri: REDIRECT.to_owned(),
+            redirect_uri_in_request: true,
             code_challenge: CHALLENGE.to_owned(),
             scope: ScopeSet::parse("read write").unwrap(),
             resource: RESOURCE.to_owned(),
@@ -1318,7 +1319,11 @@ impl GrantStore for DownStore {
     async fn revoke_family(&self, _: &str, _: u64) -> Result<(), StoreError> {
         down()
     }
-    async fn family_of_refresh(&self, _: &SecretHash) -> Result<Option<RefreshFamily>, StoreError> {
+    async fn family_of_refresh(
+        &self,
+        _: &SecretHash,
+        _: u64,
+    ) -> Result<Option<mcp_oauth::store::RefreshLookup>, StoreError> {
         down()
     }
     async fn revoke_token(&self, _: &str, _: u64) -> Result<(), StoreError> {
@@ -1395,5 +1400,380 @@ async fn token_revoke_and_introspect_share_the_token_rate_limit() {
         let r = h.send(post(path)).await;
         r.assert_error(StatusCode::TOO_MANY_REQUESTS, "slow_down");
         assert!(r.headers.get("retry-after").is_some(), "{path}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 8 item 6: a replayed code is no kill switch
+// ---------------------------------------------------------------------------------------
+
+/// Issue 8 item 6: another client replaying a used code (with the right verifier even) gets
+/// `invalid_grant` and revokes nothing: the first exchange's tokens keep working. Before
+/// the fix any replay revoked the family, so anyone who saw a used code could log its user
+/// out.
+#[tokio::test]
+async fn replay_by_another_client_revokes_nothing() {
+    let h = harness();
+    let code = h.code(PUBLIC).await;
+    let first = h.exchange(PUBLIC, &code).await;
+    first.assert_ok();
+    let (access, refresh) = (first.field("access_token"), first.field("refresh_token"));
+    h.exchange(OTHER, &code)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    let with_secret = h
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ],
+            Some(&basic(CONF, CONF_SECRET)),
+        )
+        .await;
+    with_secret.assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    assert_eq!(h.mcp(&access).await.0, StatusCode::OK, "access token alive");
+    h.refresh(PUBLIC, &refresh).await.assert_ok();
+}
+
+/// Issue 8 item 6: the code's own client replaying it without the right PKCE verifier (the
+/// client id of a public client is no secret) revokes nothing either.
+#[tokio::test]
+async fn replay_with_a_wrong_verifier_revokes_nothing() {
+    let h = harness();
+    let code = h.code(PUBLIC).await;
+    let first = h.exchange(PUBLIC, &code).await;
+    first.assert_ok();
+    let (access, refresh) = (first.field("access_token"), first.field("refresh_token"));
+    let wrong = "w".repeat(43);
+    h.token(
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &wrong),
+            ("client_id", PUBLIC),
+        ],
+        None,
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    assert_eq!(h.mcp(&access).await.0, StatusCode::OK, "access token alive");
+    h.refresh(PUBLIC, &refresh).await.assert_ok();
+}
+
+/// Issue 8 item 6, the positive side: the code's own (confidential) client, authenticated
+/// and with the right verifier, replaying its code revokes the family (RFC 6749 §4.1.2);
+/// the same replay with a wrong secret is `invalid_client` and revokes nothing.
+#[tokio::test]
+async fn replay_by_the_authenticated_owner_with_its_verifier_revokes_the_family() {
+    let h = harness();
+    let code = h.code(CONF).await;
+    let params = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let first = h.token(&params, Some(&basic(CONF, CONF_SECRET))).await;
+    first.assert_ok();
+    let access = first.field("access_token");
+    h.token(&params, Some(&basic(CONF, "not-the-secret")))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    assert_eq!(h.mcp(&access).await.0, StatusCode::OK);
+    h.token(&params, Some(&basic(CONF, CONF_SECRET)))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    assert_eq!(h.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
+    h.refresh_with_secret(&first.field("refresh_token"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+impl Harness {
+    async fn refresh_with_secret(&self, refresh_token: &str) -> Reply {
+        self.token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+            Some(&basic(CONF, CONF_SECRET)),
+        )
+        .await
+    }
+
+    /// `GET /authorize` (auto-approved) for `client_id`; the code from the redirect.
+    async fn authorize(&self, client_id: &str, redirect_uri: Option<&str>) -> String {
+        let mut q = vec![
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("scope", "read"),
+            ("state", "s1"),
+        ];
+        if let Some(r) = redirect_uri {
+            q.push(("redirect_uri", r));
+        }
+        let url = format!("/authorize?{}", form(&q));
+        let res = self
+            .app
+            .clone()
+            .oneshot(Request::get(url).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let loc = res.headers()["location"].to_str().unwrap().to_owned();
+        let query = loc.split_once('?').map_or("", |(_, q)| q);
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no code in {loc}"))
+    }
+
+    async fn exchange_at(&self, client_id: &str, code: &str, redirect_uri: Option<&str>) -> Reply {
+        let mut p = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", VERIFIER),
+            ("client_id", client_id),
+        ];
+        if let Some(r) = redirect_uri {
+            p.push(("redirect_uri", r));
+        }
+        self.token(&p, None).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 8 item 9 (token part) and item 11: redirect_uri at /token
+// ---------------------------------------------------------------------------------------
+
+/// Issue 8 item 9: OAuth 2.1 §4.1.3 requires `redirect_uri` at `/token` only when the
+/// authorization request carried one. A client with one registered URI that left it out of
+/// `/authorize` may leave it out of `/token` too (before the fix: `invalid_request`); when it
+/// sends one anyway it must be the registered one.
+#[tokio::test]
+async fn redirect_uri_is_optional_when_authorize_did_not_send_it() {
+    let h = harness();
+    let code = h.authorize(PUBLIC, None).await;
+    h.exchange_at(PUBLIC, &code, None).await.assert_ok();
+
+    let code = h.authorize(PUBLIC, None).await;
+    h.exchange_at(PUBLIC, &code, Some("https://app.example.com/other"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+
+    let code = h.authorize(PUBLIC, None).await;
+    h.exchange_at(PUBLIC, &code, Some(REDIRECT))
+        .await
+        .assert_ok();
+}
+
+/// Issue 8 item 9, the negative side: when `/authorize` carried `redirect_uri`, `/token`
+/// must repeat it (`invalid_request` without it, `invalid_grant` when it differs).
+#[tokio::test]
+async fn redirect_uri_is_required_when_authorize_sent_it() {
+    let h = harness();
+    let code = h.authorize(PUBLIC, Some(REDIRECT)).await;
+    h.exchange_at(PUBLIC, &code, None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    // Like every failed check after the code is read, this spends the code.
+    h.exchange_at(PUBLIC, &code, Some(REDIRECT))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    let code = h.authorize(PUBLIC, Some(REDIRECT)).await;
+    h.exchange_at(PUBLIC, &code, Some(REDIRECT))
+        .await
+        .assert_ok();
+}
+
+/// Issue 8 item 11: a loopback `redirect_uri` matches any port at `/authorize` (RFC 8252),
+/// but at `/token` it must equal the one sent to `/authorize` byte for byte, port included.
+#[tokio::test]
+async fn loopback_redirect_uri_at_token_must_match_byte_for_byte() {
+    const NATIVE: &str = "native-client";
+    let h = harness_with(
+        ISSUER,
+        builder().client(StaticClient::public(NATIVE, ["http://127.0.0.1/callback"])),
+    );
+    let sent = "http://127.0.0.1:51234/callback";
+    for other in [
+        "http://127.0.0.1:51235/callback",
+        "http://127.0.0.1/callback",
+        "http://localhost:51234/callback",
+        "http://[::1]:51234/callback",
+        "http://127.0.0.1:51234/callback/",
+        "http://127.0.0.1:051234/callback",
+    ] {
+        let code = h.authorize(NATIVE, Some(sent)).await;
+        h.exchange_at(NATIVE, &code, Some(other))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let code = h.authorize(NATIVE, Some(sent)).await;
+    h.exchange_at(NATIVE, &code, Some(sent)).await.assert_ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 8 item 11: an expired refresh token
+// ---------------------------------------------------------------------------------------
+
+/// Issue 8 item 11: a refresh token whose family has expired gets `invalid_grant` (and is
+/// not rotated). The family is written with an `expires_at` in the past, so no clock or
+/// sleep is involved.
+#[tokio::test]
+async fn expired_refresh_token_is_invalid_grant() {
+    let h = harness();
+    let rt = format!("rt-{}", rand());
+    let family = RefreshFamily {
+        family_id: format!("fam{}", rand()),
+        client_id: PUBLIC.into(),
+        subject: "alice".into(),
+        scope: ScopeSet::parse("read").unwrap(),
+        resource: RESOURCE.into(),
+        claims: serde_json::Map::new(),
+        auth_time: now() - 7200,
+        created_at: now() - 7200,
+        expires_at: now() - 1,
+    };
+    h.server
+        .grant_store()
+        .create_family(family, Some(SecretHash::of(&rt)))
+        .await
+        .unwrap();
+    h.refresh(PUBLIC, &rt)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    // A live one next to it works, so the refusal is about the expiry.
+    let (_, live) = first_tokens(&h, PUBLIC).await;
+    h.refresh(PUBLIC, &live).await.assert_ok();
+}
+
+/// A page's response: status, cookies set (name=value), location, body.
+struct Page {
+    status: StatusCode,
+    cookies: Vec<(String, String)>,
+    location: Option<String>,
+    body: String,
+}
+
+impl Page {
+    fn attr(&self, marker: &str) -> String {
+        let start = self
+            .body
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {}", self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').unwrap();
+        self.body[start..start + end].replace("&amp;", "&")
+    }
+}
+
+async fn browse(app: &Router, req: Request<Body>) -> Page {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let cookies = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| {
+            let pair = c.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    let status = res.status();
+    let location = res
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Page {
+        status,
+        cookies,
+        location,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Issue 8 item 9 through the login and consent pages: the "was `redirect_uri` sent?" fact
+/// survives the pending request parked while the user signs in and decides.
+#[tokio::test]
+async fn redirect_uri_rule_survives_the_login_and_consent_pages() {
+    let h = harness_with(
+        ISSUER,
+        builder().authenticator(mcp_oauth::authn::StaticUsers::new().with_password("alice", "pw")),
+    );
+    for sent in [None, Some(REDIRECT)] {
+        let mut q = vec![
+            ("response_type", "code"),
+            ("client_id", PUBLIC),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("scope", "read"),
+        ];
+        if let Some(r) = sent {
+            q.push(("redirect_uri", r));
+        }
+        let mut jar: Vec<(String, String)> = Vec::new();
+        let mut page = browse(
+            &h.app,
+            Request::get(format!("/authorize?{}", form(&q)))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        let mut fields: Vec<(&str, &str)> = vec![("username", "alice"), ("password", "pw")];
+        let mut forms = 0;
+        let code = loop {
+            assert!(page.status == StatusCode::OK || page.status == StatusCode::FOUND);
+            for (k, v) in &page.cookies {
+                jar.retain(|(name, _)| name != k);
+                jar.push((k.clone(), v.clone()));
+            }
+            if let Some(loc) = &page.location {
+                assert_eq!(forms, 2, "the login page, then the consent page");
+                break form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())
+                    .find(|(k, _)| k == "code")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_else(|| panic!("no code in {loc}"));
+            }
+            let (rid, csrf) = (
+                page.attr("name=\"request_id\" value=\""),
+                page.attr("name=\"csrf_token\" value=\""),
+            );
+            let mut all = fields.clone();
+            all.extend([
+                ("request_id", rid.as_str()),
+                ("csrf_token", csrf.as_str()),
+                ("decision", "approve"),
+            ]);
+            let cookie = jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            page = browse(
+                &h.app,
+                Request::post(page.attr("action=\""))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("cookie", cookie)
+                    .body(Body::from(form(&all)))
+                    .unwrap(),
+            )
+            .await;
+            fields.clear();
+            forms += 1;
+        };
+        let r = h.exchange_at(PUBLIC, &code, None).await;
+        match sent {
+            None => r.assert_ok(),
+            Some(_) => r.assert_error(StatusCode::BAD_REQUEST, "invalid_request"),
+        }
     }
 }

@@ -199,3 +199,61 @@ async fn concurrent_checks_all_complete() {
         assert!(t.await.unwrap());
     }
 }
+
+// issue 8 item 7: password checks wait in a bounded queue: with one slot and no room to
+// wait, a second concurrent check fails at once instead of piling up. Before: every check
+// waited, unbounded.
+#[tokio::test]
+async fn password_checks_beyond_the_queue_are_refused() {
+    let users = StaticUsers::new()
+        .with_user("alice", alice_hash())
+        .with_check_limits(1, 0, std::time::Duration::from_secs(600));
+    // Both futures are polled in this task: the first takes the only slot and awaits its
+    // Argon2 run, so the second finds the slot taken and the queue full.
+    let (a, b) = tokio::join!(
+        users.verify_password("alice", "pw"),
+        users.verify_password("alice", "pw")
+    );
+    assert!(a.unwrap().is_some());
+    let err = b.unwrap_err();
+    assert!(err.to_string().contains("waiting"), "{err}");
+    // Once the slot is free again, checks work.
+    assert!(
+        users
+            .verify_password("alice", "pw")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+// issue 8 item 7: a check that waits longer than the timeout fails.
+#[tokio::test]
+async fn password_checks_time_out_in_the_queue() {
+    let users = StaticUsers::new()
+        .with_user("alice", alice_hash())
+        .with_check_limits(1, 4, std::time::Duration::ZERO);
+    let (a, b) = tokio::join!(
+        users.verify_password("alice", "pw"),
+        users.verify_password("alice", "pw")
+    );
+    assert!(a.unwrap().is_some());
+    let err = b.unwrap_err();
+    assert!(err.to_string().contains("in time"), "{err}");
+}
+
+// issue 8 item 4: per-user scope ceilings.
+#[tokio::test]
+async fn with_user_scopes_sets_the_users_ceiling() {
+    let users = StaticUsers::new()
+        .with_user("alice", alice_hash())
+        .with_user_scopes("alice", "files:read".parse().unwrap());
+    let alice = users.verify_password("alice", "pw").await.unwrap().unwrap();
+    assert_eq!(alice.allowed_scopes.unwrap().to_string(), "files:read");
+}
+
+/// A hash of "pw", computed once per test binary.
+fn alice_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| StaticUsers::hash_password("pw"))
+}

@@ -95,7 +95,7 @@ fn claims() -> Value {
 /// plus the OAuth routes).
 fn instance(ring: KeyRing) -> (AuthorizationServer, Router) {
     let server = AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice"))
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .key_ring(ring)
         .build()
         .unwrap();
@@ -350,7 +350,7 @@ async fn settings_are_checked() {
         .await
         .unwrap();
     let err = AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice"))
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .access_token_ttl(Duration::from_secs(3600))
         .key_ring(short)
         .build()

@@ -56,6 +56,12 @@ async fn concurrent_rotation_in_grace() {
     }
 }
 
+/// Issue 8 item 8: current / previous / retired refresh tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_token_states() {
+    testkit::refresh_token_states(&*store()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reuse_after_grace() {
     testkit::reuse_after_grace(&*store()).await;
@@ -117,7 +123,7 @@ mod racy {
     use mcp_oauth::scope::ScopeSet;
     use mcp_oauth::store::{
         AuthorizationCode, CodeTake, GrantStore, MemoryStore, PendingAuthorization, RefreshFamily,
-        Rotation, SecretHash, StoreError, StoreStats, testkit,
+        RefreshLookup, Rotation, SecretHash, StoreError, StoreStats, testkit,
     };
 
     #[derive(Default)]
@@ -149,7 +155,10 @@ mod racy {
                         .insert(*h, (c.clone(), Some(family_id.to_owned())));
                     Ok(CodeTake::Taken(c))
                 }
-                Some((_, Some(f))) => Ok(CodeTake::Replayed { family_id: f }),
+                Some((c, Some(f))) => Ok(CodeTake::Replayed {
+                    family_id: f,
+                    code: c,
+                }),
                 _ => Ok(CodeTake::NotFound),
             }
         }
@@ -176,8 +185,9 @@ mod racy {
         async fn family_of_refresh(
             &self,
             h: &SecretHash,
-        ) -> Result<Option<RefreshFamily>, StoreError> {
-            self.inner.family_of_refresh(h).await
+            now: u64,
+        ) -> Result<Option<RefreshLookup>, StoreError> {
+            self.inner.family_of_refresh(h, now).await
         }
         async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
             self.inner.revoke_token(jti, exp).await
@@ -226,5 +236,231 @@ mod racy {
     #[should_panic(expected = "exactly one of 64 concurrent take_code calls may win")]
     async fn a_non_atomic_take_code_is_caught() {
         testkit::concurrent_take_code(Arc::new(RacyCodes::default())).await;
+    }
+}
+
+/// Issue 8 item 7: the memory store's maps are bounded. Anyone who can reach `/authorize`
+/// creates pending requests; at the cap the one closest to expiry goes, so the map never
+/// grows and the newest requests (the users in front of the screen) survive.
+mod bounded {
+    use mcp_oauth::scope::ScopeSet;
+    use mcp_oauth::store::{
+        AuthorizationCode, Client, ClientSource, ClientStore as _, CodeTake, GrantStore as _,
+        MemoryLimits, MemoryStore, PendingAuthorization, RefreshFamily, SecretHash, StoreError,
+    };
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn limits(n: usize) -> MemoryLimits {
+        let mut l = MemoryLimits::default();
+        l.clients = n;
+        l.codes = n;
+        l.pending = n;
+        l.families = n;
+        l.revoked_tokens = n;
+        l.consents = n;
+        l
+    }
+
+    fn pending(expires_at: u64) -> PendingAuthorization {
+        PendingAuthorization {
+            client_id: "c".into(),
+            redirect_uri: "https://app.example.com/cb".into(),
+            redirect_uri_in_request: true,
+            state: None,
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            scope: ScopeSet::parse("read").unwrap(),
+            resource: "https://mcp.example.com/mcp".into(),
+            csrf_hash: SecretHash::of("csrf"),
+            subject: None,
+            claims: serde_json::Map::new(),
+            auth_time: None,
+            expires_at,
+        }
+    }
+
+    fn code(expires_at: u64) -> AuthorizationCode {
+        AuthorizationCode {
+            client_id: "c".into(),
+            redirect_uri: "https://app.example.com/cb".into(),
+            redirect_uri_in_request: true,
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            scope: ScopeSet::parse("read").unwrap(),
+            resource: "https://mcp.example.com/mcp".into(),
+            subject: "alice".into(),
+            claims: serde_json::Map::new(),
+            auth_time: now(),
+            expires_at,
+        }
+    }
+
+    fn family(id: &str) -> RefreshFamily {
+        RefreshFamily {
+            family_id: id.into(),
+            client_id: "c".into(),
+            subject: "alice".into(),
+            scope: ScopeSet::parse("read").unwrap(),
+            resource: "https://mcp.example.com/mcp".into(),
+            claims: serde_json::Map::new(),
+            auth_time: now(),
+            created_at: now(),
+            expires_at: now() + 3600,
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_requests_evict_the_oldest_at_the_cap() {
+        let store = MemoryStore::with_limits(limits(100));
+        let n = now();
+        for i in 0..1_000u64 {
+            store
+                .put_pending(&format!("p{i}"), pending(n + 600 + i))
+                .await
+                .unwrap();
+        }
+        assert!(
+            store.get_pending("p0", n).await.unwrap().is_none(),
+            "oldest evicted"
+        );
+        assert!(
+            store.get_pending("p999", n).await.unwrap().is_some(),
+            "newest kept"
+        );
+        let mut kept = 0;
+        for i in 0..1_000 {
+            if store
+                .get_pending(&format!("p{i}"), n)
+                .await
+                .unwrap()
+                .is_some()
+            {
+                kept += 1;
+            }
+        }
+        assert_eq!(kept, 100, "exactly the cap is kept");
+    }
+
+    #[tokio::test]
+    async fn codes_evict_the_one_closest_to_expiry_and_drop_expired_first() {
+        let store = MemoryStore::with_limits(limits(10));
+        let n = now();
+        // Ten codes, one of them already expired: the next put drops it, evicting nothing live.
+        for i in 0..10u64 {
+            let exp = if i == 3 { n - 1 } else { n + 60 + i };
+            store
+                .put_code(SecretHash::of(&format!("c{i}")), code(exp))
+                .await
+                .unwrap();
+        }
+        store
+            .put_code(SecretHash::of("c10"), code(n + 100))
+            .await
+            .unwrap();
+        for i in [0u64, 1, 2, 4, 9, 10] {
+            let taken = store
+                .take_code(&SecretHash::of(&format!("c{i}")), &format!("f{i}"), n)
+                .await
+                .unwrap();
+            assert!(matches!(taken, CodeTake::Taken(_)), "c{i} kept: {taken:?}");
+        }
+        // Full of live codes now: the next one evicts the one closest to expiry (c0).
+        store
+            .put_code(SecretHash::of("c11"), code(n + 100))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .take_code(&SecretHash::of("c0"), "again", n)
+                .await
+                .unwrap(),
+            CodeTake::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn clients_families_and_revocations_are_refused_at_the_cap() {
+        let store = MemoryStore::with_limits(limits(3));
+        let client = |id: &str| Client {
+            client_id: id.into(),
+            secret_hash: None,
+            secret_expires_at: 0,
+            client_name: None,
+            redirect_uris: vec!["https://app.example.com/cb".into()],
+            grant_types: vec!["authorization_code".into()],
+            token_endpoint_auth_method: Default::default(),
+            application_type: Default::default(),
+            scope: None,
+            extra: serde_json::Map::new(),
+            issued_at: now(),
+            last_used_at: 0,
+            source: ClientSource::Dynamic,
+        };
+        for i in 0..3 {
+            store.insert_client(client(&format!("c{i}"))).await.unwrap();
+        }
+        assert!(matches!(
+            store.insert_client(client("c3")).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert_eq!(store.count_clients().await.unwrap(), 3);
+
+        for i in 0..3 {
+            store
+                .create_family(
+                    family(&format!("f{i}")),
+                    Some(SecretHash::of(&format!("r{i}"))),
+                )
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            store.create_family(family("f3"), None).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // Revoking a family is never refused, even past the cap.
+        store.revoke_family("unknown-family", now()).await.unwrap();
+        assert!(
+            store
+                .is_token_revoked("unknown-family.x", now())
+                .await
+                .unwrap()
+        );
+
+        for i in 0..3 {
+            store
+                .revoke_token(&format!("j{i}"), now() + 600)
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            store.revoke_token("j3", now() + 600).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // Nothing already revoked was forgotten to make room.
+        for i in 0..3 {
+            assert!(
+                store
+                    .is_token_revoked(&format!("j{i}"), now())
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn consents_forget_the_least_recently_updated() {
+        let store = MemoryStore::with_limits(limits(2));
+        let read = ScopeSet::parse("read").unwrap();
+        store.put_consent("alice", "c1", &read, 10).await.unwrap();
+        store.put_consent("bob", "c1", &read, 20).await.unwrap();
+        store.put_consent("carol", "c1", &read, 30).await.unwrap();
+        assert_eq!(store.get_consent("alice", "c1").await.unwrap(), None);
+        assert!(store.get_consent("bob", "c1").await.unwrap().is_some());
+        assert!(store.get_consent("carol", "c1").await.unwrap().is_some());
     }
 }

@@ -185,6 +185,8 @@ rule_tests!(
     family_lifecycle,
     revoke_before_create,
     rotation,
+    // Issue 8 item 8: current / previous / retired on every store.
+    refresh_token_states,
     reuse_after_grace,
     expired_family,
     revoke_token,
@@ -360,6 +362,7 @@ fn code(expires_at: u64) -> AuthorizationCode {
     AuthorizationCode {
         client_id: "app".to_owned(),
         redirect_uri: REDIRECT.to_owned(),
+        redirect_uri_in_request: true,
         code_challenge: CHALLENGE.to_owned(),
         scope: ScopeSet::parse("read").unwrap(),
         resource: RESOURCE.to_owned(),
@@ -431,7 +434,9 @@ async fn token_endpoint_answers_503_quickly_while_postgres_is_down() {
                 .await
                 .with_operation_timeout(Duration::from_secs(3));
             let server = AuthorizationServer::builder()
-                .authenticator(InsecureAutoApprove::new("alice"))
+                .authenticator(
+                    InsecureAutoApprove::new("alice").i_understand_this_approves_everyone(),
+                )
                 .client(StaticClient::public("app", [REDIRECT]))
                 .store(store)
                 .build()

@@ -62,6 +62,8 @@ rule_tests!(
     family_lifecycle,
     revoke_before_create,
     rotation,
+    // Issue 8 item 8: current / previous / retired on every store.
+    refresh_token_states,
     reuse_after_grace,
     expired_family,
     revoke_token,
@@ -120,6 +122,7 @@ fn code(expires_at: u64) -> AuthorizationCode {
     AuthorizationCode {
         client_id: "app".to_owned(),
         redirect_uri: "https://app.example.com/cb".to_owned(),
+        redirect_uri_in_request: true,
         code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
         scope: ScopeSet::parse("read").unwrap(),
         resource: "https://mcp.example.com/mcp".to_owned(),

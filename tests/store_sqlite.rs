@@ -66,6 +66,8 @@ rule_tests!(
     family_lifecycle,
     revoke_before_create,
     rotation,
+    // Issue 8 item 8: current / previous / retired on every store.
+    refresh_token_states,
     reuse_after_grace,
     expired_family,
     revoke_token,
@@ -177,7 +179,7 @@ async fn data_survives_reopening() {
             store.get_client("kept").await.unwrap(),
             Some(client_with_time(&store).await)
         );
-        assert!(store.family_of_refresh(&rt).await.unwrap().is_some());
+        assert!(store.family_of_refresh(&rt, now()).await.unwrap().is_some());
         assert!(store.is_token_revoked("fam-gone.x", now()).await.unwrap());
         assert_eq!(store.count_clients().await.unwrap(), 1);
     }

@@ -10,7 +10,24 @@
 //!   reveal which users exist);
 //! - [`HostSession`]: adapts a closure that reads the host application's session;
 //! - [`InsecureAutoApprove`]: approves everyone as one fixed user, with a warning logged at
-//!   every use. For local development and automated tests only.
+//!   every use. For local development and automated tests only: it refuses to start with an
+//!   issuer that is not on a loopback host unless
+//!   [`i_understand_this_approves_everyone`](InsecureAutoApprove::i_understand_this_approves_everyone)
+//!   is called.
+//!
+//! # Scope ceilings
+//!
+//! Signing in does not entitle a user to every scope the server declares. What a user may be
+//! granted is limited, at the authorization endpoint, by the intersection of:
+//! - the scopes requested (unknown ones dropped, the default scopes when none is left);
+//! - the client's ceiling (the `scope` it registered with, when it gave one);
+//! - the user's ceiling, [`User::allowed_scopes`] (e.g. [`StaticUsers::with_user_scopes`]);
+//! - a [`ScopePolicy`], when one is configured
+//!   ([`AuthorizationServerBuilder::scope_policy`](crate::server::AuthorizationServerBuilder::scope_policy)),
+//!   which sees the user, the client and the resource.
+//!
+//! The consent page lists only what can be granted and says what was withheld; a request
+//! left with nothing grantable is refused with `invalid_scope`.
 //!
 //! ```
 //! use mcp_oauth::authn::{Authentication, HostSession, User, UserAuthenticator};
@@ -42,6 +59,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+use crate::scope::ScopeSet;
+use crate::store::Client;
+
 pub use static_users::StaticUsers;
 
 /// An authenticated user.
@@ -53,6 +73,10 @@ pub struct User {
     pub display_name: Option<String>,
     /// Extra claims to carry into access tokens (`email`, `email_verified`, …).
     pub claims: Map<String, Value>,
+    /// The most this user may be granted (the user's scope ceiling): requested scopes
+    /// outside it are withheld at the authorization endpoint. `None` means no per-user
+    /// ceiling (the client's ceiling and any [`ScopePolicy`] still apply).
+    pub allowed_scopes: Option<ScopeSet>,
 }
 
 impl User {
@@ -63,7 +87,21 @@ impl User {
             subject: subject.into(),
             display_name: None,
             claims: Map::new(),
+            allowed_scopes: None,
         }
+    }
+
+    /// Sets the user's scope ceiling (see [`allowed_scopes`](Self::allowed_scopes)).
+    ///
+    /// ```
+    /// use mcp_oauth::authn::User;
+    /// let bob = User::new("bob").with_allowed_scopes("files:read".parse().unwrap());
+    /// assert!(bob.allowed_scopes.unwrap().contains("files:read"));
+    /// ```
+    #[must_use]
+    pub fn with_allowed_scopes(mut self, scopes: ScopeSet) -> Self {
+        self.allowed_scopes = Some(scopes);
+        self
     }
 
     /// Sets the display name.
@@ -127,6 +165,14 @@ pub trait UserAuthenticator: Send + Sync + 'static {
     fn skips_consent(&self) -> bool {
         false
     }
+
+    /// Whether this authenticator is only safe on a development (loopback) issuer: building
+    /// a configuration whose issuer is on another host then fails with
+    /// [`ConfigError::InsecureAuthenticator`](crate::ConfigError::InsecureAuthenticator).
+    /// The default is no; [`InsecureAutoApprove`] says yes unless told otherwise.
+    fn loopback_issuer_only(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -146,6 +192,73 @@ impl<T: UserAuthenticator + ?Sized> UserAuthenticator for Arc<T> {
     }
     fn skips_consent(&self) -> bool {
         (**self).skips_consent()
+    }
+    fn loopback_issuer_only(&self) -> bool {
+        (**self).loopback_issuer_only()
+    }
+}
+
+/// Decides which of the requested scopes a user may be granted for a client and a resource:
+/// a scope-ceiling hook, consulted at the authorization endpoint after the user is known.
+///
+/// The answer is intersected with what was requested (and with the client's and the user's
+/// own ceilings), so a policy can only take scopes away. Answering an empty set refuses the
+/// request with `invalid_scope`; an error renders the "temporarily unavailable" page.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use mcp_oauth::authn::{AuthnError, ScopePolicy, User};
+/// use mcp_oauth::scope::ScopeSet;
+/// use mcp_oauth::store::Client;
+///
+/// /// Only staff may have `admin`.
+/// struct StaffOnlyAdmin;
+///
+/// #[async_trait]
+/// impl ScopePolicy for StaffOnlyAdmin {
+///     async fn allowed_scopes(
+///         &self,
+///         user: &User,
+///         _client: &Client,
+///         _resource: &str,
+///         requested: &ScopeSet,
+///     ) -> Result<ScopeSet, AuthnError> {
+///         let mut out = requested.clone();
+///         if !user.subject.ends_with("@staff.example.com") {
+///             out.remove("admin");
+///         }
+///         Ok(out)
+///     }
+/// }
+/// ```
+#[async_trait]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `ScopePolicy`",
+    note = "implement `mcp_oauth::authn::ScopePolicy` (async `allowed_scopes`)"
+)]
+pub trait ScopePolicy: Send + Sync + 'static {
+    /// The scopes out of `requested` that `user` may be granted for `client` at `resource`.
+    async fn allowed_scopes(
+        &self,
+        user: &User,
+        client: &Client,
+        resource: &str,
+        requested: &ScopeSet,
+    ) -> Result<ScopeSet, AuthnError>;
+}
+
+#[async_trait]
+impl<T: ScopePolicy + ?Sized> ScopePolicy for Arc<T> {
+    async fn allowed_scopes(
+        &self,
+        user: &User,
+        client: &Client,
+        resource: &str,
+        requested: &ScopeSet,
+    ) -> Result<ScopeSet, AuthnError> {
+        (**self)
+            .allowed_scopes(user, client, resource, requested)
+            .await
     }
 }
 
@@ -207,9 +320,16 @@ where
 ///
 /// **Insecure**: anyone who can reach `/authorize` gets tokens. It exists for local
 /// development and for automated tests, and logs a warning every time it is used.
+///
+/// Building a configuration with it fails
+/// ([`ConfigError::InsecureAuthenticator`](crate::ConfigError::InsecureAuthenticator)) when
+/// the issuer is not on a loopback host (`127.0.0.1`, `[::1]`, `localhost`), unless
+/// [`i_understand_this_approves_everyone`](Self::i_understand_this_approves_everyone) is
+/// called: a staging server reachable by others would hand tokens to anyone.
 #[derive(Debug, Clone)]
 pub struct InsecureAutoApprove {
     user: User,
+    allow_non_loopback: bool,
 }
 
 impl InsecureAutoApprove {
@@ -218,7 +338,23 @@ impl InsecureAutoApprove {
     pub fn new(subject: impl Into<String>) -> Self {
         Self {
             user: User::new(subject),
+            allow_non_loopback: false,
         }
+    }
+
+    /// Allows an issuer that is not on a loopback host (test deployments behind a private
+    /// name). **Everyone who can reach the server gets tokens** as this user.
+    #[must_use]
+    pub fn i_understand_this_approves_everyone(mut self) -> Self {
+        self.allow_non_loopback = true;
+        self
+    }
+
+    /// Sets the fixed user's scope ceiling (see [`User::allowed_scopes`]).
+    #[must_use]
+    pub fn with_allowed_scopes(mut self, scopes: ScopeSet) -> Self {
+        self.user.allowed_scopes = Some(scopes);
+        self
     }
 }
 
@@ -238,5 +374,9 @@ impl UserAuthenticator for InsecureAutoApprove {
 
     fn skips_consent(&self) -> bool {
         true
+    }
+
+    fn loopback_issuer_only(&self) -> bool {
+        !self.allow_non_loopback
     }
 }

@@ -3,14 +3,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2};
+use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 use super::{Authentication, AuthnError, User, UserAuthenticator};
+use crate::scope::ScopeSet;
 
 /// An Argon2id hash of a random password, with the default (OWASP) parameters
 /// (`m=19456,t=2,p=1`). Unknown user names are checked against it, so a login attempt costs
@@ -20,6 +23,28 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bWNwLW9hdXRoLWR1bW15LXN
 /// How many password checks run at once (each holds ~19 MiB with the default parameters);
 /// further attempts wait their turn.
 const MAX_CONCURRENT_CHECKS: usize = 8;
+/// How many password checks may wait for a free slot; more are refused at once.
+const MAX_WAITING_CHECKS: usize = 64;
+/// How long a password check waits for a free slot before it is refused.
+const CHECK_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The bounded queue in front of the password checks.
+#[derive(Debug)]
+struct CheckQueue {
+    permits: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    timeout: Duration,
+}
+
+/// Counts a waiting check for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A password hash string was not an Argon2id PHC string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +69,14 @@ struct Entry {
 /// [`verify_password`](UserAuthenticator::verify_password) checks the posted name and
 /// password:
 /// - Argon2 runs on tokio's blocking pool (it takes tens of milliseconds by design), at most
-///   eight checks at once;
-/// - an unknown user name is checked against a dummy hash, so the response time does not
-///   reveal which users exist;
+///   eight checks at once; at most 64 more wait, for at most 10 s
+///   ([`with_check_limits`](Self::with_check_limits)), and a check that finds the queue full
+///   or times out fails with an [`AuthnError`] (the login page answers `503` with
+///   `Retry-After`), so a flood of logins cannot pile up memory or time;
+/// - an unknown user name is checked against a dummy hash made with the same Argon2
+///   parameters as the configured users (the costliest, if they differ), so the response
+///   time does not reveal which users exist;
+/// - [`with_user_scopes`](Self::with_user_scopes) sets a user's scope ceiling;
 /// - passwords and hashes are never logged.
 ///
 /// Store only hashes in your configuration: produce them with
@@ -71,7 +101,10 @@ struct Entry {
 #[derive(Clone)]
 pub struct StaticUsers {
     users: Arc<HashMap<String, Entry>>,
-    permits: Arc<Semaphore>,
+    queue: Arc<CheckQueue>,
+    /// Verified for unknown and disabled users: an Argon2id hash with the same parameters
+    /// as the (costliest) configured users, so they cost the same.
+    dummy: Arc<String>,
 }
 
 impl std::fmt::Debug for StaticUsers {
@@ -96,8 +129,47 @@ impl StaticUsers {
     pub fn new() -> Self {
         Self {
             users: Arc::new(HashMap::new()),
-            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS)),
+            queue: Arc::new(CheckQueue {
+                permits: Semaphore::new(MAX_CONCURRENT_CHECKS),
+                waiting: AtomicUsize::new(0),
+                max_waiting: MAX_WAITING_CHECKS,
+                timeout: CHECK_QUEUE_TIMEOUT,
+            }),
+            dummy: Arc::new(DUMMY_HASH.to_owned()),
         }
+    }
+
+    /// Sets how many password checks run at once (at least one), how many more may wait
+    /// for a slot, and how long they wait before failing (defaults: 8, 64, 10 s).
+    #[must_use]
+    pub fn with_check_limits(
+        mut self,
+        concurrent: usize,
+        max_waiting: usize,
+        timeout: Duration,
+    ) -> Self {
+        self.queue = Arc::new(CheckQueue {
+            permits: Semaphore::new(concurrent.max(1)),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+            timeout,
+        });
+        self
+    }
+
+    /// Sets an existing user's scope ceiling: the user is never granted a scope outside
+    /// `scopes`, whatever the client asks (see [`User::allowed_scopes`]).
+    ///
+    /// ```
+    /// use mcp_oauth::authn::StaticUsers;
+    /// let users = StaticUsers::new()
+    ///     .with_password("demo", "demo")
+    ///     .with_user_scopes("demo", "files:read".parse().unwrap());
+    /// # let _ = users;
+    /// ```
+    #[must_use]
+    pub fn with_user_scopes(self, username: &str, scopes: ScopeSet) -> Self {
+        self.update(username, |u| u.with_allowed_scopes(scopes))
     }
 
     /// Hashes a password with Argon2id and the default parameters, as a PHC string
@@ -198,8 +270,44 @@ impl StaticUsers {
     }
 
     fn insert(mut self, entry: Entry) -> Self {
+        let configured = self.users.values().any(|e| e.hash.is_some());
+        if let Some(hash) = &entry.hash
+            && let Some(dummy) = costlier_dummy(&self.dummy, configured, hash)
+        {
+            self.dummy = Arc::new(dummy);
+        }
         Arc::make_mut(&mut self.users).insert(entry.user.subject.clone(), entry);
         self
+    }
+
+    /// The Argon2 parameters unknown users are checked with (`m=…,t=…,p=…`).
+    #[cfg(test)]
+    fn dummy_params(&self) -> String {
+        PasswordHash::new(&self.dummy)
+            .map(|p| p.params.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Waits for a password-check slot in the bounded queue.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, AuthnError> {
+        let q = &*self.queue;
+        if let Ok(p) = q.permits.try_acquire() {
+            return Ok(p);
+        }
+        if q.waiting.fetch_add(1, Ordering::AcqRel) >= q.max_waiting {
+            q.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuthnError(
+                "too many password checks are waiting".to_owned(),
+            ));
+        }
+        let _waiting = Waiting(&q.waiting);
+        match tokio::time::timeout(q.timeout, q.permits.acquire()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(AuthnError("the password checker is shut down".to_owned())),
+            Err(_) => Err(AuthnError(
+                "no password-check slot became free in time".to_owned(),
+            )),
+        }
     }
 
     fn update(mut self, username: &str, f: impl FnOnce(User) -> User) -> Self {
@@ -229,13 +337,9 @@ impl UserAuthenticator for StaticUsers {
         let hash = entry
             .as_ref()
             .and_then(|e| e.hash.clone())
-            .unwrap_or_else(|| DUMMY_HASH.to_owned());
+            .unwrap_or_else(|| (*self.dummy).clone());
         let password = password.to_owned();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| AuthnError("the password checker is shut down".to_owned()))?;
+        let _permit = self.permit().await?;
         let matches = tokio::task::spawn_blocking(move || {
             Argon2::default()
                 .verify_password(password.as_bytes(), hash.as_str())
@@ -250,9 +354,68 @@ impl UserAuthenticator for StaticUsers {
     }
 }
 
+/// The cost of an Argon2 parameter set, to pick the costliest.
+fn cost(p: &Params) -> u64 {
+    u64::from(p.m_cost()) * u64::from(p.t_cost()) * u64::from(p.p_cost())
+}
+
+/// A new dummy hash with `user_hash`'s parameters, or `None` to keep `current`: kept when
+/// it already has the same parameters, or when it was made for configured users
+/// (`configured`) and costs at least as much.
+fn costlier_dummy(current: &str, configured: bool, user_hash: &str) -> Option<String> {
+    let user = PasswordHash::new(user_hash).ok()?;
+    let user_params = Params::try_from(&user).ok()?;
+    let current_hash = PasswordHash::new(current).ok();
+    if current_hash
+        .as_ref()
+        .is_some_and(|h| h.params.to_string() == user.params.to_string())
+    {
+        return None;
+    }
+    let current_params = current_hash.and_then(|c| Params::try_from(&c).ok());
+    if configured && current_params.is_some_and(|c| cost(&c) >= cost(&user_params)) {
+        return None;
+    }
+    let version = Version::try_from(user.version.unwrap_or(0x13)).unwrap_or_default();
+    let argon2 = Argon2::new(Algorithm::Argon2id, version, user_params);
+    let random = crate::util::random_token(24);
+    match argon2.hash_password(random.as_bytes()) {
+        Ok(h) => Some(h.to_string()),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authn", error = %e, "could not make the dummy hash");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // issue 8 item 9: unknown users are checked with the configured users' parameters.
+    #[test]
+    fn dummy_hash_follows_the_configured_users_parameters() {
+        let cheap = Params::new(8 * 1024, 1, 1, None).unwrap();
+        let strong = Params::new(32 * 1024, 3, 1, None).unwrap();
+        let hash_with = |p: Params| {
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, p)
+                .hash_password(b"pw")
+                .unwrap()
+                .to_string()
+        };
+        let users = StaticUsers::new().with_user("strong", &hash_with(strong.clone()));
+        assert_eq!(users.dummy_params(), "m=32768,t=3,p=1");
+        // A cheaper user added later does not lower the dummy's cost.
+        let users = users.with_user("cheap", &hash_with(cheap.clone()));
+        assert_eq!(users.dummy_params(), "m=32768,t=3,p=1");
+        // Only cheap users: the dummy is as cheap as they are (not the default m=19456).
+        let only_cheap = StaticUsers::new().with_user("cheap", &hash_with(cheap));
+        assert_eq!(only_cheap.dummy_params(), "m=8192,t=1,p=1");
+        // Default parameters keep the built-in dummy.
+        let default = StaticUsers::new().with_password("d", "pw");
+        assert_eq!(default.dummy_params(), "m=19456,t=2,p=1");
+        assert_eq!(*default.dummy, DUMMY_HASH);
+    }
 
     #[test]
     fn dummy_hash_parses_with_default_parameters() {

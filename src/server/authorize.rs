@@ -3,26 +3,53 @@
 //!
 //! # Order of checks
 //!
+//! 0. **Rate limit and size.** `GET`/`POST /authorize` and the login and consent form posts
+//!    share a per-address limit
+//!    ([`authorize_rate_limit`](super::AuthorizationServerBuilder::authorize_rate_limit),
+//!    60 a minute by default): over it, a `429` page with `Retry-After`. A query longer than
+//!    16 KiB, a `client_id` over 256 bytes or a `redirect_uri` over 2,048 bytes renders an
+//!    error page.
 //! 1. **Client and redirect URI, before anything can redirect.** An unknown `client_id`, a
 //!    `redirect_uri` that is not registered, a missing `redirect_uri` when the client has
 //!    several, or either parameter given twice, renders an error page (`400`) and never
 //!    redirects: redirecting to an unchecked URI is an open redirect (and how codes were
 //!    stolen from authorization servers that checked it only at the token endpoint).
 //!    Matching is exact, byte for byte, except that for `http` loopback URIs
-//!    (`127.0.0.1`, `[::1]`, `localhost`) the port is ignored (RFC 8252 §7.3).
-//! 2. **The request**, now answered by redirecting with `error`, `error_description`,
-//!    `state` and `iss`: parameters given twice, `response_type` other than `code`, a
-//!    missing PKCE `code_challenge`, a `code_challenge_method` other than `S256` (`plain`
-//!    and a missing method are refused: no downgrade), a challenge that is not 43 base64url
-//!    characters, and a `resource` (RFC 8707) that is not one of the configured resources
-//!    (`invalid_target`). Scopes are lenient: unknown ones are dropped, and when none
-//!    remains the configured default scopes apply. An absent `resource` means the
-//!    canonical one.
+//!    (`127.0.0.1`, `[::1]`, `localhost`) the port is ignored (RFC 8252 §7.3). The URI must
+//!    also pass the current [redirect URI policy](super::register#redirect-uri-policy)
+//!    (a client stored earlier with an operating-system handler scheme is refused here).
+//! 2. **The request**: parameters given twice, a parameter over its length cap (`state`,
+//!    `scope` 1,024 bytes; `resource` 2,048; `nonce` 512; `code_challenge` 128; `prompt`
+//!    128; any other 2,048), `response_type` other than `code`, a missing PKCE
+//!    `code_challenge`, a `code_challenge_method` other than `S256` (`plain` and a missing
+//!    method are refused: no downgrade), a challenge that is not 43 base64url characters,
+//!    a `resource` (RFC 8707) that is not one of the configured resources
+//!    (`invalid_target`), and requested scopes of which the client's ceiling leaves none
+//!    (`invalid_scope`). Unknown scopes are dropped, and when none remains the configured
+//!    default scopes apply. An absent `resource` means the canonical one.
+//!
+//!    **These errors are redirected to the client only when that cannot make this server
+//!    an open redirector** (RFC 9700 §4.11.2): when the authenticator approves everyone
+//!    anyway ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove)), or when the
+//!    signed-in user approved this client before (a remembered consent). Otherwise the user
+//!    sees an error page naming the error. The same holds for `login_required` and
+//!    `consent_required` (`prompt=none`) and for `invalid_scope` found before the user did
+//!    anything. Once the user acts (signs in, allows, denies), errors redirect as usual.
 //! 3. **The user**, through the configured [`UserAuthenticator`](crate::authn::UserAuthenticator):
 //!    known already (host session), shown the login page, or redirected to the host's login.
-//! 4. **Consent**, unless the authenticator skips it
+//!    At the login form, failed sign-ins are also throttled per account
+//!    ([`login_account_rate_limit`](super::AuthorizationServerBuilder::login_account_rate_limit));
+//!    a failing password check (e.g. [`StaticUsers`](crate::authn::StaticUsers)' bounded
+//!    queue is full) answers `503` with `Retry-After`.
+//! 4. **Scope ceilings**: the grant is the requested scopes ∩ the client's ceiling ∩ the
+//!    user's [`allowed_scopes`](crate::authn::User::allowed_scopes) ∩ what the
+//!    [`ScopePolicy`](crate::authn::ScopePolicy) allows (see
+//!    [`authn`](crate::authn#scope-ceilings)). Nothing left: `invalid_scope`.
+//! 5. **Consent**, unless the authenticator skips it
 //!    ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove): `GET /authorize` then
-//!    answers with the code directly) or a remembered consent covers the scopes.
+//!    answers with the code directly) or a remembered consent covers the scopes **for this
+//!    resource**. The consent page lists only what will be granted, names what was
+//!    withheld, and warns when the redirect URI of this request is a loopback address.
 //!
 //! Every redirect back to the client, success or error, carries `iss` (RFC 9207) equal to
 //! the issuer string, and `state` exactly as received.
@@ -86,6 +113,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -101,10 +129,12 @@ use serde_json::{Map, Value};
 use super::AsContext;
 use super::pages::{ConsentView, ErrorView, LoginView, ScopeView};
 use super::rate_limit::{self, LimitKind};
-use super::register::{all_loopback, redirect_uri_matches};
+use super::register::{
+    all_loopback, check_redirect_uri_with, is_format_char, redirect_uri_matches,
+};
 use crate::authn::{Authentication, User};
 use crate::scope::{Scope, ScopeSet};
-use crate::store::{AuthorizationCode, Client, PendingAuthorization, SecretHash};
+use crate::store::{AuthorizationCode, Client, ClientSource, PendingAuthorization, SecretHash};
 use crate::util::{now, random_token};
 
 /// The content security policy of every page.
@@ -113,6 +143,28 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestor
 const MAX_FORM: usize = 32 * 1024;
 /// Most parameters read from one request.
 const MAX_PARAMS: usize = 64;
+/// Longest query string of a `GET /authorize`.
+const MAX_QUERY: usize = 16 * 1024;
+/// Longest `client_id`.
+const MAX_CLIENT_ID: usize = 256;
+/// Longest `redirect_uri` (as at registration).
+const MAX_REDIRECT_URI: usize = 2048;
+/// Length caps of the other parameters; any parameter not listed is capped at
+/// [`MAX_OTHER_PARAM`].
+const PARAM_CAPS: &[(&str, usize)] = &[
+    ("state", 1024),
+    ("scope", 1024),
+    ("code_challenge", 128),
+    ("code_challenge_method", 16),
+    ("response_type", 64),
+    ("response_mode", 64),
+    ("resource", 2048),
+    ("nonce", 512),
+    ("prompt", 128),
+    ("login_hint", 256),
+];
+/// Cap of any other parameter.
+const MAX_OTHER_PARAM: usize = 2048;
 /// Marks, in the claims of a request parked before login (which hold nothing else and are
 /// replaced by the user's claims at login), that the client sent `prompt=consent`.
 const PROMPT_CONSENT: &str = "mcp_oauth:prompt_consent";
@@ -168,6 +220,19 @@ impl Params {
 
     fn is_duplicated(&self, name: &str) -> bool {
         self.duplicated.iter().any(|d| d == name)
+    }
+
+    /// The first parameter longer than its cap (issue 8 item 7), if any.
+    fn over_cap(&self) -> Option<&str> {
+        let mut names: Vec<&String> = self.values.keys().collect();
+        names.sort();
+        names.into_iter().map(String::as_str).find(|name| {
+            let cap = PARAM_CAPS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(MAX_OTHER_PARAM, |(_, c)| *c);
+            self.values[*name].len() > cap
+        })
     }
 }
 
@@ -246,6 +311,44 @@ fn unavailable_page(ctx: &AsContext) -> Response {
         "Temporarily unavailable",
         "The authorization server cannot complete this request right now. Try again in a moment.",
     )
+}
+
+/// `429` with `Retry-After`: too many requests from this address (never a redirect).
+fn too_many_page(ctx: &AsContext, retry_after: u64) -> Response {
+    let mut res = error_page(
+        ctx,
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        "Too many sign-in requests came from your network. Wait a minute, then try again.",
+    );
+    res.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(retry_after.max(1)),
+    );
+    res
+}
+
+/// Counts a request against the per-address `/authorize` limit; `Err` is the `429` page.
+async fn limit_authorize(ctx: &AsContext, parts: &http::request::Parts) -> Result<(), Response> {
+    rate_limit::check(ctx, LimitKind::Authorize, parts)
+        .await
+        .map_err(|e| {
+            let secs = e
+                .into_response()
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(60);
+            too_many_page(ctx, secs)
+        })
+}
+
+/// `503` with `Retry-After`: the password checks are saturated (issue 8 item 7).
+fn busy_page(ctx: &AsContext) -> Response {
+    let mut res = unavailable_page(ctx);
+    res.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res
 }
 
 /// A plain redirect (`302`, or `303` to turn a POST that carried a password into a GET).
@@ -373,16 +476,44 @@ fn cookie_matches(ctx: &AsContext, headers: &http::HeaderMap, request_id: &str) 
 struct Validated {
     client: Client,
     redirect_uri: String,
+    /// Whether the request carried `redirect_uri` (then `/token` must repeat it).
+    redirect_uri_in_request: bool,
     state: Option<String>,
     code_challenge: String,
+    /// The scopes requested (the known ones; the default scopes when none is left), before
+    /// any ceiling.
     scope: ScopeSet,
     resource: String,
     prompt_none: bool,
     prompt_consent: bool,
 }
 
+/// Where an error about a request with a trusted client and redirect URI may be sent.
+#[derive(Debug)]
+struct Target {
+    client: Client,
+    redirect_uri: String,
+    state: Option<String>,
+}
+
+/// Why a request was not validated.
+enum Rejection {
+    /// Nothing may redirect: this page is the answer.
+    Page(Box<Response>),
+    /// The client and redirect URI are trusted; the error may go back to the client if
+    /// redirecting is safe (see [`refuse_before_interaction`]).
+    Refuse {
+        target: Box<Target>,
+        code: &'static str,
+        description: String,
+    },
+}
+
 async fn authorize(State(ctx): State<AsContext>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
+    if let Err(res) = limit_authorize(&ctx, &parts).await {
+        return res;
+    }
     let params = if parts.method == Method::POST {
         let Some(form) = read_form(body).await else {
             return error_page(
@@ -394,18 +525,29 @@ async fn authorize(State(ctx): State<AsContext>, request: Request) -> Response {
         };
         form
     } else {
-        Params::parse(parts.uri.query().unwrap_or("").as_bytes())
+        let query = parts.uri.query().unwrap_or("");
+        if query.len() > MAX_QUERY {
+            return error_page(
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "The authorization request is too long.",
+            );
+        }
+        Params::parse(query.as_bytes())
     };
 
     let v = match validate(&ctx, &params).await {
         Ok(v) => v,
-        Err(res) => return *res,
+        Err(Rejection::Page(res)) => return *res,
+        Err(Rejection::Refuse {
+            target,
+            code,
+            description,
+        }) => {
+            return refuse_before_interaction(&ctx, &parts, &target, code, &description).await;
+        }
     };
-    let ret = Return {
-        redirect_uri: &v.redirect_uri,
-        state: v.state.as_deref(),
-    };
-
     // The authenticator sees the request as a GET with the parameters in the query, so a
     // host login that sends the user back to "this URL" works for POSTed requests too.
     if parts.method == Method::POST {
@@ -421,49 +563,33 @@ async fn authorize(State(ctx): State<AsContext>, request: Request) -> Response {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "user authenticator failed");
-            return ret.error(
-                &ctx,
-                StatusCode::FOUND,
-                "temporarily_unavailable",
-                "The user could not be authenticated right now",
-                None,
-            );
+            return unavailable_page(&ctx);
         }
+    };
+    let target = || Target {
+        client: v.client.clone(),
+        redirect_uri: v.redirect_uri.clone(),
+        state: v.state.clone(),
     };
     match found {
         Authentication::Authenticated(user) => {
-            after_login(&ctx, v, user, now(), StatusCode::FOUND, None).await
+            after_login(&ctx, v, user, now(), StatusCode::FOUND, None, false).await
         }
-        Authentication::ShowLoginPage if v.prompt_none => ret.error(
-            &ctx,
-            StatusCode::FOUND,
-            "login_required",
-            "The user is not signed in",
-            None,
-        ),
+        Authentication::ShowLoginPage | Authentication::Redirect(_) if v.prompt_none => {
+            // The user is unknown, so nobody approved this client: no automatic redirect
+            // unless the authenticator approves everyone.
+            refuse_unknown_user(&ctx, &target(), "login_required", "The user is not signed in")
+        }
         Authentication::ShowLoginPage => {
             let request_id = random_token(24);
             let csrf = random_token(32);
-            let pending = pending_of(&ctx, &v, &csrf, None);
+            let pending = pending_of(&ctx, &v, &v.scope, &csrf, None);
             if let Err(e) = ctx.server.grants.put_pending(&request_id, pending).await {
                 tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
-                return ret.error(
-                    &ctx,
-                    StatusCode::FOUND,
-                    "temporarily_unavailable",
-                    "The authorization server is temporarily unavailable",
-                    None,
-                );
+                return unavailable_page(&ctx);
             }
             login_page(&ctx, &v.client, &v.redirect_uri, &request_id, &csrf, None, None, StatusCode::OK)
         }
-        Authentication::Redirect(_) if v.prompt_none => ret.error(
-            &ctx,
-            StatusCode::FOUND,
-            "login_required",
-            "The user is not signed in",
-            None,
-        ),
         Authentication::Redirect(url) => redirect(StatusCode::FOUND, &url, None).unwrap_or_else(|| {
             tracing::error!(target: "mcp_oauth::authorize", "the authenticator's login URL is not a valid Location header");
             unavailable_page(&ctx)
@@ -474,15 +600,119 @@ async fn authorize(State(ctx): State<AsContext>, request: Request) -> Response {
     }
 }
 
-/// Validates the request: `Err` is the page or redirect to answer with.
-async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Response>> {
+/// The error page shown instead of redirecting an error to a client the user has not
+/// approved (RFC 9700 §4.11.2: the server must not be an open redirector).
+fn refusal_page(ctx: &AsContext, target: &Target, code: &str, description: &str) -> Response {
+    let message = format!(
+        "The application {} sent a request this server cannot accept: {description} ({code}). \
+         You were not sent back to {} because you have not approved this application before.",
+        client_label(&target.client),
+        display_host(&target.redirect_uri),
+    );
+    error_page(
+        ctx,
+        StatusCode::BAD_REQUEST,
+        "Invalid authorization request",
+        &message,
+    )
+}
+
+/// An error about a request from an unknown user: redirected only when the authenticator
+/// approves everyone (it would redirect a code just as readily), else the page.
+fn refuse_unknown_user(
+    ctx: &AsContext,
+    target: &Target,
+    code: &'static str,
+    description: &str,
+) -> Response {
+    if ctx.server.authenticator.skips_consent() {
+        let ret = Return {
+            redirect_uri: &target.redirect_uri,
+            state: target.state.as_deref(),
+        };
+        return ret.error(ctx, StatusCode::FOUND, code, description, None);
+    }
+    refusal_page(ctx, target, code, description)
+}
+
+/// An error detected before the user did anything (issue 8 item 5). It is redirected to the
+/// client only when that cannot make this server an open redirector: the authenticator
+/// approves everyone anyway, or the signed-in user approved this client before (a
+/// remembered consent). Otherwise the user sees an error page.
+async fn refuse_before_interaction(
+    ctx: &AsContext,
+    parts: &http::request::Parts,
+    target: &Target,
+    code: &'static str,
+    description: &str,
+) -> Response {
+    if ctx.server.authenticator.skips_consent() {
+        return refuse_unknown_user(ctx, target, code, description);
+    }
+    let user = match ctx.server.authenticator.authenticate(parts).await {
+        Ok(Authentication::Authenticated(user)) => user,
+        Ok(_) => return refusal_page(ctx, target, code, description),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "user authenticator failed");
+            return unavailable_page(ctx);
+        }
+    };
+    refuse_known_user(
+        ctx,
+        target,
+        &user.subject,
+        code,
+        description,
+        StatusCode::FOUND,
+        None,
+    )
+    .await
+}
+
+/// An error for a known user who has not acted yet: redirected when the user approved this
+/// client before, else the page.
+async fn refuse_known_user(
+    ctx: &AsContext,
+    target: &Target,
+    subject: &str,
+    code: &'static str,
+    description: &str,
+    status: StatusCode,
+    cookie: Option<String>,
+) -> Response {
+    let approved = ctx.server.authenticator.skips_consent()
+        || match ctx
+            .server
+            .grants
+            .get_consent(subject, &target.client.client_id)
+            .await
+        {
+            Ok(Some(granted)) => !granted.is_empty(),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+                return unavailable_page(ctx);
+            }
+        };
+    if approved {
+        let ret = Return {
+            redirect_uri: &target.redirect_uri,
+            state: target.state.as_deref(),
+        };
+        return ret.error(ctx, status, code, description, cookie);
+    }
+    refusal_page(ctx, target, code, description)
+}
+
+/// Validates the request: `Err` says how to answer.
+async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejection> {
     let page_err = |message: &str| {
-        Box::new(error_page(
+        Rejection::Page(Box::new(error_page(
             ctx,
             StatusCode::BAD_REQUEST,
             "Invalid authorization request",
             message,
-        ))
+        )))
     };
 
     // 1. Client and redirect URI: nothing may redirect before both are trusted.
@@ -501,6 +731,15 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
             "The request names no client (client_id is missing).",
         ));
     };
+    if client_id.len() > MAX_CLIENT_ID {
+        return Err(page_err("The client_id is too long."));
+    }
+    if params
+        .one("redirect_uri")
+        .is_some_and(|r| r.len() > MAX_REDIRECT_URI)
+    {
+        return Err(page_err("The redirect_uri is too long."));
+    }
     let unknown = || {
         page_err(
             "The application is not registered with this server (unknown client_id). If it registered before, it must register again.",
@@ -511,7 +750,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
         Ok(None) => return Err(unknown()),
         Err(e) => {
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
-            return Err(Box::new(unavailable_page(ctx)));
+            return Err(Rejection::Page(Box::new(unavailable_page(ctx))));
         }
     };
     // Record the use before anything is stored for this request, so an idle-client sweep
@@ -521,7 +760,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
         Ok(None) => return Err(unknown()),
         Err(e) => {
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
-            return Err(Box::new(unavailable_page(ctx)));
+            return Err(Rejection::Page(Box::new(unavailable_page(ctx))));
         }
     };
     let redirect_uri = match params.one("redirect_uri") {
@@ -546,48 +785,75 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
             }
         },
     };
+    // A client stored before the current redirect policy (an operating-system handler
+    // scheme, a custom scheme no longer allowed) is not sent anywhere.
+    if let Err(why) = check_redirect_uri_with(&redirect_uri, &ctx.server.redirect_schemes) {
+        tracing::warn!(
+            target: "mcp_oauth::authorize",
+            client_id = %client.client_id,
+            reason = %why,
+            "redirect URI refused by the redirect policy"
+        );
+        return Err(page_err(
+            "The application's redirect_uri is not allowed by this server's redirect policy, so this server will not send you there.",
+        ));
+    }
 
-    // 2. Everything else is answered at the (now trusted) redirect URI.
-    let state = params.one("state").map(str::to_owned);
-    let ret = Return {
-        redirect_uri: &redirect_uri,
-        state: state.as_deref(),
+    // 2. Everything else may be answered at the (now trusted) redirect URI.
+    let state = params
+        .one("state")
+        .filter(|s| s.len() <= 1024)
+        .map(str::to_owned);
+    let target = Target {
+        client,
+        redirect_uri,
+        state,
     };
-    let fail = |code: &str, description: &str| {
-        Err(Box::new(ret.error(
-            ctx,
-            StatusCode::FOUND,
+    let fail = |target: Target, code: &'static str, description: &str| {
+        Err(Rejection::Refuse {
+            target: Box::new(target),
             code,
-            description,
-            None,
-        )))
+            description: description.to_owned(),
+        })
     };
     if params.too_many {
-        return fail("invalid_request", "Too many parameters");
+        return fail(target, "invalid_request", "Too many parameters");
+    }
+    if let Some(name) = params.over_cap() {
+        let description = format!("The {name} parameter is too long");
+        return fail(target, "invalid_request", &description);
     }
     if params.is_duplicated("resource") {
         return fail(
+            target,
             "invalid_target",
             "Only one resource per authorization request is supported",
         );
     }
     if let Some(dup) = params.duplicated.first() {
-        return fail(
-            "invalid_request",
-            &format!("The {dup} parameter was given more than once"),
-        );
+        let description = format!("The {dup} parameter was given more than once");
+        return fail(target, "invalid_request", &description);
     }
     if params.one("request").is_some() {
-        return fail("request_not_supported", "Request objects are not supported");
+        return fail(
+            target,
+            "request_not_supported",
+            "Request objects are not supported",
+        );
     }
     if params.one("request_uri").is_some() {
-        return fail("request_uri_not_supported", "request_uri is not supported");
+        return fail(
+            target,
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        );
     }
     match params.one("response_type") {
-        None => return fail("invalid_request", "response_type is required"),
+        None => return fail(target, "invalid_request", "response_type is required"),
         Some("code") => {}
         Some(_) => {
             return fail(
+                target,
                 "unsupported_response_type",
                 "Only the authorization code flow (response_type=code) is supported",
             );
@@ -595,6 +861,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
     }
     let Some(code_challenge) = params.one("code_challenge") else {
         return fail(
+            target,
             "invalid_request",
             "PKCE is required: send code_challenge and code_challenge_method=S256",
         );
@@ -603,12 +870,14 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
         Some("S256") => {}
         None => {
             return fail(
+                target,
                 "invalid_request",
                 "code_challenge_method is required and must be S256",
             );
         }
         Some(_) => {
             return fail(
+                target,
                 "invalid_request",
                 "Only the S256 code_challenge_method is supported",
             );
@@ -620,6 +889,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return fail(
+            target,
             "invalid_request",
             "code_challenge must be the 43-character base64url SHA-256 of the verifier",
         );
@@ -629,20 +899,31 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
         Some(r) if ctx.cfg.resources().iter().any(|known| known == r) => r.to_owned(),
         Some(_) => {
             return fail(
+                target,
                 "invalid_target",
                 "The resource is not served by this authorization server",
             );
         }
     };
-    let scope = granted_scopes(ctx, params.one("scope"));
+    let scope = requested_scopes(ctx, params.one("scope"));
+    // The client's ceiling alone may already leave nothing (issue 8 item 4).
+    // (Nothing requested and no default scopes is not an error: the token carries none.)
+    if !scope.is_empty() && within_client_ceiling(ctx, &target.client, &scope).is_empty() {
+        return fail(
+            target,
+            "invalid_scope",
+            "None of the requested scopes may be granted to this client",
+        );
+    }
     let prompts: Vec<&str> = params
         .one("prompt")
         .map(|p| p.split(' ').collect())
         .unwrap_or_default();
     Ok(Validated {
-        client,
-        redirect_uri: redirect_uri.clone(),
-        state: state.clone(),
+        client: target.client,
+        redirect_uri: target.redirect_uri,
+        redirect_uri_in_request: params.one("redirect_uri").is_some(),
+        state: target.state,
         code_challenge: code_challenge.to_owned(),
         scope,
         resource,
@@ -652,7 +933,7 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Box<Res
 }
 
 /// The requested scopes this server declares; the default scopes when none is left.
-fn granted_scopes(ctx: &AsContext, requested: Option<&str>) -> ScopeSet {
+fn requested_scopes(ctx: &AsContext, requested: Option<&str>) -> ScopeSet {
     let mut out = ScopeSet::new();
     for token in requested.unwrap_or("").split(' ') {
         if ctx.cfg.scopes().any(|(s, _)| s.as_str() == token)
@@ -668,18 +949,69 @@ fn granted_scopes(ctx: &AsContext, requested: Option<&str>) -> ScopeSet {
     }
 }
 
+/// The scopes of `a` that are also in `b`.
+fn intersect(a: &ScopeSet, b: &ScopeSet) -> ScopeSet {
+    let mut out = ScopeSet::new();
+    for s in a.iter().filter(|s| b.contains(s.as_str())) {
+        out.insert(s.clone());
+    }
+    out
+}
+
+/// `scope` within the client's ceiling (its registered `scope`, when it gave one and
+/// registered scopes are ceilings, or the operator's for a static client).
+fn within_client_ceiling(ctx: &AsContext, client: &Client, scope: &ScopeSet) -> ScopeSet {
+    let applies = client.source == ClientSource::Static || ctx.server.registered_scope_is_ceiling;
+    match &client.scope {
+        Some(ceiling) if applies => intersect(scope, ceiling),
+        _ => scope.clone(),
+    }
+}
+
+/// What may be granted of `requested` (issue 8 item 4): requested ∩ the client's ceiling ∩
+/// the user's ceiling ∩ the scope policy's answer. `Err` when the policy failed.
+async fn grantable(
+    ctx: &AsContext,
+    client: &Client,
+    user: &User,
+    resource: &str,
+    requested: &ScopeSet,
+) -> Result<ScopeSet, ()> {
+    let mut granted = within_client_ceiling(ctx, client, requested);
+    if let Some(ceiling) = &user.allowed_scopes {
+        granted = intersect(&granted, ceiling);
+    }
+    if let Some(policy) = &ctx.server.scope_policy
+        && !granted.is_empty()
+    {
+        match policy
+            .allowed_scopes(user, client, resource, &granted)
+            .await
+        {
+            Ok(allowed) => granted = intersect(&granted, &allowed),
+            Err(e) => {
+                tracing::error!(target: "mcp_oauth::authorize", error = %e, "scope policy failed");
+                return Err(());
+            }
+        }
+    }
+    Ok(granted)
+}
+
 fn pending_of(
     ctx: &AsContext,
     v: &Validated,
+    scope: &ScopeSet,
     csrf: &str,
     user: Option<(&User, u64)>,
 ) -> PendingAuthorization {
     PendingAuthorization {
         client_id: v.client.client_id.clone(),
         redirect_uri: v.redirect_uri.clone(),
+        redirect_uri_in_request: v.redirect_uri_in_request,
         state: v.state.clone(),
         code_challenge: v.code_challenge.clone(),
-        scope: v.scope.clone(),
+        scope: scope.clone(),
         resource: v.resource.clone(),
         csrf_hash: SecretHash::of(csrf),
         subject: user.map(|(u, _)| u.subject.clone()),
@@ -702,8 +1034,10 @@ fn anonymous_claims(v: &Validated) -> Map<String, Value> {
     claims
 }
 
-/// The user is known: issue the code at once when consent is not needed, else park the
-/// request and show the consent page.
+/// The user is known: narrow the scopes to what may be granted, then issue the code at once
+/// when consent is not needed, else park the request and show the consent page.
+/// `interacted` says whether the user acted (submitted the login form): errors then go back
+/// to the client; before that, only to a client the user approved.
 async fn after_login(
     ctx: &AsContext,
     v: Validated,
@@ -711,29 +1045,74 @@ async fn after_login(
     auth_time: u64,
     redirect_status: StatusCode,
     clear: Option<String>,
+    interacted: bool,
 ) -> Response {
     let ret = Return {
         redirect_uri: &v.redirect_uri,
         state: v.state.as_deref(),
     };
-    let skip = match consent_needed(ctx, &v, &user).await {
-        Ok(needed) => !needed,
-        Err(()) => {
-            return ret.error(
-                ctx,
-                redirect_status,
-                "temporarily_unavailable",
-                "The authorization server is temporarily unavailable",
-                clear,
-            );
+    let target = Target {
+        client: v.client.clone(),
+        redirect_uri: v.redirect_uri.clone(),
+        state: v.state.clone(),
+    };
+    let ret_ref = &ret;
+    let refuse = |code: &'static str, description: &'static str, clear: Option<String>| {
+        let target = &target;
+        let ret = ret_ref;
+        let subject = user.subject.clone();
+        async move {
+            if interacted {
+                ret.error(ctx, redirect_status, code, description, clear)
+            } else {
+                refuse_known_user(
+                    ctx,
+                    target,
+                    &subject,
+                    code,
+                    description,
+                    redirect_status,
+                    clear,
+                )
+                .await
+            }
         }
+    };
+    let Ok(scope) = grantable(ctx, &v.client, &user, &v.resource, &v.scope).await else {
+        return unavailable_page(ctx);
+    };
+    if scope.is_empty() && !v.scope.is_empty() {
+        tracing::info!(
+            target: "mcp_oauth::authorize",
+            client_id = %v.client.client_id,
+            subject = %user.subject,
+            requested = %v.scope,
+            "no requested scope may be granted to this user"
+        );
+        return refuse(
+            "invalid_scope",
+            "None of the requested scopes may be granted to this user",
+            clear,
+        )
+        .await;
+    }
+    let withheld: Vec<Scope> = v
+        .scope
+        .iter()
+        .filter(|s| !scope.contains(s.as_str()))
+        .cloned()
+        .collect();
+    let skip = match consent_needed(ctx, &v, &scope, &user).await {
+        Ok(needed) => !needed,
+        Err(()) => return unavailable_page(ctx),
     };
     if skip {
         let grant = Grant {
             client_id: &v.client.client_id,
             redirect_uri: &v.redirect_uri,
+            redirect_uri_in_request: v.redirect_uri_in_request,
             code_challenge: &v.code_challenge,
-            scope: &v.scope,
+            scope: &scope,
             resource: &v.resource,
             subject: &user.subject,
             claims: &user.claims,
@@ -742,40 +1121,71 @@ async fn after_login(
         return issue_code(ctx, &grant, &ret, redirect_status, clear, false).await;
     }
     if v.prompt_none {
-        return ret.error(
-            ctx,
-            redirect_status,
+        return refuse(
             "consent_required",
             "The user has not approved this application",
             clear,
-        );
+        )
+        .await;
     }
     let request_id = random_token(24);
     let csrf = random_token(32);
-    let pending = pending_of(ctx, &v, &csrf, Some((&user, auth_time)));
+    let pending = pending_of(ctx, &v, &scope, &csrf, Some((&user, auth_time)));
     if let Err(e) = ctx.server.grants.put_pending(&request_id, pending).await {
         tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
-        return ret.error(
-            ctx,
-            redirect_status,
-            "temporarily_unavailable",
-            "The authorization server is temporarily unavailable",
-            clear,
-        );
+        return unavailable_page(ctx);
     }
     let display = user.display_name.as_deref().unwrap_or(&user.subject);
     consent_page(
         ctx,
         &v.client,
-        &pending_view(&v),
+        &PendingView {
+            redirect_uri: &v.redirect_uri,
+            scope: &scope,
+            withheld: &withheld,
+            resource: &v.resource,
+        },
         display,
         &request_id,
         &csrf,
     )
 }
 
-/// Whether the consent page must be shown. `Err` on a store failure.
-async fn consent_needed(ctx: &AsContext, v: &Validated, user: &User) -> Result<bool, ()> {
+/// A remembered consent is kept per (user, client) in the store, as scope tokens qualified
+/// by the resource: `"{resource}#{scope}"`. A resource never holds a `#` (the configuration
+/// refuses fragments), so the first `#` after the resource splits the two unambiguously, and
+/// consent given for one resource never covers another (issue 8 item 9).
+fn qualify(resource: &str, scope: &ScopeSet) -> ScopeSet {
+    let mut out = ScopeSet::new();
+    for s in scope.iter() {
+        if let Ok(q) = Scope::new(format!("{resource}#{}", s.as_str())) {
+            out.insert(q);
+        }
+    }
+    out
+}
+
+/// The scopes a remembered consent grants at `resource`.
+fn consented_at(remembered: &ScopeSet, resource: &str) -> ScopeSet {
+    let prefix = format!("{resource}#");
+    let mut out = ScopeSet::new();
+    for q in remembered.iter() {
+        if let Some(s) = q.as_str().strip_prefix(&prefix)
+            && let Ok(s) = Scope::new(s)
+        {
+            out.insert(s);
+        }
+    }
+    out
+}
+
+/// Whether the consent page must be shown for `scope`. `Err` on a store failure.
+async fn consent_needed(
+    ctx: &AsContext,
+    v: &Validated,
+    scope: &ScopeSet,
+    user: &User,
+) -> Result<bool, ()> {
     if ctx.server.authenticator.skips_consent() {
         return Ok(false);
     }
@@ -788,7 +1198,7 @@ async fn consent_needed(ctx: &AsContext, v: &Validated, user: &User) -> Result<b
         .get_consent(&user.subject, &v.client.client_id)
         .await
     {
-        Ok(Some(granted)) => Ok(!v.scope.is_subset(&granted)),
+        Ok(Some(granted)) => Ok(!scope.is_subset(&consented_at(&granted, &v.resource))),
         Ok(None) => Ok(true),
         Err(e) => {
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
@@ -801,15 +1211,8 @@ async fn consent_needed(ctx: &AsContext, v: &Validated, user: &User) -> Result<b
 struct PendingView<'a> {
     redirect_uri: &'a str,
     scope: &'a ScopeSet,
+    withheld: &'a [Scope],
     resource: &'a str,
-}
-
-fn pending_view(v: &Validated) -> PendingView<'_> {
-    PendingView {
-        redirect_uri: &v.redirect_uri,
-        scope: &v.scope,
-        resource: &v.resource,
-    }
 }
 
 /// The host to show for a redirect URI: the (punycode) host with a non-default port for
@@ -829,8 +1232,14 @@ fn display_host(redirect_uri: &str) -> String {
     }
 }
 
+/// The name to show for a client: its self-asserted name, unless that holds control or
+/// invisible format characters (a client stored before registration refused them), then
+/// its id.
 fn client_label(client: &Client) -> &str {
-    client.client_name.as_deref().unwrap_or(&client.client_id)
+    match client.client_name.as_deref() {
+        Some(name) if !name.chars().any(|c| c.is_control() || is_format_char(c)) => name,
+        _ => &client.client_id,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -858,6 +1267,16 @@ fn login_page(
     page(status, html, Some(set_cookie(ctx, request_id)))
 }
 
+/// The configured description of a scope (its name when none).
+fn describe(ctx: &AsContext, s: &Scope) -> (String, String) {
+    let d = ctx
+        .cfg
+        .scopes()
+        .find(|(d, _)| *d == s)
+        .map_or_else(|| s.to_string(), |(_, desc)| desc.to_owned());
+    (s.to_string(), d)
+}
+
 fn consent_page(
     ctx: &AsContext,
     client: &Client,
@@ -868,19 +1287,14 @@ fn consent_page(
 ) -> Response {
     let host = display_host(p.redirect_uri);
     let action = ctx.endpoint("/authorize/consent");
-    let descriptions: Vec<(String, String)> = p
-        .scope
-        .iter()
-        .map(|s| {
-            let d = ctx
-                .cfg
-                .scopes()
-                .find(|(d, _)| *d == s)
-                .map_or_else(|| s.to_string(), |(_, desc)| desc.to_owned());
-            (s.to_string(), d)
-        })
-        .collect();
+    let descriptions: Vec<(String, String)> = p.scope.iter().map(|s| describe(ctx, s)).collect();
     let scopes: Vec<ScopeView<'_>> = descriptions
+        .iter()
+        .map(|(name, description)| ScopeView { name, description })
+        .collect();
+    let withheld_text: Vec<(String, String)> =
+        p.withheld.iter().map(|s| describe(ctx, s)).collect();
+    let withheld: Vec<ScopeView<'_>> = withheld_text
         .iter()
         .map(|(name, description)| ScopeView { name, description })
         .collect();
@@ -889,8 +1303,10 @@ fn consent_page(
         client_id: &client.client_id,
         redirect_uri: p.redirect_uri,
         redirect_host: &host,
-        loopback_only: all_loopback(&client.redirect_uris),
+        // The URI this request actually uses (issue 8 item 9), not the client's list.
+        loopback_only: all_loopback(std::slice::from_ref(&p.redirect_uri.to_owned())),
         scopes: &scopes,
+        withheld: &withheld,
         resource: p.resource,
         user,
         action: &action,
@@ -908,6 +1324,7 @@ fn consent_page(
 struct Grant<'a> {
     client_id: &'a str,
     redirect_uri: &'a str,
+    redirect_uri_in_request: bool,
     code_challenge: &'a str,
     scope: &'a ScopeSet,
     resource: &'a str,
@@ -937,8 +1354,9 @@ async fn issue_code(
     let issued_at = now();
     if consented && ctx.server.remember_consent {
         let grants = &ctx.server.grants;
+        let consented = qualify(g.resource, g.scope);
         let remembered = match grants.get_consent(g.subject, g.client_id).await {
-            Ok(prev) => prev.map_or_else(|| g.scope.clone(), |p| p.union(g.scope)),
+            Ok(prev) => prev.map_or_else(|| consented.clone(), |p| p.union(&consented)),
             Err(e) => {
                 tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
                 return unavailable(cookie);
@@ -956,6 +1374,7 @@ async fn issue_code(
     let record = AuthorizationCode {
         client_id: g.client_id.to_owned(),
         redirect_uri: g.redirect_uri.to_owned(),
+        redirect_uri_in_request: g.redirect_uri_in_request,
         code_challenge: g.code_challenge.to_owned(),
         scope: g.scope.clone(),
         resource: g.resource.to_owned(),
@@ -1049,6 +1468,9 @@ async fn check_form(
 /// `POST …/authorize/login`: `username`, `password`, `request_id`, `csrf_token`.
 async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if let Err(res) = limit_authorize(&ctx, &parts).await {
+        return res;
+    }
     let Some(form) = read_form(body).await else {
         return forged_page(&ctx);
     };
@@ -1085,6 +1507,24 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
             StatusCode::OK,
         );
     };
+    // Failed sign-ins are throttled per account too (issue 8 item 7): while the account's
+    // budget is spent, the password is not even checked.
+    let account_limit = ctx.server.limits.login_account;
+    if let Err(wait) = ctx
+        .server
+        .login_accounts
+        .check(username, account_limit, Instant::now())
+    {
+        tracing::info!(target: "mcp_oauth::authorize", "sign-in refused: too many failures for this account");
+        let mut res = relogin(
+            "Too many failed sign-ins for this account. Wait a few minutes, then try again.",
+            Some(username),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(wait));
+        return res;
+    }
     let user = match ctx
         .server
         .authenticator
@@ -1094,6 +1534,9 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         Ok(Some(user)) => user,
         Ok(None) => {
             tracing::info!(target: "mcp_oauth::authorize", "failed sign-in attempt");
+            ctx.server
+                .login_accounts
+                .record_failure(username, account_limit, Instant::now());
             return relogin(
                 "Wrong user name or password.",
                 Some(username),
@@ -1101,8 +1544,9 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
             );
         }
         Err(e) => {
+            // A saturated password checker, or a failed backend: try again shortly.
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "password check failed");
-            return unavailable_page(&ctx);
+            return busy_page(&ctx);
         }
     };
 
@@ -1118,6 +1562,7 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
     let v = Validated {
         client: c.client,
         redirect_uri: pending.redirect_uri,
+        redirect_uri_in_request: pending.redirect_uri_in_request,
         state: pending.state,
         code_challenge: pending.code_challenge,
         scope: pending.scope,
@@ -1134,6 +1579,7 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         now(),
         StatusCode::SEE_OTHER,
         Some(clear_cookie(&ctx)),
+        true,
     )
     .await
 }
@@ -1141,6 +1587,9 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
 /// `POST …/authorize/consent`: `request_id`, `csrf_token`, `decision` (`approve`/`deny`).
 async fn consent(State(ctx): State<AsContext>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if let Err(res) = limit_authorize(&ctx, &parts).await {
+        return res;
+    }
     let Some(form) = read_form(body).await else {
         return forged_page(&ctx);
     };
@@ -1200,6 +1649,7 @@ async fn consent(State(ctx): State<AsContext>, request: Request) -> Response {
     let grant = Grant {
         client_id: &pending.client_id,
         redirect_uri: &pending.redirect_uri,
+        redirect_uri_in_request: pending.redirect_uri_in_request,
         code_challenge: &pending.code_challenge,
         scope: &pending.scope,
         resource: &pending.resource,

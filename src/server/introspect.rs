@@ -1,15 +1,21 @@
 //! Token introspection (RFC 7662, `POST {issuer}/introspect`), for resource servers that do
 //! not verify the JWTs themselves.
 //!
-//! The endpoint is protected (RFC 7662 §2.1): only a **confidential** client that
-//! authenticates with its secret may call it; a public client gets `401 invalid_client`.
+//! The endpoint is protected (RFC 7662 §2.1): only the clients named in
+//! [`introspection_clients`](super::AuthorizationServerBuilder::introspection_clients)
+//! (confidential, configured clients: your resource servers) may call it, authenticating
+//! with their secret. A client that fails authentication, or a public client (it cannot
+//! authenticate), gets `401 invalid_client`; any other authenticated client (every
+//! dynamically registered one included) gets `403 unauthorized_client`.
 //! Answers are `Cache-Control: no-store`:
 //!
 //! - an active access token (a JWT signed by the key ring, for this issuer and one of the
 //!   configured resources, unexpired and not revoked):
 //!   `{"active": true, "scope", "client_id", "sub", "aud", "iss", "exp", "iat",
 //!   "token_type": "Bearer", "jti"}`;
-//! - an active refresh token (its family live):
+//! - an active refresh token (its family live, and the token the current one, or the one
+//!   just rotated out and still inside the grace window; an older one would trip reuse
+//!   detection, so it is inactive):
 //!   `{"active": true, "token_type": "refresh_token", "client_id", "scope", "sub", "exp"}`;
 //! - anything else: `{"active": false}` (RFC 7662 §2.2 gives no reason, to leak nothing).
 //!
@@ -33,7 +39,7 @@ use super::token::method_not_allowed;
 use super::{AsContext, AuthorizationServer};
 use crate::context::AuthContext;
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::store::SecretHash;
+use crate::store::{ClientSource, SecretHash};
 use crate::verify::{JwtVerifier, TokenVerifier as _, VerifyError};
 
 /// A verifier for the access tokens this server issued: the key ring, this issuer, every
@@ -69,6 +75,11 @@ pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
             async move {
                 match handle(&ctx, verifier.as_ref(), req).await {
                     Ok(body) => json_response(StatusCode::OK, body.to_string(), "no-store"),
+                    Err(e) if e.code() == OAuthErrorCode::UnauthorizedClient => {
+                        let mut res = e.into_response();
+                        *res.status_mut() = StatusCode::FORBIDDEN;
+                        res
+                    }
                     Err(e) => e.into_response(),
                 }
             }
@@ -87,9 +98,24 @@ async fn handle(
     let form = read_form(&parts.headers, body).await?;
     let client = authenticate(ctx, &parts.headers, &form).await?;
     if !client.is_confidential() {
+        // A public client never authenticated at all (it only named itself).
         return Err(OAuthError::invalid_client(
-            "Introspection is only available to confidential clients",
+            "Introspection is only available to authenticated resource servers",
             false,
+        ));
+    }
+    // Issue 8 item 8: authenticated is not enough; only the configured resource servers
+    // (confidential static clients) may introspect. Everyone else, every dynamically
+    // registered client included, is refused.
+    let allowed = client.source == ClientSource::Static
+        && ctx.server.introspection_clients.contains(&client.client_id);
+    if !allowed {
+        tracing::info!(target: "mcp_oauth::security", client_id = %client.client_id,
+            "introspection refused: not a configured introspection client");
+        // Rendered as 403 by `routes`: the client is known, it just may not ask.
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnauthorizedClient,
+            "This client may not use the introspection endpoint",
         ));
     }
     let Some(token) = form.get("token") else {
@@ -157,15 +183,22 @@ fn access_response(auth: &AuthContext) -> Value {
 }
 
 async fn refresh(ctx: &AsContext, token: &str) -> Result<Option<Value>, OAuthError> {
-    let Some(family) = ctx
+    let now = crate::util::now();
+    let Some(lookup) = ctx
         .server
         .grants
-        .family_of_refresh(&SecretHash::of(token))
+        .family_of_refresh(&SecretHash::of(token), now)
         .await?
     else {
         return Ok(None);
     };
-    if family.expires_at <= crate::util::now() {
+    // A token rotated out past the grace window would trip reuse detection: not active
+    // (issue 8 item 8).
+    if !lookup.is_usable(now, ctx.server.lifetimes.refresh_grace.as_secs()) {
+        return Ok(None);
+    }
+    let family = lookup.family;
+    if family.expires_at <= now {
         return Ok(None);
     }
     Ok(Some(json!({

@@ -11,7 +11,7 @@
 //! | `/authorize` | authorization code + PKCE S256, login and consent pages |
 //! | `/token` | `authorization_code` and `refresh_token` grants |
 //! | `/revoke` | RFC 7009 revocation |
-//! | `/introspect` | RFC 7662 introspection (authenticated clients) |
+//! | `/introspect` | RFC 7662 introspection (only the configured [`introspection_clients`](AuthorizationServerBuilder::introspection_clients)) |
 //! | `/jwks.json` | the signing keys |
 //!
 //! ```
@@ -45,6 +45,7 @@ mod client_auth;
 mod discovery;
 mod introspect;
 mod jwks;
+mod login_throttle;
 mod rate_limit;
 pub(crate) mod register;
 mod revoke;
@@ -62,7 +63,7 @@ pub use rate_limit::RateLimit;
 pub use retention::{Retention, SweepReport};
 pub use router::oauth_router;
 
-use crate::authn::UserAuthenticator;
+use crate::authn::{ScopePolicy, UserAuthenticator};
 use crate::config::{ConfigError, McpOAuthConfig};
 use crate::issuer::{JwtIssuer, TokenIssuer};
 use crate::keys::{KeyRing, SigningAlgorithm};
@@ -137,6 +138,14 @@ impl StaticClient {
         self
     }
 
+    /// Sets the client's scope ceiling: it is never granted a scope outside `scope`, whatever
+    /// it requests (like the `scope` a dynamically registered client gives).
+    #[must_use]
+    pub fn with_scope(mut self, scope: crate::scope::ScopeSet) -> Self {
+        self.0.scope = (!scope.is_empty()).then_some(scope);
+        self
+    }
+
     /// The client id.
     #[must_use]
     pub fn client_id(&self) -> &str {
@@ -160,6 +169,10 @@ pub(crate) struct Limits {
     pub(crate) register: RateLimit,
     pub(crate) token: RateLimit,
     pub(crate) login: RateLimit,
+    /// `/authorize` and its login and consent forms, per address.
+    pub(crate) authorize: RateLimit,
+    /// Login attempts per account (user name), whatever the address.
+    pub(crate) login_account: RateLimit,
 }
 
 pub(crate) struct ServerInner {
@@ -167,17 +180,25 @@ pub(crate) struct ServerInner {
     pub(crate) grants: Arc<dyn GrantStore>,
     pub(crate) custom_issuer: Option<Arc<dyn TokenIssuer>>,
     pub(crate) authenticator: Arc<dyn UserAuthenticator>,
+    pub(crate) scope_policy: Option<Arc<dyn ScopePolicy>>,
     pub(crate) pages: Arc<dyn pages::Pages>,
     pub(crate) key_ring: KeyRing,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) limits: Limits,
     pub(crate) static_clients: HashMap<String, Client>,
+    /// The configured clients allowed to call `/introspect` (resource servers).
+    pub(crate) introspection_clients: Vec<String>,
     pub(crate) dynamic_registration: bool,
     pub(crate) remember_consent: bool,
     pub(crate) trusted_proxies: Vec<IpAddr>,
     #[allow(dead_code)]
     pub(crate) stats_endpoint: bool,
     pub(crate) limiter: rate_limit::Limiter,
+    pub(crate) login_accounts: login_throttle::AccountThrottle,
+    /// Custom redirect URI schemes allowed besides reverse-domain ones (lower case).
+    pub(crate) redirect_schemes: Vec<String>,
+    /// Whether a dynamically registered client's `scope` caps what it is granted.
+    pub(crate) registered_scope_is_ceiling: bool,
     pub(crate) upkeep: retention::Upkeep,
     pub(crate) sweeper: retention::Sweeper,
 }
@@ -269,6 +290,26 @@ impl AuthorizationServer {
         &self.inner.clients
     }
 
+    /// Refuses an issuer the authenticator is not safe with (an
+    /// [`InsecureAutoApprove`](crate::authn::InsecureAutoApprove) on a host that is not
+    /// loopback); called by [`McpOAuthConfigBuilder::build`](crate::McpOAuthConfigBuilder::build).
+    pub(crate) fn check_issuer(&self, issuer: &str) -> Result<(), ConfigError> {
+        if !self.inner.authenticator.loopback_issuer_only() {
+            return Ok(());
+        }
+        let loopback = url::Url::parse(issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .is_some_and(|h| register::is_loopback_host(&h));
+        if loopback {
+            Ok(())
+        } else {
+            Err(ConfigError::InsecureAuthenticator {
+                issuer: issuer.to_owned(),
+            })
+        }
+    }
+
     /// A revocation list backed by the grant store, for the layer's local verifier.
     #[must_use]
     pub fn revocations(&self) -> Arc<dyn RevokedTokens> {
@@ -290,7 +331,10 @@ impl RevokedTokens for StoreRevocations {
 
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), VerifyError> {
         self.0
-            .revoke_token(jti, expires_at)
+            .revoke_token(
+                jti,
+                expires_at.saturating_add(crate::store::REVOCATION_HORIZON_SLACK),
+            )
             .await
             .map_err(|e| VerifyError::Unavailable(e.to_string()))
     }
@@ -303,15 +347,19 @@ pub struct AuthorizationServerBuilder {
     grants: Option<Arc<dyn GrantStore>>,
     issuer: Option<Arc<dyn TokenIssuer>>,
     authenticator: Option<Arc<dyn UserAuthenticator>>,
+    scope_policy: Option<Arc<dyn ScopePolicy>>,
     pages: Option<Arc<dyn pages::Pages>>,
     key_ring: Option<KeyRing>,
     lifetimes: Lifetimes,
     limits: Limits,
     static_clients: Vec<StaticClient>,
+    introspection_clients: Vec<String>,
     dynamic_registration: bool,
     remember_consent: bool,
     trusted_proxies: Vec<IpAddr>,
     stats_endpoint: bool,
+    redirect_schemes: Vec<String>,
+    registered_scope_is_ceiling: bool,
     upkeep: retention::Upkeep,
 }
 
@@ -329,6 +377,7 @@ impl Default for AuthorizationServerBuilder {
             grants: None,
             issuer: None,
             authenticator: None,
+            scope_policy: None,
             pages: None,
             key_ring: None,
             lifetimes: Lifetimes {
@@ -342,12 +391,20 @@ impl Default for AuthorizationServerBuilder {
                 register: RateLimit::per_minute(20),
                 token: RateLimit::per_minute(120),
                 login: RateLimit::per_minute(20),
+                authorize: RateLimit::per_minute(60),
+                login_account: RateLimit::per_minute(2).with_burst(10),
             },
             static_clients: Vec::new(),
+            introspection_clients: Vec::new(),
             dynamic_registration: true,
             remember_consent: false,
             trusted_proxies: Vec::new(),
             stats_endpoint: false,
+            redirect_schemes: register::DEFAULT_REDIRECT_SCHEMES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            registered_scope_is_ceiling: true,
             upkeep: retention::Upkeep::default(),
         }
     }
@@ -378,6 +435,15 @@ impl AuthorizationServerBuilder {
     /// [`HostSession`](crate::authn::HostSession), or your own.
     pub fn authenticator(mut self, authenticator: impl UserAuthenticator) -> Self {
         self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// A scope-ceiling hook: which requested scopes a user may be granted for a client and a
+    /// resource (see [`ScopePolicy`] and the [`authn`](crate::authn#scope-ceilings) docs).
+    /// Without one, only the client's registered `scope` and the user's
+    /// [`allowed_scopes`](crate::authn::User::allowed_scopes) limit the grant.
+    pub fn scope_policy(mut self, policy: impl ScopePolicy) -> Self {
+        self.scope_policy = Some(Arc::new(policy));
         self
     }
 
@@ -437,6 +503,40 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// The clients allowed to call `/introspect`: your resource servers, each a
+    /// [confidential `StaticClient`](StaticClient::confidential) configured with
+    /// [`client`](Self::client) (`build()` refuses any other id). RFC 7662 §2.1 requires the
+    /// endpoint to be protected, and an introspection answer tells who a token belongs to:
+    /// no other client, and certainly no dynamically registered one, may ask. With none
+    /// configured (the default) every call is refused with `401 invalid_client`.
+    ///
+    /// ```
+    /// use mcp_oauth::authn::StaticUsers;
+    /// use mcp_oauth::server::{AuthorizationServer, StaticClient};
+    ///
+    /// let server = AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .client(StaticClient::confidential("rs-1", "rs-secret-0123456789abcdef", ["https://rs.example.com/cb"]))
+    ///     .introspection_clients(["rs-1"])
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = server;
+    /// assert!(AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .introspection_clients(["not-configured"])
+    ///     .build()
+    ///     .is_err());
+    /// ```
+    pub fn introspection_clients<I, S>(mut self, client_ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.introspection_clients
+            .extend(client_ids.into_iter().map(Into::into));
+        self
+    }
+
     /// Turns RFC 7591 dynamic registration on or off (on by default; ChatGPT, Claude, VS
     /// Code, Cursor and the SDK clients rely on it).
     pub fn dynamic_registration(mut self, on: bool) -> Self {
@@ -444,8 +544,10 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// Remembers consent per user, client and scope set, so a returning client that asks
-    /// for no more than before skips the consent page.
+    /// Remembers consent per user, client, resource and scope set, so a returning client
+    /// that asks for no more than before, for the same resource, skips the consent page. A
+    /// remembered consent also counts as the user having approved the client: errors found
+    /// before the user acts are then redirected to it instead of shown as a page.
     pub fn remember_consent(mut self, on: bool) -> Self {
         self.remember_consent = on;
         self
@@ -466,6 +568,53 @@ impl AuthorizationServerBuilder {
     /// Rate limit of login form submissions per client address.
     pub fn login_rate_limit(mut self, limit: RateLimit) -> Self {
         self.limits.login = limit;
+        self
+    }
+
+    /// Rate limit of `/authorize` (and of its login and consent form posts) per client
+    /// address: 60 a minute by default. Over it, the browser gets a `429` page with
+    /// `Retry-After` (never a redirect).
+    pub fn authorize_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limits.authorize = limit;
+        self
+    }
+
+    /// Rate limit of failed sign-ins per account (user name), whatever address they come
+    /// from: bursts of 10, then 2 a minute, by default. Over it, the login page says to wait
+    /// and the password is not checked. Counted in process (per instance).
+    pub fn login_account_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limits.login_account = limit;
+        self
+    }
+
+    /// The custom (private-use) redirect URI schemes accepted besides reverse-domain ones
+    /// such as `com.example.app:` (RFC 8252 §7.1), replacing the default list (`cursor`,
+    /// `vscode`, `vscode-insiders`, `vscodium`, `windsurf`: schemes real MCP clients use).
+    /// Operating-system handler and browser-internal schemes (`ms-*`, `search-ms`, `jar`,
+    /// `file`, `javascript`, `data`, …) are refused whatever this list says.
+    pub fn redirect_schemes<I, S>(mut self, schemes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.redirect_schemes = schemes
+            .into_iter()
+            .map(|s| s.into().to_ascii_lowercase())
+            .collect();
+        self
+    }
+
+    /// Whether the `scope` a client gave at dynamic registration (RFC 7591) caps what it is
+    /// ever granted (on by default: least privilege). The scope of a
+    /// [`StaticClient::with_scope`] always applies.
+    ///
+    /// Interop caveat: the MCP Python SDK registers with the scope of the first challenge it
+    /// meets and later steps up (asks for more) with the same client; with the ceiling on,
+    /// that step-up gets only the registered scopes (the resource keeps answering `403
+    /// insufficient_scope`). Turn this off for such clients; the user's ceiling and any
+    /// [`ScopePolicy`] still apply.
+    pub fn registered_scope_is_ceiling(mut self, on: bool) -> Self {
+        self.registered_scope_is_ceiling = on;
         self
     }
 
@@ -521,11 +670,26 @@ impl AuthorizationServerBuilder {
                 )));
             }
             for uri in &c.0.redirect_uris {
-                register::check_redirect_uri(uri).map_err(|why| {
+                register::check_redirect_uri_with(uri, &self.redirect_schemes).map_err(|why| {
                     ConfigError::InvalidClient(format!("{}: {uri}: {why}", c.0.client_id))
                 })?;
             }
             static_clients.insert(c.0.client_id.clone(), c.0);
+        }
+        for id in &self.introspection_clients {
+            match static_clients.get(id) {
+                Some(c) if c.is_confidential() => {}
+                Some(_) => {
+                    return Err(ConfigError::InvalidClient(format!(
+                        "{id}: an introspection client must be confidential (it authenticates with a secret)"
+                    )));
+                }
+                None => {
+                    return Err(ConfigError::InvalidClient(format!(
+                        "{id}: introspection clients must be configured with `.client(StaticClient::confidential(..))`"
+                    )));
+                }
+            }
         }
         let upkeep = self.upkeep.validate(l.refresh)?;
         let pages = match self.pages {
@@ -538,16 +702,21 @@ impl AuthorizationServerBuilder {
                 grants,
                 custom_issuer: self.issuer,
                 authenticator,
+                scope_policy: self.scope_policy,
                 pages,
                 key_ring,
                 lifetimes: l,
                 limits: self.limits,
                 static_clients,
+                introspection_clients: self.introspection_clients,
                 dynamic_registration: self.dynamic_registration,
                 remember_consent: self.remember_consent,
                 trusted_proxies: self.trusted_proxies,
                 stats_endpoint: self.stats_endpoint,
                 limiter: rate_limit::Limiter::new(),
+                login_accounts: login_throttle::AccountThrottle::new(),
+                redirect_schemes: self.redirect_schemes,
+                registered_scope_is_ceiling: self.registered_scope_is_ceiling,
                 upkeep,
                 sweeper: retention::Sweeper::default(),
             }),

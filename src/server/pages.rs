@@ -7,6 +7,9 @@
 //! it. The built-in pages (feature `consent-page`) are askama templates that need no
 //! JavaScript.
 //!
+//! The consent page lists only the scopes that can be granted ([`ConsentView::scopes`]) and
+//! names those withheld ([`ConsentView::withheld`]).
+//!
 //! ```
 //! use mcp_oauth::server::pages::{ConsentView, ErrorView, LoginView, Pages};
 //!
@@ -69,11 +72,15 @@ pub struct ConsentView<'a> {
     pub redirect_uri: &'a str,
     /// Its host, to show prominently (the spec requires it).
     pub redirect_host: &'a str,
-    /// Whether every redirect URI of the client is a loopback address (any local program
+    /// Whether the redirect URI this request uses is a loopback address (any local program
     /// could be listening): show a warning.
     pub loopback_only: bool,
-    /// The requested scopes.
+    /// The scopes that will be granted if the user allows (requested, and within the
+    /// client's and the user's ceilings).
     pub scopes: &'a [ScopeView<'a>],
+    /// Requested scopes that will not be granted (outside the client's or the user's
+    /// ceiling, or refused by the scope policy): show them as withheld.
+    pub withheld: &'a [ScopeView<'a>],
     /// The resource the token will be for.
     pub resource: &'a str,
     /// Who is signed in.

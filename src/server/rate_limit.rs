@@ -1,5 +1,6 @@
 //! Per-address rate limits of the authorization server's unauthenticated endpoints:
-//! `/register`, `/token` (with `/revoke` and `/introspect`) and login form submissions.
+//! `/register`, `/token` (with `/revoke` and `/introspect`), `/authorize` (with its login and
+//! consent form posts) and login form submissions.
 //!
 //! Each limit is an in-process **token bucket** per (endpoint kind, client address): a bucket
 //! holds up to [`RateLimit::burst`] requests and refills at [`RateLimit::per_minute`] a
@@ -27,9 +28,23 @@
 //! passes a client's `X-Forwarded-For` through without appending the real peer lets that
 //! client choose its bucket; such a proxy must not be trusted.
 //!
-//! Memory is bounded: idle buckets (full again) are swept, the map holds at most
-//! 65,536 addresses per server, and when it is full new addresses share one overflow bucket
-//! per kind, so an address-spraying client cannot grow memory or escape limits.
+//! # Bounded memory, and why address churn helps nobody
+//!
+//! The table holds at most 65,536 buckets per server. A bucket that is full again carries no
+//! information and is dropped as soon as it is (buckets are indexed by the moment they refill,
+//! so this costs a look at the front of the index per request). When the table is still
+//! full and a new address arrives, the bucket **closest to full** is evicted to make room,
+//! and the new address gets a bucket of its own. There is no shared overflow bucket: an
+//! attacker spraying addresses (an IPv6 `/48` holds 65,536 `/64`s) cannot push legitimate
+//! clients into a bucket it drains, so its churn throttles nobody but itself.
+//!
+//! The trade-off: an evicted client starts again with a full bucket, so it wins back at most
+//! the few requests its bucket was short of, and it is always the client that was *least*
+//! throttled. To have its own drained bucket evicted, an attacker would have to drain all
+//! 65,535 other buckets further than its own first, which costs far more requests than
+//! the eviction returns. Each churned address, of course, gets its own budget: keying by
+//! address cannot stop an attacker who really owns many addresses, which is why IPv6 is
+//! keyed by `/64` (one subscriber's usual allocation).
 //!
 //! # Several instances: counters in the store
 //!
@@ -69,7 +84,7 @@
 //! # let _ = (server, Duration::ZERO);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
@@ -141,7 +156,7 @@ impl RateLimit {
 }
 
 /// Which limit applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum LimitKind {
     /// `/register`.
     Register,
@@ -149,6 +164,8 @@ pub(crate) enum LimitKind {
     Token,
     /// Login form submissions.
     Login,
+    /// `/authorize` and its login and consent form posts.
+    Authorize,
 }
 
 impl LimitKind {
@@ -157,19 +174,18 @@ impl LimitKind {
             Self::Register => "register",
             Self::Token => "token",
             Self::Login => "login",
+            Self::Authorize => "authorize",
         }
     }
 }
 
 /// Who a bucket belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum ClientKey {
     /// An IPv4 address, or an IPv6 `/64` prefix.
     Ip(IpAddr),
     /// No address known (no `ConnectInfo`).
     Unknown,
-    /// The shared bucket used once the map is full.
-    Overflow,
 }
 
 impl ClientKey {
@@ -191,7 +207,6 @@ impl fmt::Display for ClientKey {
         match self {
             Self::Ip(ip) => write!(f, "{ip}"),
             Self::Unknown => f.write_str("unknown"),
-            Self::Overflow => f.write_str("overflow"),
         }
     }
 }
@@ -206,14 +221,35 @@ struct Bucket {
 
 /// Most buckets kept per server (all kinds together).
 const MAX_KEYS: usize = 65_536;
-/// Sweep idle buckets at most this often (once a second while the map is full).
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
-const SWEEP_WHEN_FULL_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Debug)]
+type BucketKey = (LimitKind, ClientKey);
+
+#[derive(Debug, Default)]
 struct State {
-    buckets: HashMap<(LimitKind, ClientKey), Bucket>,
-    last_sweep: Instant,
+    buckets: HashMap<BucketKey, Bucket>,
+    /// Every bucket by the moment it is full again: the front is the bucket that loses least
+    /// by being forgotten.
+    by_full_at: BTreeSet<(Instant, BucketKey)>,
+}
+
+impl State {
+    /// Drops every bucket that is full again at `now` (forgetting it changes nothing).
+    fn drop_full(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.by_full_at.first() {
+            if at > now {
+                break;
+            }
+            self.by_full_at.pop_first();
+            self.buckets.remove(&key);
+        }
+    }
+
+    /// Evicts the bucket closest to full.
+    fn evict_one(&mut self) {
+        if let Some((_, key)) = self.by_full_at.pop_first() {
+            self.buckets.remove(&key);
+        }
+    }
 }
 
 /// The shared counters' failures are logged at most this often (seconds).
@@ -241,10 +277,7 @@ impl Limiter {
 
     fn with_capacity(max_keys: usize) -> Self {
         Self {
-            state: Mutex::new(State {
-                buckets: HashMap::new(),
-                last_sweep: Instant::now(),
-            }),
+            state: Mutex::new(State::default()),
             max_keys,
             shared_warned_at: AtomicU64::new(0),
         }
@@ -287,23 +320,20 @@ impl Limiter {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let since_sweep = now.saturating_duration_since(st.last_sweep);
-        if since_sweep >= SWEEP_EVERY
-            || (st.buckets.len() >= self.max_keys && since_sweep >= SWEEP_WHEN_FULL_EVERY)
-        {
-            st.buckets.retain(|_, b| b.full_at > now);
-            st.last_sweep = now;
+        st.drop_full(now);
+        let key = (kind, key);
+        if !st.buckets.contains_key(&key) && st.buckets.len() >= self.max_keys.max(1) {
+            // Never a shared overflow bucket: make room by forgetting the bucket that is
+            // closest to full (see the module docs for why churn gains an attacker nothing).
+            st.evict_one();
         }
-        let key = if st.buckets.len() < self.max_keys || st.buckets.contains_key(&(kind, key)) {
-            key
-        } else {
-            ClientKey::Overflow
-        };
-        let bucket = st.buckets.entry((kind, key)).or_insert(Bucket {
+        let st = &mut *st;
+        let bucket = st.buckets.entry(key).or_insert(Bucket {
             tokens: capacity,
             last: now,
             full_at: now,
         });
+        let old_full_at = bucket.full_at;
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
         bucket.last = now;
@@ -318,6 +348,8 @@ impl Limiter {
         };
         let refill = ((capacity - bucket.tokens) / per_sec).clamp(0.0, 86_400.0);
         bucket.full_at = now + Duration::from_secs_f64(refill);
+        st.by_full_at.remove(&(old_full_at, key));
+        st.by_full_at.insert((bucket.full_at, key));
         outcome
     }
 
@@ -420,6 +452,7 @@ pub(crate) async fn check(
         LimitKind::Register => server.limits.register,
         LimitKind::Token => server.limits.token,
         LimitKind::Login => server.limits.login,
+        LimitKind::Authorize => server.limits.authorize,
     };
     if limit.is_unlimited() {
         return Ok(());
@@ -680,26 +713,84 @@ mod tests {
         );
     }
 
+    /// Issue 8 item 7. This test used to assert the old behaviour (a full table sent every
+    /// new address into one shared overflow bucket, which the 9th address drained for all
+    /// the others); it now asserts the fix: every address keeps a bucket of its own, churn
+    /// evicts the buckets closest to full, and a drained bucket survives the churn.
     #[test]
-    fn memory_is_bounded_and_overflow_is_limited() {
+    fn churn_never_shares_a_bucket_and_cannot_evict_a_drained_one() {
         let l = Limiter::with_capacity(8);
-        let limit = RateLimit::per_minute(1);
+        let limit = RateLimit::per_minute(10);
         let t0 = Instant::now();
-        let mut refused = 0;
-        for i in 0..100u32 {
-            let k = ClientKey::of(Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
-            if l.take(LimitKind::Register, k, limit, t0).is_err() {
-                refused += 1;
-            }
+        let v4 =
+            |i: u32| ClientKey::of(Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
+        // The attacker's own address, drained.
+        let attacker = ClientKey::of(Some(ip("203.0.113.66")));
+        for _ in 0..10 {
+            assert!(l.take(LimitKind::Register, attacker, limit, t0).is_ok());
         }
-        // Eight addresses and the overflow bucket.
-        assert_eq!(l.len(), 9);
-        // Eight addresses got their own bucket; the other 92 share one overflow bucket.
-        assert_eq!(refused, 100 - 8 - 1);
-        // Idle buckets are swept once they are full again.
+        assert!(l.take(LimitKind::Register, attacker, limit, t0).is_err());
+        // 100 churned addresses, each with a budget of its own: none is refused, the table
+        // stays at its cap.
+        for i in 0..100u32 {
+            let later = t0 + Duration::from_millis(u64::from(i));
+            assert!(
+                l.take(LimitKind::Register, v4(i), limit, later).is_ok(),
+                "address {i} was pushed into a shared bucket"
+            );
+            assert!(l.len() <= 8);
+        }
+        // A legitimate newcomer after the churn is not throttled by it.
+        let newcomer = ClientKey::of(Some(ip("192.0.2.10")));
+        let t1 = t0 + Duration::from_millis(200);
+        assert!(l.take(LimitKind::Register, newcomer, limit, t1).is_ok());
+        // The attacker's drained bucket was never evicted: still refused.
+        assert!(l.take(LimitKind::Register, attacker, limit, t1).is_err());
+        // Buckets that are full again are forgotten.
         let later = t0 + Duration::from_secs(120);
         let k = ClientKey::of(Some(ip("192.0.2.77")));
         assert!(l.take(LimitKind::Register, k, limit, later).is_ok());
         assert_eq!(l.len(), 1);
+    }
+
+    /// With a burst of one every used bucket is equally drained; evicting the oldest is then
+    /// the rule, and winning one request back costs an attacker as many fresh addresses as
+    /// the table holds.
+    #[test]
+    fn escaping_by_eviction_costs_a_table_full_of_addresses() {
+        let l = Limiter::with_capacity(8);
+        let limit = RateLimit::per_minute(1);
+        let t0 = Instant::now();
+        let attacker = ClientKey::of(Some(ip("203.0.113.66")));
+        assert!(l.take(LimitKind::Register, attacker, limit, t0).is_ok());
+        let at = |i: u32| t0 + Duration::from_millis(u64::from(i) + 1);
+        for i in 0..8u32 {
+            let k = ClientKey::of(Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
+            assert!(
+                l.take(LimitKind::Register, attacker, limit, at(i)).is_err(),
+                "after {i} new addresses the attacker is still refused"
+            );
+            assert!(l.take(LimitKind::Register, k, limit, at(i)).is_ok());
+        }
+        // Only a table full (8) of drained fresh addresses evicted it: one request back.
+        assert!(l.take(LimitKind::Register, attacker, limit, at(8)).is_ok());
+        assert!(l.take(LimitKind::Register, attacker, limit, at(8)).is_err());
+    }
+
+    /// Issue 8 item 7: IPv6 clients share one bucket per `/64`, so rotating through the
+    /// addresses of one `/64` does not escape the limit.
+    #[test]
+    fn ipv6_addresses_of_one_64_share_a_bucket() {
+        let l = Limiter::new();
+        let limit = RateLimit::per_minute(2);
+        let t0 = Instant::now();
+        let a = ClientKey::of(Some(ip("2001:db8:1:2::1")));
+        let b = ClientKey::of(Some(ip("2001:db8:1:2:ffff:ffff:ffff:fffe")));
+        let c = ClientKey::of(Some(ip("2001:db8:1:3::1")));
+        assert!(l.take(LimitKind::Token, a, limit, t0).is_ok());
+        assert!(l.take(LimitKind::Token, b, limit, t0).is_ok());
+        assert!(l.take(LimitKind::Token, a, limit, t0).is_err());
+        assert!(l.take(LimitKind::Token, b, limit, t0).is_err());
+        assert!(l.take(LimitKind::Token, c, limit, t0).is_ok());
     }
 }

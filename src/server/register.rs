@@ -7,7 +7,8 @@
 //!
 //! # What is accepted
 //!
-//! - A JSON object (`Content-Type: application/json`), at most 64 KiB.
+//! - A JSON object (`Content-Type: application/json`), at most 8 KiB; each kept string at
+//!   most 2,048 bytes, at most 10 `contacts`.
 //! - `redirect_uris` (required): see [redirect URI policy](#redirect-uri-policy).
 //! - `token_endpoint_auth_method`: `none` (the default: a public client, PKCE only),
 //!   `client_secret_basic` or `client_secret_post` (a confidential client, which gets a
@@ -20,8 +21,10 @@
 //! - `application_type`: `native` or `web`. Optional: clients before MCP 2026-07-28 omit it;
 //!   the server then records `native` when every redirect URI is loopback or a custom
 //!   scheme, `web` otherwise.
-//! - `scope`: RFC 6749 scope syntax.
-//! - `client_name` (shown on the consent page, marked as self-asserted), `client_uri`,
+//! - `scope`: RFC 6749 scope syntax. It becomes the client's **scope ceiling**: the
+//!   authorization endpoint never grants it a scope outside this set.
+//! - `client_name` (shown on the consent page, marked as self-asserted; control, bidi and
+//!   other format characters such as U+202E, U+200B or U+2066 are refused), `client_uri`,
 //!   `logo_uri`, `tos_uri`, `policy_uri`, `contacts`, `software_id`, `software_version`:
 //!   kept and echoed. Other fields are ignored, as RFC 7591 asks.
 //!
@@ -38,8 +41,18 @@
 //!   redirect);
 //! - `http` on a loopback host, `127.0.0.1`, `[::1]` or `localhost`, on any port (Claude
 //!   Code, VS Code, the Inspector; RFC 8252 §7.3);
-//! - private-use custom schemes of native apps (`cursor://anysphere.cursor-mcp/oauth/callback`,
-//!   `com.example.app:/callback`; RFC 8252 §7.1).
+//! - private-use custom schemes of native apps (RFC 8252 §7.1): reverse-domain schemes,
+//!   which contain a `.` (`com.example.app:/callback`), and the schemes of the
+//!   [allow-list](super::AuthorizationServerBuilder::redirect_schemes), by default those of
+//!   real MCP clients: `cursor` (`cursor://anysphere.cursor-mcp/oauth/callback`), `vscode`,
+//!   `vscode-insiders`, `vscodium`, `windsurf`. Other single-word schemes (`myapp:`) are
+//!   refused: they are where operating-system handlers live.
+//!
+//! Operating-system handler schemes are refused whatever the allow-list says: every
+//! `ms-*` scheme (`ms-settings:`, `ms-msdt:`…), `search-ms`, `search`, `jar`, `shell`,
+//! `its`, `mk`, `hcp`, `help`, `res`, `ldap`, `smb` and the like. The same policy is applied
+//! again at `/authorize`, so a client stored before this policy cannot be used to reach such
+//! a handler.
 //!
 //! A URI holding whitespace or a control character anywhere is refused outright, and the
 //! scheme is compared case-insensitively, so `JavaScript:`, ` javascript:`,
@@ -96,7 +109,11 @@ use crate::store::{
 use crate::util::{now, random_token};
 
 /// Largest registration body read.
-const MAX_BODY: usize = 64 * 1024;
+const MAX_BODY: usize = 8 * 1024;
+/// Longest kept metadata string (`client_uri`, `logo_uri`, …, each contact).
+const MAX_FIELD_LEN: usize = 2048;
+/// Most `contacts`.
+const MAX_CONTACTS: usize = 10;
 /// Most redirect URIs one client may register.
 const MAX_REDIRECT_URIS: usize = 32;
 /// Longest redirect URI accepted.
@@ -130,6 +147,45 @@ const FORBIDDEN_SCHEMES: &[&str] = &[
     "tel",
     "sms",
     "intent",
+    // Operating-system and application handlers (Windows protocol handlers, Java, help
+    // viewers, file shares): a redirect there launches a program, not an app's callback.
+    "search-ms",
+    "search",
+    "jar",
+    "shell",
+    "its",
+    "mk",
+    "hcp",
+    "help",
+    "res",
+    "ldap",
+    "ldaps",
+    "smb",
+    "nfs",
+    "afp",
+    "telnet",
+    "ssh",
+    "sftp",
+    "gopher",
+    "news",
+    "nntp",
+    "callto",
+    "chrome",
+    "chrome-extension",
+    "moz-extension",
+    "resource",
+    "jrunscript",
+    "x-exec",
+];
+
+/// Custom redirect URI schemes allowed by default besides reverse-domain ones: those real
+/// MCP clients register.
+pub(crate) const DEFAULT_REDIRECT_SCHEMES: &[&str] = &[
+    "cursor",
+    "vscode",
+    "vscode-insiders",
+    "vscodium",
+    "windsurf",
 ];
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
@@ -179,7 +235,7 @@ async fn handle(ctx: &AsContext, request: Request) -> Result<Response, OAuthErro
             "the registration request is not a JSON object",
         ));
     };
-    let mut client = parse_metadata(&meta)?;
+    let mut client = parse_metadata(&meta, &ctx.server.redirect_schemes)?;
 
     let secret = if client.token_endpoint_auth_method == TokenEndpointAuthMethod::None {
         None
@@ -285,7 +341,10 @@ fn optional_string<'a>(
 }
 
 /// Validates registration metadata into a client (without id, secret or timestamps).
-fn parse_metadata(meta: &Map<String, Value>) -> Result<Client, OAuthError> {
+fn parse_metadata(
+    meta: &Map<String, Value>,
+    allowed_schemes: &[String],
+) -> Result<Client, OAuthError> {
     // Redirect URIs first: the most likely problem, reported with its own error code.
     let redirect_uris = match meta.get("redirect_uris") {
         None | Some(Value::Null) => {
@@ -297,7 +356,7 @@ fn parse_metadata(meta: &Map<String, Value>) -> Result<Client, OAuthError> {
                 let Some(uri) = item.as_str() else {
                     return Err(redirect_error("redirect_uris must be an array of strings"));
                 };
-                check_redirect_uri(uri).map_err(|why| {
+                check_redirect_uri_with(uri, allowed_schemes).map_err(|why| {
                     redirect_error(format!("redirect URI {}: {why}", quote_for_error(uri)))
                 })?;
                 if !uris.iter().any(|u| u == uri) {
@@ -396,6 +455,11 @@ fn parse_metadata(meta: &Map<String, Value>) -> Result<Client, OAuthError> {
                     "client_name must not contain control characters",
                 ));
             }
+            if name.chars().any(is_format_char) {
+                return Err(metadata_error(
+                    "client_name must not contain bidirectional or other invisible format characters",
+                ));
+            }
             if name.chars().count() > MAX_NAME_LEN {
                 return Err(metadata_error(format!(
                     "client_name is longer than {MAX_NAME_LEN} characters"
@@ -409,8 +473,24 @@ fn parse_metadata(meta: &Map<String, Value>) -> Result<Client, OAuthError> {
     for field in KEPT_FIELDS {
         match meta.get(*field) {
             None | Some(Value::Null) => {}
+            Some(Value::String(v)) if *field != "contacts" && v.len() > MAX_FIELD_LEN => {
+                return Err(metadata_error(format!(
+                    "{field} is longer than {MAX_FIELD_LEN} bytes"
+                )));
+            }
             Some(v @ Value::String(_)) if *field != "contacts" => {
                 extra.insert((*field).to_owned(), v.clone());
+            }
+            Some(Value::Array(items))
+                if *field == "contacts"
+                    && (items.len() > MAX_CONTACTS
+                        || items
+                            .iter()
+                            .any(|c| c.as_str().is_some_and(|c| c.len() > MAX_FIELD_LEN))) =>
+            {
+                return Err(metadata_error(format!(
+                    "contacts may hold at most {MAX_CONTACTS} addresses of at most {MAX_FIELD_LEN} bytes"
+                )));
             }
             Some(v @ Value::Array(items))
                 if *field == "contacts" && items.iter().all(Value::is_string) =>
@@ -450,6 +530,37 @@ fn quote_for_error(value: &str) -> String {
     format!("{short:?}")
 }
 
+/// Whether `c` is an invisible format character (Unicode general category Cf): bidi
+/// overrides and isolates (U+202A–U+202E, U+2066–U+2069), marks (U+200E, U+200F, U+061C),
+/// zero-width characters (U+200B–U+200D, U+2060, U+FEFF), soft hyphen, and the rest of the
+/// category. They let a name display differently from what it is.
+pub(crate) fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
 /// Whether `host` (as written in a URI) is a loopback host redirect URIs may use over
 /// plain `http`.
 pub(crate) fn is_loopback_host(host: &str) -> bool {
@@ -458,7 +569,8 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 
 /// Checks one redirect URI against the registration policy (see the
 /// [module docs](self#redirect-uri-policy)); the error says why, for the client's developer.
-pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
+/// `allowed_schemes` (lower case) are the custom schemes allowed besides reverse-domain ones.
+pub(crate) fn check_redirect_uri_with(uri: &str, allowed_schemes: &[String]) -> Result<(), String> {
     if uri.is_empty() {
         return Err("it is empty".to_owned());
     }
@@ -488,7 +600,7 @@ pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
     if !valid_scheme {
         return Err("it does not start with a valid URI scheme".to_owned());
     }
-    if FORBIDDEN_SCHEMES.contains(&scheme.as_str()) {
+    if FORBIDDEN_SCHEMES.contains(&scheme.as_str()) || scheme.starts_with("ms-") {
         return Err(format!("the {scheme}: scheme is not allowed for redirects"));
     }
     if uri.contains('#') {
@@ -520,8 +632,23 @@ pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
                 Err("plain http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https".to_owned())
             }
         }
-        _ => Ok(()),
+        // RFC 8252 §7.1: private-use schemes are reverse domain names.
+        s if s.contains('.') || allowed_schemes.iter().any(|a| a == s) => Ok(()),
+        s => Err(format!(
+            "the custom scheme {s}: is neither a reverse domain name (com.example.app:) nor on this server's allow-list"
+        )),
     }
+}
+
+/// [`check_redirect_uri_with`] the default custom-scheme allow-list
+/// ([`DEFAULT_REDIRECT_SCHEMES`]).
+#[allow(dead_code)]
+pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    let defaults: Vec<String> = DEFAULT_REDIRECT_SCHEMES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    check_redirect_uri_with(uri, &defaults)
 }
 
 /// The authority of `//authority/path…` (the part after `scheme:`), or `""`.
@@ -584,6 +711,85 @@ pub(crate) fn all_loopback(uris: &[String]) -> bool {
 mod tests {
     use super::*;
 
+    fn defaults() -> Vec<String> {
+        DEFAULT_REDIRECT_SCHEMES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+
+    // issue 8 item 5: RFC 8252 §7.1 custom schemes: reverse-domain or allow-listed; OS
+    // handler schemes refused even when allow-listed.
+    #[test]
+    fn custom_schemes_are_reverse_domain_or_allow_listed() {
+        for ok in [
+            "vscode://vscode.github-authentication/did-authenticate",
+            "vscode-insiders://x/cb",
+            "windsurf://codeium.windsurf/cb",
+            "CURSOR://anysphere.cursor-mcp/oauth/callback",
+            "com.example.app:/cb",
+            "io.modelcontextprotocol.app://cb",
+        ] {
+            assert_eq!(check_redirect_uri_with(ok, &defaults()), Ok(()), "{ok}");
+        }
+        for bad in [
+            "myapp://cb",
+            "ms-settings:privacy",
+            "ms-msdt:/id",
+            "MS-Word:ofe|u|https://evil.example/x.docx",
+            "ms-excel.x:/cb",
+            "search-ms:query=x",
+            "search:query=x",
+            "jar:https://evil.example/x.jar!/",
+            "file:///c:/windows",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "vbscript:x",
+            "shell:startup",
+            "hcp://system",
+            "its:c:/x.chm",
+            "smb://evil.example/share",
+            "ldap://evil.example/x",
+        ] {
+            assert!(
+                check_redirect_uri_with(bad, &defaults()).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        // An allow-listed OS handler is still refused; an allow-listed word is accepted.
+        let custom = vec![
+            "myapp".to_owned(),
+            "search-ms".to_owned(),
+            "ms-word".to_owned(),
+        ];
+        assert_eq!(check_redirect_uri_with("myapp://cb", &custom), Ok(()));
+        assert!(check_redirect_uri_with("search-ms:x", &custom).is_err());
+        assert!(check_redirect_uri_with("ms-word:x", &custom).is_err());
+        assert!(check_redirect_uri_with("cursor://x/cb", &custom).is_err());
+        // The one-argument form applies the default allow-list.
+        assert_eq!(check_redirect_uri("cursor://x/cb"), Ok(()));
+        assert!(check_redirect_uri("myapp://cb").is_err());
+    }
+
+    // issue 8 item 9: client_name refuses bidi and format characters (Unicode Cf).
+    #[test]
+    fn format_characters_are_recognised() {
+        for c in [
+            '\u{202E}',
+            '\u{200B}',
+            '\u{2066}',
+            '\u{200E}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{E0041}',
+        ] {
+            assert!(is_format_char(c), "{:04X}", c as u32);
+        }
+        for c in ['a', 'é', '日', ' ', '\u{0301}', '-'] {
+            assert!(!is_format_char(c), "{:04X}", c as u32);
+        }
+    }
+
     #[test]
     fn policy_accepts_real_clients() {
         for ok in [
@@ -598,7 +804,7 @@ mod tests {
             "com.example.app:/oauth2redirect",
             "https://app.example.com/cb?tenant=1",
         ] {
-            assert_eq!(check_redirect_uri(ok), Ok(()), "{ok}");
+            assert_eq!(check_redirect_uri_with(ok, &defaults()), Ok(()), "{ok}");
         }
     }
 
@@ -633,7 +839,10 @@ mod tests {
             "%6aavascript:alert(1)",
             "https://exämple.com/cb",
         ] {
-            assert!(check_redirect_uri(bad).is_err(), "{bad:?} was accepted");
+            assert!(
+                check_redirect_uri_with(bad, &defaults()).is_err(),
+                "{bad:?} was accepted"
+            );
         }
     }
 

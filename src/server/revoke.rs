@@ -80,7 +80,12 @@ async fn handle(
 /// Revokes the family of a refresh token; whether the token was a known refresh token.
 async fn revoke_refresh(ctx: &AsContext, client: &Client, token: &str) -> Result<bool, OAuthError> {
     let grants = &ctx.server.grants;
-    let Some(family) = grants.family_of_refresh(&SecretHash::of(token)).await? else {
+    // Any token of the family, current or rotated out, revokes it: its client asks for it.
+    let Some(family) = grants
+        .family_of_refresh(&SecretHash::of(token), crate::util::now())
+        .await?
+        .map(|l| l.family)
+    else {
         return Ok(false);
     };
     if family.client_id == client.client_id {
@@ -117,7 +122,14 @@ async fn revoke_access(
         return Ok(false);
     };
     if auth.client_id() == Some(client.client_id.as_str()) {
-        ctx.server.grants.revoke_token(jti, exp).await?;
+        // Remembered past `exp` by the largest leeway a verifier may use (issue 8 item 8).
+        ctx.server
+            .grants
+            .revoke_token(
+                jti,
+                exp.saturating_add(crate::store::REVOCATION_HORIZON_SLACK),
+            )
+            .await?;
         tracing::info!(target: "mcp_oauth::revoke", client_id = %client.client_id, jti = %jti,
             "access token revoked by its client");
     } else {

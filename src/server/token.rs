@@ -9,15 +9,21 @@
 //! [`client_auth`](super::client_auth).
 //!
 //! # `authorization_code`
-//! 1. The client must be allowed the grant, and send `code`, `redirect_uri` and a
-//!    `code_verifier` of 43–128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).
+//! 1. The client must be allowed the grant, and send `code` and a `code_verifier` of 43–128
+//!    characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1). `redirect_uri` is required when the
+//!    authorization request carried one (OAuth 2.1 §4.1.3), and may be omitted when the
+//!    server used the client's only registered URI.
 //! 2. The code is taken from the store **once**, atomically, binding a fresh family id to it.
-//!    A second redemption gets `invalid_grant` and revokes that family: every access and
-//!    refresh token the first redemption issued stops working (RFC 6749 §4.1.2).
-//! 3. The code must belong to the client, its `redirect_uri` must be byte-equal, the verifier
-//!    must hash to the S256 challenge (compared in constant time), and a `resource`, if sent,
-//!    must equal the code's (`invalid_target`). A failure here still spends the code: one
-//!    guess per code.
+//!    A second redemption gets `invalid_grant`. It revokes that family (every access and
+//!    refresh token the first redemption issued stops working, RFC 6749 §4.1.2) **only**
+//!    when it comes from the code's own client with the right PKCE verifier: a replay by
+//!    anyone else (another client, a wrong verifier) changes nothing, so a code seen in a
+//!    log or a browser history is no kill switch for its user's session.
+//! 3. The code must belong to the client, a `redirect_uri`, when sent or required, must be
+//!    byte-equal to the authorization request's (a loopback one too, port included), the
+//!    verifier must hash to the S256 challenge (compared in constant time), and a
+//!    `resource`, if sent, must equal the code's (`invalid_target`). A failure here still
+//!    spends the code: one guess per code.
 //! 4. The family is created (a conflict means a replay revoked it first: `invalid_grant`) with
 //!    a refresh token when the client's `grant_types` include `refresh_token`, whether or not
 //!    `offline_access` was asked for (Claude often does not ask, and would be logged out at
@@ -200,7 +206,7 @@ async fn authorization_code(
     form: &FormParams,
 ) -> Result<TokenResponse, OAuthError> {
     let code = required(form, "code")?;
-    let redirect_uri = required(form, "redirect_uri")?;
+    let redirect_uri = form.get("redirect_uri");
     let verifier = required(form, "code_verifier")?;
     if !verifier_well_formed(verifier) {
         return Err(invalid_grant(
@@ -215,10 +221,17 @@ async fn authorization_code(
         .await?
     {
         CodeTake::Taken(code) => code,
-        CodeTake::Replayed { family_id } => {
-            tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
-                "authorization code replayed; revoking every token it issued");
-            grants.revoke_family(&family_id, now).await?;
+        CodeTake::Replayed { family_id, code } => {
+            // Issue 8 item 6: only the code's own client, proving the PKCE verifier, may
+            // trigger the revocation; anyone else replaying a code they saw changes nothing.
+            if code.client_id == client.client_id && pkce_matches(verifier, &code.code_challenge) {
+                tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
+                    "authorization code replayed by its own client; revoking every token it issued");
+                grants.revoke_family(&family_id, now).await?;
+            } else {
+                tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
+                    "authorization code replayed by another client or without its verifier; nothing revoked");
+            }
             return Err(invalid_grant("The authorization code was already used"));
         }
         _ => return Err(invalid_grant("Unknown or expired authorization code")),
@@ -231,10 +244,21 @@ async fn authorization_code(
             "The authorization code was issued to another client",
         ));
     }
-    if code.redirect_uri != redirect_uri {
-        return Err(invalid_grant(
-            "redirect_uri does not match the authorization request",
-        ));
+    match redirect_uri {
+        // Byte for byte: a loopback URI with another port is another URI here.
+        Some(sent) if sent != code.redirect_uri => {
+            return Err(invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        Some(_) => {}
+        None if code.redirect_uri_in_request => {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidRequest,
+                "redirect_uri is required: the authorization request carried one",
+            ));
+        }
+        None => {}
     }
     if !pkce_matches(verifier, &code.code_challenge) {
         return Err(invalid_grant("PKCE verification failed"));
@@ -310,7 +334,11 @@ async fn refresh_token(
     let grants = &ctx.server.grants;
     // Check ownership and the request before rotating, so a wrong request (or another
     // client) cannot burn the token.
-    let Some(family) = grants.family_of_refresh(&hash).await? else {
+    let Some(family) = grants
+        .family_of_refresh(&hash, crate::util::now())
+        .await?
+        .map(|l| l.family)
+    else {
         return Err(invalid_grant("Unknown, expired or revoked refresh token"));
     };
     if family.client_id != client.client_id {

@@ -7,23 +7,105 @@ use async_trait::async_trait;
 
 use super::{
     AuthorizationCode, Client, ClientStore, CodeTake, GrantStore, PendingAuthorization,
-    RefreshFamily, Rotation, SecretHash, StoreError, StoreStats,
+    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 
 /// How long a revoked family's tombstone outlives an unknown family (seconds).
-const TOMBSTONE_SECS: u64 = 24 * 3600;
+const TOMBSTONE_SECS: u64 = 24 * 3600 + super::REVOCATION_HORIZON_SLACK;
 
 /// The in-memory store: the default, for one instance. Everything is lost on restart, so
 /// registered clients must register again; use a durable store for anything that must
 /// survive one.
 ///
 /// All state sits behind one mutex, so every trait method is trivially atomic.
+///
+/// # Bounded memory
+///
+/// Every map has a cap ([`MemoryLimits`], sane defaults), so no amount of unauthenticated
+/// traffic grows the process without bound. When a map is full, expired records are dropped
+/// first; if it is still full:
+///
+/// - **pending authorization requests** (created by anyone who can reach `/authorize`) and
+///   **authorization codes**: the one closest to expiry is evicted (its user starts again);
+///   refusing instead would let a flood lock everyone out until the flood's records expire;
+/// - **remembered consents**: the least recently updated is forgotten (its user is asked
+///   again);
+/// - **clients** (dynamic registration) and **refresh families**: the new one is refused
+///   ([`StoreError::Unavailable`], answered `503`): evicting would silently log users out
+///   or break registered clients;
+/// - **revoked access tokens**: the new revocation is refused (`503`, the client retries):
+///   forgetting a revocation would make a revoked token work again. Revoking a family is
+///   never refused.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    limits: MemoryLimits,
     pub(super) keys: super::keys::MemoryKeys,
     pub(super) rate_limits: super::rate_limit::MemoryRateLimits,
+}
+
+/// The caps of a [`MemoryStore`]'s maps; see [its docs](MemoryStore#bounded-memory) for what
+/// happens at a cap.
+///
+/// ```
+/// use mcp_oauth::store::{MemoryLimits, MemoryStore};
+///
+/// let mut limits = MemoryLimits::default();
+/// limits.pending = 1_000;
+/// let store = MemoryStore::with_limits(limits);
+/// # let _ = store;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryLimits {
+    /// Registered clients (default 50,000; new registrations are refused at the cap).
+    pub clients: usize,
+    /// Authorization codes, redeemed ones included until they expire (default 10,000; the
+    /// one closest to expiry is evicted).
+    pub codes: usize,
+    /// Pending authorization requests (default 10,000; the one closest to expiry is
+    /// evicted).
+    pub pending: usize,
+    /// Refresh families, tombstones excluded (default 100,000; new grants are refused).
+    pub families: usize,
+    /// Revoked access-token ids (default 100,000; new revocations are refused).
+    pub revoked_tokens: usize,
+    /// Remembered consents (default 50,000; the least recently updated is forgotten).
+    pub consents: usize,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        Self {
+            clients: 50_000,
+            codes: 10_000,
+            pending: 10_000,
+            families: 100_000,
+            revoked_tokens: 100_000,
+            consents: 50_000,
+        }
+    }
+}
+
+/// `Unavailable` for a full map.
+fn full(what: &str) -> StoreError {
+    tracing::warn!(target: "mcp_oauth::store", map = what, "memory store full; refusing a new record");
+    StoreError::Unavailable(format!("memory store: too many {what}"))
+}
+
+/// Removes the entry with the smallest `order` key from `map`.
+fn evict_min<K: Clone + Eq + std::hash::Hash, V, O: Ord>(
+    map: &mut HashMap<K, V>,
+    order: impl Fn(&V) -> O,
+) {
+    if let Some(k) = map
+        .iter()
+        .min_by_key(|(_, v)| order(v))
+        .map(|(k, _)| k.clone())
+    {
+        map.remove(&k);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -33,7 +115,8 @@ struct State {
     families: HashMap<String, FamilyState>,
     refresh_index: HashMap<SecretHash, String>,
     revoked_jtis: HashMap<String, u64>,
-    consents: HashMap<(String, String), ScopeSet>,
+    /// Scope and when it was last updated.
+    consents: HashMap<(String, String), (ScopeSet, u64)>,
     pending: HashMap<String, PendingAuthorization>,
 }
 
@@ -81,10 +164,19 @@ impl FamilyState {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store with the default [`MemoryLimits`].
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store with these caps.
+    #[must_use]
+    pub fn with_limits(limits: MemoryLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -106,12 +198,19 @@ impl ClientStore for MemoryStore {
                 client.client_id
             )));
         }
+        if s.clients.len() >= self.limits.clients {
+            return Err(full("clients"));
+        }
         s.clients.insert(client.client_id.clone(), client);
         Ok(())
     }
 
     async fn upsert_client(&self, client: Client) -> Result<(), StoreError> {
-        self.lock().clients.insert(client.client_id.clone(), client);
+        let mut s = self.lock();
+        if !s.clients.contains_key(&client.client_id) && s.clients.len() >= self.limits.clients {
+            return Err(full("clients"));
+        }
+        s.clients.insert(client.client_id.clone(), client);
         Ok(())
     }
 
@@ -150,6 +249,13 @@ impl GrantStore for MemoryStore {
         if s.codes.contains_key(&hash) {
             return Err(StoreError::Conflict("code exists".to_owned()));
         }
+        if s.codes.len() >= self.limits.codes {
+            let now = crate::util::now();
+            s.codes.retain(|_, c| c.code.expires_at > now);
+            if s.codes.len() >= self.limits.codes {
+                evict_min(&mut s.codes, |c| c.code.expires_at);
+            }
+        }
         s.codes.insert(
             hash,
             CodeEntry {
@@ -177,6 +283,7 @@ impl GrantStore for MemoryStore {
         match &entry.used_by {
             Some(family) => Ok(CodeTake::Replayed {
                 family_id: family.clone(),
+                code: entry.code.clone(),
             }),
             None => {
                 entry.used_by = Some(family_id.to_owned());
@@ -196,6 +303,15 @@ impl GrantStore for MemoryStore {
                 "family {} exists or was revoked",
                 family.family_id
             )));
+        }
+        if s.families.len() >= self.limits.families {
+            let now = crate::util::now();
+            sweep_families(&mut s, now);
+            // Tombstones (bounded by the codes they stand for) do not count against the cap.
+            let live = s.families.values().filter(|f| f.family.is_some()).count();
+            if live >= self.limits.families {
+                return Err(full("refresh families"));
+            }
         }
         let id = family.family_id.clone();
         if let Some(h) = refresh {
@@ -276,18 +392,41 @@ impl GrantStore for MemoryStore {
     async fn family_of_refresh(
         &self,
         hash: &SecretHash,
-    ) -> Result<Option<RefreshFamily>, StoreError> {
+        now: u64,
+    ) -> Result<Option<RefreshLookup>, StoreError> {
         let s = self.lock();
-        let now = crate::util::now();
-        Ok(s.refresh_index
-            .get(hash)
-            .and_then(|id| s.families.get(id))
-            .and_then(|f| f.active(now))
-            .cloned())
+        let Some(state) = s.refresh_index.get(hash).and_then(|id| s.families.get(id)) else {
+            return Ok(None);
+        };
+        let Some(family) = state.active(now) else {
+            return Ok(None);
+        };
+        let token_state = if state.current.as_ref().is_some_and(|c| c.ct_eq(hash)) {
+            RefreshTokenState::Current
+        } else {
+            match &state.previous {
+                Some(p) if p.hash.ct_eq(hash) => RefreshTokenState::Previous {
+                    rotated_at: p.rotated_at,
+                },
+                _ => RefreshTokenState::Retired,
+            }
+        };
+        Ok(Some(RefreshLookup {
+            family: family.clone(),
+            state: token_state,
+        }))
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
-        self.lock().revoked_jtis.insert(jti.to_owned(), expires_at);
+        let mut s = self.lock();
+        if !s.revoked_jtis.contains_key(jti) && s.revoked_jtis.len() >= self.limits.revoked_tokens {
+            let now = crate::util::now();
+            s.revoked_jtis.retain(|_, exp| *exp >= now);
+            if s.revoked_jtis.len() >= self.limits.revoked_tokens {
+                return Err(full("revoked access tokens"));
+            }
+        }
+        s.revoked_jtis.insert(jti.to_owned(), expires_at);
         Ok(())
     }
 
@@ -311,7 +450,7 @@ impl GrantStore for MemoryStore {
             .lock()
             .consents
             .get(&(subject.to_owned(), client_id.to_owned()))
-            .cloned())
+            .map(|(scope, _)| scope.clone()))
     }
 
     async fn put_consent(
@@ -319,16 +458,27 @@ impl GrantStore for MemoryStore {
         subject: &str,
         client_id: &str,
         scope: &ScopeSet,
-        _now: u64,
+        now: u64,
     ) -> Result<(), StoreError> {
-        self.lock()
-            .consents
-            .insert((subject.to_owned(), client_id.to_owned()), scope.clone());
+        let mut s = self.lock();
+        let key = (subject.to_owned(), client_id.to_owned());
+        if !s.consents.contains_key(&key) && s.consents.len() >= self.limits.consents {
+            evict_min(&mut s.consents, |(_, updated)| *updated);
+        }
+        s.consents.insert(key, (scope.clone(), now));
         Ok(())
     }
 
     async fn put_pending(&self, id: &str, pending: PendingAuthorization) -> Result<(), StoreError> {
-        self.lock().pending.insert(id.to_owned(), pending);
+        let mut s = self.lock();
+        if !s.pending.contains_key(id) && s.pending.len() >= self.limits.pending {
+            let now = crate::util::now();
+            s.pending.retain(|_, p| p.expires_at > now);
+            if s.pending.len() >= self.limits.pending {
+                evict_min(&mut s.pending, |p| p.expires_at);
+            }
+        }
+        s.pending.insert(id.to_owned(), pending);
         Ok(())
     }
 
@@ -363,19 +513,7 @@ impl GrantStore for MemoryStore {
         s.codes.retain(|_, c| c.code.expires_at > now);
         s.pending.retain(|_, p| p.expires_at > now);
         s.revoked_jtis.retain(|_, exp| *exp >= now);
-        let dead: Vec<String> = s
-            .families
-            .iter()
-            .filter(|(_, f)| f.keep_until() <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in dead {
-            if let Some(f) = s.families.remove(&id) {
-                for h in f.hashes {
-                    s.refresh_index.remove(&h);
-                }
-            }
-        }
+        sweep_families(&mut s, now);
         let after = s.codes.len() + s.pending.len() + s.revoked_jtis.len() + s.families.len();
         Ok((before - after) as u64)
     }
@@ -396,5 +534,22 @@ impl GrantStore for MemoryStore {
                 .count() as u64,
             revoked_tokens: s.revoked_jtis.values().filter(|exp| **exp >= now).count() as u64,
         })
+    }
+}
+
+/// Drops the families (and their refresh-token index entries) nothing needs after `now`.
+fn sweep_families(s: &mut State, now: u64) {
+    let dead: Vec<String> = s
+        .families
+        .iter()
+        .filter(|(_, f)| f.keep_until() <= now)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in dead {
+        if let Some(f) = s.families.remove(&id) {
+            for h in f.hashes {
+                s.refresh_index.remove(&h);
+            }
+        }
     }
 }

@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use keys::{KeyRotation, KeyStore, PrivateKey, StoredKey};
-pub use memory::MemoryStore;
+pub use memory::{MemoryLimits, MemoryStore};
 pub use rate_limit::{RateLimitDecision, RateLimitStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -67,6 +67,12 @@ pub use sql::PostgresStore;
 pub use sql::SqliteStore;
 
 use crate::scope::ScopeSet;
+
+/// How long past an access token's `exp` its revocation is remembered (and how much longer
+/// than the longest access-token lifetime a revoked family's tombstone is kept): the largest
+/// clock leeway a verifier may use ([`MAX_LEEWAY`](crate::verify::MAX_LEEWAY)), so a revoked
+/// token is refused for as long as any verifier would still accept it.
+pub const REVOCATION_HORIZON_SLACK: u64 = crate::verify::MAX_LEEWAY.as_secs();
 
 /// The SHA-256 of a secret (code, refresh token, client secret). Compare with
 /// [`ct_eq`](Self::ct_eq), never `==`, where timing could matter.
@@ -287,6 +293,12 @@ pub struct AuthorizationCode {
     pub client_id: String,
     /// The redirect URI of the authorization request, byte for byte.
     pub redirect_uri: String,
+    /// Whether the authorization request carried `redirect_uri` itself (rather than the
+    /// server using the client's only registered one). When it did, the token request must
+    /// repeat it byte for byte; when it did not, the token request may omit it (OAuth 2.1
+    /// §4.1.3). Records written before this field existed read as `true` (the strict rule).
+    #[serde(default = "yes")]
+    pub redirect_uri_in_request: bool,
     /// The PKCE S256 challenge.
     pub code_challenge: String,
     /// The granted scopes.
@@ -303,17 +315,27 @@ pub struct AuthorizationCode {
     pub expires_at: u64,
 }
 
+/// `serde(default)` for fields whose safe default is `true`.
+fn yes() -> bool {
+    true
+}
+
 /// The outcome of [`GrantStore::take_code`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CodeTake {
     /// First redemption: the code is now spent and bound to the given family.
     Taken(AuthorizationCode),
-    /// The code was redeemed before; here is the family its first redemption created, which
-    /// the caller must revoke (RFC 6749 §4.1.2: a replayed code revokes what it issued).
+    /// The code was redeemed before; here is the family its first redemption created and the
+    /// code itself. The caller revokes that family (RFC 6749 §4.1.2: a replayed code revokes
+    /// what it issued) **only** when the replay comes from the code's own client with the
+    /// right PKCE verifier, which it checks against `code`; any other replay must change
+    /// nothing, or anyone who saw a used code could log its user out.
     Replayed {
         /// The family bound at first redemption.
         family_id: String,
+        /// The code as stored, so the caller can check who replays it.
+        code: AuthorizationCode,
     },
     /// No such code, or it expired.
     NotFound,
@@ -369,6 +391,48 @@ pub enum Rotation {
     Invalid,
 }
 
+/// Where a refresh token stands in its family, as [`GrantStore::family_of_refresh`] reports
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshTokenState {
+    /// The family's current token: the one a refresh rotates.
+    Current,
+    /// The token the last rotation replaced. It still returns the same successor to a
+    /// concurrent refresh until `rotated_at` plus the grace window; after that, presenting
+    /// it is reuse.
+    Previous {
+        /// When it was rotated out (seconds since the epoch).
+        rotated_at: u64,
+    },
+    /// An older token of the family: presenting it is reuse, which revokes the family.
+    Retired,
+}
+
+/// A refresh token's live family and the token's place in it
+/// ([`GrantStore::family_of_refresh`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshLookup {
+    /// The family (live: unrevoked, unexpired).
+    pub family: RefreshFamily,
+    /// Where the presented token stands.
+    pub state: RefreshTokenState,
+}
+
+impl RefreshLookup {
+    /// Whether the token can still be used at `now` with a grace window of `grace` seconds:
+    /// it is current, or the previous one inside the window. A retired token, or the
+    /// previous one past the window, is not (RFC 7662 introspects it as inactive).
+    #[must_use]
+    pub fn is_usable(&self, now: u64, grace: u64) -> bool {
+        match self.state {
+            RefreshTokenState::Current => true,
+            RefreshTokenState::Previous { rotated_at } => now <= rotated_at.saturating_add(grace),
+            RefreshTokenState::Retired => false,
+        }
+    }
+}
+
 /// A pending authorization request, parked while the user logs in and consents. Keyed by a
 /// random id that travels in the login/consent form and in a cookie.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,6 +441,10 @@ pub struct PendingAuthorization {
     pub client_id: String,
     /// The validated redirect URI.
     pub redirect_uri: String,
+    /// Whether the request carried `redirect_uri` (see
+    /// [`AuthorizationCode::redirect_uri_in_request`]); older records read as `true`.
+    #[serde(default = "yes")]
+    pub redirect_uri_in_request: bool,
     /// The client's `state`, echoed on the redirect.
     pub state: Option<String>,
     /// PKCE S256 challenge.
@@ -456,14 +524,19 @@ pub trait GrantStore: Send + Sync + 'static {
     /// tombstone), so a later [`create_family`](Self::create_family) of that id fails.
     async fn revoke_family(&self, family_id: &str, now: u64) -> Result<(), StoreError>;
 
-    /// The family a refresh token (current or previous) belongs to, for RFC 7009 revocation
-    /// and introspection.
+    /// The live family (unrevoked, unexpired at `now`) a refresh token belongs to, with the
+    /// token's [state](RefreshTokenState) in it: current, the previous one (with its rotation
+    /// time) or retired. Used for RFC 7009 revocation, RFC 7662 introspection (only a usable
+    /// token is active) and the ownership check before a rotation. `None` for an unknown
+    /// token or a family that is revoked or expired.
     async fn family_of_refresh(
         &self,
         hash: &SecretHash,
-    ) -> Result<Option<RefreshFamily>, StoreError>;
+        now: u64,
+    ) -> Result<Option<RefreshLookup>, StoreError>;
 
-    /// Revokes one access token by `jti` until `expires_at`.
+    /// Revokes one access token by `jti` until `expires_at`. Callers pass the token's `exp`
+    /// plus [`REVOCATION_HORIZON_SLACK`], so the entry outlives every verifier's clock leeway.
     async fn revoke_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError>;
 
     /// Whether an access token is revoked: its `jti` itself, or its family (`jti` is

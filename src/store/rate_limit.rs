@@ -185,12 +185,11 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Most keys [`MemoryStore`] keeps; beyond, new keys share one overflow bucket (so a caller
-/// spraying keys can neither grow memory nor escape the limit).
+/// Most keys [`MemoryStore`] keeps. Beyond, expired keys are dropped and then the key
+/// closest to a full bucket (the smallest TAT) is evicted: never a shared overflow bucket,
+/// which a caller spraying keys could drain for everyone (see
+/// [`server::rate_limit`](crate::server) for the trade-off).
 const MEMORY_MAX_KEYS: usize = 65_536;
-
-/// The key every new key shares once [`MEMORY_MAX_KEYS`] is reached.
-const OVERFLOW_KEY: &str = "\u{0}overflow";
 
 /// [`MemoryStore`]'s counters: the TAT of each key, behind their own lock.
 #[derive(Debug, Default)]
@@ -220,12 +219,16 @@ impl RateLimitStore for MemoryStore {
         let mut tats = self.rate_limits.lock();
         if tats.len() >= MEMORY_MAX_KEYS && !tats.contains_key(key) {
             tats.retain(|_, tat| *tat > now_ms);
+            if tats.len() >= MEMORY_MAX_KEYS {
+                let closest_to_full = tats
+                    .iter()
+                    .min_by_key(|(_, tat)| **tat)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = closest_to_full {
+                    tats.remove(&k);
+                }
+            }
         }
-        let key = if tats.len() < MEMORY_MAX_KEYS || tats.contains_key(key) {
-            key
-        } else {
-            OVERFLOW_KEY
-        };
         let tat = tats.get(key).copied().unwrap_or(0);
         let (decision, next) = gcra.step(tat, now_ms);
         if let Some(next) = next {
@@ -300,13 +303,16 @@ mod tests {
                     .allowed
             );
         }
-        // Full: a new key shares the overflow bucket, which allows one hit, then refuses.
+        // Issue 8 item 7 (this test asserted the old shared overflow bucket, where `new-2`
+        // was refused because `new-1` had drained it): full, a new key still gets a bucket
+        // of its own, and the table does not grow.
         assert!(store.hit("new-1", 1, w, 1_000).await.unwrap().allowed);
+        assert!(store.hit("new-2", 1, w, 1_000).await.unwrap().allowed);
         assert!(!store.hit("new-2", 1, w, 1_000).await.unwrap().allowed);
         // Once the buckets are full again they are forgotten.
         assert_eq!(
             store.sweep_rate_limits(1_000 + 60_000).await.unwrap(),
-            MEMORY_MAX_KEYS as u64 + 1
+            MEMORY_MAX_KEYS as u64
         );
         assert!(store.hit("new-2", 1, w, 61_000).await.unwrap().allowed);
     }

@@ -67,7 +67,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AuthorizationCode, Client, ClientStore, CodeTake, GrantStore, PendingAuthorization,
-    RefreshFamily, Rotation, SecretHash, StoreError, StoreStats,
+    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 
@@ -80,8 +80,9 @@ pub const DEFAULT_PREFIX: &str = "mcp_oauth:";
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a revoked family (or the tombstone of an unknown one) is remembered after the
-/// revocation: at least as long as the longest access token it may have issued (24 h).
-const REVOKED_KEEP_SECS: u64 = 24 * 3600;
+/// revocation: at least as long as the longest access token it may have issued (24 h), plus
+/// the largest verifier leeway.
+const REVOKED_KEEP_SECS: u64 = 24 * 3600 + super::REVOCATION_HORIZON_SLACK;
 
 /// How long after a record's own expiry Redis drops its key: the logic compares the stored
 /// expiry with the caller's clock, so the key must outlive it by more than any clock skew.
@@ -271,7 +272,7 @@ if tonumber(v[2]) <= tonumber(ARGV[2]) then
   redis.call('ZREM', KEYS[2], ARGV[3])
   return {'none'}
 end
-if v[3] then return {'replayed', v[3]} end
+if v[3] then return {'replayed', v[3], v[1]} end
 redis.call('HSET', KEYS[1], 'used', ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[3])
 return {'taken', v[1]}
@@ -347,15 +348,17 @@ return 1
     ))
 });
 
-/// KEYS: refresh key. ARGV: prefix, now.
+/// KEYS: refresh key. ARGV: prefix, now, presented hash.
 static FAMILY_OF_REFRESH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
         r"
 local fid = redis.call('GET', KEYS[1])
 if not fid then return {'none'} end
-local f = redis.call('HMGET', ARGV[1] .. 'fam:' .. fid, 'rec', 'exp', 'rev')
+local f = redis.call('HMGET', ARGV[1] .. 'fam:' .. fid, 'rec', 'exp', 'rev', 'cur', 'prev', 'prev_at')
 if not f[1] or f[3] or tonumber(f[2]) <= tonumber(ARGV[2]) then return {'none'} end
-return {'family', f[1]}
+if f[4] == ARGV[3] then return {'family', f[1], 'current'} end
+if f[5] == ARGV[3] and f[6] then return {'family', f[1], 'previous', f[6]} end
+return {'family', f[1], 'retired'}
 "
     ))
 });
@@ -652,7 +655,8 @@ impl GrantStore for RedisStore {
                 let family = reply.take(1, "code family")?;
                 let family_id = String::from_utf8(family)
                     .map_err(|_| StoreError::Corrupt("Redis: code family: not UTF-8".to_owned()))?;
-                Ok(CodeTake::Replayed { family_id })
+                let code = from_json(&reply.take(2, "code")?, "code")?;
+                Ok(CodeTake::Replayed { family_id, code })
             }
             _ => Ok(CodeTake::NotFound),
         }
@@ -769,16 +773,18 @@ impl GrantStore for RedisStore {
     async fn family_of_refresh(
         &self,
         hash: &SecretHash,
-    ) -> Result<Option<RefreshFamily>, StoreError> {
-        let key = self.key("rt", &hash.to_hex());
+        now: u64,
+    ) -> Result<Option<RefreshLookup>, StoreError> {
+        let presented = hash.to_hex();
+        let key = self.key("rt", &presented);
         let prefix = self.prefix.clone();
-        let now = crate::util::now();
         let mut reply = self
             .run(|mut c| async move {
                 FAMILY_OF_REFRESH
                     .key(&key)
                     .arg(&*prefix)
                     .arg(t(now))
+                    .arg(&presented)
                     .invoke_async::<Vec<Vec<u8>>>(&mut c)
                     .await
                     .map(Reply)
@@ -788,7 +794,22 @@ impl GrantStore for RedisStore {
         if reply.tag() != b"family" {
             return Ok(None);
         }
-        Ok(Some(from_json(&reply.take(1, "family")?, "family")?))
+        let family = from_json(&reply.take(1, "family")?, "family")?;
+        let state = match reply.take(2, "refresh state")?.as_slice() {
+            b"current" => RefreshTokenState::Current,
+            b"previous" => {
+                let at = reply.take(3, "previous rotated at")?;
+                let rotated_at = std::str::from_utf8(&at)
+                    .ok()
+                    .and_then(|a| a.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("Redis: previous rotated at: not a time".to_owned())
+                    })?;
+                RefreshTokenState::Previous { rotated_at }
+            }
+            _ => RefreshTokenState::Retired,
+        };
+        Ok(Some(RefreshLookup { family, state }))
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {

@@ -34,9 +34,7 @@
 //!
 //! Every check creates its own uniquely named records, so the checks may run against a
 //! database that holds other data, and each may also be run alone. They use the real clock
-//! as `now` (some trait methods, like
-//! [`family_of_refresh`](GrantStore::family_of_refresh), read it themselves), and move `now`
-//! forward explicitly to test expiry. [`sweep_removes_only_expired`] and
+//! as `now`, and move `now` forward explicitly to test expiry. [`sweep_removes_only_expired`] and
 //! [`revocation_outlives_family`] call [`sweep`](GrantStore::sweep), the latter with a clock
 //! [`REVOCATION_SWEEP_AHEAD`] seconds ahead, which drops whatever expires within that minute:
 //! run the kit against a **dedicated** test store or database, never a production one.
@@ -55,7 +53,8 @@ use tokio::task::JoinSet;
 
 use super::{
     ApplicationType, AuthorizationCode, Client, ClientSource, ClientStore, CodeTake, GrantStore,
-    PendingAuthorization, RefreshFamily, Rotation, SecretHash, StoreError, TokenEndpointAuthMethod,
+    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
+    StoreError, TokenEndpointAuthMethod,
 };
 use crate::scope::ScopeSet;
 
@@ -83,6 +82,7 @@ pub async fn run_all<S: ClientStore + GrantStore>(store: Arc<S>) {
     family_lifecycle(&*store).await;
     revoke_before_create(&*store).await;
     rotation(&*store).await;
+    refresh_token_states(&*store).await;
     concurrent_rotation_in_grace(store.clone()).await;
     reuse_after_grace(&*store).await;
     expired_family(&*store).await;
@@ -143,6 +143,7 @@ fn sample_code(client_id: &str, expires_at: u64) -> AuthorizationCode {
     AuthorizationCode {
         client_id: client_id.to_owned(),
         redirect_uri: "https://app.example.com/cb?x=1".to_owned(),
+        redirect_uri_in_request: false,
         code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
         scope: scope("read write"),
         resource: "https://mcp.example.com/mcp".to_owned(),
@@ -171,6 +172,7 @@ fn sample_pending(expires_at: u64) -> PendingAuthorization {
     PendingAuthorization {
         client_id: "testkit-client".to_owned(),
         redirect_uri: "https://app.example.com/cb".to_owned(),
+        redirect_uri_in_request: false,
         state: Some("xyz".to_owned()),
         code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
         scope: scope("read"),
@@ -181,6 +183,15 @@ fn sample_pending(expires_at: u64) -> PendingAuthorization {
         auth_time: Some(now()),
         expires_at,
     }
+}
+
+/// The family `family_of_refresh` reports for `token` now, whatever the token's state.
+async fn family_of<S: GrantStore + ?Sized>(store: &S, token: &SecretHash) -> Option<RefreshFamily> {
+    ok(
+        "family_of_refresh",
+        store.family_of_refresh(token, now()).await,
+    )
+    .map(|l| l.family)
 }
 
 /// A new, live family with one refresh token; returns the family and the token's hash.
@@ -279,7 +290,7 @@ pub async fn codes_single_use<S: GrantStore + ?Sized>(store: &S) {
     let first = ok("take_code", store.take_code(&hash, "fam-first", n).await);
     assert_eq!(
         first,
-        CodeTake::Taken(code),
+        CodeTake::Taken(code.clone()),
         "store contract: the first take_code must return the stored code unchanged"
     );
     for attempt in ["fam-second", "fam-third"] {
@@ -287,9 +298,10 @@ pub async fn codes_single_use<S: GrantStore + ?Sized>(store: &S) {
         assert_eq!(
             again,
             CodeTake::Replayed {
-                family_id: "fam-first".to_owned()
+                family_id: "fam-first".to_owned(),
+                code: code.clone(),
             },
-            "store contract: a replayed code must report the family bound at first redemption"
+            "store contract: a replayed code must report the family bound at first redemption and the stored code"
         );
     }
     let unknown = ok(
@@ -371,7 +383,7 @@ pub async fn concurrent_take_code<S: GrantStore>(store: Arc<S>) {
         };
         match ok("concurrent take_code", r) {
             CodeTake::Taken(_) => winners.push(family),
-            CodeTake::Replayed { family_id } => replayed.push(family_id),
+            CodeTake::Replayed { family_id, .. } => replayed.push(family_id),
             other => panic!("store contract: concurrent take_code returned {other:?}"),
         }
     }
@@ -397,7 +409,7 @@ pub async fn family_lifecycle<S: GrantStore + ?Sized>(store: &S) {
     let (family, token) = live_family(store).await;
     let (other, other_token) = live_family(store).await;
     assert_eq!(
-        ok("family_of_refresh", store.family_of_refresh(&token).await).as_ref(),
+        family_of(store, &token).await.as_ref(),
         Some(&family),
         "store contract: family_of_refresh must return the family unchanged"
     );
@@ -428,7 +440,7 @@ pub async fn family_lifecycle<S: GrantStore + ?Sized>(store: &S) {
         "store contract: revoking a family must revoke every access token id \"{{family}}.…\""
     );
     assert!(
-        ok("family_of_refresh", store.family_of_refresh(&token).await).is_none(),
+        family_of(store, &token).await.is_none(),
         "store contract: family_of_refresh must not return a revoked family"
     );
     let rotated = ok(
@@ -464,11 +476,7 @@ pub async fn family_lifecycle<S: GrantStore + ?Sized>(store: &S) {
         "store contract: revoking one family must not touch another"
     );
     assert!(
-        ok(
-            "family_of_refresh",
-            store.family_of_refresh(&other_token).await
-        )
-        .is_some(),
+        family_of(store, &other_token).await.is_some(),
         "store contract: revoking one family must not touch another's refresh token"
     );
 
@@ -523,7 +531,7 @@ pub async fn revoke_before_create<S: GrantStore + ?Sized>(store: &S) {
         "store contract: a tombstoned family's access tokens are revoked"
     );
     assert!(
-        ok("family_of_refresh", store.family_of_refresh(&token).await).is_none(),
+        family_of(store, &token).await.is_none(),
         "store contract: the refused family's refresh token must not exist"
     );
 }
@@ -547,7 +555,7 @@ pub async fn rotation<S: GrantStore + ?Sized>(store: &S) {
         "store contract: rotating the current token must return Rotated with the family"
     );
     assert_eq!(
-        ok("family_of_refresh", store.family_of_refresh(&t1).await).as_ref(),
+        family_of(store, &t1).await.as_ref(),
         Some(&family),
         "store contract: the successor must belong to the family"
     );
@@ -605,6 +613,105 @@ pub async fn rotation<S: GrantStore + ?Sized>(store: &S) {
             .is_token_revoked(&format!("{}.a", family.family_id), n)
             .await
     ));
+}
+
+/// `family_of_refresh` tells where a token stands: the current one is
+/// [`Current`](RefreshTokenState::Current), the one the last rotation replaced is
+/// [`Previous`](RefreshTokenState::Previous) with its rotation time (usable inside the grace
+/// window only), every older one is [`Retired`](RefreshTokenState::Retired) (never usable:
+/// introspection must call it inactive); a revoked family answers `None` for all of them.
+pub async fn refresh_token_states<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let state = |l: Option<RefreshLookup>| l.map(|l| l.state);
+    let (family, t0) = live_family(store).await;
+    let l0 = ok("family_of_refresh", store.family_of_refresh(&t0, n).await);
+    assert_eq!(
+        l0.as_ref().map(|l| &l.family),
+        Some(&family),
+        "store contract: family_of_refresh must return the family unchanged"
+    );
+    assert_eq!(
+        state(l0),
+        Some(RefreshTokenState::Current),
+        "store contract: a family's first token is Current"
+    );
+    let t1 = SecretHash::of(&uid("rt"));
+    ok(
+        "rotate_refresh",
+        store.rotate_refresh(&t0, t1, vec![1], n, GRACE_SECS).await,
+    );
+    let l0 = ok("family_of_refresh", store.family_of_refresh(&t0, n).await);
+    assert_eq!(
+        l0.as_ref().map(|l| l.state),
+        Some(RefreshTokenState::Previous { rotated_at: n }),
+        "store contract: the rotated-out token is Previous, with its rotation time"
+    );
+    if let Some(l0) = l0 {
+        assert!(
+            l0.is_usable(n + GRACE_SECS, GRACE_SECS),
+            "the previous token is usable to the end of the grace window"
+        );
+        assert!(
+            !l0.is_usable(n + GRACE_SECS + 1, GRACE_SECS),
+            "the previous token is not usable past the grace window"
+        );
+    }
+    assert_eq!(
+        state(ok(
+            "family_of_refresh",
+            store.family_of_refresh(&t1, n).await
+        )),
+        Some(RefreshTokenState::Current),
+        "store contract: the successor is Current"
+    );
+    let t2 = SecretHash::of(&uid("rt"));
+    ok(
+        "rotate_refresh",
+        store
+            .rotate_refresh(&t1, t2, vec![2], n + 1, GRACE_SECS)
+            .await,
+    );
+    let l0 = ok(
+        "family_of_refresh",
+        store.family_of_refresh(&t0, n + 1).await,
+    );
+    assert_eq!(
+        l0.as_ref().map(|l| l.state),
+        Some(RefreshTokenState::Retired),
+        "store contract: a token two rotations back is Retired"
+    );
+    assert!(
+        l0.is_some_and(|l| !l.is_usable(n + 1, GRACE_SECS)),
+        "a Retired token is never usable"
+    );
+    assert_eq!(
+        state(ok(
+            "family_of_refresh",
+            store.family_of_refresh(&t1, n + 1).await
+        )),
+        Some(RefreshTokenState::Previous { rotated_at: n + 1 }),
+    );
+    assert_eq!(
+        state(ok(
+            "family_of_refresh",
+            store.family_of_refresh(&t2, n + 1).await
+        )),
+        Some(RefreshTokenState::Current),
+    );
+    ok(
+        "revoke_family",
+        store.revoke_family(&family.family_id, n + 2).await,
+    );
+    for t in [t0, t1, t2] {
+        assert!(
+            ok(
+                "family_of_refresh",
+                store.family_of_refresh(&t, n + 2).await
+            )
+            .is_none(),
+            "store contract: no token of a revoked family is found"
+        );
+    }
 }
 
 /// [`ROTATION_RACERS`] concurrent rotations of one refresh token, each with its own successor
@@ -751,7 +858,7 @@ pub async fn reuse_after_grace<S: GrantStore + ?Sized>(store: &S) {
         "store contract: after reuse the current refresh token must be Invalid too"
     );
     assert!(
-        ok("family_of_refresh", store.family_of_refresh(&t1).await).is_none(),
+        family_of(store, &t1).await.is_none(),
         "store contract: family_of_refresh must not return a family revoked by reuse"
     );
 
@@ -807,7 +914,7 @@ pub async fn expired_family<S: GrantStore + ?Sized>(store: &S) {
         "store contract: an expired family's refresh token must be Invalid"
     );
     assert!(
-        ok("family_of_refresh", store.family_of_refresh(&token).await).is_none(),
+        family_of(store, &token).await.is_none(),
         "store contract: family_of_refresh must not return an expired family"
     );
 }
@@ -998,7 +1105,7 @@ pub async fn sweep_removes_only_expired<S: GrantStore + ?Sized>(store: &S) {
         "store contract: sweep must keep unexpired revocations"
     );
     assert!(
-        ok("family_of_refresh", store.family_of_refresh(&token).await).is_some(),
+        family_of(store, &token).await.is_some(),
         "store contract: sweep must keep live families"
     );
     assert!(

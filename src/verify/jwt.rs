@@ -192,8 +192,10 @@ pub trait RevokedTokens: Send + Sync + 'static {
     /// Whether `jti` is revoked. An error fails the request closed with `503`.
     async fn is_revoked(&self, jti: &str) -> Result<bool, VerifyError>;
 
-    /// Records a revocation until `expires_at` (seconds since the epoch), after which the
-    /// token would be refused as expired anyway.
+    /// Records a revocation of a token whose `exp` is `expires_at` (seconds since the
+    /// epoch). Implementations must remember it until at least `expires_at` plus
+    /// [`REVOCATION_HORIZON_SLACK`](crate::store::REVOCATION_HORIZON_SLACK): a verifier
+    /// accepts a token up to its leeway past `exp`, and the revocation must last as long.
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), VerifyError>;
 }
 
@@ -225,12 +227,15 @@ impl RevokedTokens for MemoryRevocations {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        // Kept past `exp` by the largest leeway a verifier may use, so a token accepted
+        // "just expired" is still known to be revoked.
+        let horizon = expires_at.saturating_add(crate::store::REVOCATION_HORIZON_SLACK);
         let mut map = self
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.retain(|_, exp| *exp >= now);
-        map.insert(jti.to_owned(), expires_at);
+        map.retain(|_, until| *until >= now);
+        map.insert(jti.to_owned(), horizon);
         Ok(())
     }
 }
@@ -318,7 +323,8 @@ impl JwtVerifierBuilder {
         self
     }
 
-    /// Clock leeway for `exp`/`nbf` (default 60 s).
+    /// Clock leeway for `exp`/`nbf` (default 60 s, at most [`MAX_LEEWAY`](super::MAX_LEEWAY):
+    /// [`build`](Self::build) refuses more).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway.as_secs();
         self
@@ -335,8 +341,11 @@ impl JwtVerifierBuilder {
     /// # Errors
     /// [`ConfigError::MissingIssuer`](crate::ConfigError::MissingIssuer) or
     /// [`ConfigError::MissingResource`](crate::ConfigError::MissingResource) when those were
-    /// not set.
+    /// not set; [`ConfigError::OutOfRange`](crate::ConfigError::OutOfRange) for a leeway
+    /// above [`MAX_LEEWAY`](super::MAX_LEEWAY) (a revoked token is only remembered that long
+    /// past its `exp`).
     pub fn build(self) -> Result<JwtVerifier, crate::ConfigError> {
+        check_leeway(self.leeway)?;
         let issuer = self.issuer.ok_or(crate::ConfigError::MissingIssuer)?;
         if self.audiences.is_empty() {
             return Err(crate::ConfigError::MissingResource);
@@ -354,6 +363,20 @@ impl JwtVerifierBuilder {
             revoked: self.revoked,
         })
     }
+}
+
+/// Refuses a leeway (seconds) above [`MAX_LEEWAY`](super::MAX_LEEWAY).
+pub(crate) fn check_leeway(leeway: u64) -> Result<(), crate::ConfigError> {
+    let max = super::MAX_LEEWAY.as_secs();
+    if leeway > max {
+        return Err(crate::ConfigError::OutOfRange {
+            field: "leeway",
+            min: 0,
+            max,
+            value: leeway,
+        });
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -384,5 +407,32 @@ impl TokenVerifier for JwtVerifier {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8 item 8: a revocation outlives the token's `exp` by the largest leeway, so
+    /// pruning the list (on the next revocation) cannot forget a token a verifier would still
+    /// accept.
+    #[tokio::test]
+    async fn memory_revocations_outlive_exp_by_the_max_leeway() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let list = MemoryRevocations::new();
+        list.revoke("just-expired", now - 30).await.unwrap();
+        list.revoke("other", now + 600).await.unwrap();
+        assert!(list.is_revoked("just-expired").await.unwrap());
+        let horizon = list.inner.lock().unwrap()["just-expired"];
+        assert_eq!(horizon, now - 30 + super::super::MAX_LEEWAY.as_secs());
+    }
+
+    #[test]
+    fn leeway_is_capped() {
+        assert!(check_leeway(300).is_ok());
+        assert!(check_leeway(301).is_err());
     }
 }

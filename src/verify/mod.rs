@@ -49,7 +49,7 @@ pub use api_key::{ApiKeyVerifier, InvalidKeyHash};
 pub use cache::TokenCache;
 pub use chain::ChainVerifier;
 #[allow(unused_imports)]
-pub(crate) use jwt::{JwtRules, TypRule, claims_to_context};
+pub(crate) use jwt::{JwtRules, TypRule, check_leeway, claims_to_context};
 pub use jwt::{JwtVerifier, JwtVerifierBuilder, MemoryRevocations, RevokedTokens};
 
 #[cfg(feature = "introspection")]
@@ -58,6 +58,14 @@ pub use introspection::{IntrospectionVerifier, IntrospectionVerifierBuilder};
 #[cfg(feature = "remote-jwks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote-jwks")))]
 pub use remote_jwks::{RemoteJwksError, RemoteJwksVerifier, RemoteJwksVerifierBuilder};
+
+/// The largest clock leeway a verifier built by this crate accepts for `exp`/`nbf` (5
+/// minutes): [`JwtVerifierBuilder::build`] and
+/// [`McpOAuthConfigBuilder::build`](crate::McpOAuthConfigBuilder::build) refuse more. A
+/// revoked access token is remembered until its `exp` plus this much
+/// ([`REVOCATION_HORIZON_SLACK`](crate::store::REVOCATION_HORIZON_SLACK)), so no verifier's
+/// leeway can outlast its revocation.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 /// Why a token was refused.
 ///

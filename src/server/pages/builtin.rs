@@ -143,7 +143,7 @@ mod fallback {
         if v.loopback_only {
             body.push_str(
                 "<p role=\"alert\"><b>This application receives access on this computer.</b> \
-                 Its only return addresses are local (loopback), which any program running on \
+                 Access is sent to a local (loopback) address, which any program running on \
                  this computer can listen on. Allow it only if you started this sign-in \
                  yourself, from an application you trust.</p>",
             );
@@ -157,9 +157,25 @@ mod fallback {
                 e(s.name)
             );
         }
+        body.push_str("</ul>");
+        if !v.withheld.is_empty() {
+            body.push_str(
+                "<p>It also asked for the following, which <b>will not be granted</b> (not \
+                 allowed for this account or this application):</p><ul>",
+            );
+            for s in v.withheld {
+                let _ = write!(
+                    body,
+                    "<li>{} (<code>{}</code>)</li>",
+                    e(s.description),
+                    e(s.name)
+                );
+            }
+            body.push_str("</ul>");
+        }
         let _ = write!(
             body,
-            "</ul><p>Resource: {}</p><p>Signed in as {}. Client id: {}</p>\
+            "<p>Resource: {}</p><p>Signed in as {}. Client id: {}</p>\
              <form method=\"post\" action=\"{}\">{}\
              <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button> \
              <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button></form>",
@@ -193,6 +209,7 @@ mod tests {
             redirect_host: "127.0.0.1",
             loopback_only: true,
             scopes,
+            withheld: &[],
             resource: "https://mcp.example.com/mcp",
             user: "al<i>ce",
             action: "https://auth.example.com/authorize/consent",

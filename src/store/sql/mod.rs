@@ -87,7 +87,7 @@ use serde::de::DeserializeOwned;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{Client, RefreshFamily, SecretHash, StoreError};
+use super::{Client, RefreshFamily, RefreshLookup, RefreshTokenState, SecretHash, StoreError};
 
 /// The table holding the migration history (not sqlx's default `_sqlx_migrations`, so an
 /// application's own migrations in the same database stay separate).
@@ -97,8 +97,9 @@ const MIGRATIONS_TABLE: &str = "mcp_oauth_migrations";
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a revoked family (or the tombstone of an unknown one) is remembered after the
-/// revocation: at least as long as the longest access token it may have issued (24 h).
-const REVOKED_KEEP_SECS: u64 = 24 * 3600;
+/// revocation: at least as long as the longest access token it may have issued (24 h), plus
+/// the largest verifier leeway.
+const REVOKED_KEEP_SECS: u64 = 24 * 3600 + super::REVOCATION_HORIZON_SLACK;
 
 /// A migrator for `(version, description, sql)` steps, recording into [`MIGRATIONS_TABLE`].
 fn migrator(steps: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -262,6 +263,33 @@ impl FamilyRow {
         };
         let family: RefreshFamily = from_json(record, "family")?;
         Ok((family.expires_at > now).then_some(family))
+    }
+
+    /// The family when live at `now`, with where `presented` stands in it.
+    fn lookup(
+        &self,
+        presented: &SecretHash,
+        now: u64,
+    ) -> Result<Option<RefreshLookup>, StoreError> {
+        let Some(family) = self.active(now)? else {
+            return Ok(None);
+        };
+        let mut state = RefreshTokenState::Retired;
+        if let Some(current) = &self.current_hash {
+            if hash_of(current, "current refresh hash")?.ct_eq(presented) {
+                state = RefreshTokenState::Current;
+            }
+        }
+        if state == RefreshTokenState::Retired {
+            if let (Some(prev), Some(at)) = (&self.previous_hash, self.previous_rotated_at) {
+                if hash_of(prev, "previous refresh hash")?.ct_eq(presented) {
+                    state = RefreshTokenState::Previous {
+                        rotated_at: time_of(at, "previous_rotated_at")?,
+                    };
+                }
+            }
+        }
+        Ok(Some(RefreshLookup { family, state }))
     }
 
     /// What presenting `presented` at `now` does to this family (see

@@ -18,7 +18,8 @@ use super::{
 use crate::scope::ScopeSet;
 use crate::store::{
     AuthorizationCode, Client, ClientSource, ClientStore, CodeTake, GrantStore,
-    PendingAuthorization, RefreshFamily, Rotation, SecretHash, StoreError, StoreStats,
+    PendingAuthorization, RefreshFamily, RefreshLookup, Rotation, SecretHash, StoreError,
+    StoreStats,
 };
 
 mod keys;
@@ -356,12 +357,13 @@ impl GrantStore for SqliteStore {
             }
             // Not taken: tell a replay (reporting the family bound first) from a missing or
             // expired code. `used_by` never changes once set, so this read is consistent.
-            let row =
-                sqlx::query("SELECT used_by, expires_at FROM mcp_oauth_codes WHERE code_hash = ?1")
-                    .bind(&hash.0[..])
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(err)?;
+            let row = sqlx::query(
+                "SELECT used_by, expires_at, record FROM mcp_oauth_codes WHERE code_hash = ?1",
+            )
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?;
             let Some(row) = row else {
                 return Ok(CodeTake::NotFound);
             };
@@ -378,7 +380,10 @@ impl GrantStore for SqliteStore {
                 return Ok(CodeTake::NotFound);
             }
             match col::<_, Option<String>>(&row, "used_by")? {
-                Some(family_id) => Ok(CodeTake::Replayed { family_id }),
+                Some(family_id) => Ok(CodeTake::Replayed {
+                    family_id,
+                    code: from_json(&col::<_, String>(&row, "record")?, "code")?,
+                }),
                 None => Ok(CodeTake::NotFound),
             }
         })
@@ -536,23 +541,23 @@ impl GrantStore for SqliteStore {
     async fn family_of_refresh(
         &self,
         hash: &SecretHash,
-    ) -> Result<Option<RefreshFamily>, StoreError> {
+        now: u64,
+    ) -> Result<Option<RefreshLookup>, StoreError> {
         self.run(async {
-            let now = crate::util::now();
-            let record: Option<Option<String>> = sqlx::query_scalar(
-                "SELECT f.record FROM mcp_oauth_refresh_tokens r \
-                 JOIN mcp_oauth_families f ON f.family_id = r.family_id \
-                 WHERE r.token_hash = ?1 AND f.revoked_at IS NULL AND f.expires_at > ?2",
-            )
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                super::family_columns!(),
+                " FROM mcp_oauth_families WHERE family_id = \
+                 (SELECT family_id FROM mcp_oauth_refresh_tokens WHERE token_hash = ?1)"
+            ))
             .bind(&hash.0[..])
-            .bind(db_time(now))
             .fetch_optional(&self.reader)
             .await
             .map_err(err)?;
-            record
-                .flatten()
-                .map(|r| from_json(&r, "family"))
-                .transpose()
+            match row {
+                Some(row) => FamilyRow::from_row(&row)?.lookup(hash, now),
+                None => Ok(None),
+            }
         })
         .await
     }
