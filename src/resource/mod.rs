@@ -80,10 +80,15 @@ mod extract;
 pub(crate) mod jsonrpc;
 mod layer;
 pub(crate) mod policy;
+mod session;
 mod shape;
 
 pub use challenge::AuthRejection;
 pub use extract::{Auth, AuthExtractError, ScopeList, Scoped};
 pub use layer::{MAX_AUTHORIZATION_LEN, McpOAuth, McpOAuthLayer, ResponseFuture};
 pub use policy::{AccessPolicy, LAZY_PUBLIC_METHODS, Requirement, ToolAccess, ToolRequirement};
+pub use session::{
+    DEFAULT_SESSION_CAPACITY, DEFAULT_SESSION_IDLE, MemorySessionBindings, SessionBindings,
+    SessionKey, SessionOwner, merged_owner,
+};
 pub use shape::{ChallengeStyle, ChallengeStyleRule};
