@@ -7,9 +7,9 @@
 //! another type still gives the name, escapes are decoded, and `Mcp-Name` values wrapped as
 //! `=?base64?…?=` are decoded the way rmcp's transport decodes them. Whatever cannot be read
 //! that way (a `method` or target that is not a string, `params` that is not an object for
-//! a method with a target, a duplicated key, a batch holding anything unreadable) is
-//! [`Message::Invalid`], and the layer refuses the request rather than judge it by a weaker
-//! requirement.
+//! a method with a target, a duplicated key) is [`Message::Malformed`], and the layer refuses
+//! the request (`400`) rather than judge it by a weaker requirement. A body that is not a
+//! JSON-RPC message at all ([`Message::Invalid`]) needs the policy's strictest requirement.
 
 use std::fmt;
 
@@ -38,9 +38,12 @@ pub(crate) enum Message {
     },
     /// A response to a server-initiated request (no method, a result or an error).
     Response,
-    /// Not a JSON-RPC message, or one whose method or target the layer cannot read exactly
-    /// as the service would: always refused when the policy depends on the method.
+    /// Not a JSON-RPC message at all (not JSON, not an object, no method, result or
+    /// error): needs the policy's strictest requirement.
     Invalid,
+    /// A JSON-RPC message whose method or target the layer cannot read exactly as the
+    /// service would: refused.
+    Malformed,
 }
 
 /// The `params` key that names the target of `method`, as rmcp reads it.
@@ -89,17 +92,18 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-/// Stores a value seen once; a second occurrence of the key is an error (serde's derived
+/// Stores a value seen once; a second occurrence of the key sets `dup` (serde's derived
 /// structs refuse duplicate fields, and a map would keep the last: never guess).
 fn once<'de, A: MapAccess<'de>>(
     slot: &mut Option<&'de RawValue>,
+    dup: &mut bool,
     map: &mut A,
-    key: &str,
 ) -> Result<(), A::Error> {
+    let value = map.next_value()?;
     if slot.is_some() {
-        return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+        *dup = true;
     }
-    *slot = Some(map.next_value()?);
+    *slot = Some(value);
     Ok(())
 }
 
@@ -111,6 +115,7 @@ struct Envelope<'a> {
     params: Option<&'a RawValue>,
     result: bool,
     error: bool,
+    dup: bool,
 }
 
 impl<'de> Deserialize<'de> for Envelope<'de> {
@@ -125,8 +130,8 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                 let mut env = Envelope::default();
                 while let Some(key) = map.next_key::<Key>()? {
                     match key {
-                        Key::Method => once(&mut env.method, &mut map, "method")?,
-                        Key::Params => once(&mut env.params, &mut map, "params")?,
+                        Key::Method => once(&mut env.method, &mut env.dup, &mut map)?,
+                        Key::Params => once(&mut env.params, &mut env.dup, &mut map)?,
                         Key::Result => {
                             env.result = true;
                             map.next_value::<IgnoredAny>()?;
@@ -152,6 +157,7 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
 struct Targets<'a> {
     name: Option<&'a RawValue>,
     uri: Option<&'a RawValue>,
+    dup: bool,
 }
 
 impl<'de> Deserialize<'de> for Targets<'de> {
@@ -166,8 +172,8 @@ impl<'de> Deserialize<'de> for Targets<'de> {
                 let mut t = Targets::default();
                 while let Some(key) = map.next_key::<Key>()? {
                     match key {
-                        Key::Name => once(&mut t.name, &mut map, "name")?,
-                        Key::Uri => once(&mut t.uri, &mut map, "uri")?,
+                        Key::Name => once(&mut t.name, &mut t.dup, &mut map)?,
+                        Key::Uri => once(&mut t.uri, &mut t.dup, &mut map)?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -186,6 +192,9 @@ fn json_string(raw: &RawValue) -> Option<String> {
 }
 
 fn message(env: Envelope<'_>) -> Message {
+    if env.dup {
+        return Message::Malformed;
+    }
     let Some(method) = env.method else {
         return if env.result || env.error {
             Message::Response
@@ -195,14 +204,15 @@ fn message(env: Envelope<'_>) -> Message {
     };
     // A `method` key of another type (even `null`) is a malformed request to the service.
     let Some(method) = json_string(method) else {
-        return Message::Invalid;
+        return Message::Malformed;
     };
     let name = match (target_key(&method), env.params) {
         (Some(key), Some(raw)) => {
             // `params` must be an object for a method with a target (rmcp refuses anything
             // else); read only the target field, whatever the others hold.
-            let Ok(targets) = serde_json::from_str::<Targets<'_>>(raw.get()) else {
-                return Message::Invalid;
+            let targets = match serde_json::from_str::<Targets<'_>>(raw.get()) {
+                Ok(t) if !t.dup => t,
+                _ => return Message::Malformed,
             };
             let field = if key == "name" {
                 targets.name
@@ -212,7 +222,7 @@ fn message(env: Envelope<'_>) -> Message {
             match field.map(json_string) {
                 None => None,
                 Some(Some(name)) => Some(name),
-                Some(None) => return Message::Invalid,
+                Some(None) => return Message::Malformed,
             }
         }
         // No params: the service cannot call a named target without one.
@@ -329,15 +339,17 @@ pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderTarget {
     HeaderTarget::Present(method, name)
 }
 
-/// What the messages of a body need under `policy`, or `None` when any of them cannot be
-/// read (the layer then refuses the request: it is never judged by the base requirement).
+/// What the messages of a body need under `policy`, or `None` when any of them is
+/// [`Message::Malformed`] (the layer then refuses the request: it is never judged by the
+/// base requirement). A body that is not JSON-RPC at all needs the strictest requirement.
 pub(crate) fn requirement_of(policy: &AccessPolicy, messages: &[Message]) -> Option<Requirement> {
     messages
         .iter()
         .map(|m| match m {
             Message::Call { method, name } => Some(policy.requirement(Some(method), name.as_deref())),
             Message::Response => Some(policy.response_requirement()),
-            Message::Invalid => None,
+            Message::Invalid => Some(policy.strictest_requirement()),
+            Message::Malformed => None,
         })
         .try_fold(None::<Requirement>, |acc, r| {
             let r = r?;
@@ -382,7 +394,7 @@ mod tests {
         // are decoded.
         assert_eq!(
             parse_body(br#"{"method":"tools/call","params":[1,2]}"#),
-            vec![Message::Invalid]
+            vec![Message::Malformed]
         );
         assert_eq!(
             parse_body(br#"{"method":"tools\/call","params":{"name":"a\"b"}}"#),
@@ -440,9 +452,10 @@ mod tests {
         );
     }
 
-    // issue 8 item 1: whatever the layer cannot read exactly as the service would is Invalid.
+    // issue 8 item 1: whatever the layer cannot read exactly as the service would is
+    // Malformed (refused), and a body that is not JSON-RPC at all is Invalid (strictest).
     #[test]
-    fn unreadable_targets_are_invalid() {
+    fn unreadable_targets_are_malformed() {
         for body in [
             // The target of another type.
             r#"{"method":"tools/call","params":{"name":0}}"#,
@@ -468,10 +481,16 @@ mod tests {
             r#"{"method":7,"params":{"name":"files_write"}}"#,
             r#"{"method":null,"result":{}}"#,
             r#"{"method":["tools/call"]}"#,
-            // Not valid JSON, or trailing data, or a lone surrogate.
-            r#"{"method":"tools/call","params":{"name":"files_write"}} x"#,
+            // A lone surrogate serde cannot decode.
             r#"{"method":"tools/call","params":{"name":"\ud800"}}"#,
+        ] {
+            assert_eq!(parse_body(body.as_bytes()), vec![Message::Malformed], "{body}");
+        }
+        // Not valid JSON, trailing data: not JSON-RPC at all.
+        for body in [
+            r#"{"method":"tools/call","params":{"name":"files_write"}} x"#,
             r#"{"method":"tools/call","params":{"name":"files_write"}"#,
+            r#"{"params":{"name":"files_write"}}"#,
         ] {
             assert_eq!(parse_body(body.as_bytes()), vec![Message::Invalid], "{body}");
         }
@@ -480,9 +499,15 @@ mod tests {
         let batch = parse_body(
             br#"[{"method":"tools/list"},{"method":"tools/call","params":{"name":"w","name":"x"}}]"#,
         );
-        assert_eq!(batch[1], Message::Invalid);
+        assert_eq!(batch[1], Message::Malformed);
         assert_eq!(requirement_of(&policy, &batch), None);
-        assert_eq!(requirement_of(&policy, &parse_body(b"[]")), None);
+        // Junk needs every scope the policy knows.
+        let strictest = Some(Requirement::Token("w".parse().unwrap()));
+        assert_eq!(requirement_of(&policy, &parse_body(b"[]")), strictest);
+        assert_eq!(
+            requirement_of(&policy, &parse_body(br#"[{"method":"tools/list"},7]"#)),
+            strictest
+        );
         assert_eq!(
             requirement_of(&policy, &parse_body(br#"[{"method":"tools/list"}]"#)),
             Some(Requirement::Public)

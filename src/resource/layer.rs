@@ -1015,6 +1015,19 @@ mod tests {
         ));
     }
 
+    // issue 8 item 3: whole segments, longest prefix first, never resource 0 by default.
+    #[test]
+    fn paths_match_resources_by_segments() {
+        assert!(path_under("/b/mcp", "/b/mcp"));
+        assert!(path_under("/b/mcp/", "/b/mcp"));
+        assert!(path_under("/b/mcp/x", "/b/mcp"));
+        assert!(!path_under("/b/mcpx", "/b/mcp"));
+        assert!(!path_under("/b", "/b/mcp"));
+        assert!(path_under("/anything", ""));
+        assert_eq!(authority_of("https://a.example:8443/mcp"), "a.example:8443");
+        assert_eq!(authority_of("https://a.example"), "a.example");
+    }
+
     #[test]
     fn query_tokens_are_spotted() {
         assert!(query_has_token(&"/mcp?access_token=x".parse().unwrap()));
