@@ -495,14 +495,11 @@ impl McpOAuthConfigBuilder {
     }
 
     /// Where the layer remembers which principal opened each MCP session (see
-    /// [`resource::session`](crate::resource::SessionBindings)); default: a
+    /// [`SessionBindings`](crate::resource::SessionBindings)); default: a
     /// [`MemorySessionBindings`](crate::resource::MemorySessionBindings) of 100,000 sessions
     /// idle for at most a day. Pass a shared implementation when several instances serve
     /// the same MCP sessions.
-    pub fn session_bindings(
-        mut self,
-        bindings: impl crate::resource::SessionBindings,
-    ) -> Self {
+    pub fn session_bindings(mut self, bindings: impl crate::resource::SessionBindings) -> Self {
         self.session_bindings = Some(Arc::new(bindings));
         self
     }
@@ -676,9 +673,9 @@ impl McpOAuthConfigBuilder {
                 filter_tools_list: self.filter_tools_list,
                 metadata_urls,
                 resource_paths,
-                session_bindings: self.session_bindings.unwrap_or_else(|| {
-                    Arc::new(crate::resource::MemorySessionBindings::default())
-                }),
+                session_bindings: self
+                    .session_bindings
+                    .unwrap_or_else(|| Arc::new(crate::resource::MemorySessionBindings::default())),
             }),
         })
     }

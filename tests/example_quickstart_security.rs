@@ -136,7 +136,10 @@ impl Running {
             .unwrap();
         assert_eq!(res.status(), 200);
         let tokens: Value = res.json().await.unwrap();
-        (client_id, tokens["access_token"].as_str().unwrap().to_owned())
+        (
+            client_id,
+            tokens["access_token"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// A token exactly like `token` but for another subject, signed with the server's keys
@@ -178,7 +181,12 @@ impl Running {
         req
     }
 
-    async fn post(&self, token: Option<&str>, session: Option<&str>, body: &str) -> reqwest::Response {
+    async fn post(
+        &self,
+        token: Option<&str>,
+        session: Option<&str>,
+        body: &str,
+    ) -> reqwest::Response {
         self.mcp(reqwest::Method::POST, token, session)
             .header("content-type", "application/json")
             .body(body.to_owned())
@@ -268,7 +276,12 @@ async fn a_read_token_never_reaches_files_write_through_malformed_params() {
     assert_eq!(res.status(), 403);
     // The controls: the well-formed call is refused the same way, files_read works, and
     // nothing was written.
-    assert_eq!(app.post(Some(&reader), Some(&session), &call("files_write")).await.status(), 403);
+    assert_eq!(
+        app.post(Some(&reader), Some(&session), &call("files_write"))
+            .await
+            .status(),
+        403
+    );
     let read = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"files_read","arguments":{"path":"pwned.txt"}}}).to_string();
     let res = app.post(Some(&reader), Some(&session), &read).await;
     assert_eq!(res.status(), 200);
@@ -286,7 +299,11 @@ async fn another_principals_session_is_refused() {
     let session = app.open_session(Some(&owner)).await;
 
     for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
-        let res = app.mcp(method.clone(), None, Some(&session)).send().await.unwrap();
+        let res = app
+            .mcp(method.clone(), None, Some(&session))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 401, "{method} without a token");
         let www = res.headers()["www-authenticate"].to_str().unwrap();
         assert!(www.starts_with("Bearer resource_metadata="), "{www}");
@@ -305,8 +322,18 @@ async fn another_principals_session_is_refused() {
         r#"{"jsonrpc":"2.0","id":"srv-1","result":{}}"#,
         LIST,
     ] {
-        assert_eq!(app.post(None, Some(&session), body).await.status(), 401, "{body}");
-        assert_eq!(app.post(Some(&other_user), Some(&session), body).await.status(), 404, "{body}");
+        assert_eq!(
+            app.post(None, Some(&session), body).await.status(),
+            401,
+            "{body}"
+        );
+        assert_eq!(
+            app.post(Some(&other_user), Some(&session), body)
+                .await
+                .status(),
+            404,
+            "{body}"
+        );
     }
     // The owner is served: the stream opens, listing works, and DELETE ends the session.
     let res = app
@@ -316,14 +343,20 @@ async fn another_principals_session_is_refused() {
         .unwrap();
     assert_eq!(res.status(), 200);
     drop(res);
-    assert_eq!(app.post(Some(&owner), Some(&session), LIST).await.status(), 200);
+    assert_eq!(
+        app.post(Some(&owner), Some(&session), LIST).await.status(),
+        200
+    );
     let res = app
         .mcp(reqwest::Method::DELETE, Some(&owner), Some(&session))
         .send()
         .await
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
-    assert_eq!(app.post(Some(&owner), Some(&session), LIST).await.status(), 404);
+    assert_eq!(
+        app.post(Some(&owner), Some(&session), LIST).await.status(),
+        404
+    );
 }
 
 // issue 8 item 2: under lazy authentication an anonymous session works without a token
@@ -337,10 +370,22 @@ async fn an_anonymous_session_becomes_the_first_signed_in_users() {
     assert_eq!(app.post(None, Some(&session), LIST).await.status(), 200);
     let read = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"files_read","arguments":{"path":"welcome.txt"}}}).to_string();
     assert_eq!(app.post(None, Some(&session), &read).await.status(), 401);
-    assert_eq!(app.post(Some(&owner), Some(&session), &read).await.status(), 200);
+    assert_eq!(
+        app.post(Some(&owner), Some(&session), &read).await.status(),
+        200
+    );
     assert_eq!(app.post(None, Some(&session), LIST).await.status(), 401);
-    assert_eq!(app.post(Some(&other_user), Some(&session), &read).await.status(), 404);
-    let res = app.mcp(reqwest::Method::GET, None, Some(&session)).send().await.unwrap();
+    assert_eq!(
+        app.post(Some(&other_user), Some(&session), &read)
+            .await
+            .status(),
+        404
+    );
+    let res = app
+        .mcp(reqwest::Method::GET, None, Some(&session))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let res = app
         .mcp(reqwest::Method::DELETE, Some(&other_user), Some(&session))
@@ -348,5 +393,8 @@ async fn an_anonymous_session_becomes_the_first_signed_in_users() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    assert_eq!(app.post(Some(&owner), Some(&session), LIST).await.status(), 200);
+    assert_eq!(
+        app.post(Some(&owner), Some(&session), LIST).await.status(),
+        200
+    );
 }

@@ -233,7 +233,10 @@ async fn malformed_params_never_fall_back_to_the_base_requirement() {
             "{status} for {body}"
         );
         if status == StatusCode::FORBIDDEN {
-            let www = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
+            let www = res.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .to_owned();
             assert!(www.contains(r#"error="insufficient_scope""#), "{www}");
         } else {
             assert!(res.headers().get("www-authenticate").is_none());
@@ -263,10 +266,26 @@ async fn well_formed_calls_are_judged_by_their_target() {
         json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":{}}})
             .to_string()
     };
-    assert_eq!(f.post(Some(&reader), None, &call("files_read")).await.status(), 200);
-    assert_eq!(f.post(Some(&reader), None, &call("files_write")).await.status(), 403);
-    assert_eq!(f.post(Some(&writer), None, &call("files_write")).await.status(), 200);
-    let odd = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write","uri":0}}"#;
+    assert_eq!(
+        f.post(Some(&reader), None, &call("files_read"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        f.post(Some(&reader), None, &call("files_write"))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        f.post(Some(&writer), None, &call("files_write"))
+            .await
+            .status(),
+        200
+    );
+    let odd =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write","uri":0}}"#;
     assert_eq!(f.post(Some(&writer), None, odd).await.status(), 200);
     // Junk needs every scope the policy names: an all-scopes token gets through (and the
     // service answers the parse error), no lesser one does.
@@ -291,7 +310,11 @@ async fn encoded_bodies_are_refused() {
         req.headers_mut()
             .insert("content-encoding", encoding.parse().unwrap());
         let res = f.send(req).await;
-        assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{encoding}");
+        assert_eq!(
+            res.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{encoding}"
+        );
         assert!(matches!(
             res.extensions().get::<AuthRejection>(),
             Some(AuthRejection::UnsupportedEncoding)
@@ -423,7 +446,13 @@ async fn sessions_are_bound_to_the_principal_that_opened_them() {
         assert!(www.contains(r#"scope="files:read""#), "{www}");
         for other in &others {
             let res = f
-                .send(request(method.clone(), "/mcp", Some(other), Some(&session), body))
+                .send(request(
+                    method.clone(),
+                    "/mcp",
+                    Some(other),
+                    Some(&session),
+                    body,
+                ))
                 .await;
             assert_eq!(res.status(), StatusCode::NOT_FOUND, "{method} {body}");
             assert!(matches!(
@@ -434,7 +463,13 @@ async fn sessions_are_bound_to_the_principal_that_opened_them() {
         }
         if method != Method::DELETE {
             let res = f
-                .send(request(method.clone(), "/mcp", Some(&alice), Some(&session), body))
+                .send(request(
+                    method.clone(),
+                    "/mcp",
+                    Some(&alice),
+                    Some(&session),
+                    body,
+                ))
                 .await;
             assert_eq!(res.status(), StatusCode::OK, "{method} {body}");
             assert_eq!(json_body(res).await["caller"], "alice");
@@ -446,11 +481,23 @@ async fn sessions_are_bound_to_the_principal_that_opened_them() {
     assert_eq!(b["id"], 2, "{b}");
     // Her DELETE succeeds and forgets the session: from then on it is unknown to all.
     let res = f
-        .send(request(Method::DELETE, "/mcp", Some(&alice), Some(&session), ""))
+        .send(request(
+            Method::DELETE,
+            "/mcp",
+            Some(&alice),
+            Some(&session),
+            "",
+        ))
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let res = f
-        .send(request(Method::GET, "/mcp", Some(&alice), Some(&session), ""))
+        .send(request(
+            Method::GET,
+            "/mcp",
+            Some(&alice),
+            Some(&session),
+            "",
+        ))
         .await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
@@ -472,7 +519,10 @@ async fn anonymous_sessions_are_claimed_by_the_first_token() {
     let alice = f.token("alice", "c1", "files:read");
     let bob = f.token("bob", "c1", "files:read");
     let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"files_read"}}"#;
-    assert_eq!(f.post(Some(&alice), Some(&session), call).await.status(), 200);
+    assert_eq!(
+        f.post(Some(&alice), Some(&session), call).await.status(),
+        200
+    );
     // Now hers.
     assert_eq!(f.post(None, Some(&session), LIST).await.status(), 401);
     assert_eq!(f.post(Some(&bob), Some(&session), call).await.status(), 404);
@@ -497,7 +547,13 @@ async fn unknown_sessions_are_404_and_never_claimed() {
     for token in [None, Some(alice.as_str())] {
         for (method, body) in session_requests() {
             let res = f
-                .send(request(method.clone(), "/mcp", token, Some("made-up"), body))
+                .send(request(
+                    method.clone(),
+                    "/mcp",
+                    token,
+                    Some("made-up"),
+                    body,
+                ))
                 .await;
             assert_eq!(res.status(), StatusCode::NOT_FOUND, "{method} {body}");
         }
@@ -580,9 +636,7 @@ async fn several_resources_are_matched_by_path_segments() {
     let for_a = f.token_for("alice", "c1", "files:read", A);
     let for_b = f.token_for("alice", "c1", "files:read", B);
     let for_deep = f.token_for("alice", "c1", "files:read", B_DEEP);
-    let post = |path: &str, token: &str| {
-        request(Method::POST, path, Some(token), None, LIST)
-    };
+    let post = |path: &str, token: &str| request(Method::POST, path, Some(token), None, LIST);
     // The reported case: a token for /a/mcp at POST /b/mcp/.
     for path in ["/b/mcp", "/b/mcp/", "/b/mcp/x", "/b/mcp/deeper"] {
         let res = f.send(post(path, &for_a)).await;
@@ -621,7 +675,10 @@ async fn resources_sharing_a_path_need_the_host() {
     const ONE: &str = "https://one.example.com/mcp";
     const TWO: &str = "https://two.example.com/mcp";
     let ring = KeyRing::generate(SigningAlgorithm::Es256).unwrap();
-    let f = fixture_from(ring.clone(), builder(&ring, &[ONE, TWO]).policy(AccessPolicy::new()));
+    let f = fixture_from(
+        ring.clone(),
+        builder(&ring, &[ONE, TWO]).policy(AccessPolicy::new()),
+    );
     let for_one = f.token_for("alice", "c1", "files:read", ONE);
     let req = |host: Option<&str>| {
         let mut r = request(Method::POST, "/mcp", Some(&for_one), None, LIST);
@@ -657,7 +714,13 @@ async fn foreign_origin_is_refused_on_get_and_delete() {
     }
     // The session survived (the refused DELETE reached nothing).
     let res = f
-        .send(request(Method::GET, "/mcp", Some(&alice), Some(&session), ""))
+        .send(request(
+            Method::GET,
+            "/mcp",
+            Some(&alice),
+            Some(&session),
+            "",
+        ))
         .await;
     assert_eq!(res.status(), StatusCode::OK);
 }

@@ -141,9 +141,21 @@ async fn two_instances_share_the_binding() {
         async move { svc.oneshot(r).await.unwrap().status() }
     };
     assert_eq!(status(&two, req(Method::GET, None, Some(&sid))).await, 401);
-    assert_eq!(status(&two, req(Method::GET, Some(&token("mallory")), Some(&sid))).await, 404);
-    assert_eq!(status(&two, req(Method::GET, Some(&alice), Some(&sid))).await, 200);
-    assert_eq!(status(&two, req(Method::DELETE, Some(&alice), Some(&sid))).await, 200);
+    assert_eq!(
+        status(&two, req(Method::GET, Some(&token("mallory")), Some(&sid))).await,
+        404
+    );
+    assert_eq!(
+        status(&two, req(Method::GET, Some(&alice), Some(&sid))).await,
+        200
+    );
+    assert_eq!(
+        status(&two, req(Method::DELETE, Some(&alice), Some(&sid))).await,
+        200
+    );
     // Deleted through instance two: unknown on instance one.
-    assert_eq!(status(&one, req(Method::GET, Some(&alice), Some(&sid))).await, 404);
+    assert_eq!(
+        status(&one, req(Method::GET, Some(&alice), Some(&sid))).await,
+        404
+    );
 }

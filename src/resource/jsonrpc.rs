@@ -15,8 +15,8 @@ use std::fmt;
 
 use base64::Engine as _;
 use http::HeaderMap;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::policy::{AccessPolicy, Requirement};
@@ -346,7 +346,9 @@ pub(crate) fn requirement_of(policy: &AccessPolicy, messages: &[Message]) -> Opt
     messages
         .iter()
         .map(|m| match m {
-            Message::Call { method, name } => Some(policy.requirement(Some(method), name.as_deref())),
+            Message::Call { method, name } => {
+                Some(policy.requirement(Some(method), name.as_deref()))
+            }
             Message::Response => Some(policy.response_requirement()),
             Message::Invalid => Some(policy.strictest_requirement()),
             Message::Malformed => None,
@@ -433,7 +435,9 @@ mod tests {
         );
         // Escapes in keys and values are decoded, as serde decodes them.
         assert_eq!(
-            parse_body(br#"{"m\u0065thod":"tools/call","params":{"n\u0061me":"files\u005fwrite"}}"#),
+            parse_body(
+                br#"{"m\u0065thod":"tools/call","params":{"n\u0061me":"files\u005fwrite"}}"#
+            ),
             vec![call("tools/call", Some("files_write"))]
         );
         // Methods without a target ignore params of any shape.
@@ -484,7 +488,11 @@ mod tests {
             // A lone surrogate serde cannot decode.
             r#"{"method":"tools/call","params":{"name":"\ud800"}}"#,
         ] {
-            assert_eq!(parse_body(body.as_bytes()), vec![Message::Malformed], "{body}");
+            assert_eq!(
+                parse_body(body.as_bytes()),
+                vec![Message::Malformed],
+                "{body}"
+            );
         }
         // Not valid JSON, trailing data: not JSON-RPC at all.
         for body in [
@@ -492,7 +500,11 @@ mod tests {
             r#"{"method":"tools/call","params":{"name":"files_write"}"#,
             r#"{"params":{"name":"files_write"}}"#,
         ] {
-            assert_eq!(parse_body(body.as_bytes()), vec![Message::Invalid], "{body}");
+            assert_eq!(
+                parse_body(body.as_bytes()),
+                vec![Message::Invalid],
+                "{body}"
+            );
         }
         // A batch with any unreadable element makes the whole body unreadable.
         let policy = AccessPolicy::new().lazy().tool_scopes("w", ["w"]);
@@ -528,7 +540,11 @@ mod tests {
         let v = ("mcp-protocol-version", &b"2026-07-28"[..]);
         let m = ("mcp-method", &b"tools/call"[..]);
         assert_eq!(
-            from_headers(&headers(&[v, m, ("mcp-name", b"=?base64?ZmlsZXNfd3JpdGU=?=")])),
+            from_headers(&headers(&[
+                v,
+                m,
+                ("mcp-name", b"=?base64?ZmlsZXNfd3JpdGU=?=")
+            ])),
             HeaderTarget::Present("tools/call".into(), Some("files_write".into()))
         );
         assert_eq!(

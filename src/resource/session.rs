@@ -100,8 +100,29 @@ impl SessionKey {
     }
 }
 
-/// Where the layer keeps session bindings. Share one implementation between instances that
-/// serve the same MCP sessions.
+/// Where the layer keeps session bindings: which principal opened each MCP session. Share
+/// one implementation between instances that serve the same MCP sessions
+/// ([`RedisStore`](crate::store::redis::RedisStore) implements it with the `redis` feature).
+///
+/// Session ids travel in a header any client can copy, and the MCP security best practices
+/// say servers MUST NOT use sessions for authentication and SHOULD bind them to the user. So
+/// the layer records, for every session it sees the service issue (an `Mcp-Session-Id`
+/// **response** header answering a request that named none), the token's subject and client,
+/// or [`SessionOwner::Anonymous`] under lazy authentication, and then:
+///
+/// | session bound to | request carries | answer |
+/// |---|---|---|
+/// | nobody (never seen issued, deleted, evicted, expired) | anything | `404`, as the transport answers an unknown session: the client starts a new one. A session id is never bound to the first caller that names it |
+/// | a principal | no token | `401` with the usual challenge, even for methods public under lazy authentication, `GET` streams, `DELETE`, notifications and responses |
+/// | a principal | a valid token of another subject or client | `404`: for this caller the session does not exist |
+/// | a principal | a valid token of the same subject and client | the policy decides, as usual |
+/// | anonymous | no token | the policy decides |
+/// | anonymous | a valid token the policy accepts | bound to that principal from then on |
+/// | the store fails | anything | `503` with `Retry-After` |
+///
+/// A `DELETE` the service answered with success, and any `404` the service answers on a
+/// session, forget the binding. Keys are the SHA-256 of the session id ([`SessionKey`]), so
+/// a shared store never holds a usable session id.
 ///
 /// ```
 /// use mcp_oauth::resource::{MemorySessionBindings, SessionBindings, SessionKey, SessionOwner};
@@ -134,8 +155,11 @@ pub trait SessionBindings: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot answer.
-    async fn bind(&self, key: &SessionKey, owner: &SessionOwner)
-    -> Result<SessionOwner, StoreError>;
+    async fn bind(
+        &self,
+        key: &SessionKey,
+        owner: &SessionOwner,
+    ) -> Result<SessionOwner, StoreError>;
 
     /// Forgets a session (it was deleted, or the service no longer knows it).
     ///
@@ -267,8 +291,7 @@ impl MemorySessionBindings {
         }
         let seq = lru.next;
         lru.next += 1;
-        lru.entries
-            .insert(key.clone(), (merged.clone(), now, seq));
+        lru.entries.insert(key.clone(), (merged.clone(), now, seq));
         lru.order.insert((now, seq), key.clone());
         merged
     }
@@ -331,7 +354,11 @@ mod tests {
     fn evicts_the_least_recently_used() {
         let b = MemorySessionBindings::new(2, Duration::from_secs(3600));
         let t0 = Instant::now();
-        let (k1, k2, k3) = (SessionKey::of("1"), SessionKey::of("2"), SessionKey::of("3"));
+        let (k1, k2, k3) = (
+            SessionKey::of("1"),
+            SessionKey::of("2"),
+            SessionKey::of("3"),
+        );
         b.bind_at(&k1, &alice(), t0);
         b.bind_at(&k2, &alice(), t0 + Duration::from_secs(1));
         // Using k1 makes k2 the least recently used.
@@ -359,7 +386,11 @@ mod tests {
         assert_eq!(b.get_at(&k, t0 + Duration::from_secs(178)), None);
         // Expired entries are swept on the next write.
         b.bind_at(&SessionKey::of("a"), &alice(), t0);
-        b.bind_at(&SessionKey::of("b"), &alice(), t0 + Duration::from_secs(600));
+        b.bind_at(
+            &SessionKey::of("b"),
+            &alice(),
+            t0 + Duration::from_secs(600),
+        );
         assert_eq!(b.len(), 1);
     }
 
@@ -368,7 +399,10 @@ mod tests {
         let b = MemorySessionBindings::default();
         let t0 = Instant::now();
         let k = SessionKey::of("s");
-        assert_eq!(b.bind_at(&k, &SessionOwner::Anonymous, t0), SessionOwner::Anonymous);
+        assert_eq!(
+            b.bind_at(&k, &SessionOwner::Anonymous, t0),
+            SessionOwner::Anonymous
+        );
         assert_eq!(b.bind_at(&k, &alice(), t0), alice());
         let bob = SessionOwner::Principal {
             subject: "bob".into(),
