@@ -626,19 +626,19 @@ enum SessionWork {
 
 impl SessionNote {
     /// The store work this response calls for, or the response back when there is none.
-    fn after(self, response: Response<Body>) -> Result<RefusalFuture, Response<Body>> {
+    fn after(self, response: Response<Body>) -> AfterResponse {
         let status = response.status();
         match self.work {
             SessionWork::Issue(owner) => {
                 if !status.is_success() {
-                    return Err(response);
+                    return AfterResponse::Respond(response);
                 }
                 let mut ids = response.headers().get_all(MCP_SESSION_ID).iter();
                 let key = match (ids.next(), ids.next()) {
                     (Some(id), None) => SessionKey::of(id.as_bytes()),
-                    _ => return Err(response),
+                    _ => return AfterResponse::Respond(response),
                 };
-                Ok(Box::pin(async move {
+                AfterResponse::Record(Box::pin(async move {
                     match self.bindings.bind(&key, &owner).await {
                         Ok(_) => response,
                         Err(error) => {
@@ -653,9 +653,9 @@ impl SessionNote {
             SessionWork::Known { key, delete } => {
                 let gone = (delete && status.is_success()) || status == StatusCode::NOT_FOUND;
                 if !gone {
-                    return Err(response);
+                    return AfterResponse::Respond(response);
                 }
-                Ok(Box::pin(async move {
+                AfterResponse::Record(Box::pin(async move {
                     if let Err(error) = self.bindings.forget(&key).await {
                         tracing::warn!(target: "mcp_oauth::rejection", %error, "cannot forget a deleted session");
                     }
@@ -664,6 +664,13 @@ impl SessionNote {
             }
         }
     }
+}
+
+/// What follows the service's response: session store work that then yields it, or the
+/// response itself.
+enum AfterResponse {
+    Record(RefusalFuture),
+    Respond(Response<Body>),
 }
 
 fn unavailable(error: StoreError) -> AuthRejection {
@@ -930,11 +937,11 @@ where
                     match this.session.take() {
                         Some(note) => match note.after(response) {
                             // Record or forget the session, then answer.
-                            Ok(fut) => {
+                            AfterResponse::Record(fut) => {
                                 this.state.set(State::Refusing { fut });
                                 continue;
                             }
-                            Err(response) => response,
+                            AfterResponse::Respond(response) => response,
                         },
                         None => response,
                     }
