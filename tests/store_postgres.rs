@@ -231,7 +231,7 @@ async fn migrations_are_versioned_and_idempotent() {
             .unwrap();
     drop(first);
     schema.drop_schema().await;
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
 }
 
 /// A server that cannot be reached at start: `connect` fails with a clear `Unavailable`
