@@ -119,6 +119,10 @@ impl AccessPolicy {
     /// `GET`/`DELETE` stream requests pass without a token, so clients can connect and list
     /// tools before signing in, and are challenged only when they call something protected.
     /// Both ChatGPT and Claude show sign-in at once unless listing works without a token.
+    ///
+    /// A request naming an MCP session that a signed-in principal opened (or claimed) needs
+    /// that principal's token all the same, whatever the method; see
+    /// [`SessionBindings`](crate::resource::SessionBindings).
     pub fn lazy(mut self) -> Self {
         self.lazy = true;
         self
