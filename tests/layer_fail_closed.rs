@@ -63,6 +63,13 @@ async fn fake_mcp(req: Request<Body>) -> Result<Response<Body>, Infallible> {
     if method == Method::DELETE {
         *res.status_mut() = StatusCode::ACCEPTED;
     }
+    if body.windows(6).any(|w| w == b"\"fail\"") {
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    if body.as_ref() == b"forget me" {
+        // The service no longer knows the session.
+        *res.status_mut() = StatusCode::NOT_FOUND;
+    }
     Ok(res)
 }
 
@@ -563,6 +570,47 @@ async fn unknown_sessions_are_404_and_never_claimed() {
     req.headers_mut()
         .append("mcp-session-id", "b".parse().unwrap());
     assert_eq!(f.send(req).await.status(), StatusCode::BAD_REQUEST);
+}
+
+// issue 8 item 2: a session the service answers 404 for is forgotten by the layer too, and
+// a failed DELETE forgets nothing.
+#[tokio::test]
+async fn sessions_the_service_no_longer_knows_are_forgotten() {
+    let f = fixture();
+    let alice = f.token("alice", "c1", "files:read");
+    let session = open_session(&f, Some(&alice)).await;
+    let res = f.post(Some(&alice), Some(&session), "forget me").await;
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "junk needs every scope"
+    );
+    let admin = f.token("alice", "c1", "admin files:write");
+    let res = f.post(Some(&admin), Some(&session), "forget me").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND, "the service's own 404");
+    let res = f
+        .send(request(
+            Method::GET,
+            "/mcp",
+            Some(&alice),
+            Some(&session),
+            "",
+        ))
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(matches!(
+        res.extensions().get::<AuthRejection>(),
+        Some(AuthRejection::SessionNotFound)
+    ));
+    // A session id on a failed answer is not recorded.
+    let failed = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"fail":true}}"#;
+    let res = f.post(Some(&alice), None, failed).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let id = res.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let res = f
+        .send(request(Method::GET, "/mcp", Some(&alice), Some(&id), ""))
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
 
 // issue 8 item 2: bounded memory; an evicted session is unknown (the client opens a new one).
