@@ -739,6 +739,16 @@ async fn resources_sharing_a_path_need_the_host() {
     assert_eq!(f.send(req(Some("two.example.com"))).await.status(), 401);
     assert_eq!(f.send(req(Some("evil.example.com"))).await.status(), 404);
     assert_eq!(f.send(req(None)).await.status(), 404);
+    // HTTP/2 carries the authority in the URI.
+    let mut r = request(
+        Method::POST,
+        "https://one.example.com/mcp",
+        Some(&for_one),
+        None,
+        LIST,
+    );
+    r.headers_mut().remove("host");
+    assert_eq!(f.send(r).await.status(), 200);
 }
 
 // issue 8 item 11: a foreign Origin is refused on GET and DELETE too, before anything else.

@@ -197,9 +197,14 @@ fn query_has_token(uri: &http::Uri) -> bool {
 /// its tokens, and a proxy may strip a path prefix. With several, the request's path must
 /// lie under one of theirs by whole segments, the longest match winning: `/b/mcp`,
 /// `/b/mcp/` and `/b/mcp/x` belong to `/b/mcp`, `/b/mcpx` to none. Resources that share a
-/// path are told apart by the `Host` header. `None` (refused with `404`) when no resource,
+/// path are told apart by the `Host` header (or the HTTP/2 authority). `None` (refused with `404`) when no resource,
 /// or more than one, fits: a request is never judged as the first resource by default.
-fn resource_index(inner: &Inner, req_path: &str, headers: &HeaderMap) -> Option<usize> {
+fn resource_index(
+    inner: &Inner,
+    req_path: &str,
+    headers: &HeaderMap,
+    authority: Option<&str>,
+) -> Option<usize> {
     if inner.resource_paths.len() <= 1 {
         return Some(0);
     }
@@ -219,9 +224,11 @@ fn resource_index(inner: &Inner, req_path: &str, headers: &HeaderMap) -> Option<
     let Some(second) = candidates.next() else {
         return Some(first);
     };
+    // HTTP/1.1 `Host`, or the HTTP/2 `:authority` in the URI.
     let host = headers
         .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())?;
+        .and_then(|h| h.to_str().ok())
+        .or(authority)?;
     let mut by_host = [first, second]
         .into_iter()
         .chain(candidates)
@@ -341,7 +348,12 @@ where
             .extensions()
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned());
-        let resource = resource_index(&cfg, &path, req.headers());
+        let resource = resource_index(
+            &cfg,
+            &path,
+            req.headers(),
+            req.uri().authority().map(http::uri::Authority::as_str),
+        );
         let idx = resource.unwrap_or(0);
         let reject = |r: AuthRejection, cors: Option<HeaderValue>, req: Request<Body>| {
             let cfg = cfg.clone();
