@@ -294,7 +294,10 @@ fn origin_allowed(inner: &Inner, origin: &HeaderValue) -> bool {
             .is_ok_and(|o| inner.allowed_origins.iter().any(|a| a == o))
 }
 
-type AuthFuture = Pin<Box<dyn Future<Output = Result<Request<Body>, Response<Body>>> + Send>>;
+/// An authorized request and what the response future must record about its session.
+type Authorized = (Request<Body>, SessionNote);
+
+type AuthFuture = Pin<Box<dyn Future<Output = Result<Authorized, Response<Body>>> + Send>>;
 
 type RefusalFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
@@ -410,7 +413,7 @@ where
         };
         // The session the request names, if any: bound to whoever opened it.
         let session = {
-            let mut ids = req.headers().get_all(MCP_SESSION_ID).iter();
+            let mut ids = req.headers().get_all(&MCP_SESSION_ID).iter();
             match (ids.next(), ids.next()) {
                 (None, _) => None,
                 (Some(id), None) => Some(SessionKey::of(id.as_bytes())),
@@ -470,7 +473,7 @@ where
                     let mut fut = ResponseFuture::call(service, req, cors);
                     fut.session = Some(SessionNote {
                         bindings: cfg.session_bindings.clone(),
-                        work: SessionWork::Issue(SessionOwner::Anonymous),
+                        work: SessionWork::Issue(None),
                     });
                     if shape_by_header {
                         fut.shape = Some(shaper(None));
@@ -491,7 +494,7 @@ where
             let shape = shape_by_header.then(|| shaper(None));
             let fut = Box::pin(async move {
                 let mut req = req;
-                let caller = match authorize(
+                let (caller, note) = match authorize(
                     &cfg,
                     idx,
                     requirement,
@@ -502,7 +505,7 @@ where
                 )
                 .await
                 {
-                    Ok(caller) => caller,
+                    Ok(authorized) => authorized,
                     Err(r) => return Err(refusal(&cfg, idx, r, req).await),
                 };
                 if let Some(ShapeTools(s)) = shape {
@@ -510,7 +513,7 @@ where
                     s.caller = caller;
                     req.extensions_mut().insert(ShapeTools(Arc::new(s)));
                 }
-                Ok(req)
+                Ok((req, note))
             });
             return ResponseFuture::authorizing(fut, service, cors);
         }
@@ -567,7 +570,7 @@ where
                 _ => None,
             };
             let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
-            let caller = match authorize(
+            let (caller, note) = match authorize(
                 &cfg,
                 idx,
                 requirement,
@@ -578,7 +581,7 @@ where
             )
             .await
             {
-                Ok(caller) => caller,
+                Ok(authorized) => authorized,
                 Err(rejection) => {
                     let credential_refusal = matches!(
                         rejection,
@@ -599,7 +602,7 @@ where
             if cfg.shape_tools_list && single == Some("tools/list") {
                 req.extensions_mut().insert(shaper_for(&cfg, caller));
             }
-            Ok(req)
+            Ok((req, note))
         });
         ResponseFuture::authorizing(fut, service, cors)
     }
@@ -617,7 +620,7 @@ fn shaper_for(cfg: &Arc<Inner>, caller: Option<AuthContext>) -> ShapeTools {
 struct ShapeTools(Arc<shape::ToolsListShaper>);
 
 /// The `Mcp-Session-Id` header (request and response).
-const MCP_SESSION_ID: &str = "mcp-session-id";
+const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
 
 /// What the response future does about sessions once the service has answered.
 #[derive(Clone)]
@@ -629,8 +632,8 @@ struct SessionNote {
 #[derive(Clone)]
 enum SessionWork {
     /// The request named no session: a session id in a successful response was issued to
-    /// this owner.
-    Issue(SessionOwner),
+    /// this caller (`None`: anonymous). The owner is built only when a session is issued.
+    Issue(Option<AuthContext>),
     /// The request named this session: forget it when the service deleted it (`DELETE`
     /// answered with success) or does not know it (`404`).
     Known { key: SessionKey, delete: bool },
@@ -641,15 +644,16 @@ impl SessionNote {
     fn after(self, response: Response<Body>) -> AfterResponse {
         let status = response.status();
         match self.work {
-            SessionWork::Issue(owner) => {
+            SessionWork::Issue(caller) => {
                 if !status.is_success() {
                     return AfterResponse::Respond(response);
                 }
-                let mut ids = response.headers().get_all(MCP_SESSION_ID).iter();
+                let mut ids = response.headers().get_all(&MCP_SESSION_ID).iter();
                 let key = match (ids.next(), ids.next()) {
                     (Some(id), None) => SessionKey::of(id.as_bytes()),
                     _ => return AfterResponse::Respond(response),
                 };
+                let owner = SessionOwner::of(caller.as_ref());
                 AfterResponse::Record(Box::pin(async move {
                     match self.bindings.bind(&key, &owner).await {
                         Ok(_) => response,
@@ -692,7 +696,7 @@ fn unavailable(error: StoreError) -> AuthRejection {
 
 /// [`check`], plus the session rules (see [`SessionBindings`]): a request on a session
 /// bound to a principal needs that principal's token; an anonymous session is claimed by
-/// the first token shown on it; an unknown session is `404`. Notes in the request what the
+/// the first token shown on it; an unknown session is `404`. Returns the caller and what the
 /// response future must record.
 async fn authorize(
     cfg: &Arc<Inner>,
@@ -702,15 +706,15 @@ async fn authorize(
     req: &mut Request<Body>,
     session: Option<&SessionKey>,
     is_delete: bool,
-) -> Result<Option<AuthContext>, AuthRejection> {
+) -> Result<(Option<AuthContext>, SessionNote), AuthRejection> {
     let bindings = &cfg.session_bindings;
     let Some(key) = session else {
         let caller = check(cfg, resource_idx, requirement, token, req, None).await?;
-        req.extensions_mut().insert(SessionNote {
+        let note = SessionNote {
             bindings: bindings.clone(),
-            work: SessionWork::Issue(SessionOwner::of(caller.as_ref())),
-        });
-        return Ok(caller);
+            work: SessionWork::Issue(caller.clone()),
+        };
+        return Ok((caller, note));
     };
     let Some(owner) = bindings.get(key).await.map_err(unavailable)? else {
         tracing::debug!(target: "mcp_oauth::rejection", "unknown session");
@@ -732,14 +736,14 @@ async fn authorize(
             return Err(AuthRejection::SessionNotFound);
         }
     }
-    req.extensions_mut().insert(SessionNote {
+    let note = SessionNote {
         bindings: bindings.clone(),
         work: SessionWork::Known {
             key: key.clone(),
             delete: is_delete,
         },
-    });
-    Ok(caller)
+    };
+    Ok((caller, note))
 }
 
 /// Verifies the token (through the cache) and checks the requirement; on success inserts the
@@ -927,9 +931,9 @@ where
         loop {
             let mut response = match this.state.as_mut().project() {
                 StateProj::Authorizing { fut } => match ready!(fut.as_mut().poll(cx)) {
-                    Ok(mut req) => {
+                    Ok((mut req, note)) => {
                         *this.shape = req.extensions_mut().remove::<ShapeTools>();
-                        *this.session = req.extensions_mut().remove::<SessionNote>();
+                        *this.session = Some(note);
                         let Some(mut service) = this.service.take() else {
                             unreachable!("the service is kept until authorization completes")
                         };
