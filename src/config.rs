@@ -186,6 +186,8 @@ pub(crate) struct Inner {
     pub(crate) metadata_urls: Vec<String>,
     /// Path of each resource, for matching requests and mounting metadata routes.
     pub(crate) resource_paths: Vec<String>,
+    /// Which principal opened each MCP session.
+    pub(crate) session_bindings: Arc<dyn crate::resource::SessionBindings>,
 }
 
 /// The configuration of [`McpOAuthLayer`](crate::McpOAuthLayer) and the routers. Cheap to
@@ -325,6 +327,7 @@ pub struct McpOAuthConfigBuilder {
     trust_mcp_headers: bool,
     compat: Vec<Compat>,
     leeway: Duration,
+    session_bindings: Option<Arc<dyn crate::resource::SessionBindings>>,
 }
 
 impl Default for McpOAuthConfigBuilder {
@@ -353,6 +356,7 @@ impl Default for McpOAuthConfigBuilder {
             trust_mcp_headers: false,
             compat: Vec::new(),
             leeway: Duration::from_secs(60),
+            session_bindings: None,
         }
     }
 }
@@ -498,6 +502,16 @@ impl McpOAuthConfigBuilder {
     /// bodies get `413` when the policy needs the method.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Where the layer remembers which principal opened each MCP session (see
+    /// [`SessionBindings`](crate::resource::SessionBindings)); default: a
+    /// [`MemorySessionBindings`](crate::resource::MemorySessionBindings) of 100,000 sessions
+    /// idle for at most a day. Pass a shared implementation when several instances serve
+    /// the same MCP sessions.
+    pub fn session_bindings(mut self, bindings: impl crate::resource::SessionBindings) -> Self {
+        self.session_bindings = Some(Arc::new(bindings));
         self
     }
 
@@ -674,6 +688,9 @@ impl McpOAuthConfigBuilder {
                 filter_tools_list: self.filter_tools_list,
                 metadata_urls,
                 resource_paths,
+                session_bindings: self
+                    .session_bindings
+                    .unwrap_or_else(|| Arc::new(crate::resource::MemorySessionBindings::default())),
             }),
         })
     }

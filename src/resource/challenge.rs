@@ -61,6 +61,24 @@ pub enum AuthRejection {
     /// The token could not be verified right now.
     #[error("verification unavailable")]
     Unavailable,
+    /// The policy depends on the JSON-RPC method or target and the layer cannot read it
+    /// exactly as the MCP service will (not JSON-RPC, a `method` or target name that is not
+    /// a string, `params` that is not an object, a duplicated key, a batch holding any such
+    /// message): `400` with the JSON-RPC invalid-request error (`-32600`), no challenge.
+    #[error("the JSON-RPC method or target of the request cannot be read")]
+    UnreadableRequest,
+    /// The body has a `Content-Encoding` other than `identity`, and the policy needs to read
+    /// it: `415`.
+    #[error("unsupported content encoding")]
+    UnsupportedEncoding,
+    /// With several resources on one layer, the path belongs to none of them: `404`.
+    #[error("no protected resource at this path")]
+    UnknownResource,
+    /// The `Mcp-Session-Id` names a session this caller did not open (never issued, forgotten,
+    /// or bound to another principal): `404`, as the transport answers an unknown session,
+    /// so the client starts a new one.
+    #[error("session not found")]
+    SessionNotFound,
 }
 
 impl AuthRejection {
@@ -69,7 +87,11 @@ impl AuthRejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken { .. } | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest(_) | Self::HeaderMismatch => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::HeaderMismatch | Self::UnreadableRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnknownResource | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::InsufficientScope { .. } | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -106,11 +128,24 @@ impl AuthRejection {
                 "temporarily_unavailable",
                 "The access token cannot be verified right now",
             )),
+            Self::UnreadableRequest => Some((
+                "invalid_request",
+                "The JSON-RPC method or target of the request cannot be read",
+            )),
+            Self::UnsupportedEncoding => Some((
+                "invalid_request",
+                "The request body must not have a Content-Encoding",
+            )),
+            Self::UnknownResource => {
+                Some(("invalid_request", "No protected resource at this path"))
+            }
+            Self::SessionNotFound => Some(("invalid_request", "Session not found")),
         }
     }
 
     /// The `WWW-Authenticate` value for this refusal, or `None` for refusals that are not
-    /// about credentials (origin, size, availability, contradicting headers).
+    /// about credentials (origin, size, availability, contradicting headers, unreadable
+    /// bodies, unknown paths and sessions).
     #[must_use]
     pub fn www_authenticate(&self, resource_metadata: &str) -> Option<String> {
         if matches!(
@@ -119,6 +154,10 @@ impl AuthRejection {
                 | Self::PayloadTooLarge
                 | Self::Unavailable
                 | Self::HeaderMismatch
+                | Self::UnreadableRequest
+                | Self::UnsupportedEncoding
+                | Self::UnknownResource
+                | Self::SessionNotFound
         ) {
             return None;
         }

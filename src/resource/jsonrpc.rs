@@ -1,16 +1,32 @@
 //! Reading the JSON-RPC method and target name of a request: from the `Mcp-Method` /
 //! `Mcp-Name` headers (protocol 2026-07-28 and later) or from the body.
+//!
+//! The layer decides on what it reads here, and the MCP service acts on what *it* reads, so
+//! the two must never disagree (DESIGN §7, "fail closed on targets"). Each field is read on
+//! its own, exactly as serde (and so rmcp) reads it: a `name` string next to a `uri` of
+//! another type still gives the name, escapes are decoded, and `Mcp-Name` values wrapped as
+//! `=?base64?…?=` are decoded the way rmcp's transport decodes them. Whatever cannot be read
+//! that way (a `method` or target that is not a string, `params` that is not an object for
+//! a method with a target, a duplicated key) is [`Message::Malformed`], and the layer refuses
+//! the request (`400`) rather than judge it by a weaker requirement. A body that is not a
+//! JSON-RPC message at all ([`Message::Invalid`]) needs the policy's strictest requirement.
 
-use std::borrow::Cow;
+use std::fmt;
 
+use base64::Engine as _;
 use http::HeaderMap;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::policy::{AccessPolicy, Requirement};
 
 /// The first protocol revision whose clients send `Mcp-Method` / `Mcp-Name`.
 pub(crate) const HEADER_PROTOCOL: &str = "2026-07-28";
+
+/// The sentinel rmcp wraps a Base64-encoded `Mcp-Name` value in (SEP-2243).
+const BASE64_PREFIX: &str = "=?base64?";
+const BASE64_SUFFIX: &str = "?=";
 
 /// One message of a request body, as far as the policy cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,49 +38,203 @@ pub(crate) enum Message {
     },
     /// A response to a server-initiated request (no method, a result or an error).
     Response,
-    /// Not a JSON-RPC message.
+    /// Not a JSON-RPC message at all (not JSON, not an object, no method, result or
+    /// error): needs the policy's strictest requirement.
     Invalid,
+    /// A JSON-RPC message whose method or target the layer cannot read exactly as the
+    /// service would: refused.
+    Malformed,
 }
 
-#[derive(Deserialize)]
+/// The `params` key that names the target of `method`, as rmcp reads it.
+pub(crate) fn target_key(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// The keys the parser looks at; any other key is skipped whatever its type.
+enum Key {
+    Method,
+    Params,
+    Result,
+    Error,
+    Name,
+    Uri,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            // Called for borrowed and escaped keys alike, with the decoded key, as serde's
+            // derived field visitors see it.
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "method" => Key::Method,
+                    "params" => Key::Params,
+                    "result" => Key::Result,
+                    "error" => Key::Error,
+                    "name" => Key::Name,
+                    "uri" => Key::Uri,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Stores a value seen once; a second occurrence of the key sets `dup` (serde's derived
+/// structs refuse duplicate fields, and a map would keep the last: never guess).
+fn once<'de, A: MapAccess<'de>>(
+    slot: &mut Option<&'de RawValue>,
+    dup: &mut bool,
+    map: &mut A,
+) -> Result<(), A::Error> {
+    let value = map.next_value()?;
+    if slot.is_some() {
+        *dup = true;
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// The top level of one message: the raw `method` and `params`, and whether it has a
+/// `result` or an `error`.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
-    method: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
     params: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    result: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a RawValue>,
+    result: bool,
+    error: bool,
+    dup: bool,
 }
 
-#[derive(Deserialize)]
-struct Params<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    uri: Option<Cow<'a, str>>,
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON-RPC message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+                let mut env = Envelope::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Method => once(&mut env.method, &mut env.dup, &mut map)?,
+                        Key::Params => once(&mut env.params, &mut env.dup, &mut map)?,
+                        Key::Result => {
+                            env.result = true;
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        Key::Error => {
+                            env.error = true;
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The `name` and `uri` of a `params` object, raw; other keys are skipped.
+#[derive(Default)]
+struct Targets<'a> {
+    name: Option<&'a RawValue>,
+    uri: Option<&'a RawValue>,
+    dup: bool,
+}
+
+impl<'de> Deserialize<'de> for Targets<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Targets<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a params object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Targets<'de>, A::Error> {
+                let mut t = Targets::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Name => once(&mut t.name, &mut t.dup, &mut map)?,
+                        Key::Uri => once(&mut t.uri, &mut t.dup, &mut map)?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(t)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON string, decoded; `None` for any other JSON value.
+fn json_string(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    // A validated JSON string without escapes is its content between the quotes (the hot
+    // path: no second parse); anything else goes through serde.
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(inner.to_owned()),
+        _ => serde_json::from_str::<String>(text).ok(),
+    }
 }
 
 fn message(env: Envelope<'_>) -> Message {
+    if env.dup {
+        return Message::Malformed;
+    }
     let Some(method) = env.method else {
-        return if env.result.is_some() || env.error.is_some() {
+        return if env.result || env.error {
             Message::Response
         } else {
             Message::Invalid
         };
     };
-    let params = env
-        .params
-        .and_then(|raw| serde_json::from_str::<Params<'_>>(raw.get()).ok());
-    let name = params.and_then(|p| match method.as_ref() {
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => p.uri,
-        _ => p.name,
-    });
-    Message::Call {
-        method: method.into_owned(),
-        name: name.map(Cow::into_owned),
-    }
+    // A `method` key of another type (even `null`) is a malformed request to the service.
+    let Some(method) = json_string(method) else {
+        return Message::Malformed;
+    };
+    let name = match (target_key(&method), env.params) {
+        (Some(key), Some(raw)) => {
+            // `params` must be an object for a method with a target (rmcp refuses anything
+            // else); read only the target field, whatever the others hold.
+            let targets = match serde_json::from_str::<Targets<'_>>(raw.get()) {
+                Ok(t) if !t.dup => t,
+                _ => return Message::Malformed,
+            };
+            let field = if key == "name" {
+                targets.name
+            } else {
+                targets.uri
+            };
+            match field.map(json_string) {
+                None => None,
+                Some(Some(name)) => Some(name),
+                Some(None) => return Message::Malformed,
+            }
+        }
+        // No params: the service cannot call a named target without one.
+        _ => None,
+    };
+    Message::Call { method, name }
 }
 
 /// Parses a body into its messages: one for an object, one per element for a batch, and a
@@ -105,39 +275,98 @@ pub(crate) fn request_id(body: &[u8]) -> serde_json::Value {
     }
 }
 
-/// The method and name from the 2026-07-28 headers, when the request carries them.
-pub(crate) fn from_headers(headers: &HeaderMap) -> Option<(String, Option<String>)> {
-    let version = headers.get("mcp-protocol-version")?.to_str().ok()?;
-    if version < HEADER_PROTOCOL {
-        return None;
-    }
-    let mut methods = headers.get_all("mcp-method").iter();
-    let method = methods.next()?.to_str().ok()?.to_owned();
-    if methods.next().is_some() {
-        return None;
-    }
-    let mut names = headers.get_all("mcp-name").iter();
-    let name = match names.next() {
-        Some(v) => Some(v.to_str().ok()?.to_owned()),
-        None => None,
-    };
-    if names.next().is_some() {
-        return None;
-    }
-    Some((method, name))
+/// What the 2026-07-28 headers say about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeaderTarget {
+    /// No `Mcp-Method` header, or a protocol revision before the headers existed.
+    Absent,
+    /// The method and (decoded) name.
+    Present(String, Option<String>),
+    /// Duplicated, non-ASCII or undecodable headers: the transport refuses these, and so
+    /// does the layer.
+    Bad,
 }
 
-/// What the messages of a body need under `policy`.
-pub(crate) fn requirement_of(policy: &AccessPolicy, messages: &[Message]) -> Requirement {
+/// Decodes an `Mcp-Name` value as rmcp's transport does: `=?base64?<b64>?=` wraps standard
+/// Base64 of UTF-8 text; anything else is taken as is. `None` when the wrapper holds
+/// invalid Base64 or UTF-8.
+pub(crate) fn decode_header_value(value: &str) -> Option<String> {
+    match value
+        .strip_prefix(BASE64_PREFIX)
+        .and_then(|inner| inner.strip_suffix(BASE64_SUFFIX))
+    {
+        Some(inner) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(inner)
+                .ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(value.to_owned()),
+    }
+}
+
+/// The sole value of a header as text: `Ok(None)` when absent, `Err` when repeated or not
+/// visible ASCII.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ()> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    value.to_str().map(Some).map_err(|_| ())
+}
+
+/// The method and name from the 2026-07-28 headers, when the request carries them.
+pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderTarget {
+    let Some(version) = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return HeaderTarget::Absent;
+    };
+    if version < HEADER_PROTOCOL {
+        return HeaderTarget::Absent;
+    }
+    let method = match single(headers, "mcp-method") {
+        Ok(Some(m)) => m.to_owned(),
+        Ok(None) => return HeaderTarget::Absent,
+        Err(()) => return HeaderTarget::Bad,
+    };
+    let name = match single(headers, "mcp-name") {
+        Ok(Some(raw)) => match decode_header_value(raw) {
+            Some(n) => Some(n),
+            None => return HeaderTarget::Bad,
+        },
+        Ok(None) => None,
+        Err(()) => return HeaderTarget::Bad,
+    };
+    HeaderTarget::Present(method, name)
+}
+
+/// What the messages of a body need under `policy`, or `None` when any of them is
+/// [`Message::Malformed`] (the layer then refuses the request: it is never judged by the
+/// base requirement). A body that is not JSON-RPC at all needs the strictest requirement.
+pub(crate) fn requirement_of(policy: &AccessPolicy, messages: &[Message]) -> Option<Requirement> {
     messages
         .iter()
         .map(|m| match m {
-            Message::Call { method, name } => policy.requirement(Some(method), name.as_deref()),
-            Message::Response => policy.response_requirement(),
-            Message::Invalid => policy.unknown_requirement(),
+            Message::Call { method, name } => {
+                Some(policy.requirement(Some(method), name.as_deref()))
+            }
+            Message::Response => Some(policy.response_requirement()),
+            Message::Invalid => Some(policy.strictest_requirement()),
+            Message::Malformed => None,
         })
-        .reduce(Requirement::and)
-        .unwrap_or_else(|| policy.unknown_requirement())
+        .try_fold(None::<Requirement>, |acc, r| {
+            let r = r?;
+            Some(Some(match acc {
+                Some(a) => a.and(r),
+                None => r,
+            }))
+        })
+        .flatten()
 }
 
 #[cfg(test)]
@@ -168,10 +397,12 @@ mod tests {
         assert_eq!(parse_body(b"[]"), vec![Message::Invalid]);
         assert_eq!(parse_body(b"not json"), vec![Message::Invalid]);
         assert_eq!(parse_body(b""), vec![Message::Invalid]);
-        // Positional params and escaped names are handled.
+        // Positional params cannot name a tool the way rmcp reads it (issue 8 item 1: this
+        // used to read as "no name" and fall back to the base requirement); escaped names
+        // are decoded.
         assert_eq!(
             parse_body(br#"{"method":"tools/call","params":[1,2]}"#),
-            vec![call("tools/call", None)]
+            vec![Message::Malformed]
         );
         assert_eq!(
             parse_body(br#"{"method":"tools\/call","params":{"name":"a\"b"}}"#),
@@ -193,5 +424,154 @@ mod tests {
         assert_eq!(request_id(br#"{"id":{"a":1},"method":"x"}"#), Value::Null);
         assert_eq!(request_id(br#"{"id":true}"#), Value::Null);
         assert_eq!(request_id(b"not json"), Value::Null);
+    }
+
+    // issue 8 item 1: every field is read on its own, as serde reads it.
+    #[test]
+    fn each_field_is_read_on_its_own() {
+        // A `uri` of another type next to a string `name` still gives the name.
+        assert_eq!(
+            parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write","uri":0,"arguments":{}}}"#),
+            vec![call("tools/call", Some("files_write"))]
+        );
+        // And a `name` of another type next to a `uri` still gives the URI.
+        assert_eq!(
+            parse_body(br#"{"method":"resources/read","params":{"uri":"file:///s","name":[1]}}"#),
+            vec![call("resources/read", Some("file:///s"))]
+        );
+        // Escapes in keys and values are decoded, as serde decodes them.
+        assert_eq!(
+            parse_body(
+                br#"{"m\u0065thod":"tools/call","params":{"n\u0061me":"files\u005fwrite"}}"#
+            ),
+            vec![call("tools/call", Some("files_write"))]
+        );
+        // Methods without a target ignore params of any shape.
+        assert_eq!(
+            parse_body(br#"{"method":"tools/list","params":7}"#),
+            vec![call("tools/list", None)]
+        );
+        // A target method without params has no target (the service refuses it).
+        assert_eq!(
+            parse_body(br#"{"method":"tools/call"}"#),
+            vec![call("tools/call", None)]
+        );
+        assert_eq!(
+            parse_body(br#"{"method":"prompts/get","params":{"arguments":{}}}"#),
+            vec![call("prompts/get", None)]
+        );
+    }
+
+    // issue 8 item 1: whatever the layer cannot read exactly as the service would is
+    // Malformed (refused), and a body that is not JSON-RPC at all is Invalid (strictest).
+    #[test]
+    fn unreadable_targets_are_malformed() {
+        for body in [
+            // The target of another type.
+            r#"{"method":"tools/call","params":{"name":0}}"#,
+            r#"{"method":"tools/call","params":{"name":null}}"#,
+            r#"{"method":"tools/call","params":{"name":["files_write"]}}"#,
+            r#"{"method":"tools/call","params":{"name":{"x":"files_write"}}}"#,
+            r#"{"method":"prompts/get","params":{"name":true}}"#,
+            r#"{"method":"resources/read","params":{"uri":1}}"#,
+            r#"{"method":"resources/subscribe","params":{"uri":{}}}"#,
+            r#"{"method":"resources/unsubscribe","params":{"uri":false}}"#,
+            // Params that are not an object.
+            r#"{"method":"tools/call","params":null}"#,
+            r#"{"method":"tools/call","params":"files_write"}"#,
+            r#"{"method":"tools/call","params":["files_write"]}"#,
+            r#"{"method":"resources/read","params":3}"#,
+            // Duplicate keys (serde's derived structs refuse them; a map keeps the last).
+            r#"{"method":"tools/call","params":{"name":"files_read","name":"files_write"}}"#,
+            r#"{"method":"tools/call","params":{"n\u0061me":"files_read","name":"files_write"}}"#,
+            r#"{"method":"tools/list","method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"method":"tools/call","params":{"name":"a"},"params":{"name":"files_write"}}"#,
+            r#"{"method":"resources/read","params":{"uri":"a","uri":"b"}}"#,
+            // A method of another type.
+            r#"{"method":7,"params":{"name":"files_write"}}"#,
+            r#"{"method":null,"result":{}}"#,
+            r#"{"method":["tools/call"]}"#,
+            // A lone surrogate serde cannot decode.
+            r#"{"method":"tools/call","params":{"name":"\ud800"}}"#,
+        ] {
+            assert_eq!(
+                parse_body(body.as_bytes()),
+                vec![Message::Malformed],
+                "{body}"
+            );
+        }
+        // Not valid JSON, trailing data: not JSON-RPC at all.
+        for body in [
+            r#"{"method":"tools/call","params":{"name":"files_write"}} x"#,
+            r#"{"method":"tools/call","params":{"name":"files_write"}"#,
+            r#"{"params":{"name":"files_write"}}"#,
+        ] {
+            assert_eq!(
+                parse_body(body.as_bytes()),
+                vec![Message::Invalid],
+                "{body}"
+            );
+        }
+        // A batch with any unreadable element makes the whole body unreadable.
+        let policy = AccessPolicy::new().lazy().tool_scopes("w", ["w"]);
+        let batch = parse_body(
+            br#"[{"method":"tools/list"},{"method":"tools/call","params":{"name":"w","name":"x"}}]"#,
+        );
+        assert_eq!(batch[1], Message::Malformed);
+        assert_eq!(requirement_of(&policy, &batch), None);
+        // Junk needs every scope the policy knows.
+        let strictest = Some(Requirement::Token("w".parse().unwrap()));
+        assert_eq!(requirement_of(&policy, &parse_body(b"[]")), strictest);
+        assert_eq!(
+            requirement_of(&policy, &parse_body(br#"[{"method":"tools/list"},7]"#)),
+            strictest
+        );
+        assert_eq!(
+            requirement_of(&policy, &parse_body(br#"[{"method":"tools/list"}]"#)),
+            Some(Requirement::Public)
+        );
+    }
+
+    // issue 8 item 1: `Mcp-Name` is decoded as rmcp's transport decodes it.
+    #[test]
+    fn mcp_name_headers_are_decoded_like_rmcp() {
+        use http::HeaderValue;
+        let headers = |pairs: &[(&'static str, &[u8])]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_bytes(v).unwrap());
+            }
+            h
+        };
+        let v = ("mcp-protocol-version", &b"2026-07-28"[..]);
+        let m = ("mcp-method", &b"tools/call"[..]);
+        assert_eq!(
+            from_headers(&headers(&[
+                v,
+                m,
+                ("mcp-name", b"=?base64?ZmlsZXNfd3JpdGU=?=")
+            ])),
+            HeaderTarget::Present("tools/call".into(), Some("files_write".into()))
+        );
+        assert_eq!(
+            from_headers(&headers(&[v, m, ("mcp-name", b"files_write")])),
+            HeaderTarget::Present("tools/call".into(), Some("files_write".into()))
+        );
+        // Undecodable, repeated or non-ASCII headers are refused.
+        for bad in [
+            &[v, m, ("mcp-name", &b"=?base64?!!!?="[..])][..],
+            &[v, m, ("mcp-name", &b"=?base64?//79?="[..])][..],
+            &[v, m, ("mcp-name", &b"a"[..]), ("mcp-name", &b"b"[..])][..],
+            &[v, m, ("mcp-name", &b"caf\xe9"[..])][..],
+            &[v, m, ("mcp-method", &b"tools/list"[..])][..],
+        ] {
+            assert_eq!(from_headers(&headers(bad)), HeaderTarget::Bad);
+        }
+        // Older revisions and requests without Mcp-Method carry no header target.
+        assert_eq!(
+            from_headers(&headers(&[("mcp-protocol-version", b"2025-11-25"), m])),
+            HeaderTarget::Absent
+        );
+        assert_eq!(from_headers(&headers(&[v])), HeaderTarget::Absent);
     }
 }

@@ -13,12 +13,14 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::challenge::AuthRejection;
-use super::jsonrpc;
+use super::jsonrpc::{self, HeaderTarget};
 use super::policy::Requirement;
+use super::session::{SessionBindings, SessionKey, SessionOwner};
 use super::shape::{self, ChallengeStyle};
 use crate::config::{Inner, McpOAuthConfig};
 use crate::context::AuthContext;
 use crate::scope::ScopeSet;
+use crate::store::StoreError;
 use crate::verify::VerifyError;
 
 /// Largest JSON `tools/list` result the layer rewrites to add `securitySchemes` (4 MiB);
@@ -189,13 +191,67 @@ fn query_has_token(uri: &http::Uri) -> bool {
     })
 }
 
-/// Which resource a request is for: the one whose path matches the request's original path.
-fn resource_index(inner: &Inner, req_path: &str) -> usize {
-    inner
+/// Which resource a request is for (issue 8 item 3).
+///
+/// A single resource protects whatever the layer wraps: routes beside the MCP endpoint share
+/// its tokens, and a proxy may strip a path prefix. With several, the request's path must
+/// lie under one of theirs by whole segments, the longest match winning: `/b/mcp`,
+/// `/b/mcp/` and `/b/mcp/x` belong to `/b/mcp`, `/b/mcpx` to none. Resources that share a
+/// path are told apart by the `Host` header (or the HTTP/2 authority). `None` (refused with `404`) when no resource,
+/// or more than one, fits: a request is never judged as the first resource by default.
+fn resource_index(
+    inner: &Inner,
+    req_path: &str,
+    headers: &HeaderMap,
+    authority: Option<&str>,
+) -> Option<usize> {
+    if inner.resource_paths.len() <= 1 {
+        return Some(0);
+    }
+    let longest = inner
         .resource_paths
         .iter()
-        .position(|p| p == req_path)
-        .unwrap_or(0)
+        .filter(|p| path_under(req_path, p))
+        .map(|p| p.trim_end_matches('/').len())
+        .max()?;
+    let mut candidates = inner
+        .resource_paths
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| path_under(req_path, p) && p.trim_end_matches('/').len() == longest)
+        .map(|(i, _)| i);
+    let first = candidates.next()?;
+    let Some(second) = candidates.next() else {
+        return Some(first);
+    };
+    // HTTP/1.1 `Host`, or the HTTP/2 `:authority` in the URI.
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(authority)?;
+    let mut by_host = [first, second]
+        .into_iter()
+        .chain(candidates)
+        .filter(|&i| authority_of(&inner.resources[i]).eq_ignore_ascii_case(host));
+    match (by_host.next(), by_host.next()) {
+        (Some(i), None) => Some(i),
+        _ => None,
+    }
+}
+
+/// Whether `path` is `prefix` or lies below it, by whole segments.
+fn path_under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// `host[:port]` of a URL string.
+fn authority_of(url: &str) -> &str {
+    let rest = url.find("://").map_or(url, |i| &url[i + 3..]);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// Adds CORS headers to a response for an allowed browser origin.
@@ -238,7 +294,10 @@ fn origin_allowed(inner: &Inner, origin: &HeaderValue) -> bool {
             .is_ok_and(|o| inner.allowed_origins.iter().any(|a| a == o))
 }
 
-type AuthFuture = Pin<Box<dyn Future<Output = Result<Request<Body>, Response<Body>>> + Send>>;
+/// An authorized request and what the response future must record about its session.
+type Authorized = (Request<Body>, SessionNote);
+
+type AuthFuture = Pin<Box<dyn Future<Output = Result<Authorized, Response<Body>>> + Send>>;
 
 type RefusalFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
@@ -292,7 +351,13 @@ where
             .extensions()
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned());
-        let idx = resource_index(&cfg, &path);
+        let resource = resource_index(
+            &cfg,
+            &path,
+            req.headers(),
+            req.uri().authority().map(http::uri::Authority::as_str),
+        );
+        let idx = resource.unwrap_or(0);
         let reject = |r: AuthRejection, cors: Option<HeaderValue>, req: Request<Body>| {
             let cfg = cfg.clone();
             ResponseFuture::refusing(
@@ -322,6 +387,10 @@ where
                 return ResponseFuture::done(preflight(origin), None);
             }
         }
+        // With several resources, a path under none of them is never judged as the first.
+        if resource.is_none() {
+            return reject(AuthRejection::UnknownResource, cors, req);
+        }
 
         // 2. Credentials: the Authorization header only, never the query string.
         let base = cfg.policy.unknown_requirement();
@@ -342,19 +411,46 @@ where
             Bearer::None => None,
             Bearer::Token(t) => Some(t),
         };
+        // The session the request names, if any: bound to whoever opened it.
+        let session = {
+            let mut ids = req.headers().get_all(&MCP_SESSION_ID).iter();
+            match (ids.next(), ids.next()) {
+                (None, _) => None,
+                (Some(id), None) => Some(SessionKey::of(id.as_bytes())),
+                (Some(_), Some(_)) => {
+                    return reject(
+                        AuthRejection::InvalidRequest("More than one Mcp-Session-Id header"),
+                        cors,
+                        req,
+                    );
+                }
+            }
+        };
+        let is_delete = req.method() == Method::DELETE;
 
         // 3. What does the request need? Decide without the body when possible.
         let is_call = req.method() == Method::POST;
         let from_headers = if is_call {
             jsonrpc::from_headers(req.headers())
         } else {
-            None
+            HeaderTarget::Absent
+        };
+        if from_headers == HeaderTarget::Bad && cfg.policy.needs_method() {
+            return reject(AuthRejection::HeaderMismatch, cors, req);
+        }
+        let from_headers = match from_headers {
+            HeaderTarget::Present(m, n) => Some((m, n)),
+            HeaderTarget::Absent | HeaderTarget::Bad => None,
         };
         let style = cfg.challenge_style.style_for(req.headers());
         // Trusted 2026-07-28 headers name the method, so the body is read only for what the
-        // headers cannot give: the request id of a ChatGPT-style tool-result challenge.
+        // headers cannot give: the request id of a ChatGPT-style tool-result challenge. A
+        // method with a target but no `Mcp-Name` is read from the body.
         let header_method = from_headers.as_ref().map(|(m, _)| m.as_str());
-        let trusted = cfg.trust_mcp_headers && from_headers.is_some();
+        let trusted = cfg.trust_mcp_headers
+            && from_headers
+                .as_ref()
+                .is_some_and(|(m, n)| n.is_some() || jsonrpc::target_key(m).is_none());
         let needs_body = is_call
             && cfg.policy.needs_method()
             && (!trusted
@@ -365,23 +461,27 @@ where
         if !needs_body {
             let requirement = if !is_call {
                 cfg.policy.stream_requirement()
-            } else if let Some((m, n)) = &from_headers {
+            } else if let (true, Some((m, n))) = (trusted, &from_headers) {
                 cfg.policy.requirement(Some(m), n.as_deref())
             } else {
                 base
             };
-            match (&requirement, &token) {
-                (Requirement::Public, None) => {
+            match (&requirement, &token, &session) {
+                (Requirement::Public, None, None) => {
                     let mut req = req;
                     req.extensions_mut().insert(LayerState(cfg.clone()));
                     let mut fut = ResponseFuture::call(service, req, cors);
+                    fut.session = Some(SessionNote {
+                        bindings: cfg.session_bindings.clone(),
+                        work: SessionWork::Issue(None),
+                    });
                     if shape_by_header {
                         fut.shape = Some(shaper(None));
                         fut.shape_limit = DEFAULT_SHAPE_LIMIT;
                     }
                     return fut;
                 }
-                (Requirement::Token(scope), None) => {
+                (Requirement::Token(scope), None, _) => {
                     let scope = if scope.is_empty() {
                         cfg.default_scopes.clone()
                     } else {
@@ -394,8 +494,18 @@ where
             let shape = shape_by_header.then(|| shaper(None));
             let fut = Box::pin(async move {
                 let mut req = req;
-                let caller = match check(&cfg, idx, requirement, token, &mut req).await {
-                    Ok(caller) => caller,
+                let (caller, note) = match authorize(
+                    &cfg,
+                    idx,
+                    requirement,
+                    token,
+                    &mut req,
+                    session.as_ref(),
+                    is_delete,
+                )
+                .await
+                {
+                    Ok(authorized) => authorized,
                     Err(r) => return Err(refusal(&cfg, idx, r, req).await),
                 };
                 if let Some(ShapeTools(s)) = shape {
@@ -403,9 +513,23 @@ where
                     s.caller = caller;
                     req.extensions_mut().insert(ShapeTools(Arc::new(s)));
                 }
-                Ok(req)
+                Ok((req, note))
             });
             return ResponseFuture::authorizing(fut, service, cors);
+        }
+
+        // The layer reads the body as the service will; an encoded one it cannot.
+        let encoded = req
+            .headers()
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return ResponseFuture::done(
+                AuthRejection::UnsupportedEncoding
+                    .into_jsonrpc_response(&cfg.metadata_urls[idx], serde_json::Value::Null),
+                cors,
+            );
         }
 
         let fut: AuthFuture = Box::pin(async move {
@@ -436,14 +560,28 @@ where
                     }
                 }
             }
-            let requirement = jsonrpc::requirement_of(&cfg.policy, &messages);
+            let Some(requirement) = jsonrpc::requirement_of(&cfg.policy, &messages) else {
+                tracing::debug!(target: "mcp_oauth::rejection", "unreadable JSON-RPC method or target");
+                return Err(AuthRejection::UnreadableRequest
+                    .into_jsonrpc_response(metadata, jsonrpc::request_id(&bytes)));
+            };
             let single = match messages.as_slice() {
                 [jsonrpc::Message::Call { method, .. }] => Some(method.as_str()),
                 _ => None,
             };
             let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
-            let caller = match check(&cfg, idx, requirement, token, &mut req).await {
-                Ok(caller) => caller,
+            let (caller, note) = match authorize(
+                &cfg,
+                idx,
+                requirement,
+                token,
+                &mut req,
+                session.as_ref(),
+                is_delete,
+            )
+            .await
+            {
+                Ok(authorized) => authorized,
                 Err(rejection) => {
                     let credential_refusal = matches!(
                         rejection,
@@ -464,7 +602,7 @@ where
             if cfg.shape_tools_list && single == Some("tools/list") {
                 req.extensions_mut().insert(shaper_for(&cfg, caller));
             }
-            Ok(req)
+            Ok((req, note))
         });
         ResponseFuture::authorizing(fut, service, cors)
     }
@@ -481,6 +619,133 @@ fn shaper_for(cfg: &Arc<Inner>, caller: Option<AuthContext>) -> ShapeTools {
 #[derive(Clone)]
 struct ShapeTools(Arc<shape::ToolsListShaper>);
 
+/// The `Mcp-Session-Id` header (request and response).
+const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+
+/// What the response future does about sessions once the service has answered.
+#[derive(Clone)]
+struct SessionNote {
+    bindings: Arc<dyn SessionBindings>,
+    work: SessionWork,
+}
+
+#[derive(Clone)]
+enum SessionWork {
+    /// The request named no session: a session id in a successful response was issued to
+    /// this caller (`None`: anonymous). The owner is built only when a session is issued.
+    Issue(Option<AuthContext>),
+    /// The request named this session: forget it when the service deleted it (`DELETE`
+    /// answered with success) or does not know it (`404`).
+    Known { key: SessionKey, delete: bool },
+}
+
+impl SessionNote {
+    /// The store work this response calls for, or the response back when there is none.
+    fn after(self, response: Response<Body>) -> AfterResponse {
+        let status = response.status();
+        match self.work {
+            SessionWork::Issue(caller) => {
+                if !status.is_success() {
+                    return AfterResponse::Respond(response);
+                }
+                let mut ids = response.headers().get_all(&MCP_SESSION_ID).iter();
+                let key = match (ids.next(), ids.next()) {
+                    (Some(id), None) => SessionKey::of(id.as_bytes()),
+                    _ => return AfterResponse::Respond(response),
+                };
+                let owner = SessionOwner::of(caller.as_ref());
+                AfterResponse::Record(Box::pin(async move {
+                    match self.bindings.bind(&key, &owner).await {
+                        Ok(_) => response,
+                        Err(error) => {
+                            // Unrecorded, the session would answer 404 to its owner; say
+                            // so now rather than hand out a session nobody can use.
+                            tracing::warn!(target: "mcp_oauth::rejection", %error, "cannot record the session's owner");
+                            AuthRejection::Unavailable.into_response("")
+                        }
+                    }
+                }))
+            }
+            SessionWork::Known { key, delete } => {
+                let gone = (delete && status.is_success()) || status == StatusCode::NOT_FOUND;
+                if !gone {
+                    return AfterResponse::Respond(response);
+                }
+                AfterResponse::Record(Box::pin(async move {
+                    if let Err(error) = self.bindings.forget(&key).await {
+                        tracing::warn!(target: "mcp_oauth::rejection", %error, "cannot forget a deleted session");
+                    }
+                    response
+                }))
+            }
+        }
+    }
+}
+
+/// What follows the service's response: session store work that then yields it, or the
+/// response itself.
+enum AfterResponse {
+    Record(RefusalFuture),
+    Respond(Response<Body>),
+}
+
+fn unavailable(error: StoreError) -> AuthRejection {
+    tracing::warn!(target: "mcp_oauth::rejection", %error, "session bindings unavailable");
+    AuthRejection::Unavailable
+}
+
+/// [`check`], plus the session rules (see [`SessionBindings`]): a request on a session
+/// bound to a principal needs that principal's token; an anonymous session is claimed by
+/// the first token shown on it; an unknown session is `404`. Returns the caller and what the
+/// response future must record.
+async fn authorize(
+    cfg: &Arc<Inner>,
+    resource_idx: usize,
+    requirement: Requirement,
+    token: Option<String>,
+    req: &mut Request<Body>,
+    session: Option<&SessionKey>,
+    is_delete: bool,
+) -> Result<(Option<AuthContext>, SessionNote), AuthRejection> {
+    let bindings = &cfg.session_bindings;
+    let Some(key) = session else {
+        let caller = check(cfg, resource_idx, requirement, token, req, None).await?;
+        let note = SessionNote {
+            bindings: bindings.clone(),
+            work: SessionWork::Issue(caller.clone()),
+        };
+        return Ok((caller, note));
+    };
+    let Some(owner) = bindings.get(key).await.map_err(unavailable)? else {
+        tracing::debug!(target: "mcp_oauth::rejection", "unknown session");
+        return Err(AuthRejection::SessionNotFound);
+    };
+    let requirement = match owner {
+        SessionOwner::Anonymous => requirement,
+        // Even a method public under lazy authentication needs the owner's token here.
+        _ => requirement.and(Requirement::Token(ScopeSet::new())),
+    };
+    let caller = check(cfg, resource_idx, requirement, token, req, Some(&owner)).await?;
+    if let (SessionOwner::Anonymous, Some(ctx)) = (&owner, &caller) {
+        let now = bindings
+            .bind(key, &SessionOwner::of(Some(ctx)))
+            .await
+            .map_err(unavailable)?;
+        if !now.is(ctx) {
+            // Another principal claimed it first.
+            return Err(AuthRejection::SessionNotFound);
+        }
+    }
+    let note = SessionNote {
+        bindings: bindings.clone(),
+        work: SessionWork::Known {
+            key: key.clone(),
+            delete: is_delete,
+        },
+    };
+    Ok((caller, note))
+}
+
 /// Verifies the token (through the cache) and checks the requirement; on success inserts the
 /// [`AuthContext`] and the layer marker into the request and returns the caller.
 async fn check(
@@ -489,6 +754,7 @@ async fn check(
     requirement: Requirement,
     token: Option<String>,
     req: &mut Request<Body>,
+    bound: Option<&SessionOwner>,
 ) -> Result<Option<AuthContext>, AuthRejection> {
     req.extensions_mut().insert(LayerState(cfg.clone()));
     let needed = match requirement {
@@ -535,6 +801,13 @@ async fn check(
             });
         }
     }
+    // A session bound to a principal is theirs alone; for anyone else it does not exist.
+    if let Some(owner @ SessionOwner::Principal { .. }) = bound {
+        if !owner.is(&ctx) {
+            tracing::debug!(target: "mcp_oauth::rejection", "session opened by another principal");
+            return Err(AuthRejection::SessionNotFound);
+        }
+    }
     if let Some(needed) = &needed {
         let missing = cfg.hierarchy.missing(ctx.scopes(), needed);
         if !missing.is_empty() {
@@ -572,6 +845,7 @@ pin_project! {
         cors: Option<HeaderValue>,
         shape: Option<ShapeTools>,
         shape_limit: usize,
+        session: Option<SessionNote>,
     }
 }
 
@@ -595,6 +869,7 @@ impl<S: Service<Request<Body>>> ResponseFuture<S> {
             cors,
             shape: None,
             shape_limit: 0,
+            session: None,
         }
     }
 
@@ -607,6 +882,7 @@ impl<S: Service<Request<Body>>> ResponseFuture<S> {
             cors,
             shape: None,
             shape_limit: 0,
+            session: None,
         }
     }
 
@@ -617,6 +893,7 @@ impl<S: Service<Request<Body>>> ResponseFuture<S> {
             cors,
             shape: None,
             shape_limit: 0,
+            session: None,
         }
     }
 
@@ -627,6 +904,7 @@ impl<S: Service<Request<Body>>> ResponseFuture<S> {
             cors,
             shape: None,
             shape_limit: DEFAULT_SHAPE_LIMIT,
+            session: None,
         }
     }
 }
@@ -653,8 +931,9 @@ where
         loop {
             let mut response = match this.state.as_mut().project() {
                 StateProj::Authorizing { fut } => match ready!(fut.as_mut().poll(cx)) {
-                    Ok(mut req) => {
+                    Ok((mut req, note)) => {
                         *this.shape = req.extensions_mut().remove::<ShapeTools>();
+                        *this.session = Some(note);
                         let Some(mut service) = this.service.take() else {
                             unreachable!("the service is kept until authorization completes")
                         };
@@ -667,8 +946,19 @@ where
                 StateProj::Refusing { fut } => ready!(fut.as_mut().poll(cx)),
                 StateProj::Calling { fut } => {
                     let response = ready!(fut.poll(cx))?.map(Body::new);
-                    match this.shape.take() {
+                    let response = match this.shape.take() {
                         Some(ShapeTools(shaper)) => shaper.shape(response, *this.shape_limit),
+                        None => response,
+                    };
+                    match this.session.take() {
+                        Some(note) => match note.after(response) {
+                            // Record or forget the session, then answer.
+                            AfterResponse::Record(fut) => {
+                                this.state.set(State::Refusing { fut });
+                                continue;
+                            }
+                            AfterResponse::Respond(response) => response,
+                        },
                         None => response,
                     }
                 }
@@ -746,6 +1036,19 @@ mod tests {
             bearer(&h, &s),
             Bearer::Bad(AuthRejection::InvalidToken { .. })
         ));
+    }
+
+    // issue 8 item 3: whole segments, longest prefix first, never resource 0 by default.
+    #[test]
+    fn paths_match_resources_by_segments() {
+        assert!(path_under("/b/mcp", "/b/mcp"));
+        assert!(path_under("/b/mcp/", "/b/mcp"));
+        assert!(path_under("/b/mcp/x", "/b/mcp"));
+        assert!(!path_under("/b/mcpx", "/b/mcp"));
+        assert!(!path_under("/b", "/b/mcp"));
+        assert!(path_under("/anything", ""));
+        assert_eq!(authority_of("https://a.example:8443/mcp"), "a.example:8443");
+        assert_eq!(authority_of("https://a.example"), "a.example");
     }
 
     #[test]

@@ -1,18 +1,29 @@
 //! The resource-server half: [`McpOAuthLayer`] in front of the MCP endpoint.
 //!
 //! For every request the layer:
-//! 1. checks `Origin` against the allow-list (DNS-rebinding protection, `403` otherwise) and
+//! 1. finds the resource the request is for: with several resources, by whole path
+//!    segments, longest first (`/b/mcp`, `/b/mcp/` and `/b/mcp/x` are `/b/mcp`; `/b/mcpx` is
+//!    none, and a path under no resource is `404`); a single resource protects whatever the
+//!    layer wraps;
+//! 2. checks `Origin` against the allow-list (DNS-rebinding protection, `403` otherwise) and
 //!    answers CORS preflights for allowed browser origins;
-//! 2. reads the bearer token from a single `Authorization: Bearer …` header (≤ 8 KiB; never
+//! 3. reads the bearer token from a single `Authorization: Bearer …` header (≤ 8 KiB; never
 //!    the query string);
-//! 3. works out what the request needs from the [`AccessPolicy`]: from the `Mcp-Method` /
-//!    `Mcp-Name` headers (protocol 2026-07-28) or a bounded read of the JSON-RPC body
-//!    (batches element by element, the body passed on unchanged, too large → `413`), and
-//!    only when the policy depends on the method at all;
-//! 4. verifies the token (through a cache keyed by its SHA-256) and checks scopes with the
+//! 4. works out what the request needs from the [`AccessPolicy`]: from the `Mcp-Method` /
+//!    `Mcp-Name` headers (protocol 2026-07-28; `Mcp-Name` decoded as rmcp decodes it) or a
+//!    bounded read of the JSON-RPC body (batches element by element, the body passed on
+//!    unchanged, too large → `413`), and only when the policy depends on the method at all.
+//!    It **fails closed**: a message whose method or target it cannot read exactly as the
+//!    MCP service will (a field of another type, `params` that is not an object, a
+//!    duplicated key) is refused, a body that is not JSON-RPC at all needs the policy's
+//!    strictest requirement, and an encoded body (`Content-Encoding`) is refused;
+//! 5. for a request naming an MCP session (`Mcp-Session-Id`), checks that the caller is the
+//!    principal who opened it (see [`SessionBindings`]);
+//! 6. verifies the token (through a cache keyed by its SHA-256) and checks scopes with the
 //!    configured hierarchy;
-//! 5. refuses with the challenges MCP clients act on, or passes the request on with an
-//!    [`AuthContext`](crate::AuthContext) in its extensions.
+//! 7. refuses with the challenges MCP clients act on, or passes the request on with an
+//!    [`AuthContext`](crate::AuthContext) in its extensions; when the service opens a
+//!    session (an `Mcp-Session-Id` response header), records who opened it.
 //!
 //! | situation | status | `WWW-Authenticate` |
 //! |---|---|---|
@@ -20,7 +31,13 @@
 //! | bad, expired or foreign token | 401 | `… error="invalid_token", error_description="…"` |
 //! | malformed request (two headers, empty token, query token) | 400 | `… error="invalid_request"` |
 //! | token lacks scope | 403 | `… scope="<granted ∪ needed>", error="insufficient_scope"` |
-//! | `Mcp-Method` / `Mcp-Name` headers contradict the body | 400 | none (JSON-RPC `-32020`) |
+//! | `Mcp-Method` / `Mcp-Name` headers contradict the body, or are repeated or undecodable | 400 | none (JSON-RPC `-32020`) |
+//! | method or target unreadable as the service reads it | 400 | none (JSON-RPC `-32600`) |
+//! | body with a `Content-Encoding` (policy reads the body) | 415 | none |
+//! | path under none of several resources | 404 | none |
+//! | session unknown, or opened by another principal (a valid token of someone else) | 404 | none |
+//! | session opened by a principal, request without a token | 401 | `Bearer resource_metadata="…", scope="…"` |
+//! | session bindings unavailable | 503 | none, `Retry-After` |
 //! | disallowed `Origin` | 403 | none (JSON-RPC error body) |
 //! | body over the read limit | 413 | none |
 //! | verification unavailable (IdP down, nothing cached) | 503 | none, `Retry-After` |
@@ -80,10 +97,15 @@ mod extract;
 pub(crate) mod jsonrpc;
 mod layer;
 pub(crate) mod policy;
+mod session;
 mod shape;
 
 pub use challenge::AuthRejection;
 pub use extract::{Auth, AuthExtractError, ScopeList, Scoped};
 pub use layer::{MAX_AUTHORIZATION_LEN, McpOAuth, McpOAuthLayer, ResponseFuture};
 pub use policy::{AccessPolicy, LAZY_PUBLIC_METHODS, Requirement, ToolAccess, ToolRequirement};
+pub use session::{
+    DEFAULT_SESSION_CAPACITY, DEFAULT_SESSION_IDLE, MemorySessionBindings, SessionBindings,
+    SessionKey, SessionOwner, merged_owner,
+};
 pub use shape::{ChallengeStyle, ChallengeStyleRule};

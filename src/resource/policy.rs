@@ -119,6 +119,10 @@ impl AccessPolicy {
     /// `GET`/`DELETE` stream requests pass without a token, so clients can connect and list
     /// tools before signing in, and are challenged only when they call something protected.
     /// Both ChatGPT and Claude show sign-in at once unless listing works without a token.
+    ///
+    /// A request naming an MCP session that a signed-in principal opened (or claimed) needs
+    /// that principal's token all the same, whatever the method; see
+    /// [`SessionBindings`](crate::resource::SessionBindings).
     pub fn lazy(mut self) -> Self {
         self.lazy = true;
         self
@@ -262,11 +266,21 @@ impl AccessPolicy {
         }
     }
 
-    /// The requirement of a request whose body could not be read as JSON-RPC: a token with
-    /// the base scopes (the inner service will answer the parse error to a signed-in client).
+    /// The base requirement: a token with the [`require_scopes`](Self::require_scopes). The
+    /// layer uses it when the policy does not depend on the method; a body it cannot read
+    /// under a policy that does gets [`strictest_requirement`](Self::strictest_requirement).
     #[must_use]
     pub fn unknown_requirement(&self) -> Requirement {
         Requirement::Token(self.required.clone())
+    }
+
+    /// The strictest requirement: a token holding every scope the policy names. The layer
+    /// applies it to a body that is not JSON-RPC at all when the policy depends on the
+    /// method, so a body the layer cannot read is never judged by a weaker rule than any
+    /// call the service might find in it.
+    #[must_use]
+    pub fn strictest_requirement(&self) -> Requirement {
+        Requirement::Token(self.all_scopes())
     }
 
     /// The requirement of a JSON-RPC response (a message with a result or error but no

@@ -72,6 +72,7 @@ use super::{
 use crate::scope::ScopeSet;
 
 mod keys;
+mod sessions;
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "mcp_oauth:";

@@ -20,6 +20,7 @@ use crate::store::{
 };
 
 mod keys;
+mod sessions;
 
 const BACKEND: &str = "PostgreSQL";
 
@@ -45,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "retention and rate limits",
         include_str!("../../../migrations/postgres/0003_retention_rate_limits.sql"),
+    ),
+    (
+        4,
+        "session bindings",
+        include_str!("../../../migrations/postgres/0004_session_bindings.sql"),
     ),
 ];
 
