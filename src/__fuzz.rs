@@ -388,9 +388,20 @@ pub fn jsonrpc_body(body: &[u8]) -> String {
     format!("{messages:?} {id} {requirement:?}")
 }
 
+/// What the `Mcp-Method` / `Mcp-Name` headers said, as the layer reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderPeek {
+    /// No usable `Mcp-Method` (or a protocol revision before the headers).
+    Absent,
+    /// The method and the decoded name.
+    Present(String, Option<String>),
+    /// Duplicated, non-ASCII or undecodable headers, refused by the layer.
+    Bad,
+}
+
 /// The `Mcp-Method` / `Mcp-Name` header peek on headers made from `input`: one header per
 /// line, `name: value` (lines that are not a valid header are left out).
-pub fn jsonrpc_headers(input: &[u8]) -> Option<(String, Option<String>)> {
+pub fn jsonrpc_headers(input: &[u8]) -> HeaderPeek {
     let mut headers = HeaderMap::new();
     for line in input.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -402,7 +413,11 @@ pub fn jsonrpc_headers(input: &[u8]) -> Option<(String, Option<String>)> {
             headers.append(n, v);
         }
     }
-    crate::resource::jsonrpc::from_headers(&headers)
+    match crate::resource::jsonrpc::from_headers(&headers) {
+        crate::resource::jsonrpc::HeaderTarget::Absent => HeaderPeek::Absent,
+        crate::resource::jsonrpc::HeaderTarget::Present(m, n) => HeaderPeek::Present(m, n),
+        crate::resource::jsonrpc::HeaderTarget::Bad => HeaderPeek::Bad,
+    }
 }
 
 /// Whether the authorization server accepts `requested` for a client that registered

@@ -661,6 +661,9 @@ impl McpOAuthConfigBuilder {
         if self.any_origin {
             tracing::warn!(target: "mcp_oauth::config", "the Origin check is off (insecure_allow_any_origin)");
         }
+        if self.trust_mcp_headers {
+            tracing::warn!(target: "mcp_oauth::config", "judging requests by their Mcp-Method/Mcp-Name headers without reading the body (trust_mcp_headers): the MCP service must refuse headers that contradict the body");
+        }
 
         Ok(McpOAuthConfig {
             inner: Arc::new(Inner {

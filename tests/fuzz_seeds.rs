@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use mcp_oauth::__fuzz::{self, Endpoint};
+use mcp_oauth::__fuzz::{self, Endpoint, HeaderPeek};
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,7 +58,20 @@ fn jsonrpc_seeds() {
         __fuzz::jsonrpc_headers(
             b"mcp-protocol-version: 2026-07-28\nmcp-method: tools/call\nmcp-name: x"
         ),
-        Some(("tools/call".to_owned(), Some("x".to_owned())))
+        HeaderPeek::Present("tools/call".to_owned(), Some("x".to_owned()))
+    );
+    // Encoded as rmcp's transport encodes non-ASCII names (issue 8 item 1).
+    assert_eq!(
+        __fuzz::jsonrpc_headers(
+            b"mcp-protocol-version: 2026-07-28\nmcp-method: tools/call\nmcp-name: =?base64?ZmlsZXNfd3JpdGU=?="
+        ),
+        HeaderPeek::Present("tools/call".to_owned(), Some("files_write".to_owned()))
+    );
+    assert_eq!(
+        __fuzz::jsonrpc_headers(
+            b"mcp-protocol-version: 2026-07-28\nmcp-method: tools/call\nmcp-name: =?base64?!!?="
+        ),
+        HeaderPeek::Bad
     );
 }
 

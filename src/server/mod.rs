@@ -639,6 +639,7 @@ impl AuthorizationServerBuilder {
     /// [`ConfigError::OutOfRange`] for a lifetime outside its allowed range; a key error.
     pub fn build(self) -> Result<AuthorizationServer, ConfigError> {
         crate::crypto::install_provider();
+        self.warn_loosened();
         let authenticator = self
             .authenticator
             .ok_or(ConfigError::MissingAuthenticator)?;
@@ -743,6 +744,41 @@ fn check_key_retention(ring: &KeyRing, access: Duration) -> Result<(), ConfigErr
         )));
     }
     Ok(())
+}
+
+
+impl AuthorizationServerBuilder {
+    /// Logs a warning for each setting that loosens a default (the README's "Switches that
+    /// loosen it" table), once, when the server is built.
+    fn warn_loosened(&self) {
+        let limits = [
+            ("register_rate_limit", self.limits.register),
+            ("token_rate_limit", self.limits.token),
+            ("login_rate_limit", self.limits.login),
+            ("authorize_rate_limit", self.limits.authorize),
+            ("login_account_rate_limit", self.limits.login_account),
+        ];
+        for (name, limit) in limits {
+            if limit.is_unlimited() {
+                tracing::warn!(target: "mcp_oauth::config", limit = name, "a rate limit is off (RateLimit::unlimited)");
+            }
+        }
+        if !self.registered_scope_is_ceiling {
+            tracing::warn!(target: "mcp_oauth::config", "a client's registered scope does not cap its grants (registered_scope_is_ceiling(false))");
+        }
+        let extra: Vec<&str> = self
+            .redirect_schemes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !register::DEFAULT_REDIRECT_SCHEMES.contains(s))
+            .collect();
+        if !extra.is_empty() {
+            tracing::warn!(target: "mcp_oauth::config", schemes = ?extra, "extra custom redirect schemes trusted as native-app callbacks (redirect_schemes)");
+        }
+        if !self.trusted_proxies.is_empty() {
+            tracing::warn!(target: "mcp_oauth::config", proxies = ?self.trusted_proxies, "believing X-Forwarded-For / Forwarded from these addresses (trusted_proxies)");
+        }
+    }
 }
 
 fn check_range(field: &'static str, d: Duration, min: u64, max: u64) -> Result<(), ConfigError> {
