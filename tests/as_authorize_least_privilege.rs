@@ -1021,3 +1021,58 @@ async fn registered_scope_ceiling_can_be_turned_off() {
     let code = code_record(&cfg, &res.redirect_params()["code"]).await;
     assert_eq!(code.scope.to_string(), "read");
 }
+
+// issue 8 item 7 (review): the per-account budget cannot be overdrawn by sending guesses at
+// the same time. Each guess reserves its token before the password is checked; before,
+// every request that arrived while the first checks were still hashing passed the budget
+// check, so an attacker got as many guesses per refill as the password queue could hold.
+#[tokio::test]
+async fn concurrent_failed_logins_cannot_overdraw_the_account_budget() {
+    let cfg = config(
+        AuthorizationServer::builder()
+            .authenticator(users().with_check_limits(1, 64, std::time::Duration::from_secs(120)))
+            .client(StaticClient::public("c1", ["http://127.0.0.1/callback"]))
+            .login_rate_limit(RateLimit::unlimited())
+            .authorize_rate_limit(RateLimit::unlimited())
+            .login_account_rate_limit(RateLimit::per_minute(1).with_burst(2)),
+    );
+    let mut b = Browser::new(&cfg);
+    let page = b.get(&authorize_url(&[])).await;
+    let (rid, csrf) = (page.hidden("request_id"), page.hidden("csrf_token"));
+    let path = page.form_path();
+    let cookie = b.cookie_header();
+    // The parked request is only read (not taken) by a failed sign-in, so one form can be
+    // posted many times at once.
+    let guesses = (0..12).map(|i| {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("username", "alice"),
+                ("password", &format!("guess-{i}")),
+                ("request_id", &rid),
+                ("csrf_token", &csrf),
+            ])
+            .finish();
+        let req = Request::post(path.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie.as_str())
+            .body(Body::from(body))
+            .unwrap();
+        b.app.clone().oneshot(req)
+    });
+    let results = futures_util::future::join_all(guesses).await;
+    let mut checked = 0;
+    let mut throttled = 0;
+    for res in results {
+        let res = res.unwrap();
+        match res.status() {
+            StatusCode::OK => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => throttled += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        (checked, throttled),
+        (2, 10),
+        "only the burst of 2 may reach the password check"
+    );
+}

@@ -1508,12 +1508,14 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         );
     };
     // Failed sign-ins are throttled per account too (issue 8 item 7): while the account's
-    // budget is spent, the password is not even checked.
+    // budget is spent, the password is not even checked. The attempt reserves its token
+    // first, so guesses sent at once cannot overdraw the budget; it is given back unless
+    // the password was wrong.
     let account_limit = ctx.server.limits.login_account;
     if let Err(wait) = ctx
         .server
         .login_accounts
-        .check(username, account_limit, Instant::now())
+        .reserve(username, account_limit, Instant::now())
     {
         tracing::info!(target: "mcp_oauth::authorize", "sign-in refused: too many failures for this account");
         let mut res = relogin(
@@ -1531,12 +1533,14 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         .verify_password(username, password)
         .await
     {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            tracing::info!(target: "mcp_oauth::authorize", "failed sign-in attempt");
+        Ok(Some(user)) => {
             ctx.server
                 .login_accounts
-                .record_failure(username, account_limit, Instant::now());
+                .refund(username, account_limit, Instant::now());
+            user
+        }
+        Ok(None) => {
+            tracing::info!(target: "mcp_oauth::authorize", "failed sign-in attempt");
             return relogin(
                 "Wrong user name or password.",
                 Some(username),
@@ -1545,6 +1549,9 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         }
         Err(e) => {
             // A saturated password checker, or a failed backend: try again shortly.
+            ctx.server
+                .login_accounts
+                .refund(username, account_limit, Instant::now());
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "password check failed");
             return busy_page(&ctx);
         }
