@@ -1076,3 +1076,45 @@ async fn concurrent_failed_logins_cannot_overdraw_the_account_budget() {
         "only the burst of 2 may reach the password check"
     );
 }
+
+/// Whether `s` only holds the characters RFC 6749 §4.1.2.1 allows in `error_description`.
+fn rfc6749_description(s: &str) -> bool {
+    s.bytes()
+        .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+}
+
+// issue 8 item 5 (review): the name of an over-long or repeated parameter is attacker text.
+// Echoed raw, it put words of the attacker's choosing on this server's own error page
+// (content spoofing on the trusted origin) and non-RFC characters into `error_description`.
+// The token endpoint already echoed only short printable names; now so does /authorize.
+#[tokio::test]
+async fn attacker_parameter_names_are_not_echoed() {
+    let spoof = "Your account is locked: call +1 555 0100 \u{2014} \"support\"";
+    let long = "x".repeat(3000);
+    // A never-approved client: the page.
+    let cfg = config(server());
+    let mut b = Browser::new(&cfg);
+    let res = b.get(&authorize_url(&[(spoof, long.as_str())])).await;
+    res.assert_page(StatusCode::BAD_REQUEST);
+    assert!(!res.body.contains("account is locked"), "{}", res.body);
+    let dup = format!(
+        "{}&{}",
+        authorize_url(&[]),
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([(spoof, "1"), (spoof, "2")])
+            .finish()
+    );
+    let res = b.get(&dup).await;
+    res.assert_page(StatusCode::BAD_REQUEST);
+    assert!(!res.body.contains("account is locked"), "{}", res.body);
+    // A client whose errors may be redirected: error_description stays RFC 6749 text.
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let mut b = Browser::new(&cfg);
+    for uri in [authorize_url(&[(spoof, long.as_str())]), dup] {
+        let res = b.get(&uri).await;
+        res.assert_error_redirect("invalid_request");
+        let description = &res.redirect_params()["error_description"];
+        assert!(!description.contains("account is locked"), "{description}");
+        assert!(rfc6749_description(description), "{description:?}");
+    }
+}

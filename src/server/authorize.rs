@@ -127,6 +127,7 @@ use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::AsContext;
+use super::client_auth::printable_name;
 use super::pages::{ConsentView, ErrorView, LoginView, ScopeView};
 use super::rate_limit::{self, LimitKind};
 use super::register::{
@@ -819,8 +820,10 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
     if params.too_many {
         return fail(target, "invalid_request", "Too many parameters");
     }
+    // A parameter name is the requester's text: only a short printable one is echoed, so
+    // nobody can write their own words on this server's error page.
     if let Some(name) = params.over_cap() {
-        let description = format!("The {name} parameter is too long");
+        let description = format!("The {} parameter is too long", printable_name(name));
         return fail(target, "invalid_request", &description);
     }
     if params.is_duplicated("resource") {
@@ -831,7 +834,10 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
         );
     }
     if let Some(dup) = params.duplicated.first() {
-        let description = format!("The {dup} parameter was given more than once");
+        let description = format!(
+            "The {} parameter was given more than once",
+            printable_name(dup)
+        );
         return fail(target, "invalid_request", &description);
     }
     if params.one("request").is_some() {
