@@ -1118,3 +1118,23 @@ async fn attacker_parameter_names_are_not_echoed() {
         assert!(rfc6749_description(description), "{description:?}");
     }
 }
+
+// issue 8 item 4 (review): an empty ceiling set by the operator means "no scopes", not "no
+// ceiling". Before, `with_scope(ScopeSet::new())` (say, a client's allowed scopes read from
+// a config that lists none) silently removed the ceiling and the client got everything.
+#[tokio::test]
+async fn an_empty_static_ceiling_grants_nothing() {
+    let cfg = config(
+        AuthorizationServer::builder()
+            .authenticator(InsecureAutoApprove::new("dev"))
+            .client(
+                StaticClient::public("c1", ["http://127.0.0.1/callback"])
+                    .with_scope(ScopeSet::new()),
+            ),
+    );
+    let mut b = Browser::new(&cfg);
+    for scope in ["read", "read write admin"] {
+        let res = b.get(&authorize_url(&[("scope", scope)])).await;
+        res.assert_error_redirect("invalid_scope");
+    }
+}
