@@ -1138,3 +1138,37 @@ async fn an_empty_static_ceiling_grants_nothing() {
         res.assert_error_redirect("invalid_scope");
     }
 }
+
+// issue 8 item 4 (review, holds already): the consent form's own fields decide nothing but
+// allow/deny. Extra `scope`, `resource` or `redirect_uri` fields added to the POST are
+// ignored: the code carries what was parked (within the ceilings).
+#[tokio::test]
+async fn tampered_consent_form_fields_grant_nothing_more() {
+    let cfg = config(server().authenticator(users().with_user_scopes("alice", scopes("read"))));
+    let mut b = Browser::new(&cfg);
+    let login = b.get(&authorize_url(&[("scope", "read admin")])).await;
+    let consent = b.login(&login, "alice", "pw").await;
+    let (rid, csrf) = (consent.hidden("request_id"), consent.hidden("csrf_token"));
+    let done = b
+        .post(
+            &consent.form_path(),
+            &[
+                ("request_id", &rid),
+                ("csrf_token", &csrf),
+                ("decision", "approve"),
+                ("scope", "read write admin"),
+                ("resource", RESOURCE2),
+                ("redirect_uri", "http://127.0.0.1:1/evil"),
+            ],
+        )
+        .await;
+    assert!(
+        done.location().unwrap().starts_with(CALLBACK),
+        "{:?}",
+        done.location()
+    );
+    let code = code_record(&cfg, &done.redirect_params()["code"]).await;
+    assert_eq!(code.scope.to_string(), "read");
+    assert_eq!(code.resource, RESOURCE);
+    assert_eq!(code.redirect_uri, CALLBACK);
+}
