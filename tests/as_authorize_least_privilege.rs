@@ -1172,3 +1172,56 @@ async fn tampered_consent_form_fields_grant_nothing_more() {
     assert_eq!(code.resource, RESOURCE);
     assert_eq!(code.redirect_uri, CALLBACK);
 }
+
+// issue 8 item 5 (review, holds already): a user signed in at the host (no interaction on
+// this server yet) and a never-approved client: every pre-interaction error is a page, the
+// ceiling and prompt=none ones included, and so is a rate-limited request.
+#[tokio::test]
+async fn signed_in_user_and_never_approved_client_get_pages_for_every_error() {
+    let cfg = config(
+        server()
+            .authenticator(session_alice())
+            .remember_consent(true)
+            .authorize_rate_limit(RateLimit::per_minute(1).with_burst(9)),
+    );
+    let mut b = Browser::new(&cfg);
+    b.cookies.insert("session".into(), "alice".into());
+    let evil = "https://evil.example/cb";
+    let id = b
+        .register_id(serde_json::json!({ "redirect_uris": [evil], "scope": "write" }))
+        .await;
+    let base = authorize_url(&[("client_id", &id), ("redirect_uri", evil)]);
+    let many: String = (0..70).map(|i| format!("&p{i}=x")).collect();
+    for broken in [
+        format!("{base}&state=again"),
+        format!("{base}&nonce={}", "n".repeat(600)),
+        format!("{base}{many}"),
+        authorize_url(&[
+            ("client_id", &id),
+            ("redirect_uri", evil),
+            ("scope", "read"),
+        ]),
+        authorize_url(&[
+            ("client_id", &id),
+            ("redirect_uri", evil),
+            ("scope", "write"),
+            ("prompt", "none"),
+        ]),
+    ] {
+        let res = b.get(&broken).await;
+        res.assert_page(StatusCode::BAD_REQUEST);
+        assert!(!res.body.contains("evil.example/cb?"), "{}", res.body);
+    }
+    // Over the /authorize rate limit: a 429 page, never a redirect.
+    let mut limited = None;
+    for _ in 0..10 {
+        let res = b.get(&base).await;
+        if res.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(res);
+            break;
+        }
+    }
+    let res = limited.expect("the rate limit answered");
+    res.assert_page(StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers.contains_key("retry-after"));
+}
