@@ -1225,3 +1225,36 @@ async fn signed_in_user_and_never_approved_client_get_pages_for_every_error() {
     res.assert_page(StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers.contains_key("retry-after"));
 }
+
+// issue 8 item 4 (review): a user's ceiling does not depend on the order of the builder
+// calls. Before, `with_user_scopes` before `with_user` was silently ignored, and `with_user`
+// for a user who already had a ceiling (say, a password change) dropped it: either way the
+// user could be granted `admin`.
+#[tokio::test]
+async fn user_ceiling_holds_whatever_the_builder_order() {
+    let before = StaticUsers::new()
+        .with_user_scopes("alice", scopes("read"))
+        .with_user("alice", alice_hash());
+    let replaced = StaticUsers::new()
+        .with_user("alice", alice_hash())
+        .with_user_scopes("alice", scopes("read"))
+        .with_user("alice", alice_hash());
+    for users in [before, replaced] {
+        let cfg = config(server().authenticator(users));
+        let mut b = Browser::new(&cfg);
+        let login = b.get(&authorize_url(&[("scope", "read admin")])).await;
+        let consent = b.login(&login, "alice", "pw").await;
+        assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
+        let done = b.decide(&consent, "approve").await;
+        let code = code_record(&cfg, &done.redirect_params()["code"]).await;
+        assert_eq!(code.scope.to_string(), "read");
+    }
+    // A ceiling alone does not create a user who can sign in.
+    let cfg = config(
+        server().authenticator(StaticUsers::new().with_user_scopes("mallory", scopes("read"))),
+    );
+    let mut b = Browser::new(&cfg);
+    let login = b.get(&authorize_url(&[])).await;
+    let res = b.login(&login, "mallory", "x").await;
+    assert!(!res.body.contains("value=\"approve\""), "{}", res.body);
+}
