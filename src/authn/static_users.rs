@@ -157,8 +157,11 @@ impl StaticUsers {
         self
     }
 
-    /// Sets an existing user's scope ceiling: the user is never granted a scope outside
-    /// `scopes`, whatever the client asks (see [`User::allowed_scopes`]).
+    /// Sets a user's scope ceiling: the user is never granted a scope outside `scopes`,
+    /// whatever the client asks (see [`User::allowed_scopes`]). The order of the builder
+    /// calls does not matter: a ceiling set before [`with_user`](Self::with_user) applies
+    /// once the user is added (a ceiling alone does not let anyone sign in), and adding the
+    /// user again (a new password hash) keeps it.
     ///
     /// ```
     /// use mcp_oauth::authn::StaticUsers;
@@ -169,7 +172,20 @@ impl StaticUsers {
     /// ```
     #[must_use]
     pub fn with_user_scopes(self, username: &str, scopes: ScopeSet) -> Self {
-        self.update(username, |u| u.with_allowed_scopes(scopes))
+        if self.users.contains_key(username) {
+            return self.update(username, |u| u.with_allowed_scopes(scopes));
+        }
+        // Not added yet: park the ceiling on a user who cannot sign in (no hash), so the
+        // later `with_user` keeps it (issue 8 item 4: fail closed, whatever the order).
+        let mut this = self;
+        Arc::make_mut(&mut this.users).insert(
+            username.to_owned(),
+            Entry {
+                hash: None,
+                user: User::new(username).with_allowed_scopes(scopes),
+            },
+        );
+        this
     }
 
     /// Hashes a password with Argon2id and the default parameters, as a PHC string
@@ -269,7 +285,16 @@ impl StaticUsers {
         self.update(username, |u| u.with_claim(claim, value))
     }
 
-    fn insert(mut self, entry: Entry) -> Self {
+    fn insert(mut self, mut entry: Entry) -> Self {
+        // Adding a user again (or after `with_user_scopes`) keeps the ceiling set for it.
+        if entry.user.allowed_scopes.is_none()
+            && let Some(ceiling) = self
+                .users
+                .get(&entry.user.subject)
+                .and_then(|e| e.user.allowed_scopes.clone())
+        {
+            entry.user.allowed_scopes = Some(ceiling);
+        }
         let configured = self.users.values().any(|e| e.hash.is_some());
         if let Some(hash) = &entry.hash
             && let Some(dummy) = costlier_dummy(&self.dummy, configured, hash)

@@ -127,6 +127,7 @@ use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::AsContext;
+use super::client_auth::printable_name;
 use super::pages::{ConsentView, ErrorView, LoginView, ScopeView};
 use super::rate_limit::{self, LimitKind};
 use super::register::{
@@ -819,8 +820,10 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
     if params.too_many {
         return fail(target, "invalid_request", "Too many parameters");
     }
+    // A parameter name is the requester's text: only a short printable one is echoed, so
+    // nobody can write their own words on this server's error page.
     if let Some(name) = params.over_cap() {
-        let description = format!("The {name} parameter is too long");
+        let description = format!("The {} parameter is too long", printable_name(name));
         return fail(target, "invalid_request", &description);
     }
     if params.is_duplicated("resource") {
@@ -831,7 +834,10 @@ async fn validate(ctx: &AsContext, params: &Params) -> Result<Validated, Rejecti
         );
     }
     if let Some(dup) = params.duplicated.first() {
-        let description = format!("The {dup} parameter was given more than once");
+        let description = format!(
+            "The {} parameter was given more than once",
+            printable_name(dup)
+        );
         return fail(target, "invalid_request", &description);
     }
     if params.one("request").is_some() {
@@ -1508,12 +1514,14 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         );
     };
     // Failed sign-ins are throttled per account too (issue 8 item 7): while the account's
-    // budget is spent, the password is not even checked.
+    // budget is spent, the password is not even checked. The attempt reserves its token
+    // first, so guesses sent at once cannot overdraw the budget; it is given back unless
+    // the password was wrong.
     let account_limit = ctx.server.limits.login_account;
     if let Err(wait) = ctx
         .server
         .login_accounts
-        .check(username, account_limit, Instant::now())
+        .reserve(username, account_limit, Instant::now())
     {
         tracing::info!(target: "mcp_oauth::authorize", "sign-in refused: too many failures for this account");
         let mut res = relogin(
@@ -1531,12 +1539,14 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         .verify_password(username, password)
         .await
     {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            tracing::info!(target: "mcp_oauth::authorize", "failed sign-in attempt");
+        Ok(Some(user)) => {
             ctx.server
                 .login_accounts
-                .record_failure(username, account_limit, Instant::now());
+                .refund(username, account_limit, Instant::now());
+            user
+        }
+        Ok(None) => {
+            tracing::info!(target: "mcp_oauth::authorize", "failed sign-in attempt");
             return relogin(
                 "Wrong user name or password.",
                 Some(username),
@@ -1545,6 +1555,9 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         }
         Err(e) => {
             // A saturated password checker, or a failed backend: try again shortly.
+            ctx.server
+                .login_accounts
+                .refund(username, account_limit, Instant::now());
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "password check failed");
             return busy_page(&ctx);
         }

@@ -80,7 +80,7 @@ impl FormParams {
 }
 
 /// A parameter name safe to echo in an error description: short and printable ASCII only.
-fn printable_name(name: &str) -> String {
+pub(crate) fn printable_name(name: &str) -> String {
     if name.len() <= 40 && name.bytes().all(|b| b.is_ascii_graphic()) {
         name.to_owned()
     } else {

@@ -5,7 +5,9 @@
 //! password at full speed. So each account (user name) also has a token bucket
 //! ([`login_account_rate_limit`]): every **failed** sign-in takes one token, and while the
 //! bucket is empty the password is not checked at all and the login page says to wait.
-//! Successful sign-ins cost nothing.
+//! Successful sign-ins cost nothing. The token is reserved before the password is checked
+//! and given back when the check succeeds, so guesses sent at the same time cannot all
+//! pass the budget while the first ones are still being hashed.
 //!
 //! The buckets live in process (one budget per instance) and are keyed by a SHA-256 of the
 //! user name, so the table never holds the names people tried. At most 16,384 accounts are
@@ -72,36 +74,31 @@ impl AccountThrottle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `account` may try a password now; `Err(seconds to wait)` when its failures
-    /// used up the budget.
-    pub(crate) fn check(&self, account: &str, limit: RateLimit, now: Instant) -> Result<(), u64> {
+    /// Takes one token of `account`'s budget **before** its password is checked, so
+    /// attempts sent at the same time cannot all pass while the first ones are still being
+    /// hashed (each reserves its own token, atomically); `Err(seconds to wait)` when the
+    /// budget is spent. An attempt that did not fail gives its token back with
+    /// [`refund`](Self::refund), so successful sign-ins cost nothing.
+    pub(crate) fn reserve(&self, account: &str, limit: RateLimit, now: Instant) -> Result<(), u64> {
         if limit.is_unlimited() {
             return Ok(());
-        }
-        let mut map = self.lock();
-        let Some(b) = map.get_mut(&key(account)) else {
-            return Ok(());
-        };
-        refill(b, limit, now);
-        if b.tokens >= 1.0 {
-            return Ok(());
-        }
-        let per_sec = f64::from(limit.per_minute) / 60.0;
-        let wait = (1.0 - b.tokens) / per_sec;
-        // At most 60 s / per_minute ≤ 60: the cast cannot truncate.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        Err(wait.ceil().max(1.0) as u64)
-    }
-
-    /// Counts one failed sign-in for `account`.
-    pub(crate) fn record_failure(&self, account: &str, limit: RateLimit, now: Instant) {
-        if limit.is_unlimited() {
-            return;
         }
         let capacity = f64::from(limit.burst.max(1));
         let mut map = self.lock();
         let k = key(account);
-        if !map.contains_key(&k) && map.len() >= self.max_accounts {
+        if let Some(b) = map.get_mut(&k) {
+            refill(b, limit, now);
+            if b.tokens < 1.0 {
+                let per_sec = f64::from(limit.per_minute) / 60.0;
+                let wait = (1.0 - b.tokens) / per_sec;
+                // At most 60 s / per_minute ≤ 60: the cast cannot truncate.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                return Err(wait.ceil().max(1.0) as u64);
+            }
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        if map.len() >= self.max_accounts {
             // Forget the bucket that has recovered most (it throttles least).
             for b in map.values_mut() {
                 refill(b, limit, now);
@@ -114,12 +111,27 @@ impl AccountThrottle {
                 map.remove(&victim);
             }
         }
-        let b = map.entry(k).or_insert(Bucket {
-            tokens: capacity,
-            last: now,
-        });
-        refill(b, limit, now);
-        b.tokens = (b.tokens - 1.0).max(0.0);
+        map.insert(
+            k,
+            Bucket {
+                tokens: capacity - 1.0,
+                last: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// Gives back the token [`reserve`](Self::reserve) took, for an attempt that did not
+    /// fail (the password was right, or it could not be checked).
+    pub(crate) fn refund(&self, account: &str, limit: RateLimit, now: Instant) {
+        if limit.is_unlimited() {
+            return;
+        }
+        let capacity = f64::from(limit.burst.max(1));
+        if let Some(b) = self.lock().get_mut(&key(account)) {
+            refill(b, limit, now);
+            b.tokens = (b.tokens + 1.0).min(capacity);
+        }
     }
 
     #[cfg(test)]
@@ -141,16 +153,15 @@ mod tests {
         let limit = RateLimit::per_minute(2).with_burst(3);
         let start = Instant::now();
         for _ in 0..3 {
-            assert_eq!(t.check("alice", limit, start), Ok(()));
-            t.record_failure("alice", limit, start);
+            assert_eq!(t.reserve("alice", limit, start), Ok(()));
         }
-        let wait = t.check("alice", limit, start).unwrap_err();
+        let wait = t.reserve("alice", limit, start).unwrap_err();
         assert_eq!(wait, 30);
         // Other accounts are not affected.
-        assert_eq!(t.check("bob", limit, start), Ok(()));
+        assert_eq!(t.reserve("bob", limit, start), Ok(()));
         // 30 s later one attempt is back (2 a minute).
         assert_eq!(
-            t.check("alice", limit, start + Duration::from_secs(31)),
+            t.reserve("alice", limit, start + Duration::from_secs(31)),
             Ok(())
         );
     }
@@ -160,9 +171,8 @@ mod tests {
         let t = AccountThrottle::new();
         let now = Instant::now();
         for _ in 0..100 {
-            t.record_failure("alice", RateLimit::unlimited(), now);
+            assert_eq!(t.reserve("alice", RateLimit::unlimited(), now), Ok(()));
         }
-        assert_eq!(t.check("alice", RateLimit::unlimited(), now), Ok(()));
         assert_eq!(t.len(), 0);
     }
 
@@ -171,15 +181,30 @@ mod tests {
         let t = AccountThrottle::with_capacity(4);
         let limit = RateLimit::per_minute(1).with_burst(2);
         let now = Instant::now();
-        t.record_failure("victim", limit, now);
-        t.record_failure("victim", limit, now);
+        for _ in 0..2 {
+            assert_eq!(t.reserve("victim", limit, now), Ok(()));
+        }
         for i in 0..50 {
-            t.record_failure(&format!("spray{i}"), limit, now);
+            let _ = t.reserve(&format!("spray{i}"), limit, now);
         }
         assert!(t.len() <= 4);
         assert!(
-            t.check("victim", limit, now).is_err(),
+            t.reserve("victim", limit, now).is_err(),
             "the throttled account was evicted"
         );
+    }
+
+    // issue 8 item 7 (review): a refunded reservation (a right password) costs nothing.
+    #[test]
+    fn refunded_reservations_cost_nothing() {
+        let t = AccountThrottle::new();
+        let limit = RateLimit::per_minute(1).with_burst(1);
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(t.reserve("alice", limit, now), Ok(()));
+            t.refund("alice", limit, now);
+        }
+        assert_eq!(t.reserve("alice", limit, now), Ok(()));
+        assert!(t.reserve("alice", limit, now).is_err());
     }
 }

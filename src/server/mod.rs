@@ -139,10 +139,13 @@ impl StaticClient {
     }
 
     /// Sets the client's scope ceiling: it is never granted a scope outside `scope`, whatever
-    /// it requests (like the `scope` a dynamically registered client gives).
+    /// it requests (like the `scope` a dynamically registered client gives). An empty set
+    /// means no scope at all (a request for any scope is `invalid_scope`), never "no
+    /// ceiling": leave this unset for that.
     #[must_use]
     pub fn with_scope(mut self, scope: crate::scope::ScopeSet) -> Self {
-        self.0.scope = (!scope.is_empty()).then_some(scope);
+        // Fail closed: an empty ceiling grants nothing (issue 8 item 4).
+        self.0.scope = Some(scope);
         self
     }
 
