@@ -104,6 +104,25 @@
 //! - Refusal descriptions name a class of failure and never echo token material; API keys
 //!   are stored as hashes and compared in constant time.
 //! - Relaxations real identity providers need are [`Compat`] switches, each logged at start.
+//! - The layer fails closed: a JSON-RPC target it cannot read exactly as the MCP service will
+//!   (a field of another type, duplicated keys, an undecodable `Mcp-Name`, an encoded body) is
+//!   refused, never judged by the base requirement; MCP sessions are bound to the subject and
+//!   client that opened them ([`resource::SessionBindings`]); with several resources a request
+//!   is matched by whole path segments and an unknown path is refused.
+//! - The authorization server grants least privilege (requested ∩ client ceiling ∩ user
+//!   ceiling ∩ [`authn::ScopePolicy`]), is no open redirector, revokes on code replay only for
+//!   the code's own client with its verifier, bounds every input and table, and answers
+//!   `/introspect` only for the resource servers it is told about.
+//!
+//! The README's "Security model" section lists every guarantee, what is left to the host (TLS,
+//! secrets at rest, client addresses, shared stores) and every switch that loosens a default
+//! with its cost.
+//!
+//! Where this differs from the project's original design notes (DESIGN.md §4), the security
+//! review (issue 8) wins: errors found before the user acts render a page for *every* client
+//! the user has not approved (not only for an unknown client or redirect URI); a client's
+//! registered `scope` is a ceiling; `InsecureAutoApprove` needs a loopback issuer or an
+//! explicit opt-in; the layer refuses unreadable targets instead of applying its base rule.
 //!
 //! ## Crypto provider
 //!
