@@ -749,7 +749,6 @@ fn check_key_retention(ring: &KeyRing, access: Duration) -> Result<(), ConfigErr
     Ok(())
 }
 
-
 impl AuthorizationServerBuilder {
     /// Logs a warning for each setting that loosens a default (the README's "Switches that
     /// loosen it" table), once, when the server is built.
