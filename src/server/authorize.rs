@@ -134,7 +134,7 @@ use super::login_throttle;
 use super::pages::{ConsentView, ErrorView, LoginView, ScopeView};
 use super::rate_limit::{self, LimitKind};
 use super::register::{
-    all_loopback, check_redirect_uri_with, is_format_char, redirect_uri_matches,
+    all_loopback, check_redirect_uri_with, is_invisible_char, redirect_uri_matches,
 };
 use crate::authn::{Authentication, User};
 use crate::scope::{Scope, ScopeSet};
@@ -1246,7 +1246,7 @@ fn display_host(redirect_uri: &str) -> String {
 /// its id.
 fn client_label(client: &Client) -> &str {
     match client.client_name.as_deref() {
-        Some(name) if !name.chars().any(|c| c.is_control() || is_format_char(c)) => name,
+        Some(name) if !name.chars().any(|c| c.is_control() || is_invisible_char(c)) => name,
         _ => &client.client_id,
     }
 }
