@@ -116,6 +116,7 @@ impl Harness {
             .login_rate_limit(RateLimit::unlimited())
             .authorize_rate_limit(RateLimit::unlimited())
             .login_account_rate_limit(RateLimit::unlimited())
+            .login_account_total_rate_limit(RateLimit::unlimited())
             .build()
             .expect("the fuzzing authorization server builds");
         let cfg = McpOAuthConfig::builder()

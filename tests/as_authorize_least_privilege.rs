@@ -1077,6 +1077,104 @@ async fn concurrent_failed_logins_cannot_overdraw_the_account_budget() {
     );
 }
 
+/// Posts `page`'s login form as `username`/`password` from the client address `peer`.
+async fn login_from(b: &Browser, page: &Resp, peer: &str, username: &str, password: &str) -> Resp {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("username", username),
+            ("password", password),
+            ("request_id", &page.hidden("request_id")),
+            ("csrf_token", &page.hidden("csrf_token")),
+        ])
+        .finish();
+    let mut req = Request::post(page.form_path().as_str())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", b.cookie_header())
+        .body(Body::from(body))
+        .unwrap();
+    req.extensions_mut().insert(axum::extract::ConnectInfo(
+        peer.parse::<std::net::SocketAddr>().unwrap(),
+    ));
+    let res = b.app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+// issue 8 item 7 (follow-up review): the per-account throttle is not a lockout button. One
+// address that keeps sending wrong passwords for alice spends only its own budget; alice,
+// signing in from another address, still has her password checked. Before: one budget per
+// account, so the attacker's failures made even her right password a 429.
+#[tokio::test]
+async fn one_address_cannot_lock_an_account_out_from_another() {
+    let cfg = config(
+        server()
+            .login_rate_limit(RateLimit::unlimited())
+            .authorize_rate_limit(RateLimit::unlimited()),
+    );
+    let mut b = Browser::new(&cfg);
+    let page = b.get(&authorize_url(&[])).await;
+    // The defaults: bursts of 10 failures per (account, address).
+    for _ in 0..10 {
+        let res = login_from(&b, &page, "203.0.113.7:4000", "alice", "wrong").await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    }
+    let res = login_from(&b, &page, "203.0.113.7:4001", "alice", "pw").await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
+    assert!(res.headers.contains_key("retry-after"));
+    // Alice, elsewhere, signs in.
+    let res = login_from(&b, &page, "198.51.100.20:5000", "alice", "pw").await;
+    assert_ne!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
+    assert!(
+        res.body.contains("value=\"approve\""),
+        "alice was not signed in: {} {}",
+        res.status,
+        res.body
+    );
+}
+
+// issue 8 item 7 (follow-up review): failures from many addresses together still reach
+// the account-wide budget, and then no address gets its password checked.
+#[tokio::test]
+async fn many_addresses_still_hit_the_account_wide_budget() {
+    let cfg = config(
+        server()
+            .login_rate_limit(RateLimit::unlimited())
+            .authorize_rate_limit(RateLimit::unlimited())
+            .login_account_total_rate_limit(RateLimit::per_minute(1).with_burst(6)),
+    );
+    let mut b = Browser::new(&cfg);
+    let page = b.get(&authorize_url(&[])).await;
+    for i in 0..6 {
+        let peer = format!("198.51.100.{i}:4000");
+        let res = login_from(&b, &page, &peer, "alice", "wrong").await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        assert!(res.body.contains("Wrong user name or password"));
+    }
+    let res = login_from(&b, &page, "192.0.2.50:4000", "alice", "pw").await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
+    assert!(
+        res.body.contains("Too many failed sign-ins"),
+        "{}",
+        res.body
+    );
+    assert!(!res.body.contains("value=\"approve\""));
+    // Another account is not affected.
+    let res = login_from(&b, &page, "192.0.2.50:4000", "bob", "x").await;
+    assert!(
+        res.body.contains("Wrong user name or password"),
+        "{}",
+        res.body
+    );
+}
+
 /// Whether `s` only holds the characters RFC 6749 §4.1.2.1 allows in `error_description`.
 fn rfc6749_description(s: &str) -> bool {
     s.bytes()

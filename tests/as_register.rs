@@ -597,3 +597,98 @@ fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+// issue 8 item 5 (follow-up review): a scheme is not a reverse domain name because it holds
+// a dot. Operating-system vendor namespaces (`microsoft.windows.camera:` launches the
+// Windows camera) and dotted schemes that cannot be domain names are refused with
+// invalid_redirect_uri; `com.example.app:` still registers. Before: any dotted scheme passed.
+#[tokio::test]
+async fn dotted_os_handler_schemes_are_not_reverse_domain_names() {
+    let app: Router = oauth_router(default_config());
+    for uri in [
+        "microsoft.windows.camera:",
+        "microsoft.windows.camera.picker:x",
+        "MICROSOFT.WINDOWS.PHOTOS.CROP:x",
+        "windows.immersivecontrolpanel:x",
+        "ms.settings:privacy",
+        "com.apple.preference.security:x",
+        "com.microsoft.teams:/cb",
+        "x-apple.systempreferences:com.apple.preference.security",
+        "com..app:/cb",
+        "com.:/cb",
+        "a+b.c:/cb",
+    ] {
+        assert_refused(
+            &app,
+            json!({ "redirect_uris": [uri] }),
+            "invalid_redirect_uri",
+        )
+        .await;
+    }
+    let (_, body) = register(
+        &app,
+        &json!({ "redirect_uris": ["microsoft.windows.camera:"] }),
+    )
+    .await;
+    let d = body["error_description"].as_str().unwrap();
+    assert!(d.contains("microsoft.windows.camera"), "{d}");
+    for ok in [
+        "com.example.app:/oauth2redirect",
+        "io.modelcontextprotocol.inspector:/cb",
+    ] {
+        let (status, body) = register(&app, &json!({ "redirect_uris": [ok] })).await;
+        assert_eq!(status, StatusCode::CREATED, "{ok}: {body}");
+    }
+    // Configured clients and the allow-list are held to the same rule.
+    let err = AuthorizationServer::builder()
+        .authenticator(StaticUsers::new())
+        .redirect_schemes(["microsoft.windows.camera"])
+        .client(mcp_oauth::server::StaticClient::public(
+            "c",
+            ["microsoft.windows.camera:x"],
+        ))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("c:"), "{err}");
+}
+
+// issue 8 item 9 (follow-up review): client_name refuses invisible characters that are not
+// format characters (Cf): Hangul fillers, the Braille blank, line and paragraph separators
+// and the other default-ignorable code points. A name made of them looks empty, or hides
+// where it ends. Before: only controls and Cf were refused.
+#[tokio::test]
+async fn client_name_refuses_default_ignorable_and_blank_characters() {
+    let app: Router = oauth_router(default_config());
+    for name in [
+        "\u{3164}",
+        "Claude\u{3164}\u{3164}\u{3164}(verified)",
+        "\u{115F}Claude",
+        "Cla\u{1160}ude",
+        "Claude\u{FFA0}",
+        "\u{2800}\u{2800}",
+        "Claude\u{2028}Official",
+        "Claude\u{2029}Official",
+        "Cl\u{034F}aude",
+        "Claude\u{FE0F}",
+        "Claude\u{E0100}",
+        "Cl\u{17B4}aude",
+        "Cl\u{180B}aude",
+    ] {
+        assert_refused(
+            &app,
+            json!({ "redirect_uris": ["https://app.example.com/cb"], "client_name": name }),
+            "invalid_client_metadata",
+        )
+        .await;
+    }
+    // Visible text in any script still registers.
+    for name in ["Café 日本 ✓", "한국어 클라이언트", "⠁⠃⠉ Braille"] {
+        let (status, body) = register(
+            &app,
+            &json!({ "redirect_uris": ["https://app.example.com/cb"], "client_name": name }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{name:?}: {body}");
+        assert_eq!(body["client_name"], name);
+    }
+}

@@ -464,3 +464,134 @@ mod bounded {
         assert!(store.get_consent("carol", "c1").await.unwrap().is_some());
     }
 }
+
+/// Issue 8 item 7 (follow-up review): one account that can sign in over and over must not
+/// fill the memory store's refresh-family cap and lock everyone else out. Each (subject,
+/// client) pair keeps at most `families_per_subject_client` live families; a new grant
+/// past it revokes the pair's oldest. Before: alice's grants filled the store-wide cap and
+/// every later grant, hers and everyone else's, was refused.
+mod families_per_subject_client {
+    use mcp_oauth::scope::ScopeSet;
+    use mcp_oauth::store::{
+        GrantStore as _, MemoryLimits, MemoryStore, RefreshFamily, Rotation, SecretHash,
+    };
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn family(id: &str, subject: &str, client: &str) -> RefreshFamily {
+        RefreshFamily {
+            family_id: id.into(),
+            client_id: client.into(),
+            subject: subject.into(),
+            scope: ScopeSet::parse("read").unwrap(),
+            resource: "https://mcp.example.com/mcp".into(),
+            claims: serde_json::Map::new(),
+            auth_time: now(),
+            created_at: now(),
+            expires_at: now() + 3600,
+        }
+    }
+
+    fn store(total: usize, per_pair: usize) -> MemoryStore {
+        let mut l = MemoryLimits::default();
+        l.families = total;
+        l.families_per_subject_client = per_pair;
+        MemoryStore::with_limits(l)
+    }
+
+    #[tokio::test]
+    async fn a_new_grant_past_the_pair_cap_revokes_the_pairs_oldest_family() {
+        let s = store(1_000, 3);
+        for i in 0..3 {
+            let id = format!("a{i}");
+            s.create_family(family(&id, "alice", "c"), Some(SecretHash::of(&id)))
+                .await
+                .unwrap();
+        }
+        // Bob, and alice with another client, have their own budgets.
+        s.create_family(family("b0", "bob", "c"), Some(SecretHash::of("b0")))
+            .await
+            .unwrap();
+        s.create_family(family("x0", "alice", "other"), Some(SecretHash::of("x0")))
+            .await
+            .unwrap();
+        s.create_family(family("a3", "alice", "c"), Some(SecretHash::of("a3")))
+            .await
+            .unwrap();
+        let n = now();
+        // a0 is revoked: its refresh token no longer works, its access tokens are revoked.
+        assert!(
+            s.family_of_refresh(&SecretHash::of("a0"), n)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            s.rotate_refresh(&SecretHash::of("a0"), SecretHash::of("a0'"), vec![], n, 30)
+                .await
+                .unwrap(),
+            Rotation::Invalid
+        );
+        assert!(s.is_token_revoked("a0.jti", n).await.unwrap());
+        // The rest live on.
+        for id in ["a1", "a2", "a3", "b0", "x0"] {
+            assert!(
+                s.family_of_refresh(&SecretHash::of(id), n)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{id} was revoked"
+            );
+            assert!(!s.is_token_revoked(&format!("{id}.jti"), n).await.unwrap());
+        }
+        assert_eq!(s.stats(n).await.unwrap().live_families, 5);
+        // A family revoked by other means frees its place: no live one goes.
+        s.revoke_family("a1", n).await.unwrap();
+        s.create_family(family("a4", "alice", "c"), Some(SecretHash::of("a4")))
+            .await
+            .unwrap();
+        for id in ["a2", "a3", "a4"] {
+            assert!(
+                s.family_of_refresh(&SecretHash::of(id), n)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{id}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn one_account_cannot_fill_the_store_wide_cap() {
+        let s = store(10, 3);
+        for i in 0..200 {
+            let id = format!("a{i}");
+            s.create_family(family(&id, "alice", "c"), Some(SecretHash::of(&id)))
+                .await
+                .unwrap_or_else(|e| panic!("alice's grant {i} refused: {e}"));
+        }
+        // Everyone else still gets grants.
+        for i in 0..5 {
+            let id = format!("u{i}");
+            s.create_family(family(&id, &format!("user{i}"), "c"), None)
+                .await
+                .unwrap_or_else(|e| panic!("{id} refused: {e}"));
+        }
+        // Alice keeps her newest three.
+        let n = now();
+        for i in 0..200 {
+            let live = s
+                .family_of_refresh(&SecretHash::of(&format!("a{i}")), n)
+                .await
+                .unwrap()
+                .is_some();
+            assert_eq!(live, i >= 197, "a{i}");
+        }
+        assert_eq!(s.stats(n).await.unwrap().live_families, 8);
+    }
+}

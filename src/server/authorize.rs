@@ -37,8 +37,10 @@
 //!    anything. Once the user acts (signs in, allows, denies), errors redirect as usual.
 //! 3. **The user**, through the configured [`UserAuthenticator`](crate::authn::UserAuthenticator):
 //!    known already (host session), shown the login page, or redirected to the host's login.
-//!    At the login form, failed sign-ins are also throttled per account
-//!    ([`login_account_rate_limit`](super::AuthorizationServerBuilder::login_account_rate_limit));
+//!    At the login form, failed sign-ins are also throttled per account and client address
+//!    ([`login_account_rate_limit`](super::AuthorizationServerBuilder::login_account_rate_limit))
+//!    and per account across all addresses
+//!    ([`login_account_total_rate_limit`](super::AuthorizationServerBuilder::login_account_total_rate_limit));
 //!    a failing password check (e.g. [`StaticUsers`](crate::authn::StaticUsers)' bounded
 //!    queue is full) answers `503` with `Retry-After`.
 //! 4. **Scope ceilings**: the grant is the requested scopes ∩ the client's ceiling ∩ the
@@ -128,10 +130,11 @@ use serde_json::{Map, Value};
 
 use super::AsContext;
 use super::client_auth::printable_name;
+use super::login_throttle;
 use super::pages::{ConsentView, ErrorView, LoginView, ScopeView};
 use super::rate_limit::{self, LimitKind};
 use super::register::{
-    all_loopback, check_redirect_uri_with, is_format_char, redirect_uri_matches,
+    all_loopback, check_redirect_uri_with, is_invisible_char, redirect_uri_matches,
 };
 use crate::authn::{Authentication, User};
 use crate::scope::{Scope, ScopeSet};
@@ -1243,7 +1246,7 @@ fn display_host(redirect_uri: &str) -> String {
 /// its id.
 fn client_label(client: &Client) -> &str {
     match client.client_name.as_deref() {
-        Some(name) if !name.chars().any(|c| c.is_control() || is_format_char(c)) => name,
+        Some(name) if !name.chars().any(|c| c.is_control() || is_invisible_char(c)) => name,
         _ => &client.client_id,
     }
 }
@@ -1513,15 +1516,20 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
             StatusCode::OK,
         );
     };
-    // Failed sign-ins are throttled per account too (issue 8 item 7): while the account's
-    // budget is spent, the password is not even checked. The attempt reserves its token
-    // first, so guesses sent at once cannot overdraw the budget; it is given back unless
-    // the password was wrong.
-    let account_limit = ctx.server.limits.login_account;
+    // Failed sign-ins are throttled per account too (issue 8 item 7): per (account, client
+    // address), so one address cannot lock a user out elsewhere, and per account across all
+    // addresses. While either budget is spent, the password is not even checked. The
+    // attempt reserves its tokens first, so guesses sent at once cannot overdraw the
+    // budgets; they are given back unless the password was wrong.
+    let budgets = login_throttle::LoginBudgets {
+        per_address: ctx.server.limits.login_account,
+        per_account: ctx.server.limits.login_account_total,
+    };
+    let address = rate_limit::client_address(&parts, &ctx.server.trusted_proxies);
     if let Err(wait) = ctx
         .server
         .login_accounts
-        .reserve(username, account_limit, Instant::now())
+        .reserve(username, address, budgets, Instant::now())
     {
         tracing::info!(target: "mcp_oauth::authorize", "sign-in refused: too many failures for this account");
         let mut res = relogin(
@@ -1542,7 +1550,7 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         Ok(Some(user)) => {
             ctx.server
                 .login_accounts
-                .refund(username, account_limit, Instant::now());
+                .refund(username, address, budgets, Instant::now());
             user
         }
         Ok(None) => {
@@ -1557,7 +1565,7 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
             // A saturated password checker, or a failed backend: try again shortly.
             ctx.server
                 .login_accounts
-                .refund(username, account_limit, Instant::now());
+                .refund(username, address, budgets, Instant::now());
             tracing::error!(target: "mcp_oauth::authorize", error = %e, "password check failed");
             return busy_page(&ctx);
         }

@@ -174,8 +174,10 @@ pub(crate) struct Limits {
     pub(crate) login: RateLimit,
     /// `/authorize` and its login and consent forms, per address.
     pub(crate) authorize: RateLimit,
-    /// Login attempts per account (user name), whatever the address.
+    /// Failed sign-ins per (account, client address).
     pub(crate) login_account: RateLimit,
+    /// Failed sign-ins per account, all addresses together.
+    pub(crate) login_account_total: RateLimit,
 }
 
 pub(crate) struct ServerInner {
@@ -396,6 +398,7 @@ impl Default for AuthorizationServerBuilder {
                 login: RateLimit::per_minute(20),
                 authorize: RateLimit::per_minute(60),
                 login_account: RateLimit::per_minute(2).with_burst(10),
+                login_account_total: RateLimit::per_minute(20).with_burst(100),
             },
             static_clients: Vec::new(),
             introspection_clients: Vec::new(),
@@ -582,11 +585,27 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// Rate limit of failed sign-ins per account (user name), whatever address they come
-    /// from: bursts of 10, then 2 a minute, by default. Over it, the login page says to wait
-    /// and the password is not checked. Counted in process (per instance).
+    /// Rate limit of failed sign-ins per account (user name) **from one client address**
+    /// (an IPv4 address or an IPv6 `/64`): bursts of 10, then 2 a minute, by default. Over
+    /// it, the login page answers `429` with `Retry-After` and the password is not checked.
+    /// An address that keeps failing only spends its own budget for that account, so it
+    /// cannot lock the user out from elsewhere; the account-wide ceiling is
+    /// [`login_account_total_rate_limit`](Self::login_account_total_rate_limit). Counted in
+    /// process (per instance); successful sign-ins cost nothing.
     pub fn login_account_rate_limit(mut self, limit: RateLimit) -> Self {
         self.limits.login_account = limit;
+        self
+    }
+
+    /// Rate limit of failed sign-ins per account (user name) **from all addresses
+    /// together**: bursts of 100, then 20 a minute, by default, far above what one address
+    /// may spend ([`login_account_rate_limit`](Self::login_account_rate_limit)), so only an
+    /// attack from many addresses reaches it. Over it, the login page answers `429` and the
+    /// password is not checked, from any address: it caps online guessing at one account,
+    /// at the price that such an attack also slows down the real user. Counted in process
+    /// (per instance); successful sign-ins cost nothing.
+    pub fn login_account_total_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limits.login_account_total = limit;
         self
     }
 
@@ -759,6 +778,10 @@ impl AuthorizationServerBuilder {
             ("login_rate_limit", self.limits.login),
             ("authorize_rate_limit", self.limits.authorize),
             ("login_account_rate_limit", self.limits.login_account),
+            (
+                "login_account_total_rate_limit",
+                self.limits.login_account_total,
+            ),
         ];
         for (name, limit) in limits {
             if limit.is_unlimited() {

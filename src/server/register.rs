@@ -24,7 +24,10 @@
 //! - `scope`: RFC 6749 scope syntax. It becomes the client's **scope ceiling**: the
 //!   authorization endpoint never grants it a scope outside this set.
 //! - `client_name` (shown on the consent page, marked as self-asserted; control, bidi and
-//!   other format characters such as U+202E, U+200B or U+2066 are refused), `client_uri`,
+//!   other format characters such as U+202E, U+200B or U+2066 are refused, and so are
+//!   invisible ones: Unicode default-ignorable code points such as the Hangul fillers
+//!   U+3164 and U+115F or variation selectors, the Braille blank U+2800, and U+2028,
+//!   U+2029), `client_uri`,
 //!   `logo_uri`, `tos_uri`, `policy_uri`, `contacts`, `software_id`, `software_version`:
 //!   kept and echoed. Other fields are ignored, as RFC 7591 asks.
 //!
@@ -46,11 +49,18 @@
 //!   [allow-list](super::AuthorizationServerBuilder::redirect_schemes), by default those of
 //!   real MCP clients: `cursor` (`cursor://anysphere.cursor-mcp/oauth/callback`), `vscode`,
 //!   `vscode-insiders`, `vscodium`, `windsurf`. Other single-word schemes (`myapp:`) are
-//!   refused: they are where operating-system handlers live.
+//!   refused: they are where operating-system handlers live. A reverse-domain scheme needs
+//!   at least two non-empty labels of letters, digits and hyphens, and a first label that
+//!   can be a top-level domain (letters only, or `xn--…`), so `ms-excel.x:`,
+//!   `x-apple.systempreferences:` or `com..app:` do not pass for one.
 //!
 //! Operating-system handler schemes are refused whatever the allow-list says: every
 //! `ms-*` scheme (`ms-settings:`, `ms-msdt:`…), `search-ms`, `search`, `jar`, `shell`,
-//! `its`, `mk`, `hcp`, `help`, `res`, `ldap`, `smb` and the like. The same policy is applied
+//! `its`, `mk`, `hcp`, `help`, `res`, `ldap`, `smb` and the like, and every dotted scheme in
+//! an operating-system vendor's namespace: `microsoft.*` (`microsoft.windows.camera:`),
+//! `windows.*`, `ms.*`, `msft.*`, `xbox.*`, `apple.*`, `android.*`, `com.microsoft.*`,
+//! `com.apple.*`, `com.android.*`; an app's publisher does not control those names
+//! (RFC 8252 §7.1). The same policy is applied
 //! again at `/authorize`, so a client stored before this policy cannot be used to reach such
 //! a handler.
 //!
@@ -455,9 +465,9 @@ fn parse_metadata(
                     "client_name must not contain control characters",
                 ));
             }
-            if name.chars().any(is_format_char) {
+            if name.chars().any(is_invisible_char) {
                 return Err(metadata_error(
-                    "client_name must not contain bidirectional or other invisible format characters",
+                    "client_name must not contain bidirectional, format or other invisible characters",
                 ));
             }
             if name.chars().count() > MAX_NAME_LEN {
@@ -528,6 +538,42 @@ fn quote_for_error(value: &str) -> String {
         short.push('…');
     }
     format!("{short:?}")
+}
+
+/// Whether `c` is invisible, or can make a name look different from what it is: a format
+/// character ([`is_format_char`]), a Unicode `Default_Ignorable_Code_Point` (Hangul fillers
+/// U+115F, U+1160, U+3164, U+FFA0, combining grapheme joiner U+034F, variation selectors
+/// U+FE00–U+FE0F and U+E0100–U+E01EF, Khmer and Mongolian invisibles, and the rest), the
+/// Braille blank U+2800, or the line and paragraph separators U+2028, U+2029.
+pub(crate) fn is_invisible_char(c: char) -> bool {
+    is_format_char(c)
+        || is_default_ignorable(c)
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{2800}')
+}
+
+/// Unicode's `Default_Ignorable_Code_Point` property (DerivedCoreProperties.txt, Unicode
+/// 15.1; the ranges are reserved for it, so later versions add nothing outside them).
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Whether `c` is an invisible format character (Unicode general category Cf): bidi
@@ -632,11 +678,65 @@ pub(crate) fn check_redirect_uri_with(uri: &str, allowed_schemes: &[String]) -> 
                 Err("plain http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https".to_owned())
             }
         }
+        s if is_vendor_namespace(s) => Err(format!(
+            "the {s}: scheme is in an operating-system vendor's namespace, not an app's reverse domain name"
+        )),
+        s if allowed_schemes.iter().any(|a| a == s) => Ok(()),
         // RFC 8252 §7.1: private-use schemes are reverse domain names.
-        s if s.contains('.') || allowed_schemes.iter().any(|a| a == s) => Ok(()),
+        s if s.contains('.') => check_reverse_domain(s),
         s => Err(format!(
             "the custom scheme {s}: is neither a reverse domain name (com.example.app:) nor on this server's allow-list"
         )),
+    }
+}
+
+/// Dotted scheme namespaces that belong to operating-system vendors, not to the app that
+/// registers: their schemes (`microsoft.windows.camera:`, `windows.immersivecontrolpanel:`,
+/// `com.apple.…`) launch system handlers. Compared by whole leading labels, lower case.
+const VENDOR_NAMESPACES: &[&[&str]] = &[
+    &["microsoft"],
+    &["windows"],
+    &["ms"],
+    &["msft"],
+    &["xbox"],
+    &["apple"],
+    &["android"],
+    &["com", "microsoft"],
+    &["com", "apple"],
+    &["com", "android"],
+];
+
+/// Whether the (lower-case) scheme `s` lies in an operating-system vendor's namespace
+/// ([`VENDOR_NAMESPACES`]).
+fn is_vendor_namespace(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    labels.len() > 1 && VENDOR_NAMESPACES.iter().any(|ns| labels.starts_with(ns))
+}
+
+/// RFC 8252 §7.1: a private-use scheme is "a domain name under [the app's] control,
+/// expressed in reverse order". So at least two non-empty labels of letters, digits and
+/// hyphens, none starting or ending with a hyphen, the first (a top-level domain) letters
+/// only or an IDN `xn--` label. `com.example.app` passes; `com..app`, `com.`, `a+b.c`,
+/// `ms-excel.x` and `x-apple.systempreferences` (handler schemes that merely contain a
+/// dot) do not.
+fn check_reverse_domain(s: &str) -> Result<(), String> {
+    let labels: Vec<&str> = s.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let tld_ok = labels
+        .first()
+        .is_some_and(|t| t.chars().all(|c| c.is_ascii_alphabetic()) || t.starts_with("xn--"));
+    if labels.len() >= 2 && labels.iter().all(label_ok) && tld_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the custom scheme {s}: is not a reverse domain name (com.example.app:): it needs two or more dot-separated labels of letters, digits and hyphens, starting with a top-level domain"
+        ))
     }
 }
 
@@ -787,6 +887,77 @@ mod tests {
         }
         for c in ['a', 'é', '日', ' ', '\u{0301}', '-'] {
             assert!(!is_format_char(c), "{:04X}", c as u32);
+        }
+    }
+
+    // issue 8 item 5 (follow-up review): a dot alone does not make a reverse domain name.
+    // Vendor handler namespaces and malformed label lists are refused, even allow-listed
+    // vendor ones. Before: any scheme containing a dot passed.
+    #[test]
+    fn dotted_schemes_must_be_reverse_domain_names_an_app_can_own() {
+        for ok in [
+            "com.example.app:/cb",
+            "io.modelcontextprotocol.app://cb",
+            "com.googleusercontent.apps.123-abc:/oauth2redirect",
+            "xn--p1ai.example:/cb",
+            "org.my-app.x2:/cb",
+        ] {
+            assert_eq!(check_redirect_uri_with(ok, &defaults()), Ok(()), "{ok}");
+        }
+        for bad in [
+            "microsoft.windows.camera:",
+            "microsoft.windows.camera.multipicker:x",
+            "Microsoft.Windows.Photos.Crop:x",
+            "windows.immersivecontrolpanel:x",
+            "ms.settings:x",
+            "msft.x:y",
+            "xbox.app:y",
+            "com.apple.preference.security:x",
+            "com.microsoft.teams:/cb",
+            "com.android.settings:/cb",
+            "apple.x:y",
+            "x-apple.systempreferences:com.apple.preference.security",
+            "microsoft-edge.x:y",
+            "com.:x",
+            "com..app:/cb",
+            "com.-app:/cb",
+            "com.app-:/cb",
+            "a+b.c:/cb",
+            "c0m.example:/cb",
+        ] {
+            assert!(
+                check_redirect_uri_with(bad, &defaults()).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        // Allow-listing a vendor namespace does not open it.
+        let custom = vec!["microsoft.windows.camera".to_owned()];
+        assert!(check_redirect_uri_with("microsoft.windows.camera:x", &custom).is_err());
+    }
+
+    // issue 8 item 9 (follow-up review): invisible characters beyond Cf.
+    #[test]
+    fn invisible_characters_are_recognised() {
+        for c in [
+            '\u{3164}',
+            '\u{115F}',
+            '\u{1160}',
+            '\u{FFA0}',
+            '\u{2800}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{034F}',
+            '\u{17B4}',
+            '\u{180B}',
+            '\u{FE0F}',
+            '\u{E0100}',
+            '\u{202E}',
+            '\u{0600}',
+        ] {
+            assert!(is_invisible_char(c), "{:04X}", c as u32);
+        }
+        for c in ['a', 'é', '日', ' ', '\u{0301}', '-', '한', '⠁', '\u{3000}'] {
+            assert!(!is_invisible_char(c), "{:04X}", c as u32);
         }
     }
 

@@ -34,6 +34,12 @@ const TOMBSTONE_SECS: u64 = 24 * 3600 + super::REVOCATION_HORIZON_SLACK;
 /// - **clients** (dynamic registration) and **refresh families**: the new one is refused
 ///   ([`StoreError::Unavailable`], answered `503`): evicting would silently log users out
 ///   or break registered clients;
+/// - **refresh families of one user and client**: at most
+///   [`families_per_subject_client`](MemoryLimits::families_per_subject_client) live at
+///   once; a new grant past it **revokes that pair's oldest family** (the user's oldest
+///   sign-in with that client has to sign in again) instead of being refused. So one
+///   account that can sign in over and over cannot fill the store-wide cap above and lock
+///   everyone else out;
 /// - **revoked access tokens**: the new revocation is refused (`503`, the client retries):
 ///   forgetting a revocation would make a revoked token work again. Revoking a family is
 ///   never refused.
@@ -69,6 +75,9 @@ pub struct MemoryLimits {
     pub pending: usize,
     /// Refresh families, tombstones excluded (default 100,000; new grants are refused).
     pub families: usize,
+    /// Live refresh families of one (subject, client) pair (default 100; a new grant
+    /// revokes the pair's oldest family). At least 1.
+    pub families_per_subject_client: usize,
     /// Revoked access-token ids (default 100,000; new revocations are refused).
     pub revoked_tokens: usize,
     /// Remembered consents (default 50,000; the least recently updated is forgotten).
@@ -82,6 +91,7 @@ impl Default for MemoryLimits {
             codes: 10_000,
             pending: 10_000,
             families: 100_000,
+            families_per_subject_client: 100,
             revoked_tokens: 100_000,
             consents: 50_000,
         }
@@ -113,6 +123,9 @@ struct State {
     clients: HashMap<String, Client>,
     codes: HashMap<SecretHash, CodeEntry>,
     families: HashMap<String, FamilyState>,
+    /// The families of each (subject, client), oldest first (revoked and expired ones are
+    /// dropped lazily).
+    grant_families: HashMap<(String, String), Vec<String>>,
     refresh_index: HashMap<SecretHash, String>,
     revoked_jtis: HashMap<String, u64>,
     /// Scope and when it was last updated.
@@ -304,8 +317,14 @@ impl GrantStore for MemoryStore {
                 family.family_id
             )));
         }
+        let now = crate::util::now();
+        cap_grant_families(
+            &mut s,
+            &family,
+            self.limits.families_per_subject_client.max(1),
+            now,
+        );
         if s.families.len() >= self.limits.families {
-            let now = crate::util::now();
             sweep_families(&mut s, now);
             // Tombstones (bounded by the codes they stand for) do not count against the cap.
             let live = s.families.values().filter(|f| f.family.is_some()).count();
@@ -317,6 +336,10 @@ impl GrantStore for MemoryStore {
         if let Some(h) = refresh {
             s.refresh_index.insert(h, id.clone());
         }
+        s.grant_families
+            .entry((family.subject.clone(), family.client_id.clone()))
+            .or_default()
+            .push(id.clone());
         s.families.insert(
             id,
             FamilyState {
@@ -537,6 +560,40 @@ impl GrantStore for MemoryStore {
     }
 }
 
+/// Makes room for one more family of `family`'s (subject, client) pair: while the pair
+/// has `cap` live families, the oldest is revoked and reduced to a tombstone (its refresh
+/// tokens forgotten, its revocation kept as long as its access tokens may live), which no
+/// longer counts against the store-wide cap.
+fn cap_grant_families(s: &mut State, family: &RefreshFamily, cap: usize, now: u64) {
+    let State {
+        families,
+        grant_families,
+        refresh_index,
+        ..
+    } = s;
+    let key = (family.subject.clone(), family.client_id.clone());
+    let Some(ids) = grant_families.get_mut(&key) else {
+        return;
+    };
+    ids.retain(|id| families.get(id).is_some_and(|f| f.active(now).is_some()));
+    while ids.len() >= cap {
+        let oldest = ids.remove(0);
+        if let Some(f) = families.get_mut(&oldest) {
+            for h in f.hashes.drain(..) {
+                refresh_index.remove(&h);
+            }
+            f.family = None;
+            f.current = None;
+            f.previous = None;
+            f.revoked_at.get_or_insert(now);
+            tracing::info!(target: "mcp_oauth::store", family = %oldest, "too many refresh families for one user and client; the oldest was revoked");
+        }
+    }
+    if ids.is_empty() {
+        grant_families.remove(&key);
+    }
+}
+
 /// Drops the families (and their refresh-token index entries) nothing needs after `now`.
 fn sweep_families(s: &mut State, now: u64) {
     let dead: Vec<String> = s
@@ -552,4 +609,13 @@ fn sweep_families(s: &mut State, now: u64) {
             }
         }
     }
+    let State {
+        families,
+        grant_families,
+        ..
+    } = s;
+    grant_families.retain(|_, ids| {
+        ids.retain(|id| families.get(id).is_some_and(|f| f.active(now).is_some()));
+        !ids.is_empty()
+    });
 }
