@@ -783,6 +783,124 @@ async fn foreign_origin_is_refused_on_get_and_delete() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+// issue 8 item 1 (review): `subscriptions/listen` (protocol 2026-07-28) subscribes to
+// resource updates by URI, as `resources/subscribe` does; the URIs in
+// `params.notifications.resourceSubscriptions` need their resource scopes, and a list the
+// layer cannot read as the service reads it is refused. Before the fix a `files:read` token
+// subscribed to `file:///secret` (admin) with the base requirement.
+#[tokio::test]
+async fn subscriptions_listen_needs_the_resource_scopes() {
+    let listen = |subs: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{{"_meta":{{}},"notifications":{{"toolsListChanged":true,"resourceSubscriptions":{subs}}}}}}}"#
+        )
+    };
+    for trusted in [false, true] {
+        let ring = KeyRing::generate(SigningAlgorithm::Es256).unwrap();
+        let f = fixture_from(
+            ring.clone(),
+            builder(&ring, &[RESOURCE])
+                .policy(policy())
+                .trust_mcp_headers(trusted),
+        );
+        let reader = f.token("alice", "c1", "files:read");
+        let admin = f.token("alice", "c1", "admin");
+        let send = |token: String, body: String| {
+            let mut req = request(Method::POST, "/mcp", Some(&token), None, &body);
+            let h = req.headers_mut();
+            h.insert("mcp-protocol-version", "2026-07-28".parse().unwrap());
+            h.insert("mcp-method", "subscriptions/listen".parse().unwrap());
+            f.send(req)
+        };
+        for subs in [
+            r#"["file:///secret"]"#,
+            r#"["file:///public","file:///secret"]"#,
+            r#"["file:///s\u0065cret"]"#,
+        ] {
+            let res = send(reader.clone(), listen(subs)).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::FORBIDDEN,
+                "{subs} trusted={trusted}"
+            );
+            let res = send(admin.clone(), listen(subs)).await;
+            assert_eq!(res.status(), StatusCode::OK, "{subs} trusted={trusted}");
+        }
+        // Unprotected URIs, no list, or `null` need only what the method needs.
+        for subs in [r#"["file:///public"]"#, "[]", "null"] {
+            let res = send(reader.clone(), listen(subs)).await;
+            assert_eq!(res.status(), StatusCode::OK, "{subs} trusted={trusted}");
+        }
+        // Shapes the service would not read as a list of URIs: refused.
+        for body in [
+            listen(r#""file:///secret""#),
+            listen(r#"[7,"file:///secret"]"#),
+            listen(r#"{"uri":"file:///secret"}"#),
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":[],"resourceSubscriptions":["file:///secret"]}}}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{},"notifications":{"resourceSubscriptions":["file:///secret"]}}}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":["file:///secret"]}}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":["file:///secret"]}"#.to_owned(),
+        ] {
+            let res = send(reader.clone(), body.clone()).await;
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body} trusted={trusted}");
+            assert!(matches!(
+                res.extensions().get::<AuthRejection>(),
+                Some(AuthRejection::UnreadableRequest)
+            ));
+        }
+    }
+}
+
+// issue 8 item 3 (review): with several resources, a path whose meaning changes under
+// normalisation (dot segments, encoded `/`, `\` or `.`) is under no resource: a proxy or
+// service behind the layer that normalises it would serve another resource than the one
+// the layer judged. Before the fix a token for /a/mcp passed at /a/mcp/../../b/mcp.
+#[tokio::test]
+async fn several_resources_refuse_paths_that_normalise_elsewhere() {
+    const A: &str = "https://mcp.example.com/a/mcp";
+    const B: &str = "https://mcp.example.com/b/mcp";
+    let ring = KeyRing::generate(SigningAlgorithm::Es256).unwrap();
+    let f = fixture_from(
+        ring.clone(),
+        builder(&ring, &[A, B]).policy(AccessPolicy::new()),
+    );
+    let for_a = f.token_for("alice", "c1", "files:read", A);
+    for path in [
+        "/a/mcp/../../b/mcp",
+        "/a/mcp/./../../b/mcp",
+        "/a/mcp/%2e%2e/%2E%2E/b/mcp",
+        "/a/mcp/.%2e/.%2E/b/mcp",
+        "/a/mcp/..%2F..%2Fb%2Fmcp",
+        "/a/mcp/..%2f..%2fb/mcp",
+        "/a/mcp/..%5C..%5Cb/mcp",
+        "/a/mcp/..%5c..%5cb/mcp",
+        "/a/mcp/.",
+        "/a/mcp/..",
+    ] {
+        let res = f
+            .send(request(Method::POST, path, Some(&for_a), None, LIST))
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(matches!(
+            res.extensions().get::<AuthRejection>(),
+            Some(AuthRejection::UnknownResource)
+        ));
+    }
+    // Ordinary paths, including dots inside a segment, still work.
+    for path in [
+        "/a/mcp",
+        "/a/mcp/",
+        "/a/mcp/x.y",
+        "/a/mcp/..x",
+        "/a/mcp/%41",
+    ] {
+        let res = f
+            .send(request(Method::POST, path, Some(&for_a), None, LIST))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+}
+
 #[allow(dead_code)]
 fn assert_send_sync() {
     fn is<T: Send + Sync>() {}

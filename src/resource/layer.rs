@@ -208,6 +208,11 @@ fn resource_index(
     if inner.resource_paths.len() <= 1 {
         return Some(0);
     }
+    // A path that means another one once normalised could be judged as one resource and
+    // served as another by whatever normalises it behind the layer: under none.
+    if !is_plain_path(req_path) {
+        return None;
+    }
     let longest = inner
         .resource_paths
         .iter()
@@ -237,6 +242,25 @@ fn resource_index(
         (Some(i), None) => Some(i),
         _ => None,
     }
+}
+
+/// Whether `path` reads the same before and after normalisation: no `.` or `..` segment
+/// (written plainly or percent-encoded), no encoded `/`, `\` or `.`, and no raw `\`
+/// (which some servers read as `/`). Other percent-encodings are left as they are: the
+/// layer and whatever routes behind it both match them literally.
+fn is_plain_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.contains(&b'\\') {
+        return false;
+    }
+    // `%2E` (`.`), `%2F` (`/`), `%5C` (`\`), in either case.
+    let encoded_separator = bytes.windows(3).any(|w| {
+        matches!(
+            (w[0], w[1], w[2].to_ascii_uppercase()),
+            (b'%', b'2', b'E' | b'F') | (b'%', b'5', b'C')
+        )
+    });
+    !encoded_separator && path.split('/').all(|seg| seg != "." && seg != "..")
 }
 
 /// Whether `path` is `prefix` or lies below it, by whole segments.
@@ -450,7 +474,7 @@ where
         let trusted = cfg.trust_mcp_headers
             && from_headers
                 .as_ref()
-                .is_some_and(|(m, n)| n.is_some() || jsonrpc::target_key(m).is_none());
+                .is_some_and(|(m, n)| jsonrpc::headers_suffice(m, n.is_some()));
         let needs_body = is_call
             && cfg.policy.needs_method()
             && (!trusted
@@ -553,7 +577,12 @@ where
             };
             let messages = jsonrpc::parse_body(&bytes);
             if let Some((method, name)) = &from_headers {
-                if let [jsonrpc::Message::Call { method: m, name: n }] = messages.as_slice() {
+                if let [
+                    jsonrpc::Message::Call {
+                        method: m, name: n, ..
+                    },
+                ] = messages.as_slice()
+                {
                     if m != method || (name.is_some() && n != name) {
                         return Err(AuthRejection::HeaderMismatch
                             .into_jsonrpc_response(metadata, jsonrpc::request_id(&bytes)));
@@ -1047,6 +1076,21 @@ mod tests {
         assert!(!path_under("/b/mcpx", "/b/mcp"));
         assert!(!path_under("/b", "/b/mcp"));
         assert!(path_under("/anything", ""));
+        // issue 8 item 3 (review): paths that normalise to another path are not plain.
+        for p in [
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/a/%2e%2e/b",
+            "/a/%2Fb",
+            "/a\\b",
+            "/a/%5cb",
+        ] {
+            assert!(!is_plain_path(p), "{p}");
+        }
+        for p in ["/a/b", "/a/b/", "/a/..b/c.d", "/a/%41", ""] {
+            assert!(is_plain_path(p), "{p}");
+        }
         assert_eq!(authority_of("https://a.example:8443/mcp"), "a.example:8443");
         assert_eq!(authority_of("https://a.example"), "a.example");
     }
