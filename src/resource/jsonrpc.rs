@@ -35,6 +35,10 @@ pub(crate) enum Message {
     Call {
         method: String,
         name: Option<String>,
+        /// The resource URIs a `subscriptions/listen` asks updates for
+        /// (`params.notifications.resourceSubscriptions`): each needs what
+        /// `resources/subscribe` of it needs.
+        subscriptions: Vec<String>,
     },
     /// A response to a server-initiated request (no method, a result or an error).
     Response,
@@ -55,6 +59,16 @@ pub(crate) fn target_key(method: &str) -> Option<&'static str> {
     }
 }
 
+/// The method whose `params.notifications.resourceSubscriptions` lists resource URIs to
+/// receive updates of (protocol 2026-07-28), as `resources/subscribe` does one by one.
+pub(crate) const LISTEN: &str = "subscriptions/listen";
+
+/// Whether the `Mcp-Method` / `Mcp-Name` headers say all the policy needs about a request
+/// of `method` (with `has_name`): not for a method whose target is not in the headers.
+pub(crate) fn headers_suffice(method: &str, has_name: bool) -> bool {
+    method != LISTEN && (has_name || target_key(method).is_none())
+}
+
 /// The keys the parser looks at; any other key is skipped whatever its type.
 enum Key {
     Method,
@@ -63,6 +77,8 @@ enum Key {
     Error,
     Name,
     Uri,
+    Notifications,
+    ResourceSubscriptions,
     Other,
 }
 
@@ -84,6 +100,8 @@ impl<'de> Deserialize<'de> for Key {
                     "error" => Key::Error,
                     "name" => Key::Name,
                     "uri" => Key::Uri,
+                    "notifications" => Key::Notifications,
+                    "resourceSubscriptions" => Key::ResourceSubscriptions,
                     _ => Key::Other,
                 })
             }
@@ -152,11 +170,14 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
     }
 }
 
-/// The `name` and `uri` of a `params` object, raw; other keys are skipped.
+/// The `name`, `uri`, `notifications` and `resourceSubscriptions` of an object, raw; other
+/// keys are skipped.
 #[derive(Default)]
 struct Targets<'a> {
     name: Option<&'a RawValue>,
     uri: Option<&'a RawValue>,
+    notifications: Option<&'a RawValue>,
+    resource_subscriptions: Option<&'a RawValue>,
     dup: bool,
 }
 
@@ -174,6 +195,10 @@ impl<'de> Deserialize<'de> for Targets<'de> {
                     match key {
                         Key::Name => once(&mut t.name, &mut t.dup, &mut map)?,
                         Key::Uri => once(&mut t.uri, &mut t.dup, &mut map)?,
+                        Key::Notifications => once(&mut t.notifications, &mut t.dup, &mut map)?,
+                        Key::ResourceSubscriptions => {
+                            once(&mut t.resource_subscriptions, &mut t.dup, &mut map)?;
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -234,7 +259,41 @@ fn message(env: Envelope<'_>) -> Message {
         // No params: the service cannot call a named target without one.
         _ => None,
     };
-    Message::Call { method, name }
+    let subscriptions = if method == LISTEN {
+        match env.params.map(listen_subscriptions) {
+            None => Vec::new(),
+            Some(Some(uris)) => uris,
+            Some(None) => return Message::Malformed,
+        }
+    } else {
+        Vec::new()
+    };
+    Message::Call {
+        method,
+        name,
+        subscriptions,
+    }
+}
+
+/// The URIs of `params.notifications.resourceSubscriptions` of a `subscriptions/listen`, as
+/// rmcp reads them (an absent or `null` list is none); `None` when the service would not
+/// read them as a list of strings (a duplicated key, another type).
+fn listen_subscriptions(params: &RawValue) -> Option<Vec<String>> {
+    fn object(raw: &RawValue) -> Option<Targets<'_>> {
+        match serde_json::from_str::<Targets<'_>>(raw.get()) {
+            Ok(t) if !t.dup => Some(t),
+            _ => None,
+        }
+    }
+    let Some(notifications) = object(params)?.notifications else {
+        return Some(Vec::new());
+    };
+    match object(notifications)?.resource_subscriptions {
+        None => Some(Vec::new()),
+        Some(list) => serde_json::from_str::<Option<Vec<String>>>(list.get())
+            .ok()
+            .map(Option::unwrap_or_default),
+    }
 }
 
 /// Parses a body into its messages: one for an object, one per element for a batch, and a
@@ -352,9 +411,14 @@ pub(crate) fn requirement_of(policy: &AccessPolicy, messages: &[Message]) -> Opt
     messages
         .iter()
         .map(|m| match m {
-            Message::Call { method, name } => {
-                Some(policy.requirement(Some(method), name.as_deref()))
-            }
+            Message::Call {
+                method,
+                name,
+                subscriptions,
+            } => Some(subscriptions.iter().fold(
+                policy.requirement(Some(method), name.as_deref()),
+                |r, uri| r.and(policy.subscription_requirement(uri)),
+            )),
             Message::Response => Some(policy.response_requirement()),
             Message::Invalid => Some(policy.strictest_requirement()),
             Message::Malformed => None,
@@ -377,6 +441,7 @@ mod tests {
         Message::Call {
             method: m.to_owned(),
             name: n.map(str::to_owned),
+            subscriptions: Vec::new(),
         }
     }
 
@@ -530,6 +595,53 @@ mod tests {
             requirement_of(&policy, &parse_body(br#"[{"method":"tools/list"}]"#)),
             Some(Requirement::Public)
         );
+    }
+
+    // issue 8 item 1 (review): `subscriptions/listen` names resources to receive updates of;
+    // each needs its resource scopes, and an unreadable list is Malformed.
+    #[test]
+    fn listen_subscriptions_are_read() {
+        let listen = |notifications: &str| {
+            parse_body(
+                format!(r#"{{"method":"subscriptions/listen","id":1,"params":{{"notifications":{notifications}}}}}"#)
+                    .as_bytes(),
+            )
+        };
+        let subs = |uris: &[&str]| {
+            vec![Message::Call {
+                method: LISTEN.to_owned(),
+                name: None,
+                subscriptions: uris.iter().map(|u| (*u).to_owned()).collect(),
+            }]
+        };
+        assert_eq!(
+            listen(r#"{"resourceSubscriptions":["file:///a","file:///s"]}"#),
+            subs(&["file:///a", "file:///s"])
+        );
+        assert_eq!(listen(r#"{"toolsListChanged":true}"#), subs(&[]));
+        assert_eq!(listen(r#"{"resourceSubscriptions":null}"#), subs(&[]));
+        for bad in [
+            r#"{"resourceSubscriptions":"file:///a"}"#,
+            r#"{"resourceSubscriptions":[1]}"#,
+            r#"{"resourceSubscriptions":[],"resourceSubscriptions":["file:///a"]}"#,
+            r#"["file:///a"]"#,
+            "null",
+        ] {
+            assert_eq!(listen(bad), vec![Message::Malformed], "{bad}");
+        }
+        let policy = AccessPolicy::new()
+            .lazy()
+            .resource_scopes("file:///s", ["admin"]);
+        assert_eq!(
+            requirement_of(
+                &policy,
+                &listen(r#"{"resourceSubscriptions":["file:///a","file:///s"]}"#)
+            ),
+            Some(Requirement::Token("admin".parse().unwrap()))
+        );
+        assert!(!headers_suffice(LISTEN, false));
+        assert!(headers_suffice("tools/list", false));
+        assert!(!headers_suffice("tools/call", false));
     }
 
     // issue 8 item 1: `Mcp-Name` is decoded as rmcp's transport decodes it.

@@ -290,6 +290,15 @@ impl AccessPolicy {
         self.stream_requirement()
     }
 
+    /// What subscribing to updates of the resource `uri` needs beyond the method itself: its
+    /// [`resource_scopes`](Self::resource_scopes) (with the base scopes), or nothing.
+    pub(crate) fn subscription_requirement(&self, uri: &str) -> Requirement {
+        match self.resource_scopes.get(uri) {
+            Some(s) => Requirement::Token(self.required.union(s)),
+            None => Requirement::Public,
+        }
+    }
+
     /// The requirement of one JSON-RPC request or notification. `name` is the tool or
     /// prompt name, or the resource URI.
     #[must_use]
