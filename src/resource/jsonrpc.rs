@@ -644,6 +644,129 @@ mod tests {
         assert!(!headers_suffice("tools/call", false));
     }
 
+    // issue 8 item 1 (review): the layer reads the method and target exactly as rmcp
+    // 3.11 does, for every body rmcp accepts; whatever it reads differently is refused
+    // (Malformed) or judged by the strictest requirement (Invalid), never by another target.
+    #[cfg(feature = "rmcp")]
+    #[test]
+    fn agrees_with_rmcp_on_every_body_it_accepts() {
+        use rmcp::model::{ClientJsonRpcMessage, ClientNotification, ClientRequest};
+        let bodies = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write","uri":0}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n\u0061me":"files\u005fwrite"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"m\u0065thod":"tools\/call","params":{"name":"a\"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_read","name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"},"params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"name":"public"},"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write","arguments":{"name":"public"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["files_write",{}]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":0}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":null}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"Tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call ","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"id":1,"method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write"},"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"params":{"name":"files_write"}}"#,
+            " \t\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"files_write\"}} \n",
+            "\u{feff}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"files_write\"}}",
+            "\u{c}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"files_write\"}}",
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write"}}]"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///secret"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///secret","name":0}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///secret","uri":"file:///x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///s\u0065cret"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/unsubscribe","params":{"uri":"file:///secret"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret_prompt","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret_prompt","uri":7}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///secret"]}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":null}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":"file:///secret"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":7}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":"s-1","result":{"action":"accept"}}"#,
+            r#"{"jsonrpc":"2.0","id":"s-1","error":{"code":1,"message":"no"}}"#,
+        ];
+        let mut accepted = Vec::new();
+        for body in bodies {
+            let layer = parse_body(body.as_bytes());
+            let Ok(message) = serde_json::from_str::<ClientJsonRpcMessage>(body) else {
+                // rmcp refuses it: whatever the layer reads is judged and then refused.
+                continue;
+            };
+            accepted.push(body);
+            let (method, target, subscriptions) = match &message {
+                ClientJsonRpcMessage::Request(r) => {
+                    let (target, subs) = match &r.request {
+                        ClientRequest::CallToolRequest(c) => {
+                            (Some(c.params.name.to_string()), vec![])
+                        }
+                        ClientRequest::GetPromptRequest(p) => (Some(p.params.name.clone()), vec![]),
+                        ClientRequest::ReadResourceRequest(p) => {
+                            (Some(p.params.uri.clone()), vec![])
+                        }
+                        ClientRequest::SubscribeRequest(p) => (Some(p.params.uri.clone()), vec![]),
+                        ClientRequest::UnsubscribeRequest(p) => {
+                            (Some(p.params.uri.clone()), vec![])
+                        }
+                        ClientRequest::SubscriptionsListenRequest(p) => (
+                            None,
+                            p.params
+                                .notifications
+                                .resource_subscriptions
+                                .clone()
+                                .unwrap_or_default(),
+                        ),
+                        _ => (None, vec![]),
+                    };
+                    (r.request.method().to_owned(), target, subs)
+                }
+                ClientJsonRpcMessage::Notification(n) => {
+                    let method = match &n.notification {
+                        ClientNotification::CustomNotification(c) => c.method.clone(),
+                        ClientNotification::InitializedNotification(_) => {
+                            "notifications/initialized".to_owned()
+                        }
+                        other => panic!("add {other:?}"),
+                    };
+                    (method, None, vec![])
+                }
+                ClientJsonRpcMessage::Response(_) | ClientJsonRpcMessage::Error(_) => {
+                    assert_eq!(layer, vec![Message::Response], "{body}");
+                    continue;
+                }
+            };
+            match layer.as_slice() {
+                [Message::Malformed] | [Message::Invalid] => {}
+                [
+                    Message::Call {
+                        method: m,
+                        name,
+                        subscriptions: s,
+                    },
+                ] => {
+                    assert_eq!(m, &method, "{body}");
+                    // A request rmcp reads with a target the layer read the same target;
+                    // one rmcp reads without (a custom request) the layer judged by name or
+                    // not at all, never by another target.
+                    if target.is_some() {
+                        assert_eq!(name, &target, "{body}");
+                    }
+                    assert_eq!(s, &subscriptions, "{body}");
+                }
+                other => panic!("{other:?} for {body}"),
+            }
+        }
+        // The comparison is not vacuous: rmcp accepts the odd shapes too.
+        assert!(accepted.len() >= 20, "{}", accepted.len());
+    }
+
     // issue 8 item 1: `Mcp-Name` is decoded as rmcp's transport decodes it.
     #[test]
     fn mcp_name_headers_are_decoded_like_rmcp() {
