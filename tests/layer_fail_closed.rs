@@ -749,6 +749,77 @@ async fn resources_sharing_a_path_need_the_host() {
     );
     r.headers_mut().remove("host");
     assert_eq!(f.send(r).await.status(), 200);
+    // issue 8 item 3 (review): every place a host is named must agree, or the service
+    // behind (axum's `Host` extractor reads `X-Forwarded-Host` first) could serve another
+    // resource than the one the layer judged. Before the fix `Host` alone decided.
+    let named = |pairs: &[(&str, &str)], uri: &str| {
+        let mut r = request(Method::POST, uri, Some(&for_one), None, LIST);
+        for (k, v) in pairs {
+            r.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        r
+    };
+    for (pairs, uri) in [
+        (
+            &[
+                ("host", "one.example.com"),
+                ("x-forwarded-host", "two.example.com"),
+            ][..],
+            "/mcp",
+        ),
+        (
+            &[
+                ("host", "one.example.com"),
+                ("forwarded", "for=1.2.3.4;host=two.example.com"),
+            ][..],
+            "/mcp",
+        ),
+        (
+            &[("host", "one.example.com"), ("host", "two.example.com")][..],
+            "/mcp",
+        ),
+        (
+            &[("host", "one.example.com")][..],
+            "https://two.example.com/mcp",
+        ),
+        (
+            &[
+                ("host", "one.example.com"),
+                ("x-forwarded-host", "one.example.com, two.example.com"),
+            ][..],
+            "/mcp",
+        ),
+    ] {
+        let res = f.send(named(pairs, uri)).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{pairs:?} {uri}");
+    }
+    // Agreeing names are fine.
+    for (pairs, uri) in [
+        (
+            &[
+                ("host", "one.example.com"),
+                ("x-forwarded-host", "ONE.example.com"),
+            ][..],
+            "/mcp",
+        ),
+        (
+            &[
+                ("host", "one.example.com"),
+                ("forwarded", "for=1.2.3.4;host=\"one.example.com\""),
+            ][..],
+            "/mcp",
+        ),
+        (
+            &[("host", "one.example.com")][..],
+            "https://one.example.com/mcp",
+        ),
+    ] {
+        let res = f.send(named(pairs, uri)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{pairs:?} {uri}");
+    }
 }
 
 // issue 8 item 11: a foreign Origin is refused on GET and DELETE too, before anything else.

@@ -229,11 +229,7 @@ fn resource_index(
     let Some(second) = candidates.next() else {
         return Some(first);
     };
-    // HTTP/1.1 `Host`, or the HTTP/2 `:authority` in the URI.
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or(authority)?;
+    let host = request_host(headers, authority)?;
     let mut by_host = [first, second]
         .into_iter()
         .chain(candidates)
@@ -242,6 +238,38 @@ fn resource_index(
         (Some(i), None) => Some(i),
         _ => None,
     }
+}
+
+/// The host a request names, to tell apart resources that share a path: the HTTP/1.1
+/// `Host` or the HTTP/2 `:authority` in the URI. Every other place a host is named
+/// (`X-Forwarded-Host`, `Forwarded: host=`, a second `Host`) must agree with it, or the
+/// layer could judge the request as one resource while the service behind, reading another
+/// of them, serves the other: `None` then, and the request is under no resource.
+fn request_host<'h>(headers: &'h HeaderMap, authority: Option<&'h str>) -> Option<&'h str> {
+    let mut named: Vec<&str> = Vec::new();
+    for value in headers
+        .get_all(http::header::HOST)
+        .iter()
+        .chain(headers.get_all("x-forwarded-host"))
+    {
+        for host in value.to_str().ok()?.split(',') {
+            named.push(host.trim());
+        }
+    }
+    for value in headers.get_all(http::header::FORWARDED) {
+        for pair in value.to_str().ok()?.split([',', ';']) {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k.trim().eq_ignore_ascii_case("host") {
+                    named.push(v.trim().trim_matches('"'));
+                }
+            }
+        }
+    }
+    named.extend(authority);
+    let (first, rest) = named.split_first()?;
+    rest.iter()
+        .all(|h| h.eq_ignore_ascii_case(first))
+        .then_some(*first)
 }
 
 /// Whether `path` reads the same before and after normalisation: no `.` or `..` segment
