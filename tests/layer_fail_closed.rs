@@ -972,6 +972,44 @@ async fn several_resources_refuse_paths_that_normalise_elsewhere() {
     }
 }
 
+// issue 8 item 1 (review): a resource URI is protected however it is spelt: a service that
+// normalises URIs (case of scheme and host, percent-encoded letters, dot segments, a query,
+// fragment or trailing slash) would otherwise serve `file:///secret` to a token the layer
+// judged for an unprotected spelling. Before the fix only the exact string was protected.
+#[tokio::test]
+async fn resource_scopes_hold_for_every_spelling_of_the_uri() {
+    let f = fixture();
+    let reader = f.token("alice", "c1", "files:read");
+    let admin = f.token("alice", "c1", "admin");
+    let read = |uri: &str| {
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":uri}}).to_string()
+    };
+    for uri in [
+        "file:///secret",
+        "FILE:///secret",
+        "file:///%73ecret",
+        "file:///%73%65cret",
+        "file:///./secret",
+        "file:///x/../secret",
+        "file:///secret?x=1",
+        "file:///secret#top",
+        "file:///secret/",
+        "file://localhost/secret",
+    ] {
+        let res = f.post(Some(&reader), None, &read(uri)).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(
+            f.post(Some(&admin), None, &read(uri)).await.status(),
+            200,
+            "{uri}"
+        );
+    }
+    for uri in ["file:///secretive", "file:///public", "file:///secret/x"] {
+        let res = f.post(Some(&reader), None, &read(uri)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+    }
+}
+
 #[allow(dead_code)]
 fn assert_send_sync() {
     fn is<T: Send + Sync>() {}
