@@ -1010,6 +1010,56 @@ async fn resource_scopes_hold_for_every_spelling_of_the_uri() {
     }
 }
 
+// issue 8 item 1 (review): `completion/complete` completes the arguments of a prompt or
+// resource named in `params.ref`; a protected prompt's or resource's completions need its
+// scopes, and a `ref` the layer cannot read as the service reads it is refused. Before the
+// fix a `files:read` token completed `secret_prompt` (admin) with the base requirement.
+#[tokio::test]
+async fn completions_need_the_scopes_of_their_prompt_or_resource() {
+    let f = fixture();
+    let reader = f.token("alice", "c1", "files:read");
+    let admin = f.token("alice", "c1", "admin");
+    let complete = |r: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{r},"argument":{{"name":"a","value":""}}}}}}"#
+        )
+    };
+    for r in [
+        r#"{"type":"ref/prompt","name":"secret_prompt"}"#,
+        r#"{"name":"secret_prompt","type":"ref/prompt"}"#,
+        r#"{"type":"ref/prompt","n\u0061me":"secret\u005fprompt"}"#,
+        r#"{"type":"ref/resource","uri":"file:///secret"}"#,
+        r#"{"type":"ref/resource","uri":"FILE:///secret"}"#,
+    ] {
+        let res = f.post(Some(&reader), None, &complete(r)).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{r}");
+        assert_eq!(
+            f.post(Some(&admin), None, &complete(r)).await.status(),
+            200,
+            "{r}"
+        );
+    }
+    for r in [
+        r#"{"type":"ref/prompt","name":"other"}"#,
+        r#"{"type":"ref/resource","uri":"file:///public"}"#,
+    ] {
+        let res = f.post(Some(&reader), None, &complete(r)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{r}");
+    }
+    for r in [
+        r#"{"type":"ref/prompt","name":7}"#,
+        r#"{"type":"ref/prompt","name":"other","name":"secret_prompt"}"#,
+        r#"{"type":"ref/prompt","type":"ref/resource","name":"secret_prompt"}"#,
+        r#"{"type":7,"name":"secret_prompt"}"#,
+        r#"{"type":"ref/resource","uri":["file:///secret"]}"#,
+        r#"["ref/prompt","secret_prompt"]"#,
+        r#""secret_prompt""#,
+    ] {
+        let res = f.post(Some(&reader), None, &complete(r)).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{r}");
+    }
+}
+
 #[allow(dead_code)]
 fn assert_send_sync() {
     fn is<T: Send + Sync>() {}

@@ -39,6 +39,9 @@ pub(crate) enum Message {
         /// (`params.notifications.resourceSubscriptions`): each needs what
         /// `resources/subscribe` of it needs.
         subscriptions: Vec<String>,
+        /// The prompt or resource whose arguments a `completion/complete` completes
+        /// (`params.ref`): it needs what reading that prompt or resource needs.
+        completes: Option<Completes>,
     },
     /// A response to a server-initiated request (no method, a result or an error).
     Response,
@@ -59,6 +62,18 @@ pub(crate) fn target_key(method: &str) -> Option<&'static str> {
     }
 }
 
+/// What a `completion/complete` completes the arguments of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Completes {
+    /// `{"type":"ref/prompt","name":…}`.
+    Prompt(String),
+    /// `{"type":"ref/resource","uri":…}`.
+    Resource(String),
+}
+
+/// The method whose `params.ref` names a prompt or resource.
+pub(crate) const COMPLETE: &str = "completion/complete";
+
 /// The method whose `params.notifications.resourceSubscriptions` lists resource URIs to
 /// receive updates of (protocol 2026-07-28), as `resources/subscribe` does one by one.
 pub(crate) const LISTEN: &str = "subscriptions/listen";
@@ -66,7 +81,7 @@ pub(crate) const LISTEN: &str = "subscriptions/listen";
 /// Whether the `Mcp-Method` / `Mcp-Name` headers say all the policy needs about a request
 /// of `method` (with `has_name`): not for a method whose target is not in the headers.
 pub(crate) fn headers_suffice(method: &str, has_name: bool) -> bool {
-    method != LISTEN && (has_name || target_key(method).is_none())
+    method != LISTEN && method != COMPLETE && (has_name || target_key(method).is_none())
 }
 
 /// The keys the parser looks at; any other key is skipped whatever its type.
@@ -79,6 +94,8 @@ enum Key {
     Uri,
     Notifications,
     ResourceSubscriptions,
+    Ref,
+    Type,
     Other,
 }
 
@@ -102,6 +119,8 @@ impl<'de> Deserialize<'de> for Key {
                     "uri" => Key::Uri,
                     "notifications" => Key::Notifications,
                     "resourceSubscriptions" => Key::ResourceSubscriptions,
+                    "ref" => Key::Ref,
+                    "type" => Key::Type,
                     _ => Key::Other,
                 })
             }
@@ -178,6 +197,8 @@ struct Targets<'a> {
     uri: Option<&'a RawValue>,
     notifications: Option<&'a RawValue>,
     resource_subscriptions: Option<&'a RawValue>,
+    reference: Option<&'a RawValue>,
+    kind: Option<&'a RawValue>,
     dup: bool,
 }
 
@@ -199,6 +220,8 @@ impl<'de> Deserialize<'de> for Targets<'de> {
                         Key::ResourceSubscriptions => {
                             once(&mut t.resource_subscriptions, &mut t.dup, &mut map)?;
                         }
+                        Key::Ref => once(&mut t.reference, &mut t.dup, &mut map)?,
+                        Key::Type => once(&mut t.kind, &mut t.dup, &mut map)?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -268,10 +291,51 @@ fn message(env: Envelope<'_>) -> Message {
     } else {
         Vec::new()
     };
+    let completes = if method == COMPLETE {
+        match env.params.map(completion_ref) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(c))) => Some(c),
+            Some(Err(())) => return Message::Malformed,
+        }
+    } else {
+        None
+    };
     Message::Call {
         method,
         name,
         subscriptions,
+        completes,
+    }
+}
+
+/// A params object (or any object) with its keys of interest, `None` when it is not an
+/// object or repeats one of them.
+fn object(raw: &RawValue) -> Option<Targets<'_>> {
+    match serde_json::from_str::<Targets<'_>>(raw.get()) {
+        Ok(t) if !t.dup => Some(t),
+        _ => None,
+    }
+}
+
+/// The prompt or resource of a `completion/complete`'s `params.ref`, as rmcp reads it (a
+/// `type`-tagged object); `Ok(None)` without a `ref` or for another `type` (the service
+/// refuses those); `Err` when the layer cannot read it as the service would.
+fn completion_ref(params: &RawValue) -> Result<Option<Completes>, ()> {
+    let Some(reference) = object(params).ok_or(())?.reference else {
+        return Ok(None);
+    };
+    let r = object(reference).ok_or(())?;
+    let kind = r.kind.map(json_string);
+    let text = |field: Option<&RawValue>| match field.map(json_string) {
+        Some(Some(v)) => Ok(Some(v)),
+        Some(None) => Err(()),
+        None => Ok(None),
+    };
+    match kind {
+        Some(Some(k)) if k == "ref/prompt" => Ok(text(r.name)?.map(Completes::Prompt)),
+        Some(Some(k)) if k == "ref/resource" => Ok(text(r.uri)?.map(Completes::Resource)),
+        Some(Some(_)) | None => Ok(None),
+        Some(None) => Err(()),
     }
 }
 
@@ -279,12 +343,6 @@ fn message(env: Envelope<'_>) -> Message {
 /// rmcp reads them (an absent or `null` list is none); `None` when the service would not
 /// read them as a list of strings (a duplicated key, another type).
 fn listen_subscriptions(params: &RawValue) -> Option<Vec<String>> {
-    fn object(raw: &RawValue) -> Option<Targets<'_>> {
-        match serde_json::from_str::<Targets<'_>>(raw.get()) {
-            Ok(t) if !t.dup => Some(t),
-            _ => None,
-        }
-    }
     let Some(notifications) = object(params)?.notifications else {
         return Some(Vec::new());
     };
@@ -415,10 +473,20 @@ pub(crate) fn requirement_of(policy: &AccessPolicy, messages: &[Message]) -> Opt
                 method,
                 name,
                 subscriptions,
-            } => Some(subscriptions.iter().fold(
-                policy.requirement(Some(method), name.as_deref()),
-                |r, uri| r.and(policy.subscription_requirement(uri)),
-            )),
+                completes,
+            } => {
+                let own = policy.requirement(Some(method), name.as_deref());
+                let own = match completes {
+                    Some(Completes::Prompt(p)) => own.and(policy.prompt_ref_requirement(p)),
+                    Some(Completes::Resource(u)) => own.and(policy.subscription_requirement(u)),
+                    None => own,
+                };
+                Some(
+                    subscriptions
+                        .iter()
+                        .fold(own, |r, uri| r.and(policy.subscription_requirement(uri))),
+                )
+            }
             Message::Response => Some(policy.response_requirement()),
             Message::Invalid => Some(policy.strictest_requirement()),
             Message::Malformed => None,
@@ -442,6 +510,7 @@ mod tests {
             method: m.to_owned(),
             name: n.map(str::to_owned),
             subscriptions: Vec::new(),
+            completes: None,
         }
     }
 
@@ -612,6 +681,7 @@ mod tests {
                 method: LISTEN.to_owned(),
                 name: None,
                 subscriptions: uris.iter().map(|u| (*u).to_owned()).collect(),
+                completes: None,
             }]
         };
         assert_eq!(
@@ -689,6 +759,11 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":"file:///secret"}}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":7}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"secret_prompt"},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"name":"secret_prompt","type":"ref/prompt","uri":7},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///secret","name":7},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/other","name":"secret_prompt"},"argument":{"name":"a","value":""}}}"#,
             r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
             r#"{"jsonrpc":"2.0","id":"s-1","result":{"action":"accept"}}"#,
             r#"{"jsonrpc":"2.0","id":"s-1","error":{"code":1,"message":"no"}}"#,
@@ -701,6 +776,7 @@ mod tests {
                 continue;
             };
             accepted.push(body);
+            let mut completes = None;
             let (method, target, subscriptions) = match &message {
                 ClientJsonRpcMessage::Request(r) => {
                     let (target, subs) = match &r.request {
@@ -714,6 +790,18 @@ mod tests {
                         ClientRequest::SubscribeRequest(p) => (Some(p.params.uri.clone()), vec![]),
                         ClientRequest::UnsubscribeRequest(p) => {
                             (Some(p.params.uri.clone()), vec![])
+                        }
+                        ClientRequest::CompleteRequest(c) => {
+                            completes = Some(match &c.params.r#ref {
+                                rmcp::model::Reference::Prompt(p) => {
+                                    Completes::Prompt(p.name.clone())
+                                }
+                                rmcp::model::Reference::Resource(r) => {
+                                    Completes::Resource(r.uri.clone())
+                                }
+                                other => panic!("add {other:?}"),
+                            });
+                            (None, vec![])
                         }
                         ClientRequest::SubscriptionsListenRequest(p) => (
                             None,
@@ -749,6 +837,7 @@ mod tests {
                         method: m,
                         name,
                         subscriptions: s,
+                        completes: c,
                     },
                 ] => {
                     assert_eq!(m, &method, "{body}");
@@ -759,6 +848,9 @@ mod tests {
                         assert_eq!(name, &target, "{body}");
                     }
                     assert_eq!(s, &subscriptions, "{body}");
+                    if completes.is_some() {
+                        assert_eq!(c, &completes, "{body}");
+                    }
                 }
                 other => panic!("{other:?} for {body}"),
             }

@@ -178,8 +178,8 @@ impl AccessPolicy {
         self
     }
 
-    /// Scopes `resources/read` (and `resources/subscribe`, and a `subscriptions/listen` that
-    /// names it) of this URI needs. Every usual spelling of the URI is protected alike:
+    /// Scopes `resources/read` (and `resources/subscribe`, a `subscriptions/listen` that
+    /// names it, and a `completion/complete` of its arguments) of this URI needs. Every usual spelling of the URI is protected alike:
     /// scheme and authority in any case, percent-encoded letters, dot segments, an added
     /// query, fragment or trailing `/`.
     pub fn resource_scopes<I, S>(mut self, uri: impl Into<String>, needed: I) -> Self
@@ -191,7 +191,8 @@ impl AccessPolicy {
         self
     }
 
-    /// Scopes `prompts/get` of this prompt needs.
+    /// Scopes `prompts/get` of this prompt needs (and a `completion/complete` of its
+    /// arguments).
     pub fn prompt_scopes<I, S>(mut self, name: impl Into<String>, needed: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -298,6 +299,15 @@ impl AccessPolicy {
     pub(crate) fn subscription_requirement(&self, uri: &str) -> Requirement {
         match self.scopes_for_resource(uri) {
             Some(s) => Requirement::Token(self.required.union(&s)),
+            None => Requirement::Public,
+        }
+    }
+
+    /// What completing the arguments of the prompt `name` needs beyond the method itself:
+    /// its [`prompt_scopes`](Self::prompt_scopes) (with the base scopes), or nothing.
+    pub(crate) fn prompt_ref_requirement(&self, name: &str) -> Requirement {
+        match self.prompt_scopes.get(name) {
+            Some(s) => Requirement::Token(self.required.union(s)),
             None => Requirement::Public,
         }
     }
