@@ -749,6 +749,77 @@ async fn resources_sharing_a_path_need_the_host() {
     );
     r.headers_mut().remove("host");
     assert_eq!(f.send(r).await.status(), 200);
+    // issue 8 item 3 (review): every place a host is named must agree, or the service
+    // behind (axum's `Host` extractor reads `X-Forwarded-Host` first) could serve another
+    // resource than the one the layer judged. Before the fix `Host` alone decided.
+    let named = |pairs: &[(&str, &str)], uri: &str| {
+        let mut r = request(Method::POST, uri, Some(&for_one), None, LIST);
+        for (k, v) in pairs {
+            r.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        r
+    };
+    for (pairs, uri) in [
+        (
+            &[
+                ("host", "one.example.com"),
+                ("x-forwarded-host", "two.example.com"),
+            ][..],
+            "/mcp",
+        ),
+        (
+            &[
+                ("host", "one.example.com"),
+                ("forwarded", "for=1.2.3.4;host=two.example.com"),
+            ][..],
+            "/mcp",
+        ),
+        (
+            &[("host", "one.example.com"), ("host", "two.example.com")][..],
+            "/mcp",
+        ),
+        (
+            &[("host", "one.example.com")][..],
+            "https://two.example.com/mcp",
+        ),
+        (
+            &[
+                ("host", "one.example.com"),
+                ("x-forwarded-host", "one.example.com, two.example.com"),
+            ][..],
+            "/mcp",
+        ),
+    ] {
+        let res = f.send(named(pairs, uri)).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{pairs:?} {uri}");
+    }
+    // Agreeing names are fine.
+    for (pairs, uri) in [
+        (
+            &[
+                ("host", "one.example.com"),
+                ("x-forwarded-host", "ONE.example.com"),
+            ][..],
+            "/mcp",
+        ),
+        (
+            &[
+                ("host", "one.example.com"),
+                ("forwarded", "for=1.2.3.4;host=\"one.example.com\""),
+            ][..],
+            "/mcp",
+        ),
+        (
+            &[("host", "one.example.com")][..],
+            "https://one.example.com/mcp",
+        ),
+    ] {
+        let res = f.send(named(pairs, uri)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{pairs:?} {uri}");
+    }
 }
 
 // issue 8 item 11: a foreign Origin is refused on GET and DELETE too, before anything else.
@@ -781,6 +852,212 @@ async fn foreign_origin_is_refused_on_get_and_delete() {
         ))
         .await;
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+// issue 8 item 1 (review): `subscriptions/listen` (protocol 2026-07-28) subscribes to
+// resource updates by URI, as `resources/subscribe` does; the URIs in
+// `params.notifications.resourceSubscriptions` need their resource scopes, and a list the
+// layer cannot read as the service reads it is refused. Before the fix a `files:read` token
+// subscribed to `file:///secret` (admin) with the base requirement.
+#[tokio::test]
+async fn subscriptions_listen_needs_the_resource_scopes() {
+    let listen = |subs: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{{"_meta":{{}},"notifications":{{"toolsListChanged":true,"resourceSubscriptions":{subs}}}}}}}"#
+        )
+    };
+    for trusted in [false, true] {
+        let ring = KeyRing::generate(SigningAlgorithm::Es256).unwrap();
+        let f = fixture_from(
+            ring.clone(),
+            builder(&ring, &[RESOURCE])
+                .policy(policy())
+                .trust_mcp_headers(trusted),
+        );
+        let reader = f.token("alice", "c1", "files:read");
+        let admin = f.token("alice", "c1", "admin");
+        let send = |token: String, body: String| {
+            let mut req = request(Method::POST, "/mcp", Some(&token), None, &body);
+            let h = req.headers_mut();
+            h.insert("mcp-protocol-version", "2026-07-28".parse().unwrap());
+            h.insert("mcp-method", "subscriptions/listen".parse().unwrap());
+            f.send(req)
+        };
+        for subs in [
+            r#"["file:///secret"]"#,
+            r#"["file:///public","file:///secret"]"#,
+            r#"["file:///s\u0065cret"]"#,
+        ] {
+            let res = send(reader.clone(), listen(subs)).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::FORBIDDEN,
+                "{subs} trusted={trusted}"
+            );
+            let res = send(admin.clone(), listen(subs)).await;
+            assert_eq!(res.status(), StatusCode::OK, "{subs} trusted={trusted}");
+        }
+        // Unprotected URIs, no list, or `null` need only what the method needs.
+        for subs in [r#"["file:///public"]"#, "[]", "null"] {
+            let res = send(reader.clone(), listen(subs)).await;
+            assert_eq!(res.status(), StatusCode::OK, "{subs} trusted={trusted}");
+        }
+        // Shapes the service would not read as a list of URIs: refused.
+        for body in [
+            listen(r#""file:///secret""#),
+            listen(r#"[7,"file:///secret"]"#),
+            listen(r#"{"uri":"file:///secret"}"#),
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":[],"resourceSubscriptions":["file:///secret"]}}}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{},"notifications":{"resourceSubscriptions":["file:///secret"]}}}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":["file:///secret"]}}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":["file:///secret"]}"#.to_owned(),
+        ] {
+            let res = send(reader.clone(), body.clone()).await;
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body} trusted={trusted}");
+            assert!(matches!(
+                res.extensions().get::<AuthRejection>(),
+                Some(AuthRejection::UnreadableRequest)
+            ));
+        }
+    }
+}
+
+// issue 8 item 3 (review): with several resources, a path whose meaning changes under
+// normalisation (dot segments, encoded `/`, `\` or `.`) is under no resource: a proxy or
+// service behind the layer that normalises it would serve another resource than the one
+// the layer judged. Before the fix a token for /a/mcp passed at /a/mcp/../../b/mcp.
+#[tokio::test]
+async fn several_resources_refuse_paths_that_normalise_elsewhere() {
+    const A: &str = "https://mcp.example.com/a/mcp";
+    const B: &str = "https://mcp.example.com/b/mcp";
+    let ring = KeyRing::generate(SigningAlgorithm::Es256).unwrap();
+    let f = fixture_from(
+        ring.clone(),
+        builder(&ring, &[A, B]).policy(AccessPolicy::new()),
+    );
+    let for_a = f.token_for("alice", "c1", "files:read", A);
+    for path in [
+        "/a/mcp/../../b/mcp",
+        "/a/mcp/./../../b/mcp",
+        "/a/mcp/%2e%2e/%2E%2E/b/mcp",
+        "/a/mcp/.%2e/.%2E/b/mcp",
+        "/a/mcp/..%2F..%2Fb%2Fmcp",
+        "/a/mcp/..%2f..%2fb/mcp",
+        "/a/mcp/..%5C..%5Cb/mcp",
+        "/a/mcp/..%5c..%5cb/mcp",
+        "/a/mcp/.",
+        "/a/mcp/..",
+    ] {
+        let res = f
+            .send(request(Method::POST, path, Some(&for_a), None, LIST))
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(matches!(
+            res.extensions().get::<AuthRejection>(),
+            Some(AuthRejection::UnknownResource)
+        ));
+    }
+    // Ordinary paths, including dots inside a segment, still work.
+    for path in [
+        "/a/mcp",
+        "/a/mcp/",
+        "/a/mcp/x.y",
+        "/a/mcp/..x",
+        "/a/mcp/%41",
+    ] {
+        let res = f
+            .send(request(Method::POST, path, Some(&for_a), None, LIST))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+}
+
+// issue 8 item 1 (review): a resource URI is protected however it is spelt: a service that
+// normalises URIs (case of scheme and host, percent-encoded letters, dot segments, a query,
+// fragment or trailing slash) would otherwise serve `file:///secret` to a token the layer
+// judged for an unprotected spelling. Before the fix only the exact string was protected.
+#[tokio::test]
+async fn resource_scopes_hold_for_every_spelling_of_the_uri() {
+    let f = fixture();
+    let reader = f.token("alice", "c1", "files:read");
+    let admin = f.token("alice", "c1", "admin");
+    let read = |uri: &str| {
+        json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":uri}}).to_string()
+    };
+    for uri in [
+        "file:///secret",
+        "FILE:///secret",
+        "file:///%73ecret",
+        "file:///%73%65cret",
+        "file:///./secret",
+        "file:///x/../secret",
+        "file:///secret?x=1",
+        "file:///secret#top",
+        "file:///secret/",
+        "file://localhost/secret",
+    ] {
+        let res = f.post(Some(&reader), None, &read(uri)).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(
+            f.post(Some(&admin), None, &read(uri)).await.status(),
+            200,
+            "{uri}"
+        );
+    }
+    for uri in ["file:///secretive", "file:///public", "file:///secret/x"] {
+        let res = f.post(Some(&reader), None, &read(uri)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+    }
+}
+
+// issue 8 item 1 (review): `completion/complete` completes the arguments of a prompt or
+// resource named in `params.ref`; a protected prompt's or resource's completions need its
+// scopes, and a `ref` the layer cannot read as the service reads it is refused. Before the
+// fix a `files:read` token completed `secret_prompt` (admin) with the base requirement.
+#[tokio::test]
+async fn completions_need_the_scopes_of_their_prompt_or_resource() {
+    let f = fixture();
+    let reader = f.token("alice", "c1", "files:read");
+    let admin = f.token("alice", "c1", "admin");
+    let complete = |r: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{r},"argument":{{"name":"a","value":""}}}}}}"#
+        )
+    };
+    for r in [
+        r#"{"type":"ref/prompt","name":"secret_prompt"}"#,
+        r#"{"name":"secret_prompt","type":"ref/prompt"}"#,
+        r#"{"type":"ref/prompt","n\u0061me":"secret\u005fprompt"}"#,
+        r#"{"type":"ref/resource","uri":"file:///secret"}"#,
+        r#"{"type":"ref/resource","uri":"FILE:///secret"}"#,
+    ] {
+        let res = f.post(Some(&reader), None, &complete(r)).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{r}");
+        assert_eq!(
+            f.post(Some(&admin), None, &complete(r)).await.status(),
+            200,
+            "{r}"
+        );
+    }
+    for r in [
+        r#"{"type":"ref/prompt","name":"other"}"#,
+        r#"{"type":"ref/resource","uri":"file:///public"}"#,
+    ] {
+        let res = f.post(Some(&reader), None, &complete(r)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{r}");
+    }
+    for r in [
+        r#"{"type":"ref/prompt","name":7}"#,
+        r#"{"type":"ref/prompt","name":"other","name":"secret_prompt"}"#,
+        r#"{"type":"ref/prompt","type":"ref/resource","name":"secret_prompt"}"#,
+        r#"{"type":7,"name":"secret_prompt"}"#,
+        r#"{"type":"ref/resource","uri":["file:///secret"]}"#,
+        r#"["ref/prompt","secret_prompt"]"#,
+        r#""secret_prompt""#,
+    ] {
+        let res = f.post(Some(&reader), None, &complete(r)).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{r}");
+    }
 }
 
 #[allow(dead_code)]

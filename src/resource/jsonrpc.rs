@@ -35,6 +35,13 @@ pub(crate) enum Message {
     Call {
         method: String,
         name: Option<String>,
+        /// The resource URIs a `subscriptions/listen` asks updates for
+        /// (`params.notifications.resourceSubscriptions`): each needs what
+        /// `resources/subscribe` of it needs.
+        subscriptions: Vec<String>,
+        /// The prompt or resource whose arguments a `completion/complete` completes
+        /// (`params.ref`): it needs what reading that prompt or resource needs.
+        completes: Option<Completes>,
     },
     /// A response to a server-initiated request (no method, a result or an error).
     Response,
@@ -55,6 +62,28 @@ pub(crate) fn target_key(method: &str) -> Option<&'static str> {
     }
 }
 
+/// What a `completion/complete` completes the arguments of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Completes {
+    /// `{"type":"ref/prompt","name":…}`.
+    Prompt(String),
+    /// `{"type":"ref/resource","uri":…}`.
+    Resource(String),
+}
+
+/// The method whose `params.ref` names a prompt or resource.
+pub(crate) const COMPLETE: &str = "completion/complete";
+
+/// The method whose `params.notifications.resourceSubscriptions` lists resource URIs to
+/// receive updates of (protocol 2026-07-28), as `resources/subscribe` does one by one.
+pub(crate) const LISTEN: &str = "subscriptions/listen";
+
+/// Whether the `Mcp-Method` / `Mcp-Name` headers say all the policy needs about a request
+/// of `method` (with `has_name`): not for a method whose target is not in the headers.
+pub(crate) fn headers_suffice(method: &str, has_name: bool) -> bool {
+    method != LISTEN && method != COMPLETE && (has_name || target_key(method).is_none())
+}
+
 /// The keys the parser looks at; any other key is skipped whatever its type.
 enum Key {
     Method,
@@ -63,6 +92,10 @@ enum Key {
     Error,
     Name,
     Uri,
+    Notifications,
+    ResourceSubscriptions,
+    Ref,
+    Type,
     Other,
 }
 
@@ -84,6 +117,10 @@ impl<'de> Deserialize<'de> for Key {
                     "error" => Key::Error,
                     "name" => Key::Name,
                     "uri" => Key::Uri,
+                    "notifications" => Key::Notifications,
+                    "resourceSubscriptions" => Key::ResourceSubscriptions,
+                    "ref" => Key::Ref,
+                    "type" => Key::Type,
                     _ => Key::Other,
                 })
             }
@@ -152,11 +189,16 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
     }
 }
 
-/// The `name` and `uri` of a `params` object, raw; other keys are skipped.
+/// The `name`, `uri`, `notifications` and `resourceSubscriptions` of an object, raw; other
+/// keys are skipped.
 #[derive(Default)]
 struct Targets<'a> {
     name: Option<&'a RawValue>,
     uri: Option<&'a RawValue>,
+    notifications: Option<&'a RawValue>,
+    resource_subscriptions: Option<&'a RawValue>,
+    reference: Option<&'a RawValue>,
+    kind: Option<&'a RawValue>,
     dup: bool,
 }
 
@@ -174,6 +216,12 @@ impl<'de> Deserialize<'de> for Targets<'de> {
                     match key {
                         Key::Name => once(&mut t.name, &mut t.dup, &mut map)?,
                         Key::Uri => once(&mut t.uri, &mut t.dup, &mut map)?,
+                        Key::Notifications => once(&mut t.notifications, &mut t.dup, &mut map)?,
+                        Key::ResourceSubscriptions => {
+                            once(&mut t.resource_subscriptions, &mut t.dup, &mut map)?;
+                        }
+                        Key::Ref => once(&mut t.reference, &mut t.dup, &mut map)?,
+                        Key::Type => once(&mut t.kind, &mut t.dup, &mut map)?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -234,7 +282,76 @@ fn message(env: Envelope<'_>) -> Message {
         // No params: the service cannot call a named target without one.
         _ => None,
     };
-    Message::Call { method, name }
+    let subscriptions = if method == LISTEN {
+        match env.params.map(listen_subscriptions) {
+            None => Vec::new(),
+            Some(Some(uris)) => uris,
+            Some(None) => return Message::Malformed,
+        }
+    } else {
+        Vec::new()
+    };
+    let completes = if method == COMPLETE {
+        match env.params.map(completion_ref) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(c))) => Some(c),
+            Some(Err(())) => return Message::Malformed,
+        }
+    } else {
+        None
+    };
+    Message::Call {
+        method,
+        name,
+        subscriptions,
+        completes,
+    }
+}
+
+/// A params object (or any object) with its keys of interest, `None` when it is not an
+/// object or repeats one of them.
+fn object(raw: &RawValue) -> Option<Targets<'_>> {
+    match serde_json::from_str::<Targets<'_>>(raw.get()) {
+        Ok(t) if !t.dup => Some(t),
+        _ => None,
+    }
+}
+
+/// The prompt or resource of a `completion/complete`'s `params.ref`, as rmcp reads it (a
+/// `type`-tagged object); `Ok(None)` without a `ref` or for another `type` (the service
+/// refuses those); `Err` when the layer cannot read it as the service would.
+fn completion_ref(params: &RawValue) -> Result<Option<Completes>, ()> {
+    let Some(reference) = object(params).ok_or(())?.reference else {
+        return Ok(None);
+    };
+    let r = object(reference).ok_or(())?;
+    let kind = r.kind.map(json_string);
+    let text = |field: Option<&RawValue>| match field.map(json_string) {
+        Some(Some(v)) => Ok(Some(v)),
+        Some(None) => Err(()),
+        None => Ok(None),
+    };
+    match kind {
+        Some(Some(k)) if k == "ref/prompt" => Ok(text(r.name)?.map(Completes::Prompt)),
+        Some(Some(k)) if k == "ref/resource" => Ok(text(r.uri)?.map(Completes::Resource)),
+        Some(Some(_)) | None => Ok(None),
+        Some(None) => Err(()),
+    }
+}
+
+/// The URIs of `params.notifications.resourceSubscriptions` of a `subscriptions/listen`, as
+/// rmcp reads them (an absent or `null` list is none); `None` when the service would not
+/// read them as a list of strings (a duplicated key, another type).
+fn listen_subscriptions(params: &RawValue) -> Option<Vec<String>> {
+    let Some(notifications) = object(params)?.notifications else {
+        return Some(Vec::new());
+    };
+    match object(notifications)?.resource_subscriptions {
+        None => Some(Vec::new()),
+        Some(list) => serde_json::from_str::<Option<Vec<String>>>(list.get())
+            .ok()
+            .map(Option::unwrap_or_default),
+    }
 }
 
 /// Parses a body into its messages: one for an object, one per element for a batch, and a
@@ -352,8 +469,23 @@ pub(crate) fn requirement_of(policy: &AccessPolicy, messages: &[Message]) -> Opt
     messages
         .iter()
         .map(|m| match m {
-            Message::Call { method, name } => {
-                Some(policy.requirement(Some(method), name.as_deref()))
+            Message::Call {
+                method,
+                name,
+                subscriptions,
+                completes,
+            } => {
+                let own = policy.requirement(Some(method), name.as_deref());
+                let own = match completes {
+                    Some(Completes::Prompt(p)) => own.and(policy.prompt_ref_requirement(p)),
+                    Some(Completes::Resource(u)) => own.and(policy.subscription_requirement(u)),
+                    None => own,
+                };
+                Some(
+                    subscriptions
+                        .iter()
+                        .fold(own, |r, uri| r.and(policy.subscription_requirement(uri))),
+                )
             }
             Message::Response => Some(policy.response_requirement()),
             Message::Invalid => Some(policy.strictest_requirement()),
@@ -377,6 +509,8 @@ mod tests {
         Message::Call {
             method: m.to_owned(),
             name: n.map(str::to_owned),
+            subscriptions: Vec::new(),
+            completes: None,
         }
     }
 
@@ -530,6 +664,199 @@ mod tests {
             requirement_of(&policy, &parse_body(br#"[{"method":"tools/list"}]"#)),
             Some(Requirement::Public)
         );
+    }
+
+    // issue 8 item 1 (review): `subscriptions/listen` names resources to receive updates of;
+    // each needs its resource scopes, and an unreadable list is Malformed.
+    #[test]
+    fn listen_subscriptions_are_read() {
+        let listen = |notifications: &str| {
+            parse_body(
+                format!(r#"{{"method":"subscriptions/listen","id":1,"params":{{"notifications":{notifications}}}}}"#)
+                    .as_bytes(),
+            )
+        };
+        let subs = |uris: &[&str]| {
+            vec![Message::Call {
+                method: LISTEN.to_owned(),
+                name: None,
+                subscriptions: uris.iter().map(|u| (*u).to_owned()).collect(),
+                completes: None,
+            }]
+        };
+        assert_eq!(
+            listen(r#"{"resourceSubscriptions":["file:///a","file:///s"]}"#),
+            subs(&["file:///a", "file:///s"])
+        );
+        assert_eq!(listen(r#"{"toolsListChanged":true}"#), subs(&[]));
+        assert_eq!(listen(r#"{"resourceSubscriptions":null}"#), subs(&[]));
+        for bad in [
+            r#"{"resourceSubscriptions":"file:///a"}"#,
+            r#"{"resourceSubscriptions":[1]}"#,
+            r#"{"resourceSubscriptions":[],"resourceSubscriptions":["file:///a"]}"#,
+            r#"["file:///a"]"#,
+            "null",
+        ] {
+            assert_eq!(listen(bad), vec![Message::Malformed], "{bad}");
+        }
+        let policy = AccessPolicy::new()
+            .lazy()
+            .resource_scopes("file:///s", ["admin"]);
+        assert_eq!(
+            requirement_of(
+                &policy,
+                &listen(r#"{"resourceSubscriptions":["file:///a","file:///s"]}"#)
+            ),
+            Some(Requirement::Token("admin".parse().unwrap()))
+        );
+        assert!(!headers_suffice(LISTEN, false));
+        assert!(headers_suffice("tools/list", false));
+        assert!(!headers_suffice("tools/call", false));
+    }
+
+    // issue 8 item 1 (review): the layer reads the method and target exactly as rmcp
+    // 3.11 does, for every body rmcp accepts; whatever it reads differently is refused
+    // (Malformed) or judged by the strictest requirement (Invalid), never by another target.
+    #[cfg(feature = "rmcp")]
+    #[test]
+    fn agrees_with_rmcp_on_every_body_it_accepts() {
+        use rmcp::model::{ClientJsonRpcMessage, ClientNotification, ClientRequest};
+        let bodies = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write","uri":0}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n\u0061me":"files\u005fwrite"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"m\u0065thod":"tools\/call","params":{"name":"a\"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_read","name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"},"params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"name":"public"},"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write","arguments":{"name":"public"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["files_write",{}]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":0}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":null}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"Tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call ","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"id":1,"method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"name":"files_write"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write"},"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"params":{"name":"files_write"}}"#,
+            " \t\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"files_write\"}} \n",
+            "\u{feff}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"files_write\"}}",
+            "\u{c}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"files_write\"}}",
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write"}}]"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///secret"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///secret","name":0}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///secret","uri":"file:///x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///s\u0065cret"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/unsubscribe","params":{"uri":"file:///secret"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret_prompt","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret_prompt","uri":7}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///secret"]}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":null}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":"file:///secret"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":7}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"secret_prompt"},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"name":"secret_prompt","type":"ref/prompt","uri":7},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///secret","name":7},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/other","name":"secret_prompt"},"argument":{"name":"a","value":""}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":"s-1","result":{"action":"accept"}}"#,
+            r#"{"jsonrpc":"2.0","id":"s-1","error":{"code":1,"message":"no"}}"#,
+        ];
+        let mut accepted = Vec::new();
+        for body in bodies {
+            let layer = parse_body(body.as_bytes());
+            let Ok(message) = serde_json::from_str::<ClientJsonRpcMessage>(body) else {
+                // rmcp refuses it: whatever the layer reads is judged and then refused.
+                continue;
+            };
+            accepted.push(body);
+            let mut completes = None;
+            let (method, target, subscriptions) = match &message {
+                ClientJsonRpcMessage::Request(r) => {
+                    let (target, subs) = match &r.request {
+                        ClientRequest::CallToolRequest(c) => {
+                            (Some(c.params.name.to_string()), vec![])
+                        }
+                        ClientRequest::GetPromptRequest(p) => (Some(p.params.name.clone()), vec![]),
+                        ClientRequest::ReadResourceRequest(p) => {
+                            (Some(p.params.uri.clone()), vec![])
+                        }
+                        ClientRequest::SubscribeRequest(p) => (Some(p.params.uri.clone()), vec![]),
+                        ClientRequest::UnsubscribeRequest(p) => {
+                            (Some(p.params.uri.clone()), vec![])
+                        }
+                        ClientRequest::CompleteRequest(c) => {
+                            completes = Some(match &c.params.r#ref {
+                                rmcp::model::Reference::Prompt(p) => {
+                                    Completes::Prompt(p.name.clone())
+                                }
+                                rmcp::model::Reference::Resource(r) => {
+                                    Completes::Resource(r.uri.clone())
+                                }
+                                other => panic!("add {other:?}"),
+                            });
+                            (None, vec![])
+                        }
+                        ClientRequest::SubscriptionsListenRequest(p) => (
+                            None,
+                            p.params
+                                .notifications
+                                .resource_subscriptions
+                                .clone()
+                                .unwrap_or_default(),
+                        ),
+                        _ => (None, vec![]),
+                    };
+                    (r.request.method().to_owned(), target, subs)
+                }
+                ClientJsonRpcMessage::Notification(n) => {
+                    let method = match &n.notification {
+                        ClientNotification::CustomNotification(c) => c.method.clone(),
+                        ClientNotification::InitializedNotification(_) => {
+                            "notifications/initialized".to_owned()
+                        }
+                        other => panic!("add {other:?}"),
+                    };
+                    (method, None, vec![])
+                }
+                ClientJsonRpcMessage::Response(_) | ClientJsonRpcMessage::Error(_) => {
+                    assert_eq!(layer, vec![Message::Response], "{body}");
+                    continue;
+                }
+            };
+            match layer.as_slice() {
+                [Message::Malformed] | [Message::Invalid] => {}
+                [
+                    Message::Call {
+                        method: m,
+                        name,
+                        subscriptions: s,
+                        completes: c,
+                    },
+                ] => {
+                    assert_eq!(m, &method, "{body}");
+                    // A request rmcp reads with a target the layer read the same target;
+                    // one rmcp reads without (a custom request) the layer judged by name or
+                    // not at all, never by another target.
+                    if target.is_some() {
+                        assert_eq!(name, &target, "{body}");
+                    }
+                    assert_eq!(s, &subscriptions, "{body}");
+                    if completes.is_some() {
+                        assert_eq!(c, &completes, "{body}");
+                    }
+                }
+                other => panic!("{other:?} for {body}"),
+            }
+        }
+        // The comparison is not vacuous: rmcp accepts the odd shapes too.
+        assert!(accepted.len() >= 20, "{}", accepted.len());
     }
 
     // issue 8 item 1: `Mcp-Name` is decoded as rmcp's transport decodes it.

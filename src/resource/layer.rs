@@ -208,6 +208,11 @@ fn resource_index(
     if inner.resource_paths.len() <= 1 {
         return Some(0);
     }
+    // A path that means another one once normalised could be judged as one resource and
+    // served as another by whatever normalises it behind the layer: under none.
+    if !is_plain_path(req_path) {
+        return None;
+    }
     let longest = inner
         .resource_paths
         .iter()
@@ -224,11 +229,7 @@ fn resource_index(
     let Some(second) = candidates.next() else {
         return Some(first);
     };
-    // HTTP/1.1 `Host`, or the HTTP/2 `:authority` in the URI.
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or(authority)?;
+    let host = request_host(headers, authority)?;
     let mut by_host = [first, second]
         .into_iter()
         .chain(candidates)
@@ -237,6 +238,57 @@ fn resource_index(
         (Some(i), None) => Some(i),
         _ => None,
     }
+}
+
+/// The host a request names, to tell apart resources that share a path: the HTTP/1.1
+/// `Host` or the HTTP/2 `:authority` in the URI. Every other place a host is named
+/// (`X-Forwarded-Host`, `Forwarded: host=`, a second `Host`) must agree with it, or the
+/// layer could judge the request as one resource while the service behind, reading another
+/// of them, serves the other: `None` then, and the request is under no resource.
+fn request_host<'h>(headers: &'h HeaderMap, authority: Option<&'h str>) -> Option<&'h str> {
+    let mut named: Vec<&str> = Vec::new();
+    for value in headers
+        .get_all(http::header::HOST)
+        .iter()
+        .chain(headers.get_all("x-forwarded-host"))
+    {
+        for host in value.to_str().ok()?.split(',') {
+            named.push(host.trim());
+        }
+    }
+    for value in headers.get_all(http::header::FORWARDED) {
+        for pair in value.to_str().ok()?.split([',', ';']) {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k.trim().eq_ignore_ascii_case("host") {
+                    named.push(v.trim().trim_matches('"'));
+                }
+            }
+        }
+    }
+    named.extend(authority);
+    let (first, rest) = named.split_first()?;
+    rest.iter()
+        .all(|h| h.eq_ignore_ascii_case(first))
+        .then_some(*first)
+}
+
+/// Whether `path` reads the same before and after normalisation: no `.` or `..` segment
+/// (written plainly or percent-encoded), no encoded `/`, `\` or `.`, and no raw `\`
+/// (which some servers read as `/`). Other percent-encodings are left as they are: the
+/// layer and whatever routes behind it both match them literally.
+fn is_plain_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.contains(&b'\\') {
+        return false;
+    }
+    // `%2E` (`.`), `%2F` (`/`), `%5C` (`\`), in either case.
+    let encoded_separator = bytes.windows(3).any(|w| {
+        matches!(
+            (w[0], w[1], w[2].to_ascii_uppercase()),
+            (b'%', b'2', b'E' | b'F') | (b'%', b'5', b'C')
+        )
+    });
+    !encoded_separator && path.split('/').all(|seg| seg != "." && seg != "..")
 }
 
 /// Whether `path` is `prefix` or lies below it, by whole segments.
@@ -450,7 +502,7 @@ where
         let trusted = cfg.trust_mcp_headers
             && from_headers
                 .as_ref()
-                .is_some_and(|(m, n)| n.is_some() || jsonrpc::target_key(m).is_none());
+                .is_some_and(|(m, n)| jsonrpc::headers_suffice(m, n.is_some()));
         let needs_body = is_call
             && cfg.policy.needs_method()
             && (!trusted
@@ -553,7 +605,12 @@ where
             };
             let messages = jsonrpc::parse_body(&bytes);
             if let Some((method, name)) = &from_headers {
-                if let [jsonrpc::Message::Call { method: m, name: n }] = messages.as_slice() {
+                if let [
+                    jsonrpc::Message::Call {
+                        method: m, name: n, ..
+                    },
+                ] = messages.as_slice()
+                {
                     if m != method || (name.is_some() && n != name) {
                         return Err(AuthRejection::HeaderMismatch
                             .into_jsonrpc_response(metadata, jsonrpc::request_id(&bytes)));
@@ -1047,6 +1104,21 @@ mod tests {
         assert!(!path_under("/b/mcpx", "/b/mcp"));
         assert!(!path_under("/b", "/b/mcp"));
         assert!(path_under("/anything", ""));
+        // issue 8 item 3 (review): paths that normalise to another path are not plain.
+        for p in [
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/a/%2e%2e/b",
+            "/a/%2Fb",
+            "/a\\b",
+            "/a/%5cb",
+        ] {
+            assert!(!is_plain_path(p), "{p}");
+        }
+        for p in ["/a/b", "/a/b/", "/a/..b/c.d", "/a/%41", ""] {
+            assert!(is_plain_path(p), "{p}");
+        }
         assert_eq!(authority_of("https://a.example:8443/mcp"), "a.example:8443");
         assert_eq!(authority_of("https://a.example"), "a.example");
     }

@@ -3,8 +3,10 @@
 //! For every request the layer:
 //! 1. finds the resource the request is for: with several resources, by whole path
 //!    segments, longest first (`/b/mcp`, `/b/mcp/` and `/b/mcp/x` are `/b/mcp`; `/b/mcpx` is
-//!    none, and a path under no resource is `404`); a single resource protects whatever the
-//!    layer wraps;
+//!    none, and a path under no resource is `404`; so is a path with dot segments or
+//!    encoded `/`, `\` or `.`, and, for resources sharing a path, a request whose `Host`,
+//!    URI authority, `X-Forwarded-Host` and `Forwarded: host=` disagree); a single
+//!    resource protects whatever the layer wraps;
 //! 2. checks `Origin` against the allow-list (DNS-rebinding protection, `403` otherwise) and
 //!    answers CORS preflights for allowed browser origins;
 //! 3. reads the bearer token from a single `Authorization: Bearer …` header (≤ 8 KiB; never
@@ -16,7 +18,10 @@
 //!    It **fails closed**: a message whose method or target it cannot read exactly as the
 //!    MCP service will (a field of another type, `params` that is not an object, a
 //!    duplicated key) is refused, a body that is not JSON-RPC at all needs the policy's
-//!    strictest requirement, and an encoded body (`Content-Encoding`) is refused;
+//!    strictest requirement, and an encoded body (`Content-Encoding`) is refused. The
+//!    resources a `subscriptions/listen` subscribes to and the prompt or resource a
+//!    `completion/complete` completes need their scopes too, and resource URIs match
+//!    whatever their spelling (case, percent-encoding, dot segments, query);
 //! 5. for a request naming an MCP session (`Mcp-Session-Id`), checks that the caller is the
 //!    principal who opened it (see [`SessionBindings`]);
 //! 6. verifies the token (through a cache keyed by its SHA-256) and checks scopes with the

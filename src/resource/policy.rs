@@ -178,7 +178,10 @@ impl AccessPolicy {
         self
     }
 
-    /// Scopes `resources/read` (and `resources/subscribe`) of this URI needs.
+    /// Scopes `resources/read` (and `resources/subscribe`, a `subscriptions/listen` that
+    /// names it, and a `completion/complete` of its arguments) of this URI needs. Every usual spelling of the URI is protected alike:
+    /// scheme and authority in any case, percent-encoded letters, dot segments, an added
+    /// query, fragment or trailing `/`.
     pub fn resource_scopes<I, S>(mut self, uri: impl Into<String>, needed: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -188,7 +191,8 @@ impl AccessPolicy {
         self
     }
 
-    /// Scopes `prompts/get` of this prompt needs.
+    /// Scopes `prompts/get` of this prompt needs (and a `completion/complete` of its
+    /// arguments).
     pub fn prompt_scopes<I, S>(mut self, name: impl Into<String>, needed: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -290,6 +294,40 @@ impl AccessPolicy {
         self.stream_requirement()
     }
 
+    /// What subscribing to updates of the resource `uri` needs beyond the method itself: its
+    /// [`resource_scopes`](Self::resource_scopes) (with the base scopes), or nothing.
+    pub(crate) fn subscription_requirement(&self, uri: &str) -> Requirement {
+        match self.scopes_for_resource(uri) {
+            Some(s) => Requirement::Token(self.required.union(&s)),
+            None => Requirement::Public,
+        }
+    }
+
+    /// What completing the arguments of the prompt `name` needs beyond the method itself:
+    /// its [`prompt_scopes`](Self::prompt_scopes) (with the base scopes), or nothing.
+    pub(crate) fn prompt_ref_requirement(&self, name: &str) -> Requirement {
+        match self.prompt_scopes.get(name) {
+            Some(s) => Requirement::Token(self.required.union(s)),
+            None => Requirement::Public,
+        }
+    }
+
+    /// The scopes of every [`resource_scopes`](Self::resource_scopes) entry that names `uri`,
+    /// however either is spelt (see [`normalise_uri`]): a service that normalises the URI it
+    /// is asked for must not serve a protected resource to a token judged for another
+    /// spelling of it. `None` when no entry names it.
+    fn scopes_for_resource(&self, uri: &str) -> Option<ScopeSet> {
+        if self.resource_scopes.is_empty() {
+            return None;
+        }
+        let wanted = normalise_uri(uri);
+        self.resource_scopes
+            .iter()
+            .filter(|(k, _)| k.as_str() == uri || normalise_uri(k) == wanted)
+            .map(|(_, s)| s.clone())
+            .reduce(|a, b| a.union(&b))
+    }
+
     /// The requirement of one JSON-RPC request or notification. `name` is the tool or
     /// prompt name, or the resource URI.
     #[must_use]
@@ -308,12 +346,12 @@ impl AccessPolicy {
                 }
                 None
             }
-            ("resources/read" | "resources/subscribe", Some(u)) => self.resource_scopes.get(u),
-            ("prompts/get", Some(n)) => self.prompt_scopes.get(n),
+            ("resources/read" | "resources/subscribe", Some(u)) => self.scopes_for_resource(u),
+            ("prompts/get", Some(n)) => self.prompt_scopes.get(n).cloned(),
             _ => None,
         };
         if let Some(s) = named {
-            return with(s);
+            return with(&s);
         }
         if let Some(s) = self.method_scopes.get(method) {
             return with(s);
@@ -324,6 +362,120 @@ impl AccessPolicy {
             Requirement::Public
         } else {
             Requirement::Token(self.required.clone())
+        }
+    }
+}
+
+/// A resource URI in a form that every usual spelling of it shares, for matching
+/// [`AccessPolicy::resource_scopes`] (issue 8 item 1): scheme and authority in lower case
+/// (`file://localhost/` is `file:///`), percent-encoded unreserved characters decoded and
+/// other escapes in upper case, dot segments removed, and the query, fragment and a
+/// trailing `/` dropped. It deliberately makes more URIs equal than a service may: matching
+/// is for protecting, so a spelling that might reach a protected resource is protected.
+fn normalise_uri(uri: &str) -> String {
+    // Percent-decoding of unreserved characters first, so that an encoded `.`, `/`-free
+    // segment or letter is seen as what it stands for.
+    let bytes = uri.as_bytes();
+    let mut decoded = String::with_capacity(uri.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = char::from(u8::try_from(h * 16 + l).unwrap_or(0));
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~') {
+                    decoded.push(c);
+                } else {
+                    decoded.push('%');
+                    decoded.push(char::from(bytes[i + 1]).to_ascii_uppercase());
+                    decoded.push(char::from(bytes[i + 2]).to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        // Multi-byte characters are copied whole.
+        let ch = uri[i..].chars().next().unwrap_or('\u{fffd}');
+        decoded.push(ch);
+        i += ch.len_utf8();
+    }
+    let without = decoded.split(['?', '#']).next().unwrap_or_default();
+    let (scheme, rest) = match without.split_once(':') {
+        Some((s, r)) if !s.is_empty() && !s.contains('/') => (s.to_ascii_lowercase(), r),
+        _ => (String::new(), without),
+    };
+    let (authority, path) = match rest.strip_prefix("//") {
+        Some(r) => {
+            let end = r.find('/').unwrap_or(r.len());
+            let mut a = r[..end].to_ascii_lowercase();
+            if scheme == "file" && a == "localhost" {
+                a.clear();
+            }
+            (Some(a), &r[end..])
+        }
+        None => (None, rest),
+    };
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "." => {}
+            ".." => {
+                if segments.len() > 1 {
+                    segments.pop();
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut path = segments.join("/");
+    while path.len() > 1 && path.ends_with('/') {
+        path.pop();
+    }
+    let mut out = scheme;
+    out.push(':');
+    if let Some(a) = authority {
+        out.push_str("//");
+        out.push_str(&a);
+    }
+    out.push_str(&path);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // issue 8 item 1 (review): every usual spelling of a protected URI matches it.
+    #[test]
+    fn uris_normalise_to_one_form() {
+        for (a, b) in [
+            ("file:///secret", "FILE:///secret"),
+            ("file:///secret", "file:///%73ecret"),
+            ("file:///secret", "file:///./secret"),
+            ("file:///secret", "file:///x/../secret"),
+            ("file:///secret", "file:///secret?x#y"),
+            ("file:///secret", "file:///secret/"),
+            ("file:///secret", "file://localhost/secret"),
+            ("https://Example.COM/a%2fb", "https://example.com/a%2Fb"),
+            ("ui://widget/a", "UI://WIDGET/a"),
+            ("mem:a/./b", "mem:a/b"),
+        ] {
+            assert_eq!(normalise_uri(a), normalise_uri(b), "{a} {b}");
+        }
+        for (a, b) in [
+            ("file:///secret", "file:///secretive"),
+            ("file:///secret", "file:///Secret"),
+            ("file:///secret", "file:///secret/x"),
+            ("https://example.com/a%2Fb", "https://example.com/a/b"),
+            ("file:///s", "file:///%"),
+        ] {
+            assert_ne!(normalise_uri(a), normalise_uri(b), "{a} {b}");
+        }
+        // Odd input never panics.
+        for odd in [
+            "", "%", "%4", "%zz", ":", "//", "é%C3%A9", "a:%e9", "/../..",
+        ] {
+            let _ = normalise_uri(odd);
         }
     }
 }

@@ -21,7 +21,7 @@
 //! shared store never holds a usable session id.
 //!
 //! [`SessionBindings`] is the storage: [`MemorySessionBindings`] (bounded, least recently
-//! used evicted first, idle entries expire) is the default; implement the trait over a
+//! used evicted first, anonymous sessions before signed-in ones, idle entries expire) is the default; implement the trait over a
 //! shared store when several instances serve the same sessions, or a session opened on one
 //! is unknown (`404`) on the others.
 
@@ -177,8 +177,10 @@ pub fn merged_owner(current: Option<&SessionOwner>, owner: &SessionOwner) -> Ses
     }
 }
 
-/// In-process [`SessionBindings`]: at most `capacity` sessions (the least recently used is
-/// evicted first), each forgotten after `idle` without a request. An evicted or expired
+/// In-process [`SessionBindings`]: at most `capacity` sessions (the least recently used
+/// anonymous one is evicted first, then the least recently used one bound to a principal,
+/// so sessions opened without a token cannot push signed-in users' sessions out), each
+/// forgotten after `idle` without a request. An evicted or expired
 /// session is answered `404`, and the client opens a new one.
 #[derive(Debug)]
 pub struct MemorySessionBindings {
@@ -190,38 +192,68 @@ pub struct MemorySessionBindings {
 #[derive(Debug, Default)]
 struct Lru {
     entries: HashMap<SessionKey, (SessionOwner, Instant, u64)>,
-    /// `(last use, tiebreak) -> key`, oldest first.
-    order: BTreeMap<(Instant, u64), SessionKey>,
+    /// `(last use, tiebreak) -> key` of anonymous sessions, oldest first.
+    anonymous: BTreeMap<(Instant, u64), SessionKey>,
+    /// The same for sessions bound to a principal. Kept apart so that sessions anyone can
+    /// open without a token are evicted first: churning anonymous sessions cannot push
+    /// signed-in users' sessions out (and answer them `404`).
+    principals: BTreeMap<(Instant, u64), SessionKey>,
     next: u64,
 }
 
 impl Lru {
+    fn order_of(&mut self, owner: &SessionOwner) -> &mut BTreeMap<(Instant, u64), SessionKey> {
+        match owner {
+            SessionOwner::Anonymous => &mut self.anonymous,
+            SessionOwner::Principal { .. } => &mut self.principals,
+        }
+    }
+
     fn touch(&mut self, key: &SessionKey, now: Instant) {
         let seq = self.next;
         self.next += 1;
-        if let Some((_, at, s)) = self.entries.get_mut(key) {
-            self.order.remove(&(*at, *s));
-            *at = now;
-            *s = seq;
-            self.order.insert((now, seq), key.clone());
-        }
+        let Some((owner, at, s)) = self.entries.get_mut(key) else {
+            return;
+        };
+        let (owner, old) = (owner.clone(), (*at, *s));
+        *at = now;
+        *s = seq;
+        let order = self.order_of(&owner);
+        order.remove(&old);
+        order.insert((now, seq), key.clone());
     }
 
     fn remove(&mut self, key: &SessionKey) -> Option<SessionOwner> {
         let (owner, at, s) = self.entries.remove(key)?;
-        self.order.remove(&(at, s));
+        self.order_of(&owner).remove(&(at, s));
         Some(owner)
     }
 
     fn expire(&mut self, now: Instant, idle: Duration) {
-        while let Some((&(at, s), _)) = self.order.first_key_value() {
-            if now.saturating_duration_since(at) < idle {
-                break;
-            }
-            if let Some(key) = self.order.remove(&(at, s)) {
-                self.entries.remove(&key);
+        for order in [&mut self.anonymous, &mut self.principals] {
+            while let Some((&(at, s), _)) = order.first_key_value() {
+                if now.saturating_duration_since(at) < idle {
+                    break;
+                }
+                if let Some(key) = order.remove(&(at, s)) {
+                    self.entries.remove(&key);
+                }
             }
         }
+    }
+
+    /// Evicts the least recently used anonymous session, or else the least recently used
+    /// one bound to a principal.
+    fn evict(&mut self) -> bool {
+        let oldest = match self.anonymous.pop_first() {
+            Some((_, key)) => key,
+            None => match self.principals.pop_first() {
+                Some((_, key)) => key,
+                None => return false,
+            },
+        };
+        self.entries.remove(&oldest);
+        true
     }
 }
 
@@ -284,15 +316,14 @@ impl MemorySessionBindings {
         let current = lru.remove(key);
         let merged = merged_owner(current.as_ref(), owner);
         while lru.entries.len() >= self.capacity {
-            let Some((_, oldest)) = lru.order.pop_first() else {
+            if !lru.evict() {
                 break;
-            };
-            lru.entries.remove(&oldest);
+            }
         }
         let seq = lru.next;
         lru.next += 1;
         lru.entries.insert(key.clone(), (merged.clone(), now, seq));
-        lru.order.insert((now, seq), key.clone());
+        lru.order_of(&merged).insert((now, seq), key.clone());
         merged
     }
 }
@@ -371,6 +402,56 @@ mod tests {
             b.get_at(&k3, t0 + Duration::from_secs(4)),
             Some(SessionOwner::Anonymous)
         );
+    }
+
+    // issue 8 item 2 (review): anonymous sessions (which anyone can open without a token
+    // under lazy authentication) are evicted before sessions bound to a principal, so
+    // churning them cannot push a signed-in user's session out. Before the fix the oldest
+    // binding went whoever owned it.
+    #[test]
+    fn anonymous_churn_does_not_evict_principals() {
+        let b = MemorySessionBindings::new(3, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let k = SessionKey::of("alice's");
+        b.bind_at(&k, &alice(), at(0));
+        for i in 0..100 {
+            b.bind_at(
+                &SessionKey::of(format!("anon-{i}")),
+                &SessionOwner::Anonymous,
+                at(1 + i),
+            );
+        }
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.get_at(&k, at(200)), Some(alice()));
+        // The newest anonymous sessions are kept, the oldest went.
+        assert_eq!(
+            b.get_at(&SessionKey::of("anon-99"), at(200)),
+            Some(SessionOwner::Anonymous)
+        );
+        assert_eq!(b.get_at(&SessionKey::of("anon-0"), at(200)), None);
+        // With only principals left, the least recently used principal goes.
+        let full = MemorySessionBindings::new(2, Duration::from_secs(3600));
+        let bob = SessionOwner::Principal {
+            subject: "bob".into(),
+            client_id: None,
+        };
+        full.bind_at(&SessionKey::of("1"), &alice(), at(0));
+        full.bind_at(&SessionKey::of("2"), &bob, at(1));
+        full.bind_at(&SessionKey::of("3"), &bob, at(2));
+        assert_eq!(full.get_at(&SessionKey::of("1"), at(3)), None);
+        assert_eq!(full.get_at(&SessionKey::of("2"), at(3)), Some(bob.clone()));
+        // A claimed session moves from the anonymous tier to the principals'.
+        let claim = MemorySessionBindings::new(2, Duration::from_secs(3600));
+        let c = SessionKey::of("c");
+        claim.bind_at(&c, &SessionOwner::Anonymous, at(0));
+        claim.bind_at(&c, &alice(), at(1));
+        claim.bind_at(&SessionKey::of("x"), &SessionOwner::Anonymous, at(2));
+        claim.bind_at(&SessionKey::of("y"), &SessionOwner::Anonymous, at(3));
+        assert_eq!(claim.get_at(&c, at(4)), Some(alice()));
+        // Expiry sweeps both tiers.
+        claim.bind_at(&SessionKey::of("z"), &SessionOwner::Anonymous, at(10_000));
+        assert_eq!(claim.len(), 1);
     }
 
     // issue 8 item 2: idle sessions expire (an injected clock, no sleeping).
