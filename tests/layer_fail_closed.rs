@@ -1065,3 +1065,34 @@ fn assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Arc<MemorySessionBindings>>();
 }
+
+// issue 8 item 1 (found by the layer review): under `lazy()` notifications are public, but a
+// message with an `id` is a request whatever its method is called, and would reach the
+// service's custom-request handler without a token. It is refused; a real notification
+// still passes.
+#[tokio::test]
+async fn requests_named_like_notifications_are_refused() {
+    let f = fixture();
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":"x","method":"notifications/custom","params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"notifications/custom"}"#,
+        r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":2,"method":"notifications/x"}]"#,
+    ] {
+        let res = f.post(None, None, body).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
+        let rejection = res.extensions().get::<AuthRejection>().cloned();
+        assert!(
+            matches!(rejection, Some(AuthRejection::UnreadableRequest)),
+            "{rejection:?} for {body}"
+        );
+    }
+    let res = f
+        .post(
+            None,
+            None,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        )
+        .await;
+    assert!(reached(res.status()), "{}", res.status());
+}

@@ -96,6 +96,7 @@ enum Key {
     ResourceSubscriptions,
     Ref,
     Type,
+    Id,
     Other,
 }
 
@@ -121,6 +122,7 @@ impl<'de> Deserialize<'de> for Key {
                     "resourceSubscriptions" => Key::ResourceSubscriptions,
                     "ref" => Key::Ref,
                     "type" => Key::Type,
+                    "id" => Key::Id,
                     _ => Key::Other,
                 })
             }
@@ -152,6 +154,8 @@ struct Envelope<'a> {
     params: Option<&'a RawValue>,
     result: bool,
     error: bool,
+    /// An `id` member of any value: the message is a request, not a notification.
+    id: bool,
     dup: bool,
 }
 
@@ -175,6 +179,13 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                         }
                         Key::Error => {
                             env.error = true;
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        Key::Id => {
+                            if env.id {
+                                env.dup = true;
+                            }
+                            env.id = true;
                             map.next_value::<IgnoredAny>()?;
                         }
                         _ => {
@@ -260,6 +271,12 @@ fn message(env: Envelope<'_>) -> Message {
     let Some(method) = json_string(method) else {
         return Message::Malformed;
     };
+    // A message with an `id` is a request whatever its method is called: one named
+    // `notifications/…` would otherwise pass as a public notification under `lazy()` and
+    // reach the service's custom-request handler (issue 8 item 1, fail closed).
+    if env.id && method.starts_with("notifications/") {
+        return Message::Malformed;
+    }
     let name = match (target_key(&method), env.params) {
         (Some(key), Some(raw)) => {
             // `params` must be an object for a method with a target (rmcp refuses anything
@@ -527,6 +544,11 @@ mod tests {
         assert_eq!(
             parse_body(br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":2,"result":{}},7]"#),
             vec![call("notifications/initialized", None), Message::Response, Message::Invalid]
+        );
+        // A request named like a notification is not one (fail closed under `lazy()`).
+        assert_eq!(
+            parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"notifications/initialized"}"#),
+            vec![Message::Malformed]
         );
         assert_eq!(parse_body(b"[]"), vec![Message::Invalid]);
         assert_eq!(parse_body(b"not json"), vec![Message::Invalid]);
