@@ -55,6 +55,7 @@
 //! file, so a restart signs nobody out and no connector has to be re-added. Delete the file (or run with
 //! `--store memory`) to start from scratch.
 
+use axum::serve::ListenerExt as _;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt::Write as _;
@@ -693,8 +694,12 @@ async fn main() -> Result<(), BoxError> {
     print!("{}", server.instructions);
     tracing::info!(resource = server.config.resource(), "serving");
     println!("listening on http://{bound}");
+    // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
+    // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
     axum::serve(
-        listener,
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         server
             .app
             .into_make_service_with_connect_info::<SocketAddr>(),

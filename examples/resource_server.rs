@@ -53,6 +53,7 @@
 //! register (dynamic client registration or client ID metadata documents) or pre-register
 //! them with their redirect URIs.
 
+use axum::serve::ListenerExt as _;
 use std::error::Error;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -516,6 +517,11 @@ async fn main() -> Result<(), BoxError> {
     print!("{}", server.instructions);
     tracing::info!(resource = server.config.resource(), "serving");
     println!("listening on http://{bound}");
+    // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
+    // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, server.app).await?;
     Ok(())
 }

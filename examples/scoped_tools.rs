@@ -45,6 +45,7 @@
 //! Streamable HTTP, the printed URL): `public_search` works at once, `files_read` asks you to
 //! sign in, `files_write` and `admin_reset` ask for more scope.
 
+use axum::serve::ListenerExt as _;
 use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -268,8 +269,12 @@ async fn main() -> Result<(), BoxError> {
         "  tools: public_search (public), files_read (files:read), files_write (files:write), admin_reset (admin)"
     );
     println!("listening on http://{bound}");
+    // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
+    // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
     axum::serve(
-        listener,
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.router
             .into_make_service_with_connect_info::<SocketAddr>(),
     )

@@ -38,6 +38,7 @@
 //! `tests/store_postgres.rs`) include this file and run it as a child process; the
 //! `harness` module at the end is theirs and is compiled only into them.
 
+use axum::serve::ListenerExt as _;
 use std::error::Error;
 use std::net::SocketAddr;
 
@@ -254,8 +255,12 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
     }
 
     println!("listening on http://{addr}");
+    // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
+    // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
     axum::serve(
-        listener,
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await?;

@@ -52,7 +52,12 @@
 //!     .route_service("/mcp", mcp_service)  // e.g. rmcp's StreamableHttpService
 //!     .layer(McpOAuthLayer::new(cfg.clone()))
 //!     .merge(oauth_router(&cfg));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! // TCP_NODELAY on every connection: MCP servers answer over SSE in several writes, and
+//! // without it each request after the first on a keep-alive connection waits ~40 ms.
+//! use axum::serve::ListenerExt as _;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000")
+//!     .await?
+//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
 //! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
 //! # Ok(()) }
 //! ```
@@ -82,7 +87,10 @@
 //!     .route_service("/mcp", mcp_service)  // e.g. rmcp's StreamableHttpService
 //!     .layer(McpOAuthLayer::new(cfg.clone()))
 //!     .merge(protected_resource_router(&cfg));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! use axum::serve::ListenerExt as _;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000")
+//!     .await?
+//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
