@@ -158,6 +158,7 @@ pub mod config;
 pub mod context;
 mod crypto;
 pub mod error;
+mod flows;
 pub mod issuer;
 pub mod keys;
 pub mod metadata;

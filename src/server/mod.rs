@@ -156,15 +156,7 @@ impl StaticClient {
     }
 }
 
-/// Token lifetimes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Lifetimes {
-    pub(crate) code: Duration,
-    pub(crate) access: Duration,
-    pub(crate) refresh: Duration,
-    pub(crate) refresh_grace: Duration,
-    pub(crate) pending: Duration,
-}
+pub(crate) use crate::flows::Lifetimes;
 
 /// Per-endpoint rate limits, keyed on the client address.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +182,7 @@ pub(crate) struct ServerInner {
     pub(crate) key_ring: KeyRing,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) limits: Limits,
-    pub(crate) static_clients: HashMap<String, Client>,
+    pub(crate) static_clients: Arc<HashMap<String, Client>>,
     /// The configured clients allowed to call `/introspect` (resource servers).
     pub(crate) introspection_clients: Vec<String>,
     pub(crate) dynamic_registration: bool,
@@ -730,7 +722,7 @@ impl AuthorizationServerBuilder {
                 key_ring,
                 lifetimes: l,
                 limits: self.limits,
-                static_clients,
+                static_clients: Arc::new(static_clients),
                 introspection_clients: self.introspection_clients,
                 dynamic_registration: self.dynamic_registration,
                 remember_consent: self.remember_consent,
@@ -826,6 +818,8 @@ pub(crate) struct AsContext {
     pub(crate) server: Arc<ServerInner>,
     /// The token issuer bound to the configured issuer string.
     pub(crate) issuer: Arc<dyn TokenIssuer>,
+    /// What the socket-free flows read (see [`crate::flows`]).
+    pub(crate) env: crate::flows::Env,
 }
 
 impl AsContext {
@@ -834,10 +828,21 @@ impl AsContext {
         let issuer = server.inner.custom_issuer.clone().unwrap_or_else(|| {
             Arc::new(JwtIssuer::new(cfg.issuer(), server.inner.key_ring.clone()))
         });
+        let env = crate::flows::Env {
+            cfg: cfg.clone(),
+            clients: server.inner.clients.clone(),
+            grants: server.inner.grants.clone(),
+            static_clients: server.inner.static_clients.clone(),
+            issuer: issuer.clone(),
+            clock: Arc::new(crate::flows::SystemClock),
+            random: Arc::new(crate::flows::OsRandom),
+            lifetimes: server.inner.lifetimes,
+        };
         Self {
             cfg,
             server: server.inner.clone(),
             issuer,
+            env,
         }
     }
 
@@ -856,10 +861,7 @@ impl AsContext {
         &self,
         client_id: &str,
     ) -> Result<Option<Client>, crate::store::StoreError> {
-        if let Some(c) = self.server.static_clients.get(client_id) {
-            return Ok(Some(c.clone()));
-        }
-        self.server.clients.get_client(client_id).await
+        self.env.client(client_id).await
     }
 
     /// Whether cookies must carry `Secure` and the `__Host-` prefix (an https issuer).

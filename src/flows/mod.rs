@@ -1,0 +1,140 @@
+//! The grants as socket-free functions over the store and issuer traits.
+//!
+//! Each flow takes a typed request and an [`Env`] and returns a typed outcome; nothing here
+//! knows about HTTP, cookies or pages. `src/server/` is the thin adapter around these
+//! functions: it parses the wire format, calls the flow and renders the outcome. Grant rules
+//! (expiry, grace windows, leeway, retention) are tested here with a [`FakeClock`] instead of
+//! HTTP round trips.
+//!
+//! The clock and the random source are injected so that tests control time and can tell
+//! which secrets a flow drew.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::McpOAuthConfig;
+use crate::issuer::TokenIssuer;
+use crate::store::{Client, ClientStore, GrantStore};
+
+/// Where a flow reads the time: seconds since the Unix epoch.
+pub(crate) trait Clock: Send + Sync + 'static {
+    /// Now, in seconds since the Unix epoch.
+    fn now(&self) -> u64;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        crate::util::now()
+    }
+}
+
+/// A clock that only moves when told to, for tests.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct FakeClock(std::sync::atomic::AtomicU64);
+
+#[cfg(test)]
+impl FakeClock {
+    /// A clock standing at `now`.
+    pub(crate) fn at(now: u64) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(now))
+    }
+
+    /// Moves the clock forward.
+    pub(crate) fn advance(&self, by: Duration) {
+        self.0
+            .fetch_add(by.as_secs(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+impl Clock for FakeClock {
+    fn now(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Where a flow draws secrets (codes, refresh tokens, client ids and secrets).
+pub(crate) trait Random: Send + Sync + 'static {
+    /// Fills `buf` with random bytes.
+    fn fill(&self, buf: &mut [u8]);
+
+    /// `bytes` random bytes, base64url without padding.
+    fn token(&self, bytes: usize) -> String {
+        use base64::Engine as _;
+        let mut buf = vec![0u8; bytes];
+        self.fill(&mut buf);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    }
+}
+
+/// The operating system's random source.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        crate::util::fill_random(buf);
+    }
+}
+
+/// Token lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetimes {
+    pub(crate) code: Duration,
+    pub(crate) access: Duration,
+    pub(crate) refresh: Duration,
+    pub(crate) refresh_grace: Duration,
+    pub(crate) pending: Duration,
+}
+
+/// Everything a flow reads besides its request: the configuration (resources, scopes,
+/// issuer), the stores, the token issuer, the clock, the random source and the lifetimes.
+/// Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Env {
+    /// Resources, issuer string, scopes, default scopes, hierarchy.
+    pub(crate) cfg: McpOAuthConfig,
+    pub(crate) clients: Arc<dyn ClientStore>,
+    pub(crate) grants: Arc<dyn GrantStore>,
+    /// Clients configured in code, looked up before the store.
+    pub(crate) static_clients: Arc<HashMap<String, Client>>,
+    pub(crate) issuer: Arc<dyn TokenIssuer>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) random: Arc<dyn Random>,
+    pub(crate) lifetimes: Lifetimes,
+    // Fields the authorize flow needs go below this line.
+    // Fields the token, register, revoke and introspect flows need go below this line.
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("issuer", &self.cfg.issuer())
+            .field("lifetimes", &self.lifetimes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Env {
+    /// Now, from the injected clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// A client by id: configured clients first, then the store.
+    pub(crate) async fn client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<Client>, crate::store::StoreError> {
+        if let Some(c) = self.static_clients.get(client_id) {
+            return Ok(Some(c.clone()));
+        }
+        self.clients.get_client(client_id).await
+    }
+}
