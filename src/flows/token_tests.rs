@@ -1,0 +1,1 @@
+//! Table tests of the token grants at the flow level.
