@@ -107,7 +107,7 @@ pub(crate) async fn authenticate(
 mod tests {
     use super::*;
     use crate::error::OAuthErrorCode;
-    use crate::flows::test_env::{T0, TestEnv};
+    use crate::flows::test_env::TestEnv;
 
     fn creds<'a>(id: &'a str, secret: Option<&'a str>) -> ClientCredentials<'a> {
         ClientCredentials {
@@ -120,9 +120,9 @@ mod tests {
     #[tokio::test]
     async fn client_authentication_rules() {
         let t = TestEnv::new().await;
-        // A dynamic confidential client whose secret expires at T0 + 100.
+        // A dynamic confidential client whose secret expires 100 s from now.
         let mut expiring = t.confidential_client("expiring", "expiring-secret");
-        expiring.secret_expires_at = T0 + 100;
+        expiring.secret_expires_at = t.start + 100;
         t.env.clients.insert_client(expiring).await.unwrap();
 
         // (client id, secret, ok?, description fragment)
@@ -155,7 +155,7 @@ mod tests {
         }
 
         // At its expiry time the secret stops working, even when right.
-        t.clock.advance(std::time::Duration::from_secs(100));
+        t.advance(100);
         let e = authenticate(&t.env, creds("expiring", Some("expiring-secret")))
             .await
             .unwrap_err();

@@ -1,5 +1,7 @@
-//! An [`Env`] for the flow tests: a [`MemoryStore`], a [`FakeClock`] standing at [`T0`],
-//! the server's default lifetimes and a few configured clients.
+//! An [`Env`] for the flow tests: a [`MemoryStore`], a [`FakeClock`] that starts at the
+//! system time (so that access tokens, which the JWT issuer and verifier date by the system
+//! clock, agree with it until a test moves it), the server's default lifetimes and a few
+//! configured clients.
 
 use std::sync::Arc;
 
@@ -16,8 +18,6 @@ use crate::store::{
     TokenEndpointAuthMethod,
 };
 
-/// Where the fake clock starts.
-pub(crate) const T0: u64 = 1_800_000_000;
 /// The resource of the test configuration.
 pub(crate) const RESOURCE: &str = "https://mcp.example.com/mcp";
 /// The redirect URI of the configured clients.
@@ -27,6 +27,10 @@ pub(crate) const REDIRECT: &str = "https://app.example.com/cb";
 pub(crate) struct TestEnv {
     pub(crate) env: Env,
     pub(crate) clock: Arc<FakeClock>,
+    /// Where the clock started.
+    pub(crate) start: u64,
+    /// The server the environment was built from (its key ring, its revocation list).
+    pub(crate) server: AuthorizationServer,
 }
 
 impl TestEnv {
@@ -57,10 +61,16 @@ impl TestEnv {
             .authorization_server(server.clone())
             .build()
             .unwrap();
-        let clock = Arc::new(FakeClock::at(T0));
+        let start = crate::util::now();
+        let clock = Arc::new(FakeClock::at(start));
         let mut env = AsContext::new(cfg, &server).env;
         env.clock = clock.clone();
-        Self { env, clock }
+        Self {
+            env,
+            clock,
+            start,
+            server,
+        }
     }
 
     /// A dynamically registered confidential client (not stored).
@@ -76,10 +86,26 @@ impl TestEnv {
             application_type: ApplicationType::Web,
             scope: None,
             extra: serde_json::Map::new(),
-            issued_at: T0,
-            last_used_at: T0,
+            issued_at: self.start,
+            last_used_at: self.start,
             source: ClientSource::Dynamic,
         }
+    }
+
+    /// A verifier for this server's access tokens: its key ring, issuer and resource, with
+    /// its revocation list.
+    pub(crate) fn verifier(&self) -> crate::verify::JwtVerifier {
+        crate::verify::JwtVerifier::builder(self.server.key_ring().clone())
+            .issuer(self.env.cfg.issuer())
+            .audience(RESOURCE)
+            .revocation(self.server.revocations())
+            .build()
+            .unwrap()
+    }
+
+    /// Moves the clock forward by `secs` seconds.
+    pub(crate) fn advance(&self, secs: u64) {
+        self.clock.advance(std::time::Duration::from_secs(secs));
     }
 
     /// A configured client by id.
