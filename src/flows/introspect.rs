@@ -138,3 +138,194 @@ async fn refresh(env: &Env, token: &str) -> Result<Option<Introspection>, OAuthE
     }
     Ok(Some(Introspection::Refresh(Box::new(family))))
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::flows::test_env::{REDIRECT, TestEnv};
+    use crate::flows::token::{TokenRequest, Tokens, exchange};
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    async fn grant(t: &TestEnv) -> Tokens {
+        t.put_code("the-code", "public", VERIFIER).await;
+        let client = t.client("public").await;
+        let request = TokenRequest::AuthorizationCode {
+            code: "the-code",
+            redirect_uri: Some(REDIRECT),
+            code_verifier: VERIFIER,
+            resource: None,
+        };
+        exchange(&t.env, &client, request).await.unwrap()
+    }
+
+    async fn rotate(t: &TestEnv, token: &str) -> String {
+        let client = t.client("public").await;
+        let request = TokenRequest::RefreshToken {
+            refresh_token: token,
+            scope: None,
+            resource: None,
+        };
+        exchange(&t.env, &client, request)
+            .await
+            .unwrap()
+            .refresh_token
+            .unwrap()
+    }
+
+    fn ask(token: &str) -> IntrospectRequest<'_> {
+        IntrospectRequest {
+            token,
+            token_type_hint: None,
+        }
+    }
+
+    /// A verifier that always answers the same failure.
+    struct Failing(fn() -> VerifyError);
+
+    #[async_trait]
+    impl TokenVerifier for Failing {
+        async fn verify(&self, _token: &str) -> Result<AuthContext, VerifyError> {
+            Err((self.0)())
+        }
+    }
+
+    #[tokio::test]
+    async fn only_configured_introspection_clients_may_ask() {
+        let t = TestEnv::new().await;
+        let dynamic = t.confidential_client("rs-dynamic", "secret");
+        let mut impostor = t.confidential_client("rs", "secret");
+        impostor.source = ClientSource::Dynamic;
+        // (client, expected error)
+        let table = [
+            (t.client("rs").await, None),
+            (
+                t.client("public").await,
+                Some(OAuthErrorCode::InvalidClient),
+            ),
+            (
+                t.client("confidential").await,
+                Some(OAuthErrorCode::UnauthorizedClient),
+            ),
+            (dynamic, Some(OAuthErrorCode::UnauthorizedClient)),
+            // A registered client that took the id of an introspection client.
+            (impostor, Some(OAuthErrorCode::UnauthorizedClient)),
+        ];
+        for (client, expect) in table {
+            let got = check_caller(&t.env, &client).err().map(|e| e.code());
+            assert_eq!(got, expect, "{}", client.client_id);
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_are_active_while_usable() {
+        let t = TestEnv::new().await;
+        let first = grant(&t).await.refresh_token.unwrap();
+        let Introspection::Refresh(family) = introspect(&t.env, None, ask(&first)).await.unwrap()
+        else {
+            panic!("the current refresh token is active");
+        };
+        assert_eq!(family.client_id, "public");
+        assert_eq!(family.subject, "alice");
+        assert_eq!(family.expires_at, t.start + 30 * 24 * 3600);
+
+        let second = rotate(&t, &first).await;
+        // (seconds to wait, token, active?)
+        let table = [
+            (30, first.as_str(), true),
+            (0, second.as_str(), true),
+            (1, first.as_str(), false),
+            (0, second.as_str(), true),
+        ];
+        for (wait, token, active) in table {
+            t.advance(wait);
+            let got = introspect(&t.env, None, ask(token)).await.unwrap();
+            assert_eq!(
+                matches!(got, Introspection::Refresh(_)),
+                active,
+                "{} s after rotation: {got:?}",
+                t.env.now() - t.start
+            );
+        }
+        // The family expires 30 days after it was created.
+        t.advance(30 * 24 * 3600 - 31);
+        let got = introspect(&t.env, None, ask(&second)).await.unwrap();
+        assert!(matches!(got, Introspection::Inactive), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn revoked_and_foreign_tokens_are_inactive() {
+        let t = TestEnv::new().await;
+        let tokens = grant(&t).await;
+        let verifier = t.verifier();
+        let refresh = tokens.refresh_token.clone().unwrap();
+        let access = tokens.access.token.clone();
+
+        // Active first, whatever the hint.
+        for hint in [None, Some("access_token"), Some("refresh_token")] {
+            let request = IntrospectRequest {
+                token: &access,
+                token_type_hint: hint,
+            };
+            let got = introspect(&t.env, Some(&verifier), request).await.unwrap();
+            let Introspection::Access(auth) = got else {
+                panic!("{hint:?}: {got:?}");
+            };
+            assert_eq!(auth.client_id(), Some("public"));
+            assert_eq!(auth.subject(), "alice");
+        }
+
+        // Tokens of another server (another key ring, same issuer) and garbage.
+        let other = TestEnv::new().await;
+        let foreign = grant(&other).await;
+        for token in [
+            foreign.access.token.as_str(),
+            foreign.refresh_token.as_deref().unwrap(),
+            "not-a-token",
+            "a.b.c",
+        ] {
+            let got = introspect(&t.env, Some(&verifier), ask(token))
+                .await
+                .unwrap();
+            assert!(matches!(got, Introspection::Inactive), "{got:?}");
+        }
+
+        // Revoking the family makes both inactive.
+        let family = tokens.access.jti.split('.').next().unwrap();
+        t.env
+            .grants
+            .revoke_family(family, t.env.now())
+            .await
+            .unwrap();
+        for token in [access.as_str(), refresh.as_str()] {
+            let got = introspect(&t.env, Some(&verifier), ask(token))
+                .await
+                .unwrap();
+            assert!(matches!(got, Introspection::Inactive), "{got:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn verifier_failures() {
+        let t = TestEnv::new().await;
+        // An expired (or otherwise refused) access token is inactive; an unavailable
+        // revocation list is an error, not `active: false`.
+        let expired = Failing(|| VerifyError::Expired);
+        let got = introspect(&t.env, Some(&expired), ask("a.b.c"))
+            .await
+            .unwrap();
+        assert!(matches!(got, Introspection::Inactive), "{got:?}");
+        let down = Failing(|| VerifyError::Unavailable("down".to_owned()));
+        let e = introspect(&t.env, Some(&down), ask("a.b.c"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), OAuthErrorCode::TemporarilyUnavailable);
+        // A token that is not a JWT never reaches the verifier.
+        let got = introspect(&t.env, Some(&down), ask("opaque"))
+            .await
+            .unwrap();
+        assert!(matches!(got, Introspection::Inactive), "{got:?}");
+    }
+}

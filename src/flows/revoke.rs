@@ -138,3 +138,165 @@ async fn revoke_access(
 pub(crate) fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::OAuthErrorCode;
+    use crate::flows::test_env::{REDIRECT, TestEnv};
+    use crate::flows::token::{TokenRequest, Tokens, exchange};
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    async fn grant(t: &TestEnv) -> Tokens {
+        t.put_code("the-code", "public", VERIFIER).await;
+        let client = t.client("public").await;
+        let request = TokenRequest::AuthorizationCode {
+            code: "the-code",
+            redirect_uri: Some(REDIRECT),
+            code_verifier: VERIFIER,
+            resource: None,
+        };
+        exchange(&t.env, &client, request).await.unwrap()
+    }
+
+    /// Which token of the grant a row revokes.
+    #[derive(Debug, Clone, Copy)]
+    enum Which {
+        Refresh,
+        Access,
+        Garbage,
+        ForgedJwt,
+    }
+
+    #[tokio::test]
+    async fn revocation_rules() {
+        use Which::{Access, ForgedJwt, Garbage, Refresh};
+        // (token, hint, revoking client, outcome, refresh still works, access still works)
+        let table = [
+            (Refresh, None, "public", Revocation::Family, false, false),
+            (
+                Refresh,
+                Some("access_token"),
+                "public",
+                Revocation::Family,
+                false,
+                false,
+            ),
+            (
+                Refresh,
+                None,
+                "confidential",
+                Revocation::Foreign,
+                true,
+                true,
+            ),
+            (Access, None, "public", Revocation::AccessToken, true, false),
+            (
+                Access,
+                Some("refresh_token"),
+                "public",
+                Revocation::AccessToken,
+                true,
+                false,
+            ),
+            (
+                Access,
+                None,
+                "confidential",
+                Revocation::Foreign,
+                true,
+                true,
+            ),
+            (Garbage, None, "public", Revocation::Unknown, true, true),
+            (ForgedJwt, None, "public", Revocation::Unknown, true, true),
+        ];
+        for (which, hint, revoker, outcome, refresh_lives, access_lives) in table {
+            let t = TestEnv::new().await;
+            let tokens = grant(&t).await;
+            let refresh = tokens.refresh_token.clone().unwrap();
+            let token = match which {
+                Refresh => refresh.clone(),
+                Access => tokens.access.token.clone(),
+                Garbage => "not-a-token".to_owned(),
+                ForgedJwt => "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.".to_owned(),
+            };
+            let verifier = t.verifier();
+            let client = t.client(revoker).await;
+            let got = revoke(
+                &t.env,
+                Some(&verifier),
+                &client,
+                RevokeRequest {
+                    token: &token,
+                    token_type_hint: hint,
+                },
+            )
+            .await
+            .unwrap();
+            let row = format!("{which:?} {hint:?} by {revoker}");
+            assert_eq!(got, outcome, "{row}");
+            let access_ok = verifier.verify(&tokens.access.token).await.is_ok();
+            assert_eq!(access_ok, access_lives, "{row}: access token");
+            let owner = t.client("public").await;
+            let refreshed = exchange(
+                &t.env,
+                &owner,
+                TokenRequest::RefreshToken {
+                    refresh_token: &refresh,
+                    scope: None,
+                    resource: None,
+                },
+            )
+            .await;
+            assert_eq!(refreshed.is_ok(), refresh_lives, "{row}: refresh token");
+            if let Err(e) = refreshed {
+                assert_eq!(e.code(), OAuthErrorCode::InvalidGrant);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_verifier_access_tokens_are_unknown() {
+        let t = TestEnv::new().await;
+        let tokens = grant(&t).await;
+        let client = t.client("public").await;
+        let request = RevokeRequest {
+            token: &tokens.access.token,
+            token_type_hint: Some("access_token"),
+        };
+        let got = revoke(&t.env, None, &client, request).await.unwrap();
+        assert_eq!(got, Revocation::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_out_refresh_token_still_revokes_its_family() {
+        let t = TestEnv::new().await;
+        let tokens = grant(&t).await;
+        let old = tokens.refresh_token.unwrap();
+        let client = t.client("public").await;
+        let rotate = TokenRequest::RefreshToken {
+            refresh_token: &old,
+            scope: None,
+            resource: None,
+        };
+        let new = exchange(&t.env, &client, rotate)
+            .await
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        t.advance(3600);
+        let request = RevokeRequest {
+            token: &old,
+            token_type_hint: None,
+        };
+        let got = revoke(&t.env, None, &client, request).await.unwrap();
+        assert_eq!(got, Revocation::Family);
+        let refresh = TokenRequest::RefreshToken {
+            refresh_token: &new,
+            scope: None,
+            resource: None,
+        };
+        assert!(exchange(&t.env, &client, refresh).await.is_err());
+    }
+}
