@@ -719,6 +719,7 @@ pub(crate) fn all_loopback(uris: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flows::test_env::TestEnv;
 
     fn defaults() -> Vec<String> {
         DEFAULT_REDIRECT_SCHEMES
@@ -963,5 +964,192 @@ mod tests {
             "http://127.0.0.1/callback".to_owned(),
             "cursor://x/y".to_owned()
         ]));
+    }
+
+    fn meta(v: serde_json::Value) -> Map<String, Value> {
+        let Value::Object(m) = v else { panic!() };
+        m
+    }
+
+    // RFC 7591 §2 and the server's own limits, one row per rule.
+    #[tokio::test]
+    async fn registration_metadata_rules() {
+        use OAuthErrorCode::{InvalidClientMetadata as Meta, InvalidRedirectUri as Uri};
+        use serde_json::json;
+        let long = "x".repeat(MAX_FIELD_LEN + 1);
+        let many: Vec<String> = (0..=MAX_REDIRECT_URIS)
+            .map(|i| format!("https://app.example.com/cb{i}"))
+            .collect();
+        let cb = json!(["https://app.example.com/cb"]);
+        // (metadata, None when accepted or the error and a fragment of its description)
+        let table: Vec<(Value, Option<(OAuthErrorCode, &str)>)> = vec![
+            (json!({"redirect_uris": cb}), None),
+            (json!({}), Some((Uri, "redirect_uris is required"))),
+            (json!({"redirect_uris": []}), Some((Uri, "at least one"))),
+            (
+                json!({"redirect_uris": "https://a.example/cb"}),
+                Some((Uri, "array")),
+            ),
+            (
+                json!({"redirect_uris": [1]}),
+                Some((Uri, "array of strings")),
+            ),
+            (
+                json!({"redirect_uris": ["javascript:alert(1)"]}),
+                Some((Uri, "javascript")),
+            ),
+            (
+                json!({"redirect_uris": ["http://example.com/cb"]}),
+                Some((Uri, "loopback")),
+            ),
+            (json!({"redirect_uris": many}), Some((Uri, "at most 32"))),
+            (
+                json!({"redirect_uris": cb, "token_endpoint_auth_method": "private_key_jwt"}),
+                Some((Meta, "not supported")),
+            ),
+            (
+                json!({"redirect_uris": cb, "token_endpoint_auth_method": 1}),
+                Some((Meta, "must be a string")),
+            ),
+            (
+                json!({"redirect_uris": cb, "grant_types": ["client_credentials"]}),
+                Some((Meta, "not supported")),
+            ),
+            (
+                json!({"redirect_uris": cb, "grant_types": ["refresh_token"]}),
+                Some((Meta, "must include authorization_code")),
+            ),
+            (
+                json!({"redirect_uris": cb, "grant_types": ["authorization_code"]}),
+                None,
+            ),
+            (
+                json!({"redirect_uris": cb, "response_types": ["token"]}),
+                Some((Meta, "response_types")),
+            ),
+            (
+                json!({"redirect_uris": cb, "response_types": []}),
+                Some((Meta, "response_types")),
+            ),
+            (
+                json!({"redirect_uris": cb, "response_types": ["code"]}),
+                None,
+            ),
+            (
+                json!({"redirect_uris": cb, "application_type": "desktop"}),
+                Some((Meta, "application_type")),
+            ),
+            (
+                json!({"redirect_uris": cb, "scope": "read \u{1}"}),
+                Some((Meta, "")),
+            ),
+            (
+                json!({"redirect_uris": cb, "client_name": "Evil\u{202E}gnp.exe"}),
+                Some((Meta, "invisible")),
+            ),
+            (
+                json!({"redirect_uris": cb, "client_name": "a\u{7}b"}),
+                Some((Meta, "control")),
+            ),
+            (
+                json!({"redirect_uris": cb, "client_name": "n".repeat(MAX_NAME_LEN + 1)}),
+                Some((Meta, "longer")),
+            ),
+            (
+                json!({"redirect_uris": cb, "client_uri": long}),
+                Some((Meta, "longer")),
+            ),
+            (
+                json!({"redirect_uris": cb, "logo_uri": 5}),
+                Some((Meta, "must be a string")),
+            ),
+            (
+                json!({"redirect_uris": cb, "contacts": "a@example.com"}),
+                Some((Meta, "contacts must be")),
+            ),
+            (
+                json!({"redirect_uris": cb, "contacts": vec!["a@example.com"; MAX_CONTACTS + 1]}),
+                Some((Meta, "at most 10")),
+            ),
+            (
+                json!({"redirect_uris": cb, "unknown_field": {"ignored": true}}),
+                None,
+            ),
+        ];
+        for (m, expect) in table {
+            let t = TestEnv::new().await;
+            let got = register(&t.env, &meta(m.clone())).await;
+            match (got, expect) {
+                (Ok(_), None) => {}
+                (Err(e), Some((code, why))) => {
+                    assert_eq!(e.code(), code, "{m}: {e}");
+                    assert!(e.description().contains(why), "{m}: {e}");
+                }
+                (got, _) => panic!("{m}: {got:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn registration_creates_the_client() {
+        use serde_json::json;
+        let t = TestEnv::new().await;
+        t.advance(5);
+        let confidential = register(
+            &t.env,
+            &meta(json!({
+                "redirect_uris": ["https://app.example.com/cb", "https://app.example.com/cb"],
+                "token_endpoint_auth_method": "client_secret_post",
+                "client_name": "  App  ",
+                "scope": "read",
+                "contacts": ["a@example.com"],
+            })),
+        )
+        .await
+        .unwrap();
+        let secret = confidential.client_secret.clone().unwrap();
+        let c = &confidential.client;
+        assert!(!c.client_id.starts_with("https://"));
+        assert_eq!(c.issued_at, t.start + 5, "issued at the flow's clock");
+        assert_eq!(
+            c.redirect_uris,
+            ["https://app.example.com/cb"],
+            "deduplicated"
+        );
+        assert_eq!(c.client_name.as_deref(), Some("App"));
+        assert_eq!(c.application_type, ApplicationType::Web);
+        assert_eq!(c.grant_types, ["authorization_code", "refresh_token"]);
+        assert_eq!(
+            c.scope.as_ref().map(ToString::to_string).as_deref(),
+            Some("read")
+        );
+        assert_eq!(c.source, ClientSource::Dynamic);
+        // The store holds the secret's hash only, and the client authenticates with it.
+        let stored = t
+            .env
+            .clients
+            .get_client(&c.client_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            stored
+                .secret_hash
+                .as_ref()
+                .unwrap()
+                .ct_eq(&SecretHash::of(&secret))
+        );
+        assert!(!format!("{confidential:?}").contains(&secret));
+
+        let public = register(
+            &t.env,
+            &meta(json!({"redirect_uris": ["http://127.0.0.1/cb", "cursor://x/cb"]})),
+        )
+        .await
+        .unwrap();
+        assert!(public.client_secret.is_none());
+        assert!(public.client.secret_hash.is_none());
+        assert_eq!(public.client.application_type, ApplicationType::Native);
+        assert_ne!(public.client.client_id, c.client_id);
     }
 }
