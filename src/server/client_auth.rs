@@ -17,7 +17,8 @@
 //! `invalid_request`, as RFC 6749 §2.3 demands. An unknown client is `401 invalid_client`
 //! (Claude registers again on exactly that answer), with a `WWW-Authenticate: Basic`
 //! challenge when the client tried Basic. A confidential client must present its secret,
-//! which is hashed and compared with [`SecretHash::ct_eq`]; a public client must not present
+//! which is hashed and compared with
+//! [`SecretHash::ct_eq`](crate::store::SecretHash::ct_eq); a public client must not present
 //! one. A confidential client may use either `client_secret_basic` or `client_secret_post`,
 //! whichever it registered: real clients do not always use the method they asked for.
 //! `private_key_jwt` (`client_assertion`) is not supported and answered `invalid_client`.
