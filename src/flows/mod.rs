@@ -110,6 +110,10 @@ pub(crate) struct Env {
     pub(crate) lifetimes: Lifetimes,
     // Fields the authorize flow needs go below this line.
     // Fields the token, register, revoke and introspect flows need go below this line.
+    /// Custom redirect URI schemes allowed besides reverse-domain ones (lower case).
+    pub(crate) redirect_schemes: Arc<[String]>,
+    /// The configured clients allowed to introspect (resource servers).
+    pub(crate) introspection_clients: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Env {
@@ -138,3 +142,11 @@ impl Env {
         self.clients.get_client(client_id).await
     }
 }
+
+pub(crate) mod client_auth;
+pub(crate) mod introspect;
+pub(crate) mod register;
+pub(crate) mod revoke;
+#[cfg(test)]
+mod test_env;
+pub(crate) mod token;

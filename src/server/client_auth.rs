@@ -9,11 +9,16 @@
 //! | `client_secret_basic` | `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` |
 //! | `client_secret_post` | `client_id` and `client_secret` in the body |
 //!
+//! This file is the wire half: it reads the credentials off the header and the form and
+//! refuses malformed or mixed ones; whether they authenticate the client is decided by
+//! [`flows::client_auth`](crate::flows).
+//!
 //! A request using more than one method (Basic *and* `client_secret` in the body) is
 //! `invalid_request`, as RFC 6749 §2.3 demands. An unknown client is `401 invalid_client`
 //! (Claude registers again on exactly that answer), with a `WWW-Authenticate: Basic`
 //! challenge when the client tried Basic. A confidential client must present its secret,
-//! which is hashed and compared with [`SecretHash::ct_eq`]; a public client must not present
+//! which is hashed and compared with
+//! [`SecretHash::ct_eq`](crate::store::SecretHash::ct_eq); a public client must not present
 //! one. A confidential client may use either `client_secret_basic` or `client_secret_post`,
 //! whichever it registered: real clients do not always use the method they asked for.
 //! `private_key_jwt` (`client_assertion`) is not supported and answered `invalid_client`.
@@ -29,7 +34,9 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use super::AsContext;
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::store::{Client, SecretHash};
+pub(crate) use crate::flows::client_auth::printable_name;
+use crate::flows::client_auth::{ClientCredentials, authenticate as authenticate_client};
+use crate::store::Client;
 
 /// Largest form body the endpoints read (a token request is a few hundred bytes; a JWT to
 /// revoke or introspect at most 8 KiB).
@@ -76,15 +83,6 @@ impl FormParams {
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
-    }
-}
-
-/// A parameter name safe to echo in an error description: short and printable ASCII only.
-pub(crate) fn printable_name(name: &str) -> String {
-    if name.len() <= 40 && name.bytes().all(|b| b.is_ascii_graphic()) {
-        name.to_owned()
-    } else {
-        "(unprintable)".to_owned()
     }
 }
 
@@ -243,43 +241,15 @@ pub(crate) async fn authenticate(
             }
         },
     };
-    let Some(client) = ctx.client(client_id).await? else {
-        tracing::debug!(target: "mcp_oauth::token", client_id = %printable_name(client_id), "unknown client");
-        return Err(OAuthError::invalid_client(
-            "Unknown client; register again",
+    let client = authenticate_client(
+        &ctx.env,
+        ClientCredentials {
+            client_id,
+            secret,
             used_basic,
-        ));
-    };
-    match (&client.secret_hash, secret) {
-        (Some(stored), Some(presented)) => {
-            if !SecretHash::of(presented).ct_eq(stored) {
-                tracing::info!(target: "mcp_oauth::security", client_id = %client.client_id, "client authentication failed: wrong secret");
-                return Err(OAuthError::invalid_client(
-                    "Client authentication failed",
-                    used_basic,
-                ));
-            }
-            if client.secret_expires_at != 0 && client.secret_expires_at <= crate::util::now() {
-                return Err(OAuthError::invalid_client(
-                    "The client secret has expired; register again",
-                    used_basic,
-                ));
-            }
-        }
-        (Some(_), None) => {
-            return Err(OAuthError::invalid_client(
-                "This client is confidential and must authenticate with its secret",
-                used_basic,
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(OAuthError::invalid_client(
-                "This client is public and has no secret; send only client_id",
-                used_basic,
-            ));
-        }
-        (None, None) => {}
-    }
+        },
+    )
+    .await?;
     super::retention::note_use(ctx, &client).await;
     Ok(client)
 }

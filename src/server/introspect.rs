@@ -22,6 +22,9 @@
 //! `token_type_hint` only decides which kind is looked up first. A store outage is `503`, not
 //! `active: false`, so a resource server does not drop a token that may be fine.
 //!
+//! The rules (who may ask, what is active) live in [`flows::introspect`](crate::flows);
+//! this file reads the form, authenticates the caller and renders the JSON.
+//!
 //! Tokens of a custom [`TokenIssuer`](crate::issuer::TokenIssuer) that are not JWTs signed by
 //! the key ring are reported inactive.
 
@@ -39,8 +42,9 @@ use super::token::method_not_allowed;
 use super::{AsContext, AuthorizationServer};
 use crate::context::AuthContext;
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::store::{ClientSource, SecretHash};
-use crate::verify::{JwtVerifier, TokenVerifier as _, VerifyError};
+use crate::flows::introspect::{IntrospectRequest, Introspection, check_caller, introspect};
+use crate::store::RefreshFamily;
+use crate::verify::{JwtVerifier, TokenVerifier};
 
 /// A verifier for the access tokens this server issued: the key ring, this issuer, every
 /// configured resource as an audience, the configuration's leeway; with the store's
@@ -59,11 +63,6 @@ pub(crate) fn own_tokens_verifier(ctx: &AsContext, check_revocation: bool) -> Op
         b = b.revocation(server.revocations());
     }
     b.build().ok()
-}
-
-/// Whether a token has the shape of a JWS (three dot-separated parts).
-pub(crate) fn looks_like_jwt(token: &str) -> bool {
-    token.split('.').count() == 3
 }
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
@@ -97,70 +96,25 @@ async fn handle(
     rate_limit::check(ctx, LimitKind::Token, &parts).await?;
     let form = read_form(&parts.headers, body).await?;
     let client = authenticate(ctx, &parts.headers, &form).await?;
-    if !client.is_confidential() {
-        // A public client never authenticated at all (it only named itself).
-        return Err(OAuthError::invalid_client(
-            "Introspection is only available to authenticated resource servers",
-            false,
-        ));
-    }
-    // Issue 8 item 8: authenticated is not enough; only the configured resource servers
-    // (confidential static clients) may introspect. Everyone else, every dynamically
-    // registered client included, is refused.
-    let allowed = client.source == ClientSource::Static
-        && ctx.server.introspection_clients.contains(&client.client_id);
-    if !allowed {
-        tracing::info!(target: "mcp_oauth::security", client_id = %client.client_id,
-            "introspection refused: not a configured introspection client");
-        // Rendered as 403 by `routes`: the client is known, it just may not ask.
-        return Err(OAuthError::new(
-            OAuthErrorCode::UnauthorizedClient,
-            "This client may not use the introspection endpoint",
-        ));
-    }
+    // `unauthorized_client` is rendered as 403 by `routes`: the client is known, it just
+    // may not ask.
+    check_caller(&ctx.env, &client)?;
     let Some(token) = form.get("token") else {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidRequest,
             "token is required",
         ));
     };
-    // The hint only orders the look-ups (RFC 7662 §2.1).
-    let refresh_first = form.get("token_type_hint") == Some("refresh_token");
-    let found = if refresh_first {
-        match refresh(ctx, token).await? {
-            Some(v) => Some(v),
-            None => access(verifier, token).await?,
-        }
-    } else {
-        match access(verifier, token).await? {
-            Some(v) => Some(v),
-            None => refresh(ctx, token).await?,
-        }
+    let request = IntrospectRequest {
+        token,
+        token_type_hint: form.get("token_type_hint"),
     };
-    if let Some(v) = found {
-        return Ok(v);
-    }
-    Ok(json!({ "active": false }))
-}
-
-async fn access(verifier: Option<&JwtVerifier>, token: &str) -> Result<Option<Value>, OAuthError> {
-    let Some(verifier) = verifier else {
-        return Ok(None);
-    };
-    if !looks_like_jwt(token) {
-        return Ok(None);
-    }
-    match verifier.verify(token).await {
-        Ok(auth) => Ok(Some(access_response(&auth))),
-        Err(VerifyError::Unavailable(e)) => {
-            tracing::error!(target: "mcp_oauth::introspect", error = %e, "revocation list unavailable");
-            Err(OAuthError::new(
-                OAuthErrorCode::TemporarilyUnavailable,
-                "The authorization server is temporarily unavailable",
-            ))
-        }
-        Err(_) => Ok(None),
-    }
+    let verifier = verifier.map(|v| v as &dyn TokenVerifier);
+    Ok(match introspect(&ctx.env, verifier, request).await? {
+        Introspection::Inactive => json!({ "active": false }),
+        Introspection::Access(auth) => access_response(&auth),
+        Introspection::Refresh(family) => refresh_response(&family),
+    })
 }
 
 fn access_response(auth: &AuthContext) -> Value {
@@ -182,31 +136,13 @@ fn access_response(auth: &AuthContext) -> Value {
     })
 }
 
-async fn refresh(ctx: &AsContext, token: &str) -> Result<Option<Value>, OAuthError> {
-    let now = crate::util::now();
-    let Some(lookup) = ctx
-        .server
-        .grants
-        .family_of_refresh(&SecretHash::of(token), now)
-        .await?
-    else {
-        return Ok(None);
-    };
-    // A token rotated out past the grace window would trip reuse detection: not active
-    // (issue 8 item 8).
-    if !lookup.is_usable(now, ctx.server.lifetimes.refresh_grace.as_secs()) {
-        return Ok(None);
-    }
-    let family = lookup.family;
-    if family.expires_at <= now {
-        return Ok(None);
-    }
-    Ok(Some(json!({
+fn refresh_response(family: &RefreshFamily) -> Value {
+    json!({
         "active": true,
         "token_type": "refresh_token",
         "client_id": family.client_id,
         "scope": family.scope.to_string(),
         "sub": family.subject,
         "exp": family.expires_at,
-    })))
+    })
 }

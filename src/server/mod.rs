@@ -837,6 +837,8 @@ impl AsContext {
             clock: Arc::new(crate::flows::SystemClock),
             random: Arc::new(crate::flows::OsRandom),
             lifetimes: server.inner.lifetimes,
+            redirect_schemes: server.inner.redirect_schemes.clone().into(),
+            introspection_clients: server.inner.introspection_clients.clone().into(),
         };
         Self {
             cfg,

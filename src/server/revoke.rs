@@ -14,6 +14,9 @@
 //!
 //! `token_type_hint` only decides which kind is looked up first (§2.1). A store outage is
 //! `503 temporarily_unavailable`, which RFC 7009 §2.2.1 allows, so the client retries.
+//!
+//! The rules live in [`flows::revoke`](crate::flows); this file reads the form,
+//! authenticates the client and answers.
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -24,12 +27,12 @@ use http::StatusCode;
 use super::AsContext;
 use super::client_auth::{authenticate, read_form};
 use super::discovery::json_response;
-use super::introspect::{looks_like_jwt, own_tokens_verifier};
+use super::introspect::own_tokens_verifier;
 use super::rate_limit::{self, LimitKind};
 use super::token::method_not_allowed;
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::store::{Client, SecretHash};
-use crate::verify::{JwtVerifier, TokenVerifier as _};
+use crate::flows::revoke::{RevokeRequest, revoke};
+use crate::verify::{JwtVerifier, TokenVerifier};
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     // No revocation list: revoking an already revoked token is a no-op, not an error.
@@ -64,77 +67,12 @@ async fn handle(
             "token is required",
         ));
     };
-    let access_first = form.get("token_type_hint") == Some("access_token");
-    if access_first && revoke_access(ctx, verifier, &client, token).await? {
-        return Ok(());
-    }
-    if revoke_refresh(ctx, &client, token).await? {
-        return Ok(());
-    }
-    if !access_first {
-        revoke_access(ctx, verifier, &client, token).await?;
-    }
+    let request = RevokeRequest {
+        token,
+        token_type_hint: form.get("token_type_hint"),
+    };
+    // Whatever the outcome (revoked, another client's, unknown), the answer is 200.
+    let verifier = verifier.map(|v| v as &dyn TokenVerifier);
+    revoke(&ctx.env, verifier, &client, request).await?;
     Ok(())
-}
-
-/// Revokes the family of a refresh token; whether the token was a known refresh token.
-async fn revoke_refresh(ctx: &AsContext, client: &Client, token: &str) -> Result<bool, OAuthError> {
-    let grants = &ctx.server.grants;
-    // Any token of the family, current or rotated out, revokes it: its client asks for it.
-    let Some(family) = grants
-        .family_of_refresh(&SecretHash::of(token), crate::util::now())
-        .await?
-        .map(|l| l.family)
-    else {
-        return Ok(false);
-    };
-    if family.client_id == client.client_id {
-        grants
-            .revoke_family(&family.family_id, crate::util::now())
-            .await?;
-        tracing::info!(target: "mcp_oauth::revoke", client_id = %client.client_id, family = %family.family_id,
-            "grant revoked by its client");
-    } else {
-        tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family.family_id,
-            "a client tried to revoke another client's refresh token; ignored");
-    }
-    Ok(true)
-}
-
-/// Revokes an access token by `jti`; whether the token was one of ours.
-async fn revoke_access(
-    ctx: &AsContext,
-    verifier: Option<&JwtVerifier>,
-    client: &Client,
-    token: &str,
-) -> Result<bool, OAuthError> {
-    let Some(verifier) = verifier else {
-        return Ok(false);
-    };
-    if !looks_like_jwt(token) {
-        return Ok(false);
-    }
-    // Expired, foreign or forged tokens fail here and need no action.
-    let Ok(auth) = verifier.verify(token).await else {
-        return Ok(false);
-    };
-    let (Some(jti), Some(exp)) = (auth.token_id(), auth.expires_at()) else {
-        return Ok(false);
-    };
-    if auth.client_id() == Some(client.client_id.as_str()) {
-        // Remembered past `exp` by the largest leeway a verifier may use (issue 8 item 8).
-        ctx.server
-            .grants
-            .revoke_token(
-                jti,
-                exp.saturating_add(crate::store::REVOCATION_HORIZON_SLACK),
-            )
-            .await?;
-        tracing::info!(target: "mcp_oauth::revoke", client_id = %client.client_id, jti = %jti,
-            "access token revoked by its client");
-    } else {
-        tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id,
-            "a client tried to revoke another client's access token; ignored");
-    }
-    Ok(true)
 }

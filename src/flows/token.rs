@@ -1,0 +1,431 @@
+//! The grants of the token endpoint: `authorization_code` and `refresh_token` (OAuth 2.1).
+//!
+//! The adapter ([`server::token`](crate::server)) parses the form, authenticates the client
+//! and checks that it may use the grant; [`exchange`] does the rest and returns the
+//! [`Tokens`] to render, or the RFC 6749 §5.2 error.
+//!
+//! # `authorization_code`
+//! 1. The `code_verifier` must be 43–128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).
+//!    `redirect_uri` is required when the authorization request carried one (OAuth 2.1
+//!    §4.1.3), and may be omitted when the server used the client's only registered URI.
+//! 2. The code is taken from the store **once**, atomically, binding a fresh family id to it.
+//!    A second redemption gets `invalid_grant`. It revokes that family (every access and
+//!    refresh token the first redemption issued stops working, RFC 6749 §4.1.2) **only**
+//!    when it comes from the code's own client with the right PKCE verifier: a replay by
+//!    anyone else (another client, a wrong verifier) changes nothing, so a code seen in a
+//!    log or a browser history is no kill switch for its user's session.
+//! 3. The code must belong to the client, a `redirect_uri`, when sent or required, must be
+//!    byte-equal to the authorization request's (a loopback one too, port included), the
+//!    verifier must hash to the S256 challenge (compared in constant time), and a
+//!    `resource`, if sent, must equal the code's (`invalid_target`). A failure here still
+//!    spends the code: one guess per code.
+//! 4. The family is created (a conflict means a replay revoked it first: `invalid_grant`) with
+//!    a refresh token when the client's `grant_types` include `refresh_token`, whether or not
+//!    `offline_access` was asked for (Claude often does not ask, and would be logged out at
+//!    expiry); the access token is an RFC 9068 JWT whose `aud` is the code's resource.
+//!
+//! # `refresh_token`
+//! The family of the presented token must belong to the client (checked before anything
+//! changes, so another client cannot burn it), `scope` may narrow the family's scope but never
+//! widen it (`invalid_scope`), and `resource` must equal the family's (`invalid_target`).
+//! Every use rotates the token. The successor is sealed (AES-256-GCM, a random nonce, under
+//! SHA-256(`"mcp-oauth/refresh-grace/v1"` ‖ presented token)) and stored with the rotation,
+//! so a concurrent refresh with the same token inside the grace window (real clients do
+//! refresh twice at once) decrypts and receives **the same successor** instead of tripping
+//! reuse detection. Outside the window, presenting a rotated-out token is reuse: the store
+//! revokes the whole family and the answer is `invalid_grant`, which makes clients
+//! re-authorize.
+//!
+//! Time is [`Env::now`]; codes, family ids, refresh tokens and nonces come from
+//! [`Env::random`](super::Env).
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use super::Env;
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::issuer::{AccessTokenRequest, IssuedToken};
+use crate::scope::ScopeSet;
+use crate::store::{Client, CodeTake, RefreshFamily, Rotation, SecretHash, StoreError};
+
+/// Domain separation for the key that seals a rotated refresh token's successor.
+const GRACE_KEY_CONTEXT: &[u8] = b"mcp-oauth/refresh-grace/v1";
+
+/// A token request, its parameters read off the form (an empty parameter is absent).
+#[derive(Clone, Copy)]
+pub(crate) enum TokenRequest<'a> {
+    /// `grant_type=authorization_code`.
+    AuthorizationCode {
+        /// `code`.
+        code: &'a str,
+        /// `redirect_uri`, when sent.
+        redirect_uri: Option<&'a str>,
+        /// `code_verifier`.
+        code_verifier: &'a str,
+        /// `resource`, when sent.
+        resource: Option<&'a str>,
+    },
+    /// `grant_type=refresh_token`.
+    RefreshToken {
+        /// `refresh_token`.
+        refresh_token: &'a str,
+        /// `scope`, when sent: a narrowing of the family's scope.
+        scope: Option<&'a str>,
+        /// `resource`, when sent.
+        resource: Option<&'a str>,
+    },
+}
+
+impl std::fmt::Debug for TokenRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Codes, verifiers and refresh tokens are secrets: only the grant is printed.
+        f.write_str(match self {
+            Self::AuthorizationCode { .. } => "TokenRequest::AuthorizationCode { .. }",
+            Self::RefreshToken { .. } => "TokenRequest::RefreshToken { .. }",
+        })
+    }
+}
+
+/// What a successful token request issues (RFC 6749 §5.1).
+pub(crate) struct Tokens {
+    /// The access token.
+    pub(crate) access: IssuedToken,
+    /// The scope it carries.
+    pub(crate) scope: ScopeSet,
+    /// The refresh token, when one is issued.
+    pub(crate) refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("jti", &self.access.jti)
+            .field("scope", &self.scope)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a token request of the authenticated `client`, which the caller has checked may
+/// use the grant; see the [module docs](self).
+///
+/// # Errors
+/// RFC 6749 §5.2 errors: `invalid_request`, `invalid_grant`, `invalid_scope`,
+/// `invalid_target`; `temporarily_unavailable` when the store or the issuer fails.
+pub(crate) async fn exchange(
+    env: &Env,
+    client: &Client,
+    request: TokenRequest<'_>,
+) -> Result<Tokens, OAuthError> {
+    match request {
+        TokenRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+            resource,
+        } => authorization_code(env, client, code, redirect_uri, code_verifier, resource).await,
+        TokenRequest::RefreshToken {
+            refresh_token: presented,
+            scope,
+            resource,
+        } => refresh_token(env, client, presented, scope, resource).await,
+    }
+}
+
+fn invalid_grant(description: &'static str) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidGrant, description)
+}
+
+/// RFC 7636 §4.1: 43–128 characters of `[A-Za-z0-9-._~]`.
+fn verifier_well_formed(v: &str) -> bool {
+    (43..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Whether `BASE64URL(SHA256(verifier))` equals `challenge`, in constant time.
+fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let computed =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier));
+    computed.as_bytes().ct_eq(challenge.as_bytes()).into()
+}
+
+async fn authorization_code(
+    env: &Env,
+    client: &Client,
+    code: &str,
+    redirect_uri: Option<&str>,
+    verifier: &str,
+    resource: Option<&str>,
+) -> Result<Tokens, OAuthError> {
+    if !verifier_well_formed(verifier) {
+        return Err(invalid_grant(
+            "code_verifier must be 43-128 characters of [A-Za-z0-9-._~]",
+        ));
+    }
+    let now = env.now();
+    let family_id = env.random.token(16);
+    let grants = &env.grants;
+    let code = match grants
+        .take_code(&SecretHash::of(code), &family_id, now)
+        .await?
+    {
+        CodeTake::Taken(code) => code,
+        CodeTake::Replayed { family_id, code } => {
+            // Issue 8 item 6: only the code's own client, proving the PKCE verifier, may
+            // trigger the revocation; anyone else replaying a code they saw changes nothing.
+            if code.client_id == client.client_id && pkce_matches(verifier, &code.code_challenge) {
+                tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
+                    "authorization code replayed by its own client; revoking every token it issued");
+                grants.revoke_family(&family_id, now).await?;
+            } else {
+                tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
+                    "authorization code replayed by another client or without its verifier; nothing revoked");
+            }
+            return Err(invalid_grant("The authorization code was already used"));
+        }
+        _ => return Err(invalid_grant("Unknown or expired authorization code")),
+    };
+    // From here on the code is spent: a failed check costs the caller the code.
+    if code.client_id != client.client_id {
+        tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id,
+            "authorization code presented by a client it was not issued to");
+        return Err(invalid_grant(
+            "The authorization code was issued to another client",
+        ));
+    }
+    match redirect_uri {
+        // Byte for byte: a loopback URI with another port is another URI here.
+        Some(sent) if sent != code.redirect_uri => {
+            return Err(invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        Some(_) => {}
+        None if code.redirect_uri_in_request => {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidRequest,
+                "redirect_uri is required: the authorization request carried one",
+            ));
+        }
+        None => {}
+    }
+    if !pkce_matches(verifier, &code.code_challenge) {
+        return Err(invalid_grant("PKCE verification failed"));
+    }
+    if resource.is_some_and(|r| r != code.resource) {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InvalidTarget,
+            "resource does not match the authorization request",
+        ));
+    }
+    let refresh = client
+        .allows_grant("refresh_token")
+        .then(|| env.random.token(32));
+    let family = RefreshFamily {
+        family_id: family_id.clone(),
+        client_id: client.client_id.clone(),
+        subject: code.subject.clone(),
+        scope: code.scope.clone(),
+        resource: code.resource.clone(),
+        claims: code.claims.clone(),
+        auth_time: code.auth_time,
+        created_at: now,
+        expires_at: now.saturating_add(env.lifetimes.refresh.as_secs()),
+    };
+    match grants
+        .create_family(family.clone(), refresh.as_deref().map(SecretHash::of))
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(invalid_grant("The authorization code was already used"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let access = mint(env, &family, &family.scope).await?;
+    Ok(Tokens {
+        access,
+        scope: family.scope,
+        refresh_token: refresh,
+    })
+}
+
+/// Mints an access token of `family` with `scope` (the family's, or a narrower one).
+async fn mint(
+    env: &Env,
+    family: &RefreshFamily,
+    scope: &ScopeSet,
+) -> Result<IssuedToken, OAuthError> {
+    env.issuer
+        .issue(&AccessTokenRequest {
+            subject: &family.subject,
+            client_id: &family.client_id,
+            scope,
+            audience: &family.resource,
+            family_id: &family.family_id,
+            auth_time: family.auth_time,
+            claims: &family.claims,
+            lifetime: env.lifetimes.access,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(target: "mcp_oauth::token", error = %e, "access token issuing failed");
+            OAuthError::new(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "The access token could not be issued; retry later",
+            )
+        })
+}
+
+async fn refresh_token(
+    env: &Env,
+    client: &Client,
+    presented: &str,
+    scope: Option<&str>,
+    resource: Option<&str>,
+) -> Result<Tokens, OAuthError> {
+    let hash = SecretHash::of(presented);
+    let grants = &env.grants;
+    // Check ownership and the request before rotating, so a wrong request (or another
+    // client) cannot burn the token.
+    let Some(family) = grants
+        .family_of_refresh(&hash, env.now())
+        .await?
+        .map(|l| l.family)
+    else {
+        return Err(invalid_grant("Unknown, expired or revoked refresh token"));
+    };
+    if family.client_id != client.client_id {
+        tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family.family_id,
+            "refresh token presented by a client it was not issued to");
+        return Err(invalid_grant("Unknown, expired or revoked refresh token"));
+    }
+    let scope = match scope {
+        None => family.scope.clone(),
+        Some(s) => {
+            let requested = ScopeSet::parse(s)
+                .map_err(|_| OAuthError::new(OAuthErrorCode::InvalidScope, "scope is malformed"))?;
+            if !requested.is_subset(&family.scope) {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidScope,
+                    "A refresh may narrow the granted scope but never widen it",
+                ));
+            }
+            requested
+        }
+    };
+    if resource.is_some_and(|r| r != family.resource) {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InvalidTarget,
+            "resource does not match the grant",
+        ));
+    }
+
+    let now = env.now();
+    let successor = env.random.token(32);
+    let sealed = seal_successor(env, presented, &family.family_id, &successor)?;
+    let rotation = grants
+        .rotate_refresh(
+            &hash,
+            SecretHash::of(&successor),
+            sealed,
+            now,
+            env.lifetimes.refresh_grace.as_secs(),
+        )
+        .await?;
+    let (family, refresh) = match rotation {
+        Rotation::Rotated(family) => (family, successor),
+        Rotation::Grace {
+            family,
+            sealed_successor,
+        } => {
+            let Some(successor) = open_successor(presented, &family.family_id, &sealed_successor)
+            else {
+                tracing::error!(target: "mcp_oauth::token", family = %family.family_id,
+                    "the sealed successor of a rotated refresh token does not open");
+                return Err(invalid_grant("Unknown, expired or revoked refresh token"));
+            };
+            (family, successor)
+        }
+        Rotation::Reused { family_id } => {
+            tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
+                "refresh token reuse; the grant is revoked");
+            return Err(invalid_grant(
+                "The refresh token was already used; the grant is revoked",
+            ));
+        }
+        _ => return Err(invalid_grant("Unknown, expired or revoked refresh token")),
+    };
+    if family.client_id != client.client_id {
+        return Err(invalid_grant("Unknown, expired or revoked refresh token"));
+    }
+    let access = mint(env, &family, &scope).await?;
+    Ok(Tokens {
+        access,
+        scope,
+        refresh_token: Some(refresh),
+    })
+}
+
+/// The AES-256-GCM key only a holder of `presented` can derive.
+fn grace_key(presented: &str) -> Option<LessSafeKey> {
+    let mut h = Sha256::new();
+    h.update(GRACE_KEY_CONTEXT);
+    h.update(presented.as_bytes());
+    let key = h.finalize();
+    UnboundKey::new(&AES_256_GCM, &key)
+        .ok()
+        .map(LessSafeKey::new)
+}
+
+/// `nonce ‖ ciphertext ‖ tag` of `successor`, bound to the family id as associated data; the
+/// nonce comes from `env.random`.
+fn seal_successor(
+    env: &Env,
+    presented: &str,
+    family_id: &str,
+    successor: &str,
+) -> Result<Vec<u8>, OAuthError> {
+    let unavailable = || {
+        OAuthError::new(
+            OAuthErrorCode::TemporarilyUnavailable,
+            "The refresh token could not be rotated; retry later",
+        )
+    };
+    let key = grace_key(presented).ok_or_else(unavailable)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    env.random.fill(&mut nonce);
+    let mut in_out = successor.as_bytes().to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(family_id.as_bytes()),
+        &mut in_out,
+    )
+    .map_err(|_| unavailable())?;
+    let mut out = Vec::with_capacity(NONCE_LEN + in_out.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&in_out);
+    Ok(out)
+}
+
+/// Opens what [`seal_successor`] produced; `None` when it does not authenticate.
+fn open_successor(presented: &str, family_id: &str, sealed: &[u8]) -> Option<String> {
+    let key = grace_key(presented)?;
+    let (nonce, ciphertext) = sealed.split_at_checked(NONCE_LEN)?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut in_out = ciphertext.to_vec();
+    let plain = key
+        .open_in_place(nonce, Aad::from(family_id.as_bytes()), &mut in_out)
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
+
+#[cfg(test)]
+#[path = "token_tests.rs"]
+mod tests;
