@@ -9,10 +9,13 @@
 //! The clock and the random source are injected so that tests control time and can tell
 //! which secrets a flow drew.
 
+pub(crate) mod authorize;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authn::{ScopePolicy, UserAuthenticator};
 use crate::config::McpOAuthConfig;
 use crate::issuer::TokenIssuer;
 use crate::store::{Client, ClientStore, GrantStore};
@@ -109,6 +112,16 @@ pub(crate) struct Env {
     pub(crate) random: Arc<dyn Random>,
     pub(crate) lifetimes: Lifetimes,
     // Fields the authorize flow needs go below this line.
+    /// Who the user is, and whether everyone is approved without a consent page.
+    pub(crate) authenticator: Arc<dyn UserAuthenticator>,
+    /// The host's narrowing of what a user may grant a client, if any.
+    pub(crate) scope_policy: Option<Arc<dyn ScopePolicy>>,
+    /// Whether a consent, once given, covers later requests for the same scopes.
+    pub(crate) remember_consent: bool,
+    /// Custom redirect URI schemes allowed besides reverse-domain ones (lower case).
+    pub(crate) redirect_schemes: Arc<[String]>,
+    /// Whether a dynamically registered client's `scope` caps what it is granted.
+    pub(crate) registered_scope_is_ceiling: bool,
     // Fields the token, register, revoke and introspect flows need go below this line.
 }
 

@@ -1,0 +1,1099 @@
+//! The authorization code grant up to the code (RFC 6749 §4.1.1–4.1.2, with PKCE, RFC 7636,
+//! resource indicators, RFC 8707, and the redirect rules of RFC 9700): validate the request,
+//! decide whether the user must sign in or consent, and issue the code.
+//!
+//! Three entry points follow the browser through the grant:
+//!
+//! - [`authorize`]: a `GET`/`POST /authorize`. Validates the [`AuthorizeRequest`], asks who
+//!   the user is (the caller passes the authenticator's answer as a future that is awaited
+//!   only when needed), and answers with an [`AuthorizeOutcome`].
+//! - [`check_form`], then [`signed_in`]: the login form. The caller verifies the password
+//!   (and throttles it); the flow resumes the parked request with the user.
+//! - [`check_form`], then [`decide`]: the consent form.
+//!
+//! The rules, in the order they apply, are documented on the HTTP endpoint
+//! (`server::authorize`); the ones that matter for safety:
+//!
+//! - Nothing redirects before the client and its redirect URI are trusted: an unknown
+//!   client or redirect URI is an [`ErrorPage`], never a redirect (no open redirect).
+//! - Errors found before the user acted are redirected only to a client the user approved
+//!   before, or when the authenticator approves everyone (RFC 9700 §4.11.2).
+//! - PKCE with `S256` is required; the grant is the requested scopes within every ceiling;
+//!   a resource must be one of the configured ones.
+//! - Codes and CSRF tokens are stored hashed; a parked request is taken, not read, when a
+//!   decision is made, so a decision cannot be replayed.
+//!
+//! Time comes only from [`Env::now`] and secrets only from [`Env::random`], so the tests
+//! below drive expiry with a [`FakeClock`](super::FakeClock).
+
+use std::fmt::Display;
+use std::future::Future;
+
+use serde_json::{Map, Value};
+
+use super::Env;
+use crate::authn::{Authentication, User};
+use crate::scope::{Scope, ScopeSet};
+use crate::server::client_auth::printable_name;
+use crate::server::register::{check_redirect_uri_with, redirect_uri_matches};
+use crate::store::{
+    AuthorizationCode, Client, ClientSource, PendingAuthorization, SecretHash, StoreError,
+};
+
+/// Longest `client_id`.
+pub(crate) const MAX_CLIENT_ID: usize = 256;
+/// Longest `redirect_uri` (as at registration).
+pub(crate) const MAX_REDIRECT_URI: usize = 2048;
+/// Longest `state` echoed back to the client.
+const MAX_STATE: usize = 1024;
+/// Bytes of randomness in a parked request's id.
+const REQUEST_ID_BYTES: usize = 24;
+/// Bytes of randomness in a CSRF token and in a code.
+const SECRET_BYTES: usize = 32;
+/// Marks, in the claims of a request parked before login (which hold nothing else and are
+/// replaced by the user's claims at login), that the client sent `prompt=consent`.
+const PROMPT_CONSENT: &str = "mcp_oauth:prompt_consent";
+/// How long a recorded client use stays fresh: within it, starting an authorization does
+/// not write to the client store. The idle-client sweep (`server::retention`) counts with
+/// the same hour.
+const TOUCH_INTERVAL_SECS: u64 = 3600;
+
+// ---------------------------------------------------------------------------------------
+// Inputs
+// ---------------------------------------------------------------------------------------
+
+/// The parameters of an authorization request, as the adapter read them from the query or
+/// the form. A parameter given twice is absent here and named in `duplicated`; an empty
+/// value counts as absent (RFC 6749 §3.1).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuthorizeRequest {
+    pub(crate) client_id: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
+    pub(crate) response_type: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) resource: Option<String>,
+    pub(crate) code_challenge: Option<String>,
+    pub(crate) code_challenge_method: Option<String>,
+    pub(crate) prompt: Option<String>,
+    /// Whether a `request` object was sent (not supported).
+    pub(crate) request_object: bool,
+    /// Whether a `request_uri` was sent (not supported).
+    pub(crate) request_uri: bool,
+    /// The parameter names given more than once, in the order first seen.
+    pub(crate) duplicated: Vec<String>,
+    /// Whether the request had more parameters than the adapter reads.
+    pub(crate) too_many: bool,
+    /// The first parameter (by name) longer than its cap, if any.
+    pub(crate) over_cap: Option<String>,
+}
+
+impl AuthorizeRequest {
+    fn is_duplicated(&self, name: &str) -> bool {
+        self.duplicated.iter().any(|d| d == name)
+    }
+}
+
+/// The user's answer on the consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConsentDecision {
+    /// Allow.
+    Approve,
+    /// Deny.
+    Deny,
+}
+
+/// A parked request whose form post was checked: the binding cookie and the CSRF token
+/// match. What [`check_form`] hands to [`signed_in`] and [`decide`].
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    pub(crate) request_id: String,
+    pub(crate) csrf: String,
+    pub(crate) pending: PendingAuthorization,
+    pub(crate) client: Client,
+}
+
+// ---------------------------------------------------------------------------------------
+// Outcomes
+// ---------------------------------------------------------------------------------------
+
+/// What answers a step of the authorization.
+#[derive(Debug)]
+pub(crate) enum AuthorizeOutcome {
+    /// Show this error page; never redirect.
+    ErrorPage(ErrorPage),
+    /// Send the error back to the client (RFC 6749 §4.1.2.1).
+    RedirectError { to: ReturnTo, error: AuthorizeError },
+    /// Show the login form for this parked request.
+    Login(Box<LoginPrompt>),
+    /// Send the browser to the host application's login page.
+    HostLogin(String),
+    /// Show the consent page for this parked request.
+    Consent(Box<ConsentPrompt>),
+    /// Send the code back to the client.
+    Code { to: ReturnTo, code: String },
+}
+
+/// Where an authorization response goes, once the client and redirect URI are trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReturnTo {
+    pub(crate) redirect_uri: String,
+    /// Exactly as received.
+    pub(crate) state: Option<String>,
+}
+
+/// An authorization error response: the `error` code and its description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuthorizeError {
+    pub(crate) code: &'static str,
+    pub(crate) description: String,
+}
+
+impl AuthorizeError {
+    fn new(code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+        }
+    }
+}
+
+/// Why the answer is an error page rather than a redirect.
+#[derive(Debug)]
+pub(crate) enum ErrorPage {
+    /// The request cannot be trusted enough to redirect (no client, an unknown client or
+    /// redirect URI, a parameter given twice…): the message says what is wrong.
+    Invalid(&'static str),
+    /// An error about a trusted client the user has not approved: shown rather than
+    /// redirected, so this server is no open redirector.
+    Refused {
+        client: Box<Client>,
+        redirect_uri: String,
+        error: AuthorizeError,
+    },
+    /// The parked request expired, was completed or was replaced.
+    Expired,
+    /// A form post without a matching CSRF token or binding cookie.
+    Forged,
+    /// The parked request's client is gone.
+    UnknownClient,
+    /// A consent decision for a request nobody signed in to.
+    NotSignedIn,
+    /// A consent form with neither Allow nor Deny.
+    InvalidDecision,
+    /// A store, authenticator or policy failed.
+    Unavailable,
+}
+
+/// A request parked while the user signs in or decides: its id (the binding cookie's
+/// value) and the CSRF token of the form (only its hash is stored).
+#[derive(Debug, Clone)]
+pub(crate) struct Parked {
+    pub(crate) request_id: String,
+    pub(crate) csrf: String,
+}
+
+/// What the login page shows.
+#[derive(Debug)]
+pub(crate) struct LoginPrompt {
+    pub(crate) client: Client,
+    pub(crate) redirect_uri: String,
+    pub(crate) parked: Parked,
+}
+
+/// What the consent page shows.
+#[derive(Debug)]
+pub(crate) struct ConsentPrompt {
+    pub(crate) client: Client,
+    pub(crate) redirect_uri: String,
+    pub(crate) parked: Parked,
+    /// The user's display name (the subject when none).
+    pub(crate) user: String,
+    /// What will be granted.
+    pub(crate) scope: ScopeSet,
+    /// What was requested and will not be granted.
+    pub(crate) withheld: Vec<Scope>,
+    pub(crate) resource: String,
+}
+
+fn unavailable() -> AuthorizeOutcome {
+    AuthorizeOutcome::ErrorPage(ErrorPage::Unavailable)
+}
+
+fn store_failure(e: &StoreError) -> AuthorizeOutcome {
+    tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+    unavailable()
+}
+
+// ---------------------------------------------------------------------------------------
+// GET/POST /authorize
+// ---------------------------------------------------------------------------------------
+
+/// A validated authorization request.
+#[derive(Debug, Clone)]
+struct Validated {
+    client: Client,
+    redirect_uri: String,
+    /// Whether the request carried `redirect_uri` (then `/token` must repeat it).
+    redirect_uri_in_request: bool,
+    state: Option<String>,
+    code_challenge: String,
+    /// The scopes requested (the known ones; the default scopes when none is left), before
+    /// any ceiling.
+    scope: ScopeSet,
+    resource: String,
+    prompt_none: bool,
+    prompt_consent: bool,
+}
+
+impl Validated {
+    fn target(&self) -> Target {
+        Target {
+            client: self.client.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Where an error about a request with a trusted client and redirect URI may be sent.
+#[derive(Debug)]
+struct Target {
+    client: Client,
+    redirect_uri: String,
+    state: Option<String>,
+}
+
+impl Target {
+    fn return_to(&self) -> ReturnTo {
+        ReturnTo {
+            redirect_uri: self.redirect_uri.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    fn redirect(&self, error: AuthorizeError) -> AuthorizeOutcome {
+        AuthorizeOutcome::RedirectError {
+            to: self.return_to(),
+            error,
+        }
+    }
+
+    /// The error page shown instead of redirecting to a client the user has not approved.
+    fn refused(self, error: AuthorizeError) -> AuthorizeOutcome {
+        AuthorizeOutcome::ErrorPage(ErrorPage::Refused {
+            client: Box::new(self.client),
+            redirect_uri: self.redirect_uri,
+            error,
+        })
+    }
+}
+
+/// Why a request was not validated.
+enum Rejection {
+    /// Nothing may redirect: this page is the answer.
+    Page(ErrorPage),
+    /// The client and redirect URI are trusted; the error may go back to the client if
+    /// redirecting is safe (see [`refuse_before_interaction`]).
+    Refuse {
+        target: Box<Target>,
+        error: AuthorizeError,
+    },
+}
+
+/// A `GET`/`POST /authorize`: validates `req`, then decides between the code, the login
+/// page, the host's login and the consent page. `user` is the authenticator's answer for
+/// this browser; it is awaited at most once, and only when the request names a trusted
+/// client and redirect URI.
+pub(crate) async fn authorize<F, E>(env: &Env, req: &AuthorizeRequest, user: F) -> AuthorizeOutcome
+where
+    F: Future<Output = Result<Authentication, E>>,
+    E: Display,
+{
+    let v = match validate(env, req).await {
+        Ok(v) => v,
+        Err(Rejection::Page(page)) => return AuthorizeOutcome::ErrorPage(page),
+        Err(Rejection::Refuse { target, error }) => {
+            return refuse_before_interaction(env, *target, error, user).await;
+        }
+    };
+    let found = match user.await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "user authenticator failed");
+            return unavailable();
+        }
+    };
+    match found {
+        Authentication::Authenticated(user) => {
+            let now = env.now();
+            after_login(env, v, user, now, false).await
+        }
+        Authentication::ShowLoginPage | Authentication::Redirect(_) if v.prompt_none => {
+            // The user is unknown, so nobody approved this client: no automatic redirect
+            // unless the authenticator approves everyone.
+            refuse_unknown_user(
+                env,
+                v.target(),
+                AuthorizeError::new("login_required", "The user is not signed in"),
+            )
+        }
+        Authentication::ShowLoginPage => {
+            let scope = v.scope.clone();
+            let parked = match park(env, &v, &scope, None).await {
+                Ok(p) => p,
+                Err(e) => return store_failure(&e),
+            };
+            AuthorizeOutcome::Login(Box::new(LoginPrompt {
+                client: v.client,
+                redirect_uri: v.redirect_uri,
+                parked,
+            }))
+        }
+        Authentication::Redirect(url) => AuthorizeOutcome::HostLogin(url),
+        // `Authentication` is non-exhaustive; a future variant we do not know is a failure.
+        #[allow(unreachable_patterns)]
+        _ => unavailable(),
+    }
+}
+
+/// An error about a request from an unknown user: redirected only when the authenticator
+/// approves everyone (it would redirect a code just as readily), else the page.
+fn refuse_unknown_user(env: &Env, target: Target, error: AuthorizeError) -> AuthorizeOutcome {
+    if env.authenticator.skips_consent() {
+        return target.redirect(error);
+    }
+    target.refused(error)
+}
+
+/// An error detected before the user did anything (issue 8 item 5). It is redirected to the
+/// client only when that cannot make this server an open redirector: the authenticator
+/// approves everyone anyway, or the signed-in user approved this client before (a
+/// remembered consent). Otherwise the user sees an error page.
+async fn refuse_before_interaction<F, E>(
+    env: &Env,
+    target: Target,
+    error: AuthorizeError,
+    user: F,
+) -> AuthorizeOutcome
+where
+    F: Future<Output = Result<Authentication, E>>,
+    E: Display,
+{
+    if env.authenticator.skips_consent() {
+        return refuse_unknown_user(env, target, error);
+    }
+    let user = match user.await {
+        Ok(Authentication::Authenticated(user)) => user,
+        Ok(_) => return target.refused(error),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "user authenticator failed");
+            return unavailable();
+        }
+    };
+    refuse_known_user(env, target, &user.subject, error).await
+}
+
+/// An error for a known user who has not acted yet: redirected when the user approved this
+/// client before, else the page.
+async fn refuse_known_user(
+    env: &Env,
+    target: Target,
+    subject: &str,
+    error: AuthorizeError,
+) -> AuthorizeOutcome {
+    let approved = env.authenticator.skips_consent()
+        || match env
+            .grants
+            .get_consent(subject, &target.client.client_id)
+            .await
+        {
+            Ok(Some(granted)) => !granted.is_empty(),
+            Ok(None) => false,
+            Err(e) => return store_failure(&e),
+        };
+    if approved {
+        return target.redirect(error);
+    }
+    target.refused(error)
+}
+
+/// Records that an authorization starts for `client`, **before** anything is stored for it,
+/// and returns the client as it is now: `None` when a concurrent idle sweep removed it (the
+/// caller answers as for an unknown client). Skipped (no store access) for a configured
+/// client, and while the recorded use is under an hour old: such a client is far from idle.
+async fn mark_in_use(env: &Env, client: Client) -> Result<Option<Client>, StoreError> {
+    let now = env.now();
+    let configured =
+        client.source == ClientSource::Static || env.static_clients.contains_key(&client.client_id);
+    let recently_used =
+        client.last_used_at != 0 && now.saturating_sub(client.last_used_at) < TOUCH_INTERVAL_SECS;
+    if configured || recently_used {
+        return Ok(Some(client));
+    }
+    env.clients.touch_client(&client.client_id, now).await?;
+    env.clients.get_client(&client.client_id).await
+}
+
+/// Validates the request: `Err` says how to answer.
+async fn validate(env: &Env, req: &AuthorizeRequest) -> Result<Validated, Rejection> {
+    let page = |message: &'static str| Rejection::Page(ErrorPage::Invalid(message));
+
+    // 1. Client and redirect URI: nothing may redirect before both are trusted.
+    if req.is_duplicated("client_id") {
+        return Err(page("The client_id parameter was given more than once."));
+    }
+    if req.is_duplicated("redirect_uri") {
+        return Err(page("The redirect_uri parameter was given more than once."));
+    }
+    let Some(client_id) = req.client_id.as_deref() else {
+        return Err(page("The request names no client (client_id is missing)."));
+    };
+    if client_id.len() > MAX_CLIENT_ID {
+        return Err(page("The client_id is too long."));
+    }
+    if req
+        .redirect_uri
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REDIRECT_URI)
+    {
+        return Err(page("The redirect_uri is too long."));
+    }
+    const UNKNOWN: &str = "The application is not registered with this server (unknown client_id). If it registered before, it must register again.";
+    let client = match env.client(client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(page(UNKNOWN)),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return Err(Rejection::Page(ErrorPage::Unavailable));
+        }
+    };
+    // Record the use before anything is stored for this request, so an idle-client sweep
+    // either sees it or has already removed the client (then it is unknown, as above).
+    let client = match mark_in_use(env, client).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(page(UNKNOWN)),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return Err(Rejection::Page(ErrorPage::Unavailable));
+        }
+    };
+    let redirect_uri = match req.redirect_uri.as_deref() {
+        Some(requested) => {
+            if !client
+                .redirect_uris
+                .iter()
+                .any(|r| redirect_uri_matches(r, requested))
+            {
+                return Err(page(
+                    "The redirect_uri is not one the application registered, so this server will not send you there.",
+                ));
+            }
+            requested.to_owned()
+        }
+        None => match client.redirect_uris.as_slice() {
+            [only] => only.clone(),
+            _ => {
+                return Err(page(
+                    "The request has no redirect_uri, and the application registered more than one.",
+                ));
+            }
+        },
+    };
+    // A client stored before the current redirect policy (an operating-system handler
+    // scheme, a custom scheme no longer allowed) is not sent anywhere.
+    if let Err(why) = check_redirect_uri_with(&redirect_uri, &env.redirect_schemes) {
+        tracing::warn!(
+            target: "mcp_oauth::authorize",
+            client_id = %client.client_id,
+            reason = %why,
+            "redirect URI refused by the redirect policy"
+        );
+        return Err(page(
+            "The application's redirect_uri is not allowed by this server's redirect policy, so this server will not send you there.",
+        ));
+    }
+
+    // 2. Everything else may be answered at the (now trusted) redirect URI.
+    let state = req
+        .state
+        .as_deref()
+        .filter(|s| s.len() <= MAX_STATE)
+        .map(str::to_owned);
+    let target = Target {
+        client,
+        redirect_uri,
+        state,
+    };
+    let fail = |target: Target, code: &'static str, description: &str| {
+        Err(Rejection::Refuse {
+            target: Box::new(target),
+            error: AuthorizeError::new(code, description),
+        })
+    };
+    if req.too_many {
+        return fail(target, "invalid_request", "Too many parameters");
+    }
+    // A parameter name is the requester's text: only a short printable one is echoed, so
+    // nobody can write their own words on this server's error page.
+    if let Some(name) = &req.over_cap {
+        let description = format!("The {} parameter is too long", printable_name(name));
+        return fail(target, "invalid_request", &description);
+    }
+    if req.is_duplicated("resource") {
+        return fail(
+            target,
+            "invalid_target",
+            "Only one resource per authorization request is supported",
+        );
+    }
+    if let Some(dup) = req.duplicated.first() {
+        let description = format!(
+            "The {} parameter was given more than once",
+            printable_name(dup)
+        );
+        return fail(target, "invalid_request", &description);
+    }
+    if req.request_object {
+        return fail(
+            target,
+            "request_not_supported",
+            "Request objects are not supported",
+        );
+    }
+    if req.request_uri {
+        return fail(
+            target,
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        );
+    }
+    match req.response_type.as_deref() {
+        None => return fail(target, "invalid_request", "response_type is required"),
+        Some("code") => {}
+        Some(_) => {
+            return fail(
+                target,
+                "unsupported_response_type",
+                "Only the authorization code flow (response_type=code) is supported",
+            );
+        }
+    }
+    let Some(code_challenge) = req.code_challenge.as_deref() else {
+        return fail(
+            target,
+            "invalid_request",
+            "PKCE is required: send code_challenge and code_challenge_method=S256",
+        );
+    };
+    match req.code_challenge_method.as_deref() {
+        Some("S256") => {}
+        None => {
+            return fail(
+                target,
+                "invalid_request",
+                "code_challenge_method is required and must be S256",
+            );
+        }
+        Some(_) => {
+            return fail(
+                target,
+                "invalid_request",
+                "Only the S256 code_challenge_method is supported",
+            );
+        }
+    }
+    if code_challenge.len() != 43
+        || !code_challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return fail(
+            target,
+            "invalid_request",
+            "code_challenge must be the 43-character base64url SHA-256 of the verifier",
+        );
+    }
+    let resource = match req.resource.as_deref() {
+        None => env.cfg.resource().to_owned(),
+        Some(r) if env.cfg.resources().iter().any(|known| known == r) => r.to_owned(),
+        Some(_) => {
+            return fail(
+                target,
+                "invalid_target",
+                "The resource is not served by this authorization server",
+            );
+        }
+    };
+    let scope = requested_scopes(env, req.scope.as_deref());
+    // The client's ceiling alone may already leave nothing (issue 8 item 4).
+    // (Nothing requested and no default scopes is not an error: the token carries none.)
+    if !scope.is_empty() && within_client_ceiling(env, &target.client, &scope).is_empty() {
+        return fail(
+            target,
+            "invalid_scope",
+            "None of the requested scopes may be granted to this client",
+        );
+    }
+    let prompts: Vec<&str> = req
+        .prompt
+        .as_deref()
+        .map(|p| p.split(' ').collect())
+        .unwrap_or_default();
+    Ok(Validated {
+        client: target.client,
+        redirect_uri: target.redirect_uri,
+        redirect_uri_in_request: req.redirect_uri.is_some(),
+        state: target.state,
+        code_challenge: code_challenge.to_owned(),
+        scope,
+        resource,
+        prompt_none: prompts.contains(&"none"),
+        prompt_consent: prompts.contains(&"consent"),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Scopes
+// ---------------------------------------------------------------------------------------
+
+/// The requested scopes this server declares; the default scopes when none is left.
+fn requested_scopes(env: &Env, requested: Option<&str>) -> ScopeSet {
+    let mut out = ScopeSet::new();
+    for token in requested.unwrap_or("").split(' ') {
+        if env.cfg.scopes().any(|(s, _)| s.as_str() == token)
+            && let Ok(s) = Scope::new(token)
+        {
+            out.insert(s);
+        }
+    }
+    if out.is_empty() {
+        env.cfg.default_scopes().clone()
+    } else {
+        out
+    }
+}
+
+/// The scopes of `a` that are also in `b`.
+fn intersect(a: &ScopeSet, b: &ScopeSet) -> ScopeSet {
+    let mut out = ScopeSet::new();
+    for s in a.iter().filter(|s| b.contains(s.as_str())) {
+        out.insert(s.clone());
+    }
+    out
+}
+
+/// `scope` within the client's ceiling (its registered `scope`, when it gave one and
+/// registered scopes are ceilings, or the operator's for a static client).
+fn within_client_ceiling(env: &Env, client: &Client, scope: &ScopeSet) -> ScopeSet {
+    let applies = client.source == ClientSource::Static || env.registered_scope_is_ceiling;
+    match &client.scope {
+        Some(ceiling) if applies => intersect(scope, ceiling),
+        _ => scope.clone(),
+    }
+}
+
+/// What may be granted of `requested` (issue 8 item 4): requested ∩ the client's ceiling ∩
+/// the user's ceiling ∩ the scope policy's answer. `None` when the policy failed.
+async fn grantable(
+    env: &Env,
+    client: &Client,
+    user: &User,
+    resource: &str,
+    requested: &ScopeSet,
+) -> Option<ScopeSet> {
+    let mut granted = within_client_ceiling(env, client, requested);
+    if let Some(ceiling) = &user.allowed_scopes {
+        granted = intersect(&granted, ceiling);
+    }
+    if let Some(policy) = &env.scope_policy
+        && !granted.is_empty()
+    {
+        match policy
+            .allowed_scopes(user, client, resource, &granted)
+            .await
+        {
+            Ok(allowed) => granted = intersect(&granted, &allowed),
+            Err(e) => {
+                tracing::error!(target: "mcp_oauth::authorize", error = %e, "scope policy failed");
+                return None;
+            }
+        }
+    }
+    Some(granted)
+}
+
+/// A remembered consent is kept per (user, client) in the store, as scope tokens qualified
+/// by the resource: `"{resource}#{scope}"`. A resource never holds a `#` (the configuration
+/// refuses fragments), so the first `#` after the resource splits the two unambiguously, and
+/// consent given for one resource never covers another (issue 8 item 9).
+fn qualify(resource: &str, scope: &ScopeSet) -> ScopeSet {
+    let mut out = ScopeSet::new();
+    for s in scope.iter() {
+        if let Ok(q) = Scope::new(format!("{resource}#{}", s.as_str())) {
+            out.insert(q);
+        }
+    }
+    out
+}
+
+/// The scopes a remembered consent grants at `resource`.
+fn consented_at(remembered: &ScopeSet, resource: &str) -> ScopeSet {
+    let prefix = format!("{resource}#");
+    let mut out = ScopeSet::new();
+    for q in remembered.iter() {
+        if let Some(s) = q.as_str().strip_prefix(&prefix)
+            && let Ok(s) = Scope::new(s)
+        {
+            out.insert(s);
+        }
+    }
+    out
+}
+
+/// Whether the consent page must be shown for `scope`.
+async fn consent_needed(
+    env: &Env,
+    v: &Validated,
+    scope: &ScopeSet,
+    user: &User,
+) -> Result<bool, StoreError> {
+    if env.authenticator.skips_consent() {
+        return Ok(false);
+    }
+    if !env.remember_consent || v.prompt_consent {
+        return Ok(true);
+    }
+    Ok(
+        match env
+            .grants
+            .get_consent(&user.subject, &v.client.client_id)
+            .await?
+        {
+            Some(granted) => !scope.is_subset(&consented_at(&granted, &v.resource)),
+            None => true,
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Deciding
+// ---------------------------------------------------------------------------------------
+
+/// Parks `v` (with `scope`, and the user once known) under a fresh request id and CSRF
+/// token, for [`PendingAuthorization`]'s lifetime.
+async fn park(
+    env: &Env,
+    v: &Validated,
+    scope: &ScopeSet,
+    user: Option<(&User, u64)>,
+) -> Result<Parked, StoreError> {
+    let request_id = env.random.token(REQUEST_ID_BYTES);
+    let csrf = env.random.token(SECRET_BYTES);
+    let pending = PendingAuthorization {
+        client_id: v.client.client_id.clone(),
+        redirect_uri: v.redirect_uri.clone(),
+        redirect_uri_in_request: v.redirect_uri_in_request,
+        state: v.state.clone(),
+        code_challenge: v.code_challenge.clone(),
+        scope: scope.clone(),
+        resource: v.resource.clone(),
+        csrf_hash: SecretHash::of(&csrf),
+        subject: user.map(|(u, _)| u.subject.clone()),
+        claims: match user {
+            Some((u, _)) => u.claims.clone(),
+            None => anonymous_claims(v),
+        },
+        auth_time: user.map(|(_, t)| t),
+        expires_at: env.now() + env.lifetimes.pending.as_secs(),
+    };
+    env.grants.put_pending(&request_id, pending).await?;
+    Ok(Parked { request_id, csrf })
+}
+
+/// The claims parked with a request before anyone logged in: only what must survive the
+/// login form.
+fn anonymous_claims(v: &Validated) -> Map<String, Value> {
+    let mut claims = Map::new();
+    if v.prompt_consent {
+        claims.insert(PROMPT_CONSENT.to_owned(), Value::Bool(true));
+    }
+    claims
+}
+
+/// The user is known: narrow the scopes to what may be granted, then issue the code at once
+/// when consent is not needed, else park the request for the consent page.
+/// `interacted` says whether the user acted (submitted the login form): errors then go back
+/// to the client; before that, only to a client the user approved.
+async fn after_login(
+    env: &Env,
+    v: Validated,
+    user: User,
+    auth_time: u64,
+    interacted: bool,
+) -> AuthorizeOutcome {
+    let refuse = async |error: AuthorizeError| {
+        let target = v.target();
+        if interacted {
+            target.redirect(error)
+        } else {
+            refuse_known_user(env, target, &user.subject, error).await
+        }
+    };
+    let Some(scope) = grantable(env, &v.client, &user, &v.resource, &v.scope).await else {
+        return unavailable();
+    };
+    if scope.is_empty() && !v.scope.is_empty() {
+        tracing::info!(
+            target: "mcp_oauth::authorize",
+            client_id = %v.client.client_id,
+            subject = %user.subject,
+            requested = %v.scope,
+            "no requested scope may be granted to this user"
+        );
+        return refuse(AuthorizeError::new(
+            "invalid_scope",
+            "None of the requested scopes may be granted to this user",
+        ))
+        .await;
+    }
+    let needed = match consent_needed(env, &v, &scope, &user).await {
+        Ok(needed) => needed,
+        Err(e) => return store_failure(&e),
+    };
+    if !needed {
+        let grant = Grant {
+            client_id: &v.client.client_id,
+            redirect_uri: &v.redirect_uri,
+            redirect_uri_in_request: v.redirect_uri_in_request,
+            code_challenge: &v.code_challenge,
+            scope: &scope,
+            resource: &v.resource,
+            subject: &user.subject,
+            claims: &user.claims,
+            auth_time,
+        };
+        return issue_code(env, &grant, v.target().return_to(), false).await;
+    }
+    if v.prompt_none {
+        return refuse(AuthorizeError::new(
+            "consent_required",
+            "The user has not approved this application",
+        ))
+        .await;
+    }
+    let parked = match park(env, &v, &scope, Some((&user, auth_time))).await {
+        Ok(p) => p,
+        Err(e) => return store_failure(&e),
+    };
+    let withheld: Vec<Scope> = v
+        .scope
+        .iter()
+        .filter(|s| !scope.contains(s.as_str()))
+        .cloned()
+        .collect();
+    let display = user.display_name.unwrap_or(user.subject);
+    AuthorizeOutcome::Consent(Box::new(ConsentPrompt {
+        client: v.client,
+        redirect_uri: v.redirect_uri,
+        parked,
+        user: display,
+        scope,
+        withheld,
+        resource: v.resource,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Codes
+// ---------------------------------------------------------------------------------------
+
+/// What a code is issued for.
+struct Grant<'a> {
+    client_id: &'a str,
+    redirect_uri: &'a str,
+    redirect_uri_in_request: bool,
+    code_challenge: &'a str,
+    scope: &'a ScopeSet,
+    resource: &'a str,
+    subject: &'a str,
+    claims: &'a Map<String, Value>,
+    auth_time: u64,
+}
+
+/// Stores a new code, hashed (and the consent, when `consented` and consent is
+/// remembered), and answers with the redirect that carries it.
+async fn issue_code(env: &Env, g: &Grant<'_>, to: ReturnTo, consented: bool) -> AuthorizeOutcome {
+    let unavailable = |to| AuthorizeOutcome::RedirectError {
+        to,
+        error: AuthorizeError::new(
+            "temporarily_unavailable",
+            "The authorization server is temporarily unavailable",
+        ),
+    };
+    let issued_at = env.now();
+    if consented && env.remember_consent {
+        let consented = qualify(g.resource, g.scope);
+        let remembered = match env.grants.get_consent(g.subject, g.client_id).await {
+            Ok(prev) => prev.map_or_else(|| consented.clone(), |p| p.union(&consented)),
+            Err(e) => {
+                tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+                return unavailable(to);
+            }
+        };
+        if let Err(e) = env
+            .grants
+            .put_consent(g.subject, g.client_id, &remembered, issued_at)
+            .await
+        {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return unavailable(to);
+        }
+    }
+    let code = env.random.token(SECRET_BYTES);
+    let record = AuthorizationCode {
+        client_id: g.client_id.to_owned(),
+        redirect_uri: g.redirect_uri.to_owned(),
+        redirect_uri_in_request: g.redirect_uri_in_request,
+        code_challenge: g.code_challenge.to_owned(),
+        scope: g.scope.clone(),
+        resource: g.resource.to_owned(),
+        subject: g.subject.to_owned(),
+        claims: g.claims.clone(),
+        auth_time: g.auth_time,
+        expires_at: issued_at + env.lifetimes.code.as_secs(),
+    };
+    if let Err(e) = env.grants.put_code(SecretHash::of(&code), record).await {
+        tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+        return unavailable(to);
+    }
+    tracing::info!(
+        target: "mcp_oauth::authorize",
+        client_id = g.client_id,
+        subject = g.subject,
+        scope = %g.scope,
+        resource = g.resource,
+        "authorization code issued"
+    );
+    AuthorizeOutcome::Code { to, code }
+}
+
+// ---------------------------------------------------------------------------------------
+// The forms
+// ---------------------------------------------------------------------------------------
+
+/// Checks a form post against its parked request: `request_id` and `csrf_token` as posted,
+/// and `cookie_matches`, which tells whether the browser's binding cookie holds a given
+/// request id. `Err` is the error page.
+pub(crate) async fn check_form(
+    env: &Env,
+    request_id: Option<&str>,
+    csrf: Option<&str>,
+    cookie_matches: impl FnOnce(&str) -> bool,
+) -> Result<Checked, ErrorPage> {
+    let (Some(request_id), Some(csrf)) = (request_id, csrf) else {
+        return Err(ErrorPage::Forged);
+    };
+    let pending = match env.grants.get_pending(request_id, env.now()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(ErrorPage::Expired),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return Err(ErrorPage::Unavailable);
+        }
+    };
+    if !cookie_matches(request_id) || !SecretHash::of(csrf).ct_eq(&pending.csrf_hash) {
+        tracing::warn!(
+            target: "mcp_oauth::authorize",
+            client_id = %pending.client_id,
+            "form post with a missing or mismatched CSRF token or binding cookie"
+        );
+        return Err(ErrorPage::Forged);
+    }
+    let client = match env.client(&pending.client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(ErrorPage::UnknownClient),
+        Err(e) => {
+            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+            return Err(ErrorPage::Unavailable);
+        }
+    };
+    Ok(Checked {
+        request_id: request_id.to_owned(),
+        csrf: csrf.to_owned(),
+        pending,
+        client,
+    })
+}
+
+/// The login form succeeded for `user`: retires the request id and CSRF token the
+/// anonymous page carried, then continues as for a known user. Errors from here on go
+/// back to the client (the user acted).
+pub(crate) async fn signed_in(env: &Env, c: Checked, user: User) -> AuthorizeOutcome {
+    let pending = match env.grants.take_pending(&c.request_id, env.now()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return AuthorizeOutcome::ErrorPage(ErrorPage::Expired),
+        Err(e) => return store_failure(&e),
+    };
+    let v = Validated {
+        client: c.client,
+        redirect_uri: pending.redirect_uri,
+        redirect_uri_in_request: pending.redirect_uri_in_request,
+        state: pending.state,
+        code_challenge: pending.code_challenge,
+        scope: pending.scope,
+        resource: pending.resource,
+        prompt_none: false,
+        prompt_consent: pending.claims.contains_key(PROMPT_CONSENT),
+    };
+    let now = env.now();
+    after_login(env, v, user, now, true).await
+}
+
+/// The consent form: `decision` is `None` when the form said neither Allow nor Deny. The
+/// parked request is taken, so whoever takes it decides, once.
+pub(crate) async fn decide(
+    env: &Env,
+    c: &Checked,
+    decision: Option<ConsentDecision>,
+) -> AuthorizeOutcome {
+    let Some(subject) = c.pending.subject.clone() else {
+        return AuthorizeOutcome::ErrorPage(ErrorPage::NotSignedIn);
+    };
+    let Some(decision) = decision else {
+        return AuthorizeOutcome::ErrorPage(ErrorPage::InvalidDecision);
+    };
+    let pending = match env.grants.take_pending(&c.request_id, env.now()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return AuthorizeOutcome::ErrorPage(ErrorPage::Expired),
+        Err(e) => return store_failure(&e),
+    };
+    let to = ReturnTo {
+        redirect_uri: pending.redirect_uri.clone(),
+        state: pending.state.clone(),
+    };
+    if decision == ConsentDecision::Deny {
+        tracing::info!(
+            target: "mcp_oauth::authorize",
+            client_id = %pending.client_id,
+            subject = %subject,
+            "the user denied access"
+        );
+        return AuthorizeOutcome::RedirectError {
+            to,
+            error: AuthorizeError::new("access_denied", "The user denied access"),
+        };
+    }
+    let grant = Grant {
+        client_id: &pending.client_id,
+        redirect_uri: &pending.redirect_uri,
+        redirect_uri_in_request: pending.redirect_uri_in_request,
+        code_challenge: &pending.code_challenge,
+        scope: &pending.scope,
+        resource: &pending.resource,
+        subject: &subject,
+        claims: &pending.claims,
+        auth_time: pending.auth_time.unwrap_or_else(|| env.now()),
+    };
+    issue_code(env, &grant, to, true).await
+}
