@@ -1097,3 +1097,614 @@ pub(crate) async fn decide(
     };
     issue_code(env, &grant, to, true).await
 }
+
+#[cfg(test)]
+mod tests {
+    //! The grant rules, table by table, with a [`FakeClock`] and a
+    //! [`MemoryStore`](crate::store::MemoryStore); no sockets.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::McpOAuthConfig;
+    use crate::authn::{AuthnError, InsecureAutoApprove, ScopePolicy, StaticUsers};
+    use crate::flows::{FakeClock, Random};
+    use crate::server::{AsContext, AuthorizationServer, StaticClient};
+    use crate::store::{ApplicationType, CodeTake, MemoryStore, TokenEndpointAuthMethod};
+
+    const T0: u64 = 1_800_000_000;
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    const RESOURCE: &str = "http://127.0.0.1:8000/mcp";
+    const OTHER_RESOURCE: &str = "http://127.0.0.1:8000/other";
+    const CALLBACK: &str = "http://127.0.0.1/callback";
+
+    /// A random source that counts, so a test knows which secret a flow drew.
+    #[derive(Default)]
+    struct Counting(AtomicU8);
+
+    impl Random for Counting {
+        fn fill(&self, buf: &mut [u8]) {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            buf.fill(n);
+        }
+    }
+
+    fn scopes(s: &str) -> ScopeSet {
+        ScopeSet::parse(s).unwrap()
+    }
+
+    /// Allows only `read`, whatever else the ceilings leave.
+    struct OnlyRead;
+
+    #[async_trait::async_trait]
+    impl ScopePolicy for OnlyRead {
+        async fn allowed_scopes(
+            &self,
+            _: &User,
+            _: &Client,
+            _: &str,
+            _: &ScopeSet,
+        ) -> Result<ScopeSet, AuthnError> {
+            Ok(scopes("read"))
+        }
+    }
+
+    /// An environment with clients `c1` (public, one loopback callback), `capped` (ceiling
+    /// `read`) and `two` (two redirect URIs); scopes `read`, `write`, `admin`, default
+    /// `read`; resources [`RESOURCE`] and [`OTHER_RESOURCE`]; a code lifetime of 60 s and
+    /// a pending lifetime of 600 s. `skip_consent` picks the authenticator.
+    fn test_env(skip_consent: bool) -> (Env, Arc<FakeClock>) {
+        let mut b = AuthorizationServer::builder()
+            .store(MemoryStore::new())
+            .client(StaticClient::public("c1", [CALLBACK]).with_name("Client One"))
+            .client(StaticClient::public("capped", [CALLBACK]).with_scope(scopes("read")))
+            .client(StaticClient::public(
+                "two",
+                [CALLBACK, "http://127.0.0.1/second"],
+            ))
+            .remember_consent(true);
+        b = if skip_consent {
+            b.authenticator(InsecureAutoApprove::new("dev-user"))
+        } else {
+            b.authenticator(StaticUsers::new())
+        };
+        let server = b.build().unwrap();
+        let cfg = McpOAuthConfig::builder()
+            .resource(RESOURCE)
+            .resource(OTHER_RESOURCE)
+            .issuer("http://127.0.0.1:8000")
+            .scope("read", "Read")
+            .scope("write", "Write")
+            .scope("admin", "Administer")
+            .default_scopes(["read"])
+            .authorization_server(server.clone())
+            .build()
+            .unwrap();
+        let mut env = AsContext::new(cfg, &server).env;
+        let clock = Arc::new(FakeClock::at(T0));
+        env.clock = clock.clone();
+        (env, clock)
+    }
+
+    /// A valid request from `c1`, with `changes` applied (`None` removes a parameter).
+    fn request(changes: &[(&str, Option<&str>)]) -> AuthorizeRequest {
+        let mut r = AuthorizeRequest {
+            client_id: Some("c1".into()),
+            redirect_uri: Some(CALLBACK.into()),
+            response_type: Some("code".into()),
+            state: Some("xyz".into()),
+            code_challenge: Some(CHALLENGE.into()),
+            code_challenge_method: Some("S256".into()),
+            ..AuthorizeRequest::default()
+        };
+        for (name, value) in changes {
+            let value = value.map(str::to_owned);
+            match *name {
+                "client_id" => r.client_id = value,
+                "redirect_uri" => r.redirect_uri = value,
+                "response_type" => r.response_type = value,
+                "state" => r.state = value,
+                "scope" => r.scope = value,
+                "resource" => r.resource = value,
+                "code_challenge" => r.code_challenge = value,
+                "code_challenge_method" => r.code_challenge_method = value,
+                "prompt" => r.prompt = value,
+                "request" => r.request_object = value.is_some(),
+                other => panic!("no parameter {other} in this test"),
+            }
+        }
+        r
+    }
+
+    fn signed_in_as(subject: &str) -> std::future::Ready<Result<Authentication, AuthnError>> {
+        std::future::ready(Ok(Authentication::Authenticated(User::new(subject))))
+    }
+
+    fn anonymous() -> std::future::Ready<Result<Authentication, AuthnError>> {
+        std::future::ready(Ok(Authentication::ShowLoginPage))
+    }
+
+    /// The outcome in a word, for tables: `page`, `refused:<error>`, `error:<error>`,
+    /// `login`, `host`, `consent` or `code`.
+    fn kind(o: &AuthorizeOutcome) -> String {
+        match o {
+            AuthorizeOutcome::ErrorPage(ErrorPage::Refused { error, .. }) => {
+                format!("refused:{}", error.code)
+            }
+            AuthorizeOutcome::ErrorPage(p) => format!("page:{p:?}"),
+            AuthorizeOutcome::RedirectError { error, .. } => format!("error:{}", error.code),
+            AuthorizeOutcome::Login(_) => "login".into(),
+            AuthorizeOutcome::HostLogin(_) => "host".into(),
+            AuthorizeOutcome::Consent(_) => "consent".into(),
+            AuthorizeOutcome::Code { .. } => "code".into(),
+        }
+    }
+
+    /// The stored code record behind an issued code (redeems it).
+    async fn redeem(env: &Env, o: &AuthorizeOutcome) -> CodeTake {
+        let AuthorizeOutcome::Code { code, .. } = o else {
+            panic!("no code: {o:?}");
+        };
+        env.grants
+            .take_code(&SecretHash::of(code), "family", env.now())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn validation_rules() {
+        let long_id = "c".repeat(MAX_CLIENT_ID + 1);
+        let short_challenge = &CHALLENGE[..42];
+        let bad_challenge = format!("{}+", &CHALLENGE[..42]);
+        #[rustfmt::skip]
+        let table: &[(&str, &[(&str, Option<&str>)], &str)] = &[
+            ("valid", &[], "code"),
+            // Nothing redirects before the client and the redirect URI are trusted.
+            ("no client", &[("client_id", None)], "page:Invalid"),
+            ("unknown client", &[("client_id", Some("nobody"))], "page:Invalid"),
+            ("client_id too long", &[("client_id", Some(&long_id))], "page:Invalid"),
+            ("unregistered redirect", &[("redirect_uri", Some("https://evil.example/cb"))], "page:Invalid"),
+            ("other path", &[("redirect_uri", Some("http://127.0.0.1/callback/x"))], "page:Invalid"),
+            ("query added", &[("redirect_uri", Some("http://127.0.0.1/callback?a=b"))], "page:Invalid"),
+            ("loopback port ignored (RFC 8252 §7.3)", &[("redirect_uri", Some("http://127.0.0.1:5555/callback"))], "code"),
+            ("one registered URI may be omitted", &[("redirect_uri", None)], "code"),
+            ("two registered URIs: must be named", &[("client_id", Some("two")), ("redirect_uri", None)], "page:Invalid"),
+            // Then errors go to the (trusted) redirect URI.
+            ("no response_type", &[("response_type", None)], "error:invalid_request"),
+            ("implicit", &[("response_type", Some("token"))], "error:unsupported_response_type"),
+            ("request object", &[("request", Some("x"))], "error:request_not_supported"),
+            ("no PKCE", &[("code_challenge", None)], "error:invalid_request"),
+            ("no PKCE method", &[("code_challenge_method", None)], "error:invalid_request"),
+            ("plain PKCE", &[("code_challenge_method", Some("plain"))], "error:invalid_request"),
+            ("challenge too short", &[("code_challenge", Some(short_challenge))], "error:invalid_request"),
+            ("challenge not base64url", &[("code_challenge", Some(&bad_challenge))], "error:invalid_request"),
+            ("unknown resource", &[("resource", Some("https://elsewhere.example/mcp"))], "error:invalid_target"),
+            ("resource with a trailing slash", &[("resource", Some("http://127.0.0.1:8000/mcp/"))], "error:invalid_target"),
+            ("second resource", &[("resource", Some(OTHER_RESOURCE))], "code"),
+            ("scope outside the client's ceiling", &[("client_id", Some("capped")), ("scope", Some("write"))], "error:invalid_scope"),
+            ("unknown scopes are dropped", &[("scope", Some("read nonsense"))], "code"),
+        ];
+        for (what, changes, expected) in table {
+            let (env, _) = test_env(true);
+            let o = authorize(&env, &request(changes), signed_in_as("alice")).await;
+            let got = kind(&o);
+            assert!(
+                got.starts_with(expected),
+                "{what}: expected {expected}, got {got}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn wire_problems_are_refused_in_order() {
+        let (env, _) = test_env(true);
+        let dup = |names: &[&str]| AuthorizeRequest {
+            duplicated: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..request(&[])
+        };
+        #[rustfmt::skip]
+        let table: Vec<(&str, AuthorizeRequest, &str)> = vec![
+            ("client_id twice", dup(&["client_id"]), "page:Invalid"),
+            ("redirect_uri twice", dup(&["redirect_uri"]), "page:Invalid"),
+            ("resource twice", dup(&["resource"]), "error:invalid_target"),
+            ("state twice", dup(&["state"]), "error:invalid_request"),
+            ("too many", AuthorizeRequest { too_many: true, ..request(&[]) }, "error:invalid_request"),
+            ("over a cap", AuthorizeRequest { over_cap: Some("nonce".into()), ..request(&[]) }, "error:invalid_request"),
+        ];
+        for (what, req, expected) in table {
+            let got = kind(&authorize(&env, &req, signed_in_as("alice")).await);
+            assert!(
+                got.starts_with(expected),
+                "{what}: expected {expected}, got {got}"
+            );
+        }
+        // An over-long state is not echoed; a name that is not printable is not either.
+        let req = AuthorizeRequest {
+            over_cap: Some("bad\nname".into()),
+            ..request(&[("state", Some(&"s".repeat(MAX_STATE + 1)))])
+        };
+        match authorize(&env, &req, signed_in_as("alice")).await {
+            AuthorizeOutcome::RedirectError { to, error } => {
+                assert_eq!(to.state, None);
+                assert_eq!(error.description, "The (unprintable) parameter is too long");
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn early_errors_redirect_only_to_an_approved_client() {
+        // The authenticator approves everyone: the error may go back.
+        let (env_auto, _) = test_env(true);
+        let bad = request(&[("response_type", Some("token"))]);
+        let o = authorize(&env_auto, &bad, anonymous()).await;
+        assert_eq!(kind(&o), "error:unsupported_response_type");
+
+        // A consent page would be shown: an unknown user, or one who never approved this
+        // client, sees a page naming the error instead.
+        let (env, _) = test_env(false);
+        let o = authorize(&env, &bad, anonymous()).await;
+        assert_eq!(kind(&o), "refused:unsupported_response_type");
+        let o = authorize(&env, &bad, signed_in_as("alice")).await;
+        assert_eq!(kind(&o), "refused:unsupported_response_type");
+        let none = request(&[("prompt", Some("none"))]);
+        let o = authorize(&env, &none, anonymous()).await;
+        assert_eq!(kind(&o), "refused:login_required");
+        let o = authorize(&env, &none, signed_in_as("alice")).await;
+        assert_eq!(kind(&o), "refused:consent_required");
+
+        // Once alice approved c1, errors before interaction go back to it.
+        env.grants
+            .put_consent("alice", "c1", &qualify(RESOURCE, &scopes("read")), T0)
+            .await
+            .unwrap();
+        let o = authorize(&env, &bad, signed_in_as("alice")).await;
+        assert_eq!(kind(&o), "error:unsupported_response_type");
+        let o = authorize(&env, &bad, signed_in_as("bob")).await;
+        assert_eq!(kind(&o), "refused:unsupported_response_type");
+    }
+
+    #[tokio::test]
+    async fn the_user_is_asked_for_only_when_the_client_and_redirect_uri_are_trusted() {
+        let (env, _) = test_env(false);
+        let asked = AtomicBool::new(false);
+        let user = async {
+            asked.store(true, Ordering::SeqCst);
+            Ok::<_, AuthnError>(Authentication::ShowLoginPage)
+        };
+        let o = authorize(&env, &request(&[("client_id", Some("nobody"))]), user).await;
+        assert!(kind(&o).starts_with("page:Invalid"), "{o:?}");
+        assert!(!asked.load(Ordering::SeqCst));
+
+        let failing = std::future::ready(Err::<Authentication, _>(AuthnError("down".into())));
+        let o = authorize(&env, &request(&[]), failing).await;
+        assert_eq!(kind(&o), "page:Unavailable");
+        let host = std::future::ready(Ok::<_, AuthnError>(Authentication::Redirect(
+            "https://host.example/login".into(),
+        )));
+        match authorize(&env, &request(&[]), host).await {
+            AuthorizeOutcome::HostLogin(url) => assert_eq!(url, "https://host.example/login"),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn codes_are_drawn_from_the_random_source_stored_hashed_single_use_and_expire() {
+        let (mut env, clock) = test_env(true);
+        env.random = Arc::new(Counting::default());
+        let o = authorize(&env, &request(&[]), signed_in_as("alice")).await;
+        let AuthorizeOutcome::Code { to, code } = &o else {
+            panic!("{o:?}");
+        };
+        assert_eq!(code, &Counting::default().token(SECRET_BYTES));
+        assert_eq!(to.redirect_uri, CALLBACK);
+        assert_eq!(to.state.as_deref(), Some("xyz"));
+        // Stored under its hash only.
+        let raw = env
+            .grants
+            .take_code(&SecretHash::of("not-hashed"), "f", T0)
+            .await
+            .unwrap();
+        assert_eq!(raw, CodeTake::NotFound);
+        match redeem(&env, &o).await {
+            CodeTake::Taken(record) => {
+                assert_eq!(record.expires_at, T0 + 60);
+                assert_eq!(record.code_challenge, CHALLENGE);
+                assert_eq!(record.subject, "alice");
+                assert_eq!(record.resource, RESOURCE);
+                assert_eq!(record.scope, scopes("read"));
+                assert!(record.redirect_uri_in_request);
+                assert_eq!(record.auth_time, T0);
+            }
+            t => panic!("{t:?}"),
+        }
+        assert!(matches!(redeem(&env, &o).await, CodeTake::Replayed { .. }));
+
+        // A second code, redeemed after its 60 s.
+        let o = authorize(&env, &request(&[]), signed_in_as("alice")).await;
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(redeem(&env, &o).await, CodeTake::NotFound);
+    }
+
+    #[tokio::test]
+    async fn scope_ceilings() {
+        struct Row {
+            what: &'static str,
+            client: &'static str,
+            requested: Option<&'static str>,
+            user_ceiling: Option<&'static str>,
+            policy: bool,
+            expected: Result<&'static str, &'static str>,
+        }
+        #[rustfmt::skip]
+        let table = [
+            Row { what: "default scopes", client: "c1", requested: None, user_ceiling: None, policy: false, expected: Ok("read") },
+            Row { what: "as requested", client: "c1", requested: Some("read write"), user_ceiling: None, policy: false, expected: Ok("read write") },
+            Row { what: "client ceiling", client: "capped", requested: Some("read write"), user_ceiling: None, policy: false, expected: Ok("read") },
+            Row { what: "user ceiling", client: "c1", requested: Some("read write admin"), user_ceiling: Some("write"), policy: false, expected: Ok("write") },
+            Row { what: "policy", client: "c1", requested: Some("read write"), user_ceiling: None, policy: true, expected: Ok("read") },
+            Row { what: "user ceiling leaves nothing", client: "c1", requested: Some("admin"), user_ceiling: Some("read"), policy: false, expected: Err("invalid_scope") },
+            Row { what: "policy leaves nothing", client: "c1", requested: Some("write"), user_ceiling: None, policy: true, expected: Err("invalid_scope") },
+            Row { what: "all ceilings", client: "capped", requested: Some("read write admin"), user_ceiling: Some("read admin"), policy: true, expected: Ok("read") },
+        ];
+        for row in table {
+            let (mut env, _) = test_env(true);
+            if row.policy {
+                env.scope_policy = Some(Arc::new(OnlyRead));
+            }
+            let mut user = User::new("alice");
+            if let Some(c) = row.user_ceiling {
+                user = user.with_allowed_scopes(scopes(c));
+            }
+            let req = request(&[("client_id", Some(row.client)), ("scope", row.requested)]);
+            let o = authorize(
+                &env,
+                &req,
+                std::future::ready(Ok::<_, AuthnError>(Authentication::Authenticated(user))),
+            )
+            .await;
+            match (row.expected, &o) {
+                (Ok(granted), AuthorizeOutcome::Code { .. }) => match redeem(&env, &o).await {
+                    CodeTake::Taken(record) => {
+                        assert_eq!(record.scope, scopes(granted), "{}", row.what)
+                    }
+                    t => panic!("{}: {t:?}", row.what),
+                },
+                (Err(code), AuthorizeOutcome::RedirectError { error, .. }) => {
+                    assert_eq!(error.code, code, "{}", row.what);
+                }
+                (_, o) => panic!("{}: {o:?}", row.what),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dynamic_clients_registered_scope_is_a_ceiling_unless_switched_off() {
+        for (ceiling, expected) in [(true, "error:invalid_scope"), (false, "code")] {
+            let (mut env, _) = test_env(true);
+            env.registered_scope_is_ceiling = ceiling;
+            env.clients
+                .insert_client(Client {
+                    client_id: "dyn".into(),
+                    secret_hash: None,
+                    secret_expires_at: 0,
+                    client_name: None,
+                    redirect_uris: vec![CALLBACK.into()],
+                    grant_types: vec!["authorization_code".into()],
+                    token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+                    application_type: ApplicationType::Native,
+                    scope: Some(scopes("read")),
+                    extra: Map::new(),
+                    issued_at: T0 - 7200,
+                    last_used_at: 0,
+                    source: ClientSource::Dynamic,
+                })
+                .await
+                .unwrap();
+            let req = request(&[("client_id", Some("dyn")), ("scope", Some("write"))]);
+            let got = kind(&authorize(&env, &req, signed_in_as("alice")).await);
+            assert_eq!(got, expected, "registered_scope_is_ceiling({ceiling})");
+            // Starting an authorization recorded the use, at the flow's clock.
+            let stored = env.clients.get_client("dyn").await.unwrap().unwrap();
+            assert_eq!(stored.last_used_at, T0);
+        }
+    }
+
+    /// Drives the login form: parks an anonymous request, then checks the form.
+    async fn parked_login(env: &Env, req: &AuthorizeRequest) -> Parked {
+        match authorize(env, req, anonymous()).await {
+            AuthorizeOutcome::Login(p) => p.parked,
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parked_request_expires_and_its_form_must_match() {
+        let (env, clock) = test_env(false);
+        let parked = parked_login(&env, &request(&[])).await;
+        let id = parked.request_id.as_str();
+        let same = |r: &str| r == id;
+        #[rustfmt::skip]
+        let table: [(&str, Option<&str>, Option<&str>, bool, &str); 5] = [
+            ("no request id", None, Some(&parked.csrf), true, "Forged"),
+            ("no csrf token", Some(id), None, true, "Forged"),
+            ("wrong csrf token", Some(id), Some("guess"), true, "Forged"),
+            ("no cookie", Some(id), Some(&parked.csrf), false, "Forged"),
+            ("unknown request", Some("nope"), Some(&parked.csrf), true, "Expired"),
+        ];
+        for (what, request_id, csrf, cookie, expected) in table {
+            let got = check_form(&env, request_id, csrf, |_| cookie)
+                .await
+                .unwrap_err();
+            assert_eq!(format!("{got:?}"), expected, "{what}");
+        }
+        clock.advance(Duration::from_secs(599));
+        assert!(
+            check_form(&env, Some(id), Some(&parked.csrf), same)
+                .await
+                .is_ok()
+        );
+        clock.advance(Duration::from_secs(2));
+        let got = check_form(&env, Some(id), Some(&parked.csrf), same).await;
+        assert!(matches!(got, Err(ErrorPage::Expired)), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn sign_in_replaces_the_parked_request_and_errors_then_go_back() {
+        let (env, _) = test_env(false);
+        let parked = parked_login(&env, &request(&[])).await;
+        let c = check_form(&env, Some(&parked.request_id), Some(&parked.csrf), |_| true)
+            .await
+            .unwrap();
+        let o = signed_in(&env, c.clone(), User::new("alice")).await;
+        let AuthorizeOutcome::Consent(prompt) = o else {
+            panic!("{o:?}");
+        };
+        assert_ne!(prompt.parked.request_id, parked.request_id);
+        assert_eq!(prompt.scope, scopes("read"));
+        // The anonymous request id is spent.
+        let again = signed_in(&env, c, User::new("alice")).await;
+        assert_eq!(kind(&again), "page:Expired");
+
+        // After the user acted, an error goes back to the client even though the user never
+        // approved it.
+        let parked = parked_login(&env, &request(&[("scope", Some("admin"))])).await;
+        let c = check_form(&env, Some(&parked.request_id), Some(&parked.csrf), |_| true)
+            .await
+            .unwrap();
+        let user = User::new("bob").with_allowed_scopes(scopes("read"));
+        let o = signed_in(&env, c, user).await;
+        assert_eq!(kind(&o), "error:invalid_scope");
+    }
+
+    /// Signs `subject` in through the login page and answers the consent page.
+    async fn consent_as(
+        env: &Env,
+        req: &AuthorizeRequest,
+        subject: &str,
+        decision: Option<ConsentDecision>,
+    ) -> AuthorizeOutcome {
+        let AuthorizeOutcome::Consent(p) = authorize(env, req, signed_in_as(subject)).await else {
+            panic!("no consent page");
+        };
+        let c = check_form(
+            env,
+            Some(&p.parked.request_id),
+            Some(&p.parked.csrf),
+            |_| true,
+        )
+        .await
+        .unwrap();
+        decide(env, &c, decision).await
+    }
+
+    #[tokio::test]
+    async fn consent_decisions_are_single_use() {
+        let (env, _) = test_env(false);
+        let o = consent_as(&env, &request(&[]), "alice", Some(ConsentDecision::Deny)).await;
+        assert_eq!(kind(&o), "error:access_denied");
+        let o = consent_as(&env, &request(&[]), "alice", None).await;
+        assert_eq!(kind(&o), "page:InvalidDecision");
+
+        let AuthorizeOutcome::Consent(p) =
+            authorize(&env, &request(&[]), signed_in_as("alice")).await
+        else {
+            panic!("no consent page");
+        };
+        let c = check_form(
+            &env,
+            Some(&p.parked.request_id),
+            Some(&p.parked.csrf),
+            |_| true,
+        )
+        .await
+        .unwrap();
+        let o = decide(&env, &c, Some(ConsentDecision::Approve)).await;
+        assert_eq!(kind(&o), "code");
+        let replay = decide(&env, &c, Some(ConsentDecision::Approve)).await;
+        assert_eq!(kind(&replay), "page:Expired");
+
+        // A request parked before login has no user to consent.
+        let parked = parked_login(&env, &request(&[])).await;
+        let c = check_form(&env, Some(&parked.request_id), Some(&parked.csrf), |_| true)
+            .await
+            .unwrap();
+        let o = decide(&env, &c, Some(ConsentDecision::Approve)).await;
+        assert_eq!(kind(&o), "page:NotSignedIn");
+    }
+
+    #[tokio::test]
+    async fn remembered_consent_covers_the_same_scopes_at_the_same_resource_only() {
+        let (env, _) = test_env(false);
+        let approve = Some(ConsentDecision::Approve);
+        let o = consent_as(&env, &request(&[("scope", Some("read"))]), "alice", approve).await;
+        assert_eq!(kind(&o), "code");
+        #[rustfmt::skip]
+        let table: &[(&str, &str, &[(&str, Option<&str>)], &str)] = &[
+            ("same scopes", "alice", &[("scope", Some("read"))], "code"),
+            ("fewer scopes (the default)", "alice", &[], "code"),
+            ("more scopes", "alice", &[("scope", Some("read write"))], "consent"),
+            ("other resource", "alice", &[("resource", Some(OTHER_RESOURCE))], "consent"),
+            ("prompt=consent", "alice", &[("prompt", Some("consent"))], "consent"),
+            ("other user", "bob", &[], "consent"),
+            ("prompt=none, not approved", "bob", &[("prompt", Some("none"))], "refused:consent_required"),
+            ("prompt=none, approved", "alice", &[("prompt", Some("none"))], "code"),
+            ("prompt=none, more scopes, approved before", "alice", &[("prompt", Some("none")), ("scope", Some("write"))], "error:consent_required"),
+        ];
+        for (what, subject, changes, expected) in table {
+            let got = kind(&authorize(&env, &request(changes), signed_in_as(subject)).await);
+            assert_eq!(&got, expected, "{what}");
+        }
+
+        // Approving more adds to what is remembered.
+        let wider = request(&[("scope", Some("read write"))]);
+        assert_eq!(
+            kind(&consent_as(&env, &wider, "alice", approve).await),
+            "code"
+        );
+        assert_eq!(
+            kind(&authorize(&env, &wider, signed_in_as("alice")).await),
+            "code"
+        );
+
+        // Not remembered when switched off.
+        let (mut env, _) = test_env(false);
+        env.remember_consent = false;
+        assert_eq!(
+            kind(&consent_as(&env, &request(&[]), "alice", approve).await),
+            "code"
+        );
+        let got = kind(&authorize(&env, &request(&[]), signed_in_as("alice")).await);
+        assert_eq!(got, "consent");
+    }
+
+    #[tokio::test]
+    async fn prompt_consent_survives_the_login_form() {
+        let (env, _) = test_env(false);
+        env.grants
+            .put_consent("alice", "c1", &qualify(RESOURCE, &scopes("read")), T0)
+            .await
+            .unwrap();
+        for (prompt, expected) in [(None, "code"), (Some("consent"), "consent")] {
+            let parked = parked_login(&env, &request(&[("prompt", prompt)])).await;
+            let c = check_form(&env, Some(&parked.request_id), Some(&parked.csrf), |_| true)
+                .await
+                .unwrap();
+            let o = signed_in(&env, c, User::new("alice")).await;
+            assert_eq!(kind(&o), expected, "prompt {prompt:?}");
+        }
+    }
+
+    #[test]
+    fn consent_is_qualified_by_resource() {
+        let q = qualify("https://a.example/mcp", &scopes("read write"));
+        assert_eq!(
+            consented_at(&q, "https://a.example/mcp"),
+            scopes("read write")
+        );
+        assert!(consented_at(&q, "https://a.example/mc").is_empty());
+        assert!(consented_at(&q, "https://b.example/mcp").is_empty());
+    }
+}
