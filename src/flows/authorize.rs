@@ -1188,8 +1188,15 @@ mod tests {
         (env, clock)
     }
 
+    /// Parameters to change in [`request`]: a name, and its new value or `None`.
+    type Changes<'a> = &'a [(&'a str, Option<&'a str>)];
+
+    /// A form post: what it is, its request id, its CSRF token, whether the cookie
+    /// matches, and the expected page.
+    type FormRow<'a> = (&'a str, Option<&'a str>, Option<&'a str>, bool, &'a str);
+
     /// A valid request from `c1`, with `changes` applied (`None` removes a parameter).
-    fn request(changes: &[(&str, Option<&str>)]) -> AuthorizeRequest {
+    fn request(changes: Changes<'_>) -> AuthorizeRequest {
         let mut r = AuthorizeRequest {
             client_id: Some("c1".into()),
             redirect_uri: Some(CALLBACK.into()),
@@ -1259,7 +1266,7 @@ mod tests {
         let short_challenge = &CHALLENGE[..42];
         let bad_challenge = format!("{}+", &CHALLENGE[..42]);
         #[rustfmt::skip]
-        let table: &[(&str, &[(&str, Option<&str>)], &str)] = &[
+        let table: &[(&str, Changes<'_>, &str)] = &[
             ("valid", &[], "code"),
             // Nothing redirects before the client and the redirect URI are trusted.
             ("no client", &[("client_id", None)], "page:Invalid"),
@@ -1527,7 +1534,7 @@ mod tests {
         let id = parked.request_id.as_str();
         let same = |r: &str| r == id;
         #[rustfmt::skip]
-        let table: [(&str, Option<&str>, Option<&str>, bool, &str); 5] = [
+        let table: [FormRow<'_>; 5] = [
             ("no request id", None, Some(&parked.csrf), true, "Forged"),
             ("no csrf token", Some(id), None, true, "Forged"),
             ("wrong csrf token", Some(id), Some("guess"), true, "Forged"),
@@ -1642,7 +1649,7 @@ mod tests {
         let o = consent_as(&env, &request(&[("scope", Some("read"))]), "alice", approve).await;
         assert_eq!(kind(&o), "code");
         #[rustfmt::skip]
-        let table: &[(&str, &str, &[(&str, Option<&str>)], &str)] = &[
+        let table: &[(&str, &str, Changes<'_>, &str)] = &[
             ("same scopes", "alice", &[("scope", Some("read"))], "code"),
             ("fewer scopes (the default)", "alice", &[], "code"),
             ("more scopes", "alice", &[("scope", Some("read write"))], "consent"),
