@@ -67,14 +67,23 @@ const TOUCH_INTERVAL_SECS: u64 = 3600;
 /// value counts as absent (RFC 6749 §3.1).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AuthorizeRequest {
+    /// `client_id`.
     pub(crate) client_id: Option<String>,
+    /// `redirect_uri`; may be omitted when the client registered exactly one.
     pub(crate) redirect_uri: Option<String>,
+    /// `response_type`; only `code` is supported.
     pub(crate) response_type: Option<String>,
+    /// `state`, echoed back exactly (when not over its cap).
     pub(crate) state: Option<String>,
+    /// `scope`, space-separated.
     pub(crate) scope: Option<String>,
+    /// `resource` (RFC 8707); absent means the canonical resource.
     pub(crate) resource: Option<String>,
+    /// `code_challenge` (RFC 7636).
     pub(crate) code_challenge: Option<String>,
+    /// `code_challenge_method`; only `S256`.
     pub(crate) code_challenge_method: Option<String>,
+    /// `prompt`, space-separated (`none` and `consent` are honoured).
     pub(crate) prompt: Option<String>,
     /// Whether a `request` object was sent (not supported).
     pub(crate) request_object: bool,
@@ -107,9 +116,13 @@ pub(crate) enum ConsentDecision {
 /// match. What [`check_form`] hands to [`signed_in`] and [`decide`].
 #[derive(Debug, Clone)]
 pub(crate) struct Checked {
+    /// The parked request's id (the binding cookie's value).
     pub(crate) request_id: String,
+    /// The CSRF token the form carried (it matched the stored hash).
     pub(crate) csrf: String,
+    /// The parked request, as read (not taken).
     pub(crate) pending: PendingAuthorization,
+    /// Its client, as it is now.
     pub(crate) client: Client,
 }
 
@@ -131,7 +144,12 @@ pub(crate) enum AuthorizeOutcome {
     /// Show the consent page for this parked request.
     Consent(Box<ConsentPrompt>),
     /// Send the code back to the client.
-    Code { to: ReturnTo, code: String },
+    Code {
+        /// Where, with which `state`.
+        to: ReturnTo,
+        /// The code; only its hash is stored.
+        code: String,
+    },
 }
 
 /// Where an authorization response goes, once the client and redirect URI are trusted.
@@ -351,9 +369,6 @@ where
             }))
         }
         Authentication::Redirect(url) => AuthorizeOutcome::HostLogin(url),
-        // `Authentication` is non-exhaustive; a future variant we do not know is a failure.
-        #[allow(unreachable_patterns)]
-        _ => unavailable(),
     }
 }
 
@@ -781,7 +796,7 @@ async fn consent_needed(
 // ---------------------------------------------------------------------------------------
 
 /// Parks `v` (with `scope`, and the user once known) under a fresh request id and CSRF
-/// token, for [`PendingAuthorization`]'s lifetime.
+/// token, for the pending lifetime ([`Lifetimes::pending`](super::Lifetimes)).
 async fn park(
     env: &Env,
     v: &Validated,

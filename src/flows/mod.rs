@@ -6,6 +6,8 @@
 //! (expiry, grace windows, leeway, retention) are tested here with a [`FakeClock`] instead of
 //! HTTP round trips.
 //!
+//! - [`authorize`]: `/authorize` and its login and consent forms, up to the code.
+//!
 //! The clock and the random source are injected so that tests control time and can tell
 //! which secrets a flow drew.
 
