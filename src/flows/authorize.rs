@@ -36,6 +36,7 @@ use crate::authn::{Authentication, User};
 use crate::scope::{Scope, ScopeSet};
 use crate::server::client_auth::printable_name;
 use crate::server::register::{check_redirect_uri_with, redirect_uri_matches};
+use crate::server::retention::TOUCH_INTERVAL_SECS;
 use crate::store::{
     AuthorizationCode, Client, ClientSource, PendingAuthorization, SecretHash, StoreError,
 };
@@ -53,10 +54,6 @@ const SECRET_BYTES: usize = 32;
 /// Marks, in the claims of a request parked before login (which hold nothing else and are
 /// replaced by the user's claims at login), that the client sent `prompt=consent`.
 const PROMPT_CONSENT: &str = "mcp_oauth:prompt_consent";
-/// How long a recorded client use stays fresh: within it, starting an authorization does
-/// not write to the client store. The idle-client sweep (`server::retention`) counts with
-/// the same hour.
-const TOUCH_INTERVAL_SECS: u64 = 3600;
 
 // ---------------------------------------------------------------------------------------
 // Inputs
