@@ -6,13 +6,30 @@
 //! (expiry, grace windows, leeway, retention) are tested here with a [`FakeClock`] instead of
 //! HTTP round trips.
 //!
+//! - [`authorize`]: `/authorize` and its login and consent forms, up to the code.
+//! - [`token`]: the authorization-code exchange and refresh-token rotation.
+//! - [`client_auth`]: who the calling client is (secrets compared in constant time).
+//! - [`register`]: RFC 7591 dynamic client registration and the redirect URI policy.
+//! - [`revoke`]: RFC 7009 revocation.
+//! - [`introspect`]: RFC 7662 introspection.
+//!
 //! The clock and the random source are injected so that tests control time and can tell
 //! which secrets a flow drew.
+
+pub(crate) mod authorize;
+pub(crate) mod client_auth;
+pub(crate) mod introspect;
+pub(crate) mod register;
+pub(crate) mod revoke;
+#[cfg(test)]
+mod test_env;
+pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authn::{ScopePolicy, UserAuthenticator};
 use crate::config::McpOAuthConfig;
 use crate::issuer::TokenIssuer;
 use crate::store::{Client, ClientStore, GrantStore};
@@ -108,10 +125,16 @@ pub(crate) struct Env {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn Random>,
     pub(crate) lifetimes: Lifetimes,
-    // Fields the authorize flow needs go below this line.
-    // Fields the token, register, revoke and introspect flows need go below this line.
+    /// Who the user is, and whether everyone is approved without a consent page.
+    pub(crate) authenticator: Arc<dyn UserAuthenticator>,
+    /// The host's narrowing of what a user may grant a client, if any.
+    pub(crate) scope_policy: Option<Arc<dyn ScopePolicy>>,
+    /// Whether a consent, once given, covers later requests for the same scopes.
+    pub(crate) remember_consent: bool,
     /// Custom redirect URI schemes allowed besides reverse-domain ones (lower case).
     pub(crate) redirect_schemes: Arc<[String]>,
+    /// Whether a dynamically registered client's `scope` caps what it is granted.
+    pub(crate) registered_scope_is_ceiling: bool,
     /// The configured clients allowed to introspect (resource servers).
     pub(crate) introspection_clients: Arc<[String]>,
 }
@@ -142,11 +165,3 @@ impl Env {
         self.clients.get_client(client_id).await
     }
 }
-
-pub(crate) mod client_auth;
-pub(crate) mod introspect;
-pub(crate) mod register;
-pub(crate) mod revoke;
-#[cfg(test)]
-mod test_env;
-pub(crate) mod token;

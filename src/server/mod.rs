@@ -41,7 +41,7 @@ pub mod pages;
 pub mod retention;
 
 mod authorize;
-mod client_auth;
+pub(crate) mod client_auth;
 mod discovery;
 mod introspect;
 mod jwks;
@@ -837,8 +837,12 @@ impl AsContext {
             clock: Arc::new(crate::flows::SystemClock),
             random: Arc::new(crate::flows::OsRandom),
             lifetimes: server.inner.lifetimes,
-            redirect_schemes: server.inner.redirect_schemes.clone().into(),
             introspection_clients: server.inner.introspection_clients.clone().into(),
+            authenticator: server.inner.authenticator.clone(),
+            scope_policy: server.inner.scope_policy.clone(),
+            remember_consent: server.inner.remember_consent,
+            redirect_schemes: server.inner.redirect_schemes.clone().into(),
+            registered_scope_is_ceiling: server.inner.registered_scope_is_ceiling,
         };
         Self {
             cfg,

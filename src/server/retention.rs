@@ -453,23 +453,6 @@ pub(crate) async fn note_use(ctx: &AsContext, client: &Client) {
     }
 }
 
-/// Records that an authorization starts for `client`, **before** anything is stored for it,
-/// and returns the client as it is now: `None` when a concurrent idle sweep removed it (the
-/// caller answers as for an unknown client). Skipped (no store access) while the recorded
-/// use is under an hour old: such a client is far from idle.
-pub(crate) async fn mark_in_use(
-    ctx: &AsContext,
-    client: Client,
-) -> Result<Option<Client>, StoreError> {
-    let now = crate::util::now();
-    if is_static(ctx, &client) || recently_used(&client, now) {
-        return Ok(Some(client));
-    }
-    let store = &ctx.server.clients;
-    store.touch_client(&client.client_id, now).await?;
-    store.get_client(&client.client_id).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
