@@ -67,9 +67,12 @@
 //! # }
 //! ```
 
+mod clients;
+mod grants;
 mod keys;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rate_limits;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -80,14 +83,103 @@ pub use sqlite::SqliteStore;
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::{ColumnIndex, Decode, Pool, Row, Type};
 
-use super::{Client, RefreshFamily, RefreshLookup, RefreshTokenState, SecretHash, StoreError};
+use super::{Client, SecretHash, StoreError};
+
+/// One SQL store over a [`Backend`]: the statements, the transactions and the decoding are
+/// written once here (in [`clients`], [`grants`], [`keys`] and [`rate_limits`]), and the
+/// backend supplies only its dialect. Use it through its names [`SqliteStore`] and
+/// [`PostgresStore`], whose constructors open the pools.
+///
+/// Writes go to `writer` and reads to `reader`; on PostgreSQL both are the same pool, on
+/// SQLite the writer is a single connection (see [`SqliteStore`]).
+pub struct SqlStore<DB: Backend> {
+    writer: Pool<DB>,
+    reader: Pool<DB>,
+    timeout: Duration,
+    path: Option<PathBuf>,
+}
+
+impl<DB: Backend> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+            timeout: self.timeout,
+            path: self.path.clone(),
+        }
+    }
+}
+
+impl<DB: Backend> SqlStore<DB> {
+    /// How long one store operation may take before it fails with
+    /// [`StoreError::Unavailable`] (10 s by default).
+    #[must_use]
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs one operation within the store's deadline.
+    async fn run<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        bounded(DB::LABEL, self.timeout, op).await
+    }
+}
+
+/// Maps a driver error of backend `DB` (see [`map_err`]).
+fn err<DB: Backend>(e: sqlx::Error) -> StoreError {
+    map_err(DB::LABEL, e)
+}
+
+mod sealed {
+    /// Only this crate's backends implement [`Backend`](super::Backend).
+    pub trait Sealed {}
+}
+
+/// What differs between the SQL databases [`SqlStore`] runs on (implemented for
+/// [`sqlx::Sqlite`] and [`sqlx::Postgres`] only): the few SQL words the two dialects spell
+/// differently, how a writing transaction starts, and the one statement (the idle-client
+/// sweep) that each does its own way. Both accept `$1`-numbered placeholders, so every other
+/// statement is written once.
+pub trait Backend: sqlx::Database + sealed::Sealed {
+    /// The name errors carry (`"SQLite"`, `"PostgreSQL"`).
+    const LABEL: &'static str;
+    /// The statement that opens a writing transaction: `BEGIN IMMEDIATE` on SQLite takes the
+    /// write lock before the first read, so no other writer can slip between a read and the
+    /// write that depends on it; PostgreSQL locks rows instead (see [`Self::LOCK_ROWS`]).
+    const BEGIN_WRITE: &'static str;
+    /// What ends a `SELECT` whose rows the transaction is about to change: `FOR UPDATE` on
+    /// PostgreSQL, nothing on SQLite (whose transaction already holds the write lock).
+    const LOCK_ROWS: &'static str;
+    /// The larger of two values: `GREATEST` on PostgreSQL, the two-argument `MAX` on SQLite.
+    const GREATEST: &'static str;
+    /// Whether the store offers its rate-limit counters to the server
+    /// ([`GrantStore::rate_limit_store`](super::GrantStore::rate_limit_store)): PostgreSQL
+    /// does, since they are then shared by every instance; SQLite does not.
+    const SHARES_RATE_LIMITS: bool;
+
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Deletes the idle dynamic clients that nothing live names, with their remembered
+    /// consents, and counts them (see
+    /// [`ClientStore::sweep_idle_clients`](super::ClientStore::sweep_idle_clients)).
+    fn sweep_idle_clients(
+        store: &SqlStore<Self>,
+        idle_before: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
 
 /// The table holding the migration history (not sqlx's default `_sqlx_migrations`, so an
 /// application's own migrations in the same database stay separate).
@@ -210,128 +302,4 @@ fn client_of(record: &str, last_used_at: i64) -> Result<Client, StoreError> {
     let mut c: Client = from_json(record, "client")?;
     c.last_used_at = time_of(last_used_at, "client last_used_at")?;
     Ok(c)
-}
-
-/// The state of a family row, as rotation sees it.
-struct FamilyRow {
-    family_id: String,
-    record: Option<String>,
-    revoked_at: Option<i64>,
-    current_hash: Option<Vec<u8>>,
-    previous_hash: Option<Vec<u8>>,
-    previous_rotated_at: Option<i64>,
-    previous_sealed: Option<Vec<u8>>,
-}
-
-/// The columns [`FamilyRow::from_row`] reads, as a literal for `concat!`-built `SELECT`s.
-macro_rules! family_columns {
-    () => {
-        "family_id, record, revoked_at, current_hash, previous_hash, \
-         previous_rotated_at, previous_sealed"
-    };
-}
-use family_columns;
-
-impl FamilyRow {
-    fn from_row<R>(row: &R) -> Result<Self, StoreError>
-    where
-        R: Row,
-        &'static str: ColumnIndex<R>,
-        for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
-    {
-        Ok(Self {
-            family_id: col(row, "family_id")?,
-            record: col(row, "record")?,
-            revoked_at: col(row, "revoked_at")?,
-            current_hash: col(row, "current_hash")?,
-            previous_hash: col(row, "previous_hash")?,
-            previous_rotated_at: col(row, "previous_rotated_at")?,
-            previous_sealed: col(row, "previous_sealed")?,
-        })
-    }
-
-    /// The family when it is live at `now`: created (not a tombstone), unrevoked, unexpired.
-    fn active(&self, now: u64) -> Result<Option<RefreshFamily>, StoreError> {
-        if self.revoked_at.is_some() {
-            return Ok(None);
-        }
-        let Some(record) = &self.record else {
-            return Ok(None);
-        };
-        let family: RefreshFamily = from_json(record, "family")?;
-        Ok((family.expires_at > now).then_some(family))
-    }
-
-    /// The family when live at `now`, with where `presented` stands in it.
-    fn lookup(
-        &self,
-        presented: &SecretHash,
-        now: u64,
-    ) -> Result<Option<RefreshLookup>, StoreError> {
-        let Some(family) = self.active(now)? else {
-            return Ok(None);
-        };
-        let mut state = RefreshTokenState::Retired;
-        if let Some(current) = &self.current_hash {
-            if hash_of(current, "current refresh hash")?.ct_eq(presented) {
-                state = RefreshTokenState::Current;
-            }
-        }
-        if state == RefreshTokenState::Retired {
-            if let (Some(prev), Some(at)) = (&self.previous_hash, self.previous_rotated_at) {
-                if hash_of(prev, "previous refresh hash")?.ct_eq(presented) {
-                    state = RefreshTokenState::Previous {
-                        rotated_at: time_of(at, "previous_rotated_at")?,
-                    };
-                }
-            }
-        }
-        Ok(Some(RefreshLookup { family, state }))
-    }
-
-    /// What presenting `presented` at `now` does to this family (see
-    /// [`Rotation`](super::Rotation)).
-    fn decide(&self, presented: &SecretHash, now: u64, grace: u64) -> Result<Decision, StoreError> {
-        let Some(family) = self.active(now)? else {
-            return Ok(Decision::Invalid);
-        };
-        if let Some(current) = &self.current_hash {
-            if hash_of(current, "current refresh hash")?.ct_eq(presented) {
-                return Ok(Decision::Rotate(family));
-            }
-        }
-        if let (Some(prev), Some(at)) = (&self.previous_hash, self.previous_rotated_at) {
-            let at = time_of(at, "previous_rotated_at")?;
-            if hash_of(prev, "previous refresh hash")?.ct_eq(presented)
-                && now <= at.saturating_add(grace)
-            {
-                let sealed = self.previous_sealed.clone().unwrap_or_default();
-                return Ok(Decision::Grace(family, sealed));
-            }
-        }
-        Ok(Decision::Reuse)
-    }
-}
-
-/// The outcome of [`FamilyRow::decide`], before it is applied.
-enum Decision {
-    /// The presented token is current: rotate.
-    Rotate(RefreshFamily),
-    /// The presented token is the previous one, inside the grace window.
-    Grace(RefreshFamily, Vec<u8>),
-    /// An older token of a live family: revoke the family.
-    Reuse,
-    /// Unknown, expired or revoked.
-    Invalid,
-}
-
-fn reuse_detected(family_id: &str) {
-    tracing::warn!(
-        target: "mcp_oauth::security",
-        family = %family_id,
-        "refresh token reuse detected; family revoked"
-    );
 }
