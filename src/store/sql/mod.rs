@@ -33,6 +33,15 @@
 //! [`RateLimitStore`](super::RateLimitStore) with one `INSERT … ON CONFLICT … RETURNING` per
 //! hit; [`PostgresStore`] offers it to the server for limits shared by every instance.
 //!
+//! **One implementation, two dialects.** Both are names of one generic store,
+//! [`SqlStore`]`<DB>`: every statement, transaction and decoding step is written once, with
+//! `$1`-numbered placeholders that SQLite and PostgreSQL both accept, and the [`Backend`]
+//! supplies only what the dialects spell differently (`MAX` or `GREATEST`, `BEGIN IMMEDIATE` or
+//! a row lock with `FOR UPDATE`, and the idle-client sweep, which reads JSON with
+//! `json_extract` on SQLite and `->>` on PostgreSQL). Session bindings
+//! ([`SessionBindings`](crate::resource::SessionBindings)) exist only on PostgreSQL. The
+//! migrations stay per backend, so existing databases keep working.
+//!
 //! These stores need Rust 1.94 or newer (sqlx 0.9's requirement); the rest of the crate builds
 //! with 1.88.
 //!
@@ -68,6 +77,7 @@
 //! ```
 
 mod clients;
+mod family;
 mod grants;
 mod keys;
 #[cfg(feature = "postgres")]
@@ -93,13 +103,17 @@ use sqlx::{ColumnIndex, Decode, Pool, Row, Type};
 
 use super::{Client, SecretHash, StoreError};
 
-/// One SQL store over a [`Backend`]: the statements, the transactions and the decoding are
-/// written once here (in [`clients`], [`grants`], [`keys`] and [`rate_limits`]), and the
-/// backend supplies only its dialect. Use it through its names [`SqliteStore`] and
-/// [`PostgresStore`], whose constructors open the pools.
+/// A store on a SQL database, written once for every [`Backend`]: use it through its names
+/// [`SqliteStore`] (`SqlStore<sqlx::Sqlite>`) and [`PostgresStore`]
+/// (`SqlStore<sqlx::Postgres>`), whose constructors open the connections. See the
+/// [module docs](self).
 ///
-/// Writes go to `writer` and reads to `reader`; on PostgreSQL both are the same pool, on
-/// SQLite the writer is a single connection (see [`SqliteStore`]).
+/// It implements [`ClientStore`](super::ClientStore), [`GrantStore`](super::GrantStore),
+/// [`KeyStore`](super::KeyStore) and [`RateLimitStore`](super::RateLimitStore) for each
+/// backend. Writes go to one pool and reads to another: on SQLite the writer is a single
+/// connection beside a few readers, on PostgreSQL both are the same pool.
+///
+/// Cloning is cheap: clones share the connections.
 pub struct SqlStore<DB: Backend> {
     writer: Pool<DB>,
     reader: Pool<DB>,
@@ -135,6 +149,10 @@ impl<DB: Backend> SqlStore<DB> {
         bounded(DB::LABEL, self.timeout, op).await
     }
 }
+
+// The trait impls (in `clients`, `grants`, `keys`, `rate_limits`) all carry the same bounds:
+// that `DB`'s driver runs statements on a connection and encodes and decodes the column types
+// the statements use (text, `BIGINT`, bytes, booleans). `Sqlite` and `Postgres` meet them.
 
 /// Maps a driver error of backend `DB` (see [`map_err`]).
 fn err<DB: Backend>(e: sqlx::Error) -> StoreError {

@@ -77,7 +77,7 @@ impl Backend for Sqlite {
     ) -> Result<u64, StoreError> {
         store
             .run(async {
-                let err = err::<Sqlite>;
+                let err = err::<Self>;
                 let mut tx = store
                     .writer
                     .begin_with(Self::BEGIN_WRITE)
@@ -186,7 +186,7 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`] when SQLite cannot start (out of memory).
     pub async fn in_memory() -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|e| err::<Sqlite>(e))?
+            .map_err(err::<Sqlite>)?
             .foreign_keys(true);
         // One connection that is never closed: the database lives in it.
         let pool = SqlitePoolOptions::new()
@@ -197,7 +197,7 @@ impl SqliteStore {
             .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| err::<Sqlite>(e))?;
+            .map_err(err::<Sqlite>)?;
         let store = Self {
             writer: pool.clone(),
             reader: pool,
