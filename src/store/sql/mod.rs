@@ -321,3 +321,60 @@ fn client_of(record: &str, last_used_at: i64) -> Result<Client, StoreError> {
     c.last_used_at = time_of(last_used_at, "client last_used_at")?;
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SecretHash;
+
+    /// Checks that `steps` are numbered 1, 2, 3, … and that each is byte for byte the released
+    /// file whose SHA-256 is in `released`. sqlx records a checksum of every migration it
+    /// applies and refuses to open a database whose applied migrations no longer match, so an
+    /// edited migration would lock every existing database out: add a new numbered step
+    /// instead (and its hash here).
+    fn never_edited(steps: &[(i64, &str, &str)], released: &[&str]) {
+        assert_eq!(
+            steps.len(),
+            released.len(),
+            "a migration was added or removed"
+        );
+        for (i, ((version, description, sql), hash)) in steps.iter().zip(released).enumerate() {
+            assert_eq!(
+                *version,
+                i as i64 + 1,
+                "migration versions must be consecutive"
+            );
+            assert_eq!(
+                SecretHash::of(sql).to_hex(),
+                *hash,
+                "migration {version} ({description}) was edited after its release"
+            );
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_migrations_never_edited() {
+        never_edited(
+            super::sqlite::MIGRATIONS,
+            &[
+                "3d40766596cfc33a040596a28f65ffbe0b5ed7b6c7007ab8fa951d2dc2ca1bfe",
+                "f7adac63950e1432eaef281a11606eb2014d2d0eb52a6633c402083d29eb2ae7",
+                "13964fb41170d2548e16bbe1a0e9bcaa9211b3777203f8e62eb5cae739417100",
+            ],
+        );
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_migrations_never_edited() {
+        never_edited(
+            super::postgres::MIGRATIONS,
+            &[
+                "fb13d9be696008d94947ffb485ea022d79c3ba085c27ab819cae12d03028e439",
+                "94953d881fd812424b353ab67c19c9fda89d0c106da0b7de0ae0478d2d13f25c",
+                "f8d4e7a1708db64cbc7a5557b054b5fdf21fa8e5e8f9249922b9f612a367fcf0",
+                "3c4d73978e4c1b0e22246985f599c4b4db8e27916f761a9b2850040bbf98d9c2",
+            ],
+        );
+    }
+}
