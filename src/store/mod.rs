@@ -15,8 +15,9 @@
 //! survive restarts), `PostgresStore` (`postgres`) and `RedisStore` (`redis`), both for several
 //! instances sharing one state.
 //!
-//! [`MemoryStore`] implements both traits and is the default; [`testkit`] holds the contract
-//! every implementation must pass — run it against your own store with one call.
+//! [`MemoryStore`] implements both traits and is the default; [`testkit`] (feature `testkit`)
+//! holds the contract every implementation must pass — run it against your own store with one
+//! call.
 //!
 //! The signing keys can live in the store too ([`KeyStore`], implemented by every built-in
 //! store), so that instances sharing a store sign and verify with one key ring and a rotation
@@ -45,6 +46,8 @@ pub mod rate_limit;
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 use std::fmt;

@@ -1,5 +1,10 @@
 //! The contract every [`ClientStore`] + [`GrantStore`] must meet, as runnable checks.
 //!
+//! This module is behind the `testkit` feature (off by default). It is for people writing
+//! their own store: enable it in your `[dev-dependencies]`
+//! (`mcp-oauth = { version = "…", features = ["testkit"] }`) and run the same conformance
+//! suite that every built-in store (memory, SQLite, PostgreSQL, Redis) passes.
+//!
 //! The authorization server's security rests on a few store guarantees: a code is redeemed
 //! once even when 64 requests race for it, a replayed code reports the family its first
 //! redemption created, a revoked family leaves a tombstone that a late `create_family` runs

@@ -33,6 +33,15 @@
 //! [`RateLimitStore`](super::RateLimitStore) with one `INSERT … ON CONFLICT … RETURNING` per
 //! hit; [`PostgresStore`] offers it to the server for limits shared by every instance.
 //!
+//! **One implementation, two dialects.** Both are names of one generic store,
+//! [`SqlStore`]`<DB>`: every statement, transaction and decoding step is written once, with
+//! `$1`-numbered placeholders that SQLite and PostgreSQL both accept, and the [`Backend`]
+//! supplies only what the dialects spell differently (`MAX` or `GREATEST`, `BEGIN IMMEDIATE` or
+//! a row lock with `FOR UPDATE`, and the idle-client sweep, which reads JSON with
+//! `json_extract` on SQLite and `->>` on PostgreSQL). Session bindings
+//! ([`SessionBindings`](crate::resource::SessionBindings)) exist only on PostgreSQL. The
+//! migrations stay per backend, so existing databases keep working.
+//!
 //! These stores need Rust 1.94 or newer (sqlx 0.9's requirement); the rest of the crate builds
 //! with 1.88.
 //!
@@ -67,9 +76,13 @@
 //! # }
 //! ```
 
+mod clients;
+mod family;
+mod grants;
 mod keys;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rate_limits;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -80,14 +93,111 @@ pub use sqlite::SqliteStore;
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::{ColumnIndex, Decode, Pool, Row, Type};
 
-use super::{Client, RefreshFamily, RefreshLookup, RefreshTokenState, SecretHash, StoreError};
+use super::{Client, SecretHash, StoreError};
+
+/// A store on a SQL database, written once for every [`Backend`]: use it through its names
+/// [`SqliteStore`] (`SqlStore<sqlx::Sqlite>`) and [`PostgresStore`]
+/// (`SqlStore<sqlx::Postgres>`), whose constructors open the connections. See the
+/// [module docs](self).
+///
+/// It implements [`ClientStore`](super::ClientStore), [`GrantStore`](super::GrantStore),
+/// [`KeyStore`](super::KeyStore) and [`RateLimitStore`](super::RateLimitStore) for each
+/// backend. Writes go to one pool and reads to another: on SQLite the writer is a single
+/// connection beside a few readers, on PostgreSQL both are the same pool.
+///
+/// Cloning is cheap: clones share the connections.
+pub struct SqlStore<DB: Backend> {
+    writer: Pool<DB>,
+    reader: Pool<DB>,
+    timeout: Duration,
+    path: Option<PathBuf>,
+}
+
+impl<DB: Backend> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+            timeout: self.timeout,
+            path: self.path.clone(),
+        }
+    }
+}
+
+impl<DB: Backend> SqlStore<DB> {
+    /// How long one store operation may take before it fails with
+    /// [`StoreError::Unavailable`] (10 s by default).
+    #[must_use]
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs one operation within the store's deadline.
+    async fn run<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        bounded(DB::LABEL, self.timeout, op).await
+    }
+}
+
+// The trait impls (in `clients`, `grants`, `keys`, `rate_limits`) all carry the same bounds:
+// that `DB`'s driver runs statements on a connection and encodes and decodes the column types
+// the statements use (text, `BIGINT`, bytes, booleans). `Sqlite` and `Postgres` meet them.
+
+/// Maps a driver error of backend `DB` (see [`map_err`]).
+fn err<DB: Backend>(e: sqlx::Error) -> StoreError {
+    map_err(DB::LABEL, e)
+}
+
+mod sealed {
+    /// Only this crate's backends implement [`Backend`](super::Backend).
+    pub trait Sealed {}
+}
+
+/// What differs between the SQL databases [`SqlStore`] runs on (implemented for
+/// [`sqlx::Sqlite`] and [`sqlx::Postgres`] only): the few SQL words the two dialects spell
+/// differently, how a writing transaction starts, and the one statement (the idle-client
+/// sweep) that each does its own way. Both accept `$1`-numbered placeholders, so every other
+/// statement is written once.
+pub trait Backend: sqlx::Database + sealed::Sealed {
+    /// The name errors carry (`"SQLite"`, `"PostgreSQL"`).
+    const LABEL: &'static str;
+    /// The statement that opens a writing transaction: `BEGIN IMMEDIATE` on SQLite takes the
+    /// write lock before the first read, so no other writer can slip between a read and the
+    /// write that depends on it; PostgreSQL locks rows instead (see [`Self::LOCK_ROWS`]).
+    const BEGIN_WRITE: &'static str;
+    /// What ends a `SELECT` whose rows the transaction is about to change: `FOR UPDATE` on
+    /// PostgreSQL, nothing on SQLite (whose transaction already holds the write lock).
+    const LOCK_ROWS: &'static str;
+    /// The larger of two values: `GREATEST` on PostgreSQL, the two-argument `MAX` on SQLite.
+    const GREATEST: &'static str;
+    /// Whether the store offers its rate-limit counters to the server
+    /// ([`GrantStore::rate_limit_store`](super::GrantStore::rate_limit_store)): PostgreSQL
+    /// does, since they are then shared by every instance; SQLite does not.
+    const SHARES_RATE_LIMITS: bool;
+
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Deletes the idle dynamic clients that nothing live names, with their remembered
+    /// consents, and counts them (see
+    /// [`ClientStore::sweep_idle_clients`](super::ClientStore::sweep_idle_clients)).
+    fn sweep_idle_clients(
+        store: &SqlStore<Self>,
+        idle_before: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
 
 /// The table holding the migration history (not sqlx's default `_sqlx_migrations`, so an
 /// application's own migrations in the same database stay separate).
@@ -212,126 +322,59 @@ fn client_of(record: &str, last_used_at: i64) -> Result<Client, StoreError> {
     Ok(c)
 }
 
-/// The state of a family row, as rotation sees it.
-struct FamilyRow {
-    family_id: String,
-    record: Option<String>,
-    revoked_at: Option<i64>,
-    current_hash: Option<Vec<u8>>,
-    previous_hash: Option<Vec<u8>>,
-    previous_rotated_at: Option<i64>,
-    previous_sealed: Option<Vec<u8>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::SecretHash;
 
-/// The columns [`FamilyRow::from_row`] reads, as a literal for `concat!`-built `SELECT`s.
-macro_rules! family_columns {
-    () => {
-        "family_id, record, revoked_at, current_hash, previous_hash, \
-         previous_rotated_at, previous_sealed"
-    };
-}
-use family_columns;
-
-impl FamilyRow {
-    fn from_row<R>(row: &R) -> Result<Self, StoreError>
-    where
-        R: Row,
-        &'static str: ColumnIndex<R>,
-        for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
-    {
-        Ok(Self {
-            family_id: col(row, "family_id")?,
-            record: col(row, "record")?,
-            revoked_at: col(row, "revoked_at")?,
-            current_hash: col(row, "current_hash")?,
-            previous_hash: col(row, "previous_hash")?,
-            previous_rotated_at: col(row, "previous_rotated_at")?,
-            previous_sealed: col(row, "previous_sealed")?,
-        })
+    /// Checks that `steps` are numbered 1, 2, 3, … and that each is byte for byte the released
+    /// file whose SHA-256 is in `released`. sqlx records a checksum of every migration it
+    /// applies and refuses to open a database whose applied migrations no longer match, so an
+    /// edited migration would lock every existing database out: add a new numbered step
+    /// instead (and its hash here).
+    fn never_edited(steps: &[(i64, &str, &str)], released: &[&str]) {
+        assert_eq!(
+            steps.len(),
+            released.len(),
+            "a migration was added or removed"
+        );
+        for (i, ((version, description, sql), hash)) in steps.iter().zip(released).enumerate() {
+            assert_eq!(
+                *version,
+                i as i64 + 1,
+                "migration versions must be consecutive"
+            );
+            assert_eq!(
+                SecretHash::of(sql).to_hex(),
+                *hash,
+                "migration {version} ({description}) was edited after its release"
+            );
+        }
     }
 
-    /// The family when it is live at `now`: created (not a tombstone), unrevoked, unexpired.
-    fn active(&self, now: u64) -> Result<Option<RefreshFamily>, StoreError> {
-        if self.revoked_at.is_some() {
-            return Ok(None);
-        }
-        let Some(record) = &self.record else {
-            return Ok(None);
-        };
-        let family: RefreshFamily = from_json(record, "family")?;
-        Ok((family.expires_at > now).then_some(family))
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_migrations_never_edited() {
+        never_edited(
+            super::sqlite::MIGRATIONS,
+            &[
+                "3d40766596cfc33a040596a28f65ffbe0b5ed7b6c7007ab8fa951d2dc2ca1bfe",
+                "f7adac63950e1432eaef281a11606eb2014d2d0eb52a6633c402083d29eb2ae7",
+                "13964fb41170d2548e16bbe1a0e9bcaa9211b3777203f8e62eb5cae739417100",
+            ],
+        );
     }
 
-    /// The family when live at `now`, with where `presented` stands in it.
-    fn lookup(
-        &self,
-        presented: &SecretHash,
-        now: u64,
-    ) -> Result<Option<RefreshLookup>, StoreError> {
-        let Some(family) = self.active(now)? else {
-            return Ok(None);
-        };
-        let mut state = RefreshTokenState::Retired;
-        if let Some(current) = &self.current_hash {
-            if hash_of(current, "current refresh hash")?.ct_eq(presented) {
-                state = RefreshTokenState::Current;
-            }
-        }
-        if state == RefreshTokenState::Retired {
-            if let (Some(prev), Some(at)) = (&self.previous_hash, self.previous_rotated_at) {
-                if hash_of(prev, "previous refresh hash")?.ct_eq(presented) {
-                    state = RefreshTokenState::Previous {
-                        rotated_at: time_of(at, "previous_rotated_at")?,
-                    };
-                }
-            }
-        }
-        Ok(Some(RefreshLookup { family, state }))
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_migrations_never_edited() {
+        never_edited(
+            super::postgres::MIGRATIONS,
+            &[
+                "fb13d9be696008d94947ffb485ea022d79c3ba085c27ab819cae12d03028e439",
+                "94953d881fd812424b353ab67c19c9fda89d0c106da0b7de0ae0478d2d13f25c",
+                "f8d4e7a1708db64cbc7a5557b054b5fdf21fa8e5e8f9249922b9f612a367fcf0",
+                "3c4d73978e4c1b0e22246985f599c4b4db8e27916f761a9b2850040bbf98d9c2",
+            ],
+        );
     }
-
-    /// What presenting `presented` at `now` does to this family (see
-    /// [`Rotation`](super::Rotation)).
-    fn decide(&self, presented: &SecretHash, now: u64, grace: u64) -> Result<Decision, StoreError> {
-        let Some(family) = self.active(now)? else {
-            return Ok(Decision::Invalid);
-        };
-        if let Some(current) = &self.current_hash {
-            if hash_of(current, "current refresh hash")?.ct_eq(presented) {
-                return Ok(Decision::Rotate(family));
-            }
-        }
-        if let (Some(prev), Some(at)) = (&self.previous_hash, self.previous_rotated_at) {
-            let at = time_of(at, "previous_rotated_at")?;
-            if hash_of(prev, "previous refresh hash")?.ct_eq(presented)
-                && now <= at.saturating_add(grace)
-            {
-                let sealed = self.previous_sealed.clone().unwrap_or_default();
-                return Ok(Decision::Grace(family, sealed));
-            }
-        }
-        Ok(Decision::Reuse)
-    }
-}
-
-/// The outcome of [`FamilyRow::decide`], before it is applied.
-enum Decision {
-    /// The presented token is current: rotate.
-    Rotate(RefreshFamily),
-    /// The presented token is the previous one, inside the grace window.
-    Grace(RefreshFamily, Vec<u8>),
-    /// An older token of a live family: revoke the family.
-    Reuse,
-    /// Unknown, expired or revoked.
-    Invalid,
-}
-
-fn reuse_detected(family_id: &str) {
-    tracing::warn!(
-        target: "mcp_oauth::security",
-        family = %family_id,
-        "refresh token reuse detected; family revoked"
-    );
 }

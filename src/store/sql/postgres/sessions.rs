@@ -38,7 +38,7 @@ impl SessionBindings for PostgresStore {
             )
             .bind(key.as_str())
             .bind(cutoff(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await
             .map_err(err)?;
             let Some(row) = row else {
@@ -50,7 +50,7 @@ impl SessionBindings for PostgresStore {
                 sqlx::query("UPDATE mcp_oauth_sessions SET seen = $2 WHERE key = $1")
                     .bind(key.as_str())
                     .bind(db_time(now))
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(err)?;
             }
@@ -70,7 +70,7 @@ impl SessionBindings for PostgresStore {
         self.run(async {
             sqlx::query("DELETE FROM mcp_oauth_sessions WHERE seen <= $1")
                 .bind(cutoff(now))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(err)?;
             let row = sqlx::query(
@@ -87,7 +87,7 @@ impl SessionBindings for PostgresStore {
             .bind(db_time(now))
             .bind(&anonymous)
             .bind(cutoff(now))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await
             .map_err(err)?;
             let owner: String = col(&row, "owner")?;
@@ -100,7 +100,7 @@ impl SessionBindings for PostgresStore {
         self.run(async {
             sqlx::query("DELETE FROM mcp_oauth_sessions WHERE key = $1")
                 .bind(key.as_str())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(err)?;
             Ok(())

@@ -1,0 +1,496 @@
+//! [`GrantStore`] on [`SqlStore`]: codes, refresh-token families, revocations, consents and
+//! pending requests. The atomic steps are single statements or one transaction (see the
+//! [module docs](super)).
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
+
+use super::family::{Decision, FamilyRow, SELECT_FAMILY, reuse_detected};
+use super::{
+    Backend, REVOKED_KEEP_SECS, SqlStore, col, count_of, db_time, err, family_of_jti, from_json,
+    pending_key, to_json,
+};
+use crate::scope::ScopeSet;
+use crate::store::{
+    AuthorizationCode, CodeTake, GrantStore, PendingAuthorization, RateLimitStore, RefreshFamily,
+    RefreshLookup, Rotation, SecretHash, StoreError, StoreStats,
+};
+
+#[async_trait]
+impl<DB> GrantStore for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> String: Decode<'a, DB> + Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Decode<'a, DB> + Encode<'a, DB> + Type<DB>,
+    for<'a> Vec<u8>: Decode<'a, DB> + Encode<'a, DB> + Type<DB>,
+    for<'a> Option<Vec<u8>>: Encode<'a, DB>,
+    for<'a> bool: Decode<'a, DB> + Type<DB>,
+{
+    fn rate_limit_store(&self) -> Option<&dyn RateLimitStore> {
+        if DB::SHARES_RATE_LIMITS {
+            Some(self)
+        } else {
+            None
+        }
+    }
+
+    async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError> {
+        self.run(async {
+            let done = sqlx::query(
+                "INSERT INTO mcp_oauth_codes (code_hash, record, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (code_hash) DO NOTHING",
+            )
+            .bind(&hash.0[..])
+            .bind(to_json(&code, "code")?)
+            .bind(db_time(code.expires_at))
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            if DB::rows_affected(&done) == 0 {
+                return Err(StoreError::Conflict("code exists".to_owned()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_code(
+        &self,
+        hash: &SecretHash,
+        family_id: &str,
+        now: u64,
+    ) -> Result<CodeTake, StoreError> {
+        self.run(async {
+            let mut conn = self.writer.acquire().await.map_err(err::<DB>)?;
+            // The whole decision is this one statement: of racing callers, exactly one finds
+            // `used_by` empty and binds its family.
+            let taken: Option<String> = sqlx::query_scalar(
+                "UPDATE mcp_oauth_codes SET used_by = $2 \
+                 WHERE code_hash = $1 AND used_by IS NULL AND expires_at > $3 RETURNING record",
+            )
+            .bind(&hash.0[..])
+            .bind(family_id)
+            .bind(db_time(now))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err::<DB>)?;
+            if let Some(record) = taken {
+                return Ok(CodeTake::Taken(from_json(&record, "code")?));
+            }
+            // Not taken: tell a replay (reporting the family bound first) from a missing or
+            // expired code. `used_by` never changes once set, so this read is consistent.
+            let row = sqlx::query(
+                "SELECT used_by, expires_at, record FROM mcp_oauth_codes WHERE code_hash = $1",
+            )
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err::<DB>)?;
+            let Some(row) = row else {
+                return Ok(CodeTake::NotFound);
+            };
+            let expires_at: i64 = col(&row, "expires_at")?;
+            if expires_at <= db_time(now) {
+                sqlx::query(
+                    "DELETE FROM mcp_oauth_codes WHERE code_hash = $1 AND expires_at <= $2",
+                )
+                .bind(&hash.0[..])
+                .bind(db_time(now))
+                .execute(&mut *conn)
+                .await
+                .map_err(err::<DB>)?;
+                return Ok(CodeTake::NotFound);
+            }
+            match col::<_, Option<String>>(&row, "used_by")? {
+                Some(family_id) => Ok(CodeTake::Replayed {
+                    family_id,
+                    code: from_json(&col::<_, String>(&row, "record")?, "code")?,
+                }),
+                None => Ok(CodeTake::NotFound),
+            }
+        })
+        .await
+    }
+
+    async fn create_family(
+        &self,
+        family: RefreshFamily,
+        refresh: Option<SecretHash>,
+    ) -> Result<(), StoreError> {
+        self.run(async {
+            let mut tx = self
+                .writer
+                .begin_with(DB::BEGIN_WRITE)
+                .await
+                .map_err(err::<DB>)?;
+            let done = sqlx::query(
+                "INSERT INTO mcp_oauth_families (family_id, record, expires_at, current_hash, keep_until) \
+                 VALUES ($1, $2, $3, $4, $3) ON CONFLICT (family_id) DO NOTHING",
+            )
+            .bind(&family.family_id)
+            .bind(to_json(&family, "family")?)
+            .bind(db_time(family.expires_at))
+            .bind(refresh.as_ref().map(|h| h.0.to_vec()))
+            .execute(&mut *tx)
+            .await
+            .map_err(err::<DB>)?;
+            if DB::rows_affected(&done) == 0 {
+                // Dropping the transaction rolls it back.
+                return Err(StoreError::Conflict(format!(
+                    "family {} exists or was revoked",
+                    family.family_id
+                )));
+            }
+            if let Some(h) = refresh {
+                sqlx::query(
+                    "INSERT INTO mcp_oauth_refresh_tokens (token_hash, family_id) VALUES ($1, $2)",
+                )
+                .bind(&h.0[..])
+                .bind(&family.family_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err::<DB>)?;
+            }
+            tx.commit().await.map_err(err::<DB>)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &SecretHash,
+        successor: SecretHash,
+        sealed_successor: Vec<u8>,
+        now: u64,
+        grace: u64,
+    ) -> Result<Rotation, StoreError> {
+        self.run(async {
+            // No other writer (in this process or another) can rotate the family between our
+            // read and our write: SQLite's BEGIN IMMEDIATE takes the write lock before the
+            // read; PostgreSQL's FOR UPDATE locks the family row, so racing rotations queue
+            // behind ours and then read what we wrote.
+            let mut tx = self
+                .writer
+                .begin_with(DB::BEGIN_WRITE)
+                .await
+                .map_err(err::<DB>)?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{SELECT_FAMILY} {}",
+                DB::LOCK_ROWS
+            )))
+            .bind(&presented.0[..])
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err::<DB>)?;
+            let Some(row) = row else {
+                tx.commit().await.map_err(err::<DB>)?;
+                return Ok(Rotation::Invalid);
+            };
+            let state = FamilyRow::from_row(&row)?;
+            let outcome = match state.decide(presented, now, grace)? {
+                Decision::Rotate(family) => {
+                    sqlx::query(
+                        "UPDATE mcp_oauth_families SET current_hash = $2, previous_hash = $3, \
+                         previous_rotated_at = $4, previous_sealed = $5 WHERE family_id = $1",
+                    )
+                    .bind(&state.family_id)
+                    .bind(&successor.0[..])
+                    .bind(&presented.0[..])
+                    .bind(db_time(now))
+                    .bind(&sealed_successor)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err::<DB>)?;
+                    sqlx::query(
+                        "INSERT INTO mcp_oauth_refresh_tokens (token_hash, family_id) VALUES ($1, $2)",
+                    )
+                    .bind(&successor.0[..])
+                    .bind(&state.family_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err::<DB>)?;
+                    Rotation::Rotated(family)
+                }
+                Decision::Grace(family, sealed_successor) => Rotation::Grace {
+                    family,
+                    sealed_successor,
+                },
+                Decision::Reuse => {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE mcp_oauth_families SET revoked_at = $2, \
+                         keep_until = {}(keep_until, $3) WHERE family_id = $1",
+                        DB::GREATEST
+                    )))
+                    .bind(&state.family_id)
+                    .bind(db_time(now))
+                    .bind(db_time(now.saturating_add(REVOKED_KEEP_SECS)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err::<DB>)?;
+                    reuse_detected(&state.family_id);
+                    Rotation::Reused {
+                        family_id: state.family_id.clone(),
+                    }
+                }
+                Decision::Invalid => Rotation::Invalid,
+            };
+            tx.commit().await.map_err(err::<DB>)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<(), StoreError> {
+        self.run(async {
+            // A new row is a tombstone; an existing one keeps its first revocation time.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO mcp_oauth_families (family_id, revoked_at, keep_until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (family_id) DO UPDATE SET \
+                 keep_until = CASE WHEN mcp_oauth_families.revoked_at IS NULL \
+                              THEN {}(mcp_oauth_families.keep_until, excluded.keep_until) \
+                              ELSE mcp_oauth_families.keep_until END, \
+                 revoked_at = COALESCE(mcp_oauth_families.revoked_at, excluded.revoked_at)",
+                DB::GREATEST
+            )))
+            .bind(family_id)
+            .bind(db_time(now))
+            .bind(db_time(now.saturating_add(REVOKED_KEEP_SECS)))
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn family_of_refresh(
+        &self,
+        hash: &SecretHash,
+        now: u64,
+    ) -> Result<Option<RefreshLookup>, StoreError> {
+        self.run(async {
+            let row = sqlx::query(SELECT_FAMILY)
+                .bind(&hash.0[..])
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(err::<DB>)?;
+            match row {
+                Some(row) => FamilyRow::from_row(&row)?.lookup(hash, now),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query(
+                "INSERT INTO mcp_oauth_revoked_tokens (jti, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at",
+            )
+            .bind(jti)
+            .bind(db_time(expires_at))
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_token_revoked(&self, jti: &str, now: u64) -> Result<bool, StoreError> {
+        self.run(async {
+            let revoked: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM mcp_oauth_revoked_tokens WHERE jti = $1 AND expires_at >= $2) \
+                 OR EXISTS (SELECT 1 FROM mcp_oauth_families WHERE family_id = $3 AND revoked_at IS NOT NULL)",
+            )
+            .bind(jti)
+            .bind(db_time(now))
+            .bind(family_of_jti(jti))
+            .fetch_one(&self.reader)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(revoked)
+        })
+        .await
+    }
+
+    async fn get_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<Option<ScopeSet>, StoreError> {
+        self.run(async {
+            let scope: Option<String> = sqlx::query_scalar(
+                "SELECT scope FROM mcp_oauth_consents WHERE subject = $1 AND client_id = $2",
+            )
+            .bind(subject)
+            .bind(client_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err::<DB>)?;
+            scope.map(|s| from_json(&s, "consent scope")).transpose()
+        })
+        .await
+    }
+
+    async fn put_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &ScopeSet,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query(
+                "INSERT INTO mcp_oauth_consents (subject, client_id, scope, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (subject, client_id) DO UPDATE SET \
+                 scope = excluded.scope, updated_at = excluded.updated_at",
+            )
+            .bind(subject)
+            .bind(client_id)
+            .bind(to_json(scope, "consent scope")?)
+            .bind(db_time(now))
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_pending(&self, id: &str, pending: PendingAuthorization) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query(
+                "INSERT INTO mcp_oauth_pending (id_hash, record, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id_hash) DO UPDATE SET \
+                 record = excluded.record, expires_at = excluded.expires_at",
+            )
+            .bind(pending_key(id))
+            .bind(to_json(&pending, "pending request")?)
+            .bind(db_time(pending.expires_at))
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_pending(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        self.run(async {
+            let record: Option<String> = sqlx::query_scalar(
+                "SELECT record FROM mcp_oauth_pending WHERE id_hash = $1 AND expires_at > $2",
+            )
+            .bind(pending_key(id))
+            .bind(db_time(now))
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err::<DB>)?;
+            record.map(|r| from_json(&r, "pending request")).transpose()
+        })
+        .await
+    }
+
+    async fn take_pending(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        self.run(async {
+            // One statement: of racing consent decisions, one gets the row.
+            let row = sqlx::query(
+                "DELETE FROM mcp_oauth_pending WHERE id_hash = $1 RETURNING record, expires_at",
+            )
+            .bind(pending_key(id))
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            if col::<_, i64>(&row, "expires_at")? <= db_time(now) {
+                return Ok(None);
+            }
+            Ok(Some(from_json(
+                &col::<_, String>(&row, "record")?,
+                "pending request",
+            )?))
+        })
+        .await
+    }
+
+    async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
+        self.run(async {
+            let now = db_time(now);
+            let mut tx = self
+                .writer
+                .begin_with(DB::BEGIN_WRITE)
+                .await
+                .map_err(err::<DB>)?;
+            let mut removed = 0;
+            for sql in [
+                "DELETE FROM mcp_oauth_codes WHERE expires_at <= $1",
+                "DELETE FROM mcp_oauth_pending WHERE expires_at <= $1",
+                "DELETE FROM mcp_oauth_revoked_tokens WHERE expires_at < $1",
+            ] {
+                let done = sqlx::query(sql)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err::<DB>)?;
+                removed += DB::rows_affected(&done);
+            }
+            sqlx::query(
+                "DELETE FROM mcp_oauth_refresh_tokens WHERE family_id IN \
+                 (SELECT family_id FROM mcp_oauth_families WHERE keep_until <= $1)",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err::<DB>)?;
+            let done = sqlx::query("DELETE FROM mcp_oauth_families WHERE keep_until <= $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(err::<DB>)?;
+            removed += DB::rows_affected(&done);
+            tx.commit().await.map_err(err::<DB>)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn stats(&self, now: u64) -> Result<StoreStats, StoreError> {
+        self.run(async {
+            let row = sqlx::query(
+                "SELECT \
+                 (SELECT COUNT(*) FROM mcp_oauth_clients) AS clients, \
+                 (SELECT COUNT(*) FROM mcp_oauth_codes WHERE used_by IS NULL AND expires_at > $1) AS live_codes, \
+                 (SELECT COUNT(*) FROM mcp_oauth_families WHERE record IS NOT NULL \
+                    AND revoked_at IS NULL AND expires_at > $1) AS live_families, \
+                 (SELECT COUNT(*) FROM mcp_oauth_revoked_tokens WHERE expires_at >= $1) AS revoked_tokens",
+            )
+            .bind(db_time(now))
+            .fetch_one(&self.reader)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(StoreStats {
+                clients: count_of(col(&row, "clients")?)?,
+                live_codes: count_of(col(&row, "live_codes")?)?,
+                live_families: count_of(col(&row, "live_families")?)?,
+                revoked_tokens: count_of(col(&row, "revoked_tokens")?)?,
+            })
+        })
+        .await
+    }
+}
