@@ -862,14 +862,6 @@ impl AsContext {
         format!("{}{path}", crate::config::path_of(self.cfg.issuer()))
     }
 
-    /// A client by id: configured clients first, then the store.
-    pub(crate) async fn client(
-        &self,
-        client_id: &str,
-    ) -> Result<Option<Client>, crate::store::StoreError> {
-        self.env.client(client_id).await
-    }
-
     /// Whether cookies must carry `Secure` and the `__Host-` prefix (an https issuer).
     pub(crate) fn secure_cookies(&self) -> bool {
         self.cfg.issuer().starts_with("https://")
