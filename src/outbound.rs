@@ -295,7 +295,7 @@ pub enum OutboundError {
         status: u16,
     },
     /// The response body is larger than the limit for this kind of document.
-    #[error("the response from {url} is larger than {limit} bytes")]
+    #[error("the response from {url} is larger than {} KiB", .limit / 1024)]
     TooLarge {
         /// The URL requested.
         url: String,
