@@ -490,6 +490,13 @@ pub(crate) struct Fetched {
     /// The status, never a `3xx`.
     pub(crate) status: reqwest::StatusCode,
     /// The response headers.
+    #[cfg_attr(
+        not(feature = "remote-jwks"),
+        expect(
+            dead_code,
+            reason = "only the JWKS verifier reads headers (Cache-Control)"
+        )
+    )]
     pub(crate) headers: reqwest::header::HeaderMap,
     /// The body, at most the limit given.
     pub(crate) body: Vec<u8>,
@@ -545,6 +552,10 @@ impl Outbound {
     }
 
     /// `GET url` with this `Accept`, reading at most `limit` bytes.
+    #[cfg_attr(
+        not(feature = "remote-jwks"),
+        expect(dead_code, reason = "only the JWKS verifier GETs, for now")
+    )]
     pub(crate) async fn get(
         &self,
         url: &str,
@@ -561,6 +572,10 @@ impl Outbound {
 
     /// `POST url` with a form body and extra headers (marked sensitive by the caller where
     /// they hold credentials), reading at most `limit` bytes.
+    #[cfg_attr(
+        not(feature = "introspection"),
+        expect(dead_code, reason = "only introspection POSTs")
+    )]
     pub(crate) async fn post_form(
         &self,
         url: &str,
