@@ -345,6 +345,22 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// A failed lookup inside the DNS resolver, carried through the HTTP client's error chain.
+#[derive(Debug)]
+struct ResolveFailure {
+    host: String,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl std::fmt::Display for ResolveFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "resolving {} failed: {}", self.host, self.message)
+    }
+}
+
+impl std::error::Error for ResolveFailure {}
+
 // ---------------------------------------------------------------------------------------------
 // Policy and resolver
 
@@ -391,17 +407,23 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let lookup = host.clone();
+            let failed = |kind, message: String| ResolveFailure {
+                host: host.clone(),
+                kind,
+                message,
+            };
             let addrs: Vec<SocketAddr> = tokio::task::spawn_blocking(move || {
                 (lookup.as_str(), 0)
                     .to_socket_addrs()
                     .map(Iterator::collect)
             })
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+            .map_err(|e| failed(std::io::ErrorKind::Other, e.to_string()))?
+            .map_err(|e| failed(e.kind(), e.to_string()))?;
             if addrs.is_empty() {
-                return Err(std::io::Error::new(
+                return Err(failed(
                     std::io::ErrorKind::NotFound,
-                    "the name resolved to no address",
+                    "the name resolved to no address".to_owned(),
                 )
                 .into());
             }
@@ -634,6 +656,12 @@ fn request_error(url: &str, error: reqwest::Error) -> OutboundError {
                 host: r.host.clone(),
                 addr: r.addr,
                 class: r.class,
+            };
+        }
+        if let Some(r) = e.downcast_ref::<ResolveFailure>() {
+            return OutboundError::Resolve {
+                host: r.host.clone(),
+                source: std::io::Error::new(r.kind, r.message.clone()),
             };
         }
         source = e.source();
@@ -959,5 +987,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(err.to_string().contains(".allow_loopback()"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_a_resolve_error() {
+        let strict = outbound(|_| {});
+        let err = strict
+            .get("https://does-not-exist.invalid/x", "application/json", 1024)
+            .await
+            .unwrap_err();
+        match &err {
+            OutboundError::Resolve { host, .. } => assert_eq!(host, "does-not-exist.invalid"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!err.is_refused());
     }
 }
