@@ -373,6 +373,15 @@ struct Policy {
 }
 
 impl Policy {
+    /// The addresses a lookup of `host` returned, if every one of them is allowed. These,
+    /// and only these, are what the connection is made to.
+    fn screen(self, host: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Refusal> {
+        for addr in &addrs {
+            self.check(host, addr.ip())?;
+        }
+        Ok(addrs)
+    }
+
     fn check(self, host: &str, addr: IpAddr) -> Result<(), Refusal> {
         let Some(class) = AddressClass::of(addr) else {
             return Ok(());
@@ -427,10 +436,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 )
                 .into());
             }
-            for addr in &addrs {
-                policy.check(&host, addr.ip())?;
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+            let checked = policy.screen(&host, addrs)?;
+            Ok(Box::new(checked.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
@@ -889,6 +896,25 @@ mod tests {
                 "{never}"
             );
         }
+    }
+
+    #[test]
+    fn one_refused_address_fails_the_whole_lookup() {
+        let addr = |s: &str| SocketAddr::new(s.parse().unwrap(), 443);
+        let strict = Policy::default();
+        let public = vec![addr("93.184.216.34"), addr("2606:4700::1111")];
+        assert_eq!(
+            strict.screen("idp.example", public.clone()).unwrap(),
+            public
+        );
+        // A name answering with a public and a private address (a rebinding attempt that
+        // hopes the client tries the second) is refused as a whole.
+        let mixed = vec![addr("93.184.216.34"), addr("10.0.0.7")];
+        let refusal = strict.screen("idp.example", mixed).unwrap_err();
+        assert_eq!(refusal.addr, addr("10.0.0.7").ip());
+        assert_eq!(refusal.class, AddressClass::Private);
+        let metadata = vec![addr("93.184.216.34"), addr("::ffff:169.254.169.254")];
+        assert!(strict.screen("idp.example", metadata).is_err());
     }
 
     fn outbound(f: impl FnOnce(&mut OutboundBuilder)) -> Outbound {

@@ -4,8 +4,8 @@
 //! enforced while the body streams in, and timeouts.
 #![cfg(all(feature = "remote-jwks", feature = "introspection"))]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -33,6 +33,7 @@ struct Idp {
     key: SigningKey,
     hits: Arc<AtomicU64>,
     redirect_target_hits: Arc<AtomicU64>,
+    user_agent: Arc<Mutex<Option<String>>>,
 }
 
 impl Idp {
@@ -119,9 +120,16 @@ impl Idp {
                 }),
             );
         let counted = hits.clone();
+        let user_agent = Arc::new(Mutex::new(None));
+        let seen_agent = Arc::clone(&user_agent);
         let app = app.layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 counted.fetch_add(1, Ordering::SeqCst);
+                *seen_agent.lock().unwrap() = req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 next.run(req)
             },
         ));
@@ -131,6 +139,7 @@ impl Idp {
             key,
             hits,
             redirect_target_hits,
+            user_agent,
         }
     }
 
@@ -283,6 +292,8 @@ async fn a_name_resolving_to_loopback_is_refused_when_connecting() {
         .unwrap();
     assert!(allowed.verify(&idp.token()).await.is_ok());
     assert_eq!(idp.hits(), 1);
+    let agent = idp.user_agent.lock().unwrap().clone().unwrap_or_default();
+    assert!(agent.starts_with("mcp-oauth/"), "{agent}");
 }
 
 #[test]
