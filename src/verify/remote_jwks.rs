@@ -808,7 +808,9 @@ impl RemoteJwksVerifierBuilder {
         self
     }
 
-    /// Fetches keys from this URL and skips discovery.
+    /// Fetches keys from this URL and skips discovery. [`build`](Self::build) checks it
+    /// against the outbound rules (scheme, and the address of a literal IP host); a host
+    /// name is checked each time it is resolved.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.jwks_uri = Some(uri.into());
         self
