@@ -270,6 +270,7 @@ fn layer_group(c: &mut Criterion) {
     let rs_auth = bearer(&rsa.sign(&claims(ISSUER)));
     let jwks_uri = serve_jwks(serde_json::to_value(&rsa.jwks).expect("a JWKS"));
     let remote = RemoteJwksVerifier::builder(ISSUER)
+        .allow_loopback()
         .audience(RESOURCE)
         .jwks_uri(jwks_uri)
         .build()

@@ -40,6 +40,7 @@
 //! | `MCP_OAUTH_API_KEYS` | `--api-keys` | comma-separated `KEY:SUBJECT:SCOPES` (scopes space-separated, may be empty); write `sha256hex=<64 hex>` as `KEY` to give the key's SHA-256 instead of the key |
 //! | `MCP_OAUTH_LAZY` | `--lazy` | `1`: lazy authentication, so `initialize`, `tools/list` and `public_echo` work without a token and sign-in happens on the first protected call |
 //! | `MCP_OAUTH_ALLOW_ORIGIN` | `--allow-origin` | extra browser origins allowed to call the endpoint (comma-separated, e.g. `http://localhost:6274` for the MCP Inspector) |
+//! | `MCP_OAUTH_ALLOW_LOCAL_IDP` | `--allow-local-idp` | `1`: the identity provider may be on this machine or a private network (plain `http` on loopback included); refused by default, see `mcp_oauth::outbound` |
 //!
 //! `RUST_LOG` sets the log filter (default `info`); logs go to stderr.
 //!
@@ -102,11 +103,12 @@ pub(crate) struct Settings {
     pub(crate) api_keys: Vec<ApiKeySpec>,
     pub(crate) lazy: bool,
     pub(crate) allow_origins: Vec<String>,
+    pub(crate) allow_local_idp: bool,
 }
 
 const USAGE: &str = "usage: resource_server [--addr ADDR] [--public-url URL] [--issuer ISSUER] \
 [--jwks-uri URL] [--introspection-url URL --introspection-client-id ID --introspection-client-secret SECRET] \
-[--api-keys KEY:SUBJECT:SCOPES,...] [--lazy 1] [--allow-origin ORIGIN,...]
+[--api-keys KEY:SUBJECT:SCOPES,...] [--lazy 1] [--allow-origin ORIGIN,...] [--allow-local-idp 1]
 (each flag also reads MCP_OAUTH_<FLAG>, e.g. MCP_OAUTH_PUBLIC_URL; see the example's docs)";
 
 /// `(flag, environment variable)` of every setting.
@@ -127,6 +129,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("api-keys", "MCP_OAUTH_API_KEYS"),
     ("lazy", "MCP_OAUTH_LAZY"),
     ("allow-origin", "MCP_OAUTH_ALLOW_ORIGIN"),
+    ("allow-local-idp", "MCP_OAUTH_ALLOW_LOCAL_IDP"),
 ];
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
@@ -242,6 +245,9 @@ impl Settings {
                 "api-keys" => s.api_keys = parse_api_keys(&value)?,
                 "lazy" => s.lazy = parse_bool("MCP_OAUTH_LAZY", &value)?,
                 "allow-origin" => s.allow_origins = split_list(&value).map(str::to_owned).collect(),
+                "allow-local-idp" => {
+                    s.allow_local_idp = parse_bool("MCP_OAUTH_ALLOW_LOCAL_IDP", &value)?;
+                }
                 _ => unreachable!("every flag in SETTINGS is handled"),
             }
         }
@@ -347,7 +353,10 @@ async fn verifier(
         chain = chain.with(keys);
     }
     if let Some(issuer) = issuer {
-        let builder = RemoteJwksVerifier::builder(issuer).audience(resource);
+        let mut builder = RemoteJwksVerifier::builder(issuer).audience(resource);
+        if settings.allow_local_idp {
+            builder = builder.allow_loopback().allow_private_networks();
+        }
         let jwks = match &settings.jwks_uri {
             Some(uri) => builder.jwks_uri(uri).build()?,
             None => builder.discover().await?,
@@ -362,11 +371,14 @@ async fn verifier(
         ) else {
             return Err("MCP_OAUTH_INTROSPECTION_URL needs MCP_OAUTH_INTROSPECTION_CLIENT_ID and MCP_OAUTH_INTROSPECTION_CLIENT_SECRET".into());
         };
-        let introspection = IntrospectionVerifier::builder(endpoint)
+        let mut builder = IntrospectionVerifier::builder(endpoint)
             .client_credentials(id, secret)
             .issuer(issuer)
-            .audience(resource)
-            .build()?;
+            .audience(resource);
+        if settings.allow_local_idp {
+            builder = builder.allow_loopback().allow_private_networks();
+        }
+        let introspection = builder.build()?;
         chain = chain.with(introspection);
     }
     Ok(chain)

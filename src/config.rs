@@ -699,10 +699,6 @@ impl McpOAuthConfigBuilder {
     }
 }
 
-fn is_loopback_host(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-}
-
 /// Validates a resource or issuer string as clients will compare it.
 pub(crate) fn check_public_url(
     field: &'static str,
@@ -732,7 +728,7 @@ pub(crate) fn check_public_url(
     let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
     match url.scheme() {
         "https" => {}
-        "http" if is_loopback_host(host) => {}
+        "http" if crate::net::is_loopback_host(host) => {}
         "http" => {
             return Err(bad(
                 "plain http is only allowed for loopback hosts (localhost, 127.0.0.1, [::1]); use https",

@@ -162,6 +162,13 @@ mod flows;
 pub mod issuer;
 pub mod keys;
 pub mod metadata;
+mod net;
+#[cfg(any(feature = "remote-jwks", feature = "introspection"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "remote-jwks", feature = "introspection")))
+)]
+pub mod outbound;
 pub mod resource;
 pub mod scope;
 pub mod server;

@@ -41,8 +41,17 @@ fn assert_refused(result: Result<McpOAuthConfig, ConfigError>, field: &str, valu
 #[test]
 fn the_good_configuration_builds() {
     build(GOOD_ISSUER, &[GOOD_RESOURCE]).expect("https issuer and resource");
-    // Loopback over plain http is the one exception (local development).
-    for host in ["localhost", "127.0.0.1", "[::1]"] {
+    // Loopback over plain http is the one exception (local development). Loopback is the
+    // crate's one rule (issue 9 item 4): all of 127.0.0.0/8, `::1`, and the name
+    // `localhost` in any case, with or without its final dot.
+    for host in [
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "127.0.0.2",
+        "localhost.",
+        "[::ffff:7f00:1]",
+    ] {
         let issuer = format!("http://{host}:3000");
         let resource = format!("http://{host}:3000/mcp");
         build(&issuer, &[&resource]).unwrap_or_else(|e| panic!("{host}: {e}"));
@@ -60,8 +69,10 @@ fn http_issuer_on_a_public_host_is_refused() {
         // Look-alikes of loopback hosts.
         "http://localhost.example.com",
         "http://127.0.0.1.nip.io",
-        "http://localhost.:3000",
-        "http://127.0.0.2",
+        "http://localhost..:3000",
+        "http://app.localhost:3000",
+        "http://128.0.0.1",
+        "http://[::2]",
     ] {
         assert_refused(build(issuer, &[GOOD_RESOURCE]), "issuer", issuer);
     }

@@ -82,6 +82,7 @@ async fn start(interop: &support::Interop, lazy: bool, tokens: Tokens) -> Runnin
         introspection_client_secret: Some(oidc::RS_CLIENT_SECRET.to_owned()),
         api_keys: example::parse_api_keys(&format!("{API_KEY}:script-bot:read")).unwrap(),
         lazy,
+        allow_local_idp: true,
         ..example::Settings::default()
     };
     let server = example::build(&settings, bound).await.unwrap();

@@ -31,6 +31,7 @@ async fn provider(test: &str) -> Option<OidcProvider> {
 
 fn verifier(idp: &OidcProvider) -> mcp_oauth::verify::IntrospectionVerifierBuilder {
     IntrospectionVerifier::builder(idp.introspection_endpoint())
+        .allow_loopback()
         .client_credentials(RS_CLIENT_ID, RS_CLIENT_SECRET)
         .issuer(&idp.issuer)
         .audience(RESOURCE)
@@ -155,6 +156,7 @@ async fn inactive_garbage_and_foreign_tokens_are_refused() {
     // Active, but for another audience or issuer.
     let token = idp.client_credentials_token(RESOURCE, "read").await;
     let elsewhere = IntrospectionVerifier::builder(idp.introspection_endpoint())
+        .allow_loopback()
         .client_credentials(RS_CLIENT_ID, RS_CLIENT_SECRET)
         .issuer(&idp.issuer)
         .audience(JWT_RESOURCE)
@@ -182,6 +184,7 @@ async fn a_wrong_client_secret_is_unavailable_not_invalid() {
     };
     let token = idp.client_credentials_token(RESOURCE, "read").await;
     let wrong = IntrospectionVerifier::builder(idp.introspection_endpoint())
+        .allow_loopback()
         .client_credentials(RS_CLIENT_ID, "not-the-secret")
         .issuer(&idp.issuer)
         .audience(RESOURCE)
@@ -208,6 +211,7 @@ async fn a_wrong_client_secret_is_unavailable_not_invalid() {
     // Credentials with characters that must be form-urlencoded before base64 (RFC 6749
     // §2.3.1): the server decodes them back and accepts them.
     let odd = IntrospectionVerifier::builder(idp.introspection_endpoint())
+        .allow_loopback()
         .client_credentials(RS_ODD_CLIENT_ID, RS_ODD_CLIENT_SECRET)
         .issuer(&idp.issuer)
         .audience(RESOURCE)
@@ -278,6 +282,7 @@ fn the_builder_requires_what_the_checks_need() {
     let endpoint = "http://127.0.0.1:1/token/introspection";
     let base = || {
         IntrospectionVerifier::builder(endpoint)
+            .allow_loopback()
             .client_credentials("a", "very-secret-value")
             .issuer("http://127.0.0.1:1")
             .audience(RESOURCE)
@@ -285,12 +290,14 @@ fn the_builder_requires_what_the_checks_need() {
     assert!(base().build().is_ok());
     assert_eq!(base().build().unwrap().cache_ttl(), Duration::from_secs(30));
     let no_issuer = IntrospectionVerifier::builder(endpoint)
+        .allow_loopback()
         .client_credentials("a", "b")
         .audience(RESOURCE)
         .build()
         .unwrap_err();
     assert!(matches!(no_issuer, mcp_oauth::ConfigError::MissingIssuer));
     let no_audience = IntrospectionVerifier::builder(endpoint)
+        .allow_loopback()
         .client_credentials("a", "b")
         .issuer("http://127.0.0.1:1")
         .build()

@@ -146,6 +146,7 @@ async fn discovers_the_provider_and_verifies_its_tokens() {
         return;
     };
     let verifier = RemoteJwksVerifier::builder(&idp.issuer)
+        .allow_loopback()
         .audience(RESOURCE)
         .discover()
         .await
@@ -201,6 +202,7 @@ async fn discovers_the_provider_and_verifies_its_tokens() {
     );
     // A verifier that expects another issuer refuses the token.
     let wrong_issuer = RemoteJwksVerifier::builder("http://127.0.0.1:1")
+        .allow_loopback()
         .audience(RESOURCE)
         .jwks_uri(verifier.jwks_uri())
         .build()
@@ -225,6 +227,7 @@ async fn the_layer_accepts_provider_tokens_and_refuses_other_resources() {
         return;
     };
     let verifier = RemoteJwksVerifier::builder(&idp.issuer)
+        .allow_loopback()
         .audience(RESOURCE)
         .discover()
         .await
@@ -264,6 +267,7 @@ async fn a_rotated_key_is_picked_up_once_the_cooldown_allows() {
     };
     let cooldown = Duration::from_secs(3);
     let verifier = RemoteJwksVerifier::builder(&idp.issuer)
+        .allow_loopback()
         .audience(RESOURCE)
         .unknown_kid_cooldown(cooldown)
         .discover()
@@ -316,6 +320,7 @@ async fn a_flood_of_random_kids_costs_at_most_one_fetch_per_cooldown() {
     };
     let cooldown = Duration::from_secs(2);
     let verifier = RemoteJwksVerifier::builder(&idp.issuer)
+        .allow_loopback()
         .audience(RESOURCE)
         .unknown_kid_cooldown(cooldown)
         .discover()
@@ -385,6 +390,7 @@ async fn with_the_default_cooldown_a_flood_right_after_a_fetch_costs_nothing() {
         return;
     };
     let verifier = RemoteJwksVerifier::builder(&idp.issuer)
+        .allow_loopback()
         .audience(RESOURCE)
         .discover()
         .await
@@ -407,6 +413,7 @@ async fn stale_keys_are_served_while_the_provider_is_down() {
         return;
     };
     let verifier = RemoteJwksVerifier::builder(&idp.issuer)
+        .allow_loopback()
         .audience(RESOURCE)
         .refresh_interval(Duration::from_secs(1))
         .unknown_kid_cooldown(Duration::from_secs(1))
@@ -438,6 +445,7 @@ async fn stale_keys_are_served_while_the_provider_is_down() {
 
     // A verifier that never had keys cannot verify: 503, not 401.
     let fresh = RemoteJwksVerifier::builder(&idp.issuer)
+        .allow_loopback()
         .audience(RESOURCE)
         .jwks_uri(&jwks_uri)
         .build()
@@ -457,6 +465,7 @@ async fn stale_keys_are_served_while_the_provider_is_down() {
     assert_eq!(challenge, None);
 
     let err = RemoteJwksVerifier::builder(&idp.issuer)
+        .allow_loopback()
         .audience(RESOURCE)
         .discover()
         .await
@@ -471,6 +480,7 @@ async fn discovery_refuses_an_issuer_mismatch() {
     };
     // A trailing slash is a different issuer (RFC 8414 §3.3: byte-for-byte comparison).
     let err = RemoteJwksVerifier::builder(format!("{}/", idp.issuer))
+        .allow_loopback()
         .audience(RESOURCE)
         .discover()
         .await
@@ -481,6 +491,7 @@ async fn discovery_refuses_an_issuer_mismatch() {
 
     let localhost = format!("http://localhost:{}", idp.port);
     let err = RemoteJwksVerifier::builder(&localhost)
+        .allow_loopback()
         .audience(RESOURCE)
         .discover()
         .await
@@ -490,6 +501,7 @@ async fn discovery_refuses_an_issuer_mismatch() {
 
     // An issuer with a path the server does not know: every well-known form is a 404.
     let err = RemoteJwksVerifier::builder(format!("{}/tenant", idp.issuer))
+        .allow_loopback()
         .audience(RESOURCE)
         .discover()
         .await
@@ -514,6 +526,7 @@ async fn rsa_and_eddsa_providers_and_the_algorithm_allow_list() {
         let token = idp.client_credentials_token(RESOURCE, "read").await;
         assert_eq!(header_of(&token)["alg"], alg);
         let verifier = RemoteJwksVerifier::builder(&idp.issuer)
+            .allow_loopback()
             .audience(RESOURCE)
             .discover()
             .await
@@ -524,6 +537,7 @@ async fn rsa_and_eddsa_providers_and_the_algorithm_allow_list() {
             "{alg}"
         );
         let es_only = RemoteJwksVerifier::builder(&idp.issuer)
+            .allow_loopback()
             .audience(RESOURCE)
             .algorithms([Algorithm::ES256])
             .discover()
@@ -654,6 +668,7 @@ impl TestKey {
 
 fn local(uri: &str) -> mcp_oauth::verify::RemoteJwksVerifierBuilder {
     RemoteJwksVerifier::builder(LOCAL_ISSUER)
+        .allow_loopback()
         .audience(RESOURCE)
         .jwks_uri(uri)
 }
@@ -983,6 +998,7 @@ async fn a_bad_jwks_response_keeps_the_old_keys() {
 #[test]
 fn the_builder_refuses_unsafe_configurations() {
     let err = RemoteJwksVerifier::builder(LOCAL_ISSUER)
+        .allow_loopback()
         .jwks_uri("http://127.0.0.1:1/jwks")
         .build()
         .unwrap_err();

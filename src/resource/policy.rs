@@ -368,7 +368,8 @@ impl AccessPolicy {
 
 /// A resource URI in a form that every usual spelling of it shares, for matching
 /// [`AccessPolicy::resource_scopes`] (issue 8 item 1): scheme and authority in lower case
-/// (`file://localhost/` is `file:///`), percent-encoded unreserved characters decoded and
+/// (`file://localhost/`, and any loopback host by [the crate's one rule](crate::net), is
+/// `file:///`), percent-encoded unreserved characters decoded and
 /// other escapes in upper case, dot segments removed, and the query, fragment and a
 /// trailing `/` dropped. It deliberately makes more URIs equal than a service may: matching
 /// is for protecting, so a spelling that might reach a protected resource is protected.
@@ -408,7 +409,9 @@ fn normalise_uri(uri: &str) -> String {
         Some(r) => {
             let end = r.find('/').unwrap_or(r.len());
             let mut a = r[..end].to_ascii_lowercase();
-            if scheme == "file" && a == "localhost" {
+            // RFC 8089: `file://localhost/` is `file:///`; every loopback spelling
+            // (`127.0.0.1`, `[::1]`, `localhost.`) is treated alike, to protect more.
+            if scheme == "file" && crate::net::is_loopback_host(&a) {
                 a.clear();
             }
             (Some(a), &r[end..])
@@ -456,6 +459,9 @@ mod tests {
             ("file:///secret", "file:///secret?x#y"),
             ("file:///secret", "file:///secret/"),
             ("file:///secret", "file://localhost/secret"),
+            ("file:///secret", "file://LOCALHOST./secret"),
+            ("file:///secret", "file://127.0.0.1/secret"),
+            ("file:///secret", "file://[::1]/secret"),
             ("https://Example.COM/a%2fb", "https://example.com/a%2Fb"),
             ("ui://widget/a", "UI://WIDGET/a"),
             ("mem:a/./b", "mem:a/b"),
@@ -464,6 +470,7 @@ mod tests {
         }
         for (a, b) in [
             ("file:///secret", "file:///secretive"),
+            ("file:///secret", "file://localhost.example.com/secret"),
             ("file:///secret", "file:///Secret"),
             ("file:///secret", "file:///secret/x"),
             ("https://example.com/a%2Fb", "https://example.com/a/b"),

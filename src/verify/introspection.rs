@@ -24,13 +24,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
 
 use super::jwt::claims_to_context;
 use super::{TokenVerifier, VerifyError};
 use crate::config::{Compat, ConfigError};
 use crate::context::{AuthContext, TokenKind};
+use crate::outbound::{Outbound, OutboundBuilder};
 
 /// Largest token sent for introspection; anything longer is refused unseen.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -47,7 +48,7 @@ struct Shared {
     allow_missing_audience: bool,
     leeway: u64,
     cache_ttl: Duration,
-    http: reqwest::Client,
+    http: Outbound,
 }
 
 /// Verifies opaque access tokens through RFC 7662 introspection.
@@ -72,6 +73,14 @@ struct Shared {
 /// their token. A `400` with `unsupported_token_type` or `invalid_token` (some servers
 /// refuse to introspect JWTs) is [`VerifyError::Unknown`], so a
 /// [`ChainVerifier`](super::ChainVerifier) moves on.
+///
+/// Requests go through [`crate::outbound`]: `https` only, no redirects, 5 s connect and 10 s
+/// total timeouts, responses over 64 KiB refused while they stream in, and an SSRF guard that
+/// refuses loopback, private, link-local and metadata addresses unless
+/// [`allow_loopback`](IntrospectionVerifierBuilder::allow_loopback) or
+/// [`allow_private_networks`](IntrospectionVerifierBuilder::allow_private_networks) says
+/// otherwise. The client secret is sent in a header marked sensitive and never appears in
+/// errors or logs.
 ///
 /// Introspection costs a round trip per token, so the layer caches successful answers for
 /// [`cache_ttl`](IntrospectionVerifierBuilder::cache_ttl) (default 30 s, never beyond the
@@ -123,7 +132,7 @@ impl IntrospectionVerifier {
             audiences: Vec::new(),
             cache_ttl: Duration::from_secs(30),
             leeway: Duration::from_secs(60),
-            http: None,
+            outbound: OutboundBuilder::default(),
             compat: Vec::new(),
         }
     }
@@ -132,26 +141,34 @@ impl IntrospectionVerifier {
     async fn introspect(&self, token: &str) -> Result<Map<String, Value>, VerifyError> {
         let s = &self.inner;
         let unavailable = |why: String| VerifyError::Unavailable(why);
-        let response = s
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, s.authorization.clone());
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let fetched = s
             .http
-            .post(&s.endpoint)
-            .header(AUTHORIZATION, s.authorization.clone())
-            .header(ACCEPT, "application/json")
-            .form(&[("token", token), ("token_type_hint", "access_token")])
-            .send()
+            .post_form(
+                &s.endpoint,
+                headers,
+                &[("token", token), ("token_type_hint", "access_token")],
+                MAX_RESPONSE_BYTES,
+            )
             .await
             .map_err(|e| {
-                unavailable(format!(
-                    "introspection request to {} failed: {}",
-                    s.endpoint,
-                    e.without_url()
-                ))
+                let detail = std::error::Error::source(&e)
+                    .map(|source| format!(": {source}"))
+                    .unwrap_or_default();
+                if e.is_refused() {
+                    tracing::error!(
+                        target: "mcp_oauth::introspection",
+                        endpoint = %s.endpoint,
+                        error = %e,
+                        "the introspection endpoint is refused by the outbound rules"
+                    );
+                }
+                unavailable(format!("introspection: {e}{detail}"))
             })?;
-        let status = response.status();
-        let body = read_limited(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|why| unavailable(format!("introspection response: {why}")))?;
-        let json: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
+        let status = fetched.status;
+        let json: Option<Map<String, Value>> = serde_json::from_slice(&fetched.body).ok();
         if status != reqwest::StatusCode::OK {
             let code = json
                 .as_ref()
@@ -285,7 +302,7 @@ pub struct IntrospectionVerifierBuilder {
     audiences: Vec<String>,
     cache_ttl: Duration,
     leeway: Duration,
-    http: Option<reqwest::Client>,
+    outbound: OutboundBuilder,
     compat: Vec<Compat>,
 }
 
@@ -340,10 +357,34 @@ impl IntrospectionVerifierBuilder {
         self
     }
 
-    /// The HTTP client. The default has 5 s connect and 10 s total timeouts and follows no
-    /// redirects; a client you pass is used as it is.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
+    /// Allows an endpoint on a loopback address (`127.0.0.0/8`, `::1`, `localhost`), and
+    /// plain `http` to a loopback host: an authorization server on this machine, in
+    /// development. Refused by default (see [`crate::outbound`]).
+    pub fn allow_loopback(mut self) -> Self {
+        self.outbound.allow_loopback();
+        self
+    }
+
+    /// Allows an endpoint on a private network address (RFC 1918, IPv6 unique local
+    /// `fc00::/7`, and the shared `100.64.0.0/10` range). Refused by default; link-local and
+    /// cloud metadata addresses stay refused.
+    pub fn allow_private_networks(mut self) -> Self {
+        self.outbound.allow_private_networks();
+        self
+    }
+
+    /// Allows a plain `http` endpoint on any host the address rules allow. The client secret
+    /// and every token then cross the network in clear: use it only inside a network you
+    /// trust.
+    pub fn allow_http(mut self) -> Self {
+        self.outbound.allow_http();
+        self
+    }
+
+    /// The timeouts of each introspection request: to open a connection (default 5 s) and
+    /// for the whole request, body included (default 10 s).
+    pub fn http_timeouts(mut self, connect: Duration, total: Duration) -> Self {
+        self.outbound.timeouts(connect, total);
         self
     }
 
@@ -359,16 +400,25 @@ impl IntrospectionVerifierBuilder {
     ///
     /// # Errors
     /// [`ConfigError::MissingIssuer`] or [`ConfigError::MissingResource`] (no audience) when
-    /// those were not set; [`ConfigError::InvalidUrl`] when the endpoint is not an `https`
-    /// URL (plain `http` is allowed for loopback hosts only), when no client credentials were
-    /// given, or when the HTTP client cannot be created.
+    /// those were not set; [`ConfigError::InvalidUrl`] when the outbound rules refuse the
+    /// endpoint (plain `http` without [`allow_http`](Self::allow_http), a literal loopback
+    /// or private address without [`allow_loopback`](Self::allow_loopback) or
+    /// [`allow_private_networks`](Self::allow_private_networks); see [`crate::outbound`]),
+    /// when no client credentials were given, or when the HTTP client cannot be created. An
+    /// endpoint whose *name* resolves to a refused address is refused on each verification
+    /// instead ([`VerifyError::Unavailable`]).
     pub fn build(self) -> Result<IntrospectionVerifier, ConfigError> {
         let invalid = |reason: String| ConfigError::InvalidUrl {
             field: "introspection endpoint",
             value: self.endpoint.clone(),
             reason,
         };
-        check_endpoint_url("introspection endpoint", &self.endpoint).map_err(&invalid)?;
+        let http = self
+            .outbound
+            .build()
+            .map_err(|e| invalid(format!("the HTTP client could not be created: {e}")))?;
+        http.check_url(&self.endpoint)
+            .map_err(|e| invalid(e.to_string()))?;
         let Some((client_id, secret)) = &self.credentials else {
             return Err(invalid(
                 "no client credentials: call `.client_credentials(id, secret)`; \
@@ -390,11 +440,6 @@ impl IntrospectionVerifierBuilder {
         let mut authorization = HeaderValue::from_str(&format!("Basic {basic}"))
             .map_err(|_| invalid("the client credentials cannot be sent in a header".to_owned()))?;
         authorization.set_sensitive(true);
-        let http = match &self.http {
-            Some(c) => c.clone(),
-            None => default_http_client()
-                .map_err(|e| invalid(format!("the HTTP client could not be created: {e}")))?,
-        };
         let mut audiences = self.audiences.clone();
         let mut allow_missing_audience = false;
         for c in &self.compat {
@@ -421,71 +466,13 @@ impl IntrospectionVerifierBuilder {
     }
 }
 
-// The HTTP helpers below mirror those of `remote_jwks` (each feature compiles alone).
-
-/// `https`, or `http` to a loopback host (development); no fragment.
-fn check_endpoint_url(field: &str, value: &str) -> Result<(), String> {
-    let url = url::Url::parse(value).map_err(|e| format!("{field} {value:?} is not a URL: {e}"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    match url.scheme() {
-        "https" if url.host().is_some() => {}
-        "http" if loopback => {}
-        _ => {
-            return Err(format!(
-                "{field} {value:?} must be an https URL (plain http only for loopback hosts)"
-            ));
-        }
-    }
-    if url.fragment().is_some() {
-        return Err(format!("{field} {value:?} must not have a fragment"));
-    }
-    Ok(())
-}
-
-/// The HTTP client used when none is given: 5 s to connect, 10 s in all, no redirects.
-fn default_http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("mcp-oauth/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-/// Reads at most `limit` bytes of a response body; a longer body is an error.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(format!("the response is larger than {} KiB", limit / 1024));
-    }
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(format!("the response is larger than {} KiB", limit / 1024));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => return Err(format!("reading the response failed: {}", e.without_url())),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn verifier(compat: Option<Compat>) -> IntrospectionVerifier {
         let mut b = IntrospectionVerifier::builder("http://127.0.0.1:9/introspect")
+            .allow_loopback()
             .client_credentials("rs", "secret")
             .issuer("http://127.0.0.1:9")
             .audience("http://127.0.0.1:8/mcp");

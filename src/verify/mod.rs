@@ -12,6 +12,12 @@
 //! signature (with an algorithm from *our* allow-list, never from the token or the key), the
 //! issuer, the audience (this resource), and `exp`/`nbf` with a small leeway.
 //!
+//! The two verifiers that talk to an authorization server fetch through the crate's one
+//! outbound HTTP client (`mcp_oauth::outbound`, with either feature): `https` only, no
+//! redirects, timeouts, size caps, and an SSRF guard that refuses loopback and private
+//! addresses unless the builder's `allow_loopback()` or `allow_private_networks()` says
+//! otherwise.
+//!
 //! Successful results are cached by the layer (keyed by the SHA-256 of the token, never longer
 //! than the token lives nor than [`TokenVerifier::cache_ttl`]); a cache hit still goes through
 //! [`TokenVerifier::recheck`], which is where revocation lists are consulted.

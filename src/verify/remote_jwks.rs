@@ -34,6 +34,7 @@ use super::jwt::{JwtRules, TypRule};
 use super::{TokenVerifier, VerifyError};
 use crate::config::Compat;
 use crate::context::AuthContext;
+use crate::outbound::{Outbound, OutboundBuilder, OutboundError};
 
 /// Largest JWKS (and discovery document) the verifier reads.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -100,15 +101,16 @@ impl RemoteJwksError {
     }
 
     /// The builder was misconfigured: no audience, an HMAC or empty algorithm list, an
-    /// issuer or `jwks_uri` that is not an `https` URL (plain `http` only for loopback
-    /// hosts), or an HTTP client that could not be created.
+    /// issuer that is not an `https` URL (plain `http` only for loopback hosts), a
+    /// `jwks_uri` the outbound rules refuse, or an HTTP client that could not be created.
     #[must_use]
     pub fn is_config(&self) -> bool {
         self.inner.kind == ErrorKind::Config
     }
 
-    /// Discovery failed: no metadata document could be fetched, its `issuer` differs from
-    /// the configured one, or it names no usable `jwks_uri`.
+    /// Discovery failed: no metadata document could be fetched (the outbound rules refusing
+    /// the issuer's address included), its `issuer` differs from the configured one, or it
+    /// names no usable `jwks_uri`.
     #[must_use]
     pub fn is_discovery(&self) -> bool {
         self.inner.kind == ErrorKind::Discovery
@@ -119,6 +121,20 @@ impl RemoteJwksError {
     #[must_use]
     pub fn is_fetch(&self) -> bool {
         self.inner.kind == ErrorKind::Fetch
+    }
+
+    /// The outbound request error behind this one, if any: a refused address or scheme
+    /// ([`OutboundError::is_refused`]), a timeout, a redirect, an oversized document.
+    #[must_use]
+    pub fn outbound_error(&self) -> Option<&OutboundError> {
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            if let Some(found) = e.downcast_ref::<OutboundError>() {
+                return Some(found);
+            }
+            source = e.source();
+        }
+        None
     }
 }
 
@@ -156,123 +172,93 @@ impl std::error::Error for RemoteJwksError {
 
 /// A failed fetch of a document, kept short and free of token material.
 #[derive(Debug)]
-struct FetchFailure {
-    message: String,
-    source: Option<reqwest::Error>,
+enum FetchFailure {
+    /// The request was refused or failed ([`OutboundError`]).
+    Outbound(OutboundError),
+    /// The server answered, but not with the document.
+    Document { url: String, why: String },
 }
 
 impl FetchFailure {
-    fn msg(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            source: None,
+    fn document(url: &str, why: impl Into<String>) -> Self {
+        Self::Document {
+            url: url.to_owned(),
+            why: why.into(),
         }
     }
 }
 
 impl std::fmt::Display for FetchFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        match self {
+            Self::Outbound(e) => {
+                write!(f, "{e}")?;
+                if let Some(source) = std::error::Error::source(e) {
+                    write!(f, ": {source}")?;
+                }
+                Ok(())
+            }
+            Self::Document { url, why } => write!(f, "GET {url}: {why}"),
         }
-        Ok(())
+    }
+}
+
+impl std::error::Error for FetchFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Outbound(e) => Some(e),
+            Self::Document { .. } => None,
+        }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP helpers (mirrored in `introspection`, so that each feature compiles alone)
+// HTTP: everything goes through `crate::outbound`
 
-/// `https`, or `http` to a loopback host (development); no fragment.
-fn check_endpoint_url(field: &str, value: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("{field} {value:?} is not a URL: {e}"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+/// `https`, or `http` to a loopback host (the crate's one loopback rule); no fragment. The
+/// issuer is an identifier: whether it may be fetched is the outbound guard's decision.
+fn check_issuer_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("issuer {value:?} is not a URL: {e}"))?;
+    let loopback = url.host_str().is_some_and(crate::net::is_loopback_host);
     match url.scheme() {
         "https" if url.host().is_some() => {}
         "http" if loopback => {}
         _ => {
             return Err(format!(
-                "{field} {value:?} must be an https URL (plain http only for loopback hosts)"
+                "issuer {value:?} must be an https URL (plain http only for loopback hosts)"
             ));
         }
     }
     if url.fragment().is_some() {
-        return Err(format!("{field} {value:?} must not have a fragment"));
+        return Err(format!("issuer {value:?} must not have a fragment"));
     }
     Ok(url)
 }
 
-/// The HTTP client used when none is given: 5 s to connect, 10 s in all, no redirects.
-fn default_http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("mcp-oauth/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-/// Reads at most `limit` bytes of a response body; a longer body is an error.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(format!("the response is larger than {} KiB", limit / 1024));
-    }
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(format!("the response is larger than {} KiB", limit / 1024));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => return Err(format!("reading the response failed: {}", e.without_url())),
-        }
-    }
-}
-
 /// GETs a JSON document of at most 256 KiB; returns it with the response's `max-age`.
 async fn get_json(
-    client: &reqwest::Client,
+    http: &Outbound,
     url: &str,
     accept: &'static str,
 ) -> Result<(Value, Option<Duration>), FetchFailure> {
-    let response = client
-        .get(url)
-        .header(reqwest::header::ACCEPT, accept)
-        .send()
+    let fetched = http
+        .get(url, accept, MAX_DOCUMENT_BYTES)
         .await
-        .map_err(|e| FetchFailure {
-            message: format!("GET {url} failed"),
-            source: Some(e.without_url()),
-        })?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(FetchFailure {
-            message: format!("GET {url} answered HTTP {status}"),
-            source: None,
-        });
+        .map_err(FetchFailure::Outbound)?;
+    if !fetched.status.is_success() {
+        return Err(FetchFailure::document(
+            url,
+            format!("answered HTTP {}", fetched.status),
+        ));
     }
-    let max_age = response
-        .headers()
+    let max_age = fetched
+        .headers
         .get_all(reqwest::header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(parse_max_age);
-    let body = read_limited(response, MAX_DOCUMENT_BYTES)
-        .await
-        .map_err(|why| FetchFailure::msg(format!("GET {url}: {why}")))?;
-    let json = serde_json::from_slice(&body)
-        .map_err(|e| FetchFailure::msg(format!("GET {url}: not JSON ({e})")))?;
+    let json = serde_json::from_slice(&fetched.body)
+        .map_err(|e| FetchFailure::document(url, format!("not JSON ({e})")))?;
     Ok((json, max_age))
 }
 
@@ -451,7 +437,7 @@ struct KeyState {
     /// When the last fetch attempt started.
     last_attempt: Option<Instant>,
     /// Why the last attempt failed, if it did.
-    last_error: Option<Arc<str>>,
+    last_error: Option<Arc<FetchFailure>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,7 +454,7 @@ struct Shared {
     issuer: String,
     jwks_uri: String,
     rules: JwtRules,
-    http: reqwest::Client,
+    http: Outbound,
     refresh_interval: Duration,
     cooldown: Duration,
     state: RwLock<KeyState>,
@@ -573,7 +559,7 @@ impl Shared {
                     generation: current.generation + 1,
                     refresh_at: now + self.cooldown,
                     last_attempt: Some(now),
-                    last_error: Some(failure.to_string().into()),
+                    last_error: Some(Arc::new(failure)),
                 }
             }
         };
@@ -589,7 +575,7 @@ impl Shared {
             "application/jwk-set+json, application/json",
         )
         .await?;
-        let keys = parse_jwks(doc).map_err(FetchFailure::msg)?;
+        let keys = parse_jwks(doc).map_err(|why| FetchFailure::document(&self.jwks_uri, why))?;
         Ok((keys, max_age))
     }
 }
@@ -617,9 +603,13 @@ impl Shared {
 ///   algorithm (`kty`, and `crv` for EC and OKP keys); keys whose `use` is not `sig`, whose
 ///   `key_ops` lack `verify`, or whose own `alg` differs from the token's are skipped. A token
 ///   without `kid` is tried against the only fitting key, if there is exactly one.
-/// - JWKS and metadata documents over 256 KiB are refused; the default HTTP client has 5 s
-///   connect and 10 s total timeouts and follows no redirects. Token material is never
-///   logged.
+/// - **Fetches go through [`crate::outbound`]**: `https` only, no redirects, 5 s connect and
+///   10 s total timeouts (see [`http_timeouts`](RemoteJwksVerifierBuilder::http_timeouts)),
+///   documents over 256 KiB refused while they stream in, and an SSRF guard that refuses
+///   loopback, private, link-local and metadata addresses unless
+///   [`allow_loopback`](RemoteJwksVerifierBuilder::allow_loopback) or
+///   [`allow_private_networks`](RemoteJwksVerifierBuilder::allow_private_networks) says
+///   otherwise. Token material is never logged.
 ///
 /// Tokens must carry `iss` (the configured issuer, byte for byte), `aud` (one of the
 /// configured audiences, RFC 8707), `sub` and `exp`; `typ` must be RFC 9068's `at+jwt` unless
@@ -671,7 +661,7 @@ impl RemoteJwksVerifier {
             leeway: Duration::from_secs(60),
             refresh_interval: Duration::from_secs(600),
             cooldown: Duration::from_secs(30),
-            http: None,
+            outbound: OutboundBuilder::default(),
             compat: Vec::new(),
         }
     }
@@ -747,9 +737,8 @@ impl TokenVerifier for RemoteJwksVerifier {
         let Some(keys) = state.keys.clone() else {
             let why = state
                 .last_error
-                .as_deref()
-                .unwrap_or("no key set fetched yet")
-                .to_owned();
+                .as_ref()
+                .map_or_else(|| "no key set fetched yet".to_owned(), ToString::to_string);
             return Err(VerifyError::Unavailable(format!(
                 "the authorization server's JWKS is unavailable: {why}"
             )));
@@ -787,7 +776,7 @@ pub struct RemoteJwksVerifierBuilder {
     leeway: Duration,
     refresh_interval: Duration,
     cooldown: Duration,
-    http: Option<reqwest::Client>,
+    outbound: OutboundBuilder,
     compat: Vec<Compat>,
 }
 
@@ -819,7 +808,9 @@ impl RemoteJwksVerifierBuilder {
         self
     }
 
-    /// Fetches keys from this URL and skips discovery.
+    /// Fetches keys from this URL and skips discovery. [`build`](Self::build) checks it
+    /// against the outbound rules (scheme, and the address of a literal IP host); a host
+    /// name is checked each time it is resolved.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.jwks_uri = Some(uri.into());
         self
@@ -847,10 +838,34 @@ impl RemoteJwksVerifierBuilder {
         self
     }
 
-    /// The HTTP client for discovery and key fetches. The default has 5 s connect and 10 s
-    /// total timeouts and follows no redirects; a client you pass is used as it is.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
+    /// Allows fetching from loopback addresses (`127.0.0.0/8`, `::1`, `localhost`), and over
+    /// plain `http` from a loopback host: an identity provider on this machine, in
+    /// development. Refused by default (see [`crate::outbound`]).
+    pub fn allow_loopback(mut self) -> Self {
+        self.outbound.allow_loopback();
+        self
+    }
+
+    /// Allows fetching from private network addresses (RFC 1918, IPv6 unique local
+    /// `fc00::/7`, and the shared `100.64.0.0/10` range): an identity provider inside your
+    /// network. Refused by default; link-local and cloud metadata addresses stay refused.
+    pub fn allow_private_networks(mut self) -> Self {
+        self.outbound.allow_private_networks();
+        self
+    }
+
+    /// Allows plain `http` URLs (issuer, metadata and `jwks_uri`) to any host the address
+    /// rules allow. Without TLS anyone on the path can swap the keys: use it only inside a
+    /// network you trust.
+    pub fn allow_http(mut self) -> Self {
+        self.outbound.allow_http();
+        self
+    }
+
+    /// The timeouts of discovery and key fetches: to open a connection (default 5 s) and for
+    /// the whole request, body included (default 10 s).
+    pub fn http_timeouts(mut self, connect: Duration, total: Duration) -> Self {
+        self.outbound.timeouts(connect, total);
         self
     }
 
@@ -874,19 +889,22 @@ impl RemoteJwksVerifierBuilder {
     /// [`RemoteJwksError::is_discovery`] when no usable metadata was found or its issuer
     /// differs, [`RemoteJwksError::is_fetch`] when the key set could not be fetched.
     pub async fn discover(mut self) -> Result<RemoteJwksVerifier, RemoteJwksError> {
+        self.validate()?;
+        let http = self.client()?;
         if self.jwks_uri.is_none() {
-            self.validate()?;
-            let http = self.client()?;
             let jwks_uri = discover_jwks_uri(&http, &self.issuer).await?;
-            self.http = Some(http);
             self.jwks_uri = Some(jwks_uri);
         }
-        let verifier = self.build()?;
+        let verifier = self.build_with(http)?;
         let seen = verifier.inner.snapshot();
         let state = verifier.inner.refresh(Reason::Initial, &seen).await;
         if state.keys.is_none() {
-            let why = state.last_error.as_deref().unwrap_or("unknown error");
-            return Err(RemoteJwksError::new(ErrorKind::Fetch, why));
+            return Err(match state.last_error {
+                Some(failure) => {
+                    RemoteJwksError::new(ErrorKind::Fetch, failure.to_string()).with_source(failure)
+                }
+                None => RemoteJwksError::new(ErrorKind::Fetch, "unknown error"),
+            });
         }
         Ok(verifier)
     }
@@ -896,17 +914,24 @@ impl RemoteJwksVerifierBuilder {
     ///
     /// # Errors
     /// [`RemoteJwksError::is_config`]: no [`jwks_uri`](Self::jwks_uri), no audience, an
-    /// empty or HMAC algorithm list, a non-`https` URL (plain `http` is allowed for loopback
-    /// hosts only), or an HTTP client that could not be created.
+    /// empty or HMAC algorithm list, an issuer that is not an `https` URL (plain `http` is
+    /// allowed for loopback hosts), a `jwks_uri` the outbound rules refuse (see
+    /// [`crate::outbound`]; the [`OutboundError`] is the
+    /// [`source`](std::error::Error::source)), or an HTTP client that could not be created.
     pub fn build(self) -> Result<RemoteJwksVerifier, RemoteJwksError> {
         self.validate()?;
+        let http = self.client()?;
+        self.build_with(http)
+    }
+
+    fn build_with(self, http: Outbound) -> Result<RemoteJwksVerifier, RemoteJwksError> {
         let Some(jwks_uri) = self.jwks_uri.clone() else {
             return Err(RemoteJwksError::config(
                 "no jwks_uri: call `.jwks_uri(..)`, or `.discover().await` to find it",
             ));
         };
-        check_endpoint_url("jwks_uri", &jwks_uri).map_err(RemoteJwksError::config)?;
-        let http = self.client()?;
+        http.check_url(&jwks_uri)
+            .map_err(|e| RemoteJwksError::config(format!("jwks_uri: {e}")).with_source(e))?;
         let mut audiences = self.audiences;
         let mut typ = TypRule::AccessToken;
         for c in &self.compat {
@@ -966,7 +991,7 @@ impl RemoteJwksVerifierBuilder {
                 "{alg:?} is an HMAC algorithm; a public key set cannot verify it safely"
             )));
         }
-        let issuer = check_endpoint_url("issuer", &self.issuer).map_err(RemoteJwksError::config)?;
+        let issuer = check_issuer_url(&self.issuer).map_err(RemoteJwksError::config)?;
         if issuer.query().is_some() {
             return Err(RemoteJwksError::config(format!(
                 "issuer {:?} must not have a query",
@@ -976,13 +1001,10 @@ impl RemoteJwksVerifierBuilder {
         Ok(())
     }
 
-    fn client(&self) -> Result<reqwest::Client, RemoteJwksError> {
-        match &self.http {
-            Some(c) => Ok(c.clone()),
-            None => default_http_client().map_err(|e| {
-                RemoteJwksError::config("the HTTP client could not be created").with_source(e)
-            }),
-        }
+    fn client(&self) -> Result<Outbound, RemoteJwksError> {
+        self.outbound.build().map_err(|e| {
+            RemoteJwksError::config("the HTTP client could not be created").with_source(e)
+        })
     }
 }
 
@@ -1007,10 +1029,7 @@ fn metadata_urls(issuer: &url::Url, raw: &str) -> Vec<String> {
     }
 }
 
-async fn discover_jwks_uri(
-    http: &reqwest::Client,
-    issuer: &str,
-) -> Result<String, RemoteJwksError> {
+async fn discover_jwks_uri(http: &Outbound, issuer: &str) -> Result<String, RemoteJwksError> {
     let parsed = url::Url::parse(issuer)
         .map_err(|e| RemoteJwksError::config(format!("issuer {issuer:?}: {e}")))?;
     let mut failures = Vec::new();
@@ -1022,17 +1041,24 @@ async fn discover_jwks_uri(
                 failures.push(format!("{url}: not a JSON object"));
                 continue;
             }
+            // A refused URL or address: every other form has the same host and scheme.
+            Err(FetchFailure::Outbound(e)) if e.is_refused() => {
+                return Err(RemoteJwksError::discovery(format!(
+                    "the metadata of issuer {issuer:?} cannot be fetched: {e}"
+                ))
+                .with_source(e));
+            }
             Err(failure) => {
                 // A 404 (or any other answer) means "try the next form"; so does a network
                 // error, which is reported if every form fails.
                 failures.push(failure.to_string());
-                if let Some(source) = failure.source {
-                    last_source = Some(source);
+                if let FetchFailure::Outbound(e) = failure {
+                    last_source = Some(e);
                 }
                 continue;
             }
         };
-        return jwks_uri_from(&doc, issuer, &url);
+        return jwks_uri_from(http, &doc, issuer, &url);
     }
     let err = RemoteJwksError::discovery(format!(
         "no authorization server metadata for issuer {issuer:?} ({})",
@@ -1045,6 +1071,7 @@ async fn discover_jwks_uri(
 }
 
 fn jwks_uri_from(
+    http: &Outbound,
     doc: &Map<String, Value>,
     issuer: &str,
     url: &str,
@@ -1068,7 +1095,10 @@ fn jwks_uri_from(
             "the metadata at {url} has no `jwks_uri`"
         )));
     };
-    check_endpoint_url("jwks_uri", jwks_uri).map_err(RemoteJwksError::discovery)?;
+    http.check_url(jwks_uri).map_err(|e| {
+        RemoteJwksError::discovery(format!("the metadata at {url} names jwks_uri: {e}"))
+            .with_source(e)
+    })?;
     Ok(jwks_uri.to_owned())
 }
 
