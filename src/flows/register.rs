@@ -518,9 +518,9 @@ pub(crate) fn is_format_char(c: char) -> bool {
 }
 
 /// Whether `host` (as written in a URI) is a loopback host redirect URIs may use over
-/// plain `http`.
+/// plain `http`: the crate's one loopback rule, [`crate::net::is_loopback_host`].
 pub(crate) fn is_loopback_host(host: &str) -> bool {
-    matches!(host, "127.0.0.1" | "[::1]" | "localhost")
+    crate::net::is_loopback_host(host)
 }
 
 /// Checks one redirect URI against the registration policy (see the

@@ -297,7 +297,7 @@ impl AuthorizationServer {
         let loopback = url::Url::parse(issuer)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
-            .is_some_and(|h| register::is_loopback_host(&h));
+            .is_some_and(|h| crate::net::is_loopback_host(&h));
         if loopback {
             Ok(())
         } else {
