@@ -1,27 +1,19 @@
 //! # `quickstart`: an MCP server with its own OAuth 2.1 authorization server
 //!
 //! Shows the whole crate in one server: an `rmcp` MCP server at `/mcp` behind `McpOAuth`, next
-//! to the embedded authorization server (`oauth_router`: discovery, registration, login and
-//! consent, tokens, keys), with state kept in a SQLite file. ChatGPT, Claude, the MCP Inspector
-//! and the SDK clients connect to it with nothing but its URL.
-//!
-//! `public_search` needs nothing, `files_read` needs scope `files:read` and `files_write` needs
-//! `files:write` (which implies `files:read`). Each requirement is written once, on the tool;
-//! `#[scoped_tools]` collects them into the layer's policy. Authentication is lazy: clients
-//! list tools without a token and sign in on the first protected call.
+//! to the embedded authorization server (`oauth_router`), with clients, grants and signing keys
+//! kept in a SQLite file. ChatGPT, Claude, the MCP Inspector and the SDK clients connect with
+//! nothing but its URL. `public_search` is public, `files_read` needs `files:read` and
+//! `files_write` needs `files:write` (which implies `files:read`): each requirement is written
+//! once, on the tool. Authentication is lazy: clients sign in on the first protected call.
 //!
 //! ```text
 //! cargo run --example quickstart --features rmcp,sqlite,macros
 //! ```
 //!
 //! It prints the MCP URL, the demo user's credentials and what to enter in each client, then
-//! `listening on http://ADDR`. Every setting is a flag or an environment variable (`--help`):
-//! `MCP_OAUTH_ADDR` (default `127.0.0.1:8000`), `MCP_OAUTH_PUBLIC_URL` (the issuer; the MCP URL
-//! is `<public url>/mcp`; ChatGPT and Claude need an `https` tunnel), `MCP_OAUTH_DEMO_USER`,
-//! `MCP_OAUTH_DEMO_PASSWORD`, `MCP_OAUTH_DEMO_SCOPES` (the user's scope ceiling),
-//! `MCP_OAUTH_CLIENT_ID` / `_SECRET` / `_REDIRECT_URIS` (a pre-registered client),
-//! `MCP_OAUTH_STORE` (a SQLite path, default `mcp-oauth.sqlite3`, or `memory`) and
-//! `MCP_OAUTH_INSECURE_AUTO_APPROVE` (approve everything as the demo user: automated tests only).
+//! `listening on http://ADDR`. `--help` lists the settings; each also reads an `MCP_OAUTH_*`
+//! variable (`MCP_OAUTH_ADDR`, `MCP_OAUTH_PUBLIC_URL`, `MCP_OAUTH_DEMO_USER`, `MCP_OAUTH_STORE`…).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,6 +38,12 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The files a fresh server starts with.
+const FILES: [(&str, &str); 2] = [
+    ("welcome.txt", "Hello from the mcp-oauth quickstart!"),
+    ("notes/todo.txt", "try files_write: it needs files:write"),
+];
 
 /// The quickstart's settings: each flag also reads its environment variable.
 #[derive(Debug, Parser)]
@@ -122,14 +120,10 @@ impl Files {
         let files = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let hits: Vec<&str> = files
             .keys()
-            .filter(|n| n.contains(query.trim()))
             .map(String::as_str)
+            .filter(|n| n.contains(&query))
             .collect();
-        if hits.is_empty() {
-            format!("no file matches {query:?}")
-        } else {
-            hits.join("\n")
-        }
+        hits.join("\n")
     }
 
     #[requires_scopes("files:read")]
@@ -243,16 +237,8 @@ async fn app(
         .host_str()
         .unwrap_or("localhost")
         .to_owned();
-    let files = Files(Arc::new(Mutex::new(BTreeMap::from([
-        (
-            "welcome.txt".to_owned(),
-            "Hello from the mcp-oauth quickstart!".to_owned(),
-        ),
-        (
-            "notes/todo.txt".to_owned(),
-            "try files_write: it needs files:write".to_owned(),
-        ),
-    ]))));
+    let files = FILES.map(|(name, text)| (name.to_owned(), text.to_owned()));
+    let files = Files(Arc::new(Mutex::new(BTreeMap::from(files))));
     let mcp = StreamableHttpService::new(
         move || Ok(files.clone()),
         Arc::new(LocalSessionManager::default()),
@@ -286,39 +272,27 @@ async fn main() -> Result<(), BoxError> {
     let bound = listener.local_addr()?;
     let public = match &args.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
+        None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
         None => format!("http://{bound}"),
     };
     let password = args.demo_password.clone().unwrap_or_else(random_password);
     let (app, config) = app(&args, &public, &password).await?;
 
     let url = config.resource();
-    println!("mcp-oauth quickstart\n  MCP server URL: {url}\n  OAuth issuer:   {public}");
-    if args.insecure_auto_approve {
-        println!(
-            "  !!! INSECURE AUTO-APPROVE as {:?}: for automated tests only, never expose it",
-            args.demo_user
-        );
-    } else {
-        println!(
-            "  sign in as:     user {:?}, password {password:?}",
-            args.demo_user
-        );
-    }
-    println!(
-        "  state:          {}",
-        if args.store == "memory" {
-            "in memory"
-        } else {
-            &args.store
+    let user = &args.demo_user;
+    let sign_in = match args.insecure_auto_approve {
+        true => {
+            format!("!!! INSECURE AUTO-APPROVE as {user:?}: automated tests only, never expose it")
         }
-    );
+        false => format!("sign in as user {user:?}, password {password:?}"),
+    };
     println!(
-        "  ChatGPT (Settings > Apps & Connectors > Create) and Claude (Settings > Connectors):"
+        "mcp-oauth quickstart\n  MCP server URL: {url}\n  OAuth issuer: {public}\n  {sign_in}\n  \
+         state: {}\n  ChatGPT (Settings > Apps & Connectors > Create), Claude (Settings > \
+         Connectors): add {url} with OAuth; they need https (a tunnel and MCP_OAUTH_PUBLIC_URL)\n  \
+         MCP Inspector: npx @modelcontextprotocol/inspector, Streamable HTTP, URL {url}",
+        args.store
     );
-    println!(
-        "    add {url} with OAuth; they need an https URL (a tunnel and MCP_OAUTH_PUBLIC_URL)"
-    );
-    println!("  MCP Inspector: npx @modelcontextprotocol/inspector, Streamable HTTP, URL {url}");
     println!("listening on http://{bound}");
     // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
     // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.

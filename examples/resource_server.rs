@@ -37,7 +37,7 @@
 //! register (dynamic client registration or client ID metadata documents) or pre-register
 //! them with their redirect URIs.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use axum::Router;
