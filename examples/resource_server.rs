@@ -1,41 +1,24 @@
 //! # `resource_server`: an rmcp MCP server protected by tokens from your identity provider
 //!
-//! A streamable-HTTP MCP server (the official `rmcp` SDK) at `/mcp` with three tools, behind
-//! `McpOAuthLayer` (here as the `McpOAuth` service it makes), plus the RFC 9728 protected-resource metadata that MCP clients (Claude,
-//! ChatGPT, VS Code, Cursor, the Inspector, the SDKs) read to find where to sign in:
-//!
-//! | tool | needs |
-//! |---|---|
-//! | `public_echo` | nothing: public even without a token |
-//! | `whoami` | any valid token; answers the caller's subject (through the `Auth` parameter) |
-//! | `secret_read` | a token with scope `read` (else `403 insufficient_scope`, which clients step up on) |
-//!
-//! Tokens are checked by a chain: (optionally) static API keys, then JWTs from the external OIDC
-//! provider through its JWKS, then (optionally) opaque tokens through RFC 7662 introspection.
+//! Shows the layer alone, with an external authorization server: an rmcp MCP server at `/mcp`
+//! behind `McpOAuth`, plus the RFC 9728 metadata clients read to find where to sign in.
+//! `public_echo` is public, `whoami` needs any valid token, `secret_read` needs scope `read`.
+//! Tokens are checked by a chain: API keys (optional), JWTs through the provider's JWKS, then
+//! opaque tokens through RFC 7662 introspection (optional).
 //!
 //! ```text
 //! MCP_OAUTH_ISSUER=https://your-tenant.example-idp.com \
 //!   cargo run --example resource_server --features remote-jwks,introspection,rmcp
 //! ```
 //!
-//! On start it prints what to enter in an MCP client and what to register at the identity
-//! provider, then `listening on http://ADDR`. Every setting is a flag or an environment
-//! variable (`--help`): `MCP_OAUTH_ADDR` (default `127.0.0.1:8000`), `MCP_OAUTH_PUBLIC_URL`
-//! (the MCP endpoint and OAuth resource is `<public url>/mcp`), `MCP_OAUTH_ISSUER` (the
-//! provider's issuer, byte for byte), `MCP_OAUTH_JWKS_URI` (skips discovery),
-//! `MCP_OAUTH_INTROSPECTION_URL` / `_CLIENT_ID` / `_CLIENT_SECRET` (opaque tokens),
-//! `MCP_OAUTH_API_KEYS` (comma-separated `KEY:SUBJECT:SCOPES`; `sha256hex=<64 hex>` as `KEY`
-//! gives the key's SHA-256), `MCP_OAUTH_LAZY` (`1`: `initialize`, `tools/list` and
-//! `public_echo` work without a token) and `MCP_OAUTH_ALLOW_ORIGIN` (browser origins, e.g.
-//! `http://localhost:6274` for the MCP Inspector). With API keys only (no issuer), OAuth
-//! clients cannot sign in; scripts send `Authorization: Bearer KEY`.
+//! It prints what to enter in an MCP client, then `listening on http://ADDR`. Settings
+//! (`--help`; each flag also reads an environment variable): `MCP_OAUTH_ADDR` (default
+//! `127.0.0.1:8000`), `MCP_OAUTH_PUBLIC_URL`, `MCP_OAUTH_ISSUER`, `MCP_OAUTH_JWKS_URI`,
+//! `MCP_OAUTH_INTROSPECTION_URL` / `_CLIENT_ID` / `_CLIENT_SECRET`, `MCP_OAUTH_API_KEYS`
+//! (`KEY:SUBJECT:SCOPES,…`), `MCP_OAUTH_LAZY` and `MCP_OAUTH_ALLOW_ORIGIN`.
 //!
-//! ## At the identity provider
-//!
-//! Register the resource URL `<public url>/mcp` as the API / audience / resource indicator, so
-//! access tokens carry it in `aud` (RFC 8707), declare the scope `read`, and let MCP clients
-//! register (dynamic client registration or client ID metadata documents) or pre-register
-//! them with their redirect URIs.
+//! At the identity provider, register `<public url>/mcp` as the API / audience / resource
+//! indicator (tokens carry it in `aud`, RFC 8707) and declare the scope `read`.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -1,47 +1,26 @@
 //! # `scoped_tools`: tools with different scopes, one attribute each
 //!
-//! An rmcp MCP server whose four tools each need something different, declared once on the
-//! tool itself:
-//!
-//! | tool | attribute | who may call it |
-//! |---|---|---|
-//! | `public_search` | `#[public_tool]` | anyone, without signing in |
-//! | `files_read` | `#[requires_scopes("files:read")]` | a token with `files:read`, `files:write` or `admin` |
-//! | `files_write` | `#[requires_scopes("files:write")]` | a token with `files:write` or `admin` |
-//! | `admin_reset` | `#[requires_scopes("admin")]` | a token with `admin` |
-//!
-//! The scope hierarchy is `admin` ⊇ `files:write` ⊇ `files:read`
-//! ([`scope_implies`](mcp_oauth::McpOAuthConfigBuilder::scope_implies)), so a token holding
-//! `admin` calls every tool.
-//!
-//! `#[scoped_tools]` beside rmcp's `#[tool_router]` collects the attributes into
-//! `ScopedServer::tool_requirements()`, which feeds the layer's
-//! [`AccessPolicy`](mcp_oauth::resource::AccessPolicy). From that one source:
-//! - the layer answers a call it must refuse **before rmcp runs**: no token → `401` with
-//!   `WWW-Authenticate: Bearer resource_metadata="…", scope="files:read"`; a token lacking the
-//!   scope → `403 insufficient_scope` with `scope=` listing what the client must re-request
-//!   (what it holds plus what the tool needs), which Claude, VS Code and the SDK clients use to
-//!   step up; ChatGPT (recognised by its `User-Agent`) instead gets a `200` tool error carrying
-//!   `_meta["mcp/www_authenticate"]`, which opens its sign-in UI;
-//! - `tools/list` gives every tool `securitySchemes` (`noauth` or `oauth2` with its scopes),
-//!   which ChatGPT reads to decide which tools need sign-in;
-//! - `#[requires_scopes]` also checks again inside the tool, so a policy that forgot the map
-//!   cannot let a caller through.
-//!
-//! The same attribute works on a plain axum handler: `GET /admin/stats` needs `admin` and is
-//! refused with a `403` challenge before the handler body runs.
+//! Shows per-tool scopes: an rmcp MCP server whose four tools each need something different,
+//! declared once on the tool: `public_search` (`#[public_tool]`: anyone, without signing in),
+//! `files_read` (`#[requires_scopes("files:read")]`), `files_write` (`files:write`) and
+//! `admin_reset` (`admin`), with the hierarchy `admin` ⊇ `files:write` ⊇ `files:read`
+//! (`scope_implies`). `#[scoped_tools]` collects the attributes into the layer's policy, so:
+//! - a call it must refuse is answered **before rmcp runs**: no token → `401` naming the tool's
+//!   scope; too little scope → `403 insufficient_scope` listing what to re-request (clients
+//!   step up); ChatGPT (by its `User-Agent`) gets a `200` tool error carrying
+//!   `_meta["mcp/www_authenticate"]` instead, which opens its sign-in;
+//! - `tools/list` gives every tool its `securitySchemes`;
+//! - `#[requires_scopes]` checks again inside the tool, and works on a plain axum handler too
+//!   (`GET /admin/stats` needs `admin`).
 //!
 //! ```text
 //! cargo run --example scoped_tools --features rmcp,macros
 //! ```
 //!
 //! Configured like the quickstart (`--help`): `MCP_OAUTH_ADDR` (default `127.0.0.1:8000`),
-//! `MCP_OAUTH_PUBLIC_URL` (default `http://<bound addr>`; the MCP endpoint is
-//! `<public url>/mcp`), `MCP_OAUTH_DEMO_USER` (default `demo`) and `MCP_OAUTH_DEMO_PASSWORD`
-//! (default: random, printed). State is kept in memory. Connect with the MCP Inspector
-//! (`npx @modelcontextprotocol/inspector`, Streamable HTTP, the printed URL): `public_search`
-//! works at once, `files_read` asks you to sign in, `files_write` and `admin_reset` ask for more
-//! scope. It prints `listening on http://ADDR` once it serves.
+//! `MCP_OAUTH_PUBLIC_URL`, `MCP_OAUTH_DEMO_USER` (default `demo`), `MCP_OAUTH_DEMO_PASSWORD`
+//! (default: random, printed); state in memory. It prints `listening on http://ADDR`; connect
+//! the MCP Inspector (`npx @modelcontextprotocol/inspector`, Streamable HTTP) to `/mcp`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
