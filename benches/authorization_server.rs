@@ -18,11 +18,9 @@
 //! Token endpoint rate limits are off here (the default, 120 per minute per address, would
 //! measure the limiter's refusals).
 
-#[allow(dead_code)]
-#[path = "../examples/quickstart.rs"]
-mod quickstart;
+#[path = "../tests/support/quickstart_app.rs"]
+mod quickstart_app;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -57,26 +55,16 @@ fn now() -> u64 {
 
 /// The quickstart app with a pre-registered public client and no token rate limit.
 fn app(auto_approve: bool) -> (Router, AuthorizationServer, String) {
-    let bound: SocketAddr = ADDR.parse().unwrap();
-    let settings = quickstart::Settings {
-        addr: ADDR.to_owned(),
-        demo_user: "demo".to_owned(),
-        demo_password: Some("bench-password".to_owned()),
-        insecure_auto_approve: auto_approve,
-        ..quickstart::Settings::default()
-    };
-    let server = quickstart::authorization_server(&settings, "bench-password")
-        .unwrap()
+    let server = quickstart_app::authorization_server(auto_approve, "demo", "bench-password")
         .client(StaticClient::public(CLIENT_ID, [REDIRECT]))
         .token_rate_limit(RateLimit::unlimited())
         .authorize_rate_limit(RateLimit::unlimited())
         .build()
         .unwrap();
-    let built =
-        quickstart::build_with(&settings, bound, server, "bench-password".to_owned()).unwrap();
-    let server = built.config.authorization_server().unwrap().clone();
-    let resource = built.config.resource().to_owned();
-    (built.app, server, resource)
+    let (app, config) = quickstart_app::app(&format!("http://{ADDR}"), server);
+    let server = config.authorization_server().unwrap().clone();
+    let resource = config.resource().to_owned();
+    (app, server, resource)
 }
 
 fn form_request(uri: &str, form: &[(&str, &str)]) -> Request<Body> {

@@ -1,58 +1,35 @@
 //! # `scoped_tools`: tools with different scopes, one attribute each
 //!
-//! An rmcp MCP server whose four tools each need something different, declared once on the
-//! tool itself:
-//!
-//! | tool | attribute | who may call it |
-//! |---|---|---|
-//! | `public_search` | `#[public_tool]` | anyone, without signing in |
-//! | `files_read` | `#[requires_scopes("files:read")]` | a token with `files:read`, `files:write` or `admin` |
-//! | `files_write` | `#[requires_scopes("files:write")]` | a token with `files:write` or `admin` |
-//! | `admin_reset` | `#[requires_scopes("admin")]` | a token with `admin` |
-//!
-//! The scope hierarchy is `admin` ⊇ `files:write` ⊇ `files:read`
-//! ([`scope_implies`](mcp_oauth::McpOAuthConfigBuilder::scope_implies)), so a token holding
-//! `admin` calls every tool.
-//!
-//! `#[scoped_tools]` beside rmcp's `#[tool_router]` collects the attributes into
-//! `ScopedServer::tool_requirements()`, which feeds the layer's
-//! [`AccessPolicy`](mcp_oauth::resource::AccessPolicy). From that one source:
-//! - the layer answers a call it must refuse **before rmcp runs**: no token → `401` with
-//!   `WWW-Authenticate: Bearer resource_metadata="…", scope="files:read"`; a token lacking the
-//!   scope → `403 insufficient_scope` with `scope=` listing what the client must re-request
-//!   (what it holds plus what the tool needs), which Claude, VS Code and the SDK clients use to
-//!   step up; ChatGPT (recognised by its `User-Agent`) instead gets a `200` tool error carrying
-//!   `_meta["mcp/www_authenticate"]`, which opens its sign-in UI;
-//! - `tools/list` gives every tool `securitySchemes` (`noauth` or `oauth2` with its scopes),
-//!   which ChatGPT reads to decide which tools need sign-in;
-//! - `#[requires_scopes]` also checks again inside the tool, so a policy that forgot the map
-//!   cannot let a caller through.
-//!
-//! The same attribute works on a plain axum handler: `GET /admin/stats` needs `admin` and is
-//! refused with a `403` challenge before the handler body runs.
-//!
-//! ## Run it
+//! Shows per-tool scopes: an rmcp MCP server whose four tools each need something different,
+//! declared once on the tool: `public_search` (`#[public_tool]`: anyone, without signing in),
+//! `files_read` (`#[requires_scopes("files:read")]`), `files_write` (`files:write`) and
+//! `admin_reset` (`admin`), with the hierarchy `admin` ⊇ `files:write` ⊇ `files:read`
+//! (`scope_implies`). `#[scoped_tools]` collects the attributes into the layer's policy, so:
+//! - a call it must refuse is answered **before rmcp runs**: no token → `401` naming the tool's
+//!   scope; too little scope → `403 insufficient_scope` listing what to re-request (clients
+//!   step up); ChatGPT (by its `User-Agent`) gets a `200` tool error carrying
+//!   `_meta["mcp/www_authenticate"]` instead, which opens its sign-in;
+//! - `tools/list` gives every tool its `securitySchemes`;
+//! - `#[requires_scopes]` checks again inside the tool, and works on a plain axum handler too
+//!   (`GET /admin/stats` needs `admin`).
 //!
 //! ```text
-//! cargo run --example scoped_tools --features rmcp
+//! cargo run --example scoped_tools --features rmcp,macros
 //! ```
 //!
-//! Configured like the quickstart: `MCP_OAUTH_ADDR` (default `127.0.0.1:8000`),
-//! `MCP_OAUTH_PUBLIC_URL` (default `http://<bound addr>`; the MCP endpoint is
-//! `<public url>/mcp`), `MCP_OAUTH_DEMO_USER` (default `demo`) and `MCP_OAUTH_DEMO_PASSWORD`
-//! (default: random, printed at start). State is kept in memory (see the quickstart for a
-//! SQLite store). Connect with the MCP Inspector (`npx @modelcontextprotocol/inspector`,
-//! Streamable HTTP, the printed URL): `public_search` works at once, `files_read` asks you to
-//! sign in, `files_write` and `admin_reset` ask for more scope.
+//! Configured like the quickstart (`--help`): `MCP_OAUTH_ADDR` (default `127.0.0.1:8000`),
+//! `MCP_OAUTH_PUBLIC_URL`, `MCP_OAUTH_DEMO_USER` (default `demo`), `MCP_OAUTH_DEMO_PASSWORD`
+//! (default: random, printed); state in memory. It prints `listening on http://ADDR`; connect
+//! the MCP Inspector (`npx @modelcontextprotocol/inspector`, Streamable HTTP) to `/mcp`.
 
-use axum::serve::ListenerExt as _;
-use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
+use clap::Parser;
 use mcp_oauth::authn::StaticUsers;
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::server::AuthorizationServer;
@@ -66,36 +43,47 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 
-/// Errors of this example.
-pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The MCP path under the public URL.
-pub(crate) const MCP_PATH: &str = "/mcp";
+/// The settings every example reads: each flag also reads its environment variable.
+#[derive(Debug, Parser)]
+#[command(about = "Tools with different scopes, one attribute each")]
+struct Args {
+    /// Socket address to bind (port 0 picks a free port).
+    #[arg(long, env = "MCP_OAUTH_ADDR", default_value = "127.0.0.1:8000")]
+    addr: String,
+    /// The URL clients reach the server at, without path (default: http://<bound address>).
+    #[arg(long, env = "MCP_OAUTH_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The demo user's name.
+    #[arg(long, env = "MCP_OAUTH_DEMO_USER", default_value = "demo")]
+    demo_user: String,
+    /// The demo user's password (default: a random one, printed).
+    #[arg(long, env = "MCP_OAUTH_DEMO_PASSWORD", hide_env_values = true)]
+    demo_password: Option<String>,
+}
 
-/// Arguments of `public_search` and `files_read`.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
-pub(crate) struct NameArgs {
+struct NameArgs {
     /// A file name (or part of one, for the search).
-    pub(crate) name: String,
+    name: String,
 }
 
 /// The server's state: a counter of writes, shared by every session.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ScopedServer {
+struct ScopedServer {
     writes: Arc<AtomicU64>,
 }
 
 #[scoped_tools]
 #[tool_router]
 impl ScopedServer {
-    /// Public: no token needed.
     #[public_tool]
     #[tool(description = "Search the public catalogue. Works without signing in.")]
     fn public_search(&self, Parameters(NameArgs { name }): Parameters<NameArgs>) -> String {
         format!("public results for {name:?}")
     }
 
-    /// Needs `files:read` (or anything that implies it).
     #[requires_scopes("files:read")]
     #[tool(description = "Read a file (needs files:read).")]
     fn files_read(
@@ -106,7 +94,6 @@ impl ScopedServer {
         Ok(format!("{name}: read by {}", auth.subject()))
     }
 
-    /// Needs `files:write` (or `admin`).
     #[requires_scopes("files:write")]
     #[tool(description = "Write a file (needs files:write).")]
     fn files_write(&self, auth: Auth) -> Result<String, ErrorData> {
@@ -114,7 +101,6 @@ impl ScopedServer {
         Ok(format!("write #{n} by {}", auth.subject()))
     }
 
-    /// Needs `admin`.
     #[requires_scopes("admin")]
     #[tool(description = "Reset the write counter (needs admin).")]
     fn admin_reset(&self, auth: Auth) -> Result<String, ErrorData> {
@@ -139,48 +125,10 @@ async fn admin_stats(auth: Auth) -> String {
     format!("stats for {}", auth.subject())
 }
 
-/// The settings every example reads (see the module docs).
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) addr: String,
-    pub(crate) public_url: Option<String>,
-    pub(crate) demo_user: String,
-    pub(crate) demo_password: String,
-}
-
-impl Settings {
-    /// From the environment; a missing password is generated.
-    pub(crate) fn from_env() -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        Self {
-            addr: var("MCP_OAUTH_ADDR").unwrap_or_else(|| "127.0.0.1:8000".to_owned()),
-            public_url: var("MCP_OAUTH_PUBLIC_URL"),
-            demo_user: var("MCP_OAUTH_DEMO_USER").unwrap_or_else(|| "demo".to_owned()),
-            demo_password: var("MCP_OAUTH_DEMO_PASSWORD").unwrap_or_else(random_password),
-        }
-    }
-}
-
-/// 18 random bytes, base64url.
-fn random_password() -> String {
-    use base64::Engine as _;
-    let mut buf = [0u8; 18];
-    aws_lc_rs::rand::fill(&mut buf).expect("the operating system's random generator failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
-}
-
-/// The policy from the attributes: lazy authentication, so clients connect and list tools
-/// without a token and sign in on the first protected call.
-pub(crate) fn policy() -> AccessPolicy {
-    AccessPolicy::new()
-        .lazy()
-        .tools(ScopedServer::tool_requirements().iter().copied())
-}
-
 /// The configuration shared by the MCP endpoint and the axum route: scopes and hierarchy.
 fn config(public: &str, server: AuthorizationServer) -> McpOAuthConfigBuilder {
     McpOAuthConfig::builder()
-        .resource(format!("{public}{MCP_PATH}"))
+        .resource(format!("{public}/mcp"))
         .issuer(public)
         .resource_name("mcp-oauth scoped tools")
         .scope("files:read", "Read your files")
@@ -189,95 +137,86 @@ fn config(public: &str, server: AuthorizationServer) -> McpOAuthConfigBuilder {
         .scope_implies("admin", ["files:write"])
         .scope_implies("files:write", ["files:read"])
         .default_scopes(["files:read"])
-        .allow_origin("http://localhost:6274")
+        .allow_origin("http://localhost:6274") // the MCP Inspector's web page
         .authorization_server(server)
 }
 
-/// The assembled server.
-#[derive(Debug)]
-pub(crate) struct App {
-    /// `/mcp`, `/admin/stats` and the OAuth endpoints.
-    pub(crate) router: Router,
-    /// The MCP endpoint's configuration (its `authorization_server()` is the embedded one).
-    pub(crate) config: McpOAuthConfig,
-}
-
-/// The app for a server bound at `bound`.
-pub(crate) fn build(settings: &Settings, bound: SocketAddr) -> Result<App, BoxError> {
-    let public = match &settings.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!("http://{bound}"),
-    };
+/// Everything the library is asked for: `/mcp`, `/admin/stats` and the OAuth endpoints.
+fn app(public: &str, user: &str, password: &str) -> Result<Router, BoxError> {
     let server = AuthorizationServer::builder()
-        .authenticator(
-            StaticUsers::new().with_password(&settings.demo_user, &settings.demo_password),
-        )
+        .authenticator(StaticUsers::new().with_password(user, password))
         .build()?;
-    let mcp_config = config(&public, server.clone()).policy(policy()).build()?;
+    // Lazy authentication: clients connect and list tools without a token.
+    let policy = AccessPolicy::new()
+        .lazy()
+        .tools(ScopedServer::tool_requirements().iter().copied());
+    let mcp_config = config(public, server.clone()).policy(policy).build()?;
     // Outside MCP there are no tools: every request to the axum routes needs a token.
-    let api_config = config(&public, server).build()?;
-
-    let host = url::Url::parse(&public)?
+    let api_config = config(public, server).build()?;
+    // rmcp accepts only loopback `Host`s by default: add the public host (tunnels, proxies).
+    let host = url::Url::parse(public)?
         .host_str()
-        .ok_or("the public URL has no host")?
+        .unwrap_or("localhost")
         .to_owned();
     let mcp = StreamableHttpService::new(
         || Ok(ScopedServer::default()),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().with_allowed_hosts([
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            host,
+            "localhost",
+            "127.0.0.1",
+            host.as_str(),
         ]),
     );
     let api = Router::new()
         .route("/admin/stats", get(admin_stats))
         .layer(McpOAuthLayer::new(api_config));
-    let router = Router::new()
-        .route_service(MCP_PATH, McpOAuth::new(mcp, mcp_config.clone()))
+    Ok(Router::new()
+        .route_service("/mcp", McpOAuth::new(mcp, mcp_config.clone()))
         .merge(api)
-        .merge(oauth_router(&mcp_config));
-    Ok(App {
-        router,
-        config: mcp_config,
-    })
+        .merge(oauth_router(&mcp_config)))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let settings = Settings::from_env();
-    let listener = tokio::net::TcpListener::bind(&settings.addr)
-        .await
-        .map_err(|e| format!("cannot bind {}: {e}", settings.addr))?;
+    let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let bound = listener.local_addr()?;
-    let app = build(&settings, bound)?;
-    let url = app.config.resource();
-    println!("mcp-oauth scoped_tools");
-    println!("  MCP server URL: {url}");
+    let public = match &args.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{bound}"),
+    };
+    let password = args.demo_password.clone().unwrap_or_else(random_password);
+    let app = app(&public, &args.demo_user, &password)?;
+
+    println!("mcp-oauth scoped_tools\n  MCP server URL: {public}/mcp");
     println!(
-        "  sign in as {:?} with password {:?}",
-        settings.demo_user, settings.demo_password
-    );
-    println!(
-        "  tools: public_search (public), files_read (files:read), files_write (files:write), admin_reset (admin)"
+        "  sign in as {:?} with password {password:?}",
+        args.demo_user
     );
     println!("listening on http://{bound}");
     // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
     // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await?;
     Ok(())
+}
+
+/// 18 random bytes from the OS generator, base64url.
+fn random_password() -> String {
+    use base64::Engine as _;
+    let mut buf = [0u8; 18];
+    aws_lc_rs::rand::fill(&mut buf).expect("the operating system's random generator failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }

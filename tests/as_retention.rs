@@ -5,9 +5,8 @@
 //! registration budget (in process, and on PostgreSQL and Redis with their features); a
 //! failing limiter fails open.
 
-#[path = "../examples/store_node.rs"]
-#[allow(dead_code)]
-mod store_node;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -568,7 +567,7 @@ async fn sweep_now_reports_errors_and_keeps_going() {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use crate::store_node::harness::PgSchema;
+    use crate::stores::PgSchema;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_servers_on_one_database_share_one_budget() {
@@ -594,7 +593,7 @@ mod postgres {
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;
-    use crate::store_node::harness::RedisNamespace;
+    use crate::stores::RedisNamespace;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_servers_on_one_redis_share_one_budget() {

@@ -5,11 +5,9 @@
 //! can fail).
 #![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
 
-#[path = "../examples/quickstart.rs"]
-#[allow(dead_code)]
-mod quickstart;
+#[path = "support/example.rs"]
+mod example;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use base64::Engine as _;
@@ -20,48 +18,33 @@ const PUBLIC: &str = "http://127.0.0.1:9";
 const REDIRECT: &str = "http://127.0.0.1:3000/callback";
 const VERIFIER: &str = "restart-test-verifier-0123456789-abcdefghijklmnop";
 
-/// One run of the quickstart on `127.0.0.1:0`, stopped on drop.
+/// One run of the quickstart binary on `127.0.0.1:0`, killed on drop.
 struct Running {
     base: String,
     http: reqwest::Client,
-    task: tokio::task::JoinHandle<()>,
+    _example: example::Example,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start(store: quickstart::StoreChoice) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let settings = quickstart::Settings {
-        addr: bound.to_string(),
-        public_url: Some(PUBLIC.to_owned()),
-        demo_user: "demo".to_owned(),
-        insecure_auto_approve: true,
-        store,
-        ..quickstart::Settings::default()
-    };
-    let server = quickstart::build(&settings, bound).await.unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            server
-                .app
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+/// Starts the quickstart on `store` (a SQLite path, or `memory`), auto-approving as `demo`.
+async fn start(store: &str) -> Running {
+    let example = example::Example::start(
+        "quickstart",
+        &[
+            ("MCP_OAUTH_PUBLIC_URL", PUBLIC),
+            ("MCP_OAUTH_DEMO_USER", "demo"),
+            ("MCP_OAUTH_INSECURE_AUTO_APPROVE", "1"),
+            ("MCP_OAUTH_STORE", store),
+        ],
+        &[],
+    )
+    .await;
     Running {
-        base: format!("http://{bound}"),
+        base: example.base.clone(),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        task,
+        _example: example,
     }
 }
 
@@ -193,12 +176,12 @@ fn temp_db(name: &str) -> PathBuf {
 #[tokio::test]
 async fn a_restart_on_the_sqlite_file_keeps_clients_tokens_and_keys() {
     let file = temp_db("sqlite");
-    let store = quickstart::StoreChoice::Sqlite(file.clone());
-    let first = start(store.clone()).await;
+    let store = file.display().to_string();
+    let first = start(&store).await;
     let (client_id, access, refresh_token) = sign_in(&first).await;
-    drop(first);
+    first._example.kill9().await;
 
-    let second = start(store).await;
+    let second = start(&store).await;
     assert_eq!(
         second.mcp_status(&access).await,
         200,
@@ -218,11 +201,11 @@ async fn a_restart_on_the_sqlite_file_keeps_clients_tokens_and_keys() {
 
 #[tokio::test]
 async fn a_restart_in_memory_forgets_everything() {
-    let first = start(quickstart::StoreChoice::Memory).await;
+    let first = start("memory").await;
     let (client_id, access, refresh_token) = sign_in(&first).await;
-    drop(first);
+    first._example.kill9().await;
 
-    let second = start(quickstart::StoreChoice::Memory).await;
+    let second = start("memory").await;
     assert_eq!(second.mcp_status(&access).await, 401);
     let (status, body) = refresh(&second, &client_id, &refresh_token).await;
     assert!(

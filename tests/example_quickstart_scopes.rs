@@ -4,15 +4,12 @@
 //! same requests are granted (the control that shows the test can fail).
 #![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
 
-#[path = "../examples/quickstart.rs"]
-#[allow(dead_code)]
-mod quickstart;
+#[path = "support/example.rs"]
+mod example;
 
 #[path = "support/browser.rs"]
 #[allow(dead_code)]
 mod browser;
-
-use std::net::SocketAddr;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -27,50 +24,24 @@ const PASSWORD: &str = "demo-password-for-tests";
 struct Running {
     base: String,
     http: reqwest::Client,
-    task: tokio::task::JoinHandle<()>,
+    _example: example::Example,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// The quickstart on a free port, with settings read from `env` as the binary reads the
-/// process environment.
+/// The quickstart binary on a free port, with `env` added to its environment.
 async fn start(env: &[(&str, &str)]) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let mut vars: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    vars.push(("MCP_OAUTH_ADDR".into(), bound.to_string()));
-    vars.push(("MCP_OAUTH_DEMO_PASSWORD".into(), PASSWORD.into()));
-    vars.push(("MCP_OAUTH_STORE".into(), "memory".into()));
-    let settings = quickstart::Settings::parse(
-        |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-        Vec::<String>::new(),
-    )
-    .unwrap();
-    let server = quickstart::build(&settings, bound).await.unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            server
-                .app
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let mut vars = vec![
+        ("MCP_OAUTH_DEMO_PASSWORD", PASSWORD),
+        ("MCP_OAUTH_STORE", "memory"),
+    ];
+    vars.extend_from_slice(env);
+    let example = example::Example::start("quickstart", &vars, &[]).await;
     Running {
-        base: format!("http://{bound}"),
+        base: example.base.clone(),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        task,
+        _example: example,
     }
 }
 

@@ -9,14 +9,13 @@
 //!   token or the same user's token from another client.
 #![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
 
-#[path = "../examples/quickstart.rs"]
-#[allow(dead_code)]
-mod quickstart;
+#[path = "support/example.rs"]
+mod example;
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use base64::Engine as _;
-use mcp_oauth::McpOAuthConfig;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -25,52 +24,60 @@ const REDIRECT: &str = "http://127.0.0.1:3000/callback";
 const VERIFIER: &str = "security-test-verifier-0123456789-abcdefghijklmnop";
 const PROTOCOL: &str = "2025-11-25";
 
-/// The quickstart on `127.0.0.1:0` (memory store, auto-approve as `demo`), stopped on drop.
+/// The quickstart binary on `127.0.0.1:0` (auto-approving as `demo`), killed on drop.
 struct Running {
     base: String,
     http: reqwest::Client,
-    config: McpOAuthConfig,
-    task: tokio::task::JoinHandle<()>,
+    _example: example::Example,
+    /// The SQLite file it keeps its signing keys in.
+    store: PathBuf,
+    /// Whether dropping it removes that file's directory.
+    owns_store: bool,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.task.abort();
+        if self.owns_store {
+            let _ = std::fs::remove_dir_all(self.store.parent().unwrap());
+        }
     }
 }
 
-async fn start() -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let settings = quickstart::Settings {
-        addr: bound.to_string(),
-        public_url: Some(PUBLIC.to_owned()),
-        demo_user: "demo".to_owned(),
-        insecure_auto_approve: true,
-        store: quickstart::StoreChoice::Memory,
-        ..quickstart::Settings::default()
-    };
-    let server = quickstart::build(&settings, bound).await.unwrap();
-    let config = server.config.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            server
-                .app
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+/// Starts the quickstart as `user` on the SQLite file `store` (created when missing).
+async fn start_as(user: &str, store: PathBuf) -> Running {
+    let example = example::Example::start(
+        "quickstart",
+        &[
+            ("MCP_OAUTH_PUBLIC_URL", PUBLIC),
+            ("MCP_OAUTH_DEMO_USER", user),
+            ("MCP_OAUTH_INSECURE_AUTO_APPROVE", "1"),
+            ("MCP_OAUTH_STORE", &store.display().to_string()),
+        ],
+        &[],
+    )
+    .await;
     Running {
-        base: format!("http://{bound}"),
+        base: example.base.clone(),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        config,
-        task,
+        _example: example,
+        store,
+        owns_store: true,
     }
+}
+
+async fn start() -> Running {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "mcp-oauth-security-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    start_as("demo", dir.join("quickstart.sqlite3")).await
 }
 
 impl Running {
@@ -142,23 +149,13 @@ impl Running {
         )
     }
 
-    /// A token exactly like `token` but for another subject, signed with the server's keys
-    /// (the quickstart has one user; this is "another user of the same server").
-    fn token_as(&self, token: &str, subject: &str) -> String {
-        let payload = token.split('.').nth(1).unwrap();
-        let mut claims: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap(),
-        )
-        .unwrap();
-        claims["sub"] = json!(subject);
-        claims["jti"] = json!(format!("minted-{subject}"));
-        self.config
-            .key_ring()
-            .expect("the quickstart's key ring")
-            .sign("at+jwt", &claims)
-            .unwrap()
+    /// A token of another user of the same server (the quickstart has one user): a second
+    /// quickstart run as `subject` on the same SQLite file (so on the same signing keys, with
+    /// the same issuer) signs in, and is stopped.
+    async fn token_as(&self, subject: &str) -> String {
+        let mut other = start_as(subject, self.store.clone()).await;
+        other.owns_store = false;
+        other.sign_in("files:read").await.1
     }
 
     fn mcp(
@@ -295,7 +292,7 @@ async fn another_principals_session_is_refused() {
     let app = start().await;
     let (_, owner) = app.sign_in("files:read").await;
     let (_, same_user_other_client) = app.sign_in("files:read").await;
-    let other_user = app.token_as(&owner, "mallory");
+    let other_user = app.token_as("mallory").await;
     let session = app.open_session(Some(&owner)).await;
 
     for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
@@ -365,7 +362,7 @@ async fn another_principals_session_is_refused() {
 async fn an_anonymous_session_becomes_the_first_signed_in_users() {
     let app = start().await;
     let (_, owner) = app.sign_in("files:read").await;
-    let other_user = app.token_as(&owner, "mallory");
+    let other_user = app.token_as("mallory").await;
     let session = app.open_session(None).await;
     assert_eq!(app.post(None, Some(&session), LIST).await.status(), 200);
     let read = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"files_read","arguments":{"path":"welcome.txt"}}}).to_string();

@@ -8,39 +8,37 @@
 //! - the axum route with `#[requires_scopes("admin")]` answers `401`/`403`/`200`.
 #![cfg(all(feature = "rmcp", feature = "macros"))]
 
-#[path = "../examples/scoped_tools.rs"]
+#[path = "support/example.rs"]
+mod example;
+
+#[path = "support/browser.rs"]
 #[allow(dead_code)]
-mod scoped_tools;
+mod browser;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
 
-use mcp_oauth::keys::KeyRing;
+use base64::Engine as _;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use browser::{Browser, Decision, query_param};
 
 const CHATGPT_UA: &str = "openai-mcp/1.0.0 (ChatGPT)";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+const PASSWORD: &str = "demo-password-123";
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const VERIFIER: &str = "scoped-tools-test-verifier-0123456789-abcdefghijklmn";
 
-/// The example, running on `127.0.0.1:0`, with an MCP session open.
+/// The example binary, running on `127.0.0.1:0`, with an MCP session open.
 struct Running {
     base: String,
     resource: String,
-    ring: KeyRing,
     http: reqwest::Client,
     session: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// The registered client, and one access token per scope asked for.
+    client_id: String,
+    tokens: tokio::sync::Mutex<HashMap<String, String>>,
+    _example: example::Example,
 }
 
 /// What one request got back.
@@ -52,38 +50,37 @@ struct Reply {
 }
 
 async fn start() -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let settings = scoped_tools::Settings {
-        addr: bound.to_string(),
-        public_url: None,
-        demo_user: "demo".to_owned(),
-        demo_password: "demo-password-123".to_owned(),
-    };
-    let app = scoped_tools::build(&settings, bound).unwrap();
-    let ring = app
-        .config
-        .authorization_server()
-        .expect("the example embeds its authorization server")
-        .key_ring()
-        .clone();
-    let resource = app.config.resource().to_owned();
-    let router = app.router;
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
+    let example = example::Example::start(
+        "scoped_tools",
+        &[
+            ("MCP_OAUTH_DEMO_USER", "alice"),
+            ("MCP_OAUTH_DEMO_PASSWORD", PASSWORD),
+        ],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let registered: Value = http
+        .post(example.url("/register"))
+        .json(&json!({
+            "client_name": "scoped tools test",
+            "redirect_uris": [REDIRECT],
+            "token_endpoint_auth_method": "none",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    });
     let mut running = Running {
-        base: format!("http://{bound}"),
-        resource,
-        ring,
-        http: reqwest::Client::new(),
+        base: example.base.clone(),
+        resource: example.url("/mcp"),
+        http,
         session: String::new(),
-        task,
+        client_id: registered["client_id"].as_str().unwrap().to_owned(),
+        tokens: tokio::sync::Mutex::new(HashMap::new()),
+        _example: example,
     };
     // Connecting needs no token (lazy authentication).
     let res = running
@@ -117,18 +114,54 @@ async fn start() -> Running {
 }
 
 impl Running {
-    fn token(&self, scope: &str) -> String {
-        static JTI: AtomicUsize = AtomicUsize::new(0);
-        self.ring
-            .sign(
-                "at+jwt",
-                &json!({
-                    "iss": self.base, "sub": "alice", "aud": self.resource,
-                    "client_id": "client-1", "scope": scope, "iat": now(), "exp": now() + 600,
-                    "jti": format!("example-{}", JTI.fetch_add(1, Ordering::Relaxed)),
-                }),
-            )
+    /// An access token for `scope`: signed in as the demo user through the authorization
+    /// server (login and consent in a browser), once per scope.
+    async fn token(&self, scope: &str) -> String {
+        let mut tokens = self.tokens.lock().await;
+        if let Some(token) = tokens.get(scope) {
+            return token.clone();
+        }
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Sha256::digest(VERIFIER.as_bytes()));
+        let url = url::Url::parse_with_params(
+            &format!("{}/authorize", self.base),
+            [
+                ("response_type", "code"),
+                ("client_id", self.client_id.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("state", "s1"),
+                ("scope", scope),
+                ("resource", self.resource.as_str()),
+            ],
+        )
+        .unwrap();
+        let callback = Browser::new("alice", PASSWORD)
+            .authorize(url.as_str(), Decision::Approve)
+            .await;
+        let code = query_param(&callback, "code").unwrap_or_else(|| panic!("{callback}"));
+        let body: Value = self
+            .http
+            .post(format!("{}/token", self.base))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+                ("client_id", self.client_id.as_str()),
+                ("resource", self.resource.as_str()),
+            ])
+            .send()
+            .await
             .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["scope"], scope, "{body}");
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        tokens.insert(scope.to_owned(), token.clone());
+        token
     }
 
     async fn post(
@@ -150,7 +183,7 @@ impl Running {
                 .header("mcp-protocol-version", "2025-11-25");
         }
         if let Some(scope) = scope {
-            req = req.bearer_auth(self.token(scope));
+            req = req.bearer_auth(self.token(scope).await);
         }
         req.send().await.unwrap()
     }
@@ -203,7 +236,7 @@ impl Running {
     async fn get(&self, path: &str, scope: Option<&str>) -> (u16, Option<String>, String) {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(scope) = scope {
-            req = req.bearer_auth(self.token(scope));
+            req = req.bearer_auth(self.token(scope).await);
         }
         let res = req.send().await.unwrap();
         let www = res

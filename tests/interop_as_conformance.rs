@@ -21,13 +21,11 @@
 
 mod support;
 
-#[allow(dead_code)]
-#[path = "../examples/quickstart.rs"]
-mod quickstart;
+#[path = "support/example.rs"]
+mod example;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -57,38 +55,24 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// The quickstart app with the pre-registered client and auto-approval; returns the issuer.
-async fn start(callback_port: u16) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let settings = quickstart::Settings::parse(
-        |name| match name {
-            "MCP_OAUTH_ADDR" => Some(bound.to_string()),
-            "MCP_OAUTH_CLIENT_ID" => Some(CLIENT_ID.to_owned()),
-            "MCP_OAUTH_CLIENT_REDIRECT_URIS" => {
-                Some(format!("http://127.0.0.1:{callback_port}/callback"))
-            }
-            "MCP_OAUTH_INSECURE_AUTO_APPROVE" => Some("1".to_owned()),
-            "MCP_OAUTH_STORE" => Some("memory".to_owned()),
-            _ => None,
-        },
-        std::iter::empty(),
+/// The quickstart binary with the pre-registered client and auto-approval: it and its
+/// issuer.
+async fn start(callback_port: u16) -> (example::Example, String) {
+    let redirect = format!("http://127.0.0.1:{callback_port}/callback");
+    let quickstart = example::Example::start(
+        "quickstart",
+        &[
+            ("MCP_OAUTH_CLIENT_ID", CLIENT_ID),
+            ("MCP_OAUTH_CLIENT_REDIRECT_URIS", &redirect),
+            ("MCP_OAUTH_INSECURE_AUTO_APPROVE", "1"),
+            ("MCP_OAUTH_STORE", "memory"),
+        ],
+        &[],
     )
-    .unwrap();
-    let server = quickstart::build(&settings, bound).await.unwrap();
-    assert!(server.instructions.contains("INSECURE AUTO-APPROVE"));
-    let issuer = server.config.issuer().to_owned();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            server
-                .app
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    issuer
+    .await;
+    assert!(quickstart.stdout().contains("INSECURE AUTO-APPROVE"));
+    let issuer = quickstart.base.clone();
+    (quickstart, issuer)
 }
 
 /// What the browser does with the printed URL: one GET, no redirect following, then the
@@ -177,7 +161,7 @@ async fn conformance_authorization_mode_passes_both_scenarios() {
         return;
     };
     let port = free_port();
-    let issuer = start(port).await;
+    let (_quickstart, issuer) = start(port).await;
     let redirect = format!("http://127.0.0.1:{port}/callback");
     let out = target_dir().join("conformance-authorization");
     let _ = std::fs::remove_dir_all(&out);
@@ -289,109 +273,163 @@ async fn conformance_authorization_mode_passes_both_scenarios() {
     assert!(status.success(), "the suite exited with {status}: {ctx}");
 }
 
+/// GETs `url` and parses the JSON it answers.
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 /// The quickstart's configuration: environment, overridden by `--flag value`, and the
-/// instructions it prints.
+/// instructions it prints (the binary, as a user runs it).
 #[tokio::test]
 async fn quickstart_settings_come_from_env_and_flags() {
-    let env = |name: &str| match name {
-        "MCP_OAUTH_ADDR" => Some("127.0.0.1:0".to_owned()),
-        "MCP_OAUTH_DEMO_USER" => Some("alice".to_owned()),
-        "MCP_OAUTH_CLIENT_ID" => Some("my-client".to_owned()),
-        "MCP_OAUTH_CLIENT_REDIRECT_URIS" => {
-            Some("http://127.0.0.1:3000/callback, https://app.example.com/cb".to_owned())
-        }
-        "MCP_OAUTH_INSECURE_AUTO_APPROVE" => Some("0".to_owned()),
-        _ => None,
-    };
+    let env = [
+        ("MCP_OAUTH_DEMO_USER", "alice"),
+        ("MCP_OAUTH_CLIENT_ID", "my-client"),
+        (
+            "MCP_OAUTH_CLIENT_REDIRECT_URIS",
+            "http://127.0.0.1:3000/callback,https://app.example.com/cb",
+        ),
+        ("MCP_OAUTH_INSECURE_AUTO_APPROVE", "0"),
+        ("MCP_OAUTH_STORE", "memory"),
+    ];
     let args = [
         "--public-url",
-        "https://mcp.example.com/",
-        "--demo-password=s3cret pass",
+        "http://127.0.0.1:9/",
         "--insecure-auto-approve",
-    ]
-    .map(str::to_owned);
-    let s = quickstart::Settings::parse(env, args).unwrap();
-    assert_eq!(s.addr, "127.0.0.1:0");
-    assert_eq!(s.demo_user, "alice");
-    assert_eq!(s.demo_password.as_deref(), Some("s3cret pass"));
-    assert_eq!(s.client_id.as_deref(), Some("my-client"));
-    assert_eq!(
-        s.client_redirect_uris,
-        [
-            "http://127.0.0.1:3000/callback",
-            "https://app.example.com/cb"
-        ]
-    );
+    ];
+    let s = example::Example::start("quickstart", &env, &args).await;
+    let out = s.stdout();
     assert!(
-        s.insecure_auto_approve,
-        "the flag overrides the environment"
+        out.contains("INSECURE AUTO-APPROVE as \"alice\""),
+        "the flag overrides the environment: {out}"
     );
-    let bound: SocketAddr = "127.0.0.1:4321".parse().unwrap();
-    assert_eq!(s.public_base(bound), "https://mcp.example.com");
+    assert!(out.contains("http://127.0.0.1:9/mcp"), "{out}");
+    let meta = get_json(&s.url("/.well-known/oauth-authorization-server")).await;
+    assert_eq!(meta["issuer"], "http://127.0.0.1:9", "{meta}");
+    // The pre-registered client with both redirect URIs: authorizing to the second one is
+    // accepted (a redirect to it), to an unregistered one refused (no redirect).
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (redirect, accepted) in [
+        ("https://app.example.com/cb", true),
+        ("https://evil.example.com/cb", false),
+    ] {
+        let url = url::Url::parse_with_params(
+            &s.url("/authorize"),
+            [
+                ("response_type", "code"),
+                ("client_id", "my-client"),
+                ("redirect_uri", redirect),
+                (
+                    "code_challenge",
+                    "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                ),
+                ("code_challenge_method", "S256"),
+                ("state", "s"),
+            ],
+        )
+        .unwrap();
+        let res = http.get(url).send().await.unwrap();
+        let location = res
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        assert_eq!(
+            location.starts_with(redirect),
+            accepted,
+            "{redirect}: {location}"
+        );
+    }
+    drop(s);
 
-    // Defaults: a generated password, printed with what to paste into each client.
-    let d = quickstart::Settings::parse(|_| None, std::iter::empty()).unwrap();
-    assert_eq!(
-        (d.addr.as_str(), d.demo_user.as_str()),
-        ("127.0.0.1:8000", "demo")
+    // A flag with `=` keeps its value as given, spaces included, over the environment.
+    let p = example::Example::start(
+        "quickstart",
+        &[
+            ("MCP_OAUTH_DEMO_PASSWORD", "from-the-environment"),
+            ("MCP_OAUTH_STORE", "memory"),
+        ],
+        &["--demo-password=s3cret pass"],
+    )
+    .await;
+    assert!(
+        p.stdout().contains("password \"s3cret pass\""),
+        "{}",
+        p.stdout()
     );
-    assert!(d.demo_password.is_none() && !d.insecure_auto_approve);
-    // State persists in a SQLite file by default; `--store` moves it or keeps it in memory.
-    assert_eq!(
-        d.store,
-        quickstart::StoreChoice::Sqlite(quickstart::DEFAULT_STORE_PATH.into())
-    );
-    let in_memory = quickstart::Settings::parse(|_| None, ["--store=memory".to_owned()]).unwrap();
-    assert_eq!(in_memory.store, quickstart::StoreChoice::Memory);
+    drop(p);
+
+    // Defaults: a generated password, printed with what to paste into each client. State
+    // persists in a SQLite file by default (in the current directory); `MCP_OAUTH_STORE` moves
+    // it.
     let dir = std::env::temp_dir().join(format!("mcp-oauth-quickstart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("state.sqlite3");
-    let moved = quickstart::Settings::parse(
-        |n| (n == "MCP_OAUTH_STORE").then(|| file.display().to_string()),
-        std::iter::empty(),
-    )
-    .unwrap();
-    assert_eq!(moved.store, quickstart::StoreChoice::Sqlite(file.clone()));
-    let d = quickstart::Settings {
-        store: moved.store,
-        ..d
-    };
-    let server = quickstart::build(&d, "127.0.0.1:8000".parse().unwrap())
-        .await
-        .unwrap();
+    let path = file.display().to_string();
+    let d = example::Example::start("quickstart", &[("MCP_OAUTH_STORE", &path)], &[]).await;
+    let out = d.stdout();
     assert!(file.exists(), "the SQLite store is created on start");
-    assert!(
-        server.instructions.contains(&file.display().to_string()),
-        "{}",
-        server.instructions
-    );
-    assert_eq!(server.config.resource(), "http://127.0.0.1:8000/mcp");
-    assert_eq!(server.config.issuer(), "http://127.0.0.1:8000");
-    assert!(server.demo_password.len() >= 20, "{}", server.demo_password);
+    assert!(out.contains(&path), "{out}");
+    let password = out
+        .split("password \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("a generated password: {out}"));
+    assert!(password.len() >= 20, "{password}");
+    assert!(out.contains("user \"demo\""), "{out}");
+    let mcp = d.url("/mcp");
     for needle in [
-        "http://127.0.0.1:8000/mcp",
-        server.demo_password.as_str(),
+        mcp.as_str(),
         "ChatGPT",
         "Claude",
         "npx @modelcontextprotocol/inspector",
         "Streamable HTTP",
     ] {
-        assert!(
-            server.instructions.contains(needle),
-            "{needle}: {}",
-            server.instructions
-        );
+        assert!(out.contains(needle), "{needle}: {out}");
     }
-    assert!(!server.instructions.contains("INSECURE"));
+    assert!(!out.contains("INSECURE"));
+    let meta = get_json(&d.url("/.well-known/oauth-authorization-server")).await;
+    assert_eq!(meta["issuer"], d.base, "{meta}");
+    drop(d);
+
+    // `--help` names every variable, and the defaults.
+    let help = example::run("quickstart", &[], &["--help"]).await;
+    assert!(help.success, "{help:?}");
+    for needle in [
+        "MCP_OAUTH_ADDR",
+        "127.0.0.1:8000",
+        "MCP_OAUTH_PUBLIC_URL",
+        "MCP_OAUTH_DEMO_USER",
+        "MCP_OAUTH_DEMO_PASSWORD",
+        "MCP_OAUTH_DEMO_SCOPES",
+        "MCP_OAUTH_CLIENT_ID",
+        "MCP_OAUTH_CLIENT_SECRET",
+        "MCP_OAUTH_CLIENT_REDIRECT_URIS",
+        "MCP_OAUTH_STORE",
+        "mcp-oauth.sqlite3",
+        "MCP_OAUTH_INSECURE_AUTO_APPROVE",
+    ] {
+        assert!(help.stdout.contains(needle), "{needle}: {}", help.stdout);
+    }
 
     // Mistakes are refused with a hint.
-    assert!(quickstart::Settings::parse(|_| None, ["--nope".to_owned()]).is_err());
-    let err = quickstart::Settings::parse(
-        |n| (n == "MCP_OAUTH_CLIENT_SECRET").then(|| "0123456789abcdef".to_owned()),
-        std::iter::empty(),
+    let bad = example::run("quickstart", &[], &["--nope"]).await;
+    assert!(!bad.success && bad.stderr.contains("--nope"), "{bad:?}");
+    let bad = example::run(
+        "quickstart",
+        &[
+            ("MCP_OAUTH_CLIENT_SECRET", "0123456789abcdef"),
+            ("MCP_OAUTH_STORE", "memory"),
+        ],
+        &[],
     )
-    .unwrap_err();
-    assert!(err.contains("MCP_OAUTH_CLIENT_ID"), "{err}");
-    drop(server);
+    .await;
+    assert!(
+        !bad.success && bad.stderr.contains("MCP_OAUTH_CLIENT_ID"),
+        "{bad:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,11 +19,9 @@ mod support;
 #[path = "support/browser.rs"]
 mod browser;
 
-#[allow(dead_code)]
-#[path = "../examples/quickstart.rs"]
-mod quickstart;
+#[path = "support/example.rs"]
+mod example;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -42,34 +40,27 @@ struct Running {
     mcp_url: String,
     issuer: String,
     metadata_url: String,
+    _example: example::Example,
 }
 
+/// The quickstart binary on `127.0.0.1:0` (memory store, the demo user with `PASSWORD`).
 async fn start() -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let settings = quickstart::Settings {
-        addr: bound.to_string(),
-        demo_user: "demo".to_owned(),
-        demo_password: Some(PASSWORD.to_owned()),
-        ..quickstart::Settings::default()
-    };
-    let server = quickstart::build(&settings, bound).await.unwrap();
-    let running = Running {
-        mcp_url: server.config.resource().to_owned(),
-        issuer: server.config.issuer().to_owned(),
-        metadata_url: server.config.resource_metadata_url().to_owned(),
-    };
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            server
-                .app
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    running
+    let example = example::Example::start(
+        "quickstart",
+        &[
+            ("MCP_OAUTH_DEMO_USER", "demo"),
+            ("MCP_OAUTH_DEMO_PASSWORD", PASSWORD),
+            ("MCP_OAUTH_STORE", "memory"),
+        ],
+        &[],
+    )
+    .await;
+    Running {
+        mcp_url: example.url("/mcp"),
+        issuer: example.base.clone(),
+        metadata_url: example.url("/.well-known/oauth-protected-resource/mcp"),
+        _example: example,
+    }
 }
 
 fn requests(report: &Value) -> &[Value] {

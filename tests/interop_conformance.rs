@@ -19,9 +19,11 @@
 
 mod support;
 
-#[allow(dead_code)]
-#[path = "../examples/resource_server.rs"]
+#[path = "support/example.rs"]
 mod example;
+
+#[path = "support/echo_tools.rs"]
+mod echo_tools;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -148,27 +150,43 @@ async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}{}", example::MCP_PATH)
+    format!("http://{addr}/mcp")
 }
 
-/// The example server with lazy authentication (tokens: one API key; the suite sends none).
-async fn start_with_layer() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let settings = example::Settings {
-        lazy: true,
-        api_keys: example::parse_api_keys("conformance-key-0123456789:conformance:read").unwrap(),
-        ..example::Settings::default()
-    };
-    let server = example::build(&settings, bound).await.unwrap();
-    assert!(server.config.policy().is_lazy());
-    tokio::spawn(async move { axum::serve(listener, server.app).await.unwrap() });
-    server.config.resource().to_owned()
+/// The example binary with lazy authentication (tokens: one API key; the suite sends none):
+/// it and its MCP URL.
+async fn start_with_layer() -> (example::Example, String) {
+    let server = example::Example::start(
+        "resource_server",
+        &[
+            ("MCP_OAUTH_LAZY", "1"),
+            (
+                "MCP_OAUTH_API_KEYS",
+                "conformance-key-0123456789:conformance:read",
+            ),
+        ],
+        &[],
+    )
+    .await;
+    // Lazy: `initialize` needs no token.
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}});
+    let res = reqwest::Client::new()
+        .post(server.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "lazy authentication is on");
+    let url = server.url("/mcp");
+    (server, url)
 }
 
 /// The same rmcp service, no layer.
 async fn start_without_layer() -> String {
-    serve(Router::new().route_service(example::MCP_PATH, example::mcp_service("127.0.0.1"))).await
+    serve(Router::new().route_service("/mcp", echo_tools::mcp_service())).await
 }
 
 /// `server-<scenario>-<ISO timestamp with : and . replaced by ->` → scenario.
@@ -309,7 +327,7 @@ async fn conformance_suite_passes_the_same_with_and_without_the_layer() {
     else {
         return;
     };
-    let with_url = start_with_layer().await;
+    let (_server, with_url) = start_with_layer().await;
     let without_url = start_without_layer().await;
     let base = target_dir().join("conformance");
     let deadline = tokio::time::Instant::now() + TOTAL_TIMEOUT;
@@ -416,7 +434,7 @@ async fn conformance_suite_passes_the_same_with_and_without_the_layer() {
 /// `Host`): with a local `Host` and a foreign `Origin`, only the layer refuses.
 #[tokio::test]
 async fn foreign_origin_is_refused_by_the_layer_not_only_by_rmcp() {
-    let with_url = start_with_layer().await;
+    let (_server, with_url) = start_with_layer().await;
     let without_url = start_without_layer().await;
     let init = serde_json::json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -442,7 +460,7 @@ async fn foreign_origin_is_refused_by_the_layer_not_only_by_rmcp() {
     assert_eq!(body["error"]["message"], "Forbidden: Origin not allowed");
 
     // The server's own origin is allowed (browser clients on the same origin).
-    let own = with_url.trim_end_matches(example::MCP_PATH).to_owned();
+    let own = with_url.trim_end_matches("/mcp").to_owned();
     assert_eq!(post(&with_url, Some(&own)).await.unwrap().status(), 200);
     assert_eq!(post(&with_url, None).await.unwrap().status(), 200);
 

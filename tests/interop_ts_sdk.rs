@@ -1,5 +1,5 @@
 //! The official MCP TypeScript SDK client (`@modelcontextprotocol/sdk` 1.32.2) against the
-//! example resource server (`examples/resource_server.rs`, compiled into this test), with a
+//! example resource server (the `resource_server` example binary), with a
 //! real third-party authorization server (`oidc-provider`, through `support/oidc.rs`).
 //!
 //! - Without a token the SDK gets our `401`, reads `resource_metadata` from the challenge,
@@ -20,8 +20,7 @@ mod support;
 #[path = "support/oidc.rs"]
 mod oidc;
 
-#[allow(dead_code)]
-#[path = "../examples/resource_server.rs"]
+#[path = "support/example.rs"]
 mod example;
 
 use std::time::Duration;
@@ -45,6 +44,7 @@ struct Running {
     /// The provider's OpenID configuration.
     as_metadata: Value,
     provider: oidc::OidcProvider,
+    _example: example::Example,
 }
 
 /// Which kind of access token the provider issues for the example's resource.
@@ -58,10 +58,13 @@ enum Tokens {
 
 async fn start(interop: &support::Interop, lazy: bool, tokens: Tokens) -> Running {
     // The resource URL has the server's port in it, and the provider must know the resource
-    // before the server can discover the provider: bind first, then start both.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let resource = format!("http://{bound}{}", example::MCP_PATH);
+    // before the server can discover the provider: pick a free port, then start both.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
     let provider = match tokens {
         Tokens::Jwt => oidc::OidcProvider::start(interop, &[resource.as_str()], "").await,
         Tokens::Opaque => oidc::OidcProvider::start(interop, &[], &resource).await,
@@ -75,26 +78,35 @@ async fn start(interop: &support::Interop, lazy: bool, tokens: Tokens) -> Runnin
         .unwrap();
 
     // Configured as a user would: MCP_OAUTH_ISSUER, MCP_OAUTH_INTROSPECTION_*, MCP_OAUTH_API_KEYS.
-    let settings = example::Settings {
-        issuer: Some(issuer.clone()),
-        introspection_url: Some(provider.introspection_endpoint()),
-        introspection_client_id: Some(oidc::RS_CLIENT_ID.to_owned()),
-        introspection_client_secret: Some(oidc::RS_CLIENT_SECRET.to_owned()),
-        api_keys: example::parse_api_keys(&format!("{API_KEY}:script-bot:read")).unwrap(),
-        lazy,
-        allow_local_idp: true,
-        ..example::Settings::default()
-    };
-    let server = example::build(&settings, bound).await.unwrap();
-    assert_eq!(server.config.resource(), resource);
-    let metadata_url = server.config.resource_metadata_url().to_owned();
-    tokio::spawn(async move { axum::serve(listener, server.app).await.unwrap() });
+    let addr = format!("127.0.0.1:{port}");
+    let introspection = provider.introspection_endpoint();
+    let api_keys = format!("{API_KEY}:script-bot:read");
+    let server = example::Example::start(
+        "resource_server",
+        &[
+            ("MCP_OAUTH_ADDR", &addr),
+            ("MCP_OAUTH_ISSUER", &issuer),
+            ("MCP_OAUTH_INTROSPECTION_URL", &introspection),
+            ("MCP_OAUTH_INTROSPECTION_CLIENT_ID", oidc::RS_CLIENT_ID),
+            (
+                "MCP_OAUTH_INTROSPECTION_CLIENT_SECRET",
+                oidc::RS_CLIENT_SECRET,
+            ),
+            ("MCP_OAUTH_API_KEYS", &api_keys),
+            ("MCP_OAUTH_LAZY", if lazy { "1" } else { "0" }),
+            ("MCP_OAUTH_ALLOW_LOCAL_IDP", "1"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(server.url("/mcp"), resource);
     Running {
         mcp_url: resource,
-        metadata_url,
+        metadata_url: server.url("/.well-known/oauth-protected-resource/mcp"),
         issuer,
         as_metadata,
         provider,
+        _example: server,
     }
 }
 
@@ -363,112 +375,129 @@ async fn ts_sdk_calls_protected_tools_with_an_opaque_provider_token() {
     assert!(running.provider.introspections().await >= 1);
 }
 
-/// The example's configuration parsing: environment, overridden by `--flag value`.
-#[test]
-fn example_settings_come_from_env_and_flags() {
-    let env = |name: &str| match name {
-        "MCP_OAUTH_ADDR" => Some("127.0.0.1:0".to_owned()),
-        "MCP_OAUTH_ISSUER" => Some("https://idp.example.com".to_owned()),
-        "MCP_OAUTH_API_KEYS" => Some(format!(
-            "k-one:alice:read write, sha256hex={}:bob:",
-            "ab".repeat(32)
-        )),
-        "MCP_OAUTH_LAZY" => Some("0".to_owned()),
-        _ => None,
-    };
-    let args = [
-        "--public-url",
-        "https://mcp.example.com/",
-        "--lazy",
-        "--allow-origin",
-        "http://localhost:6274",
-        "--allow-origin=https://app.example.com",
-    ]
-    .map(str::to_owned);
-    let s = example::Settings::parse(env, args).unwrap();
-    assert_eq!(s.addr, "127.0.0.1:0");
-    assert_eq!(s.issuer.as_deref(), Some("https://idp.example.com"));
-    assert!(s.lazy, "--lazy overrides MCP_OAUTH_LAZY=0");
-    assert_eq!(
-        s.allow_origins,
-        ["http://localhost:6274", "https://app.example.com"]
-    );
-    assert_eq!(
-        s.api_keys,
-        [
-            example::ApiKeySpec {
-                key: "k-one".to_owned(),
-                hashed: false,
-                subject: "alice".to_owned(),
-                scopes: "read write".to_owned(),
-            },
-            example::ApiKeySpec {
-                key: "ab".repeat(32),
-                hashed: true,
-                subject: "bob".to_owned(),
-                scopes: String::new(),
-            },
-        ]
-    );
-    let bound: std::net::SocketAddr = "127.0.0.1:4321".parse().unwrap();
-    assert_eq!(s.public_base(bound), "https://mcp.example.com");
-    assert_eq!(
-        example::Settings::default().public_base("0.0.0.0:8000".parse().unwrap()),
-        "http://127.0.0.1:8000"
-    );
-    assert_eq!(
-        example::host_of("https://mcp.example.com").unwrap(),
-        "mcp.example.com"
-    );
+/// `initialize` on `url`, with `key` as the bearer token when given: the status.
+async fn initialize(url: &str, key: Option<&str>) -> u16 {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}});
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
 
-    assert!(example::Settings::parse(|_| None, ["--nope".to_owned()]).is_err());
-    assert!(example::Settings::parse(|_| None, ["--issuer".to_owned()]).is_err());
-    let err = example::parse_api_keys("secret-key-without-subject").unwrap_err();
+/// The example's configuration: environment, overridden by `--flag value` (the binary, as a
+/// user runs it, with API keys only).
+#[tokio::test]
+async fn example_settings_come_from_env_and_flags() {
+    use sha2::Digest as _;
+    let bob_hash: String = sha2::Sha256::digest(b"k-two-0123456789")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let api_keys = format!("k-one-0123456789:alice:read write, sha256hex={bob_hash}:bob:");
+    let server = example::Example::start(
+        "resource_server",
+        &[("MCP_OAUTH_API_KEYS", &api_keys), ("MCP_OAUTH_LAZY", "0")],
+        &[
+            "--public-url",
+            "http://localhost:9/",
+            "--lazy",
+            "--allow-origin",
+            "http://localhost:6274",
+            "--allow-origin=https://app.example.com",
+        ],
+    )
+    .await;
+    let out = server.stdout();
+    assert!(out.contains("http://localhost:9/mcp"), "{out}");
+    let mcp = server.url("/mcp");
+    // `--lazy` overrides MCP_OAUTH_LAZY=0: `initialize` needs no token.
+    assert_eq!(initialize(&mcp, None).await, 200);
+    // Both keys, the plain one and the hashed one, authenticate.
+    assert_eq!(initialize(&mcp, Some("k-one-0123456789")).await, 200);
+    assert_eq!(initialize(&mcp, Some("k-two-0123456789")).await, 200);
+    assert_eq!(initialize(&mcp, Some("k-three-0123456789")).await, 401);
+    // Both origins are allowed, another is not.
+    let client = reqwest::Client::new();
+    for (origin, allowed) in [
+        ("http://localhost:6274", true),
+        ("https://app.example.com", true),
+        ("https://evil.example.com", false),
+    ] {
+        let res = client
+            .post(&mcp)
+            .header("origin", origin)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status() != 403, allowed, "{origin}: {}", res.status());
+    }
+    drop(server);
+
+    // `--help` names every variable.
+    let help = example::run("resource_server", &[], &["--help"]).await;
+    for needle in [
+        "MCP_OAUTH_ADDR",
+        "127.0.0.1:8000",
+        "MCP_OAUTH_PUBLIC_URL",
+        "MCP_OAUTH_ISSUER",
+        "MCP_OAUTH_JWKS_URI",
+        "MCP_OAUTH_INTROSPECTION_URL",
+        "MCP_OAUTH_API_KEYS",
+        "MCP_OAUTH_LAZY",
+        "MCP_OAUTH_ALLOW_ORIGIN",
+    ] {
+        assert!(help.stdout.contains(needle), "{needle}: {help:?}");
+    }
+
+    // Mistakes are refused, and errors never echo a key.
     assert!(
-        !err.contains("secret-key"),
-        "errors never echo a key: {err}"
+        !example::run("resource_server", &[], &["--nope"])
+            .await
+            .success
+    );
+    assert!(
+        !example::run("resource_server", &[], &["--issuer"])
+            .await
+            .success
+    );
+    let bad = example::run(
+        "resource_server",
+        &[("MCP_OAUTH_API_KEYS", "secret-key-without-subject")],
+        &[],
+    )
+    .await;
+    assert!(!bad.success, "{bad:?}");
+    assert!(
+        !bad.stderr.contains("secret-key") && !bad.stdout.contains("secret-key"),
+        "errors never echo a key: {bad:?}"
     );
 }
 
 /// With API keys only (no identity provider) the example serves, and refuses without a key.
 #[tokio::test]
 async fn example_serves_with_api_keys_only() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let settings = example::Settings {
-        api_keys: example::parse_api_keys(&format!("{API_KEY}:script-bot:read")).unwrap(),
-        ..example::Settings::default()
-    };
-    let server = example::build(&settings, bound).await.unwrap();
-    let url = server.config.resource().to_owned();
-    assert_eq!(url, format!("http://{bound}/mcp"));
-    assert!(server.instructions.contains(&url));
-    tokio::spawn(async move { axum::serve(listener, server.app).await.unwrap() });
-
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                   "clientInfo": {"name": "t", "version": "1"}}});
-    let client = reqwest::Client::new();
-    let post = |key: Option<&str>| {
-        let mut req = client
-            .post(&url)
-            .header("accept", "application/json, text/event-stream")
-            .json(&init);
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        req.send()
-    };
-    assert_eq!(post(None).await.unwrap().status(), 401);
-    assert_eq!(
-        post(Some("wrong-key-0123456789")).await.unwrap().status(),
-        401
-    );
-    assert_eq!(post(Some(API_KEY)).await.unwrap().status(), 200);
+    let api_keys = format!("{API_KEY}:script-bot:read");
+    let server =
+        example::Example::start("resource_server", &[("MCP_OAUTH_API_KEYS", &api_keys)], &[]).await;
+    let url = server.url("/mcp");
+    assert!(server.stdout().contains(&url), "{}", server.stdout());
+    assert_eq!(initialize(&url, None).await, 401);
+    assert_eq!(initialize(&url, Some("wrong-key-0123456789")).await, 401);
+    assert_eq!(initialize(&url, Some(API_KEY)).await, 200);
+    drop(server);
 
     // Neither an issuer nor API keys: refused at start with a hint.
-    let err = example::build(&example::Settings::default(), bound)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("MCP_OAUTH_ISSUER"), "{err}");
+    let bad = example::run("resource_server", &[], &[]).await;
+    assert!(
+        !bad.success && bad.stderr.contains("MCP_OAUTH_ISSUER"),
+        "{bad:?}"
+    );
 }

@@ -6,9 +6,8 @@
 //! contend for real. Then what is particular to the SQL stores: the database itself refuses
 //! a second current key.
 
-#[path = "../examples/store_node.rs"]
-#[allow(dead_code)]
-mod store_node;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::sync::Arc;
 
@@ -81,7 +80,7 @@ mod sqlite {
         F: FnOnce(Arc<SqliteStore>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let dir = std::env::temp_dir().join(store_node::harness::unique("store_keys"));
+        let dir = std::env::temp_dir().join(stores::unique("store_keys"));
         std::fs::create_dir_all(&dir).unwrap();
         let store = SqliteStore::open(dir.join("oauth.db")).await.unwrap();
         body(Arc::new(store)).await;
@@ -98,7 +97,7 @@ mod sqlite {
     /// Two stores on one file (two processes) race for the first key: the file decides.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn two_handles_one_first_key() {
-        let dir = std::env::temp_dir().join(store_node::harness::unique("store_keys_two"));
+        let dir = std::env::temp_dir().join(stores::unique("store_keys_two"));
         std::fs::create_dir_all(&dir).unwrap();
         let a = SqliteStore::open(dir.join("oauth.db")).await.unwrap();
         let b = SqliteStore::open(dir.join("oauth.db")).await.unwrap();
@@ -134,7 +133,7 @@ mod sqlite {
 #[cfg(feature = "postgres")]
 mod postgres {
     use mcp_oauth::store::sql::PostgresStore;
-    use store_node::harness::PgSchema;
+    use stores::PgSchema;
 
     use super::*;
 
@@ -189,7 +188,7 @@ mod postgres {
 #[cfg(feature = "redis")]
 mod redis {
     use mcp_oauth::store::redis::RedisStore;
-    use store_node::harness::RedisNamespace;
+    use stores::RedisNamespace;
 
     use super::*;
 

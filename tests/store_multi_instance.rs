@@ -1,5 +1,5 @@
-//! Two instances of the authorization server, as two processes (this test binary re-run as
-//! `examples/store_node.rs`) with separate memory but one store, behave as one server: they
+//! Two instances of the authorization server, as two processes (the `store_node` example
+//! binary) with separate memory but one store, behave as one server: they
 //! take their signing keys from the store (no key is handed to them) and publish the same
 //! JWKS; a client registers on A, authorizes on B, redeems the code on A, calls the MCP
 //! endpoint on B, refreshes on B, and a revocation on A is refused by B's layer on the very
@@ -9,22 +9,15 @@
 //! one key. Once on PostgreSQL, once on Redis (each skipped without its server, failed under
 //! `CI`).
 
-#[path = "../examples/store_node.rs"]
-#[allow(dead_code)]
-mod store_node;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::collections::HashMap;
 
 use base64::Engine as _;
 use serde_json::Value;
-use store_node::harness::flow::{Http, ISSUER};
-use store_node::harness::{Node, PgSchema, RedisNamespace};
-
-/// The node entry point: serves when this binary was started by `Node::spawn`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_node_child() {
-    store_node::harness::child_main().await;
-}
+use stores::flow::{Http, ISSUER};
+use stores::{Node, PgSchema, RedisNamespace};
 
 async fn scenario(backend: &str, env: HashMap<&'static str, String>) {
     let (a, b) = tokio::join!(Node::spawn(&env), Node::spawn(&env));
@@ -264,7 +257,7 @@ fn base_env(store: String, namespace: String) -> HashMap<&'static str, String> {
     HashMap::from([
         ("MCP_OAUTH_STORE", store),
         ("MCP_OAUTH_STORE_NAMESPACE", namespace),
-        ("MCP_OAUTH_ISSUER", ISSUER.to_owned()),
+        ("MCP_OAUTH_PUBLIC_URL", ISSUER.to_owned()),
         // No signing key: the nodes take theirs from the store.
         ("MCP_OAUTH_KEY_REFRESH_SECS", "2".to_owned()),
         ("MCP_OAUTH_INSECURE_ADMIN_ROUTES", "1".to_owned()),

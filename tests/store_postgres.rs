@@ -11,9 +11,8 @@
 //! for it and dropped after it. Without a server the tests say so and pass, except under `CI`,
 //! where they fail.
 
-#[path = "../examples/store_node.rs"]
-#[allow(dead_code)]
-mod store_node;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,7 +30,7 @@ use mcp_oauth::{McpOAuthConfig, oauth_router};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr as _;
-use store_node::harness::PgSchema;
+use stores::PgSchema;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::AbortHandle;
 use tower::ServiceExt as _;

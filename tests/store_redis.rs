@@ -9,9 +9,8 @@
 //! `redis://127.0.0.1:6379`. Every test uses a key prefix of its own and deletes its keys
 //! afterwards. Without a server the tests say so and pass, except under `CI`, where they fail.
 
-#[path = "../examples/store_node.rs"]
-#[allow(dead_code)]
-mod store_node;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use mcp_oauth::store::{
     AuthorizationCode, CodeTake, GrantStore, RefreshFamily, Rotation, SecretHash, StoreError,
     testkit,
 };
-use store_node::harness::RedisNamespace;
+use stores::RedisNamespace;
 
 /// Runs `body` with a store under a fresh prefix (its keys deleted afterwards, also when
 /// `body` panics), or reports the missing server.

@@ -1,5 +1,5 @@
 //! A durable store survives the process: the authorization server runs as a separate process
-//! (this test binary re-run as `examples/store_node.rs`), clients register and get refresh
+//! (the `store_node` example binary), clients register and get refresh
 //! tokens, then while refreshes and registrations are in flight the process is killed with
 //! `SIGKILL`, restarted on the same store with the same signing key, and every registered
 //! client, every refresh token (including those whose refresh was cut off by the kill: the
@@ -7,24 +7,17 @@
 //! minted before still works. Once on a SQLite file, once on PostgreSQL (a schema of its own;
 //! skipped without a server, failed under `CI`).
 
-#[path = "../examples/store_node.rs"]
-#[allow(dead_code)]
-mod store_node;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use store_node::harness::flow::{Http, ISSUER, Tokens};
-use store_node::harness::{Node, PgSchema, signing_key_pem, unique};
+use stores::flow::{Http, ISSUER, Tokens};
+use stores::{Node, PgSchema, signing_key_pem, unique};
 use tokio::sync::Mutex;
-
-/// The node entry point: serves when this binary was started by `Node::spawn`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_node_child() {
-    store_node::harness::child_main().await;
-}
 
 /// One client's grant as the client knows it.
 #[derive(Debug, Clone)]
@@ -183,7 +176,7 @@ async fn scenario(backend: &str, env: HashMap<&'static str, String>) {
 fn base_env(store: String) -> HashMap<&'static str, String> {
     HashMap::from([
         ("MCP_OAUTH_STORE", store),
-        ("MCP_OAUTH_ISSUER", ISSUER.to_owned()),
+        ("MCP_OAUTH_PUBLIC_URL", ISSUER.to_owned()),
         ("MCP_OAUTH_SIGNING_KEY_PEM", signing_key_pem()),
     ])
 }

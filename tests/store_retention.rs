@@ -8,9 +8,8 @@
 //! works in a schema or key prefix of its own. Without a server the tests say so and pass,
 //! except under `CI`, where they fail.
 
-#[path = "../examples/store_node.rs"]
-#[allow(dead_code)]
-mod store_node;
+#[path = "support/stores.rs"]
+mod stores;
 
 /// One `#[tokio::test]` per rule, each running `$run` with the rule's body.
 macro_rules! contract_tests {
@@ -110,7 +109,7 @@ mod sqlite {
     /// once and the counters persist.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn on_a_file_and_reopened() {
-        let dir = std::env::temp_dir().join(super::store_node::harness::unique("retention"));
+        let dir = std::env::temp_dir().join(super::stores::unique("retention"));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("oauth.db");
         let store = Arc::new(SqliteStore::open(&path).await.unwrap());
@@ -140,7 +139,7 @@ mod postgres {
     use mcp_oauth::store::GrantStore as _;
     use mcp_oauth::store::sql::PostgresStore;
 
-    use super::store_node::harness::PgSchema;
+    use super::stores::PgSchema;
 
     async fn with_store<F, Fut>(body: F)
     where
@@ -193,7 +192,7 @@ mod redis {
         TokenEndpointAuthMethod,
     };
 
-    use super::store_node::harness::RedisNamespace;
+    use super::stores::RedisNamespace;
 
     async fn with_ns<F, Fut>(body: F)
     where
@@ -310,7 +309,7 @@ where
     B: mcp_oauth::store::RateLimitStore,
 {
     use std::time::Duration;
-    let key = store_node::harness::unique("shared");
+    let key = stores::unique("shared");
     let t = 5_000_000;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..30 {
