@@ -67,7 +67,7 @@ use crate::store::ApplicationType;
 // callers of the old path (`server/mod.rs`, `server/authorize.rs`, `__fuzz.rs`).
 pub(crate) use crate::flows::register::{
     DEFAULT_REDIRECT_SCHEMES, all_loopback, check_redirect_uri, check_redirect_uri_with,
-    is_invisible_char, is_loopback_host, redirect_uri_matches,
+    is_invisible_char, redirect_uri_matches,
 };
 
 /// Largest registration body read.
