@@ -74,7 +74,7 @@ fn app(auto_approve: bool) -> (Router, AuthorizationServer, String) {
         .unwrap();
     let built =
         quickstart::build_with(&settings, bound, server, "bench-password".to_owned()).unwrap();
-    let server = built.config.authorization_server().unwrap().clone();
+    let server = built.server.clone();
     let resource = built.config.resource().to_owned();
     (built.app, server, resource)
 }

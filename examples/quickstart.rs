@@ -436,8 +436,10 @@ pub(crate) fn policy() -> AccessPolicy {
 pub(crate) struct Server {
     /// The axum app: `/mcp` behind the layer, plus every OAuth endpoint.
     pub(crate) app: Router,
-    /// The shared configuration (its `authorization_server()` is the embedded one).
+    /// The shared configuration.
     pub(crate) config: McpOAuthConfig,
+    /// The embedded authorization server.
+    pub(crate) server: AuthorizationServer,
     /// The demo user's password (generated when not configured). Also in `instructions`;
     /// the tests that include this file read it here.
     #[allow(dead_code)]
@@ -541,7 +543,7 @@ pub(crate) fn build_with(
         .default_scopes(["files:read"])
         .policy(policy())
         .allow_origin(INSPECTOR_ORIGIN)
-        .authorization_server(server)
+        .authorization_server(&server)
         .build()?;
 
     let files = demo_files();
@@ -550,11 +552,12 @@ pub(crate) fn build_with(
             MCP_PATH,
             McpOAuth::new(mcp_service(&host_of(&public)?, files), config.clone()),
         )
-        .merge(oauth_router(&config));
+        .merge(oauth_router(&config, &server));
     let instructions = instructions(settings, &config, &demo_password);
     Ok(Server {
         app,
         config,
+        server,
         demo_password,
         instructions,
     })
@@ -693,6 +696,8 @@ async fn main() -> Result<(), BoxError> {
     let server = build(&settings, bound).await?;
     print!("{}", server.instructions);
     tracing::info!(resource = server.config.resource(), "serving");
+    // The retention sweep runs while this handle lives.
+    let _upkeep = server.server.start_upkeep();
     println!("listening on http://{bound}");
     // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
     // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.

@@ -178,7 +178,7 @@ pub(crate) fn policy() -> AccessPolicy {
 }
 
 /// The configuration shared by the MCP endpoint and the axum route: scopes and hierarchy.
-fn config(public: &str, server: AuthorizationServer) -> McpOAuthConfigBuilder {
+fn config(public: &str, server: &AuthorizationServer) -> McpOAuthConfigBuilder {
     McpOAuthConfig::builder()
         .resource(format!("{public}{MCP_PATH}"))
         .issuer(public)
@@ -198,8 +198,10 @@ fn config(public: &str, server: AuthorizationServer) -> McpOAuthConfigBuilder {
 pub(crate) struct App {
     /// `/mcp`, `/admin/stats` and the OAuth endpoints.
     pub(crate) router: Router,
-    /// The MCP endpoint's configuration (its `authorization_server()` is the embedded one).
+    /// The MCP endpoint's configuration.
     pub(crate) config: McpOAuthConfig,
+    /// The embedded authorization server.
+    pub(crate) server: AuthorizationServer,
 }
 
 /// The app for a server bound at `bound`.
@@ -213,9 +215,9 @@ pub(crate) fn build(settings: &Settings, bound: SocketAddr) -> Result<App, BoxEr
             StaticUsers::new().with_password(&settings.demo_user, &settings.demo_password),
         )
         .build()?;
-    let mcp_config = config(&public, server.clone()).policy(policy()).build()?;
+    let mcp_config = config(&public, &server).policy(policy()).build()?;
     // Outside MCP there are no tools: every request to the axum routes needs a token.
-    let api_config = config(&public, server).build()?;
+    let api_config = config(&public, &server).build()?;
 
     let host = url::Url::parse(&public)?
         .host_str()
@@ -236,10 +238,11 @@ pub(crate) fn build(settings: &Settings, bound: SocketAddr) -> Result<App, BoxEr
     let router = Router::new()
         .route_service(MCP_PATH, McpOAuth::new(mcp, mcp_config.clone()))
         .merge(api)
-        .merge(oauth_router(&mcp_config));
+        .merge(oauth_router(&mcp_config, &server));
     Ok(App {
         router,
         config: mcp_config,
+        server,
     })
 }
 
@@ -268,6 +271,8 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "  tools: public_search (public), files_read (files:read), files_write (files:write), admin_reset (admin)"
     );
+    // The retention sweep runs while this handle lives.
+    let _upkeep = app.server.start_upkeep();
     println!("listening on http://{bound}");
     // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
     // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.

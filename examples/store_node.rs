@@ -229,7 +229,7 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
         .resource(format!("{issuer}/mcp"))
         .issuer(issuer.clone())
         .scope("read", "Read your data")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()?;
     let mut app = Router::new()
         .route(
@@ -243,7 +243,9 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), BoxError> {
             }),
         )
         .layer(McpOAuthLayer::new(cfg.clone()))
-        .merge(oauth_router(&cfg));
+        .merge(oauth_router(&cfg, &server));
+    // The retention sweep runs while this handle lives.
+    let _upkeep = server.start_upkeep();
     if settings.insecure_admin_routes {
         eprintln!(
             "INSECURE: serving unauthenticated admin routes (MCP_OAUTH_INSECURE_ADMIN_ROUTES)"

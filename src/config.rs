@@ -158,6 +158,34 @@ impl Compat {
     }
 }
 
+/// What the layer takes from an embedded authorization server, and nothing more: the keys it
+/// signs access tokens with, the revocation list of its grant store, and whether its
+/// authenticator is only safe on a loopback issuer. `server::AuthorizationServer` implements
+/// it (feature `server`); pass one (or a reference) to
+/// [`McpOAuthConfigBuilder::authorization_server`]. The configuration sits below the server:
+/// it never holds one, so a resource-server-only build has no server at all.
+pub trait LocalAuthorizationServer {
+    /// The key ring the server signs access tokens with (a cheap clone of a shared ring).
+    fn signing_keys(&self) -> KeyRing;
+    /// The revocation list backed by the server's grant store.
+    fn revoked_tokens(&self) -> Arc<dyn RevokedTokens>;
+    /// Whether the server's authenticator approves without checking anyone, so that the
+    /// configuration must refuse an issuer that is not on a loopback host.
+    fn loopback_issuer_only(&self) -> bool;
+}
+
+impl<T: LocalAuthorizationServer + ?Sized> LocalAuthorizationServer for &T {
+    fn signing_keys(&self) -> KeyRing {
+        (**self).signing_keys()
+    }
+    fn revoked_tokens(&self) -> Arc<dyn RevokedTokens> {
+        (**self).revoked_tokens()
+    }
+    fn loopback_issuer_only(&self) -> bool {
+        (**self).loopback_issuer_only()
+    }
+}
+
 /// What a layer needs, shared behind an `Arc` by the layer, its services and the routers.
 pub(crate) struct Inner {
     pub(crate) resources: Vec<String>,
@@ -178,7 +206,6 @@ pub(crate) struct Inner {
     pub(crate) compat: Vec<Compat>,
     pub(crate) key_ring: Option<KeyRing>,
     pub(crate) leeway: Duration,
-    pub(crate) auth_server: Option<crate::server::AuthorizationServer>,
     pub(crate) challenge_style: crate::resource::ChallengeStyleRule,
     pub(crate) shape_tools_list: bool,
     pub(crate) filter_tools_list: bool,
@@ -282,12 +309,6 @@ impl McpOAuthConfig {
         &self.inner.compat
     }
 
-    /// The embedded authorization server, when configured.
-    #[must_use]
-    pub fn authorization_server(&self) -> Option<&crate::server::AuthorizationServer> {
-        self.inner.auth_server.as_ref()
-    }
-
     /// The clock leeway verifiers built by the configuration use.
     #[must_use]
     pub fn leeway(&self) -> Duration {
@@ -315,7 +336,9 @@ pub struct McpOAuthConfigBuilder {
     verifier: Option<Arc<dyn TokenVerifier>>,
     key_ring: Option<KeyRing>,
     revocation: Option<Arc<dyn RevokedTokens>>,
-    auth_server: Option<crate::server::AuthorizationServer>,
+    /// Set by [`authorization_server`](Self::authorization_server) when the server's
+    /// authenticator is only safe on a loopback issuer.
+    loopback_issuer_only: bool,
     challenge_style: crate::resource::ChallengeStyleRule,
     shape_tools_list: bool,
     filter_tools_list: bool,
@@ -344,7 +367,7 @@ impl Default for McpOAuthConfigBuilder {
             verifier: None,
             key_ring: None,
             revocation: None,
-            auth_server: None,
+            loopback_issuer_only: false,
             challenge_style: crate::resource::ChallengeStyleRule::default(),
             shape_tools_list: true,
             filter_tools_list: false,
@@ -448,17 +471,19 @@ impl McpOAuthConfigBuilder {
         self
     }
 
-    /// Makes this configuration's issuer the embedded authorization server, served by
-    /// [`oauth_router`](crate::oauth_router). Its key ring and revocation list become the
-    /// layer's local verifier (unless set explicitly).
-    pub fn authorization_server(mut self, server: crate::server::AuthorizationServer) -> Self {
+    /// Makes this configuration's issuer the embedded authorization server (any
+    /// [`LocalAuthorizationServer`], such as `server::AuthorizationServer`, or a reference to
+    /// one): its key ring and revocation list become the layer's local verifier (unless set
+    /// explicitly), and `build()` refuses an issuer its authenticator is not safe with. The
+    /// configuration does not keep the server: serve it with `oauth_router(&cfg, &server)`.
+    pub fn authorization_server(mut self, server: impl LocalAuthorizationServer) -> Self {
         if self.key_ring.is_none() {
-            self.key_ring = Some(server.key_ring().clone());
+            self.key_ring = Some(server.signing_keys());
         }
         if self.revocation.is_none() {
-            self.revocation = Some(server.revocations());
+            self.revocation = Some(server.revoked_tokens());
         }
-        self.auth_server = Some(server);
+        self.loopback_issuer_only |= server.loopback_issuer_only();
         self
     }
 
@@ -570,8 +595,8 @@ impl McpOAuthConfigBuilder {
         }
         let issuer = self.issuer.ok_or(ConfigError::MissingIssuer)?;
         check_public_url("issuer", &issuer, true)?;
-        if let Some(server) = &self.auth_server {
-            server.check_issuer(&issuer)?;
+        if self.loopback_issuer_only {
+            check_loopback_issuer(&issuer)?;
         }
         crate::verify::check_leeway(self.leeway.as_secs())?;
 
@@ -685,7 +710,6 @@ impl McpOAuthConfigBuilder {
                 compat: self.compat,
                 key_ring: self.key_ring,
                 leeway: self.leeway,
-                auth_server: self.auth_server,
                 challenge_style: self.challenge_style,
                 shape_tools_list: self.shape_tools_list,
                 filter_tools_list: self.filter_tools_list,
@@ -701,6 +725,22 @@ impl McpOAuthConfigBuilder {
 
 fn is_loopback_host(host: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// Refuses an issuer that is not on a loopback host, for an authenticator that approves
+/// everyone ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove)).
+fn check_loopback_issuer(issuer: &str) -> Result<(), ConfigError> {
+    let loopback = url::Url::parse(issuer)
+        .ok()
+        .and_then(|u| u.host_str().map(is_loopback_host))
+        .unwrap_or(false);
+    if loopback {
+        Ok(())
+    } else {
+        Err(ConfigError::InsecureAuthenticator {
+            issuer: issuer.to_owned(),
+        })
+    }
 }
 
 /// Validates a resource or issuer string as clients will compare it.

@@ -12,11 +12,15 @@
 //!   [`AccessPolicy`](resource::AccessPolicy), and refuses with exactly the `401`/`403`
 //!   challenges clients act on; [`protected_resource_router`] serves the RFC 9728 metadata
 //!   those challenges point to.
-//! - **The embedded authorization server.** [`oauth_router`] with an
-//!   [`AuthorizationServer`](server::AuthorizationServer) serves discovery, dynamic client
-//!   registration, `/authorize` with login and consent pages, `/token`, revocation,
+//! - **The embedded authorization server** (feature `server`, on by default).
+//!   `oauth_router(&cfg, &server)` with an `AuthorizationServer` serves discovery, dynamic
+//!   client registration, `/authorize` with login and consent pages, `/token`, revocation,
 //!   introspection and the signing keys, storing its state in a [`store`] (memory, SQLite,
-//!   PostgreSQL or Redis).
+//!   PostgreSQL or Redis). The configuration never holds the server: it takes only the
+//!   server's keys and revocation list, through
+//!   [`LocalAuthorizationServer`](config::LocalAuthorizationServer). Nothing runs in the
+//!   background until you call `AuthorizationServer::start_upkeep` (the retention sweep;
+//!   see `server::retention`), once, inside the runtime that serves the router.
 //!
 //! Tools declare what they need with [`requires_scopes`] and [`public_tool`] (feature
 //! `macros`), collected by [`scoped_tools`] into the policy, so the layer answers a missing
@@ -44,20 +48,22 @@
 //!     .scope_implies("files:write", ["files:read"])
 //!     .default_scopes(["files:read"])
 //!     .policy(AccessPolicy::new().lazy().public_tool("search").tool_scopes("write", ["files:write"]))
-//!     .authorization_server(server)
+//!     .authorization_server(&server)
 //!     .build()?;
 //!
 //! # let mcp_service = axum::routing::any(|| async { "mcp" });
 //! let app = Router::new()
 //!     .route_service("/mcp", mcp_service)  // e.g. rmcp's StreamableHttpService
 //!     .layer(McpOAuthLayer::new(cfg.clone()))
-//!     .merge(oauth_router(&cfg));
+//!     .merge(oauth_router(&cfg, &server));
 //! // TCP_NODELAY on every connection: MCP servers answer over SSE in several writes, and
 //! // without it each request after the first on a keep-alive connection waits ~40 ms.
 //! use axum::serve::ListenerExt as _;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000")
 //!     .await?
 //!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
+//! // Background upkeep (the retention sweep) runs while this handle lives.
+//! let _upkeep = server.start_upkeep();
 //! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
 //! # Ok(()) }
 //! ```

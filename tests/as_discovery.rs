@@ -38,10 +38,11 @@ fn app(issuer: &str, builder: AuthorizationServerBuilder) -> (AuthorizationServe
         .issuer(issuer)
         .scope("files:read", "Read files")
         .scope("files:write", "Write files")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()
         .unwrap();
-    (server, oauth_router(&cfg))
+    let router = oauth_router(&cfg, &server);
+    (server, router)
 }
 
 struct Reply {

@@ -89,7 +89,7 @@ fn harness_with(issuer: &str, builder: AuthorizationServerBuilder) -> Harness {
         .issuer(issuer)
         .scope("read", "Read")
         .scope("write", "Write")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()
         .unwrap();
     let whoami = post(|auth: Auth| async move {
@@ -103,7 +103,7 @@ fn harness_with(issuer: &str, builder: AuthorizationServerBuilder) -> Harness {
         .route("/mcp", whoami.clone())
         .route("/other", whoami)
         .layer(McpOAuthLayer::new(cfg.clone()))
-        .merge(oauth_router(&cfg));
+        .merge(oauth_router(&cfg, &server));
     Harness { server, app }
 }
 

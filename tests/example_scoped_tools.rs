@@ -61,12 +61,7 @@ async fn start() -> Running {
         demo_password: "demo-password-123".to_owned(),
     };
     let app = scoped_tools::build(&settings, bound).unwrap();
-    let ring = app
-        .config
-        .authorization_server()
-        .expect("the example embeds its authorization server")
-        .key_ring()
-        .clone();
+    let ring = app.server.key_ring().clone();
     let resource = app.config.resource().to_owned();
     let router = app.router;
     let task = tokio::spawn(async move {

@@ -103,13 +103,13 @@ fn instance(ring: KeyRing) -> (AuthorizationServer, Router) {
         .resource(RESOURCE)
         .issuer(ISSUER)
         .scope("read", "Read")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()
         .unwrap();
     let app = Router::new()
         .route("/mcp", post(|| async { "ok" }))
         .layer(McpOAuthLayer::new(&cfg))
-        .merge(oauth_router(&cfg));
+        .merge(oauth_router(&cfg, &server));
     (server, app)
 }
 

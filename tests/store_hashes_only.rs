@@ -144,13 +144,13 @@ async fn run_flow<S: ClientStore + GrantStore>(store: S) -> Secrets {
         .resource(format!("{base}/mcp"))
         .issuer(&base)
         .scope("read", "Read")
-        .authorization_server(server)
+        .authorization_server(&server)
         .build()
         .unwrap();
     let app = axum::Router::new()
         .route("/mcp", axum::routing::post(|| async { "ok" }))
         .layer(McpOAuthLayer::new(&cfg))
-        .merge(oauth_router(&cfg));
+        .merge(oauth_router(&cfg, &server));
     let serving = tokio::spawn(async move {
         axum::serve(
             listener,

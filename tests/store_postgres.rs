@@ -445,10 +445,10 @@ async fn token_endpoint_answers_503_quickly_while_postgres_is_down() {
                 .resource(RESOURCE)
                 .issuer("https://mcp.example.com")
                 .scope("read", "Read")
-                .authorization_server(server.clone())
+                .authorization_server(&server)
                 .build()
                 .unwrap();
-            let app: Router = oauth_router(&cfg);
+            let app: Router = oauth_router(&cfg, &server);
             let grants = server.grant_store().clone();
             let mut codes = Vec::new();
             for i in 0..3 {

@@ -28,14 +28,23 @@
 //!     .resource("http://127.0.0.1:8000/mcp")
 //!     .issuer("http://127.0.0.1:8000")
 //!     .scope("read", "Read your data")
-//!     .authorization_server(server)
+//!     .authorization_server(&server)
 //!     .build()
 //!     .unwrap();
 //! let app: Router = Router::new()
 //!     .route("/mcp", axum::routing::post(|| async { "mcp" }))
 //!     .layer(McpOAuthLayer::new(&cfg))
-//!     .merge(oauth_router(&cfg));
+//!     .merge(oauth_router(&cfg, &server));
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Inside the Tokio runtime that serves the app: sweeps expired state until dropped.
+//! let upkeep = server.start_upkeep();
+//! assert!(upkeep.is_running());
+//! # });
 //! ```
+//!
+//! Building the router starts nothing in the background: call
+//! [`AuthorizationServer::start_upkeep`] once, inside the runtime, and keep the handle for as
+//! long as the server runs (see [`retention`]).
 
 pub mod pages;
 pub mod retention;
@@ -60,7 +69,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use rate_limit::RateLimit;
-pub use retention::{Retention, SweepReport};
+pub use retention::{Retention, SweepReport, UpkeepHandle};
 pub use router::oauth_router;
 
 use crate::authn::{ScopePolicy, UserAuthenticator};
@@ -197,12 +206,13 @@ pub(crate) struct ServerInner {
     /// Whether a dynamically registered client's `scope` caps what it is granted.
     pub(crate) registered_scope_is_ceiling: bool,
     pub(crate) upkeep: retention::Upkeep,
-    pub(crate) sweeper: retention::Sweeper,
 }
 
 /// The embedded authorization server's settings and collaborators. Build one with
-/// [`AuthorizationServer::builder`] and hand it to
-/// [`McpOAuthConfigBuilder::authorization_server`](crate::McpOAuthConfigBuilder::authorization_server).
+/// [`AuthorizationServer::builder`], hand it (or a reference) to
+/// [`McpOAuthConfigBuilder::authorization_server`](crate::McpOAuthConfigBuilder::authorization_server)
+/// so the layer verifies its tokens, serve it with [`oauth_router`]`(&cfg, &server)`, and
+/// start its background upkeep with [`start_upkeep`](Self::start_upkeep).
 #[derive(Clone)]
 pub struct AuthorizationServer {
     pub(crate) inner: Arc<ServerInner>,
@@ -287,30 +297,24 @@ impl AuthorizationServer {
         &self.inner.clients
     }
 
-    /// Refuses an issuer the authenticator is not safe with (an
-    /// [`InsecureAutoApprove`](crate::authn::InsecureAutoApprove) on a host that is not
-    /// loopback); called by [`McpOAuthConfigBuilder::build`](crate::McpOAuthConfigBuilder::build).
-    pub(crate) fn check_issuer(&self, issuer: &str) -> Result<(), ConfigError> {
-        if !self.inner.authenticator.loopback_issuer_only() {
-            return Ok(());
-        }
-        let loopback = url::Url::parse(issuer)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .is_some_and(|h| register::is_loopback_host(&h));
-        if loopback {
-            Ok(())
-        } else {
-            Err(ConfigError::InsecureAuthenticator {
-                issuer: issuer.to_owned(),
-            })
-        }
-    }
-
     /// A revocation list backed by the grant store, for the layer's local verifier.
     #[must_use]
     pub fn revocations(&self) -> Arc<dyn RevokedTokens> {
         Arc::new(StoreRevocations(self.inner.grants.clone()))
+    }
+}
+
+impl crate::config::LocalAuthorizationServer for AuthorizationServer {
+    fn signing_keys(&self) -> KeyRing {
+        self.inner.key_ring.clone()
+    }
+
+    fn revoked_tokens(&self) -> Arc<dyn RevokedTokens> {
+        self.revocations()
+    }
+
+    fn loopback_issuer_only(&self) -> bool {
+        self.inner.authenticator.loopback_issuer_only()
     }
 }
 
@@ -733,7 +737,6 @@ impl AuthorizationServerBuilder {
                 redirect_schemes: self.redirect_schemes,
                 registered_scope_is_ceiling: self.registered_scope_is_ceiling,
                 upkeep,
-                sweeper: retention::Sweeper::default(),
             }),
         })
     }
