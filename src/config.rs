@@ -76,8 +76,11 @@ pub enum ConfigError {
     #[error(transparent)]
     InvalidScope(#[from] InvalidScope),
     /// A default or policy scope is not among the supported scopes.
-    #[error("scope {0:?} is used but not declared: add it with `.scope(name, description)`")]
-    UndeclaredScope(String),
+    #[error("scope {scope:?} is used but not declared: add it with `.scope(name, description)`")]
+    UndeclaredScope {
+        /// The scope used.
+        scope: String,
+    },
     /// An authorization server was configured without a user authenticator.
     #[error(
         "no user authenticator: call `.authenticator(StaticUsers::new()...)` (or `HostSession`, or your own `UserAuthenticator`)"
@@ -97,10 +100,29 @@ pub enum ConfigError {
     },
     /// A key could not be generated or loaded.
     #[error("signing key: {0}")]
-    Key(String),
+    Key(#[from] crate::keys::KeyError),
+    /// A shared key ring keeps retired keys for less time than access tokens live, so tokens
+    /// would stop verifying before they expire.
+    #[error(
+        "retired keys are kept {} s (`retain_retired_for`), but access tokens live {} s: keep them at least {} s so no token outlives its key",
+        retention.as_secs(), access_token_ttl.as_secs(), needed.as_secs()
+    )]
+    KeyRetentionTooShort {
+        /// How long the ring keeps retired keys.
+        retention: Duration,
+        /// How long access tokens live.
+        access_token_ttl: Duration,
+        /// The least retention that is safe.
+        needed: Duration,
+    },
     /// A configured client is not acceptable.
-    #[error("invalid client: {0}")]
-    InvalidClient(String),
+    #[error("invalid client {client_id:?}: {problem}")]
+    InvalidClient {
+        /// The client's id.
+        client_id: String,
+        /// What is wrong with it.
+        problem: ClientProblem,
+    },
     /// `offline_access` was declared as a resource scope.
     #[error(
         "`offline_access` is an authorization-server scope; the MCP spec says a resource SHOULD NOT advertise it"
@@ -116,6 +138,31 @@ pub enum ConfigError {
         /// The issuer given.
         issuer: String,
     },
+}
+
+/// What is wrong with a configured client ([`ConfigError::InvalidClient`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientProblem {
+    /// Client ids beginning with `https://` are reserved for client ID metadata documents.
+    #[error("client ids beginning with https:// are reserved for client ID metadata documents")]
+    ReservedId,
+    /// A redirect URI breaks the registration policy.
+    #[error("redirect URI {uri:?}: {reason}")]
+    RedirectUri {
+        /// The redirect URI.
+        uri: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An introspection client must be confidential (it authenticates with a secret).
+    #[error("an introspection client must be confidential (it authenticates with a secret)")]
+    IntrospectionClientNotConfidential,
+    /// An introspection client must be one of the configured clients.
+    #[error(
+        "introspection clients must be configured with `.client(StaticClient::confidential(..))`"
+    )]
+    IntrospectionClientNotConfigured,
 }
 
 /// A named compatibility switch: behaviour the specs do not ask for but some real client or
@@ -626,7 +673,9 @@ impl McpOAuthConfigBuilder {
         if !scopes.is_empty() {
             for s in default_scopes.iter().chain(self.policy.all_scopes().iter()) {
                 if !declared(s.as_str()) {
-                    return Err(ConfigError::UndeclaredScope(s.to_string()));
+                    return Err(ConfigError::UndeclaredScope {
+                        scope: s.to_string(),
+                    });
                 }
             }
         }

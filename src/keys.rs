@@ -36,6 +36,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::Serialize;
 
+#[cfg(feature = "server")]
 pub(crate) use shared::RETENTION_MARGIN;
 pub use shared::{RotationOutcome, StoreRingBuilder};
 
@@ -84,7 +85,7 @@ impl SigningAlgorithm {
 }
 
 /// A key could not be generated, loaded or used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
     /// The system's key generation failed.

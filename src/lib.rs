@@ -30,6 +30,7 @@
 //! ## Quick start: the embedded authorization server
 //!
 //! ```no_run
+//! # #[cfg(feature = "server")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use axum::Router;
 //! use mcp_oauth::authn::StaticUsers;
@@ -149,7 +150,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `aws-lc-rs` | yes | the crypto backend (required) |
-//! | `consent-page` | yes | built-in login and consent pages (askama) |
+//! | `server` | yes | the embedded authorization server (`server`, `authn`, `oauth_router`); off, the crate is a resource server only and pulls no `argon2` or `askama` |
+//! | `consent-page` | yes | built-in login and consent pages (askama); implies `server` |
 //! | `macros` | yes | `#[requires_scopes]`, `#[public_tool]`, `#[scoped_tools]` |
 //! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
 //! | `introspection` | no | `IntrospectionVerifier` for opaque tokens (RFC 7662) |
@@ -159,17 +161,22 @@
 //! | `redis` | no | [`RedisStore`](store::redis::RedisStore): state shared by instances |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod authn;
 pub mod config;
 pub mod context;
 mod crypto;
 pub mod error;
+#[cfg(feature = "server")]
 mod flows;
 pub mod issuer;
 pub mod keys;
 pub mod metadata;
 pub mod resource;
 pub mod scope;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 pub mod store;
 mod util;
@@ -179,11 +186,14 @@ pub use config::{Compat, ConfigError, McpOAuthConfig, McpOAuthConfigBuilder};
 pub use context::{AuthContext, TokenKind};
 pub use metadata::{protected_resource_metadata, protected_resource_router};
 pub use resource::{Auth, McpOAuth, McpOAuthLayer, Scoped};
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use server::oauth_router;
 
 #[doc(hidden)]
 pub mod __private;
 
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub mod __fuzz;
 

@@ -1,6 +1,8 @@
 //! The authorization endpoint driven as a browser would: follow the pages, carry the cookie,
 //! read the hidden fields from the HTML, submit the forms. Every MUST has a negative test.
 
+#![cfg(feature = "server")]
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
 

@@ -5,6 +5,8 @@
 //!
 //! Each test names the item it covers; each fails on the code before the fix.
 
+#![cfg(feature = "server")]
+
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -767,7 +769,7 @@ impl UserAuthenticator for Saturated {
         Ok(mcp_oauth::authn::Authentication::ShowLoginPage)
     }
     async fn verify_password(&self, _u: &str, _p: &str) -> Result<Option<User>, AuthnError> {
-        Err(AuthnError("too many password checks are waiting".into()))
+        Err(AuthnError::Overloaded)
     }
 }
 

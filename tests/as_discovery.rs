@@ -1,6 +1,8 @@
 //! Authorization server metadata (RFC 8414 / OIDC discovery), the JWKS endpoint and the
 //! operator stats endpoint, driven through `oauth_router` as an application mounts it.
 
+#![cfg(feature = "server")]
+
 use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;

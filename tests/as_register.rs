@@ -1,6 +1,8 @@
 //! RFC 7591 dynamic client registration: what real clients send is accepted, everything
 //! dangerous or unsupported is refused with the right error.
 
+#![cfg(feature = "server")]
+
 use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};

@@ -5,6 +5,8 @@
 //! registration budget (in process, and on PostgreSQL and Redis with their features); a
 //! failing limiter fails open.
 
+#![cfg(feature = "server")]
+
 #[path = "../examples/store_node.rs"]
 #[allow(dead_code)]
 mod store_node;

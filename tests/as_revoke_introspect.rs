@@ -2,6 +2,8 @@
 //! MCP endpoint behind `McpOAuthLayer` (configured by `.authorization_server(&server)`) to prove
 //! that a revoked token really stops working, cached or not.
 
+#![cfg(feature = "server")]
+
 use axum::Router;
 use axum::body::Body;
 use axum::routing::post;

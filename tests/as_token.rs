@@ -3,6 +3,8 @@
 //! are put straight into the grant store (the authorize endpoint is tested on its own).
 //! Every response is checked to be JSON and never a 500.
 
+#![cfg(feature = "server")]
+
 use std::sync::Arc;
 use std::time::Duration;
 

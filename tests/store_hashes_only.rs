@@ -22,6 +22,8 @@
 //! (defaults `postgres://postgres@127.0.0.1:5432/test`, `redis://127.0.0.1:6379`). Without a
 //! server a test says so and passes, except under `CI`, where it fails.
 
+#![cfg(feature = "server")]
+
 use std::net::SocketAddr;
 use std::str::FromStr as _;
 use std::time::Duration;

@@ -11,6 +11,8 @@
 //! for it and dropped after it. Without a server the tests say so and pass, except under `CI`,
 //! where they fail.
 
+#![cfg(feature = "server")]
+
 #[path = "../examples/store_node.rs"]
 #[allow(dead_code)]
 mod store_node;

@@ -1,10 +1,9 @@
 use axum::Router;
 use http::Method;
-use tower_http::cors::{Any, CorsLayer};
 
 use super::{AsContext, AuthorizationServer};
 use crate::config::McpOAuthConfig;
-use crate::metadata::protected_resource_router;
+use crate::metadata::{protected_resource_router, public_cors};
 
 /// Every endpoint of `server` plus the protected-resource metadata of `cfg`, ready to merge
 /// next to the MCP endpoint. The resource-server-only mode (no embedded server) serves
@@ -23,12 +22,7 @@ pub fn oauth_router<S: Clone + Send + Sync + 'static>(
     let ctx = AsContext::new(cfg, server);
     // Browser clients (the Inspector, web SDK clients) call these cross-origin: CORS `*`
     // without credentials. `/authorize` is a navigation and gets none.
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers(Any)
-        .expose_headers(Any)
-        .max_age(std::time::Duration::from_secs(86_400));
+    let cors = public_cors(&[Method::GET, Method::POST]);
     let machine = Router::new()
         .merge(super::discovery::routes(&ctx))
         .merge(super::register::routes(&ctx))
