@@ -500,3 +500,6 @@ pub(super) fn check_range(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
