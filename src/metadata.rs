@@ -139,3 +139,44 @@ pub fn protected_resource_router<S: Clone + Send + Sync + 'static>(
     }
     router.layer(public_cors(&[Method::GET]))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::{Method, Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::verify::ApiKeyVerifier;
+
+    #[tokio::test]
+    async fn metadata_preflight_is_public_get_only_without_credentials() {
+        let cfg = McpOAuthConfig::builder()
+            .resource("https://mcp.example.com/mcp")
+            .issuer("https://auth.example.com")
+            .verifier(ApiKeyVerifier::new())
+            .build()
+            .unwrap();
+        let app: Router = protected_resource_router(&cfg);
+        let res = app
+            .oneshot(
+                Request::builder()
+                    .method(Method::OPTIONS)
+                    .uri("/.well-known/oauth-protected-resource/mcp")
+                    .header("origin", "https://evil.example")
+                    .header("access-control-request-method", "GET")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let h = res.headers();
+        assert_eq!(h["access-control-allow-origin"], "*");
+        let methods = h["access-control-allow-methods"].to_str().unwrap();
+        assert!(methods.contains("GET"), "{methods}");
+        assert!(!methods.contains("POST"), "{methods}");
+        assert!(h.get("access-control-allow-credentials").is_none());
+        assert_eq!(h["access-control-max-age"], "86400");
+    }
+}

@@ -254,7 +254,7 @@ impl StoreRingBuilder {
     ///
     /// # Errors
     /// [`KeyError::Store`] when the store is unreachable or holds a current key that cannot
-    /// be loaded; [`KeyError::Invalid`] for a setting out of range;
+    /// be loaded; [`KeyError::InvalidSetting`] for a setting out of range;
     /// [`KeyError::Generation`] when no key could be generated.
     pub async fn open(self) -> Result<KeyRing, KeyError> {
         crate::crypto::install_provider();
@@ -265,17 +265,21 @@ impl StoreRingBuilder {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
-            return Err(KeyError::Invalid(format!(
-                "ring name {:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'",
-                self.ring
-            )));
+            return Err(KeyError::InvalidSetting {
+                setting: "ring_name",
+                reason: format!(
+                    "{:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'",
+                    self.ring
+                ),
+            });
         }
-        let check = |what: &str, d: Duration, min: u64, max: u64| {
+        let check = |what: &'static str, d: Duration, min: u64, max: u64| {
             let s = d.as_secs();
             if s < min || s > max {
-                return Err(KeyError::Invalid(format!(
-                    "{what} must be between {min} and {max} seconds, got {s}"
-                )));
+                return Err(KeyError::InvalidSetting {
+                    setting: what,
+                    reason: format!("must be between {min} and {max} seconds, got {s}"),
+                });
             }
             Ok(())
         };
