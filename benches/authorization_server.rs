@@ -61,8 +61,7 @@ fn app(auto_approve: bool) -> (Router, AuthorizationServer, String) {
         .authorize_rate_limit(RateLimit::unlimited())
         .build()
         .unwrap();
-    let (app, config) = quickstart_app::app(&format!("http://{ADDR}"), server);
-    let server = config.authorization_server().unwrap().clone();
+    let (app, config) = quickstart_app::app(&format!("http://{ADDR}"), server.clone());
     let resource = config.resource().to_owned();
     (app, server, resource)
 }

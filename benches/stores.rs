@@ -117,11 +117,11 @@ fn app<S: ClientStore + GrantStore>(store: S) -> Bench {
         .resource(format!("{ISSUER}/mcp"))
         .issuer(ISSUER)
         .scope("read", "Read")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()
         .unwrap();
     Bench {
-        app: oauth_router(&cfg),
+        app: oauth_router(&cfg, &server),
         grants: server.grant_store().clone(),
         n: std::sync::atomic::AtomicU64::new(0),
     }

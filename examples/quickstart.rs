@@ -26,7 +26,7 @@ use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
 use mcp_oauth::keys::KeyRing;
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::scope::ScopeSet;
-use mcp_oauth::server::{AuthorizationServer, StaticClient};
+use mcp_oauth::server::{AuthorizationServer, StaticClient, UpkeepHandle};
 use mcp_oauth::store::sql::SqliteStore;
 use mcp_oauth::{
     Auth, McpOAuth, McpOAuthConfig, oauth_router, public_tool, requires_scopes, scoped_tools,
@@ -178,7 +178,7 @@ async fn app(
     args: &Args,
     public: &str,
     password: &str,
-) -> Result<(Router, McpOAuthConfig), BoxError> {
+) -> Result<(Router, McpOAuthConfig, UpkeepHandle), BoxError> {
     let ceiling = args
         .demo_scopes
         .as_deref()
@@ -215,6 +215,7 @@ async fn app(
             .key_ring(KeyRing::from_store(store.clone()).open().await?)
             .store(store);
     }
+    let server = server.build()?;
     let config = McpOAuthConfig::builder()
         .resource(format!("{public}/mcp"))
         .issuer(public)
@@ -229,7 +230,7 @@ async fn app(
                 .tools(Files::tool_requirements().iter().copied()),
         )
         .allow_origin("http://localhost:6274") // the MCP Inspector's web page
-        .authorization_server(server.build()?)
+        .authorization_server(&server)
         .build()?;
 
     // rmcp accepts only loopback `Host`s by default: add the public host (tunnels, proxies).
@@ -251,8 +252,10 @@ async fn app(
     );
     let app = Router::new()
         .route_service("/mcp", McpOAuth::new(mcp, config.clone()))
-        .merge(oauth_router(&config));
-    Ok((app, config))
+        .merge(oauth_router(&config, &server));
+    // The retention sweep (expired grants, idle clients) runs while this handle lives.
+    let upkeep = server.start_upkeep();
+    Ok((app, config, upkeep))
 }
 
 #[tokio::main]
@@ -276,7 +279,7 @@ async fn main() -> Result<(), BoxError> {
         None => format!("http://{bound}"),
     };
     let password = args.demo_password.clone().unwrap_or_else(random_password);
-    let (app, config) = app(&args, &public, &password).await?;
+    let (app, config, _upkeep) = app(&args, &public, &password).await?;
 
     let url = config.resource();
     let user = &args.demo_user;

@@ -32,7 +32,7 @@ use axum::serve::ListenerExt as _;
 use clap::Parser;
 use mcp_oauth::authn::StaticUsers;
 use mcp_oauth::resource::AccessPolicy;
-use mcp_oauth::server::AuthorizationServer;
+use mcp_oauth::server::{AuthorizationServer, UpkeepHandle};
 use mcp_oauth::{
     Auth, McpOAuth, McpOAuthConfig, McpOAuthConfigBuilder, McpOAuthLayer, oauth_router,
     public_tool, requires_scopes, scoped_tools,
@@ -126,7 +126,7 @@ async fn admin_stats(auth: Auth) -> String {
 }
 
 /// The configuration shared by the MCP endpoint and the axum route: scopes and hierarchy.
-fn config(public: &str, server: AuthorizationServer) -> McpOAuthConfigBuilder {
+fn config(public: &str, server: &AuthorizationServer) -> McpOAuthConfigBuilder {
     McpOAuthConfig::builder()
         .resource(format!("{public}/mcp"))
         .issuer(public)
@@ -142,7 +142,7 @@ fn config(public: &str, server: AuthorizationServer) -> McpOAuthConfigBuilder {
 }
 
 /// Everything the library is asked for: `/mcp`, `/admin/stats` and the OAuth endpoints.
-fn app(public: &str, user: &str, password: &str) -> Result<Router, BoxError> {
+fn app(public: &str, user: &str, password: &str) -> Result<(Router, UpkeepHandle), BoxError> {
     let server = AuthorizationServer::builder()
         .authenticator(StaticUsers::new().with_password(user, password))
         .build()?;
@@ -150,9 +150,9 @@ fn app(public: &str, user: &str, password: &str) -> Result<Router, BoxError> {
     let policy = AccessPolicy::new()
         .lazy()
         .tools(ScopedServer::tool_requirements().iter().copied());
-    let mcp_config = config(public, server.clone()).policy(policy).build()?;
+    let mcp_config = config(public, &server).policy(policy).build()?;
     // Outside MCP there are no tools: every request to the axum routes needs a token.
-    let api_config = config(public, server).build()?;
+    let api_config = config(public, &server).build()?;
     // rmcp accepts only loopback `Host`s by default: add the public host (tunnels, proxies).
     let host = url::Url::parse(public)?
         .host_str()
@@ -170,10 +170,12 @@ fn app(public: &str, user: &str, password: &str) -> Result<Router, BoxError> {
     let api = Router::new()
         .route("/admin/stats", get(admin_stats))
         .layer(McpOAuthLayer::new(api_config));
-    Ok(Router::new()
+    let app = Router::new()
         .route_service("/mcp", McpOAuth::new(mcp, mcp_config.clone()))
         .merge(api)
-        .merge(oauth_router(&mcp_config)))
+        .merge(oauth_router(&mcp_config, &server));
+    // The retention sweep (expired grants, idle clients) runs while this handle lives.
+    Ok((app, server.start_upkeep()))
 }
 
 #[tokio::main]
@@ -192,7 +194,7 @@ async fn main() -> Result<(), BoxError> {
         None => format!("http://{bound}"),
     };
     let password = args.demo_password.clone().unwrap_or_else(random_password);
-    let app = app(&public, &args.demo_user, &password)?;
+    let (app, _upkeep) = app(&public, &args.demo_user, &password)?;
 
     println!("mcp-oauth scoped_tools\n  MCP server URL: {public}/mcp");
     println!(

@@ -211,7 +211,7 @@ async fn main() -> Result<(), BoxError> {
         .resource(format!("{issuer}/mcp"))
         .issuer(&issuer)
         .scope("read", "Read your data")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()?;
     let whoami = |auth: Auth| async move {
         axum::Json(
@@ -221,7 +221,9 @@ async fn main() -> Result<(), BoxError> {
     let mut app = Router::new()
         .route("/mcp", post(whoami))
         .layer(McpOAuthLayer::new(config.clone()))
-        .merge(oauth_router(&config));
+        .merge(oauth_router(&config, &server));
+    // The retention sweep (expired grants, idle clients) runs while this handle lives.
+    let _upkeep = server.start_upkeep();
     if args.insecure_admin_routes {
         eprintln!(
             "INSECURE: serving unauthenticated admin routes (MCP_OAUTH_INSECURE_ADMIN_ROUTES)"

@@ -124,10 +124,10 @@ impl Harness {
             .issuer(ISSUER)
             .scope("read", "Read")
             .scope("write", "Write")
-            .authorization_server(server)
+            .authorization_server(&server)
             .build()
             .expect("the fuzzing config builds");
-        Self::new(oauth_router(&cfg))
+        Self::new(oauth_router(&cfg, &server))
     }
 
     fn layer() -> Self {

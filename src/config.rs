@@ -76,8 +76,11 @@ pub enum ConfigError {
     #[error(transparent)]
     InvalidScope(#[from] InvalidScope),
     /// A default or policy scope is not among the supported scopes.
-    #[error("scope {0:?} is used but not declared: add it with `.scope(name, description)`")]
-    UndeclaredScope(String),
+    #[error("scope {scope:?} is used but not declared: add it with `.scope(name, description)`")]
+    UndeclaredScope {
+        /// The scope used.
+        scope: String,
+    },
     /// An authorization server was configured without a user authenticator.
     #[error(
         "no user authenticator: call `.authenticator(StaticUsers::new()...)` (or `HostSession`, or your own `UserAuthenticator`)"
@@ -97,10 +100,29 @@ pub enum ConfigError {
     },
     /// A key could not be generated or loaded.
     #[error("signing key: {0}")]
-    Key(String),
+    Key(#[from] crate::keys::KeyError),
+    /// A shared key ring keeps retired keys for less time than access tokens live, so tokens
+    /// would stop verifying before they expire.
+    #[error(
+        "retired keys are kept {} s (`retain_retired_for`), but access tokens live {} s: keep them at least {} s so no token outlives its key",
+        retention.as_secs(), access_token_ttl.as_secs(), needed.as_secs()
+    )]
+    KeyRetentionTooShort {
+        /// How long the ring keeps retired keys.
+        retention: Duration,
+        /// How long access tokens live.
+        access_token_ttl: Duration,
+        /// The least retention that is safe.
+        needed: Duration,
+    },
     /// A configured client is not acceptable.
-    #[error("invalid client: {0}")]
-    InvalidClient(String),
+    #[error("invalid client {client_id:?}: {problem}")]
+    InvalidClient {
+        /// The client's id.
+        client_id: String,
+        /// What is wrong with it.
+        problem: ClientProblem,
+    },
     /// `offline_access` was declared as a resource scope.
     #[error(
         "`offline_access` is an authorization-server scope; the MCP spec says a resource SHOULD NOT advertise it"
@@ -116,6 +138,31 @@ pub enum ConfigError {
         /// The issuer given.
         issuer: String,
     },
+}
+
+/// What is wrong with a configured client ([`ConfigError::InvalidClient`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientProblem {
+    /// Client ids beginning with `https://` are reserved for client ID metadata documents.
+    #[error("client ids beginning with https:// are reserved for client ID metadata documents")]
+    ReservedId,
+    /// A redirect URI breaks the registration policy.
+    #[error("redirect URI {uri:?}: {reason}")]
+    RedirectUri {
+        /// The redirect URI.
+        uri: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An introspection client must be confidential (it authenticates with a secret).
+    #[error("an introspection client must be confidential (it authenticates with a secret)")]
+    IntrospectionClientNotConfidential,
+    /// An introspection client must be one of the configured clients.
+    #[error(
+        "introspection clients must be configured with `.client(StaticClient::confidential(..))`"
+    )]
+    IntrospectionClientNotConfigured,
 }
 
 /// A named compatibility switch: behaviour the specs do not ask for but some real client or
@@ -158,6 +205,34 @@ impl Compat {
     }
 }
 
+/// What the layer takes from an embedded authorization server, and nothing more: the keys it
+/// signs access tokens with, the revocation list of its grant store, and whether its
+/// authenticator is only safe on a loopback issuer. `server::AuthorizationServer` implements
+/// it (feature `server`); pass one (or a reference) to
+/// [`McpOAuthConfigBuilder::authorization_server`]. The configuration sits below the server:
+/// it never holds one, so a resource-server-only build has no server at all.
+pub trait LocalAuthorizationServer {
+    /// The key ring the server signs access tokens with (a cheap clone of a shared ring).
+    fn signing_keys(&self) -> KeyRing;
+    /// The revocation list backed by the server's grant store.
+    fn revoked_tokens(&self) -> Arc<dyn RevokedTokens>;
+    /// Whether the server's authenticator approves without checking anyone, so that the
+    /// configuration must refuse an issuer that is not on a loopback host.
+    fn loopback_issuer_only(&self) -> bool;
+}
+
+impl<T: LocalAuthorizationServer + ?Sized> LocalAuthorizationServer for &T {
+    fn signing_keys(&self) -> KeyRing {
+        (**self).signing_keys()
+    }
+    fn revoked_tokens(&self) -> Arc<dyn RevokedTokens> {
+        (**self).revoked_tokens()
+    }
+    fn loopback_issuer_only(&self) -> bool {
+        (**self).loopback_issuer_only()
+    }
+}
+
 /// What a layer needs, shared behind an `Arc` by the layer, its services and the routers.
 pub(crate) struct Inner {
     pub(crate) resources: Vec<String>,
@@ -178,7 +253,6 @@ pub(crate) struct Inner {
     pub(crate) compat: Vec<Compat>,
     pub(crate) key_ring: Option<KeyRing>,
     pub(crate) leeway: Duration,
-    pub(crate) auth_server: Option<crate::server::AuthorizationServer>,
     pub(crate) challenge_style: crate::resource::ChallengeStyleRule,
     pub(crate) shape_tools_list: bool,
     pub(crate) filter_tools_list: bool,
@@ -282,12 +356,6 @@ impl McpOAuthConfig {
         &self.inner.compat
     }
 
-    /// The embedded authorization server, when configured.
-    #[must_use]
-    pub fn authorization_server(&self) -> Option<&crate::server::AuthorizationServer> {
-        self.inner.auth_server.as_ref()
-    }
-
     /// The clock leeway verifiers built by the configuration use.
     #[must_use]
     pub fn leeway(&self) -> Duration {
@@ -315,7 +383,9 @@ pub struct McpOAuthConfigBuilder {
     verifier: Option<Arc<dyn TokenVerifier>>,
     key_ring: Option<KeyRing>,
     revocation: Option<Arc<dyn RevokedTokens>>,
-    auth_server: Option<crate::server::AuthorizationServer>,
+    /// Set by [`authorization_server`](Self::authorization_server) when the server's
+    /// authenticator is only safe on a loopback issuer.
+    loopback_issuer_only: bool,
     challenge_style: crate::resource::ChallengeStyleRule,
     shape_tools_list: bool,
     filter_tools_list: bool,
@@ -344,7 +414,7 @@ impl Default for McpOAuthConfigBuilder {
             verifier: None,
             key_ring: None,
             revocation: None,
-            auth_server: None,
+            loopback_issuer_only: false,
             challenge_style: crate::resource::ChallengeStyleRule::default(),
             shape_tools_list: true,
             filter_tools_list: false,
@@ -448,17 +518,19 @@ impl McpOAuthConfigBuilder {
         self
     }
 
-    /// Makes this configuration's issuer the embedded authorization server, served by
-    /// [`oauth_router`](crate::oauth_router). Its key ring and revocation list become the
-    /// layer's local verifier (unless set explicitly).
-    pub fn authorization_server(mut self, server: crate::server::AuthorizationServer) -> Self {
+    /// Makes this configuration's issuer the embedded authorization server (any
+    /// [`LocalAuthorizationServer`], such as `server::AuthorizationServer`, or a reference to
+    /// one): its key ring and revocation list become the layer's local verifier (unless set
+    /// explicitly), and `build()` refuses an issuer its authenticator is not safe with. The
+    /// configuration does not keep the server: serve it with `oauth_router(&cfg, &server)`.
+    pub fn authorization_server(mut self, server: impl LocalAuthorizationServer) -> Self {
         if self.key_ring.is_none() {
-            self.key_ring = Some(server.key_ring().clone());
+            self.key_ring = Some(server.signing_keys());
         }
         if self.revocation.is_none() {
-            self.revocation = Some(server.revocations());
+            self.revocation = Some(server.revoked_tokens());
         }
-        self.auth_server = Some(server);
+        self.loopback_issuer_only |= server.loopback_issuer_only();
         self
     }
 
@@ -570,8 +642,8 @@ impl McpOAuthConfigBuilder {
         }
         let issuer = self.issuer.ok_or(ConfigError::MissingIssuer)?;
         check_public_url("issuer", &issuer, true)?;
-        if let Some(server) = &self.auth_server {
-            server.check_issuer(&issuer)?;
+        if self.loopback_issuer_only {
+            check_loopback_issuer(&issuer)?;
         }
         crate::verify::check_leeway(self.leeway.as_secs())?;
 
@@ -601,7 +673,9 @@ impl McpOAuthConfigBuilder {
         if !scopes.is_empty() {
             for s in default_scopes.iter().chain(self.policy.all_scopes().iter()) {
                 if !declared(s.as_str()) {
-                    return Err(ConfigError::UndeclaredScope(s.to_string()));
+                    return Err(ConfigError::UndeclaredScope {
+                        scope: s.to_string(),
+                    });
                 }
             }
         }
@@ -685,7 +759,6 @@ impl McpOAuthConfigBuilder {
                 compat: self.compat,
                 key_ring: self.key_ring,
                 leeway: self.leeway,
-                auth_server: self.auth_server,
                 challenge_style: self.challenge_style,
                 shape_tools_list: self.shape_tools_list,
                 filter_tools_list: self.filter_tools_list,
@@ -695,6 +768,22 @@ impl McpOAuthConfigBuilder {
                     .session_bindings
                     .unwrap_or_else(|| Arc::new(crate::resource::MemorySessionBindings::default())),
             }),
+        })
+    }
+}
+
+/// Refuses an issuer that is not on a loopback host, for an authenticator that approves
+/// everyone ([`InsecureAutoApprove`](crate::authn::InsecureAutoApprove)).
+fn check_loopback_issuer(issuer: &str) -> Result<(), ConfigError> {
+    let loopback = url::Url::parse(issuer)
+        .ok()
+        .and_then(|u| u.host_str().map(crate::net::is_loopback_host))
+        .unwrap_or(false);
+    if loopback {
+        Ok(())
+    } else {
+        Err(ConfigError::InsecureAuthenticator {
+            issuer: issuer.to_owned(),
         })
     }
 }

@@ -81,8 +81,22 @@ impl std::fmt::Debug for IssuedToken {
 
 /// Minting failed.
 #[derive(Debug, thiserror::Error)]
-#[error("token issuing failed: {0}")]
-pub struct IssueError(pub String);
+#[non_exhaustive]
+pub enum IssueError {
+    /// The signing key failed.
+    #[error("token issuing failed: {0}")]
+    Signing(#[from] crate::keys::KeyError),
+    /// Another issuer's own failure (build it with [`IssueError::other`]).
+    #[error("token issuing failed: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl IssueError {
+    /// A failure of a custom [`TokenIssuer`], with its cause.
+    pub fn other(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Other(cause.into())
+    }
+}
 
 /// Mints access tokens. Implement it for another format; the layer must then be given a
 /// verifier for that format too.
@@ -149,7 +163,7 @@ impl TokenIssuer for JwtIssuer {
         let token = self
             .ring
             .sign("at+jwt", &claims)
-            .map_err(|e| IssueError(e.to_string()))?;
+            .map_err(IssueError::Signing)?;
         Ok(IssuedToken {
             token,
             jti,

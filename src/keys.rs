@@ -36,6 +36,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::Serialize;
 
+#[cfg(feature = "server")]
 pub(crate) use shared::RETENTION_MARGIN;
 pub use shared::{RotationOutcome, StoreRingBuilder};
 
@@ -83,8 +84,16 @@ impl SigningAlgorithm {
     }
 }
 
+/// The underlying error of a [`KeyError`] (from the JWT or base64 library), shared so that
+/// the error stays `Clone`.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Cause {
+    Arc::new(e)
+}
+
 /// A key could not be generated, loaded or used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
     /// The system's key generation failed.
@@ -92,10 +101,25 @@ pub enum KeyError {
     Generation,
     /// The key material is not a valid PKCS#8 key of the stated algorithm.
     #[error("invalid key material: {0}")]
-    Invalid(String),
+    Invalid(#[source] Cause),
+    /// A stored key's thumbprint is not its `kid` (a record that was tampered with or mixed
+    /// up).
+    #[error("stored key {kid:?}: the key's thumbprint does not match its kid")]
+    KidMismatch {
+        /// The `kid` the record claims.
+        kid: String,
+    },
+    /// A setting of a shared ring ([`StoreRingBuilder`]) is not acceptable.
+    #[error("shared key ring: {setting} {reason}")]
+    InvalidSetting {
+        /// The setting (`ring_name`, `refresh_interval`, …).
+        setting: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
     /// Signing failed.
     #[error("signing failed: {0}")]
-    Signing(String),
+    Signing(#[source] Cause),
     /// The [`KeyStore`](crate::store::KeyStore) holding a shared ring failed.
     #[error("key store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -146,13 +170,13 @@ impl SigningKey {
             SigningAlgorithm::EdDsa => EncodingKey::from_ed_der(der),
         };
         let mut jwk = Jwk::from_encoding_key(&encoding, alg.jose())
-            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+            .map_err(|e| KeyError::Invalid(cause(e)))?;
         let kid = jwk
             .thumbprint(ThumbprintHash::SHA256)
-            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+            .map_err(|e| KeyError::Invalid(cause(e)))?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError::Invalid(cause(e)))?;
         Ok(Self {
             kid,
             alg,
@@ -171,7 +195,7 @@ impl SigningKey {
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(body.trim())
-            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+            .map_err(|e| KeyError::Invalid(cause(e)))?;
         Self::from_pkcs8_der(alg, &der)
     }
 
@@ -208,7 +232,7 @@ impl SigningKey {
         header.typ = Some(typ.to_owned());
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| KeyError::Signing(e.to_string()))
+            .map_err(|e| KeyError::Signing(cause(e)))
     }
 }
 

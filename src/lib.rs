@@ -12,11 +12,15 @@
 //!   [`AccessPolicy`](resource::AccessPolicy), and refuses with exactly the `401`/`403`
 //!   challenges clients act on; [`protected_resource_router`] serves the RFC 9728 metadata
 //!   those challenges point to.
-//! - **The embedded authorization server.** [`oauth_router`] with an
-//!   [`AuthorizationServer`](server::AuthorizationServer) serves discovery, dynamic client
-//!   registration, `/authorize` with login and consent pages, `/token`, revocation,
+//! - **The embedded authorization server** (feature `server`, on by default).
+//!   `oauth_router(&cfg, &server)` with an `AuthorizationServer` serves discovery, dynamic
+//!   client registration, `/authorize` with login and consent pages, `/token`, revocation,
 //!   introspection and the signing keys, storing its state in a [`store`] (memory, SQLite,
-//!   PostgreSQL or Redis).
+//!   PostgreSQL or Redis). The configuration never holds the server: it takes only the
+//!   server's keys and revocation list, through
+//!   [`LocalAuthorizationServer`](config::LocalAuthorizationServer). Nothing runs in the
+//!   background until you call `AuthorizationServer::start_upkeep` (the retention sweep;
+//!   see `server::retention`), once, inside the runtime that serves the router.
 //!
 //! Tools declare what they need with [`requires_scopes`] and [`public_tool`] (feature
 //! `macros`), collected by [`scoped_tools`] into the policy, so the layer answers a missing
@@ -26,6 +30,7 @@
 //! ## Quick start: the embedded authorization server
 //!
 //! ```no_run
+//! # #[cfg(feature = "server")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use axum::Router;
 //! use mcp_oauth::authn::StaticUsers;
@@ -44,20 +49,22 @@
 //!     .scope_implies("files:write", ["files:read"])
 //!     .default_scopes(["files:read"])
 //!     .policy(AccessPolicy::new().lazy().public_tool("search").tool_scopes("write", ["files:write"]))
-//!     .authorization_server(server)
+//!     .authorization_server(&server)
 //!     .build()?;
 //!
 //! # let mcp_service = axum::routing::any(|| async { "mcp" });
 //! let app = Router::new()
 //!     .route_service("/mcp", mcp_service)  // e.g. rmcp's StreamableHttpService
 //!     .layer(McpOAuthLayer::new(cfg.clone()))
-//!     .merge(oauth_router(&cfg));
+//!     .merge(oauth_router(&cfg, &server));
 //! // TCP_NODELAY on every connection: MCP servers answer over SSE in several writes, and
 //! // without it each request after the first on a keep-alive connection waits ~40 ms.
 //! use axum::serve::ListenerExt as _;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000")
 //!     .await?
 //!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
+//! // Background upkeep (the retention sweep) runs while this handle lives.
+//! let _upkeep = server.start_upkeep();
 //! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
 //! # Ok(()) }
 //! ```
@@ -143,7 +150,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `aws-lc-rs` | yes | the crypto backend (required) |
-//! | `consent-page` | yes | built-in login and consent pages (askama) |
+//! | `server` | yes | the embedded authorization server (`server`, `authn`, `oauth_router`); off, the crate is a resource server only and pulls no `argon2` or `askama` |
+//! | `consent-page` | yes | built-in login and consent pages (askama); implies `server` |
 //! | `macros` | yes | `#[requires_scopes]`, `#[public_tool]`, `#[scoped_tools]` |
 //! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
 //! | `introspection` | no | `IntrospectionVerifier` for opaque tokens (RFC 7662) |
@@ -153,11 +161,14 @@
 //! | `redis` | no | [`RedisStore`](store::redis::RedisStore): state shared by instances |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod authn;
 pub mod config;
 pub mod context;
 mod crypto;
 pub mod error;
+#[cfg(feature = "server")]
 mod flows;
 pub mod issuer;
 pub mod keys;
@@ -171,6 +182,8 @@ mod net;
 pub mod outbound;
 pub mod resource;
 pub mod scope;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 pub mod store;
 mod util;
@@ -180,11 +193,14 @@ pub use config::{Compat, ConfigError, McpOAuthConfig, McpOAuthConfigBuilder};
 pub use context::{AuthContext, TokenKind};
 pub use metadata::{protected_resource_metadata, protected_resource_router};
 pub use resource::{Auth, McpOAuth, McpOAuthLayer, Scoped};
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use server::oauth_router;
 
 #[doc(hidden)]
 pub mod __private;
 
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub mod __fuzz;
 

@@ -84,12 +84,22 @@ fn json_response(body: Bytes) -> Response<Body> {
     r
 }
 
-/// CORS for public, credential-free GET documents: any origin, any request header.
-pub(crate) fn public_cors() -> CorsLayer {
+/// The crate's one CORS policy, for public, credential-free endpoints that browser clients
+/// (the Inspector, web SDK clients) call cross-origin: any origin, any request header, every
+/// response header exposed, no credentials, preflights cached a day. `methods` are the
+/// methods allowed besides `OPTIONS`: `GET` for the metadata documents, `GET` and `POST` for
+/// the authorization server's machine endpoints. (The MCP endpoint's own CORS, granted only
+/// to allowed origins, is the layer's.)
+pub(crate) fn public_cors(methods: &[Method]) -> CorsLayer {
+    let mut allowed = methods.to_vec();
+    if !allowed.contains(&Method::OPTIONS) {
+        allowed.push(Method::OPTIONS);
+    }
     CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::OPTIONS])
+        .allow_methods(allowed)
         .allow_headers(Any)
+        .expose_headers(Any)
         .max_age(std::time::Duration::from_secs(86_400))
 }
 
@@ -127,5 +137,46 @@ pub fn protected_resource_router<S: Clone + Send + Sync + 'static>(
             );
         }
     }
-    router.layer(public_cors())
+    router.layer(public_cors(&[Method::GET]))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::{Method, Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::verify::ApiKeyVerifier;
+
+    #[tokio::test]
+    async fn metadata_preflight_is_public_get_only_without_credentials() {
+        let cfg = McpOAuthConfig::builder()
+            .resource("https://mcp.example.com/mcp")
+            .issuer("https://auth.example.com")
+            .verifier(ApiKeyVerifier::new())
+            .build()
+            .unwrap();
+        let app: Router = protected_resource_router(&cfg);
+        let res = app
+            .oneshot(
+                Request::builder()
+                    .method(Method::OPTIONS)
+                    .uri("/.well-known/oauth-protected-resource/mcp")
+                    .header("origin", "https://evil.example")
+                    .header("access-control-request-method", "GET")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let h = res.headers();
+        assert_eq!(h["access-control-allow-origin"], "*");
+        let methods = h["access-control-allow-methods"].to_str().unwrap();
+        assert!(methods.contains("GET"), "{methods}");
+        assert!(!methods.contains("POST"), "{methods}");
+        assert!(h.get("access-control-allow-credentials").is_none());
+        assert_eq!(h["access-control-max-age"], "86400");
+    }
 }

@@ -1,6 +1,8 @@
 //! The authorization endpoint driven as a browser would: follow the pages, carry the cookie,
 //! read the hidden fields from the HTML, submit the forms. Every MUST has a negative test.
 
+#![cfg(feature = "server")]
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -44,21 +46,37 @@ fn server() -> AuthorizationServerBuilder {
         .client(StaticClient::public("c1", ["http://127.0.0.1/callback"]).with_name("Demo client"))
 }
 
-fn config(server: AuthorizationServerBuilder) -> McpOAuthConfig {
+/// A configuration with the server it was built from: the configuration no longer holds the
+/// server, and `oauth_router` takes both.
+struct Cfg {
+    cfg: McpOAuthConfig,
+    server: AuthorizationServer,
+}
+
+impl std::ops::Deref for Cfg {
+    type Target = McpOAuthConfig;
+    fn deref(&self) -> &McpOAuthConfig {
+        &self.cfg
+    }
+}
+
+fn config(server: AuthorizationServerBuilder) -> Cfg {
     config_with(server, ISSUER, RESOURCE)
 }
 
-fn config_with(server: AuthorizationServerBuilder, issuer: &str, resource: &str) -> McpOAuthConfig {
-    McpOAuthConfig::builder()
+fn config_with(server: AuthorizationServerBuilder, issuer: &str, resource: &str) -> Cfg {
+    let server = server.build().unwrap();
+    let cfg = McpOAuthConfig::builder()
         .resource(resource)
         .resource(format!("{resource}2"))
         .issuer(issuer)
         .scope("read", "Read your notes")
         .scope("write", "Change your notes")
         .default_scopes(["read"])
-        .authorization_server(server.build().unwrap())
+        .authorization_server(&server)
         .build()
-        .unwrap()
+        .unwrap();
+    Cfg { cfg, server }
 }
 
 /// An authorization URL with the usual parameters; `extra` overrides or adds (an empty value
@@ -158,9 +176,9 @@ struct Browser {
 }
 
 impl Browser {
-    fn new(cfg: &McpOAuthConfig) -> Self {
+    fn new(cfg: &Cfg) -> Self {
         Self {
-            app: oauth_router(cfg),
+            app: oauth_router(&cfg.cfg, &cfg.server),
             cookies: HashMap::new(),
         }
     }
@@ -262,8 +280,8 @@ impl Browser {
 }
 
 /// Takes the code from the store (spending it) to inspect what it is bound to.
-async fn code_record(cfg: &McpOAuthConfig, code: &str) -> AuthorizationCode {
-    let grants = cfg.authorization_server().unwrap().grant_store();
+async fn code_record(cfg: &Cfg, code: &str) -> AuthorizationCode {
+    let grants = cfg.server.grant_store();
     match grants
         .take_code(&SecretHash::of(code), "inspect", now())
         .await

@@ -5,6 +5,8 @@
 //!
 //! Each test names the item it covers; each fails on the code before the fix.
 
+#![cfg(feature = "server")]
+
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -47,8 +49,23 @@ fn server() -> AuthorizationServerBuilder {
         .client(StaticClient::public("c1", ["http://127.0.0.1/callback"]))
 }
 
-fn config(server: AuthorizationServerBuilder) -> McpOAuthConfig {
-    McpOAuthConfig::builder()
+/// A configuration with the server it was built from: the configuration no longer holds the
+/// server, and `oauth_router` takes both.
+struct Cfg {
+    cfg: McpOAuthConfig,
+    server: AuthorizationServer,
+}
+
+impl std::ops::Deref for Cfg {
+    type Target = McpOAuthConfig;
+    fn deref(&self) -> &McpOAuthConfig {
+        &self.cfg
+    }
+}
+
+fn config(server: AuthorizationServerBuilder) -> Cfg {
+    let server = server.build().unwrap();
+    let cfg = McpOAuthConfig::builder()
         .resource(RESOURCE)
         .resource(RESOURCE2)
         .issuer(ISSUER)
@@ -56,9 +73,10 @@ fn config(server: AuthorizationServerBuilder) -> McpOAuthConfig {
         .scope("write", "Change your notes")
         .scope("admin", "Administer everything")
         .default_scopes(["read"])
-        .authorization_server(server.build().unwrap())
+        .authorization_server(&server)
         .build()
-        .unwrap()
+        .unwrap();
+    Cfg { cfg, server }
 }
 
 fn authorize_url(extra: &[(&str, &str)]) -> String {
@@ -162,9 +180,9 @@ struct Browser {
 }
 
 impl Browser {
-    fn new(cfg: &McpOAuthConfig) -> Self {
+    fn new(cfg: &Cfg) -> Self {
         Self {
-            app: oauth_router(cfg),
+            app: oauth_router(&cfg.cfg, &cfg.server),
             cookies: HashMap::new(),
         }
     }
@@ -268,8 +286,8 @@ impl Browser {
     }
 }
 
-async fn code_record(cfg: &McpOAuthConfig, code: &str) -> AuthorizationCode {
-    let grants = cfg.authorization_server().unwrap().grant_store();
+async fn code_record(cfg: &Cfg, code: &str) -> AuthorizationCode {
+    let grants = cfg.server.grant_store();
     match grants
         .take_code(&SecretHash::of(code), "inspect", now())
         .await
@@ -602,7 +620,7 @@ async fn authorize_refuses_a_stored_os_handler_redirect() {
             .authenticator(InsecureAutoApprove::new("dev"))
             .store(store),
     );
-    let server = cfg.authorization_server().unwrap();
+    let server = &cfg.server;
     for (id, uri) in [
         ("old1", "search-ms:query=x"),
         ("old2", "myapp://cb"),
@@ -751,7 +769,7 @@ impl UserAuthenticator for Saturated {
         Ok(mcp_oauth::authn::Authentication::ShowLoginPage)
     }
     async fn verify_password(&self, _u: &str, _p: &str) -> Result<Option<User>, AuthnError> {
-        Err(AuthnError("too many password checks are waiting".into()))
+        Err(AuthnError::Overloaded)
     }
 }
 
@@ -933,8 +951,7 @@ async fn a_stored_name_with_format_characters_is_not_shown() {
     let cfg = config(server().store(store));
     let mut client = stored_client("spoof", CALLBACK);
     client.client_name = Some("Evil\u{202E}lanigirO".to_owned());
-    cfg.authorization_server()
-        .unwrap()
+    cfg.server
         .client_store()
         .insert_client(client)
         .await

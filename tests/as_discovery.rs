@@ -1,6 +1,8 @@
 //! Authorization server metadata (RFC 8414 / OIDC discovery), the JWKS endpoint and the
 //! operator stats endpoint, driven through `oauth_router` as an application mounts it.
 
+#![cfg(feature = "server")]
+
 use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
@@ -38,10 +40,11 @@ fn app(issuer: &str, builder: AuthorizationServerBuilder) -> (AuthorizationServe
         .issuer(issuer)
         .scope("files:read", "Read files")
         .scope("files:write", "Write files")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()
         .unwrap();
-    (server, oauth_router(&cfg))
+    let router = oauth_router(&cfg, &server);
+    (server, router)
 }
 
 struct Reply {

@@ -5,6 +5,8 @@
 //! registration budget (in process, and on PostgreSQL and Redis with their features); a
 //! failing limiter fails open.
 
+#![cfg(feature = "server")]
+
 #[path = "support/stores.rs"]
 mod stores;
 
@@ -37,7 +39,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn config(server: AuthorizationServer) -> McpOAuthConfig {
+fn config(server: &AuthorizationServer) -> McpOAuthConfig {
     McpOAuthConfig::builder()
         .resource(RESOURCE)
         .issuer("http://127.0.0.1:8000")
@@ -45,6 +47,11 @@ fn config(server: AuthorizationServer) -> McpOAuthConfig {
         .authorization_server(server)
         .build()
         .unwrap()
+}
+
+/// The authorization server's routes for `server` (its configuration built on the way).
+fn router(server: AuthorizationServer) -> Router {
+    oauth_router(&config(&server), &server)
 }
 
 fn builder() -> AuthorizationServerBuilder {
@@ -179,8 +186,15 @@ async fn scheduled_sweep_removes_idle_clients_and_keeps_the_rest() {
     pinned.source = ClientSource::Static;
     clients.upsert_client(pinned).await.unwrap();
 
-    let cfg = config(server);
-    let _app: Router = oauth_router(&cfg);
+    let _app: Router = router(server.clone());
+    // Building the router starts nothing: two sweep periods later the idle client is there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        clients.get_client("idle").await.unwrap().is_some(),
+        "no sweep may run before start_upkeep"
+    );
+    let upkeep = server.start_upkeep();
+    assert!(upkeep.is_running());
     let mut removed = false;
     // Up to 30 s for a 1 s period: the bound only catches "never", not a slow machine.
     for _ in 0..300 {
@@ -243,7 +257,7 @@ async fn authorize_records_use_at_most_hourly() {
         .unwrap();
     let server = builder().client_store(watched).build().unwrap();
     let clients = server.client_store().clone();
-    let app: Router = oauth_router(&config(server));
+    let app: Router = router(server);
 
     let (status, _) = get(&app, &authorize_uri("c1")).await;
     assert_eq!(status, StatusCode::OK, "the login page");
@@ -284,7 +298,7 @@ async fn authorize_racing_the_sweep_answers_unknown_client() {
         .unwrap();
     let server = builder().client_store(watched).build().unwrap();
     let grants = server.grant_store().clone();
-    let app: Router = oauth_router(&config(server));
+    let app: Router = router(server);
     let (status, body) = get(&app, &authorize_uri("c1")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("not registered"), "{body}");
@@ -305,7 +319,7 @@ async fn token_endpoint_records_use() {
         .unwrap();
     let server = builder().client_store(watched).build().unwrap();
     let clients = server.client_store().clone();
-    let app: Router = oauth_router(&config(server));
+    let app: Router = router(server);
     for _ in 0..2 {
         let res = app
             .clone()
@@ -358,18 +372,14 @@ async fn two_servers_share_one_registration_budget() {
         .build()
         .unwrap();
     let b = limited().rate_limit_store(counters).build().unwrap();
-    assert_shared_budget(oauth_router(&config(a)), oauth_router(&config(b))).await;
+    assert_shared_budget(router(a), router(b)).await;
 }
 
 #[tokio::test]
 async fn without_shared_counters_each_server_grants_its_own_budget() {
     // The memory store offers no shared counters: each server counts in process.
-    let a = oauth_router(&config(
-        limited().store(MemoryStore::new()).build().unwrap(),
-    ));
-    let b = oauth_router(&config(
-        limited().store(MemoryStore::new()).build().unwrap(),
-    ));
+    let a = router(limited().store(MemoryStore::new()).build().unwrap());
+    let b = router(limited().store(MemoryStore::new()).build().unwrap());
     let mut created = 0;
     for i in 0..8 {
         let app: &Router = if i % 2 == 0 { &a } else { &b };
@@ -401,9 +411,7 @@ impl RateLimitStore for Down {
 #[tokio::test]
 async fn a_failing_limiter_fails_open_to_the_local_buckets() {
     let down = Arc::new(Down(AtomicUsize::new(0)));
-    let app: Router = oauth_router(&config(
-        limited().rate_limit_store(down.clone()).build().unwrap(),
-    ));
+    let app: Router = router(limited().rate_limit_store(down.clone()).build().unwrap());
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(register(&app, "198.51.100.7:5000").await);
@@ -428,13 +436,13 @@ async fn a_failing_limiter_fails_open_to_the_local_buckets() {
 #[tokio::test]
 async fn shared_rate_limits_can_be_turned_off() {
     let down = Arc::new(Down(AtomicUsize::new(0)));
-    let app: Router = oauth_router(&config(
+    let app: Router = router(
         limited()
             .rate_limit_store(down.clone())
             .shared_rate_limits(false)
             .build()
             .unwrap(),
-    ));
+    );
     assert_eq!(
         register(&app, "198.51.100.7:5000").await,
         StatusCode::CREATED
@@ -578,8 +586,8 @@ mod postgres {
         let b = schema.store(4).await;
         let outcome = tokio::spawn(async move {
             assert!(a.rate_limit_store().is_some());
-            let a = oauth_router(&config(limited().store(a).build().unwrap()));
-            let b = oauth_router(&config(limited().store(b).build().unwrap()));
+            let a = router(limited().store(a).build().unwrap());
+            let b = router(limited().store(b).build().unwrap());
             assert_shared_budget(a, b).await;
         })
         .await;
@@ -603,8 +611,8 @@ mod redis {
         let ns = Arc::new(ns);
         let n = ns.clone();
         let outcome = tokio::spawn(async move {
-            let a = oauth_router(&config(limited().store(n.store().await).build().unwrap()));
-            let b = oauth_router(&config(limited().store(n.store().await).build().unwrap()));
+            let a = router(limited().store(n.store().await).build().unwrap());
+            let b = router(limited().store(n.store().await).build().unwrap());
             assert_shared_budget(a, b).await;
         })
         .await;

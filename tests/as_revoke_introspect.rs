@@ -1,6 +1,8 @@
 //! RFC 7009 revocation and RFC 7662 introspection, driven through `oauth_router`, with the
-//! MCP endpoint behind `McpOAuthLayer` (configured by `.authorization_server(..)`) to prove
+//! MCP endpoint behind `McpOAuthLayer` (configured by `.authorization_server(&server)`) to prove
 //! that a revoked token really stops working, cached or not.
+
+#![cfg(feature = "server")]
 
 use axum::Router;
 use axum::body::Body;
@@ -76,7 +78,7 @@ fn harness() -> Harness {
         .issuer(ISSUER)
         .scope("read", "Read")
         .scope("write", "Write")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()
         .unwrap();
     let app = Router::new()
@@ -85,7 +87,7 @@ fn harness() -> Harness {
             post(|auth: Auth| async move { axum::Json(json!({"sub": auth.subject()})) }),
         )
         .layer(McpOAuthLayer::new(cfg.clone()))
-        .merge(oauth_router(&cfg));
+        .merge(oauth_router(&cfg, &server));
     Harness { server, app }
 }
 
@@ -683,7 +685,7 @@ fn leeway_above_five_minutes_is_refused() {
         McpOAuthConfig::builder()
             .resource(RESOURCE)
             .issuer(ISSUER)
-            .authorization_server(server.clone())
+            .authorization_server(&server)
             .leeway(leeway)
             .build()
     };

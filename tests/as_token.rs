@@ -3,6 +3,8 @@
 //! are put straight into the grant store (the authorize endpoint is tested on its own).
 //! Every response is checked to be JSON and never a 500.
 
+#![cfg(feature = "server")]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,7 +91,7 @@ fn harness_with(issuer: &str, builder: AuthorizationServerBuilder) -> Harness {
         .issuer(issuer)
         .scope("read", "Read")
         .scope("write", "Write")
-        .authorization_server(server.clone())
+        .authorization_server(&server)
         .build()
         .unwrap();
     let whoami = post(|auth: Auth| async move {
@@ -103,7 +105,7 @@ fn harness_with(issuer: &str, builder: AuthorizationServerBuilder) -> Harness {
         .route("/mcp", whoami.clone())
         .route("/other", whoami)
         .layer(McpOAuthLayer::new(cfg.clone()))
-        .merge(oauth_router(&cfg));
+        .merge(oauth_router(&cfg, &server));
     Harness { server, app }
 }
 

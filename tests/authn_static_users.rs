@@ -1,6 +1,8 @@
 //! `StaticUsers`: Argon2id hashes, constant-cost checks for unknown users, no blocking of the
 //! async runtime.
 
+#![cfg(feature = "server")]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -3,7 +3,12 @@
 //! signing keys are in the file too) and its refresh token still refreshes. With
 //! `--store memory` the same restart forgets all of it (the control that shows the test
 //! can fail).
-#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "sqlite",
+    feature = "macros"
+))]
 
 #[path = "support/example.rs"]
 mod example;

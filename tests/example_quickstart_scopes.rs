@@ -2,7 +2,12 @@
 //! (issue 8 item 4): over real HTTP, a client that asks for `files:write` gets only
 //! `files:read`, or `invalid_scope` when it asks for nothing else. Without the setting the
 //! same requests are granted (the control that shows the test can fail).
-#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "sqlite",
+    feature = "macros"
+))]
 
 #[path = "support/example.rs"]
 mod example;

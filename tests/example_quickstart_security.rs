@@ -7,7 +7,12 @@
 //! - item 2: `GET` / `DELETE /mcp` (and notifications and public calls) naming another
 //!   principal's session are refused: `401` without a token, `404` with another user's
 //!   token or the same user's token from another client.
-#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "sqlite",
+    feature = "macros"
+))]
 
 #[path = "support/example.rs"]
 mod example;

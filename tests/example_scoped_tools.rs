@@ -6,7 +6,7 @@
 //!   `admin` ⊇ `files:write` ⊇ `files:read`, with the exact `401`/`403` challenges;
 //! - a ChatGPT request gets the `200` tool error with `_meta["mcp/www_authenticate"]`;
 //! - the axum route with `#[requires_scopes("admin")]` answers `401`/`403`/`200`.
-#![cfg(all(feature = "rmcp", feature = "macros"))]
+#![cfg(all(feature = "server", feature = "rmcp", feature = "macros"))]
 
 #[path = "support/example.rs"]
 mod example;

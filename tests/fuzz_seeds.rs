@@ -5,6 +5,8 @@
 //! a 5xx, a non-JSON OAuth error, a write-only tool reached with a read-only key, a forged
 //! JWT accepted, a redirect URI matched that is neither equal nor loopback-port-equal.
 
+#![cfg(feature = "server")]
+
 use std::path::PathBuf;
 
 use mcp_oauth::__fuzz::{self, Endpoint, HeaderPeek};

@@ -17,7 +17,12 @@
 //! Results: `target/conformance-authorization/` (the suite's `checks.json` per scenario) and
 //! a summary in `target/conformance-authorization-summary.md`, also printed
 //! (`cargo test --all-features --test interop_as_conformance -- --nocapture`).
-#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "sqlite",
+    feature = "macros"
+))]
 
 mod support;
 

@@ -11,7 +11,12 @@
 //! `403 insufficient_scope` → re-authorization with the union of scopes.
 //!
 //! The Python side is `tests/interop/python_client_full_flow.py`.
-#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "sqlite",
+    feature = "macros"
+))]
 
 mod support;
 

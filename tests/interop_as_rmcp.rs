@@ -15,7 +15,12 @@
 //! 4. `files_write` → `403 insufficient_scope`; `request_scope_upgrade` (the
 //!    `ScopeUpgradeConfig` path) builds the re-authorization URL with the union of scopes;
 //!    after the browser, the exchange gives a token that holds `files:write`.
-#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "sqlite",
+    feature = "macros"
+))]
 
 #[allow(dead_code)]
 #[path = "support/browser.rs"]

@@ -11,7 +11,12 @@
 //! `files:read files:write`.
 //!
 //! The node side is `tests/interop/ts_client_full_flow.mjs`.
-#![cfg(all(feature = "rmcp", feature = "sqlite", feature = "macros"))]
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "sqlite",
+    feature = "macros"
+))]
 
 mod support;
 

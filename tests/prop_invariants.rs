@@ -11,6 +11,8 @@
 //! The number of cases is proptest's default (256 per property); set `PROPTEST_CASES` for a
 //! longer run.
 
+#![cfg(feature = "server")]
+
 use mcp_oauth::__fuzz::redirect_uri_matches;
 use mcp_oauth::resource::AuthRejection;
 use mcp_oauth::scope::ScopeSet;

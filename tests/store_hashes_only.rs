@@ -22,6 +22,8 @@
 //! (defaults `postgres://postgres@127.0.0.1:5432/test`, `redis://127.0.0.1:6379`). Without a
 //! server a test says so and passes, except under `CI`, where it fails.
 
+#![cfg(feature = "server")]
+
 use std::net::SocketAddr;
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -144,13 +146,13 @@ async fn run_flow<S: ClientStore + GrantStore>(store: S) -> Secrets {
         .resource(format!("{base}/mcp"))
         .issuer(&base)
         .scope("read", "Read")
-        .authorization_server(server)
+        .authorization_server(&server)
         .build()
         .unwrap();
     let app = axum::Router::new()
         .route("/mcp", axum::routing::post(|| async { "ok" }))
         .layer(McpOAuthLayer::new(&cfg))
-        .merge(oauth_router(&cfg));
+        .merge(oauth_router(&cfg, &server));
     let serving = tokio::spawn(async move {
         axum::serve(
             listener,

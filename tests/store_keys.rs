@@ -6,6 +6,8 @@
 //! contend for real. Then what is particular to the SQL stores: the database itself refuses
 //! a second current key.
 
+#![cfg(feature = "server")]
+
 #[path = "support/stores.rs"]
 mod stores;
 

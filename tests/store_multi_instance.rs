@@ -9,6 +9,8 @@
 //! one key. Once on PostgreSQL, once on Redis (each skipped without its server, failed under
 //! `CI`).
 
+#![cfg(feature = "server")]
+
 #[path = "support/stores.rs"]
 mod stores;
 

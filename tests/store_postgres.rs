@@ -11,6 +11,8 @@
 //! for it and dropped after it. Without a server the tests say so and pass, except under `CI`,
 //! where they fail.
 
+#![cfg(feature = "server")]
+
 #[path = "support/stores.rs"]
 mod stores;
 
@@ -444,10 +446,10 @@ async fn token_endpoint_answers_503_quickly_while_postgres_is_down() {
                 .resource(RESOURCE)
                 .issuer("https://mcp.example.com")
                 .scope("read", "Read")
-                .authorization_server(server.clone())
+                .authorization_server(&server)
                 .build()
                 .unwrap();
-            let app: Router = oauth_router(&cfg);
+            let app: Router = oauth_router(&cfg, &server);
             let grants = server.grant_store().clone();
             let mut codes = Vec::new();
             for i in 0..3 {

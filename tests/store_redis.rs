@@ -9,6 +9,8 @@
 //! `redis://127.0.0.1:6379`. Every test uses a key prefix of its own and deletes its keys
 //! afterwards. Without a server the tests say so and pass, except under `CI`, where they fail.
 
+#![cfg(feature = "server")]
+
 #[path = "support/stores.rs"]
 mod stores;
 

@@ -7,6 +7,8 @@
 //! minted before still works. Once on a SQLite file, once on PostgreSQL (a schema of its own;
 //! skipped without a server, failed under `CI`).
 
+#![cfg(feature = "server")]
+
 #[path = "support/stores.rs"]
 mod stores;
 

@@ -8,6 +8,8 @@
 //! works in a schema or key prefix of its own. Without a server the tests say so and pass,
 //! except under `CI`, where they fail.
 
+#![cfg(feature = "server")]
+
 #[path = "support/stores.rs"]
 mod stores;
 

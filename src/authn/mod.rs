@@ -132,10 +132,34 @@ pub enum Authentication {
     Redirect(String),
 }
 
-/// The authenticator failed (its backend is down): the endpoint answers with an error page.
+/// The authenticator failed (overloaded, or its backend is down): the endpoint answers with an
+/// error page, never with the details.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("user authentication failed: {0}")]
-pub struct AuthnError(pub String);
+#[non_exhaustive]
+pub enum AuthnError {
+    /// Too many password checks are waiting already
+    /// ([`StaticUsers`] bounds its queue): the server is overloaded.
+    #[error("user authentication failed: too many password checks are waiting")]
+    Overloaded,
+    /// No password-check slot became free in time.
+    #[error("user authentication failed: no password-check slot became free in time")]
+    TimedOut,
+    /// The password check did not complete (its worker stopped).
+    #[error("user authentication failed: the password check did not complete")]
+    Interrupted,
+    /// The authenticator's own backend failed (build it with [`AuthnError::backend`]).
+    #[error("user authentication failed: {0}")]
+    Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl AuthnError {
+    /// A failure of the authenticator's backend (a directory, a database), with its cause:
+    /// `AuthnError::backend("the user directory is unreachable")` or
+    /// `AuthnError::backend(io_error)`.
+    pub fn backend(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(Arc::from(cause.into()))
+    }
+}
 
 /// Decides who the user is at `/authorize`. See the [module docs](self).
 #[async_trait]

@@ -321,17 +321,13 @@ impl StaticUsers {
         }
         if q.waiting.fetch_add(1, Ordering::AcqRel) >= q.max_waiting {
             q.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(AuthnError(
-                "too many password checks are waiting".to_owned(),
-            ));
+            return Err(AuthnError::Overloaded);
         }
         let _waiting = Waiting(&q.waiting);
         match tokio::time::timeout(q.timeout, q.permits.acquire()).await {
             Ok(Ok(p)) => Ok(p),
-            Ok(Err(_)) => Err(AuthnError("the password checker is shut down".to_owned())),
-            Err(_) => Err(AuthnError(
-                "no password-check slot became free in time".to_owned(),
-            )),
+            Ok(Err(_)) => Err(AuthnError::Interrupted),
+            Err(_) => Err(AuthnError::TimedOut),
         }
     }
 
@@ -371,7 +367,7 @@ impl UserAuthenticator for StaticUsers {
                 .is_ok()
         })
         .await
-        .map_err(|_| AuthnError("the password check did not complete".to_owned()))?;
+        .map_err(|_| AuthnError::Interrupted)?;
         Ok(match entry {
             Some(e) if matches && e.hash.is_some() => Some(e.user),
             _ => None,

@@ -1397,7 +1397,9 @@ mod tests {
         assert!(kind(&o).starts_with("page:Invalid"), "{o:?}");
         assert!(!asked.load(Ordering::SeqCst));
 
-        let failing = std::future::ready(Err::<Authentication, _>(AuthnError("down".into())));
+        let failing = std::future::ready(Err::<Authentication, _>(AuthnError::backend(
+            std::io::Error::other("down"),
+        )));
         let o = authorize(&env, &request(&[]), failing).await;
         assert_eq!(kind(&o), "page:Unavailable");
         let host = std::future::ready(Ok::<_, AuthnError>(Authentication::Redirect(

@@ -24,6 +24,7 @@ const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(5);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600 + 300);
 
 /// What retired keys are kept for beyond the access-token lifetime (leeway and clock skew).
+#[cfg(feature = "server")]
 pub(crate) const RETENTION_MARGIN: Duration = Duration::from_secs(300);
 
 /// How often a shared ring prunes retired keys from the store.
@@ -175,6 +176,7 @@ impl KeyRing {
 
     /// How long retired keys of a shared ring stay published, and whether that was set
     /// explicitly; `None` for a ring that is not shared.
+    #[cfg(feature = "server")]
     pub(crate) fn shared_retention(&self) -> Option<(Duration, bool)> {
         self.shared.as_ref().map(|b| {
             (
@@ -186,6 +188,7 @@ impl KeyRing {
 
     /// Sets how long retired keys of a shared ring stay published, unless it was set
     /// explicitly (the authorization server derives it from its access-token lifetime).
+    #[cfg(feature = "server")]
     pub(crate) fn set_default_retention(&self, retention: Duration) {
         if let Some(b) = &self.shared {
             if !b.retention_explicit {
@@ -251,7 +254,7 @@ impl StoreRingBuilder {
     ///
     /// # Errors
     /// [`KeyError::Store`] when the store is unreachable or holds a current key that cannot
-    /// be loaded; [`KeyError::Invalid`] for a setting out of range;
+    /// be loaded; [`KeyError::InvalidSetting`] for a setting out of range;
     /// [`KeyError::Generation`] when no key could be generated.
     pub async fn open(self) -> Result<KeyRing, KeyError> {
         crate::crypto::install_provider();
@@ -262,17 +265,21 @@ impl StoreRingBuilder {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
-            return Err(KeyError::Invalid(format!(
-                "ring name {:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'",
-                self.ring
-            )));
+            return Err(KeyError::InvalidSetting {
+                setting: "ring_name",
+                reason: format!(
+                    "{:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'",
+                    self.ring
+                ),
+            });
         }
-        let check = |what: &str, d: Duration, min: u64, max: u64| {
+        let check = |what: &'static str, d: Duration, min: u64, max: u64| {
             let s = d.as_secs();
             if s < min || s > max {
-                return Err(KeyError::Invalid(format!(
-                    "{what} must be between {min} and {max} seconds, got {s}"
-                )));
+                return Err(KeyError::InvalidSetting {
+                    setting: what,
+                    reason: format!("must be between {min} and {max} seconds, got {s}"),
+                });
             }
             Ok(())
         };
@@ -292,6 +299,7 @@ impl StoreRingBuilder {
             unknown_kid_cooldown: self.unknown_kid_cooldown,
             rotate_every: self.rotate_every,
             retention_secs: AtomicU64::new(self.retention.unwrap_or(DEFAULT_RETENTION).as_secs()),
+            #[cfg(feature = "server")]
             retention_explicit: self.retention.is_some(),
             flight: tokio::sync::Mutex::new(()),
             last_unknown: Mutex::new(None),
@@ -348,6 +356,8 @@ pub(crate) struct Binding {
     unknown_kid_cooldown: Duration,
     rotate_every: Option<Duration>,
     retention_secs: AtomicU64,
+    /// Whether the retention was set explicitly (the server then leaves it alone).
+    #[cfg(feature = "server")]
     retention_explicit: bool,
     /// Serialises this process's reloads and rotations: one store read at a time, and
     /// callers that find a reload in flight wait for its result instead of starting another.

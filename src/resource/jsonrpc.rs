@@ -312,7 +312,7 @@ fn message(env: Envelope<'_>) -> Message {
         match env.params.map(completion_ref) {
             None | Some(Ok(None)) => None,
             Some(Ok(Some(c))) => Some(c),
-            Some(Err(())) => return Message::Malformed,
+            Some(Err(Unreadable)) => return Message::Malformed,
         }
     } else {
         None
@@ -334,25 +334,31 @@ fn object(raw: &RawValue) -> Option<Targets<'_>> {
     }
 }
 
+/// A part of a request the layer cannot read exactly as the MCP service will (a duplicated
+/// key, a field of another type, a repeated or non-ASCII header): the request is refused,
+/// never judged by a guess (fail closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unreadable;
+
 /// The prompt or resource of a `completion/complete`'s `params.ref`, as rmcp reads it (a
 /// `type`-tagged object); `Ok(None)` without a `ref` or for another `type` (the service
 /// refuses those); `Err` when the layer cannot read it as the service would.
-fn completion_ref(params: &RawValue) -> Result<Option<Completes>, ()> {
-    let Some(reference) = object(params).ok_or(())?.reference else {
+fn completion_ref(params: &RawValue) -> Result<Option<Completes>, Unreadable> {
+    let Some(reference) = object(params).ok_or(Unreadable)?.reference else {
         return Ok(None);
     };
-    let r = object(reference).ok_or(())?;
+    let r = object(reference).ok_or(Unreadable)?;
     let kind = r.kind.map(json_string);
     let text = |field: Option<&RawValue>| match field.map(json_string) {
         Some(Some(v)) => Ok(Some(v)),
-        Some(None) => Err(()),
+        Some(None) => Err(Unreadable),
         None => Ok(None),
     };
     match kind {
         Some(Some(k)) if k == "ref/prompt" => Ok(text(r.name)?.map(Completes::Prompt)),
         Some(Some(k)) if k == "ref/resource" => Ok(text(r.uri)?.map(Completes::Resource)),
         Some(Some(_)) | None => Ok(None),
-        Some(None) => Err(()),
+        Some(None) => Err(Unreadable),
     }
 }
 
@@ -441,15 +447,15 @@ pub(crate) fn decode_header_value(value: &str) -> Option<String> {
 
 /// The sole value of a header as text: `Ok(None)` when absent, `Err` when repeated or not
 /// visible ASCII.
-fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ()> {
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Unreadable> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(());
+        return Err(Unreadable);
     }
-    value.to_str().map(Some).map_err(|_| ())
+    value.to_str().map(Some).map_err(|_| Unreadable)
 }
 
 /// The method and name from the 2026-07-28 headers, when the request carries them.
@@ -466,7 +472,7 @@ pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderTarget {
     let method = match single(headers, "mcp-method") {
         Ok(Some(m)) => m.to_owned(),
         Ok(None) => return HeaderTarget::Absent,
-        Err(()) => return HeaderTarget::Bad,
+        Err(Unreadable) => return HeaderTarget::Bad,
     };
     let name = match single(headers, "mcp-name") {
         Ok(Some(raw)) => match decode_header_value(raw) {
@@ -474,7 +480,7 @@ pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderTarget {
             None => return HeaderTarget::Bad,
         },
         Ok(None) => None,
-        Err(()) => return HeaderTarget::Bad,
+        Err(Unreadable) => return HeaderTarget::Bad,
     };
     HeaderTarget::Present(method, name)
 }

@@ -28,13 +28,14 @@
 //! use tower::ServiceExt as _;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let server = AuthorizationServer::builder().authenticator(StaticUsers::new()).build().unwrap();
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("http://127.0.0.1:8000/mcp")
 //!     .issuer("http://127.0.0.1:8000")
-//!     .authorization_server(AuthorizationServer::builder().authenticator(StaticUsers::new()).build().unwrap())
+//!     .authorization_server(&server)
 //!     .build()
 //!     .unwrap();
-//! let app: axum::Router = oauth_router(&cfg);
+//! let app: axum::Router = oauth_router(&cfg, &server);
 //! let res = app
 //!     .oneshot(
 //!         Request::post("/register")

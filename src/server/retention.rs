@@ -18,12 +18,14 @@
 //!   and deletes in one atomic step). Configured ([`StaticClient`](super::StaticClient))
 //!   clients are never removed.
 //!
-//! The sweep starts when [`oauth_router`](super::oauth_router) is built inside a Tokio
-//! runtime and ends when the last handle on the server (router, configuration,
-//! [`AuthorizationServer`]) is dropped: the task holds only a weak reference and is aborted
-//! with the server. Several instances sharing a store may all sweep: every delete is
-//! idempotent. With your own scheduler, turn the schedule off
-//! ([`Retention::manual`]) and call [`AuthorizationServer::sweep_now`].
+//! **Nothing sweeps until you ask.** Call [`AuthorizationServer::start_upkeep`] once, inside
+//! the Tokio runtime, when the server starts serving (next to `axum::serve`), and keep the
+//! [`UpkeepHandle`] it returns: the sweep stops when that handle is dropped, or when the last
+//! handle on the server (router, [`AuthorizationServer`]) is dropped, as the task holds only
+//! a weak reference. Building [`oauth_router`](super::oauth_router) starts nothing. Several
+//! instances sharing a store may all sweep: every delete is idempotent. With your own
+//! scheduler, turn the schedule off ([`Retention::manual`]) and call
+//! [`AuthorizationServer::sweep_now`].
 //!
 //! # What counts as use
 //!
@@ -83,7 +85,7 @@
 //! [sweep_idle_clients]: crate::store::ClientStore::sweep_idle_clients
 //! [touch_client]: crate::store::ClientStore::touch_client
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -227,11 +229,11 @@ impl Upkeep {
     /// Checks the ranges and fixes the idle window against the refresh-token lifetime.
     pub(crate) fn validate(mut self, refresh_ttl: Duration) -> Result<Self, ConfigError> {
         if let Some(every) = self.retention.sweep_every {
-            super::check_range("retention.sweep_every", every, 1, 24 * 3600)?;
+            super::builder::check_range("retention.sweep_every", every, 1, 24 * 3600)?;
         }
         self.idle_after = match self.retention.idle_client_after {
             Some(after) => {
-                super::check_range(
+                super::builder::check_range(
                     "retention.idle_client_after",
                     after,
                     24 * 3600,
@@ -349,60 +351,68 @@ async fn sweep(inner: &ServerInner) -> (SweepReport, Option<StoreError>) {
     (report, first_error)
 }
 
-/// Aborts the task when dropped.
+impl AuthorizationServer {
+    /// Starts the server's background upkeep: the scheduled sweep of
+    /// [`Retention::sweep_every`] (see the [module docs](self)). Nothing runs in the
+    /// background until this is called; building the server or [`oauth_router`] starts
+    /// nothing.
+    ///
+    /// Call it once, inside the Tokio runtime that serves the router, and keep the returned
+    /// [`UpkeepHandle`] for as long as the server runs: dropping it (or
+    /// [`UpkeepHandle::stop`]) stops the sweep, and so does dropping the last handle on the
+    /// server (the task holds only a weak reference). Outside a Tokio runtime, or with
+    /// [`Retention::manual`], nothing is started (outside a runtime a warning is logged) and
+    /// [`UpkeepHandle::is_running`] is `false`.
+    ///
+    /// A shared key ring ([`KeyRing::from_store`](crate::keys::KeyRing::from_store)) reloads
+    /// itself from the store from the moment it is opened; that is not part of this upkeep.
+    ///
+    /// [`oauth_router`]: super::oauth_router
+    pub fn start_upkeep(&self) -> UpkeepHandle {
+        let Some(every) = self.inner.upkeep.retention.sweep_every else {
+            return UpkeepHandle(None);
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                target: TARGET,
+                "start_upkeep was called outside a Tokio runtime: the scheduled sweep is not \
+                 running (call it inside the runtime, or call AuthorizationServer::sweep_now)"
+            );
+            return UpkeepHandle(None);
+        };
+        // Instances started together should not all sweep at the same moment.
+        let first = jitter(every.min(Duration::from_secs(60)));
+        let weak = Arc::downgrade(&self.inner);
+        UpkeepHandle(Some(runtime.spawn(run(weak, every, first))))
+    }
+}
+
+/// The running upkeep of an [`AuthorizationServer`], from
+/// [`start_upkeep`](AuthorizationServer::start_upkeep): it stops when this handle is
+/// dropped.
 #[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
+#[must_use = "the upkeep stops when its handle is dropped"]
+pub struct UpkeepHandle(Option<JoinHandle<()>>);
 
-impl Drop for AbortOnDrop {
+impl UpkeepHandle {
+    /// Whether the scheduled sweep is running.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.0.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops the upkeep (as dropping the handle does).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for UpkeepHandle {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
-}
-
-/// The scheduled sweep of one server: started at most once, aborted with the server.
-#[derive(Debug, Default)]
-pub(crate) struct Sweeper {
-    task: Mutex<Option<AbortOnDrop>>,
-}
-
-impl Sweeper {
-    /// Whether the scheduled task runs.
-    #[cfg(test)]
-    pub(crate) fn is_running(&self) -> bool {
-        self.task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|t| !t.0.is_finished())
-    }
-}
-
-/// Starts the scheduled sweep of `server` when it has one, is not running yet, and a Tokio
-/// runtime is at hand.
-pub(crate) fn start(server: &Arc<ServerInner>) {
-    let Some(every) = server.upkeep.retention.sweep_every else {
-        return;
-    };
-    let mut task = server
-        .sweeper
-        .task
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if task.is_some() {
-        return;
-    }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!(
-            target: TARGET,
-            "oauth_router was built outside a Tokio runtime: the scheduled sweep is not running \
-             (build the router inside the runtime, or call AuthorizationServer::sweep_now)"
-        );
-        return;
-    };
-    // Instances started together should not all sweep at the same moment.
-    let first = jitter(every.min(Duration::from_secs(60)));
-    let weak = Arc::downgrade(server);
-    *task = Some(AbortOnDrop(runtime.spawn(run(weak, every, first))));
 }
 
 async fn run(server: Weak<ServerInner>, every: Duration, first: Duration) {
@@ -454,96 +464,4 @@ pub(crate) async fn note_use(ctx: &AsContext, client: &Client) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::authn::StaticUsers;
-
-    fn upkeep(retention: Retention) -> Upkeep {
-        Upkeep {
-            retention,
-            ..Upkeep::default()
-        }
-    }
-
-    #[test]
-    fn ranges_and_the_refresh_floor() {
-        let day = Duration::from_secs(24 * 3600);
-        let refresh = 30 * day;
-        let u = Upkeep::default().validate(refresh).unwrap();
-        assert_eq!(u.idle_after, Some(90 * day));
-        let short = upkeep(Retention::default().with_idle_client_after(2 * day));
-        let u = short.validate(refresh).unwrap();
-        assert_eq!(
-            u.idle_after,
-            Some(refresh + Duration::from_secs(TOUCH_INTERVAL_SECS)),
-            "never shorter than a refresh family can live"
-        );
-        let bad = upkeep(Retention::default().with_idle_client_after(Duration::from_secs(3600)));
-        assert!(matches!(
-            bad.validate(refresh),
-            Err(ConfigError::OutOfRange {
-                field: "retention.idle_client_after",
-                ..
-            })
-        ));
-        let bad = upkeep(Retention::default().with_sweep_every(Duration::from_millis(10)));
-        assert!(matches!(
-            bad.validate(refresh),
-            Err(ConfigError::OutOfRange {
-                field: "retention.sweep_every",
-                ..
-            })
-        ));
-        let off = upkeep(Retention::default().manual().keep_idle_clients());
-        assert_eq!(off.validate(refresh).unwrap().idle_after, None);
-    }
-
-    #[test]
-    fn jitter_stays_below_its_bound() {
-        for _ in 0..100 {
-            assert!(jitter(Duration::from_millis(50)) < Duration::from_millis(50));
-        }
-        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
-    }
-
-    #[tokio::test]
-    async fn the_task_ends_with_the_server() {
-        let server = AuthorizationServer::builder()
-            .authenticator(StaticUsers::new())
-            .retention(Retention::default().with_sweep_every(Duration::from_secs(1)))
-            .build()
-            .unwrap();
-        start(&server.inner);
-        start(&server.inner);
-        assert!(server.inner.sweeper.is_running());
-        let weak = Arc::downgrade(&server.inner);
-        let handle = {
-            let task = server.inner.sweeper.task.lock().unwrap();
-            task.as_ref().map(|t| t.0.abort_handle()).unwrap()
-        };
-        drop(server);
-        assert!(
-            weak.upgrade().is_none(),
-            "the task must not keep the server alive"
-        );
-        tokio::task::yield_now().await;
-        for _ in 0..100 {
-            if handle.is_finished() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the sweep task must end when the server is dropped");
-    }
-
-    #[tokio::test]
-    async fn manual_retention_starts_nothing() {
-        let server = AuthorizationServer::builder()
-            .authenticator(StaticUsers::new())
-            .retention(Retention::default().manual())
-            .build()
-            .unwrap();
-        start(&server.inner);
-        assert!(!server.inner.sweeper.is_running());
-    }
-}
+mod tests;

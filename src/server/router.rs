@@ -1,36 +1,28 @@
 use axum::Router;
 use http::Method;
-use tower_http::cors::{Any, CorsLayer};
 
-use super::AsContext;
+use super::{AsContext, AuthorizationServer};
 use crate::config::McpOAuthConfig;
-use crate::metadata::protected_resource_router;
+use crate::metadata::{protected_resource_router, public_cors};
 
-/// Every endpoint of the authorization server plus the protected-resource metadata, ready to
-/// merge next to the MCP endpoint. Without an
-/// [`authorization_server`](crate::McpOAuthConfigBuilder::authorization_server) in the
-/// configuration (the resource-server-only mode) it serves only the protected-resource
-/// metadata. See the [module docs](crate::server).
+/// Every endpoint of `server` plus the protected-resource metadata of `cfg`, ready to merge
+/// next to the MCP endpoint. The resource-server-only mode (no embedded server) serves
+/// [`protected_resource_router`] instead. See the [module docs](crate::server).
 ///
-/// Built inside a Tokio runtime, it also starts the server's scheduled sweep (once per
-/// server, ending with it; see [`retention`](crate::server::retention)).
+/// Building the router starts nothing in the background: the scheduled sweep runs once
+/// [`AuthorizationServer::start_upkeep`] is called (see
+/// [`retention`](crate::server::retention)).
 #[must_use]
-pub fn oauth_router<S: Clone + Send + Sync + 'static>(cfg: impl Into<McpOAuthConfig>) -> Router<S> {
+pub fn oauth_router<S: Clone + Send + Sync + 'static>(
+    cfg: impl Into<McpOAuthConfig>,
+    server: &AuthorizationServer,
+) -> Router<S> {
     let cfg = cfg.into();
     let prm = protected_resource_router(&cfg);
-    let Some(server) = cfg.authorization_server().cloned() else {
-        return prm;
-    };
-    super::retention::start(&server.inner);
-    let ctx = AsContext::new(cfg, &server);
+    let ctx = AsContext::new(cfg, server);
     // Browser clients (the Inspector, web SDK clients) call these cross-origin: CORS `*`
     // without credentials. `/authorize` is a navigation and gets none.
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers(Any)
-        .expose_headers(Any)
-        .max_age(std::time::Duration::from_secs(86_400));
+    let cors = public_cors(&[Method::GET, Method::POST]);
     let machine = Router::new()
         .merge(super::discovery::routes(&ctx))
         .merge(super::register::routes(&ctx))

@@ -92,15 +92,15 @@ impl StoredKey {
     /// The usable key.
     ///
     /// # Errors
-    /// [`KeyError::Invalid`] when the bytes are not a key of the stated algorithm, or its
-    /// thumbprint is not `kid` (a record that was tampered with or mixed up).
+    /// [`KeyError::Invalid`] when the bytes are not a key of the stated algorithm;
+    /// [`KeyError::KidMismatch`] when its thumbprint is not `kid` (a record that was tampered
+    /// with or mixed up).
     pub fn signing_key(&self) -> Result<SigningKey, KeyError> {
         let key = SigningKey::from_pkcs8_der(self.algorithm, &self.private_key.0)?;
         if key.kid() != self.kid {
-            return Err(KeyError::Invalid(format!(
-                "stored key {}: the key's thumbprint does not match its kid",
-                self.kid
-            )));
+            return Err(KeyError::KidMismatch {
+                kid: self.kid.clone(),
+            });
         }
         Ok(key)
     }

@@ -35,6 +35,7 @@
 //! PostgreSQL.
 //!
 //! ```no_run
+//! # #[cfg(feature = "server")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use mcp_oauth::authn::StaticUsers;
 //! use mcp_oauth::server::AuthorizationServer;

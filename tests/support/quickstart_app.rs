@@ -147,7 +147,7 @@ pub fn app(public: &str, server: AuthorizationServer) -> (Router, McpOAuthConfig
                 .lazy()
                 .tools(Files::tool_requirements().iter().copied()),
         )
-        .authorization_server(server)
+        .authorization_server(&server)
         .build()
         .expect("the quickstart's configuration");
     let files = Files::new();
@@ -158,6 +158,6 @@ pub fn app(public: &str, server: AuthorizationServer) -> (Router, McpOAuthConfig
     );
     let app = Router::new()
         .route_service("/mcp", McpOAuth::new(mcp, config.clone()))
-        .merge(oauth_router(&config));
+        .merge(oauth_router(&config, &server));
     (app, config)
 }

@@ -90,10 +90,10 @@
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("http://127.0.0.1:8000/mcp")
 //!     .issuer("http://127.0.0.1:8000")
-//!     .authorization_server(server)
+//!     .authorization_server(&server)
 //!     .build()
 //!     .unwrap();
-//! let app: axum::Router = oauth_router(&cfg);
+//! let app: axum::Router = oauth_router(&cfg, &server);
 //! let res = app
 //!     .oneshot(
 //!         Request::get(
