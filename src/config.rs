@@ -285,7 +285,6 @@ impl std::fmt::Debug for McpOAuthConfig {
 
 impl McpOAuthConfig {
     /// Starts a builder.
-    #[must_use]
     pub fn builder() -> McpOAuthConfigBuilder {
         McpOAuthConfigBuilder::default()
     }
@@ -333,7 +332,6 @@ impl McpOAuthConfig {
     }
 
     /// The access policy.
-    #[must_use]
     pub fn policy(&self) -> &AccessPolicy {
         &self.inner.policy
     }

@@ -106,7 +106,6 @@ pub(crate) fn public_cors(methods: &[Method]) -> CorsLayer {
 /// A router serving the protected-resource metadata of every configured resource, at the
 /// path-inserted URL of each and at the root for the canonical one. Merge it into the app
 /// that serves the MCP endpoint (the authorization server's `oauth_router` includes it).
-#[must_use]
 pub fn protected_resource_router<S: Clone + Send + Sync + 'static>(
     cfg: &McpOAuthConfig,
 ) -> Router<S> {

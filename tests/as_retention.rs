@@ -51,7 +51,7 @@ fn config(server: &AuthorizationServer) -> McpOAuthConfig {
 
 /// The authorization server's routes for `server` (its configuration built on the way).
 fn router(server: AuthorizationServer) -> Router {
-    oauth_router(&config(&server), &server)
+    oauth_router(config(&server), &server)
 }
 
 fn builder() -> AuthorizationServerBuilder {

@@ -16,7 +16,6 @@
 
 mod support;
 
-#[allow(dead_code)]
 #[path = "support/oidc.rs"]
 mod oidc;
 

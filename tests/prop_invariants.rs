@@ -412,10 +412,11 @@ impl Model {
             self.current = successor;
             return Expect::Rotated;
         }
-        if let Some((prev, at, sealed)) = &self.previous {
-            if *prev == presented && now <= at + self.grace {
-                return Expect::Grace(sealed.clone());
-            }
+        if let Some((prev, at, sealed)) = &self.previous
+            && *prev == presented
+            && now <= at + self.grace
+        {
+            return Expect::Grace(sealed.clone());
         }
         self.revoked = true;
         Expect::Reused

@@ -190,11 +190,11 @@ impl KeyRing {
     /// explicitly (the authorization server derives it from its access-token lifetime).
     #[cfg(feature = "server")]
     pub(crate) fn set_default_retention(&self, retention: Duration) {
-        if let Some(b) = &self.shared {
-            if !b.retention_explicit {
-                b.retention_secs
-                    .store(retention.as_secs(), Ordering::Relaxed);
-            }
+        if let Some(b) = &self.shared
+            && !b.retention_explicit
+        {
+            b.retention_secs
+                .store(retention.as_secs(), Ordering::Relaxed);
         }
     }
 }
@@ -551,10 +551,10 @@ impl Binding {
         let now = crate::util::now();
         if let Some(every) = self.rotate_every {
             let created = self.lock_meta().current_created_at;
-            if now >= created.saturating_add(every.as_secs()) {
-                if let Err(e) = self.rotate_locked(ring).await {
-                    tracing::warn!(target: "mcp_oauth::keys", ring = %self.ring, error = %e, "scheduled key rotation failed");
-                }
+            if now >= created.saturating_add(every.as_secs())
+                && let Err(e) = self.rotate_locked(ring).await
+            {
+                tracing::warn!(target: "mcp_oauth::keys", ring = %self.ring, error = %e, "scheduled key rotation failed");
             }
         }
         let prune_due = self

@@ -204,10 +204,10 @@ impl AuthRejection {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(value) = self.www_authenticate(resource_metadata) {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(WWW_AUTHENTICATE, v);
-            }
+        if let Some(value) = self.www_authenticate(resource_metadata)
+            && let Ok(v) = HeaderValue::from_str(&value)
+        {
+            headers.insert(WWW_AUTHENTICATE, v);
         }
         if matches!(self, Self::Unavailable) {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));

@@ -258,10 +258,10 @@ fn request_host<'h>(headers: &'h HeaderMap, authority: Option<&'h str>) -> Optio
     }
     for value in headers.get_all(http::header::FORWARDED) {
         for pair in value.to_str().ok()?.split([',', ';']) {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k.trim().eq_ignore_ascii_case("host") {
-                    named.push(v.trim().trim_matches('"'));
-                }
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k.trim().eq_ignore_ascii_case("host")
+            {
+                named.push(v.trim().trim_matches('"'));
             }
         }
     }
@@ -430,14 +430,13 @@ where
             }
             None => None,
         };
-        if let Some(origin) = &cors {
-            if req.method() == Method::OPTIONS
-                && req
-                    .headers()
-                    .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
-            {
-                return ResponseFuture::done(preflight(origin), None);
-            }
+        if let Some(origin) = &cors
+            && req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return ResponseFuture::done(preflight(origin), None);
         }
         // With several resources, a path under none of them is never judged as the first.
         if resource.is_none() {
@@ -604,18 +603,16 @@ where
                 }
             };
             let messages = jsonrpc::parse_body(&bytes);
-            if let Some((method, name)) = &from_headers {
-                if let [
+            if let Some((method, name)) = &from_headers
+                && let [
                     jsonrpc::Message::Call {
                         method: m, name: n, ..
                     },
                 ] = messages.as_slice()
-                {
-                    if m != method || (name.is_some() && n != name) {
-                        return Err(AuthRejection::HeaderMismatch
-                            .into_jsonrpc_response(metadata, jsonrpc::request_id(&bytes)));
-                    }
-                }
+                && (m != method || (name.is_some() && n != name))
+            {
+                return Err(AuthRejection::HeaderMismatch
+                    .into_jsonrpc_response(metadata, jsonrpc::request_id(&bytes)));
             }
             let Some(requirement) = jsonrpc::requirement_of(&cfg.policy, &messages) else {
                 tracing::debug!(target: "mcp_oauth::rejection", "unreadable JSON-RPC method or target");
@@ -859,11 +856,11 @@ async fn check(
         }
     }
     // A session bound to a principal is theirs alone; for anyone else it does not exist.
-    if let Some(owner @ SessionOwner::Principal { .. }) = bound {
-        if !owner.is(&ctx) {
-            tracing::debug!(target: "mcp_oauth::rejection", "session opened by another principal");
-            return Err(AuthRejection::SessionNotFound);
-        }
+    if let Some(owner @ SessionOwner::Principal { .. }) = bound
+        && !owner.is(&ctx)
+    {
+        tracing::debug!(target: "mcp_oauth::rejection", "session opened by another principal");
+        return Err(AuthRejection::SessionNotFound);
     }
     if let Some(needed) = &needed {
         let missing = cfg.hierarchy.missing(ctx.scopes(), needed);

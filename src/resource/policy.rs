@@ -381,19 +381,20 @@ fn normalise_uri(uri: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| char::from(b).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                let c = char::from(u8::try_from(h * 16 + l).unwrap_or(0));
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~') {
-                    decoded.push(c);
-                } else {
-                    decoded.push('%');
-                    decoded.push(char::from(bytes[i + 1]).to_ascii_uppercase());
-                    decoded.push(char::from(bytes[i + 2]).to_ascii_uppercase());
-                }
-                i += 3;
-                continue;
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            let c = char::from(u8::try_from(h * 16 + l).unwrap_or(0));
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~') {
+                decoded.push(c);
+            } else {
+                decoded.push('%');
+                decoded.push(char::from(bytes[i + 1]).to_ascii_uppercase());
+                decoded.push(char::from(bytes[i + 2]).to_ascii_uppercase());
             }
+            i += 3;
+            continue;
         }
         // Multi-byte characters are copied whole.
         let ch = uri[i..].chars().next().unwrap_or('\u{fffd}');

@@ -133,7 +133,11 @@ impl Table {
         let per_sec = f64::from(limit.per_minute) / 60.0;
         let wait = (1.0 - b.tokens) / per_sec;
         // At most 60 s / per_minute ≤ 60: the cast cannot truncate.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a wait of at most 60 s, never negative"
+        )]
         Err(wait.ceil().max(1.0) as u64)
     }
 

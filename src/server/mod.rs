@@ -115,7 +115,6 @@ pub(crate) struct ServerInner {
     pub(crate) dynamic_registration: bool,
     pub(crate) remember_consent: bool,
     pub(crate) trusted_proxies: Vec<IpAddr>,
-    #[allow(dead_code)]
     pub(crate) stats_endpoint: bool,
     pub(crate) limiter: rate_limit::Limiter,
     pub(crate) login_accounts: login_throttle::AccountThrottle,
@@ -153,7 +152,6 @@ impl AuthorizationServer {
     /// Starts a builder with safe defaults: in-memory store, a generated ES256 key, codes
     /// living 60 s, access tokens 1 h, refresh tokens 30 days with a 30 s rotation grace,
     /// dynamic registration on.
-    #[must_use]
     pub fn builder() -> AuthorizationServerBuilder {
         AuthorizationServerBuilder::default()
     }

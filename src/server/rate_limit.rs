@@ -342,7 +342,11 @@ impl Limiter {
         } else {
             let wait = (1.0 - bucket.tokens) / per_sec;
             // At most 60 s / per_minute ≤ 60: the cast cannot truncate.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a wait of at most 60 s, never negative"
+            )]
             Err(wait.ceil().max(1.0) as u64)
         };
         let refill = ((capacity - bucket.tokens) / per_sec).clamp(0.0, 86_400.0);

@@ -12,7 +12,6 @@ use crate::metadata::{protected_resource_router, public_cors};
 /// Building the router starts nothing in the background: the scheduled sweep runs once
 /// [`AuthorizationServer::start_upkeep`] is called (see
 /// [`retention`](crate::server::retention)).
-#[must_use]
 pub fn oauth_router<S: Clone + Send + Sync + 'static>(
     cfg: impl Into<McpOAuthConfig>,
     server: &AuthorizationServer,

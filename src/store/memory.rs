@@ -382,13 +382,14 @@ impl GrantStore for MemoryStore {
             s.refresh_index.insert(successor, family_id);
             return Ok(Rotation::Rotated(family));
         }
-        if let Some(prev) = &state.previous {
-            if prev.hash.ct_eq(presented) && now <= prev.rotated_at.saturating_add(grace) {
-                return Ok(Rotation::Grace {
-                    family,
-                    sealed_successor: prev.sealed_successor.clone(),
-                });
-            }
+        if let Some(prev) = &state.previous
+            && prev.hash.ct_eq(presented)
+            && now <= prev.rotated_at.saturating_add(grace)
+        {
+            return Ok(Rotation::Grace {
+                family,
+                sealed_successor: prev.sealed_successor.clone(),
+            });
         }
         // An older token of a live family: someone replayed it. Revoke everything.
         state.revoked_at = Some(now);

@@ -179,6 +179,7 @@ impl Gcra {
 }
 
 /// Milliseconds since the Unix epoch.
+#[cfg(any(feature = "server", feature = "testkit"))]
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

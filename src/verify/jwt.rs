@@ -401,10 +401,11 @@ impl TokenVerifier for JwtVerifier {
     }
 
     async fn recheck(&self, ctx: &AuthContext) -> Result<(), VerifyError> {
-        if let (Some(list), Some(jti)) = (&self.revoked, ctx.token_id()) {
-            if ctx.kind() == TokenKind::Jwt && list.is_revoked(jti).await? {
-                return Err(VerifyError::Revoked);
-            }
+        if let (Some(list), Some(jti)) = (&self.revoked, ctx.token_id())
+            && ctx.kind() == TokenKind::Jwt
+            && list.is_revoked(jti).await?
+        {
+            return Err(VerifyError::Revoked);
         }
         Ok(())
     }

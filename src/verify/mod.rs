@@ -54,8 +54,7 @@ use crate::context::AuthContext;
 pub use api_key::{ApiKeyVerifier, InvalidKeyHash};
 pub use cache::TokenCache;
 pub use chain::ChainVerifier;
-#[allow(unused_imports)]
-pub(crate) use jwt::{JwtRules, TypRule, check_leeway, claims_to_context};
+pub(crate) use jwt::check_leeway;
 pub use jwt::{JwtVerifier, JwtVerifierBuilder, MemoryRevocations, RevokedTokens};
 
 #[cfg(feature = "introspection")]

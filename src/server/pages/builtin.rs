@@ -80,7 +80,6 @@ impl Pages for Builtin {
 
 /// Plain pages without templates: used without the `consent-page` feature (and if a
 /// template ever failed to render). Same fields, same forms, everything escaped.
-#[cfg_attr(feature = "consent-page", allow(dead_code))]
 mod fallback {
     use std::fmt::Write as _;
 

@@ -66,19 +66,18 @@ impl FamilyRow {
             return Ok(None);
         };
         let mut state = RefreshTokenState::Retired;
-        if let Some(current) = &self.current_hash {
-            if hash_of(current, "current refresh hash")?.ct_eq(presented) {
-                state = RefreshTokenState::Current;
-            }
+        if let Some(current) = &self.current_hash
+            && hash_of(current, "current refresh hash")?.ct_eq(presented)
+        {
+            state = RefreshTokenState::Current;
         }
-        if state == RefreshTokenState::Retired {
-            if let (Some(prev), Some(at)) = (&self.previous_hash, self.previous_rotated_at) {
-                if hash_of(prev, "previous refresh hash")?.ct_eq(presented) {
-                    state = RefreshTokenState::Previous {
-                        rotated_at: time_of(at, "previous_rotated_at")?,
-                    };
-                }
-            }
+        if state == RefreshTokenState::Retired
+            && let (Some(prev), Some(at)) = (&self.previous_hash, self.previous_rotated_at)
+            && hash_of(prev, "previous refresh hash")?.ct_eq(presented)
+        {
+            state = RefreshTokenState::Previous {
+                rotated_at: time_of(at, "previous_rotated_at")?,
+            };
         }
         Ok(Some(RefreshLookup { family, state }))
     }
@@ -94,10 +93,10 @@ impl FamilyRow {
         let Some(family) = self.active(now)? else {
             return Ok(Decision::Invalid);
         };
-        if let Some(current) = &self.current_hash {
-            if hash_of(current, "current refresh hash")?.ct_eq(presented) {
-                return Ok(Decision::Rotate(family));
-            }
+        if let Some(current) = &self.current_hash
+            && hash_of(current, "current refresh hash")?.ct_eq(presented)
+        {
+            return Ok(Decision::Rotate(family));
         }
         if let (Some(prev), Some(at)) = (&self.previous_hash, self.previous_rotated_at) {
             let at = time_of(at, "previous_rotated_at")?;
