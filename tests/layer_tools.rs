@@ -506,3 +506,32 @@ async fn filtering_applies_to_declared_tools_too() {
     let (_, _, body) = send(&app, list(), &[("authorization", &auth)]).await;
     assert_eq!(body, declared_body(&json!("list-1"), false));
 }
+
+/// The shaping of a `tools/list` is remembered per layer configuration: two layers with
+/// different policies over the same answer, called in turn, each show their own policy.
+#[tokio::test]
+async fn remembered_shaping_is_per_configuration() {
+    let (_, a) = config();
+    let a = make_app(a.build().unwrap());
+    let (_, b) = config();
+    let b = make_app(
+        b.policy(AccessPolicy::new().lazy().public_tool("files_read"))
+            .build()
+            .unwrap(),
+    );
+    for _ in 0..3 {
+        let (_, _, body) = send(&a, list(), &[]).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(schemes_of(&v), expected_schemes());
+        let (_, _, body) = send(&b, list(), &[]).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["result"]["tools"][1]["securitySchemes"],
+            json!([{"type": "noauth"}])
+        );
+        assert_eq!(
+            v["result"]["tools"][0]["securitySchemes"],
+            json!([{"type": "oauth2", "scopes": ["files:read"]}])
+        );
+    }
+}

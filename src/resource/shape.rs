@@ -3,7 +3,7 @@
 //! carrying `_meta["mcp/www_authenticate"]`, which is what ChatGPT acts on).
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -224,6 +224,38 @@ impl ToolsListShaper {
         let Some(tools_raw) = msg.result.and_then(|r| r.tools) else {
             return Spliced::Untouched;
         };
+        // Where the `tools` array sits in `text` (the raw value borrows from it).
+        let start = tools_raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        let end = start + tools_raw.get().len();
+        let around = |array: &[u8]| {
+            let mut out = Vec::with_capacity(text.len() - (end - start) + array.len());
+            out.extend_from_slice(&text.as_bytes()[..start]);
+            out.extend_from_slice(array);
+            out.extend_from_slice(&text.as_bytes()[end..]);
+            out
+        };
+        // Without filtering the result depends only on the array and the policy: a server
+        // answers the same list again and again, so the last one is remembered.
+        let cacheable = !self.cfg.filter_tools_list && tools_raw.get().len() <= CACHE_MAX;
+        if cacheable {
+            if let Some(hit) = last_shaped(&self.cfg, tools_raw.get()) {
+                return hit.map_or(Spliced::Untouched, |array| Spliced::Out(around(&array)));
+            }
+        }
+        let shaped = self.shape_array(tools_raw);
+        if cacheable {
+            if let Spliced::Untouched | Spliced::Out(_) = &shaped {
+                remember_shaped(&self.cfg, tools_raw.get(), &shaped);
+            }
+        }
+        match shaped {
+            Spliced::Out(array) => Spliced::Out(around(&array)),
+            other => other,
+        }
+    }
+
+    /// Shapes one `tools` array: `Out` holds the new array alone.
+    fn shape_array(&self, tools_raw: &RawValue) -> Spliced {
         let Ok(tools) = serde_json::from_str::<Vec<&RawValue>>(tools_raw.get()) else {
             // Not an array: the full rewrite leaves it alone too.
             return Spliced::Untouched;
@@ -238,11 +270,7 @@ impl ToolsListShaper {
         if actions.iter().all(|a| matches!(a, ToolAction::Keep)) {
             return Spliced::Untouched;
         }
-        // Where the `tools` array sits in `text` (the raw value borrows from it).
-        let start = tools_raw.get().as_ptr() as usize - text.as_ptr() as usize;
-        let end = start + tools_raw.get().len();
-        let mut out = Vec::with_capacity(text.len() + 64 * tools.len());
-        out.extend_from_slice(&text.as_bytes()[..start]);
+        let mut out = Vec::with_capacity(tools_raw.get().len() + 64 * tools.len());
         out.push(b'[');
         let mut first = true;
         for (raw, action) in tools.iter().zip(actions) {
@@ -278,7 +306,6 @@ impl ToolsListShaper {
             out.extend_from_slice(&piece);
         }
         out.push(b']');
-        out.extend_from_slice(&text.as_bytes()[end..]);
         Spliced::Out(out)
     }
 
@@ -358,6 +385,44 @@ impl ToolsListShaper {
             Response::from_parts(parts, body)
         }
     }
+}
+
+/// Largest `tools` array remembered by the one-entry cache (64 KiB).
+const CACHE_MAX: usize = 64 * 1024;
+
+/// The last `tools` array shaped without filtering, for which layer configuration, and what
+/// it became (`None`: left as it was). One entry for the process: a server answers the same
+/// list to every client, so one entry is what matters; several layers in one process only
+/// take turns. The configuration is held weakly and compared by address: while the `Weak`
+/// lives its allocation cannot be reused, so a different configuration never matches.
+struct LastShaped {
+    cfg: Weak<Inner>,
+    input: Box<str>,
+    output: Option<Bytes>,
+}
+
+static LAST_SHAPED: Mutex<Option<LastShaped>> = Mutex::new(None);
+
+/// The remembered shaping of `input` under `cfg`, if it is the last one: `Some(None)` when
+/// it needed nothing, `Some(Some(array))` for the new array.
+fn last_shaped(cfg: &Arc<Inner>, input: &str) -> Option<Option<Bytes>> {
+    let last = LAST_SHAPED.lock().unwrap_or_else(PoisonError::into_inner);
+    let last = last.as_ref()?;
+    (std::ptr::eq(last.cfg.as_ptr(), Arc::as_ptr(cfg)) && *last.input == *input)
+        .then(|| last.output.clone())
+}
+
+/// Remembers the shaping of `input` under `cfg` (only `Untouched` and `Out` are passed).
+fn remember_shaped(cfg: &Arc<Inner>, input: &str, shaped: &Spliced) {
+    let output = match shaped {
+        Spliced::Out(array) => Some(Bytes::copy_from_slice(array)),
+        _ => None,
+    };
+    *LAST_SHAPED.lock().unwrap_or_else(PoisonError::into_inner) = Some(LastShaped {
+        cfg: Arc::downgrade(cfg),
+        input: input.into(),
+        output,
+    });
 }
 
 /// The outcome of the cheap path.
@@ -484,14 +549,19 @@ pin_project! {
     }
 }
 
-/// The end of the first complete SSE event in `buf` (index after its blank line).
+/// The end of the first complete SSE event in `buf` (index after its blank line: `\n\n`,
+/// or `\r\n\r\n`), in one pass over the line feeds.
 fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let mut from = 0;
+    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
+        let lf = from + p;
+        match buf.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
+            _ => from = lf + 1,
+        }
     }
+    None
 }
 
 /// Rewrites the `data:` payload of one SSE event when it is a `tools/list` result.
@@ -508,28 +578,36 @@ fn rewrite_event(shaper: &ToolsListShaper, event: BytesMut) -> Bytes {
                 .map(|d| d.strip_prefix(' ').unwrap_or(d))
         })
         .collect();
-    if data.is_empty() {
+    // No data, or only an empty `data:` line (rmcp's priming event): nothing to shape.
+    if data.iter().all(|d| d.is_empty()) {
         return event;
     }
-    let Some(new) = shaper.rewrite(data.join("\n").as_bytes()) else {
+    let joined;
+    let payload = if let [one] = data.as_slice() {
+        *one
+    } else {
+        joined = data.join("\n");
+        &joined
+    };
+    let Some(new) = shaper.rewrite(payload.as_bytes()) else {
         return event;
     };
-    let mut out = String::with_capacity(event.len() + 64);
+    let mut out = Vec::with_capacity(new.len() + 64);
     let mut wrote = false;
     for line in text.lines() {
         if line.starts_with("data:") {
             if !wrote {
-                out.push_str("data: ");
-                out.push_str(&String::from_utf8_lossy(&new));
-                out.push('\n');
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&new);
+                out.push(b'\n');
                 wrote = true;
             }
         } else if !line.is_empty() {
-            out.push_str(line);
-            out.push('\n');
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
         }
     }
-    out.push('\n');
+    out.push(b'\n');
     Bytes::from(out)
 }
 
