@@ -535,3 +535,47 @@ async fn remembered_shaping_is_per_configuration() {
         );
     }
 }
+
+/// Answers `tools/list` the way rmcp writes it (`jsonrpc`, `id`, `result` in that order, no
+/// spaces), echoing the request id.
+async fn rmcp_like(body: String) -> Response<Body> {
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    let id = serde_json::to_string(&msg["id"]).unwrap();
+    let text = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"files_read","_meta":{{"securitySchemes":[{{"type":"oauth2","scopes":["files:read"]}}]}}}},{{"name":"unlisted"}}]}}}}"#
+    );
+    ([("content-type", "application/json")], text).into_response()
+}
+
+/// The same list again under another id (recognised without a parse) is shaped like the
+/// first, with its own id; ids that could hide structure take the full path, same result.
+#[tokio::test]
+async fn the_same_list_under_new_ids_is_shaped_alike() {
+    let (_, b) = config();
+    let app = Router::new()
+        .route("/mcp", post(rmcp_like))
+        .layer(McpOAuthLayer::new(b.build().unwrap()));
+    let read = json!([{"type": "oauth2", "scopes": ["files:read"]}]);
+    for id in [
+        json!(1),
+        json!(2),
+        json!("list-7"),
+        json!(-3),
+        json!("q\"uote"),
+        json!("back\\slash"),
+        json!(1.5),
+        json!(null),
+    ] {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        let (status, _, body) = send(&app, req, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(v["id"], id, "{body}");
+        let tools = v["result"]["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), 2, "{body}");
+        for t in tools {
+            assert_eq!(t["securitySchemes"], read, "{body}");
+            assert_eq!(t["_meta"]["securitySchemes"], read, "{body}");
+        }
+    }
+}

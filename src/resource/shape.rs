@@ -218,6 +218,11 @@ impl ToolsListShaper {
 
     /// The cheap path of [`Self::rewrite`].
     fn splice(&self, text: &str) -> Spliced {
+        if !self.cfg.filter_tools_list {
+            if let Some(hit) = same_list_again(&self.cfg, text) {
+                return hit;
+            }
+        }
         let Ok(msg) = serde_json::from_str::<MsgHead<'_>>(text) else {
             return Spliced::Unreadable;
         };
@@ -410,6 +415,52 @@ fn last_shaped(cfg: &Arc<Inner>, input: &str) -> Option<Option<Bytes>> {
     let last = last.as_ref()?;
     (std::ptr::eq(last.cfg.as_ptr(), Arc::as_ptr(cfg)) && *last.input == *input)
         .then(|| last.output.clone())
+}
+
+/// The last list again, but for its id, recognised without a parse: when `text` is exactly
+/// `{"jsonrpc":"2.0","id":ID,"result":{"tools":TOOLS}}` (how rmcp writes a `tools/list`
+/// result), ID is a plain JSON number or string, and TOOLS is the remembered array for
+/// `cfg`, then `result.tools` is that array and the remembered shaping applies.
+fn same_list_again(cfg: &Arc<Inner>, text: &str) -> Option<Spliced> {
+    const HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
+    const MID: &str = r#","result":{"tools":"#;
+    let body = text.strip_suffix("}}")?;
+    let last = LAST_SHAPED.lock().unwrap_or_else(PoisonError::into_inner);
+    let last = last.as_ref()?;
+    if !std::ptr::eq(last.cfg.as_ptr(), Arc::as_ptr(cfg)) {
+        return None;
+    }
+    let head = body.strip_suffix(&*last.input)?;
+    let id = head.strip_prefix(HEAD)?.strip_suffix(MID)?;
+    if !plain_id(id.as_bytes()) {
+        return None;
+    }
+    Some(match &last.output {
+        None => Spliced::Untouched,
+        Some(array) => {
+            let mut out = Vec::with_capacity(head.len() + array.len() + 2);
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(array);
+            out.extend_from_slice(b"}}");
+            Spliced::Out(out)
+        }
+    })
+}
+
+/// Whether `id` is a JSON-RPC id that cannot hide any structure: an integer without
+/// leading zeros, or a string of printable characters other than `"` and `\`.
+fn plain_id(id: &[u8]) -> bool {
+    match id {
+        [b'"', inner @ .., b'"'] => inner.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\'),
+        _ => {
+            let digits = id.strip_prefix(b"-").unwrap_or(id);
+            match digits {
+                [b'0'] => true,
+                [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+                _ => false,
+            }
+        }
+    }
 }
 
 /// Remembers the shaping of `input` under `cfg` (only `Untouched` and `Out` are passed).
@@ -690,4 +741,40 @@ pub(crate) fn tool_result_challenge(
     );
     res.extensions_mut().insert(rejection.clone());
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{event_end, plain_id};
+
+    #[test]
+    fn plain_ids_are_numbers_and_simple_strings() {
+        for ok in [&b"0"[..], b"7", b"-12", b"123456", b"\"a-b 1\"", b"\"\""] {
+            assert!(plain_id(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b""[..],
+            b"-",
+            b"01",
+            b"1.5",
+            b"1e3",
+            b"\"a\\\"\"",
+            b"\"a\"b\"",
+            b"\"tab\t\"",
+            b"null",
+            b"{}",
+            b"\"x",
+        ] {
+            assert!(!plain_id(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn events_end_at_a_blank_line() {
+        assert_eq!(event_end(b"data: x\n\nrest"), Some(9));
+        assert_eq!(event_end(b"data: x\r\n\r\nrest"), Some(11));
+        assert_eq!(event_end(b"data: x\ndata: y\n"), None);
+        assert_eq!(event_end(b"a\nb\r\nc\n\n"), Some(8));
+        assert_eq!(event_end(b""), None);
+    }
 }
