@@ -80,6 +80,27 @@ pub fn check_tool_scopes(extensions: &http::Extensions, needed: &[&str]) -> Resu
     ))
 }
 
+/// What `#[scoped_tools]` writes into a declared tool's `#[tool(meta = …)]`: the tool's
+/// `_meta` object (the one the code gave, if any, its other keys kept) with
+/// `securitySchemes` set for `access`, in the shape the layer would add to `tools/list`
+/// (`[{"type":"noauth"}]`, or `[{"type":"oauth2","scopes":[…]}]` with the scopes sorted and
+/// unique, as the layer lists them).
+///
+/// Plain `serde_json` types, so the expansion works whether or not `mcp_oauth`'s `rmcp`
+/// feature is on; the expansion wraps the result in `rmcp::model::MetaObject`.
+#[must_use]
+pub fn with_security_schemes(
+    meta: Option<serde_json::Map<String, serde_json::Value>>,
+    access: ToolAccess,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut meta = meta.unwrap_or_default();
+    meta.insert(
+        "securitySchemes".to_owned(),
+        crate::resource::shape::schemes_for_access(access),
+    );
+    meta
+}
+
 #[cfg(not(feature = "rmcp"))]
 mod no_rmcp {
     /// Stands in for rmcp's `Extension` when `mcp_oauth`'s `rmcp` feature is off, so that

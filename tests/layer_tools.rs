@@ -391,3 +391,191 @@ async fn trusted_headers_still_shape_and_challenge() {
     let (v, _) = www_in_meta(&body);
     assert_eq!(v["id"], 42);
 }
+
+/// A stand-in whose tools already show their schemes, top level and in `_meta` (what a
+/// server declaring its tools at the source sends), written with its own spacing and key
+/// order; or, with `mixed`, one tool declared only in `_meta` (what an rmcp tool under
+/// `#[scoped_tools]` sends: rmcp's `Tool` has no top-level field for it), one undeclared and
+/// one declaring the wrong scopes.
+fn declared_body(id: &Value, mixed: bool) -> String {
+    if mixed {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[ {{"name":"files_read", "inputSchema":{{"type":"object"}},"_meta":{{"securitySchemes":[{{"type":"oauth2","scopes":["files:read"]}}]}}}}, {{"name":"unlisted","inputSchema":{{}}}}, {{"name":"files_write","securitySchemes":[{{"type":"noauth"}}],"_meta":{{"securitySchemes":[{{"type":"noauth"}}]}}}} ],"nextCursor":"c"}}}}"#
+        )
+    } else {
+        format!(
+            r#"{{"jsonrpc":"2.0", "id":{id}, "result":{{ "tools":[{{"securitySchemes":[{{"type":"noauth"}}],"name":"public_search","_meta":{{"securitySchemes":[{{"type":"noauth"}}]}}}},{{"name":"files_read","_meta":{{"x":1,"securitySchemes":[{{"scopes":["files:read"],"type":"oauth2"}}]}},"securitySchemes":[{{"type":"oauth2","scopes":["files:read"]}}]}}]}}}}"#
+        )
+    }
+}
+
+async fn declared_mcp(headers: HeaderMap, body: String) -> Response<Body> {
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    let text = declared_body(&msg["id"], headers.contains_key("x-mixed"));
+    if headers
+        .get("accept")
+        .is_some_and(|a| a == "text/event-stream")
+    {
+        (
+            [("content-type", "text/event-stream")],
+            format!("event: message\ndata: {text}\n\n"),
+        )
+            .into_response()
+    } else {
+        ([("content-type", "application/json")], text).into_response()
+    }
+}
+
+fn declared_app() -> Router {
+    let (_, b) = config();
+    Router::new()
+        .route("/mcp", post(declared_mcp))
+        .layer(McpOAuthLayer::new(b.build().unwrap()))
+}
+
+/// (b) A `tools/list` whose tools already show what the layer enforces passes through byte
+/// for byte, as JSON and as SSE: nothing is parsed into a tree or re-serialised.
+#[tokio::test]
+async fn declared_tools_list_passes_byte_for_byte() {
+    let app = declared_app();
+    let (status, _, body) = send(&app, list(), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, declared_body(&json!("list-1"), false));
+    let (_, _, body) = send(&app, list(), &[("accept", "text/event-stream")]).await;
+    assert_eq!(
+        body,
+        format!(
+            "event: message\ndata: {}\n\n",
+            declared_body(&json!("list-1"), false)
+        )
+    );
+}
+
+/// (c, d) Only the tools that need it change: the `_meta`-declared tool gains the top-level
+/// copy (the rest of its bytes as they were), the undeclared tool gets both copies from the
+/// fallback, a tool declaring schemes other than the policy's is corrected to what the
+/// layer enforces, and everything around the tools is kept byte for byte.
+#[tokio::test]
+async fn the_fallback_touches_only_the_tools_that_need_it() {
+    let app = declared_app();
+    let (status, _, body) = send(&app, list(), &[("x-mixed", "1")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.starts_with(r#"{"jsonrpc":"2.0","id":"list-1","result":{"tools":["#),
+        "{body}"
+    );
+    assert!(body.ends_with(r#"],"nextCursor":"c"}}"#), "{body}");
+    assert!(
+        body.contains(r#"{"securitySchemes":[{"scopes":["files:read"],"type":"oauth2"}],"name":"files_read", "inputSchema":{"type":"object"},"_meta":{"securitySchemes":[{"type":"oauth2","scopes":["files:read"]}]}}"#),
+        "{body}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let tools = v["result"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 3);
+    let read = json!([{"type":"oauth2","scopes":["files:read"]}]);
+    let write = json!([{"type":"oauth2","scopes":["files:write"]}]);
+    assert_eq!(tools[0]["securitySchemes"], read);
+    assert_eq!(tools[1]["name"], "unlisted");
+    assert_eq!(tools[1]["securitySchemes"], read);
+    assert_eq!(tools[1]["_meta"]["securitySchemes"], read);
+    assert_eq!(tools[1]["inputSchema"], json!({}));
+    assert_eq!(tools[2]["securitySchemes"], write);
+    assert_eq!(tools[2]["_meta"]["securitySchemes"], write);
+}
+
+/// Filtering still drops what the caller may not call, declared or not.
+#[tokio::test]
+async fn filtering_applies_to_declared_tools_too() {
+    let (ring, b) = config();
+    let app = Router::new()
+        .route("/mcp", post(declared_mcp))
+        .layer(McpOAuthLayer::new(
+            b.filter_tools_list(true).build().unwrap(),
+        ));
+    let (_, _, body) = send(&app, list(), &[]).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["public_search"]);
+    // With the scope, nothing is dropped and nothing needs adding: byte for byte.
+    let auth = format!("Bearer {}", token(&ring, "files:read"));
+    let (_, _, body) = send(&app, list(), &[("authorization", &auth)]).await;
+    assert_eq!(body, declared_body(&json!("list-1"), false));
+}
+
+/// The shaping of a `tools/list` is remembered per layer configuration: two layers with
+/// different policies over the same answer, called in turn, each show their own policy.
+#[tokio::test]
+async fn remembered_shaping_is_per_configuration() {
+    let (_, a) = config();
+    let a = make_app(a.build().unwrap());
+    let (_, b) = config();
+    let b = make_app(
+        b.policy(AccessPolicy::new().lazy().public_tool("files_read"))
+            .build()
+            .unwrap(),
+    );
+    for _ in 0..3 {
+        let (_, _, body) = send(&a, list(), &[]).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(schemes_of(&v), expected_schemes());
+        let (_, _, body) = send(&b, list(), &[]).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["result"]["tools"][1]["securitySchemes"],
+            json!([{"type": "noauth"}])
+        );
+        assert_eq!(
+            v["result"]["tools"][0]["securitySchemes"],
+            json!([{"type": "oauth2", "scopes": ["files:read"]}])
+        );
+    }
+}
+
+/// Answers `tools/list` the way rmcp writes it (`jsonrpc`, `id`, `result` in that order, no
+/// spaces), echoing the request id.
+async fn rmcp_like(body: String) -> Response<Body> {
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    let id = serde_json::to_string(&msg["id"]).unwrap();
+    let text = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"files_read","_meta":{{"securitySchemes":[{{"type":"oauth2","scopes":["files:read"]}}]}}}},{{"name":"unlisted"}}]}}}}"#
+    );
+    ([("content-type", "application/json")], text).into_response()
+}
+
+/// The same list again under another id (recognised without a parse) is shaped like the
+/// first, with its own id; ids that could hide structure take the full path, same result.
+#[tokio::test]
+async fn the_same_list_under_new_ids_is_shaped_alike() {
+    let (_, b) = config();
+    let app = Router::new()
+        .route("/mcp", post(rmcp_like))
+        .layer(McpOAuthLayer::new(b.build().unwrap()));
+    let read = json!([{"type": "oauth2", "scopes": ["files:read"]}]);
+    for id in [
+        json!(1),
+        json!(2),
+        json!("list-7"),
+        json!(-3),
+        json!("q\"uote"),
+        json!("back\\slash"),
+        json!(1.5),
+        json!(null),
+    ] {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        let (status, _, body) = send(&app, req, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(v["id"], id, "{body}");
+        let tools = v["result"]["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), 2, "{body}");
+        for t in tools {
+            assert_eq!(t["securitySchemes"], read, "{body}");
+            assert_eq!(t["_meta"]["securitySchemes"], read, "{body}");
+        }
+    }
+}

@@ -407,3 +407,144 @@ async fn the_tool_refuses_an_anonymous_call_a_policy_wrongly_made_public() {
         "{r:?}"
     );
 }
+
+/// The `_meta.securitySchemes` of a tool definition, as rmcp builds it.
+fn meta_schemes(tool: &rmcp::model::Tool) -> Option<Value> {
+    tool.meta
+        .as_ref()
+        .and_then(|m| m.0.get("securitySchemes").cloned())
+}
+
+/// (a) A tool declared with `#[requires_scopes]`/`#[public_tool]` under `#[scoped_tools]`
+/// carries its `securitySchemes` in its own definition, with no layer anywhere; a tool with
+/// neither attribute carries none (the layer's fallback covers it).
+#[test]
+fn declared_tools_carry_their_schemes_in_their_definitions() {
+    assert_eq!(
+        meta_schemes(&Srv::files_read_tool_attr()),
+        Some(json!([{"type": "oauth2", "scopes": ["files:read"]}]))
+    );
+    assert_eq!(
+        meta_schemes(&Srv::files_write_tool_attr()),
+        Some(json!([{"type": "oauth2", "scopes": ["files:read", "files:write"]}]))
+    );
+    assert_eq!(
+        meta_schemes(&Srv::public_search_tool_attr()),
+        Some(json!([{"type": "noauth"}]))
+    );
+    assert_eq!(Srv::whoami_tool_attr().meta, None);
+    // What rmcp's own `tools/list` serialises, before any layer: the schemes are there.
+    let listed = serde_json::to_value(Srv::tool_router().list_all()).unwrap();
+    let read = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "files_read")
+        .unwrap();
+    assert_eq!(
+        read["_meta"]["securitySchemes"],
+        json!([{"type": "oauth2", "scopes": ["files:read"]}])
+    );
+}
+
+/// A tool that has its own `_meta` keeps it; `#[scoped_tools]` adds the schemes next to it.
+#[derive(Debug, Clone)]
+struct WithMeta;
+
+fn own_meta() -> rmcp::model::MetaObject {
+    let mut m = serde_json::Map::new();
+    m.insert("ui".to_owned(), json!({"resourceUri": "ui://widget"}));
+    rmcp::model::MetaObject(m)
+}
+
+#[scoped_tools]
+#[tool_router(server_handler)]
+impl WithMeta {
+    /// Has its own `_meta`.
+    #[public_tool]
+    #[tool(description = "Show a widget", meta = own_meta())]
+    async fn widget(&self) -> Result<CallToolResult, ErrorData> {
+        Ok(CallToolResult::success(vec![]))
+    }
+}
+
+#[test]
+fn an_existing_meta_is_kept_next_to_the_schemes() {
+    let meta = WithMeta::widget_tool_attr().meta.unwrap().0;
+    assert_eq!(meta["ui"], json!({"resourceUri": "ui://widget"}));
+    assert_eq!(meta["securitySchemes"], json!([{"type": "noauth"}]));
+}
+
+/// (b, c, d) Through the layer: declared tools keep their definition as rmcp wrote it (only
+/// the top-level copy the rmcp `Tool` type cannot hold is added, equal to the `_meta` one),
+/// the undeclared tool gets its schemes from the fallback, and every tool's schemes are what
+/// the layer then enforces on `tools/call`.
+#[tokio::test]
+async fn tools_list_shows_exactly_what_the_layer_enforces() {
+    let srv = serve(
+        AccessPolicy::new()
+            .lazy()
+            .tools(Srv::tool_requirements().iter().copied()),
+    )
+    .await;
+    let list = srv.rpc(Some("files:read"), "tools/list", json!({})).await;
+    assert_eq!(list.status, 200, "{list:?}");
+    let tools = list.body["result"]["tools"].as_array().unwrap().clone();
+    assert_eq!(tools.len(), 4);
+    let defs = Srv::tool_router().list_all();
+    for tool in &tools {
+        let name = tool["name"].as_str().unwrap();
+        let schemes = &tool["securitySchemes"];
+        assert!(schemes.is_array(), "{name}: {tool}");
+        assert_eq!(&tool["_meta"]["securitySchemes"], schemes, "{name}");
+        // Declared tools: the definition, unchanged but for the added top-level copy.
+        let def = serde_json::to_value(defs.iter().find(|d| d.name == name).unwrap()).unwrap();
+        let mut without_top = tool.clone();
+        without_top
+            .as_object_mut()
+            .unwrap()
+            .remove("securitySchemes");
+        if name == "whoami" {
+            // (c) Undeclared: only the fallback gave it schemes (the policy's base scopes,
+            // none here).
+            assert!(def.get("_meta").is_none());
+            assert_eq!(schemes, &json!([{"type": "oauth2", "scopes": []}]));
+        } else {
+            assert_eq!(without_top, def, "{name}");
+        }
+
+        // (d) What is shown is what is enforced.
+        let args = if name == "files_read" {
+            read_args()
+        } else {
+            json!({})
+        };
+        let scheme = &schemes[0];
+        if scheme["type"] == "noauth" {
+            let r = srv.call(None, name, args.clone()).await;
+            assert_eq!(r.status, 200, "{name}: {r:?}");
+            assert!(r.body.get("result").is_some(), "{name}: {r:?}");
+            continue;
+        }
+        let scopes: Vec<&str> = scheme["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let r = srv.call(None, name, args.clone()).await;
+        assert_eq!(r.status, 401, "{name} without a token: {r:?}");
+        if let Some((_, fewer)) = scopes.split_last().filter(|(_, rest)| !rest.is_empty()) {
+            let r = srv.call(Some(&fewer.join(" ")), name, args.clone()).await;
+            assert_eq!(r.status, 403, "{name} with {fewer:?}: {r:?}");
+        }
+        let granted = if scopes.is_empty() {
+            "unrelated".to_owned()
+        } else {
+            scopes.join(" ")
+        };
+        let r = srv.call(Some(&granted), name, args).await;
+        assert_eq!(r.status, 200, "{name} with {granted}: {r:?}");
+        assert!(r.body.get("result").is_some(), "{name}: {r:?}");
+    }
+}

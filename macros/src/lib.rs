@@ -193,7 +193,16 @@ pub fn public_tool(args: TokenStream, item: TokenStream) -> TokenStream {
 ///     .tools(Files::tool_requirements().iter().copied());
 /// ```
 ///
-/// The impl block is left unchanged and followed by a second one:
+/// Each declared tool also carries its `securitySchemes` **in its own definition**: the
+/// macro adds `meta = …` to the tool's `#[tool(…)]` (before `#[tool]` expands), so the rmcp
+/// `Tool` it builds has `_meta.securitySchemes` set to `[{"type":"noauth"}]` for a
+/// `#[public_tool]`, or `[{"type":"oauth2","scopes":[…]}]` (sorted, unique) for
+/// `#[requires_scopes(…)]`. A `meta = …` the tool already has is kept; the schemes are added
+/// to that object. rmcp's `tools/list` then already shows what the layer enforces, and the
+/// layer does not rebuild the response: it only splices in the top-level `securitySchemes`
+/// copy (rmcp's `Tool` type has no field for it) and fills in tools that declared nothing.
+///
+/// Apart from that `meta`, the impl block is left unchanged and followed by a second one:
 ///
 /// ```text
 /// impl Files {
@@ -212,7 +221,13 @@ pub fn public_tool(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   (`#[tool]`, `#[rmcp::tool]`), the rule `#[tool_router]` uses.
 /// - The name is `#[tool(name = "…")]` if given, else the fn name, as rmcp names it.
 /// - `#[requires_scopes(...)]` → `ToolAccess::Scopes`, `#[public_tool]` → `ToolAccess::Public`.
-///   A tool with neither is not listed: it needs a token with the policy's base scopes.
+///   A tool with neither is not listed: it needs a token with the policy's base scopes (and
+///   its `securitySchemes` come from the layer's `tools/list` fallback, since only the
+///   policy knows those scopes).
+/// - The schemes written into a definition match the layer only when the policy is built
+///   from `tool_requirements()` without base scopes for those tools; where they differ (base
+///   scopes, a hand-written policy), the layer shows its own: `tools/list` always shows what
+///   `tools/call` enforces.
 /// - The only argument is `crate = "path::to::mcp_oauth"`. An impl block without any
 ///   `#[tool]` method is an error (the attribute is probably on the wrong block).
 /// - One `#[scoped_tools]` per type: a second would define `tool_requirements` twice.

@@ -1,7 +1,8 @@
-//! `#[public_tool]` (a marker) and `#[scoped_tools]` (the collector on the impl block).
+//! `#[public_tool]` (a marker) and `#[scoped_tools]` (the collector on the impl block, which
+//! also writes each declared tool's `securitySchemes` into its `#[tool(meta = …)]`).
 
 use proc_macro2::{Span, TokenStream};
-use quote::quote;
+use quote::{ToTokens as _, quote};
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Error, Expr, ImplItem, ImplItemFn, ItemImpl, Lit, Meta, Token};
 
@@ -32,11 +33,12 @@ pub(crate) fn expand_public_tool(args: TokenStream, item: TokenStream) -> syn::R
 }
 
 /// `#[scoped_tools]`: collects every `#[tool]` method's declared access into
-/// `Self::tool_requirements()`.
+/// `Self::tool_requirements()`, and puts the matching `securitySchemes` into each declared
+/// tool's `_meta` (through `#[tool(meta = …)]`, before `#[tool]` expands).
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let CrateOnly(krate) = syn::parse2(args)?;
     let krate = CrateArg::or_default(krate);
-    let imp: ItemImpl = syn::parse2(item).map_err(|_| {
+    let mut imp: ItemImpl = syn::parse2(item).map_err(|_| {
         Error::new(
             Span::call_site(),
             "#[scoped_tools] goes on the `impl` block that carries #[tool_router]",
@@ -52,11 +54,12 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
 
     let mut any_tool = false;
     let mut entries = Vec::new();
-    for item in &imp.items {
+    for item in &mut imp.items {
         let ImplItem::Fn(f) = item else { continue };
-        let Some(tool) = f.attrs.iter().find(|a| is_attr(a, "tool")) else {
+        let Some(tool) = f.attrs.iter().position(|a| is_attr(a, "tool")) else {
             continue;
         };
+        let tool = &f.attrs[tool];
         any_tool = true;
         let name = tool_name(tool).unwrap_or_else(|| f.sig.ident.to_string());
         let scoped: Vec<&Attribute> = f
@@ -81,6 +84,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         entries.push(quote! {
             #krate::__private::ToolRequirement { name: #name, access: #access }
         });
+        if let Some(tool) = f.attrs.iter_mut().find(|a| is_attr(a, "tool")) {
+            add_security_schemes(tool, &krate, &access);
+        }
     }
     if !any_tool {
         return Err(Error::new_spanned(
@@ -108,6 +114,62 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             }
         }
     })
+}
+
+/// Rewrites `#[tool(…)]` so the `Tool` it builds carries `_meta.securitySchemes` for
+/// `access`: adds `meta = …`, or wraps the `meta = …` already there (its other keys are kept).
+/// An attribute that does not parse as `key = value` items is left alone (`#[tool]` reports
+/// it; the layer's fallback then adds the schemes to `tools/list`).
+fn add_security_schemes(attr: &mut Attribute, krate: &syn::Path, access: &TokenStream) {
+    let (path, mut metas) = match &attr.meta {
+        Meta::Path(p) => (p.clone(), Punctuated::<Meta, Token![,]>::new()),
+        Meta::List(list) => {
+            let Ok(metas) = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
+            else {
+                return;
+            };
+            (list.path.clone(), metas)
+        }
+        Meta::NameValue(_) => return,
+    };
+    let wrap = |existing: TokenStream| -> Expr {
+        syn::parse_quote! {
+            rmcp::model::MetaObject(#krate::__private::with_security_schemes(#existing, #access))
+        }
+    };
+    let mut found = false;
+    for m in &mut metas {
+        if let Meta::NameValue(nv) = m {
+            if nv.path.is_ident("meta") {
+                // darling reads a string literal as the expression it spells.
+                let old = match &nv.value {
+                    Expr::Lit(syn::ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) => match s.parse::<Expr>() {
+                        Ok(e) => e,
+                        Err(_) => return,
+                    },
+                    other => other.clone(),
+                };
+                nv.value = wrap(quote! {
+                    ::core::option::Option::Some({
+                        let __mcp_oauth_meta: rmcp::model::MetaObject = #old;
+                        __mcp_oauth_meta.0
+                    })
+                });
+                found = true;
+            }
+        }
+    }
+    if !found {
+        let value = wrap(quote! { ::core::option::Option::None });
+        metas.push(syn::parse_quote! { meta = #value });
+    }
+    attr.meta = Meta::List(syn::MetaList {
+        path,
+        delimiter: syn::MacroDelimiter::Paren(Default::default()),
+        tokens: metas.to_token_stream(),
+    });
 }
 
 /// The scopes of a `#[requires_scopes(...)]` attribute, if it parses.
@@ -174,6 +236,48 @@ mod tests {
         assert!(out.contains("ToolAccess :: Public"), "{out}");
         assert!(!out.contains("\"plain\""), "{out}");
         assert!(out.contains("pub fn tool_requirements"), "{out}");
+        // Declared tools carry their schemes in their own definitions; `meta` is added
+        // next to the other keys, and an undeclared tool's attribute is left alone.
+        assert!(
+            out.contains(
+                "# [tool (description = \"read\" , meta = rmcp :: model :: MetaObject (:: mcp_oauth :: __private :: with_security_schemes (:: core :: option :: Option :: None , :: mcp_oauth :: __private :: ToolAccess :: Scopes (& [\"files:read\"]))))]"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("# [rmcp :: tool (name = \"search\" , annotations (read_only_hint = true) , meta = rmcp :: model :: MetaObject"),
+            "{out}"
+        );
+        assert!(out.contains("# [tool] async fn plain"), "{out}");
+    }
+
+    #[test]
+    fn wraps_an_existing_meta() {
+        let out = expand(
+            quote!(),
+            quote! {
+                impl Srv {
+                    #[public_tool]
+                    #[tool(meta = my_meta())]
+                    async fn a(&self) -> String { todo!() }
+                    #[public_tool]
+                    #[tool(meta = "my_meta()")]
+                    async fn b(&self) -> String { todo!() }
+                    #[public_tool]
+                    #[tool]
+                    async fn c(&self) -> String { todo!() }
+                }
+            },
+        )
+        .unwrap()
+        .to_string();
+        let wrapped = "with_security_schemes (:: core :: option :: Option :: Some ({ let __mcp_oauth_meta : rmcp :: model :: MetaObject = my_meta () ; __mcp_oauth_meta . 0 }) , :: mcp_oauth :: __private :: ToolAccess :: Public)";
+        assert_eq!(out.matches(wrapped).count(), 2, "{out}");
+        assert!(
+            out.contains("# [tool (meta = rmcp :: model :: MetaObject"),
+            "{out}"
+        );
+        assert_eq!(out.matches("meta =").count(), 3, "{out}");
     }
 
     #[test]

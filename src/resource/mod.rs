@@ -103,7 +103,7 @@ pub(crate) mod jsonrpc;
 mod layer;
 pub(crate) mod policy;
 mod session;
-mod shape;
+pub(crate) mod shape;
 
 pub use challenge::AuthRejection;
 pub use extract::{Auth, AuthExtractError, ScopeList, Scoped};

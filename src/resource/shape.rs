@@ -3,7 +3,7 @@
 //! carrying `_meta["mcp/www_authenticate"]`, which is what ChatGPT acts on).
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -11,7 +11,10 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use pin_project_lite::pin_project;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 use super::challenge::AuthRejection;
 use super::policy::{AccessPolicy, Requirement};
@@ -96,19 +99,45 @@ fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
             .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// `[{"type":"noauth"}]`: a tool callable without a token.
+fn noauth_schemes() -> Value {
+    json!([{ "type": "noauth" }])
+}
+
+/// `[{"type":"oauth2","scopes":[…]}]`, the scopes in the order given.
+fn oauth2_schemes<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Value {
+    json!([{ "type": "oauth2", "scopes": scopes.into_iter().collect::<Vec<_>>() }])
+}
+
+/// The `securitySchemes` a macro-declared tool carries in its own `_meta` (see
+/// `__private::with_security_schemes`): the same shape as [`security_schemes`], with the
+/// scopes sorted and unique as a [`ScopeSet`] lists them, so that a policy built from the
+/// same declarations (`AccessPolicy::tools`, no base scopes) finds them equal.
+pub(crate) fn schemes_for_access(access: super::policy::ToolAccess) -> Value {
+    match access {
+        super::policy::ToolAccess::Public => noauth_schemes(),
+        super::policy::ToolAccess::Scopes(s) => oauth2_schemes(
+            s.iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<&str>>(),
+        ),
+    }
+}
+
 /// The `securitySchemes` of a tool under `policy`: `noauth` for public tools, `oauth2` with
 /// the tool's scopes otherwise (the policy's base scopes, or `default_scopes`, for tools it
-/// does not list).
+/// does not list). This is what the layer enforces on `tools/call`, so it is what
+/// `tools/list` must show.
 pub(crate) fn security_schemes(
     policy: &AccessPolicy,
     default_scopes: &ScopeSet,
     tool: &str,
 ) -> Value {
     match policy.requirement(Some("tools/call"), Some(tool)) {
-        Requirement::Public => json!([{ "type": "noauth" }]),
+        Requirement::Public => noauth_schemes(),
         Requirement::Token(s) => {
             let scopes = if s.is_empty() { default_scopes } else { &s };
-            json!([{ "type": "oauth2", "scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>() }])
+            oauth2_schemes(scopes.iter().map(|s| s.as_str()))
         }
     }
 }
@@ -136,7 +165,179 @@ impl ToolsListShaper {
 
     /// Rewrites one JSON-RPC message if it is a result with a `tools` array; `None` when
     /// there is nothing to change.
+    ///
+    /// The cheap path first ([`Self::splice`]): a borrowing scan reads each tool's name and
+    /// its `securitySchemes` (top level and in `_meta`) without building a tree. When every
+    /// tool already shows what the layer enforces (and, when filtering, every tool may be
+    /// called), the message is left byte for byte as it is. Otherwise only the tools that
+    /// lack their schemes are touched: a tool whose `_meta` already carries the right copy
+    /// (a tool declared with `#[scoped_tools]`) gets the top-level field spliced in as
+    /// bytes, a tool without it is parsed and re-serialised on its own, and every other tool
+    /// is copied as it came. A message the scan cannot read takes the full rewrite.
     pub(crate) fn rewrite(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(payload).ok()?;
+        match self.splice(text) {
+            Spliced::Untouched => None,
+            Spliced::Out(out) => Some(out),
+            Spliced::Unreadable => self.rewrite_whole(payload),
+        }
+    }
+
+    /// What one tool needs, from a borrowing scan of it.
+    fn tool_action(&self, raw: &RawValue) -> Option<ToolAction> {
+        let head: ToolHead<'_> = serde_json::from_str(raw.get()).ok()?;
+        let Some(name) = head.name else {
+            // Unnamed: left alone, or dropped when filtering (what the full rewrite does).
+            return Some(if self.cfg.filter_tools_list {
+                ToolAction::Drop
+            } else {
+                ToolAction::Keep
+            });
+        };
+        if self.cfg.filter_tools_list && !self.may_call(&name) {
+            return Some(ToolAction::Drop);
+        }
+        let expected = security_schemes(&self.cfg.policy, &self.cfg.default_scopes, &name);
+        let same = |raw: Option<&RawValue>| {
+            raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+                .is_some_and(|v| v == expected)
+        };
+        let meta_ok = match head.meta {
+            None => false,
+            Some(m) => {
+                let meta: MetaHead<'_> = serde_json::from_str(m.get()).ok()?;
+                same(meta.schemes)
+            }
+        };
+        Some(match (meta_ok, head.schemes) {
+            (true, Some(top)) if same(Some(top)) => ToolAction::Keep,
+            (true, None) => ToolAction::AddTop(expected),
+            _ => ToolAction::Rewrite,
+        })
+    }
+
+    /// The cheap path of [`Self::rewrite`].
+    fn splice(&self, text: &str) -> Spliced {
+        if !self.cfg.filter_tools_list {
+            if let Some(hit) = same_list_again(&self.cfg, text) {
+                return hit;
+            }
+        }
+        let Ok(msg) = serde_json::from_str::<MsgHead<'_>>(text) else {
+            return Spliced::Unreadable;
+        };
+        let Some(tools_raw) = msg.result.and_then(|r| r.tools) else {
+            return Spliced::Untouched;
+        };
+        // Where the `tools` array sits in `text` (the raw value borrows from it).
+        let start = tools_raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        let end = start + tools_raw.get().len();
+        let around = |array: &[u8]| {
+            let mut out = Vec::with_capacity(text.len() - (end - start) + array.len());
+            out.extend_from_slice(&text.as_bytes()[..start]);
+            out.extend_from_slice(array);
+            out.extend_from_slice(&text.as_bytes()[end..]);
+            out
+        };
+        // Without filtering the result depends only on the array and the policy: a server
+        // answers the same list again and again, so the last one is remembered.
+        let cacheable = !self.cfg.filter_tools_list && tools_raw.get().len() <= CACHE_MAX;
+        if cacheable {
+            if let Some(hit) = last_shaped(&self.cfg, tools_raw.get()) {
+                return hit.map_or(Spliced::Untouched, |array| Spliced::Out(around(&array)));
+            }
+        }
+        let shaped = self.shape_array(tools_raw);
+        if cacheable {
+            if let Spliced::Untouched | Spliced::Out(_) = &shaped {
+                remember_shaped(&self.cfg, tools_raw.get(), &shaped);
+            }
+        }
+        match shaped {
+            Spliced::Out(array) => Spliced::Out(around(&array)),
+            other => other,
+        }
+    }
+
+    /// Shapes one `tools` array: `Out` holds the new array alone.
+    fn shape_array(&self, tools_raw: &RawValue) -> Spliced {
+        let Ok(tools) = serde_json::from_str::<Vec<&RawValue>>(tools_raw.get()) else {
+            // Not an array: the full rewrite leaves it alone too.
+            return Spliced::Untouched;
+        };
+        let mut actions = Vec::with_capacity(tools.len());
+        for raw in &tools {
+            match self.tool_action(raw) {
+                Some(a) => actions.push(a),
+                None => return Spliced::Unreadable,
+            }
+        }
+        if actions.iter().all(|a| matches!(a, ToolAction::Keep)) {
+            return Spliced::Untouched;
+        }
+        let mut out = Vec::with_capacity(tools_raw.get().len() + 64 * tools.len());
+        out.push(b'[');
+        let mut first = true;
+        for (raw, action) in tools.iter().zip(actions) {
+            let piece: std::borrow::Cow<'_, [u8]> = match action {
+                ToolAction::Drop => continue,
+                ToolAction::Keep => raw.get().as_bytes().into(),
+                ToolAction::AddTop(schemes) => {
+                    let body = raw.get().trim_start().strip_prefix('{').unwrap_or_default();
+                    let sep = if body.trim_start().starts_with('}') {
+                        ""
+                    } else {
+                        ","
+                    };
+                    format!("{{\"securitySchemes\":{schemes}{sep}{body}")
+                        .into_bytes()
+                        .into()
+                }
+                ToolAction::Rewrite => {
+                    let Ok(mut tool) = serde_json::from_str::<Value>(raw.get()) else {
+                        return Spliced::Unreadable;
+                    };
+                    self.add_schemes(&mut tool);
+                    match serde_json::to_vec(&tool) {
+                        Ok(v) => v.into(),
+                        Err(_) => return Spliced::Unreadable,
+                    }
+                }
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&piece);
+        }
+        out.push(b']');
+        Spliced::Out(out)
+    }
+
+    /// Sets `securitySchemes` (top level and in `_meta`) on one parsed tool.
+    fn add_schemes(&self, tool: &mut Value) {
+        let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        let Some(obj) = tool.as_object_mut() else {
+            return;
+        };
+        let schemes = security_schemes(&self.cfg.policy, &self.cfg.default_scopes, &name);
+        // ChatGPT reads the top-level field; some SDKs strip unknown top-level fields,
+        // so a copy rides in `_meta` too.
+        obj.insert("securitySchemes".to_owned(), schemes.clone());
+        if let Some(meta) = obj
+            .entry("_meta")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+        {
+            meta.insert("securitySchemes".to_owned(), schemes);
+        }
+    }
+
+    /// The full rewrite: parse the whole message, filter and shape every tool, re-serialise.
+    /// Only for messages the borrowing scan cannot read (duplicate keys, odd types).
+    fn rewrite_whole(&self, payload: &[u8]) -> Option<Vec<u8>> {
         let mut msg: Value = serde_json::from_slice(payload).ok()?;
         let tools = msg.get_mut("result")?.get_mut("tools")?.as_array_mut()?;
         if self.cfg.filter_tools_list {
@@ -147,23 +348,7 @@ impl ToolsListShaper {
             });
         }
         for tool in tools.iter_mut() {
-            let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_owned) else {
-                continue;
-            };
-            let Some(obj) = tool.as_object_mut() else {
-                continue;
-            };
-            let schemes = security_schemes(&self.cfg.policy, &self.cfg.default_scopes, &name);
-            // ChatGPT reads the top-level field; some SDKs strip unknown top-level fields,
-            // so a copy rides in `_meta` too.
-            obj.insert("securitySchemes".to_owned(), schemes.clone());
-            if let Some(meta) = obj
-                .entry("_meta")
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-            {
-                meta.insert("securitySchemes".to_owned(), schemes);
-            }
+            self.add_schemes(tool);
         }
         serde_json::to_vec(&msg).ok()
     }
@@ -205,6 +390,144 @@ impl ToolsListShaper {
             Response::from_parts(parts, body)
         }
     }
+}
+
+/// Largest `tools` array remembered by the one-entry cache (64 KiB).
+const CACHE_MAX: usize = 64 * 1024;
+
+/// The last `tools` array shaped without filtering, for which layer configuration, and what
+/// it became (`None`: left as it was). One entry for the process: a server answers the same
+/// list to every client, so one entry is what matters; several layers in one process only
+/// take turns. The configuration is held weakly and compared by address: while the `Weak`
+/// lives its allocation cannot be reused, so a different configuration never matches.
+struct LastShaped {
+    cfg: Weak<Inner>,
+    input: Box<str>,
+    output: Option<Bytes>,
+}
+
+static LAST_SHAPED: Mutex<Option<LastShaped>> = Mutex::new(None);
+
+/// The remembered shaping of `input` under `cfg`, if it is the last one: `Some(None)` when
+/// it needed nothing, `Some(Some(array))` for the new array.
+fn last_shaped(cfg: &Arc<Inner>, input: &str) -> Option<Option<Bytes>> {
+    let last = LAST_SHAPED.lock().unwrap_or_else(PoisonError::into_inner);
+    let last = last.as_ref()?;
+    (std::ptr::eq(last.cfg.as_ptr(), Arc::as_ptr(cfg)) && *last.input == *input)
+        .then(|| last.output.clone())
+}
+
+/// The last list again, but for its id, recognised without a parse: when `text` is exactly
+/// `{"jsonrpc":"2.0","id":ID,"result":{"tools":TOOLS}}` (how rmcp writes a `tools/list`
+/// result), ID is a plain JSON number or string, and TOOLS is the remembered array for
+/// `cfg`, then `result.tools` is that array and the remembered shaping applies.
+fn same_list_again(cfg: &Arc<Inner>, text: &str) -> Option<Spliced> {
+    const HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
+    const MID: &str = r#","result":{"tools":"#;
+    let body = text.strip_suffix("}}")?;
+    let last = LAST_SHAPED.lock().unwrap_or_else(PoisonError::into_inner);
+    let last = last.as_ref()?;
+    if !std::ptr::eq(last.cfg.as_ptr(), Arc::as_ptr(cfg)) {
+        return None;
+    }
+    let head = body.strip_suffix(&*last.input)?;
+    let id = head.strip_prefix(HEAD)?.strip_suffix(MID)?;
+    if !plain_id(id.as_bytes()) {
+        return None;
+    }
+    Some(match &last.output {
+        None => Spliced::Untouched,
+        Some(array) => {
+            let mut out = Vec::with_capacity(head.len() + array.len() + 2);
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(array);
+            out.extend_from_slice(b"}}");
+            Spliced::Out(out)
+        }
+    })
+}
+
+/// Whether `id` is a JSON-RPC id that cannot hide any structure: an integer without
+/// leading zeros, or a string of printable characters other than `"` and `\`.
+fn plain_id(id: &[u8]) -> bool {
+    match id {
+        [b'"', inner @ .., b'"'] => inner.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\'),
+        _ => {
+            let digits = id.strip_prefix(b"-").unwrap_or(id);
+            match digits {
+                [b'0'] => true,
+                [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Remembers the shaping of `input` under `cfg` (only `Untouched` and `Out` are passed).
+fn remember_shaped(cfg: &Arc<Inner>, input: &str, shaped: &Spliced) {
+    let output = match shaped {
+        Spliced::Out(array) => Some(Bytes::copy_from_slice(array)),
+        _ => None,
+    };
+    *LAST_SHAPED.lock().unwrap_or_else(PoisonError::into_inner) = Some(LastShaped {
+        cfg: Arc::downgrade(cfg),
+        input: input.into(),
+        output,
+    });
+}
+
+/// The outcome of the cheap path.
+enum Spliced {
+    /// Nothing to change: the message goes out as it came.
+    Untouched,
+    /// The message with only the tools that needed it changed.
+    Out(Vec<u8>),
+    /// The scan could not read it: take the full rewrite.
+    Unreadable,
+}
+
+/// What one tool of a `tools/list` result needs.
+enum ToolAction {
+    /// Shows what the layer enforces already (top level and `_meta`).
+    Keep,
+    /// Its `_meta` copy is right; only the top-level field is missing: splice these schemes in.
+    AddTop(Value),
+    /// Missing or wrong schemes: parse this tool, set them, re-serialise it.
+    Rewrite,
+    /// Filtered out: the caller may not call it.
+    Drop,
+}
+
+/// A JSON-RPC message, read only as far as `result.tools`.
+#[derive(Deserialize)]
+struct MsgHead<'a> {
+    #[serde(borrow, default)]
+    result: Option<ResultHead<'a>>,
+}
+
+/// A result, read only as far as `tools`.
+#[derive(Deserialize)]
+struct ResultHead<'a> {
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+}
+
+/// One tool, read only as far as its name and schemes.
+#[derive(Deserialize)]
+struct ToolHead<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(rename = "securitySchemes", borrow, default)]
+    schemes: Option<&'a RawValue>,
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Option<&'a RawValue>,
+}
+
+/// A tool's `_meta`, read only as far as `securitySchemes`.
+#[derive(Deserialize)]
+struct MetaHead<'a> {
+    #[serde(rename = "securitySchemes", borrow, default)]
+    schemes: Option<&'a RawValue>,
 }
 
 pin_project! {
@@ -277,20 +600,27 @@ pin_project! {
     }
 }
 
-/// The end of the first complete SSE event in `buf` (index after its blank line).
+/// The end of the first complete SSE event in `buf` (index after its blank line: `\n\n`,
+/// or `\r\n\r\n`), in one pass over the line feeds.
 fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let mut from = 0;
+    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
+        let lf = from + p;
+        match buf.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
+            _ => from = lf + 1,
+        }
     }
+    None
 }
 
 /// Rewrites the `data:` payload of one SSE event when it is a `tools/list` result.
-fn rewrite_event(shaper: &ToolsListShaper, event: &[u8]) -> Bytes {
-    let Ok(text) = std::str::from_utf8(event) else {
-        return Bytes::copy_from_slice(event);
+/// An event left alone goes out as the same bytes, without a copy.
+fn rewrite_event(shaper: &ToolsListShaper, event: BytesMut) -> Bytes {
+    let event = event.freeze();
+    let Ok(text) = std::str::from_utf8(&event) else {
+        return event;
     };
     let data: Vec<&str> = text
         .lines()
@@ -299,28 +629,36 @@ fn rewrite_event(shaper: &ToolsListShaper, event: &[u8]) -> Bytes {
                 .map(|d| d.strip_prefix(' ').unwrap_or(d))
         })
         .collect();
-    if data.is_empty() {
-        return Bytes::copy_from_slice(event);
+    // No data, or only an empty `data:` line (rmcp's priming event): nothing to shape.
+    if data.iter().all(|d| d.is_empty()) {
+        return event;
     }
-    let Some(new) = shaper.rewrite(data.join("\n").as_bytes()) else {
-        return Bytes::copy_from_slice(event);
+    let joined;
+    let payload = if let [one] = data.as_slice() {
+        *one
+    } else {
+        joined = data.join("\n");
+        &joined
     };
-    let mut out = String::with_capacity(event.len() + 64);
+    let Some(new) = shaper.rewrite(payload.as_bytes()) else {
+        return event;
+    };
+    let mut out = Vec::with_capacity(new.len() + 64);
     let mut wrote = false;
     for line in text.lines() {
         if line.starts_with("data:") {
             if !wrote {
-                out.push_str("data: ");
-                out.push_str(&String::from_utf8_lossy(&new));
-                out.push('\n');
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&new);
+                out.push(b'\n');
                 wrote = true;
             }
         } else if !line.is_empty() {
-            out.push_str(line);
-            out.push('\n');
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
         }
     }
-    out.push('\n');
+    out.push(b'\n');
     Bytes::from(out)
 }
 
@@ -336,7 +674,7 @@ impl http_body::Body for SseRewrite {
         loop {
             if let Some(end) = event_end(this.buf) {
                 let event = this.buf.split_to(end);
-                return Poll::Ready(Some(Ok(Frame::data(rewrite_event(this.shaper, &event)))));
+                return Poll::Ready(Some(Ok(Frame::data(rewrite_event(this.shaper, event)))));
             }
             if *this.ended {
                 if this.buf.is_empty() {
@@ -403,4 +741,40 @@ pub(crate) fn tool_result_challenge(
     );
     res.extensions_mut().insert(rejection.clone());
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{event_end, plain_id};
+
+    #[test]
+    fn plain_ids_are_numbers_and_simple_strings() {
+        for ok in [&b"0"[..], b"7", b"-12", b"123456", b"\"a-b 1\"", b"\"\""] {
+            assert!(plain_id(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b""[..],
+            b"-",
+            b"01",
+            b"1.5",
+            b"1e3",
+            b"\"a\\\"\"",
+            b"\"a\"b\"",
+            b"\"tab\t\"",
+            b"null",
+            b"{}",
+            b"\"x",
+        ] {
+            assert!(!plain_id(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn events_end_at_a_blank_line() {
+        assert_eq!(event_end(b"data: x\n\nrest"), Some(9));
+        assert_eq!(event_end(b"data: x\r\n\r\nrest"), Some(11));
+        assert_eq!(event_end(b"data: x\ndata: y\n"), None);
+        assert_eq!(event_end(b"a\nb\r\nc\n\n"), Some(8));
+        assert_eq!(event_end(b""), None);
+    }
 }
