@@ -139,26 +139,26 @@ fn add_security_schemes(attr: &mut Attribute, krate: &syn::Path, access: &TokenS
     };
     let mut found = false;
     for m in &mut metas {
-        if let Meta::NameValue(nv) = m {
-            if nv.path.is_ident("meta") {
-                // darling reads a string literal as the expression it spells.
-                let old = match &nv.value {
-                    Expr::Lit(syn::ExprLit {
-                        lit: Lit::Str(s), ..
-                    }) => match s.parse::<Expr>() {
-                        Ok(e) => e,
-                        Err(_) => return,
-                    },
-                    other => other.clone(),
-                };
-                nv.value = wrap(quote! {
-                    ::core::option::Option::Some({
-                        let __mcp_oauth_meta: rmcp::model::MetaObject = #old;
-                        __mcp_oauth_meta.0
-                    })
-                });
-                found = true;
-            }
+        if let Meta::NameValue(nv) = m
+            && nv.path.is_ident("meta")
+        {
+            // darling reads a string literal as the expression it spells.
+            let old = match &nv.value {
+                Expr::Lit(syn::ExprLit {
+                    lit: Lit::Str(s), ..
+                }) => match s.parse::<Expr>() {
+                    Ok(e) => e,
+                    Err(_) => return,
+                },
+                other => other.clone(),
+            };
+            nv.value = wrap(quote! {
+                ::core::option::Option::Some({
+                    let __mcp_oauth_meta: rmcp::model::MetaObject = #old;
+                    __mcp_oauth_meta.0
+                })
+            });
+            found = true;
         }
     }
     if !found {

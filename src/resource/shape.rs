@@ -218,10 +218,10 @@ impl ToolsListShaper {
 
     /// The cheap path of [`Self::rewrite`].
     fn splice(&self, text: &str) -> Spliced {
-        if !self.cfg.filter_tools_list {
-            if let Some(hit) = same_list_again(&self.cfg, text) {
-                return hit;
-            }
+        if !self.cfg.filter_tools_list
+            && let Some(hit) = same_list_again(&self.cfg, text)
+        {
+            return hit;
         }
         let Ok(msg) = serde_json::from_str::<MsgHead<'_>>(text) else {
             return Spliced::Unreadable;
@@ -242,16 +242,12 @@ impl ToolsListShaper {
         // Without filtering the result depends only on the array and the policy: a server
         // answers the same list again and again, so the last one is remembered.
         let cacheable = !self.cfg.filter_tools_list && tools_raw.get().len() <= CACHE_MAX;
-        if cacheable {
-            if let Some(hit) = last_shaped(&self.cfg, tools_raw.get()) {
-                return hit.map_or(Spliced::Untouched, |array| Spliced::Out(around(&array)));
-            }
+        if cacheable && let Some(hit) = last_shaped(&self.cfg, tools_raw.get()) {
+            return hit.map_or(Spliced::Untouched, |array| Spliced::Out(around(&array)));
         }
         let shaped = self.shape_array(tools_raw);
-        if cacheable {
-            if let Spliced::Untouched | Spliced::Out(_) = &shaped {
-                remember_shaped(&self.cfg, tools_raw.get(), &shaped);
-            }
+        if cacheable && let Spliced::Untouched | Spliced::Out(_) = &shaped {
+            remember_shaped(&self.cfg, tools_raw.get(), &shaped);
         }
         match shaped {
             Spliced::Out(array) => Spliced::Out(around(&array)),
