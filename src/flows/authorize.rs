@@ -33,10 +33,10 @@ use serde_json::{Map, Value};
 
 use super::Env;
 use crate::authn::{Authentication, User};
+use crate::flows::TOUCH_INTERVAL_SECS;
+use crate::flows::client_auth::printable_name;
+use crate::flows::register::{check_redirect_uri_with, redirect_uri_matches};
 use crate::scope::{Scope, ScopeSet};
-use crate::server::client_auth::printable_name;
-use crate::server::register::{check_redirect_uri_with, redirect_uri_matches};
-use crate::server::retention::TOUCH_INTERVAL_SECS;
 use crate::store::{
     AuthorizationCode, Client, ClientSource, PendingAuthorization, SecretHash, StoreError,
 };

@@ -100,6 +100,10 @@ impl Random for OsRandom {
     }
 }
 
+/// A client's use is recorded at most this often (seconds): a touch is skipped while the
+/// recorded time is younger.
+pub(crate) const TOUCH_INTERVAL_SECS: u64 = 3600;
+
 /// Token lifetimes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lifetimes {

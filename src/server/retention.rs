@@ -98,9 +98,7 @@ use crate::store::{Client, ClientSource, GrantStore, RateLimitStore, StoreError}
 /// Log target of the sweep.
 const TARGET: &str = "mcp_oauth::retention";
 
-/// A client's use is recorded at most this often (seconds): a touch is skipped while the
-/// recorded time is younger.
-pub(crate) const TOUCH_INTERVAL_SECS: u64 = 3600;
+pub(crate) use crate::flows::TOUCH_INTERVAL_SECS;
 
 /// What the server forgets, and how often it looks. See the [module docs](self).
 ///
