@@ -139,6 +139,16 @@
 //! registered `scope` is a ceiling; `InsecureAutoApprove` needs a loopback issuer or an
 //! explicit opt-in; the layer refuses unreadable targets instead of applying its base rule.
 //!
+//! The reshape (issue 9) changes DESIGN.md §1–2 too, and wins: the configuration is the bottom
+//! floor and no longer holds the authorization server, its stores or its authenticator (the
+//! layer takes only the server's keys and revocation check through
+//! [`config::LocalAuthorizationServer`]), so the router is `oauth_router(&cfg, &server)`; the
+//! authorization server is behind the `server` feature; background upkeep starts only when
+//! asked (`AuthorizationServer::start_upkeep`); the grant logic lives in socket-free flows
+//! under `src/flows/` with an injected clock; and every outbound fetch goes through
+//! [`outbound`] (feature `remote-jwks` or `introspection`), whose SSRF guard refuses loopback
+//! and private addresses unless a verifier is told to allow them.
+//!
 //! ## Crypto provider
 //!
 //! JWTs are signed and verified with `jsonwebtoken` on `aws-lc-rs`. The crate installs that
@@ -159,6 +169,9 @@
 //! | `sqlite` | no | [`SqliteStore`](store::sql::SqliteStore): durable state in one file |
 //! | `postgres` | no | [`PostgresStore`](store::sql::PostgresStore): state shared by instances |
 //! | `redis` | no | [`RedisStore`](store::redis::RedisStore): state shared by instances |
+//! | `testkit` | no | `store::testkit`: the conformance suite for a store of your own |
+//!
+//! The minimum supported Rust version is 1.88; `sqlite` and `postgres` need 1.94 (sqlx 0.9).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "server")]
