@@ -3,9 +3,9 @@
 //! connections, for authenticated `tools/list` and `tools/call`.
 //!
 //! What it stands up, twice, on `127.0.0.1:0`:
-//! - the quickstart's shape: rmcp's `StreamableHttpService` (stateful sessions, SSE answers,
-//!   the default config) over a `#[scoped_tools]` server with one public and two scoped
-//!   tools; served by `axum::serve` with `TCP_NODELAY` set on every accepted connection
+//! - the quickstart's server: rmcp's `StreamableHttpService` (stateful sessions, SSE answers,
+//!   the default config) over the quickstart's `#[scoped_tools]` server (one public and two
+//!   scoped tools over in-memory files, `tests/support/quickstart_app.rs`); served by `axum::serve` with `TCP_NODELAY` set on every accepted connection
 //!   (`ListenerExt::tap_io`), unless `--no-nodelay`;
 //! - `protected`: behind `McpOAuthLayer` (lazy policy from `tool_requirements()`, an ES256
 //!   `KeyRing`, the verified-token cache on, as configured by default);
@@ -52,69 +52,20 @@ use axum::serve::ListenerExt as _;
 use mcp_oauth::keys::{KeyRing, SigningAlgorithm};
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::scope::ScopeSet;
-use mcp_oauth::{
-    AuthContext, McpOAuthConfig, McpOAuthLayer, TokenKind, public_tool, requires_scopes,
-    scoped_tools,
-};
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock};
+use mcp_oauth::{AuthContext, McpOAuthConfig, McpOAuthLayer, TokenKind};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{ErrorData, schemars, tool, tool_router};
 use serde_json::json;
 
 const ISSUER: &str = "https://auth.example.com";
 const PROTOCOL: &str = "2025-11-25";
 const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#;
-const CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"files_read","arguments":{"path":"notes.txt"}}}"#;
+const CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"files_read","arguments":{"path":"welcome.txt"}}}"#;
 
-/// Arguments of `public_search`.
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
-struct SearchArgs {
-    /// Part of a file name.
-    query: String,
-}
-
-/// Arguments of `files_read`.
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
-struct ReadArgs {
-    /// The file to read.
-    path: String,
-}
-
-/// The server: the quickstart's three tools over a fixed answer.
-#[derive(Debug, Clone)]
-struct Bench;
-
-#[scoped_tools]
-#[tool_router(server_handler)]
-impl Bench {
-    /// Public.
-    #[public_tool]
-    #[tool(description = "Search file names. Public: works without signing in.")]
-    fn public_search(&self, Parameters(SearchArgs { query }): Parameters<SearchArgs>) -> String {
-        format!("no file matches {query:?}")
-    }
-
-    /// Needs `files:read`.
-    #[requires_scopes("files:read")]
-    #[tool(description = "Read a file (needs scope files:read).")]
-    fn files_read(
-        &self,
-        Parameters(ReadArgs { path }): Parameters<ReadArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
-        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-            "{path}: hello"
-        ))]))
-    }
-
-    /// Needs `files:write`.
-    #[requires_scopes("files:write")]
-    #[tool(description = "Create or replace a file (needs scope files:write).")]
-    fn files_write(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(CallToolResult::success(vec![ContentBlock::text("written")]))
-    }
-}
+/// The quickstart's tools, policy and files, in process.
+#[path = "../tests/support/quickstart_app.rs"]
+mod quickstart_app;
+use quickstart_app::Files;
 
 /// Command-line settings.
 #[derive(Debug, Clone, Copy)]
@@ -178,9 +129,9 @@ async fn serve(app: Router, nodelay: bool) -> String {
     format!("http://{addr}/mcp")
 }
 
-fn mcp_service() -> StreamableHttpService<Bench, LocalSessionManager> {
+fn mcp_service() -> StreamableHttpService<Files, LocalSessionManager> {
     StreamableHttpService::new(
-        || Ok(Bench),
+        || Ok(Files::new()),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     )
@@ -333,7 +284,8 @@ async fn check_answers(protected: &Conn, plain: &Conn) {
         let (_, call) = conn.post(CALL).await;
         let call = String::from_utf8_lossy(&call);
         assert!(
-            call.contains("notes.txt: hello") && !call.contains("\"error\""),
+            call.contains("welcome.txt: Hello from the mcp-oauth quickstart!")
+                && !call.contains("\"error\""),
             "{name} tools/call: {call}"
         );
     }
@@ -375,7 +327,7 @@ async fn run(s: Settings) -> ExitCode {
         .policy(
             AccessPolicy::new()
                 .lazy()
-                .tools(Bench::tool_requirements().iter().copied()),
+                .tools(Files::tool_requirements().iter().copied()),
         )
         .tools_list_security_schemes(s.shape)
         .build()

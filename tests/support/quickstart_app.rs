@@ -1,6 +1,7 @@
 //! The quickstart's app in process, for what cannot run the `quickstart` binary: the in-process
 //! benchmark `benches/authorization_server.rs` adjusts the authorization server (a
-//! pre-registered client, no rate limits) before building. The same tools, scopes and policy
+//! pre-registered client, no rate limits) before building, and the loopback load test
+//! `benches/http.rs` serves these tools with and without the layer. The same tools, scopes and policy
 //! as `examples/quickstart.rs`, on the memory store.
 //!
 //! ```ignore
