@@ -40,31 +40,11 @@ const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const PASSWORD: &str = "interop-demo-password-python";
 const FLOW_TIMEOUT: Duration = Duration::from_secs(150);
 
-struct Running {
-    mcp_url: String,
-    issuer: String,
-    metadata_url: String,
-    _example: example::Example,
-}
+use example::Running;
 
 /// The quickstart binary on `127.0.0.1:0` (memory store, the demo user with `PASSWORD`).
 async fn start() -> Running {
-    let example = example::Example::start(
-        "quickstart",
-        &[
-            ("MCP_OAUTH_DEMO_USER", "demo"),
-            ("MCP_OAUTH_DEMO_PASSWORD", PASSWORD),
-            ("MCP_OAUTH_STORE", "memory"),
-        ],
-        &[],
-    )
-    .await;
-    Running {
-        mcp_url: example.url("/mcp"),
-        issuer: example.base.clone(),
-        metadata_url: example.url("/.well-known/oauth-protected-resource/mcp"),
-        _example: example,
-    }
+    example::start_quickstart("demo", PASSWORD).await
 }
 
 fn requests(report: &Value) -> &[Value] {

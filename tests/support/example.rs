@@ -256,3 +256,35 @@ impl Example {
         let _ = self.child.wait().await;
     }
 }
+
+/// A running `quickstart` binary and the URLs a client needs.
+pub struct Running {
+    /// The MCP endpoint (`…/mcp`).
+    pub mcp_url: String,
+    /// The issuer (the server's base URL).
+    pub issuer: String,
+    /// The protected-resource metadata URL of `/mcp`.
+    pub metadata_url: String,
+    /// Kills the server when dropped.
+    pub _example: Example,
+}
+
+/// The quickstart binary on `127.0.0.1:0`: memory store, `user` signing in with `password`.
+pub async fn start_quickstart(user: &str, password: &str) -> Running {
+    let example = Example::start(
+        "quickstart",
+        &[
+            ("MCP_OAUTH_DEMO_USER", user),
+            ("MCP_OAUTH_DEMO_PASSWORD", password),
+            ("MCP_OAUTH_STORE", "memory"),
+        ],
+        &[],
+    )
+    .await;
+    Running {
+        mcp_url: example.url("/mcp"),
+        issuer: example.base.clone(),
+        metadata_url: example.url("/.well-known/oauth-protected-resource/mcp"),
+        _example: example,
+    }
+}
