@@ -210,12 +210,12 @@ pub(crate) async fn register(
                 stored = Some(());
                 break;
             }
-            Err(StoreError::Conflict(_)) => {}
+            Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
     if stored.is_none() {
-        return Err(StoreError::Conflict("client id collision".to_owned()).into());
+        return Err(StoreError::conflict("client id collision").into());
     }
     tracing::info!(
         target: "mcp_oauth::register",
