@@ -154,38 +154,61 @@ pub type StoreCause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
 /// Build one with the small constructors ([`unavailable`](Self::unavailable),
 /// [`backend`](Self::backend), [`conflict`](Self::conflict), [`corrupt`](Self::corrupt),
 /// [`corrupt_with`](Self::corrupt_with)); match on the variant with `{ .. }`.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend is unreachable or failed.
-    #[error("store unavailable: {context}{}", caused_by(source.as_ref()))]
     Unavailable {
         /// What failed, e.g. `PostgreSQL: cannot connect to 127.0.0.1:5432/oauth`.
         context: String,
         /// The backend error, when there is one.
-        #[source]
         source: Option<StoreCause>,
     },
     /// A record with this key exists already.
-    #[error("conflict: {what}")]
     Conflict {
         /// Which record, e.g. `client abc exists`.
         what: String,
     },
     /// Stored data could not be decoded.
-    #[error("corrupt record: {what}{}", caused_by(source.as_ref()))]
     Corrupt {
         /// Which record or column, e.g. `column expires_at`.
         what: String,
         /// The decoding error, when there is one.
-        #[source]
         source: Option<StoreCause>,
     },
 }
 
-/// `": {source}"`, or nothing: the backend's message after the context in `Display`.
-fn caused_by(source: Option<&StoreCause>) -> String {
-    source.map(|e| format!(": {e}")).unwrap_or_default()
+impl fmt::Display for StoreError {
+    /// The context, then the backend's message after `": "` when there is one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match self {
+            Self::Unavailable { context, source } => {
+                write!(f, "store unavailable: {context}")?;
+                source
+            }
+            Self::Conflict { what } => return write!(f, "conflict: {what}"),
+            Self::Corrupt { what, source } => {
+                write!(f, "corrupt record: {what}")?;
+                source
+            }
+        };
+        match source {
+            Some(e) => write!(f, ": {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    /// The backend error itself (not the `Arc` around it), so callers can downcast it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable { source, .. } | Self::Corrupt { source, .. } => source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            Self::Conflict { .. } => None,
+        }
+    }
 }
 
 impl StoreError {
