@@ -145,12 +145,19 @@ impl fmt::Display for VerifyError {
             Self::Unknown => "unknown token",
             Self::Unavailable { context, source } => {
                 write!(f, "verification unavailable: {context}")?;
-                // The whole chain: outbound errors keep the OS's reason in their source.
+                // The whole chain: outbound errors keep the OS's reason in their source. A
+                // level whose text already ends with its source's (a `StoreError`) is not
+                // repeated.
                 let mut next = source
                     .as_deref()
                     .map(|e| e as &(dyn std::error::Error + 'static));
+                let mut previous = String::new();
                 while let Some(e) = next {
-                    write!(f, ": {e}")?;
+                    let text = e.to_string();
+                    if !previous.ends_with(&text) {
+                        write!(f, ": {text}")?;
+                    }
+                    previous = text;
                     next = e.source();
                 }
                 return Ok(());
@@ -324,7 +331,7 @@ mod tests {
         let err = VerifyError::unavailable_with("revocation list", store);
         assert_eq!(
             err.to_string(),
-            "verification unavailable: revocation list: store unavailable: Redis: refused: refused"
+            "verification unavailable: revocation list: store unavailable: Redis: refused"
         );
         let source = err.source().expect("the cause is kept");
         let store = source
