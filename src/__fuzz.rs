@@ -432,7 +432,7 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
 /// # Errors
 /// The reason the URI is refused.
 pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
-    crate::server::register::check_redirect_uri(uri)
+    crate::server::register::check_redirect_uri(uri).map_err(|why| why.to_string())
 }
 
 struct Jwt {

@@ -404,7 +404,7 @@ impl RateLimitStore for Down {
         _now_ms: u64,
     ) -> Result<RateLimitDecision, StoreError> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        Err(StoreError::Unavailable("counters down".to_owned()))
+        Err(StoreError::unavailable("counters down"))
     }
 }
 
@@ -547,7 +547,7 @@ async fn sweep_now_reports_errors_and_keeps_going() {
             self.0.take_pending(id, now).await
         }
         async fn sweep(&self, _now: u64) -> Result<u64, StoreError> {
-            Err(StoreError::Unavailable("sweep refused".to_owned()))
+            Err(StoreError::unavailable("sweep refused"))
         }
         async fn stats(&self, now: u64) -> Result<mcp_oauth::store::StoreStats, StoreError> {
             self.0.stats(now).await

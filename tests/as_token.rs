@@ -773,7 +773,7 @@ async fn replay_racing_the_first_redemption_fails_both() {
     };
     assert!(matches!(
         grants.create_family(late, None).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict { .. })
     ));
 }
 
@@ -1290,7 +1290,7 @@ async fn issuer_with_a_path_serves_the_token_endpoint_under_it() {
 struct DownStore;
 
 fn down<T>() -> Result<T, StoreError> {
-    Err(StoreError::Unavailable("connection refused".into()))
+    Err(StoreError::unavailable("connection refused"))
 }
 
 #[async_trait]

@@ -39,7 +39,7 @@ struct Probe {
 impl Probe {
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("probe: switched off".to_owned()));
+            return Err(StoreError::unavailable("probe: switched off"));
         }
         Ok(())
     }
@@ -259,7 +259,7 @@ async fn a_store_that_is_down_is_a_clear_error_then_a_503() {
     probe.down.store(true, Ordering::SeqCst);
     let err = KeyRing::from_store(probe.clone()).open().await.unwrap_err();
     assert!(
-        matches!(err, KeyError::Store(StoreError::Unavailable(_))),
+        matches!(err, KeyError::Store(StoreError::Unavailable { .. })),
         "{err:?}"
     );
     assert!(err.to_string().contains("switched off"), "{err}");

@@ -638,13 +638,13 @@ struct Down;
 #[async_trait]
 impl SessionBindings for Down {
     async fn get(&self, _: &SessionKey) -> Result<Option<SessionOwner>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
+        Err(StoreError::unavailable("down"))
     }
     async fn bind(&self, _: &SessionKey, _: &SessionOwner) -> Result<SessionOwner, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
+        Err(StoreError::unavailable("down"))
     }
     async fn forget(&self, _: &SessionKey) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("down".into()))
+        Err(StoreError::unavailable("down"))
     }
 }
 

@@ -175,7 +175,7 @@ fn introspection_builder(endpoint: &str) -> mcp_oauth::verify::IntrospectionVeri
 
 fn unavailable(err: VerifyError) -> String {
     match err {
-        VerifyError::Unavailable(why) => why,
+        e @ VerifyError::Unavailable { .. } => e.to_string(),
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }

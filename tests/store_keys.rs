@@ -126,7 +126,7 @@ mod sqlite {
         retired.retired_at = Some(now);
         assert!(matches!(
             a.create_initial_key("other", retired).await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict { .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);
     }

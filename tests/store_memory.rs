@@ -405,7 +405,7 @@ mod bounded {
         }
         assert!(matches!(
             store.insert_client(client("c3")).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Unavailable { .. })
         ));
         assert_eq!(store.count_clients().await.unwrap(), 3);
 
@@ -420,7 +420,7 @@ mod bounded {
         }
         assert!(matches!(
             store.create_family(family("f3"), None).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Unavailable { .. })
         ));
         // Revoking a family is never refused, even past the cap.
         store.revoke_family("unknown-family", now()).await.unwrap();
@@ -439,7 +439,7 @@ mod bounded {
         }
         assert!(matches!(
             store.revoke_token("j3", now() + 600).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Unavailable { .. })
         ));
         // Nothing already revoked was forgotten to make room.
         for i in 0..3 {

@@ -316,7 +316,7 @@ async fn connect_to_an_unreachable_server_is_a_clear_error() {
     let start = Instant::now();
     let refused = dead_tcp_port(ProxyMode::Refuse).await;
     match PostgresStore::connect(&format!("postgres://postgres@{refused}/test")).await {
-        Err(StoreError::Unavailable(msg)) => {
+        Err(StoreError::Unavailable { context: msg, .. }) => {
             assert!(msg.contains("PostgreSQL"), "{msg}");
             assert!(msg.contains(&refused.to_string()), "{msg}");
         }
@@ -331,7 +331,9 @@ async fn connect_to_an_unreachable_server_is_a_clear_error() {
     let start = Instant::now();
     let silent = dead_tcp_port(ProxyMode::Blackhole).await;
     match PostgresStore::connect(&format!("postgres://postgres@{silent}/test")).await {
-        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("PostgreSQL"), "{msg}"),
+        Err(StoreError::Unavailable { context: msg, .. }) => {
+            assert!(msg.contains("PostgreSQL"), "{msg}")
+        }
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(
@@ -341,8 +343,32 @@ async fn connect_to_an_unreachable_server_is_a_clear_error() {
     );
 
     match PostgresStore::connect("postgres://postgres@127.0.0.1:notaport/test").await {
-        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("invalid URL"), "{msg}"),
+        Err(StoreError::Unavailable { context: msg, .. }) => {
+            assert!(msg.contains("invalid URL"), "{msg}")
+        }
         other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// A connection error keeps sqlx's error as its source and never shows the password of the
+/// URL, neither in `Display` nor in `Debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_keep_the_cause_and_hide_the_password() {
+    let refused = dead_tcp_port(ProxyMode::Refuse).await;
+    for url in [
+        format!("postgres://postgres:hunter2-secret@{refused}/test"),
+        "postgres://postgres:hunter2-secret@127.0.0.1:notaport/test".to_owned(),
+    ] {
+        let err = match PostgresStore::connect(&url).await {
+            Err(e) => e,
+            Ok(_) => panic!("expected an error for {url}"),
+        };
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("PostgreSQL"), "{text}");
+        assert!(!text.contains("hunter2"), "the password leaked: {text}");
+        let source = std::error::Error::source(&err).expect("the driver error is kept");
+        assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
     }
 }
 

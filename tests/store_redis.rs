@@ -296,7 +296,9 @@ async fn connect_to_an_unreachable_server_is_a_clear_error() {
     // 2-core machine cannot flake them (issue 8 item 11).
     let start = Instant::now();
     match RedisStore::connect(&format!("redis://{refused}")).await {
-        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("Redis"), "{msg}"),
+        Err(StoreError::Unavailable { context: msg, .. }) => {
+            assert!(msg.contains("Redis"), "{msg}")
+        }
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(
@@ -316,7 +318,9 @@ async fn connect_to_an_unreachable_server_is_a_clear_error() {
     });
     let start = Instant::now();
     match RedisStore::connect(&format!("redis://{addr}")).await {
-        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("Redis"), "{msg}"),
+        Err(StoreError::Unavailable { context: msg, .. }) => {
+            assert!(msg.contains("Redis"), "{msg}")
+        }
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(
@@ -327,7 +331,39 @@ async fn connect_to_an_unreachable_server_is_a_clear_error() {
     holder.abort();
 
     match RedisStore::connect("not a url").await {
-        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("invalid URL"), "{msg}"),
+        Err(StoreError::Unavailable { context: msg, .. }) => {
+            assert!(msg.contains("invalid URL"), "{msg}")
+        }
         other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// A connection error keeps the Redis client's error as its source and never shows the
+/// password of the URL, neither in `Display` nor in `Debug`.
+#[tokio::test]
+async fn connection_errors_keep_the_cause_and_hide_the_password() {
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for url in [
+        format!("redis://:hunter2-secret@{refused}"),
+        format!("redis://user:hunter2-secret@{refused}/0"),
+        "redis://:hunter2-secret@127.0.0.1:notaport".to_owned(),
+    ] {
+        let err = match RedisStore::connect(&url).await {
+            Err(e) => e,
+            Ok(_) => panic!("expected an error for {url}"),
+        };
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("Redis"), "{text}");
+        assert!(!text.contains("hunter2"), "the password leaked: {text}");
+        if let Some(source) = std::error::Error::source(&err) {
+            assert!(
+                source.downcast_ref::<redis::RedisError>().is_some(),
+                "{source:?}"
+            );
+        }
     }
 }

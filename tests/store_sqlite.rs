@@ -305,14 +305,16 @@ async fn a_file_that_is_not_a_database_is_a_clear_error() {
     let dir = TempDir::new();
     std::fs::write(dir.db(), vec![b'x'; 8192]).unwrap();
     match SqliteStore::open(dir.db()).await {
-        Err(StoreError::Unavailable(msg)) => {
+        Err(StoreError::Unavailable { context: msg, .. }) => {
             assert!(msg.contains("SQLite"), "{msg}");
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
     // A directory that does not exist.
     match SqliteStore::open(dir.0.join("missing/dir/oauth.db")).await {
-        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("oauth.db"), "{msg}"),
+        Err(StoreError::Unavailable { context: msg, .. }) => {
+            assert!(msg.contains("oauth.db"), "{msg}")
+        }
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }

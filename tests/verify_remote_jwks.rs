@@ -452,12 +452,12 @@ async fn stale_keys_are_served_while_the_provider_is_down() {
         .unwrap();
     assert!(matches!(
         fresh.verify(&token).await.unwrap_err(),
-        VerifyError::Unavailable(_)
+        VerifyError::Unavailable { .. }
     ));
     // ... and does not retry before the cooldown.
     assert!(matches!(
         fresh.verify(&token).await.unwrap_err(),
-        VerifyError::Unavailable(_)
+        VerifyError::Unavailable { .. }
     ));
     assert_eq!(fresh.fetch_count(), 1);
     let (status, challenge, _) = call(&crate::app(fresh, &idp.issuer), Some(&token)).await;
@@ -745,7 +745,12 @@ async fn an_oversized_jwks_is_refused() {
         let verifier = local(&uri).build().unwrap();
         let err = verifier.verify(&key.token()).await.unwrap_err();
         match err {
-            VerifyError::Unavailable(why) => assert!(why.contains("256 KiB"), "{why}"),
+            e @ VerifyError::Unavailable { .. } => {
+                let why = e.to_string();
+                assert!(why.contains("256 KiB"), "{why}");
+                let source = std::error::Error::source(&e).expect("the fetch failure is kept");
+                assert!(source.to_string().contains("256 KiB"), "{source}");
+            }
             other => panic!("chunked={chunked}: {other:?}"),
         }
         assert_eq!(server.fetches(), 1);

@@ -107,7 +107,7 @@ async fn access(
     }
     match verifier.verify(token).await {
         Ok(auth) => Ok(Some(Introspection::Access(Box::new(auth)))),
-        Err(VerifyError::Unavailable(e)) => {
+        Err(e @ VerifyError::Unavailable { .. }) => {
             tracing::error!(target: "mcp_oauth::introspect", error = %e, "revocation list unavailable");
             Err(OAuthError::new(
                 OAuthErrorCode::TemporarilyUnavailable,
@@ -317,7 +317,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(got, Introspection::Inactive), "{got:?}");
-        let down = Failing(|| VerifyError::Unavailable("down".to_owned()));
+        let down = Failing(|| VerifyError::unavailable("down"));
         let e = introspect(&t.env, Some(&down), ask("a.b.c"))
             .await
             .unwrap_err();

@@ -210,12 +210,12 @@ pub(crate) async fn register(
                 stored = Some(());
                 break;
             }
-            Err(StoreError::Conflict(_)) => {}
+            Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
     if stored.is_none() {
-        return Err(StoreError::Conflict("client id collision".to_owned()).into());
+        return Err(StoreError::conflict("client id collision").into());
     }
     tracing::info!(
         target: "mcp_oauth::register",
@@ -523,30 +523,110 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
     crate::net::is_loopback_host(host)
 }
 
+/// Why the redirect URI policy refuses a URI. `Display` is the reason shown to the client's
+/// developer (in a registration error, a configuration error, a log line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RedirectUriRefusal {
+    /// The URI is empty.
+    Empty,
+    /// Longer than [`MAX_URI_LEN`].
+    TooLong,
+    /// Whitespace or control characters anywhere.
+    WhitespaceOrControl,
+    /// Characters outside ASCII (they must be percent-encoded).
+    NonAscii,
+    /// A backslash, which browsers read as a slash.
+    Backslash,
+    /// No `scheme:`.
+    NoScheme,
+    /// The part before `:` is not a URI scheme.
+    InvalidScheme,
+    /// A scheme never allowed for redirects (`javascript:`, `data:`, `ms-…:`); lower case.
+    ForbiddenScheme(String),
+    /// A fragment (`#…`).
+    Fragment,
+    /// Nothing after `scheme:`.
+    NothingAfterScheme,
+    /// The URL parser refuses it.
+    Unparsable(url::ParseError),
+    /// `user@host` or `user:password@host`.
+    UserInfo,
+    /// `https:` without a host.
+    HttpsWithoutHost,
+    /// `http:` to a host that is not loopback.
+    PlainHttpNotLoopback,
+    /// A dotted scheme in an operating-system vendor's namespace; lower case.
+    VendorNamespace(String),
+    /// A custom scheme without a dot that is not on the allow-list; lower case.
+    UnlistedCustomScheme(String),
+    /// A dotted custom scheme that is not a reverse domain name; lower case.
+    NotReverseDomain(String),
+}
+
+impl std::fmt::Display for RedirectUriRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Empty => f.write_str("it is empty"),
+            Self::TooLong => write!(f, "it is longer than {MAX_URI_LEN} bytes"),
+            Self::WhitespaceOrControl => f.write_str("it contains whitespace or control characters"),
+            Self::NonAscii => f.write_str("it contains non-ASCII characters; percent-encode them"),
+            Self::Backslash => f.write_str("it contains a backslash"),
+            Self::NoScheme => f.write_str("it is not an absolute URI (no scheme)"),
+            Self::InvalidScheme => f.write_str("it does not start with a valid URI scheme"),
+            Self::ForbiddenScheme(s) => write!(f, "the {s}: scheme is not allowed for redirects"),
+            Self::Fragment => f.write_str("it has a fragment (#…); redirect URIs must not"),
+            Self::NothingAfterScheme => f.write_str("it has nothing after the scheme"),
+            Self::Unparsable(e) => write!(f, "it is not a valid URI ({e})"),
+            Self::UserInfo => f.write_str("it holds user information (user@host)"),
+            Self::HttpsWithoutHost => {
+                f.write_str("an https redirect URI needs a host (https://host/…)")
+            }
+            Self::PlainHttpNotLoopback => f.write_str(
+                "plain http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https",
+            ),
+            Self::VendorNamespace(s) => write!(
+                f,
+                "the {s}: scheme is in an operating-system vendor's namespace, not an app's reverse domain name"
+            ),
+            Self::UnlistedCustomScheme(s) => write!(
+                f,
+                "the custom scheme {s}: is neither a reverse domain name (com.example.app:) nor on this server's allow-list"
+            ),
+            Self::NotReverseDomain(s) => write!(
+                f,
+                "the custom scheme {s}: is not a reverse domain name (com.example.app:): it needs two or more dot-separated labels of letters, digits and hyphens, starting with a top-level domain"
+            ),
+        }
+    }
+}
+
 /// Checks one redirect URI against the registration policy (see the
 /// [module docs](self#redirect-uri-policy)); the error says why, for the client's developer.
 /// `allowed_schemes` (lower case) are the custom schemes allowed besides reverse-domain ones.
-pub(crate) fn check_redirect_uri_with(uri: &str, allowed_schemes: &[String]) -> Result<(), String> {
+pub(crate) fn check_redirect_uri_with(
+    uri: &str,
+    allowed_schemes: &[String],
+) -> Result<(), RedirectUriRefusal> {
     if uri.is_empty() {
-        return Err("it is empty".to_owned());
+        return Err(RedirectUriRefusal::Empty);
     }
     if uri.len() > MAX_URI_LEN {
-        return Err(format!("it is longer than {MAX_URI_LEN} bytes"));
+        return Err(RedirectUriRefusal::TooLong);
     }
     // Browsers strip or ignore whitespace and control characters inside schemes
     // (` javascript:`, `java\tscript:`); refusing them everywhere closes that door and
     // makes the exact string match at /authorize unambiguous.
     if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("it contains whitespace or control characters".to_owned());
+        return Err(RedirectUriRefusal::WhitespaceOrControl);
     }
     if !uri.is_ascii() {
-        return Err("it contains non-ASCII characters; percent-encode them".to_owned());
+        return Err(RedirectUriRefusal::NonAscii);
     }
     if uri.contains('\\') {
-        return Err("it contains a backslash".to_owned());
+        return Err(RedirectUriRefusal::Backslash);
     }
     let Some((scheme, rest)) = uri.split_once(':') else {
-        return Err("it is not an absolute URI (no scheme)".to_owned());
+        return Err(RedirectUriRefusal::NoScheme);
     };
     let scheme = scheme.to_ascii_lowercase();
     let valid_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -554,20 +634,20 @@ pub(crate) fn check_redirect_uri_with(uri: &str, allowed_schemes: &[String]) -> 
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !valid_scheme {
-        return Err("it does not start with a valid URI scheme".to_owned());
+        return Err(RedirectUriRefusal::InvalidScheme);
     }
     if FORBIDDEN_SCHEMES.contains(&scheme.as_str()) || scheme.starts_with("ms-") {
-        return Err(format!("the {scheme}: scheme is not allowed for redirects"));
+        return Err(RedirectUriRefusal::ForbiddenScheme(scheme));
     }
     if uri.contains('#') {
-        return Err("it has a fragment (#…); redirect URIs must not".to_owned());
+        return Err(RedirectUriRefusal::Fragment);
     }
     if rest.is_empty() {
-        return Err("it has nothing after the scheme".to_owned());
+        return Err(RedirectUriRefusal::NothingAfterScheme);
     }
-    let url = url::Url::parse(uri).map_err(|e| format!("it is not a valid URI ({e})"))?;
+    let url = url::Url::parse(uri).map_err(RedirectUriRefusal::Unparsable)?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("it holds user information (user@host)".to_owned());
+        return Err(RedirectUriRefusal::UserInfo);
     }
     match scheme.as_str() {
         "https" => {
@@ -575,7 +655,7 @@ pub(crate) fn check_redirect_uri_with(uri: &str, allowed_schemes: &[String]) -> 
             // as host `x`, and browsers may not.
             if strip_port(authority_of(rest)).is_empty() || url.host_str().is_none_or(str::is_empty)
             {
-                return Err("an https redirect URI needs a host (https://host/…)".to_owned());
+                return Err(RedirectUriRefusal::HttpsWithoutHost);
             }
             Ok(())
         }
@@ -585,18 +665,14 @@ pub(crate) fn check_redirect_uri_with(uri: &str, allowed_schemes: &[String]) -> 
             if is_loopback_host(&host.to_ascii_lowercase()) {
                 Ok(())
             } else {
-                Err("plain http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https".to_owned())
+                Err(RedirectUriRefusal::PlainHttpNotLoopback)
             }
         }
-        s if is_vendor_namespace(s) => Err(format!(
-            "the {s}: scheme is in an operating-system vendor's namespace, not an app's reverse domain name"
-        )),
+        s if is_vendor_namespace(s) => Err(RedirectUriRefusal::VendorNamespace(s.to_owned())),
         s if allowed_schemes.iter().any(|a| a == s) => Ok(()),
         // RFC 8252 §7.1: private-use schemes are reverse domain names.
         s if s.contains('.') => check_reverse_domain(s),
-        s => Err(format!(
-            "the custom scheme {s}: is neither a reverse domain name (com.example.app:) nor on this server's allow-list"
-        )),
+        s => Err(RedirectUriRefusal::UnlistedCustomScheme(s.to_owned())),
     }
 }
 
@@ -629,7 +705,7 @@ fn is_vendor_namespace(s: &str) -> bool {
 /// only or an IDN `xn--` label. `com.example.app` passes; `com..app`, `com.`, `a+b.c`,
 /// `ms-excel.x` and `x-apple.systempreferences` (handler schemes that merely contain a
 /// dot) do not.
-fn check_reverse_domain(s: &str) -> Result<(), String> {
+fn check_reverse_domain(s: &str) -> Result<(), RedirectUriRefusal> {
     let labels: Vec<&str> = s.split('.').collect();
     let label_ok = |l: &&str| {
         !l.is_empty()
@@ -644,15 +720,13 @@ fn check_reverse_domain(s: &str) -> Result<(), String> {
     if labels.len() >= 2 && labels.iter().all(label_ok) && tld_ok {
         Ok(())
     } else {
-        Err(format!(
-            "the custom scheme {s}: is not a reverse domain name (com.example.app:): it needs two or more dot-separated labels of letters, digits and hyphens, starting with a top-level domain"
-        ))
+        Err(RedirectUriRefusal::NotReverseDomain(s.to_owned()))
     }
 }
 
 /// [`check_redirect_uri_with`] the default custom-scheme allow-list
 /// ([`DEFAULT_REDIRECT_SCHEMES`]).
-pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
+pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), RedirectUriRefusal> {
     let defaults: Vec<String> = DEFAULT_REDIRECT_SCHEMES
         .iter()
         .map(|s| (*s).to_owned())
@@ -726,6 +800,42 @@ mod tests {
             .iter()
             .map(|s| (*s).to_owned())
             .collect()
+    }
+
+    /// Each refusal is a typed reason, and its text is the one the client's developer reads.
+    #[test]
+    fn refusals_are_typed_reasons() {
+        let refused = |uri: &str| check_redirect_uri_with(uri, &defaults()).unwrap_err();
+        assert_eq!(refused(""), RedirectUriRefusal::Empty);
+        assert_eq!(refused("https://a/#x"), RedirectUriRefusal::Fragment);
+        assert_eq!(
+            refused("JavaScript:alert(1)"),
+            RedirectUriRefusal::ForbiddenScheme("javascript".to_owned())
+        );
+        assert_eq!(
+            refused("http://example.com/cb"),
+            RedirectUriRefusal::PlainHttpNotLoopback
+        );
+        assert_eq!(
+            refused("com.apple.x:/cb"),
+            RedirectUriRefusal::VendorNamespace("com.apple.x".to_owned())
+        );
+        assert_eq!(
+            refused("myapp://cb"),
+            RedirectUriRefusal::UnlistedCustomScheme("myapp".to_owned())
+        );
+        assert!(matches!(
+            refused("https://[::1/cb"),
+            RedirectUriRefusal::Unparsable(_)
+        ));
+        assert_eq!(
+            refused("JavaScript:alert(1)").to_string(),
+            "the javascript: scheme is not allowed for redirects"
+        );
+        assert_eq!(
+            refused("http://example.com/cb").to_string(),
+            "plain http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https"
+        );
     }
 
     // issue 8 item 5: RFC 8252 §7.1 custom schemes: reverse-domain or allow-listed; OS

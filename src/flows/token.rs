@@ -243,7 +243,7 @@ async fn authorization_code(
         .await
     {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
+        Err(StoreError::Conflict { .. }) => {
             return Err(invalid_grant("The authorization code was already used"));
         }
         Err(e) => return Err(e.into()),

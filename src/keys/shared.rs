@@ -429,7 +429,7 @@ impl Binding {
             }
         }
         let Some(current) = current else {
-            return Err(KeyError::Store(StoreError::Corrupt(format!(
+            return Err(KeyError::Store(StoreError::corrupt(format!(
                 "ring {}: no current key after creating one",
                 self.ring
             ))));
@@ -447,7 +447,7 @@ impl Binding {
             k.signing_key().map(Arc::new)
         };
         let current_key = parse(&current).map_err(|e| {
-            KeyError::Store(StoreError::Corrupt(format!(
+            KeyError::Store(StoreError::corrupt(format!(
                 "ring {}: current key {}: {e}",
                 self.ring, current.kid
             )))

@@ -829,8 +829,8 @@ async fn check(
     };
     let ctx = match verify(cfg, &token).await {
         Ok(ctx) => ctx,
-        Err(VerifyError::Unavailable(reason)) => {
-            tracing::warn!(target: "mcp_oauth::rejection", %reason, "token verification unavailable");
+        Err(error @ VerifyError::Unavailable { .. }) => {
+            tracing::warn!(target: "mcp_oauth::rejection", %error, "token verification unavailable");
             return Err(AuthRejection::Unavailable);
         }
         Err(error) => {

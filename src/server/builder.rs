@@ -370,7 +370,7 @@ impl AuthorizationServerBuilder {
                         client_id: c.0.client_id.clone(),
                         problem: ClientProblem::RedirectUri {
                             uri: uri.clone(),
-                            reason: why,
+                            reason: why.to_string(),
                         },
                     }
                 })?;

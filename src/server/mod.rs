@@ -243,7 +243,7 @@ impl RevokedTokens for StoreRevocations {
         self.0
             .is_token_revoked(jti, crate::util::now())
             .await
-            .map_err(|e| VerifyError::Unavailable(e.to_string()))
+            .map_err(|e| VerifyError::unavailable_with("revocation list", e))
     }
 
     async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), VerifyError> {
@@ -253,7 +253,7 @@ impl RevokedTokens for StoreRevocations {
                 expires_at.saturating_add(crate::store::REVOCATION_HORIZON_SLACK),
             )
             .await
-            .map_err(|e| VerifyError::Unavailable(e.to_string()))
+            .map_err(|e| VerifyError::unavailable_with("revocation list", e))
     }
 }
 

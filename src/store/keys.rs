@@ -238,7 +238,7 @@ pub(crate) fn is_live(key: &StoredKey, now: u64) -> bool {
 /// Refuses a `next` or initial key that is not marked current.
 pub(crate) fn check_new_current(key: &StoredKey) -> Result<(), StoreError> {
     if key.retired_at.is_some() || key.publish_until.is_some() {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::conflict(format!(
             "key {}: a new current key must not be marked retired",
             key.kid
         )));
@@ -275,7 +275,7 @@ impl KeyStore for MemoryStore {
             return Ok(false);
         }
         if keys.iter().any(|k| k.kid == key.kid) {
-            return Err(StoreError::Conflict(format!("key {} exists", key.kid)));
+            return Err(StoreError::conflict(format!("key {} exists", key.kid)));
         }
         keys.push(key);
         Ok(true)
@@ -299,7 +299,7 @@ impl KeyStore for MemoryStore {
             });
         };
         if keys.iter().any(|k| k.kid == next.kid) {
-            return Err(StoreError::Conflict(format!("key {} exists", next.kid)));
+            return Err(StoreError::conflict(format!("key {} exists", next.kid)));
         }
         keys[i].retired_at = Some(now);
         keys[i].publish_until = Some(publish_until);

@@ -101,7 +101,7 @@ impl Default for MemoryLimits {
 /// `Unavailable` for a full map.
 fn full(what: &str) -> StoreError {
     tracing::warn!(target: "mcp_oauth::store", map = what, "memory store full; refusing a new record");
-    StoreError::Unavailable(format!("memory store: too many {what}"))
+    StoreError::unavailable(format!("memory store: too many {what}"))
 }
 
 /// Removes the entry with the smallest `order` key from `map`.
@@ -206,7 +206,7 @@ impl ClientStore for MemoryStore {
     async fn insert_client(&self, client: Client) -> Result<(), StoreError> {
         let mut s = self.lock();
         if s.clients.contains_key(&client.client_id) {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::conflict(format!(
                 "client {} exists",
                 client.client_id
             )));
@@ -260,7 +260,7 @@ impl GrantStore for MemoryStore {
     async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError> {
         let mut s = self.lock();
         if s.codes.contains_key(&hash) {
-            return Err(StoreError::Conflict("code exists".to_owned()));
+            return Err(StoreError::conflict("code exists"));
         }
         if s.codes.len() >= self.limits.codes {
             let now = crate::util::now();
@@ -312,7 +312,7 @@ impl GrantStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut s = self.lock();
         if s.families.contains_key(&family.family_id) {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::conflict(format!(
                 "family {} exists or was revoked",
                 family.family_id
             )));

@@ -138,20 +138,129 @@ mod hex32 {
     }
 }
 
+/// The backend error behind a [`StoreError`], shared so that the error stays `Clone`.
+pub type StoreCause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
 /// A store could not do what was asked. Endpoints answer `503 temporarily_unavailable`, never
 /// a 500, and never lose data.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// Each variant says what failed in words (`context` / `what`: the backend, the operation,
+/// the record) and, where a backend error caused it, keeps that error as the
+/// [`source`](std::error::Error::source) (a `sqlx::Error`, a `redis::RedisError`, a
+/// `serde_json::Error`). The `Display` text is the context followed by the backend's message,
+/// so one log line is enough to diagnose; it never holds a database password, a raw code or
+/// a token (connection errors name only `host:port/database`).
+///
+/// Build one with the small constructors ([`unavailable`](Self::unavailable),
+/// [`backend`](Self::backend), [`conflict`](Self::conflict), [`corrupt`](Self::corrupt),
+/// [`corrupt_with`](Self::corrupt_with)); match on the variant with `{ .. }`.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend is unreachable or failed.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable {
+        /// What failed, e.g. `PostgreSQL: cannot connect to 127.0.0.1:5432/oauth`.
+        context: String,
+        /// The backend error, when there is one.
+        source: Option<StoreCause>,
+    },
     /// A record with this key exists already.
-    #[error("conflict: {0}")]
-    Conflict(String),
+    Conflict {
+        /// Which record, e.g. `client abc exists`.
+        what: String,
+    },
     /// Stored data could not be decoded.
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
+    Corrupt {
+        /// Which record or column, e.g. `column expires_at`.
+        what: String,
+        /// The decoding error, when there is one.
+        source: Option<StoreCause>,
+    },
+}
+
+impl fmt::Display for StoreError {
+    /// The context, then the backend's message after `": "` when there is one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match self {
+            Self::Unavailable { context, source } => {
+                write!(f, "store unavailable: {context}")?;
+                source
+            }
+            Self::Conflict { what } => return write!(f, "conflict: {what}"),
+            Self::Corrupt { what, source } => {
+                write!(f, "corrupt record: {what}")?;
+                source
+            }
+        };
+        match source {
+            Some(e) => write!(f, ": {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    /// The backend error itself (not the `Arc` around it), so callers can downcast it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable { source, .. } | Self::Corrupt { source, .. } => source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            Self::Conflict { .. } => None,
+        }
+    }
+}
+
+impl StoreError {
+    /// [`Unavailable`](Self::Unavailable) without a backend error (a timeout, a full memory
+    /// store, a switched-off test double).
+    #[must_use]
+    pub fn unavailable(context: impl Into<String>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// [`Unavailable`](Self::Unavailable) caused by a backend error, which is kept as the
+    /// source. `context` must not hold a secret (no URL with a password).
+    #[must_use]
+    pub fn backend(
+        context: impl Into<String>,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: Some(std::sync::Arc::new(error)),
+        }
+    }
+
+    /// [`Conflict`](Self::Conflict): a record with this key exists already.
+    #[must_use]
+    pub fn conflict(what: impl Into<String>) -> Self {
+        Self::Conflict { what: what.into() }
+    }
+
+    /// [`Corrupt`](Self::Corrupt) without a decoding error.
+    #[must_use]
+    pub fn corrupt(what: impl Into<String>) -> Self {
+        Self::Corrupt {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// [`Corrupt`](Self::Corrupt) caused by a decoding error, which is kept as the source.
+    #[must_use]
+    pub fn corrupt_with(
+        what: impl Into<String>,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Corrupt {
+            what: what.into(),
+            source: Some(std::sync::Arc::new(error)),
+        }
+    }
 }
 
 /// How a client authenticates at the token endpoint (RFC 7591 §2).
@@ -593,5 +702,68 @@ pub trait GrantStore: Send + Sync + 'static {
     /// themselves; the default offers nothing, and the server counts in process.
     fn rate_limit_store(&self) -> Option<&dyn RateLimitStore> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use std::error::Error as _;
+
+    /// A backend error is kept as the source (downcastable), and shows after the context.
+    #[test]
+    fn backend_errors_are_kept_as_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = StoreError::backend("PostgreSQL: cannot connect to db:5432/oauth", io);
+        assert!(matches!(
+            &err,
+            StoreError::Unavailable { context, .. } if context == "PostgreSQL: cannot connect to db:5432/oauth"
+        ));
+        assert_eq!(
+            err.to_string(),
+            "store unavailable: PostgreSQL: cannot connect to db:5432/oauth: refused"
+        );
+        let source = err.source().expect("the backend error is kept");
+        assert_eq!(
+            source
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        // Clone shares the cause.
+        assert!(err.clone().source().is_some());
+
+        let bad = serde_json::from_str::<u32>("x").unwrap_err();
+        let err = StoreError::corrupt_with("column client", bad);
+        assert!(
+            err.to_string()
+                .starts_with("corrupt record: column client: "),
+            "{err}"
+        );
+        assert!(
+            err.source()
+                .unwrap()
+                .downcast_ref::<serde_json::Error>()
+                .is_some()
+        );
+    }
+
+    /// Without a cause there is no source and no trailing separator.
+    #[test]
+    fn errors_without_a_cause_have_no_source() {
+        for (err, text) in [
+            (
+                StoreError::unavailable("memory store: too many codes"),
+                "store unavailable: memory store: too many codes",
+            ),
+            (StoreError::conflict("code exists"), "conflict: code exists"),
+            (
+                StoreError::corrupt("key k: unknown algorithm"),
+                "corrupt record: key k: unknown algorithm",
+            ),
+        ] {
+            assert_eq!(err.to_string(), text);
+            assert!(err.source().is_none());
+        }
     }
 }

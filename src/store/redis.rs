@@ -122,8 +122,8 @@ impl RedisStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when the URL is invalid or the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = RedisClient::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("Redis: invalid URL: {e}")))?;
+        let client =
+            RedisClient::open(url).map_err(|e| StoreError::backend("Redis: invalid URL", e))?;
         let target = client.get_connection_info().addr().to_string();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -135,8 +135,8 @@ impl RedisStore {
             ConnectionManager::new_with_config(client, config),
         )
         .await
-        .map_err(|_| StoreError::Unavailable(format!("Redis: {target}: no answer in time")))?
-        .map_err(|e| StoreError::Unavailable(format!("Redis: cannot connect to {target}: {e}")))?;
+        .map_err(|_| StoreError::unavailable(format!("Redis: {target}: no answer in time")))?
+        .map_err(|e| StoreError::backend(format!("Redis: cannot connect to {target}"), e))?;
         Ok(Self::from_manager(conn))
     }
 
@@ -188,7 +188,7 @@ impl RedisStore {
     {
         match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
+            Err(_) => Err(StoreError::unavailable(format!(
                 "Redis: no answer within {} ms",
                 self.timeout.as_millis()
             ))),
@@ -197,7 +197,7 @@ impl RedisStore {
 }
 
 fn err(e: RedisError) -> StoreError {
-    StoreError::Unavailable(format!("Redis: {e}"))
+    StoreError::backend("Redis", e)
 }
 
 /// A time for the scripts (capped where Lua's doubles are exact).
@@ -210,18 +210,18 @@ fn expire_at(v: u64) -> u64 {
 }
 
 fn to_json<T: Serialize>(v: &T, what: &str) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("Redis: {what}: {e}")))
+    serde_json::to_string(v).map_err(|e| StoreError::corrupt_with(format!("Redis: {what}"), e))
 }
 
 fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("Redis: {what}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt_with(format!("Redis: {what}"), e))
 }
 
 fn parse_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("Redis: {what}: not a number")))
+        .ok_or_else(|| StoreError::corrupt(format!("Redis: {what}: not a number")))
 }
 
 /// A script's reply: a tag, then its values.
@@ -236,7 +236,7 @@ impl Reply {
         self.0
             .get_mut(i)
             .map(std::mem::take)
-            .ok_or_else(|| StoreError::Corrupt(format!("Redis: {what}: short script reply")))
+            .ok_or_else(|| StoreError::corrupt(format!("Redis: {what}: short script reply")))
     }
 }
 
@@ -562,7 +562,7 @@ impl RedisStore {
             })
             .await?;
         if created == 0 {
-            return Err(StoreError::Conflict("client exists".to_owned()));
+            return Err(StoreError::conflict("client exists"));
         }
         Ok(())
     }
@@ -624,7 +624,7 @@ impl GrantStore for RedisStore {
             })
             .await?;
         if stored == 0 {
-            return Err(StoreError::Conflict("code exists".to_owned()));
+            return Err(StoreError::conflict("code exists"));
         }
         Ok(())
     }
@@ -656,7 +656,7 @@ impl GrantStore for RedisStore {
             b"replayed" => {
                 let family = reply.take(1, "code family")?;
                 let family_id = String::from_utf8(family)
-                    .map_err(|_| StoreError::Corrupt("Redis: code family: not UTF-8".to_owned()))?;
+                    .map_err(|e| StoreError::corrupt_with("Redis: code family: not UTF-8", e))?;
                 let code = from_json(&reply.take(2, "code")?, "code")?;
                 Ok(CodeTake::Replayed { family_id, code })
             }
@@ -692,9 +692,7 @@ impl GrantStore for RedisStore {
             })
             .await?;
         if created == 0 {
-            return Err(StoreError::Conflict(
-                "family exists or was revoked".to_owned(),
-            ));
+            return Err(StoreError::conflict("family exists or was revoked"));
         }
         Ok(())
     }
@@ -739,7 +737,7 @@ impl GrantStore for RedisStore {
             }),
             b"reused" => {
                 let family_id = String::from_utf8(reply.take(1, "family id")?)
-                    .map_err(|_| StoreError::Corrupt("Redis: family id: not UTF-8".to_owned()))?;
+                    .map_err(|e| StoreError::corrupt_with("Redis: family id: not UTF-8", e))?;
                 tracing::warn!(
                     target: "mcp_oauth::security",
                     family = %family_id,
@@ -804,9 +802,7 @@ impl GrantStore for RedisStore {
                 let rotated_at = std::str::from_utf8(&at)
                     .ok()
                     .and_then(|a| a.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("Redis: previous rotated at: not a time".to_owned())
-                    })?;
+                    .ok_or_else(|| StoreError::corrupt("Redis: previous rotated at: not a time"))?;
                 RefreshTokenState::Previous { rotated_at }
             }
             _ => RefreshTokenState::Retired,

@@ -225,7 +225,7 @@ pub async fn clients<S: ClientStore + ?Sized>(store: &S) {
     assert!(
         matches!(
             store.insert_client(client.clone()).await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict { .. })
         ),
         "store contract: insert_client of an existing id must fail with Conflict"
     );
@@ -423,7 +423,7 @@ pub async fn family_lifecycle<S: GrantStore + ?Sized>(store: &S) {
             store
                 .create_family(family.clone(), Some(SecretHash::of(&uid("rt"))))
                 .await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict { .. })
         ),
         "store contract: create_family of an existing id must fail with Conflict"
     );
@@ -468,7 +468,7 @@ pub async fn family_lifecycle<S: GrantStore + ?Sized>(store: &S) {
     assert!(
         matches!(
             store.create_family(family.clone(), None).await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict { .. })
         ),
         "store contract: create_family of a revoked id must fail with Conflict"
     );
@@ -524,7 +524,7 @@ pub async fn revoke_before_create<S: GrantStore + ?Sized>(store: &S) {
             store
                 .create_family(sample_family(&id, n + 3600), Some(token))
                 .await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict { .. })
         ),
         "store contract: create_family after revoke_family of that id must fail with Conflict"
     );
@@ -1118,7 +1118,7 @@ pub async fn sweep_removes_only_expired<S: GrantStore + ?Sized>(store: &S) {
             store
                 .create_family(sample_family(&tombstone, n + 3600), None)
                 .await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict { .. })
         ),
         "store contract: sweep must keep a freshly revoked family's tombstone"
     );
@@ -1212,7 +1212,7 @@ pub async fn revocation_outlives_family<S: GrantStore + ?Sized>(store: &S) {
             store
                 .create_family(sample_family(&family.family_id, later + 3600), None)
                 .await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict { .. })
         ),
         "store contract: a revoked family id must not be re-created after the family expired and was swept"
     );

@@ -140,7 +140,7 @@ impl IntrospectionVerifier {
     /// Asks the endpoint about `token`; returns the response object of a `200`.
     async fn introspect(&self, token: &str) -> Result<Map<String, Value>, VerifyError> {
         let s = &self.inner;
-        let unavailable = |why: String| VerifyError::Unavailable(why);
+        let unavailable = |why: String| VerifyError::unavailable(why);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, s.authorization.clone());
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
@@ -154,9 +154,6 @@ impl IntrospectionVerifier {
             )
             .await
             .map_err(|e| {
-                let detail = std::error::Error::source(&e)
-                    .map(|source| format!(": {source}"))
-                    .unwrap_or_default();
                 if e.is_refused() {
                     tracing::error!(
                         target: "mcp_oauth::introspection",
@@ -165,7 +162,7 @@ impl IntrospectionVerifier {
                         "the introspection endpoint is refused by the outbound rules"
                     );
                 }
-                unavailable(format!("introspection: {e}{detail}"))
+                VerifyError::unavailable_with("introspection", e)
             })?;
         let status = fetched.status;
         let json: Option<Map<String, Value>> = serde_json::from_slice(&fetched.body).ok();

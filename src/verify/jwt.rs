@@ -388,7 +388,7 @@ impl TokenVerifier for JwtVerifier {
                 .ring
                 .find_or_reload(kid)
                 .await
-                .map_err(|e| VerifyError::Unavailable(e.to_string()))?
+                .map_err(|e| VerifyError::unavailable_with("signing key ring", e))?
                 .ok_or(VerifyError::UnknownKey)?,
             None => return Err(VerifyError::UnknownKey),
         };

@@ -45,6 +45,8 @@ mod introspection;
 #[cfg(feature = "remote-jwks")]
 mod remote_jwks;
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,56 +78,144 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 ///
 /// [`description`](Self::description) is what the client sees in `error_description`: it
 /// names the class of failure and never echoes the token, a key or a claim value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// `Display` (for logs) says the same in lower case; for
+/// [`Unavailable`](Self::Unavailable) it adds the context and the whole cause chain, and
+/// [`source`](std::error::Error::source) returns the underlying error itself. Equality
+/// compares the variant and its fields but not the source.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum VerifyError {
     /// Not a token this verifier understands (not a JWT, bad base64, bad JSON).
-    #[error("malformed token")]
     Malformed,
     /// The token's algorithm is not on the allow-list (this includes `alg: none`).
-    #[error("algorithm not allowed")]
     DisallowedAlgorithm,
     /// No key with the token's `kid` (after any refresh the verifier allows).
-    #[error("unknown signing key")]
     UnknownKey,
     /// The signature does not verify.
-    #[error("invalid signature")]
     InvalidSignature,
     /// `typ` is not what the profile requires (RFC 9068: `at+jwt`).
-    #[error("wrong token type")]
     WrongType,
     /// `iss` is not the expected issuer.
-    #[error("wrong issuer")]
     WrongIssuer,
     /// `aud` does not name this resource (RFC 8707).
-    #[error("wrong audience")]
     WrongAudience,
     /// `exp` has passed.
-    #[error("token expired")]
     Expired,
     /// `nbf` is in the future.
-    #[error("token not yet valid")]
     NotYetValid,
     /// A claim the profile requires is absent or has the wrong type.
-    #[error("missing or invalid claim `{0}`")]
     MissingClaim(&'static str),
     /// The token was revoked.
-    #[error("token revoked")]
     Revoked,
     /// The authorization server reports the token inactive (introspection).
-    #[error("token inactive")]
     Inactive,
     /// No verifier recognised the token (unknown API key, unknown opaque token).
-    #[error("unknown token")]
     Unknown,
     /// Verification could not be completed right now (key set or introspection endpoint
     /// unreachable and nothing cached). Answered with `503`, not `401`, so clients do not
     /// throw away a token that may be fine.
-    #[error("verification unavailable: {0}")]
-    Unavailable(String),
+    ///
+    /// Build it with [`unavailable`](Self::unavailable) or
+    /// [`unavailable_with`](Self::unavailable_with).
+    Unavailable {
+        /// What could not be reached or used, e.g. `the authorization server's JWKS is
+        /// unavailable`. Never token material or a secret.
+        context: String,
+        /// The failure behind it (an outbound HTTP error, a store error), when there is one.
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Self::Malformed => "malformed token",
+            Self::DisallowedAlgorithm => "algorithm not allowed",
+            Self::UnknownKey => "unknown signing key",
+            Self::InvalidSignature => "invalid signature",
+            Self::WrongType => "wrong token type",
+            Self::WrongIssuer => "wrong issuer",
+            Self::WrongAudience => "wrong audience",
+            Self::Expired => "token expired",
+            Self::NotYetValid => "token not yet valid",
+            Self::MissingClaim(claim) => return write!(f, "missing or invalid claim `{claim}`"),
+            Self::Revoked => "token revoked",
+            Self::Inactive => "token inactive",
+            Self::Unknown => "unknown token",
+            Self::Unavailable { context, source } => {
+                write!(f, "verification unavailable: {context}")?;
+                // The whole chain: outbound errors keep the OS's reason in their source. A
+                // level whose text already ends with its source's (a `StoreError`) is not
+                // repeated.
+                let mut next = source
+                    .as_deref()
+                    .map(|e| e as &(dyn std::error::Error + 'static));
+                let mut previous = String::new();
+                while let Some(e) = next {
+                    let text = e.to_string();
+                    if !previous.ends_with(&text) {
+                        write!(f, ": {text}")?;
+                    }
+                    previous = text;
+                    next = e.source();
+                }
+                return Ok(());
+            }
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for VerifyError {
+    /// For [`Unavailable`](VerifyError::Unavailable), the underlying error itself (not the
+    /// `Arc` around it), so callers can downcast it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable { source, .. } => source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for VerifyError {
+    /// The same variant with the same fields; a source is not compared.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::MissingClaim(a), Self::MissingClaim(b)) => a == b,
+            (Self::Unavailable { context: a, .. }, Self::Unavailable { context: b, .. }) => a == b,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+impl Eq for VerifyError {}
+
 impl VerifyError {
+    /// [`Unavailable`](Self::Unavailable) without an underlying error.
+    #[must_use]
+    pub fn unavailable(context: impl Into<String>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// [`Unavailable`](Self::Unavailable) caused by `error`, which is kept as the source.
+    /// `context` must not hold token material or a secret.
+    #[must_use]
+    pub fn unavailable_with(
+        context: impl Into<String>,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: Some(Arc::new(error)),
+        }
+    }
+
     /// The `error_description` sent to the client. Safe to show: it never holds token
     /// material.
     #[must_use]
@@ -142,7 +232,7 @@ impl VerifyError {
             Self::MissingClaim(_) => "The access token lacks a required claim",
             Self::Revoked => "The access token was revoked",
             Self::Inactive | Self::Unknown => "The access token is invalid",
-            Self::Unavailable(_) => "The access token cannot be verified right now",
+            Self::Unavailable { .. } => "The access token cannot be verified right now",
         }
     }
 
@@ -222,5 +312,66 @@ impl<T: TokenVerifier + ?Sized> TokenVerifier for Box<T> {
     }
     fn cache_ttl(&self) -> Duration {
         (**self).cache_ttl()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VerifyError;
+    use std::error::Error as _;
+
+    /// `Unavailable` keeps its cause as the source (downcastable), shows the whole chain in
+    /// `Display`, and still tells the client only the generic description.
+    #[test]
+    fn unavailable_keeps_the_cause() {
+        let store = crate::store::StoreError::backend(
+            "Redis",
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        );
+        let err = VerifyError::unavailable_with("revocation list", store);
+        assert_eq!(
+            err.to_string(),
+            "verification unavailable: revocation list: store unavailable: Redis: refused"
+        );
+        let source = err.source().expect("the cause is kept");
+        let store = source
+            .downcast_ref::<crate::store::StoreError>()
+            .expect("the store error itself");
+        assert!(
+            store
+                .source()
+                .unwrap()
+                .downcast_ref::<std::io::Error>()
+                .is_some()
+        );
+        assert_eq!(
+            err.description(),
+            "The access token cannot be verified right now"
+        );
+        assert!(VerifyError::unavailable("down").source().is_none());
+    }
+
+    /// Equality compares variant and fields, not the source.
+    #[test]
+    fn equality_ignores_the_source() {
+        let io = || std::io::Error::other("x");
+        assert_eq!(
+            VerifyError::unavailable_with("jwks", io()),
+            VerifyError::unavailable("jwks")
+        );
+        assert_ne!(
+            VerifyError::unavailable("jwks"),
+            VerifyError::unavailable("introspection")
+        );
+        assert_ne!(
+            VerifyError::MissingClaim("sub"),
+            VerifyError::MissingClaim("exp")
+        );
+        assert_eq!(VerifyError::Expired, VerifyError::Expired);
+        assert_ne!(VerifyError::Expired, VerifyError::Revoked);
+        assert_eq!(
+            VerifyError::MissingClaim("sub").to_string(),
+            "missing or invalid claim `sub`"
+        );
     }
 }

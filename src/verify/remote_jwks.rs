@@ -735,13 +735,14 @@ impl TokenVerifier for RemoteJwksVerifier {
             self.refresh_if_due(&state).await;
         }
         let Some(keys) = state.keys.clone() else {
-            let why = state
-                .last_error
-                .as_ref()
-                .map_or_else(|| "no key set fetched yet".to_owned(), ToString::to_string);
-            return Err(VerifyError::Unavailable(format!(
-                "the authorization server's JWKS is unavailable: {why}"
-            )));
+            const CONTEXT: &str = "the authorization server's JWKS is unavailable";
+            return Err(match &state.last_error {
+                Some(failure) => VerifyError::Unavailable {
+                    context: CONTEXT.to_owned(),
+                    source: Some(failure.clone()),
+                },
+                None => VerifyError::unavailable(format!("{CONTEXT}: no key set fetched yet")),
+            });
         };
         match select(&keys, &header) {
             Selected::Key(key) => return self.decode(token, &header, key),

@@ -99,7 +99,7 @@ return n
 });
 
 fn time_pair(v: &[u8], kid: &str) -> Result<(u64, u64), StoreError> {
-    let corrupt = || StoreError::Corrupt(format!("Redis: key {kid}: bad retirement record"));
+    let corrupt = || StoreError::corrupt(format!("Redis: key {kid}: bad retirement record"));
     let s = std::str::from_utf8(v).map_err(|_| corrupt())?;
     let (a, b) = s.split_once(':').ok_or_else(corrupt)?;
     Ok((
@@ -146,11 +146,13 @@ impl KeyStore for RedisStore {
             }
             let record: Record = from_json(value, "signing key")?;
             let algorithm = SigningAlgorithm::from_name(&record.alg).ok_or_else(|| {
-                StoreError::Corrupt(format!("Redis: key {kid}: unknown algorithm"))
+                StoreError::corrupt(format!("Redis: key {kid}: unknown algorithm"))
             })?;
             let der = base64::engine::general_purpose::STANDARD
                 .decode(record.pkcs8.as_bytes())
-                .map_err(|_| StoreError::Corrupt(format!("Redis: key {kid}: bad key encoding")))?;
+                .map_err(|e| {
+                    StoreError::corrupt_with(format!("Redis: key {kid}: bad key encoding"), e)
+                })?;
             keys.push(StoredKey {
                 kid: kid.to_owned(),
                 algorithm,
@@ -182,7 +184,7 @@ impl KeyStore for RedisStore {
         match created {
             1 => Ok(true),
             0 => Ok(false),
-            _ => Err(StoreError::Conflict(format!(
+            _ => Err(StoreError::conflict(format!(
                 "Redis: key {} exists (retired)",
                 key.kid
             ))),
@@ -223,11 +225,9 @@ impl KeyStore for RedisStore {
                     .map(|v| String::from_utf8_lossy(v).into_owned());
                 Ok(KeyRotation::Superseded { current })
             }
-            Some(b"exists") => Err(StoreError::Conflict(
-                "Redis: the next key exists".to_owned(),
-            )),
-            _ => Err(StoreError::Corrupt(
-                "Redis: unexpected reply of the key rotation".to_owned(),
+            Some(b"exists") => Err(StoreError::conflict("Redis: the next key exists")),
+            _ => Err(StoreError::corrupt(
+                "Redis: unexpected reply of the key rotation",
             )),
         }
     }

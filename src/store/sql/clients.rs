@@ -44,7 +44,7 @@ where
             .await
             .map_err(err::<DB>)?;
             if DB::rows_affected(&done) == 0 {
-                return Err(StoreError::Conflict(format!(
+                return Err(StoreError::conflict(format!(
                     "client {} exists",
                     client.client_id
                 )));

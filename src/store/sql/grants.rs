@@ -52,7 +52,7 @@ where
             .await
             .map_err(err::<DB>)?;
             if DB::rows_affected(&done) == 0 {
-                return Err(StoreError::Conflict("code exists".to_owned()));
+                return Err(StoreError::conflict("code exists"));
             }
             Ok(())
         })
@@ -141,7 +141,7 @@ where
             .map_err(err::<DB>)?;
             if DB::rows_affected(&done) == 0 {
                 // Dropping the transaction rolls it back.
-                return Err(StoreError::Conflict(format!(
+                return Err(StoreError::conflict(format!(
                     "family {} exists or was revoked",
                     family.family_id
                 )));

@@ -28,7 +28,7 @@ where
     let kid: String = col(row, "kid")?;
     let alg: String = col(row, "alg")?;
     let algorithm = SigningAlgorithm::from_name(&alg)
-        .ok_or_else(|| StoreError::Corrupt(format!("key {kid}: unknown algorithm {alg:?}")))?;
+        .ok_or_else(|| StoreError::corrupt(format!("key {kid}: unknown algorithm {alg:?}")))?;
     let opt_time = |name: &'static str| -> Result<Option<u64>, StoreError> {
         col::<_, Option<i64>>(row, name)?
             .map(|v| time_of(v, name))

@@ -237,26 +237,26 @@ fn db_time(t: u64) -> i64 {
 
 /// A time from the database.
 fn time_of(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: negative time {v}")))
+    u64::try_from(v).map_err(|_| StoreError::corrupt(format!("{what}: negative time {v}")))
 }
 
 /// A `COUNT(*)` from the database.
 fn count_of(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative count {v}")))
+    u64::try_from(v).map_err(|_| StoreError::corrupt(format!("negative count {v}")))
 }
 
 fn to_json<T: Serialize>(v: &T, what: &str) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    serde_json::to_string(v).map_err(|e| StoreError::corrupt_with(what, e))
 }
 
 fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    serde_json::from_str(s).map_err(|e| StoreError::corrupt_with(what, e))
 }
 
 fn hash_of(bytes: &[u8], what: &str) -> Result<SecretHash, StoreError> {
     <[u8; 32]>::try_from(bytes)
         .map(SecretHash)
-        .map_err(|_| StoreError::Corrupt(format!("{what}: not a 32-byte hash")))
+        .map_err(|_| StoreError::corrupt(format!("{what}: not a 32-byte hash")))
 }
 
 /// The key of a pending request: the hash of its id (the id is a bearer handle).
@@ -277,7 +277,7 @@ where
     &'static str: ColumnIndex<R>,
 {
     row.try_get(name)
-        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+        .map_err(|e| StoreError::corrupt_with(format!("column {name}"), e))
 }
 
 /// Maps a driver error: duplicates are [`StoreError::Conflict`], undecodable data
@@ -286,16 +286,17 @@ where
 fn map_err(backend: &str, e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(format!("{backend}: {db}"))
+            StoreError::conflict(format!("{backend}: {db}"))
         }
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
         | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(format!("{backend}: {e}")),
-        sqlx::Error::PoolTimedOut => StoreError::Unavailable(format!(
-            "{backend}: no connection could be had in time (database down or overloaded)"
-        )),
-        _ => StoreError::Unavailable(format!("{backend}: {e}")),
+        | sqlx::Error::TypeNotFound { .. } => StoreError::corrupt_with(backend, e),
+        sqlx::Error::PoolTimedOut => StoreError::backend(
+            format!("{backend}: no connection could be had in time (database down or overloaded)"),
+            e,
+        ),
+        _ => StoreError::backend(backend, e),
     }
 }
 
@@ -308,7 +309,7 @@ async fn bounded<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(limit, op).await {
         Ok(r) => r,
-        Err(_) => Err(StoreError::Unavailable(format!(
+        Err(_) => Err(StoreError::unavailable(format!(
             "{backend}: no answer within {} ms",
             limit.as_millis()
         ))),

@@ -145,7 +145,7 @@ impl PostgresStore {
     /// refuses the login within 5 s, or a migration fails.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("PostgreSQL: invalid URL: {e}")))?;
+            .map_err(|e| StoreError::backend("PostgreSQL: invalid URL", e))?;
         let target = format!(
             "{}:{}/{}",
             options.get_host(),
@@ -158,7 +158,7 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!("PostgreSQL: cannot connect to {target}: {e}"))
+                StoreError::backend(format!("PostgreSQL: cannot connect to {target}"), e)
             })?;
         Self::from_pool(pool).await
     }
@@ -178,9 +178,10 @@ impl PostgresStore {
         };
         store
             .run(async {
-                migrator(MIGRATIONS).run(&store.writer).await.map_err(|e| {
-                    StoreError::Unavailable(format!("PostgreSQL: migration failed: {e}"))
-                })
+                migrator(MIGRATIONS)
+                    .run(&store.writer)
+                    .await
+                    .map_err(|e| StoreError::backend("PostgreSQL: migration failed", e))
             })
             .await?;
         Ok(store)

@@ -155,7 +155,7 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let unavailable =
-            |e: sqlx::Error| StoreError::Unavailable(format!("SQLite: {}: {e}", path.display()));
+            |e: sqlx::Error| StoreError::backend(format!("SQLite: {}", path.display()), e);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
@@ -226,6 +226,6 @@ impl SqliteStore {
                 m.run(&self.writer).await
             }
         };
-        result.map_err(|e| StoreError::Unavailable(format!("SQLite: migration failed: {e}")))
+        result.map_err(|e| StoreError::backend("SQLite: migration failed", e))
     }
 }
