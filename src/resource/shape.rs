@@ -613,29 +613,30 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 
 /// Rewrites the `data:` payload of one SSE event when it is a `tools/list` result.
 /// An event left alone goes out as the same bytes, without a copy.
-fn rewrite_event(shaper: &ToolsListShaper, event: BytesMut) -> Bytes {
-    let event = event.freeze();
+fn rewrite_event(shaper: &ToolsListShaper, event: Bytes) -> Bytes {
     let Ok(text) = std::str::from_utf8(&event) else {
         return event;
     };
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("data:")
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        })
-        .collect();
+    let mut data = text.lines().filter_map(|l| {
+        l.strip_prefix("data:")
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+    });
+    // The usual event has one `data:` line: borrowed as it is, no list, no join.
+    let joined;
+    let payload = match (data.next(), data.next()) {
+        (None, _) => return event,
+        (Some(one), None) => one,
+        (Some(first), Some(second)) => {
+            let mut all = vec![first, second];
+            all.extend(data);
+            joined = all.join("\n");
+            &joined
+        }
+    };
     // No data, or only an empty `data:` line (rmcp's priming event): nothing to shape.
-    if data.iter().all(|d| d.is_empty()) {
+    if payload.is_empty() {
         return event;
     }
-    let joined;
-    let payload = if let [one] = data.as_slice() {
-        *one
-    } else {
-        joined = data.join("\n");
-        &joined
-    };
     let Some(new) = shaper.rewrite(payload.as_bytes()) else {
         return event;
     };
@@ -670,7 +671,8 @@ impl http_body::Body for SseRewrite {
         loop {
             if let Some(end) = event_end(this.buf) {
                 let event = this.buf.split_to(end);
-                return Poll::Ready(Some(Ok(Frame::data(rewrite_event(this.shaper, event)))));
+                let event = rewrite_event(this.shaper, event.freeze());
+                return Poll::Ready(Some(Ok(Frame::data(event))));
             }
             if *this.ended {
                 if this.buf.is_empty() {
@@ -683,6 +685,14 @@ impl http_body::Body for SseRewrite {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    // The usual frame is one whole event (rmcp writes them so): shaped
+                    // from the frame itself, without a copy into the buffer.
+                    Ok(data) if this.buf.is_empty() && event_end(&data) == Some(data.len()) => {
+                        return Poll::Ready(Some(Ok(Frame::data(rewrite_event(
+                            this.shaper,
+                            data,
+                        )))));
+                    }
                     Ok(data) => this.buf.extend_from_slice(&data),
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },

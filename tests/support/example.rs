@@ -26,6 +26,7 @@ use tokio::process::{Child, Command};
 fn features() -> String {
     let all = [
         ("aws-lc-rs", cfg!(feature = "aws-lc-rs")),
+        ("server", cfg!(feature = "server")),
         ("macros", cfg!(feature = "macros")),
         ("consent-page", cfg!(feature = "consent-page")),
         ("remote-jwks", cfg!(feature = "remote-jwks")),
