@@ -3,19 +3,40 @@
 //! trusted proxy, the rightmost forwarded address that is not itself a trusted proxy.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ConnectInfo;
 use http::HeaderMap;
 use http::request::Parts;
 
 /// The client address of a request: the peer, or, when the peer is a trusted proxy, the
-/// rightmost forwarded address that is not a trusted proxy. `None` without `ConnectInfo`.
+/// rightmost forwarded address that is not a trusted proxy. `None` without `ConnectInfo`;
+/// the first such request of the process logs an error that names the fix, since every
+/// client then shares one rate-limit bucket.
 pub(crate) fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_canonical())?;
-    Some(resolve_client(peer, &parts.headers, trusted_proxies))
+    let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        no_connect_info();
+        return None;
+    };
+    Some(resolve_client(
+        peer.ip().to_canonical(),
+        &parts.headers,
+        trusted_proxies,
+    ))
+}
+
+/// Logs, once per process, that requests arrive without a peer address.
+fn no_connect_info() {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    if !LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            target: "mcp_oauth::config",
+            "requests reach the authorization server without the client's address, so every \
+             client shares one rate-limit bucket and one abusive client throttles everyone: \
+             serve the app with `into_make_service_with_connect_info::<std::net::SocketAddr>()` \
+             (and list a reverse proxy in `trusted_proxies`)"
+        );
+    }
 }
 
 fn is_trusted(addr: IpAddr, trusted: &[IpAddr]) -> bool {

@@ -19,7 +19,8 @@
 //! usually receives.
 //!
 //! Without `ConnectInfo` (in tests with `oneshot`, or behind a server that does not provide
-//! it) every request shares one "unknown" bucket per kind.
+//! it) every request shares one "unknown" bucket per kind, and the first such request logs
+//! an error (target `mcp_oauth::config`, once per process) that names the fix.
 //!
 //! # Deployment caveat
 //!
