@@ -324,11 +324,7 @@ async fn run(s: Settings) -> ExitCode {
         .scope_implies("files:write", ["files:read"])
         .default_scopes(["files:read"])
         .key_ring(ring.clone())
-        .policy(
-            AccessPolicy::new()
-                .lazy()
-                .tools(Files::tool_requirements().iter().copied()),
-        )
+        .policy(AccessPolicy::new().lazy().tools(Files::tool_requirements()))
         .tools_list_security_schemes(s.shape)
         .build()
         .expect("config");

@@ -224,11 +224,7 @@ async fn app(
         .scope("files:write", "Create and change your files")
         .scope_implies("files:write", ["files:read"])
         .default_scopes(["files:read"])
-        .policy(
-            AccessPolicy::new()
-                .lazy()
-                .tools(Files::tool_requirements().iter().copied()),
-        )
+        .policy(AccessPolicy::new().lazy().tools(Files::tool_requirements()))
         .allow_origin("http://localhost:6274") // the MCP Inspector's web page
         .authorization_server(&server)
         .build()?;

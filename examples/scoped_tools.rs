@@ -149,7 +149,7 @@ fn app(public: &str, user: &str, password: &str) -> Result<(Router, UpkeepHandle
     // Lazy authentication: clients connect and list tools without a token.
     let policy = AccessPolicy::new()
         .lazy()
-        .tools(ScopedServer::tool_requirements().iter().copied());
+        .tools(ScopedServer::tool_requirements());
     let mcp_config = config(public, &server).policy(policy).build()?;
     // Outside MCP there are no tools: every request to the axum routes needs a token.
     let api_config = config(public, &server).build()?;

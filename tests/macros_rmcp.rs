@@ -104,9 +104,7 @@ fn tool_requirements_match_the_attributes() {
         ["files:read", "files:write"]
     );
 
-    let policy = AccessPolicy::new()
-        .lazy()
-        .tools(Srv::tool_requirements().iter().copied());
+    let policy = AccessPolicy::new().lazy().tools(Srv::tool_requirements());
     assert!(policy.is_public_tool("public_search"));
     assert_eq!(
         policy
@@ -271,12 +269,7 @@ fn read_args() -> Value {
 
 #[tokio::test]
 async fn the_layer_enforces_the_collected_map() {
-    let srv = serve(
-        AccessPolicy::new()
-            .lazy()
-            .tools(Srv::tool_requirements().iter().copied()),
-    )
-    .await;
+    let srv = serve(AccessPolicy::new().lazy().tools(Srv::tool_requirements())).await;
 
     // Connecting and listing need no token.
     let init = srv
@@ -481,12 +474,7 @@ fn an_existing_meta_is_kept_next_to_the_schemes() {
 /// the layer then enforces on `tools/call`.
 #[tokio::test]
 async fn tools_list_shows_exactly_what_the_layer_enforces() {
-    let srv = serve(
-        AccessPolicy::new()
-            .lazy()
-            .tools(Srv::tool_requirements().iter().copied()),
-    )
-    .await;
+    let srv = serve(AccessPolicy::new().lazy().tools(Srv::tool_requirements())).await;
     let list = srv.rpc(Some("files:read"), "tools/list", json!({})).await;
     assert_eq!(list.status, 200, "{list:?}");
     let tools = list.body["result"]["tools"].as_array().unwrap().clone();

@@ -148,7 +148,7 @@ pub fn requires_scopes(args: TokenStream, item: TokenStream) -> TokenStream {
 /// It takes no arguments and leaves the method unchanged; it may sit above or below
 /// `#[tool]`. It cannot be combined with [`#[requires_scopes]`](macro@requires_scopes) on
 /// the same method. The tool is public only when the layer's `AccessPolicy` is built with
-/// `.tools(Self::tool_requirements().iter().copied())` (and `.lazy()`, so that clients can
+/// `.tools(Self::tool_requirements())` (and `.lazy()`, so that clients can
 /// connect and list tools without a token); inside the tool, take `Option<Auth>`-style access
 /// through `Auth::from_extensions` if signed-in callers get more.
 #[proc_macro_attribute]
@@ -190,7 +190,7 @@ pub fn public_tool(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// let policy = AccessPolicy::new()
 ///     .lazy()
-///     .tools(Files::tool_requirements().iter().copied());
+///     .tools(Files::tool_requirements());
 /// ```
 ///
 /// Each declared tool also carries its `securitySchemes` **in its own definition**: the

@@ -143,11 +143,7 @@ pub fn app(public: &str, server: AuthorizationServer) -> (Router, McpOAuthConfig
         .scope("files:write", "Create and change your files")
         .scope_implies("files:write", ["files:read"])
         .default_scopes(["files:read"])
-        .policy(
-            AccessPolicy::new()
-                .lazy()
-                .tools(Files::tool_requirements().iter().copied()),
-        )
+        .policy(AccessPolicy::new().lazy().tools(Files::tool_requirements()))
         .authorization_server(&server)
         .build()
         .expect("the quickstart's configuration");
