@@ -54,7 +54,7 @@ pub enum ConfigError {
     MissingResource,
     /// No issuer was given.
     #[error(
-        "no issuer: call `.issuer(\"https://auth.example.com\")` with the authorization server's exact issuer string"
+        "no issuer: call `.issuer(\"https://auth.example.com\")` with the external authorization server's exact issuer string (with an embedded `.authorization_server(..)` it defaults to the resource's origin)"
     )]
     MissingIssuer,
     /// No way to verify tokens was given.
@@ -384,6 +384,9 @@ pub struct McpOAuthConfigBuilder {
     /// Set by [`authorization_server`](Self::authorization_server) when the server's
     /// authenticator is only safe on a loopback issuer.
     loopback_issuer_only: bool,
+    /// Whether an embedded authorization server was given (the issuer then defaults to the
+    /// canonical resource's origin).
+    local_server: bool,
     challenge_style: crate::resource::ChallengeStyleRule,
     shape_tools_list: bool,
     filter_tools_list: bool,
@@ -413,6 +416,7 @@ impl Default for McpOAuthConfigBuilder {
             key_ring: None,
             revocation: None,
             loopback_issuer_only: false,
+            local_server: false,
             challenge_style: crate::resource::ChallengeStyleRule::default(),
             shape_tools_list: true,
             filter_tools_list: false,
@@ -447,7 +451,10 @@ impl McpOAuthConfigBuilder {
     }
 
     /// The authorization server's issuer, byte for byte as its metadata states it (and as
-    /// the protected-resource metadata will list it in `authorization_servers`).
+    /// the protected-resource metadata will list it in `authorization_servers`). With an
+    /// embedded [`authorization_server`](Self::authorization_server) it defaults to the
+    /// origin of the first resource (`https://mcp.example.com` for
+    /// `https://mcp.example.com/mcp`); an external authorization server must be named.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self
@@ -529,6 +536,7 @@ impl McpOAuthConfigBuilder {
             self.revocation = Some(server.revoked_tokens());
         }
         self.loopback_issuer_only |= server.loopback_issuer_only();
+        self.local_server = true;
         self
     }
 
@@ -638,7 +646,11 @@ impl McpOAuthConfigBuilder {
         for r in &self.resources {
             check_public_url("resource", r, true)?;
         }
-        let issuer = self.issuer.ok_or(ConfigError::MissingIssuer)?;
+        let issuer = match self.issuer {
+            Some(issuer) => issuer,
+            None if self.local_server => origin_of(&self.resources[0]),
+            None => return Err(ConfigError::MissingIssuer),
+        };
         check_public_url("issuer", &issuer, true)?;
         if self.loopback_issuer_only {
             check_loopback_issuer(&issuer)?;
@@ -886,6 +898,52 @@ pub(crate) fn metadata_url_for(resource: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_servers_issuer_defaults_to_the_resources_origin() {
+        for (resource, origin) in [
+            ("https://mcp.example.com/mcp", "https://mcp.example.com"),
+            ("https://mcp.example.com", "https://mcp.example.com"),
+            ("http://127.0.0.1:8000/mcp", "http://127.0.0.1:8000"),
+            ("http://[::1]:9/x/y", "http://[::1]:9"),
+        ] {
+            assert_eq!(origin_of(resource), origin);
+        }
+        struct Local(KeyRing);
+        impl LocalAuthorizationServer for Local {
+            fn signing_keys(&self) -> KeyRing {
+                self.0.clone()
+            }
+            fn revoked_tokens(&self) -> Arc<dyn RevokedTokens> {
+                Arc::new(crate::verify::MemoryRevocations::new())
+            }
+            fn loopback_issuer_only(&self) -> bool {
+                false
+            }
+        }
+        let ring = KeyRing::generate(crate::keys::SigningAlgorithm::Es256).unwrap();
+        let cfg = McpOAuthConfig::builder()
+            .resource("https://mcp.example.com:8443/mcp")
+            .authorization_server(Local(ring.clone()))
+            .build()
+            .unwrap();
+        assert_eq!(cfg.issuer(), "https://mcp.example.com:8443");
+        // An explicit issuer wins.
+        let cfg = McpOAuthConfig::builder()
+            .resource("https://mcp.example.com/mcp")
+            .issuer("https://auth.example.com")
+            .authorization_server(Local(ring))
+            .build()
+            .unwrap();
+        assert_eq!(cfg.issuer(), "https://auth.example.com");
+        // Without an embedded server the issuer is someone else's: it must be named.
+        let err = McpOAuthConfig::builder()
+            .resource("https://mcp.example.com/mcp")
+            .verifier(crate::verify::ApiKeyVerifier::new())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingIssuer), "{err}");
+    }
 
     #[test]
     fn url_rules() {
