@@ -23,25 +23,54 @@ use proptest::prelude::*;
 // ---------------------------------------------------------------------------------------------
 // Redirect URIs
 
-/// `(host, rest)` when `uri` is `http://` + a loopback host + an optional `:digits` (1 to 5)
-/// port, followed by nothing or by `/`, `?` or `#`. The model of "loopback-port-equal".
-fn loopback(uri: &str) -> Option<(&'static str, &str)> {
-    let after = uri.strip_prefix("http://")?;
-    for host in ["127.0.0.1", "[::1]", "localhost"] {
-        if let Some(mut rest) = after.strip_prefix(host) {
-            if let Some(port) = rest.strip_prefix(':') {
-                let digits = port.bytes().take_while(u8::is_ascii_digit).count();
-                if digits == 0 || digits > 5 {
-                    return None;
-                }
-                rest = &port[digits..];
-            }
-            if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
-                return Some((host, rest));
-            }
+/// The crate's one loopback rule, written again from the standard library: `localhost` in
+/// any case with at most one final dot, `127.0.0.0/8`, `::1`, and IPv6 forms (mapped or
+/// compatible) of `127.0.0.0/8`; IP literals bare or in brackets.
+fn loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.octets()[0] == 127,
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let [.., a, _, _, _] = v6.octets();
+            v6 == std::net::Ipv6Addr::LOCALHOST
+                || (s[..5].iter().all(|&x| x == 0) && s[5] == 0xffff && a == 127)
+                || (s[..6].iter().all(|&x| x == 0) && a == 127)
         }
+        Err(_) => bare
+            .strip_suffix('.')
+            .unwrap_or(bare)
+            .eq_ignore_ascii_case("localhost"),
     }
-    None
+}
+
+/// `(host, rest)` when `uri` is `http://` + a loopback host + an optional `:digits` (1 to 5)
+/// port, followed by nothing or by `/`, `?` or `#`. The model of "loopback-port-equal": the
+/// host is what stands before the port (a bracketed literal, or up to the last `:`).
+fn loopback(uri: &str) -> Option<(&str, &str)> {
+    let after = uri.strip_prefix("http://")?;
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, rest) = after.split_at(end);
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    if !loopback_host(host) {
+        return None;
+    }
+    let port = &authority[host.len()..];
+    if let Some(digits) = port.strip_prefix(':') {
+        if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    } else if !port.is_empty() {
+        return None;
+    }
+    Some((host, rest))
 }
 
 fn loopback_port_equal(a: &str, b: &str) -> bool {
