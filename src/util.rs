@@ -16,7 +16,12 @@ pub(crate) fn now() -> u64 {
 pub(crate) fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     fill_random(&mut buf);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    token_text(&buf)
+}
+
+/// Random bytes as a token's text: base64url without padding.
+pub(crate) fn token_text(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Fills `buf` from the operating system's random source.

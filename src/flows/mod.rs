@@ -83,10 +83,9 @@ pub(crate) trait Random: Send + Sync + 'static {
 
     /// `bytes` random bytes, base64url without padding.
     fn token(&self, bytes: usize) -> String {
-        use base64::Engine as _;
         let mut buf = vec![0u8; bytes];
         self.fill(&mut buf);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+        crate::util::token_text(&buf)
     }
 }
 

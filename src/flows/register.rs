@@ -517,12 +517,6 @@ pub(crate) fn is_format_char(c: char) -> bool {
     )
 }
 
-/// Whether `host` (as written in a URI) is a loopback host redirect URIs may use over
-/// plain `http`: the crate's one loopback rule, [`crate::net::is_loopback_host`].
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    crate::net::is_loopback_host(host)
-}
-
 /// Why the redirect URI policy refuses a URI. `Display` is the reason shown to the client's
 /// developer (in a registration error, a configuration error, a log line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -662,7 +656,7 @@ pub(crate) fn check_redirect_uri_with(
         "http" => {
             let authority = authority_of(rest);
             let host = strip_port(authority);
-            if is_loopback_host(&host.to_ascii_lowercase()) {
+            if crate::net::is_loopback_host(host) {
                 Ok(())
             } else {
                 Err(RedirectUriRefusal::PlainHttpNotLoopback)
@@ -771,7 +765,7 @@ fn loopback_parts(uri: &str) -> Option<(&str, &str)> {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let host = strip_port(authority);
-    if !is_loopback_host(host) {
+    if !crate::net::is_loopback_host(host) {
         return None;
     }
     let port = &authority[host.len()..];

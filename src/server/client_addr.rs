@@ -28,7 +28,8 @@ pub(crate) fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Optio
 /// Logs, once per process, that requests arrive without a peer address.
 fn no_connect_info() {
     static LOGGED: AtomicBool = AtomicBool::new(false);
-    if !LOGGED.swap(true, Ordering::Relaxed) {
+    // A read first: the common case (already logged) writes nothing to the shared flag.
+    if !LOGGED.load(Ordering::Relaxed) && !LOGGED.swap(true, Ordering::Relaxed) {
         tracing::error!(
             target: "mcp_oauth::config",
             "requests reach the authorization server without the client's address, so every \
