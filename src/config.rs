@@ -248,6 +248,8 @@ pub(crate) struct Inner {
     pub(crate) cache_max_ttl: Duration,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) any_origin: bool,
+    /// The `Host` values the MCP service should accept (see `allowed_hosts()`).
+    pub(crate) allowed_hosts: Vec<String>,
     pub(crate) max_body_bytes: usize,
     pub(crate) trust_mcp_headers: bool,
     pub(crate) compat: Vec<Compat>,
@@ -359,6 +361,111 @@ impl McpOAuthConfig {
     pub fn leeway(&self) -> Duration {
         self.inner.leeway
     }
+
+    /// The browser origins the layer lets call the MCP endpoint: each resource's origin,
+    /// the MCP Inspector's (unless turned off with
+    /// [`inspector_origin(false)`](McpOAuthConfigBuilder::inspector_origin)) and every
+    /// [`allow_origin`](McpOAuthConfigBuilder::allow_origin), in that order of first
+    /// appearance. Ignored under
+    /// [`insecure_allow_any_origin`](McpOAuthConfigBuilder::insecure_allow_any_origin).
+    #[must_use]
+    pub fn allowed_origins(&self) -> &[String] {
+        &self.inner.allowed_origins
+    }
+
+    /// The `Host` values the MCP service should accept, derived from the one public URL:
+    /// the loopback names (`localhost`, `127.0.0.1`, `::1`), the host of every resource, the
+    /// issuer's host when the authorization server is embedded, and every
+    /// [`allow_host`](McpOAuthConfigBuilder::allow_host); lower case, without ports (any
+    /// port matches).
+    ///
+    /// rmcp's streamable HTTP service refuses every other `Host` with `403` (its guard
+    /// against DNS rebinding), and by default knows only the loopback names: a server behind
+    /// a public URL needs this list, which [`rmcp_server_config`](Self::rmcp_server_config)
+    /// hands it.
+    ///
+    /// ```
+    /// # use mcp_oauth::McpOAuthConfig;
+    /// # use mcp_oauth::verify::ApiKeyVerifier;
+    /// let cfg = McpOAuthConfig::builder()
+    ///     .resource("https://mcp.example.com/mcp")
+    ///     .issuer("https://auth.example.com")
+    ///     .verifier(ApiKeyVerifier::new())
+    ///     .allow_host("mcp.internal:8080")
+    ///     .build()?;
+    /// assert_eq!(
+    ///     cfg.allowed_hosts(),
+    ///     ["localhost", "127.0.0.1", "::1", "mcp.example.com", "mcp.internal:8080"]
+    /// );
+    /// # Ok::<_, mcp_oauth::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.inner.allowed_hosts
+    }
+
+    /// rmcp's streamable HTTP settings with [`allowed_hosts`](Self::allowed_hosts) filled
+    /// in, so the server answers under its public URL (a tunnel, a reverse proxy) instead of
+    /// refusing ChatGPT and Claude with `403 Host header is not allowed`. Everything else is
+    /// rmcp's default; change fields on the result as you need. rmcp's own `Origin` list is
+    /// left empty: the layer checks `Origin` (see
+    /// [`allowed_origins`](Self::allowed_origins)) before rmcp sees the request.
+    ///
+    /// ```
+    /// # use mcp_oauth::McpOAuthConfig;
+    /// # use mcp_oauth::verify::ApiKeyVerifier;
+    /// let cfg = McpOAuthConfig::builder()
+    ///     .resource("https://mcp.example.com/mcp")
+    ///     .issuer("https://auth.example.com")
+    ///     .verifier(ApiKeyVerifier::new())
+    ///     .build()?;
+    /// let http = cfg.rmcp_server_config();
+    /// assert!(http.allowed_hosts.contains(&"mcp.example.com".to_owned()));
+    /// # Ok::<_, mcp_oauth::ConfigError>(())
+    /// ```
+    #[cfg(feature = "rmcp")]
+    #[must_use]
+    pub fn rmcp_server_config(
+        &self,
+    ) -> rmcp::transport::streamable_http_server::StreamableHttpServerConfig {
+        rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
+            .with_allowed_hosts(self.inner.allowed_hosts.iter().cloned())
+    }
+}
+
+/// The MCP Inspector's page, on its fixed default port.
+const INSPECTOR_ORIGINS: [&str; 2] = ["http://localhost:6274", "http://127.0.0.1:6274"];
+
+/// The names a server on the loopback interface is reached under.
+const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+/// Refuses an extra host that is not a bare `host[:port]` authority.
+fn check_host(value: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::InvalidUrl {
+        field: "allow_host",
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let authority: http::uri::Authority = value
+        .parse()
+        .map_err(|e| bad(&format!("not a host[:port] ({e})")))?;
+    let rebuilt = match authority.port_u16() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_owned(),
+    };
+    // User info, an empty or non-numeric port: the parser accepts them, a `Host` never is.
+    if rebuilt != value || authority.host().is_empty() {
+        return Err(bad(
+            "a host is a name or an address, with an optional port, nothing else",
+        ));
+    }
+    Ok(())
 }
 
 impl From<&Self> for McpOAuthConfig {
@@ -394,6 +501,8 @@ pub struct McpOAuthConfigBuilder {
     cache_max_ttl: Duration,
     allowed_origins: Vec<String>,
     any_origin: bool,
+    inspector_origin: bool,
+    extra_hosts: Vec<String>,
     max_body_bytes: usize,
     trust_mcp_headers: bool,
     compat: Vec<Compat>,
@@ -424,6 +533,8 @@ impl Default for McpOAuthConfigBuilder {
             cache_max_ttl: Duration::from_secs(60),
             allowed_origins: Vec::new(),
             any_origin: false,
+            inspector_origin: true,
+            extra_hosts: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             trust_mcp_headers: false,
             compat: Vec::new(),
@@ -561,11 +672,37 @@ impl McpOAuthConfigBuilder {
         self
     }
 
-    /// Allows browser requests from this origin (`http://localhost:6274` for the MCP
-    /// Inspector). The resources' own origins are always allowed; requests without an
-    /// `Origin` header (non-browser clients) are not affected.
+    /// Also allows browser requests from this origin (`scheme://host[:port]`, canonical).
+    /// Additive: the resources' own origins are always allowed, and so is the MCP
+    /// Inspector's page unless [`inspector_origin(false)`](Self::inspector_origin). Requests
+    /// without an `Origin` header (every non-browser client) are not affected.
     pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
         self.allowed_origins.push(origin.into());
+        self
+    }
+
+    /// Whether the MCP Inspector's page (`http://localhost:6274` and
+    /// `http://127.0.0.1:6274`, its fixed default) may call the MCP endpoint from the browser
+    /// (default: yes).
+    ///
+    /// The `Origin` check exists against DNS rebinding: a hostile web site whose name
+    /// resolves to your server, reaching it from a visitor's browser. The Inspector's page is
+    /// served by the developer's own machine on its own port, and the MCP endpoint takes
+    /// bearer tokens, never cookies, so a page allowed here gains nothing a `curl` on that
+    /// machine would not have. Turn it off to allow only the resources' origins and those
+    /// given to [`allow_origin`](Self::allow_origin).
+    pub fn inspector_origin(mut self, allow: bool) -> Self {
+        self.inspector_origin = allow;
+        self
+    }
+
+    /// Also accepts this `Host` (`name` or `name:port`) at the MCP service: additive to the
+    /// derived list of [`McpOAuthConfig::allowed_hosts`] (the resources' hosts, the embedded
+    /// issuer's host and the loopback names). For a server reached under more names than
+    /// its resource URL, e.g. an internal name used by a load balancer's health check.
+    /// `build()` refuses a value with a scheme, a path, user info or no host.
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.extra_hosts.push(host.into());
         self
     }
 
@@ -695,11 +832,29 @@ impl McpOAuthConfigBuilder {
             check_origin(&o)?;
             allowed_origins.push(o);
         }
-        for r in &self.resources {
-            let o = origin_of(r);
+        let inspector = INSPECTOR_ORIGINS
+            .iter()
+            .filter(|_| self.inspector_origin)
+            .map(|o| (*o).to_owned());
+        for o in self.resources.iter().map(|r| origin_of(r)).chain(inspector) {
             if !allowed_origins.contains(&o) {
                 allowed_origins.push(o);
             }
+        }
+        let mut allowed_hosts: Vec<String> =
+            LOOPBACK_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        let issuer_host = self.local_server.then_some(&issuer);
+        for url in self.resources.iter().chain(issuer_host) {
+            if let Some(host) = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            {
+                push_unique(&mut allowed_hosts, host);
+            }
+        }
+        for h in self.extra_hosts {
+            check_host(&h)?;
+            push_unique(&mut allowed_hosts, h.to_ascii_lowercase());
         }
 
         for c in &self.compat {
@@ -764,6 +919,7 @@ impl McpOAuthConfigBuilder {
                 cache_max_ttl: self.cache_max_ttl,
                 allowed_origins,
                 any_origin: self.any_origin,
+                allowed_hosts,
                 max_body_bytes: self.max_body_bytes,
                 trust_mcp_headers: self.trust_mcp_headers,
                 compat: self.compat,
@@ -943,6 +1099,107 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(matches!(err, ConfigError::MissingIssuer), "{err}");
+    }
+
+    fn rs_config(b: McpOAuthConfigBuilder) -> Result<McpOAuthConfig, ConfigError> {
+        b.issuer("https://auth.example.com")
+            .verifier(crate::verify::ApiKeyVerifier::new())
+            .build()
+    }
+
+    #[test]
+    fn hosts_derive_from_the_public_urls_and_extras_add() {
+        let cfg = rs_config(
+            McpOAuthConfig::builder()
+                .resource("https://MCP.example.com/mcp")
+                .resource("https://other.example.com:8443/b/mcp")
+                .resource("http://[::1]:9000/mcp"),
+        );
+        // An upper-case host is refused as non-canonical before anything is derived.
+        assert!(cfg.is_err());
+        let cfg = rs_config(
+            McpOAuthConfig::builder()
+                .resource("https://mcp.example.com/mcp")
+                .resource("https://other.example.com:8443/b/mcp")
+                .resource("http://[::1]:9000/mcp")
+                .allow_host("Health.Internal:8080")
+                .allow_host("mcp.example.com"),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.allowed_hosts(),
+            [
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                "mcp.example.com",
+                "other.example.com",
+                "[::1]",
+                "health.internal:8080"
+            ]
+        );
+        // The external issuer is not this server's name; an embedded one is.
+        assert!(!cfg.allowed_hosts().iter().any(|h| h == "auth.example.com"));
+        for bad in [
+            "https://mcp.example.com",
+            "mcp.example.com/mcp",
+            "user@mcp.example.com",
+            "",
+            "mcp.example.com:port",
+        ] {
+            let err = rs_config(
+                McpOAuthConfig::builder()
+                    .resource("https://mcp.example.com/mcp")
+                    .allow_host(bad),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::InvalidUrl {
+                        field: "allow_host",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_are_the_resources_the_inspectors_and_the_extras() {
+        let cfg = rs_config(
+            McpOAuthConfig::builder()
+                .resource("https://mcp.example.com/mcp")
+                .allow_origin("https://app.example.com"),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.allowed_origins(),
+            [
+                "https://app.example.com",
+                "https://mcp.example.com",
+                "http://localhost:6274",
+                "http://127.0.0.1:6274"
+            ]
+        );
+        let cfg = rs_config(
+            McpOAuthConfig::builder()
+                .resource("https://mcp.example.com/mcp")
+                .inspector_origin(false),
+        )
+        .unwrap();
+        assert_eq!(cfg.allowed_origins(), ["https://mcp.example.com"]);
+    }
+
+    #[cfg(feature = "rmcp")]
+    #[test]
+    fn rmcp_gets_the_derived_hosts() {
+        let cfg =
+            rs_config(McpOAuthConfig::builder().resource("https://mcp.example.com/mcp")).unwrap();
+        let http = cfg.rmcp_server_config();
+        assert_eq!(http.allowed_hosts, cfg.allowed_hosts());
+        assert!(http.allowed_origins.is_empty());
     }
 
     #[test]
