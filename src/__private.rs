@@ -224,3 +224,46 @@ mod no_rmcp {
         match error {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{AuthParam, OtherParam, ParamProbe, ProbeAuth as _, ProbeOther as _};
+
+    /// The probe tells mcp-oauth's `Auth` from any other type, a user's own `Auth` included,
+    /// with or without the `rmcp` feature (which only decides whether `AuthParam` passes).
+    #[test]
+    fn param_probe_tells_auth_apart() {
+        struct Auth;
+        let _ = Auth;
+        let ours: AuthParam = (&ParamProbe::<crate::Auth>::new()).use_();
+        let theirs: OtherParam = (&ParamProbe::<Auth>::new()).use_();
+        let other: OtherParam = (&ParamProbe::<Option<crate::Auth>>::new()).use_();
+        let _ = (ours, theirs, other);
+        super::require_rmcp_feature(other);
+        #[cfg(feature = "rmcp")]
+        {
+            super::require_rmcp_feature(ours);
+            super::require_rmcp_feature(super::RmcpTool);
+        }
+    }
+
+    /// The note of the error naming the `rmcp` feature gives this crate's version, as a
+    /// dependency would spell it.
+    #[test]
+    fn rmcp_feature_note_names_this_version() {
+        let major = env!("CARGO_PKG_VERSION_MAJOR");
+        let minor = env!("CARGO_PKG_VERSION_MINOR");
+        let req = if major == "0" {
+            format!("{major}.{minor}")
+        } else {
+            major.to_owned()
+        };
+        let note = format!(
+            r#"note = "in Cargo.toml: mcp-oauth = {{{{ version = \"{req}\", features = [\"rmcp\"] }}}}""#
+        );
+        assert!(
+            include_str!("__private.rs").contains(&note),
+            "the note should read {note}"
+        );
+    }
+}
