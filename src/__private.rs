@@ -232,6 +232,9 @@ mod tests {
     /// The probe tells mcp-oauth's `Auth` from any other type, a user's own `Auth` included,
     /// with or without the `rmcp` feature (which only decides whether `AuthParam` passes).
     #[test]
+    // The borrow is the point: the same expression as the expansion's, so that both impls
+    // are candidates.
+    #[allow(clippy::needless_borrow)]
     fn param_probe_tells_auth_apart() {
         struct Auth;
         let _ = Auth;
