@@ -12,6 +12,26 @@
 //! expansions name `::mcp_oauth::__private`, so a crate that re-exports `mcp_oauth` under
 //! another path passes `crate = "path::to::mcp_oauth"`.
 //!
+//! On an rmcp tool, `#[requires_scopes]` needs `mcp_oauth`'s `rmcp` feature, and so does a
+//! tool parameter of type `Auth`. Without the feature, the first error names the fix:
+//!
+//! ```text
+//! error[E0277]: enable the `rmcp` feature of mcp-oauth: an rmcp tool that uses `#[requires_scopes]` or takes `Auth` needs it
+//!   --> src/server.rs:11:5
+//!    |
+//! 11 |     #[requires_scopes("files:read")]
+//!    |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ needs the `rmcp` feature of mcp-oauth
+//!    |
+//!    = note: in Cargo.toml: mcp-oauth = { version = "0.1", features = ["rmcp"] }
+//! ```
+//!
+//! It points at the `#[requires_scopes]` attribute, or, for `Auth`, at the parameter's type
+//! when the impl block carries [`#[scoped_tools]`](macro@scoped_tools). rmcp's own errors
+//! may follow it (its `#[tool_router]` finds no extractor for the parameter). An `Auth`
+//! parameter in an impl block **without** `#[scoped_tools]` gets only rmcp's error, which
+//! mcp-oauth cannot reword (it does not name `Auth`'s missing trait either); put
+//! `#[scoped_tools]` on the impl so that the error names the fix.
+//!
 //! Set the environment variable `MCP_OAUTH_MACROS_DEBUG` while building to print every
 //! expansion to stderr.
 //!
@@ -65,7 +85,11 @@ mod util;
 /// ```text
 /// #[doc(hidden)]
 /// #[allow(dead_code)]
-/// fn files_read_required_scopes() -> &'static [&'static str] { &["files:read"] }
+/// fn files_read_required_scopes() -> &'static [&'static str] {
+///     // compiles only with mcp_oauth's `rmcp` feature (the error otherwise names it)
+///     ::mcp_oauth::__private::require_rmcp_feature(::mcp_oauth::__private::RmcpTool);
+///     &["files:read"]
+/// }
 ///
 /// #[tool(description = "Read a file")]
 /// async fn files_read(
@@ -73,9 +97,9 @@ mod util;
 ///     __mcp_oauth_parts: ::mcp_oauth::__private::Extension<::mcp_oauth::__private::http::request::Parts>,
 /// ) -> Result<CallToolResult, ErrorData> {
 ///     if let Err(e) = ::mcp_oauth::__private::check_tool_scopes(
-///         &__mcp_oauth_parts.0.extensions, &["files:read"],
+///         &__mcp_oauth_parts, &["files:read"],
 ///     ) {
-///         return Err(e.into());
+///         return Err(::mcp_oauth::__private::tool_error(e)); // E::from(e)
 ///     }
 ///     Ok(CallToolResult::success(vec![]))
 /// }
@@ -87,7 +111,9 @@ mod util;
 /// missing scope each return an `rmcp::ErrorData` (`-32600`, or `-32603` when the layer is
 /// not installed) whose message names the missing scopes. So the fn must return
 /// `Result<_, E>` with `E: From<rmcp::ErrorData>`, spelled `Result<…>` (an alias is refused,
-/// because the macro cannot see through it). This needs `mcp_oauth`'s `rmcp` feature.
+/// because the macro cannot see through it). This needs `mcp_oauth`'s `rmcp` feature;
+/// without it, the error on the attribute says "enable the `rmcp` feature of mcp-oauth" (see
+/// the [crate docs](crate)).
 ///
 /// This is a **second line of defence**: a refusal inside the tool is an HTTP `200` carrying a
 /// JSON-RPC error, which cannot make a client ask for more scopes. The first line is the
@@ -231,6 +257,12 @@ pub fn public_tool(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - The only argument is `crate = "path::to::mcp_oauth"`. An impl block without any
 ///   `#[tool]` method is an error (the attribute is probably on the wrong block).
 /// - One `#[scoped_tools]` per type: a second would define `tool_requirements` twice.
+/// - A tool parameter whose type is mcp-oauth's `Auth` (a path ending in `Auth`; the
+///   expansion checks the type itself, so a type of your own named `Auth` is left alone)
+///   needs `mcp_oauth`'s `rmcp` feature. The macro adds a hidden fn at the top of the block
+///   that does not compile without it, with an error on the parameter that says "enable
+///   the `rmcp` feature of mcp-oauth" and comes before rmcp's own (see the
+///   [crate docs](crate)).
 #[proc_macro_attribute]
 pub fn scoped_tools(args: TokenStream, item: TokenStream) -> TokenStream {
     util::expand_attr(

@@ -90,18 +90,24 @@ fn rmcp_tool(krate: &Path, scopes: &[LitStr], mut f: ImplItemFn) -> syn::Result<
     f.sig.inputs.push(parse_quote! {
         #parts: #krate::__private::Extension<#krate::__private::http::request::Parts>
     });
-    let into = quote_spanned! {ret_span=> ::core::convert::Into::into(#err) };
+    let into = quote_spanned! {ret_span=> #krate::__private::tool_error(#err) };
     f.block.stmts.insert(
         0,
         parse_quote! {
             if let ::core::result::Result::Err(#err) = #krate::__private::check_tool_scopes(
-                &#parts.0.extensions,
+                &#parts,
                 &[#(#scopes),*],
             ) {
                 return ::core::result::Result::Err(#into);
             }
         },
     );
+    // Without mcp-oauth's `rmcp` feature, this is the error, on the attribute, that names
+    // the fix. It sits in the record fn, which comes before the tool, so it is reported
+    // before anything rmcp's macros say about the added parameter.
+    let feature_check = quote_spanned! {Span::call_site()=>
+        #krate::__private::require_rmcp_feature(#krate::__private::RmcpTool);
+    };
 
     let vis = &f.vis;
     let record = format_ident!("{}_required_scopes", f.sig.ident);
@@ -114,6 +120,7 @@ fn rmcp_tool(krate: &Path, scopes: &[LitStr], mut f: ImplItemFn) -> syn::Result<
         #[doc(hidden)]
         #[allow(dead_code)]
         #vis fn #record() -> &'static [&'static str] {
+            #feature_check
             &[#(#scopes),*]
         }
         #f
@@ -175,7 +182,26 @@ mod tests {
             out.contains(":: mcp_oauth :: __private :: Extension"),
             "{out}"
         );
-        assert!(out.contains("check_tool_scopes"), "{out}");
+        assert!(
+            out.contains(
+                "check_tool_scopes (& __mcp_oauth_parts , & [\"files:read\" , \"files:write\"] ,)"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "return :: core :: result :: Result :: Err (:: mcp_oauth :: __private :: tool_error (__mcp_oauth_err))"
+            ),
+            "{out}"
+        );
+        // Without mcp-oauth's `rmcp` feature, the record fn fails to compile with the
+        // message naming the feature; it comes before the tool.
+        let record = out.find("fn files_read_required_scopes").unwrap();
+        let check = out
+            .find(":: mcp_oauth :: __private :: require_rmcp_feature (:: mcp_oauth :: __private :: RmcpTool) ;")
+            .unwrap_or_else(|| panic!("{out}"));
+        let tool = out.find("async fn files_read (").unwrap();
+        assert!(record < check && check < tool, "{out}");
         assert!(out.contains("\"files:read\" , \"files:write\""), "{out}");
         assert!(out.contains("# [tool (description = \"x\")]"), "{out}");
     }
@@ -189,6 +215,8 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(out.contains("pub struct __McpOAuthScopes_write"), "{out}");
+        // An axum handler needs no feature of mcp-oauth beyond `macros`.
+        assert!(!out.contains("require_rmcp_feature"), "{out}");
         assert!(
             out.contains("_ : :: re :: oauth :: __private :: Scoped < __McpOAuthScopes_write >"),
             "{out}"

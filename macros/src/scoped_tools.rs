@@ -2,9 +2,10 @@
 //! also writes each declared tool's `securitySchemes` into its `#[tool(meta = …)]`).
 
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens as _, quote};
+use quote::{ToTokens as _, quote, quote_spanned};
 use syn::punctuated::Punctuated;
-use syn::{Attribute, Error, Expr, ImplItem, ImplItemFn, ItemImpl, Lit, Meta, Token};
+use syn::spanned::Spanned as _;
+use syn::{Attribute, Error, Expr, FnArg, ImplItem, ImplItemFn, ItemImpl, Lit, Meta, Token, Type};
 
 use crate::args::{CrateArg, CrateOnly, ScopeArgs};
 use crate::util::is_attr;
@@ -54,6 +55,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
 
     let mut any_tool = false;
     let mut entries = Vec::new();
+    let mut auth_params = Vec::new();
     for item in &mut imp.items {
         let ImplItem::Fn(f) = item else { continue };
         let Some(tool) = f.attrs.iter().position(|a| is_attr(a, "tool")) else {
@@ -61,6 +63,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         };
         let tool = &f.attrs[tool];
         any_tool = true;
+        auth_params.extend(auth_param_types(f));
         let name = tool_name(tool).unwrap_or_else(|| f.sig.ident.to_string());
         let scoped: Vec<&Attribute> = f
             .attrs
@@ -94,6 +97,32 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             "#[scoped_tools] found no #[tool] method in this impl block: put it on the impl block \
              that carries #[tool_router]",
         ));
+    }
+
+    if !auth_params.is_empty() {
+        // First in the block, so that without mcp-oauth's `rmcp` feature this error, on the
+        // parameter, comes before rmcp's own about `Auth` (in `#[tool_router]`'s fn, last).
+        let checks = auth_params.iter().map(|ty| {
+            quote_spanned! {ty.span()=>
+                #krate::__private::require_rmcp_feature(
+                    (&#krate::__private::ParamProbe::<#ty>::new()).use_(),
+                );
+            }
+        });
+        imp.items.insert(
+            0,
+            syn::parse_quote! {
+                /// `#[scoped_tools]`: the tools' `Auth` parameters need mcp-oauth's `rmcp`
+                /// feature (a compile error naming it otherwise).
+                #[doc(hidden)]
+                #[allow(dead_code, clippy::needless_borrow)]
+                fn __mcp_oauth_auth_params_need_the_rmcp_feature() {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{ProbeAuth as _, ProbeOther as _};
+                    #(#checks)*
+                }
+            },
+        );
     }
 
     let self_ty = &imp.self_ty;
@@ -170,6 +199,32 @@ fn add_security_schemes(attr: &mut Attribute, krate: &syn::Path, access: &TokenS
         delimiter: syn::MacroDelimiter::Paren(Default::default()),
         tokens: metas.to_token_stream(),
     });
+}
+
+/// The types of the method's parameters that may be mcp-oauth's `Auth`: those whose path
+/// ends in a bare `Auth` (parentheses taken off; the expansion then tells, by the type
+/// itself, whether it is).
+fn auth_param_types(f: &ImplItemFn) -> Vec<Type> {
+    let mut out = Vec::new();
+    for arg in &f.sig.inputs {
+        let FnArg::Typed(pat) = arg else { continue };
+        let mut ty = &*pat.ty;
+        while let Type::Paren(syn::TypeParen { elem, .. })
+        | Type::Group(syn::TypeGroup { elem, .. }) = ty
+        {
+            ty = elem;
+        }
+        if let Type::Path(p) = ty
+            && p.qself.is_none()
+            && p.path
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "Auth" && s.arguments.is_none())
+        {
+            out.push(ty.clone());
+        }
+    }
+    out
 }
 
 /// The scopes of a `#[requires_scopes(...)]` attribute, if it parses.
@@ -249,6 +304,76 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("# [tool] async fn plain"), "{out}");
+    }
+
+    #[test]
+    fn checks_the_feature_for_auth_parameters() {
+        let out = expand(
+            quote!(),
+            quote! {
+                impl Srv {
+                    #[tool]
+                    async fn a(&self, auth: Auth, n: Parameters<N>) -> String { todo!() }
+                    #[public_tool]
+                    #[rmcp::tool]
+                    async fn b(&self, auth: mcp_oauth::Auth) -> String { todo!() }
+                    #[tool]
+                    async fn c(&self, auth: Option<Auth>, m: MyAuth, g: Auth<u8>) -> String { todo!() }
+                    fn not_a_tool(&self, auth: Auth) {}
+                }
+            },
+        )
+        .unwrap()
+        .to_string();
+        let checker = out
+            .find("fn __mcp_oauth_auth_params_need_the_rmcp_feature ()")
+            .unwrap_or_else(|| panic!("{out}"));
+        // First in the impl block: before the tools (and `#[tool_router]`'s fn, added last).
+        assert!(checker < out.find("async fn a").unwrap(), "{out}");
+        let probe = |ty: &str| {
+            format!(
+                ":: mcp_oauth :: __private :: require_rmcp_feature ((& :: mcp_oauth :: __private :: ParamProbe :: < {ty} > :: new ()) . use_ () ,) ;"
+            )
+        };
+        assert_eq!(out.matches(&probe("Auth")).count(), 1, "{out}");
+        assert_eq!(out.matches(&probe("mcp_oauth :: Auth")).count(), 1, "{out}");
+        // Only types whose path ends in a bare `Auth`, and only in tools.
+        assert_eq!(out.matches("ParamProbe ::").count(), 2, "{out}");
+        assert!(
+            out.contains("use :: mcp_oauth :: __private :: { ProbeAuth as _ , ProbeOther as _ }"),
+            "{out}"
+        );
+
+        let out = expand(
+            quote!(crate = "::re::oauth"),
+            quote! {
+                impl Srv {
+                    #[tool]
+                    async fn a(&self, auth: (Auth)) -> String { todo!() }
+                }
+            },
+        )
+        .unwrap()
+        .to_string();
+        assert!(
+            out.contains(":: re :: oauth :: __private :: ParamProbe :: < Auth >"),
+            "{out}"
+        );
+
+        // No `Auth` parameter: nothing added.
+        let out = expand(
+            quote!(),
+            quote! {
+                impl Srv {
+                    #[tool]
+                    async fn a(&self, n: Parameters<N>) -> String { todo!() }
+                }
+            },
+        )
+        .unwrap()
+        .to_string();
+        assert!(!out.contains("__mcp_oauth_auth_params"), "{out}");
+        assert!(!out.contains("require_rmcp_feature"), "{out}");
     }
 
     #[test]

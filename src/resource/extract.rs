@@ -32,6 +32,20 @@ use crate::scope::{Scope, ScopeSet};
 /// }
 /// # let _ = axum::Router::<()>::new().route("/a", axum::routing::get(whoami)).route("/b", axum::routing::get(hello));
 /// ```
+///
+/// # In an rmcp tool
+///
+/// With the `rmcp` feature, an rmcp `#[tool]` method takes `auth: Auth` as a parameter (rmcp's
+/// `FromContextPart`). Without the feature, `Auth` is no rmcp extractor, and the error comes
+/// from rmcp's `#[tool_router]`, in words mcp-oauth cannot change ("the trait bound
+/// `(Tool, fn(&Srv, Auth) -> … {…::whoami}): IntoToolRoute<…, _>` is not satisfied"). With
+/// `#[scoped_tools]` (feature `macros`) on the impl block, the first error is instead on the
+/// parameter and names the fix:
+///
+/// ```text
+/// error[E0277]: enable the `rmcp` feature of mcp-oauth: an rmcp tool that uses `#[requires_scopes]` or takes `Auth` needs it
+///    = note: in Cargo.toml: mcp-oauth = { version = "0.1", features = ["rmcp"] }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Auth {
     ctx: AuthContext,

@@ -1,6 +1,7 @@
 //! The rmcp form: `#[requires_scopes]` above `#[tool]` (async and sync tools, with other
 //! parameters, `#[rmcp::tool]` spelled out), `#[public_tool]` on either side of `#[tool]`,
-//! and `#[scoped_tools]` above `#[tool_router(server_handler)]`.
+//! `#[scoped_tools]` above `#[tool_router(server_handler)]`, and a tool taking `Auth` (with
+//! the `rmcp` feature, the check `#[scoped_tools]` adds for it compiles).
 use mcp_oauth::resource::{ToolAccess, ToolRequirement};
 use mcp_oauth::{public_tool, requires_scopes, scoped_tools};
 use rmcp::handler::server::wrapper::Parameters;
@@ -40,8 +41,8 @@ impl Srv {
     }
 
     #[tool]
-    async fn whoami(&self) -> String {
-        String::new()
+    async fn whoami(&self, auth: mcp_oauth::Auth) -> String {
+        auth.subject().to_owned()
     }
 }
 
