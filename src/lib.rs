@@ -186,6 +186,7 @@ mod flows;
 pub mod issuer;
 pub mod keys;
 pub mod metadata;
+mod mount;
 mod net;
 #[cfg(any(feature = "remote-jwks", feature = "introspection"))]
 #[cfg_attr(
@@ -193,6 +194,7 @@ mod net;
     doc(cfg(any(feature = "remote-jwks", feature = "introspection")))
 )]
 pub mod outbound;
+mod paths;
 pub mod resource;
 pub mod scope;
 #[cfg(feature = "server")]
@@ -205,6 +207,7 @@ pub mod verify;
 pub use config::{Compat, ConfigError, McpOAuthConfig, McpOAuthConfigBuilder};
 pub use context::{AuthContext, TokenKind};
 pub use metadata::{protected_resource_metadata, protected_resource_router};
+pub use mount::{Serving, mount, serve};
 pub use resource::{Auth, McpOAuth, McpOAuthLayer, Scoped};
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]

@@ -403,6 +403,12 @@ where
             .extensions()
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned());
+        // 0. The crate's own endpoints (metadata, and the embedded authorization server's),
+        // whatever the mount order: exactly these paths, byte for byte, pass unguarded (they
+        // answer their own CORS). A near miss (`/token/`, `/TOKEN`, `/x/../token`) does not.
+        if crate::paths::is_exempt(&cfg.own_paths, &path) {
+            return ResponseFuture::call(service, req, None);
+        }
         let resource = resource_index(
             &cfg,
             &path,

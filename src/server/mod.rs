@@ -298,14 +298,15 @@ impl AsContext {
         }
     }
 
-    /// The absolute URL of an endpoint (`"/token"` → `"{issuer}/token"`).
-    pub(crate) fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.cfg.issuer())
+    /// The absolute URL of an endpoint (`Token` → `"{issuer}/token"`).
+    pub(crate) fn endpoint(&self, endpoint: crate::paths::Endpoint) -> String {
+        endpoint.url(self.cfg.issuer())
     }
 
-    /// The router path of an endpoint (the issuer's path + `path`).
-    pub(crate) fn route(&self, path: &str) -> String {
-        format!("{}{path}", crate::config::path_of(self.cfg.issuer()))
+    /// The router path of an endpoint (the issuer's path + the endpoint's; see
+    /// [`crate::paths`], which the layer reads too).
+    pub(crate) fn route(&self, endpoint: crate::paths::Endpoint) -> String {
+        endpoint.route(self.cfg.issuer())
     }
 
     /// Whether cookies must carry `Secure` and the `__Host-` prefix (an https issuer).
