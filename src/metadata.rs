@@ -105,7 +105,9 @@ pub(crate) fn public_cors(methods: &[Method]) -> CorsLayer {
 
 /// A router serving the protected-resource metadata of every configured resource, at the
 /// path-inserted URL of each and at the root for the canonical one. Merge it into the app
-/// that serves the MCP endpoint (the authorization server's `oauth_router` includes it).
+/// that serves the MCP endpoint (the authorization server's `oauth_router` includes it), or
+/// let [`mount`](crate::mount)`(&cfg, mcp)` build the whole app. Resources that share a path
+/// (told apart by host) share its document: the first of them answers.
 pub fn protected_resource_router<S: Clone + Send + Sync + 'static>(
     cfg: &McpOAuthConfig,
 ) -> Router<S> {

@@ -211,7 +211,11 @@ mod tests {
                 Err(ConfigError::InvalidUrl { .. })
             ));
         }
-        for ok in ["https://h.example/a:b/c*", "https://h.example", "https://h.example/mcp"] {
+        for ok in [
+            "https://h.example/a:b/c*",
+            "https://h.example",
+            "https://h.example/mcp",
+        ] {
             check_routable("resource", ok).unwrap();
         }
     }

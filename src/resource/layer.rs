@@ -40,6 +40,11 @@ pub(crate) struct LayerState(pub(crate) Arc<Inner>);
 /// Protects an MCP endpoint: verifies bearer tokens, applies the [`AccessPolicy`] and answers
 /// refusals with the challenges MCP clients act on. See the [module docs](crate::resource).
 ///
+/// Most apps do not compose it by hand: [`mount`](crate::mount)`(&cfg, mcp)` (or
+/// `server.mount(&cfg, mcp)` with the embedded authorization server) puts the MCP service
+/// behind it and the OAuth endpoints beside it. Composed by hand, the order does not matter
+/// for the crate's own endpoints: the layer lets exactly their paths through.
+///
 /// [`AccessPolicy`]: crate::resource::AccessPolicy
 #[derive(Clone)]
 #[must_use]

@@ -89,6 +89,11 @@ impl AuthorizationServer {
 /// next to the MCP endpoint. The resource-server-only mode (no embedded server) serves
 /// [`protected_resource_router`] instead. See the [module docs](crate::server).
 ///
+/// For hand composition: [`AuthorizationServer::mount`] builds the whole app (this router
+/// and the MCP service behind the layer) in one call. Merged before or after
+/// [`McpOAuthLayer`](crate::McpOAuthLayer) is applied, these endpoints answer the same: the
+/// layer lets exactly their paths through.
+///
 /// Building the router starts nothing in the background: the scheduled sweep runs once
 /// [`AuthorizationServer::start_upkeep`] is called (see
 /// [`retention`](crate::server::retention)).

@@ -145,7 +145,10 @@ use render::{Redirects, busy_page, error_page, login_page, render, too_many_page
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     Router::new()
-        .route(&ctx.route(Endpoint::Authorize), get(authorize).post(authorize))
+        .route(
+            &ctx.route(Endpoint::Authorize),
+            get(authorize).post(authorize),
+        )
         .route(&ctx.route(Endpoint::AuthorizeLogin), post(login))
         .route(&ctx.route(Endpoint::AuthorizeConsent), post(consent))
 }
