@@ -87,8 +87,8 @@ async fn send(app: &Router, peer: u8, mut req: Request<Body>) -> Reply {
         // rmcp answers over SSE: the JSON is on the `data:` line.
         String::from_utf8_lossy(&bytes)
             .lines()
-            .find_map(|l| l.strip_prefix("data:"))
-            .and_then(|d| serde_json::from_str(d.trim()).ok())
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find_map(|d| serde_json::from_str(d.trim()).ok())
             .unwrap_or(Value::Null)
     });
     Reply {
