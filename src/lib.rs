@@ -181,7 +181,7 @@ mod flows;
 pub mod issuer;
 pub mod keys;
 pub mod metadata;
-mod mount;
+mod mounting;
 mod net;
 #[cfg(any(feature = "remote-jwks", feature = "introspection"))]
 #[cfg_attr(
@@ -202,7 +202,7 @@ pub mod verify;
 pub use config::{Compat, ConfigError, McpOAuthConfig, McpOAuthConfigBuilder};
 pub use context::{AuthContext, TokenKind};
 pub use metadata::{protected_resource_metadata, protected_resource_router};
-pub use mount::{Serving, mount, serve};
+pub use mounting::{Serving, mount, serve};
 pub use resource::{Auth, McpOAuth, McpOAuthLayer, Scoped};
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]

@@ -455,7 +455,7 @@ fn mount_refuses_the_wrong_configuration() {
     assert!(err.to_string().contains(".authorization_server(&server)"));
 
     // A clone of the server is the same server.
-    server
+    let _app = server
         .clone()
         .mount(&cfg, echo_tools::mcp_service())
         .unwrap();

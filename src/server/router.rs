@@ -79,8 +79,8 @@ impl AuthorizationServer {
             }
             Some(_) => {}
         }
-        crate::mount::check_routable("issuer", cfg.issuer())?;
-        let mcp = crate::mount::protected_mcp(&cfg, mcp)?;
+        crate::mounting::check_routable("issuer", cfg.issuer())?;
+        let mcp = crate::mounting::protected_mcp(&cfg, mcp)?;
         Ok(mcp.merge(oauth_router(&cfg, self)))
     }
 }
