@@ -573,7 +573,8 @@ impl McpOAuthConfigBuilder {
     /// [`LocalAuthorizationServer`], such as `server::AuthorizationServer`, or a reference to
     /// one): its key ring and revocation list become the layer's local verifier (unless set
     /// explicitly), and `build()` refuses an issuer its authenticator is not safe with. The
-    /// configuration does not keep the server: serve it with `oauth_router(&cfg, &server)`.
+    /// configuration does not keep the server: serve both with `server.mount(&cfg, mcp)`
+    /// (or, composing by hand, `oauth_router(&cfg, &server)`).
     ///
     /// The server's paths (its discovery URLs, `/authorize`, `/authorize/login`,
     /// `/authorize/consent`, `/token`, `/register`, `/revoke`, `/introspect`, `/jwks.json`
