@@ -138,6 +138,45 @@ pub enum ConfigError {
         /// The issuer given.
         issuer: String,
     },
+    /// A resource's path is one the crate serves itself (protected-resource metadata, or an
+    /// endpoint of the embedded authorization server), which the layer lets through
+    /// unguarded.
+    #[error(
+        "resource {resource:?} sits at {path:?}, a path this crate serves itself (metadata or an authorization-server endpoint): put the MCP endpoint elsewhere, such as `/mcp`"
+    )]
+    ReservedPath {
+        /// The resource given.
+        resource: String,
+        /// Its path.
+        path: String,
+    },
+    /// A configuration was handed to the `mount` that cannot serve it.
+    #[error("cannot mount this configuration: {0}")]
+    Mount(MountProblem),
+}
+
+/// Why a configuration cannot be mounted ([`ConfigError::Mount`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountProblem {
+    /// `mcp_oauth::mount` was given a configuration built with
+    /// [`authorization_server`](McpOAuthConfigBuilder::authorization_server): it would serve
+    /// none of that server's endpoints.
+    #[error(
+        "it was built with `.authorization_server(..)`, whose endpoints `mcp_oauth::mount` does not serve: mount it with `server.mount(&cfg, mcp)`"
+    )]
+    EmbeddedServer,
+    /// `AuthorizationServer::mount` was given a configuration built without
+    /// [`authorization_server`](McpOAuthConfigBuilder::authorization_server).
+    #[error(
+        "it was built without `.authorization_server(&server)`, so the layer would not know this server's tokens: add `.authorization_server(&server)` to the builder (or, for tokens from an external authorization server, use `mcp_oauth::mount(&cfg, mcp)`)"
+    )]
+    NoEmbeddedServer,
+    /// `AuthorizationServer::mount` was given a configuration built with another server.
+    #[error(
+        "it was built with `.authorization_server(..)` of another server, whose keys this server does not sign with: build it with `.authorization_server(&server)` of the server you mount"
+    )]
+    OtherServer,
 }
 
 /// What is wrong with a configured client ([`ConfigError::InvalidClient`]).
@@ -262,6 +301,13 @@ pub(crate) struct Inner {
     pub(crate) metadata_urls: Vec<String>,
     /// Path of each resource, for matching requests and mounting metadata routes.
     pub(crate) resource_paths: Vec<String>,
+    /// Every path the crate serves itself (see [`crate::paths::own_paths`]): the layer
+    /// passes exactly these to the inner service unguarded. Sorted.
+    pub(crate) own_paths: Vec<String>,
+    /// The key ring of the embedded authorization server given to
+    /// [`McpOAuthConfigBuilder::authorization_server`], if any: which server this
+    /// configuration was built for.
+    pub(crate) local_ring: Option<KeyRing>,
     /// Which principal opened each MCP session.
     pub(crate) session_bindings: Arc<dyn crate::resource::SessionBindings>,
 }
@@ -491,9 +537,9 @@ pub struct McpOAuthConfigBuilder {
     /// Set by [`authorization_server`](Self::authorization_server) when the server's
     /// authenticator is only safe on a loopback issuer.
     loopback_issuer_only: bool,
-    /// Whether an embedded authorization server was given (the issuer then defaults to the
-    /// canonical resource's origin).
-    local_server: bool,
+    /// The key ring of the embedded authorization server, when one was given (the issuer
+    /// then defaults to the canonical resource's origin, and the server's paths are its own).
+    local_server: Option<KeyRing>,
     challenge_style: crate::resource::ChallengeStyleRule,
     shape_tools_list: bool,
     filter_tools_list: bool,
@@ -525,7 +571,7 @@ impl Default for McpOAuthConfigBuilder {
             key_ring: None,
             revocation: None,
             loopback_issuer_only: false,
-            local_server: false,
+            local_server: None,
             challenge_style: crate::resource::ChallengeStyleRule::default(),
             shape_tools_list: true,
             filter_tools_list: false,
@@ -638,16 +684,24 @@ impl McpOAuthConfigBuilder {
     /// [`LocalAuthorizationServer`], such as `server::AuthorizationServer`, or a reference to
     /// one): its key ring and revocation list become the layer's local verifier (unless set
     /// explicitly), and `build()` refuses an issuer its authenticator is not safe with. The
-    /// configuration does not keep the server: serve it with `oauth_router(&cfg, &server)`.
+    /// configuration does not keep the server: serve both with `server.mount(&cfg, mcp)`
+    /// (or, composing by hand, `oauth_router(&cfg, &server)`).
+    ///
+    /// The server's paths (its discovery URLs, `/authorize`, `/authorize/login`,
+    /// `/authorize/consent`, `/token`, `/register`, `/revoke`, `/introspect`, `/jwks.json`
+    /// and `/oauth/stats` under the issuer's path) become the crate's own: the layer lets a
+    /// request for exactly one of them through to the router, and `build()` refuses a
+    /// resource at one of them.
     pub fn authorization_server(mut self, server: impl LocalAuthorizationServer) -> Self {
+        let ring = server.signing_keys();
         if self.key_ring.is_none() {
-            self.key_ring = Some(server.signing_keys());
+            self.key_ring = Some(ring.clone());
         }
         if self.revocation.is_none() {
             self.revocation = Some(server.revoked_tokens());
         }
         self.loopback_issuer_only |= server.loopback_issuer_only();
-        self.local_server = true;
+        self.local_server = Some(ring);
         self
     }
 
@@ -774,7 +828,8 @@ impl McpOAuthConfigBuilder {
     ///
     /// # Errors
     /// Any [`ConfigError`]: a missing or malformed resource or issuer, undeclared scopes, no
-    /// verifier, a [`leeway`](Self::leeway) above [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY).
+    /// verifier, a [`leeway`](Self::leeway) above [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY),
+    /// a resource at a path the crate serves itself ([`ConfigError::ReservedPath`]).
     pub fn build(self) -> Result<McpOAuthConfig, ConfigError> {
         crate::crypto::install_provider();
         if self.resources.is_empty() {
@@ -785,7 +840,7 @@ impl McpOAuthConfigBuilder {
         }
         let issuer = match self.issuer {
             Some(issuer) => issuer,
-            None if self.local_server => origin_of(&self.resources[0]),
+            None if self.local_server.is_some() => origin_of(&self.resources[0]),
             None => return Err(ConfigError::MissingIssuer),
         };
         check_public_url("issuer", &issuer, true)?;
@@ -889,11 +944,23 @@ impl McpOAuthConfigBuilder {
         };
 
         let metadata_urls = self.resources.iter().map(|r| metadata_url_for(r)).collect();
-        let resource_paths = self
+        let resource_paths: Vec<String> = self
             .resources
             .iter()
             .map(|r| path_of(r).to_owned())
             .collect();
+        let own_paths = crate::paths::own_paths(
+            &self.resources,
+            self.local_server.is_some().then_some(issuer.as_str()),
+        );
+        for (resource, path) in self.resources.iter().zip(&resource_paths) {
+            if crate::paths::is_exempt(&own_paths, path) {
+                return Err(ConfigError::ReservedPath {
+                    resource: resource.clone(),
+                    path: path.clone(),
+                });
+            }
+        }
         let cache = (!self.cache_max_ttl.is_zero() && self.cache_capacity > 0)
             .then(|| TokenCache::new(self.cache_capacity));
 
@@ -930,6 +997,8 @@ impl McpOAuthConfigBuilder {
                 filter_tools_list: self.filter_tools_list,
                 metadata_urls,
                 resource_paths,
+                own_paths,
+                local_ring: self.local_server,
                 session_bindings: self
                     .session_bindings
                     .unwrap_or_else(|| Arc::new(crate::resource::MemorySessionBindings::default())),
@@ -1045,9 +1114,9 @@ pub(crate) fn path_of(url: &str) -> &str {
 /// The RFC 9728 path-inserted metadata URL for a resource.
 pub(crate) fn metadata_url_for(resource: &str) -> String {
     format!(
-        "{}/.well-known/oauth-protected-resource{}",
+        "{}{}",
         origin_of(resource),
-        path_of(resource)
+        crate::paths::protected_resource_path(resource)
     )
 }
 

@@ -290,6 +290,13 @@ impl fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
+    /// Whether `other` is this ring or a clone of it (one shared state): exact, where
+    /// comparing key ids would take two rings loaded from one store for the same.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
+    }
+
     /// A ring whose current key is `key`.
     #[must_use]
     pub fn new(key: SigningKey) -> Self {

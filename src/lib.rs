@@ -11,16 +11,21 @@
 //!   [`TokenVerifier`](verify::TokenVerifier)), applies a method- and tool-aware
 //!   [`AccessPolicy`](resource::AccessPolicy), and refuses with exactly the `401`/`403`
 //!   challenges clients act on; [`protected_resource_router`] serves the RFC 9728 metadata
-//!   those challenges point to.
+//!   those challenges point to. [`mount`]`(&cfg, mcp)` puts the two together.
 //! - **The embedded authorization server** (feature `server`, on by default).
-//!   `oauth_router(&cfg, &server)` with an `AuthorizationServer` serves discovery, dynamic
-//!   client registration, `/authorize` with login and consent pages, `/token`, revocation,
-//!   introspection and the signing keys, storing its state in a [`store`] (memory, SQLite,
-//!   PostgreSQL or Redis). The configuration never holds the server: it takes only the
-//!   server's keys and revocation list, through
-//!   [`LocalAuthorizationServer`](config::LocalAuthorizationServer). Nothing runs in the
-//!   background until you call `AuthorizationServer::start_upkeep` (the retention sweep;
-//!   see `server::retention`), once, inside the runtime that serves the router.
+//!   `server.mount(&cfg, mcp)` with an `AuthorizationServer` serves the MCP endpoint behind
+//!   the layer and, beside it, discovery, dynamic client registration, `/authorize` with
+//!   login and consent pages, `/token`, revocation, introspection and the signing keys,
+//!   storing its state in a [`store`] (memory, SQLite, PostgreSQL or Redis). The
+//!   configuration never holds the server: it takes only the server's keys and revocation
+//!   list, through [`LocalAuthorizationServer`](config::LocalAuthorizationServer). Nothing
+//!   runs in the background until you call `AuthorizationServer::start_upkeep` (the
+//!   retention sweep; see `server::retention`), once, inside the runtime that serves the app.
+//!
+//! Serve either app with [`serve`]: it sets `TCP_NODELAY` on every connection (without it,
+//! each request after the first on a keep-alive connection waits ~40 ms for a delayed ACK)
+//! and gives every request the client's address (without it, every client shares one
+//! rate-limit bucket).
 //!
 //! Tools declare what they need with [`requires_scopes`] and [`public_tool`] (feature
 //! `macros`), collected by [`scoped_tools`] into the policy, so the layer answers a missing
@@ -32,18 +37,16 @@
 //! ```no_run
 //! # #[cfg(feature = "server")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use axum::Router;
+//! use mcp_oauth::McpOAuthConfig;
 //! use mcp_oauth::authn::StaticUsers;
 //! use mcp_oauth::resource::AccessPolicy;
 //! use mcp_oauth::server::AuthorizationServer;
-//! use mcp_oauth::{McpOAuthConfig, McpOAuthLayer, oauth_router};
 //!
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
 //!     .build()?;
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("https://mcp.example.com/mcp")
-//!     .issuer("https://mcp.example.com")
 //!     .scope("files:read", "Read your files")
 //!     .scope("files:write", "Change your files")
 //!     .scope_implies("files:write", ["files:read"])
@@ -53,19 +56,13 @@
 //!     .build()?;
 //!
 //! # let mcp_service = axum::routing::any(|| async { "mcp" });
-//! let app = Router::new()
-//!     .route_service("/mcp", mcp_service)  // e.g. rmcp's StreamableHttpService
-//!     .layer(McpOAuthLayer::new(cfg.clone()))
-//!     .merge(oauth_router(&cfg, &server));
-//! // TCP_NODELAY on every connection: MCP servers answer over SSE in several writes, and
-//! // without it each request after the first on a keep-alive connection waits ~40 ms.
-//! use axum::serve::ListenerExt as _;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000")
-//!     .await?
-//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
+//! // The MCP service (e.g. rmcp's StreamableHttpService) behind the layer, every OAuth
+//! // endpoint beside it: one call, in the right order.
+//! let app = server.mount(&cfg, mcp_service)?;
 //! // Background upkeep (the retention sweep) runs while this handle lives.
 //! let _upkeep = server.start_upkeep();
-//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! mcp_oauth::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -74,8 +71,7 @@
 //! ```no_run
 //! # #[cfg(feature = "remote-jwks")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use axum::Router;
-//! use mcp_oauth::{McpOAuthConfig, McpOAuthLayer, protected_resource_router};
+//! use mcp_oauth::McpOAuthConfig;
 //! use mcp_oauth::verify::RemoteJwksVerifier;
 //!
 //! let resource = "https://mcp.example.com/mcp";
@@ -90,17 +86,16 @@
 //!     .build()?;
 //!
 //! # let mcp_service = axum::routing::any(|| async { "mcp" });
-//! let app = Router::new()
-//!     .route_service("/mcp", mcp_service)  // e.g. rmcp's StreamableHttpService
-//!     .layer(McpOAuthLayer::new(cfg.clone()))
-//!     .merge(protected_resource_router(&cfg));
-//! use axum::serve::ListenerExt as _;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000")
-//!     .await?
-//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
-//! axum::serve(listener, app).await?;
+//! let app = mcp_oauth::mount(&cfg, mcp_service)?; // e.g. rmcp's StreamableHttpService
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! mcp_oauth::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Composing by hand stays possible: `Router::new().route_service("/mcp", mcp)`, then
+//! `.layer(McpOAuthLayer::new(&cfg))` and `.merge(oauth_router(&cfg, &server))` (or
+//! [`protected_resource_router`]) in either order. The layer lets exactly the crate's own
+//! paths through; everything else it wraps, it guards.
 //!
 //! Handlers read the caller with the [`Auth`] extractor (`Option<Auth>` for routes that
 //! also serve anonymous callers) or require scopes with [`Scoped`]; with the `rmcp` feature
@@ -160,7 +155,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `aws-lc-rs` | yes | the crypto backend (required) |
-//! | `server` | yes | the embedded authorization server (`server`, `authn`, `oauth_router`); off, the crate is a resource server only and pulls no `argon2` or `askama` |
+//! | `server` | yes | the embedded authorization server (`server`, `authn`, `server.mount`, `oauth_router`); off, the crate is a resource server only and pulls no `argon2` or `askama` |
 //! | `consent-page` | yes | built-in login and consent pages (askama); implies `server` |
 //! | `macros` | yes | `#[requires_scopes]`, `#[public_tool]`, `#[scoped_tools]` |
 //! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
@@ -186,6 +181,7 @@ mod flows;
 pub mod issuer;
 pub mod keys;
 pub mod metadata;
+mod mounting;
 mod net;
 #[cfg(any(feature = "remote-jwks", feature = "introspection"))]
 #[cfg_attr(
@@ -193,6 +189,7 @@ mod net;
     doc(cfg(any(feature = "remote-jwks", feature = "introspection")))
 )]
 pub mod outbound;
+mod paths;
 pub mod resource;
 pub mod scope;
 #[cfg(feature = "server")]
@@ -205,6 +202,7 @@ pub mod verify;
 pub use config::{Compat, ConfigError, McpOAuthConfig, McpOAuthConfigBuilder};
 pub use context::{AuthContext, TokenKind};
 pub use metadata::{protected_resource_metadata, protected_resource_router};
+pub use mounting::{Serving, mount, serve};
 pub use resource::{Auth, McpOAuth, McpOAuthLayer, Scoped};
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]

@@ -46,7 +46,7 @@ use http::{HeaderValue, Method, Response};
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::config::{McpOAuthConfig, path_of};
+use crate::config::McpOAuthConfig;
 
 /// The RFC 9728 document for resource number `idx`.
 #[must_use]
@@ -105,36 +105,31 @@ pub(crate) fn public_cors(methods: &[Method]) -> CorsLayer {
 
 /// A router serving the protected-resource metadata of every configured resource, at the
 /// path-inserted URL of each and at the root for the canonical one. Merge it into the app
-/// that serves the MCP endpoint (the authorization server's `oauth_router` includes it).
+/// that serves the MCP endpoint (the authorization server's `oauth_router` includes it), or
+/// let [`mount`](crate::mount)`(&cfg, mcp)` build the whole app. Resources that share a path
+/// (told apart by host) share its document: the first of them answers.
 pub fn protected_resource_router<S: Clone + Send + Sync + 'static>(
     cfg: &McpOAuthConfig,
 ) -> Router<S> {
     let mut router = Router::new();
-    let mut root_taken = false;
-    for (idx, resource) in cfg.inner.resources.iter().enumerate() {
+    // Every path of `crate::paths::protected_resource_paths` (the list the layer lets
+    // through), each answering for the first resource it belongs to: the path-inserted
+    // path of each resource, and the root for the resource with no path or else the
+    // canonical one.
+    let resources = &cfg.inner.resources;
+    for path in crate::paths::protected_resource_paths(resources) {
+        let idx = resources
+            .iter()
+            .position(|r| crate::paths::protected_resource_path(r) == path)
+            .unwrap_or(0);
         let body = Bytes::from(document(cfg, idx).to_string());
-        let path = format!("/.well-known/oauth-protected-resource{}", path_of(resource));
-        if path == "/.well-known/oauth-protected-resource" {
-            root_taken = true;
-        }
-        let b = body.clone();
         router = router.route(
             &path,
             get(move || {
-                let b = b.clone();
+                let b = body.clone();
                 async move { json_response(b) }
             }),
         );
-        if idx == 0 && !root_taken && !cfg.inner.resource_paths.iter().any(String::is_empty) {
-            root_taken = true;
-            router = router.route(
-                "/.well-known/oauth-protected-resource",
-                get(move || {
-                    let b = body.clone();
-                    async move { json_response(b) }
-                }),
-            );
-        }
     }
     router.layer(public_cors(&[Method::GET]))
 }

@@ -40,6 +40,11 @@ pub(crate) struct LayerState(pub(crate) Arc<Inner>);
 /// Protects an MCP endpoint: verifies bearer tokens, applies the [`AccessPolicy`] and answers
 /// refusals with the challenges MCP clients act on. See the [module docs](crate::resource).
 ///
+/// Most apps do not compose it by hand: [`mount`](crate::mount)`(&cfg, mcp)` (or
+/// `server.mount(&cfg, mcp)` with the embedded authorization server) puts the MCP service
+/// behind it and the OAuth endpoints beside it. Composed by hand, the order does not matter
+/// for the crate's own endpoints: the layer lets exactly their paths through.
+///
 /// [`AccessPolicy`]: crate::resource::AccessPolicy
 #[derive(Clone)]
 #[must_use]
@@ -403,6 +408,12 @@ where
             .extensions()
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned());
+        // 0. The crate's own endpoints (metadata, and the embedded authorization server's),
+        // whatever the mount order: exactly these paths, byte for byte, pass unguarded (they
+        // answer their own CORS). A near miss (`/token/`, `/TOKEN`, `/x/../token`) does not.
+        if crate::paths::is_exempt(&cfg.own_paths, &path) {
+            return ResponseFuture::call(service, req, None);
+        }
         let resource = resource_index(
             &cfg,
             &path,

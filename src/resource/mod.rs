@@ -1,6 +1,31 @@
 //! The resource-server half: [`McpOAuthLayer`] in front of the MCP endpoint.
 //!
+//! Mount it with [`mcp_oauth::mount`](crate::mount)`(&cfg, mcp)` (tokens from an external
+//! authorization server) or `server.mount(&cfg, mcp)` (the embedded one, feature `server`),
+//! and serve the app with [`mcp_oauth::serve`](crate::serve): the MCP service sits behind
+//! the layer and the metadata beside it, in the right order by construction. The layer
+//! itself is for hand composition; it never refuses the crate's own endpoints, whatever the
+//! order (see step 0 below).
+//!
+//! ```no_run
+//! # async fn run(cfg: mcp_oauth::McpOAuthConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! # let mcp = axum::routing::any(|| async { "mcp" }); // e.g. rmcp's StreamableHttpService
+//! let app = mcp_oauth::mount(&cfg, mcp)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! mcp_oauth::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! For every request the layer:
+//! 0. passes a request whose path (the `OriginalUri`'s, else the URI's) is **exactly** one
+//!    the crate serves itself straight to the service it wraps, before any check: the
+//!    protected-resource metadata of every resource and, with an embedded authorization
+//!    server, its discovery URLs and endpoints (`/authorize`, `/authorize/login`,
+//!    `/authorize/consent`, `/token`, `/register`, `/revoke`, `/introspect`, `/jwks.json`,
+//!    `/oauth/stats` under the issuer's path). They answer their own CORS. Byte for byte:
+//!    `/token/`, `/tokens`, `/TOKEN`, `/token%2F` or `/mcp/../token` go through every step
+//!    below, and a resource at one of these paths is refused at `build()`
+//!    ([`ConfigError::ReservedPath`](crate::ConfigError::ReservedPath));
 //! 1. finds the resource the request is for: with several resources, by whole path
 //!    segments, longest first (`/b/mcp`, `/b/mcp/` and `/b/mcp/x` are `/b/mcp`; `/b/mcpx` is
 //!    none, and a path under no resource is `404`; so is a path with dot segments or

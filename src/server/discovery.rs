@@ -23,6 +23,7 @@
 //! `GET {issuer path}/oauth/stats` answers the live counts of clients, codes, refresh families
 //! and revoked tokens.
 
+use crate::paths::Endpoint;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -33,7 +34,6 @@ use http::{HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
 use super::AsContext;
-use crate::config::path_of;
 use crate::error::OAuthError;
 
 /// A JSON response with the given status and `Cache-Control`.
@@ -60,11 +60,11 @@ pub(crate) fn metadata(ctx: &AsContext) -> Value {
         .collect();
     let mut doc = json!({
         "issuer": ctx.cfg.issuer(),
-        "authorization_endpoint": ctx.endpoint("/authorize"),
-        "token_endpoint": ctx.endpoint("/token"),
-        "revocation_endpoint": ctx.endpoint("/revoke"),
+        "authorization_endpoint": ctx.endpoint(Endpoint::Authorize),
+        "token_endpoint": ctx.endpoint(Endpoint::Token),
+        "revocation_endpoint": ctx.endpoint(Endpoint::Revoke),
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-        "introspection_endpoint": ctx.endpoint("/introspect"),
+        "introspection_endpoint": ctx.endpoint(Endpoint::Introspect),
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -76,32 +76,18 @@ pub(crate) fn metadata(ctx: &AsContext) -> Value {
         "subject_types_supported": ["public"],
     });
     if ctx.server.dynamic_registration {
-        doc["registration_endpoint"] = json!(ctx.endpoint("/register"));
+        doc["registration_endpoint"] = json!(ctx.endpoint(Endpoint::Register));
     }
     if ctx.issuer.jwks().is_some() {
-        doc["jwks_uri"] = json!(ctx.endpoint("/jwks.json"));
+        doc["jwks_uri"] = json!(ctx.endpoint(Endpoint::Jwks));
     }
     doc
-}
-
-/// Every URL a client may derive from the issuer (MCP authorization spec, "Authorization
-/// Server Metadata Discovery").
-pub(crate) fn metadata_paths(issuer: &str) -> Vec<String> {
-    let path = path_of(issuer);
-    let mut paths = vec![
-        format!("/.well-known/oauth-authorization-server{path}"),
-        format!("/.well-known/openid-configuration{path}"),
-    ];
-    if !path.is_empty() {
-        paths.push(format!("{path}/.well-known/openid-configuration"));
-    }
-    paths
 }
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     let body = Bytes::from(metadata(ctx).to_string());
     let mut router = Router::new();
-    for path in metadata_paths(ctx.cfg.issuer()) {
+    for path in crate::paths::as_metadata_paths(ctx.cfg.issuer()) {
         let body = body.clone();
         router = router.route(
             &path,
@@ -112,7 +98,7 @@ pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
         );
     }
     if ctx.server.stats_endpoint {
-        router = router.route(&ctx.route("/oauth/stats"), get(stats));
+        router = router.route(&ctx.route(Endpoint::Stats), get(stats));
     }
     router
 }
@@ -140,29 +126,5 @@ async fn stats(State(ctx): State<AsContext>) -> Response {
             "no-store",
         ),
         Err(e) => OAuthError::from(e).into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probe_urls() {
-        assert_eq!(
-            metadata_paths("https://a.example.com"),
-            [
-                "/.well-known/oauth-authorization-server",
-                "/.well-known/openid-configuration"
-            ]
-        );
-        assert_eq!(
-            metadata_paths("https://a.example.com/t1"),
-            [
-                "/.well-known/oauth-authorization-server/t1",
-                "/.well-known/openid-configuration/t1",
-                "/t1/.well-known/openid-configuration"
-            ]
-        );
     }
 }

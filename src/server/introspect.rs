@@ -28,6 +28,7 @@
 //! Tokens of a custom [`TokenIssuer`](crate::issuer::TokenIssuer) that are not JWTs signed by
 //! the key ring are reported inactive.
 
+use crate::paths::Endpoint;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::IntoResponse as _;
@@ -68,7 +69,7 @@ pub(crate) fn own_tokens_verifier(ctx: &AsContext, check_revocation: bool) -> Op
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     let verifier = own_tokens_verifier(ctx, true);
     Router::new().route(
-        &ctx.route("/introspect"),
+        &ctx.route(Endpoint::Introspect),
         post(move |State(ctx): State<AsContext>, req: Request| {
             let verifier = verifier.clone();
             async move {

@@ -7,6 +7,7 @@
 //! [`TokenIssuer`](crate::issuer::TokenIssuer) that signs nothing publishes no keys: the
 //! endpoint then answers `404` with a JSON error, and the metadata omits `jwks_uri`.
 
+use crate::paths::Endpoint;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse as _, Response};
@@ -19,7 +20,7 @@ use super::discovery::json_response;
 use crate::error::{OAuthError, OAuthErrorCode};
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
-    Router::new().route(&ctx.route("/jwks.json"), get(jwks))
+    Router::new().route(&ctx.route(Endpoint::Jwks), get(jwks))
 }
 
 async fn jwks(State(ctx): State<AsContext>) -> Response {

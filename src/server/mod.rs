@@ -1,5 +1,6 @@
-//! The embedded authorization server: [`oauth_router`] turns an MCP server into a complete,
-//! spec-exact OAuth 2.1 authorization server.
+//! The embedded authorization server: [`AuthorizationServer::mount`] turns an MCP server
+//! into a complete, spec-exact OAuth 2.1 authorization server and protected resource in one
+//! call; serve the app with [`mcp_oauth::serve`](crate::serve).
 //!
 //! It serves, relative to the issuer:
 //!
@@ -14,6 +15,32 @@
 //! | `/introspect` | RFC 7662 introspection (only the configured [`introspection_clients`](AuthorizationServerBuilder::introspection_clients)) |
 //! | `/jwks.json` | the signing keys |
 //!
+//! ```no_run
+//! use mcp_oauth::McpOAuthConfig;
+//! use mcp_oauth::authn::StaticUsers;
+//! use mcp_oauth::server::AuthorizationServer;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = AuthorizationServer::builder()
+//!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
+//!     .build()?;
+//! let cfg = McpOAuthConfig::builder()
+//!     .resource("http://127.0.0.1:8000/mcp")
+//!     .scope("read", "Read your data")
+//!     .authorization_server(&server)
+//!     .build()?;
+//! # let mcp = axum::routing::any(|| async { "mcp" });
+//! let app = server.mount(&cfg, mcp)?; // mcp: e.g. rmcp's StreamableHttpService
+//! // Inside the Tokio runtime that serves the app: sweeps expired state until dropped.
+//! let _upkeep = server.start_upkeep();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! mcp_oauth::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Composing by hand, [`oauth_router`]`(&cfg, &server)` is every endpoint above, to merge
+//! beside the MCP endpoint behind [`McpOAuthLayer`](crate::McpOAuthLayer), in either order:
+//!
 //! ```
 //! use axum::Router;
 //! use mcp_oauth::{McpOAuthConfig, McpOAuthLayer, oauth_router};
@@ -26,7 +53,6 @@
 //!     .unwrap();
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("http://127.0.0.1:8000/mcp")
-//!     .issuer("http://127.0.0.1:8000")
 //!     .scope("read", "Read your data")
 //!     .authorization_server(&server)
 //!     .build()
@@ -36,7 +62,6 @@
 //!     .layer(McpOAuthLayer::new(&cfg))
 //!     .merge(oauth_router(&cfg, &server));
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! // Inside the Tokio runtime that serves the app: sweeps expired state until dropped.
 //! let upkeep = server.start_upkeep();
 //! assert!(upkeep.is_running());
 //! # });
@@ -128,8 +153,9 @@ pub(crate) struct ServerInner {
 /// The embedded authorization server's settings and collaborators. Build one with
 /// [`AuthorizationServer::builder`], hand it (or a reference) to
 /// [`McpOAuthConfigBuilder::authorization_server`](crate::McpOAuthConfigBuilder::authorization_server)
-/// so the layer verifies its tokens, serve it with [`oauth_router`]`(&cfg, &server)`, and
-/// start its background upkeep with [`start_upkeep`](Self::start_upkeep).
+/// so the layer verifies its tokens, serve it with [`mount`](Self::mount)`(&cfg, mcp)` (or
+/// [`oauth_router`]`(&cfg, &server)` composed by hand), and start its background upkeep with
+/// [`start_upkeep`](Self::start_upkeep).
 #[derive(Clone)]
 pub struct AuthorizationServer {
     pub(crate) inner: Arc<ServerInner>,
@@ -298,14 +324,15 @@ impl AsContext {
         }
     }
 
-    /// The absolute URL of an endpoint (`"/token"` → `"{issuer}/token"`).
-    pub(crate) fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.cfg.issuer())
+    /// The absolute URL of an endpoint (`Token` → `"{issuer}/token"`).
+    pub(crate) fn endpoint(&self, endpoint: crate::paths::Endpoint) -> String {
+        endpoint.url(self.cfg.issuer())
     }
 
-    /// The router path of an endpoint (the issuer's path + `path`).
-    pub(crate) fn route(&self, path: &str) -> String {
-        format!("{}{path}", crate::config::path_of(self.cfg.issuer()))
+    /// The router path of an endpoint (the issuer's path + the endpoint's; see
+    /// [`crate::paths`], which the layer reads too).
+    pub(crate) fn route(&self, endpoint: crate::paths::Endpoint) -> String {
+        endpoint.route(self.cfg.issuer())
     }
 
     /// Whether cookies must carry `Secure` and the `__Host-` prefix (an https issuer).

@@ -49,6 +49,7 @@
 //! # }
 //! ```
 
+use crate::paths::Endpoint;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -78,7 +79,7 @@ pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     if !ctx.server.dynamic_registration {
         return Router::new();
     }
-    Router::new().route(&ctx.route("/register"), post(register))
+    Router::new().route(&ctx.route(Endpoint::Register), post(register))
 }
 
 fn metadata_error(description: &'static str) -> OAuthError {

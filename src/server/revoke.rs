@@ -18,6 +18,7 @@
 //! The rules live in [`flows::revoke`](crate::flows); this file reads the form,
 //! authenticates the client and answers.
 
+use crate::paths::Endpoint;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::IntoResponse as _;
@@ -38,7 +39,7 @@ pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     // No revocation list: revoking an already revoked token is a no-op, not an error.
     let verifier = own_tokens_verifier(ctx, false);
     Router::new().route(
-        &ctx.route("/revoke"),
+        &ctx.route(Endpoint::Revoke),
         post(move |State(ctx): State<AsContext>, req: Request| {
             let verifier = verifier.clone();
             async move {

@@ -20,6 +20,7 @@
 //! `Cache-Control: no-store` and `Pragma: no-cache`. A store failure is `503
 //! temporarily_unavailable`; nothing answers 500.
 
+use crate::paths::Endpoint;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +37,7 @@ use crate::flows::token::{TokenRequest, Tokens, exchange};
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     Router::new().route(
-        &ctx.route("/token"),
+        &ctx.route(Endpoint::Token),
         post(token).fallback(method_not_allowed),
     )
 }

@@ -121,6 +121,7 @@
 //! `render` turns the flow's outcomes into pages and redirects; the handlers below add the
 //! rate limits and the login throttle and call the flow.
 
+use crate::paths::Endpoint;
 use std::time::Instant;
 
 use axum::Router;
@@ -144,9 +145,12 @@ use render::{Redirects, busy_page, error_page, login_page, render, too_many_page
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     Router::new()
-        .route(&ctx.route("/authorize"), get(authorize).post(authorize))
-        .route(&ctx.route("/authorize/login"), post(login))
-        .route(&ctx.route("/authorize/consent"), post(consent))
+        .route(
+            &ctx.route(Endpoint::Authorize),
+            get(authorize).post(authorize),
+        )
+        .route(&ctx.route(Endpoint::AuthorizeLogin), post(login))
+        .route(&ctx.route(Endpoint::AuthorizeConsent), post(consent))
 }
 
 /// Counts a request against the per-address `/authorize` limit; `Err` is the `429` page.

@@ -2,6 +2,7 @@
 //! the redirects back to the client (with `iss`, RFC 9207, and `state` exactly as
 //! received), and the redirect to a host's login page.
 
+use crate::paths::Endpoint;
 use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, PRAGMA, REFERRER_POLICY, SET_COOKIE};
 use http::{HeaderValue, StatusCode};
@@ -265,7 +266,7 @@ pub(super) fn login_page(
     status: StatusCode,
 ) -> Response {
     let host = display_host(&p.redirect_uri);
-    let action = ctx.endpoint("/authorize/login");
+    let action = ctx.endpoint(Endpoint::AuthorizeLogin);
     let html = ctx.server.pages.login(&LoginView {
         client_name: client_label(&p.client),
         redirect_host: &host,
@@ -293,7 +294,7 @@ fn describe(ctx: &AsContext, s: &Scope) -> (String, String) {
 /// a loopback address.
 fn consent_page(ctx: &AsContext, p: &ConsentPrompt) -> Response {
     let host = display_host(&p.redirect_uri);
-    let action = ctx.endpoint("/authorize/consent");
+    let action = ctx.endpoint(Endpoint::AuthorizeConsent);
     let descriptions: Vec<(String, String)> = p.scope.iter().map(|s| describe(ctx, s)).collect();
     let scopes: Vec<ScopeView<'_>> = descriptions
         .iter()
