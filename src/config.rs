@@ -258,6 +258,16 @@ pub trait LocalAuthorizationServer {
     /// Whether the server's authenticator approves without checking anyone, so that the
     /// configuration must refuse an issuer that is not on a loopback host.
     fn loopback_issuer_only(&self) -> bool;
+    /// Whether the server answers dynamic client registration at `/register` (default:
+    /// no). The layer lets the crate's own endpoints through whatever the mount order, but
+    /// only those the server serves: a path it leaves off stays guarded.
+    fn serves_registration(&self) -> bool {
+        false
+    }
+    /// Whether the server answers its statistics at `/oauth/stats` (default: no).
+    fn serves_stats(&self) -> bool {
+        false
+    }
 }
 
 impl<T: LocalAuthorizationServer + ?Sized> LocalAuthorizationServer for &T {
@@ -269,6 +279,12 @@ impl<T: LocalAuthorizationServer + ?Sized> LocalAuthorizationServer for &T {
     }
     fn loopback_issuer_only(&self) -> bool {
         (**self).loopback_issuer_only()
+    }
+    fn serves_registration(&self) -> bool {
+        (**self).serves_registration()
+    }
+    fn serves_stats(&self) -> bool {
+        (**self).serves_stats()
     }
 }
 
@@ -540,6 +556,8 @@ pub struct McpOAuthConfigBuilder {
     /// The key ring of the embedded authorization server, when one was given (the issuer
     /// then defaults to the canonical resource's origin, and the server's paths are its own).
     local_server: Option<KeyRing>,
+    /// The endpoints that server serves (set with it).
+    local_endpoints: Vec<crate::paths::Endpoint>,
     challenge_style: crate::resource::ChallengeStyleRule,
     shape_tools_list: bool,
     filter_tools_list: bool,
@@ -572,6 +590,7 @@ impl Default for McpOAuthConfigBuilder {
             revocation: None,
             loopback_issuer_only: false,
             local_server: None,
+            local_endpoints: Vec::new(),
             challenge_style: crate::resource::ChallengeStyleRule::default(),
             shape_tools_list: true,
             filter_tools_list: false,
@@ -702,6 +721,14 @@ impl McpOAuthConfigBuilder {
         }
         self.loopback_issuer_only |= server.loopback_issuer_only();
         self.local_server = Some(ring);
+        self.local_endpoints = crate::paths::Endpoint::ALL
+            .into_iter()
+            .filter(|e| match e {
+                crate::paths::Endpoint::Register => server.serves_registration(),
+                crate::paths::Endpoint::Stats => server.serves_stats(),
+                _ => true,
+            })
+            .collect();
         self
     }
 
@@ -898,7 +925,7 @@ impl McpOAuthConfigBuilder {
         }
         let mut allowed_hosts: Vec<String> =
             LOOPBACK_HOSTS.iter().map(|h| (*h).to_owned()).collect();
-        let issuer_host = self.local_server.then_some(&issuer);
+        let issuer_host = self.local_server.is_some().then_some(&issuer);
         for url in self.resources.iter().chain(issuer_host) {
             if let Some(host) = url::Url::parse(url)
                 .ok()
@@ -949,12 +976,18 @@ impl McpOAuthConfigBuilder {
             .iter()
             .map(|r| path_of(r).to_owned())
             .collect();
+        let embedded = self.local_server.is_some();
         let own_paths = crate::paths::own_paths(
             &self.resources,
-            self.local_server.is_some().then_some(issuer.as_str()),
+            embedded.then_some((issuer.as_str(), self.local_endpoints.as_slice())),
+        );
+        // Every path the server could serve is reserved, served today or not.
+        let reserved = crate::paths::own_paths(
+            &self.resources,
+            embedded.then_some((issuer.as_str(), &crate::paths::Endpoint::ALL[..])),
         );
         for (resource, path) in self.resources.iter().zip(&resource_paths) {
-            if crate::paths::is_exempt(&own_paths, path) {
+            if crate::paths::is_exempt(&reserved, path) {
                 return Err(ConfigError::ReservedPath {
                     resource: resource.clone(),
                     path: path.clone(),

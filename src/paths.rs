@@ -107,14 +107,17 @@ impl Endpoint {
 }
 
 /// Every path the crate serves itself for a configuration: the protected-resource metadata
-/// paths of `resources`, and with an embedded authorization server (`issuer` is `Some`) the
-/// discovery paths and every endpoint of that issuer. Sorted, without duplicates, for
-/// [`is_exempt`].
-pub(crate) fn own_paths(resources: &[String], embedded_issuer: Option<&str>) -> Vec<String> {
+/// paths of `resources`, and with an embedded authorization server (`Some((issuer,
+/// endpoints))`) the discovery paths and the given endpoints of that issuer. Sorted, without
+/// duplicates, for [`is_exempt`].
+pub(crate) fn own_paths(
+    resources: &[String],
+    embedded: Option<(&str, &[Endpoint])>,
+) -> Vec<String> {
     let mut paths = protected_resource_paths(resources);
-    if let Some(issuer) = embedded_issuer {
+    if let Some((issuer, endpoints)) = embedded {
         paths.extend(as_metadata_paths(issuer));
-        paths.extend(Endpoint::ALL.iter().map(|e| e.route(issuer)));
+        paths.extend(endpoints.iter().map(|e| e.route(issuer)));
     }
     paths.sort_unstable();
     paths.dedup();
@@ -164,7 +167,10 @@ mod tests {
         );
         assert!(!is_exempt(&rs_only, "/token"));
 
-        let own = own_paths(&resources, Some("https://h.example/t"));
+        let own = own_paths(
+            &resources,
+            Some(("https://h.example/t", &Endpoint::ALL[..])),
+        );
         for p in [
             "/.well-known/oauth-protected-resource",
             "/.well-known/oauth-protected-resource/a/mcp",

@@ -366,6 +366,51 @@ async fn near_misses_get_the_layers_refusal() {
     assert_eq!(res.status, StatusCode::OK);
 }
 
+/// Endpoints a server leaves off (`/register` without dynamic registration, `/oauth/stats`
+/// by default) are not the crate's to let through: an app's own handler at such a path,
+/// under the layer, stays guarded. With them on, the server's own endpoints pass.
+#[tokio::test]
+async fn endpoints_the_server_leaves_off_stay_guarded() {
+    let mine = || {
+        Router::new()
+            .route(
+                "/register",
+                axum::routing::post(|| async { "my own /register" }),
+            )
+            .route(
+                "/oauth/stats",
+                axum::routing::get(|| async { "my own stats" }),
+            )
+    };
+    let off = AuthorizationServer::builder()
+        .authenticator(StaticUsers::new())
+        .dynamic_registration(false)
+        .build()
+        .unwrap();
+    let cfg = config(&off);
+    let app = mine()
+        .merge(oauth_router(&cfg, &off))
+        .layer(McpOAuthLayer::new(&cfg));
+    let res = send(&app, 40, post_json("/register", &registration())).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+    let res = send(&app, 40, get("/oauth/stats")).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+
+    let on = AuthorizationServer::builder()
+        .authenticator(StaticUsers::new())
+        .stats_endpoint(true)
+        .build()
+        .unwrap();
+    let cfg = config(&on);
+    let app = Router::new()
+        .merge(oauth_router(&cfg, &on))
+        .layer(McpOAuthLayer::new(&cfg));
+    let res = send(&app, 41, post_json("/register", &registration())).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    let res = send(&app, 41, get("/oauth/stats")).await;
+    assert_ne!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+}
+
 /// A resource at one of the crate's own paths is refused when the configuration is built.
 #[test]
 fn a_resource_at_an_own_path_is_refused() {

@@ -258,6 +258,14 @@ impl crate::config::LocalAuthorizationServer for AuthorizationServer {
     fn loopback_issuer_only(&self) -> bool {
         self.inner.authenticator.loopback_issuer_only()
     }
+
+    fn serves_registration(&self) -> bool {
+        self.inner.dynamic_registration
+    }
+
+    fn serves_stats(&self) -> bool {
+        self.inner.stats_endpoint
+    }
 }
 
 /// Adapts the grant store to the layer's [`RevokedTokens`] hook.
