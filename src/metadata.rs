@@ -107,31 +107,71 @@ pub(crate) fn public_cors(methods: &[Method]) -> CorsLayer {
 /// path-inserted URL of each and at the root for the canonical one. Merge it into the app
 /// that serves the MCP endpoint (the authorization server's `oauth_router` includes it), or
 /// let [`mount`](crate::mount)`(&cfg, mcp)` build the whole app. Resources that share a path
-/// (told apart by host) share its document: the first of them answers.
+/// (told apart by host) are told apart here the same way: the request's `Host` picks the
+/// document, and a host that names none of them (or headers that disagree on the host)
+/// gets `404`.
 pub fn protected_resource_router<S: Clone + Send + Sync + 'static>(
     cfg: &McpOAuthConfig,
 ) -> Router<S> {
     let mut router = Router::new();
     // Every path of `crate::paths::protected_resource_paths` (the list the layer lets
-    // through), each answering for the first resource it belongs to: the path-inserted
-    // path of each resource, and the root for the resource with no path or else the
-    // canonical one.
+    // through): the path-inserted path of each resource, and the root for the resources with
+    // no path or else the canonical one.
     let resources = &cfg.inner.resources;
     for path in crate::paths::protected_resource_paths(resources) {
-        let idx = resources
+        let mut owners: Vec<usize> = (0..resources.len())
+            .filter(|&i| crate::paths::protected_resource_path(&resources[i]) == path)
+            .collect();
+        if owners.is_empty() {
+            owners.push(0);
+        }
+        let docs: Vec<(String, Bytes)> = owners
             .iter()
-            .position(|r| crate::paths::protected_resource_path(r) == path)
-            .unwrap_or(0);
-        let body = Bytes::from(document(cfg, idx).to_string());
+            .map(|&i| {
+                let host = crate::resource::layer::authority_of(&resources[i]).to_owned();
+                (host, Bytes::from(document(cfg, i).to_string()))
+            })
+            .collect();
         router = router.route(
             &path,
-            get(move || {
-                let b = body.clone();
-                async move { json_response(b) }
+            get(move |req: http::Request<Body>| {
+                let doc = pick(&docs, &req);
+                async move {
+                    match doc {
+                        Some(b) => json_response(b),
+                        None => not_found(),
+                    }
+                }
             }),
         );
     }
     router.layer(public_cors(&[Method::GET]))
+}
+
+/// The document for the request: the only one, or the one whose resource's host the
+/// request names.
+fn pick(docs: &[(String, Bytes)], req: &http::Request<Body>) -> Option<Bytes> {
+    if let [(_, only)] = docs {
+        return Some(only.clone());
+    }
+    let host = crate::resource::layer::request_host(
+        req.headers(),
+        req.uri().authority().map(http::uri::Authority::as_str),
+    )?;
+    docs.iter()
+        .find(|(h, _)| h.eq_ignore_ascii_case(host))
+        .map(|(_, b)| b.clone())
+}
+
+fn not_found() -> Response<Body> {
+    let mut res = Response::new(Body::from(
+        json!({"error": "not_found", "error_description": "no protected resource of this server is on this host"})
+            .to_string(),
+    ));
+    *res.status_mut() = http::StatusCode::NOT_FOUND;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
 }
 
 #[cfg(test)]
@@ -142,6 +182,49 @@ mod tests {
 
     use super::*;
     use crate::verify::ApiKeyVerifier;
+
+    #[tokio::test]
+    async fn resources_sharing_a_path_get_their_own_document_by_host() {
+        let cfg = McpOAuthConfig::builder()
+            .resource("https://a.example.com/mcp")
+            .resource("https://b.example.com/mcp")
+            .issuer("https://auth.example.com")
+            .verifier(ApiKeyVerifier::new())
+            .build()
+            .unwrap();
+        let app: Router = protected_resource_router(&cfg);
+        let fetch = |host: Option<&'static str>, forwarded: Option<&'static str>| {
+            let mut req = Request::get("/.well-known/oauth-protected-resource/mcp");
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            if let Some(f) = forwarded {
+                req = req.header("x-forwarded-host", f);
+            }
+            app.clone().oneshot(req.body(Body::empty()).unwrap())
+        };
+        for (host, resource) in [
+            ("a.example.com", "https://a.example.com/mcp"),
+            ("B.example.com", "https://b.example.com/mcp"),
+        ] {
+            let res = fetch(Some(host), None).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(doc["resource"], resource, "{host}");
+        }
+        // A host of neither, no host, or hosts that disagree: no document.
+        for (host, fwd) in [
+            (Some("c.example.com"), None),
+            (None, None),
+            (Some("a.example.com"), Some("b.example.com")),
+        ] {
+            let res = fetch(host, fwd).await.unwrap();
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{host:?} {fwd:?}");
+        }
+    }
 
     #[tokio::test]
     async fn metadata_preflight_is_public_get_only_without_credentials() {

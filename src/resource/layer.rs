@@ -250,7 +250,10 @@ fn resource_index(
 /// (`X-Forwarded-Host`, `Forwarded: host=`, a second `Host`) must agree with it, or the
 /// layer could judge the request as one resource while the service behind, reading another
 /// of them, serves the other: `None` then, and the request is under no resource.
-fn request_host<'h>(headers: &'h HeaderMap, authority: Option<&'h str>) -> Option<&'h str> {
+pub(crate) fn request_host<'h>(
+    headers: &'h HeaderMap,
+    authority: Option<&'h str>,
+) -> Option<&'h str> {
     let mut named: Vec<&str> = Vec::new();
     for value in headers
         .get_all(http::header::HOST)
@@ -306,7 +309,7 @@ fn path_under(path: &str, prefix: &str) -> bool {
 }
 
 /// `host[:port]` of a URL string.
-fn authority_of(url: &str) -> &str {
+pub(crate) fn authority_of(url: &str) -> &str {
     let rest = url.find("://").map_or(url, |i| &url[i + 3..]);
     rest.split('/').next().unwrap_or(rest)
 }

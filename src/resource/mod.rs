@@ -125,7 +125,7 @@
 mod challenge;
 mod extract;
 pub(crate) mod jsonrpc;
-mod layer;
+pub(crate) mod layer;
 pub(crate) mod policy;
 mod session;
 pub(crate) mod shape;
