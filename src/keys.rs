@@ -132,6 +132,9 @@ pub struct SigningKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwk: Jwk,
+    /// Generated in this process and never handed out ([`SigningKey::generate`]): the key
+    /// dies with the process. Keys loaded from PEM, DER or a store are durable.
+    generated: bool,
 }
 
 impl fmt::Debug for SigningKey {
@@ -147,10 +150,19 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Generates a fresh key from the operating system's random source.
     ///
+    /// The key lives in this process only: tokens it signed stop verifying when the process
+    /// restarts. An [`AuthorizationServer`](crate::server::AuthorizationServer) on a durable
+    /// store therefore refuses a ring of such keys unless told
+    /// [`ephemeral_keys`](crate::server::AuthorizationServerBuilder::ephemeral_keys); keys
+    /// loaded with [`from_pkcs8_pem`](Self::from_pkcs8_pem) or
+    /// [`from_pkcs8_der`](Self::from_pkcs8_der) come back after a restart and are accepted.
+    ///
     /// # Errors
     /// When the crypto backend cannot generate a key.
     pub fn generate(alg: SigningAlgorithm) -> Result<Self, KeyError> {
-        Ok(Self::generate_with_der(alg)?.0)
+        let mut key = Self::generate_with_der(alg)?.0;
+        key.generated = true;
+        Ok(key)
     }
 
     /// A fresh key and its PKCS#8 v1 DER, for a store to keep.
@@ -183,6 +195,7 @@ impl SigningKey {
             encoding,
             decoding,
             jwk,
+            generated: false,
         })
     }
 
@@ -215,6 +228,13 @@ impl SigningKey {
     #[must_use]
     pub fn jwk(&self) -> &Jwk {
         &self.jwk
+    }
+
+    /// Whether the key was generated in this process ([`generate`](Self::generate)) rather
+    /// than loaded (PEM, DER or a store), so that it is lost on a restart.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_generated(&self) -> bool {
+        self.generated
     }
 
     /// The key to verify signatures with.
@@ -323,6 +343,18 @@ impl KeyRing {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether the ring's keys die with this process: it is kept in a key store that is not
+    /// durable, or in no store and its current key was generated here
+    /// ([`KeyRing::generate`], [`SigningKey::generate`], [`rotate_fresh`](Self::rotate_fresh))
+    /// rather than loaded from PEM or DER.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_ephemeral(&self) -> bool {
+        match &self.shared {
+            Some(binding) => !binding.is_durable(),
+            None => self.current().is_generated(),
+        }
     }
 
     /// Makes `key` the signing key; the old one keeps verifying until it falls off the end

@@ -376,6 +376,12 @@ impl fmt::Debug for Binding {
 }
 
 impl Binding {
+    /// Whether the store keeps the keys beyond this process.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_durable(&self) -> bool {
+        self.store.is_durable()
+    }
+
     /// Loads the ring's keys from the store, creating the first key when there is none.
     /// `known` is the ring as loaded before, whose parsed keys are reused.
     async fn load(

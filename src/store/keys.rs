@@ -200,6 +200,14 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Deletes the retired keys of `ring` whose `publish_until` is at or before `now`; how
     /// many went. The current key is never pruned.
     async fn prune_keys(&self, ring: &str, now: u64) -> Result<u64, StoreError>;
+
+    /// Whether the keys outlive this process (on disk, or in a server other instances
+    /// share). `true` unless the store says otherwise; [`MemoryStore`] says `false`, so an
+    /// authorization server on a durable grant store refuses a ring kept in one (see
+    /// [`GrantStore::is_durable`](super::GrantStore::is_durable)).
+    fn is_durable(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -227,6 +235,10 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 
     async fn prune_keys(&self, ring: &str, now: u64) -> Result<u64, StoreError> {
         (**self).prune_keys(ring, now).await
+    }
+
+    fn is_durable(&self) -> bool {
+        (**self).is_durable()
     }
 }
 
@@ -261,6 +273,11 @@ impl MemoryKeys {
 
 #[async_trait]
 impl KeyStore for MemoryStore {
+    /// `false`: the keys are gone when the process ends.
+    fn is_durable(&self) -> bool {
+        false
+    }
+
     async fn load_keys(&self, ring: &str, now: u64) -> Result<Vec<StoredKey>, StoreError> {
         Ok(self.keys.lock().get(ring).map_or_else(Vec::new, |keys| {
             keys.iter().filter(|k| is_live(k, now)).cloned().collect()

@@ -257,6 +257,12 @@ impl ClientStore for MemoryStore {
 
 #[async_trait]
 impl GrantStore for MemoryStore {
+    /// `false`: everything is gone when the process ends, so a server on this store signs
+    /// with a key generated per process (and hands out no [`key_store`](Self::key_store)).
+    fn is_durable(&self) -> bool {
+        false
+    }
+
     async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError> {
         let mut s = self.lock();
         if s.codes.contains_key(&hash) {

@@ -605,6 +605,17 @@ impl GrantStore for RedisStore {
         Some(self)
     }
 
+    /// `true`: the state lives in the Redis server, shared by every instance.
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    /// The store itself: a server on it keeps its signing keys here too, so they survive
+    /// restarts and every instance signs with the same ring.
+    fn key_store(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn super::KeyStore>> {
+        Some(self)
+    }
+
     async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError> {
         let member = hash.to_hex();
         let (key, index) = (self.key("code", &member), self.index("codes"));

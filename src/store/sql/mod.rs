@@ -119,6 +119,8 @@ pub struct SqlStore<DB: Backend> {
     reader: Pool<DB>,
     timeout: Duration,
     path: Option<PathBuf>,
+    /// Whether the data outlives the process (all but a SQLite in-memory database).
+    durable: bool,
 }
 
 impl<DB: Backend> Clone for SqlStore<DB> {
@@ -128,6 +130,7 @@ impl<DB: Backend> Clone for SqlStore<DB> {
             reader: self.reader.clone(),
             timeout: self.timeout,
             path: self.path.clone(),
+            durable: self.durable,
         }
     }
 }
