@@ -14,8 +14,8 @@ use super::{
 };
 use crate::scope::ScopeSet;
 use crate::store::{
-    AuthorizationCode, CodeTake, GrantStore, KeyStore, PendingAuthorization, RateLimitStore, RefreshFamily,
-    RefreshLookup, Rotation, SecretHash, StoreError, StoreStats,
+    AuthorizationCode, CodeTake, GrantStore, KeyStore, PendingAuthorization, RateLimitStore,
+    RefreshFamily, RefreshLookup, Rotation, SecretHash, StoreError, StoreStats,
 };
 
 #[async_trait]
