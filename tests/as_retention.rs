@@ -471,6 +471,9 @@ async fn sweep_now_reports_errors_and_keeps_going() {
 
     #[async_trait]
     impl GrantStore for BrokenSweep {
+        fn is_durable(&self) -> bool {
+            self.0.is_durable()
+        }
         async fn put_code(
             &self,
             hash: mcp_oauth::store::SecretHash,

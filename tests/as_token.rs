@@ -1296,6 +1296,10 @@ fn down<T>() -> Result<T, StoreError> {
 
 #[async_trait]
 impl GrantStore for DownStore {
+    /// A test double that keeps nothing: the server signs with a key of its own.
+    fn is_durable(&self) -> bool {
+        false
+    }
     async fn put_code(&self, _: SecretHash, _: AuthorizationCode) -> Result<(), StoreError> {
         down()
     }
