@@ -269,18 +269,22 @@ impl AuthorizationServerBuilder {
     /// use mcp_oauth::authn::StaticUsers;
     /// use mcp_oauth::server::{AuthorizationServer, StaticClient};
     ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let server = AuthorizationServer::builder()
     ///     .authenticator(StaticUsers::new())
     ///     .client(StaticClient::confidential("rs-1", "rs-secret-0123456789abcdef", ["https://rs.example.com/cb"]))
     ///     .introspection_clients(["rs-1"])
     ///     .build()
+    ///     .await
     ///     .unwrap();
     /// # let _ = server;
     /// assert!(AuthorizationServer::builder()
     ///     .authenticator(StaticUsers::new())
     ///     .introspection_clients(["not-configured"])
     ///     .build()
+    ///     .await
     ///     .is_err());
+    /// # }
     /// ```
     pub fn introspection_clients<I, S>(mut self, client_ids: I) -> Self
     where

@@ -20,9 +20,11 @@
 //! use mcp_oauth::authn::StaticUsers;
 //! use mcp_oauth::server::AuthorizationServer;
 //!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new())
 //!     .build()
+//!     .await
 //!     .unwrap();
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("http://127.0.0.1:8000/mcp")
@@ -35,11 +37,10 @@
 //!     .route("/mcp", axum::routing::post(|| async { "mcp" }))
 //!     .layer(McpOAuthLayer::new(&cfg))
 //!     .merge(oauth_router(&cfg, &server));
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! // Inside the Tokio runtime that serves the app: sweeps expired state until dropped.
 //! let upkeep = server.start_upkeep();
 //! assert!(upkeep.is_running());
-//! # });
+//! # }
 //! ```
 //!
 //! Building the router starts nothing in the background: call
@@ -177,12 +178,14 @@ impl AuthorizationServer {
     /// use mcp_oauth::server::AuthorizationServer;
     /// use mcp_oauth::store::MemoryStore;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// // In production, the same PostgresStore or RedisStore for both (it is `Clone`).
+    /// // In production `.store(PostgresStore or RedisStore)` alone: the ring is then kept in
+    /// // it, and every instance sees the rotation.
     /// let server = AuthorizationServer::builder()
     ///     .authenticator(StaticUsers::new())
     ///     .store(MemoryStore::new())
     ///     .key_ring(KeyRing::from_store(MemoryStore::new()).open().await?)
-    ///     .build()?;
+    ///     .build()
+    ///     .await?;
     /// let before = server.key_ring().current().kid().to_owned();
     /// let outcome = server.rotate_signing_key().await?;
     /// assert_ne!(outcome.kid(), before);

@@ -46,8 +46,9 @@
 //!     .with_prefix("my-mcp:oauth:");
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
-//!     .store(store)
-//!     .build()?;
+//!     .store(store) // and the signing keys: every instance signs with one ring
+//!     .build()
+//!     .await?;
 //! # let _ = server;
 //! # Ok(())
 //! # }

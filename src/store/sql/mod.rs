@@ -52,12 +52,14 @@
 //! use mcp_oauth::server::AuthorizationServer;
 //! use mcp_oauth::store::sql::SqliteStore;
 //!
-//! // One file; created with its tables on first start, reopened as it is afterwards.
+//! // One file; created with its tables on first start, reopened as it is afterwards. It
+//! // keeps the signing keys too, so tokens survive a restart.
 //! let store = SqliteStore::open("mcp-oauth.db").await?;
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
 //!     .store(store)
-//!     .build()?;
+//!     .build()
+//!     .await?;
 //! # let _ = server;
 //! # Ok(())
 //! # }
