@@ -8,10 +8,14 @@
 //! Keys are ES256 (P-256) by default, or EdDSA (Ed25519). Key ids are RFC 7638 thumbprints.
 //!
 //! # Shared rings
-//! A ring built with [`KeyRing::new`] or [`KeyRing::generate`] lives in this process only.
-//! Several instances behind a load balancer need one ring: keep it in the store with
-//! [`KeyRing::from_store`] (any [`KeyStore`](crate::store::KeyStore): PostgreSQL, Redis,
-//! SQLite or memory). The first instance creates the key, the others load it; each reloads
+//! A ring built with [`KeyRing::generate`] lives in this process only (one built with
+//! [`KeyRing::new`] from a key loaded from PEM or DER comes back after a restart, but is not
+//! shared). Keys that survive restarts, and one ring for several instances behind a load
+//! balancer, come from a store: an
+//! [`AuthorizationServer`](crate::server::AuthorizationServer) on a durable store (SQLite,
+//! PostgreSQL, Redis) keeps its ring there by itself, and [`KeyRing::from_store`] opens one
+//! by hand (any [`KeyStore`](crate::store::KeyStore), with a ring name, rotation schedule or
+//! refresh of your choice). The first instance creates the key, the others load it; each reloads
 //! every 30 s and at once when a token names a key it does not hold (at most once per
 //! cooldown, so made-up key ids cannot make it hammer the store);
 //! [`KeyRing::rotate_fresh`] rotates for every instance with a compare-and-swap in the

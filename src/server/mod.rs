@@ -150,7 +150,8 @@ impl std::fmt::Debug for AuthorizationServer {
 }
 
 impl AuthorizationServer {
-    /// Starts a builder with safe defaults: in-memory store, a generated ES256 key, codes
+    /// Starts a builder with safe defaults: in-memory store, a generated ES256 key (kept in
+    /// the store instead when it is a durable one), codes
     /// living 60 s, access tokens 1 h, refresh tokens 30 days with a 30 s rotation grace,
     /// dynamic registration on.
     pub fn builder() -> AuthorizationServerBuilder {
@@ -166,8 +167,8 @@ impl AuthorizationServer {
     /// Generates a new signing key and makes it current; tokens signed with the old key
     /// keep verifying until they expire.
     ///
-    /// With a ring kept in a store ([`KeyRing::from_store`]) this is a compare-and-swap in
-    /// the store: every instance signs with the new key after its next reload (30 s by
+    /// With a ring kept in a store (the default on a durable store, or
+    /// [`KeyRing::from_store`]) this is a compare-and-swap in the store: every instance signs with the new key after its next reload (30 s by
     /// default) and verifies it at once, and of instances rotating at the same moment one
     /// wins ([`RotationOutcome::Superseded`](crate::keys::RotationOutcome::Superseded) for
     /// the others). Otherwise it rotates this process's ring.

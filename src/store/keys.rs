@@ -123,10 +123,13 @@ pub enum KeyRotation {
 /// Signing keys shared by every instance of a deployment.
 ///
 /// Several instances of one authorization server must sign with one key and verify with the
-/// same set of keys, and a rotation done by one must reach all. So the key ring itself lives
-/// in the store, and every instance loads it from there with
+/// same set of keys, and a rotation done by one must reach all; and the keys must outlive a
+/// restart as the grants do. So the key ring itself lives in the store, and every instance
+/// loads it from there with
 /// [`KeyRing::from_store`](crate::keys::KeyRing::from_store), which also reloads it when
-/// another instance rotated.
+/// another instance rotated. An authorization server does this by itself on a grant store
+/// that hands out its key store ([`GrantStore::key_store`](super::GrantStore::key_store)),
+/// as every built-in durable store does.
 ///
 /// Keys are grouped into named **rings** (the authorization server uses `"default"`), so
 /// several authorization servers can share one database. The two state changes are single

@@ -15,8 +15,8 @@ use crate::scope::ScopeSet;
 const TOMBSTONE_SECS: u64 = 24 * 3600 + super::REVOCATION_HORIZON_SLACK;
 
 /// The in-memory store: the default, for one instance. Everything is lost on restart, so
-/// registered clients must register again; use a durable store for anything that must
-/// survive one.
+/// registered clients must register again (and an authorization server on it signs with a
+/// key generated per process); use a durable store for anything that must survive one.
 ///
 /// All state sits behind one mutex, so every trait method is trivially atomic.
 ///

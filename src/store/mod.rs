@@ -19,9 +19,15 @@
 //! holds the contract every implementation must pass — run it against your own store with one
 //! call.
 //!
-//! The signing keys can live in the store too ([`KeyStore`], implemented by every built-in
-//! store), so that instances sharing a store sign and verify with one key ring and a rotation
-//! by one reaches all; see [`KeyRing::from_store`](crate::keys::KeyRing::from_store).
+//! The signing keys live in the store too ([`KeyStore`], implemented by every built-in
+//! store), so that they survive restarts, instances sharing a store sign and verify with one
+//! key ring, and a rotation by one reaches all. A store says whether it is durable
+//! ([`GrantStore::is_durable`]; only [`MemoryStore`] and an in-memory SQLite store are not)
+//! and hands out its key store ([`GrantStore::key_store`]); an authorization server on a
+//! durable store then keeps its keys there unless given others, and refuses to start with
+//! keys that would die with the process unless told
+//! [`ephemeral_keys`](crate::server::AuthorizationServerBuilder::ephemeral_keys). See
+//! [`KeyRing::from_store`](crate::keys::KeyRing::from_store) to open a ring by hand.
 //!
 //! So can the authorization server's per-address rate-limit counters ([`RateLimitStore`],
 //! offered by PostgreSQL and Redis through [`GrantStore::rate_limit_store`]), so that every

@@ -1,5 +1,5 @@
 //! Durable stores on SQL databases, through [`sqlx`]: [`SqliteStore`] (feature `sqlite`) keeps
-//! everything in one SQLite file and is the choice for a single instance that must survive
+//! everything (signing keys included) in one SQLite file and is the choice for a single instance that must survive
 //! restarts; [`PostgresStore`] (feature `postgres`) is shared by every instance of a
 //! deployment.
 //!
