@@ -1,7 +1,7 @@
 //! Durable stores on SQL databases, through [`sqlx`]: [`SqliteStore`] (feature `sqlite`) keeps
-//! everything (signing keys included) in one SQLite file and is the choice for a single instance that must survive
-//! restarts; [`PostgresStore`] (feature `postgres`) is shared by every instance of a
-//! deployment.
+//! everything (the signing keys too) in one SQLite file and is the choice for a single
+//! instance that must survive restarts; [`PostgresStore`] (feature `postgres`) is shared by
+//! every instance of a deployment.
 //!
 //! Both implement [`ClientStore`](super::ClientStore) and [`GrantStore`](super::GrantStore)
 //! with exactly the semantics of [`MemoryStore`](super::MemoryStore), and pass the
