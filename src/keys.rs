@@ -327,7 +327,8 @@ impl KeyRing {
         }
     }
 
-    /// A ring with a freshly generated key.
+    /// A ring with a freshly generated key, which lives in this process only (see
+    /// [`SigningKey::generate`]).
     ///
     /// # Errors
     /// When key generation fails.

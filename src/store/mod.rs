@@ -721,7 +721,8 @@ pub trait GrantStore: Send + Sync + 'static {
     /// after a restart while the grants behind them live on: given no
     /// [`key_ring`](crate::server::AuthorizationServerBuilder::key_ring), it keeps the keys
     /// in this store's [`key_store`](Self::key_store); it refuses to build when there is none,
-    /// or when the key ring it was given holds a key generated in this process, unless told
+    /// or when the key ring it was given lives in this process only (a generated key, or a
+    /// ring kept in a [`MemoryStore`]), unless told
     /// [`ephemeral_keys`](crate::server::AuthorizationServerBuilder::ephemeral_keys).
     fn is_durable(&self) -> bool {
         true
