@@ -54,12 +54,13 @@ fn now() -> u64 {
 }
 
 /// The quickstart app with a pre-registered public client and no token rate limit.
-fn app(auto_approve: bool) -> (Router, AuthorizationServer, String) {
+async fn app(auto_approve: bool) -> (Router, AuthorizationServer, String) {
     let server = quickstart_app::authorization_server(auto_approve, "demo", "bench-password")
         .client(StaticClient::public(CLIENT_ID, [REDIRECT]))
         .token_rate_limit(RateLimit::unlimited())
         .authorize_rate_limit(RateLimit::unlimited())
         .build()
+        .await
         .unwrap();
     let (app, config) = quickstart_app::app(&format!("http://{ADDR}"), server.clone());
     let resource = config.resource().to_owned();
@@ -195,7 +196,7 @@ fn benches(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(2));
     group.measurement_time(Duration::from_secs(8));
 
-    let (router, server, resource) = app(false);
+    let (router, server, resource) = rt.block_on(app(false));
     let counter = AtomicU64::new(0);
     group.bench_function("code_exchange", |b| {
         b.to_async(&rt).iter_custom(|iters| {
@@ -248,7 +249,7 @@ fn benches(c: &mut Criterion) {
     group.sample_size(30);
     group.warm_up_time(Duration::from_secs(2));
     group.measurement_time(Duration::from_secs(10));
-    let (router, _, _) = app(true);
+    let (router, _, _) = rt.block_on(app(true));
     let counter = AtomicU64::new(0);
     group.bench_function("full", |b| {
         b.to_async(&rt).iter_custom(|iters| {

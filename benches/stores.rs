@@ -104,7 +104,7 @@ struct Bench {
     n: std::sync::atomic::AtomicU64,
 }
 
-fn app<S: ClientStore + GrantStore>(store: S) -> Bench {
+async fn app<S: ClientStore + GrantStore>(store: S) -> Bench {
     let server = AuthorizationServer::builder()
         .authenticator(InsecureAutoApprove::new("alice"))
         .client(StaticClient::public(CLIENT_ID, [REDIRECT]))
@@ -112,6 +112,7 @@ fn app<S: ClientStore + GrantStore>(store: S) -> Bench {
         .authorize_rate_limit(RateLimit::unlimited())
         .store(store)
         .build()
+        .await
         .unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(format!("{ISSUER}/mcp"))
@@ -298,14 +299,14 @@ fn stores(c: &mut Criterion) {
         .build()
         .unwrap();
 
-    run_store(c, &rt, "memory", app(MemoryStore::new()));
+    run_store(c, &rt, "memory", rt.block_on(app(MemoryStore::new())));
 
     let dir = std::env::temp_dir().join(unique("mcp_oauth_bench"));
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = rt
         .block_on(SqliteStore::open(dir.join("oauth.db")))
         .unwrap();
-    run_store(c, &rt, "sqlite", app(sqlite));
+    run_store(c, &rt, "sqlite", rt.block_on(app(sqlite)));
     let _ = std::fs::remove_dir_all(&dir);
 
     let pg_url = env_or(
@@ -330,7 +331,7 @@ fn stores(c: &mut Criterion) {
     });
     match pg {
         Some((store, admin)) => {
-            run_store(c, &rt, "postgres", app(store));
+            run_store(c, &rt, "postgres", rt.block_on(app(store)));
             rt.block_on(async {
                 let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
@@ -346,7 +347,12 @@ fn stores(c: &mut Criterion) {
     let prefix = format!("{}:", unique("bench"));
     match rt.block_on(RedisStore::connect(&redis_url)) {
         Ok(store) => {
-            run_store(c, &rt, "redis", app(store.with_prefix(prefix.clone())));
+            run_store(
+                c,
+                &rt,
+                "redis",
+                rt.block_on(app(store.with_prefix(prefix.clone()))),
+            );
             rt.block_on(redis_cleanup(&redis_url, &prefix));
         }
         Err(e) => eprintln!("stores/redis: skipped: {e}"),

@@ -23,7 +23,6 @@ use axum::Router;
 use axum::serve::ListenerExt as _;
 use clap::Parser;
 use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
-use mcp_oauth::keys::KeyRing;
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::scope::ScopeSet;
 use mcp_oauth::server::{AuthorizationServer, StaticClient, UpkeepHandle};
@@ -209,13 +208,11 @@ async fn app(
         server = server.client(client.with_name("Pre-registered client"));
     }
     if args.store != "memory" {
-        // Clients, grants and the signing keys all persist: a restart signs nobody out.
-        let store = SqliteStore::open(&args.store).await?;
-        server = server
-            .key_ring(KeyRing::from_store(store.clone()).open().await?)
-            .store(store);
+        // Clients, grants and the signing keys (kept in the same file by `build`) all
+        // persist: a restart signs nobody out.
+        server = server.store(SqliteStore::open(&args.store).await?);
     }
-    let server = server.build()?;
+    let server = server.build().await?;
     let config = McpOAuthConfig::builder()
         .resource(format!("{public}/mcp"))
         .issuer(public)

@@ -142,10 +142,11 @@ fn config(public: &str, server: &AuthorizationServer) -> McpOAuthConfigBuilder {
 }
 
 /// Everything the library is asked for: `/mcp`, `/admin/stats` and the OAuth endpoints.
-fn app(public: &str, user: &str, password: &str) -> Result<(Router, UpkeepHandle), BoxError> {
+async fn app(public: &str, user: &str, password: &str) -> Result<(Router, UpkeepHandle), BoxError> {
     let server = AuthorizationServer::builder()
         .authenticator(StaticUsers::new().with_password(user, password))
-        .build()?;
+        .build()
+        .await?;
     // Lazy authentication: clients connect and list tools without a token.
     let policy = AccessPolicy::new()
         .lazy()
@@ -194,7 +195,7 @@ async fn main() -> Result<(), BoxError> {
         None => format!("http://{bound}"),
     };
     let password = args.demo_password.clone().unwrap_or_else(random_password);
-    let (app, _upkeep) = app(&public, &args.demo_user, &password)?;
+    let (app, _upkeep) = app(&public, &args.demo_user, &password).await?;
 
     println!("mcp-oauth scoped_tools\n  MCP server URL: {public}/mcp");
     println!(

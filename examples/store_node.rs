@@ -206,7 +206,7 @@ async fn main() -> Result<(), BoxError> {
             .login_rate_limit(off())
             .authorize_rate_limit(off());
     }
-    let server = with_store(builder, &args).await?.build()?;
+    let server = with_store(builder, &args).await?.build().await?;
     let config = McpOAuthConfig::builder()
         .resource(format!("{issuer}/mcp"))
         .issuer(&issuer)

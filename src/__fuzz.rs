@@ -93,6 +93,14 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// The single-threaded runtime a harness serves (and builds its server) on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime")
+}
+
 struct Harness {
     rt: tokio::runtime::Runtime,
     app: Router,
@@ -101,7 +109,8 @@ struct Harness {
 
 impl Harness {
     fn oauth() -> Self {
-        let server = AuthorizationServer::builder()
+        let rt = runtime();
+        let builder = AuthorizationServer::builder()
             .authenticator(InsecureAutoApprove::new("alice"))
             .client(StaticClient::public(PUBLIC_CLIENT, [REDIRECT]))
             .client(StaticClient::confidential(
@@ -116,8 +125,9 @@ impl Harness {
             .login_rate_limit(RateLimit::unlimited())
             .authorize_rate_limit(RateLimit::unlimited())
             .login_account_rate_limit(RateLimit::unlimited())
-            .login_account_total_rate_limit(RateLimit::unlimited())
-            .build()
+            .login_account_total_rate_limit(RateLimit::unlimited());
+        let server = rt
+            .block_on(builder.build())
             .expect("the fuzzing authorization server builds");
         let cfg = McpOAuthConfig::builder()
             .resource(RESOURCE)
@@ -127,7 +137,11 @@ impl Harness {
             .authorization_server(&server)
             .build()
             .expect("the fuzzing config builds");
-        Self::new(oauth_router(&cfg, &server))
+        Self {
+            rt,
+            app: oauth_router(&cfg, &server),
+            served: 0,
+        }
     }
 
     fn layer() -> Self {
@@ -154,11 +168,11 @@ impl Harness {
     }
 
     fn new(app: Router) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a tokio runtime");
-        Self { rt, app, served: 0 }
+        Self {
+            rt: runtime(),
+            app,
+            served: 0,
+        }
     }
 
     fn send(&mut self, req: Request<Body>) -> Answer {

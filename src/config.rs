@@ -115,6 +115,19 @@ pub enum ConfigError {
         /// The least retention that is safe.
         needed: Duration,
     },
+    /// The authorization server's store outlives the process but its signing keys would not,
+    /// so every access token it issued would be refused after a restart while the grants
+    /// behind them live on. Keep the keys in the store (give no key ring, on a store whose
+    /// [`GrantStore::key_store`](crate::store::GrantStore::key_store) offers one), pass keys
+    /// that survive a restart with `.key_ring(..)`, or accept that a restart signs everyone
+    /// out with `.ephemeral_keys()`.
+    #[error(
+        "the store is durable but the signing keys are not: {reason}, so every access token would be refused after a restart; pass durable keys with `.key_ring(KeyRing::from_store(store).open().await?)` (or `KeyRing::new(SigningKey::from_pkcs8_pem(..)?)`), or call `.ephemeral_keys()` to accept that a restart signs everyone out"
+    )]
+    EphemeralKeys {
+        /// Why the keys would not survive.
+        reason: EphemeralKeysReason,
+    },
     /// A configured client is not acceptable.
     #[error("invalid client {client_id:?}: {problem}")]
     InvalidClient {
@@ -202,6 +215,27 @@ pub enum ClientProblem {
         "introspection clients must be configured with `.client(StaticClient::confidential(..))`"
     )]
     IntrospectionClientNotConfigured,
+}
+
+/// Why the signing keys would not survive a restart ([`ConfigError::EphemeralKeys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EphemeralKeysReason {
+    /// No key ring was given, and the grant store offers no
+    /// [`key_store`](crate::store::GrantStore::key_store) to keep the keys in.
+    #[error(
+        "no key ring was given and the grant store offers no key store (`GrantStore::key_store`) to keep them in"
+    )]
+    NoKeyStore,
+    /// The key ring given lives in this process only: its current key was generated here
+    /// ([`KeyRing::generate`], [`SigningKey::generate`](crate::keys::SigningKey::generate))
+    /// rather than loaded from PEM or DER, or it is kept in a key store that is not
+    /// durable ([`KeyStore::is_durable`](crate::store::KeyStore::is_durable), e.g. a
+    /// [`MemoryStore`](crate::store::MemoryStore)).
+    #[error(
+        "the key ring given lives in this process only (a key from `KeyRing::generate` / `SigningKey::generate`, or a ring kept in a `MemoryStore`)"
+    )]
+    EphemeralKeyRing,
 }
 
 /// A named compatibility switch: behaviour the specs do not ask for but some real client or

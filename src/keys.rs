@@ -8,10 +8,14 @@
 //! Keys are ES256 (P-256) by default, or EdDSA (Ed25519). Key ids are RFC 7638 thumbprints.
 //!
 //! # Shared rings
-//! A ring built with [`KeyRing::new`] or [`KeyRing::generate`] lives in this process only.
-//! Several instances behind a load balancer need one ring: keep it in the store with
-//! [`KeyRing::from_store`] (any [`KeyStore`](crate::store::KeyStore): PostgreSQL, Redis,
-//! SQLite or memory). The first instance creates the key, the others load it; each reloads
+//! A ring built with [`KeyRing::generate`] lives in this process only (one built with
+//! [`KeyRing::new`] from a key loaded from PEM or DER comes back after a restart, but is not
+//! shared). Keys that survive restarts, and one ring for several instances behind a load
+//! balancer, come from a store: an
+//! [`AuthorizationServer`](crate::server::AuthorizationServer) on a durable store (SQLite,
+//! PostgreSQL, Redis) keeps its ring there by itself, and [`KeyRing::from_store`] opens one
+//! by hand (any [`KeyStore`](crate::store::KeyStore), with a ring name, rotation schedule or
+//! refresh of your choice). The first instance creates the key, the others load it; each reloads
 //! every 30 s and at once when a token names a key it does not hold (at most once per
 //! cooldown, so made-up key ids cannot make it hammer the store);
 //! [`KeyRing::rotate_fresh`] rotates for every instance with a compare-and-swap in the
@@ -132,6 +136,9 @@ pub struct SigningKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwk: Jwk,
+    /// Generated in this process and never handed out ([`SigningKey::generate`]): the key
+    /// dies with the process. Keys loaded from PEM, DER or a store are durable.
+    generated: bool,
 }
 
 impl fmt::Debug for SigningKey {
@@ -147,10 +154,19 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Generates a fresh key from the operating system's random source.
     ///
+    /// The key lives in this process only: tokens it signed stop verifying when the process
+    /// restarts. An [`AuthorizationServer`](crate::server::AuthorizationServer) on a durable
+    /// store therefore refuses a ring of such keys unless told
+    /// [`ephemeral_keys`](crate::server::AuthorizationServerBuilder::ephemeral_keys); keys
+    /// loaded with [`from_pkcs8_pem`](Self::from_pkcs8_pem) or
+    /// [`from_pkcs8_der`](Self::from_pkcs8_der) come back after a restart and are accepted.
+    ///
     /// # Errors
     /// When the crypto backend cannot generate a key.
     pub fn generate(alg: SigningAlgorithm) -> Result<Self, KeyError> {
-        Ok(Self::generate_with_der(alg)?.0)
+        let mut key = Self::generate_with_der(alg)?.0;
+        key.generated = true;
+        Ok(key)
     }
 
     /// A fresh key and its PKCS#8 v1 DER, for a store to keep.
@@ -183,6 +199,7 @@ impl SigningKey {
             encoding,
             decoding,
             jwk,
+            generated: false,
         })
     }
 
@@ -215,6 +232,13 @@ impl SigningKey {
     #[must_use]
     pub fn jwk(&self) -> &Jwk {
         &self.jwk
+    }
+
+    /// Whether the key was generated in this process ([`generate`](Self::generate)) rather
+    /// than loaded (PEM, DER or a store), so that it is lost on a restart.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_generated(&self) -> bool {
+        self.generated
     }
 
     /// The key to verify signatures with.
@@ -310,7 +334,8 @@ impl KeyRing {
         }
     }
 
-    /// A ring with a freshly generated key.
+    /// A ring with a freshly generated key, which lives in this process only (see
+    /// [`SigningKey::generate`]).
     ///
     /// # Errors
     /// When key generation fails.
@@ -330,6 +355,18 @@ impl KeyRing {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether the ring's keys die with this process: it is kept in a key store that is not
+    /// durable, or in no store and its current key was generated here
+    /// ([`KeyRing::generate`], [`SigningKey::generate`], [`rotate_fresh`](Self::rotate_fresh))
+    /// rather than loaded from PEM or DER.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_ephemeral(&self) -> bool {
+        match &self.shared {
+            Some(binding) => !binding.is_durable(),
+            None => self.current().is_generated(),
+        }
     }
 
     /// Makes `key` the signing key; the old one keeps verifying until it falls off the end

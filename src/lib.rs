@@ -44,7 +44,8 @@
 //!
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
-//!     .build()?;
+//!     .build()
+//!     .await?;
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("https://mcp.example.com/mcp")
 //!     .scope("files:read", "Read your files")

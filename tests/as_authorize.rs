@@ -60,12 +60,12 @@ impl std::ops::Deref for Cfg {
     }
 }
 
-fn config(server: AuthorizationServerBuilder) -> Cfg {
-    config_with(server, ISSUER, RESOURCE)
+async fn config(server: AuthorizationServerBuilder) -> Cfg {
+    config_with(server, ISSUER, RESOURCE).await
 }
 
-fn config_with(server: AuthorizationServerBuilder, issuer: &str, resource: &str) -> Cfg {
-    let server = server.build().unwrap();
+async fn config_with(server: AuthorizationServerBuilder, issuer: &str, resource: &str) -> Cfg {
+    let server = server.build().await.unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(resource)
         .resource(format!("{resource}2"))
@@ -322,7 +322,7 @@ async fn login_and_consent_issue_a_code_bound_to_the_request() {
     let server = AuthorizationServer::builder()
         .authenticator(StaticUsers::new().with_password("alice", "pw"))
         .client(StaticClient::public("c1", ["http://127.0.0.1/callback"]));
-    let cfg = config(server);
+    let cfg = config(server).await;
     let mut b = Browser::new(&cfg);
 
     let login = b.get(&authorize_url(&[("scope", "read write")])).await;
@@ -400,7 +400,7 @@ async fn login_and_consent_issue_a_code_bound_to_the_request() {
 
 #[tokio::test]
 async fn deny_redirects_access_denied_with_state_and_iss() {
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     let consent = b.reach_consent(&authorize_url(&[])).await;
     let res = b.decide(&consent, "deny").await;
@@ -409,7 +409,7 @@ async fn deny_redirects_access_denied_with_state_and_iss() {
 
 #[tokio::test]
 async fn a_consent_decision_cannot_be_replayed() {
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     let consent = b.reach_consent(&authorize_url(&[])).await;
     let cookies = b.cookies.clone();
@@ -425,7 +425,7 @@ async fn a_consent_decision_cannot_be_replayed() {
 
 #[tokio::test]
 async fn csrf_token_missing_wrong_or_from_another_request_is_refused() {
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut a = Browser::new(&cfg);
     let mut b = Browser::new(&cfg);
     let consent_a = a.reach_consent(&authorize_url(&[])).await;
@@ -477,7 +477,7 @@ async fn csrf_token_missing_wrong_or_from_another_request_is_refused() {
 
 #[tokio::test]
 async fn login_form_checks_csrf_and_cookie_too() {
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut a = Browser::new(&cfg);
     let login = a.get(&authorize_url(&[])).await;
     let res = a
@@ -513,7 +513,7 @@ async fn login_form_checks_csrf_and_cookie_too() {
 
 #[tokio::test]
 async fn login_attempts_are_rate_limited() {
-    let cfg = config(server().login_rate_limit(RateLimit::per_minute(1)));
+    let cfg = config(server().login_rate_limit(RateLimit::per_minute(1))).await;
     let mut b = Browser::new(&cfg);
     let login = b.get(&authorize_url(&[])).await;
     let first = b.login(&login, "alice", "wrong").await;
@@ -533,7 +533,8 @@ async fn client_and_redirect_uri_are_checked_before_any_redirect() {
     let cfg = config(server().client(StaticClient::public(
         "two",
         ["https://app.example.com/cb", "https://app.example.com/cb2"],
-    )));
+    )))
+    .await;
     let mut b = Browser::new(&cfg);
     for (label, url) in [
         ("unknown client", authorize_url(&[("client_id", "nobody")])),
@@ -593,7 +594,7 @@ async fn client_and_redirect_uri_are_checked_before_any_redirect() {
 
 #[tokio::test]
 async fn loopback_redirect_matches_on_any_port_and_missing_redirect_uses_the_only_one() {
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev"))).await;
     let mut b = Browser::new(&cfg);
     for port_uri in [
         "http://127.0.0.1:1/callback",
@@ -627,7 +628,7 @@ async fn pkce_is_required_and_only_s256() {
     // redirector (issue 8 item 5): here the authenticator approves everyone. (Updated: this
     // test used StaticUsers, whose never-approved users now get an error page instead; see
     // tests/as_authorize_least_privilege.rs.)
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev"))).await;
     let mut b = Browser::new(&cfg);
     for extra in [
         [("code_challenge", ""), ("code_challenge_method", "")],
@@ -668,7 +669,7 @@ async fn pkce_is_required_and_only_s256() {
 #[tokio::test]
 async fn response_type_other_parameters_and_duplicates() {
     // Redirected errors: see `pkce_is_required_and_only_s256` (updated for issue 8 item 5).
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev"))).await;
     let mut b = Browser::new(&cfg);
     assert_error_redirect(
         &b.get(&authorize_url(&[("response_type", "token")])).await,
@@ -710,7 +711,7 @@ async fn response_type_other_parameters_and_duplicates() {
 
 #[tokio::test]
 async fn resource_must_be_ours_and_defaults_to_the_canonical_one() {
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev"))).await;
     let mut b = Browser::new(&cfg);
     for other in [
         "https://other.example.com/mcp",
@@ -740,7 +741,7 @@ async fn resource_must_be_ours_and_defaults_to_the_canonical_one() {
 
 #[tokio::test]
 async fn unknown_scopes_are_dropped_and_none_means_the_defaults() {
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev"))).await;
     let mut b = Browser::new(&cfg);
     for (requested, granted) in [
         ("write bogus openid offline_access", "write"),
@@ -765,7 +766,8 @@ async fn state_is_echoed_verbatim_and_iss_appended_to_an_existing_query() {
                 "q",
                 ["https://app.example.com/cb?tenant=a%20b"],
             )),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let state = "a b&c=d/é+%25;\"<x>";
     let res = b
@@ -802,7 +804,7 @@ async fn state_is_echoed_verbatim_and_iss_appended_to_an_existing_query() {
 
 #[tokio::test]
 async fn insecure_auto_approve_answers_get_authorize_with_the_code() {
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev-user")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev-user"))).await;
     let mut b = Browser::new(&cfg);
     let res = b.get(&authorize_url(&[])).await;
     assert_eq!(res.status, StatusCode::FOUND);
@@ -846,7 +848,7 @@ async fn host_session_redirects_strangers_and_shows_consent_to_known_users() {
             })
         }
     });
-    let cfg = config(server().authenticator(auth));
+    let cfg = config(server().authenticator(auth)).await;
     let mut b = Browser::new(&cfg);
     let res = b.get(&authorize_url(&[])).await;
     assert_eq!(res.status, StatusCode::FOUND);
@@ -878,7 +880,8 @@ async fn host_session_redirects_strangers_and_shows_consent_to_known_users() {
         server()
             .authenticator(session_alice())
             .remember_consent(true),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let consent = b.get(&authorize_url(&[])).await;
@@ -909,7 +912,7 @@ fn session_alice() -> impl mcp_oauth::authn::UserAuthenticator {
 
 #[tokio::test]
 async fn remembered_consent_skips_the_page_for_the_same_or_fewer_scopes() {
-    let cfg = config(server().remember_consent(true));
+    let cfg = config(server().remember_consent(true)).await;
     let mut b = Browser::new(&cfg);
     let consent = b
         .reach_consent(&authorize_url(&[("scope", "read write")]))
@@ -939,7 +942,7 @@ async fn remembered_consent_skips_the_page_for_the_same_or_fewer_scopes() {
     assert!(res.body.contains("value=\"approve\""));
 
     // Without remember_consent nothing is skipped.
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     let consent = b.reach_consent(&authorize_url(&[])).await;
     assert_eq!(
@@ -960,7 +963,8 @@ async fn client_name_is_escaped_and_loopback_warning_only_for_loopback_clients()
             StaticClient::public("web", ["https://app.example.com/cb"])
                 .with_name("<script>alert('x')</script>"),
         ),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let url = authorize_url(&[
         ("client_id", "web"),
@@ -1010,7 +1014,8 @@ async fn https_issuer_uses_a_host_prefixed_secure_cookie() {
         server(),
         "https://auth.example.com",
         "https://mcp.example.com/mcp",
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let login = b
         .get(&authorize_url(&[(
@@ -1042,7 +1047,8 @@ async fn issuer_with_a_path_serves_the_endpoint_under_it() {
         server().authenticator(InsecureAutoApprove::new("dev")),
         "http://127.0.0.1:8000/tenant/a",
         RESOURCE,
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let url = authorize_url(&[]).replacen("/authorize", "/tenant/a/authorize", 1);
     let res = b.get(&url).await;
@@ -1059,7 +1065,7 @@ async fn issuer_with_a_path_serves_the_endpoint_under_it() {
 
 #[tokio::test]
 async fn the_code_is_redeemed_at_the_token_endpoint() {
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     let consent = b
         .reach_consent(&authorize_url(&[("scope", "read write")]))

@@ -63,8 +63,8 @@ impl std::ops::Deref for Cfg {
     }
 }
 
-fn config(server: AuthorizationServerBuilder) -> Cfg {
-    let server = server.build().unwrap();
+async fn config(server: AuthorizationServerBuilder) -> Cfg {
+    let server = server.build().await.unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(RESOURCE)
         .resource(RESOURCE2)
@@ -330,7 +330,8 @@ fn session_alice() -> impl UserAuthenticator {
 #[tokio::test]
 async fn user_ceiling_caps_the_grant_and_the_consent_page_says_what_is_withheld() {
     let cfg =
-        config(server().authenticator(users().with_user_scopes("alice", scopes("read write"))));
+        config(server().authenticator(users().with_user_scopes("alice", scopes("read write"))))
+            .await;
     let mut b = Browser::new(&cfg);
     let login = b.get(&authorize_url(&[("scope", "read admin")])).await;
     let consent = b.login(&login, "alice", "pw").await;
@@ -351,7 +352,8 @@ async fn user_ceiling_caps_the_grant_and_the_consent_page_says_what_is_withheld(
 // the user acted), no code.
 #[tokio::test]
 async fn nothing_grantable_for_the_user_is_invalid_scope() {
-    let cfg = config(server().authenticator(users().with_user_scopes("alice", scopes("read"))));
+    let cfg =
+        config(server().authenticator(users().with_user_scopes("alice", scopes("read")))).await;
     let mut b = Browser::new(&cfg);
     let login = b.get(&authorize_url(&[("scope", "admin")])).await;
     let res = b.login(&login, "alice", "pw").await;
@@ -366,7 +368,8 @@ async fn nothing_grantable_for_the_user_is_invalid_scope() {
         |_: &http::request::Parts| async {
             Some(User::new("bob").with_allowed_scopes(scopes("read")))
         },
-    )));
+    )))
+    .await;
     let mut b = Browser::new(&cfg);
     let res = b.get(&authorize_url(&[("scope", "admin write")])).await;
     res.assert_page(StatusCode::BAD_REQUEST);
@@ -376,7 +379,7 @@ async fn nothing_grantable_for_the_user_is_invalid_scope() {
 // issue 8 item 4: a DCR `scope` is the client's ceiling.
 #[tokio::test]
 async fn registered_scope_is_the_clients_ceiling() {
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev"))).await;
     let mut b = Browser::new(&cfg);
     let id = b
         .register_id(serde_json::json!({
@@ -402,7 +405,8 @@ async fn registered_scope_is_the_clients_ceiling() {
         server()
             .authenticator(InsecureAutoApprove::new("dev"))
             .client(StaticClient::public("ro", [CALLBACK]).with_scope(scopes("read"))),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let res = b
         .get(&authorize_url(&[
@@ -446,7 +450,8 @@ async fn scope_policy_decides_per_user_client_and_resource() {
         server()
             .authenticator(InsecureAutoApprove::new("dev"))
             .scope_policy(StaffOnlyAdmin(seen.clone())),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let res = b
         .get(&authorize_url(&[
@@ -462,7 +467,8 @@ async fn scope_policy_decides_per_user_client_and_resource() {
         server()
             .authenticator(InsecureAutoApprove::new("staff"))
             .scope_policy(StaffOnlyAdmin(seen.clone())),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let res = b.get(&authorize_url(&[("scope", "read admin")])).await;
     let code = code_record(&cfg, &res.redirect_params()["code"]).await;
@@ -477,7 +483,7 @@ async fn scope_policy_decides_per_user_client_and_resource() {
 // user sees a page. Before: 302 to https://evil.example/cb.
 #[tokio::test]
 async fn broken_request_for_a_never_approved_client_renders_a_page() {
-    let cfg = config(server().remember_consent(true));
+    let cfg = config(server().remember_consent(true)).await;
     let mut b = Browser::new(&cfg);
     let evil = "https://evil.example/cb";
     let id = b
@@ -520,7 +526,8 @@ async fn broken_request_for_an_approved_client_redirects() {
         server()
             .authenticator(session_alice())
             .remember_consent(true),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let broken = authorize_url(&[("response_type", "token")]);
@@ -543,7 +550,7 @@ async fn broken_request_for_an_approved_client_redirects() {
 // `search-ms:` and `jar:` were all registered.
 #[tokio::test]
 async fn custom_redirect_schemes_follow_rfc_8252() {
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     for ok in [
         "cursor://anysphere.cursor-mcp/oauth/callback",
@@ -572,7 +579,7 @@ async fn custom_redirect_schemes_follow_rfc_8252() {
     }
 
     // The allow-list is configurable; OS handlers stay refused even when listed.
-    let cfg = config(server().redirect_schemes(["myapp", "ms-settings"]));
+    let cfg = config(server().redirect_schemes(["myapp", "ms-settings"])).await;
     let mut b = Browser::new(&cfg);
     let res = b
         .register(serde_json::json!({ "redirect_uris": ["myapp://callback"] }))
@@ -588,6 +595,7 @@ async fn custom_redirect_schemes_follow_rfc_8252() {
             .authenticator(users())
             .client(StaticClient::public("x", ["myapp://cb"]))
             .build()
+            .await
             .is_err()
     );
 }
@@ -619,7 +627,8 @@ async fn authorize_refuses_a_stored_os_handler_redirect() {
         server()
             .authenticator(InsecureAutoApprove::new("dev"))
             .store(store),
-    );
+    )
+    .await;
     let server = &cfg.server;
     for (id, uri) in [
         ("old1", "search-ms:query=x"),
@@ -651,7 +660,8 @@ async fn authorize_is_rate_limited() {
         server()
             .authenticator(InsecureAutoApprove::new("dev"))
             .authorize_rate_limit(RateLimit::per_minute(2)),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     for _ in 0..2 {
         assert_eq!(b.get(&authorize_url(&[])).await.status, StatusCode::FOUND);
@@ -677,7 +687,7 @@ async fn authorize_is_rate_limited() {
 // and redirect are trusted, else a page. Before: any length was accepted (and echoed).
 #[tokio::test]
 async fn parameters_have_length_caps() {
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev"))).await;
     let mut b = Browser::new(&cfg);
     let long = |n: usize| "a".repeat(n);
     for (name, n) in [
@@ -716,7 +726,7 @@ async fn parameters_have_length_caps() {
         .await;
     res.assert_page(StatusCode::BAD_REQUEST);
     // For a never-approved client the too-long state gives a page, not a redirect.
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     let res = b.get(&authorize_url(&[("state", &long(5000))])).await;
     res.assert_page(StatusCode::BAD_REQUEST);
@@ -730,7 +740,8 @@ async fn failed_logins_are_throttled_per_account() {
         server()
             .login_rate_limit(RateLimit::unlimited())
             .login_account_rate_limit(RateLimit::per_minute(1).with_burst(3)),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let mut page = b.get(&authorize_url(&[])).await;
     for _ in 0..3 {
@@ -777,7 +788,7 @@ impl UserAuthenticator for Saturated {
 // without Retry-After.
 #[tokio::test]
 async fn saturated_password_checks_answer_503_with_retry_after() {
-    let cfg = config(server().authenticator(Saturated));
+    let cfg = config(server().authenticator(Saturated)).await;
     let mut b = Browser::new(&cfg);
     let page = b.get(&authorize_url(&[])).await;
     let res = b.login(&page, "alice", "pw").await;
@@ -792,7 +803,7 @@ async fn saturated_password_checks_answer_503_with_retry_after() {
 async fn parked_requests_are_bounded() {
     let mut limits = mcp_oauth::store::MemoryLimits::default();
     limits.pending = 3;
-    let cfg = config(server().store(MemoryStore::with_limits(limits)));
+    let cfg = config(server().store(MemoryStore::with_limits(limits))).await;
     let mut parked = Vec::new();
     for _ in 0..6 {
         let mut b = Browser::new(&cfg);
@@ -817,7 +828,7 @@ async fn parked_requests_are_bounded() {
 // issue 8 item 7: DCR metadata is capped at a few KB. Before: up to 64 KiB was accepted.
 #[tokio::test]
 async fn registration_metadata_is_capped() {
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     let res = b
         .register(serde_json::json!({
@@ -863,7 +874,8 @@ async fn remembered_consent_is_per_resource() {
         server()
             .authenticator(session_alice())
             .remember_consent(true),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let consent = b.get(&authorize_url(&[("resource", RESOURCE)])).await;
@@ -893,7 +905,8 @@ async fn loopback_warning_follows_the_requested_redirect_uri() {
                 "mixed",
                 ["https://app.example.com/cb", "http://127.0.0.1/cb"],
             )),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let res = b
@@ -917,7 +930,7 @@ async fn loopback_warning_follows_the_requested_redirect_uri() {
 // issue 8 item 9: client_name refuses bidi and format characters. Before: only controls.
 #[tokio::test]
 async fn client_name_refuses_bidi_and_format_characters() {
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     for name in [
         "Good\u{202E}lanigirO",
@@ -948,7 +961,7 @@ async fn client_name_refuses_bidi_and_format_characters() {
 #[tokio::test]
 async fn a_stored_name_with_format_characters_is_not_shown() {
     let store = MemoryStore::new();
-    let cfg = config(server().store(store));
+    let cfg = config(server().store(store)).await;
     let mut client = stored_client("spoof", CALLBACK);
     client.client_name = Some("Evil\u{202E}lanigirO".to_owned());
     cfg.server
@@ -963,7 +976,10 @@ async fn a_stored_name_with_format_characters_is_not_shown() {
     assert!(login.body.contains("spoof"), "{}", login.body);
 }
 
-fn auto_config(issuer: &str, auth: InsecureAutoApprove) -> Result<McpOAuthConfig, ConfigError> {
+async fn auto_config(
+    issuer: &str,
+    auth: InsecureAutoApprove,
+) -> Result<McpOAuthConfig, ConfigError> {
     McpOAuthConfig::builder()
         .resource(format!("{issuer}/mcp"))
         .issuer(issuer)
@@ -971,6 +987,7 @@ fn auto_config(issuer: &str, auth: InsecureAutoApprove) -> Result<McpOAuthConfig
             AuthorizationServer::builder()
                 .authenticator(auth)
                 .build()
+                .await
                 .unwrap(),
         )
         .build()
@@ -980,7 +997,9 @@ fn auto_config(issuer: &str, auth: InsecureAutoApprove) -> Result<McpOAuthConfig
 // started anywhere.
 #[tokio::test]
 async fn insecure_auto_approve_refuses_a_public_issuer() {
-    let err = auto_config("https://mcp.example.com", InsecureAutoApprove::new("dev")).unwrap_err();
+    let err = auto_config("https://mcp.example.com", InsecureAutoApprove::new("dev"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, ConfigError::InsecureAuthenticator { ref issuer } if issuer == "https://mcp.example.com"),
         "{err:?}"
@@ -994,12 +1013,15 @@ async fn insecure_auto_approve_refuses_a_public_issuer() {
         "http://localhost:9",
         "http://[::1]:8000",
     ] {
-        auto_config(loopback, InsecureAutoApprove::new("dev")).unwrap();
+        auto_config(loopback, InsecureAutoApprove::new("dev"))
+            .await
+            .unwrap();
     }
     auto_config(
         "https://mcp.example.com",
         InsecureAutoApprove::new("dev").i_understand_this_approves_everyone(),
     )
+    .await
     .unwrap();
     // Wrapped in an Arc, the restriction holds too.
     let arc: Arc<InsecureAutoApprove> = Arc::new(InsecureAutoApprove::new("dev"));
@@ -1016,7 +1038,8 @@ async fn registered_scope_ceiling_can_be_turned_off() {
             .authenticator(InsecureAutoApprove::new("dev"))
             .registered_scope_is_ceiling(false)
             .client(StaticClient::public("ro", [CALLBACK]).with_scope(scopes("read"))),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let id = b
         .register_id(serde_json::json!({ "redirect_uris": [CALLBACK], "scope": "read" }))
@@ -1052,7 +1075,8 @@ async fn concurrent_failed_logins_cannot_overdraw_the_account_budget() {
             .login_rate_limit(RateLimit::unlimited())
             .authorize_rate_limit(RateLimit::unlimited())
             .login_account_rate_limit(RateLimit::per_minute(1).with_burst(2)),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let page = b.get(&authorize_url(&[])).await;
     let (rid, csrf) = (page.hidden("request_id"), page.hidden("csrf_token"));
@@ -1135,7 +1159,8 @@ async fn one_address_cannot_lock_an_account_out_from_another() {
         server()
             .login_rate_limit(RateLimit::unlimited())
             .authorize_rate_limit(RateLimit::unlimited()),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let page = b.get(&authorize_url(&[])).await;
     // The defaults: bursts of 10 failures per (account, address).
@@ -1166,7 +1191,8 @@ async fn many_addresses_still_hit_the_account_wide_budget() {
             .login_rate_limit(RateLimit::unlimited())
             .authorize_rate_limit(RateLimit::unlimited())
             .login_account_total_rate_limit(RateLimit::per_minute(1).with_burst(6)),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let page = b.get(&authorize_url(&[])).await;
     for i in 0..6 {
@@ -1207,7 +1233,7 @@ async fn attacker_parameter_names_are_not_echoed() {
     let spoof = "Your account is locked: call +1 555 0100 \u{2014} \"support\"";
     let long = "x".repeat(3000);
     // A never-approved client: the page.
-    let cfg = config(server());
+    let cfg = config(server()).await;
     let mut b = Browser::new(&cfg);
     let res = b.get(&authorize_url(&[(spoof, long.as_str())])).await;
     res.assert_page(StatusCode::BAD_REQUEST);
@@ -1223,7 +1249,7 @@ async fn attacker_parameter_names_are_not_echoed() {
     res.assert_page(StatusCode::BAD_REQUEST);
     assert!(!res.body.contains("account is locked"), "{}", res.body);
     // A client whose errors may be redirected: error_description stays RFC 6749 text.
-    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev")));
+    let cfg = config(server().authenticator(InsecureAutoApprove::new("dev"))).await;
     let mut b = Browser::new(&cfg);
     for uri in [authorize_url(&[(spoof, long.as_str())]), dup] {
         let res = b.get(&uri).await;
@@ -1246,7 +1272,8 @@ async fn an_empty_static_ceiling_grants_nothing() {
                 StaticClient::public("c1", ["http://127.0.0.1/callback"])
                     .with_scope(ScopeSet::new()),
             ),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     for scope in ["read", "read write admin"] {
         let res = b.get(&authorize_url(&[("scope", scope)])).await;
@@ -1259,7 +1286,8 @@ async fn an_empty_static_ceiling_grants_nothing() {
 // ignored: the code carries what was parked (within the ceilings).
 #[tokio::test]
 async fn tampered_consent_form_fields_grant_nothing_more() {
-    let cfg = config(server().authenticator(users().with_user_scopes("alice", scopes("read"))));
+    let cfg =
+        config(server().authenticator(users().with_user_scopes("alice", scopes("read")))).await;
     let mut b = Browser::new(&cfg);
     let login = b.get(&authorize_url(&[("scope", "read admin")])).await;
     let consent = b.login(&login, "alice", "pw").await;
@@ -1298,7 +1326,8 @@ async fn signed_in_user_and_never_approved_client_get_pages_for_every_error() {
             .authenticator(session_alice())
             .remember_consent(true)
             .authorize_rate_limit(RateLimit::per_minute(1).with_burst(9)),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     b.cookies.insert("session".into(), "alice".into());
     let evil = "https://evil.example/cb";
@@ -1355,7 +1384,7 @@ async fn user_ceiling_holds_whatever_the_builder_order() {
         .with_user_scopes("alice", scopes("read"))
         .with_user("alice", alice_hash());
     for users in [before, replaced] {
-        let cfg = config(server().authenticator(users));
+        let cfg = config(server().authenticator(users)).await;
         let mut b = Browser::new(&cfg);
         let login = b.get(&authorize_url(&[("scope", "read admin")])).await;
         let consent = b.login(&login, "alice", "pw").await;
@@ -1367,7 +1396,8 @@ async fn user_ceiling_holds_whatever_the_builder_order() {
     // A ceiling alone does not create a user who can sign in.
     let cfg = config(
         server().authenticator(StaticUsers::new().with_user_scopes("mallory", scopes("read"))),
-    );
+    )
+    .await;
     let mut b = Browser::new(&cfg);
     let login = b.get(&authorize_url(&[])).await;
     let res = b.login(&login, "mallory", "x").await;

@@ -64,6 +64,7 @@ async fn a_server_without_connect_info_says_so_once() {
     let server = AuthorizationServer::builder()
         .authenticator(StaticUsers::new())
         .build()
+        .await
         .unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource("https://mcp.example.com/mcp")

@@ -33,8 +33,8 @@ fn builder() -> AuthorizationServerBuilder {
         .client(StaticClient::public("public-client", [REDIRECT]))
 }
 
-fn app(issuer: &str, builder: AuthorizationServerBuilder) -> (AuthorizationServer, Router) {
-    let server = builder.build().unwrap();
+async fn app(issuer: &str, builder: AuthorizationServerBuilder) -> (AuthorizationServer, Router) {
+    let server = builder.build().await.unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(RESOURCE)
         .issuer(issuer)
@@ -96,7 +96,7 @@ fn expected_metadata(issuer: &str) -> Value {
 
 #[tokio::test]
 async fn root_issuer_serves_both_documents_at_the_root() {
-    let (_, app) = app(ROOT_ISSUER, builder());
+    let (_, app) = app(ROOT_ISSUER, builder()).await;
     for path in [
         "/.well-known/oauth-authorization-server",
         "/.well-known/openid-configuration",
@@ -134,7 +134,7 @@ async fn root_issuer_serves_both_documents_at_the_root() {
 
 #[tokio::test]
 async fn issuer_with_a_path_is_served_at_all_three_probe_urls() {
-    let (_, app) = app(PATH_ISSUER, builder());
+    let (_, app) = app(PATH_ISSUER, builder()).await;
     for path in [
         "/.well-known/oauth-authorization-server/tenant1",
         "/.well-known/openid-configuration/tenant1",
@@ -161,7 +161,7 @@ async fn issuer_with_a_path_is_served_at_all_three_probe_urls() {
 #[tokio::test]
 async fn advertised_endpoints_exist() {
     for issuer in [ROOT_ISSUER, PATH_ISSUER] {
-        let (_, app) = app(issuer, builder());
+        let (_, app) = app(issuer, builder()).await;
         let meta = get(
             &app,
             &format!(
@@ -198,7 +198,7 @@ async fn advertised_endpoints_exist() {
 
 #[tokio::test]
 async fn registration_endpoint_only_with_dynamic_registration() {
-    let (_, app) = app(ROOT_ISSUER, builder().dynamic_registration(false));
+    let (_, app) = app(ROOT_ISSUER, builder().dynamic_registration(false)).await;
     let r = get(&app, "/.well-known/oauth-authorization-server").await;
     assert!(r.body.get("registration_endpoint").is_none(), "{}", r.body);
     let mut expected = expected_metadata(ROOT_ISSUER);
@@ -211,7 +211,7 @@ async fn registration_endpoint_only_with_dynamic_registration() {
 
 #[tokio::test]
 async fn metadata_is_readable_cross_origin() {
-    let (_, app) = app(ROOT_ISSUER, builder());
+    let (_, app) = app(ROOT_ISSUER, builder()).await;
     let r = get_with(
         &app,
         Request::get("/.well-known/oauth-authorization-server")
@@ -298,7 +298,7 @@ fn now() -> u64 {
 #[tokio::test]
 async fn jwks_publishes_the_signing_keys_and_follows_rotation() {
     let ring = KeyRing::generate(SigningAlgorithm::Es256).unwrap();
-    let (server, app) = app(ROOT_ISSUER, builder().key_ring(ring.clone()));
+    let (server, app) = app(ROOT_ISSUER, builder().key_ring(ring.clone())).await;
     let r = get(&app, "/jwks.json").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["content-type"], "application/json");
@@ -327,7 +327,7 @@ async fn jwks_publishes_the_signing_keys_and_follows_rotation() {
 
 #[tokio::test]
 async fn jwks_lives_under_the_issuer_path() {
-    let (server, app) = app(PATH_ISSUER, builder());
+    let (server, app) = app(PATH_ISSUER, builder()).await;
     assert_eq!(get(&app, "/tenant1/jwks.json").await.status, StatusCode::OK);
     assert_eq!(get(&app, "/jwks.json").await.status, StatusCode::NOT_FOUND);
     let token = issue_token(&server, &app, "/tenant1/token").await;
@@ -352,7 +352,7 @@ impl TokenIssuer for OpaqueIssuer {
 
 #[tokio::test]
 async fn an_issuer_without_keys_has_no_jwks() {
-    let (_, app) = app(ROOT_ISSUER, builder().token_issuer(OpaqueIssuer));
+    let (_, app) = app(ROOT_ISSUER, builder().token_issuer(OpaqueIssuer)).await;
     let r = get(&app, "/jwks.json").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.headers["content-type"], "application/json");
@@ -367,7 +367,7 @@ async fn an_issuer_without_keys_has_no_jwks() {
 
 #[tokio::test]
 async fn stats_endpoint_is_off_by_default() {
-    let (_, app) = app(ROOT_ISSUER, builder());
+    let (_, app) = app(ROOT_ISSUER, builder()).await;
     assert_eq!(
         get(&app, "/oauth/stats").await.status,
         StatusCode::NOT_FOUND
@@ -376,7 +376,7 @@ async fn stats_endpoint_is_off_by_default() {
 
 #[tokio::test]
 async fn stats_endpoint_counts_live_records() {
-    let (server, app) = app(ROOT_ISSUER, builder().stats_endpoint(true));
+    let (server, app) = app(ROOT_ISSUER, builder().stats_endpoint(true)).await;
     let r = get(&app, "/oauth/stats").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["cache-control"], "no-store");

@@ -26,8 +26,8 @@ impl Cfg {
     }
 }
 
-fn config(server: AuthorizationServerBuilder) -> Cfg {
-    let server = server.build().unwrap();
+async fn config(server: AuthorizationServerBuilder) -> Cfg {
+    let server = server.build().await.unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource("http://127.0.0.1:8000/mcp")
         .issuer("http://127.0.0.1:8000")
@@ -39,12 +39,13 @@ fn config(server: AuthorizationServerBuilder) -> Cfg {
 }
 
 /// Registration without a rate limit (the tests send many requests from one "address").
-fn default_config() -> Cfg {
+async fn default_config() -> Cfg {
     config(
         AuthorizationServer::builder()
             .authenticator(StaticUsers::new())
             .register_rate_limit(RateLimit::unlimited()),
     )
+    .await
 }
 
 async fn send(
@@ -91,7 +92,7 @@ async fn assert_refused(app: &Router, meta: Value, error: &str) {
 /// client does.
 #[tokio::test]
 async fn real_clients_register() {
-    let cfg = default_config();
+    let cfg = default_config().await;
     let app: Router = cfg.router();
     let clients: Vec<(&str, Vec<&str>)> = vec![
         (
@@ -162,7 +163,7 @@ async fn real_clients_register() {
 
 #[tokio::test]
 async fn defaults_echo_and_storage() {
-    let cfg = default_config();
+    let cfg = default_config().await;
     let app: Router = cfg.router();
     let before = now();
     let (status, headers, body) = send(
@@ -242,7 +243,7 @@ async fn defaults_echo_and_storage() {
 
 #[tokio::test]
 async fn confidential_clients_get_a_secret_that_never_expires() {
-    let cfg = default_config();
+    let cfg = default_config().await;
     let app: Router = cfg.router();
     for method in ["client_secret_basic", "client_secret_post"] {
         let (status, body) = register(
@@ -275,7 +276,7 @@ async fn confidential_clients_get_a_secret_that_never_expires() {
 
 #[tokio::test]
 async fn explicit_grant_types_and_application_type_are_kept() {
-    let app: Router = default_config().router();
+    let app: Router = default_config().await.router();
     let (status, body) = register(
         &app,
         &json!({
@@ -292,7 +293,7 @@ async fn explicit_grant_types_and_application_type_are_kept() {
 
 #[tokio::test]
 async fn dangerous_redirect_uris_are_refused_after_normalisation() {
-    let app: Router = default_config().router();
+    let app: Router = default_config().await.router();
     for uri in [
         "javascript:alert(1)",
         "JavaScript:alert(1)",
@@ -346,7 +347,7 @@ async fn dangerous_redirect_uris_are_refused_after_normalisation() {
 
 #[tokio::test]
 async fn malformed_or_unsupported_metadata_is_refused() {
-    let app: Router = default_config().router();
+    let app: Router = default_config().await.router();
     let ok = "https://app.example.com/cb";
     for (meta, error) in [
         (json!({}), "invalid_redirect_uri"),
@@ -420,7 +421,7 @@ async fn malformed_or_unsupported_metadata_is_refused() {
 
 #[tokio::test]
 async fn only_json_objects_are_read() {
-    let app: Router = default_config().router();
+    let app: Router = default_config().await.router();
     let body = json!({ "redirect_uris": ["https://app.example.com/cb"] }).to_string();
     for (ct, payload) in [
         (
@@ -454,7 +455,8 @@ async fn registrations_are_rate_limited_per_address() {
         AuthorizationServer::builder()
             .authenticator(StaticUsers::new())
             .register_rate_limit(RateLimit::per_minute(2)),
-    );
+    )
+    .await;
     let app: Router = cfg.router();
     let meta = json!({ "redirect_uris": ["https://app.example.com/cb"] });
     for _ in 0..2 {
@@ -476,7 +478,8 @@ async fn rate_limit_keys_on_the_peer_address_not_forwarded_headers() {
         AuthorizationServer::builder()
             .authenticator(StaticUsers::new())
             .register_rate_limit(RateLimit::per_minute(1)),
-    );
+    )
+    .await;
     let app: Router = cfg.router();
     let meta = json!({ "redirect_uris": ["https://app.example.com/cb"] }).to_string();
     let from = |peer: &str, xff: &str| {
@@ -517,7 +520,8 @@ async fn trusted_proxy_forwards_the_client_address() {
             .authenticator(StaticUsers::new())
             .register_rate_limit(RateLimit::per_minute(1))
             .trusted_proxies(["10.0.0.1".parse().unwrap()]),
-    );
+    )
+    .await;
     let app: Router = cfg.router();
     let meta = json!({ "redirect_uris": ["https://app.example.com/cb"] }).to_string();
     let via_proxy = |xff: &str| {
@@ -551,7 +555,8 @@ async fn registration_can_be_turned_off() {
         AuthorizationServer::builder()
             .authenticator(StaticUsers::new())
             .dynamic_registration(false),
-    );
+    )
+    .await;
     let app: Router = cfg.router();
     let (status, _) = register(&app, &json!({ "redirect_uris": ["https://a.example/cb"] })).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -559,7 +564,7 @@ async fn registration_can_be_turned_off() {
 
 #[tokio::test]
 async fn browsers_may_register_cross_origin() {
-    let app: Router = default_config().router();
+    let app: Router = default_config().await.router();
     let res = app
         .oneshot(
             Request::post("/register")
@@ -588,8 +593,8 @@ fn is_bad_redirect_of_c(err: &mcp_oauth::ConfigError) -> bool {
     )
 }
 
-#[test]
-fn static_clients_are_held_to_the_same_redirect_policy() {
+#[tokio::test]
+async fn static_clients_are_held_to_the_same_redirect_policy() {
     use mcp_oauth::server::StaticClient;
     for bad in [
         "javascript:alert(1)",
@@ -600,6 +605,7 @@ fn static_clients_are_held_to_the_same_redirect_policy() {
             .authenticator(StaticUsers::new())
             .client(StaticClient::public("c", [bad]))
             .build()
+            .await
             .unwrap_err();
         assert!(is_bad_redirect_of_c(&err), "{err}");
     }
@@ -613,6 +619,7 @@ fn static_clients_are_held_to_the_same_redirect_policy() {
             ],
         ))
         .build()
+        .await
         .unwrap();
 }
 
@@ -629,7 +636,7 @@ fn now() -> u64 {
 // invalid_redirect_uri; `com.example.app:` still registers. Before: any dotted scheme passed.
 #[tokio::test]
 async fn dotted_os_handler_schemes_are_not_reverse_domain_names() {
-    let app: Router = default_config().router();
+    let app: Router = default_config().await.router();
     for uri in [
         "microsoft.windows.camera:",
         "microsoft.windows.camera.picker:x",
@@ -673,6 +680,7 @@ async fn dotted_os_handler_schemes_are_not_reverse_domain_names() {
             ["microsoft.windows.camera:x"],
         ))
         .build()
+        .await
         .unwrap_err();
     assert!(is_bad_redirect_of_c(&err), "{err}");
 }
@@ -683,7 +691,7 @@ async fn dotted_os_handler_schemes_are_not_reverse_domain_names() {
 // where it ends. Before: only controls and Cf were refused.
 #[tokio::test]
 async fn client_name_refuses_default_ignorable_and_blank_characters() {
-    let app: Router = default_config().router();
+    let app: Router = default_config().await.router();
     for name in [
         "\u{3164}",
         "Claude\u{3164}\u{3164}\u{3164}(verified)",

@@ -168,6 +168,7 @@ async fn scheduled_sweep_removes_idle_clients_and_keeps_the_rest() {
     let server = builder()
         .retention(Retention::default().with_sweep_every(Duration::from_secs(1)))
         .build()
+        .await
         .unwrap();
     let clients = server.client_store().clone();
     clients
@@ -215,6 +216,7 @@ async fn no_idle_sweep_when_clients_are_kept() {
     let server = builder()
         .retention(Retention::default().manual().keep_idle_clients())
         .build()
+        .await
         .unwrap();
     server
         .client_store()
@@ -238,11 +240,13 @@ async fn idle_window_is_validated() {
     let e = builder()
         .retention(Retention::default().with_idle_client_after(Duration::from_secs(60)))
         .build()
+        .await
         .unwrap_err();
     assert!(e.to_string().contains("retention.idle_client_after"), "{e}");
     let e = builder()
         .retention(Retention::default().with_sweep_every(Duration::ZERO))
         .build()
+        .await
         .unwrap_err();
     assert!(e.to_string().contains("retention.sweep_every"), "{e}");
 }
@@ -255,7 +259,7 @@ async fn authorize_records_use_at_most_hourly() {
         .insert_client(client("c1", YEAR, Some(200 * 24 * 3600)))
         .await
         .unwrap();
-    let server = builder().client_store(watched).build().unwrap();
+    let server = builder().client_store(watched).build().await.unwrap();
     let clients = server.client_store().clone();
     let app: Router = router(server);
 
@@ -296,7 +300,7 @@ async fn authorize_racing_the_sweep_answers_unknown_client() {
         .insert_client(client("c1", YEAR, None))
         .await
         .unwrap();
-    let server = builder().client_store(watched).build().unwrap();
+    let server = builder().client_store(watched).build().await.unwrap();
     let grants = server.grant_store().clone();
     let app: Router = router(server);
     let (status, body) = get(&app, &authorize_uri("c1")).await;
@@ -317,7 +321,7 @@ async fn token_endpoint_records_use() {
         .insert_client(client("c1", YEAR, None))
         .await
         .unwrap();
-    let server = builder().client_store(watched).build().unwrap();
+    let server = builder().client_store(watched).build().await.unwrap();
     let clients = server.client_store().clone();
     let app: Router = router(server);
     for _ in 0..2 {
@@ -370,16 +374,17 @@ async fn two_servers_share_one_registration_budget() {
     let a = limited()
         .rate_limit_store(counters.clone())
         .build()
+        .await
         .unwrap();
-    let b = limited().rate_limit_store(counters).build().unwrap();
+    let b = limited().rate_limit_store(counters).build().await.unwrap();
     assert_shared_budget(router(a), router(b)).await;
 }
 
 #[tokio::test]
 async fn without_shared_counters_each_server_grants_its_own_budget() {
     // The memory store offers no shared counters: each server counts in process.
-    let a = router(limited().store(MemoryStore::new()).build().unwrap());
-    let b = router(limited().store(MemoryStore::new()).build().unwrap());
+    let a = router(limited().store(MemoryStore::new()).build().await.unwrap());
+    let b = router(limited().store(MemoryStore::new()).build().await.unwrap());
     let mut created = 0;
     for i in 0..8 {
         let app: &Router = if i % 2 == 0 { &a } else { &b };
@@ -411,7 +416,13 @@ impl RateLimitStore for Down {
 #[tokio::test]
 async fn a_failing_limiter_fails_open_to_the_local_buckets() {
     let down = Arc::new(Down(AtomicUsize::new(0)));
-    let app: Router = router(limited().rate_limit_store(down.clone()).build().unwrap());
+    let app: Router = router(
+        limited()
+            .rate_limit_store(down.clone())
+            .build()
+            .await
+            .unwrap(),
+    );
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(register(&app, "198.51.100.7:5000").await);
@@ -441,6 +452,7 @@ async fn shared_rate_limits_can_be_turned_off() {
             .rate_limit_store(down.clone())
             .shared_rate_limits(false)
             .build()
+            .await
             .unwrap(),
     );
     assert_eq!(
@@ -459,6 +471,9 @@ async fn sweep_now_reports_errors_and_keeps_going() {
 
     #[async_trait]
     impl GrantStore for BrokenSweep {
+        fn is_durable(&self) -> bool {
+            self.0.is_durable()
+        }
         async fn put_code(
             &self,
             hash: mcp_oauth::store::SecretHash,
@@ -558,6 +573,7 @@ async fn sweep_now_reports_errors_and_keeps_going() {
         .client_store(MemoryStore::new())
         .grant_store(BrokenSweep::default())
         .build()
+        .await
         .unwrap();
     let clients = server.client_store().clone();
     clients
@@ -586,8 +602,8 @@ mod postgres {
         let b = schema.store(4).await;
         let outcome = tokio::spawn(async move {
             assert!(a.rate_limit_store().is_some());
-            let a = router(limited().store(a).build().unwrap());
-            let b = router(limited().store(b).build().unwrap());
+            let a = router(limited().store(a).build().await.unwrap());
+            let b = router(limited().store(b).build().await.unwrap());
             assert_shared_budget(a, b).await;
         })
         .await;
@@ -611,8 +627,8 @@ mod redis {
         let ns = Arc::new(ns);
         let n = ns.clone();
         let outcome = tokio::spawn(async move {
-            let a = router(limited().store(n.store().await).build().unwrap());
-            let b = router(limited().store(n.store().await).build().unwrap());
+            let a = router(limited().store(n.store().await).build().await.unwrap());
+            let b = router(limited().store(n.store().await).build().await.unwrap());
             assert_shared_budget(a, b).await;
         })
         .await;

@@ -59,7 +59,7 @@ impl Reply {
     }
 }
 
-fn harness() -> Harness {
+async fn harness() -> Harness {
     let server = AuthorizationServer::builder()
         .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .client(StaticClient::public(PUBLIC, [REDIRECT]))
@@ -72,6 +72,7 @@ fn harness() -> Harness {
         ))
         .introspection_clients([RS])
         .build()
+        .await
         .unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(RESOURCE)
@@ -226,7 +227,7 @@ impl Harness {
 
 #[tokio::test]
 async fn revoking_an_access_token_makes_the_layer_refuse_it() {
-    let h = harness();
+    let h = harness().await;
     let (access, rt) = h.tokens(PUBLIC).await;
     // Verified once, so the layer has it cached: revocation must still win.
     assert_eq!(h.mcp(&access).await, StatusCode::OK);
@@ -244,7 +245,7 @@ async fn revoking_an_access_token_makes_the_layer_refuse_it() {
 
 #[tokio::test]
 async fn revoking_a_refresh_token_revokes_the_whole_grant() {
-    let h = harness();
+    let h = harness().await;
     let (access, rt) = h.tokens(PUBLIC).await;
     assert_eq!(h.mcp(&access).await, StatusCode::OK);
     let r = h.revoke(PUBLIC, &rt, Some("refresh_token")).await;
@@ -257,7 +258,7 @@ async fn revoking_a_refresh_token_revokes_the_whole_grant() {
 
 #[tokio::test]
 async fn token_type_hint_is_only_a_hint() {
-    let h = harness();
+    let h = harness().await;
     let (access, rt) = h.tokens(PUBLIC).await;
     // Wrong hints, and a hint nobody defined, still find the token.
     assert_eq!(
@@ -286,7 +287,7 @@ async fn token_type_hint_is_only_a_hint() {
 
 #[tokio::test]
 async fn unknown_or_malformed_tokens_still_get_200() {
-    let h = harness();
+    let h = harness().await;
     for token in [
         "not-a-token",
         "a.b.c",
@@ -300,7 +301,7 @@ async fn unknown_or_malformed_tokens_still_get_200() {
 
 #[tokio::test]
 async fn another_clients_tokens_are_left_alone() {
-    let h = harness();
+    let h = harness().await;
     let (access, rt) = h.tokens(PUBLIC).await;
     // 200, so nobody learns whether the token exists, but nothing is revoked.
     assert_eq!(h.revoke(OTHER, &rt, None).await.status, StatusCode::OK);
@@ -311,7 +312,7 @@ async fn another_clients_tokens_are_left_alone() {
 
 #[tokio::test]
 async fn revocation_needs_client_authentication() {
-    let h = harness();
+    let h = harness().await;
     let (access, _) = h.tokens(PUBLIC).await;
     h.post("/revoke", &[("token", &access)], None)
         .await
@@ -331,7 +332,7 @@ async fn revocation_needs_client_authentication() {
 
 #[tokio::test]
 async fn confidential_client_revokes_its_own_tokens_with_its_secret() {
-    let h = harness();
+    let h = harness().await;
     let code = format!("code-{}", seq());
     h.server
         .grant_store()
@@ -378,7 +379,7 @@ async fn confidential_client_revokes_its_own_tokens_with_its_secret() {
 
 #[tokio::test]
 async fn revocation_refuses_json_and_repeated_parameters() {
-    let h = harness();
+    let h = harness().await;
     let res = h
         .app
         .clone()
@@ -404,7 +405,7 @@ async fn revocation_refuses_json_and_repeated_parameters() {
 
 #[tokio::test]
 async fn introspection_of_an_active_access_token() {
-    let h = harness();
+    let h = harness().await;
     let (access, _) = h.tokens(PUBLIC).await;
     let r = h.introspect(&access).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -424,7 +425,7 @@ async fn introspection_of_an_active_access_token() {
 
 #[tokio::test]
 async fn introspection_of_an_active_refresh_token() {
-    let h = harness();
+    let h = harness().await;
     let (_, rt) = h.tokens(PUBLIC).await;
     let r = h.introspect(&rt).await;
     let b = &r.body;
@@ -447,7 +448,7 @@ async fn introspection_of_an_active_refresh_token() {
 
 #[tokio::test]
 async fn introspection_reports_dead_tokens_inactive() {
-    let h = harness();
+    let h = harness().await;
     let (access, rt) = h.tokens(PUBLIC).await;
     h.revoke(PUBLIC, &access, None).await;
     assert_eq!(h.introspect(&access).await.body, json!({"active": false}));
@@ -494,7 +495,7 @@ async fn introspection_reports_dead_tokens_inactive() {
 
 #[tokio::test]
 async fn introspection_is_for_authenticated_confidential_clients_only() {
-    let h = harness();
+    let h = harness().await;
     let (access, _) = h.tokens(PUBLIC).await;
     h.post(
         "/introspect",
@@ -543,7 +544,7 @@ async fn introspection_is_for_authenticated_confidential_clients_only() {
 /// Issue 8 item 8 (this test was ignored before: the store could not tell the states apart).
 #[tokio::test]
 async fn rotated_out_refresh_token_introspects_inactive() {
-    let h = harness();
+    let h = harness().await;
     let (_, rt0) = h.tokens(PUBLIC).await;
     let rt1 = h.refresh(PUBLIC, &rt0).await.field("refresh_token");
     let rt2 = h.refresh(PUBLIC, &rt1).await.field("refresh_token");
@@ -563,7 +564,7 @@ async fn rotated_out_refresh_token_introspects_inactive() {
 /// dynamically registered client, get `403 unauthorized_client` and learn nothing.
 #[tokio::test]
 async fn only_configured_resource_servers_may_introspect() {
-    let h = harness();
+    let h = harness().await;
     let (access, rt) = h.tokens(PUBLIC).await;
     for token in [&access, &rt] {
         let r = h
@@ -628,17 +629,29 @@ async fn only_configured_resource_servers_may_introspect() {
 
 /// Issue 8 item 8: the builder only accepts configured confidential clients as introspection
 /// clients (a DCR client id, or a public client, cannot be named).
-#[test]
-fn introspection_clients_must_be_configured_and_confidential() {
+#[tokio::test]
+async fn introspection_clients_must_be_configured_and_confidential() {
     let base = || {
         AuthorizationServer::builder()
             .authenticator(InsecureAutoApprove::new("alice"))
             .client(StaticClient::public(PUBLIC, [REDIRECT]))
             .client(StaticClient::confidential(RS, RS_SECRET, [REDIRECT]))
     };
-    assert!(base().introspection_clients([RS]).build().is_ok());
-    assert!(base().introspection_clients(["unknown"]).build().is_err());
-    assert!(base().introspection_clients([PUBLIC]).build().is_err());
+    assert!(base().introspection_clients([RS]).build().await.is_ok());
+    assert!(
+        base()
+            .introspection_clients(["unknown"])
+            .build()
+            .await
+            .is_err()
+    );
+    assert!(
+        base()
+            .introspection_clients([PUBLIC])
+            .build()
+            .await
+            .is_err()
+    );
 }
 
 /// Issue 8 item 8: a verifier accepts a token up to its leeway past `exp`, so a revocation
@@ -647,7 +660,7 @@ fn introspection_clients_must_be_configured_and_confidential() {
 /// the layer let it through.
 #[tokio::test]
 async fn a_revoked_token_stays_refused_through_the_leeway() {
-    let h = harness();
+    let h = harness().await;
     let exp = now() - 30;
     let token = h
         .server
@@ -674,12 +687,13 @@ async fn a_revoked_token_stays_refused_through_the_leeway() {
 }
 
 /// Issue 8 item 8: the leeway has a maximum (5 minutes), enforced by `build()`.
-#[test]
-fn leeway_above_five_minutes_is_refused() {
+#[tokio::test]
+async fn leeway_above_five_minutes_is_refused() {
     use std::time::Duration;
     let server = AuthorizationServer::builder()
         .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .build()
+        .await
         .unwrap();
     let cfg = |leeway| {
         McpOAuthConfig::builder()

@@ -83,8 +83,8 @@ fn builder() -> AuthorizationServerBuilder {
         .client(StaticClient::confidential(CONF, CONF_SECRET, [REDIRECT]))
 }
 
-fn harness_with(issuer: &str, builder: AuthorizationServerBuilder) -> Harness {
-    let server = builder.build().unwrap();
+async fn harness_with(issuer: &str, builder: AuthorizationServerBuilder) -> Harness {
+    let server = builder.build().await.unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(RESOURCE)
         .resource("https://mcp.example.com/other")
@@ -109,8 +109,8 @@ fn harness_with(issuer: &str, builder: AuthorizationServerBuilder) -> Harness {
     Harness { server, app }
 }
 
-fn harness() -> Harness {
-    harness_with(ISSUER, builder())
+async fn harness() -> Harness {
+    harness_with(ISSUER, builder()).await
 }
 
 fn basic(id: &str, secret: &str) -> String {
@@ -275,7 +275,7 @@ fn rand() -> String {
 
 #[tokio::test]
 async fn public_client_exchanges_a_code_for_working_tokens() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let r = h.exchange(PUBLIC, &code).await;
     r.assert_ok();
@@ -307,7 +307,7 @@ async fn public_client_exchanges_a_code_for_working_tokens() {
 
 #[tokio::test]
 async fn confidential_client_with_basic_or_post() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(CONF).await;
     let params = [
         ("grant_type", "authorization_code"),
@@ -338,7 +338,7 @@ async fn confidential_client_with_basic_or_post() {
 
 #[tokio::test]
 async fn confidential_client_authentication_failures() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(CONF).await;
     let base = [
         ("grant_type", "authorization_code"),
@@ -382,7 +382,7 @@ async fn confidential_client_authentication_failures() {
 
 #[tokio::test]
 async fn expired_client_secret_is_invalid_client() {
-    let h = harness();
+    let h = harness().await;
     let mut client = dynamic_client("expired-secret", &["authorization_code", "refresh_token"]);
     client.secret_hash = Some(SecretHash::of("old-secret"));
     client.secret_expires_at = now() - 1;
@@ -412,7 +412,8 @@ async fn basic_credentials_are_form_urlencoded_before_base64() {
     let h = harness_with(
         ISSUER,
         builder().client(StaticClient::confidential(id, secret, [REDIRECT])),
-    );
+    )
+    .await;
     let code = h.code(id).await;
     let params = [
         ("grant_type", "authorization_code"),
@@ -435,7 +436,7 @@ async fn basic_credentials_are_form_urlencoded_before_base64() {
 
 #[tokio::test]
 async fn more_than_one_authentication_method_is_invalid_request() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(CONF).await;
     let r = h
         .token(
@@ -482,7 +483,7 @@ async fn more_than_one_authentication_method_is_invalid_request() {
 
 #[tokio::test]
 async fn unregistered_client_is_401_invalid_client() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let r = h.exchange("deleted-client", &code).await;
     r.assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
@@ -538,7 +539,7 @@ async fn unregistered_client_is_401_invalid_client() {
 
 #[tokio::test]
 async fn json_body_is_invalid_request() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let body = json!({
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
@@ -585,7 +586,7 @@ async fn json_body_is_invalid_request() {
 
 #[tokio::test]
 async fn duplicate_parameters_are_refused() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     for dup in ["code", "client_id", "grant_type", "code_verifier"] {
         let mut params = vec![
@@ -622,7 +623,7 @@ async fn duplicate_parameters_are_refused() {
 
 #[tokio::test]
 async fn grant_type_missing_or_unsupported() {
-    let h = harness();
+    let h = harness().await;
     h.token(&[("client_id", PUBLIC)], None)
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
@@ -644,7 +645,7 @@ async fn grant_type_missing_or_unsupported() {
 
 #[tokio::test]
 async fn other_methods_get_405_json() {
-    let h = harness();
+    let h = harness().await;
     let r = h
         .send(Request::get("/token").body(Body::empty()).unwrap())
         .await;
@@ -655,7 +656,7 @@ async fn other_methods_get_405_json() {
 
 #[tokio::test]
 async fn wrong_pkce_verifier_spends_the_code() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let wrong = "x".repeat(43);
     let r = h
@@ -679,7 +680,7 @@ async fn wrong_pkce_verifier_spends_the_code() {
 
 #[tokio::test]
 async fn malformed_or_missing_pkce_verifier() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     for bad in [
         &VERIFIER[..42],
@@ -718,7 +719,7 @@ async fn malformed_or_missing_pkce_verifier() {
 
 #[tokio::test]
 async fn replayed_code_is_refused_and_kills_what_it_issued() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let first = h.exchange(PUBLIC, &code).await;
     first.assert_ok();
@@ -745,7 +746,7 @@ async fn replayed_code_is_refused_and_kills_what_it_issued() {
 async fn replay_racing_the_first_redemption_fails_both() {
     // The replay revokes the family before the first exchange created it: the tombstone
     // makes the first exchange fail too, so nobody holds a token of a replayed code.
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let grants = h.server.grant_store();
     let CodeTake::Taken(_) = grants
@@ -779,7 +780,7 @@ async fn replay_racing_the_first_redemption_fails_both() {
 
 #[tokio::test]
 async fn code_of_another_client_is_invalid_grant() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     h.exchange(OTHER, &code)
         .await
@@ -792,7 +793,7 @@ async fn code_of_another_client_is_invalid_grant() {
 
 #[tokio::test]
 async fn redirect_uri_must_match_byte_for_byte() {
-    let h = harness();
+    let h = harness().await;
     for other in [
         "https://app.example.com/callback/",
         "https://APP.example.com/callback",
@@ -830,7 +831,7 @@ async fn redirect_uri_must_match_byte_for_byte() {
 
 #[tokio::test]
 async fn resource_must_match_the_code() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let r = h
         .token(
@@ -880,7 +881,7 @@ async fn resource_must_match_the_code() {
 /// accepts both audiences; each works at its own resource only.
 #[tokio::test]
 async fn token_for_another_resource_is_refused_by_the_layer() {
-    let h = harness();
+    let h = harness().await;
     let code = h
         .code_with(PUBLIC, |c| {
             c.resource = "https://mcp.example.com/other".into()
@@ -913,7 +914,7 @@ async fn token_for_another_resource_is_refused_by_the_layer() {
 
 #[tokio::test]
 async fn unknown_or_expired_code_is_invalid_grant() {
-    let h = harness();
+    let h = harness().await;
     h.exchange(PUBLIC, "no-such-code")
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
@@ -954,7 +955,7 @@ fn dynamic_client(id: &str, grants: &[&str]) -> Client {
 
 #[tokio::test]
 async fn refresh_token_only_for_clients_registered_for_it() {
-    let h = harness();
+    let h = harness().await;
     let store = h.server.client_store();
     store
         .insert_client(dynamic_client("code-only", &["authorization_code"]))
@@ -1009,7 +1010,7 @@ async fn first_tokens(h: &Harness, client: &str) -> (String, String) {
 
 #[tokio::test]
 async fn refresh_rotates_every_time() {
-    let h = harness();
+    let h = harness().await;
     let (access0, rt0) = first_tokens(&h, PUBLIC).await;
     let r = h.refresh(PUBLIC, &rt0).await;
     r.assert_ok();
@@ -1043,7 +1044,7 @@ async fn refresh_rotates_every_time() {
 
 #[tokio::test]
 async fn refresh_reuse_after_rotation_revokes_the_family() {
-    let h = harness();
+    let h = harness().await;
     let (access0, rt0) = first_tokens(&h, PUBLIC).await;
     let rt1 = h.refresh(PUBLIC, &rt0).await.field("refresh_token");
     let r = h.refresh(PUBLIC, &rt1).await;
@@ -1063,7 +1064,7 @@ async fn refresh_reuse_after_rotation_revokes_the_family() {
 
 #[tokio::test]
 async fn refresh_reuse_after_the_grace_window() {
-    let h = harness_with(ISSUER, builder().refresh_grace(Duration::ZERO));
+    let h = harness_with(ISSUER, builder().refresh_grace(Duration::ZERO)).await;
     let (_, rt0) = first_tokens(&h, PUBLIC).await;
     let r = h.refresh(PUBLIC, &rt0).await;
     let rt1 = r.field("refresh_token");
@@ -1080,7 +1081,7 @@ async fn refresh_reuse_after_the_grace_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refreshes_inside_the_grace_get_the_same_successor() {
-    let h = harness();
+    let h = harness().await;
     let (_, rt0) = first_tokens(&h, PUBLIC).await;
     let barrier = Arc::new(tokio::sync::Barrier::new(16));
     let mut set = tokio::task::JoinSet::new();
@@ -1126,7 +1127,7 @@ async fn concurrent_refreshes_inside_the_grace_get_the_same_successor() {
 
 #[tokio::test]
 async fn refresh_may_narrow_but_never_widen_scope() {
-    let h = harness();
+    let h = harness().await;
     let code = h
         .code_with(PUBLIC, |c| c.scope = ScopeSet::parse("read").unwrap())
         .await;
@@ -1172,7 +1173,7 @@ async fn refresh_may_narrow_but_never_widen_scope() {
 
 #[tokio::test]
 async fn refresh_resource_must_match_the_grant() {
-    let h = harness();
+    let h = harness().await;
     let (_, rt) = first_tokens(&h, PUBLIC).await;
     let r = h
         .token(
@@ -1202,7 +1203,7 @@ async fn refresh_resource_must_match_the_grant() {
 
 #[tokio::test]
 async fn refresh_token_of_another_client_is_not_burned() {
-    let h = harness();
+    let h = harness().await;
     let (_, rt) = first_tokens(&h, PUBLIC).await;
     h.refresh(OTHER, &rt)
         .await
@@ -1212,7 +1213,7 @@ async fn refresh_token_of_another_client_is_not_burned() {
 
 #[tokio::test]
 async fn unknown_or_missing_refresh_token() {
-    let h = harness();
+    let h = harness().await;
     h.refresh(PUBLIC, "not-a-refresh-token")
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
@@ -1226,7 +1227,7 @@ async fn unknown_or_missing_refresh_token() {
 
 #[tokio::test]
 async fn confidential_client_refreshes_with_its_secret() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(CONF).await;
     let r = h
         .token(
@@ -1259,7 +1260,7 @@ async fn confidential_client_refreshes_with_its_secret() {
 
 #[tokio::test]
 async fn issuer_with_a_path_serves_the_token_endpoint_under_it() {
-    let h = harness_with("https://mcp.example.com/tenant", builder());
+    let h = harness_with("https://mcp.example.com/tenant", builder()).await;
     let code = h.code(PUBLIC).await;
     let params = form(&[
         ("grant_type", "authorization_code"),
@@ -1295,6 +1296,10 @@ fn down<T>() -> Result<T, StoreError> {
 
 #[async_trait]
 impl GrantStore for DownStore {
+    /// A test double that keeps nothing: the server signs with a key of its own.
+    fn is_durable(&self) -> bool {
+        false
+    }
     async fn put_code(&self, _: SecretHash, _: AuthorizationCode) -> Result<(), StoreError> {
         down()
     }
@@ -1367,7 +1372,7 @@ impl GrantStore for DownStore {
 
 #[tokio::test]
 async fn store_outage_is_503_temporarily_unavailable() {
-    let h = harness_with(ISSUER, builder().grant_store(DownStore));
+    let h = harness_with(ISSUER, builder().grant_store(DownStore)).await;
     let r = h.exchange(PUBLIC, "some-code").await;
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
     assert!(r.headers.get("retry-after").is_some());
@@ -1385,7 +1390,8 @@ async fn token_revoke_and_introspect_share_the_token_rate_limit() {
     let h = harness_with(
         ISSUER,
         builder().token_rate_limit(mcp_oauth::server::RateLimit::per_minute(3)),
-    );
+    )
+    .await;
     let post = |path: &'static str| {
         Request::post(path)
             .header("content-type", "application/x-www-form-urlencoded")
@@ -1415,7 +1421,7 @@ async fn token_revoke_and_introspect_share_the_token_rate_limit() {
 /// out.
 #[tokio::test]
 async fn replay_by_another_client_revokes_nothing() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let first = h.exchange(PUBLIC, &code).await;
     first.assert_ok();
@@ -1443,7 +1449,7 @@ async fn replay_by_another_client_revokes_nothing() {
 /// client id of a public client is no secret) revokes nothing either.
 #[tokio::test]
 async fn replay_with_a_wrong_verifier_revokes_nothing() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(PUBLIC).await;
     let first = h.exchange(PUBLIC, &code).await;
     first.assert_ok();
@@ -1470,7 +1476,7 @@ async fn replay_with_a_wrong_verifier_revokes_nothing() {
 /// the same replay with a wrong secret is `invalid_client` and revokes nothing.
 #[tokio::test]
 async fn replay_by_the_authenticated_owner_with_its_verifier_revokes_the_family() {
-    let h = harness();
+    let h = harness().await;
     let code = h.code(CONF).await;
     let params = [
         ("grant_type", "authorization_code"),
@@ -1559,7 +1565,7 @@ impl Harness {
 /// sends one anyway it must be the registered one.
 #[tokio::test]
 async fn redirect_uri_is_optional_when_authorize_did_not_send_it() {
-    let h = harness();
+    let h = harness().await;
     let code = h.authorize(PUBLIC, None).await;
     h.exchange_at(PUBLIC, &code, None).await.assert_ok();
 
@@ -1578,7 +1584,7 @@ async fn redirect_uri_is_optional_when_authorize_did_not_send_it() {
 /// must repeat it (`invalid_request` without it, `invalid_grant` when it differs).
 #[tokio::test]
 async fn redirect_uri_is_required_when_authorize_sent_it() {
-    let h = harness();
+    let h = harness().await;
     let code = h.authorize(PUBLIC, Some(REDIRECT)).await;
     h.exchange_at(PUBLIC, &code, None)
         .await
@@ -1601,7 +1607,8 @@ async fn loopback_redirect_uri_at_token_must_match_byte_for_byte() {
     let h = harness_with(
         ISSUER,
         builder().client(StaticClient::public(NATIVE, ["http://127.0.0.1/callback"])),
-    );
+    )
+    .await;
     let sent = "http://127.0.0.1:51234/callback";
     for other in [
         "http://127.0.0.1:51235/callback",
@@ -1629,7 +1636,7 @@ async fn loopback_redirect_uri_at_token_must_match_byte_for_byte() {
 /// sleep is involved.
 #[tokio::test]
 async fn expired_refresh_token_is_invalid_grant() {
-    let h = harness();
+    let h = harness().await;
     let rt = format!("rt-{}", rand());
     let family = RefreshFamily {
         family_id: format!("fam{}", rand()),
@@ -1710,7 +1717,8 @@ async fn redirect_uri_rule_survives_the_login_and_consent_pages() {
     let h = harness_with(
         ISSUER,
         builder().authenticator(mcp_oauth::authn::StaticUsers::new().with_password("alice", "pw")),
-    );
+    )
+    .await;
     for sent in [None, Some(REDIRECT)] {
         let mut q = vec![
             ("response_type", "code"),

@@ -95,11 +95,12 @@ fn claims() -> Value {
 
 /// An instance: an authorization server on `ring`, and its app (`/mcp` behind the layer,
 /// plus the OAuth routes).
-fn instance(ring: KeyRing) -> (AuthorizationServer, Router) {
+async fn instance(ring: KeyRing) -> (AuthorizationServer, Router) {
     let server = AuthorizationServer::builder()
         .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .key_ring(ring)
         .build()
+        .await
         .unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(RESOURCE)
@@ -158,8 +159,8 @@ async fn open(store: Arc<impl KeyStore>) -> KeyRing {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_keys_and_see_each_others_rotation() {
     let store = Arc::new(MemoryStore::new());
-    let (a, app_a) = instance(open(store.clone()).await);
-    let (b, app_b) = instance(open(store.clone()).await);
+    let (a, app_a) = instance(open(store.clone()).await).await;
+    let (b, app_b) = instance(open(store.clone()).await).await;
     assert!(a.key_ring().is_shared());
     assert_eq!(a.key_ring().current().kid(), b.key_ring().current().kid());
     assert_eq!(jwks_kids(&app_a).await, jwks_kids(&app_b).await);
@@ -230,7 +231,7 @@ async fn unknown_kids_cost_one_store_read_per_cooldown() {
         .open()
         .await
         .unwrap();
-    let (_server, app) = instance(ring);
+    let (_server, app) = instance(ring).await;
     let before = probe.loads.load(Ordering::SeqCst);
     // 100 tokens, each signed by a key nobody knows (100 different kids), at once.
     let mut set = tokio::task::JoinSet::new();
@@ -273,7 +274,7 @@ async fn a_store_that_is_down_is_a_clear_error_then_a_503() {
         .open()
         .await
         .unwrap();
-    let (server, app) = instance(ring);
+    let (server, app) = instance(ring).await;
     probe.down.store(true, Ordering::SeqCst);
     let known = server.key_ring().sign("at+jwt", &claims()).unwrap();
     assert_eq!(mcp(&app, &known).await, StatusCode::OK);
@@ -365,6 +366,7 @@ async fn settings_are_checked() {
         .access_token_ttl(Duration::from_secs(3600))
         .key_ring(short)
         .build()
+        .await
         .unwrap_err();
     assert!(
         matches!(
@@ -414,7 +416,7 @@ async fn the_private_key_never_shows() {
 async fn local_rings_rotate_too() {
     let ring = KeyRing::generate(SigningAlgorithm::EdDsa).unwrap();
     assert!(!ring.is_shared());
-    let (server, app) = instance(ring);
+    let (server, app) = instance(ring).await;
     let old = server.key_ring().current().kid().to_owned();
     let outcome = server.rotate_signing_key().await.unwrap();
     assert!(matches!(outcome, RotationOutcome::Rotated { .. }));

@@ -28,11 +28,12 @@ const RESOURCE: &str = "http://127.0.0.1:8000/mcp";
 const PRM: &str = "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp";
 const REDIRECT: &str = "http://127.0.0.1:9999/callback";
 
-fn server() -> AuthorizationServer {
+async fn server() -> AuthorizationServer {
     AuthorizationServer::builder()
         .authenticator(StaticUsers::new())
         .client(StaticClient::public("static-client", [REDIRECT]))
         .build()
+        .await
         .unwrap()
 }
 
@@ -168,7 +169,7 @@ fn token(server: &AuthorizationServer, jti: &str) -> String {
 /// 6749 400, not the layer's 401), the keys, and the MCP endpoint's challenge.
 #[tokio::test]
 async fn every_mount_order_answers_the_same() {
-    let server = server();
+    let server = server().await;
     let cfg = config(&server);
     let mut shapes = Vec::new();
     for (i, (name, app)) in apps(&server, &cfg).into_iter().enumerate() {
@@ -281,7 +282,7 @@ async fn every_mount_order_answers_the_same() {
 /// CORS), even when the layer, which refuses foreign origins, wraps them.
 #[tokio::test]
 async fn the_servers_endpoints_keep_their_own_cors_under_the_layer() {
-    let server = server();
+    let server = server().await;
     let cfg = config(&server);
     for (name, app) in apps(&server, &cfg) {
         let preflight = Request::builder()
@@ -315,7 +316,7 @@ async fn the_servers_endpoints_keep_their_own_cors_under_the_layer() {
 /// (here, merge-then-layer: every route and the fallback), and gets its refusal.
 #[tokio::test]
 async fn near_misses_get_the_layers_refusal() {
-    let server = server();
+    let server = server().await;
     let cfg = config(&server);
     let [(_, app), ..] = apps(&server, &cfg);
     for (method, path) in [
@@ -386,6 +387,7 @@ async fn endpoints_the_server_leaves_off_stay_guarded() {
         .authenticator(StaticUsers::new())
         .dynamic_registration(false)
         .build()
+        .await
         .unwrap();
     let cfg = config(&off);
     let app = mine()
@@ -400,6 +402,7 @@ async fn endpoints_the_server_leaves_off_stay_guarded() {
         .authenticator(StaticUsers::new())
         .stats_endpoint(true)
         .build()
+        .await
         .unwrap();
     let cfg = config(&on);
     let app = Router::new()
@@ -412,9 +415,9 @@ async fn endpoints_the_server_leaves_off_stay_guarded() {
 }
 
 /// A resource at one of the crate's own paths is refused when the configuration is built.
-#[test]
-fn a_resource_at_an_own_path_is_refused() {
-    let server = server();
+#[tokio::test]
+async fn a_resource_at_an_own_path_is_refused() {
+    let server = server().await;
     for path in [
         "/token",
         "/register",
@@ -465,9 +468,9 @@ fn a_resource_at_an_own_path_is_refused() {
 }
 
 /// Each `mount` refuses a configuration it cannot serve, saying which to use.
-#[test]
-fn mount_refuses_the_wrong_configuration() {
-    let server = server();
+#[tokio::test]
+async fn mount_refuses_the_wrong_configuration() {
+    let server = server().await;
     let cfg = config(&server);
 
     let err = mcp_oauth::mount(&cfg, echo_tools::mcp_service()).unwrap_err();
@@ -477,7 +480,7 @@ fn mount_refuses_the_wrong_configuration() {
     );
     assert!(err.to_string().contains("server.mount(&cfg, mcp)"), "{err}");
 
-    let other = self::server();
+    let other = self::server().await;
     let err = other.mount(&cfg, echo_tools::mcp_service()).unwrap_err();
     assert!(
         matches!(err, ConfigError::Mount(MountProblem::OtherServer)),

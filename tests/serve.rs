@@ -60,6 +60,7 @@ async fn serve_gives_every_request_the_clients_address() {
     let server = AuthorizationServer::builder()
         .authenticator(StaticUsers::new())
         .build()
+        .await
         .unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(format!("http://{addr}/mcp"))

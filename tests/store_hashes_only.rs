@@ -141,6 +141,7 @@ async fn run_flow<S: ClientStore + GrantStore>(store: S) -> Secrets {
         .store(store)
         .remember_consent(true)
         .build()
+        .await
         .unwrap();
     let cfg = McpOAuthConfig::builder()
         .resource(format!("{base}/mcp"))

@@ -4,7 +4,9 @@
 //! and `MCP_OAUTH_TEST_REDIS_URL`; skipped without them, failed under `CI`). Each on a
 //! multi-thread runtime so the 16 instances racing to create the first key, or to rotate it,
 //! contend for real. Then what is particular to the SQL stores: the database itself refuses
-//! a second current key.
+//! a second current key. Last, what the stores are for: two authorization servers on one
+//! SQLite file, PostgreSQL schema or Redis prefix, built with no key ring, keep their keys in it, publish the same
+//! JWKS and accept each other's tokens, also after one of them rotates.
 
 #![cfg(feature = "server")]
 
@@ -54,6 +56,126 @@ macro_rules! key_rules {
     };
 }
 
+/// Two authorization servers built on two handles of one store, with no `.key_ring(..)`:
+/// they load (or create) one ring in it, publish the same keys and accept each other's
+/// tokens, before and after a rotation by one of them.
+#[allow(dead_code)]
+mod two_servers {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::post;
+    use http::{Request, StatusCode};
+    use mcp_oauth::authn::StaticUsers;
+    use mcp_oauth::server::AuthorizationServer;
+    use mcp_oauth::store::{ClientStore, GrantStore};
+    use mcp_oauth::{McpOAuthConfig, McpOAuthLayer, oauth_router};
+    use serde_json::{Value, json};
+    use tower::ServiceExt as _;
+
+    const ISSUER: &str = "https://mcp.example.com";
+    const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+    async fn instance(store: impl ClientStore + GrantStore) -> (AuthorizationServer, Router) {
+        let server = AuthorizationServer::builder()
+            .authenticator(StaticUsers::new())
+            .store(store)
+            .build()
+            .await
+            .expect("a durable store keeps the keys itself");
+        let cfg = McpOAuthConfig::builder()
+            .resource(RESOURCE)
+            .issuer(ISSUER)
+            .scope("read", "Read")
+            .authorization_server(&server)
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/mcp", post(|| async { "ok" }))
+            .layer(McpOAuthLayer::new(&cfg))
+            .merge(oauth_router(&cfg, &server));
+        (server, app)
+    }
+
+    fn token(server: &AuthorizationServer) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({
+            "iss": ISSUER, "sub": "alice", "aud": RESOURCE, "exp": now + 300, "iat": now,
+            "jti": format!("fam-{now}.x"), "client_id": "c1", "scope": "read",
+        });
+        server.key_ring().sign("at+jwt", &claims).unwrap()
+    }
+
+    async fn mcp(app: &Router, token: &str) -> StatusCode {
+        let req = Request::post("/mcp")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(Body::from(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
+            ))
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    async fn jwks_kids(app: &Router) -> Vec<String> {
+        let res = app
+            .clone()
+            .oneshot(Request::get("/jwks.json").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The check, on two handles `a` and `b` of one store.
+    pub(crate) async fn share_one_ring(
+        a: impl ClientStore + GrantStore,
+        b: impl ClientStore + GrantStore,
+    ) {
+        let (sa, app_a) = instance(a).await;
+        let (sb, app_b) = instance(b).await;
+        assert!(sa.key_ring().is_shared() && sb.key_ring().is_shared());
+        let kid = sa.key_ring().current().kid().to_owned();
+        assert_eq!(sb.key_ring().current().kid(), kid, "one key, created once");
+        assert_eq!(jwks_kids(&app_a).await, vec![kid.clone()]);
+        assert_eq!(jwks_kids(&app_b).await, vec![kid.clone()]);
+
+        let (ta, tb) = (token(&sa), token(&sb));
+        for (app, t) in [(&app_a, &tb), (&app_b, &ta), (&app_a, &ta), (&app_b, &tb)] {
+            assert_eq!(mcp(app, t).await, StatusCode::OK);
+        }
+
+        // A rotates in the store; B verifies A's new token at once and then signs with it.
+        let rotated = sa.rotate_signing_key().await.unwrap();
+        assert_ne!(rotated.kid(), kid);
+        let t_new = token(&sa);
+        assert_eq!(mcp(&app_b, &t_new).await, StatusCode::OK);
+        assert_eq!(sb.key_ring().current().kid(), rotated.kid());
+        assert_eq!(jwks_kids(&app_a).await, jwks_kids(&app_b).await);
+        assert_eq!(
+            mcp(&app_b, &ta).await,
+            StatusCode::OK,
+            "the old key still verifies"
+        );
+
+        // Control: a server with keys of its own refuses them all.
+        let (_, lone) = instance(mcp_oauth::store::MemoryStore::new()).await;
+        assert_eq!(mcp(&lone, &t_new).await, StatusCode::UNAUTHORIZED);
+    }
+}
+
 mod memory {
     use super::*;
 
@@ -90,6 +212,18 @@ mod sqlite {
     }
 
     key_rules!(with_store);
+
+    /// Two authorization servers on one file (two processes), with no key ring: one ring,
+    /// in the file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_servers_without_a_key_ring_share_one_ring() {
+        let dir = std::env::temp_dir().join(stores::unique("store_keys_servers"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = SqliteStore::open(dir.join("oauth.db")).await.unwrap();
+        let b = SqliteStore::open(dir.join("oauth.db")).await.unwrap();
+        super::two_servers::share_one_ring(a, b).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn run_key_store_in_memory() {
@@ -185,6 +319,20 @@ mod postgres {
             std::panic::resume_unwind(e.into_panic());
         }
     }
+
+    /// Two authorization servers on one schema, with no key ring: one ring, in the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_servers_without_a_key_ring_share_one_ring() {
+        let Some(schema) = PgSchema::create("store_keys_servers").await else {
+            return;
+        };
+        let (a, b) = (schema.store(4).await, schema.store(4).await);
+        let outcome = tokio::spawn(super::two_servers::share_one_ring(a, b)).await;
+        schema.drop_schema().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -212,6 +360,20 @@ mod redis {
     }
 
     key_rules!(with_store);
+
+    /// Two authorization servers on one prefix, with no key ring: one ring, in the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_servers_without_a_key_ring_share_one_ring() {
+        let Some(ns) = RedisNamespace::create("store_keys_servers").await else {
+            return;
+        };
+        let (a, b) = (ns.store().await, ns.store().await);
+        let outcome = tokio::spawn(super::two_servers::share_one_ring(a, b)).await;
+        ns.cleanup().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 /// The kit catches a store that checks and then writes in two steps (the mistake the atomic

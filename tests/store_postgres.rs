@@ -467,6 +467,7 @@ async fn token_endpoint_answers_503_quickly_while_postgres_is_down() {
                 .client(StaticClient::public("app", [REDIRECT]))
                 .store(store)
                 .build()
+                .await
                 .unwrap();
             let cfg = McpOAuthConfig::builder()
                 .resource(RESOURCE)

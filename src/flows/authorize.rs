@@ -1167,7 +1167,7 @@ mod tests {
     /// `read`) and `two` (two redirect URIs); scopes `read`, `write`, `admin`, default
     /// `read`; resources [`RESOURCE`] and [`OTHER_RESOURCE`]; a code lifetime of 60 s and
     /// a pending lifetime of 600 s. `skip_consent` picks the authenticator.
-    fn test_env(skip_consent: bool) -> (Env, Arc<FakeClock>) {
+    async fn test_env(skip_consent: bool) -> (Env, Arc<FakeClock>) {
         let mut b = AuthorizationServer::builder()
             .store(MemoryStore::new())
             .client(StaticClient::public("c1", [CALLBACK]).with_name("Client One"))
@@ -1182,7 +1182,7 @@ mod tests {
         } else {
             b.authenticator(StaticUsers::new())
         };
-        let server = b.build().unwrap();
+        let server = b.build().await.unwrap();
         let cfg = McpOAuthConfig::builder()
             .resource(RESOURCE)
             .resource(OTHER_RESOURCE)
@@ -1306,7 +1306,7 @@ mod tests {
             ("unknown scopes are dropped", &[("scope", Some("read nonsense"))], "code"),
         ];
         for (what, changes, expected) in table {
-            let (env, _) = test_env(true);
+            let (env, _) = test_env(true).await;
             let o = authorize(&env, &request(changes), signed_in_as("alice")).await;
             let got = kind(&o);
             assert!(
@@ -1318,7 +1318,7 @@ mod tests {
 
     #[tokio::test]
     async fn wire_problems_are_refused_in_order() {
-        let (env, _) = test_env(true);
+        let (env, _) = test_env(true).await;
         let dup = |names: &[&str]| AuthorizeRequest {
             duplicated: names.iter().map(|n| (*n).to_owned()).collect(),
             ..request(&[])
@@ -1356,14 +1356,14 @@ mod tests {
     #[tokio::test]
     async fn early_errors_redirect_only_to_an_approved_client() {
         // The authenticator approves everyone: the error may go back.
-        let (env_auto, _) = test_env(true);
+        let (env_auto, _) = test_env(true).await;
         let bad = request(&[("response_type", Some("token"))]);
         let o = authorize(&env_auto, &bad, anonymous()).await;
         assert_eq!(kind(&o), "error:unsupported_response_type");
 
         // A consent page would be shown: an unknown user, or one who never approved this
         // client, sees a page naming the error instead.
-        let (env, _) = test_env(false);
+        let (env, _) = test_env(false).await;
         let o = authorize(&env, &bad, anonymous()).await;
         assert_eq!(kind(&o), "refused:unsupported_response_type");
         let o = authorize(&env, &bad, signed_in_as("alice")).await;
@@ -1387,7 +1387,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_user_is_asked_for_only_when_the_client_and_redirect_uri_are_trusted() {
-        let (env, _) = test_env(false);
+        let (env, _) = test_env(false).await;
         let asked = AtomicBool::new(false);
         let user = async {
             asked.store(true, Ordering::SeqCst);
@@ -1413,7 +1413,7 @@ mod tests {
 
     #[tokio::test]
     async fn codes_are_drawn_from_the_random_source_stored_hashed_single_use_and_expire() {
-        let (mut env, clock) = test_env(true);
+        let (mut env, clock) = test_env(true).await;
         env.random = Arc::new(Counting::default());
         let o = authorize(&env, &request(&[]), signed_in_as("alice")).await;
         let AuthorizeOutcome::Code { to, code } = &o else {
@@ -1471,7 +1471,7 @@ mod tests {
             Row { what: "all ceilings", client: "capped", requested: Some("read write admin"), user_ceiling: Some("read admin"), policy: true, expected: Ok("read") },
         ];
         for row in table {
-            let (mut env, _) = test_env(true);
+            let (mut env, _) = test_env(true).await;
             if row.policy {
                 env.scope_policy = Some(Arc::new(OnlyRead));
             }
@@ -1504,7 +1504,7 @@ mod tests {
     #[tokio::test]
     async fn a_dynamic_clients_registered_scope_is_a_ceiling_unless_switched_off() {
         for (ceiling, expected) in [(true, "error:invalid_scope"), (false, "code")] {
-            let (mut env, _) = test_env(true);
+            let (mut env, _) = test_env(true).await;
             env.registered_scope_is_ceiling = ceiling;
             env.clients
                 .insert_client(Client {
@@ -1543,7 +1543,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_parked_request_expires_and_its_form_must_match() {
-        let (env, clock) = test_env(false);
+        let (env, clock) = test_env(false).await;
         let parked = parked_login(&env, &request(&[])).await;
         let id = parked.request_id.as_str();
         let same = |r: &str| r == id;
@@ -1574,7 +1574,7 @@ mod tests {
 
     #[tokio::test]
     async fn sign_in_replaces_the_parked_request_and_errors_then_go_back() {
-        let (env, _) = test_env(false);
+        let (env, _) = test_env(false).await;
         let parked = parked_login(&env, &request(&[])).await;
         let c = check_form(&env, Some(&parked.request_id), Some(&parked.csrf), |_| true)
             .await
@@ -1623,7 +1623,7 @@ mod tests {
 
     #[tokio::test]
     async fn consent_decisions_are_single_use() {
-        let (env, _) = test_env(false);
+        let (env, _) = test_env(false).await;
         let o = consent_as(&env, &request(&[]), "alice", Some(ConsentDecision::Deny)).await;
         assert_eq!(kind(&o), "error:access_denied");
         let o = consent_as(&env, &request(&[]), "alice", None).await;
@@ -1658,7 +1658,7 @@ mod tests {
 
     #[tokio::test]
     async fn remembered_consent_covers_the_same_scopes_at_the_same_resource_only() {
-        let (env, _) = test_env(false);
+        let (env, _) = test_env(false).await;
         let approve = Some(ConsentDecision::Approve);
         let o = consent_as(&env, &request(&[("scope", Some("read"))]), "alice", approve).await;
         assert_eq!(kind(&o), "code");
@@ -1691,7 +1691,7 @@ mod tests {
         );
 
         // Not remembered when switched off.
-        let (mut env, _) = test_env(false);
+        let (mut env, _) = test_env(false).await;
         env.remember_consent = false;
         assert_eq!(
             kind(&consent_as(&env, &request(&[]), "alice", approve).await),
@@ -1703,7 +1703,7 @@ mod tests {
 
     #[tokio::test]
     async fn prompt_consent_survives_the_login_form() {
-        let (env, _) = test_env(false);
+        let (env, _) = test_env(false).await;
         env.grants
             .put_consent("alice", "c1", &qualify(RESOURCE, &scopes("read")), T0)
             .await

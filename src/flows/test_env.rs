@@ -52,6 +52,7 @@ impl TestEnv {
             .client(StaticClient::confidential("rs", Self::SECRET, [REDIRECT]))
             .introspection_clients(["rs"])
             .build()
+            .await
             .unwrap();
         let cfg = McpOAuthConfig::builder()
             .resource(RESOURCE)

@@ -89,6 +89,17 @@ impl KeyRing {
     /// name): they all sign with one current key and accept the same retired ones, and a
     /// rotation by one reaches the others.
     ///
+    /// An [`AuthorizationServer`](crate::server::AuthorizationServer) given a durable
+    /// [`store`](crate::server::AuthorizationServerBuilder::store) and no key ring does this
+    /// for you (ring `default`, default settings, in that store). Open one yourself to choose
+    /// the [ring name](StoreRingBuilder::ring_name), [algorithm](StoreRingBuilder::algorithm),
+    /// [refresh](StoreRingBuilder::refresh_interval) or
+    /// [scheduled rotation](StoreRingBuilder::rotate_every), or to keep the keys in another
+    /// store, and pass it with
+    /// [`key_ring`](crate::server::AuthorizationServerBuilder::key_ring). A ring kept in a
+    /// [`MemoryStore`](crate::store::MemoryStore) dies with the process like a generated one,
+    /// and a server on a durable store refuses it.
+    ///
     /// [`open`](StoreRingBuilder::open) loads the ring, creating its first key when the store
     /// has none (of instances starting at once, one key wins). The ring then reloads from
     /// the store every 30 s in the background, and at once (at most once per 5 s) when a
@@ -376,6 +387,12 @@ impl fmt::Debug for Binding {
 }
 
 impl Binding {
+    /// Whether the store keeps the keys beyond this process.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_durable(&self) -> bool {
+        self.store.is_durable()
+    }
+
     /// Loads the ring's keys from the store, creating the first key when there is none.
     /// `known` is the ring as loaded before, whose parsed keys are reused.
     async fn load(

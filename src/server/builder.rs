@@ -13,7 +13,7 @@ use super::{
     pages, rate_limit, register, retention,
 };
 use crate::authn::{ScopePolicy, UserAuthenticator};
-use crate::config::{ClientProblem, ConfigError};
+use crate::config::{ClientProblem, ConfigError, EphemeralKeysReason};
 use crate::issuer::TokenIssuer;
 use crate::keys::{KeyRing, SigningAlgorithm};
 use crate::store::{ClientStore, GrantStore, MemoryStore};
@@ -28,6 +28,7 @@ pub struct AuthorizationServerBuilder {
     scope_policy: Option<Arc<dyn ScopePolicy>>,
     pages: Option<Arc<dyn pages::Pages>>,
     key_ring: Option<KeyRing>,
+    ephemeral_keys: bool,
     lifetimes: Lifetimes,
     limits: Limits,
     static_clients: Vec<StaticClient>,
@@ -58,6 +59,7 @@ impl Default for AuthorizationServerBuilder {
             scope_policy: None,
             pages: None,
             key_ring: None,
+            ephemeral_keys: false,
             lifetimes: Lifetimes {
                 code: Duration::from_secs(60),
                 access: Duration::from_secs(3600),
@@ -91,6 +93,12 @@ impl Default for AuthorizationServerBuilder {
 
 impl AuthorizationServerBuilder {
     /// One store for clients and grants (e.g. [`MemoryStore`], or a database store).
+    ///
+    /// A [durable](GrantStore::is_durable) store keeps the signing keys too: given no
+    /// [`key_ring`](Self::key_ring), [`build`](Self::build) loads the ring from the store's
+    /// [`key_store`](GrantStore::key_store) (creating its first key when there is none), so
+    /// tokens survive a restart and every instance on a shared store signs with one ring.
+    /// On a [`MemoryStore`] the server signs with a key generated per process.
     pub fn store<S: ClientStore + GrantStore>(mut self, store: S) -> Self {
         let store = Arc::new(store);
         self.clients = Some(store.clone());
@@ -104,7 +112,8 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// The grant store alone.
+    /// The grant store alone. It, not the client store, decides where the signing keys live
+    /// (see [`store`](Self::store)).
     pub fn grant_store(mut self, store: impl GrantStore) -> Self {
         self.grants = Some(Arc::new(store));
         self
@@ -132,16 +141,83 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// The signing keys (a fresh ES256 key by default: tokens do not survive a restart, and
-    /// several instances must share one ring).
+    /// The signing keys. Without this, [`build`](Self::build) keeps them in a
+    /// [durable](GrantStore::is_durable) store (see [`store`](Self::store)), or generates an
+    /// ES256 key for this process on a [`MemoryStore`].
     ///
-    /// For several instances, or keys that survive restarts, keep the ring in the store:
-    /// `.key_ring(KeyRing::from_store(store.clone()).open().await?)` (see
-    /// [`KeyRing::from_store`]). Its retired keys then stay published for the access-token
-    /// lifetime plus 5 minutes, unless set explicitly with
+    /// Pass a ring to choose the ring's name, algorithm, refresh or scheduled rotation
+    /// (`.key_ring(KeyRing::from_store(store.clone()).ring_name("as-2").open().await?)`, see
+    /// [`KeyRing::from_store`]), to keep the keys in another store, or to sign with keys
+    /// loaded from PEM or DER ([`KeyRing::new`]). A shared ring's retired keys stay published
+    /// for the access-token lifetime plus 5 minutes, unless set explicitly with
     /// [`retain_retired_for`](crate::keys::StoreRingBuilder::retain_retired_for).
+    ///
+    /// On a durable store, a ring whose key was generated in this process
+    /// ([`KeyRing::generate`]) is refused with [`ConfigError::EphemeralKeys`]: after a
+    /// restart it would be gone and every token with it. Say
+    /// [`ephemeral_keys`](Self::ephemeral_keys) to accept that.
     pub fn key_ring(mut self, ring: KeyRing) -> Self {
         self.key_ring = Some(ring);
+        self
+    }
+
+    /// The named opt-out from durable keys: sign with a key that lives in this process only
+    /// (generated, or the generated [`key_ring`](Self::key_ring) given), even on a
+    /// [durable](GrantStore::is_durable) store. Every access token is then refused after a
+    /// restart, and instances sharing the store do not accept each other's tokens;
+    /// [`build`](Self::build) logs a warning saying so. Nothing changes on a [`MemoryStore`],
+    /// whose keys are per process anyway.
+    ///
+    /// ```
+    /// use mcp_oauth::authn::StaticUsers;
+    /// use mcp_oauth::config::{ConfigError, EphemeralKeysReason};
+    /// use mcp_oauth::keys::{KeyRing, SigningAlgorithm};
+    /// use mcp_oauth::server::AuthorizationServer;
+    /// # use mcp_oauth::store::*;
+    /// # use std::sync::Arc;
+    /// # #[derive(Default)] struct DurableStore(MemoryStore);
+    /// # #[async_trait::async_trait] impl GrantStore for DurableStore {
+    /// #   async fn put_code(&self, h: SecretHash, c: AuthorizationCode) -> Result<(), StoreError> { self.0.put_code(h, c).await }
+    /// #   async fn take_code(&self, h: &SecretHash, f: &str, n: u64) -> Result<CodeTake, StoreError> { self.0.take_code(h, f, n).await }
+    /// #   async fn create_family(&self, f: RefreshFamily, r: Option<SecretHash>) -> Result<(), StoreError> { self.0.create_family(f, r).await }
+    /// #   async fn rotate_refresh(&self, p: &SecretHash, s: SecretHash, x: Vec<u8>, n: u64, g: u64) -> Result<Rotation, StoreError> { self.0.rotate_refresh(p, s, x, n, g).await }
+    /// #   async fn revoke_family(&self, f: &str, n: u64) -> Result<(), StoreError> { self.0.revoke_family(f, n).await }
+    /// #   async fn family_of_refresh(&self, h: &SecretHash, n: u64) -> Result<Option<RefreshLookup>, StoreError> { self.0.family_of_refresh(h, n).await }
+    /// #   async fn revoke_token(&self, j: &str, e: u64) -> Result<(), StoreError> { self.0.revoke_token(j, e).await }
+    /// #   async fn is_token_revoked(&self, j: &str, n: u64) -> Result<bool, StoreError> { self.0.is_token_revoked(j, n).await }
+    /// #   async fn get_consent(&self, s: &str, c: &str) -> Result<Option<mcp_oauth::scope::ScopeSet>, StoreError> { self.0.get_consent(s, c).await }
+    /// #   async fn put_consent(&self, s: &str, c: &str, x: &mcp_oauth::scope::ScopeSet, n: u64) -> Result<(), StoreError> { self.0.put_consent(s, c, x, n).await }
+    /// #   async fn put_pending(&self, i: &str, p: PendingAuthorization) -> Result<(), StoreError> { self.0.put_pending(i, p).await }
+    /// #   async fn get_pending(&self, i: &str, n: u64) -> Result<Option<PendingAuthorization>, StoreError> { self.0.get_pending(i, n).await }
+    /// #   async fn take_pending(&self, i: &str, n: u64) -> Result<Option<PendingAuthorization>, StoreError> { self.0.take_pending(i, n).await }
+    /// #   async fn sweep(&self, n: u64) -> Result<u64, StoreError> { self.0.sweep(n).await }
+    /// #   async fn stats(&self, n: u64) -> Result<StoreStats, StoreError> { self.0.stats(n).await }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A grant store of your own: durable (the default), with no key store to offer.
+    /// let refused = AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .grant_store(DurableStore::default())
+    ///     .build()
+    ///     .await;
+    /// assert!(matches!(
+    ///     refused,
+    ///     Err(ConfigError::EphemeralKeys { reason: EphemeralKeysReason::NoKeyStore })
+    /// ));
+    ///
+    /// // Fine for a demo: a restart signs everyone out (and the build logs a warning).
+    /// let server = AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .grant_store(DurableStore::default())
+    ///     .ephemeral_keys()
+    ///     .build()
+    ///     .await?;
+    /// # let _ = server;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ephemeral_keys(mut self) -> Self {
+        self.ephemeral_keys = true;
         self
     }
 
@@ -193,18 +269,22 @@ impl AuthorizationServerBuilder {
     /// use mcp_oauth::authn::StaticUsers;
     /// use mcp_oauth::server::{AuthorizationServer, StaticClient};
     ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let server = AuthorizationServer::builder()
     ///     .authenticator(StaticUsers::new())
     ///     .client(StaticClient::confidential("rs-1", "rs-secret-0123456789abcdef", ["https://rs.example.com/cb"]))
     ///     .introspection_clients(["rs-1"])
     ///     .build()
+    ///     .await
     ///     .unwrap();
     /// # let _ = server;
     /// assert!(AuthorizationServer::builder()
     ///     .authenticator(StaticUsers::new())
     ///     .introspection_clients(["not-configured"])
     ///     .build()
+    ///     .await
     ///     .is_err());
+    /// # }
     /// ```
     pub fn introspection_clients<I, S>(mut self, client_ids: I) -> Self
     where
@@ -327,12 +407,43 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// Validates and builds.
+    /// Validates the settings, then sets up the signing keys and builds.
+    ///
+    /// The keys: the [`key_ring`](Self::key_ring) given; or, without one, on a
+    /// [durable](GrantStore::is_durable) grant store, the ring kept in the store's
+    /// [`key_store`](GrantStore::key_store), loaded (or created, on first start) with
+    /// [`KeyRing::from_store`] under the name `default` and with retired keys published for
+    /// the access-token lifetime plus 5 minutes; or, on a [`MemoryStore`] (or with
+    /// [`ephemeral_keys`](Self::ephemeral_keys)), a fresh ES256 key for this process. This is
+    /// why the call is `async`: it may read the store.
+    ///
+    /// ```
+    /// use mcp_oauth::authn::StaticUsers;
+    /// use mcp_oauth::server::AuthorizationServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), mcp_oauth::ConfigError> {
+    /// // In memory: a key per process, fine for development and tests.
+    /// let server = AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .build()
+    ///     .await?;
+    /// assert!(!server.key_ring().is_shared());
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`ConfigError::MissingAuthenticator`] without an authenticator;
-    /// [`ConfigError::OutOfRange`] for a lifetime outside its allowed range; a key error.
-    pub fn build(self) -> Result<AuthorizationServer, ConfigError> {
+    /// [`ConfigError::OutOfRange`] for a lifetime outside its allowed range;
+    /// [`ConfigError::InvalidClient`] for a configured client that is not acceptable;
+    /// [`ConfigError::EphemeralKeys`] when the grant store is durable but the keys would not
+    /// be (it offers no key store, or the ring given was generated in this process) and
+    /// [`ephemeral_keys`](Self::ephemeral_keys) was not called;
+    /// [`ConfigError::KeyRetentionTooShort`] for a shared ring that forgets retired keys
+    /// before the tokens they signed expire; [`ConfigError::Key`] when no key could be
+    /// generated, or the key store failed (unreachable, or holding a key that cannot be
+    /// loaded).
+    pub async fn build(self) -> Result<AuthorizationServer, ConfigError> {
         crate::crypto::install_provider();
         self.warn_loosened();
         let authenticator = self
@@ -343,11 +454,6 @@ impl AuthorizationServerBuilder {
         check_range("access_token_ttl", l.access, 60, 24 * 3600)?;
         check_range("refresh_token_ttl", l.refresh, 3600, 365 * 24 * 3600)?;
         check_range("refresh_grace", l.refresh_grace, 0, 300)?;
-        let key_ring = match self.key_ring {
-            Some(r) => r,
-            None => KeyRing::generate(SigningAlgorithm::Es256)?,
-        };
-        check_key_retention(&key_ring, l.access)?;
         let (clients, grants): (Arc<dyn ClientStore>, Arc<dyn GrantStore>) =
             match (self.clients, self.grants) {
                 (Some(c), Some(g)) => (c, g),
@@ -399,6 +505,9 @@ impl AuthorizationServerBuilder {
             Some(p) => p,
             None => pages::default_pages(),
         };
+        // Last: everything else is checked before the store is read.
+        let key_ring = signing_keys(self.key_ring, self.ephemeral_keys, &grants).await?;
+        check_key_retention(&key_ring, l.access)?;
         Ok(AuthorizationServer {
             inner: Arc::new(ServerInner {
                 clients,
@@ -424,6 +533,41 @@ impl AuthorizationServerBuilder {
             }),
         })
     }
+}
+
+/// The server's key ring: the one given, or the grant store's, or a generated one (see
+/// [`AuthorizationServerBuilder::build`]). A durable store with keys that are not is refused
+/// unless `ephemeral` (the named opt-out), which logs a warning.
+async fn signing_keys(
+    given: Option<KeyRing>,
+    ephemeral: bool,
+    grants: &Arc<dyn GrantStore>,
+) -> Result<KeyRing, ConfigError> {
+    let durable = grants.is_durable();
+    let ring = match given {
+        Some(ring) => ring,
+        None if !durable || ephemeral => KeyRing::generate(SigningAlgorithm::Es256)?,
+        None => match grants.clone().key_store() {
+            Some(store) => KeyRing::from_store(store).open().await?,
+            None => {
+                return Err(ConfigError::EphemeralKeys {
+                    reason: EphemeralKeysReason::NoKeyStore,
+                });
+            }
+        },
+    };
+    if durable && ring.is_ephemeral() {
+        if !ephemeral {
+            return Err(ConfigError::EphemeralKeys {
+                reason: EphemeralKeysReason::EphemeralKeyRing,
+            });
+        }
+        tracing::warn!(
+            target: "mcp_oauth::config",
+            "the signing keys live in this process only (ephemeral_keys) although the store is durable: a restart signs everyone out (every access token is refused), and instances sharing the store refuse each other's tokens"
+        );
+    }
+    Ok(ring)
 }
 
 /// A shared ring keeps retired keys as long as access tokens live (plus a margin); an

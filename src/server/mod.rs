@@ -47,9 +47,11 @@
 //! use mcp_oauth::authn::StaticUsers;
 //! use mcp_oauth::server::AuthorizationServer;
 //!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new())
 //!     .build()
+//!     .await
 //!     .unwrap();
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("http://127.0.0.1:8000/mcp")
@@ -61,10 +63,10 @@
 //!     .route("/mcp", axum::routing::post(|| async { "mcp" }))
 //!     .layer(McpOAuthLayer::new(&cfg))
 //!     .merge(oauth_router(&cfg, &server));
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Inside the Tokio runtime that serves the app: sweeps expired state until dropped.
 //! let upkeep = server.start_upkeep();
 //! assert!(upkeep.is_running());
-//! # });
+//! # }
 //! ```
 //!
 //! Building the router starts nothing in the background: call
@@ -175,7 +177,8 @@ impl std::fmt::Debug for AuthorizationServer {
 }
 
 impl AuthorizationServer {
-    /// Starts a builder with safe defaults: in-memory store, a generated ES256 key, codes
+    /// Starts a builder with safe defaults: in-memory store, a generated ES256 key (kept in
+    /// the store instead when it is a durable one), codes
     /// living 60 s, access tokens 1 h, refresh tokens 30 days with a 30 s rotation grace,
     /// dynamic registration on.
     pub fn builder() -> AuthorizationServerBuilder {
@@ -191,8 +194,8 @@ impl AuthorizationServer {
     /// Generates a new signing key and makes it current; tokens signed with the old key
     /// keep verifying until they expire.
     ///
-    /// With a ring kept in a store ([`KeyRing::from_store`]) this is a compare-and-swap in
-    /// the store: every instance signs with the new key after its next reload (30 s by
+    /// With a ring kept in a store (the default on a durable store, or
+    /// [`KeyRing::from_store`]) this is a compare-and-swap in the store: every instance signs with the new key after its next reload (30 s by
     /// default) and verifies it at once, and of instances rotating at the same moment one
     /// wins ([`RotationOutcome::Superseded`](crate::keys::RotationOutcome::Superseded) for
     /// the others). Otherwise it rotates this process's ring.
@@ -203,12 +206,14 @@ impl AuthorizationServer {
     /// use mcp_oauth::server::AuthorizationServer;
     /// use mcp_oauth::store::MemoryStore;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// // In production, the same PostgresStore or RedisStore for both (it is `Clone`).
+    /// // In production `.store(PostgresStore or RedisStore)` alone: the ring is then kept in
+    /// // it, and every instance sees the rotation.
     /// let server = AuthorizationServer::builder()
     ///     .authenticator(StaticUsers::new())
     ///     .store(MemoryStore::new())
     ///     .key_ring(KeyRing::from_store(MemoryStore::new()).open().await?)
-    ///     .build()?;
+    ///     .build()
+    ///     .await?;
     /// let before = server.key_ring().current().kid().to_owned();
     /// let outcome = server.rotate_signing_key().await?;
     /// assert_ne!(outcome.kid(), before);

@@ -75,14 +75,17 @@
 //! use mcp_oauth::server::{AuthorizationServer, RateLimit};
 //! use mcp_oauth::authn::StaticUsers;
 //!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new())
 //!     .register_rate_limit(RateLimit::per_minute(30).with_burst(10))
 //!     .login_rate_limit(RateLimit::per_minute(10))
 //!     .trusted_proxies(["10.0.0.2".parse().unwrap()])
 //!     .build()
+//!     .await
 //!     .unwrap();
 //! # let _ = (server, Duration::ZERO);
+//! # }
 //! ```
 
 use std::collections::{BTreeSet, HashMap};

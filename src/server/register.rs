@@ -28,7 +28,7 @@
 //! use tower::ServiceExt as _;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let server = AuthorizationServer::builder().authenticator(StaticUsers::new()).build().unwrap();
+//! let server = AuthorizationServer::builder().authenticator(StaticUsers::new()).build().await.unwrap();
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("http://127.0.0.1:8000/mcp")
 //!     .issuer("http://127.0.0.1:8000")

@@ -54,6 +54,7 @@
 //!             .with_idle_client_after(Duration::from_secs(180 * 24 * 3600)),
 //!     )
 //!     .build()
+//!     .await
 //!     .unwrap();
 //!
 //! // A client that registered a year ago and was never used again.

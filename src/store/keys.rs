@@ -123,10 +123,13 @@ pub enum KeyRotation {
 /// Signing keys shared by every instance of a deployment.
 ///
 /// Several instances of one authorization server must sign with one key and verify with the
-/// same set of keys, and a rotation done by one must reach all. So the key ring itself lives
-/// in the store, and every instance loads it from there with
+/// same set of keys, and a rotation done by one must reach all; and the keys must outlive a
+/// restart as the grants do. So the key ring itself lives in the store, and every instance
+/// loads it from there with
 /// [`KeyRing::from_store`](crate::keys::KeyRing::from_store), which also reloads it when
-/// another instance rotated.
+/// another instance rotated. An authorization server does this by itself on a grant store
+/// that hands out its key store ([`GrantStore::key_store`](super::GrantStore::key_store)),
+/// as every built-in durable store does.
 ///
 /// Keys are grouped into named **rings** (the authorization server uses `"default"`), so
 /// several authorization servers can share one database. The two state changes are single
@@ -200,6 +203,14 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Deletes the retired keys of `ring` whose `publish_until` is at or before `now`; how
     /// many went. The current key is never pruned.
     async fn prune_keys(&self, ring: &str, now: u64) -> Result<u64, StoreError>;
+
+    /// Whether the keys outlive this process (on disk, or in a server other instances
+    /// share). `true` unless the store says otherwise; [`MemoryStore`] says `false`, so an
+    /// authorization server on a durable grant store refuses a ring kept in one (see
+    /// [`GrantStore::is_durable`](super::GrantStore::is_durable)).
+    fn is_durable(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -227,6 +238,10 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 
     async fn prune_keys(&self, ring: &str, now: u64) -> Result<u64, StoreError> {
         (**self).prune_keys(ring, now).await
+    }
+
+    fn is_durable(&self) -> bool {
+        (**self).is_durable()
     }
 }
 
@@ -261,6 +276,11 @@ impl MemoryKeys {
 
 #[async_trait]
 impl KeyStore for MemoryStore {
+    /// `false`: the keys are gone when the process ends.
+    fn is_durable(&self) -> bool {
+        false
+    }
+
     async fn load_keys(&self, ring: &str, now: u64) -> Result<Vec<StoredKey>, StoreError> {
         Ok(self.keys.lock().get(ring).map_or_else(Vec::new, |keys| {
             keys.iter().filter(|k| is_live(k, now)).cloned().collect()

@@ -15,8 +15,8 @@ use crate::scope::ScopeSet;
 const TOMBSTONE_SECS: u64 = 24 * 3600 + super::REVOCATION_HORIZON_SLACK;
 
 /// The in-memory store: the default, for one instance. Everything is lost on restart, so
-/// registered clients must register again; use a durable store for anything that must
-/// survive one.
+/// registered clients must register again (and an authorization server on it signs with a
+/// key generated per process); use a durable store for anything that must survive one.
 ///
 /// All state sits behind one mutex, so every trait method is trivially atomic.
 ///
@@ -257,6 +257,12 @@ impl ClientStore for MemoryStore {
 
 #[async_trait]
 impl GrantStore for MemoryStore {
+    /// `false`: everything is gone when the process ends, so a server on this store signs
+    /// with a key generated per process (and hands out no [`key_store`](Self::key_store)).
+    fn is_durable(&self) -> bool {
+        false
+    }
+
     async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError> {
         let mut s = self.lock();
         if s.codes.contains_key(&hash) {

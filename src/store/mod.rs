@@ -19,9 +19,15 @@
 //! holds the contract every implementation must pass — run it against your own store with one
 //! call.
 //!
-//! The signing keys can live in the store too ([`KeyStore`], implemented by every built-in
-//! store), so that instances sharing a store sign and verify with one key ring and a rotation
-//! by one reaches all; see [`KeyRing::from_store`](crate::keys::KeyRing::from_store).
+//! The signing keys live in the store too ([`KeyStore`], implemented by every built-in
+//! store), so that they survive restarts, instances sharing a store sign and verify with one
+//! key ring, and a rotation by one reaches all. A store says whether it is durable
+//! ([`GrantStore::is_durable`]; only [`MemoryStore`] and an in-memory SQLite store are not)
+//! and hands out its key store ([`GrantStore::key_store`]); an authorization server on a
+//! durable store then keeps its keys there unless given others, and refuses to start with
+//! keys that would die with the process unless told
+//! [`ephemeral_keys`](crate::server::AuthorizationServerBuilder::ephemeral_keys). See
+//! [`KeyRing::from_store`](crate::keys::KeyRing::from_store) to open a ring by hand.
 //!
 //! So can the authorization server's per-address rate-limit counters ([`RateLimitStore`],
 //! offered by PostgreSQL and Redis through [`GrantStore::rate_limit_store`]), so that every
@@ -51,6 +57,7 @@ pub mod sql;
 pub mod testkit;
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -701,6 +708,44 @@ pub trait GrantStore: Send + Sync + 'static {
     /// [`PostgresStore`] and [`RedisStore`] offer
     /// themselves; the default offers nothing, and the server counts in process.
     fn rate_limit_store(&self) -> Option<&dyn RateLimitStore> {
+        None
+    }
+
+    /// Whether what this store keeps outlives the process: it is on disk, or in a server
+    /// that other instances share. `true` unless the store says otherwise (so a store that
+    /// does not say is treated as durable, the safe assumption);
+    /// [`MemoryStore`] and [`SqliteStore::in_memory`] say `false`.
+    ///
+    /// An [`AuthorizationServer`](crate::server::AuthorizationServer) on a durable grant
+    /// store keeps its signing keys durable too, or tokens it issued would all be refused
+    /// after a restart while the grants behind them live on: given no
+    /// [`key_ring`](crate::server::AuthorizationServerBuilder::key_ring), it keeps the keys
+    /// in this store's [`key_store`](Self::key_store); it refuses to build when there is none,
+    /// or when the key ring it was given lives in this process only (a generated key, or a
+    /// ring kept in a [`MemoryStore`]), unless told
+    /// [`ephemeral_keys`](crate::server::AuthorizationServerBuilder::ephemeral_keys).
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    /// Where an authorization server on this (durable) store keeps its signing keys when it
+    /// is given no key ring: usually the store itself, as a [`KeyStore`]. The built-in
+    /// database stores ([`SqliteStore`], [`PostgresStore`], [`RedisStore`]) hand out
+    /// themselves; the default hands out nothing, and a server on a durable store then needs
+    /// an explicit key ring (see [`is_durable`](Self::is_durable)).
+    ///
+    /// A store that also implements [`KeyStore`] offers it with `Some(self)`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mcp_oauth::store::{GrantStore, MemoryStore};
+    ///
+    /// // A memory store is not durable: a server on it generates a key per process.
+    /// let memory = Arc::new(MemoryStore::new());
+    /// assert!(!memory.is_durable());
+    /// assert!(memory.key_store().is_none());
+    /// ```
+    fn key_store(self: Arc<Self>) -> Option<Arc<dyn KeyStore>> {
         None
     }
 }

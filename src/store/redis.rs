@@ -46,8 +46,9 @@
 //!     .with_prefix("my-mcp:oauth:");
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
-//!     .store(store)
-//!     .build()?;
+//!     .store(store) // and the signing keys: every instance signs with one ring
+//!     .build()
+//!     .await?;
 //! # let _ = server;
 //! # Ok(())
 //! # }
@@ -602,6 +603,17 @@ impl RedisStore {
 #[async_trait]
 impl GrantStore for RedisStore {
     fn rate_limit_store(&self) -> Option<&dyn super::RateLimitStore> {
+        Some(self)
+    }
+
+    /// `true`: the state lives in the Redis server, shared by every instance.
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    /// The store itself: a server on it keeps its signing keys here too, so they survive
+    /// restarts and every instance signs with the same ring.
+    fn key_store(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn super::KeyStore>> {
         Some(self)
     }
 

@@ -86,6 +86,7 @@
 //!     .authenticator(InsecureAutoApprove::new("dev-user"))
 //!     .client(StaticClient::public("c1", ["http://127.0.0.1/callback"]))
 //!     .build()
+//!     .await
 //!     .unwrap();
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("http://127.0.0.1:8000/mcp")

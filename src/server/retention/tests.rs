@@ -57,6 +57,7 @@ async fn the_task_ends_with_the_server() {
         .authenticator(StaticUsers::new())
         .retention(Retention::default().with_sweep_every(Duration::from_secs(1)))
         .build()
+        .await
         .unwrap();
     let upkeep = server.start_upkeep();
     assert!(upkeep.is_running());
@@ -81,6 +82,7 @@ async fn dropping_the_handle_stops_the_sweep() {
         .authenticator(StaticUsers::new())
         .retention(Retention::default().with_sweep_every(Duration::from_secs(1)))
         .build()
+        .await
         .unwrap();
     let upkeep = server.start_upkeep();
     assert!(upkeep.is_running());
@@ -101,15 +103,23 @@ async fn manual_retention_starts_nothing() {
         .authenticator(StaticUsers::new())
         .retention(Retention::default().manual())
         .build()
+        .await
         .unwrap();
     assert!(!server.start_upkeep().is_running());
 }
 
 #[test]
 fn outside_a_runtime_starts_nothing() {
-    let server = AuthorizationServer::builder()
-        .authenticator(StaticUsers::new())
+    // Built on a runtime (building is async), then used outside it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
+        .unwrap();
+    let server = runtime
+        .block_on(
+            AuthorizationServer::builder()
+                .authenticator(StaticUsers::new())
+                .build(),
+        )
         .unwrap();
     assert!(!server.start_upkeep().is_running());
 }

@@ -2,6 +2,8 @@
 //! pending requests. The atomic steps are single statements or one transaction (see the
 //! [module docs](super)).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 
@@ -12,8 +14,8 @@ use super::{
 };
 use crate::scope::ScopeSet;
 use crate::store::{
-    AuthorizationCode, CodeTake, GrantStore, PendingAuthorization, RateLimitStore, RefreshFamily,
-    RefreshLookup, Rotation, SecretHash, StoreError, StoreStats,
+    AuthorizationCode, CodeTake, GrantStore, KeyStore, PendingAuthorization, RateLimitStore,
+    RefreshFamily, RefreshLookup, Rotation, SecretHash, StoreError, StoreStats,
 };
 
 #[async_trait]
@@ -37,6 +39,17 @@ where
         } else {
             None
         }
+    }
+
+    /// `true`, except for [`SqliteStore::in_memory`](crate::store::SqliteStore::in_memory).
+    fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// The store itself: a server on it keeps its signing keys here too, so they survive
+    /// restarts (and, on PostgreSQL, every instance signs with the same ring).
+    fn key_store(self: Arc<Self>) -> Option<Arc<dyn KeyStore>> {
+        Some(self)
     }
 
     async fn put_code(&self, hash: SecretHash, code: AuthorizationCode) -> Result<(), StoreError> {

@@ -59,6 +59,11 @@ where
     for<'a> Option<Vec<u8>>: Encode<'a, DB>,
     for<'a> bool: Decode<'a, DB> + Type<DB>,
 {
+    /// `true`, except for [`SqliteStore::in_memory`](crate::store::SqliteStore::in_memory).
+    fn is_durable(&self) -> bool {
+        self.durable
+    }
+
     async fn load_keys(&self, ring: &str, now: u64) -> Result<Vec<StoredKey>, StoreError> {
         self.run(async {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

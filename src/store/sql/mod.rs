@@ -1,7 +1,7 @@
 //! Durable stores on SQL databases, through [`sqlx`]: [`SqliteStore`] (feature `sqlite`) keeps
-//! everything in one SQLite file and is the choice for a single instance that must survive
-//! restarts; [`PostgresStore`] (feature `postgres`) is shared by every instance of a
-//! deployment.
+//! everything (the signing keys too) in one SQLite file and is the choice for a single
+//! instance that must survive restarts; [`PostgresStore`] (feature `postgres`) is shared by
+//! every instance of a deployment.
 //!
 //! Both implement [`ClientStore`](super::ClientStore) and [`GrantStore`](super::GrantStore)
 //! with exactly the semantics of [`MemoryStore`](super::MemoryStore), and pass the
@@ -52,12 +52,14 @@
 //! use mcp_oauth::server::AuthorizationServer;
 //! use mcp_oauth::store::sql::SqliteStore;
 //!
-//! // One file; created with its tables on first start, reopened as it is afterwards.
+//! // One file; created with its tables on first start, reopened as it is afterwards. It
+//! // keeps the signing keys too, so tokens survive a restart.
 //! let store = SqliteStore::open("mcp-oauth.db").await?;
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
 //!     .store(store)
-//!     .build()?;
+//!     .build()
+//!     .await?;
 //! # let _ = server;
 //! # Ok(())
 //! # }
@@ -119,6 +121,8 @@ pub struct SqlStore<DB: Backend> {
     reader: Pool<DB>,
     timeout: Duration,
     path: Option<PathBuf>,
+    /// Whether the data outlives the process (all but a SQLite in-memory database).
+    durable: bool,
 }
 
 impl<DB: Backend> Clone for SqlStore<DB> {
@@ -128,6 +132,7 @@ impl<DB: Backend> Clone for SqlStore<DB> {
             reader: self.reader.clone(),
             timeout: self.timeout,
             path: self.path.clone(),
+            durable: self.durable,
         }
     }
 }

@@ -175,6 +175,7 @@ impl PostgresStore {
             reader: pool,
             timeout: DEFAULT_OPERATION_TIMEOUT,
             path: None,
+            durable: true,
         };
         store
             .run(async {

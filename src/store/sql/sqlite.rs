@@ -139,7 +139,8 @@ impl fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database file at `path` and brings its tables up to
-    /// date.
+    /// date. An authorization server on it keeps its signing keys in the file too, so tokens
+    /// survive a restart.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the file cannot be opened or created, or a migration
@@ -167,6 +168,7 @@ impl SqliteStore {
             reader: writer,
             timeout: DEFAULT_OPERATION_TIMEOUT,
             path: Some(path.clone()),
+            durable: true,
         };
         store.migrate().await?;
         // Readers open only once the schema (and WAL mode) is in place.
@@ -180,7 +182,9 @@ impl SqliteStore {
     }
 
     /// A private in-memory database, gone when the last clone of the store is dropped: for
-    /// tests. It runs on a single connection.
+    /// tests. It runs on a single connection. It is not
+    /// [durable](crate::store::GrantStore::is_durable): an authorization server on it signs
+    /// with a key generated per process, as on a [`MemoryStore`](crate::store::MemoryStore).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when SQLite cannot start (out of memory).
@@ -203,6 +207,7 @@ impl SqliteStore {
             reader: pool,
             timeout: DEFAULT_OPERATION_TIMEOUT,
             path: None,
+            durable: false,
         };
         store.migrate().await?;
         Ok(store)
