@@ -23,7 +23,8 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = AuthorizationServer::builder()
 //!     .authenticator(StaticUsers::new().with_password("alice", "correct horse battery staple"))
-//!     .build()?;
+//!     .build()
+//!     .await?;
 //! let cfg = McpOAuthConfig::builder()
 //!     .resource("http://127.0.0.1:8000/mcp")
 //!     .scope("read", "Read your data")
