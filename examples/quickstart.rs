@@ -1,7 +1,7 @@
 //! # `quickstart`: an MCP server with its own OAuth 2.1 authorization server
 //!
-//! Shows the whole crate in one server: an `rmcp` MCP server at `/mcp` behind `McpOAuth`, next
-//! to the embedded authorization server (`oauth_router`), with clients, grants and signing keys
+//! Shows the whole crate in one server: an `rmcp` MCP server at `/mcp` behind the OAuth layer,
+//! next to the embedded authorization server (`server.mount`), with clients, grants and signing keys
 //! kept in a SQLite file. ChatGPT, Claude, the MCP Inspector and the SDK clients connect with
 //! nothing but its URL. `public_search` is public, `files_read` needs `files:read` and
 //! `files_write` needs `files:write` (which implies `files:read`): each requirement is written
@@ -16,24 +16,20 @@
 //! variable (`MCP_OAUTH_ADDR`, `MCP_OAUTH_PUBLIC_URL`, `MCP_OAUTH_DEMO_USER`, `MCP_OAUTH_STORE`…).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::serve::ListenerExt as _;
 use clap::Parser;
 use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::scope::ScopeSet;
 use mcp_oauth::server::{AuthorizationServer, StaticClient, UpkeepHandle};
 use mcp_oauth::store::sql::SqliteStore;
-use mcp_oauth::{
-    Auth, McpOAuth, McpOAuthConfig, oauth_router, public_tool, requires_scopes, scoped_tools,
-};
+use mcp_oauth::{Auth, McpOAuthConfig, public_tool, requires_scopes, scoped_tools};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -222,30 +218,20 @@ async fn app(
         .scope_implies("files:write", ["files:read"])
         .default_scopes(["files:read"])
         .policy(AccessPolicy::new().lazy().tools(Files::tool_requirements()))
-        .allow_origin("http://localhost:6274") // the MCP Inspector's web page
         .authorization_server(&server)
         .build()?;
 
-    // rmcp accepts only loopback `Host`s by default: add the public host (tunnels, proxies).
-    let host = url::Url::parse(public)?
-        .host_str()
-        .unwrap_or("localhost")
-        .to_owned();
     let files = FILES.map(|(name, text)| (name.to_owned(), text.to_owned()));
     let files = Files(Arc::new(Mutex::new(BTreeMap::from(files))));
     let mcp = StreamableHttpService::new(
         move || Ok(files.clone()),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().with_allowed_hosts([
-            "localhost",
-            "127.0.0.1",
-            "::1",
-            host.as_str(),
-        ]),
+        // rmcp accepts only loopback `Host`s by default; this adds the public URL's host.
+        config.rmcp_server_config(),
     );
-    let app = Router::new()
-        .route_service("/mcp", McpOAuth::new(mcp, config.clone()))
-        .merge(oauth_router(&config, &server));
+    // `/mcp` behind the layer, the OAuth endpoints beside it (the Inspector's origin and
+    // the resource's own are allowed by default).
+    let app = server.mount(&config, mcp)?;
     // The retention sweep (expired grants, idle clients) runs while this handle lives.
     let upkeep = server.start_upkeep();
     Ok((app, config, upkeep))
@@ -290,16 +276,8 @@ async fn main() -> Result<(), BoxError> {
         args.store
     );
     println!("listening on http://{bound}");
-    // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
-    // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    // TCP_NODELAY on every connection, and each client's address for the rate limits.
+    mcp_oauth::serve(listener, app).await?;
     Ok(())
 }
 

@@ -26,17 +26,16 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::serve::ListenerExt as _;
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::scope::ScopeSet;
 use mcp_oauth::verify::{ApiKeyVerifier, ChainVerifier, IntrospectionVerifier, RemoteJwksVerifier};
-use mcp_oauth::{Auth, McpOAuth, McpOAuthConfig, protected_resource_router};
+use mcp_oauth::{Auth, McpOAuthConfig};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -214,24 +213,14 @@ async fn app(args: &Args, public: &str) -> Result<(Router, McpOAuthConfig), BoxE
         config = config.allow_origin(origin);
     }
     let config = config.build()?;
-    // rmcp accepts only loopback `Host`s by default: add the public host (tunnels, proxies).
-    let host = url::Url::parse(public)?
-        .host_str()
-        .unwrap_or("localhost")
-        .to_owned();
     let mcp = StreamableHttpService::new(
         || Ok(ExampleServer),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().with_allowed_hosts([
-            "localhost",
-            "127.0.0.1",
-            "::1",
-            host.as_str(),
-        ]),
+        // rmcp accepts only loopback `Host`s by default; this adds the public URL's host.
+        config.rmcp_server_config(),
     );
-    let app = Router::new()
-        .route_service("/mcp", McpOAuth::new(mcp, config.clone()))
-        .merge(protected_resource_router(&config));
+    // `/mcp` behind the layer, and the metadata that points clients at the issuer.
+    let app = mcp_oauth::mount(&config, mcp)?;
     Ok((app, config))
 }
 
@@ -277,11 +266,7 @@ async fn main() -> Result<(), BoxError> {
         None => println!("  no issuer: OAuth sign-in is unavailable, only API keys work"),
     }
     println!("listening on http://{bound}");
-    // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
-    // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).await?;
+    // TCP_NODELAY on every connection, and each client's address.
+    mcp_oauth::serve(listener, app).await?;
     Ok(())
 }

@@ -22,25 +22,23 @@
 //! (default: random, printed); state in memory. It prints `listening on http://ADDR`; connect
 //! the MCP Inspector (`npx @modelcontextprotocol/inspector`, Streamable HTTP) to `/mcp`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use clap::Parser;
 use mcp_oauth::authn::StaticUsers;
 use mcp_oauth::resource::AccessPolicy;
 use mcp_oauth::server::{AuthorizationServer, UpkeepHandle};
 use mcp_oauth::{
-    Auth, McpOAuth, McpOAuthConfig, McpOAuthConfigBuilder, McpOAuthLayer, oauth_router,
-    public_tool, requires_scopes, scoped_tools,
+    Auth, McpOAuthConfig, McpOAuthConfigBuilder, McpOAuthLayer, public_tool, requires_scopes,
+    scoped_tools,
 };
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -137,7 +135,6 @@ fn config(public: &str, server: &AuthorizationServer) -> McpOAuthConfigBuilder {
         .scope_implies("admin", ["files:write"])
         .scope_implies("files:write", ["files:read"])
         .default_scopes(["files:read"])
-        .allow_origin("http://localhost:6274") // the MCP Inspector's web page
         .authorization_server(server)
 }
 
@@ -154,27 +151,17 @@ async fn app(public: &str, user: &str, password: &str) -> Result<(Router, Upkeep
     let mcp_config = config(public, &server).policy(policy).build()?;
     // Outside MCP there are no tools: every request to the axum routes needs a token.
     let api_config = config(public, &server).build()?;
-    // rmcp accepts only loopback `Host`s by default: add the public host (tunnels, proxies).
-    let host = url::Url::parse(public)?
-        .host_str()
-        .unwrap_or("localhost")
-        .to_owned();
     let mcp = StreamableHttpService::new(
         || Ok(ScopedServer::default()),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().with_allowed_hosts([
-            "localhost",
-            "127.0.0.1",
-            host.as_str(),
-        ]),
+        // rmcp accepts only loopback `Host`s by default; this adds the public URL's host.
+        mcp_config.rmcp_server_config(),
     );
+    // An axum route beside the MCP endpoint, behind its own layer.
     let api = Router::new()
         .route("/admin/stats", get(admin_stats))
         .layer(McpOAuthLayer::new(api_config));
-    let app = Router::new()
-        .route_service("/mcp", McpOAuth::new(mcp, mcp_config.clone()))
-        .merge(api)
-        .merge(oauth_router(&mcp_config, &server));
+    let app = server.mount(&mcp_config, mcp)?.merge(api);
     // The retention sweep (expired grants, idle clients) runs while this handle lives.
     Ok((app, server.start_upkeep()))
 }
@@ -203,16 +190,8 @@ async fn main() -> Result<(), BoxError> {
         args.demo_user
     );
     println!("listening on http://{bound}");
-    // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
-    // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    // TCP_NODELAY on every connection, and each client's address for the rate limits.
+    mcp_oauth::serve(listener, app).await?;
     Ok(())
 }
 

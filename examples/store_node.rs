@@ -1,6 +1,6 @@
 //! # `store_node`: the embedded authorization server on a durable, shared store
 //!
-//! Shows how instances share state: the OAuth endpoints (`oauth_router`) and a protected
+//! Shows how instances share state: the OAuth endpoints and a protected
 //! `POST /mcp` answering who called, on the store you choose. Start it twice on one PostgreSQL
 //! or Redis with the same public URL and the two are interchangeable: one key ring kept in the
 //! store, a client registered on one authorizes on the other, a revocation on one is refused by
@@ -19,19 +19,16 @@
 //! `MCP_OAUTH_RATE_LIMITS` and, for automated tests only, `MCP_OAUTH_INSECURE_AUTO_APPROVE` and
 //! `MCP_OAUTH_INSECURE_ADMIN_ROUTES`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::routing::post;
-use axum::serve::ListenerExt as _;
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 use mcp_oauth::authn::{InsecureAutoApprove, StaticUsers};
 use mcp_oauth::keys::{KeyRing, SigningAlgorithm, SigningKey};
 use mcp_oauth::server::{AuthorizationServer, AuthorizationServerBuilder, RateLimit};
 use mcp_oauth::store::{KeyStore, MemoryStore};
-use mcp_oauth::{Auth, McpOAuthConfig, McpOAuthLayer, oauth_router};
+use mcp_oauth::{Auth, McpOAuthConfig};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -218,10 +215,8 @@ async fn main() -> Result<(), BoxError> {
             serde_json::json!({"sub": auth.subject(), "client_id": auth.client_id(), "scope": auth.scopes().to_string()}),
         )
     };
-    let mut app = Router::new()
-        .route("/mcp", post(whoami))
-        .layer(McpOAuthLayer::new(config.clone()))
-        .merge(oauth_router(&config, &server));
+    // `/mcp` (here a plain axum handler) behind the layer, the OAuth endpoints beside it.
+    let mut app = server.mount(&config, post(whoami))?;
     // The retention sweep (expired grants, idle clients) runs while this handle lives.
     let _upkeep = server.start_upkeep();
     if args.insecure_admin_routes {
@@ -246,16 +241,8 @@ async fn main() -> Result<(), BoxError> {
     }
 
     println!("listening on http://{bound}");
-    // TCP_NODELAY: rmcp answers over SSE in several writes; without it the second request on
-    // a keep-alive connection waits ~40 ms for Nagle and delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    // TCP_NODELAY on every connection, and each client's address for the rate limits.
+    mcp_oauth::serve(listener, app).await?;
     Ok(())
 }
 
