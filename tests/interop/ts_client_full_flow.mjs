@@ -2,7 +2,11 @@
 // by scripts/interop-setup.sh) through the whole OAuth flow against mcp-oauth's embedded
 // authorization server (tests/interop_as_ts_sdk.rs runs it against the quickstart app).
 //
-//   node ts_client_full_flow.mjs <mcp-url> <redirect-uri>
+//   node ts_client_full_flow.mjs <mcp-url> <redirect-uri> [<tool>]
+//
+// With <tool> (tests/readme.rs, against the README's program) the script only connects,
+// lists the tools, calls <tool> through the authorization and reports; `./resolve.mjs`
+// lets it reach a public-looking host name on 127.0.0.1 (MCP_OAUTH_TEST_RESOLVE).
 //
 // The SDK does everything itself: 401 → protected-resource metadata → authorization-server
 // metadata → dynamic client registration → authorization URL (PKCE S256, state, resource) →
@@ -29,6 +33,7 @@
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
+import './resolve.mjs';
 
 const modules = process.env.NODE_PATH;
 if (!modules) throw new Error('NODE_PATH must point at .interop/node_modules');
@@ -37,8 +42,8 @@ const { Client } = await sdk('client/index.js');
 const { StreamableHTTPClientTransport } = await sdk('client/streamableHttp.js');
 const { UnauthorizedError } = await sdk('client/auth.js');
 
-const [serverUrl, redirectUrl] = process.argv.slice(2);
-if (!serverUrl || !redirectUrl) throw new Error('usage: ts_client_full_flow.mjs <mcp-url> <redirect-uri>');
+const [serverUrl, redirectUrl, onlyTool] = process.argv.slice(2);
+if (!serverUrl || !redirectUrl) throw new Error('usage: ts_client_full_flow.mjs <mcp-url> <redirect-uri> [<tool>]');
 
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function nextCallback() {
@@ -206,7 +211,23 @@ async function callWithAuthorization(conn, name, args) {
   }
 }
 
+function report(code) {
+  out.authorization_urls = provider.authorizationUrls;
+  out.requests = requests;
+  console.log(JSON.stringify(out));
+  process.exit(code);
+}
+
 try {
+  if (onlyTool) {
+    // Connect without a token, list, then call the one tool through the authorization.
+    let conn = await connect();
+    out.steps.anonymous = { tools: (await conn.client.listTools()).tools.map((t) => t.name).sort() };
+    const r = await callWithAuthorization(conn, onlyTool, {});
+    out.steps.authorize = { [onlyTool]: r.result, callback: r.authorized, claims: claimsOf(provider.tokens()?.access_token ?? '') };
+    await r.conn.client.close();
+    report(0);
+  }
   // 1. Anonymous: lazy authentication lets the handshake, listing and the public tool through.
   let conn = await connect();
   out.steps.anonymous = {
@@ -276,16 +297,9 @@ try {
   out.steps.step_up.claims = claimsOf(last?.access_token ?? '');
   out.steps.step_up.files_read = textOf(await conn.client.callTool({ name: 'files_read', arguments: { path: 'notes/from-ts.txt' } }));
   await conn.client.close();
-
-  out.authorization_urls = provider.authorizationUrls;
-  out.requests = requests;
-  console.log(JSON.stringify(out));
-  process.exit(0);
+  report(0);
 } catch (e) {
   out.fatal = describeError(e);
   out.stack = String(e?.stack ?? '');
-  out.authorization_urls = provider.authorizationUrls;
-  out.requests = requests;
-  console.log(JSON.stringify(out));
-  process.exit(1);
+  report(1);
 }

@@ -134,13 +134,22 @@ pub struct Browser {
 impl Browser {
     /// A browser that logs in as `username` / `password` when asked.
     pub fn new(username: &str, password: &str) -> Self {
+        Self::with_client(username, password, Self::client_builder())
+    }
+
+    /// The browser's HTTP client settings (no redirects followed, a timeout, a browser's
+    /// user agent), to add to (name resolution, a test CA) before [`with_client`].
+    pub fn client_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent("Mozilla/5.0 (X11; Linux x86_64) mcp-oauth-test-browser/1.0")
+    }
+
+    /// A browser on a client made from [`client_builder`](Self::client_builder).
+    pub fn with_client(username: &str, password: &str, client: reqwest::ClientBuilder) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(REQUEST_TIMEOUT)
-                .user_agent("Mozilla/5.0 (X11; Linux x86_64) mcp-oauth-test-browser/1.0")
-                .build()
-                .expect("reqwest client"),
+            http: client.build().expect("reqwest client"),
             cookies: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             username: username.to_owned(),
