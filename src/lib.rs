@@ -145,6 +145,17 @@
 //! [`outbound`] (feature `remote-jwks` or `introspection`), whose SSRF guard refuses loopback
 //! and private addresses unless a verifier is told to allow them.
 //!
+//! "The first hour" (issue 10) changes DESIGN.md §2 and §4, and wins: instead of refusing to
+//! start without a key when instances share a store, a durable store now *supplies* the keys
+//! (`AuthorizationServerBuilder::build` is `async` and loads or creates the ring in the
+//! store), and keys that would die with the process on a durable store are refused unless
+//! named (`ephemeral_keys()`); the crate mounts the app itself (`server.mount`, [`mount`],
+//! [`serve`]), and the layer lets the crate's own endpoints through whatever the order; the
+//! `rmcp` feature also enables rmcp's streamable HTTP server, so that
+//! [`McpOAuthConfig::rmcp_server_config`] can hand it the `Host` names derived from the
+//! public URL; and the MCP Inspector's origin is allowed at the MCP endpoint by default
+//! (`inspector_origin(false)` turns it off).
+//!
 //! ## Crypto provider
 //!
 //! JWTs are signed and verified with `jsonwebtoken` on `aws-lc-rs`. The crate installs that
