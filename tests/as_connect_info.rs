@@ -4,9 +4,10 @@
 
 #![cfg(feature = "server")]
 
-use std::io::Write;
+#[path = "support/logs.rs"]
+mod logs;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -15,26 +16,6 @@ use mcp_oauth::authn::StaticUsers;
 use mcp_oauth::server::AuthorizationServer;
 use mcp_oauth::{McpOAuthConfig, oauth_router};
 use tower::ServiceExt as _;
-
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 const FIX: &str = "into_make_service_with_connect_info";
 
@@ -53,13 +34,7 @@ fn token_request(peer: Option<SocketAddr>) -> Request<Body> {
 
 #[tokio::test]
 async fn a_server_without_connect_info_says_so_once() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = logs::Captured::start();
 
     let server = AuthorizationServer::builder()
         .authenticator(StaticUsers::new())

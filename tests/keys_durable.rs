@@ -10,9 +10,10 @@
 
 #![cfg(feature = "server")]
 
-use std::io::Write;
+#[path = "support/logs.rs"]
+mod logs;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,37 +45,6 @@ const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const WARNING: &str = "a restart signs everyone out";
 
 // ------------------------------------------------------------------ helpers
-
-/// Everything a tracing subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Captures this thread's log lines until the guard is dropped.
-    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
-        let captured = Self::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 fn builder() -> AuthorizationServerBuilder {
     AuthorizationServer::builder()
@@ -351,7 +321,7 @@ async fn process_local_keys_on_a_durable_store_are_refused() {
 /// given, and says once what it costs.
 #[tokio::test]
 async fn the_opt_out_builds_and_warns() {
-    let (captured, _guard) = Captured::start();
+    let (captured, _guard) = logs::Captured::start();
     let server = builder()
         .grant_store(OwnStore::default())
         .ephemeral_keys()
@@ -381,7 +351,7 @@ async fn the_opt_out_builds_and_warns() {
 /// the opt-out there: nothing is lost that was not lost anyway).
 #[tokio::test]
 async fn a_memory_store_signs_with_a_process_key_silently() {
-    let (captured, _guard) = Captured::start();
+    let (captured, _guard) = logs::Captured::start();
     let server = builder().store(MemoryStore::new()).build().await.unwrap();
     assert!(!server.key_ring().is_shared());
     let default = builder().build().await.unwrap();
@@ -408,7 +378,7 @@ async fn a_memory_store_signs_with_a_process_key_silently() {
 /// the opt-out, and used as given.
 #[tokio::test]
 async fn pem_loaded_keys_are_durable() {
-    let (captured, _guard) = Captured::start();
+    let (captured, _guard) = logs::Captured::start();
     let key = SigningKey::from_pkcs8_pem(SigningAlgorithm::Es256, &pem_key()).unwrap();
     let kid = key.kid().to_owned();
     let server = builder()
@@ -548,7 +518,7 @@ mod sqlite {
             .await;
         assert_eq!(refused(generated), EphemeralKeysReason::EphemeralKeyRing);
 
-        let (captured, guard) = Captured::start();
+        let (captured, guard) = logs::Captured::start();
         let opted = AuthorizationServer::builder()
             .authenticator(StaticUsers::new())
             .store(store.clone())
@@ -568,7 +538,7 @@ mod sqlite {
             "the opt-out leaves the store's keys alone"
         );
 
-        let (captured, guard) = Captured::start();
+        let (captured, guard) = logs::Captured::start();
         let in_memory = AuthorizationServer::builder()
             .authenticator(StaticUsers::new())
             .store(SqliteStore::in_memory().await.unwrap())

@@ -8,9 +8,10 @@
 #[path = "support/echo_tools.rs"]
 mod echo_tools;
 
-use std::io::Write;
+#[path = "support/logs.rs"]
+mod logs;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -21,39 +22,13 @@ use mcp_oauth::authn::StaticUsers;
 use mcp_oauth::server::AuthorizationServer;
 use tower::ServiceExt as _;
 
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 const FIX: &str = "into_make_service_with_connect_info";
 
 // The current-thread runtime runs the served connections on this thread, where the
 // subscriber is installed.
 #[tokio::test]
 async fn serve_gives_every_request_the_clients_address() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = logs::Captured::start();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
