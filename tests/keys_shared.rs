@@ -8,22 +8,23 @@
 
 #![cfg(feature = "server")]
 
+#[path = "support/app_probe.rs"]
+mod app_probe;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::body::Body;
 use axum::routing::post;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use mcp_oauth::authn::InsecureAutoApprove;
 use mcp_oauth::keys::{KeyError, KeyRing, RotationOutcome, SigningAlgorithm, SigningKey};
 use mcp_oauth::server::AuthorizationServer;
 use mcp_oauth::store::{KeyRotation, KeyStore, MemoryStore, StoreError, StoredKey};
 use mcp_oauth::{ConfigError, McpOAuthConfig, McpOAuthLayer, oauth_router};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 const ISSUER: &str = "https://mcp.example.com";
 const RESOURCE: &str = "https://mcp.example.com/mcp";
@@ -116,37 +117,6 @@ async fn instance(ring: KeyRing) -> (AuthorizationServer, Router) {
     (server, app)
 }
 
-async fn mcp(app: &Router, token: &str) -> StatusCode {
-    let req = Request::post("/mcp")
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(Body::from(
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
-        ))
-        .unwrap();
-    app.clone().oneshot(req).await.unwrap().status()
-}
-
-async fn jwks_kids(app: &Router) -> Vec<String> {
-    let res = app
-        .clone()
-        .oneshot(Request::get("/jwks.json").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// A ring on `store` whose background refresh stays out of the way of the test.
 async fn open(store: Arc<impl KeyStore>) -> KeyRing {
     KeyRing::from_store(store)
@@ -163,11 +133,14 @@ async fn two_instances_share_keys_and_see_each_others_rotation() {
     let (b, app_b) = instance(open(store.clone()).await).await;
     assert!(a.key_ring().is_shared());
     assert_eq!(a.key_ring().current().kid(), b.key_ring().current().kid());
-    assert_eq!(jwks_kids(&app_a).await, jwks_kids(&app_b).await);
+    assert_eq!(
+        app_probe::jwks_kids(&app_a).await,
+        app_probe::jwks_kids(&app_b).await
+    );
 
     // A token signed on A verifies on B.
     let t1 = a.key_ring().sign("at+jwt", &claims()).unwrap();
-    assert_eq!(mcp(&app_b, &t1).await, StatusCode::OK);
+    assert_eq!(app_probe::mcp(&app_b, &t1).await, StatusCode::OK);
 
     // A rotates; B has not reloaded, yet verifies A's new token at once (unknown kid →
     // one reload), and then publishes the same keys as A.
@@ -179,17 +152,23 @@ async fn two_instances_share_keys_and_see_each_others_rotation() {
     assert_ne!(new, old);
     assert_eq!(b.key_ring().current().kid(), old, "B has not reloaded yet");
     let t2 = a.key_ring().sign("at+jwt", &claims()).unwrap();
-    assert_eq!(mcp(&app_b, &t2).await, StatusCode::OK);
+    assert_eq!(app_probe::mcp(&app_b, &t2).await, StatusCode::OK);
     assert_eq!(
         b.key_ring().current().kid(),
         new,
         "B now signs with A's key"
     );
-    assert_eq!(jwks_kids(&app_a).await, jwks_kids(&app_b).await);
-    assert_eq!(jwks_kids(&app_b).await, vec![new.clone(), old.clone()]);
+    assert_eq!(
+        app_probe::jwks_kids(&app_a).await,
+        app_probe::jwks_kids(&app_b).await
+    );
+    assert_eq!(
+        app_probe::jwks_kids(&app_b).await,
+        vec![new.clone(), old.clone()]
+    );
     // Tokens signed before the rotation still verify everywhere.
-    assert_eq!(mcp(&app_a, &t1).await, StatusCode::OK);
-    assert_eq!(mcp(&app_b, &t1).await, StatusCode::OK);
+    assert_eq!(app_probe::mcp(&app_a, &t1).await, StatusCode::OK);
+    assert_eq!(app_probe::mcp(&app_b, &t1).await, StatusCode::OK);
 
     // B rotating from the key A rotated away from is superseded; from the current one it
     // wins.
@@ -241,7 +220,7 @@ async fn unknown_kids_cost_one_store_read_per_cooldown() {
             .unwrap()
             .sign("at+jwt", &claims())
             .unwrap();
-        set.spawn(async move { mcp(&app, &token).await });
+        set.spawn(async move { app_probe::mcp(&app, &token).await });
     }
     while let Some(status) = set.join_next().await {
         assert_eq!(status.unwrap(), StatusCode::UNAUTHORIZED);
@@ -277,23 +256,29 @@ async fn a_store_that_is_down_is_a_clear_error_then_a_503() {
     let (server, app) = instance(ring).await;
     probe.down.store(true, Ordering::SeqCst);
     let known = server.key_ring().sign("at+jwt", &claims()).unwrap();
-    assert_eq!(mcp(&app, &known).await, StatusCode::OK);
+    assert_eq!(app_probe::mcp(&app, &known).await, StatusCode::OK);
     let stranger = SigningKey::generate(SigningAlgorithm::Es256)
         .unwrap()
         .sign("at+jwt", &claims())
         .unwrap();
-    assert_eq!(mcp(&app, &stranger).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app_probe::mcp(&app, &stranger).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     let err = server.rotate_signing_key().await.unwrap_err();
     assert!(matches!(err, KeyError::Store(_)), "{err:?}");
     assert!(server.key_ring().reload().await.is_err());
     assert_eq!(
-        mcp(&app, &known).await,
+        app_probe::mcp(&app, &known).await,
         StatusCode::OK,
         "the ring keeps its keys"
     );
     // Back up: the unknown key is still unknown, now a plain 401.
     probe.down.store(false, Ordering::SeqCst);
-    assert_eq!(mcp(&app, &stranger).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app_probe::mcp(&app, &stranger).await,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,6 +409,9 @@ async fn local_rings_rotate_too() {
         server.key_ring().current().algorithm(),
         SigningAlgorithm::EdDsa
     );
-    assert_eq!(jwks_kids(&app).await, vec![outcome.kid().to_owned(), old]);
+    assert_eq!(
+        app_probe::jwks_kids(&app).await,
+        vec![outcome.kid().to_owned(), old]
+    );
     server.key_ring().reload().await.unwrap();
 }

@@ -13,6 +13,9 @@
 #[path = "support/stores.rs"]
 mod stores;
 
+#[path = "support/app_probe.rs"]
+mod app_probe;
+
 use std::sync::Arc;
 
 use mcp_oauth::store::{MemoryStore, testkit};
@@ -62,15 +65,13 @@ macro_rules! key_rules {
 #[allow(dead_code)]
 mod two_servers {
     use axum::Router;
-    use axum::body::Body;
     use axum::routing::post;
-    use http::{Request, StatusCode};
+    use http::StatusCode;
     use mcp_oauth::authn::StaticUsers;
     use mcp_oauth::server::AuthorizationServer;
     use mcp_oauth::store::{ClientStore, GrantStore};
     use mcp_oauth::{McpOAuthConfig, McpOAuthLayer, oauth_router};
-    use serde_json::{Value, json};
-    use tower::ServiceExt as _;
+    use serde_json::json;
 
     const ISSUER: &str = "https://mcp.example.com";
     const RESOURCE: &str = "https://mcp.example.com/mcp";
@@ -108,37 +109,6 @@ mod two_servers {
         server.key_ring().sign("at+jwt", &claims).unwrap()
     }
 
-    async fn mcp(app: &Router, token: &str) -> StatusCode {
-        let req = Request::post("/mcp")
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(Body::from(
-                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
-            ))
-            .unwrap();
-        app.clone().oneshot(req).await.unwrap().status()
-    }
-
-    async fn jwks_kids(app: &Router) -> Vec<String> {
-        let res = app
-            .clone()
-            .oneshot(Request::get("/jwks.json").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        v["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["kid"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
     /// The check, on two handles `a` and `b` of one store.
     pub(crate) async fn share_one_ring(
         a: impl ClientStore + GrantStore,
@@ -149,30 +119,36 @@ mod two_servers {
         assert!(sa.key_ring().is_shared() && sb.key_ring().is_shared());
         let kid = sa.key_ring().current().kid().to_owned();
         assert_eq!(sb.key_ring().current().kid(), kid, "one key, created once");
-        assert_eq!(jwks_kids(&app_a).await, vec![kid.clone()]);
-        assert_eq!(jwks_kids(&app_b).await, vec![kid.clone()]);
+        assert_eq!(crate::app_probe::jwks_kids(&app_a).await, vec![kid.clone()]);
+        assert_eq!(crate::app_probe::jwks_kids(&app_b).await, vec![kid.clone()]);
 
         let (ta, tb) = (token(&sa), token(&sb));
         for (app, t) in [(&app_a, &tb), (&app_b, &ta), (&app_a, &ta), (&app_b, &tb)] {
-            assert_eq!(mcp(app, t).await, StatusCode::OK);
+            assert_eq!(crate::app_probe::mcp(app, t).await, StatusCode::OK);
         }
 
         // A rotates in the store; B verifies A's new token at once and then signs with it.
         let rotated = sa.rotate_signing_key().await.unwrap();
         assert_ne!(rotated.kid(), kid);
         let t_new = token(&sa);
-        assert_eq!(mcp(&app_b, &t_new).await, StatusCode::OK);
+        assert_eq!(crate::app_probe::mcp(&app_b, &t_new).await, StatusCode::OK);
         assert_eq!(sb.key_ring().current().kid(), rotated.kid());
-        assert_eq!(jwks_kids(&app_a).await, jwks_kids(&app_b).await);
         assert_eq!(
-            mcp(&app_b, &ta).await,
+            crate::app_probe::jwks_kids(&app_a).await,
+            crate::app_probe::jwks_kids(&app_b).await
+        );
+        assert_eq!(
+            crate::app_probe::mcp(&app_b, &ta).await,
             StatusCode::OK,
             "the old key still verifies"
         );
 
         // Control: a server with keys of its own refuses them all.
         let (_, lone) = instance(mcp_oauth::store::MemoryStore::new()).await;
-        assert_eq!(mcp(&lone, &t_new).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            crate::app_probe::mcp(&lone, &t_new).await,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }
 
