@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command: installs the interop toolchain (Node 22, the official MCP TypeScript SDK,
-# the conformance package and oidc-provider, pinned in tests/interop/package-lock.json) into
-# .interop/ when it is missing or stale, then runs every test of the workspace with every
-# feature (all test binaries run even when an earlier one fails). Needs npm once
-# (apt-get install npm); later runs work offline.
+# the conformance package, oidc-provider and playwright-core, pinned in
+# tests/interop/package-lock.json) into .interop/ when it is missing or stale, then runs every
+# test of the workspace with every feature (all test binaries run even when an earlier one
+# fails). Needs npm once (apt-get install npm); later runs work offline. The real-browser test
+# needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does).
 #
 #   ./scripts/test.sh                     # everything
 #   ./scripts/test.sh --test interop_ts_sdk -- --nocapture   # extra arguments go to cargo test
