@@ -32,8 +32,10 @@
 // redirect leads to, so it cannot stand in for the client's listener).
 // The only stdout line is the JSON report:
 //   {"callback": "<url>"|null, "pages": [{"step", "kind", "url", "title", "text"}],
-//    "console": [{"type", "text", "url"}], "page_errors": [...], "failed_requests": [...],
-//    "error_responses": [{"status", "url"}], "fatal": null|"<message>"}
+//    "console": [{"type", "text", "url"}], "page_errors": [{"message", "url"}],
+//    "failed_requests": [{"url", "failure", "page"}], "error_responses": [{"status", "url", "page"}],
+//    "fatal": null|"<message>"}
+// (`url` of a console message or page error, and `page` of a request: the page it came from).
 // and the exit status is 0 when the callback was reached.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -81,10 +83,21 @@ try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(STEP_TIMEOUT);
   page.on('console', (m) => report.console.push({ type: m.type(), text: m.text(), url: page.url() }));
-  page.on('pageerror', (e) => report.page_errors.push(String(e?.stack ?? e)));
-  page.on('requestfailed', (r) => report.failed_requests.push({ url: r.url(), failure: r.failure()?.errorText ?? null }));
+  page.on('pageerror', (e) => report.page_errors.push({ message: String(e?.stack ?? e), url: page.url() }));
+  // The page a request was made from (the frame's URL), so a test can tell its own pages'
+  // faults from a third party's.
+  const pageOf = (request) => {
+    try {
+      return request.frame().url();
+    } catch {
+      return null;
+    }
+  };
+  page.on('requestfailed', (r) =>
+    report.failed_requests.push({ url: r.url(), failure: r.failure()?.errorText ?? null, page: pageOf(r) }),
+  );
   page.on('response', (r) => {
-    if (r.status() >= 400) report.error_responses.push({ status: r.status(), url: r.url() });
+    if (r.status() >= 400) report.error_responses.push({ status: r.status(), url: r.url(), page: pageOf(r.request()) });
   });
 
   await page.goto(plan.authorize_url, { waitUntil: 'load' });
