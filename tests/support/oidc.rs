@@ -67,10 +67,29 @@ impl OidcProvider {
         opaque_resource: &str,
         alg: &str,
     ) -> Self {
+        Self::spawn(interop, jwt_resources, opaque_resource, alg, false).await
+    }
+
+    /// A provider a user signs in at: open dynamic client registration (RFC 7591) and the
+    /// provider's development login page (any login name, any password) and consent page
+    /// (one "Continue" button, which the test browser of `browser.rs` submits), issuing
+    /// ES256 JWT access tokens for `jwt_resources`.
+    pub async fn start_interactive(interop: &Interop, jwt_resources: &[&str]) -> Self {
+        Self::spawn(interop, jwt_resources, "", "ES256", true).await
+    }
+
+    async fn spawn(
+        interop: &Interop,
+        jwt_resources: &[&str],
+        opaque_resource: &str,
+        alg: &str,
+        interactive: bool,
+    ) -> Self {
         let mut cmd = interop.node_script("tests/interop/oidc_provider.mjs");
         cmd.env("OIDC_JWT_RESOURCES", jwt_resources.join(" "))
             .env("OIDC_OPAQUE_RESOURCE", opaque_resource)
             .env("OIDC_JWT_ALG", alg)
+            .env("OIDC_INTERACTIVE", if interactive { "1" } else { "0" })
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());

@@ -1,0 +1,278 @@
+//! A real browser drives the pages: headless Chromium (Debian's `chromium`, through the npm
+//! package `playwright-core`) opens an authorization URL of the quickstart example, signs in
+//! with a local password user on our login page, approves on our consent page, and reaches the
+//! client's callback (a loopback listener the test runs, as a native MCP client does) with
+//! `code`, `state` and `iss` — with no console message, no page error, no failed request and
+//! no HTTP error on the way. The code it brings back is then redeemed, so the pages really did
+//! authorize.
+//!
+//! The node side is `tests/interop/browser_flow.mjs`, driven by a plan of steps (one per page,
+//! each naming the origin it expects): signing in at an upstream provider's page first is one
+//! more step with that provider's origin. One browser launch per run.
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "sqlite",
+    feature = "macros"
+))]
+
+mod support;
+
+#[path = "support/example.rs"]
+mod example;
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+const SCRIPT: &str = "tests/interop/browser_flow.mjs";
+/// The page the test's client listener answers its redirect URI with.
+const CALLBACK_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+    <title>Signed in</title><link rel=\"icon\" href=\"data:,\"></head>\
+    <body><p>Signed in. You can close this window.</p></body></html>";
+const PASSWORD: &str = "chromium-demo-password";
+const VERIFIER: &str = "chromium-test-code-verifier-0123456789-abcdefghijklmnop";
+const STATE: &str = "state-from-the-chromium-test";
+
+/// What one browser run reported.
+struct BrowserRun {
+    report: Value,
+    success: bool,
+    stderr: String,
+}
+
+/// Runs `browser_flow.mjs` with a plan: open `authorize_url`, then act on one page per step.
+async fn run_browser(
+    interop: &support::Interop,
+    chromium: &Path,
+    authorize_url: &str,
+    redirect: &str,
+    steps: Value,
+) -> BrowserRun {
+    let plan = json!({
+        "chromium": chromium,
+        "authorize_url": authorize_url,
+        "callback": redirect,
+        "steps": steps,
+    });
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "browser-plan-{}-{}.json",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::write(&file, plan.to_string()).unwrap();
+    let mut cmd = interop.node_script(SCRIPT);
+    cmd.arg(&file);
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("the browser did not finish within 90 s")
+        .expect("cannot run node");
+    let _ = std::fs::remove_file(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!("no JSON report from the browser\nstdout: {stdout}\nstderr: {stderr}")
+        });
+    BrowserRun {
+        report,
+        success: out.status.success(),
+        stderr,
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The client's redirect listener on `127.0.0.1` (a loopback redirect URI, RFC 8252), as a
+/// native MCP client runs one: its redirect URI. It serves until the test ends.
+async fn callback_listener() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect = format!("http://{}/callback", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(|| async { axum::response::Html(CALLBACK_PAGE) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    redirect
+}
+
+/// Registers a public client with `redirect`: its `client_id`.
+async fn register(http: &reqwest::Client, issuer: &str, redirect: &str) -> String {
+    let res = http
+        .post(format!("{issuer}/register"))
+        .json(&json!({
+            "client_name": "Chromium test client",
+            "redirect_uris": [redirect],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().await.unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn query(url: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(url).unwrap();
+    let mut values = url.query_pairs().filter(|(k, _)| k == name);
+    let first = values.next().map(|(_, v)| v.into_owned());
+    assert!(values.next().is_none(), "{name} twice in {url}");
+    first
+}
+
+/// Asserts the browser saw nothing wrong: no console message of any kind, no uncaught
+/// error, no failed request, no HTTP error answer — on every page except those of the
+/// origins in `third_parties` (an upstream provider's pages are not ours to judge).
+fn assert_clean(report: &Value, third_parties: &[&str], ctx: &str) {
+    for (key, page) in [
+        ("console", "url"),
+        ("page_errors", "url"),
+        ("failed_requests", "page"),
+        ("error_responses", "page"),
+    ] {
+        let ours: Vec<&Value> = report[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in the report: {ctx}"))
+            .iter()
+            .filter(|entry| {
+                let origin = url::Url::parse(entry[page].as_str().unwrap_or_default())
+                    .map(|u| u.origin().ascii_serialization())
+                    .unwrap_or_default();
+                !third_parties.contains(&origin.as_str())
+            })
+            .collect();
+        assert!(ours.is_empty(), "{key} must be empty: {ours:#?}\n{ctx}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_signs_in_with_a_local_password_user_and_approves() {
+    const TEST: &str = "chromium_signs_in_with_a_local_password_user_and_approves";
+    let Some(interop) = support::interop(TEST) else {
+        return;
+    };
+    let Some(chromium) = support::chromium(TEST) else {
+        return;
+    };
+    let running = example::start_quickstart("demo", PASSWORD).await;
+    let issuer = running.issuer.clone();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirect = callback_listener().await;
+    let client_id = register(&http, &issuer, &redirect).await;
+    let challenge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER));
+    let authorize_url = url::Url::parse_with_params(
+        &format!("{issuer}/authorize"),
+        [
+            ("response_type", "code"),
+            ("client_id", client_id.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("state", STATE),
+            ("scope", "files:read"),
+            ("resource", running.mcp_url.as_str()),
+        ],
+    )
+    .unwrap()
+    .to_string();
+
+    let run = run_browser(
+        &interop,
+        &chromium,
+        &authorize_url,
+        &redirect,
+        json!([
+            {"kind": "login", "origin": issuer, "username": "demo", "password": PASSWORD},
+            {"kind": "consent", "origin": issuer, "decision": "approve"},
+        ]),
+    )
+    .await;
+    let report = &run.report;
+    let ctx = format!(
+        "{report:#}\n--- browser stderr ---\n{}\n--- server stderr ---\n{}",
+        run.stderr,
+        running._example.stderr()
+    );
+    assert!(run.success && report["fatal"].is_null(), "{ctx}");
+
+    // The pages it acted on: our login page, then our consent page naming the client and
+    // the scope, both on the issuer's origin.
+    let pages = report["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 3, "{ctx}");
+    assert_eq!(pages[0]["kind"], "login", "{ctx}");
+    assert_eq!(pages[1]["kind"], "consent", "{ctx}");
+    for page in &pages[..2] {
+        assert!(page["url"].as_str().unwrap().starts_with(&issuer), "{ctx}");
+    }
+    let consent = pages[1]["text"].as_str().unwrap();
+    assert!(consent.contains("Chromium test client"), "{ctx}");
+    assert!(consent.contains("files:read"), "{ctx}");
+
+    // The callback: `code`, the client's `state`, and our `iss` (RFC 9207).
+    let callback = report["callback"].as_str().unwrap();
+    assert!(callback.starts_with(&format!("{redirect}?")), "{ctx}");
+    assert_eq!(query(callback, "state").as_deref(), Some(STATE), "{ctx}");
+    assert_eq!(
+        query(callback, "iss").as_deref(),
+        Some(issuer.as_str()),
+        "{ctx}"
+    );
+    assert_eq!(query(callback, "error"), None, "{ctx}");
+    let code = query(callback, "code").unwrap_or_else(|| panic!("no code: {ctx}"));
+    assert_clean(report, &[], &ctx);
+
+    // The code is real: it redeems for a token for the user, the client and the resource.
+    let res = http
+        .post(format!("{issuer}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_verifier", VERIFIER),
+            ("client_id", client_id.as_str()),
+            ("resource", running.mcp_url.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let tokens: Value = res.json().await.unwrap();
+    assert_eq!(tokens["scope"], "files:read");
+    let payload = tokens["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "demo");
+    assert_eq!(claims["aud"], running.mcp_url.as_str());
+    assert_eq!(claims["client_id"], client_id.as_str());
+}
