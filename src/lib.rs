@@ -195,10 +195,18 @@ pub mod keys;
 pub mod metadata;
 mod mounting;
 mod net;
-#[cfg(any(feature = "remote-jwks", feature = "introspection"))]
+#[cfg(any(
+    feature = "remote-jwks",
+    feature = "introspection",
+    feature = "client-metadata"
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(any(feature = "remote-jwks", feature = "introspection")))
+    doc(cfg(any(
+        feature = "remote-jwks",
+        feature = "introspection",
+        feature = "client-metadata"
+    )))
 )]
 pub mod outbound;
 mod paths;

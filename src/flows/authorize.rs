@@ -198,6 +198,17 @@ pub(crate) enum ErrorPage {
     InvalidDecision,
     /// A store, authenticator or policy failed.
     Unavailable,
+    /// The client's metadata document cannot be fetched now: `503` with `Retry-After`.
+    #[cfg(feature = "client-metadata")]
+    MetadataUnavailable {
+        /// What failed, for the page.
+        problem: String,
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// The client's metadata document was fetched (or its URL checked) and cannot be used.
+    #[cfg(feature = "client-metadata")]
+    MetadataInvalid(String),
 }
 
 /// A request parked while the user signs in or decides: its id (the binding cookie's
@@ -436,8 +447,10 @@ async fn refuse_known_user(
 /// client, and while the recorded use is under an hour old: such a client is far from idle.
 async fn mark_in_use(env: &Env, client: Client) -> Result<Option<Client>, StoreError> {
     let now = env.now();
-    let configured =
-        client.source == ClientSource::Static || env.static_clients.contains_key(&client.client_id);
+    // A metadata document client lives in no store: its document is its registration.
+    let configured = client.source == ClientSource::Static
+        || client.source == ClientSource::MetadataDocument
+        || env.static_clients.contains_key(&client.client_id);
     let recently_used =
         client.last_used_at != 0 && now.saturating_sub(client.last_used_at) < TOUCH_INTERVAL_SECS;
     if configured || recently_used {
@@ -472,6 +485,28 @@ async fn validate(env: &Env, req: &AuthorizeRequest) -> Result<Validated, Reject
         return Err(page("The redirect_uri is too long."));
     }
     const UNKNOWN: &str = "The application is not registered with this server (unknown client_id). If it registered before, it must register again.";
+    // A client ID metadata document: a fetch failure is 503 (retry), an unusable document
+    // is a page naming the problem; neither is an unknown client.
+    #[cfg(feature = "client-metadata")]
+    if let Some(resolver) = &env.client_metadata
+        && super::client_metadata::is_metadata_url(client_id)
+        && !env.static_clients.contains_key(client_id)
+    {
+        use super::client_metadata::ResolveError;
+        if let Err(e) = resolver.resolve(client_id, env.now()).await {
+            let page = match e {
+                ResolveError::Unavailable {
+                    problem,
+                    retry_after,
+                } => ErrorPage::MetadataUnavailable {
+                    problem,
+                    retry_after,
+                },
+                ResolveError::Invalid(problem) => ErrorPage::MetadataInvalid(problem),
+            };
+            return Err(Rejection::Page(page));
+        }
+    }
     let client = match env.client(client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => return Err(page(UNKNOWN)),

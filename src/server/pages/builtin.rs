@@ -203,6 +203,7 @@ mod tests {
     fn consent_view<'a>(scopes: &'a [ScopeView<'a>]) -> ConsentView<'a> {
         ConsentView {
             client_name: "<script>alert('x')</script>",
+            verified_host: None,
             client_id: "c1\"><b>",
             redirect_uri: "http://127.0.0.1/cb?a=<i>",
             redirect_host: "127.0.0.1",
