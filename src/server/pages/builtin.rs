@@ -131,11 +131,21 @@ mod fallback {
     }
 
     pub(super) fn consent(v: &ConsentView<'_>) -> String {
+        let who = match v.verified_host {
+            Some(host) => format!(
+                "The application published at <b>{}</b> (verified: this server fetched its \
+                 identity from that host)",
+                e(host)
+            ),
+            None => format!(
+                "An application calling itself <b>{}</b> (a name the application chose; not \
+                 verified)",
+                e(v.client_name)
+            ),
+        };
         let mut body = format!(
-            "<h1>Allow access?</h1><p>An application calling itself <b>{}</b> (a name the \
-             application chose; not verified) wants to act on your behalf. If you allow it, \
+            "<h1>Allow access?</h1><p>{who} wants to act on your behalf. If you allow it, \
              access is sent to:</p><p><b>{}</b></p><p>{}</p>",
-            e(v.client_name),
             e(v.redirect_host),
             e(v.redirect_uri)
         );
@@ -241,6 +251,16 @@ mod tests {
             assert!(html.contains("value=\"approve\""));
             assert!(html.contains("value=\"deny\""));
             assert!(!html.contains("<script"), "no JavaScript: {html}");
+        }
+        // A client identified by a metadata document: the verified host, not the name.
+        let mut v = consent_view(&scopes);
+        v.verified_host = Some("app.example.com");
+        v.client_name = "Totally Official App";
+        for html in [Builtin.consent(&v), fallback::consent(&v)] {
+            assert!(html.contains("app.example.com"), "{html}");
+            assert!(html.contains("verified: this server fetched"), "{html}");
+            assert!(!html.contains("Totally Official App"), "{html}");
+            assert!(!html.contains("not verified"), "{html}");
         }
         let login = LoginView {
             client_name: "<script>x</script>",
