@@ -503,7 +503,7 @@ impl OutboundBuilder {
     }
 
     /// Creates the client.
-    pub(crate) fn build(self) -> Result<Outbound, OutboundError> {
+    pub(crate) fn build(&self) -> Result<Outbound, OutboundError> {
         let mut builder = reqwest::Client::builder();
         for pem in &self.roots {
             let certs = reqwest::Certificate::from_pem_bundle(pem)

@@ -52,7 +52,7 @@ pub(crate) trait Fetch: Send + Sync + 'static {
 #[async_trait]
 impl Fetch for Outbound {
     async fn get(&self, url: &str) -> Result<Fetched, OutboundError> {
-        Outbound::get(self, url, "application/json", MAX_DOCUMENT).await
+        Self::get(self, url, "application/json", MAX_DOCUMENT).await
     }
 }
 
@@ -516,7 +516,7 @@ fn check_url(url: &str, hosts: Option<&[String]>) -> Result<String, ResolveError
         )));
     }
     if let Some(list) = hosts
-        && !list.iter().any(|h| *h == host)
+        && !list.contains(&host)
     {
         return Err(invalid(format!(
             "this server does not accept clients from {host} (the client_id {} is not on its list of client hosts)",
