@@ -520,3 +520,52 @@ fn metadata_urls_are_recognised() {
     assert!(!is_metadata_url("http://x/y"));
     assert!(!is_metadata_url("Ab3xYz"));
 }
+
+/// Through [`Env::client`](crate::flows::Env::client), as the token endpoint sees a client:
+/// a cached document authenticates with `none`; once the cache expired, a document that
+/// cannot be fetched is `503 temporarily_unavailable` (never `invalid_client`), and one that
+/// is fetched but unusable is `invalid_client`.
+#[tokio::test]
+async fn the_token_endpoint_sees_cache_expiry_and_outages() {
+    use crate::error::OAuthErrorCode;
+    use crate::flows::client_auth::{ClientCredentials, authenticate};
+    use crate::flows::test_env::TestEnv;
+
+    let mut t = TestEnv::new().await;
+    let (r, fetch) = resolver(
+        doc(&good(), Some("max-age=120")),
+        ClientMetadataPolicy::new(),
+    );
+    t.env.client_metadata = Some(Arc::new(r));
+    let creds = |secret| ClientCredentials {
+        client_id: URL,
+        secret,
+        used_basic: false,
+    };
+    let c = authenticate(&t.env, creds(None)).await.unwrap();
+    assert_eq!(c.source, ClientSource::MetadataDocument);
+    // A secret is refused: the client is public.
+    let e = authenticate(&t.env, creds(Some("x"))).await.unwrap_err();
+    assert_eq!(e.code(), OAuthErrorCode::InvalidClient);
+
+    // The host goes down: the cached document still serves until it expires.
+    *fetch.answer.lock().unwrap() = Answer::Timeout;
+    t.advance(119);
+    authenticate(&t.env, creds(None)).await.unwrap();
+    assert_eq!(fetch.calls.load(Ordering::SeqCst), 1);
+    t.advance(1);
+    let e = authenticate(&t.env, creds(None)).await.unwrap_err();
+    assert_eq!(e.code(), OAuthErrorCode::TemporarilyUnavailable, "{e}");
+
+    // Back, but now invalid: no such client.
+    *fetch.answer.lock().unwrap() = doc(&with(|m| drop(m.remove("redirect_uris"))), None);
+    let e = authenticate(&t.env, creds(None)).await.unwrap_err();
+    assert_eq!(e.code(), OAuthErrorCode::InvalidClient, "{e}");
+
+    // Switched off, a URL id is an unknown client, and nothing is fetched.
+    t.env.client_metadata = None;
+    let before = fetch.calls.load(Ordering::SeqCst);
+    let e = authenticate(&t.env, creds(None)).await.unwrap_err();
+    assert_eq!(e.code(), OAuthErrorCode::InvalidClient);
+    assert_eq!(fetch.calls.load(Ordering::SeqCst), before);
+}
