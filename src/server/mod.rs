@@ -189,7 +189,8 @@ impl AuthorizationServer {
     /// Starts a builder with safe defaults: in-memory store, a generated ES256 key (kept in
     /// the store instead when it is a durable one), codes
     /// living 60 s, access tokens 1 h, refresh tokens 30 days with a 30 s rotation grace,
-    /// dynamic registration on.
+    /// dynamic registration on, client ID metadata documents on (feature `client-metadata`;
+    /// see `server::client_metadata`).
     pub fn builder() -> AuthorizationServerBuilder {
         AuthorizationServerBuilder::default()
     }
