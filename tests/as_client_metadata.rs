@@ -269,6 +269,7 @@ async fn a_metadata_document_client_authorizes_redeems_and_refreshes() {
     assert_eq!(status, StatusCode::OK, "{login}");
     let host = s.base.trim_start_matches("https://");
     assert!(login.contains(host), "{login}");
+    assert!(login.contains("verified: this server fetched"), "{login}");
     assert!(
         !login.contains("Totally Official App"),
         "the self-declared name is not shown: {login}"

@@ -488,32 +488,42 @@ async fn validate(env: &Env, req: &AuthorizeRequest) -> Result<Validated, Reject
     // A client ID metadata document: a fetch failure is 503 (retry), an unusable document
     // is a page naming the problem; neither is an unknown client.
     #[cfg(feature = "client-metadata")]
-    if let Some(resolver) = &env.client_metadata
-        && super::client_metadata::is_metadata_url(client_id)
-        && !env.static_clients.contains_key(client_id)
-    {
-        use super::client_metadata::ResolveError;
-        if let Err(e) = resolver.resolve(client_id, env.now()).await {
-            let page = match e {
-                ResolveError::Unavailable {
+    let resolved = match &env.client_metadata {
+        Some(resolver)
+            if super::client_metadata::is_metadata_url(client_id)
+                && !env.static_clients.contains_key(client_id) =>
+        {
+            use super::client_metadata::ResolveError;
+            match resolver.resolve(client_id, env.now()).await {
+                Ok(c) => Some(c),
+                Err(ResolveError::Unavailable {
                     problem,
                     retry_after,
-                } => ErrorPage::MetadataUnavailable {
-                    problem,
-                    retry_after,
-                },
-                ResolveError::Invalid(problem) => ErrorPage::MetadataInvalid(problem),
-            };
-            return Err(Rejection::Page(page));
+                }) => {
+                    return Err(Rejection::Page(ErrorPage::MetadataUnavailable {
+                        problem,
+                        retry_after,
+                    }));
+                }
+                Err(ResolveError::Invalid(problem)) => {
+                    return Err(Rejection::Page(ErrorPage::MetadataInvalid(problem)));
+                }
+            }
         }
-    }
-    let client = match env.client(client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return Err(page(UNKNOWN)),
-        Err(e) => {
-            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
-            return Err(Rejection::Page(ErrorPage::Unavailable));
-        }
+        _ => None,
+    };
+    #[cfg(not(feature = "client-metadata"))]
+    let resolved: Option<Client> = None;
+    let client = match resolved {
+        Some(c) => c,
+        None => match env.client(client_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(page(UNKNOWN)),
+            Err(e) => {
+                tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+                return Err(Rejection::Page(ErrorPage::Unavailable));
+            }
+        },
     };
     // Record the use before anything is stored for this request, so an idle-client sweep
     // either sees it or has already removed the client (then it is unknown, as above).

@@ -187,8 +187,10 @@ impl Resolver {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if hosts.len() >= MAX_ENTRIES {
+            // Keep hosts counted this minute or with a fetch running.
+            let limit = self.policy.host_concurrency;
             hosts.retain(|_, h| {
-                now.saturating_sub(h.window_start) < 60 || h.running.available_permits() == 0
+                now.saturating_sub(h.window_start) < 60 || h.running.available_permits() < limit
             });
         }
         let state = hosts.entry(host.to_owned()).or_insert_with(|| HostState {

@@ -310,6 +310,7 @@ pub(super) fn login_page(
     let action = ctx.endpoint(Endpoint::AuthorizeLogin);
     let html = ctx.server.pages.login(&LoginView {
         client_name: client_label(&p.client),
+        verified_host: verified_host(&p.client),
         redirect_host: &host,
         action: &action,
         request_id: &p.parked.request_id,

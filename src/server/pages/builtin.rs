@@ -108,10 +108,20 @@ mod fallback {
     }
 
     pub(super) fn login(v: &LoginView<'_>) -> String {
+        let who = match v.verified_host {
+            Some(host) => format!(
+                "The application published at <b>{}</b> (verified: this server fetched its \
+                 identity from that host)",
+                e(host)
+            ),
+            None => format!(
+                "An application calling itself <b>{}</b> (a name the application chose; not \
+                 verified)",
+                e(v.client_name)
+            ),
+        };
         let mut body = format!(
-            "<h1>Sign in</h1><p>An application calling itself <b>{}</b> (a name the application \
-             chose; not verified) asks for access. The result goes to:</p><p><b>{}</b></p>",
-            e(v.client_name),
+            "<h1>Sign in</h1><p>{who} asks for access. The result goes to:</p><p><b>{}</b></p>",
             e(v.redirect_host)
         );
         if let Some(err) = v.error {
@@ -264,6 +274,7 @@ mod tests {
         }
         let login = LoginView {
             client_name: "<script>x</script>",
+            verified_host: None,
             redirect_host: "<i>host</i>",
             action: "/authorize/login",
             request_id: "r",
@@ -274,6 +285,17 @@ mod tests {
         for html in [Builtin.login(&login), fallback::login(&login)] {
             assert_escaped(&html);
             assert!(html.contains("name=\"password\""));
+            assert!(html.contains("not verified"));
+        }
+        let verified = LoginView {
+            verified_host: Some("app.example.com"),
+            client_name: "Totally Official App",
+            ..login
+        };
+        for html in [Builtin.login(&verified), fallback::login(&verified)] {
+            assert!(html.contains("app.example.com"), "{html}");
+            assert!(html.contains("verified: this server fetched"), "{html}");
+            assert!(!html.contains("Totally Official App"), "{html}");
         }
         let err = ErrorView {
             title: "<i>t</i>",
