@@ -146,10 +146,17 @@ impl Resolver {
         let running = self.admit(&host, now)?;
         // At most `host_concurrency` fetches per host at once; a request that waited finds
         // the document a finished fetch just cached.
-        let _permit = running
-            .acquire_owned()
-            .await
-            .map_err(|_| unavailable("the fetch limit is closed"))?;
+        // The wait is bounded like a fetch: a host that answers slowly does not pile up
+        // requests waiting for it.
+        let _permit = match tokio::time::timeout(self.policy.timeout, running.acquire_owned()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => {
+                return Err(unavailable(&format!(
+                    "other fetches from {host} are still running"
+                )));
+            }
+        };
         if let Some(c) = self.cached(url, now) {
             return Ok(c);
         }

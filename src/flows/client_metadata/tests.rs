@@ -21,6 +21,8 @@ enum Answer {
         body: String,
     },
     Timeout,
+    /// The good document, after a delay.
+    Slow(Duration),
     Redirect,
     TooLarge,
     Refused,
@@ -52,6 +54,16 @@ impl Fetch for FakeFetch {
                     status: reqwest::StatusCode::from_u16(status).unwrap(),
                     headers,
                     body: body.into_bytes(),
+                })
+            }
+            Answer::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                let mut headers = reqwest::header::HeaderMap::new();
+                headers.insert("content-type", "application/json".parse().unwrap());
+                Ok(Fetched {
+                    status: reqwest::StatusCode::OK,
+                    headers,
+                    body: good().to_string().into_bytes(),
                 })
             }
             Answer::Timeout => Err(OutboundError::Timeout {
@@ -568,4 +580,34 @@ async fn the_token_endpoint_sees_cache_expiry_and_outages() {
     let e = authenticate(&t.env, creds(None)).await.unwrap_err();
     assert_eq!(e.code(), OAuthErrorCode::InvalidClient);
     assert_eq!(fetch.calls.load(Ordering::SeqCst), before);
+}
+
+/// With one fetch per host at a time, a second request for the same host waits at most the
+/// fetch timeout, then is told to retry; the first completes and serves the waiters after it.
+#[tokio::test]
+async fn a_busy_host_is_unavailable_after_the_fetch_timeout() {
+    let (r, fetch) = resolver(
+        Answer::Slow(Duration::from_millis(2500)),
+        ClientMetadataPolicy::new()
+            .host_fetch_limit(10, 1)
+            .timeouts(Duration::from_secs(1), Duration::from_secs(1)),
+    );
+    let r = Arc::new(r);
+    let first = tokio::spawn({
+        let r = r.clone();
+        async move { r.resolve(URL, 1000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    match r.resolve("https://app.example.com/other.json", 1000).await {
+        Err(ResolveError::Unavailable { problem, .. }) => {
+            assert!(problem.contains("still running"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    first.await.unwrap().unwrap();
+    // A request after the fetch finds the document cached.
+    r.resolve(URL, 1000).await.unwrap();
+    assert_eq!(fetch.calls.load(Ordering::SeqCst), 1);
 }
