@@ -166,6 +166,10 @@ pub enum ConfigError {
     /// A configuration was handed to the `mount` that cannot serve it.
     #[error("cannot mount this configuration: {0}")]
     Mount(MountProblem),
+    /// The HTTP client for client ID metadata documents could not be set up (an extra root
+    /// certificate that is not PEM, say).
+    #[error("client metadata documents: {0}")]
+    ClientMetadata(String),
 }
 
 /// Why a configuration cannot be mounted ([`ConfigError::Mount`]).

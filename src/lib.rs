@@ -14,7 +14,9 @@
 //!   those challenges point to. [`mount`]`(&cfg, mcp)` puts the two together.
 //! - **The embedded authorization server** (feature `server`, on by default).
 //!   `server.mount(&cfg, mcp)` with an `AuthorizationServer` serves the MCP endpoint behind
-//!   the layer and, beside it, discovery, dynamic client registration, `/authorize` with
+//!   the layer and, beside it, discovery, dynamic client registration, client ID metadata
+//!   documents (a URL `client_id`, fetched behind the SSRF guard; feature
+//!   `client-metadata`, on by default; see `server::client_metadata`), `/authorize` with
 //!   login and consent pages, `/token`, revocation, introspection and the signing keys,
 //!   storing its state in a [`store`] (memory, SQLite, PostgreSQL or Redis). The
 //!   configuration never holds the server: it takes only the server's keys and revocation
@@ -142,8 +144,9 @@
 //! authorization server is behind the `server` feature; background upkeep starts only when
 //! asked (`AuthorizationServer::start_upkeep`); the grant logic lives in socket-free flows
 //! under `src/flows/` with an injected clock; and every outbound fetch goes through
-//! [`outbound`] (feature `remote-jwks` or `introspection`), whose SSRF guard refuses loopback
-//! and private addresses unless a verifier is told to allow them.
+//! [`outbound`] (feature `remote-jwks`, `introspection` or `client-metadata`), whose SSRF
+//! guard refuses loopback and private addresses unless a verifier (or the client metadata
+//! policy) is told to allow them.
 //!
 //! "The first hour" (issue 10) changes DESIGN.md §2 and §4, and wins: instead of refusing to
 //! start without a key when instances share a store, a durable store now *supplies* the keys
@@ -169,6 +172,7 @@
 //! | `aws-lc-rs` | yes | the crypto backend (required) |
 //! | `server` | yes | the embedded authorization server (`server`, `authn`, `server.mount`, `oauth_router`); off, the crate is a resource server only and pulls no `argon2` or `askama` |
 //! | `consent-page` | yes | built-in login and consent pages (askama); implies `server` |
+//! | `client-metadata` | yes | client ID metadata documents: a `client_id` that is an `https` URL is fetched (SSRF-guarded, 5 KB, cached per `Cache-Control`) and used as the client's registration; implies `server` and pulls `reqwest` |
 //! | `macros` | yes | `#[requires_scopes]`, `#[public_tool]`, `#[scoped_tools]` |
 //! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
 //! | `introspection` | no | `IntrospectionVerifier` for opaque tokens (RFC 7662) |
@@ -195,10 +199,18 @@ pub mod keys;
 pub mod metadata;
 mod mounting;
 mod net;
-#[cfg(any(feature = "remote-jwks", feature = "introspection"))]
+#[cfg(any(
+    feature = "remote-jwks",
+    feature = "introspection",
+    feature = "client-metadata"
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(any(feature = "remote-jwks", feature = "introspection")))
+    doc(cfg(any(
+        feature = "remote-jwks",
+        feature = "introspection",
+        feature = "client-metadata"
+    )))
 )]
 pub mod outbound;
 mod paths;

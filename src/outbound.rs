@@ -1,6 +1,6 @@
 //! The one way this crate makes outbound HTTP requests: the remote JWKS verifier's discovery
-//! and key fetches, and token introspection, go through here (and so will client ID metadata
-//! documents and upstream identity providers, whose URLs an attacker chooses).
+//! and key fetches, token introspection and client ID metadata documents (whose URLs an
+//! attacker chooses) go through here.
 //!
 //! Every request:
 //!
@@ -446,11 +446,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
 // The client
 
 /// How an [`Outbound`] client is set up; the verifier builders hold one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct OutboundBuilder {
     policy: Policy,
     connect_timeout: Duration,
     timeout: Duration,
+    /// Extra trusted root certificates (PEM), besides the platform's.
+    roots: Vec<Vec<u8>>,
 }
 
 impl Default for OutboundBuilder {
@@ -459,6 +461,7 @@ impl Default for OutboundBuilder {
             policy: Policy::default(),
             connect_timeout: CONNECT_TIMEOUT,
             timeout: TOTAL_TIMEOUT,
+            roots: Vec::new(),
         }
     }
 }
@@ -475,6 +478,10 @@ impl OutboundBuilder {
     }
 
     /// Allows plain `http` to any host the address rules allow.
+    #[cfg_attr(
+        not(any(test, feature = "remote-jwks", feature = "introspection")),
+        expect(dead_code, reason = "client metadata documents are https only")
+    )]
     pub(crate) fn allow_http(&mut self) {
         self.policy.http = true;
     }
@@ -486,9 +493,26 @@ impl OutboundBuilder {
         self.timeout = total.max(floor);
     }
 
+    /// Trusts the certificates in `pem` (one or more PEM blocks) as extra roots.
+    #[cfg_attr(
+        not(feature = "client-metadata"),
+        expect(dead_code, reason = "only client metadata documents take extra roots")
+    )]
+    pub(crate) fn add_root_certificates(&mut self, pem: &[u8]) {
+        self.roots.push(pem.to_vec());
+    }
+
     /// Creates the client.
-    pub(crate) fn build(self) -> Result<Outbound, OutboundError> {
-        let client = reqwest::Client::builder()
+    pub(crate) fn build(&self) -> Result<Outbound, OutboundError> {
+        let mut builder = reqwest::Client::builder();
+        for pem in &self.roots {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|source| OutboundError::Client { source })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -520,10 +544,10 @@ pub(crate) struct Fetched {
     pub(crate) status: reqwest::StatusCode,
     /// The response headers.
     #[cfg_attr(
-        not(feature = "remote-jwks"),
+        not(any(feature = "remote-jwks", feature = "client-metadata")),
         expect(
             dead_code,
-            reason = "only the JWKS verifier reads headers (Cache-Control)"
+            reason = "only the JWKS verifier and client metadata read headers"
         )
     )]
     pub(crate) headers: reqwest::header::HeaderMap,
@@ -582,8 +606,8 @@ impl Outbound {
 
     /// `GET url` with this `Accept`, reading at most `limit` bytes.
     #[cfg_attr(
-        not(feature = "remote-jwks"),
-        expect(dead_code, reason = "only the JWKS verifier GETs, for now")
+        not(any(feature = "remote-jwks", feature = "client-metadata")),
+        expect(dead_code, reason = "only the JWKS verifier and client metadata GET")
     )]
     pub(crate) async fn get(
         &self,

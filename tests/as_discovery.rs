@@ -73,6 +73,14 @@ async fn get_with(app: &Router, req: Request<Body>) -> Reply {
 }
 
 fn expected_metadata(issuer: &str) -> Value {
+    let mut doc = expected_metadata_without_cimd(issuer);
+    if cfg!(feature = "client-metadata") {
+        doc["client_id_metadata_document_supported"] = json!(true);
+    }
+    doc
+}
+
+fn expected_metadata_without_cimd(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -111,10 +119,11 @@ async fn root_issuer_serves_both_documents_at_the_root() {
         );
         // Byte for byte: no trailing slash added.
         assert_eq!(r.body["issuer"].as_str(), Some(ROOT_ISSUER));
-        assert!(
-            r.body
-                .get("client_id_metadata_document_supported")
-                .is_none()
+        // Client ID metadata documents are on by default (Claude uses them only when this
+        // flag is true and `none` is among the methods).
+        assert_eq!(
+            r.body.get("client_id_metadata_document_supported"),
+            cfg!(feature = "client-metadata").then_some(&json!(true))
         );
         assert!(
             !r.body["scopes_supported"]
@@ -207,6 +216,18 @@ async fn registration_endpoint_only_with_dynamic_registration() {
         .unwrap()
         .remove("registration_endpoint");
     assert_eq!(r.body, expected);
+}
+
+/// Client ID metadata documents switched off: the flag goes, nothing else changes.
+#[cfg(feature = "client-metadata")]
+#[tokio::test]
+async fn the_cimd_flag_goes_when_metadata_documents_are_off() {
+    let (_, off) = app(ROOT_ISSUER, builder().client_id_metadata_documents(false)).await;
+    let r = get(&off, "/.well-known/oauth-authorization-server").await;
+    assert_eq!(r.body, expected_metadata_without_cimd(ROOT_ISSUER));
+    let (_, on) = app(ROOT_ISSUER, builder()).await;
+    let r = get(&on, "/.well-known/oauth-authorization-server").await;
+    assert_eq!(r.body["client_id_metadata_document_supported"], true);
 }
 
 #[tokio::test]

@@ -198,6 +198,17 @@ pub(crate) enum ErrorPage {
     InvalidDecision,
     /// A store, authenticator or policy failed.
     Unavailable,
+    /// The client's metadata document cannot be fetched now: `503` with `Retry-After`.
+    #[cfg(feature = "client-metadata")]
+    MetadataUnavailable {
+        /// What failed, for the page.
+        problem: String,
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// The client's metadata document was fetched (or its URL checked) and cannot be used.
+    #[cfg(feature = "client-metadata")]
+    MetadataInvalid(String),
 }
 
 /// A request parked while the user signs in or decides: its id (the binding cookie's
@@ -436,8 +447,10 @@ async fn refuse_known_user(
 /// client, and while the recorded use is under an hour old: such a client is far from idle.
 async fn mark_in_use(env: &Env, client: Client) -> Result<Option<Client>, StoreError> {
     let now = env.now();
-    let configured =
-        client.source == ClientSource::Static || env.static_clients.contains_key(&client.client_id);
+    // A metadata document client lives in no store: its document is its registration.
+    let configured = client.source == ClientSource::Static
+        || client.source == ClientSource::MetadataDocument
+        || env.static_clients.contains_key(&client.client_id);
     let recently_used =
         client.last_used_at != 0 && now.saturating_sub(client.last_used_at) < TOUCH_INTERVAL_SECS;
     if configured || recently_used {
@@ -472,13 +485,45 @@ async fn validate(env: &Env, req: &AuthorizeRequest) -> Result<Validated, Reject
         return Err(page("The redirect_uri is too long."));
     }
     const UNKNOWN: &str = "The application is not registered with this server (unknown client_id). If it registered before, it must register again.";
-    let client = match env.client(client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return Err(page(UNKNOWN)),
-        Err(e) => {
-            tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
-            return Err(Rejection::Page(ErrorPage::Unavailable));
+    // A client ID metadata document: a fetch failure is 503 (retry), an unusable document
+    // is a page naming the problem; neither is an unknown client.
+    #[cfg(feature = "client-metadata")]
+    let resolved = match &env.client_metadata {
+        Some(resolver)
+            if super::client_metadata::is_metadata_url(client_id)
+                && !env.static_clients.contains_key(client_id) =>
+        {
+            use super::client_metadata::ResolveError;
+            match resolver.resolve(client_id, env.now()).await {
+                Ok(c) => Some(c),
+                Err(ResolveError::Unavailable {
+                    problem,
+                    retry_after,
+                }) => {
+                    return Err(Rejection::Page(ErrorPage::MetadataUnavailable {
+                        problem,
+                        retry_after,
+                    }));
+                }
+                Err(ResolveError::Invalid(problem)) => {
+                    return Err(Rejection::Page(ErrorPage::MetadataInvalid(problem)));
+                }
+            }
         }
+        _ => None,
+    };
+    #[cfg(not(feature = "client-metadata"))]
+    let resolved: Option<Client> = None;
+    let client = match resolved {
+        Some(c) => c,
+        None => match env.client(client_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(page(UNKNOWN)),
+            Err(e) => {
+                tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+                return Err(Rejection::Page(ErrorPage::Unavailable));
+            }
+        },
     };
     // Record the use before anything is stored for this request, so an idle-client sweep
     // either sees it or has already removed the client (then it is unknown, as above).

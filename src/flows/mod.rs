@@ -9,6 +9,8 @@
 //! - [`authorize`]: `/authorize` and its login and consent forms, up to the code.
 //! - [`token`]: the authorization-code exchange and refresh-token rotation.
 //! - [`client_auth`]: who the calling client is (secrets compared in constant time).
+//! - `client_metadata` (feature `client-metadata`): a `client_id` URL resolved through its
+//!   client ID metadata document (fetched, checked, cached).
 //! - [`register`]: RFC 7591 dynamic client registration and the redirect URI policy.
 //! - [`revoke`]: RFC 7009 revocation.
 //! - [`introspect`]: RFC 7662 introspection.
@@ -18,6 +20,8 @@
 
 pub(crate) mod authorize;
 pub(crate) mod client_auth;
+#[cfg(feature = "client-metadata")]
+pub(crate) mod client_metadata;
 pub(crate) mod introspect;
 pub(crate) mod register;
 pub(crate) mod revoke;
@@ -140,6 +144,9 @@ pub(crate) struct Env {
     pub(crate) registered_scope_is_ceiling: bool,
     /// The configured clients allowed to introspect (resource servers).
     pub(crate) introspection_clients: Arc<[String]>,
+    /// Client ID metadata documents, unless switched off.
+    #[cfg(feature = "client-metadata")]
+    pub(crate) client_metadata: Option<Arc<client_metadata::Resolver>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -157,13 +164,34 @@ impl Env {
         self.clock.now()
     }
 
-    /// A client by id: configured clients first, then the store.
+    /// A client by id: configured clients first, then a client ID metadata document (when
+    /// on, for a URL id; from the cache, or fetched), then the store. A document that
+    /// cannot be fetched now is [`StoreError::Unavailable`](crate::store::StoreError) (`503`,
+    /// never `invalid_client`); one that is fetched but unusable is no client.
     pub(crate) async fn client(
         &self,
         client_id: &str,
     ) -> Result<Option<Client>, crate::store::StoreError> {
         if let Some(c) = self.static_clients.get(client_id) {
             return Ok(Some(c.clone()));
+        }
+        #[cfg(feature = "client-metadata")]
+        if let Some(resolver) = &self.client_metadata
+            && client_metadata::is_metadata_url(client_id)
+        {
+            return match resolver.resolve(client_id, self.now()).await {
+                Ok(c) => Ok(Some(c)),
+                Err(client_metadata::ResolveError::Invalid(problem)) => {
+                    tracing::info!(target: "mcp_oauth::client_metadata", %problem, "unusable client metadata document");
+                    Ok(None)
+                }
+                Err(client_metadata::ResolveError::Unavailable { problem, .. }) => {
+                    Err(crate::store::StoreError::Unavailable {
+                        context: problem,
+                        source: None,
+                    })
+                }
+            };
         }
         self.clients.get_client(client_id).await
     }

@@ -40,6 +40,8 @@ pub struct AuthorizationServerBuilder {
     redirect_schemes: Vec<String>,
     registered_scope_is_ceiling: bool,
     pub(super) upkeep: retention::Upkeep,
+    #[cfg(feature = "client-metadata")]
+    client_metadata: Option<super::ClientMetadataPolicy>,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -87,6 +89,8 @@ impl Default for AuthorizationServerBuilder {
                 .collect(),
             registered_scope_is_ceiling: true,
             upkeep: retention::Upkeep::default(),
+            #[cfg(feature = "client-metadata")]
+            client_metadata: Some(super::ClientMetadataPolicy::default()),
         }
     }
 }
@@ -407,6 +411,32 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Whether a `client_id` that is an `https` URL is resolved through its client ID
+    /// metadata document (default on; see [`client_metadata`](super::client_metadata)).
+    /// Off, the metadata no longer advertises `client_id_metadata_document_supported`, and
+    /// a URL `client_id` is an unknown client like any other (deployments that want dynamic
+    /// registration only).
+    #[cfg(feature = "client-metadata")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client-metadata")))]
+    pub fn client_id_metadata_documents(mut self, on: bool) -> Self {
+        self.client_metadata = match (on, self.client_metadata.take()) {
+            (false, _) => None,
+            (true, Some(p)) => Some(p),
+            (true, None) => Some(super::ClientMetadataPolicy::default()),
+        };
+        self
+    }
+
+    /// How client ID metadata documents are fetched and cached: an allow-list of client
+    /// hosts, loopback for development, cache bounds, timeouts, the per-host limit (see
+    /// [`ClientMetadataPolicy`](super::ClientMetadataPolicy)). Also switches them on.
+    #[cfg(feature = "client-metadata")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client-metadata")))]
+    pub fn client_metadata_policy(mut self, policy: super::ClientMetadataPolicy) -> Self {
+        self.client_metadata = Some(policy);
+        self
+    }
+
     /// Validates the settings, then sets up the signing keys and builds.
     ///
     /// The keys: the [`key_ring`](Self::key_ring) given; or, without one, on a
@@ -501,6 +531,37 @@ impl AuthorizationServerBuilder {
             }
         }
         let upkeep = self.upkeep.validate(l.refresh)?;
+        #[cfg(feature = "client-metadata")]
+        let client_metadata = match self.client_metadata {
+            None => None,
+            Some(policy) => {
+                check_range("client_metadata min cache_ttl", policy.min_ttl, 0, 3600)?;
+                check_range(
+                    "client_metadata max cache_ttl",
+                    policy.max_ttl,
+                    60,
+                    7 * 24 * 3600,
+                )?;
+                check_range("client_metadata timeout", policy.timeout, 1, 10)?;
+                if policy.min_ttl > policy.max_ttl {
+                    return Err(ConfigError::OutOfRange {
+                        field: "client_metadata min cache_ttl",
+                        min: 0,
+                        max: policy.max_ttl.as_secs(),
+                        value: policy.min_ttl.as_secs(),
+                    });
+                }
+                if policy.allow_loopback {
+                    tracing::warn!(target: "mcp_oauth::config", "client metadata documents may be fetched from loopback addresses (ClientMetadataPolicy::allow_loopback): for development and tests only");
+                }
+                let resolver = crate::flows::client_metadata::Resolver::new(
+                    policy,
+                    self.redirect_schemes.clone().into(),
+                )
+                .map_err(|e| ConfigError::ClientMetadata(e.to_string()))?;
+                Some(Arc::new(resolver))
+            }
+        };
         let pages = match self.pages {
             Some(p) => p,
             None => pages::default_pages(),
@@ -530,6 +591,8 @@ impl AuthorizationServerBuilder {
                 redirect_schemes: self.redirect_schemes,
                 registered_scope_is_ceiling: self.registered_scope_is_ceiling,
                 upkeep,
+                #[cfg(feature = "client-metadata")]
+                client_metadata,
             }),
         })
     }

@@ -16,8 +16,11 @@
 //! `authorization_response_iss_parameter_supported` (every authorization response carries
 //! `iss`), `registration_endpoint` only while dynamic registration is on, and the configured
 //! scopes (never `offline_access`: clients append it when listed, and refresh tokens are issued
-//! by grant type anyway). Client ID metadata documents are not implemented, so
-//! `client_id_metadata_document_supported` is not advertised.
+//! by grant type anyway), and `client_id_metadata_document_supported: true` while client ID
+//! metadata documents are on (the `client-metadata` feature, default; see
+//! [`client_metadata`](super::client_metadata)). Claude and other clients use a URL
+//! `client_id` only when that flag is present and `none` is an accepted token endpoint
+//! authentication method, which it is.
 //!
 //! With [`stats_endpoint`](super::AuthorizationServerBuilder::stats_endpoint) on,
 //! `GET {issuer path}/oauth/stats` answers the live counts of clients, codes, refresh families
@@ -77,6 +80,10 @@ pub(crate) fn metadata(ctx: &AsContext) -> Value {
     });
     if ctx.server.dynamic_registration {
         doc["registration_endpoint"] = json!(ctx.endpoint(Endpoint::Register));
+    }
+    #[cfg(feature = "client-metadata")]
+    if ctx.server.client_metadata.is_some() {
+        doc["client_id_metadata_document_supported"] = json!(true);
     }
     if ctx.issuer.jwks().is_some() {
         doc["jwks_uri"] = json!(ctx.endpoint(Endpoint::Jwks));

@@ -74,6 +74,9 @@
 //! [`AuthorizationServer::start_upkeep`] once, inside the runtime, and keep the handle for as
 //! long as the server runs (see [`retention`]).
 
+#[cfg(feature = "client-metadata")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client-metadata")))]
+pub mod client_metadata;
 pub mod pages;
 pub mod retention;
 
@@ -99,6 +102,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use builder::AuthorizationServerBuilder;
+#[cfg(feature = "client-metadata")]
+pub use client_metadata::ClientMetadataPolicy;
 pub use rate_limit::RateLimit;
 pub use retention::{Retention, SweepReport, UpkeepHandle};
 pub use router::oauth_router;
@@ -151,6 +156,9 @@ pub(crate) struct ServerInner {
     /// Whether a dynamically registered client's `scope` caps what it is granted.
     pub(crate) registered_scope_is_ceiling: bool,
     pub(crate) upkeep: retention::Upkeep,
+    /// Client ID metadata documents, unless switched off.
+    #[cfg(feature = "client-metadata")]
+    pub(crate) client_metadata: Option<Arc<crate::flows::client_metadata::Resolver>>,
 }
 
 /// The embedded authorization server's settings and collaborators. Build one with
@@ -181,7 +189,8 @@ impl AuthorizationServer {
     /// Starts a builder with safe defaults: in-memory store, a generated ES256 key (kept in
     /// the store instead when it is a durable one), codes
     /// living 60 s, access tokens 1 h, refresh tokens 30 days with a 30 s rotation grace,
-    /// dynamic registration on.
+    /// dynamic registration on, client ID metadata documents on (feature `client-metadata`;
+    /// see `server::client_metadata`).
     pub fn builder() -> AuthorizationServerBuilder {
         AuthorizationServerBuilder::default()
     }
@@ -329,6 +338,8 @@ impl AsContext {
             remember_consent: server.inner.remember_consent,
             redirect_schemes: server.inner.redirect_schemes.clone().into(),
             registered_scope_is_ceiling: server.inner.registered_scope_is_ceiling,
+            #[cfg(feature = "client-metadata")]
+            client_metadata: server.inner.client_metadata.clone(),
         };
         Self {
             cfg,

@@ -35,8 +35,12 @@ use std::sync::Arc;
 /// `action`.
 #[derive(Debug, Clone)]
 pub struct LoginView<'a> {
-    /// The client's self-asserted name (or its id).
+    /// The client's self-asserted name (or its id); for a client identified by a client ID
+    /// metadata document, the verified host instead.
     pub client_name: &'a str,
+    /// For a client identified by a client ID metadata document: the host its `client_id`
+    /// URL names, verified by fetching the document from it. Show it instead of a name.
+    pub verified_host: Option<&'a str>,
     /// The host the browser will be sent back to.
     pub redirect_host: &'a str,
     /// Where the form posts.
@@ -64,8 +68,12 @@ pub struct ScopeView<'a> {
 /// (`approve` or `deny`) to `action`.
 #[derive(Debug, Clone)]
 pub struct ConsentView<'a> {
-    /// The client's self-asserted name (or its id).
+    /// The client's self-asserted name (or its id); for a client identified by a client ID
+    /// metadata document, the verified host instead.
     pub client_name: &'a str,
+    /// For a client identified by a client ID metadata document: the host its `client_id`
+    /// URL names, verified by fetching the document from it. Show it instead of a name.
+    pub verified_host: Option<&'a str>,
     /// The client id.
     pub client_id: &'a str,
     /// The redirect URI the code goes to.

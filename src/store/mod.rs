@@ -316,13 +316,17 @@ pub enum ClientSource {
     Dynamic,
     /// Configured by the operator.
     Static,
+    /// Identified by a client ID metadata document: the `client_id` is the document's URL.
+    /// Such clients are fetched and cached in memory, never written to a store.
+    MetadataDocument,
 }
 
 /// A registered OAuth client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Client {
-    /// The client id (never begins with `https://`, so it cannot collide with a client ID
-    /// metadata document URL).
+    /// The client id. A configured or registered id never begins with `https://`, so it
+    /// cannot collide with a client ID metadata document URL, which is the id of a
+    /// [`MetadataDocument`](ClientSource::MetadataDocument) client.
     pub client_id: String,
     /// SHA-256 of the secret, for confidential clients.
     pub secret_hash: Option<SecretHash>,

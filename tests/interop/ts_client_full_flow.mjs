@@ -122,6 +122,11 @@ class MemoryProvider {
   get redirectUrl() {
     return redirectUrl;
   }
+  // A client ID metadata document URL, when the test serves one: the SDK then uses it as
+  // its client_id instead of registering (if the server advertises support).
+  get clientMetadataUrl() {
+    return process.env.MCP_OAUTH_TEST_CLIENT_METADATA_URL || undefined;
+  }
   get clientMetadata() {
     return {
       client_name: 'mcp-oauth interop (TypeScript SDK)',

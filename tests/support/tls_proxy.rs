@@ -36,10 +36,13 @@ pub struct TlsProxy {
 impl TlsProxy {
     /// Binds 127.0.0.1:0 and makes a CA and a certificate for `name`.
     pub async fn bind(name: &str) -> Self {
+        // Unique per proxy: tests in one process may bind several for the same name.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "mcp-oauth-tls-{}-{}",
+            "mcp-oauth-tls-{}-{}-{}",
             std::process::id(),
-            name.replace('.', "-")
+            name.replace('.', "-"),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

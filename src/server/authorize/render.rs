@@ -145,6 +145,33 @@ pub(super) fn error(ctx: &AsContext, p: &ErrorPage) -> Response {
             error_page(ctx, bad, "Invalid decision", "Choose Allow or Deny.")
         }
         ErrorPage::Unavailable => unavailable_page(ctx),
+        #[cfg(feature = "client-metadata")]
+        ErrorPage::MetadataUnavailable {
+            problem,
+            retry_after,
+        } => {
+            let message = format!(
+                "This server could not fetch the application's identity document right now ({problem}). Try again in a moment."
+            );
+            let mut res = error_page(
+                ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                &message,
+            );
+            res.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from((*retry_after).max(1)),
+            );
+            res
+        }
+        #[cfg(feature = "client-metadata")]
+        ErrorPage::MetadataInvalid(problem) => {
+            let message = format!(
+                "The application identifies itself by a client metadata document this server cannot accept: {problem}. You were not sent back to the application."
+            );
+            error_page(ctx, bad, "Invalid client metadata document", &message)
+        }
     }
 }
 
@@ -246,14 +273,28 @@ fn display_host(redirect_uri: &str) -> String {
     }
 }
 
-/// The name to show for a client: its self-asserted name, unless that holds control or
-/// invisible format characters (a client stored before registration refused them), then
-/// its id.
+/// The name to show for a client: the verified host of a metadata document client; else
+/// its self-asserted name, unless that holds control or invisible format characters (a
+/// client stored before registration refused them), then its id.
 fn client_label(client: &Client) -> &str {
+    if let Some(host) = verified_host(client) {
+        return host;
+    }
     match client.client_name.as_deref() {
         Some(name) if !name.chars().any(|c| c.is_control() || is_invisible_char(c)) => name,
         _ => &client.client_id,
     }
+}
+
+/// The host of a metadata document client's `client_id` (the document was fetched from it,
+/// so it is verified, unlike the self-declared name).
+fn verified_host(client: &Client) -> Option<&str> {
+    if client.source != crate::store::ClientSource::MetadataDocument {
+        return None;
+    }
+    let rest = client.client_id.strip_prefix("https://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    Some(authority)
 }
 
 /// The login page for a parked request, with the binding cookie; `error` and `username`
@@ -269,6 +310,7 @@ pub(super) fn login_page(
     let action = ctx.endpoint(Endpoint::AuthorizeLogin);
     let html = ctx.server.pages.login(&LoginView {
         client_name: client_label(&p.client),
+        verified_host: verified_host(&p.client),
         redirect_host: &host,
         action: &action,
         request_id: &p.parked.request_id,
@@ -308,6 +350,7 @@ fn consent_page(ctx: &AsContext, p: &ConsentPrompt) -> Response {
         .collect();
     let html = ctx.server.pages.consent(&ConsentView {
         client_name: client_label(&p.client),
+        verified_host: verified_host(&p.client),
         client_id: &p.client.client_id,
         redirect_uri: &p.redirect_uri,
         redirect_host: &host,

@@ -108,10 +108,20 @@ mod fallback {
     }
 
     pub(super) fn login(v: &LoginView<'_>) -> String {
+        let who = match v.verified_host {
+            Some(host) => format!(
+                "The application published at <b>{}</b> (verified: this server fetched its \
+                 identity from that host)",
+                e(host)
+            ),
+            None => format!(
+                "An application calling itself <b>{}</b> (a name the application chose; not \
+                 verified)",
+                e(v.client_name)
+            ),
+        };
         let mut body = format!(
-            "<h1>Sign in</h1><p>An application calling itself <b>{}</b> (a name the application \
-             chose; not verified) asks for access. The result goes to:</p><p><b>{}</b></p>",
-            e(v.client_name),
+            "<h1>Sign in</h1><p>{who} asks for access. The result goes to:</p><p><b>{}</b></p>",
             e(v.redirect_host)
         );
         if let Some(err) = v.error {
@@ -131,11 +141,21 @@ mod fallback {
     }
 
     pub(super) fn consent(v: &ConsentView<'_>) -> String {
+        let who = match v.verified_host {
+            Some(host) => format!(
+                "The application published at <b>{}</b> (verified: this server fetched its \
+                 identity from that host)",
+                e(host)
+            ),
+            None => format!(
+                "An application calling itself <b>{}</b> (a name the application chose; not \
+                 verified)",
+                e(v.client_name)
+            ),
+        };
         let mut body = format!(
-            "<h1>Allow access?</h1><p>An application calling itself <b>{}</b> (a name the \
-             application chose; not verified) wants to act on your behalf. If you allow it, \
+            "<h1>Allow access?</h1><p>{who} wants to act on your behalf. If you allow it, \
              access is sent to:</p><p><b>{}</b></p><p>{}</p>",
-            e(v.client_name),
             e(v.redirect_host),
             e(v.redirect_uri)
         );
@@ -203,6 +223,7 @@ mod tests {
     fn consent_view<'a>(scopes: &'a [ScopeView<'a>]) -> ConsentView<'a> {
         ConsentView {
             client_name: "<script>alert('x')</script>",
+            verified_host: None,
             client_id: "c1\"><b>",
             redirect_uri: "http://127.0.0.1/cb?a=<i>",
             redirect_host: "127.0.0.1",
@@ -241,8 +262,19 @@ mod tests {
             assert!(html.contains("value=\"deny\""));
             assert!(!html.contains("<script"), "no JavaScript: {html}");
         }
+        // A client identified by a metadata document: the verified host, not the name.
+        let mut v = consent_view(&scopes);
+        v.verified_host = Some("app.example.com");
+        v.client_name = "Totally Official App";
+        for html in [Builtin.consent(&v), fallback::consent(&v)] {
+            assert!(html.contains("app.example.com"), "{html}");
+            assert!(html.contains("verified: this server fetched"), "{html}");
+            assert!(!html.contains("Totally Official App"), "{html}");
+            assert!(!html.contains("not verified"), "{html}");
+        }
         let login = LoginView {
             client_name: "<script>x</script>",
+            verified_host: None,
             redirect_host: "<i>host</i>",
             action: "/authorize/login",
             request_id: "r",
@@ -253,6 +285,17 @@ mod tests {
         for html in [Builtin.login(&login), fallback::login(&login)] {
             assert_escaped(&html);
             assert!(html.contains("name=\"password\""));
+            assert!(html.contains("not verified"));
+        }
+        let verified = LoginView {
+            verified_host: Some("app.example.com"),
+            client_name: "Totally Official App",
+            ..login
+        };
+        for html in [Builtin.login(&verified), fallback::login(&verified)] {
+            assert!(html.contains("app.example.com"), "{html}");
+            assert!(html.contains("verified: this server fetched"), "{html}");
+            assert!(!html.contains("Totally Official App"), "{html}");
         }
         let err = ErrorView {
             title: "<i>t</i>",

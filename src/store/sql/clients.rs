@@ -11,6 +11,7 @@ fn source_str(s: ClientSource) -> &'static str {
     match s {
         ClientSource::Dynamic => "dynamic",
         ClientSource::Static => "static",
+        ClientSource::MetadataDocument => "metadata_document",
     }
 }
 
