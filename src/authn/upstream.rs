@@ -42,7 +42,8 @@
 //! # Subjects and scope ceilings
 //!
 //! The subject of our tokens is `{upstream issuer}|{sub}` by default (`github|{numeric id}`
-//! for GitHub), so two providers never share a subject;
+//! for github.com, `{web base URL}|{numeric id}` for another GitHub), so two providers never
+//! share a subject;
 //! [`subject_claim`](UpstreamOidcBuilder::subject_claim) picks a claim instead (e.g. `email`).
 //! [`scopes_for_claim`](UpstreamOidcBuilder::scopes_for_claim) and
 //! [`default_user_scopes`](UpstreamOidcBuilder::default_user_scopes) map upstream claims to
@@ -375,7 +376,8 @@ impl UpstreamOidc {
 
     /// GitHub (an OAuth app or a GitHub App's user authorization): plain OAuth 2, then
     /// `GET /user`, `/user/emails` and, for the allow-lists, `/user/orgs` and `/user/teams`.
-    /// Subjects are `github|{numeric user id}`.
+    /// Subjects are `github|{numeric user id}` (a login name can be renamed and reused; the
+    /// id cannot).
     pub fn github(
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
@@ -1062,6 +1064,13 @@ impl UpstreamOidcBuilder {
     /// matches (default: no per-user ceiling).
     pub fn default_user_scopes(mut self, scopes: ScopeSet) -> Self {
         self.rules.default_scopes = Some(scopes);
+        self
+    }
+
+    /// Replaces the preset's issuer URL (Entra's national clouds, a test imitation). For
+    /// GitHub use [`github_urls`](Self::github_urls).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into();
         self
     }
 

@@ -36,6 +36,7 @@ fn features() -> String {
         ("postgres", cfg!(feature = "postgres")),
         ("redis", cfg!(feature = "redis")),
         ("testkit", cfg!(feature = "testkit")),
+        ("upstream-oidc", cfg!(feature = "upstream-oidc")),
     ];
     // The list must name every feature in Cargo.toml: a forgotten one would make cargo
     // rebuild the crate (and the example) without it.
