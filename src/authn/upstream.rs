@@ -131,9 +131,26 @@ struct Endpoints {
     verifier: Option<RemoteJwksVerifier>,
 }
 
+/// Our own absolute URLs, known once mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Urls {
+    /// The authorization endpoint (the browser returns there).
+    pub(crate) authorize: String,
+    /// `/upstream/start`.
+    pub(crate) start: String,
+    /// `/upstream/callback` (the redirect URI registered at the provider).
+    pub(crate) callback: String,
+}
+
+impl Urls {
+    fn secure(&self) -> bool {
+        self.callback.starts_with("https:")
+    }
+}
+
 /// A login in progress at the provider.
 struct Attempt {
-    /// `path?query` of the authorization request that started it.
+    /// The query of the authorization request that started it.
     return_to: String,
     nonce: String,
     verifier: String,
@@ -263,8 +280,8 @@ struct Inner {
     rules: Rules,
     endpoints: Endpoints,
     http: Outbound,
-    /// `(start URL, callback URL)`, set when `oauth_router` mounts the routes.
-    urls: OnceLock<(String, String)>,
+    /// Set when `oauth_router` mounts the routes.
+    urls: OnceLock<Urls>,
     attempts: Mutex<HashMap<String, Attempt>>,
     finished: Mutex<HashMap<String, Finished>>,
 }
@@ -403,16 +420,15 @@ impl UpstreamOidc {
         &self.inner.endpoints.issuer
     }
 
-    /// Mounting: the absolute URLs of the two routes (first call wins; a second, different
-    /// one is logged and ignored).
-    pub(crate) fn bind_urls(&self, start: String, callback: String) {
-        let urls = (start, callback);
+    /// Mounting: our absolute URLs (first call wins; a second, different one is logged and
+    /// ignored).
+    pub(crate) fn bind_urls(&self, urls: Urls) {
         let set = self.inner.urls.get_or_init(|| urls.clone());
         if *set != urls {
             tracing::error!(
                 target: "mcp_oauth::upstream",
-                kept = %set.1,
-                ignored = %urls.1,
+                kept = %set.callback,
+                ignored = %urls.callback,
                 "UpstreamOidc mounted under two issuers; the first callback URL is used"
             );
         }
@@ -420,7 +436,7 @@ impl UpstreamOidc {
 
     /// `GET /upstream/start?state=…`: binds the browser, then the provider's URL.
     pub(crate) fn start(&self, state: &str, secure: bool) -> Result<(String, String), Refusal> {
-        let Some((_, callback)) = self.inner.urls.get() else {
+        let Some(Urls { callback, .. }) = self.inner.urls.get() else {
             return Err(Refusal::UnknownState);
         };
         let binding = random_token(32);
@@ -442,7 +458,10 @@ impl UpstreamOidc {
         };
         let mut scopes = self.inner.scopes.clone();
         if let Some(prefix) = &self.inner.map_scopes_prefix {
-            let requested = query_param(&return_to, "scope").unwrap_or_default();
+            let requested = form_urlencoded::parse(return_to.as_bytes())
+                .find(|(k, _)| k == "scope")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
             scopes.extend(
                 requested
                     .split(' ')
@@ -484,11 +503,7 @@ impl UpstreamOidc {
 
     /// `GET /upstream/callback`: checks everything, exchanges the code, applies the rules.
     pub(crate) async fn callback(&self, parts: &http::request::Parts) -> CallbackOutcome {
-        let secure = self
-            .inner
-            .urls
-            .get()
-            .is_some_and(|(_, c)| c.starts_with("https:"));
+        let secure = self.inner.urls.get().is_some_and(Urls::secure);
         match self.finish(parts, secure).await {
             Ok((location, handle)) => CallbackOutcome::Return {
                 location,
@@ -578,12 +593,15 @@ impl UpstreamOidc {
                 },
             );
         }
-        Ok((attempt.return_to, handle))
+        let Some(urls) = self.inner.urls.get() else {
+            return Err(Refusal::UnknownState);
+        };
+        Ok((format!("{}?{}", urls.authorize, attempt.return_to), handle))
     }
 
     /// Exchanges `code` at the token endpoint; the JSON answer.
     async fn exchange(&self, code: &str, attempt: &Attempt) -> Result<Map<String, Value>, Refusal> {
-        let Some((_, callback)) = self.inner.urls.get() else {
+        let Some(Urls { callback, .. }) = self.inner.urls.get() else {
             return Err(Refusal::Exchange);
         };
         let ep = &self.inner.endpoints;
@@ -849,7 +867,7 @@ impl UpstreamOidc {
 
     /// Starts a login attempt for this authorization request; the URL of `/upstream/start`.
     fn begin(&self, return_to: String) -> Result<String, AuthnError> {
-        let Some((start, _)) = self.inner.urls.get() else {
+        let Some(Urls { start, .. }) = self.inner.urls.get() else {
             return Err(AuthnError::backend(
                 "UpstreamOidc is not mounted: serve it through oauth_router or AuthorizationServer::mount",
             ));
@@ -893,15 +911,8 @@ impl UserAuthenticator for UpstreamOidc {
         &self,
         request: &http::request::Parts,
     ) -> Result<Authentication, AuthnError> {
-        let return_to = request
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let secure = self
-            .inner
-            .urls
-            .get()
-            .is_some_and(|(_, c)| c.starts_with("https:"));
+        let return_to = request.uri.query().unwrap_or_default().to_owned();
+        let secure = self.inner.urls.get().is_some_and(Urls::secure);
         if let Some(handle) = cookie(&request.headers, login_cookie(secure)) {
             let key = hex_hash(handle);
             let mut finished = lock(&self.inner.finished);
@@ -1366,13 +1377,6 @@ fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-}
-
-fn query_param(path_and_query: &str, name: &str) -> Option<String> {
-    let (_, q) = path_and_query.split_once('?')?;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 fn host_of(issuer: &str) -> String {

@@ -157,10 +157,11 @@ pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     #[cfg(feature = "upstream-oidc")]
     let router = {
         if let Some(up) = ctx.server.authenticator.upstream() {
-            up.bind_urls(
-                ctx.endpoint(Endpoint::UpstreamStart),
-                ctx.endpoint(Endpoint::UpstreamCallback),
-            );
+            up.bind_urls(crate::authn::upstream::Urls {
+                authorize: ctx.endpoint(Endpoint::Authorize),
+                start: ctx.endpoint(Endpoint::UpstreamStart),
+                callback: ctx.endpoint(Endpoint::UpstreamCallback),
+            });
         }
         router
             .route(&ctx.route(Endpoint::UpstreamStart), get(upstream::start))
