@@ -118,7 +118,10 @@ impl Ours {
     /// Exchanges the code from the client's callback URL; the token response.
     async fn redeem(&self, callback: &str) -> Value {
         assert!(callback.starts_with(REDIRECT), "{callback}");
-        assert_eq!(query_param(callback, "state").as_deref(), Some("client-state"));
+        assert_eq!(
+            query_param(callback, "state").as_deref(),
+            Some("client-state")
+        );
         assert_eq!(
             query_param(callback, "iss").as_deref(),
             Some(self.issuer.as_str())
@@ -254,10 +257,10 @@ async fn oidc_provider_user_outside_the_allow_list_gets_a_page() {
     assert!(body.contains("mallory@evil.test is not allowed"), "{body}");
     // Nothing was sent to the MCP client.
     assert!(
-        !mallory
-            .log()
-            .iter()
-            .any(|s| s.location.as_deref().is_some_and(|l| l.starts_with(REDIRECT))),
+        !mallory.log().iter().any(|s| s
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with(REDIRECT))),
         "{}",
         mallory.transcript()
     );
@@ -394,10 +397,7 @@ async fn start_fake(mode: Mode, wrong_nonce: bool, omit_iss: bool) -> FakeState 
         seen: Mutex::new(Vec::new()),
     });
     let app = Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(fake_discovery),
-        )
+        .route("/.well-known/openid-configuration", get(fake_discovery))
         .route(
             "/tenant-1/v2.0/.well-known/openid-configuration",
             get(fake_discovery),
@@ -465,7 +465,8 @@ async fn fake_authorize(
         ),
     );
     let mut back = form_urlencoded::Serializer::new(String::new());
-    back.append_pair("code", &code).append_pair("state", &q["state"]);
+    back.append_pair("code", &code)
+        .append_pair("state", &q["state"]);
     if f.mode != Mode::GitHub && !f.omit_iss {
         back.append_pair("iss", &f.issuer);
     }
@@ -477,7 +478,10 @@ async fn fake_token(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some((nonce, challenge, redirect)) = f.codes.lock().unwrap().remove(&form["code"]) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})))
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant"})),
+        )
             .into_response();
     };
     let verifier_ok = b64(&sha2::Sha256::digest(form["code_verifier"].as_bytes())) == challenge;
@@ -485,7 +489,10 @@ async fn fake_token(
         || form["redirect_uri"] != redirect
         || form.get("client_secret").map(String::as_str) != Some("fake-secret")
     {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})))
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant"})),
+        )
             .into_response();
     }
     if f.mode == Mode::GitHub {
@@ -559,8 +566,9 @@ async fn with_fake(
     let mut ours = Ours::bind().await;
     let builder = match fake.mode {
         Mode::Oidc => UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into())),
-        Mode::Entra => UpstreamOidc::entra("tenant-1", "fake-client", "fake-secret")
-            .issuer(&fake.issuer),
+        Mode::Entra => {
+            UpstreamOidc::entra("tenant-1", "fake-client", "fake-secret").issuer(&fake.issuer)
+        }
         Mode::GitHub => UpstreamOidc::github("fake-client", "fake-secret")
             .github_urls(&fake.issuer, format!("{}/api", fake.issuer)),
     };
@@ -611,7 +619,10 @@ async fn entra_preset_never_forwards_resource_and_maps_scopes_only_when_asked() 
         .authorize(&ours.authorize_url("read"), Decision::Approve)
         .await;
     ours.redeem(&callback).await;
-    assert_eq!(fake.seen.lock().unwrap()[0]["scope"], "openid email profile");
+    assert_eq!(
+        fake.seen.lock().unwrap()[0]["scope"],
+        "openid email profile"
+    );
 
     let fake = start_fake(Mode::Entra, false, false).await;
     let ours = with_fake(&fake, |b| b.map_scopes_to("api://mcp-app/")).await;
@@ -662,4 +673,57 @@ async fn github_preset_with_org_and_team_allow_lists() {
     let (status, body) = stuck(&b, &ours.authorize_url("read")).await;
     assert_eq!(status, 403, "{}", b.transcript());
     assert!(body.contains("not a member of an organization"), "{body}");
+}
+
+/// Serves `app` on `listener` in the background.
+async fn serve_app(listener: TcpListener, app: Router) {
+    tokio::spawn(async move {
+        let _ = mcp_oauth::serve(listener, app).await;
+    });
+}
+
+#[tokio::test]
+async fn upstream_paths_pass_the_layer_only_with_an_upstream_login() {
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    for upstream_login in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let builder = AuthorizationServer::builder();
+        let builder = if upstream_login {
+            builder.authenticator(
+                UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+                    .allow_loopback()
+                    .build()
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            builder.authenticator(mcp_oauth::authn::StaticUsers::new())
+        };
+        let server = builder.build().await.unwrap();
+        let cfg = McpOAuthConfig::builder()
+            .resource(format!("{issuer}/mcp"))
+            .issuer(&issuer)
+            .authorization_server(&server)
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .merge(oauth_router(&cfg, &server))
+            .layer(mcp_oauth::McpOAuthLayer::new(&cfg));
+        serve_app(listener, app).await;
+        for path in [
+            "/upstream/start?state=x",
+            "/upstream/callback?state=x&code=y",
+        ] {
+            let res = reqwest::get(format!("{issuer}{path}")).await.unwrap();
+            if upstream_login {
+                // The crate's own page: the state is unknown.
+                assert_eq!(res.status(), 400, "{path}");
+                assert!(res.text().await.unwrap().contains("already used"));
+            } else {
+                // Not the crate's path without an upstream login: the layer guards it.
+                assert_eq!(res.status(), 401, "{path}");
+            }
+        }
+    }
 }

@@ -532,7 +532,10 @@ impl UpstreamOidc {
         let query = parts.uri.query().unwrap_or("");
         let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            params.entry(k.into_owned()).or_default().push(v.into_owned());
+            params
+                .entry(k.into_owned())
+                .or_default()
+                .push(v.into_owned());
         }
         let one = |k: &str| match params.get(k).map(Vec::as_slice) {
             Some([v]) => Some(v.as_str()),
@@ -618,7 +621,8 @@ impl UpstreamOidc {
         );
         match &self.inner.client_secret {
             Some(secret) if ep.basic_auth => {
-                let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let enc =
+                    |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
                 let raw = format!("{}:{}", enc(&self.inner.client_id), enc(secret));
                 let value = format!(
                     "Basic {}",
@@ -658,7 +662,11 @@ impl UpstreamOidc {
         Ok(body)
     }
 
-    async fn oidc_claims(&self, code: &str, attempt: &Attempt) -> Result<Map<String, Value>, Refusal> {
+    async fn oidc_claims(
+        &self,
+        code: &str,
+        attempt: &Attempt,
+    ) -> Result<Map<String, Value>, Refusal> {
         let body = self.exchange(code, attempt).await?;
         let Some(id_token) = body.get("id_token").and_then(Value::as_str) else {
             tracing::warn!(target: "mcp_oauth::upstream", "the upstream token response has no id_token");
@@ -671,7 +679,12 @@ impl UpstreamOidc {
             tracing::warn!(target: "mcp_oauth::upstream", error = %e, "upstream ID token refused");
             Refusal::BadIdToken
         })?;
-        check_id_token(&claims, &attempt.nonce, &self.inner.client_id, attempt.started)?;
+        check_id_token(
+            &claims,
+            &attempt.nonce,
+            &self.inner.client_id,
+            attempt.started,
+        )?;
         // UserInfo adds the claims an ID token may leave out (email, groups); it cannot
         // change who the user is.
         if let (Some(url), Some(at)) = (
@@ -687,7 +700,12 @@ impl UpstreamOidc {
         Ok(claims)
     }
 
-    async fn get_json(&self, url: &str, token: &str, accept: &'static str) -> Result<Value, Refusal> {
+    async fn get_json(
+        &self,
+        url: &str,
+        token: &str,
+        accept: &'static str,
+    ) -> Result<Value, Refusal> {
         let mut headers = reqwest::header::HeaderMap::new();
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| Refusal::Exchange)?;
@@ -744,7 +762,9 @@ impl UpstreamOidc {
             claims.insert("email_verified".into(), Value::Bool(true));
         }
         if !self.inner.rules.github_orgs.is_empty() {
-            let Value::Array(orgs) = self.get_json(&format!("{api}/user/orgs"), token, GH).await?
+            let Value::Array(orgs) = self
+                .get_json(&format!("{api}/user/orgs"), token, GH)
+                .await?
             else {
                 return Err(Refusal::Exchange);
             };
@@ -814,8 +834,7 @@ impl UpstreamOidc {
                 )));
             }
         }
-        if !rules.github_orgs.is_empty() && !claim_matches(claims.get("orgs"), &rules.github_orgs)
-        {
+        if !rules.github_orgs.is_empty() && !claim_matches(claims.get("orgs"), &rules.github_orgs) {
             return Err(Refusal::NotAllowed(format!(
                 "{who} is not a member of an organization allowed to sign in to this server \
                  (or has not granted this app access to it on GitHub)."
@@ -956,7 +975,11 @@ impl UpstreamOidcBuilder {
     /// `login_hint`, Entra's `domain_hint`, Auth0's `connection`, …). The protocol's own
     /// (`client_id`, `redirect_uri`, `state`, `nonce`, `code_challenge*`, `response_type`,
     /// `scope`) and `resource` are refused by [`build`](Self::build).
-    pub fn authorization_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn authorization_param(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
         self.extra_params.push((name.into(), value.into()));
         self
     }
@@ -1172,7 +1195,11 @@ impl UpstreamOidcBuilder {
             }
             Kind::Oidc => (
                 discover(&http, &self.issuer, &self.client_id, self.outbound).await?,
-                vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
+                vec![
+                    "openid".to_owned(),
+                    "email".to_owned(),
+                    "profile".to_owned(),
+                ],
             ),
         };
         let mut scopes = self.scopes.unwrap_or(default_scopes);
@@ -1244,7 +1271,9 @@ async fn discover(
             .map(|a| a.iter().filter_map(Value::as_str).collect())
     };
     if list("response_types_supported").is_some_and(|l| !l.contains(&"code")) {
-        return Err(d(format!("{url}: the provider does not offer the code flow")));
+        return Err(d(format!(
+            "{url}: the provider does not offer the code flow"
+        )));
     }
     // PKCE: refuse a provider that says it lacks S256; one that says nothing gets it anyway.
     if list("code_challenge_methods_supported").is_some_and(|l| !l.contains(&"S256")) {
@@ -1252,8 +1281,8 @@ async fn discover(
     }
     let basic_auth = list("token_endpoint_auth_methods_supported")
         .is_none_or(|l| l.contains(&"client_secret_basic") || !l.contains(&"client_secret_post"));
-    let iss_required = doc.get("authorization_response_iss_parameter_supported")
-        == Some(&Value::Bool(true));
+    let iss_required =
+        doc.get("authorization_response_iss_parameter_supported") == Some(&Value::Bool(true));
     let mut builder = RemoteJwksVerifier::builder(issuer)
         .audience(client_id)
         .jwks_uri(jwks_uri);
@@ -1397,23 +1426,36 @@ mod tests {
     #[test]
     fn claim_matching() {
         let allowed = vec!["eng".to_owned()];
-        assert!(claim_matches(Some(&serde_json::json!(["ops", "eng"])), &allowed));
+        assert!(claim_matches(
+            Some(&serde_json::json!(["ops", "eng"])),
+            &allowed
+        ));
         assert!(claim_matches(Some(&serde_json::json!("eng")), &allowed));
-        assert!(!claim_matches(Some(&serde_json::json!(["engineering"])), &allowed));
+        assert!(!claim_matches(
+            Some(&serde_json::json!(["engineering"])),
+            &allowed
+        ));
         assert!(!claim_matches(None, &allowed));
     }
 
     #[test]
     fn only_verified_emails_count() {
         assert_eq!(
-            verified_email(&claims(serde_json::json!({"email": "a@x.io", "email_verified": true}))),
+            verified_email(&claims(
+                serde_json::json!({"email": "a@x.io", "email_verified": true})
+            )),
             Some("a@x.io".into())
         );
         assert_eq!(
-            verified_email(&claims(serde_json::json!({"email": "a@x.io", "email_verified": false}))),
+            verified_email(&claims(
+                serde_json::json!({"email": "a@x.io", "email_verified": false})
+            )),
             None
         );
-        assert_eq!(verified_email(&claims(serde_json::json!({"email": "a@x.io"}))), None);
+        assert_eq!(
+            verified_email(&claims(serde_json::json!({"email": "a@x.io"}))),
+            None
+        );
     }
 
     #[test]

@@ -154,22 +154,22 @@ pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
         )
         .route(&ctx.route(Endpoint::AuthorizeLogin), post(login))
         .route(&ctx.route(Endpoint::AuthorizeConsent), post(consent));
+    // The upstream login's routes exist only when the authenticator runs one: otherwise
+    // the paths are not the crate's (the layer keeps guarding them).
     #[cfg(feature = "upstream-oidc")]
-    let router = {
-        if let Some(up) = ctx.server.authenticator.upstream() {
-            up.bind_urls(crate::authn::upstream::Urls {
-                authorize: ctx.endpoint(Endpoint::Authorize),
-                start: ctx.endpoint(Endpoint::UpstreamStart),
-                callback: ctx.endpoint(Endpoint::UpstreamCallback),
-            });
-        }
-        router
+    if let Some(up) = ctx.server.authenticator.upstream() {
+        up.bind_urls(crate::authn::upstream::Urls {
+            authorize: ctx.endpoint(Endpoint::Authorize),
+            start: ctx.endpoint(Endpoint::UpstreamStart),
+            callback: ctx.endpoint(Endpoint::UpstreamCallback),
+        });
+        return router
             .route(&ctx.route(Endpoint::UpstreamStart), get(upstream::start))
             .route(
                 &ctx.route(Endpoint::UpstreamCallback),
                 get(upstream::callback),
-            )
-    };
+            );
+    }
     router
 }
 

@@ -42,6 +42,7 @@ fn see_other(location: &str, cookies: &[String]) -> Response {
     res
 }
 
+/// Mounted only for an upstream authenticator; answered anyway should that ever change.
 fn not_configured(ctx: &AsContext) -> Response {
     error_page(
         ctx,
