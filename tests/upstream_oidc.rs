@@ -227,6 +227,8 @@ async fn oidc_provider_login_reaches_our_consent_and_a_token() {
     let claims = payload(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["sub"], format!("{}|alice", idp.issuer));
     assert_eq!(claims["iss"], ours.issuer);
+    // The verified email came from UserInfo (oidc-provider keeps it out of the ID token).
+    assert_eq!(claims["email"], "alice@example.com", "{claims}");
     // alice's groups are ["users"]: the default ceiling, `read` only.
     assert_eq!(tokens["scope"], "read", "{tokens}");
     // The upstream's tokens never reach the MCP client.
