@@ -63,7 +63,11 @@ struct Args {
     #[arg(long, env = "MCP_OAUTH_UPSTREAM_CLIENT_SECRET", hide_env_values = true)]
     upstream_client_secret: Option<String>,
     /// Email domains allowed to sign in, comma-separated.
-    #[arg(long, env = "MCP_OAUTH_UPSTREAM_ALLOWED_DOMAINS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MCP_OAUTH_UPSTREAM_ALLOWED_DOMAINS",
+        value_delimiter = ','
+    )]
     upstream_allowed_domains: Vec<String>,
     /// Email addresses allowed to sign in, comma-separated.
     #[arg(long, env = "MCP_OAUTH_UPSTREAM_ALLOWED_EMAILS", value_delimiter = ',')]
@@ -110,7 +114,11 @@ impl ServerHandler for WhoAmI {
 async fn upstream(args: &Args) -> Result<UpstreamOidc, BoxError> {
     let id = args.upstream_client_id.clone();
     let secret = args.upstream_client_secret.clone();
-    let need_secret = || secret.clone().ok_or("MCP_OAUTH_UPSTREAM_CLIENT_SECRET is required");
+    let need_secret = || {
+        secret
+            .clone()
+            .ok_or("MCP_OAUTH_UPSTREAM_CLIENT_SECRET is required")
+    };
     let mut b = match args.upstream_provider.as_str() {
         "oidc" => {
             let issuer = args
@@ -185,7 +193,11 @@ async fn main() -> Result<(), BoxError> {
         .resource_name("mcp-oauth upstream login example")
         .scope("profile", "See who you are")
         .default_scopes(["profile"])
-        .policy(AccessPolicy::new().tools(WhoAmI::tool_requirements()))
+        .policy(
+            AccessPolicy::new()
+                .lazy()
+                .tools(WhoAmI::tool_requirements()),
+        )
         .authorization_server(&server)
         .build()?;
     let mcp = StreamableHttpService::new(
