@@ -321,6 +321,7 @@ pub struct UpstreamOidcBuilder {
     map_scopes_prefix: Option<String>,
     rules: Rules,
     outbound: OutboundBuilder,
+    force_post: bool,
 }
 
 impl std::fmt::Debug for UpstreamOidcBuilder {
@@ -357,6 +358,7 @@ impl UpstreamOidc {
             map_scopes_prefix: None,
             rules: Rules::default(),
             outbound: OutboundBuilder::default(),
+            force_post: false,
         }
     }
 
@@ -675,7 +677,13 @@ impl UpstreamOidc {
         let Some(verifier) = &self.inner.endpoints.verifier else {
             return Err(Refusal::BadIdToken);
         };
-        let mut claims = verifier.verify_id_token(id_token).await.map_err(|e| {
+        // Google documents `accounts.google.com` (no scheme) as an ID token issuer too.
+        let also: &[&str] = if self.inner.endpoints.issuer == "https://accounts.google.com" {
+            &["accounts.google.com"]
+        } else {
+            &[]
+        };
+        let mut claims = verifier.verify_id_token(id_token, also).await.map_err(|e| {
             tracing::warn!(target: "mcp_oauth::upstream", error = %e, "upstream ID token refused");
             Refusal::BadIdToken
         })?;
@@ -1108,6 +1116,14 @@ impl UpstreamOidcBuilder {
         self
     }
 
+    /// Sends the client secret in the token request's body (`client_secret_post`) instead
+    /// of `client_secret_basic`. By default Basic is used unless the provider's metadata
+    /// lists only `client_secret_post` (GitHub: always the body).
+    pub fn client_secret_post(mut self) -> Self {
+        self.force_post = true;
+        self
+    }
+
     /// Allows a provider on a loopback address, over plain `http` too (development and
     /// tests).
     pub fn allow_loopback(mut self) -> Self {
@@ -1194,7 +1210,12 @@ impl UpstreamOidcBuilder {
                 )
             }
             Kind::Oidc => (
-                discover(&http, &self.issuer, &self.client_id, self.outbound).await?,
+                {
+                    let mut e =
+                        discover(&http, &self.issuer, &self.client_id, self.outbound).await?;
+                    e.basic_auth &= !self.force_post;
+                    e
+                },
                 vec![
                     "openid".to_owned(),
                     "email".to_owned(),

@@ -770,11 +770,13 @@ impl RemoteJwksVerifier {
     /// handling as access tokens, `iss` equal to the issuer, `aud` containing one of the
     /// configured audiences (the upstream `client_id`), `exp`, `iat` and `sub` present and
     /// `exp`/`nbf` within the leeway. `typ` is not checked (ID tokens are `JWT` or untyped).
-    /// Returns the claims; `nonce`, `azp` and `iat` sanity are the caller's.
+    /// Returns the claims; `nonce`, `azp` and `iat` sanity are the caller's. `also_issuers`
+    /// are accepted besides the issuer (Google's ID tokens may say `accounts.google.com`).
     #[cfg(feature = "upstream-oidc")]
     pub(crate) async fn verify_id_token(
         &self,
         token: &str,
+        also_issuers: &[&str],
     ) -> Result<Map<String, Value>, VerifyError> {
         if token.len() > 16 * 1024 {
             return Err(VerifyError::Malformed);
@@ -793,7 +795,9 @@ impl RemoteJwksVerifier {
             validation.algorithms = vec![header.alg];
             validation.leeway = rules.leeway;
             validation.validate_nbf = true;
-            validation.set_issuer(&[&rules.issuer]);
+            let mut issuers = vec![rules.issuer.as_str()];
+            issuers.extend_from_slice(also_issuers);
+            validation.set_issuer(&issuers);
             validation.set_audience(&rules.audiences);
             validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
             jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
