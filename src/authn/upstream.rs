@@ -18,7 +18,7 @@
 //!    binding cookie must match; an RFC 9207 `iss` must equal the provider's issuer (and is
 //!    required when its metadata says it sends one). The code is exchanged with the PKCE
 //!    verifier; the ID token is verified through the remote-JWKS machinery
-//!    ([`RemoteJwksVerifier`](crate::verify::RemoteJwksVerifier): signature, `iss`, `aud` = the
+//!    ([`RemoteJwksVerifier`]: signature, `iss`, `aud` = the
 //!    upstream `client_id`, `exp`), then `nonce` and an `iat` no older than the attempt. Claims
 //!    from the UserInfo endpoint are added when it has one (same `sub` only). GitHub, which is
 //!    plain OAuth 2, is asked for `/user`, `/user/emails`, `/user/orgs` and `/user/teams`
