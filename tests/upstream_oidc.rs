@@ -341,6 +341,31 @@ async fn forged_and_replayed_callbacks_are_refused() {
     let (status, _) = stuck(&bob, &upstream_cb).await;
     assert_eq!(status, 400);
 
+    // The provider's error answer: a page naming the error code, nothing for the MCP client.
+    let dave = browser("dave", &idp.issuer);
+    dave.stop_at_path(Some("/upstream/callback"));
+    let Outcome::Callback(dave_cb) = dave
+        .run(&ours.authorize_url("read"), Decision::Approve)
+        .await
+        .unwrap()
+    else {
+        panic!("{}", dave.transcript());
+    };
+    let denied = format!(
+        "{}?error=access_denied&error_description=%3Cscript%3E&state={}&iss={}",
+        ours.callback(),
+        query_param(&dave_cb, "state").unwrap(),
+        form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect::<String>()
+    );
+    dave.stop_at_path(None);
+    let (status, body) = stuck(&dave, &denied).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("did not sign you in (access_denied)"),
+        "{body}"
+    );
+    assert!(!body.contains("<script>"), "{body}");
+
     // A callback opened in another browser (a login CSRF attempt): refused.
     let carol = browser("carol", &idp.issuer);
     carol.stop_at_path(Some("/upstream/callback"));
@@ -613,6 +638,30 @@ async fn imitation_happy_path_then_nonce_and_missing_iss_are_refused() {
 }
 
 #[tokio::test]
+async fn google_hosted_domain_is_a_hint_and_a_check() {
+    // The imitation's ID tokens carry no `hd`: a personal account, refused.
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let mut ours = Ours::bind().await;
+    let upstream = UpstreamOidc::google("fake-client", "fake-secret")
+        .issuer(&fake.issuer)
+        .hosted_domain("example.com")
+        .allow_loopback()
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(upstream.provider_name(), "Google");
+    ours.serve(upstream).await;
+    let b = browser("unused", &fake.issuer);
+    let (status, body) = stuck(&b, &ours.authorize_url("read")).await;
+    assert_eq!(status, 403, "{}", b.transcript());
+    assert!(
+        body.contains("dev@example.com is not an account of example.com"),
+        "{body}"
+    );
+    assert_eq!(fake.seen.lock().unwrap()[0]["hd"], "example.com");
+}
+
+#[tokio::test]
 async fn entra_preset_never_forwards_resource_and_maps_scopes_only_when_asked() {
     let fake = start_fake(Mode::Entra, false, false).await;
     let ours = with_fake(&fake, |b| b).await;
@@ -656,6 +705,8 @@ async fn github_preset_with_org_and_team_allow_lists() {
     // `github|4242` on github.com; the web base of another GitHub (Enterprise, here the
     // imitation) names its subjects.
     assert_eq!(claims["sub"], format!("{}|4242", fake.issuer));
+    // The verified primary address, not the other verified one.
+    assert_eq!(claims["email"], "octo@example.com", "{claims}");
     let seen = fake.seen.lock().unwrap()[0].clone();
     assert_eq!(seen["scope"], "read:user user:email read:org");
     assert!(!seen.contains_key("nonce"));
