@@ -1,9 +1,9 @@
-//! The official MCP TypeScript SDK client through the whole flow with the login happening at
-//! an upstream provider: `examples/upstream_oidc.rs` (compiled into this test) in front of a
-//! real `oidc-provider` on 127.0.0.1. The SDK discovers, registers, opens the authorization
-//! URL; the test browser is sent on to oidc-provider's login and consent pages, comes back
-//! through `/upstream/callback` to our consent page, approves; the SDK exchanges the code and
-//! calls `whoami`, which answers with the upstream identity.
+//! The official MCP TypeScript and Python SDK clients through the whole flow with the login
+//! happening at an upstream provider: `examples/upstream_oidc.rs` (compiled into this test) in
+//! front of a real `oidc-provider` on 127.0.0.1. The SDK discovers, registers, opens the
+//! authorization URL; the test browser is sent on to oidc-provider's login and consent pages,
+//! comes back through `/upstream/callback` to our consent page, approves; the SDK exchanges
+//! the code and calls `whoami`, which answers with the upstream identity.
 #![cfg(all(feature = "upstream-oidc", feature = "rmcp", feature = "macros"))]
 
 mod support;
@@ -23,11 +23,8 @@ use oidc::OidcProvider;
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ts_sdk_client_signs_in_at_the_upstream_provider() {
-    let Some(interop) = support::interop("ts_sdk_client_signs_in_at_the_upstream_provider") else {
-        return;
-    };
+/// oidc-provider and the example in front of it; the example's base URL.
+async fn start(interop: &support::Interop) -> (OidcProvider, example::Example, String) {
     // The example's port must be known before the provider starts (its redirect URI).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -35,7 +32,7 @@ async fn ts_sdk_client_signs_in_at_the_upstream_provider() {
         .unwrap()
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let idp = OidcProvider::start_upstream(&interop, &format!("{base}/upstream/callback")).await;
+    let idp = OidcProvider::start_upstream(interop, &format!("{base}/upstream/callback")).await;
     let addr = format!("127.0.0.1:{port}");
     let running = example::Example::start(
         "upstream_oidc",
@@ -60,9 +57,18 @@ async fn ts_sdk_client_signs_in_at_the_upstream_provider() {
         "{}",
         running.stdout()
     );
+    (idp, running, base)
+}
+
+/// Runs a client script through the flow as `alice` and checks what it reports.
+async fn check(
+    mut cmd: tokio::process::Command,
+    idp: &OidcProvider,
+    running: &example::Example,
+    base: &str,
+) {
     let browser = Browser::new("alice", "any-password");
     browser.follow_origin(&idp.issuer);
-    let mut cmd = interop.node_script("tests/interop/ts_client_full_flow.mjs");
     cmd.args([running.url("/mcp").as_str(), REDIRECT, "whoami"]);
     let run =
         browser::drive_script(cmd, &browser, Decision::Approve, Duration::from_secs(120)).await;
@@ -73,7 +79,7 @@ async fn ts_sdk_client_signs_in_at_the_upstream_provider() {
         browser.transcript(),
         running.stderr()
     );
-    assert!(run.success, "{ctx}");
+    assert!(run.success && report.get("fatal").is_none(), "{ctx}");
     assert_eq!(
         report["steps"]["authorize"]["whoami"]["text"],
         format!("{}|alice (alice@example.com)", idp.issuer),
@@ -93,4 +99,25 @@ async fn ts_sdk_client_signs_in_at_the_upstream_provider() {
         !log.iter().any(|s| s.url.ends_with("/authorize/login")),
         "{ctx}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts_sdk_client_signs_in_at_the_upstream_provider() {
+    let Some(interop) = support::interop("ts_sdk_client_signs_in_at_the_upstream_provider") else {
+        return;
+    };
+    let (idp, running, base) = start(&interop).await;
+    let cmd = interop.node_script("tests/interop/ts_client_full_flow.mjs");
+    check(cmd, &idp, &running, &base).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_client_signs_in_at_the_upstream_provider() {
+    let Some(interop) = support::interop("python_sdk_client_signs_in_at_the_upstream_provider")
+    else {
+        return;
+    };
+    let (idp, running, base) = start(&interop).await;
+    let cmd = interop.python_script("tests/interop/python_client_full_flow.py");
+    check(cmd, &idp, &running, &base).await;
 }
