@@ -1,6 +1,8 @@
 //! The one way this crate makes outbound HTTP requests: the remote JWKS verifier's discovery
-//! and key fetches, and token introspection, go through here (and so will client ID metadata
-//! documents and upstream identity providers, whose URLs an attacker chooses).
+//! and key fetches, token introspection, and the upstream login's discovery, code exchange,
+//! UserInfo and GitHub API calls (`authn::UpstreamOidc`, feature `upstream-oidc`, with its own
+//! `.allow_loopback()` / `.allow_private_networks()`) go through here (and so will client ID
+//! metadata documents, whose URLs an attacker chooses).
 //!
 //! Every request:
 //!
