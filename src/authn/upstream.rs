@@ -1444,6 +1444,182 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    /// A GitHub-kind authenticator (no discovery needed), mounted at `http://127.0.0.1:1`.
+    fn mounted() -> UpstreamOidc {
+        let up = UpstreamOidc {
+            inner: Arc::new(Inner {
+                name: "GitHub".into(),
+                kind: Kind::GitHub {
+                    web: "http://127.0.0.1:2".into(),
+                    api: "http://127.0.0.1:2/api".into(),
+                },
+                client_id: "c".into(),
+                client_secret: Some("s".into()),
+                scopes: vec!["read:user".into()],
+                extra_params: Vec::new(),
+                map_scopes_prefix: None,
+                rules: Rules::default(),
+                endpoints: Endpoints {
+                    issuer: "http://127.0.0.1:2".into(),
+                    authorization: "http://127.0.0.1:2/login/oauth/authorize".into(),
+                    token: "http://127.0.0.1:2/login/oauth/access_token".into(),
+                    userinfo: None,
+                    basic_auth: false,
+                    iss_required: false,
+                    verifier: None,
+                },
+                http: OutboundBuilder::default().build().unwrap(),
+                urls: OnceLock::new(),
+                attempts: Mutex::new(HashMap::new()),
+                finished: Mutex::new(HashMap::new()),
+            }),
+        };
+        up.bind_urls(Urls {
+            authorize: "http://127.0.0.1:1/authorize".into(),
+            start: "http://127.0.0.1:1/upstream/start".into(),
+            callback: "http://127.0.0.1:1/upstream/callback".into(),
+        });
+        up
+    }
+
+    fn parts(uri: &str, cookie: Option<&str>) -> http::request::Parts {
+        let mut b = http::Request::get(uri);
+        if let Some(c) = cookie {
+            b = b.header(http::header::COOKIE, c);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn state_of(redirect: &Authentication) -> String {
+        let Authentication::Redirect(url) = redirect else {
+            panic!("{redirect:?}");
+        };
+        url.split_once("?state=").unwrap().1.to_owned()
+    }
+
+    #[tokio::test]
+    async fn attempts_expire_and_start_once() {
+        let up = mounted();
+        let first = up
+            .authenticate(&parts("/authorize?a=1", None))
+            .await
+            .unwrap();
+        let state = state_of(&first);
+        // Started once; a second start of the same attempt is refused.
+        let (url, cookie) = up.start(&state, false).unwrap();
+        assert!(url.contains("code_challenge_method=S256"), "{url}");
+        assert!(!url.contains("nonce="), "GitHub gets no nonce: {url}");
+        assert!(cookie.starts_with("mcp-oauth-upstream="), "{cookie}");
+        assert_eq!(up.start(&state, false), Err(Refusal::UnknownState));
+        // An expired attempt is refused at start and at the callback.
+        let second = up
+            .authenticate(&parts("/authorize?a=2", None))
+            .await
+            .unwrap();
+        let state = state_of(&second);
+        let old = Instant::now()
+            .checked_sub(ATTEMPT_LIFETIME + Duration::from_secs(1))
+            .unwrap();
+        lock(&up.inner.attempts).get_mut(&state).unwrap().started = old;
+        assert_eq!(up.start(&state, false), Err(Refusal::UnknownState));
+        let third = up
+            .authenticate(&parts("/authorize?a=3", None))
+            .await
+            .unwrap();
+        let state = state_of(&third);
+        let (_, cookie) = up.start(&state, false).unwrap();
+        let binding = cookie.split(';').next().unwrap().to_owned();
+        lock(&up.inner.attempts).get_mut(&state).unwrap().started = old;
+        let cb = parts(
+            &format!("/upstream/callback?code=x&state={state}"),
+            Some(&binding),
+        );
+        assert!(matches!(
+            up.callback(&cb).await,
+            CallbackOutcome::Refused(Refusal::UnknownState)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_finished_login_counts_once_and_for_its_own_request() {
+        let up = mounted();
+        let handle = "handle-1";
+        let finished = |query: &str| Finished {
+            return_to: query.to_owned(),
+            user: User::new("octocat"),
+            at: Instant::now(),
+        };
+        lock(&up.inner.finished).insert(hex_hash(handle), finished("a=1"));
+        let cookie = format!("mcp-oauth-upstream-login={handle}");
+        // Another authorization request: not this login (a new upstream round trip).
+        let other = up
+            .authenticate(&parts("/authorize?a=2", Some(&cookie)))
+            .await
+            .unwrap();
+        assert!(matches!(other, Authentication::Redirect(_)), "{other:?}");
+        let mine = up
+            .authenticate(&parts("/authorize?a=1", Some(&cookie)))
+            .await
+            .unwrap();
+        assert_eq!(mine, Authentication::Authenticated(User::new("octocat")));
+        // Used once.
+        let again = up
+            .authenticate(&parts("/authorize?a=1", Some(&cookie)))
+            .await
+            .unwrap();
+        assert!(matches!(again, Authentication::Redirect(_)), "{again:?}");
+        // Expired.
+        lock(&up.inner.finished).insert(hex_hash("handle-2"), {
+            let mut f = finished("a=1");
+            f.at = Instant::now()
+                .checked_sub(LOGIN_LIFETIME + Duration::from_secs(1))
+                .unwrap();
+            f
+        });
+        let late = up
+            .authenticate(&parts(
+                "/authorize?a=1",
+                Some("mcp-oauth-upstream-login=handle-2"),
+            ))
+            .await
+            .unwrap();
+        assert!(matches!(late, Authentication::Redirect(_)), "{late:?}");
+    }
+
+    #[tokio::test]
+    async fn not_mounted_is_a_backend_error() {
+        let up = mounted();
+        let fresh = UpstreamOidc {
+            inner: Arc::new(Inner {
+                urls: OnceLock::new(),
+                attempts: Mutex::new(HashMap::new()),
+                finished: Mutex::new(HashMap::new()),
+                name: up.inner.name.clone(),
+                kind: up.inner.kind.clone(),
+                client_id: String::new(),
+                client_secret: None,
+                scopes: Vec::new(),
+                extra_params: Vec::new(),
+                map_scopes_prefix: None,
+                rules: Rules::default(),
+                endpoints: Endpoints {
+                    issuer: String::new(),
+                    authorization: String::new(),
+                    token: String::new(),
+                    userinfo: None,
+                    basic_auth: false,
+                    iss_required: false,
+                    verifier: None,
+                },
+                http: up.inner.http.clone(),
+            }),
+        };
+        assert!(matches!(
+            fresh.authenticate(&parts("/authorize?a=1", None)).await,
+            Err(AuthnError::Backend(_))
+        ));
+    }
+
     #[test]
     fn claim_matching() {
         let allowed = vec!["eng".to_owned()];
