@@ -306,6 +306,11 @@ pub trait LocalAuthorizationServer {
     fn serves_stats(&self) -> bool {
         false
     }
+    /// Whether the server signs users in at an upstream provider, answering
+    /// `/upstream/start` and `/upstream/callback` (default: no).
+    fn serves_upstream_login(&self) -> bool {
+        false
+    }
 }
 
 impl<T: LocalAuthorizationServer + ?Sized> LocalAuthorizationServer for &T {
@@ -323,6 +328,9 @@ impl<T: LocalAuthorizationServer + ?Sized> LocalAuthorizationServer for &T {
     }
     fn serves_stats(&self) -> bool {
         (**self).serves_stats()
+    }
+    fn serves_upstream_login(&self) -> bool {
+        (**self).serves_upstream_login()
     }
 }
 
@@ -764,6 +772,8 @@ impl McpOAuthConfigBuilder {
             .filter(|e| match e {
                 crate::paths::Endpoint::Register => server.serves_registration(),
                 crate::paths::Endpoint::Stats => server.serves_stats(),
+                crate::paths::Endpoint::UpstreamStart
+                | crate::paths::Endpoint::UpstreamCallback => server.serves_upstream_login(),
                 _ => true,
             })
             .collect();

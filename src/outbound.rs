@@ -1,6 +1,8 @@
 //! The one way this crate makes outbound HTTP requests: the remote JWKS verifier's discovery
-//! and key fetches, token introspection and client ID metadata documents (whose URLs an
-//! attacker chooses) go through here.
+//! and key fetches, token introspection, client ID metadata documents (whose URLs an attacker
+//! chooses), and the upstream login's discovery, code exchange, UserInfo and GitHub API calls
+//! (`authn::UpstreamOidc`, feature `upstream-oidc`, with its own `.allow_loopback()` /
+//! `.allow_private_networks()`) go through here.
 //!
 //! Every request:
 //!
@@ -626,8 +628,8 @@ impl Outbound {
     /// `POST url` with a form body and extra headers (marked sensitive by the caller where
     /// they hold credentials), reading at most `limit` bytes.
     #[cfg_attr(
-        not(feature = "introspection"),
-        expect(dead_code, reason = "only introspection POSTs")
+        not(any(feature = "introspection", feature = "upstream-oidc")),
+        expect(dead_code, reason = "only introspection and upstream login POST")
     )]
     pub(crate) async fn post_form(
         &self,
@@ -638,6 +640,25 @@ impl Outbound {
     ) -> Result<Fetched, OutboundError> {
         let parsed = self.check_url(url)?;
         let request = self.client.post(parsed).headers(headers).form(form);
+        self.send(url, request, limit).await
+    }
+
+    /// `GET url` with this `Accept` and extra headers (a bearer token for an upstream
+    /// provider's user API), reading at most `limit` bytes.
+    #[cfg(feature = "upstream-oidc")]
+    pub(crate) async fn get_with(
+        &self,
+        url: &str,
+        accept: &'static str,
+        headers: reqwest::header::HeaderMap,
+        limit: usize,
+    ) -> Result<Fetched, OutboundError> {
+        let parsed = self.check_url(url)?;
+        let request = self
+            .client
+            .get(parsed)
+            .header(reqwest::header::ACCEPT, accept)
+            .headers(headers);
         self.send(url, request, limit).await
     }
 

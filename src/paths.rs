@@ -62,12 +62,16 @@ pub(crate) enum Endpoint {
     Introspect,
     Jwks,
     Stats,
+    /// Upstream login (`UpstreamOidc`): sets the browser binding, then leaves for the provider.
+    UpstreamStart,
+    /// Upstream login: the provider sends the browser back here.
+    UpstreamCallback,
 }
 
 impl Endpoint {
     /// Every endpoint (those a server may leave off, `/register` and `/oauth/stats`,
     /// included: the paths stay the server's either way).
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::Authorize,
         Self::AuthorizeLogin,
         Self::AuthorizeConsent,
@@ -77,6 +81,8 @@ impl Endpoint {
         Self::Introspect,
         Self::Jwks,
         Self::Stats,
+        Self::UpstreamStart,
+        Self::UpstreamCallback,
     ];
 
     /// The endpoint's path relative to the issuer.
@@ -91,6 +97,8 @@ impl Endpoint {
             Self::Introspect => "/introspect",
             Self::Jwks => "/jwks.json",
             Self::Stats => "/oauth/stats",
+            Self::UpstreamStart => "/upstream/start",
+            Self::UpstreamCallback => "/upstream/callback",
         }
     }
 

@@ -9,6 +9,9 @@
 //!   built-in login page (a dummy verification runs for unknown names, so timing does not
 //!   reveal which users exist);
 //! - [`HostSession`]: adapts a closure that reads the host application's session;
+//! - `UpstreamOidc` (feature `upstream-oidc`, module `upstream`): signs users in at an
+//!   upstream identity provider (any OpenID Connect issuer, Google, Microsoft Entra, GitHub),
+//!   with allow-lists and claim-to-scope mapping;
 //! - [`InsecureAutoApprove`]: approves everyone as one fixed user, with a warning logged at
 //!   every use. For local development and automated tests only: it refuses to start with an
 //!   issuer that is not on a loopback host unless
@@ -52,6 +55,9 @@
 //! ```
 
 mod static_users;
+#[cfg(feature = "upstream-oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream-oidc")))]
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -63,6 +69,9 @@ use crate::scope::ScopeSet;
 use crate::store::Client;
 
 pub use static_users::StaticUsers;
+#[cfg(feature = "upstream-oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream-oidc")))]
+pub use upstream::{UpstreamError, UpstreamOidc, UpstreamOidcBuilder};
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +206,14 @@ pub trait UserAuthenticator: Send + Sync + 'static {
     fn loopback_issuer_only(&self) -> bool {
         false
     }
+
+    /// The upstream login this authenticator runs, if any: `oauth_router` then mounts its
+    /// routes (`{issuer}/upstream/start` and `{issuer}/upstream/callback`). Only
+    /// [`UpstreamOidc`] (and wrappers forwarding to it) answers `Some`.
+    #[cfg(feature = "upstream-oidc")]
+    fn upstream(&self) -> Option<&UpstreamOidc> {
+        None
+    }
 }
 
 #[async_trait]
@@ -219,6 +236,10 @@ impl<T: UserAuthenticator + ?Sized> UserAuthenticator for Arc<T> {
     }
     fn loopback_issuer_only(&self) -> bool {
         (**self).loopback_issuer_only()
+    }
+    #[cfg(feature = "upstream-oidc")]
+    fn upstream(&self) -> Option<&UpstreamOidc> {
+        (**self).upstream()
     }
 }
 

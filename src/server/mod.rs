@@ -281,6 +281,11 @@ impl crate::config::LocalAuthorizationServer for AuthorizationServer {
     fn serves_stats(&self) -> bool {
         self.inner.stats_endpoint
     }
+
+    #[cfg(feature = "upstream-oidc")]
+    fn serves_upstream_login(&self) -> bool {
+        self.inner.authenticator.upstream().is_some()
+    }
 }
 
 /// Adapts the grant store to the layer's [`RevokedTokens`] hook.

@@ -103,7 +103,7 @@ fn classify_bad_header(token: &str) -> VerifyError {
     }
 }
 
-fn map_jwt_error(kind: &ErrorKind) -> VerifyError {
+pub(super) fn map_jwt_error(kind: &ErrorKind) -> VerifyError {
     match kind {
         ErrorKind::ExpiredSignature => VerifyError::Expired,
         ErrorKind::ImmatureSignature => VerifyError::NotYetValid,

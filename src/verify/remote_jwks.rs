@@ -724,10 +724,14 @@ impl RemoteJwksVerifier {
     }
 }
 
-#[async_trait]
-impl TokenVerifier for RemoteJwksVerifier {
-    async fn verify(&self, token: &str) -> Result<AuthContext, VerifyError> {
-        let header = self.inner.rules.header(token)?;
+impl RemoteJwksVerifier {
+    /// Finds the key for `header` (fetching or refreshing the key set as the rules above
+    /// allow) and runs `decode` with it.
+    async fn with_key<T>(
+        &self,
+        header: &Header,
+        decode: impl Fn(&RemoteKey) -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
         let mut state = self.inner.snapshot();
         if state.keys.is_none() {
             state = self.inner.refresh(Reason::Initial, &state).await;
@@ -744,8 +748,8 @@ impl TokenVerifier for RemoteJwksVerifier {
                 None => VerifyError::unavailable(format!("{CONTEXT}: no key set fetched yet")),
             });
         };
-        match select(&keys, &header) {
-            Selected::Key(key) => return self.decode(token, &header, key),
+        match select(&keys, header) {
+            Selected::Key(key) => return decode(key),
             Selected::Ambiguous => return Err(VerifyError::UnknownKey),
             Selected::Missing => {}
         }
@@ -756,10 +760,60 @@ impl TokenVerifier for RemoteJwksVerifier {
         }
         let state = self.inner.refresh(Reason::UnknownKey, &state).await;
         let keys = state.keys.unwrap_or(keys);
-        match select(&keys, &header) {
-            Selected::Key(key) => self.decode(token, &header, key),
+        match select(&keys, header) {
+            Selected::Key(key) => decode(key),
             Selected::Missing | Selected::Ambiguous => Err(VerifyError::UnknownKey),
         }
+    }
+
+    /// Verifies an OpenID Connect ID token (upstream login): signature through the same key
+    /// handling as access tokens, `iss` equal to the issuer, `aud` containing one of the
+    /// configured audiences (the upstream `client_id`), `exp`, `iat` and `sub` present and
+    /// `exp`/`nbf` within the leeway. `typ` is not checked (ID tokens are `JWT` or untyped).
+    /// Returns the claims; `nonce`, `azp` and `iat` sanity are the caller's. `also_issuers`
+    /// are accepted besides the issuer (Google's ID tokens may say `accounts.google.com`).
+    #[cfg(feature = "upstream-oidc")]
+    pub(crate) async fn verify_id_token(
+        &self,
+        token: &str,
+        also_issuers: &[&str],
+    ) -> Result<Map<String, Value>, VerifyError> {
+        if token.len() > 16 * 1024 {
+            return Err(VerifyError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        let rules = &self.inner.rules;
+        if !rules.algorithms.contains(&header.alg) {
+            return Err(VerifyError::DisallowedAlgorithm);
+        }
+        self.with_key(&header, |key| {
+            crate::crypto::install_provider();
+            if key.key.family() != header.alg.family() {
+                return Err(VerifyError::InvalidSignature);
+            }
+            let mut validation = jsonwebtoken::Validation::new(header.alg);
+            validation.algorithms = vec![header.alg];
+            validation.leeway = rules.leeway;
+            validation.validate_nbf = true;
+            let mut issuers = vec![rules.issuer.as_str()];
+            issuers.extend_from_slice(also_issuers);
+            validation.set_issuer(&issuers);
+            validation.set_audience(&rules.audiences);
+            validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+                .map(|data| data.claims)
+                .map_err(|e| super::jwt::map_jwt_error(e.kind()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenVerifier for RemoteJwksVerifier {
+    async fn verify(&self, token: &str) -> Result<AuthContext, VerifyError> {
+        let header = self.inner.rules.header(token)?;
+        self.with_key(&header, |key| self.decode(token, &header, key))
+            .await
     }
 }
 
@@ -908,6 +962,12 @@ impl RemoteJwksVerifierBuilder {
             });
         }
         Ok(verifier)
+    }
+
+    /// Replaces the outbound rules (upstream login shares its provider's settings).
+    #[cfg(feature = "upstream-oidc")]
+    pub(crate) fn set_outbound(&mut self, outbound: OutboundBuilder) {
+        self.outbound = outbound;
     }
 
     /// Builds the verifier without any network call; keys are fetched on the first

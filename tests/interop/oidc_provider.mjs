@@ -18,6 +18,13 @@
 //   {"issuer":"http://127.0.0.1:PORT","port":PORT}
 // (the issuer has no trailing slash). Logs go to stderr. It exits when its stdin closes.
 //
+// Upstream login (UpstreamOidc): when OIDC_UPSTREAM_REDIRECT_URI is set, a confidential web
+// client `mcp-upstream` / `upstream-secret` (client_secret_basic, authorization_code) may send
+// users back to that URI, and the provider's development login and consent pages are on.
+// Any login name signs in: the account's `sub` is the name, `email` is the name when it holds
+// an `@` (else `NAME@example.com`, verified), `name` is the name, `groups` is `["admins"]` for
+// names starting with `admin`, else `["users"]` (scope `groups`).
+//
 // Test hooks, outside the provider's own routes:
 //   POST /__admin/rotate  swaps in a new Provider instance (same issuer and port, same token
 //                         store) whose keystore lists a freshly generated signing key first,
@@ -39,6 +46,7 @@ const opaqueResource = process.env.OIDC_OPAQUE_RESOURCE || '';
 const jwtAlg = process.env.OIDC_JWT_ALG || 'ES256';
 const SCOPES = 'read write admin';
 const interactive = process.env.OIDC_INTERACTIVE === '1';
+const upstreamRedirect = process.env.OIDC_UPSTREAM_REDIRECT_URI || '';
 
 const log = (...args) => console.error('[oidc-provider]', ...args);
 
@@ -99,12 +107,40 @@ function makeProvider() {
         response_types: [],
         token_endpoint_auth_method: 'client_secret_basic',
       },
+      ...(upstreamRedirect
+        ? [
+            {
+              client_id: 'mcp-upstream',
+              client_secret: 'upstream-secret',
+              grant_types: ['authorization_code'],
+              redirect_uris: [upstreamRedirect],
+              response_types: ['code'],
+              token_endpoint_auth_method: 'client_secret_basic',
+            },
+          ]
+        : []),
     ],
+    findAccount: async (_ctx, id) => ({
+      accountId: id,
+      claims: async () => ({
+        sub: id,
+        email: id.includes('@') ? id : `${id}@example.com`,
+        email_verified: true,
+        name: id,
+        groups: id.startsWith('admin') ? ['admins'] : ['users'],
+      }),
+    }),
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name'],
+      groups: ['groups'],
+    },
     jwks: { keys },
-    scopes: ['openid', 'offline_access', ...SCOPES.split(' ')],
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', ...SCOPES.split(' ')],
     ttl: { ClientCredentials: 600, AccessToken: 600 },
     features: {
-      devInteractions: { enabled: interactive },
+      devInteractions: { enabled: interactive || Boolean(upstreamRedirect) },
       registration: { enabled: interactive },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },

@@ -3,7 +3,11 @@ installed into .interop/venv by scripts/interop-setup.sh) through the whole OAut
 mcp-oauth's embedded authorization server (tests/interop_as_python.rs runs it against the
 quickstart app).
 
-    python python_client_full_flow.py <mcp-url> <redirect-uri>
+    python python_client_full_flow.py <mcp-url> <redirect-uri> [<tool>]
+
+With <tool> (tests/interop_upstream_sdks.rs, against examples/upstream_oidc.rs) the script
+only connects, lists the tools, calls <tool> (no arguments) through the authorization and
+reports.
 
 The SDK's `OAuthClientProvider` (an httpx2 auth flow) does everything itself: 401 →
 protected-resource metadata → authorization-server metadata → dynamic client registration →
@@ -35,6 +39,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 SERVER_URL, REDIRECT_URI = sys.argv[1], sys.argv[2]
+ONLY_TOOL = sys.argv[3] if len(sys.argv) > 3 else None
 
 requests_log: list[dict] = []
 authorization_urls: list[str] = []
@@ -170,6 +175,16 @@ async def main() -> dict:
         async with ClientSession(read, write) as session:
             await session.initialize()
             tools = await session.list_tools()
+            if ONLY_TOOL:
+                out["steps"]["anonymous"] = {"tools": sorted(t.name for t in tools.tools)}
+                result = text_of(await session.call_tool(ONLY_TOOL, {}))
+                tokens = storage.tokens
+                out["steps"]["authorize"] = {
+                    ONLY_TOOL: result,
+                    "callback": callbacks[-1] if callbacks else None,
+                    "claims": claims_of(tokens.access_token if tokens else None),
+                }
+                return out
             out["steps"]["anonymous"] = {
                 "tools": sorted(t.name for t in tools.tools),
                 "public_search": text_of(await session.call_tool("public_search", {"query": "txt"})),

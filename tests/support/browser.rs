@@ -27,7 +27,7 @@ use url::Url;
 /// Bound on each request the browser makes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on the number of pages one authorization may visit.
-const MAX_STEPS: usize = 12;
+const MAX_STEPS: usize = 20;
 
 /// One request the browser made.
 #[derive(Debug, Clone)]
@@ -132,6 +132,10 @@ pub struct Browser {
     log: Mutex<Vec<Step>>,
     username: String,
     password: String,
+    /// Other origins the flow passes through (an upstream identity provider).
+    follow: Mutex<Vec<url::Origin>>,
+    /// A path at which to stop, as if it were the client's callback.
+    stop_at: Mutex<Option<String>>,
 }
 
 impl Browser {
@@ -157,7 +161,23 @@ impl Browser {
             log: Mutex::new(Vec::new()),
             username: username.to_owned(),
             password: password.to_owned(),
+            follow: Mutex::new(Vec::new()),
+            stop_at: Mutex::new(None),
         }
+    }
+
+    /// Also follows redirects to `url`'s origin (an upstream identity provider whose login
+    /// and consent pages the browser fills in like ours; a form holding a hidden
+    /// `prompt=consent` is submitted as it is).
+    pub fn follow_origin(&self, url: &str) {
+        let origin = Url::parse(url).expect("origin URL").origin();
+        self.follow.lock().unwrap().push(origin);
+    }
+
+    /// Stops at the first redirect to a URL whose path is `path`, returning it as the
+    /// callback (to tamper with an upstream callback before it arrives).
+    pub fn stop_at_path(&self, path: Option<&str>) {
+        *self.stop_at.lock().unwrap() = path.map(str::to_owned);
     }
 
     /// Every request so far.
@@ -229,7 +249,11 @@ impl Browser {
                 let target = Url::parse(&url)
                     .and_then(|base| base.join(&loc))
                     .map_err(|e| format!("bad Location {loc:?}: {e}"))?;
-                if target.origin() != origin {
+                let stop = self.stop_at.lock().unwrap().clone();
+                let followed = self.follow.lock().unwrap().contains(&target.origin());
+                if (target.origin() != origin && !followed)
+                    || stop.is_some_and(|p| p == target.path())
+                {
                     return Ok(Outcome::Callback(target.to_string()));
                 }
                 next = Request::Get(target.to_string());
@@ -248,10 +272,13 @@ impl Browser {
                 f.is_login()
                     || is_consent(f)
                     || (decision == Decision::Approve && is_provider_consent(f))
+                    || f.value("prompt") == Some("consent")
             }) else {
                 return Ok(Outcome::Stuck(page));
             };
-            next = if form.is_login() {
+            next = if form.value("prompt") == Some("consent") {
+                Request::Post(form.action.clone(), form.fields.clone())
+            } else if form.is_login() {
                 self.fill_login(form)
             } else if is_consent(form) {
                 fill_consent(form, decision)

@@ -37,6 +37,7 @@ fn features() -> String {
         ("redis", cfg!(feature = "redis")),
         ("testkit", cfg!(feature = "testkit")),
         ("client-metadata", cfg!(feature = "client-metadata")),
+        ("upstream-oidc", cfg!(feature = "upstream-oidc")),
     ];
     // The list must name every feature in Cargo.toml: a forgotten one would make cargo
     // rebuild the crate (and the example) without it.

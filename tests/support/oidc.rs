@@ -29,6 +29,10 @@ pub const RS_CLIENT_SECRET: &str = "rs-secret";
 pub const RS_ODD_CLIENT_ID: &str = "rs:odd client";
 /// Its secret.
 pub const RS_ODD_CLIENT_SECRET: &str = "p@ss w:rd%+&=";
+/// The upstream-login client (`OidcProvider::start_upstream`).
+pub const UPSTREAM_CLIENT_ID: &str = "mcp-upstream";
+/// Its secret (`client_secret_basic`).
+pub const UPSTREAM_CLIENT_SECRET: &str = "upstream-secret";
 /// Scopes every resource accepts.
 pub const SCOPES: &str = "read write admin";
 
@@ -67,7 +71,7 @@ impl OidcProvider {
         opaque_resource: &str,
         alg: &str,
     ) -> Self {
-        Self::spawn(interop, jwt_resources, opaque_resource, alg, false).await
+        Self::spawn(interop, jwt_resources, opaque_resource, alg, false, None).await
     }
 
     /// A provider a user signs in at: open dynamic client registration (RFC 7591) and the
@@ -75,7 +79,7 @@ impl OidcProvider {
     /// (one "Continue" button, which the test browser of `browser.rs` submits), issuing
     /// ES256 JWT access tokens for `jwt_resources`.
     pub async fn start_interactive(interop: &Interop, jwt_resources: &[&str]) -> Self {
-        Self::spawn(interop, jwt_resources, "", "ES256", true).await
+        Self::spawn(interop, jwt_resources, "", "ES256", true, None).await
     }
 
     async fn spawn(
@@ -84,8 +88,12 @@ impl OidcProvider {
         opaque_resource: &str,
         alg: &str,
         interactive: bool,
+        upstream_redirect: Option<&str>,
     ) -> Self {
         let mut cmd = interop.node_script("tests/interop/oidc_provider.mjs");
+        if let Some(uri) = upstream_redirect {
+            cmd.env("OIDC_UPSTREAM_REDIRECT_URI", uri);
+        }
         cmd.env("OIDC_JWT_RESOURCES", jwt_resources.join(" "))
             .env("OIDC_OPAQUE_RESOURCE", opaque_resource)
             .env("OIDC_JWT_ALG", alg)
@@ -115,6 +123,13 @@ impl OidcProvider {
             _stdout: Some(stdout),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Starts the provider as an upstream identity provider for `UpstreamOidc`: client
+    /// [`UPSTREAM_CLIENT_ID`] may send users back to `redirect_uri`, and its development login
+    /// page accepts any name (see `tests/interop/oidc_provider.mjs`).
+    pub async fn start_upstream(interop: &Interop, redirect_uri: &str) -> Self {
+        Self::spawn(interop, &[], "", "ES256", false, Some(redirect_uri)).await
     }
 
     /// The token endpoint.

@@ -139,19 +139,38 @@ use crate::flows::authorize::{self as flow, ConsentDecision, ErrorPage, LoginPro
 mod cookies;
 mod forms;
 mod render;
+#[cfg(feature = "upstream-oidc")]
+mod upstream;
 
 use cookies::{clear_cookie, cookie_matches};
 use forms::{MAX_QUERY, Params, read_form};
 use render::{Redirects, busy_page, error_page, login_page, render, too_many_page};
 
 pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
-    Router::new()
+    let router = Router::new()
         .route(
             &ctx.route(Endpoint::Authorize),
             get(authorize).post(authorize),
         )
         .route(&ctx.route(Endpoint::AuthorizeLogin), post(login))
-        .route(&ctx.route(Endpoint::AuthorizeConsent), post(consent))
+        .route(&ctx.route(Endpoint::AuthorizeConsent), post(consent));
+    // The upstream login's routes exist only when the authenticator runs one: otherwise
+    // the paths are not the crate's (the layer keeps guarding them).
+    #[cfg(feature = "upstream-oidc")]
+    if let Some(up) = ctx.server.authenticator.upstream() {
+        up.bind_urls(crate::authn::upstream::Urls {
+            authorize: ctx.endpoint(Endpoint::Authorize),
+            start: ctx.endpoint(Endpoint::UpstreamStart),
+            callback: ctx.endpoint(Endpoint::UpstreamCallback),
+        });
+        return router
+            .route(&ctx.route(Endpoint::UpstreamStart), get(upstream::start))
+            .route(
+                &ctx.route(Endpoint::UpstreamCallback),
+                get(upstream::callback),
+            );
+    }
+    router
 }
 
 /// Counts a request against the per-address `/authorize` limit; `Err` is the `429` page.
