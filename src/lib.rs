@@ -195,10 +195,18 @@ pub mod keys;
 pub mod metadata;
 mod mounting;
 mod net;
-#[cfg(any(feature = "remote-jwks", feature = "introspection"))]
+#[cfg(any(
+    feature = "remote-jwks",
+    feature = "introspection",
+    feature = "private-key-jwt"
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(any(feature = "remote-jwks", feature = "introspection")))
+    doc(cfg(any(
+        feature = "remote-jwks",
+        feature = "introspection",
+        feature = "private-key-jwt"
+    )))
 )]
 pub mod outbound;
 mod paths;

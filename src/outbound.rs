@@ -1,6 +1,8 @@
 //! The one way this crate makes outbound HTTP requests: the remote JWKS verifier's discovery
-//! and key fetches, and token introspection, go through here (and so will client ID metadata
-//! documents and upstream identity providers, whose URLs an attacker chooses).
+//! and key fetches, token introspection, and the `jwks_uri` of `private_key_jwt` clients
+//! (feature `private-key-jwt`, a URL the registering client chooses) go through here (and so
+//! will client ID metadata documents and upstream identity providers, whose URLs an attacker
+//! chooses).
 //!
 //! Every request:
 //!
@@ -26,6 +28,7 @@
 //! development, opt in on the verifier builder:
 //!
 //! ```no_run
+//! # #[cfg(feature = "remote-jwks")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use mcp_oauth::verify::RemoteJwksVerifier;
 //!
@@ -520,10 +523,10 @@ pub(crate) struct Fetched {
     pub(crate) status: reqwest::StatusCode,
     /// The response headers.
     #[cfg_attr(
-        not(feature = "remote-jwks"),
+        not(any(feature = "remote-jwks", feature = "private-key-jwt")),
         expect(
             dead_code,
-            reason = "only the JWKS verifier reads headers (Cache-Control)"
+            reason = "only the JWKS fetchers read headers (Cache-Control)"
         )
     )]
     pub(crate) headers: reqwest::header::HeaderMap,
@@ -582,8 +585,8 @@ impl Outbound {
 
     /// `GET url` with this `Accept`, reading at most `limit` bytes.
     #[cfg_attr(
-        not(feature = "remote-jwks"),
-        expect(dead_code, reason = "only the JWKS verifier GETs, for now")
+        not(any(feature = "remote-jwks", feature = "private-key-jwt")),
+        expect(dead_code, reason = "only the JWKS fetchers GET, for now")
     )]
     pub(crate) async fn get(
         &self,

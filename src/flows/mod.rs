@@ -9,6 +9,7 @@
 //! - [`authorize`]: `/authorize` and its login and consent forms, up to the code.
 //! - [`token`]: the authorization-code exchange and refresh-token rotation.
 //! - [`client_auth`]: who the calling client is (secrets compared in constant time).
+//! - `client_assertion` (feature `private-key-jwt`): RFC 7523 `private_key_jwt` assertions.
 //! - [`register`]: RFC 7591 dynamic client registration and the redirect URI policy.
 //! - [`revoke`]: RFC 7009 revocation.
 //! - [`introspect`]: RFC 7662 introspection.
@@ -17,6 +18,8 @@
 //! which secrets a flow drew.
 
 pub(crate) mod authorize;
+#[cfg(feature = "private-key-jwt")]
+pub(crate) mod client_assertion;
 pub(crate) mod client_auth;
 pub(crate) mod introspect;
 pub(crate) mod register;
