@@ -478,11 +478,19 @@ impl OutboundBuilder {
     }
 
     /// Allows plain `http` to any host the address rules allow.
+    #[cfg_attr(
+        not(any(feature = "remote-jwks", feature = "introspection", test)),
+        expect(dead_code, reason = "the private_key_jwt fetcher sets neither")
+    )]
     pub(crate) fn allow_http(&mut self) {
         self.policy.http = true;
     }
 
     /// Sets the connect and total timeouts (each at least 1 ms).
+    #[cfg_attr(
+        not(any(feature = "remote-jwks", feature = "introspection")),
+        expect(dead_code, reason = "the private_key_jwt fetcher sets neither")
+    )]
     pub(crate) fn timeouts(&mut self, connect: Duration, total: Duration) {
         let floor = Duration::from_millis(1);
         self.connect_timeout = connect.max(floor);

@@ -369,7 +369,10 @@ pub(crate) async fn verify_assertion(
             .into(),
         ClientKeySource::Uri(uri) => {
             let Some(fetcher) = fetcher else {
-                return Err(refuse("jwks_uri clients are not supported by this server"));
+                return Err(fetch_error(
+                    client,
+                    &KeyFetchError("this server has no HTTP client for jwks_uri".to_owned()),
+                ));
             };
             fetcher
                 .keys(uri, false)

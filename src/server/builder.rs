@@ -40,6 +40,9 @@ pub struct AuthorizationServerBuilder {
     redirect_schemes: Vec<String>,
     registered_scope_is_ceiling: bool,
     pub(super) upkeep: retention::Upkeep,
+    /// `jwks_uri` fetch settings (see [`client_jwks`](super::client_jwks)).
+    #[cfg(feature = "private-key-jwt")]
+    pub(super) client_jwks: super::client_jwks::Options,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -87,6 +90,8 @@ impl Default for AuthorizationServerBuilder {
                 .collect(),
             registered_scope_is_ceiling: true,
             upkeep: retention::Upkeep::default(),
+            #[cfg(feature = "private-key-jwt")]
+            client_jwks: super::client_jwks::Options::default(),
         }
     }
 }
@@ -530,6 +535,15 @@ impl AuthorizationServerBuilder {
                 redirect_schemes: self.redirect_schemes,
                 registered_scope_is_ceiling: self.registered_scope_is_ceiling,
                 upkeep,
+                #[cfg(feature = "private-key-jwt")]
+                client_jwks: match super::client_jwks::ClientJwksFetcher::new(self.client_jwks) {
+                    Ok(f) => Some(Arc::new(f)),
+                    Err(e) => {
+                        tracing::error!(target: "mcp_oauth::client_jwks", error = %e,
+                            "no HTTP client for private_key_jwt jwks_uri; such clients will get 503");
+                        None
+                    }
+                },
             }),
         })
     }

@@ -81,6 +81,9 @@ mod authorize;
 mod builder;
 mod client_addr;
 pub(crate) mod client_auth;
+#[cfg(feature = "private-key-jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+pub mod client_jwks;
 mod discovery;
 mod introspect;
 mod jwks;
@@ -151,6 +154,10 @@ pub(crate) struct ServerInner {
     /// Whether a dynamically registered client's `scope` caps what it is granted.
     pub(crate) registered_scope_is_ceiling: bool,
     pub(crate) upkeep: retention::Upkeep,
+    /// Fetches `private_key_jwt` clients' `jwks_uri` (`None` when its HTTP client could not
+    /// be built: such clients then get `503`).
+    #[cfg(feature = "private-key-jwt")]
+    pub(crate) client_jwks: Option<Arc<client_jwks::ClientJwksFetcher>>,
 }
 
 /// The embedded authorization server's settings and collaborators. Build one with
