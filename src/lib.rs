@@ -142,7 +142,7 @@
 //! authorization server is behind the `server` feature; background upkeep starts only when
 //! asked (`AuthorizationServer::start_upkeep`); the grant logic lives in socket-free flows
 //! under `src/flows/` with an injected clock; and every outbound fetch goes through
-//! [`outbound`] (feature `remote-jwks` or `introspection`), whose SSRF guard refuses loopback
+//! [`outbound`] (feature `remote-jwks`, `introspection` or `private-key-jwt`), whose SSRF guard refuses loopback
 //! and private addresses unless a verifier is told to allow them.
 //!
 //! "The first hour" (issue 10) changes DESIGN.md §2 and §4, and wins: instead of refusing to
@@ -172,6 +172,7 @@
 //! | `macros` | yes | `#[requires_scopes]`, `#[public_tool]`, `#[scoped_tools]` |
 //! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
 //! | `introspection` | no | `IntrospectionVerifier` for opaque tokens (RFC 7662) |
+//! | `private-key-jwt` | no | `private_key_jwt` client authentication (RFC 7523) for clients with `jwks` or `jwks_uri` (DCR, `StaticClient::private_key_jwt`), `jwks_uri` fetched through [`outbound`]; implies `server` |
 //! | `rmcp` | no | `Auth` as an rmcp tool parameter, `#[requires_scopes]` on rmcp tools (without it, these fail to compile with an error naming the feature) |
 //! | `sqlite` | no | [`SqliteStore`](store::sql::SqliteStore): durable state in one file |
 //! | `postgres` | no | [`PostgresStore`](store::sql::PostgresStore): state shared by instances |

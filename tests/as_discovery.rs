@@ -73,6 +73,22 @@ async fn get_with(app: &Router, req: Request<Body>) -> Reply {
 }
 
 fn expected_metadata(issuer: &str) -> Value {
+    let mut doc = base_metadata(issuer);
+    if cfg!(feature = "private-key-jwt") {
+        // Issue 11: private_key_jwt wherever clients authenticate, with its algorithms.
+        let algs = json!(["ES256", "EdDSA", "RS256", "PS256"]);
+        for endpoint in ["token", "revocation", "introspection"] {
+            doc[format!("{endpoint}_endpoint_auth_methods_supported")]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("private_key_jwt"));
+            doc[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")] = algs.clone();
+        }
+    }
+    doc
+}
+
+fn base_metadata(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),

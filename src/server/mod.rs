@@ -10,7 +10,7 @@
 //! | `/.well-known/oauth-protected-resource[/path]` | RFC 9728 metadata of every resource |
 //! | `/register` | RFC 7591 dynamic client registration |
 //! | `/authorize` | authorization code + PKCE S256, login and consent pages |
-//! | `/token` | `authorization_code` and `refresh_token` grants |
+//! | `/token` | `authorization_code` and `refresh_token` grants; client authentication `none`, `client_secret_basic`, `client_secret_post`, and `private_key_jwt` (feature `private-key-jwt`, see `client_jwks`) |
 //! | `/revoke` | RFC 7009 revocation |
 //! | `/introspect` | RFC 7662 introspection (only the configured [`introspection_clients`](AuthorizationServerBuilder::introspection_clients)) |
 //! | `/jwks.json` | the signing keys |
