@@ -7,10 +7,21 @@
 //! [`StaticClient::private_key_jwt_uri`](super::StaticClient::private_key_jwt_uri)) that way.
 //! At the token, revocation and introspection endpoints it then sends
 //! `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and
-//! `client_assertion=<JWT>`; the rules the JWT must meet are listed in
-//! [`server::client_auth`](super::client_auth) (`iss` = `sub` = client id, `aud` = the issuer
-//! or the token endpoint URL, `exp` at most 10 minutes ahead, a single-use `jti` recorded in
-//! the shared store, ES256 / EdDSA / RS256 / PS256 only).
+//! `client_assertion=<JWT>`, which must meet these rules (each failure is `401
+//! invalid_client` naming the rule):
+//!
+//! - `alg` ES256, EdDSA, RS256 or PS256 (never `none` or HMAC), verified with the client's
+//!   key named by `kid` (or its only fitting key when there is no `kid`);
+//! - `iss` = `sub` = the client id;
+//! - `aud` = the issuer or the token endpoint URL, byte for byte, nothing else;
+//! - `exp` present, not past (60 s leeway), at most 10 minutes ahead; `nbf`, `iat` not in
+//!   the future;
+//! - `jti` present and single-use: recorded until `exp` in the grant store
+//!   ([`GrantStore::record_assertion_id`](crate::store::GrantStore::record_assertion_id)),
+//!   so every instance sharing the store refuses a replay.
+//!
+//! A `private_key_jwt` client that sends only its `client_id` or a secret is refused; an
+//! assertion together with a secret or HTTP Basic is `invalid_request`.
 //!
 //! A `jwks_uri` is a URL the registering client chose, so it is fetched like every outbound
 //! request of this crate ([`outbound`](crate::outbound)): SSRF-guarded (loopback, private,
@@ -110,6 +121,9 @@ impl AuthorizationServerBuilder {
     }
 }
 
+/// The outcome of a fetch (or of the cache standing in for one).
+type Fetched = Result<Arc<[ClientKey]>, KeyFetchError>;
+
 /// One cached URL.
 struct Entry {
     /// The last keys fetched, if any fetch succeeded.
@@ -167,10 +181,7 @@ impl ClientJwksFetcher {
         uri: &str,
         refetch: bool,
         since: Option<Instant>,
-    ) -> (
-        Option<Result<Arc<[ClientKey]>, KeyFetchError>>,
-        Option<Instant>,
-    ) {
+    ) -> (Option<Fetched>, Option<Instant>) {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(e) = entries.get(uri) else {
             return (None, None);
@@ -196,7 +207,7 @@ impl ClientJwksFetcher {
     }
 
     /// Fetches `uri` once and records the outcome.
-    async fn fetch(&self, uri: &str) -> Result<Arc<[ClientKey]>, KeyFetchError> {
+    async fn fetch(&self, uri: &str) -> Fetched {
         let started = Instant::now();
         {
             // The attempt counts from its start, even if the caller goes away mid-fetch.
