@@ -19,7 +19,8 @@
 //!   lacks makes a `jwks_uri` client's keys be fetched again, at most once per cooldown;
 //! - `iss` and `sub` are both the client id;
 //! - `aud` is this server's issuer or its token endpoint URL, byte for byte (a string, or an
-//!   array holding nothing else);
+//!   array holding nothing else); a root issuer may also be written with its trailing slash
+//!   (`https://as.example.com/`, the same URL, as Python clients send it);
 //! - `exp` is present, not past (with [`LEEWAY_SECS`] of clock skew) and at most
 //!   [`MAX_LIFETIME_SECS`] (+ leeway) ahead: an assertion that lives for hours is a bearer
 //!   token in disguise; `nbf` and `iat`, when present, are not in the future;
@@ -438,8 +439,17 @@ pub(crate) async fn verify_assertion(
     }
     let issuer = env.cfg.issuer();
     let token_endpoint = Endpoint::Token.url(issuer);
-    let ours =
-        |v: &Value| v.as_str() == Some(issuer) || v.as_str() == Some(token_endpoint.as_str());
+    // A root issuer written with its slash (`https://as.example.com/`) is the same URL; Python
+    // clients (pydantic URLs) send it that way.
+    let root_with_slash = url::Url::parse(issuer)
+        .ok()
+        .filter(|u| u.path() == "/" && !issuer.ends_with('/'))
+        .map(|_| format!("{issuer}/"));
+    let ours = |v: &Value| {
+        v.as_str().is_some_and(|a| {
+            a == issuer || a == token_endpoint || root_with_slash.as_deref() == Some(a)
+        })
+    };
     let aud_ok = match claims.get("aud") {
         Some(v @ Value::String(_)) => ours(v),
         Some(Value::Array(list)) => !list.is_empty() && list.iter().all(ours),

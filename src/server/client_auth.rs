@@ -33,7 +33,8 @@
 //!   the client's key named by `kid` (an unknown `kid` makes a `jwks_uri` be fetched again,
 //!   at most once per cooldown);
 //! - `iss` and `sub` are both the client id (and equal `client_id` when the body sends one);
-//! - `aud` is the issuer or the token endpoint URL, byte for byte, nothing else;
+//! - `aud` is the issuer or the token endpoint URL, byte for byte, nothing else (a root
+//!   issuer may carry its trailing slash);
 //! - `exp` is present, not past (60 s leeway), at most 10 minutes ahead; `nbf` and `iat`,
 //!   when present, are not in the future;
 //! - `jti` is present and new: it is recorded in the grant store until `exp`

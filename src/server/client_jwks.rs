@@ -13,7 +13,8 @@
 //! - `alg` ES256, EdDSA, RS256 or PS256 (never `none` or HMAC), verified with the client's
 //!   key named by `kid` (or its only fitting key when there is no `kid`);
 //! - `iss` = `sub` = the client id;
-//! - `aud` = the issuer or the token endpoint URL, byte for byte, nothing else;
+//! - `aud` = the issuer or the token endpoint URL, byte for byte, nothing else (a root
+//!   issuer may carry its trailing slash);
 //! - `exp` present, not past (60 s leeway), at most 10 minutes ahead; `nbf`, `iat` not in
 //!   the future;
 //! - `jti` present and single-use: recorded until `exp` in the grant store

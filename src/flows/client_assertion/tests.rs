@@ -156,8 +156,20 @@ async fn assertion_rules() {
             "aud",
         ),
         (
-            "aud with a trailing slash",
+            "aud = the root issuer with its slash (the same URL)",
             key.sign(&with(now, &[("aud", json!(format!("{ISSUER}/")))])),
+            true,
+            "",
+        ),
+        (
+            "aud = another path on the issuer's host",
+            key.sign(&with(now, &[("aud", json!(format!("{ISSUER}/authorize")))])),
+            false,
+            "aud",
+        ),
+        (
+            "aud = the token endpoint with a slash",
+            key.sign(&with(now, &[("aud", json!(format!("{token_endpoint}/")))])),
             false,
             "aud",
         ),
