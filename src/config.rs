@@ -219,6 +219,12 @@ pub enum ClientProblem {
         "introspection clients must be configured with `.client(StaticClient::confidential(..))`"
     )]
     IntrospectionClientNotConfigured,
+    /// A `private_key_jwt` client's key set (`jwks`) or its `jwks_uri` is unusable.
+    #[error("private_key_jwt keys: {reason}")]
+    Jwks {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Why the signing keys would not survive a restart ([`ConfigError::EphemeralKeys`]).

@@ -125,6 +125,21 @@ impl OAuthError {
         }
     }
 
+    /// `503 temporarily_unavailable` with `Retry-After` and the given description (a
+    /// dependency such as a client's `jwks_uri` could not be reached: never the client's
+    /// fault, so never `invalid_client`).
+    #[cfg(feature = "private-key-jwt")]
+    #[must_use]
+    pub(crate) fn temporarily_unavailable(
+        description: impl Into<Cow<'static, str>>,
+        retry_after_secs: u64,
+    ) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(OAuthErrorCode::TemporarilyUnavailable, description)
+        }
+    }
+
     /// `429 slow_down` with `Retry-After`.
     #[must_use]
     pub fn rate_limited(retry_after_secs: u64) -> Self {

@@ -144,9 +144,9 @@
 //! authorization server is behind the `server` feature; background upkeep starts only when
 //! asked (`AuthorizationServer::start_upkeep`); the grant logic lives in socket-free flows
 //! under `src/flows/` with an injected clock; and every outbound fetch goes through
-//! [`outbound`] (feature `remote-jwks`, `introspection` or `client-metadata`), whose SSRF
-//! guard refuses loopback and private addresses unless a verifier (or the client metadata
-//! policy) is told to allow them.
+//! [`outbound`] (feature `remote-jwks`, `introspection`, `client-metadata` or
+//! `private-key-jwt`), whose SSRF guard refuses loopback and private addresses unless a
+//! verifier (or the client metadata or client JWKS policy) is told to allow them.
 //!
 //! "The first hour" (issue 10) changes DESIGN.md §2 and §4, and wins: instead of refusing to
 //! start without a key when instances share a store, a durable store now *supplies* the keys
@@ -177,6 +177,7 @@
 //! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
 //! | `introspection` | no | `IntrospectionVerifier` for opaque tokens (RFC 7662) |
 //! | `upstream-oidc` | no | `authn::UpstreamOidc`: users sign in at an upstream identity provider (any OpenID Connect issuer, Google, Microsoft Entra, GitHub); implies `server` and `remote-jwks` |
+//! | `private-key-jwt` | no | `private_key_jwt` client authentication (RFC 7523) for clients with `jwks` or `jwks_uri` (DCR, `StaticClient::private_key_jwt`), `jwks_uri` fetched through [`outbound`]; implies `server` |
 //! | `rmcp` | no | `Auth` as an rmcp tool parameter, `#[requires_scopes]` on rmcp tools (without it, these fail to compile with an error naming the feature) |
 //! | `sqlite` | no | [`SqliteStore`](store::sql::SqliteStore): durable state in one file |
 //! | `postgres` | no | [`PostgresStore`](store::sql::PostgresStore): state shared by instances |
@@ -203,14 +204,16 @@ mod net;
 #[cfg(any(
     feature = "remote-jwks",
     feature = "introspection",
-    feature = "client-metadata"
+    feature = "client-metadata",
+    feature = "private-key-jwt"
 ))]
 #[cfg_attr(
     docsrs,
     doc(cfg(any(
         feature = "remote-jwks",
         feature = "introspection",
-        feature = "client-metadata"
+        feature = "client-metadata",
+        feature = "private-key-jwt"
     )))
 )]
 pub mod outbound;

@@ -1,8 +1,9 @@
 //! The one way this crate makes outbound HTTP requests: the remote JWKS verifier's discovery
 //! and key fetches, token introspection, client ID metadata documents (whose URLs an attacker
-//! chooses), and the upstream login's discovery, code exchange, UserInfo and GitHub API calls
-//! (`authn::UpstreamOidc`, feature `upstream-oidc`, with its own `.allow_loopback()` /
-//! `.allow_private_networks()`) go through here.
+//! chooses), the `jwks_uri` of `private_key_jwt` clients (feature `private-key-jwt`, a URL the
+//! registering client chooses), and the upstream login's discovery, code exchange, UserInfo and
+//! GitHub API calls (`authn::UpstreamOidc`, feature `upstream-oidc`, with its own
+//! `.allow_loopback()` / `.allow_private_networks()`) go through here.
 //!
 //! Every request:
 //!
@@ -28,6 +29,7 @@
 //! development, opt in on the verifier builder:
 //!
 //! ```no_run
+//! # #[cfg(feature = "remote-jwks")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use mcp_oauth::verify::RemoteJwksVerifier;
 //!
@@ -482,13 +484,20 @@ impl OutboundBuilder {
     /// Allows plain `http` to any host the address rules allow.
     #[cfg_attr(
         not(any(test, feature = "remote-jwks", feature = "introspection")),
-        expect(dead_code, reason = "client metadata documents are https only")
+        expect(
+            dead_code,
+            reason = "client metadata documents and client JWKS are https only"
+        )
     )]
     pub(crate) fn allow_http(&mut self) {
         self.policy.http = true;
     }
 
     /// Sets the connect and total timeouts (each at least 1 ms).
+    #[cfg_attr(
+        not(any(feature = "remote-jwks", feature = "introspection")),
+        expect(dead_code, reason = "the private_key_jwt fetcher sets neither")
+    )]
     pub(crate) fn timeouts(&mut self, connect: Duration, total: Duration) {
         let floor = Duration::from_millis(1);
         self.connect_timeout = connect.max(floor);
@@ -546,10 +555,14 @@ pub(crate) struct Fetched {
     pub(crate) status: reqwest::StatusCode,
     /// The response headers.
     #[cfg_attr(
-        not(any(feature = "remote-jwks", feature = "client-metadata")),
+        not(any(
+            feature = "remote-jwks",
+            feature = "client-metadata",
+            feature = "private-key-jwt"
+        )),
         expect(
             dead_code,
-            reason = "only the JWKS verifier and client metadata read headers"
+            reason = "only the JWKS fetchers and client metadata read headers (Cache-Control)"
         )
     )]
     pub(crate) headers: reqwest::header::HeaderMap,
@@ -608,8 +621,12 @@ impl Outbound {
 
     /// `GET url` with this `Accept`, reading at most `limit` bytes.
     #[cfg_attr(
-        not(any(feature = "remote-jwks", feature = "client-metadata")),
-        expect(dead_code, reason = "only the JWKS verifier and client metadata GET")
+        not(any(
+            feature = "remote-jwks",
+            feature = "client-metadata",
+            feature = "private-key-jwt"
+        )),
+        expect(dead_code, reason = "only the JWKS fetchers and client metadata GET")
     )]
     pub(crate) async fn get(
         &self,

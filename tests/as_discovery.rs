@@ -73,14 +73,25 @@ async fn get_with(app: &Router, req: Request<Body>) -> Reply {
 }
 
 fn expected_metadata(issuer: &str) -> Value {
-    let mut doc = expected_metadata_without_cimd(issuer);
+    let mut doc = base_metadata(issuer);
     if cfg!(feature = "client-metadata") {
         doc["client_id_metadata_document_supported"] = json!(true);
+    }
+    if cfg!(feature = "private-key-jwt") {
+        // Issue 11: private_key_jwt wherever clients authenticate, with its algorithms.
+        let algs = json!(["ES256", "EdDSA", "RS256", "PS256"]);
+        for endpoint in ["token", "revocation", "introspection"] {
+            doc[format!("{endpoint}_endpoint_auth_methods_supported")]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("private_key_jwt"));
+            doc[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")] = algs.clone();
+        }
     }
     doc
 }
 
-fn expected_metadata_without_cimd(issuer: &str) -> Value {
+fn base_metadata(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -224,7 +235,12 @@ async fn registration_endpoint_only_with_dynamic_registration() {
 async fn the_cimd_flag_goes_when_metadata_documents_are_off() {
     let (_, off) = app(ROOT_ISSUER, builder().client_id_metadata_documents(false)).await;
     let r = get(&off, "/.well-known/oauth-authorization-server").await;
-    assert_eq!(r.body, expected_metadata_without_cimd(ROOT_ISSUER));
+    let mut expected = expected_metadata(ROOT_ISSUER);
+    expected
+        .as_object_mut()
+        .unwrap()
+        .remove("client_id_metadata_document_supported");
+    assert_eq!(r.body, expected);
     let (_, on) = app(ROOT_ISSUER, builder()).await;
     let r = get(&on, "/.well-known/oauth-authorization-server").await;
     assert_eq!(r.body["client_id_metadata_document_supported"], true);

@@ -514,7 +514,8 @@ async fn unregistered_client_is_401_invalid_client() {
         )
         .await;
     r.assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
-    // private_key_jwt is not supported.
+    // An assertion from a client not registered for private_key_jwt (without the feature
+    // `private-key-jwt`, from any client) is refused.
     let r = h
         .token(
             &[

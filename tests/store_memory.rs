@@ -73,6 +73,18 @@ async fn expired_family() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assertion_ids() {
+    testkit::assertion_ids(&*store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_assertion_id() {
+    for _ in 0..20 {
+        testkit::concurrent_assertion_id(store()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_token() {
     testkit::revoke_token(&*store()).await;
 }

@@ -191,12 +191,24 @@ rule_tests!(
     reuse_after_grace,
     expired_family,
     revoke_token,
+    // Issue 11: client-assertion ids (private_key_jwt replay) on every store.
+    assertion_ids,
     consent,
     pending,
     sweep_removes_only_expired,
     stats,
     revocation_outlives_family,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_assertion_id() {
+    with_store(|store| async move {
+        for _ in 0..5 {
+            testkit::concurrent_assertion_id(store.clone()).await;
+        }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_take_code() {
@@ -285,7 +297,7 @@ async fn migrations_are_versioned_and_idempotent() {
             .unwrap();
     drop(first);
     schema.drop_schema().await;
-    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
 }
 
 /// A TCP port where no PostgreSQL answers: closed (`Refuse`), or accepting connections and

@@ -68,12 +68,24 @@ rule_tests!(
     reuse_after_grace,
     expired_family,
     revoke_token,
+    // Issue 11: client-assertion ids (private_key_jwt replay) on every store.
+    assertion_ids,
     consent,
     pending,
     sweep_removes_only_expired,
     stats,
     revocation_outlives_family,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_assertion_id() {
+    with_store(|store, _| async move {
+        for _ in 0..5 {
+            testkit::concurrent_assertion_id(store.clone()).await;
+        }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_take_code() {

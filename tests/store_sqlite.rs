@@ -71,6 +71,8 @@ rule_tests!(
     reuse_after_grace,
     expired_family,
     revoke_token,
+    // Issue 11: client-assertion ids (private_key_jwt replay) on every store.
+    assertion_ids,
     consent,
     pending,
     sweep_removes_only_expired,
@@ -90,6 +92,14 @@ async fn concurrent_take_code() {
         testkit::CODE_RACERS,
         start.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_assertion_id() {
+    let (store, _dir) = file_store().await;
+    for _ in 0..5 {
+        testkit::concurrent_assertion_id(store.clone()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -215,7 +225,7 @@ async fn migrations_are_versioned_and_idempotent() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&pool)
         .await

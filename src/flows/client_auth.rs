@@ -2,22 +2,25 @@
 //! credentials are off the wire.
 //!
 //! The adapter ([`server::client_auth`](crate::server)) reads the credentials from the
-//! `Authorization: Basic` header or the form body and refuses requests that mix methods or
-//! send a `client_assertion`; this flow decides whether the named client is who it says:
+//! `Authorization: Basic` header or the form body and refuses requests that mix methods; a
+//! `client_assertion` goes to `flows::client_assertion` instead (feature `private-key-jwt`).
+//! This flow decides whether the named client is who it says:
 //!
 //! - an unknown client is `401 invalid_client` ("register again": Claude registers anew on
 //!   exactly that answer);
 //! - a confidential client must present its secret, which is hashed and compared with
 //!   [`SecretHash::ct_eq`], and the secret must not have expired (`client_secret_expires_at`,
 //!   read from [`Env::now`]);
-//! - a public client must not present a secret.
+//! - a public client must not present a secret;
+//! - a `private_key_jwt` client is never authenticated here, with or without a secret: only
+//!   its signed assertion does that (`client_assertion`, feature `private-key-jwt`).
 //!
 //! Every failure carries a `WWW-Authenticate: Basic` challenge when the client tried Basic.
 //! Secrets never appear in logs or in error descriptions.
 
 use super::Env;
 use crate::error::OAuthError;
-use crate::store::{Client, SecretHash};
+use crate::store::{Client, SecretHash, TokenEndpointAuthMethod};
 
 /// The credentials a client presented, however it sent them.
 #[derive(Clone, Copy)]
@@ -70,6 +73,15 @@ pub(crate) async fn authenticate(
             used_basic,
         ));
     };
+    if client.token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt {
+        // It holds no secret, but it is not public: only a signed assertion authenticates it.
+        tracing::info!(target: "mcp_oauth::security", client_id = %client.client_id,
+            "client authentication failed: private_key_jwt client without an assertion");
+        return Err(OAuthError::invalid_client(
+            "This client authenticates with private_key_jwt: send client_assertion_type and client_assertion",
+            used_basic,
+        ));
+    }
     match (&client.secret_hash, creds.secret) {
         (Some(stored), Some(presented)) => {
             if !SecretHash::of(presented).ct_eq(stored) {
@@ -124,6 +136,11 @@ mod tests {
         let mut expiring = t.confidential_client("expiring", "expiring-secret");
         expiring.secret_expires_at = t.start + 100;
         t.env.clients.insert_client(expiring).await.unwrap();
+        // A private_key_jwt client: no secret, yet not public.
+        let mut pkjwt = t.confidential_client("pkjwt", "unused");
+        pkjwt.secret_hash = None;
+        pkjwt.token_endpoint_auth_method = TokenEndpointAuthMethod::PrivateKeyJwt;
+        t.env.clients.insert_client(pkjwt).await.unwrap();
 
         // (client id, secret, ok?, description fragment)
         let table: &[(&str, Option<&str>, bool, &str)] = &[
@@ -134,6 +151,8 @@ mod tests {
             ("confidential", None, false, "confidential"),
             ("nobody", None, false, "Unknown client"),
             ("expiring", Some("expiring-secret"), true, ""),
+            ("pkjwt", None, false, "private_key_jwt"),
+            ("pkjwt", Some("unused"), false, "private_key_jwt"),
         ];
         for (id, secret, ok, why) in table {
             let got = authenticate(&t.env, creds(id, *secret)).await;

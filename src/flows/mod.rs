@@ -11,6 +11,7 @@
 //! - [`client_auth`]: who the calling client is (secrets compared in constant time).
 //! - `client_metadata` (feature `client-metadata`): a `client_id` URL resolved through its
 //!   client ID metadata document (fetched, checked, cached).
+//! - `client_assertion` (feature `private-key-jwt`): RFC 7523 `private_key_jwt` assertions.
 //! - [`register`]: RFC 7591 dynamic client registration and the redirect URI policy.
 //! - [`revoke`]: RFC 7009 revocation.
 //! - [`introspect`]: RFC 7662 introspection.
@@ -19,6 +20,8 @@
 //! which secrets a flow drew.
 
 pub(crate) mod authorize;
+#[cfg(feature = "private-key-jwt")]
+pub(crate) mod client_assertion;
 pub(crate) mod client_auth;
 #[cfg(feature = "client-metadata")]
 pub(crate) mod client_metadata;

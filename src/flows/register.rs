@@ -14,7 +14,10 @@
 //! - `redirect_uris` (required): see [redirect URI policy](#redirect-uri-policy).
 //! - `token_endpoint_auth_method`: `none` (the default: a public client, PKCE only),
 //!   `client_secret_basic` or `client_secret_post` (a confidential client, which gets a
-//!   `client_secret` that never expires: `client_secret_expires_at: 0`).
+//!   `client_secret` that never expires: `client_secret_expires_at: 0`), or, with the
+//!   feature `private-key-jwt`, `private_key_jwt` (RFC 7523: no secret; the client sends
+//!   exactly one of `jwks`, a JWK Set of at most 10 public keys with no private member, or
+//!   `jwks_uri`, an `https` URL; both are echoed back and kept with the client).
 //! - `grant_types`: `authorization_code` and `refresh_token` only. When absent, **both** are
 //!   registered. RFC 7591 would default to `authorization_code` alone, but then a client
 //!   that omits the field never gets a refresh token and its users must log in again every
@@ -190,7 +193,11 @@ pub(crate) async fn register(
 ) -> Result<Registration, OAuthError> {
     let mut client = parse_metadata(meta, &env.redirect_schemes)?;
 
-    let secret = if client.token_endpoint_auth_method == TokenEndpointAuthMethod::None {
+    let has_secret = matches!(
+        client.token_endpoint_auth_method,
+        TokenEndpointAuthMethod::ClientSecretBasic | TokenEndpointAuthMethod::ClientSecretPost
+    );
+    let secret = if !has_secret {
         None
     } else {
         let secret = env.random.token(32);
@@ -260,6 +267,72 @@ fn optional_string<'a>(
     }
 }
 
+/// The authentication methods registration accepts, for error descriptions.
+#[cfg(feature = "private-key-jwt")]
+const SUPPORTED_AUTH_METHODS: &str =
+    "none, client_secret_basic, client_secret_post or private_key_jwt";
+#[cfg(not(feature = "private-key-jwt"))]
+const SUPPORTED_AUTH_METHODS: &str = "none, client_secret_basic or client_secret_post";
+
+/// Checks a `jwks_uri`: an absolute `https` URL (or `http` on a loopback host, which the
+/// fetcher reaches only when loopback is allowed) with a host, without user information or
+/// fragment, at most 2,048 bytes. Where it may point is decided when it is fetched (the
+/// outbound SSRF guard).
+///
+/// # Errors
+/// What is wrong, for a description.
+#[cfg(feature = "private-key-jwt")]
+pub(crate) fn check_jwks_uri(uri: &str) -> Result<(), String> {
+    if uri.len() > MAX_FIELD_LEN {
+        return Err(format!("jwks_uri is longer than {MAX_FIELD_LEN} bytes"));
+    }
+    let Ok(url) = url::Url::parse(uri) else {
+        return Err("jwks_uri must be an absolute URL".to_owned());
+    };
+    let host = url.host_str().unwrap_or_default();
+    let scheme_ok =
+        url.scheme() == "https" || (url.scheme() == "http" && crate::net::is_loopback_host(host));
+    if !scheme_ok || host.is_empty() {
+        return Err("jwks_uri must be an https URL".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err("jwks_uri must not hold user information or a fragment".to_owned());
+    }
+    Ok(())
+}
+
+/// The key source of a `private_key_jwt` registration: exactly one of `jwks` (a JWK Set of
+/// public keys, checked) and `jwks_uri` (checked by [`check_jwks_uri`]), as the field to keep
+/// and its value. Other methods keep neither.
+#[cfg(feature = "private-key-jwt")]
+fn client_keys(
+    meta: &Map<String, Value>,
+    method: TokenEndpointAuthMethod,
+) -> Result<Option<(&'static str, Value)>, OAuthError> {
+    if method != TokenEndpointAuthMethod::PrivateKeyJwt {
+        return Ok(None);
+    }
+    let present = |f: &str| meta.get(f).filter(|v| !v.is_null());
+    match (present("jwks"), present("jwks_uri")) {
+        (Some(jwks), None) => {
+            crate::flows::client_assertion::parse_jwks(jwks)
+                .map_err(|why| metadata_error(format!("jwks: {why}")))?;
+            Ok(Some(("jwks", jwks.clone())))
+        }
+        (None, Some(Value::String(uri))) => {
+            check_jwks_uri(uri).map_err(metadata_error)?;
+            Ok(Some(("jwks_uri", Value::String(uri.clone()))))
+        }
+        (None, Some(_)) => Err(metadata_error("jwks_uri must be a string")),
+        (Some(_), Some(_)) => Err(metadata_error(
+            "jwks and jwks_uri must not both be present (RFC 7591 §2)",
+        )),
+        (None, None) => Err(metadata_error(
+            "private_key_jwt needs the client's public keys: send jwks or jwks_uri",
+        )),
+    }
+}
+
 /// Validates registration metadata into a client (without id, secret or timestamps).
 fn parse_metadata(
     meta: &Map<String, Value>,
@@ -300,13 +373,17 @@ fn parse_metadata(
         None | Some("none") => TokenEndpointAuthMethod::None,
         Some("client_secret_basic") => TokenEndpointAuthMethod::ClientSecretBasic,
         Some("client_secret_post") => TokenEndpointAuthMethod::ClientSecretPost,
+        #[cfg(feature = "private-key-jwt")]
+        Some("private_key_jwt") => TokenEndpointAuthMethod::PrivateKeyJwt,
         Some(other) => {
             return Err(metadata_error(format!(
-                "token_endpoint_auth_method {} is not supported; use none, client_secret_basic or client_secret_post",
+                "token_endpoint_auth_method {} is not supported; use {SUPPORTED_AUTH_METHODS}",
                 quote_for_error(other)
             )));
         }
     };
+    #[cfg(feature = "private-key-jwt")]
+    let key_source = client_keys(meta, token_endpoint_auth_method)?;
 
     let grant_types = match string_list(meta, "grant_types")? {
         None => vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
@@ -422,6 +499,11 @@ fn parse_metadata(
             }
             Some(_) => return Err(metadata_error(format!("{field} must be a string"))),
         }
+    }
+
+    #[cfg(feature = "private-key-jwt")]
+    if let Some((field, value)) = key_source {
+        extra.insert(field.to_owned(), value);
     }
 
     Ok(Client {
@@ -1109,7 +1191,14 @@ mod tests {
             (json!({"redirect_uris": many}), Some((Uri, "at most 32"))),
             (
                 json!({"redirect_uris": cb, "token_endpoint_auth_method": "private_key_jwt"}),
-                Some((Meta, "not supported")),
+                Some((
+                    Meta,
+                    if cfg!(feature = "private-key-jwt") {
+                        "send jwks or jwks_uri"
+                    } else {
+                        "not supported"
+                    },
+                )),
             ),
             (
                 json!({"redirect_uris": cb, "token_endpoint_auth_method": 1}),
@@ -1192,6 +1281,95 @@ mod tests {
                 (got, _) => panic!("{m}: {got:?}"),
             }
         }
+    }
+
+    /// Issue 11: `private_key_jwt` registrations carry exactly one well-formed key source
+    /// and get no secret.
+    #[cfg(feature = "private-key-jwt")]
+    #[tokio::test]
+    async fn private_key_jwt_registration_rules() {
+        use serde_json::json;
+        let key = crate::keys::SigningKey::generate(crate::keys::SigningAlgorithm::Es256).unwrap();
+        let jwk = serde_json::to_value(key.jwk()).unwrap();
+        let mut private = jwk.clone();
+        private["d"] = json!("AAAA");
+        let cb = json!(["https://app.example.com/cb"]);
+        let pk = |extra: Value| {
+            let mut m =
+                json!({"redirect_uris": cb, "token_endpoint_auth_method": "private_key_jwt"});
+            for (k, v) in extra.as_object().unwrap() {
+                m[k] = v.clone();
+            }
+            m
+        };
+        let table: Vec<(Value, Option<&str>)> = vec![
+            (pk(json!({"jwks": {"keys": [jwk]}})), None),
+            (
+                pk(json!({"jwks_uri": "https://client.example.com/jwks.json"})),
+                None,
+            ),
+            (pk(json!({"jwks_uri": "http://127.0.0.1:8080/jwks"})), None),
+            (
+                pk(json!({"jwks": {"keys": [jwk]}, "jwks_uri": "https://client.example.com/j"})),
+                Some("must not both"),
+            ),
+            (pk(json!({})), Some("send jwks or jwks_uri")),
+            (
+                pk(json!({"jwks": {"keys": [private]}})),
+                Some("private member `d`"),
+            ),
+            (pk(json!({"jwks": [jwk]})), Some("JSON object")),
+            (
+                pk(json!({"jwks": {"keys": []}})),
+                Some("no public signing key"),
+            ),
+            (
+                pk(json!({"jwks_uri": "http://client.example.com/jwks"})),
+                Some("https"),
+            ),
+            (
+                pk(json!({"jwks_uri": "https://u:p@client.example.com/jwks"})),
+                Some("user information"),
+            ),
+            (
+                pk(json!({"jwks_uri": "https://client.example.com/jwks#x"})),
+                Some("fragment"),
+            ),
+            (pk(json!({"jwks_uri": "jwks.json"})), Some("absolute URL")),
+            (pk(json!({"jwks_uri": 7})), Some("must be a string")),
+        ];
+        for (m, expect) in table {
+            let t = TestEnv::new().await;
+            match (register(&t.env, &meta(m.clone())).await, expect) {
+                (Ok(r), None) => {
+                    assert!(r.client_secret.is_none(), "{m}: no secret");
+                    assert!(r.client.secret_hash.is_none());
+                    assert_eq!(
+                        r.client.token_endpoint_auth_method,
+                        TokenEndpointAuthMethod::PrivateKeyJwt
+                    );
+                    assert!(r.client.is_confidential());
+                    assert!(
+                        crate::flows::client_assertion::ClientKeySource::of(&r.client).is_some(),
+                        "{m}: the key source is kept"
+                    );
+                }
+                (Err(e), Some(why)) => {
+                    assert_eq!(e.code(), OAuthErrorCode::InvalidClientMetadata, "{m}: {e}");
+                    assert!(e.description().contains(why), "{m}: {e}");
+                }
+                (got, _) => panic!("{m}: {got:?}"),
+            }
+        }
+        // Keys sent with another method are not kept (they would mean nothing).
+        let t = TestEnv::new().await;
+        let r = register(
+            &t.env,
+            &meta(json!({"redirect_uris": cb, "jwks": {"keys": [jwk]}})),
+        )
+        .await
+        .unwrap();
+        assert!(!r.client.extra.contains_key("jwks"));
     }
 
     #[tokio::test]

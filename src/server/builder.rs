@@ -1,7 +1,8 @@
 //! [`AuthorizationServerBuilder`]: the embedded authorization server's settings, checked
 //! once when [`build`](AuthorizationServerBuilder::build) turns them into an
 //! [`AuthorizationServer`]. Its retention and shared-rate-limit settings are in
-//! [`retention`](super::retention).
+//! [`retention`](super::retention); the `jwks_uri` settings of `private_key_jwt` clients
+//! (feature `private-key-jwt`) are in `client_jwks`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,6 +20,15 @@ use crate::keys::{KeyRing, SigningAlgorithm};
 use crate::store::{ClientStore, GrantStore, MemoryStore};
 
 /// Builds an [`AuthorizationServer`].
+///
+/// Clients authenticate at the token, revocation and introspection endpoints with `none`,
+/// `client_secret_basic` or `client_secret_post`, and, with the feature `private-key-jwt`,
+/// with `private_key_jwt` (RFC 7523): dynamically registered clients that send `jwks` or
+/// `jwks_uri`, and configured ones (`StaticClient::private_key_jwt`,
+/// `StaticClient::private_key_jwt_uri`). Whether their `jwks_uri` may be on loopback or a
+/// private network, and how often an unknown `kid` may make it be fetched again, is set with
+/// `client_jwks_allow_loopback`, `client_jwks_allow_private_networks` and
+/// `client_jwks_refetch_cooldown` (see `server::client_jwks`).
 #[must_use]
 pub struct AuthorizationServerBuilder {
     clients: Option<Arc<dyn ClientStore>>,
@@ -42,6 +52,9 @@ pub struct AuthorizationServerBuilder {
     pub(super) upkeep: retention::Upkeep,
     #[cfg(feature = "client-metadata")]
     client_metadata: Option<super::ClientMetadataPolicy>,
+    /// `jwks_uri` fetch settings (see [`client_jwks`](super::client_jwks)).
+    #[cfg(feature = "private-key-jwt")]
+    pub(super) client_jwks: super::client_jwks::Options,
 }
 
 impl std::fmt::Debug for AuthorizationServerBuilder {
@@ -91,6 +104,8 @@ impl Default for AuthorizationServerBuilder {
             upkeep: retention::Upkeep::default(),
             #[cfg(feature = "client-metadata")]
             client_metadata: Some(super::ClientMetadataPolicy::default()),
+            #[cfg(feature = "private-key-jwt")]
+            client_jwks: super::client_jwks::Options::default(),
         }
     }
 }
@@ -593,6 +608,15 @@ impl AuthorizationServerBuilder {
                 upkeep,
                 #[cfg(feature = "client-metadata")]
                 client_metadata,
+                #[cfg(feature = "private-key-jwt")]
+                client_jwks: match super::client_jwks::ClientJwksFetcher::new(self.client_jwks) {
+                    Ok(f) => Some(Arc::new(f)),
+                    Err(e) => {
+                        tracing::error!(target: "mcp_oauth::client_jwks", error = %e,
+                            "no HTTP client for private_key_jwt jwks_uri; such clients will get 503");
+                        None
+                    }
+                },
             }),
         })
     }

@@ -8,6 +8,7 @@
 //! | `none` | `client_id` in the body; a public client, PKCE protects the code |
 //! | `client_secret_basic` | `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` |
 //! | `client_secret_post` | `client_id` and `client_secret` in the body |
+//! | `private_key_jwt` (feature `private-key-jwt`) | `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, `client_assertion=<JWT>`, optionally `client_id` |
 //!
 //! This file is the wire half: it reads the credentials off the header and the form and
 //! refuses malformed or mixed ones; whether they authenticate the client is decided by
@@ -21,7 +22,29 @@
 //! [`SecretHash::ct_eq`](crate::store::SecretHash::ct_eq); a public client must not present
 //! one. A confidential client may use either `client_secret_basic` or `client_secret_post`,
 //! whichever it registered: real clients do not always use the method they asked for.
-//! `private_key_jwt` (`client_assertion`) is not supported and answered `invalid_client`.
+//!
+//! **`private_key_jwt`** (RFC 7523 §2.2, feature `private-key-jwt`; without the feature a
+//! `client_assertion` is answered `invalid_client`): a client registered with
+//! `token_endpoint_auth_method: private_key_jwt` and its public keys (`jwks` inline or a
+//! `jwks_uri`, see [`client_jwks`](super::client_jwks)) signs a JWT for every request. The
+//! JWT is accepted only when:
+//!
+//! - its `alg` is ES256, EdDSA, RS256 or PS256 (never `none` or HMAC) and it verifies with
+//!   the client's key named by `kid` (an unknown `kid` makes a `jwks_uri` be fetched again,
+//!   at most once per cooldown);
+//! - `iss` and `sub` are both the client id (and equal `client_id` when the body sends one);
+//! - `aud` is the issuer or the token endpoint URL, byte for byte, nothing else (a root
+//!   issuer may carry its trailing slash);
+//! - `exp` is present, not past (60 s leeway), at most 10 minutes ahead; `nbf` and `iat`,
+//!   when present, are not in the future;
+//! - `jti` is present and new: it is recorded in the grant store until `exp`
+//!   ([`GrantStore::record_assertion_id`](crate::store::GrantStore::record_assertion_id)),
+//!   so a replay is refused by every instance sharing the store.
+//!
+//! A failure is `401 invalid_client` naming the rule; a `jwks_uri` that cannot be fetched is
+//! `503 temporarily_unavailable` (never `invalid_client`, which tells clients to register
+//! again). A `private_key_jwt` client that sends only its `client_id` or a secret is
+//! `invalid_client`; an assertion together with a secret or Basic is `invalid_request`.
 //!
 //! Secrets never appear in logs or in error descriptions.
 
@@ -208,6 +231,17 @@ pub(crate) async fn authenticate(
     let basic = basic_credentials(headers)?;
     let used_basic = basic.is_some();
     if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
+        #[cfg(feature = "private-key-jwt")]
+        {
+            if used_basic || form.get("client_secret").is_some() {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidRequest,
+                    "More than one client authentication method (client_assertion and a client secret)",
+                ));
+            }
+            return authenticate_assertion(ctx, form).await;
+        }
+        #[cfg(not(feature = "private-key-jwt"))]
         return Err(OAuthError::invalid_client(
             "Client assertions (private_key_jwt) are not supported; use none, client_secret_basic or client_secret_post",
             used_basic,
@@ -250,6 +284,50 @@ pub(crate) async fn authenticate(
         },
     )
     .await?;
+    super::retention::note_use(ctx, &client).await;
+    Ok(client)
+}
+
+/// Authenticates a client by its `client_assertion` (RFC 7523 §2.2); see
+/// [`flows::client_assertion`](crate::flows) for the rules.
+#[cfg(feature = "private-key-jwt")]
+async fn authenticate_assertion(ctx: &AsContext, form: &FormParams) -> Result<Client, OAuthError> {
+    use crate::flows::client_assertion::{
+        JWT_BEARER, KeyFetcher, claimed_client_id, verify_assertion,
+    };
+    if form.get("client_assertion_type") != Some(JWT_BEARER) {
+        return Err(OAuthError::invalid_client(
+            format!("client_assertion_type must be {JWT_BEARER}"),
+            false,
+        ));
+    }
+    let Some(assertion) = form.get("client_assertion") else {
+        return Err(OAuthError::invalid_client(
+            "client_assertion_type without a client_assertion",
+            false,
+        ));
+    };
+    // The client is the one named in the body, or else the assertion's `sub` (RFC 7521
+    // §4.2 makes client_id optional); the assertion must then name that client as iss and
+    // sub, which the flow checks once the signature verifies.
+    let client_id = match form.get("client_id") {
+        Some(id) => id.to_owned(),
+        None => claimed_client_id(assertion)?,
+    };
+    let Some(client) = ctx.env.client(&client_id).await? else {
+        tracing::debug!(target: "mcp_oauth::token",
+            client_id = %printable_name(&client_id), "unknown client");
+        return Err(OAuthError::invalid_client(
+            "Unknown client; register again",
+            false,
+        ));
+    };
+    let fetcher = ctx
+        .server
+        .client_jwks
+        .as_deref()
+        .map(|f| f as &dyn KeyFetcher);
+    verify_assertion(&ctx.env, fetcher, &client, assertion).await?;
     super::retention::note_use(ctx, &client).await;
     Ok(client)
 }

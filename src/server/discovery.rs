@@ -12,7 +12,10 @@
 //! whose issuer differs from the one they derived the URL from, trailing slash included). The
 //! document advertises exactly what the server does: the `code` response type with S256 PKCE
 //! only, the `authorization_code` and `refresh_token` grants, the `none`,
-//! `client_secret_basic` and `client_secret_post` client authentication methods,
+//! `client_secret_basic` and `client_secret_post` client authentication methods (and, with
+//! the feature `private-key-jwt`, `private_key_jwt` at the token, revocation and
+//! introspection endpoints, with `token_endpoint_auth_signing_alg_values_supported` (and
+//! the revocation and introspection twins) `["ES256", "EdDSA", "RS256", "PS256"]`),
 //! `authorization_response_iss_parameter_supported` (every authorization response carries
 //! `iss`), `registration_endpoint` only while dynamic registration is on, and the configured
 //! scopes (never `offline_access`: clients append it when listed, and refresh tokens are issued
@@ -78,6 +81,22 @@ pub(crate) fn metadata(ctx: &AsContext) -> Value {
         "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
     });
+    #[cfg(feature = "private-key-jwt")]
+    {
+        use crate::flows::client_assertion::ALGORITHM_NAMES;
+        for field in [
+            "token_endpoint_auth_methods_supported",
+            "revocation_endpoint_auth_methods_supported",
+            "introspection_endpoint_auth_methods_supported",
+        ] {
+            if let Some(list) = doc[field].as_array_mut() {
+                list.push(json!("private_key_jwt"));
+            }
+        }
+        doc["token_endpoint_auth_signing_alg_values_supported"] = json!(ALGORITHM_NAMES);
+        doc["revocation_endpoint_auth_signing_alg_values_supported"] = json!(ALGORITHM_NAMES);
+        doc["introspection_endpoint_auth_signing_alg_values_supported"] = json!(ALGORITHM_NAMES);
+    }
     if ctx.server.dynamic_registration {
         doc["registration_endpoint"] = json!(ctx.endpoint(Endpoint::Register));
     }

@@ -10,7 +10,7 @@
 //! | `/.well-known/oauth-protected-resource[/path]` | RFC 9728 metadata of every resource |
 //! | `/register` | RFC 7591 dynamic client registration |
 //! | `/authorize` | authorization code + PKCE S256, login and consent pages |
-//! | `/token` | `authorization_code` and `refresh_token` grants |
+//! | `/token` | `authorization_code` and `refresh_token` grants; client authentication `none`, `client_secret_basic`, `client_secret_post`, and `private_key_jwt` (feature `private-key-jwt`, see `client_jwks`) |
 //! | `/revoke` | RFC 7009 revocation |
 //! | `/introspect` | RFC 7662 introspection (only the configured [`introspection_clients`](AuthorizationServerBuilder::introspection_clients)) |
 //! | `/jwks.json` | the signing keys |
@@ -84,6 +84,9 @@ mod authorize;
 mod builder;
 mod client_addr;
 pub(crate) mod client_auth;
+#[cfg(feature = "private-key-jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+pub mod client_jwks;
 mod discovery;
 mod introspect;
 mod jwks;
@@ -159,6 +162,10 @@ pub(crate) struct ServerInner {
     /// Client ID metadata documents, unless switched off.
     #[cfg(feature = "client-metadata")]
     pub(crate) client_metadata: Option<Arc<crate::flows::client_metadata::Resolver>>,
+    /// Fetches `private_key_jwt` clients' `jwks_uri` (`None` when its HTTP client could not
+    /// be built: such clients then get `503`).
+    #[cfg(feature = "private-key-jwt")]
+    pub(crate) client_jwks: Option<Arc<client_jwks::ClientJwksFetcher>>,
 }
 
 /// The embedded authorization server's settings and collaborators. Build one with

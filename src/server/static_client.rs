@@ -1,5 +1,7 @@
 //! [`StaticClient`]: a client the operator configures instead of one registered dynamically.
 
+#[cfg(feature = "private-key-jwt")]
+use crate::config::{ClientProblem, ConfigError};
 use crate::store::{ApplicationType, Client, ClientSource, SecretHash, TokenEndpointAuthMethod};
 
 /// A client configured by the operator instead of registered dynamically.
@@ -57,6 +59,80 @@ impl StaticClient {
         );
         c.secret_hash = Some(SecretHash::of(secret));
         c.token_endpoint_auth_method = TokenEndpointAuthMethod::ClientSecretBasic;
+        Self(c)
+    }
+
+    /// A client authenticating with `private_key_jwt` (RFC 7523): it signs an assertion with
+    /// a private key whose public half is in `jwks` (a JWK Set: `{"keys": [...]}`). See
+    /// [`client_jwks`](crate::server::client_jwks) for an example.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidClient`] with [`ClientProblem::Jwks`] when `jwks` is not a JWK
+    /// Set of at most 10 public keys with at least one ES256, EdDSA, RS256 or PS256 signing
+    /// key, or holds a private key member.
+    #[cfg(feature = "private-key-jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+    pub fn private_key_jwt<I, S>(
+        client_id: impl AsRef<str>,
+        jwks: &serde_json::Value,
+        redirect_uris: I,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let id = client_id.as_ref();
+        crate::flows::client_assertion::parse_jwks(jwks).map_err(|reason| {
+            ConfigError::InvalidClient {
+                client_id: id.to_owned(),
+                problem: ClientProblem::Jwks { reason },
+            }
+        })?;
+        Ok(Self::key_client(id, "jwks", jwks.clone(), redirect_uris))
+    }
+
+    /// A client authenticating with `private_key_jwt` whose public keys are published at
+    /// `jwks_uri` (fetched SSRF-safely and cached; see
+    /// [`client_jwks`](crate::server::client_jwks)).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidClient`] with [`ClientProblem::Jwks`] when `jwks_uri` is not an
+    /// `https` URL (or `http` on a loopback host) without user information or fragment.
+    #[cfg(feature = "private-key-jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+    pub fn private_key_jwt_uri<I, S>(
+        client_id: impl AsRef<str>,
+        jwks_uri: &str,
+        redirect_uris: I,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let id = client_id.as_ref();
+        crate::flows::register::check_jwks_uri(jwks_uri).map_err(|reason| {
+            ConfigError::InvalidClient {
+                client_id: id.to_owned(),
+                problem: ClientProblem::Jwks { reason },
+            }
+        })?;
+        Ok(Self::key_client(
+            id,
+            "jwks_uri",
+            serde_json::Value::String(jwks_uri.to_owned()),
+            redirect_uris,
+        ))
+    }
+
+    #[cfg(feature = "private-key-jwt")]
+    fn key_client<I, S>(id: &str, field: &str, value: serde_json::Value, redirect_uris: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut c = Self::base(id, redirect_uris.into_iter().map(Into::into).collect());
+        c.token_endpoint_auth_method = TokenEndpointAuthMethod::PrivateKeyJwt;
+        c.extra.insert(field.to_owned(), value);
         Self(c)
     }
 

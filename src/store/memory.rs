@@ -82,6 +82,9 @@ pub struct MemoryLimits {
     pub revoked_tokens: usize,
     /// Remembered consents (default 50,000; the least recently updated is forgotten).
     pub consents: usize,
+    /// Recorded client-assertion ids (`private_key_jwt`; default 100,000; when full of live
+    /// ones, new assertions are refused with `503` rather than an id forgotten).
+    pub assertion_ids: usize,
 }
 
 impl Default for MemoryLimits {
@@ -94,6 +97,7 @@ impl Default for MemoryLimits {
             families_per_subject_client: 100,
             revoked_tokens: 100_000,
             consents: 50_000,
+            assertion_ids: 100_000,
         }
     }
 }
@@ -128,6 +132,8 @@ struct State {
     grant_families: HashMap<(String, String), Vec<String>>,
     refresh_index: HashMap<SecretHash, String>,
     revoked_jtis: HashMap<String, u64>,
+    /// Client-assertion ids ([`super::assertion_id_key`]) and until when they are kept.
+    assertion_ids: HashMap<SecretHash, u64>,
     /// Scope and when it was last updated.
     consents: HashMap<(String, String), (ScopeSet, u64)>,
     pending: HashMap<String, PendingAuthorization>,
@@ -460,6 +466,29 @@ impl GrantStore for MemoryStore {
         Ok(())
     }
 
+    async fn record_assertion_id(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let key = super::assertion_id_key(client_id, jti);
+        let mut s = self.lock();
+        if s.assertion_ids.get(&key).is_some_and(|exp| *exp >= now) {
+            return Ok(false);
+        }
+        if !s.assertion_ids.contains_key(&key) && s.assertion_ids.len() >= self.limits.assertion_ids
+        {
+            s.assertion_ids.retain(|_, exp| *exp >= now);
+            if s.assertion_ids.len() >= self.limits.assertion_ids {
+                return Err(full("client assertion ids"));
+            }
+        }
+        s.assertion_ids.insert(key, expires_at);
+        Ok(true)
+    }
+
     async fn is_token_revoked(&self, jti: &str, now: u64) -> Result<bool, StoreError> {
         let s = self.lock();
         if s.revoked_jtis.get(jti).is_some_and(|exp| *exp >= now) {
@@ -545,7 +574,9 @@ impl GrantStore for MemoryStore {
         s.revoked_jtis.retain(|_, exp| *exp >= now);
         sweep_families(&mut s, now);
         let after = s.codes.len() + s.pending.len() + s.revoked_jtis.len() + s.families.len();
-        Ok((before - after) as u64)
+        let ids = s.assertion_ids.len();
+        s.assertion_ids.retain(|_, exp| *exp >= now);
+        Ok((before - after + ids - s.assertion_ids.len()) as u64)
     }
 
     async fn stats(&self, now: u64) -> Result<StoreStats, StoreError> {

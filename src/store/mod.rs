@@ -282,6 +282,9 @@ pub enum TokenEndpointAuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the form body.
     ClientSecretPost,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2): the client's public keys
+    /// are its registered `jwks` or `jwks_uri` (kept in [`Client::extra`]).
+    PrivateKeyJwt,
 }
 
 impl TokenEndpointAuthMethod {
@@ -292,6 +295,7 @@ impl TokenEndpointAuthMethod {
             Self::None => "none",
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -361,11 +365,22 @@ impl Client {
         self.grant_types.iter().any(|g| g == grant_type)
     }
 
-    /// Whether the client is confidential (holds a secret).
+    /// Whether the client is confidential: it holds a secret, or authenticates with a
+    /// signed assertion ([`TokenEndpointAuthMethod::PrivateKeyJwt`]).
     #[must_use]
     pub fn is_confidential(&self) -> bool {
         self.secret_hash.is_some()
+            || self.token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt
     }
+}
+
+/// The key under which the built-in stores record a client assertion's `jti`
+/// ([`GrantStore::record_assertion_id`]): the SHA-256 of the client id, a NUL and the `jti`,
+/// so the record has a fixed size whatever the client sends and one client's ids never
+/// collide with another's.
+#[must_use]
+pub fn assertion_id_key(client_id: &str, jti: &str) -> SecretHash {
+    SecretHash::of(&format!("{client_id}\0{jti}"))
 }
 
 /// Registered clients.
@@ -698,6 +713,30 @@ pub trait GrantStore: Send + Sync + 'static {
         id: &str,
         now: u64,
     ) -> Result<Option<PendingAuthorization>, StoreError>;
+
+    /// Records the `jti` of a client assertion (RFC 7523 `private_key_jwt`) until
+    /// `expires_at`, atomically: `true` when this (`client_id`, `jti`) pair was not recorded
+    /// (or its record expired before `now`), `false` when it is a replay. Instances sharing
+    /// the store share the record, so an assertion used at one is refused at every other.
+    ///
+    /// The built-in stores key the record by the SHA-256 of the pair
+    /// ([`assertion_id_key`]) and drop it in [`sweep`](Self::sweep) once expired.
+    ///
+    /// The default fails closed: it returns [`StoreError::Unavailable`], so a store that does
+    /// not implement it never lets an assertion be replayed (`private_key_jwt` clients then
+    /// get `503` until it does).
+    async fn record_assertion_id(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let _ = (client_id, jti, expires_at, now);
+        Err(StoreError::unavailable(
+            "this store does not record client assertion ids (GrantStore::record_assertion_id)",
+        ))
+    }
 
     /// Drops everything expired; returns how many records went.
     async fn sweep(&self, now: u64) -> Result<u64, StoreError>;

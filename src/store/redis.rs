@@ -378,6 +378,20 @@ return 1
     ))
 });
 
+/// KEYS: assertion id. ARGV: expires_at, now, expire_at. 1 when recorded now, 0 for a
+/// replay of a live one.
+static RECORD_ASSERTION_ID: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+local e = redis.call('GET', KEYS[1])
+if e and tonumber(e) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[3])
+return 1
+"
+    ))
+});
+
 /// KEYS: jti, family. ARGV: now.
 static IS_REVOKED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
@@ -835,6 +849,29 @@ impl GrantStore for RedisStore {
                 .await
                 .map_err(err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn record_assertion_id(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        // Keyed by the hash of the pair; Redis drops the key itself after it expires.
+        let key = self.key("aid", &super::assertion_id_key(client_id, jti).to_hex());
+        self.run(|mut c| async move {
+            let recorded: u64 = RECORD_ASSERTION_ID
+                .key(&key)
+                .arg(t(expires_at))
+                .arg(t(now))
+                .arg(expire_at(expires_at))
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok(recorded == 1)
         })
         .await
     }

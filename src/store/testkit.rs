@@ -67,6 +67,8 @@ use crate::scope::ScopeSet;
 pub const CODE_RACERS: usize = 64;
 /// Concurrent rotations of one refresh token in [`concurrent_rotation_in_grace`].
 pub const ROTATION_RACERS: usize = 32;
+/// Concurrent uses of one client-assertion id in [`concurrent_assertion_id`].
+pub const ASSERTION_RACERS: usize = 32;
 /// The grace window (seconds) the rotation checks use.
 pub const GRACE_SECS: u64 = 30;
 /// How far ahead of the real clock [`revocation_outlives_family`] sweeps.
@@ -92,6 +94,8 @@ pub async fn run_all<S: ClientStore + GrantStore>(store: Arc<S>) {
     reuse_after_grace(&*store).await;
     expired_family(&*store).await;
     revoke_token(&*store).await;
+    assertion_ids(&*store).await;
+    concurrent_assertion_id(store.clone()).await;
     consent(&*store).await;
     pending(&*store).await;
     sweep_removes_only_expired(&*store).await;
@@ -963,6 +967,91 @@ pub async fn revoke_token<S: GrantStore + ?Sized>(store: &S) {
         "is_token_revoked",
         store.is_token_revoked(&unrelated, n).await
     ));
+}
+
+/// `record_assertion_id` (RFC 7523 `jti` replay): the first use of a (client, `jti`) pair is
+/// recorded, every later one until its expiry is a replay; the same `jti` of another client
+/// is its own; once the record has expired the pair may be recorded again; a sweep keeps a
+/// live record.
+pub async fn assertion_ids<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let (client, other, jti) = (uid("client"), uid("client"), uid("jti"));
+    assert!(
+        ok(
+            "record_assertion_id",
+            store.record_assertion_id(&client, &jti, n + 60, n).await
+        ),
+        "store contract: a new assertion id must be recorded"
+    );
+    assert!(
+        !ok(
+            "record_assertion_id",
+            store.record_assertion_id(&client, &jti, n + 60, n).await
+        ),
+        "store contract: a recorded assertion id must be refused (replay)"
+    );
+    assert!(
+        !ok(
+            "record_assertion_id",
+            store
+                .record_assertion_id(&client, &jti, n + 60, n + 60)
+                .await
+        ),
+        "store contract: an assertion id must stay recorded until its expires_at"
+    );
+    assert!(
+        ok(
+            "record_assertion_id",
+            store.record_assertion_id(&other, &jti, n + 60, n).await
+        ),
+        "store contract: assertion ids are per client"
+    );
+    ok("sweep", store.sweep(n).await);
+    assert!(
+        !ok(
+            "record_assertion_id",
+            store
+                .record_assertion_id(&client, &jti, n + 60, n + 1)
+                .await
+        ),
+        "store contract: a sweep must keep a live assertion id"
+    );
+    assert!(
+        ok(
+            "record_assertion_id",
+            store
+                .record_assertion_id(&client, &jti, n + 60, n + 61)
+                .await
+        ),
+        "store contract: an expired assertion id may be recorded again"
+    );
+}
+
+/// [`ASSERTION_RACERS`] concurrent uses of one assertion id: exactly one is recorded.
+pub async fn concurrent_assertion_id<S: GrantStore>(store: Arc<S>) {
+    let n = now();
+    let (client, jti) = (uid("client"), uid("jti"));
+    let barrier = Arc::new(Barrier::new(ASSERTION_RACERS));
+    let mut set = JoinSet::new();
+    for _ in 0..ASSERTION_RACERS {
+        let (store, barrier, client, jti) =
+            (store.clone(), barrier.clone(), client.clone(), jti.clone());
+        set.spawn(async move {
+            barrier.wait().await;
+            store.record_assertion_id(&client, &jti, n + 60, n).await
+        });
+    }
+    let mut recorded = 0;
+    while let Some(r) = set.join_next().await {
+        let r = r.unwrap_or_else(|e| panic!("racer panicked: {e}"));
+        if ok("record_assertion_id", r) {
+            recorded += 1;
+        }
+    }
+    assert_eq!(
+        recorded, 1,
+        "store contract: exactly one of {ASSERTION_RACERS} concurrent uses of an assertion id may be recorded"
+    );
 }
 
 /// Consent: none at first, remembered after `put_consent`, replaced by the next one, kept

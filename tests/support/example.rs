@@ -31,6 +31,7 @@ fn features() -> String {
         ("consent-page", cfg!(feature = "consent-page")),
         ("remote-jwks", cfg!(feature = "remote-jwks")),
         ("introspection", cfg!(feature = "introspection")),
+        ("private-key-jwt", cfg!(feature = "private-key-jwt")),
         ("rmcp", cfg!(feature = "rmcp")),
         ("sqlite", cfg!(feature = "sqlite")),
         ("postgres", cfg!(feature = "postgres")),

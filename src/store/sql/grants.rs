@@ -316,6 +316,33 @@ where
         .await
     }
 
+    async fn record_assertion_id(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let key = crate::store::assertion_id_key(client_id, jti).to_hex();
+        self.run(async {
+            // One statement: a new id is inserted; a recorded one is taken over only when its
+            // record has expired; a live one changes nothing (0 rows: a replay).
+            let done = sqlx::query(
+                "INSERT INTO mcp_oauth_assertion_ids (key, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE mcp_oauth_assertion_ids.expires_at < $3",
+            )
+            .bind(key.as_str())
+            .bind(db_time(expires_at))
+            .bind(db_time(now))
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(DB::rows_affected(&done) == 1)
+        })
+        .await
+    }
+
     async fn is_token_revoked(&self, jti: &str, now: u64) -> Result<bool, StoreError> {
         self.run(async {
             let revoked: bool = sqlx::query_scalar(
@@ -455,6 +482,7 @@ where
                 "DELETE FROM mcp_oauth_codes WHERE expires_at <= $1",
                 "DELETE FROM mcp_oauth_pending WHERE expires_at <= $1",
                 "DELETE FROM mcp_oauth_revoked_tokens WHERE expires_at < $1",
+                "DELETE FROM mcp_oauth_assertion_ids WHERE expires_at < $1",
             ] {
                 let done = sqlx::query(sql)
                     .bind(now)

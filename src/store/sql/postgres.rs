@@ -40,6 +40,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session bindings",
         include_str!("../../../migrations/postgres/0004_session_bindings.sql"),
     ),
+    (
+        5,
+        "client assertion ids",
+        include_str!("../../../migrations/postgres/0005_assertion_ids.sql"),
+    ),
 ];
 
 /// Deletes the idle dynamic clients that nothing live names, with their remembered consents,

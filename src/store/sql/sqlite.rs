@@ -38,6 +38,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention and rate limits",
         include_str!("../../../migrations/sqlite/0003_retention_rate_limits.sql"),
     ),
+    (
+        4,
+        "client assertion ids",
+        include_str!("../../../migrations/sqlite/0004_assertion_ids.sql"),
+    ),
 ];
 
 /// Deletes the idle dynamic clients that nothing live names, and returns their ids: one
