@@ -202,6 +202,15 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
         idle_before: u64,
         now: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes the never-used dynamic clients registered before `registered_before` that
+    /// nothing live names, with their remembered consents, and counts them (see
+    /// [`ClientStore::sweep_unused_clients`](super::ClientStore::sweep_unused_clients)).
+    fn sweep_unused_clients(
+        store: &SqlStore<Self>,
+        registered_before: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// The table holding the migration history (not sqlx's default `_sqlx_migrations`, so an
