@@ -440,12 +440,32 @@ async fn mark_in_use(env: &Env, client: Client) -> Result<Option<Client>, StoreE
         client.source == ClientSource::Static || env.static_clients.contains_key(&client.client_id);
     let recently_used =
         client.last_used_at != 0 && now.saturating_sub(client.last_used_at) < TOUCH_INTERVAL_SECS;
-    if configured || recently_used {
+    if configured || recently_used || unused_with_time_left(env, &client, now) {
         return Ok(Some(client));
     }
     env.clients.touch_client(&client.client_id, now).await?;
     env.clients.get_client(&client.client_id).await
 }
+
+/// Whether `client` was never used and has so long left before the never-used rule may
+/// remove it that this authorization finishes (or its pending request expires) first: the
+/// pending request, then the code, then the token endpoint's recorded use keep it. Starting
+/// an authorization is then **not** recorded as a use, so an abandoned attempt leaves the
+/// client to that rule. A later start (within the last stretch of the window) is recorded,
+/// as for any other client.
+fn unused_with_time_left(env: &Env, client: &Client, now: u64) -> bool {
+    let Some(window) = env.unused_client_after else {
+        return false;
+    };
+    let margin = env.lifetimes.pending.as_secs()
+        + env.lifetimes.code.as_secs()
+        + UNUSED_CLIENT_MARGIN_SECS;
+    client.last_used_at == 0 && now + margin < client.issued_at.saturating_add(window.as_secs())
+}
+
+/// Slack (seconds) on top of the pending-request and code lifetimes before a never-used
+/// client's deadline, within which starting an authorization counts as a use.
+const UNUSED_CLIENT_MARGIN_SECS: u64 = 15 * 60;
 
 /// Validates the request: `Err` says how to answer.
 async fn validate(env: &Env, req: &AuthorizeRequest) -> Result<Validated, Rejection> {

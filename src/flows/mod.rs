@@ -140,6 +140,9 @@ pub(crate) struct Env {
     pub(crate) registered_scope_is_ceiling: bool,
     /// The configured clients allowed to introspect (resource servers).
     pub(crate) introspection_clients: Arc<[String]>,
+    /// How long a never-used dynamic client is kept after its registration (`None`: the
+    /// rule is off); registration reuses such a client only while it has time left.
+    pub(crate) unused_client_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for Env {

@@ -70,7 +70,8 @@ use super::Env;
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::scope::ScopeSet;
 use crate::store::{
-    ApplicationType, Client, ClientSource, SecretHash, StoreError, TokenEndpointAuthMethod,
+    ApplicationType, Client, ClientFingerprint, ClientSource, SecretHash, StoreError,
+    TokenEndpointAuthMethod,
 };
 
 /// Longest kept metadata string (`client_uri`, `logo_uri`, …, each contact).
@@ -165,6 +166,8 @@ pub(crate) struct Registration {
     pub(crate) client: Client,
     /// The client secret of a confidential client.
     pub(crate) client_secret: Option<String>,
+    /// Whether an identical earlier registration's client was returned (nothing stored).
+    pub(crate) reused: bool,
 }
 
 impl std::fmt::Debug for Registration {
@@ -175,21 +178,160 @@ impl std::fmt::Debug for Registration {
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("reused", &self.reused)
             .finish_non_exhaustive()
     }
 }
 
-/// Registers a client from its RFC 7591 metadata; see the [module docs](self).
+/// A validated registration request that needs a new client.
+#[derive(Debug)]
+pub(crate) struct NewClient {
+    client: Client,
+    /// Set for public clients: the new client is filed under it.
+    fingerprint: Option<ClientFingerprint>,
+}
+
+/// What a registration request comes to before anything is stored.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// An identical public registration's client, answered again (see
+    /// [deduplication](self#deduplication)).
+    Existing(Registration),
+    /// A new client is to be created ([`create`]).
+    New(NewClient),
+}
+
+/// Registers a client from its RFC 7591 metadata; see the [module docs](self):
+/// [`prepare`] then, unless an identical registration's client is reused, [`create`].
 ///
 /// # Errors
 /// `invalid_redirect_uri` or `invalid_client_metadata` naming the problem;
 /// `temporarily_unavailable` when the store fails.
+#[cfg(test)]
 pub(crate) async fn register(
     env: &Env,
     meta: &Map<String, Value>,
 ) -> Result<Registration, OAuthError> {
-    let mut client = parse_metadata(meta, &env.redirect_schemes)?;
+    match prepare(env, meta, None).await? {
+        Prepared::Existing(r) => Ok(r),
+        Prepared::New(new) => create(env, new).await,
+    }
+}
 
+/// Validates the metadata and, for a public client, looks for the client of an identical
+/// earlier registration by the same `registrant` (`None` for open registration) that may be
+/// reused ([deduplication](self#deduplication)). Stores nothing.
+///
+/// # Errors
+/// `invalid_redirect_uri` or `invalid_client_metadata` naming the problem;
+/// `temporarily_unavailable` when the store fails (never a second client instead).
+pub(crate) async fn prepare(
+    env: &Env,
+    meta: &Map<String, Value>,
+    registrant: Option<&str>,
+) -> Result<Prepared, OAuthError> {
+    let client = parse_metadata(meta, &env.redirect_schemes)?;
+    if client.token_endpoint_auth_method != TokenEndpointAuthMethod::None {
+        // Confidential: always a client (and a secret) of its own.
+        return Ok(Prepared::New(NewClient {
+            client,
+            fingerprint: None,
+        }));
+    }
+    let fingerprint = fingerprint(&client, registrant);
+    if let Some(existing) = env.clients.find_client_by_fingerprint(&fingerprint).await?
+        && reusable(env, &existing, &client)
+    {
+        tracing::debug!(
+            target: "mcp_oauth::register",
+            client_id = %existing.client_id,
+            "identical registration: the existing client is returned"
+        );
+        // The answer names the redirect URIs this request sent: they match the stored
+        // ones exactly, or as loopback URIs on another port (which `/authorize` accepts).
+        let mut answer = existing;
+        answer.redirect_uris = client.redirect_uris;
+        return Ok(Prepared::Existing(Registration {
+            client: answer,
+            client_secret: None,
+            reused: true,
+        }));
+    }
+    Ok(Prepared::New(NewClient {
+        client,
+        fingerprint: Some(fingerprint),
+    }))
+}
+
+/// Whether `existing`, found under the fingerprint of `requested`, may be handed to this
+/// registrant: a dynamic public client (no secret to leak) whose redirect URIs accept every
+/// requested one, issued no later than now, and, unless it was used, young enough to survive
+/// the [never-used rule](crate::server::retention#clients-that-never-finish) for at least
+/// half its window.
+fn reusable(env: &Env, existing: &Client, requested: &Client) -> bool {
+    let now = env.now();
+    let public = existing.source == ClientSource::Dynamic
+        && existing.secret_hash.is_none()
+        && existing.token_endpoint_auth_method == TokenEndpointAuthMethod::None;
+    let same_uris = requested.redirect_uris.iter().all(|uri| {
+        existing
+            .redirect_uris
+            .iter()
+            .any(|r| redirect_uri_matches(r, uri))
+    });
+    let alive = existing.last_used_at != 0
+        || env.unused_client_after.is_none_or(|window| {
+            existing.issued_at + window.as_secs() / 2 > now
+        });
+    public && same_uris && existing.issued_at <= now && alive
+}
+
+/// The fingerprint of a registration: SHA-256 over a versioned, canonical JSON form of the
+/// registrant and of the validated metadata, with redirect URIs and grant types sorted and
+/// loopback redirect URIs without their port.
+pub(crate) fn fingerprint(client: &Client, registrant: Option<&str>) -> ClientFingerprint {
+    use sha2::{Digest as _, Sha256};
+    let mut uris: Vec<String> = client
+        .redirect_uris
+        .iter()
+        .map(|u| match loopback_parts(u) {
+            Some((host, tail)) => format!("http://{}{tail}", host.to_ascii_lowercase()),
+            None => u.clone(),
+        })
+        .collect();
+    uris.sort();
+    uris.dedup();
+    let mut grants = client.grant_types.clone();
+    grants.sort();
+    let mut extra: Vec<(&String, &Value)> = client.extra.iter().collect();
+    extra.sort_by(|a, b| a.0.cmp(b.0));
+    let canonical = serde_json::json!([
+        "mcp-oauth registration fingerprint v1",
+        registrant,
+        uris,
+        client.token_endpoint_auth_method.as_str(),
+        grants,
+        match client.application_type {
+            ApplicationType::Native => "native",
+            ApplicationType::Web => "web",
+        },
+        client.scope.as_ref().map(ToString::to_string),
+        client.client_name,
+        extra,
+    ]);
+    ClientFingerprint(Sha256::digest(canonical.to_string().as_bytes()).into())
+}
+
+/// Stores a new client with a random id (and a random secret for a confidential client),
+/// issued now and never used yet; a public one is filed under its fingerprint.
+///
+/// # Errors
+/// `temporarily_unavailable` when the store fails.
+pub(crate) async fn create(env: &Env, new: NewClient) -> Result<Registration, OAuthError> {
+    let NewClient {
+        mut client,
+        fingerprint,
+    } = new;
     let secret = if client.token_endpoint_auth_method == TokenEndpointAuthMethod::None {
         None
     } else {
@@ -197,15 +339,24 @@ pub(crate) async fn register(
         client.secret_hash = Some(SecretHash::of(&secret));
         Some(secret)
     };
-    let issued_at = env.now();
-    client.issued_at = issued_at;
-    client.last_used_at = issued_at;
+    client.issued_at = env.now();
+    // Never used: `0` until the client authenticates at the token, revocation or
+    // introspection endpoint (see `server::retention`).
+    client.last_used_at = 0;
 
     // A collision of 144 random bits does not happen; retry once anyway rather than fail.
     let mut stored = None;
     for _ in 0..2 {
         client.client_id = env.random.token(18);
-        match env.clients.insert_client(client.clone()).await {
+        let done = match &fingerprint {
+            Some(fp) => {
+                env.clients
+                    .insert_client_with_fingerprint(client.clone(), fp)
+                    .await
+            }
+            None => env.clients.insert_client(client.clone()).await,
+        };
+        match done {
             Ok(()) => {
                 stored = Some(());
                 break;
@@ -227,6 +378,7 @@ pub(crate) async fn register(
     Ok(Registration {
         client,
         client_secret: secret,
+        reused: false,
     })
 }
 

@@ -98,9 +98,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use builder::AuthorizationServerBuilder;
+pub use builder::{AuthorizationServerBuilder, DEFAULT_REGISTER_BURST, DEFAULT_REGISTER_PER_MINUTE};
 pub use rate_limit::RateLimit;
-pub use retention::{Retention, SweepReport, UpkeepHandle};
+pub use retention::{DEFAULT_UNUSED_CLIENT_AFTER, Retention, SweepReport, UpkeepHandle};
 pub use router::oauth_router;
 pub use static_client::StaticClient;
 
@@ -329,6 +329,7 @@ impl AsContext {
             remember_consent: server.inner.remember_consent,
             redirect_schemes: server.inner.redirect_schemes.clone().into(),
             registered_scope_is_ceiling: server.inner.registered_scope_is_ceiling,
+            unused_client_after: server.inner.upkeep.unused_after(),
         };
         Self {
             cfg,

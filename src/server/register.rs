@@ -62,7 +62,7 @@ use serde_json::{Map, Value, json};
 use super::AsContext;
 use super::rate_limit::{self, LimitKind};
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::flows::register::{Registration, register as register_client};
+use crate::flows::register::{Prepared, Registration, create, prepare};
 use crate::store::ApplicationType;
 
 // The redirect URI policy moved to `flows::register`; these names stay here for the
@@ -95,7 +95,7 @@ async fn register(State(ctx): State<AsContext>, request: Request) -> Response {
 
 async fn handle(ctx: &AsContext, request: Request) -> Result<Response, OAuthError> {
     let (parts, body) = request.into_parts();
-    rate_limit::check(ctx, LimitKind::Register, &parts).await?;
+    rate_limit::check(ctx, LimitKind::RegisterRequest, &parts).await?;
     let is_json = parts
         .headers
         .get(CONTENT_TYPE)
@@ -118,7 +118,14 @@ async fn handle(ctx: &AsContext, request: Request) -> Result<Response, OAuthErro
             "the registration request is not a JSON object",
         ));
     };
-    let registration = register_client(&ctx.env, &meta).await?;
+    // Open registration: no registrant identity goes into the fingerprint.
+    let registration = match prepare(&ctx.env, &meta, None).await? {
+        Prepared::Existing(registration) => registration,
+        Prepared::New(new) => {
+            rate_limit::check(ctx, LimitKind::Register, &parts).await?;
+            create(&ctx.env, new).await?
+        }
+    };
     Ok(render(registration))
 }
 
@@ -128,6 +135,7 @@ fn render(registration: Registration) -> Response {
     let Registration {
         client,
         client_secret: secret,
+        ..
     } = registration;
     let issued_at = client.issued_at;
     let mut out = Map::new();

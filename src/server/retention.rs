@@ -124,13 +124,23 @@ pub struct Retention {
     /// (`None`: never). 90 days by default; at least 1 day, and never shorter than the
     /// refresh-token lifetime plus an hour (a longer one is used instead).
     pub idle_client_after: Option<Duration>,
+    /// How long a dynamically registered client that has **never** been used (no
+    /// authorization completed: see [what counts as use](self#what-counts-as-use)) is kept
+    /// after its registration (`None`: such clients follow
+    /// [`idle_client_after`](Self::idle_client_after) only). 3 hours by default; 1 hour to
+    /// 30 days. See [clients that never finish](self#clients-that-never-finish).
+    pub unused_client_after: Option<Duration>,
 }
+
+/// The default of [`Retention::unused_client_after`]: 3 hours.
+pub const DEFAULT_UNUSED_CLIENT_AFTER: Duration = Duration::from_secs(3 * 3600);
 
 impl Default for Retention {
     fn default() -> Self {
         Self {
             sweep_every: Some(Duration::from_secs(600)),
             idle_client_after: Some(Duration::from_secs(90 * 24 * 3600)),
+            unused_client_after: Some(DEFAULT_UNUSED_CLIENT_AFTER),
         }
     }
 }
@@ -163,10 +173,28 @@ impl Retention {
         self
     }
 
-    /// Never removes a registered client, however long unused.
+    /// Never removes a registered client, however long unused (neither idle clients nor
+    /// [never-used](Self::keep_unused_clients) ones).
     #[must_use]
     pub fn keep_idle_clients(mut self) -> Self {
         self.idle_client_after = None;
+        self.unused_client_after = None;
+        self
+    }
+
+    /// Removes dynamically registered clients that were never used `after` their
+    /// registration (1 hour to 30 days; 3 hours by default).
+    #[must_use]
+    pub fn with_unused_client_after(mut self, after: Duration) -> Self {
+        self.unused_client_after = Some(after);
+        self
+    }
+
+    /// Keeps never-used clients as long as idle ones
+    /// ([`idle_client_after`](Self::idle_client_after)).
+    #[must_use]
+    pub fn keep_unused_clients(mut self) -> Self {
+        self.unused_client_after = None;
         self
     }
 }
@@ -181,6 +209,10 @@ pub struct SweepReport {
     /// Idle dynamic clients
     /// ([`ClientStore::sweep_idle_clients`](crate::store::ClientStore::sweep_idle_clients)).
     pub idle_clients: u64,
+    /// Dynamic clients never used within [`Retention::unused_client_after`] of their
+    /// registration
+    /// ([`ClientStore::sweep_unused_clients`](crate::store::ClientStore::sweep_unused_clients)).
+    pub unused_clients: u64,
     /// Full rate-limit buckets of the shared counters
     /// ([`RateLimitStore::sweep_rate_limits`]).
     pub rate_limit_entries: u64,
@@ -188,7 +220,7 @@ pub struct SweepReport {
 
 impl SweepReport {
     fn total(&self) -> u64 {
-        self.expired_grants + self.idle_clients + self.rate_limit_entries
+        self.expired_grants + self.idle_clients + self.unused_clients + self.rate_limit_entries
     }
 }
 
@@ -198,6 +230,8 @@ pub(crate) struct Upkeep {
     pub(crate) retention: Retention,
     /// The idle window actually used (after [`validate`](Self::validate)).
     idle_after: Option<Duration>,
+    /// The never-used window actually used (after [`validate`](Self::validate)).
+    unused_after: Option<Duration>,
     rate_limit_store: Option<Arc<dyn RateLimitStore>>,
     shared_rate_limits: bool,
 }
@@ -207,6 +241,7 @@ impl Default for Upkeep {
         Self {
             retention: Retention::default(),
             idle_after: None,
+            unused_after: None,
             rate_limit_store: None,
             shared_rate_limits: true,
         }
@@ -218,6 +253,7 @@ impl std::fmt::Debug for Upkeep {
         f.debug_struct("Upkeep")
             .field("retention", &self.retention)
             .field("idle_after", &self.idle_after)
+            .field("unused_after", &self.unused_after)
             .field("rate_limit_store", &self.rate_limit_store.is_some())
             .field("shared_rate_limits", &self.shared_rate_limits)
             .finish()
@@ -243,7 +279,25 @@ impl Upkeep {
             }
             None => None,
         };
+        self.unused_after = match self.retention.unused_client_after {
+            Some(after) => {
+                super::builder::check_range(
+                    "retention.unused_client_after",
+                    after,
+                    3600,
+                    30 * 24 * 3600,
+                )?;
+                // Never longer than the idle window: that rule removes them sooner anyway.
+                Some(self.idle_after.map_or(after, |idle| after.min(idle)))
+            }
+            None => None,
+        };
         Ok(self)
+    }
+
+    /// The never-used window in force (`None`: off).
+    pub(crate) fn unused_after(&self) -> Option<Duration> {
+        self.unused_after
     }
 
     /// The shared counters to use: the explicit store, else the grant store's own (unless
@@ -330,6 +384,13 @@ async fn sweep(inner: &ServerInner) -> (SweepReport, Option<StoreError>) {
             Err(e) => note("idle clients", e),
         }
     }
+    if let Some(unused) = inner.upkeep.unused_after {
+        let before = now.saturating_sub(unused.as_secs());
+        match inner.clients.sweep_unused_clients(before, now).await {
+            Ok(n) => report.unused_clients = n,
+            Err(e) => note("unused clients", e),
+        }
+    }
     if let Some(limiter) = inner.upkeep.shared_limiter(&*inner.grants) {
         match limiter.sweep_rate_limits(now_ms()).await {
             Ok(n) => report.rate_limit_entries = n,
@@ -341,6 +402,7 @@ async fn sweep(inner: &ServerInner) -> (SweepReport, Option<StoreError>) {
             target: TARGET,
             expired_grants = report.expired_grants,
             idle_clients = report.idle_clients,
+            unused_clients = report.unused_clients,
             rate_limit_entries = report.rate_limit_entries,
             "swept the store"
         );
