@@ -1538,7 +1538,8 @@ mod tests {
                     application_type: ApplicationType::Native,
                     scope: Some(scopes("read")),
                     extra: Map::new(),
-                    issued_at: T0 - 7200,
+                    // Near the end of its never-used window (3 h), so starting counts.
+                    issued_at: T0 - 10_000,
                     last_used_at: 0,
                     source: ClientSource::Dynamic,
                 })
@@ -1550,6 +1551,47 @@ mod tests {
             // Starting an authorization recorded the use, at the flow's clock.
             let stored = env.clients.get_client("dyn").await.unwrap().unwrap();
             assert_eq!(stored.last_used_at, T0);
+        }
+    }
+
+    /// A never-used client with time left in its never-used window stays never used when an
+    /// authorization merely starts (an abandoned attempt must not exempt it from the rule);
+    /// near its deadline the start is recorded; a used client's start is recorded as ever.
+    #[tokio::test]
+    async fn starting_an_authorization_is_a_use_only_near_the_never_used_deadline() {
+        let window = crate::server::DEFAULT_UNUSED_CLIENT_AFTER.as_secs();
+        for (issued_ago, last_used, recorded) in [
+            (60, 0, false),
+            (window / 2, 0, false),
+            (window - 600, 0, true),
+            (2 * window, T0 - 2 * window, true),
+        ] {
+            let (env, _) = test_env(true).await;
+            assert_eq!(env.unused_client_after.map(|d| d.as_secs()), Some(window));
+            env.clients
+                .insert_client(Client {
+                    client_id: "dyn".into(),
+                    secret_hash: None,
+                    secret_expires_at: 0,
+                    client_name: None,
+                    redirect_uris: vec![CALLBACK.into()],
+                    grant_types: vec!["authorization_code".into()],
+                    token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+                    application_type: ApplicationType::Native,
+                    scope: None,
+                    extra: Map::new(),
+                    issued_at: T0 - issued_ago,
+                    last_used_at: last_used,
+                    source: ClientSource::Dynamic,
+                })
+                .await
+                .unwrap();
+            let req = request(&[("client_id", Some("dyn"))]);
+            let got = kind(&authorize(&env, &req, signed_in_as("alice")).await);
+            assert_eq!(got, "code", "issued {issued_ago} s ago");
+            let stored = env.clients.get_client("dyn").await.unwrap().unwrap();
+            let expected = if recorded { T0 } else { last_used };
+            assert_eq!(stored.last_used_at, expected, "issued {issued_ago} s ago");
         }
     }
 

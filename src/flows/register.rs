@@ -1408,4 +1408,157 @@ mod tests {
         assert_eq!(public.client.application_type, ApplicationType::Native);
         assert_ne!(public.client.client_id, c.client_id);
     }
+
+    /// Claude Code's registration, on a loopback port of its choosing.
+    fn claude_code(port: u16) -> Map<String, Value> {
+        meta(serde_json::json!({
+            "client_name": "Claude Code (example)",
+            "redirect_uris": [format!("http://localhost:{port}/callback")],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }))
+    }
+
+    #[tokio::test]
+    async fn the_same_public_registration_a_thousand_times_is_one_client() {
+        let t = TestEnv::new().await;
+        let first = register(&t.env, &claude_code(40001)).await.unwrap();
+        assert!(!first.reused);
+        for i in 0..1000u16 {
+            // Another port each time, as Claude Code does: loopback ports do not count.
+            let again = register(&t.env, &claude_code(40002 + i % 50)).await.unwrap();
+            assert!(again.reused);
+            assert_eq!(again.client.client_id, first.client.client_id);
+            assert_eq!(again.client.issued_at, first.client.issued_at);
+            assert!(again.client_secret.is_none());
+            assert_eq!(
+                again.client.redirect_uris,
+                [format!("http://localhost:{}/callback", 40002 + i % 50)],
+                "the answer names the URIs this registrant sent"
+            );
+        }
+        // The client list holds the configured clients and the one registration.
+        let dynamic = t.env.clients.count_clients().await.unwrap();
+        assert_eq!(dynamic, 1, "one client in the store");
+    }
+
+    #[tokio::test]
+    async fn different_metadata_is_a_different_client() {
+        use serde_json::json;
+        let t = TestEnv::new().await;
+        let base = json!({"redirect_uris": ["https://app.example.com/cb"], "client_name": "App",
+            "software_id": "app", "software_version": "1.0"});
+        let id = |r: Registration| r.client.client_id;
+        let first = id(register(&t.env, &meta(base.clone())).await.unwrap());
+        assert_eq!(
+            id(register(&t.env, &meta(base.clone())).await.unwrap()),
+            first
+        );
+        let mut variants = Vec::new();
+        for (field, value) in [
+            ("redirect_uris", json!(["https://app.example.com/other"])),
+            ("redirect_uris", json!(["https://evil.example.com/cb"])),
+            ("client_name", json!("App 2")),
+            ("software_id", json!("other-app")),
+            ("software_version", json!("1.1")),
+            ("scope", json!("read")),
+            ("grant_types", json!(["authorization_code"])),
+            ("application_type", json!("native")),
+            ("logo_uri", json!("https://app.example.com/logo.png")),
+        ] {
+            let mut m = base.clone();
+            m[field] = value;
+            let got = id(register(&t.env, &meta(m.clone())).await.unwrap());
+            assert_ne!(got, first, "{m}");
+            assert!(!variants.contains(&got), "{m}");
+            variants.push(got);
+        }
+        // Another loopback host, or another path, is another client too.
+        let a = id(register(&t.env, &claude_code(1)).await.unwrap());
+        let mut other_path = claude_code(1);
+        other_path["redirect_uris"] = json!(["http://localhost:1/other"]);
+        let mut other_host = claude_code(1);
+        other_host["redirect_uris"] = json!(["http://127.0.0.1:1/callback"]);
+        assert_ne!(id(register(&t.env, &other_path).await.unwrap()), a);
+        assert_ne!(id(register(&t.env, &other_host).await.unwrap()), a);
+        // The order of redirect URIs and grant types does not matter.
+        let mut two = base.clone();
+        two["redirect_uris"] = json!(["https://a.example.com/cb", "https://b.example.com/cb"]);
+        let mut swapped = two.clone();
+        swapped["redirect_uris"] = json!(["https://b.example.com/cb", "https://a.example.com/cb"]);
+        assert_eq!(
+            id(register(&t.env, &meta(two)).await.unwrap()),
+            id(register(&t.env, &meta(swapped)).await.unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_confidential_registration_never_returns_another_registrants_secret() {
+        use serde_json::json;
+        let t = TestEnv::new().await;
+        let body = meta(json!({
+            "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+            "client_name": "Claude",
+            "token_endpoint_auth_method": "client_secret_post",
+        }));
+        let mut seen_ids = Vec::new();
+        let mut seen_secrets = Vec::new();
+        for _ in 0..5 {
+            let r = register(&t.env, &body).await.unwrap();
+            assert!(!r.reused);
+            let secret = r.client_secret.clone().unwrap();
+            assert!(!seen_ids.contains(&r.client.client_id));
+            assert!(!seen_secrets.contains(&secret));
+            seen_ids.push(r.client.client_id);
+            seen_secrets.push(secret);
+        }
+        assert_eq!(t.env.clients.count_clients().await.unwrap(), 5);
+        // Nor does a public registration with the same metadata get a confidential client.
+        let mut public = body.clone();
+        public.insert("token_endpoint_auth_method".into(), json!("none"));
+        let p = register(&t.env, &public).await.unwrap();
+        assert!(!seen_ids.contains(&p.client.client_id));
+        assert!(p.client_secret.is_none());
+    }
+
+    /// A never-used client is reused during the first half of its never-used window only;
+    /// a used one for as long as it exists.
+    #[tokio::test]
+    async fn reuse_follows_the_never_used_window() {
+        let t = TestEnv::new().await;
+        let window = t.env.unused_client_after.unwrap().as_secs();
+        let first = register(&t.env, &claude_code(1)).await.unwrap().client;
+        t.advance(window / 2 - 10);
+        assert_eq!(
+            register(&t.env, &claude_code(2)).await.unwrap().client.client_id,
+            first.client_id
+        );
+        t.advance(20);
+        let second = register(&t.env, &claude_code(3)).await.unwrap();
+        assert!(!second.reused, "too close to removal: a new client");
+        assert_ne!(second.client.client_id, first.client_id);
+        // The newest is reused from now on; once used, long after.
+        t.env
+            .clients
+            .touch_client(&second.client.client_id, t.env.now())
+            .await
+            .unwrap();
+        t.advance(10 * window);
+        assert_eq!(
+            register(&t.env, &claude_code(4)).await.unwrap().client.client_id,
+            second.client.client_id
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_loopback_ports_and_order_only() {
+        let parse = |m: &Map<String, Value>| parse_metadata(m, &defaults()).unwrap();
+        let a = fingerprint(&parse(&claude_code(1)), None);
+        assert_eq!(a, fingerprint(&parse(&claude_code(65535)), None));
+        assert_ne!(a, fingerprint(&parse(&claude_code(1)), Some("registrant")));
+        let mut b = claude_code(1);
+        b["client_name"] = Value::String("Claude Code (other)".into());
+        assert_ne!(a, fingerprint(&parse(&b), None));
+    }
 }
