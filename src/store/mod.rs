@@ -442,10 +442,12 @@ pub trait ClientStore: Send + Sync + 'static {
         self.insert_client(client).await
     }
 
-    /// The newest client still stored that was filed under `fingerprint` by
-    /// [`insert_client_with_fingerprint`](Self::insert_client_with_fingerprint); `None`
-    /// when there is none (or it was deleted). A lookup that fails is an error, never
-    /// `None`: the registration then answers `503`, not a second client.
+    /// The newest client filed under `fingerprint` by
+    /// [`insert_client_with_fingerprint`](Self::insert_client_with_fingerprint), as
+    /// [`get_client`](Self::get_client) returns it; `None` when there is none. A deleted
+    /// client is never returned (once the newest is deleted, a store may answer `None` or
+    /// an older one). A lookup that fails is an error, never `None`: the registration then
+    /// answers `503`, not a second client.
     ///
     /// The default finds nothing (no deduplication).
     async fn find_client_by_fingerprint(
