@@ -457,9 +457,8 @@ fn unused_with_time_left(env: &Env, client: &Client, now: u64) -> bool {
     let Some(window) = env.unused_client_after else {
         return false;
     };
-    let margin = env.lifetimes.pending.as_secs()
-        + env.lifetimes.code.as_secs()
-        + UNUSED_CLIENT_MARGIN_SECS;
+    let margin =
+        env.lifetimes.pending.as_secs() + env.lifetimes.code.as_secs() + UNUSED_CLIENT_MARGIN_SECS;
     client.last_used_at == 0 && now + margin < client.issued_at.saturating_add(window.as_secs())
 }
 

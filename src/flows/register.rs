@@ -280,9 +280,9 @@ fn reusable(env: &Env, existing: &Client, requested: &Client) -> bool {
             .any(|r| redirect_uri_matches(r, uri))
     });
     let alive = existing.last_used_at != 0
-        || env.unused_client_after.is_none_or(|window| {
-            existing.issued_at + window.as_secs() / 2 > now
-        });
+        || env
+            .unused_client_after
+            .is_none_or(|window| existing.issued_at + window.as_secs() / 2 > now);
     public && same_uris && existing.issued_at <= now && alive
 }
 
@@ -1427,7 +1427,9 @@ mod tests {
         assert!(!first.reused);
         for i in 0..1000u16 {
             // Another port each time, as Claude Code does: loopback ports do not count.
-            let again = register(&t.env, &claude_code(40002 + i % 50)).await.unwrap();
+            let again = register(&t.env, &claude_code(40002 + i % 50))
+                .await
+                .unwrap();
             assert!(again.reused);
             assert_eq!(again.client.client_id, first.client.client_id);
             assert_eq!(again.client.issued_at, first.client.issued_at);
@@ -1531,7 +1533,11 @@ mod tests {
         let first = register(&t.env, &claude_code(1)).await.unwrap().client;
         t.advance(window / 2 - 10);
         assert_eq!(
-            register(&t.env, &claude_code(2)).await.unwrap().client.client_id,
+            register(&t.env, &claude_code(2))
+                .await
+                .unwrap()
+                .client
+                .client_id,
             first.client_id
         );
         t.advance(20);
@@ -1546,7 +1552,11 @@ mod tests {
             .unwrap();
         t.advance(10 * window);
         assert_eq!(
-            register(&t.env, &claude_code(4)).await.unwrap().client.client_id,
+            register(&t.env, &claude_code(4))
+                .await
+                .unwrap()
+                .client
+                .client_id,
             second.client.client_id
         );
     }

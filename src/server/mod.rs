@@ -98,7 +98,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use builder::{AuthorizationServerBuilder, DEFAULT_REGISTER_BURST, DEFAULT_REGISTER_PER_MINUTE};
+pub use builder::{
+    AuthorizationServerBuilder, DEFAULT_REGISTER_BURST, DEFAULT_REGISTER_PER_MINUTE,
+};
 pub use rate_limit::RateLimit;
 pub use retention::{DEFAULT_UNUSED_CLIENT_AFTER, Retention, SweepReport, UpkeepHandle};
 pub use router::oauth_router;

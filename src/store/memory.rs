@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    AuthorizationCode, Client, ClientStore, CodeTake, GrantStore, PendingAuthorization,
-    ClientFingerprint, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError,
-    StoreStats,
+    AuthorizationCode, Client, ClientFingerprint, ClientStore, CodeTake, GrantStore,
+    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
+    StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 

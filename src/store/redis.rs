@@ -68,8 +68,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore, CodeTake, GrantStore, PendingAuthorization,
-    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
+    AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore, CodeTake, GrantStore,
+    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
+    StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 

@@ -60,9 +60,8 @@ use tokio::task::JoinSet;
 
 use super::{
     ApplicationType, AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore,
-    CodeTake, GrantStore,
-    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
-    StoreError, TokenEndpointAuthMethod,
+    CodeTake, GrantStore, PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState,
+    Rotation, SecretHash, StoreError, TokenEndpointAuthMethod,
 };
 use crate::scope::ScopeSet;
 

@@ -268,10 +268,16 @@ impl RedisStore {
         registered_before: u64,
         now: u64,
     ) -> Result<u64, StoreError> {
-        self.sweep_clients(Rule::Unused, registered_before, now).await
+        self.sweep_clients(Rule::Unused, registered_before, now)
+            .await
     }
 
-    async fn sweep_clients(&self, rule: Rule, idle_before: u64, now: u64) -> Result<u64, StoreError> {
+    async fn sweep_clients(
+        &self,
+        rule: Rule,
+        idle_before: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
         let mut candidates = self.idle_candidates(rule, idle_before).await?;
         for (index, records) in [
             ("families:live", "fam"),

@@ -66,8 +66,7 @@ RETURNING client_id"
 }
 
 /// The idle clients: last used (or registered) before `$1`.
-const SWEEP_IDLE_CLIENTS: &str =
-    sweep_clients_sql!("c.last_used_at < $1 AND c.issued_at < $1");
+const SWEEP_IDLE_CLIENTS: &str = sweep_clients_sql!("c.last_used_at < $1 AND c.issued_at < $1");
 /// The never-used clients registered before `$1`.
 const SWEEP_UNUSED_CLIENTS: &str = sweep_clients_sql!("c.last_used_at = 0 AND c.issued_at < $1");
 

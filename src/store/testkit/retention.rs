@@ -10,8 +10,8 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::{
-    Client, ClientFingerprint, ClientSource, ClientStore, GrantStore, SecretHash, now, ok, sample_client, sample_code,
-    sample_family, sample_pending, uid,
+    Client, ClientFingerprint, ClientSource, ClientStore, GrantStore, SecretHash, now, ok,
+    sample_client, sample_code, sample_family, sample_pending, uid,
 };
 use crate::store::{RateLimitStore, StoreError};
 
@@ -139,12 +139,18 @@ pub async fn unused_clients_removed<S: ClientStore + GrantStore + ?Sized>(store:
     let with_pending = insert(store, idle_client(&uid("unused-pending"), false)).await;
     let mut pending = sample_pending(n + 600);
     pending.client_id.clone_from(&with_pending);
-    ok("put_pending", store.put_pending(&uid("pending"), pending).await);
+    ok(
+        "put_pending",
+        store.put_pending(&uid("pending"), pending).await,
+    );
     let with_code = insert(store, idle_client(&uid("unused-code"), false)).await;
     ok(
         "put_code",
         store
-            .put_code(SecretHash::of(&uid("code")), sample_code(&with_code, n + 60))
+            .put_code(
+                SecretHash::of(&uid("code")),
+                sample_code(&with_code, n + 60),
+            )
             .await,
     );
     let with_family = insert(store, idle_client(&uid("unused-fam"), false)).await;
@@ -170,7 +176,10 @@ pub async fn unused_clients_removed<S: ClientStore + GrantStore + ?Sized>(store:
     for (id, what) in [
         (&used_long_ago, "a client used once, however long ago"),
         (&recent, "a client registered after the cutoff"),
-        (&with_pending, "a client holding an unexpired pending request"),
+        (
+            &with_pending,
+            "a client holding an unexpired pending request",
+        ),
         (&with_code, "a client holding an unexpired code"),
         (&with_family, "a client holding a live refresh family"),
         (&configured, "a static client"),
@@ -234,7 +243,9 @@ pub async fn client_fingerprints<S: ClientStore + ?Sized>(store: &S) {
     duplicate.client_name = Some("someone else".to_owned());
     assert!(
         matches!(
-            store.insert_client_with_fingerprint(duplicate, &other).await,
+            store
+                .insert_client_with_fingerprint(duplicate, &other)
+                .await,
             Err(StoreError::Conflict { .. })
         ),
         "store contract: insert_client_with_fingerprint must refuse a taken id with Conflict"
@@ -271,13 +282,18 @@ pub async fn client_fingerprints<S: ClientStore + ?Sized>(store: &S) {
         Some(second.client_id.clone()),
         "store contract: the newest client filed under a fingerprint must win"
     );
-    ok("delete_client", store.delete_client(&second.client_id).await);
+    ok(
+        "delete_client",
+        store.delete_client(&second.client_id).await,
+    );
     let found = ok(
         "find_client_by_fingerprint",
         store.find_client_by_fingerprint(&fp).await,
     );
     assert!(
-        found.as_ref().is_none_or(|c| c.client_id == first.client_id),
+        found
+            .as_ref()
+            .is_none_or(|c| c.client_id == first.client_id),
         "store contract: a deleted client must never be found by fingerprint"
     );
     ok("delete_client", store.delete_client(&first.client_id).await);
