@@ -1633,6 +1633,67 @@ mod tests {
         assert!(matches!(got, Err(ErrorPage::Expired)), "{got:?}");
     }
 
+    /// A client store that fails every operation.
+    struct DownClients;
+
+    #[async_trait::async_trait]
+    impl crate::store::ClientStore for DownClients {
+        async fn insert_client(&self, _: Client) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn upsert_client(&self, _: Client) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn get_client(&self, _: &str) -> Result<Option<Client>, StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn delete_client(&self, _: &str) -> Result<bool, StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn touch_client(&self, _: &str, _: u64) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn count_clients(&self) -> Result<u64, StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+    }
+
+    /// Every client lookup of `/authorize` (the request, the recorded use, the login and
+    /// consent form posts) answers a store failure with the unavailable page, never the
+    /// unknown-client page (after which a client would register again).
+    #[tokio::test]
+    async fn a_failing_client_store_is_the_unavailable_page_never_unknown_client() {
+        let (mut env, _) = test_env(false).await;
+        env.clients
+            .insert_client(Client {
+                client_id: "dyn".into(),
+                secret_hash: None,
+                secret_expires_at: 0,
+                client_name: None,
+                redirect_uris: vec![CALLBACK.into()],
+                grant_types: vec!["authorization_code".into()],
+                token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+                application_type: ApplicationType::Native,
+                scope: None,
+                extra: Map::new(),
+                issued_at: T0,
+                last_used_at: T0 - 7200,
+                source: ClientSource::Dynamic,
+            })
+            .await
+            .unwrap();
+        let req = request(&[("client_id", Some("dyn"))]);
+        let parked = parked_login(&env, &req).await;
+        env.clients = Arc::new(DownClients);
+        let got = check_form(&env, Some(&parked.request_id), Some(&parked.csrf), |_| true).await;
+        assert!(matches!(got, Err(ErrorPage::Unavailable)), "form post: {got:?}");
+        let got = authorize(&env, &req, anonymous()).await;
+        assert!(
+            matches!(got, AuthorizeOutcome::ErrorPage(ErrorPage::Unavailable)),
+            "request: {got:?}"
+        );
+    }
+
     #[tokio::test]
     async fn sign_in_replaces_the_parked_request_and_errors_then_go_back() {
         let (env, _) = test_env(false).await;
