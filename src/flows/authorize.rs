@@ -1686,7 +1686,10 @@ mod tests {
         let parked = parked_login(&env, &req).await;
         env.clients = Arc::new(DownClients);
         let got = check_form(&env, Some(&parked.request_id), Some(&parked.csrf), |_| true).await;
-        assert!(matches!(got, Err(ErrorPage::Unavailable)), "form post: {got:?}");
+        assert!(
+            matches!(got, Err(ErrorPage::Unavailable)),
+            "form post: {got:?}"
+        );
         let got = authorize(&env, &req, anonymous()).await;
         assert!(
             matches!(got, AuthorizeOutcome::ErrorPage(ErrorPage::Unavailable)),

@@ -3,9 +3,47 @@
 //! clients) and the creation of the client.
 //!
 //! The adapter ([`server::register`](crate::server)) reads the body and renders the `201`
-//! answer; [`register`] validates the metadata and stores the client with a random id (and a
-//! random secret for a confidential client) drawn from [`Env::random`](super::Env), issued
-//! at [`Env::now`].
+//! answer; [`prepare`] validates the metadata and looks for an identical earlier
+//! registration ([deduplication](#deduplication)), and [`create`] stores a new client with a
+//! random id (and a random secret for a confidential client) drawn from
+//! [`Env::random`](super::Env), issued at [`Env::now`] and never used yet
+//! (`last_used_at: 0`, see [`server::retention`](crate::server::retention)).
+//!
+//! # Deduplication
+//!
+//! Claude Code registers on every connection, and most of those registrations never finish
+//! an authorization; left alone they pile up as identical rows. So a **public** registration
+//! (`token_endpoint_auth_method: none`) is answered with the client of an identical earlier
+//! one when there is one, and nothing is stored.
+//!
+//! *Identical* is the [`ClientFingerprint`]: the SHA-256 of a versioned canonical form of
+//! the registering party's identity (`None` for open registration, the only kind today; a
+//! future authenticated registration puts the registrant here, so two parties never share a
+//! fingerprint) and of the **validated** metadata: the redirect URIs as a set, loopback
+//! `http` URIs without their port (RFC 8252 §7.3: `/authorize` accepts any port for them,
+//! so the port never distinguished two clients), `token_endpoint_auth_method`, the grant
+//! types as a set, `application_type` as recorded, `scope`, `client_name`, and the kept
+//! fields (`client_uri`, `logo_uri`, `tos_uri`, `policy_uri`, `contacts`, `software_id`,
+//! `software_version`). Unknown fields are dropped before, as they are not stored.
+//!
+//! The rule, and why nobody takes over anybody's client:
+//! - only public clients are reused. They hold no secret, their `client_id` is public
+//!   anyway, and codes go only to their exact redirect URIs, which are the ones this
+//!   registrant sent; so the second registrant gets nothing it could not use already;
+//! - a confidential registration always gets a new client and a new secret: no
+//!   registration ever returns a secret it did not create;
+//! - the reused client must be a dynamic public client whose redirect URIs accept every
+//!   requested one (checked again, whatever the fingerprint says);
+//! - a client never used is reused only during the first half of its never-used window
+//!   ([`Retention::unused_client_after`](crate::server::Retention::unused_client_after)),
+//!   so the registrant has time to finish before the [never-used
+//!   rule](crate::server::retention#clients-that-never-finish) removes it; later, a new
+//!   client is created and filed under the fingerprint (the newest wins).
+//!
+//! The answer is `201` with the existing `client_id` and `client_id_issued_at` and the
+//! redirect URIs this request sent. The bound: one client per fingerprint and never-used
+//! window half, plus one per registration that races another identical one; clients that
+//! were used stay reused for as long as they exist.
 //!
 //! # What is accepted
 //!

@@ -6,6 +6,13 @@
 //! holds up to [`RateLimit::burst`] requests and refills at [`RateLimit::per_minute`] a
 //! minute. A request that finds its bucket empty gets `429 slow_down` with a `Retry-After`.
 //!
+//! `/register` has two buckets: the [registration
+//! limit](super::AuthorizationServerBuilder::register_rate_limit) counts registrations that
+//! create a client (60 a minute in bursts of 120 by default, sized for the many users
+//! behind one address), and every request, checked before its body is read, counts against
+//! ten times that budget; a registration answered with an identical earlier one's client
+//! costs only the latter.
+//!
 //! # Which address
 //!
 //! The client address is the TCP peer, taken from axum's

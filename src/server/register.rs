@@ -5,6 +5,17 @@
 //! is on by default ([`dynamic_registration`](super::AuthorizationServerBuilder::dynamic_registration)
 //! turns it off). Registration is open: anyone may register, rate-limited per address.
 //!
+//! Built for the volume real clients produce (Claude Code registers on every connection):
+//! an identical public registration is answered with the earlier registration's client
+//! instead of a new one ([deduplication](super::AuthorizationServerBuilder::dynamic_registration));
+//! clients that never complete an authorization are removed after a few hours
+//! ([`Retention::unused_client_after`](super::Retention::unused_client_after)); and the rate
+//! limit counts the registrations that create a client
+//! ([`register_rate_limit`](super::AuthorizationServerBuilder::register_rate_limit), sized
+//! for shared addresses), while every request counts against ten times that budget, checked
+//! before the body is read. A store failure is `503 temporarily_unavailable`, never a
+//! second client.
+//!
 //! The metadata rules and the redirect URI policy live in `flows::register`: `redirect_uris` (required: `https`, loopback `http`, or a native
 //! app's private-use scheme), `token_endpoint_auth_method` (`none` by default,
 //! `client_secret_basic`, `client_secret_post`), `grant_types` (`authorization_code` and
@@ -17,7 +28,7 @@
 //! never beginning with `https://`, so it cannot collide with a client ID metadata document
 //! URL) and `client_id_issued_at`. Failures are `400` with `invalid_redirect_uri` or
 //! `invalid_client_metadata` and a description naming the problem; too many registrations
-//! from one address get `429 slow_down`.
+//! from one address get `429 slow_down` with `Retry-After`.
 //!
 //! ```
 //! use axum::body::Body;

@@ -16,7 +16,11 @@
 //!   than the refresh-token lifetime plus an hour, and only when it holds nothing live: no
 //!   live refresh family, no unexpired code, no pending authorization (the store checks this
 //!   and deletes in one atomic step). Configured ([`StaticClient`](super::StaticClient))
-//!   clients are never removed.
+//!   clients are never removed;
+//! - a dynamically registered client that was **never used** is removed sooner, once it is
+//!   [`unused_client_after`](Retention::unused_client_after) (3 hours by default) old and
+//!   holds nothing live ([`ClientStore::sweep_unused_clients`][sweep_unused_clients]); see
+//!   [clients that never finish](#clients-that-never-finish).
 //!
 //! **Nothing sweeps until you ask.** Call [`AuthorizationServer::start_upkeep`] once, inside
 //! the Tokio runtime, when the server starts serving (next to `axum::serve`), and keep the
@@ -29,14 +33,40 @@
 //!
 //! # What counts as use
 //!
-//! A client is *used* when it authenticates at `/token`, `/revoke` or `/introspect` and when
-//! it starts an authorization at `/authorize`; the server then records the time with
+//! A client is *used* when it authenticates at `/token` (a code redeemed, a token
+//! refreshed), `/revoke` or `/introspect`, and when it starts an authorization at
+//! `/authorize`; the server then records the time with
 //! [`ClientStore::touch_client`][touch_client]. To keep that cheap the write is skipped
 //! while the recorded time is less than an hour old, which is why the idle window is never
 //! shorter than the refresh-token lifetime plus an hour. At `/authorize` the use is
 //! recorded **before** anything is stored for the request, and the client is read back
 //! afterwards: a client that a concurrent sweep removed is answered as unknown (it registers
 //! again), never half-used.
+//!
+//! One exception: a client never used yet that starts an authorization while its
+//! never-used window has more than the pending-request and code lifetimes plus 15 minutes
+//! left is **not** recorded as used, so that an abandoned attempt does not exempt it from
+//! the never-used rule. That is safe because the rule removes nothing that holds a pending
+//! request, a code or a refresh family, and the token endpoint records the use before it
+//! redeems the code; the attempt finishes (or its request expires) before the deadline.
+//!
+//! # Clients that never finish
+//!
+//! Public servers see millions of registrations, most from clients that register on every
+//! connection and never complete an authorization. Keeping each for 90 days makes a cap on
+//! clients a cap on users. So a dynamic client that was never used (its `last_used_at` is
+//! `0`: registration stores it so) is removed once it is
+//! [`unused_client_after`](Retention::unused_client_after) old (3 hours by default, 1 hour
+//! to 30 days, never longer than the idle window) and holds nothing live. A client that was
+//! used once, however long ago, is never removed by this rule; only the idle rule applies to
+//! it. Clients registered before this rule existed were recorded as used at registration,
+//! so they too follow only the idle rule.
+//!
+//! The cost: a client that registers, abandons its first attempt and comes back after the
+//! window with the same `client_id` is unknown (`/authorize` shows the unknown-client page;
+//! `/token` answers `401 invalid_client`) and must register again, which the MCP clients
+//! do. Lengthen the window, or [`keep_unused_clients`](Retention::keep_unused_clients), for
+//! clients that keep a registration across days without finishing.
 //!
 //! ```
 //! use std::time::Duration;
@@ -84,6 +114,7 @@
 //! ```
 //!
 //! [sweep_idle_clients]: crate::store::ClientStore::sweep_idle_clients
+//! [sweep_unused_clients]: crate::store::ClientStore::sweep_unused_clients
 //! [touch_client]: crate::store::ClientStore::touch_client
 
 use std::sync::{Arc, Weak};
@@ -110,6 +141,7 @@ pub(crate) use crate::flows::TOUCH_INTERVAL_SECS;
 /// let r = Retention::default();
 /// assert_eq!(r.sweep_every, Some(Duration::from_secs(600)));
 /// assert_eq!(r.idle_client_after, Some(Duration::from_secs(90 * 24 * 3600)));
+/// assert_eq!(r.unused_client_after, Some(Duration::from_secs(3 * 3600)));
 /// // Keep every client forever, but still drop expired codes and tokens every 5 minutes.
 /// let r = Retention::default().with_sweep_every(Duration::from_secs(300)).keep_idle_clients();
 /// assert_eq!(r.idle_client_after, None);
@@ -146,7 +178,8 @@ impl Default for Retention {
 }
 
 impl Retention {
-    /// The defaults: sweep every 10 minutes, remove clients idle for 90 days.
+    /// The defaults: sweep every 10 minutes, remove clients idle for 90 days and clients
+    /// never used 3 hours after their registration.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -316,7 +349,8 @@ impl Upkeep {
 
 impl AuthorizationServerBuilder {
     /// What the server forgets and how often it sweeps ([`Retention::default`]: every 10
-    /// minutes; dynamic clients idle for 90 days). See [`retention`](crate::server::retention).
+    /// minutes; dynamic clients idle for 90 days, or never used 3 hours after registering).
+    /// See [`retention`](crate::server::retention).
     pub fn retention(mut self, retention: Retention) -> Self {
         self.upkeep.retention = retention;
         self
