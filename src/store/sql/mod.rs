@@ -375,6 +375,7 @@ mod tests {
                 "3d40766596cfc33a040596a28f65ffbe0b5ed7b6c7007ab8fa951d2dc2ca1bfe",
                 "f7adac63950e1432eaef281a11606eb2014d2d0eb52a6633c402083d29eb2ae7",
                 "13964fb41170d2548e16bbe1a0e9bcaa9211b3777203f8e62eb5cae739417100",
+                "2652e5a3b2378df0079c01307a3f6560a0db2e759a0b3c1f5ef05a6f9fba443a",
             ],
         );
     }
@@ -389,6 +390,7 @@ mod tests {
                 "94953d881fd812424b353ab67c19c9fda89d0c106da0b7de0ae0478d2d13f25c",
                 "f8d4e7a1708db64cbc7a5557b054b5fdf21fa8e5e8f9249922b9f612a367fcf0",
                 "3c4d73978e4c1b0e22246985f599c4b4db8e27916f761a9b2850040bbf98d9c2",
+                "25e9fc92e92af04eea73f20aa52886e6e10c3f919c3ae19e90a2701350a79b60",
             ],
         );
     }
