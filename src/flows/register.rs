@@ -38,7 +38,12 @@
 //!   ([`Retention::unused_client_after`](crate::server::Retention::unused_client_after)),
 //!   so the registrant has time to finish before the [never-used
 //!   rule](crate::server::retention#clients-that-never-finish) removes it; later, a new
-//!   client is created and filed under the fingerprint (the newest wins).
+//!   client is created and filed under the fingerprint (the newest wins);
+//! - with [`remember_consent`](crate::server::AuthorizationServerBuilder::remember_consent)
+//!   on (it is off by default), only clients whose redirect URIs are all `https` are
+//!   deduplicated. A remembered consent belongs to a (user, client) pair; shared by every
+//!   registrant of a loopback or custom-scheme client, it would let another program on the
+//!   user's machine that presents the same metadata skip the consent page.
 //!
 //! The answer is `201` with the existing `client_id` and `client_id_issued_at` and the
 //! redirect URIs this request sent. The bound: one client per fingerprint and never-used
@@ -276,6 +281,14 @@ pub(crate) async fn prepare(
             fingerprint: None,
         }));
     }
+    if env.remember_consent && !client.redirect_uris.iter().all(|u| is_https(u)) {
+        // A remembered consent is per (user, client): shared, it would let another local
+        // program presenting the same metadata skip the consent page. Not deduplicated.
+        return Ok(Prepared::New(NewClient {
+            client,
+            fingerprint: None,
+        }));
+    }
     let fingerprint = fingerprint(&client, registrant);
     if let Some(existing) = env.clients.find_client_by_fingerprint(&fingerprint).await?
         && reusable(env, &existing, &client)
@@ -299,6 +312,13 @@ pub(crate) async fn prepare(
         client,
         fingerprint: Some(fingerprint),
     }))
+}
+
+/// Whether `uri` is an `https` URL (the only redirects no other program on the user's
+/// machine can receive).
+fn is_https(uri: &str) -> bool {
+    uri.get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
 }
 
 /// Whether `existing`, found under the fingerprint of `requested`, may be handed to this
@@ -1597,6 +1617,29 @@ mod tests {
                 .client_id,
             second.client.client_id
         );
+    }
+
+    /// With remembered consent, loopback and custom-scheme clients are not shared (another
+    /// local program would inherit the user's consent); `https` ones still are.
+    #[tokio::test]
+    async fn remembered_consent_limits_sharing_to_https_clients() {
+        use serde_json::json;
+        let mut t = TestEnv::new().await;
+        t.env.remember_consent = true;
+        let a = register(&t.env, &claude_code(1)).await.unwrap();
+        let b = register(&t.env, &claude_code(1)).await.unwrap();
+        assert!(!b.reused);
+        assert_ne!(a.client.client_id, b.client.client_id);
+        let cursor =
+            meta(json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback"]}));
+        let a = register(&t.env, &cursor).await.unwrap();
+        let b = register(&t.env, &cursor).await.unwrap();
+        assert_ne!(a.client.client_id, b.client.client_id);
+        let web = meta(json!({"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"]}));
+        let a = register(&t.env, &web).await.unwrap();
+        let b = register(&t.env, &web).await.unwrap();
+        assert!(b.reused);
+        assert_eq!(a.client.client_id, b.client.client_id);
     }
 
     #[test]

@@ -323,7 +323,11 @@ impl AuthorizationServerBuilder {
     /// Why that cannot hand one party another's client: a public client holds no secret,
     /// its `client_id` is public anyway (it travels in every authorization URL), and codes
     /// only ever go to its exact redirect URIs, which are the ones this registrant asked
-    /// for. So the second registrant gets nothing it could not already use.
+    /// for. So the second registrant gets nothing it could not already use. With
+    /// [`remember_consent`](Self::remember_consent) on, a remembered consent would be shared
+    /// too, so then only clients whose redirect URIs are all `https` are deduplicated (a
+    /// loopback or custom-scheme redirect can be received by another program on the user's
+    /// machine).
     /// **Confidential** registrations (`client_secret_basic`, `client_secret_post`) are
     /// never deduplicated: each gets a client and a secret of its own, and no registration
     /// ever returns a secret it did not just create.

@@ -20,6 +20,13 @@
 //! so step 3's re-check keeps it; and a touch that comes after step 3 finds no client, which
 //! the authorization server answers as an unknown client before anything is stored for it.
 //!
+//! The never-used sweep ([`sweep_unused_clients`](crate::store::ClientStore::sweep_unused_clients))
+//! takes the same three steps, picking dynamic clients never used (`used` is `0`) and
+//! registered before the cutoff. The authorization server skips the touch at `/authorize`
+//! only for a never-used client with more than the request's lifetime left before that
+//! cutoff, so a client this sweep can pick was touched by any flow started for it, and step
+//! 3's re-check (still never used?) keeps it.
+//!
 //! # Rate limits
 //!
 //! One script per hit does the GCRA step on one key (`{prefix}rl:{key}`) holding the TAT in
