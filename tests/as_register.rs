@@ -449,6 +449,12 @@ async fn only_json_objects_are_read() {
     }
 }
 
+/// Registration metadata that no other request repeats (a different `client_name`), so
+/// that it creates a client (identical registrations reuse one and cost no registration).
+fn distinct(n: u32) -> Value {
+    json!({ "redirect_uris": ["https://app.example.com/cb"], "client_name": format!("App {n}") })
+}
+
 #[tokio::test]
 async fn registrations_are_rate_limited_per_address() {
     let cfg = config(
@@ -458,17 +464,26 @@ async fn registrations_are_rate_limited_per_address() {
     )
     .await;
     let app: Router = cfg.router();
-    let meta = json!({ "redirect_uris": ["https://app.example.com/cb"] });
-    for _ in 0..2 {
-        assert_eq!(register(&app, &meta).await.0, StatusCode::CREATED);
+    for n in 0..2 {
+        assert_eq!(register(&app, &distinct(n)).await.0, StatusCode::CREATED);
     }
-    let (status, headers, body) = send(&app, Some("application/json"), meta.to_string()).await;
+    let (status, headers, body) =
+        send(&app, Some("application/json"), distinct(2).to_string()).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["error"], "slow_down");
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
-    // Even malformed requests count (the limit applies before the body is read).
+    // An identical registration creates nothing and is answered.
+    assert_eq!(register(&app, &distinct(0)).await.0, StatusCode::CREATED);
+    // Every request, malformed ones too, counts against ten times the budget (checked
+    // before the body is read): 4 so far, 16 more fit, the 21st is refused.
+    for _ in 0..16 {
+        let (status, _, _) = send(&app, Some("text/plain"), "x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
     let (status, _, _) = send(&app, Some("text/plain"), "x").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _, _) = send(&app, Some("application/json"), distinct(0).to_string()).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
 
@@ -481,12 +496,11 @@ async fn rate_limit_keys_on_the_peer_address_not_forwarded_headers() {
     )
     .await;
     let app: Router = cfg.router();
-    let meta = json!({ "redirect_uris": ["https://app.example.com/cb"] }).to_string();
-    let from = |peer: &str, xff: &str| {
+    let from = |peer: &str, xff: &str, n: u32| {
         let mut req = Request::post("/register")
             .header("content-type", "application/json")
             .header("x-forwarded-for", xff)
-            .body(Body::from(meta.clone()))
+            .body(Body::from(distinct(n).to_string()))
             .unwrap();
         req.extensions_mut().insert(axum::extract::ConnectInfo(
             peer.parse::<std::net::SocketAddr>().unwrap(),
@@ -498,17 +512,17 @@ async fn rate_limit_keys_on_the_peer_address_not_forwarded_headers() {
         async move { app.oneshot(req).await.unwrap().status() }
     };
     assert_eq!(
-        status(from("192.0.2.1:1000", "1.1.1.1")).await,
+        status(from("192.0.2.1:1000", "1.1.1.1", 1)).await,
         StatusCode::CREATED
     );
     // A spoofed X-Forwarded-For from an untrusted peer does not buy a new bucket.
     assert_eq!(
-        status(from("192.0.2.1:1001", "2.2.2.2")).await,
+        status(from("192.0.2.1:1001", "2.2.2.2", 2)).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     // Another peer has its own bucket.
     assert_eq!(
-        status(from("192.0.2.2:1000", "1.1.1.1")).await,
+        status(from("192.0.2.2:1000", "1.1.1.1", 3)).await,
         StatusCode::CREATED
     );
 }
@@ -523,12 +537,11 @@ async fn trusted_proxy_forwards_the_client_address() {
     )
     .await;
     let app: Router = cfg.router();
-    let meta = json!({ "redirect_uris": ["https://app.example.com/cb"] }).to_string();
-    let via_proxy = |xff: &str| {
+    let via_proxy = |xff: &str, n: u32| {
         let mut req = Request::post("/register")
             .header("content-type", "application/json")
             .header("x-forwarded-for", xff)
-            .body(Body::from(meta.clone()))
+            .body(Body::from(distinct(n).to_string()))
             .unwrap();
         req.extensions_mut().insert(axum::extract::ConnectInfo(
             "10.0.0.1:443".parse::<std::net::SocketAddr>().unwrap(),
@@ -536,15 +549,15 @@ async fn trusted_proxy_forwards_the_client_address() {
         let app = app.clone();
         async move { app.oneshot(req).await.unwrap().status() }
     };
-    assert_eq!(via_proxy("203.0.113.1").await, StatusCode::CREATED);
-    assert_eq!(via_proxy("203.0.113.2").await, StatusCode::CREATED);
+    assert_eq!(via_proxy("203.0.113.1", 1).await, StatusCode::CREATED);
+    assert_eq!(via_proxy("203.0.113.2", 2).await, StatusCode::CREATED);
     assert_eq!(
-        via_proxy("203.0.113.1").await,
+        via_proxy("203.0.113.1", 3).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     // A client prepending a fake address is still keyed on what the proxy saw.
     assert_eq!(
-        via_proxy("9.9.9.9, 203.0.113.2").await,
+        via_proxy("9.9.9.9, 203.0.113.2", 4).await,
         StatusCode::TOO_MANY_REQUESTS
     );
 }

@@ -23,6 +23,18 @@ macro_rules! contract_tests {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn unused_clients_removed() {
+            $with(|s| async move { mcp_oauth::store::testkit::unused_clients_removed(&*s).await })
+                .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn client_fingerprints() {
+            $with(|s| async move { mcp_oauth::store::testkit::client_fingerprints(&*s).await })
+                .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn clients_in_use_kept() {
             $with(|s| async move { mcp_oauth::store::testkit::clients_in_use_kept(&*s).await })
                 .await;

@@ -453,12 +453,31 @@ async fn mark_in_use(env: &Env, client: Client) -> Result<Option<Client>, StoreE
         || env.static_clients.contains_key(&client.client_id);
     let recently_used =
         client.last_used_at != 0 && now.saturating_sub(client.last_used_at) < TOUCH_INTERVAL_SECS;
-    if configured || recently_used {
+    if configured || recently_used || unused_with_time_left(env, &client, now) {
         return Ok(Some(client));
     }
     env.clients.touch_client(&client.client_id, now).await?;
     env.clients.get_client(&client.client_id).await
 }
+
+/// Whether `client` was never used and has so long left before the never-used rule may
+/// remove it that this authorization finishes (or its pending request expires) first: the
+/// pending request, then the code, then the token endpoint's recorded use keep it. Starting
+/// an authorization is then **not** recorded as a use, so an abandoned attempt leaves the
+/// client to that rule. A later start (within the last stretch of the window) is recorded,
+/// as for any other client.
+fn unused_with_time_left(env: &Env, client: &Client, now: u64) -> bool {
+    let Some(window) = env.unused_client_after else {
+        return false;
+    };
+    let margin =
+        env.lifetimes.pending.as_secs() + env.lifetimes.code.as_secs() + UNUSED_CLIENT_MARGIN_SECS;
+    client.last_used_at == 0 && now + margin < client.issued_at.saturating_add(window.as_secs())
+}
+
+/// Slack (seconds) on top of the pending-request and code lifetimes before a never-used
+/// client's deadline, within which starting an authorization counts as a use.
+const UNUSED_CLIENT_MARGIN_SECS: u64 = 15 * 60;
 
 /// Validates the request: `Err` says how to answer.
 async fn validate(env: &Env, req: &AuthorizeRequest) -> Result<Validated, Rejection> {
@@ -1563,7 +1582,8 @@ mod tests {
                     application_type: ApplicationType::Native,
                     scope: Some(scopes("read")),
                     extra: Map::new(),
-                    issued_at: T0 - 7200,
+                    // Near the end of its never-used window (3 h), so starting counts.
+                    issued_at: T0 - 10_000,
                     last_used_at: 0,
                     source: ClientSource::Dynamic,
                 })
@@ -1575,6 +1595,47 @@ mod tests {
             // Starting an authorization recorded the use, at the flow's clock.
             let stored = env.clients.get_client("dyn").await.unwrap().unwrap();
             assert_eq!(stored.last_used_at, T0);
+        }
+    }
+
+    /// A never-used client with time left in its never-used window stays never used when an
+    /// authorization merely starts (an abandoned attempt must not exempt it from the rule);
+    /// near its deadline the start is recorded; a used client's start is recorded as ever.
+    #[tokio::test]
+    async fn starting_an_authorization_is_a_use_only_near_the_never_used_deadline() {
+        let window = crate::server::DEFAULT_UNUSED_CLIENT_AFTER.as_secs();
+        for (issued_ago, last_used, recorded) in [
+            (60, 0, false),
+            (window / 2, 0, false),
+            (window - 600, 0, true),
+            (2 * window, T0 - 2 * window, true),
+        ] {
+            let (env, _) = test_env(true).await;
+            assert_eq!(env.unused_client_after.map(|d| d.as_secs()), Some(window));
+            env.clients
+                .insert_client(Client {
+                    client_id: "dyn".into(),
+                    secret_hash: None,
+                    secret_expires_at: 0,
+                    client_name: None,
+                    redirect_uris: vec![CALLBACK.into()],
+                    grant_types: vec!["authorization_code".into()],
+                    token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+                    application_type: ApplicationType::Native,
+                    scope: None,
+                    extra: Map::new(),
+                    issued_at: T0 - issued_ago,
+                    last_used_at: last_used,
+                    source: ClientSource::Dynamic,
+                })
+                .await
+                .unwrap();
+            let req = request(&[("client_id", Some("dyn"))]);
+            let got = kind(&authorize(&env, &req, signed_in_as("alice")).await);
+            assert_eq!(got, "code", "issued {issued_ago} s ago");
+            let stored = env.clients.get_client("dyn").await.unwrap().unwrap();
+            let expected = if recorded { T0 } else { last_used };
+            assert_eq!(stored.last_used_at, expected, "issued {issued_ago} s ago");
         }
     }
 
@@ -1615,6 +1676,70 @@ mod tests {
         clock.advance(Duration::from_secs(2));
         let got = check_form(&env, Some(id), Some(&parked.csrf), same).await;
         assert!(matches!(got, Err(ErrorPage::Expired)), "{got:?}");
+    }
+
+    /// A client store that fails every operation.
+    struct DownClients;
+
+    #[async_trait::async_trait]
+    impl crate::store::ClientStore for DownClients {
+        async fn insert_client(&self, _: Client) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn upsert_client(&self, _: Client) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn get_client(&self, _: &str) -> Result<Option<Client>, StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn delete_client(&self, _: &str) -> Result<bool, StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn touch_client(&self, _: &str, _: u64) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn count_clients(&self) -> Result<u64, StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+    }
+
+    /// Every client lookup of `/authorize` (the request, the recorded use, the login and
+    /// consent form posts) answers a store failure with the unavailable page, never the
+    /// unknown-client page (after which a client would register again).
+    #[tokio::test]
+    async fn a_failing_client_store_is_the_unavailable_page_never_unknown_client() {
+        let (mut env, _) = test_env(false).await;
+        env.clients
+            .insert_client(Client {
+                client_id: "dyn".into(),
+                secret_hash: None,
+                secret_expires_at: 0,
+                client_name: None,
+                redirect_uris: vec![CALLBACK.into()],
+                grant_types: vec!["authorization_code".into()],
+                token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+                application_type: ApplicationType::Native,
+                scope: None,
+                extra: Map::new(),
+                issued_at: T0,
+                last_used_at: T0 - 7200,
+                source: ClientSource::Dynamic,
+            })
+            .await
+            .unwrap();
+        let req = request(&[("client_id", Some("dyn"))]);
+        let parked = parked_login(&env, &req).await;
+        env.clients = Arc::new(DownClients);
+        let got = check_form(&env, Some(&parked.request_id), Some(&parked.csrf), |_| true).await;
+        assert!(
+            matches!(got, Err(ErrorPage::Unavailable)),
+            "form post: {got:?}"
+        );
+        let got = authorize(&env, &req, anonymous()).await;
+        assert!(
+            matches!(got, AuthorizeOutcome::ErrorPage(ErrorPage::Unavailable)),
+            "request: {got:?}"
+        );
     }
 
     #[tokio::test]

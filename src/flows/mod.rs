@@ -150,6 +150,9 @@ pub(crate) struct Env {
     /// Client ID metadata documents, unless switched off.
     #[cfg(feature = "client-metadata")]
     pub(crate) client_metadata: Option<Arc<client_metadata::Resolver>>,
+    /// How long a never-used dynamic client is kept after its registration (`None`: the
+    /// rule is off); registration reuses such a client only while it has time left.
+    pub(crate) unused_client_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for Env {

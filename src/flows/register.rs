@@ -3,9 +3,52 @@
 //! clients) and the creation of the client.
 //!
 //! The adapter ([`server::register`](crate::server)) reads the body and renders the `201`
-//! answer; [`register`] validates the metadata and stores the client with a random id (and a
-//! random secret for a confidential client) drawn from [`Env::random`](super::Env), issued
-//! at [`Env::now`].
+//! answer; [`prepare`] validates the metadata and looks for an identical earlier
+//! registration ([deduplication](#deduplication)), and [`create`] stores a new client with a
+//! random id (and a random secret for a confidential client) drawn from
+//! [`Env::random`](super::Env), issued at [`Env::now`] and never used yet
+//! (`last_used_at: 0`, see [`server::retention`](crate::server::retention)).
+//!
+//! # Deduplication
+//!
+//! Claude Code registers on every connection, and most of those registrations never finish
+//! an authorization; left alone they pile up as identical rows. So a **public** registration
+//! (`token_endpoint_auth_method: none`) is answered with the client of an identical earlier
+//! one when there is one, and nothing is stored.
+//!
+//! *Identical* is the [`ClientFingerprint`]: the SHA-256 of a versioned canonical form of
+//! the registering party's identity (`None` for open registration, the only kind today; a
+//! future authenticated registration puts the registrant here, so two parties never share a
+//! fingerprint) and of the **validated** metadata: the redirect URIs as a set, loopback
+//! `http` URIs without their port (RFC 8252 §7.3: `/authorize` accepts any port for them,
+//! so the port never distinguished two clients), `token_endpoint_auth_method`, the grant
+//! types as a set, `application_type` as recorded, `scope`, `client_name`, and the kept
+//! fields (`client_uri`, `logo_uri`, `tos_uri`, `policy_uri`, `contacts`, `software_id`,
+//! `software_version`). Unknown fields are dropped before, as they are not stored.
+//!
+//! The rule, and why nobody takes over anybody's client:
+//! - only public clients are reused. They hold no secret, their `client_id` is public
+//!   anyway, and codes go only to their exact redirect URIs, which are the ones this
+//!   registrant sent; so the second registrant gets nothing it could not use already;
+//! - a confidential registration always gets a new client and a new secret: no
+//!   registration ever returns a secret it did not create;
+//! - the reused client must be a dynamic public client whose redirect URIs accept every
+//!   requested one (checked again, whatever the fingerprint says);
+//! - a client never used is reused only during the first half of its never-used window
+//!   ([`Retention::unused_client_after`](crate::server::Retention::unused_client_after)),
+//!   so the registrant has time to finish before the [never-used
+//!   rule](crate::server::retention#clients-that-never-finish) removes it; later, a new
+//!   client is created and filed under the fingerprint (the newest wins);
+//! - with [`remember_consent`](crate::server::AuthorizationServerBuilder::remember_consent)
+//!   on (it is off by default), only clients whose redirect URIs are all `https` are
+//!   deduplicated. A remembered consent belongs to a (user, client) pair; shared by every
+//!   registrant of a loopback or custom-scheme client, it would let another program on the
+//!   user's machine that presents the same metadata skip the consent page.
+//!
+//! The answer is `201` with the existing `client_id` and `client_id_issued_at` and the
+//! redirect URIs this request sent. The bound: one client per fingerprint and never-used
+//! window half, plus one per registration that races another identical one; clients that
+//! were used stay reused for as long as they exist.
 //!
 //! # What is accepted
 //!
@@ -73,7 +116,8 @@ use super::Env;
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::scope::ScopeSet;
 use crate::store::{
-    ApplicationType, Client, ClientSource, SecretHash, StoreError, TokenEndpointAuthMethod,
+    ApplicationType, Client, ClientFingerprint, ClientSource, SecretHash, StoreError,
+    TokenEndpointAuthMethod,
 };
 
 /// Longest kept metadata string (`client_uri`, `logo_uri`, …, each contact).
@@ -168,6 +212,8 @@ pub(crate) struct Registration {
     pub(crate) client: Client,
     /// The client secret of a confidential client.
     pub(crate) client_secret: Option<String>,
+    /// Whether an identical earlier registration's client was returned (nothing stored).
+    pub(crate) reused: bool,
 }
 
 impl std::fmt::Debug for Registration {
@@ -178,21 +224,176 @@ impl std::fmt::Debug for Registration {
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("reused", &self.reused)
             .finish_non_exhaustive()
     }
 }
 
-/// Registers a client from its RFC 7591 metadata; see the [module docs](self).
+/// A validated registration request that needs a new client.
+#[derive(Debug)]
+pub(crate) struct NewClient {
+    client: Client,
+    /// Set for public clients: the new client is filed under it.
+    fingerprint: Option<ClientFingerprint>,
+}
+
+/// What a registration request comes to before anything is stored.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// An identical public registration's client, answered again (see
+    /// [deduplication](self#deduplication)).
+    Existing(Registration),
+    /// A new client is to be created ([`create`]).
+    New(NewClient),
+}
+
+/// Registers a client from its RFC 7591 metadata; see the [module docs](self):
+/// [`prepare`] then, unless an identical registration's client is reused, [`create`].
 ///
 /// # Errors
 /// `invalid_redirect_uri` or `invalid_client_metadata` naming the problem;
 /// `temporarily_unavailable` when the store fails.
+#[cfg(test)]
 pub(crate) async fn register(
     env: &Env,
     meta: &Map<String, Value>,
 ) -> Result<Registration, OAuthError> {
-    let mut client = parse_metadata(meta, &env.redirect_schemes)?;
+    match prepare(env, meta, None).await? {
+        Prepared::Existing(r) => Ok(r),
+        Prepared::New(new) => create(env, new).await,
+    }
+}
 
+/// Validates the metadata and, for a public client, looks for the client of an identical
+/// earlier registration by the same `registrant` (`None` for open registration) that may be
+/// reused ([deduplication](self#deduplication)). Stores nothing.
+///
+/// # Errors
+/// `invalid_redirect_uri` or `invalid_client_metadata` naming the problem;
+/// `temporarily_unavailable` when the store fails (never a second client instead).
+pub(crate) async fn prepare(
+    env: &Env,
+    meta: &Map<String, Value>,
+    registrant: Option<&str>,
+) -> Result<Prepared, OAuthError> {
+    let client = parse_metadata(meta, &env.redirect_schemes)?;
+    if client.token_endpoint_auth_method != TokenEndpointAuthMethod::None {
+        // Confidential: always a client (and a secret) of its own.
+        return Ok(Prepared::New(NewClient {
+            client,
+            fingerprint: None,
+        }));
+    }
+    if env.remember_consent && !client.redirect_uris.iter().all(|u| is_https(u)) {
+        // A remembered consent is per (user, client): shared, it would let another local
+        // program presenting the same metadata skip the consent page. Not deduplicated.
+        return Ok(Prepared::New(NewClient {
+            client,
+            fingerprint: None,
+        }));
+    }
+    let fingerprint = fingerprint(&client, registrant);
+    if let Some(existing) = env.clients.find_client_by_fingerprint(&fingerprint).await?
+        && reusable(env, &existing, &client)
+    {
+        tracing::debug!(
+            target: "mcp_oauth::register",
+            client_id = %existing.client_id,
+            "identical registration: the existing client is returned"
+        );
+        // The answer names the redirect URIs this request sent: they match the stored
+        // ones exactly, or as loopback URIs on another port (which `/authorize` accepts).
+        let mut answer = existing;
+        answer.redirect_uris = client.redirect_uris;
+        return Ok(Prepared::Existing(Registration {
+            client: answer,
+            client_secret: None,
+            reused: true,
+        }));
+    }
+    Ok(Prepared::New(NewClient {
+        client,
+        fingerprint: Some(fingerprint),
+    }))
+}
+
+/// Whether `uri` is an `https` URL (the only redirects no other program on the user's
+/// machine can receive).
+fn is_https(uri: &str) -> bool {
+    uri.get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+}
+
+/// Whether `existing`, found under the fingerprint of `requested`, may be handed to this
+/// registrant: a dynamic public client (no secret to leak) whose redirect URIs accept every
+/// requested one, issued no later than now, and, unless it was used, young enough to survive
+/// the [never-used rule](crate::server::retention#clients-that-never-finish) for at least
+/// half its window.
+fn reusable(env: &Env, existing: &Client, requested: &Client) -> bool {
+    let now = env.now();
+    let public = existing.source == ClientSource::Dynamic
+        && existing.secret_hash.is_none()
+        && existing.token_endpoint_auth_method == TokenEndpointAuthMethod::None;
+    let same_uris = requested.redirect_uris.iter().all(|uri| {
+        existing
+            .redirect_uris
+            .iter()
+            .any(|r| redirect_uri_matches(r, uri))
+    });
+    let alive = existing.last_used_at != 0
+        || env
+            .unused_client_after
+            .is_none_or(|window| existing.issued_at + window.as_secs() / 2 > now);
+    public && same_uris && existing.issued_at <= now && alive
+}
+
+/// The fingerprint of a registration: SHA-256 over a versioned, canonical JSON form of the
+/// registrant and of the validated metadata, with redirect URIs and grant types sorted and
+/// loopback redirect URIs without their port.
+pub(crate) fn fingerprint(client: &Client, registrant: Option<&str>) -> ClientFingerprint {
+    use sha2::{Digest as _, Sha256};
+    let mut uris: Vec<String> = client
+        .redirect_uris
+        .iter()
+        .map(|u| match loopback_parts(u) {
+            Some((host, tail)) => format!("http://{}{tail}", host.to_ascii_lowercase()),
+            None => u.clone(),
+        })
+        .collect();
+    uris.sort();
+    uris.dedup();
+    let mut grants = client.grant_types.clone();
+    grants.sort();
+    let mut extra: Vec<(&String, &Value)> = client.extra.iter().collect();
+    extra.sort_by(|a, b| a.0.cmp(b.0));
+    let canonical = serde_json::json!([
+        "mcp-oauth registration fingerprint v1",
+        registrant,
+        uris,
+        client.token_endpoint_auth_method.as_str(),
+        grants,
+        match client.application_type {
+            ApplicationType::Native => "native",
+            ApplicationType::Web => "web",
+        },
+        client.scope.as_ref().map(ToString::to_string),
+        client.client_name,
+        extra,
+    ]);
+    ClientFingerprint(Sha256::digest(canonical.to_string().as_bytes()).into())
+}
+
+/// Stores a new client with a random id (and a random secret for a confidential client),
+/// issued now and never used yet; a public one is filed under its fingerprint.
+///
+/// # Errors
+/// `temporarily_unavailable` when the store fails.
+pub(crate) async fn create(env: &Env, new: NewClient) -> Result<Registration, OAuthError> {
+    let NewClient {
+        mut client,
+        fingerprint,
+    } = new;
+    // Only the shared-secret methods get a secret (`none` and `private_key_jwt` have none).
     let has_secret = matches!(
         client.token_endpoint_auth_method,
         TokenEndpointAuthMethod::ClientSecretBasic | TokenEndpointAuthMethod::ClientSecretPost
@@ -204,15 +405,24 @@ pub(crate) async fn register(
         client.secret_hash = Some(SecretHash::of(&secret));
         Some(secret)
     };
-    let issued_at = env.now();
-    client.issued_at = issued_at;
-    client.last_used_at = issued_at;
+    client.issued_at = env.now();
+    // Never used: `0` until the client authenticates at the token, revocation or
+    // introspection endpoint (see `server::retention`).
+    client.last_used_at = 0;
 
     // A collision of 144 random bits does not happen; retry once anyway rather than fail.
     let mut stored = None;
     for _ in 0..2 {
         client.client_id = env.random.token(18);
-        match env.clients.insert_client(client.clone()).await {
+        let done = match &fingerprint {
+            Some(fp) => {
+                env.clients
+                    .insert_client_with_fingerprint(client.clone(), fp)
+                    .await
+            }
+            None => env.clients.insert_client(client.clone()).await,
+        };
+        match done {
             Ok(()) => {
                 stored = Some(());
                 break;
@@ -234,6 +444,7 @@ pub(crate) async fn register(
     Ok(Registration {
         client,
         client_secret: secret,
+        reused: false,
     })
 }
 
@@ -1433,5 +1644,191 @@ mod tests {
         assert!(public.client.secret_hash.is_none());
         assert_eq!(public.client.application_type, ApplicationType::Native);
         assert_ne!(public.client.client_id, c.client_id);
+    }
+
+    /// Claude Code's registration, on a loopback port of its choosing.
+    fn claude_code(port: u16) -> Map<String, Value> {
+        meta(serde_json::json!({
+            "client_name": "Claude Code (example)",
+            "redirect_uris": [format!("http://localhost:{port}/callback")],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }))
+    }
+
+    #[tokio::test]
+    async fn the_same_public_registration_a_thousand_times_is_one_client() {
+        let t = TestEnv::new().await;
+        let first = register(&t.env, &claude_code(40001)).await.unwrap();
+        assert!(!first.reused);
+        for i in 0..1000u16 {
+            // Another port each time, as Claude Code does: loopback ports do not count.
+            let again = register(&t.env, &claude_code(40002 + i % 50))
+                .await
+                .unwrap();
+            assert!(again.reused);
+            assert_eq!(again.client.client_id, first.client.client_id);
+            assert_eq!(again.client.issued_at, first.client.issued_at);
+            assert!(again.client_secret.is_none());
+            assert_eq!(
+                again.client.redirect_uris,
+                [format!("http://localhost:{}/callback", 40002 + i % 50)],
+                "the answer names the URIs this registrant sent"
+            );
+        }
+        // The client list holds the configured clients and the one registration.
+        let dynamic = t.env.clients.count_clients().await.unwrap();
+        assert_eq!(dynamic, 1, "one client in the store");
+    }
+
+    #[tokio::test]
+    async fn different_metadata_is_a_different_client() {
+        use serde_json::json;
+        let t = TestEnv::new().await;
+        let base = json!({"redirect_uris": ["https://app.example.com/cb"], "client_name": "App",
+            "software_id": "app", "software_version": "1.0"});
+        let id = |r: Registration| r.client.client_id;
+        let first = id(register(&t.env, &meta(base.clone())).await.unwrap());
+        assert_eq!(
+            id(register(&t.env, &meta(base.clone())).await.unwrap()),
+            first
+        );
+        let mut variants = Vec::new();
+        for (field, value) in [
+            ("redirect_uris", json!(["https://app.example.com/other"])),
+            ("redirect_uris", json!(["https://evil.example.com/cb"])),
+            ("client_name", json!("App 2")),
+            ("software_id", json!("other-app")),
+            ("software_version", json!("1.1")),
+            ("scope", json!("read")),
+            ("grant_types", json!(["authorization_code"])),
+            ("application_type", json!("native")),
+            ("logo_uri", json!("https://app.example.com/logo.png")),
+        ] {
+            let mut m = base.clone();
+            m[field] = value;
+            let got = id(register(&t.env, &meta(m.clone())).await.unwrap());
+            assert_ne!(got, first, "{m}");
+            assert!(!variants.contains(&got), "{m}");
+            variants.push(got);
+        }
+        // Another loopback host, or another path, is another client too.
+        let a = id(register(&t.env, &claude_code(1)).await.unwrap());
+        let mut other_path = claude_code(1);
+        other_path["redirect_uris"] = json!(["http://localhost:1/other"]);
+        let mut other_host = claude_code(1);
+        other_host["redirect_uris"] = json!(["http://127.0.0.1:1/callback"]);
+        assert_ne!(id(register(&t.env, &other_path).await.unwrap()), a);
+        assert_ne!(id(register(&t.env, &other_host).await.unwrap()), a);
+        // The order of redirect URIs and grant types does not matter.
+        let mut two = base.clone();
+        two["redirect_uris"] = json!(["https://a.example.com/cb", "https://b.example.com/cb"]);
+        let mut swapped = two.clone();
+        swapped["redirect_uris"] = json!(["https://b.example.com/cb", "https://a.example.com/cb"]);
+        assert_eq!(
+            id(register(&t.env, &meta(two)).await.unwrap()),
+            id(register(&t.env, &meta(swapped)).await.unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_confidential_registration_never_returns_another_registrants_secret() {
+        use serde_json::json;
+        let t = TestEnv::new().await;
+        let body = meta(json!({
+            "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+            "client_name": "Claude",
+            "token_endpoint_auth_method": "client_secret_post",
+        }));
+        let mut seen_ids = Vec::new();
+        let mut seen_secrets = Vec::new();
+        for _ in 0..5 {
+            let r = register(&t.env, &body).await.unwrap();
+            assert!(!r.reused);
+            let secret = r.client_secret.clone().unwrap();
+            assert!(!seen_ids.contains(&r.client.client_id));
+            assert!(!seen_secrets.contains(&secret));
+            seen_ids.push(r.client.client_id);
+            seen_secrets.push(secret);
+        }
+        assert_eq!(t.env.clients.count_clients().await.unwrap(), 5);
+        // Nor does a public registration with the same metadata get a confidential client.
+        let mut public = body.clone();
+        public.insert("token_endpoint_auth_method".into(), json!("none"));
+        let p = register(&t.env, &public).await.unwrap();
+        assert!(!seen_ids.contains(&p.client.client_id));
+        assert!(p.client_secret.is_none());
+    }
+
+    /// A never-used client is reused during the first half of its never-used window only;
+    /// a used one for as long as it exists.
+    #[tokio::test]
+    async fn reuse_follows_the_never_used_window() {
+        let t = TestEnv::new().await;
+        let window = t.env.unused_client_after.unwrap().as_secs();
+        let first = register(&t.env, &claude_code(1)).await.unwrap().client;
+        t.advance(window / 2 - 10);
+        assert_eq!(
+            register(&t.env, &claude_code(2))
+                .await
+                .unwrap()
+                .client
+                .client_id,
+            first.client_id
+        );
+        t.advance(20);
+        let second = register(&t.env, &claude_code(3)).await.unwrap();
+        assert!(!second.reused, "too close to removal: a new client");
+        assert_ne!(second.client.client_id, first.client_id);
+        // The newest is reused from now on; once used, long after.
+        t.env
+            .clients
+            .touch_client(&second.client.client_id, t.env.now())
+            .await
+            .unwrap();
+        t.advance(10 * window);
+        assert_eq!(
+            register(&t.env, &claude_code(4))
+                .await
+                .unwrap()
+                .client
+                .client_id,
+            second.client.client_id
+        );
+    }
+
+    /// With remembered consent, loopback and custom-scheme clients are not shared (another
+    /// local program would inherit the user's consent); `https` ones still are.
+    #[tokio::test]
+    async fn remembered_consent_limits_sharing_to_https_clients() {
+        use serde_json::json;
+        let mut t = TestEnv::new().await;
+        t.env.remember_consent = true;
+        let a = register(&t.env, &claude_code(1)).await.unwrap();
+        let b = register(&t.env, &claude_code(1)).await.unwrap();
+        assert!(!b.reused);
+        assert_ne!(a.client.client_id, b.client.client_id);
+        let cursor =
+            meta(json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback"]}));
+        let a = register(&t.env, &cursor).await.unwrap();
+        let b = register(&t.env, &cursor).await.unwrap();
+        assert_ne!(a.client.client_id, b.client.client_id);
+        let web = meta(json!({"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"]}));
+        let a = register(&t.env, &web).await.unwrap();
+        let b = register(&t.env, &web).await.unwrap();
+        assert!(b.reused);
+        assert_eq!(a.client.client_id, b.client.client_id);
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_loopback_ports_and_order_only() {
+        let parse = |m: &Map<String, Value>| parse_metadata(m, &defaults()).unwrap();
+        let a = fingerprint(&parse(&claude_code(1)), None);
+        assert_eq!(a, fingerprint(&parse(&claude_code(65535)), None));
+        assert_ne!(a, fingerprint(&parse(&claude_code(1)), Some("registrant")));
+        let mut b = claude_code(1);
+        b["client_name"] = Value::String("Claude Code (other)".into());
+        assert_ne!(a, fingerprint(&parse(&b), None));
     }
 }

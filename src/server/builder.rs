@@ -19,6 +19,12 @@ use crate::issuer::TokenIssuer;
 use crate::keys::{KeyRing, SigningAlgorithm};
 use crate::store::{ClientStore, GrantStore, MemoryStore};
 
+/// Default sustained rate of `/register` requests that **create** a client, per client
+/// address and minute. See [`AuthorizationServerBuilder::register_rate_limit`].
+pub const DEFAULT_REGISTER_PER_MINUTE: u32 = 60;
+/// Default burst of `/register` requests that create a client, per client address.
+pub const DEFAULT_REGISTER_BURST: u32 = 120;
+
 /// Builds an [`AuthorizationServer`].
 ///
 /// Clients authenticate at the token, revocation and introspection endpoints with `none`,
@@ -83,7 +89,8 @@ impl Default for AuthorizationServerBuilder {
                 pending: Duration::from_secs(600),
             },
             limits: Limits {
-                register: RateLimit::per_minute(20),
+                register: RateLimit::per_minute(DEFAULT_REGISTER_PER_MINUTE)
+                    .with_burst(DEFAULT_REGISTER_BURST),
                 token: RateLimit::per_minute(120),
                 login: RateLimit::per_minute(20),
                 authorize: RateLimit::per_minute(60),
@@ -317,6 +324,40 @@ impl AuthorizationServerBuilder {
 
     /// Turns RFC 7591 dynamic registration on or off (on by default; ChatGPT, Claude, VS
     /// Code, Cursor and the SDK clients rely on it).
+    ///
+    /// # Deduplication
+    ///
+    /// A **public** registration (`token_endpoint_auth_method: none`) identical to an
+    /// earlier one is answered with the earlier registration's client (same `client_id`,
+    /// `201`, no new row) instead of a new one. *Identical* means the same
+    /// [fingerprint](crate::store::ClientFingerprint): the SHA-256 of the registering
+    /// party (none: registration is open) and of the validated metadata, i.e. the redirect
+    /// URIs as a set (loopback `http` ones without their port, which `/authorize` ignores
+    /// for them anyway, RFC 8252 §7.3), `token_endpoint_auth_method`, the grant types as a
+    /// set, `application_type` (as recorded), `scope`, `client_name` and the kept
+    /// informational fields (`client_uri`, `logo_uri`, `tos_uri`, `policy_uri`,
+    /// `contacts`, `software_id`, `software_version`). Any difference, a new
+    /// `software_version` included, gives a new client.
+    ///
+    /// Why that cannot hand one party another's client: a public client holds no secret,
+    /// its `client_id` is public anyway (it travels in every authorization URL), and codes
+    /// only ever go to its exact redirect URIs, which are the ones this registrant asked
+    /// for. So the second registrant gets nothing it could not already use. With
+    /// [`remember_consent`](Self::remember_consent) on, a remembered consent would be shared
+    /// too, so then only clients whose redirect URIs are all `https` are deduplicated (a
+    /// loopback or custom-scheme redirect can be received by another program on the user's
+    /// machine).
+    /// **Confidential** registrations (`client_secret_basic`, `client_secret_post`) are
+    /// never deduplicated: each gets a client and a secret of its own, and no registration
+    /// ever returns a secret it did not just create.
+    ///
+    /// The bound: one client per fingerprint, except that a client never used is reused
+    /// only during the first half of its [never-used window](super::Retention::unused_client_after)
+    /// (1.5 hours by default; then the next identical registration gets a new client and
+    /// the old one is removed unused), and that registrations racing each other may each
+    /// create one. The newest client filed under a fingerprint is the one reused. Stores
+    /// that do not implement [`ClientStore::find_client_by_fingerprint`] never deduplicate.
+    /// On Redis a fingerprint is forgotten 30 days after the registration that filed it.
     pub fn dynamic_registration(mut self, on: bool) -> Self {
         self.dynamic_registration = on;
         self
@@ -331,7 +372,24 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// Rate limit of `/register` per client address.
+    /// Rate limit of `/register` per client address: how many registrations that
+    /// **create** a client one address may make. By default
+    /// [`DEFAULT_REGISTER_PER_MINUTE`] (60) a minute in bursts of [`DEFAULT_REGISTER_BURST`]
+    /// (120). Every `/register` request, valid or not, also counts against ten times this
+    /// budget (checked before the body is read); a registration answered with the client of
+    /// an identical earlier one ([deduplication](Self::dynamic_registration)) counts only
+    /// there.
+    ///
+    /// Why these numbers: one address is often many people. Claude Code registers on every
+    /// connection, an office or VPN puts hundreds of developers behind one NAT address, and
+    /// every claude.ai user of a server registers from Anthropic's few egress addresses. A
+    /// budget of a few registrations an hour per address (as other servers default to)
+    /// refuses them at the first busy morning. Deduplication absorbs the repeats (Claude
+    /// Code's loopback redirect differs only in its port, which the fingerprint ignores),
+    /// and the [never-used rule](super::Retention::unused_client_after) removes abandoned
+    /// clients after 3 hours, so what one address can pile up is bounded: at these defaults
+    /// about 60 × 180 + 120 ≈ 11,000 never-used clients per address at any time, against
+    /// 20 a minute kept for 90 days before.
     pub fn register_rate_limit(mut self, limit: RateLimit) -> Self {
         self.limits.register = limit;
         self

@@ -104,11 +104,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use builder::AuthorizationServerBuilder;
+pub use builder::{
+    AuthorizationServerBuilder, DEFAULT_REGISTER_BURST, DEFAULT_REGISTER_PER_MINUTE,
+};
 #[cfg(feature = "client-metadata")]
 pub use client_metadata::ClientMetadataPolicy;
 pub use rate_limit::RateLimit;
-pub use retention::{Retention, SweepReport, UpkeepHandle};
+pub use retention::{DEFAULT_UNUSED_CLIENT_AFTER, Retention, SweepReport, UpkeepHandle};
 pub use router::oauth_router;
 pub use static_client::StaticClient;
 
@@ -352,6 +354,7 @@ impl AsContext {
             registered_scope_is_ceiling: server.inner.registered_scope_is_ceiling,
             #[cfg(feature = "client-metadata")]
             client_metadata: server.inner.client_metadata.clone(),
+            unused_client_after: server.inner.upkeep.unused_after(),
         };
         Self {
             cfg,

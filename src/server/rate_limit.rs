@@ -6,6 +6,13 @@
 //! holds up to [`RateLimit::burst`] requests and refills at [`RateLimit::per_minute`] a
 //! minute. A request that finds its bucket empty gets `429 slow_down` with a `Retry-After`.
 //!
+//! `/register` has two buckets: the [registration
+//! limit](super::AuthorizationServerBuilder::register_rate_limit) counts registrations that
+//! create a client (60 a minute in bursts of 120 by default, sized for the many users
+//! behind one address), and every request, checked before its body is read, counts against
+//! ten times that budget; a registration answered with an identical earlier one's client
+//! costs only the latter.
+//!
 //! # Which address
 //!
 //! The client address is the TCP peer, taken from axum's
@@ -140,6 +147,15 @@ impl RateLimit {
         }
     }
 
+    /// The same limit `factor` times as large (still off when off).
+    #[must_use]
+    fn times(self, factor: u32) -> Self {
+        Self {
+            per_minute: self.per_minute.saturating_mul(factor),
+            burst: self.burst.saturating_mul(factor),
+        }
+    }
+
     /// Whether this limit is off.
     #[must_use]
     pub fn is_unlimited(&self) -> bool {
@@ -158,11 +174,18 @@ impl RateLimit {
     }
 }
 
+/// How many times the registration limit every `/register` request (deduplicated or not,
+/// valid or not) may use.
+pub(crate) const REGISTER_REQUEST_FACTOR: u32 = 10;
+
 /// Which limit applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum LimitKind {
-    /// `/register`.
+    /// `/register` requests that create a client.
     Register,
+    /// Every `/register` request, before its body is read (ten times the `Register`
+    /// budget): a deduplicated registration costs only this.
+    RegisterRequest,
     /// `/token`, `/revoke`, `/introspect`.
     Token,
     /// Login form submissions.
@@ -175,6 +198,7 @@ impl LimitKind {
     fn as_str(self) -> &'static str {
         match self {
             Self::Register => "register",
+            Self::RegisterRequest => "register_request",
             Self::Token => "token",
             Self::Login => "login",
             Self::Authorize => "authorize",
@@ -377,6 +401,7 @@ pub(crate) async fn check(
     let server = &ctx.server;
     let limit = match kind {
         LimitKind::Register => server.limits.register,
+        LimitKind::RegisterRequest => server.limits.register.times(REGISTER_REQUEST_FACTOR),
         LimitKind::Token => server.limits.token,
         LimitKind::Login => server.limits.login,
         LimitKind::Authorize => server.limits.authorize,

@@ -5,6 +5,17 @@
 //! is on by default ([`dynamic_registration`](super::AuthorizationServerBuilder::dynamic_registration)
 //! turns it off). Registration is open: anyone may register, rate-limited per address.
 //!
+//! Built for the volume real clients produce (Claude Code registers on every connection):
+//! an identical public registration is answered with the earlier registration's client
+//! instead of a new one ([deduplication](super::AuthorizationServerBuilder::dynamic_registration));
+//! clients that never complete an authorization are removed after a few hours
+//! ([`Retention::unused_client_after`](super::Retention::unused_client_after)); and the rate
+//! limit counts the registrations that create a client
+//! ([`register_rate_limit`](super::AuthorizationServerBuilder::register_rate_limit), sized
+//! for shared addresses), while every request counts against ten times that budget, checked
+//! before the body is read. A store failure is `503 temporarily_unavailable`, never a
+//! second client.
+//!
 //! The metadata rules and the redirect URI policy live in `flows::register`: `redirect_uris` (required: `https`, loopback `http`, or a native
 //! app's private-use scheme), `token_endpoint_auth_method` (`none` by default,
 //! `client_secret_basic`, `client_secret_post`), `grant_types` (`authorization_code` and
@@ -17,7 +28,7 @@
 //! never beginning with `https://`, so it cannot collide with a client ID metadata document
 //! URL) and `client_id_issued_at`. Failures are `400` with `invalid_redirect_uri` or
 //! `invalid_client_metadata` and a description naming the problem; too many registrations
-//! from one address get `429 slow_down`.
+//! from one address get `429 slow_down` with `Retry-After`.
 //!
 //! ```
 //! use axum::body::Body;
@@ -62,7 +73,7 @@ use serde_json::{Map, Value, json};
 use super::AsContext;
 use super::rate_limit::{self, LimitKind};
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::flows::register::{Registration, register as register_client};
+use crate::flows::register::{Prepared, Registration, create, prepare};
 use crate::store::ApplicationType;
 
 // The redirect URI policy moved to `flows::register`; these names stay here for the
@@ -95,7 +106,7 @@ async fn register(State(ctx): State<AsContext>, request: Request) -> Response {
 
 async fn handle(ctx: &AsContext, request: Request) -> Result<Response, OAuthError> {
     let (parts, body) = request.into_parts();
-    rate_limit::check(ctx, LimitKind::Register, &parts).await?;
+    rate_limit::check(ctx, LimitKind::RegisterRequest, &parts).await?;
     let is_json = parts
         .headers
         .get(CONTENT_TYPE)
@@ -118,7 +129,14 @@ async fn handle(ctx: &AsContext, request: Request) -> Result<Response, OAuthErro
             "the registration request is not a JSON object",
         ));
     };
-    let registration = register_client(&ctx.env, &meta).await?;
+    // Open registration: no registrant identity goes into the fingerprint.
+    let registration = match prepare(&ctx.env, &meta, None).await? {
+        Prepared::Existing(registration) => registration,
+        Prepared::New(new) => {
+            rate_limit::check(ctx, LimitKind::Register, &parts).await?;
+            create(&ctx.env, new).await?
+        }
+    };
     Ok(render(registration))
 }
 
@@ -128,6 +146,7 @@ fn render(registration: Registration) -> Response {
     let Registration {
         client,
         client_secret: secret,
+        ..
     } = registration;
     let issued_at = client.issued_at;
     let mut out = Map::new();

@@ -16,7 +16,11 @@
 //!   than the refresh-token lifetime plus an hour, and only when it holds nothing live: no
 //!   live refresh family, no unexpired code, no pending authorization (the store checks this
 //!   and deletes in one atomic step). Configured ([`StaticClient`](super::StaticClient))
-//!   clients are never removed.
+//!   clients are never removed;
+//! - a dynamically registered client that was **never used** is removed sooner, once it is
+//!   [`unused_client_after`](Retention::unused_client_after) (3 hours by default) old and
+//!   holds nothing live ([`ClientStore::sweep_unused_clients`][sweep_unused_clients]); see
+//!   [clients that never finish](#clients-that-never-finish).
 //!
 //! **Nothing sweeps until you ask.** Call [`AuthorizationServer::start_upkeep`] once, inside
 //! the Tokio runtime, when the server starts serving (next to `axum::serve`), and keep the
@@ -29,14 +33,40 @@
 //!
 //! # What counts as use
 //!
-//! A client is *used* when it authenticates at `/token`, `/revoke` or `/introspect` and when
-//! it starts an authorization at `/authorize`; the server then records the time with
+//! A client is *used* when it authenticates at `/token` (a code redeemed, a token
+//! refreshed), `/revoke` or `/introspect`, and when it starts an authorization at
+//! `/authorize`; the server then records the time with
 //! [`ClientStore::touch_client`][touch_client]. To keep that cheap the write is skipped
 //! while the recorded time is less than an hour old, which is why the idle window is never
 //! shorter than the refresh-token lifetime plus an hour. At `/authorize` the use is
 //! recorded **before** anything is stored for the request, and the client is read back
 //! afterwards: a client that a concurrent sweep removed is answered as unknown (it registers
 //! again), never half-used.
+//!
+//! One exception: a client never used yet that starts an authorization while its
+//! never-used window has more than the pending-request and code lifetimes plus 15 minutes
+//! left is **not** recorded as used, so that an abandoned attempt does not exempt it from
+//! the never-used rule. That is safe because the rule removes nothing that holds a pending
+//! request, a code or a refresh family, and the token endpoint records the use before it
+//! redeems the code; the attempt finishes (or its request expires) before the deadline.
+//!
+//! # Clients that never finish
+//!
+//! Public servers see millions of registrations, most from clients that register on every
+//! connection and never complete an authorization. Keeping each for 90 days makes a cap on
+//! clients a cap on users. So a dynamic client that was never used (its `last_used_at` is
+//! `0`: registration stores it so) is removed once it is
+//! [`unused_client_after`](Retention::unused_client_after) old (3 hours by default, 1 hour
+//! to 30 days, never longer than the idle window) and holds nothing live. A client that was
+//! used once, however long ago, is never removed by this rule; only the idle rule applies to
+//! it. Clients registered before this rule existed were recorded as used at registration,
+//! so they too follow only the idle rule.
+//!
+//! The cost: a client that registers, abandons its first attempt and comes back after the
+//! window with the same `client_id` is unknown (`/authorize` shows the unknown-client page;
+//! `/token` answers `401 invalid_client`) and must register again, which the MCP clients
+//! do. Lengthen the window, or [`keep_unused_clients`](Retention::keep_unused_clients), for
+//! clients that keep a registration across days without finishing.
 //!
 //! ```
 //! use std::time::Duration;
@@ -84,6 +114,7 @@
 //! ```
 //!
 //! [sweep_idle_clients]: crate::store::ClientStore::sweep_idle_clients
+//! [sweep_unused_clients]: crate::store::ClientStore::sweep_unused_clients
 //! [touch_client]: crate::store::ClientStore::touch_client
 
 use std::sync::{Arc, Weak};
@@ -110,6 +141,7 @@ pub(crate) use crate::flows::TOUCH_INTERVAL_SECS;
 /// let r = Retention::default();
 /// assert_eq!(r.sweep_every, Some(Duration::from_secs(600)));
 /// assert_eq!(r.idle_client_after, Some(Duration::from_secs(90 * 24 * 3600)));
+/// assert_eq!(r.unused_client_after, Some(Duration::from_secs(3 * 3600)));
 /// // Keep every client forever, but still drop expired codes and tokens every 5 minutes.
 /// let r = Retention::default().with_sweep_every(Duration::from_secs(300)).keep_idle_clients();
 /// assert_eq!(r.idle_client_after, None);
@@ -124,19 +156,30 @@ pub struct Retention {
     /// (`None`: never). 90 days by default; at least 1 day, and never shorter than the
     /// refresh-token lifetime plus an hour (a longer one is used instead).
     pub idle_client_after: Option<Duration>,
+    /// How long a dynamically registered client that has **never** been used (no
+    /// authorization completed: see [what counts as use](self#what-counts-as-use)) is kept
+    /// after its registration (`None`: such clients follow
+    /// [`idle_client_after`](Self::idle_client_after) only). 3 hours by default; 1 hour to
+    /// 30 days. See [clients that never finish](self#clients-that-never-finish).
+    pub unused_client_after: Option<Duration>,
 }
+
+/// The default of [`Retention::unused_client_after`]: 3 hours.
+pub const DEFAULT_UNUSED_CLIENT_AFTER: Duration = Duration::from_secs(3 * 3600);
 
 impl Default for Retention {
     fn default() -> Self {
         Self {
             sweep_every: Some(Duration::from_secs(600)),
             idle_client_after: Some(Duration::from_secs(90 * 24 * 3600)),
+            unused_client_after: Some(DEFAULT_UNUSED_CLIENT_AFTER),
         }
     }
 }
 
 impl Retention {
-    /// The defaults: sweep every 10 minutes, remove clients idle for 90 days.
+    /// The defaults: sweep every 10 minutes, remove clients idle for 90 days and clients
+    /// never used 3 hours after their registration.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -163,10 +206,28 @@ impl Retention {
         self
     }
 
-    /// Never removes a registered client, however long unused.
+    /// Never removes a registered client, however long unused (neither idle clients nor
+    /// [never-used](Self::keep_unused_clients) ones).
     #[must_use]
     pub fn keep_idle_clients(mut self) -> Self {
         self.idle_client_after = None;
+        self.unused_client_after = None;
+        self
+    }
+
+    /// Removes dynamically registered clients that were never used `after` their
+    /// registration (1 hour to 30 days; 3 hours by default).
+    #[must_use]
+    pub fn with_unused_client_after(mut self, after: Duration) -> Self {
+        self.unused_client_after = Some(after);
+        self
+    }
+
+    /// Keeps never-used clients as long as idle ones
+    /// ([`idle_client_after`](Self::idle_client_after)).
+    #[must_use]
+    pub fn keep_unused_clients(mut self) -> Self {
+        self.unused_client_after = None;
         self
     }
 }
@@ -181,6 +242,10 @@ pub struct SweepReport {
     /// Idle dynamic clients
     /// ([`ClientStore::sweep_idle_clients`](crate::store::ClientStore::sweep_idle_clients)).
     pub idle_clients: u64,
+    /// Dynamic clients never used within [`Retention::unused_client_after`] of their
+    /// registration
+    /// ([`ClientStore::sweep_unused_clients`](crate::store::ClientStore::sweep_unused_clients)).
+    pub unused_clients: u64,
     /// Full rate-limit buckets of the shared counters
     /// ([`RateLimitStore::sweep_rate_limits`]).
     pub rate_limit_entries: u64,
@@ -188,7 +253,7 @@ pub struct SweepReport {
 
 impl SweepReport {
     fn total(&self) -> u64 {
-        self.expired_grants + self.idle_clients + self.rate_limit_entries
+        self.expired_grants + self.idle_clients + self.unused_clients + self.rate_limit_entries
     }
 }
 
@@ -198,6 +263,8 @@ pub(crate) struct Upkeep {
     pub(crate) retention: Retention,
     /// The idle window actually used (after [`validate`](Self::validate)).
     idle_after: Option<Duration>,
+    /// The never-used window actually used (after [`validate`](Self::validate)).
+    unused_after: Option<Duration>,
     rate_limit_store: Option<Arc<dyn RateLimitStore>>,
     shared_rate_limits: bool,
 }
@@ -207,6 +274,7 @@ impl Default for Upkeep {
         Self {
             retention: Retention::default(),
             idle_after: None,
+            unused_after: None,
             rate_limit_store: None,
             shared_rate_limits: true,
         }
@@ -218,6 +286,7 @@ impl std::fmt::Debug for Upkeep {
         f.debug_struct("Upkeep")
             .field("retention", &self.retention)
             .field("idle_after", &self.idle_after)
+            .field("unused_after", &self.unused_after)
             .field("rate_limit_store", &self.rate_limit_store.is_some())
             .field("shared_rate_limits", &self.shared_rate_limits)
             .finish()
@@ -243,7 +312,25 @@ impl Upkeep {
             }
             None => None,
         };
+        self.unused_after = match self.retention.unused_client_after {
+            Some(after) => {
+                super::builder::check_range(
+                    "retention.unused_client_after",
+                    after,
+                    3600,
+                    30 * 24 * 3600,
+                )?;
+                // Never longer than the idle window: that rule removes them sooner anyway.
+                Some(self.idle_after.map_or(after, |idle| after.min(idle)))
+            }
+            None => None,
+        };
         Ok(self)
+    }
+
+    /// The never-used window in force (`None`: off).
+    pub(crate) fn unused_after(&self) -> Option<Duration> {
+        self.unused_after
     }
 
     /// The shared counters to use: the explicit store, else the grant store's own (unless
@@ -262,7 +349,8 @@ impl Upkeep {
 
 impl AuthorizationServerBuilder {
     /// What the server forgets and how often it sweeps ([`Retention::default`]: every 10
-    /// minutes; dynamic clients idle for 90 days). See [`retention`](crate::server::retention).
+    /// minutes; dynamic clients idle for 90 days, or never used 3 hours after registering).
+    /// See [`retention`](crate::server::retention).
     pub fn retention(mut self, retention: Retention) -> Self {
         self.upkeep.retention = retention;
         self
@@ -330,6 +418,13 @@ async fn sweep(inner: &ServerInner) -> (SweepReport, Option<StoreError>) {
             Err(e) => note("idle clients", e),
         }
     }
+    if let Some(unused) = inner.upkeep.unused_after {
+        let before = now.saturating_sub(unused.as_secs());
+        match inner.clients.sweep_unused_clients(before, now).await {
+            Ok(n) => report.unused_clients = n,
+            Err(e) => note("unused clients", e),
+        }
+    }
     if let Some(limiter) = inner.upkeep.shared_limiter(&*inner.grants) {
         match limiter.sweep_rate_limits(now_ms()).await {
             Ok(n) => report.rate_limit_entries = n,
@@ -341,6 +436,7 @@ async fn sweep(inner: &ServerInner) -> (SweepReport, Option<StoreError>) {
             target: TARGET,
             expired_grants = report.expired_grants,
             idle_clients = report.idle_clients,
+            unused_clients = report.unused_clients,
             rate_limit_entries = report.rate_limit_entries,
             "swept the store"
         );

@@ -6,8 +6,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    AuthorizationCode, Client, ClientStore, CodeTake, GrantStore, PendingAuthorization,
-    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
+    AuthorizationCode, Client, ClientFingerprint, ClientStore, CodeTake, GrantStore,
+    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
+    StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 
@@ -137,6 +138,9 @@ struct State {
     /// Scope and when it was last updated.
     consents: HashMap<(String, String), (ScopeSet, u64)>,
     pending: HashMap<String, PendingAuthorization>,
+    /// The newest client filed under each registration fingerprint (entries whose client
+    /// is gone are dropped by the client sweeps and by lookups).
+    fingerprints: HashMap<ClientFingerprint, String>,
 }
 
 #[derive(Debug)]
@@ -256,6 +260,51 @@ impl ClientStore for MemoryStore {
         Ok(retention::sweep_idle_clients(
             &mut self.lock(),
             idle_before,
+            now,
+        ))
+    }
+
+    async fn insert_client_with_fingerprint(
+        &self,
+        client: Client,
+        fingerprint: &ClientFingerprint,
+    ) -> Result<(), StoreError> {
+        let id = client.client_id.clone();
+        let mut s = self.lock();
+        if s.clients.contains_key(&id) {
+            return Err(StoreError::conflict(format!("client {id} exists")));
+        }
+        if s.clients.len() >= self.limits.clients {
+            return Err(full("clients"));
+        }
+        s.clients.insert(id.clone(), client);
+        s.fingerprints.insert(*fingerprint, id);
+        Ok(())
+    }
+
+    async fn find_client_by_fingerprint(
+        &self,
+        fingerprint: &ClientFingerprint,
+    ) -> Result<Option<Client>, StoreError> {
+        let mut s = self.lock();
+        let Some(id) = s.fingerprints.get(fingerprint) else {
+            return Ok(None);
+        };
+        let found = s.clients.get(id).cloned();
+        if found.is_none() {
+            s.fingerprints.remove(fingerprint);
+        }
+        Ok(found)
+    }
+
+    async fn sweep_unused_clients(
+        &self,
+        registered_before: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        Ok(retention::sweep_unused_clients(
+            &mut self.lock(),
+            registered_before,
             now,
         ))
     }

@@ -130,6 +130,29 @@ impl fmt::Debug for SecretHash {
     }
 }
 
+/// What identifies a dynamic registration request for deduplication: the SHA-256 of the
+/// registering party (when registration is authenticated) and of the normalized registration
+/// metadata (the server's [registration docs](crate::server::AuthorizationServerBuilder::dynamic_registration)
+/// say exactly what goes in).
+/// Identical public registrations share one client; a store finds it with
+/// [`ClientStore::find_client_by_fingerprint`]. Not a secret.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientFingerprint(pub [u8; 32]);
+
+impl ClientFingerprint {
+    /// Lower-case hex, for stores that key on text.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for ClientFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientFingerprint({}…)", &self.to_hex()[..12])
+    }
+}
+
 mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -420,6 +443,54 @@ pub trait ClientStore: Send + Sync + 'static {
     /// The default does nothing and returns `0`: such a store keeps every client forever.
     async fn sweep_idle_clients(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
         let _ = (idle_before, now);
+        Ok(0)
+    }
+
+    /// Stores a new dynamically registered client, as [`insert_client`](Self::insert_client)
+    /// does, and files it under `fingerprint`, so that
+    /// [`find_client_by_fingerprint`](Self::find_client_by_fingerprint) finds it (the newest
+    /// client filed under a fingerprint wins).
+    ///
+    /// The default ignores the fingerprint: such a store never deduplicates registrations.
+    async fn insert_client_with_fingerprint(
+        &self,
+        client: Client,
+        fingerprint: &ClientFingerprint,
+    ) -> Result<(), StoreError> {
+        let _ = fingerprint;
+        self.insert_client(client).await
+    }
+
+    /// The newest client filed under `fingerprint` by
+    /// [`insert_client_with_fingerprint`](Self::insert_client_with_fingerprint), as
+    /// [`get_client`](Self::get_client) returns it; `None` when there is none. A deleted
+    /// client is never returned (once the newest is deleted, a store may answer `None` or
+    /// an older one). A lookup that fails is an error, never `None`: the registration then
+    /// answers `503`, not a second client.
+    ///
+    /// The default finds nothing (no deduplication).
+    async fn find_client_by_fingerprint(
+        &self,
+        fingerprint: &ClientFingerprint,
+    ) -> Result<Option<Client>, StoreError> {
+        let _ = fingerprint;
+        Ok(None)
+    }
+
+    /// Deletes the [dynamically registered](ClientSource::Dynamic) clients that never
+    /// completed an authorization (`last_used_at == 0`: never
+    /// [touched](Self::touch_client)), registered before `registered_before`, that hold
+    /// nothing live at `now` (the same check, in the same single atomic step per client, as
+    /// [`sweep_idle_clients`](Self::sweep_idle_clients)). Returns how many went. A client
+    /// with any recorded use is never deleted by this rule, however old.
+    ///
+    /// The default does nothing and returns `0`.
+    async fn sweep_unused_clients(
+        &self,
+        registered_before: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        let _ = (registered_before, now);
         Ok(0)
     }
 }

@@ -68,8 +68,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuthorizationCode, Client, ClientStore, CodeTake, GrantStore, PendingAuthorization,
-    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
+    AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore, CodeTake, GrantStore,
+    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
+    StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 
@@ -556,7 +557,65 @@ impl ClientStore for RedisStore {
     async fn sweep_idle_clients(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
         self.sweep_idle(idle_before, now).await
     }
+
+    /// Inserts the client, then files its id under `{prefix}client_fp:{fingerprint}` for
+    /// [`FINGERPRINT_TTL`] (each identical registration that creates a client files it anew).
+    async fn insert_client_with_fingerprint(
+        &self,
+        client: Client,
+        fingerprint: &ClientFingerprint,
+    ) -> Result<(), StoreError> {
+        let id = client.client_id.clone();
+        self.put_client(client, true).await?;
+        let key = self.key("client_fp", &fingerprint.to_hex());
+        self.run(|mut c| async move {
+            ::redis::cmd("SET")
+                .arg(&key)
+                .arg(&id)
+                .arg("EX")
+                .arg(FINGERPRINT_TTL.as_secs())
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn find_client_by_fingerprint(
+        &self,
+        fingerprint: &ClientFingerprint,
+    ) -> Result<Option<Client>, StoreError> {
+        let key = self.key("client_fp", &fingerprint.to_hex());
+        let id: Option<String> = self
+            .run(|mut c| async move {
+                ::redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        match id {
+            Some(id) => Ok(self
+                .get_client(&id)
+                .await?
+                .filter(|c| c.source == ClientSource::Dynamic)),
+            None => Ok(None),
+        }
+    }
+
+    async fn sweep_unused_clients(
+        &self,
+        registered_before: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        self.sweep_unused(registered_before, now).await
+    }
 }
+
+/// How long Redis remembers the client of a registration fingerprint after the registration
+/// that filed it: identical registrations further apart than this get a new client.
+pub const FINGERPRINT_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 impl RedisStore {
     async fn put_client(&self, client: Client, only_if_new: bool) -> Result<(), StoreError> {

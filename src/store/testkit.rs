@@ -31,11 +31,13 @@
 //! a ring when 16 instances start at once, one new key when they rotate at once, retired keys
 //! loaded until their time and then pruned.
 //!
-//! Idle-client retention and shared rate-limit counters have their own contracts,
-//! [`run_retention`] and [`run_rate_limits`] (a store that keeps every client, or offers no
-//! counters, skips them): idle dynamic clients go, clients holding live grants and static
-//! clients stay, a touch racing the sweep is never lost, 40 concurrent hits against a limit of
-//! 7 let exactly 7 through, and the budget refills.
+//! Client retention, registration fingerprints and shared rate-limit counters have their own
+//! contracts, [`run_retention`] and [`run_rate_limits`] (a store that keeps every client,
+//! never deduplicates registrations, or offers no counters, skips them): idle dynamic
+//! clients go, never-used ones go after their shorter window while used ones stay, clients
+//! holding live grants and static clients stay, a touch racing the sweep is never lost, the
+//! newest client filed under a registration fingerprint is found and a deleted one never is,
+//! 40 concurrent hits against a limit of 7 let exactly 7 through, and the budget refills.
 //!
 //! Every check creates its own uniquely named records, so the checks may run against a
 //! database that holds other data, and each may also be run alone. They use the real clock
@@ -57,9 +59,9 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::{
-    ApplicationType, AuthorizationCode, Client, ClientSource, ClientStore, CodeTake, GrantStore,
-    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
-    StoreError, TokenEndpointAuthMethod,
+    ApplicationType, AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore,
+    CodeTake, GrantStore, PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState,
+    Rotation, SecretHash, StoreError, TokenEndpointAuthMethod,
 };
 use crate::scope::ScopeSet;
 
@@ -1310,7 +1312,8 @@ pub async fn revocation_outlives_family<S: GrantStore + ?Sized>(store: &S) {
 mod retention;
 
 pub use retention::{
-    IDLE_AGE, IDLE_CUTOFF, RATE_LIMIT, RATE_LIMIT_RACERS, TOUCH_RACE_ROUNDS, clients_in_use_kept,
-    concurrent_rate_limit_hits, idle_clients_removed, rate_limit_window, run_rate_limits,
-    run_retention, static_clients_kept, touch_during_idle_sweep,
+    IDLE_AGE, IDLE_CUTOFF, RATE_LIMIT, RATE_LIMIT_RACERS, TOUCH_RACE_ROUNDS, client_fingerprints,
+    clients_in_use_kept, concurrent_rate_limit_hits, idle_clients_removed, rate_limit_window,
+    run_rate_limits, run_retention, static_clients_kept, touch_during_idle_sweep,
+    unused_clients_removed,
 };

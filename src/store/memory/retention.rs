@@ -4,12 +4,27 @@
 use std::collections::HashSet;
 
 use super::State;
-use crate::store::ClientSource;
+use crate::store::{Client, ClientSource};
 
 /// Deletes the dynamic clients idle since before `idle_before` that hold nothing live at
 /// `now` (see [`ClientStore::sweep_idle_clients`](crate::store::ClientStore::sweep_idle_clients)),
 /// with their remembered consents; returns how many clients went.
 pub(super) fn sweep_idle_clients(s: &mut State, idle_before: u64, now: u64) -> u64 {
+    sweep_clients(s, now, |c| c.last_used_at.max(c.issued_at) < idle_before)
+}
+
+/// Deletes the dynamic clients never used since their registration before
+/// `registered_before` that hold nothing live at `now` (see
+/// [`ClientStore::sweep_unused_clients`](crate::store::ClientStore::sweep_unused_clients)),
+/// with their remembered consents; returns how many clients went.
+pub(super) fn sweep_unused_clients(s: &mut State, registered_before: u64, now: u64) -> u64 {
+    sweep_clients(s, now, |c| {
+        c.last_used_at == 0 && c.issued_at < registered_before
+    })
+}
+
+/// Deletes the dynamic clients `doomed` picks that hold nothing live at `now`.
+fn sweep_clients(s: &mut State, now: u64, doomed: impl Fn(&Client) -> bool) -> u64 {
     let mut in_use: HashSet<&str> = HashSet::new();
     in_use.extend(
         s.families
@@ -33,9 +48,7 @@ pub(super) fn sweep_idle_clients(s: &mut State, idle_before: u64, now: u64) -> u
         .clients
         .values()
         .filter(|c| {
-            c.source == ClientSource::Dynamic
-                && c.last_used_at.max(c.issued_at) < idle_before
-                && !in_use.contains(c.client_id.as_str())
+            c.source == ClientSource::Dynamic && doomed(c) && !in_use.contains(c.client_id.as_str())
         })
         .map(|c| c.client_id.clone())
         .collect();
@@ -47,5 +60,11 @@ pub(super) fn sweep_idle_clients(s: &mut State, idle_before: u64, now: u64) -> u
         s.consents
             .retain(|(_, client_id), _| !gone.contains(client_id.as_str()));
     }
+    let State {
+        clients,
+        fingerprints,
+        ..
+    } = s;
+    fingerprints.retain(|_, id| clients.contains_key(id));
     gone.len() as u64
 }

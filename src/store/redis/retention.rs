@@ -20,6 +20,13 @@
 //! so step 3's re-check keeps it; and a touch that comes after step 3 finds no client, which
 //! the authorization server answers as an unknown client before anything is stored for it.
 //!
+//! The never-used sweep ([`sweep_unused_clients`](crate::store::ClientStore::sweep_unused_clients))
+//! takes the same three steps, picking dynamic clients never used (`used` is `0`) and
+//! registered before the cutoff. The authorization server skips the touch at `/authorize`
+//! only for a never-used client with more than the request's lifetime left before that
+//! cutoff, so a client this sweep can pick was touched by any flow started for it, and step
+//! 3's re-check (still never used?) keeps it.
+//!
 //! # Rate limits
 //!
 //! One script per hit does the GCRA step on one key (`{prefix}rl:{key}`) holding the TAT in
@@ -37,6 +44,24 @@ use super::{RedisStore, err, t};
 use crate::store::rate_limit::Gcra;
 use crate::store::{RateLimitDecision, RateLimitStore, StoreError};
 
+/// Which clients a sweep removes.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Last used (or registered, when never used) before the cutoff.
+    Idle,
+    /// Never used, registered before the cutoff.
+    Unused,
+}
+
+impl Rule {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Unused => "unused",
+        }
+    }
+}
+
 /// Clients, or index members, handled per script call.
 const BATCH: usize = 256;
 
@@ -44,14 +69,16 @@ const BATCH: usize = 256;
 /// between instances).
 const RATE_KEY_SLACK_MS: u64 = 1_000;
 
-/// KEYS: clients index. ARGV: prefix, idle_before, delete ('1'/'0'), client ids…
-/// Returns the ids that are dynamic and idle (and, with delete, deletes them).
+/// KEYS: clients index. ARGV: prefix, cutoff, delete ('1'/'0'), rule ('idle'/'unused'),
+/// client ids… Returns the ids that are dynamic and idle (last use and registration before
+/// the cutoff) or, under `unused`, never used and registered before the cutoff (and, with
+/// delete, deletes them).
 static IDLE_CLIENTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local out = {}
 local cutoff = tonumber(ARGV[2])
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local id = ARGV[i]
   local k = ARGV[1] .. 'client:' .. id
   local v = redis.call('HMGET', k, 'rec', 'used')
@@ -60,7 +87,13 @@ for i = 4, #ARGV do
     if ok and type(c) == 'table' and c.source == 'dynamic' then
       local used = tonumber(v[2]) or 0
       local issued = tonumber(c.issued_at) or 0
-      if used < cutoff and issued < cutoff then
+      local doomed
+      if ARGV[4] == 'unused' then
+        doomed = used == 0 and issued < cutoff
+      else
+        doomed = used < cutoff and issued < cutoff
+      end
+      if doomed then
         if ARGV[3] == '1' then
           redis.call('DEL', k)
           redis.call('SREM', KEYS[1], id)
@@ -117,6 +150,7 @@ impl RedisStore {
     async fn idle_clients(
         &self,
         ids: &[String],
+        rule: Rule,
         idle_before: u64,
         delete: bool,
     ) -> Result<Vec<String>, StoreError> {
@@ -131,6 +165,7 @@ impl RedisStore {
                 .arg(&*prefix)
                 .arg(t(idle_before))
                 .arg(if delete { "1" } else { "0" })
+                .arg(rule.as_str())
                 .arg(ids)
                 .invoke_async(&mut c)
                 .await
@@ -139,8 +174,12 @@ impl RedisStore {
         .await
     }
 
-    /// Step 1: the dynamic clients idle since before `idle_before`.
-    async fn idle_candidates(&self, idle_before: u64) -> Result<HashSet<String>, StoreError> {
+    /// Step 1: the dynamic clients `rule` picks at `idle_before`.
+    async fn idle_candidates(
+        &self,
+        rule: Rule,
+        idle_before: u64,
+    ) -> Result<HashSet<String>, StoreError> {
         let index = self.index("clients");
         let mut cursor = "0".to_owned();
         let mut candidates = HashSet::new();
@@ -160,7 +199,7 @@ impl RedisStore {
                 .await?
             };
             for chunk in ids.chunks(BATCH) {
-                candidates.extend(self.idle_clients(chunk, idle_before, false).await?);
+                candidates.extend(self.idle_clients(chunk, rule, idle_before, false).await?);
             }
             if next == "0" {
                 return Ok(candidates);
@@ -228,7 +267,25 @@ impl RedisStore {
     }
 
     pub(super) async fn sweep_idle(&self, idle_before: u64, now: u64) -> Result<u64, StoreError> {
-        let mut candidates = self.idle_candidates(idle_before).await?;
+        self.sweep_clients(Rule::Idle, idle_before, now).await
+    }
+
+    pub(super) async fn sweep_unused(
+        &self,
+        registered_before: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        self.sweep_clients(Rule::Unused, registered_before, now)
+            .await
+    }
+
+    async fn sweep_clients(
+        &self,
+        rule: Rule,
+        idle_before: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        let mut candidates = self.idle_candidates(rule, idle_before).await?;
         for (index, records) in [
             ("families:live", "fam"),
             ("codes", "code"),
@@ -245,7 +302,10 @@ impl RedisStore {
         let candidates: Vec<String> = candidates.into_iter().collect();
         let mut removed = 0;
         for chunk in candidates.chunks(BATCH) {
-            removed += self.idle_clients(chunk, idle_before, true).await?.len() as u64;
+            removed += self
+                .idle_clients(chunk, rule, idle_before, true)
+                .await?
+                .len() as u64;
         }
         Ok(removed)
     }

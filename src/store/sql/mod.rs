@@ -202,6 +202,15 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
         idle_before: u64,
         now: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes the never-used dynamic clients registered before `registered_before` that
+    /// nothing live names, with their remembered consents, and counts them (see
+    /// [`ClientStore::sweep_unused_clients`](super::ClientStore::sweep_unused_clients)).
+    fn sweep_unused_clients(
+        store: &SqlStore<Self>,
+        registered_before: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// The table holding the migration history (not sqlx's default `_sqlx_migrations`, so an
@@ -367,6 +376,7 @@ mod tests {
                 "f7adac63950e1432eaef281a11606eb2014d2d0eb52a6633c402083d29eb2ae7",
                 "13964fb41170d2548e16bbe1a0e9bcaa9211b3777203f8e62eb5cae739417100",
                 "90b630a3b0b3db0d889a0943f158dbb61bf9eb83d012e8f42fa3e9a427201412",
+                "2652e5a3b2378df0079c01307a3f6560a0db2e759a0b3c1f5ef05a6f9fba443a",
             ],
         );
     }
@@ -382,6 +392,7 @@ mod tests {
                 "f8d4e7a1708db64cbc7a5557b054b5fdf21fa8e5e8f9249922b9f612a367fcf0",
                 "3c4d73978e4c1b0e22246985f599c4b4db8e27916f761a9b2850040bbf98d9c2",
                 "5a9786b197375e023027a82829e6085b119b46743fcf55918b41821a10bcaba4",
+                "25e9fc92e92af04eea73f20aa52886e6e10c3f919c3ae19e90a2701350a79b60",
             ],
         );
     }

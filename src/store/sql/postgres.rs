@@ -45,18 +45,25 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "client assertion ids",
         include_str!("../../../migrations/postgres/0005_assertion_ids.sql"),
     ),
+    (
+        6,
+        "registration fingerprints",
+        include_str!("../../../migrations/postgres/0006_registration_fingerprints.sql"),
+    ),
 ];
 
-/// Deletes the idle dynamic clients that nothing live names, with their remembered consents,
-/// and counts them: one statement. Under `READ COMMITTED` a client row touched concurrently
-/// is re-checked against its new `last_used_at` before it is deleted, so a touch that
-/// commits first keeps the client. The `->>` expressions are those of the migration's
-/// indexes.
-const SWEEP_IDLE_CLIENTS: &str = "\
-WITH gone AS ( \
-    DELETE FROM mcp_oauth_clients c \
-    WHERE c.source = 'dynamic' AND c.last_used_at < $1 AND c.issued_at < $1 \
-    AND NOT EXISTS (SELECT 1 FROM mcp_oauth_families f \
+/// A statement that deletes the dynamic clients `$cond` picks that nothing live names, with
+/// their remembered consents, and counts them: one statement. Under `READ COMMITTED` a client
+/// row touched concurrently is re-checked against its new `last_used_at` before it is
+/// deleted, so a touch that commits first keeps the client. The `->>` expressions are those
+/// of the migration's indexes.
+macro_rules! sweep_clients_sql {
+    ($cond:literal) => {
+        concat!(
+            "WITH gone AS ( \
+    DELETE FROM mcp_oauth_clients c WHERE c.source = 'dynamic' AND ",
+            $cond,
+            " AND NOT EXISTS (SELECT 1 FROM mcp_oauth_families f \
         WHERE ((f.record::jsonb) ->> 'client_id') = c.client_id \
         AND f.revoked_at IS NULL AND f.expires_at > $2) \
     AND NOT EXISTS (SELECT 1 FROM mcp_oauth_codes k \
@@ -67,7 +74,15 @@ WITH gone AS ( \
 ), forgotten AS ( \
     DELETE FROM mcp_oauth_consents WHERE client_id IN (SELECT client_id FROM gone) \
 ) \
-SELECT COUNT(*) FROM gone";
+SELECT COUNT(*) FROM gone"
+        )
+    };
+}
+
+/// The idle clients: last used (or registered) before `$1`.
+const SWEEP_IDLE_CLIENTS: &str = sweep_clients_sql!("c.last_used_at < $1 AND c.issued_at < $1");
+/// The never-used clients registered before `$1`.
+const SWEEP_UNUSED_CLIENTS: &str = sweep_clients_sql!("c.last_used_at = 0 AND c.issued_at < $1");
 
 /// Maps a driver error (see [`map_err`](super::map_err)).
 fn err(e: sqlx::Error) -> StoreError {
@@ -92,18 +107,36 @@ impl Backend for Postgres {
         idle_before: u64,
         now: u64,
     ) -> Result<u64, StoreError> {
-        store
-            .run(async {
-                let n: i64 = sqlx::query_scalar(SWEEP_IDLE_CLIENTS)
-                    .bind(db_time(idle_before))
-                    .bind(db_time(now))
-                    .fetch_one(&store.writer)
-                    .await
-                    .map_err(err)?;
-                count_of(n)
-            })
-            .await
+        sweep_clients(store, SWEEP_IDLE_CLIENTS, idle_before, now).await
     }
+
+    async fn sweep_unused_clients(
+        store: &PostgresStore,
+        registered_before: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        sweep_clients(store, SWEEP_UNUSED_CLIENTS, registered_before, now).await
+    }
+}
+
+/// Runs one client sweep statement.
+async fn sweep_clients(
+    store: &PostgresStore,
+    statement: &'static str,
+    before: u64,
+    now: u64,
+) -> Result<u64, StoreError> {
+    store
+        .run(async {
+            let n: i64 = sqlx::query_scalar(statement)
+                .bind(db_time(before))
+                .bind(db_time(now))
+                .fetch_one(&store.writer)
+                .await
+                .map_err(err)?;
+            count_of(n)
+        })
+        .await
 }
 
 /// A store in PostgreSQL, shared by every instance of a deployment. See the

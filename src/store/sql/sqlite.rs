@@ -43,22 +43,37 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "client assertion ids",
         include_str!("../../../migrations/sqlite/0004_assertion_ids.sql"),
     ),
+    (
+        5,
+        "registration fingerprints",
+        include_str!("../../../migrations/sqlite/0005_registration_fingerprints.sql"),
+    ),
 ];
 
-/// Deletes the idle dynamic clients that nothing live names, and returns their ids: one
-/// statement, so the check and the delete cannot be split by a concurrent write. The
-/// `json_extract` expressions are those of the migration's indexes.
-const SWEEP_IDLE_CLIENTS: &str = "\
-DELETE FROM mcp_oauth_clients AS c \
-WHERE c.source = 'dynamic' AND c.last_used_at < $1 AND c.issued_at < $1 \
-AND NOT EXISTS (SELECT 1 FROM mcp_oauth_families f \
+/// A statement that deletes the dynamic clients `$cond` picks that nothing live names, and
+/// returns their ids: one statement, so the check and the delete cannot be split by a
+/// concurrent write. The `json_extract` expressions are those of the migration's indexes.
+macro_rules! sweep_clients_sql {
+    ($cond:literal) => {
+        concat!(
+            "DELETE FROM mcp_oauth_clients AS c WHERE c.source = 'dynamic' AND ",
+            $cond,
+            " AND NOT EXISTS (SELECT 1 FROM mcp_oauth_families f \
     WHERE json_extract(f.record, '$.client_id') = c.client_id \
     AND f.revoked_at IS NULL AND f.expires_at > $2) \
 AND NOT EXISTS (SELECT 1 FROM mcp_oauth_codes k \
     WHERE json_extract(k.record, '$.client_id') = c.client_id AND k.expires_at > $2) \
 AND NOT EXISTS (SELECT 1 FROM mcp_oauth_pending p \
     WHERE json_extract(p.record, '$.client_id') = c.client_id AND p.expires_at > $2) \
-RETURNING client_id";
+RETURNING client_id"
+        )
+    };
+}
+
+/// The idle clients: last used (or registered) before `$1`.
+const SWEEP_IDLE_CLIENTS: &str = sweep_clients_sql!("c.last_used_at < $1 AND c.issued_at < $1");
+/// The never-used clients registered before `$1`.
+const SWEEP_UNUSED_CLIENTS: &str = sweep_clients_sql!("c.last_used_at = 0 AND c.issued_at < $1");
 
 impl sealed::Sealed for Sqlite {}
 
@@ -73,42 +88,59 @@ impl Backend for Sqlite {
         done.rows_affected()
     }
 
-    /// Two statements in one `BEGIN IMMEDIATE` transaction: the clients, then their
-    /// consents.
     async fn sweep_idle_clients(
         store: &SqliteStore,
         idle_before: u64,
         now: u64,
     ) -> Result<u64, StoreError> {
-        store
-            .run(async {
-                let err = err::<Self>;
-                let mut tx = store
-                    .writer
-                    .begin_with(Self::BEGIN_WRITE)
-                    .await
-                    .map_err(err)?;
-                let gone: Vec<String> = sqlx::query_scalar(SWEEP_IDLE_CLIENTS)
-                    .bind(db_time(idle_before))
-                    .bind(db_time(now))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                if !gone.is_empty() {
-                    sqlx::query(
-                        "DELETE FROM mcp_oauth_consents \
-                         WHERE client_id IN (SELECT value FROM json_each($1))",
-                    )
-                    .bind(to_json(&gone, "client ids")?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                }
-                tx.commit().await.map_err(err)?;
-                Ok(gone.len() as u64)
-            })
-            .await
+        sweep_clients(store, SWEEP_IDLE_CLIENTS, idle_before, now).await
     }
+
+    async fn sweep_unused_clients(
+        store: &SqliteStore,
+        registered_before: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        sweep_clients(store, SWEEP_UNUSED_CLIENTS, registered_before, now).await
+    }
+}
+
+/// Runs one client sweep: two statements in one `BEGIN IMMEDIATE` transaction, the clients,
+/// then their consents.
+async fn sweep_clients(
+    store: &SqliteStore,
+    statement: &'static str,
+    before: u64,
+    now: u64,
+) -> Result<u64, StoreError> {
+    store
+        .run(async {
+            let err = err::<Sqlite>;
+            let mut tx = store
+                .writer
+                .begin_with(Sqlite::BEGIN_WRITE)
+                .await
+                .map_err(err)?;
+            let gone: Vec<String> = sqlx::query_scalar(statement)
+                .bind(db_time(before))
+                .bind(db_time(now))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?;
+            if !gone.is_empty() {
+                sqlx::query(
+                    "DELETE FROM mcp_oauth_consents \
+                     WHERE client_id IN (SELECT value FROM json_each($1))",
+                )
+                .bind(to_json(&gone, "client ids")?)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            }
+            tx.commit().await.map_err(err)?;
+            Ok(gone.len() as u64)
+        })
+        .await
 }
 
 /// A durable store in one SQLite file (bundled SQLite, WAL journal, `synchronous = FULL`), for

@@ -10,8 +10,8 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::{
-    Client, ClientSource, ClientStore, GrantStore, SecretHash, now, ok, sample_client, sample_code,
-    sample_family, sample_pending, uid,
+    Client, ClientFingerprint, ClientSource, ClientStore, GrantStore, SecretHash, now, ok,
+    sample_client, sample_code, sample_family, sample_pending, uid,
 };
 use crate::store::{RateLimitStore, StoreError};
 
@@ -27,7 +27,8 @@ pub const RATE_LIMIT_RACERS: usize = 40;
 /// The limit [`concurrent_rate_limit_hits`] races against.
 pub const RATE_LIMIT: u32 = 7;
 
-/// Runs the idle-client checks: [`idle_clients_removed`], [`clients_in_use_kept`],
+/// Runs the client-retention checks: [`idle_clients_removed`], [`unused_clients_removed`],
+/// [`client_fingerprints`] (registration deduplication), [`clients_in_use_kept`],
 /// [`static_clients_kept`], [`touch_during_idle_sweep`]. Run them against a **dedicated**
 /// store: they sweep every dynamic client idle for more than [`IDLE_CUTOFF`] seconds.
 ///
@@ -35,6 +36,8 @@ pub const RATE_LIMIT: u32 = 7;
 /// When the store breaks a rule (the message names it) or fails.
 pub async fn run_retention<S: ClientStore + GrantStore>(store: Arc<S>) {
     idle_clients_removed(&*store).await;
+    unused_clients_removed(&*store).await;
+    client_fingerprints(&*store).await;
     clients_in_use_kept(&*store).await;
     static_clients_kept(&*store).await;
     touch_during_idle_sweep(store).await;
@@ -121,6 +124,187 @@ pub async fn idle_clients_removed<S: ClientStore + ?Sized>(store: &S) {
     for id in [recent, new] {
         ok("delete_client", store.delete_client(&id).await);
     }
+}
+
+/// [`ClientStore::sweep_unused_clients`]: a dynamic client never used and registered before
+/// the cutoff goes (with nothing live); one used once, however long ago, stays (that is the
+/// idle rule's business); a recent one stays; one holding a live refresh family, an
+/// unexpired code or an unexpired pending request stays; a static one stays.
+pub async fn unused_clients_removed<S: ClientStore + GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let unused = insert(store, idle_client(&uid("unused"), false)).await;
+    let used_long_ago = insert(store, idle_client(&uid("used"), true)).await;
+    let recent = insert(store, sample_client(&uid("recent-unused"))).await;
+
+    let with_pending = insert(store, idle_client(&uid("unused-pending"), false)).await;
+    let mut pending = sample_pending(n + 600);
+    pending.client_id.clone_from(&with_pending);
+    ok(
+        "put_pending",
+        store.put_pending(&uid("pending"), pending).await,
+    );
+    let with_code = insert(store, idle_client(&uid("unused-code"), false)).await;
+    ok(
+        "put_code",
+        store
+            .put_code(
+                SecretHash::of(&uid("code")),
+                sample_code(&with_code, n + 60),
+            )
+            .await,
+    );
+    let with_family = insert(store, idle_client(&uid("unused-fam"), false)).await;
+    let mut family = sample_family(&uid("fam"), n + 3600);
+    family.client_id.clone_from(&with_family);
+    ok("create_family", store.create_family(family, None).await);
+    let mut configured = idle_client(&uid("unused-static"), false);
+    configured.source = ClientSource::Static;
+    let configured = insert(store, configured).await;
+
+    let removed = ok(
+        "sweep_unused_clients",
+        store.sweep_unused_clients(n - IDLE_CUTOFF, n).await,
+    );
+    assert!(
+        removed >= 1,
+        "store contract: sweep_unused_clients must remove (and count) never-used dynamic clients registered before the cutoff; reported {removed}"
+    );
+    assert!(
+        !exists(store, &unused).await,
+        "store contract: a dynamic client registered before the cutoff and never used must be swept by sweep_unused_clients"
+    );
+    for (id, what) in [
+        (&used_long_ago, "a client used once, however long ago"),
+        (&recent, "a client registered after the cutoff"),
+        (
+            &with_pending,
+            "a client holding an unexpired pending request",
+        ),
+        (&with_code, "a client holding an unexpired code"),
+        (&with_family, "a client holding a live refresh family"),
+        (&configured, "a static client"),
+    ] {
+        assert!(
+            exists(store, id).await,
+            "store contract: sweep_unused_clients must keep {what}"
+        );
+    }
+    for id in [
+        used_long_ago,
+        recent,
+        with_pending,
+        with_code,
+        with_family,
+        configured,
+    ] {
+        ok("delete_client", store.delete_client(&id).await);
+    }
+}
+
+/// [`ClientStore::insert_client_with_fingerprint`] and
+/// [`ClientStore::find_client_by_fingerprint`]: the client filed under a fingerprint is found
+/// (with its recorded use), the newest of two wins, another fingerprint finds nothing, a
+/// taken id is a conflict, and a deleted client is never returned.
+pub async fn client_fingerprints<S: ClientStore + ?Sized>(store: &S) {
+    let fp = ClientFingerprint(SecretHash::of(&uid("fp")).0);
+    let other = ClientFingerprint(SecretHash::of(&uid("fp")).0);
+    let mut first = sample_client(&uid("fp-first"));
+    first.secret_hash = None;
+    first.issued_at = now() - 10;
+    ok(
+        "insert_client_with_fingerprint",
+        store
+            .insert_client_with_fingerprint(first.clone(), &fp)
+            .await,
+    );
+    let found = ok(
+        "find_client_by_fingerprint",
+        store.find_client_by_fingerprint(&fp).await,
+    );
+    assert_eq!(
+        found.as_ref().map(|c| c.client_id.as_str()),
+        Some(first.client_id.as_str()),
+        "store contract: find_client_by_fingerprint must find the client filed under the fingerprint"
+    );
+    assert_eq!(
+        found,
+        Some(first.clone()),
+        "store contract: the client found by fingerprint must be the client stored"
+    );
+    assert!(
+        ok(
+            "find_client_by_fingerprint",
+            store.find_client_by_fingerprint(&other).await
+        )
+        .is_none(),
+        "store contract: another fingerprint must find nothing"
+    );
+    let mut duplicate = sample_client(&first.client_id);
+    duplicate.client_name = Some("someone else".to_owned());
+    assert!(
+        matches!(
+            store
+                .insert_client_with_fingerprint(duplicate, &other)
+                .await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "store contract: insert_client_with_fingerprint must refuse a taken id with Conflict"
+    );
+    let used_at = now();
+    ok(
+        "touch_client",
+        store.touch_client(&first.client_id, used_at).await,
+    );
+    let found = ok(
+        "find_client_by_fingerprint",
+        store.find_client_by_fingerprint(&fp).await,
+    );
+    assert_eq!(
+        found.map(|c| c.last_used_at),
+        Some(used_at),
+        "store contract: the client found by fingerprint must carry its recorded use"
+    );
+
+    let mut second = sample_client(&uid("fp-second"));
+    second.secret_hash = None;
+    ok(
+        "insert_client_with_fingerprint",
+        store
+            .insert_client_with_fingerprint(second.clone(), &fp)
+            .await,
+    );
+    let found = ok(
+        "find_client_by_fingerprint",
+        store.find_client_by_fingerprint(&fp).await,
+    );
+    assert_eq!(
+        found.map(|c| c.client_id),
+        Some(second.client_id.clone()),
+        "store contract: the newest client filed under a fingerprint must win"
+    );
+    ok(
+        "delete_client",
+        store.delete_client(&second.client_id).await,
+    );
+    let found = ok(
+        "find_client_by_fingerprint",
+        store.find_client_by_fingerprint(&fp).await,
+    );
+    assert!(
+        found
+            .as_ref()
+            .is_none_or(|c| c.client_id == first.client_id),
+        "store contract: a deleted client must never be found by fingerprint"
+    );
+    ok("delete_client", store.delete_client(&first.client_id).await);
+    assert!(
+        ok(
+            "find_client_by_fingerprint",
+            store.find_client_by_fingerprint(&fp).await
+        )
+        .is_none(),
+        "store contract: with every client filed under it deleted, a fingerprint finds nothing"
+    );
 }
 
 /// An idle client that still holds something live is in use and kept: a live refresh
