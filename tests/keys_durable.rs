@@ -9,6 +9,8 @@
 //! loaded from PEM are durable and accepted.
 
 #![cfg(feature = "server")]
+// Most cases need a durable store (SQLite); without it, their helpers go unused.
+#![cfg_attr(not(feature = "sqlite"), allow(unused_imports, dead_code))]
 
 #[path = "support/logs.rs"]
 mod logs;
