@@ -433,3 +433,36 @@ async fn chromium_signs_in_at_the_upstream_provider_and_approves() {
     assert_eq!(claims["aud"], mcp_url.as_str(), "{claims}");
     assert_eq!(claims["client_id"], client_id.as_str(), "{claims}");
 }
+
+/// A report with one entry of each kind, all on pages of `origin`.
+fn report_with_faults_on(origin: &str) -> Value {
+    let page = format!("{origin}/interaction/abc");
+    json!({
+        "console": [{"type": "error", "text": "Failed to load resource", "url": page}],
+        "page_errors": [{"message": "ReferenceError", "url": page}],
+        "failed_requests": [{"url": "https://fonts.example/css", "failure": "net::ERR_NAME_NOT_RESOLVED", "page": page}],
+        "error_responses": [{"status": 404, "url": format!("{origin}/favicon.ico"), "page": page}],
+    })
+}
+
+#[test]
+fn the_clean_check_leaves_out_only_the_named_third_party() {
+    let provider = "http://127.0.0.1:4001";
+    assert_clean(&report_with_faults_on(provider), &[provider], "third party");
+    // Same host, another port: another origin, so still judged.
+    let ours = "http://127.0.0.1:4002";
+    for key in [
+        "console",
+        "page_errors",
+        "failed_requests",
+        "error_responses",
+    ] {
+        let mut report = report_with_faults_on(provider);
+        report[key] = report_with_faults_on(ours)[key].clone();
+        let caught = std::panic::catch_unwind(|| assert_clean(&report, &[provider], key));
+        assert!(
+            caught.is_err(),
+            "a fault in {key} on our page passed the check"
+        );
+    }
+}
