@@ -4,8 +4,9 @@
 # tests/interop/package-lock.json) into .interop/ when it is missing or stale, then runs every
 # test of the workspace with every feature (all test binaries run even when an earlier one
 # fails). Needs npm once (apt-get install npm); later runs work offline. The real-browser test
-# (tests/browser_chromium.rs) needs Debian's Chromium at /usr/bin/chromium: installed here with
-# apt-get when missing and this runs as root; otherwise that test says why it cannot run.
+# (tests/browser_chromium.rs: a local password user, and a user signing in at an upstream
+# oidc-provider) needs Debian's Chromium at /usr/bin/chromium: installed here with apt-get when
+# missing and this runs as root; otherwise that test says why it cannot run.
 #
 #   ./scripts/test.sh                     # everything
 #   ./scripts/test.sh --test interop_ts_sdk -- --nocapture   # extra arguments go to cargo test
