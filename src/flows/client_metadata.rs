@@ -1,6 +1,10 @@
 //! Resolving a client ID metadata document URL into a [`Client`]: the URL rules, the fetch
 //! (through [`crate::outbound`]), the document checks, the cache and the per-host limit.
-//! The rules are documented on [`crate::server::ClientMetadataPolicy`]'s module.
+//! The rules are documented on [`crate::server::ClientMetadataPolicy`]'s module. A document
+//! asking for `private_key_jwt` (feature `private-key-jwt`) becomes a
+//! [`TokenEndpointAuthMethod::PrivateKeyJwt`] client with its `jwks` or `jwks_uri` in
+//! [`Client::extra`], checked here as registration checks them; `flows::client_assertion`
+//! then authenticates it like any other such client.
 //!
 //! The fetch is behind the [`Fetch`] trait and time comes from the caller, so the tests
 //! below drive the cache with a fake fetcher and a [`FakeClock`](super::FakeClock).
