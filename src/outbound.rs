@@ -495,7 +495,11 @@ impl OutboundBuilder {
 
     /// Sets the connect and total timeouts (each at least 1 ms).
     #[cfg_attr(
-        not(any(feature = "remote-jwks", feature = "introspection")),
+        not(any(
+            feature = "remote-jwks",
+            feature = "introspection",
+            feature = "client-metadata"
+        )),
         expect(dead_code, reason = "the private_key_jwt fetcher sets neither")
     )]
     pub(crate) fn timeouts(&mut self, connect: Duration, total: Duration) {
