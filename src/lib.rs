@@ -177,7 +177,7 @@
 //! | `remote-jwks` | no | `RemoteJwksVerifier` for external authorization servers |
 //! | `introspection` | no | `IntrospectionVerifier` for opaque tokens (RFC 7662) |
 //! | `upstream-oidc` | no | `authn::UpstreamOidc`: users sign in at an upstream identity provider (any OpenID Connect issuer, Google, Microsoft Entra, GitHub); implies `server` and `remote-jwks` |
-//! | `private-key-jwt` | yes | `private_key_jwt` client authentication (RFC 7523) for clients with `jwks` or `jwks_uri` (DCR, `StaticClient::private_key_jwt`), `jwks_uri` fetched through [`outbound`]; implies `server` |
+//! | `private-key-jwt` | yes | `private_key_jwt` client authentication (RFC 7523) for clients with `jwks` or `jwks_uri` (DCR, `StaticClient::private_key_jwt`, client ID metadata documents with `client-metadata`), `jwks_uri` fetched through [`outbound`]; implies `server` |
 //! | `rmcp` | no | `Auth` as an rmcp tool parameter, `#[requires_scopes]` on rmcp tools (without it, these fail to compile with an error naming the feature) |
 //! | `sqlite` | no | [`SqliteStore`](store::sql::SqliteStore): durable state in one file |
 //! | `postgres` | no | [`PostgresStore`](store::sql::PostgresStore): state shared by instances |

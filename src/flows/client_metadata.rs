@@ -1,6 +1,10 @@
 //! Resolving a client ID metadata document URL into a [`Client`]: the URL rules, the fetch
 //! (through [`crate::outbound`]), the document checks, the cache and the per-host limit.
-//! The rules are documented on [`crate::server::ClientMetadataPolicy`]'s module.
+//! The rules are documented on [`crate::server::ClientMetadataPolicy`]'s module. A document
+//! asking for `private_key_jwt` (feature `private-key-jwt`) becomes a
+//! [`TokenEndpointAuthMethod::PrivateKeyJwt`] client with its `jwks` or `jwks_uri` in
+//! [`Client::extra`], checked here as registration checks them; `flows::client_assertion`
+//! then authenticates it like any other such client.
 //!
 //! The fetch is behind the [`Fetch`] trait and time comes from the caller, so the tests
 //! below drive the cache with a fake fetcher and a [`FakeClock`](super::FakeClock).
@@ -331,33 +335,8 @@ impl Resolver {
                     ));
                 }
             };
-        let shared_secret = |m: &str| m.starts_with("client_secret");
-        if let Some(m) = method.as_deref().filter(|m| shared_secret(m)) {
-            return Err(bad(&format!(
-                "asks for {}, a shared-secret authentication method; a client identified by a metadata document must use none",
-                printable(m)
-            )));
-        }
-        let none_offered = match (&method, &supported) {
-            (_, Some(list)) => list.iter().any(|m| m == "none"),
-            (None, None) => true,
-            (Some(m), None) => m == "none",
-        };
-        if !none_offered {
-            let asked = method
-                .as_deref()
-                .or_else(|| {
-                    supported
-                        .as_ref()
-                        .and_then(|l| l.first())
-                        .map(String::as_str)
-                })
-                .unwrap_or("(nothing)");
-            return Err(bad(&format!(
-                "asks for token endpoint authentication {}, which this server does not support for such clients (it supports none)",
-                printable(asked)
-            )));
-        }
+        let token_endpoint_auth_method =
+            auth_method(method.as_deref(), supported.as_deref()).map_err(|why| bad(&why))?;
         if let Some(rt) = doc.remove("response_types") {
             let ok = rt
                 .as_array()
@@ -382,7 +361,13 @@ impl Resolver {
             Some(_) => return Err(bad("has grant_types that is not a list")),
         };
         if doc.contains_key("jwks") && doc.contains_key("jwks_uri") {
-            return Err(bad("has both jwks and jwks_uri"));
+            return Err(bad(
+                "has both jwks and jwks_uri; a client publishes its keys in exactly one of them",
+            ));
+        }
+        #[cfg(feature = "private-key-jwt")]
+        if token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt {
+            check_keys(&doc).map_err(|why| bad(&why))?;
         }
         let scope = match doc.remove("scope") {
             None => None,
@@ -408,7 +393,7 @@ impl Resolver {
             client_name: Some(client_name),
             redirect_uris,
             grant_types,
-            token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+            token_endpoint_auth_method,
             application_type,
             scope,
             // `jwks`, `jwks_uri`, `client_uri`, `logo_uri`, … as published.
@@ -443,6 +428,79 @@ impl Resolver {
             max_age.unwrap_or(p.default_ttl.as_secs())
         };
         ttl.clamp(min.min(max), max)
+    }
+}
+
+/// The token endpoint authentication a document asks for, from its
+/// `token_endpoint_auth_method` and `token_endpoint_auth_methods_supported`: `none` when it
+/// names nothing or offers `none` among others (the client is then public, as ChatGPT's
+/// document allows), `private_key_jwt` when that is all it asks for (feature
+/// `private-key-jwt`); anything else is the problem, for the page.
+fn auth_method(
+    method: Option<&str>,
+    supported: Option<&[String]>,
+) -> Result<TokenEndpointAuthMethod, String> {
+    let shared_secret = |m: &str| m.starts_with("client_secret");
+    if let Some(m) = method.filter(|m| shared_secret(m)) {
+        return Err(format!(
+            "asks for {}, a shared-secret authentication method; a client identified by a metadata document has no shared secret (this server supports {SUPPORTED_METHODS} for such clients)",
+            printable(m)
+        ));
+    }
+    let offers = |name: &str| match (method, supported) {
+        (_, Some(list)) => list.iter().any(|m| m == name),
+        (None, None) => name == "none",
+        (Some(m), None) => m == name,
+    };
+    if offers("none") {
+        return Ok(TokenEndpointAuthMethod::None);
+    }
+    // The client's own choice first, else the first method of its list.
+    let asked = method
+        .or_else(|| supported.and_then(|l| l.first()).map(String::as_str))
+        .unwrap_or("(nothing)");
+    if asked == "private_key_jwt" || (method.is_none() && offers("private_key_jwt")) {
+        #[cfg(feature = "private-key-jwt")]
+        return Ok(TokenEndpointAuthMethod::PrivateKeyJwt);
+        #[cfg(not(feature = "private-key-jwt"))]
+        return Err(
+            "asks for token endpoint authentication \"private_key_jwt\", which this server is not built to support (the private-key-jwt feature is off); it supports none"
+                .to_owned(),
+        );
+    }
+    Err(format!(
+        "asks for token endpoint authentication {}, which this server does not support for such clients (it supports {SUPPORTED_METHODS})",
+        printable(asked)
+    ))
+}
+
+/// The methods a document client may use, for problem descriptions.
+#[cfg(feature = "private-key-jwt")]
+const SUPPORTED_METHODS: &str = "none and private_key_jwt";
+#[cfg(not(feature = "private-key-jwt"))]
+const SUPPORTED_METHODS: &str = "none";
+
+/// The keys of a `private_key_jwt` document, checked as dynamic registration checks them:
+/// exactly one of `jwks` (a JWK Set of at most 10 public keys, no private member) and
+/// `jwks_uri` (an absolute `https` URL without user information or fragment; where it
+/// points is decided when it is fetched, by the same SSRF guard as a registered client's).
+#[cfg(feature = "private-key-jwt")]
+fn check_keys(doc: &Map<String, Value>) -> Result<(), String> {
+    let present = |f: &str| doc.get(f).filter(|v| !v.is_null());
+    match (present("jwks"), present("jwks_uri")) {
+        (Some(jwks), None) => crate::flows::client_assertion::parse_jwks(jwks)
+            .map(drop)
+            .map_err(|why| format!("has an unusable jwks: {why}")),
+        (None, Some(Value::String(uri))) => crate::flows::register::check_jwks_uri(uri)
+            .map_err(|why| format!("has an unusable jwks_uri: {why}")),
+        (None, Some(_)) => Err("has a jwks_uri that is not a string".to_owned()),
+        (Some(_), Some(_)) => Err(
+            "has both jwks and jwks_uri; a client publishes its keys in exactly one of them"
+                .to_owned(),
+        ),
+        (None, None) => Err(
+            "asks for private_key_jwt but publishes no keys: it needs jwks or jwks_uri".to_owned(),
+        ),
     }
 }
 

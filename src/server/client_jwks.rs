@@ -4,7 +4,10 @@
 //! A client authenticates with `private_key_jwt` when it registered (dynamic registration with
 //! `token_endpoint_auth_method: private_key_jwt` and exactly one of `jwks` / `jwks_uri`) or was
 //! configured ([`StaticClient::private_key_jwt`](super::StaticClient::private_key_jwt),
-//! [`StaticClient::private_key_jwt_uri`](super::StaticClient::private_key_jwt_uri)) that way.
+//! [`StaticClient::private_key_jwt_uri`](super::StaticClient::private_key_jwt_uri)) that way,
+//! or (with the `client-metadata` feature) its client ID metadata document asks for it with
+//! exactly one of `jwks` / `jwks_uri` (see `client_metadata`; its `jwks_uri` is fetched here,
+//! under the same switches).
 //! At the token, revocation and introspection endpoints it then sends
 //! `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and
 //! `client_assertion=<JWT>`, which must meet these rules (each failure is `401

@@ -23,10 +23,22 @@
 //!   `redirect_uris` are present, and every redirect URI passes the same policy as a
 //!   dynamic registration; `response_types`, if present, allows `code`; no shared-secret
 //!   authentication (`client_secret_basic`, `client_secret_post`, `client_secret_jwt`, or a
-//!   `client_secret` member): the client is public (`none`; an absent method means `none`).
-//!   A document that lists `token_endpoint_auth_methods_supported` (as ChatGPT's does) is
-//!   accepted when `none` is among them. `jwks`, `jwks_uri` and the other members are kept
-//!   in [`Client::extra`](crate::store::Client::extra).
+//!   `client_secret` member). The client is public (`none`) when the document names no
+//!   method, names `none`, or lists `none` among its `token_endpoint_auth_methods_supported`
+//!   (as ChatGPT's does). `jwks`, `jwks_uri` and the other members are kept in
+//!   [`Client::extra`](crate::store::Client::extra).
+//! - **`private_key_jwt`** (feature `private-key-jwt`): a document whose
+//!   `token_endpoint_auth_method` is `private_key_jwt` (or whose method list offers it and
+//!   not `none`) is a confidential client that authenticates at the token, revocation and
+//!   introspection endpoints with a signed assertion (RFC 7523) whose `iss` and `sub` are
+//!   the URL `client_id`; the rules are those of the `client_jwks` module, replayed `jti`s
+//!   included. The document must publish exactly one of `jwks` (checked as dynamic
+//!   registration checks it: at most 10 public keys, no private member) and `jwks_uri` (an
+//!   absolute `https` URL, fetched by the same SSRF-guarded, caching key fetcher as a
+//!   registered client's, under the same switches, such as `client_jwks_allow_loopback`);
+//!   without keys, with both, or with unusable ones it is refused, naming the problem.
+//!   Built without the feature, such a document is refused as asking for a method this
+//!   server does not support, never taken for a public client.
 //! - **The cache**: a good document is kept for its `Cache-Control: max-age`, bounded by
 //!   [`cache_ttl`](ClientMetadataPolicy::cache_ttl) (60 s to 24 h by default; 10 minutes
 //!   without a `max-age`; `no-store`/`no-cache` count as the minimum). Errors and invalid

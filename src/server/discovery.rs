@@ -23,7 +23,9 @@
 //! metadata documents are on (the `client-metadata` feature, default; see
 //! [`client_metadata`](super::client_metadata)). Claude and other clients use a URL
 //! `client_id` only when that flag is present and `none` is an accepted token endpoint
-//! authentication method, which it is.
+//! authentication method, which it is. With the `private-key-jwt` feature as well, a
+//! metadata document client may also use `private_key_jwt` (the advertised methods and
+//! signing algorithms hold for it as for every client).
 //!
 //! With [`stats_endpoint`](super::AuthorizationServerBuilder::stats_endpoint) on,
 //! `GET {issuer path}/oauth/stats` answers the live counts of clients, codes, refresh families

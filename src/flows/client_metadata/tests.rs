@@ -235,20 +235,6 @@ async fn documents_and_urls_are_refused_with_the_problem_named() {
             "client_secret",
         ),
         (
-            "private_key_jwt only",
-            URL,
-            doc(
-                &with(|m| {
-                    m.insert(
-                        "token_endpoint_auth_method".into(),
-                        json!("private_key_jwt"),
-                    );
-                }),
-                None,
-            ),
-            "private_key_jwt",
-        ),
-        (
             "javascript redirect",
             URL,
             doc(
@@ -610,4 +596,194 @@ async fn a_busy_host_is_unavailable_after_the_fetch_timeout() {
     // A request after the fetch finds the document cached.
     r.resolve(URL, 1000).await.unwrap();
     assert_eq!(fetch.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A public P-256 key (RFC 7515 appendix A.3's, without `d`).
+#[cfg(feature = "private-key-jwt")]
+fn public_jwk() -> serde_json::Value {
+    json!({
+        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+    })
+}
+
+/// A document asking for `private_key_jwt` with these members besides (`jwks_uri` dropped
+/// from the good document first).
+#[cfg(feature = "private-key-jwt")]
+fn pk(extra: serde_json::Value) -> serde_json::Value {
+    with(|m| {
+        m.remove("jwks_uri");
+        m.insert(
+            "token_endpoint_auth_method".into(),
+            json!("private_key_jwt"),
+        );
+        for (k, v) in extra.as_object().unwrap() {
+            m.insert(k.clone(), v.clone());
+        }
+    })
+}
+
+#[cfg(feature = "private-key-jwt")]
+#[tokio::test]
+async fn private_key_jwt_documents_map_to_private_key_jwt_clients() {
+    use crate::flows::client_assertion::ClientKeySource;
+
+    // Inline keys: the client authenticates with assertions, keys kept in `extra`.
+    let jwks = json!({"keys": [public_jwk()]});
+    let (r, _) = resolver(
+        doc(&pk(json!({ "jwks": jwks })), None),
+        ClientMetadataPolicy::new(),
+    );
+    let c = r.resolve(URL, 1000).await.unwrap();
+    assert_eq!(
+        c.token_endpoint_auth_method,
+        TokenEndpointAuthMethod::PrivateKeyJwt
+    );
+    assert_eq!(c.source, ClientSource::MetadataDocument);
+    assert!(c.secret_hash.is_none());
+    assert_eq!(
+        ClientKeySource::of(&c),
+        Some(ClientKeySource::Inline(&jwks))
+    );
+
+    // A jwks_uri: kept for the SSRF-guarded fetcher.
+    let uri = "https://app.example.com/jwks.json";
+    let (r, _) = resolver(
+        doc(&pk(json!({ "jwks_uri": uri })), None),
+        ClientMetadataPolicy::new(),
+    );
+    let c = r.resolve(URL, 1000).await.unwrap();
+    assert_eq!(
+        c.token_endpoint_auth_method,
+        TokenEndpointAuthMethod::PrivateKeyJwt
+    );
+    assert_eq!(ClientKeySource::of(&c), Some(ClientKeySource::Uri(uri)));
+
+    // Only private_key_jwt in the method list (no method of its own): the same.
+    let (r, _) = resolver(
+        doc(
+            &with(|m| {
+                m.remove("token_endpoint_auth_method");
+                m.insert(
+                    "token_endpoint_auth_methods_supported".into(),
+                    json!(["private_key_jwt"]),
+                );
+            }),
+            None,
+        ),
+        ClientMetadataPolicy::new(),
+    );
+    let c = r.resolve(URL, 1000).await.unwrap();
+    assert_eq!(
+        c.token_endpoint_auth_method,
+        TokenEndpointAuthMethod::PrivateKeyJwt
+    );
+
+    // A public document keeps whatever keys it lists, and stays public.
+    let (r, _) = resolver(doc(&good(), None), ClientMetadataPolicy::new());
+    let c = r.resolve(URL, 1000).await.unwrap();
+    assert_eq!(c.token_endpoint_auth_method, TokenEndpointAuthMethod::None);
+}
+
+#[cfg(feature = "private-key-jwt")]
+#[tokio::test]
+async fn private_key_jwt_documents_without_usable_keys_are_refused() {
+    let mut private = public_jwk();
+    private["d"] = json!("jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI");
+    let cases = [
+        ("no keys", pk(json!({})), "publishes no keys"),
+        ("null keys", pk(json!({"jwks": null})), "publishes no keys"),
+        (
+            "both",
+            pk(json!({"jwks": {"keys": [public_jwk()]}, "jwks_uri": "https://app.example.com/j"})),
+            "both jwks and jwks_uri",
+        ),
+        (
+            "private key",
+            pk(json!({"jwks": {"keys": [private]}})),
+            "private member",
+        ),
+        (
+            "empty set",
+            pk(json!({"jwks": {"keys": []}})),
+            "unusable jwks",
+        ),
+        (
+            "not a set",
+            pk(json!({"jwks": [public_jwk()]})),
+            "unusable jwks",
+        ),
+        (
+            "http jwks_uri",
+            pk(json!({"jwks_uri": "http://app.example.com/jwks"})),
+            "must be an https URL",
+        ),
+        (
+            "relative jwks_uri",
+            pk(json!({"jwks_uri": "jwks.json"})),
+            "absolute URL",
+        ),
+        (
+            "jwks_uri with user information",
+            pk(json!({"jwks_uri": "https://u:p@app.example.com/jwks"})),
+            "user information",
+        ),
+        (
+            "jwks_uri not a string",
+            pk(json!({"jwks_uri": 7})),
+            "not a string",
+        ),
+        (
+            "client_secret_jwt",
+            with(|m| {
+                m.insert(
+                    "token_endpoint_auth_method".into(),
+                    json!("client_secret_jwt"),
+                );
+            }),
+            "shared-secret",
+        ),
+        (
+            "tls_client_auth",
+            with(|m| {
+                m.insert(
+                    "token_endpoint_auth_method".into(),
+                    json!("tls_client_auth"),
+                );
+            }),
+            "none and private_key_jwt",
+        ),
+    ];
+    for (name, body, want) in cases {
+        let (r, _) = resolver(doc(&body, None), ClientMetadataPolicy::new());
+        match r.resolve(URL, 1000).await {
+            Err(ResolveError::Invalid(problem)) => {
+                assert!(problem.contains(want), "{name}: {problem}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+/// Without the feature a `private_key_jwt` document is refused, never taken as public.
+#[cfg(not(feature = "private-key-jwt"))]
+#[tokio::test]
+async fn private_key_jwt_documents_are_refused_without_the_feature() {
+    let body = with(|m| {
+        m.insert(
+            "token_endpoint_auth_method".into(),
+            json!("private_key_jwt"),
+        );
+    });
+    let (r, _) = resolver(doc(&body, None), ClientMetadataPolicy::new());
+    match r.resolve(URL, 1000).await {
+        Err(ResolveError::Invalid(problem)) => {
+            assert!(
+                problem.contains("private-key-jwt feature is off"),
+                "{problem}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
