@@ -912,6 +912,60 @@ impl GrantStore for RedisStore {
         .await
     }
 
+    async fn put_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+        record: Vec<u8>,
+        _now: u64,
+    ) -> Result<(), StoreError> {
+        // Keyed by the hash of the pair; no expiry (a refresh token may outlive any access
+        // token): the record stays until replaced or deleted.
+        let key = self.key("upt", &super::upstream_tokens_key(provider, subject).to_hex());
+        self.run(|mut c| async move {
+            ::redis::cmd("SET")
+                .arg(&key)
+                .arg(record)
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn get_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key("upt", &super::upstream_tokens_key(provider, subject).to_hex());
+        self.run(|mut c| async move {
+            ::redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn delete_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let key = self.key("upt", &super::upstream_tokens_key(provider, subject).to_hex());
+        self.run(|mut c| async move {
+            let n: u64 = ::redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn record_assertion_id(
         &self,
         client_id: &str,
