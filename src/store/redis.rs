@@ -921,7 +921,10 @@ impl GrantStore for RedisStore {
     ) -> Result<(), StoreError> {
         // Keyed by the hash of the pair; no expiry (a refresh token may outlive any access
         // token): the record stays until replaced or deleted.
-        let key = self.key("upt", &super::upstream_tokens_key(provider, subject).to_hex());
+        let key = self.key(
+            "upt",
+            &super::upstream_tokens_key(provider, subject).to_hex(),
+        );
         self.run(|mut c| async move {
             ::redis::cmd("SET")
                 .arg(&key)
@@ -938,7 +941,10 @@ impl GrantStore for RedisStore {
         provider: &str,
         subject: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.key("upt", &super::upstream_tokens_key(provider, subject).to_hex());
+        let key = self.key(
+            "upt",
+            &super::upstream_tokens_key(provider, subject).to_hex(),
+        );
         self.run(|mut c| async move {
             ::redis::cmd("GET")
                 .arg(&key)
@@ -954,7 +960,10 @@ impl GrantStore for RedisStore {
         provider: &str,
         subject: &str,
     ) -> Result<bool, StoreError> {
-        let key = self.key("upt", &super::upstream_tokens_key(provider, subject).to_hex());
+        let key = self.key(
+            "upt",
+            &super::upstream_tokens_key(provider, subject).to_hex(),
+        );
         self.run(|mut c| async move {
             let n: u64 = ::redis::cmd("DEL")
                 .arg(&key)
