@@ -404,6 +404,9 @@ struct Fake {
     codes: Mutex<HashMap<String, (String, String, String)>>,
     /// Every authorization request's query.
     seen: Mutex<Vec<HashMap<String, String>>>,
+    /// Refresh-token grants answered, and whether to refuse them.
+    refreshes: std::sync::atomic::AtomicUsize,
+    refuse_refresh: std::sync::atomic::AtomicBool,
 }
 
 type FakeState = Arc<Fake>;
@@ -423,6 +426,8 @@ async fn start_fake(mode: Mode, wrong_nonce: bool, omit_iss: bool) -> FakeState 
         omit_iss,
         codes: Mutex::new(HashMap::new()),
         seen: Mutex::new(Vec::new()),
+        refreshes: Default::default(),
+        refuse_refresh: Default::default(),
     });
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(fake_discovery))
@@ -505,6 +510,27 @@ async fn fake_token(
     State(f): State<FakeState>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    use std::sync::atomic::Ordering;
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        if f.refuse_refresh.load(Ordering::SeqCst)
+            || form.get("refresh_token").map(String::as_str) != Some("rt-fake")
+            || form.get("client_secret").map(String::as_str) != Some("fake-secret")
+        {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "invalid_grant"})),
+            )
+                .into_response();
+        }
+        let n = f.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
+        // Short-lived on purpose: every read of kept tokens refreshes again.
+        return axum::Json(json!({
+            "access_token": format!("at-refreshed-{n}"),
+            "token_type": "Bearer",
+            "expires_in": 10,
+        }))
+        .into_response();
+    }
     let Some((nonce, challenge, redirect)) = f.codes.lock().unwrap().remove(&form["code"]) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -547,8 +573,15 @@ async fn fake_token(
             }),
         )
         .unwrap();
-    axum::Json(json!({"access_token": "at-fake", "token_type": "Bearer", "id_token": id_token}))
-        .into_response()
+    axum::Json(json!({
+        "access_token": "at-fake",
+        "token_type": "Bearer",
+        "id_token": id_token,
+        "refresh_token": "rt-fake",
+        "expires_in": 10,
+        "scope": "openid email profile",
+    }))
+    .into_response()
 }
 
 fn gh_authorized(h: &HeaderMap) -> bool {
@@ -1201,4 +1234,56 @@ impl GrantStore for NoUpstreamTokens {
     async fn stats(&self, now: u64) -> Result<mcp_oauth::store::StoreStats, StoreError> {
         self.0.stats(now).await
     }
+}
+
+/// An expired kept access token is refreshed through the provider's token endpoint (with
+/// our client authentication), the new tokens are kept (the refresh token the provider did
+/// not rotate stays), and a refused refresh is an error, never stale tokens passed off as
+/// fresh.
+#[tokio::test]
+async fn an_expired_kept_access_token_is_refreshed_at_the_provider() {
+    use std::sync::atomic::Ordering;
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let mut ours = Ours::bind().await;
+    let upstream = UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+        .allow_loopback()
+        .keep_upstream_tokens(UpstreamTokenKey::new("k1", [3; 32]))
+        .build()
+        .await
+        .unwrap();
+    let server = serve_keeping(&mut ours, upstream).await;
+    let b = browser("unused", &fake.issuer);
+    let callback = b
+        .authorize(&ours.authorize_url("read"), Decision::Approve)
+        .await;
+    let mcp_tokens = ours.redeem(&callback).await;
+    let text = mcp_tokens.to_string();
+    assert!(
+        !text.contains("at-fake") && !text.contains("rt-fake"),
+        "{text}"
+    );
+    let subject = format!("{}|u-1", fake.issuer);
+
+    // The login's access token expires in 10 s: reading it refreshes first.
+    let t = server.upstream_tokens(&subject).await.unwrap().unwrap();
+    assert_eq!(t.access_token, "at-refreshed-1");
+    assert_eq!(t.refresh_token.as_deref(), Some("rt-fake"));
+    assert_eq!(t.scope.as_deref(), Some("openid email profile"));
+    assert!(t.expires_at.is_some());
+    assert_eq!(fake.refreshes.load(Ordering::SeqCst), 1);
+    // The refreshed tokens were kept (sealed) in place of the old ones.
+    let record = server
+        .grant_store()
+        .get_upstream_tokens(&fake.issuer, &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!contains(&record, "at-refreshed-1") && !contains(&record, "rt-fake"));
+
+    // The provider refuses the refresh token: an error, not the expired token.
+    fake.refuse_refresh.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        server.upstream_tokens(&subject).await,
+        Err(UpstreamTokensError::Refresh)
+    ));
 }
