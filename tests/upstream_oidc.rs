@@ -1287,3 +1287,84 @@ async fn an_expired_kept_access_token_is_refreshed_at_the_provider() {
         Err(UpstreamTokensError::Refresh)
     ));
 }
+
+/// The store holds no plaintext upstream token, searched in the raw bytes of a SQLite
+/// database file and its WAL after a login that kept tokens and a refresh that replaced
+/// them (positive control: the record's key is found, so the dump is the real thing).
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_holds_no_plaintext_upstream_token() {
+    use mcp_oauth::store::sql::SqliteStore;
+
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let dir = std::env::temp_dir().join(format!(
+        "mcp_oauth_upstream_tokens_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("oauth.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut ours = Ours::bind().await;
+    let upstream = UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+        .allow_loopback()
+        .keep_upstream_tokens(UpstreamTokenKey::new("k1", [4; 32]))
+        .build()
+        .await
+        .unwrap();
+    let server = AuthorizationServer::builder()
+        .authenticator(upstream)
+        .client(StaticClient::public("mcp-client", [REDIRECT]))
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let cfg = McpOAuthConfig::builder()
+        .resource(format!("{}/mcp", ours.issuer))
+        .issuer(&ours.issuer)
+        .scope("read", "Read")
+        .authorization_server(&server)
+        .build()
+        .unwrap();
+    let app: Router = oauth_router(&cfg, &server);
+    let listener = ours.listener.take().unwrap();
+    tokio::spawn(async move {
+        let _ = mcp_oauth::serve(listener, app).await;
+    });
+    let b = browser("unused", &fake.issuer);
+    let callback = b
+        .authorize(&ours.authorize_url("read"), Decision::Approve)
+        .await;
+    ours.redeem(&callback).await;
+    let subject = format!("{}|u-1", fake.issuer);
+    let t = server.upstream_tokens(&subject).await.unwrap().unwrap();
+    assert_eq!(t.access_token, "at-refreshed-1");
+
+    let mut dump = std::fs::read(&path).unwrap();
+    for extra in ["oauth.db-wal", "oauth.db-shm"] {
+        if let Ok(bytes) = std::fs::read(dir.join(extra)) {
+            dump.extend(bytes);
+        }
+    }
+    drop(server);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = mcp_oauth::store::upstream_tokens_key(&fake.issuer, &subject).to_hex();
+    assert!(
+        contains(&dump, &key),
+        "positive control: the record's key is in the dump"
+    );
+    for secret in [
+        "at-fake",
+        "rt-fake",
+        "at-refreshed-1",
+        "openid email profile",
+    ] {
+        assert!(!contains(&dump, secret), "{secret} is stored in plaintext");
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(!contains(&dump, &hex), "{secret} is stored as hex");
+    }
+}
