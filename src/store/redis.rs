@@ -16,6 +16,8 @@
 //!   which is what the logic compares against, so clock skew between the instances and Redis
 //!   does not matter); [`sweep`](super::GrantStore::sweep) drops what expired early, keeps
 //!   the counts of [`stats`](super::GrantStore::stats) exact, and is cheap.
+//!   Kept upstream tokens ([`put_upstream_tokens`](super::GrantStore::put_upstream_tokens),
+//!   already sealed when they arrive) are the exception: they stay until replaced or deleted.
 //! - **One connection, multiplexed and reconnecting** ([`redis::aio::ConnectionManager`]);
 //!   every operation is bounded (5 s by default), so a Redis that is down makes the endpoints
 //!   answer `503 temporarily_unavailable` instead of hanging.
