@@ -985,7 +985,9 @@ impl UpstreamOidc {
             tracing::warn!(target: "mcp_oauth::upstream", "the upstream token response has no access_token to keep");
             return Err(Refusal::NotKept);
         };
-        let record = sealer.seal(self.store_provider(), subject, &tokens);
+        let Some(record) = sealer.seal(self.store_provider(), subject, &tokens) else {
+            return Err(Refusal::NotKept);
+        };
         store
             .put_upstream_tokens(self.store_provider(), subject, record, now)
             .await
@@ -1049,7 +1051,9 @@ impl UpstreamOidc {
                 .map_err(|_| UpstreamTokensError::Refresh)?;
             let fresh = UpstreamTokens::from_response(&body, now, Some(&tokens))
                 .ok_or(UpstreamTokensError::Refresh)?;
-            let record = sealer.seal(provider, subject, &fresh);
+            let record = sealer
+                .seal(provider, subject, &fresh)
+                .ok_or(UpstreamTokensError::Refresh)?;
             store
                 .put_upstream_tokens(provider, subject, record, now)
                 .await
@@ -1058,10 +1062,10 @@ impl UpstreamOidc {
         }
         if !sealer.is_current(&record) {
             // Rotation: seal again with the current key (best effort; the old one still opens it).
-            let resealed = sealer.seal(provider, subject, &tokens);
-            if let Err(e) = store
-                .put_upstream_tokens(provider, subject, resealed, now)
-                .await
+            if let Some(resealed) = sealer.seal(provider, subject, &tokens)
+                && let Err(e) = store
+                    .put_upstream_tokens(provider, subject, resealed, now)
+                    .await
             {
                 tracing::warn!(target: "mcp_oauth::upstream", error = %e, "could not seal upstream tokens again with the current key");
             }

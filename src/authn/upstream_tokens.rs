@@ -303,8 +303,14 @@ impl Sealer {
         split(record).is_some_and(|(id, _, _)| id == self.keys[0].id.as_bytes())
     }
 
-    /// Seals `tokens` for `subject` at `provider` with the current key and a random nonce.
-    pub(crate) fn seal(&self, provider: &str, subject: &str, tokens: &UpstreamTokens) -> Vec<u8> {
+    /// Seals `tokens` for `subject` at `provider` with the current key and a random nonce;
+    /// `None` when sealing fails (never a record holding plaintext).
+    pub(crate) fn seal(
+        &self,
+        provider: &str,
+        subject: &str,
+        tokens: &UpstreamTokens,
+    ) -> Option<Vec<u8>> {
         let key = &self.keys[0];
         let plain = Plain {
             access_token: tokens.access_token.clone(),
@@ -314,23 +320,23 @@ impl Sealer {
             scope: tokens.scope.clone(),
             obtained_at: tokens.obtained_at,
         };
-        // Serializing strings and numbers cannot fail.
-        let mut in_out = serde_json::to_vec(&plain).unwrap_or_default();
+        let mut in_out = serde_json::to_vec(&plain).ok()?;
         let mut nonce = [0u8; NONCE_LEN];
         crate::util::fill_random(&mut nonce);
-        // Sealing fails only for inputs of gigabytes.
-        let _ = key.aead().seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(provider, subject, &key.id)),
-            &mut in_out,
-        );
+        key.aead()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(provider, subject, &key.id)),
+                &mut in_out,
+            )
+            .ok()?;
         let mut out = Vec::with_capacity(MAGIC.len() + 1 + key.id.len() + NONCE_LEN + in_out.len());
         out.extend_from_slice(MAGIC);
         out.push(u8::try_from(key.id.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(key.id.as_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&in_out);
-        out
+        Some(out)
     }
 
     /// Opens a record of `subject` at `provider`.
@@ -402,7 +408,7 @@ mod tests {
     #[test]
     fn a_sealed_record_opens_for_its_subject_and_holds_no_plaintext() {
         let s = sealer("k1", 7);
-        let record = s.seal(P, "alice", &tokens());
+        let record = s.seal(P, "alice", &tokens()).unwrap();
         assert_eq!(s.open(P, "alice", &record).unwrap(), tokens());
         for secret in [
             "upstream-access-secret",
@@ -415,13 +421,13 @@ mod tests {
             );
         }
         // Two seals of the same tokens differ (a fresh nonce each time).
-        assert_ne!(record, s.seal(P, "alice", &tokens()));
+        assert_ne!(record, s.seal(P, "alice", &tokens()).unwrap());
     }
 
     #[test]
     fn a_flipped_bit_anywhere_after_the_key_id_is_refused() {
         let s = sealer("k1", 7);
-        let record = s.seal(P, "alice", &tokens());
+        let record = s.seal(P, "alice", &tokens()).unwrap();
         for i in (MAGIC.len() + 1 + 2)..record.len() {
             let mut bad = record.clone();
             bad[i] ^= 0x01;
@@ -447,7 +453,7 @@ mod tests {
     #[test]
     fn a_record_moved_to_another_subject_or_provider_is_refused() {
         let s = sealer("k1", 7);
-        let record = s.seal(P, "alice", &tokens());
+        let record = s.seal(P, "alice", &tokens()).unwrap();
         assert!(matches!(
             s.open(P, "mallory", &record),
             Err(UpstreamTokensError::Tampered)
@@ -457,7 +463,9 @@ mod tests {
             Err(UpstreamTokensError::Tampered)
         ));
         // Moving bytes between provider and subject changes the associated data too.
-        let r2 = s.seal("https://idp.example.com|a", "lice", &tokens());
+        let r2 = s
+            .seal("https://idp.example.com|a", "lice", &tokens())
+            .unwrap();
         assert!(matches!(
             s.open("https://idp.example.com", "a|lice", &r2),
             Err(UpstreamTokensError::Tampered)
@@ -466,7 +474,7 @@ mod tests {
 
     #[test]
     fn an_unknown_key_id_or_another_key_is_refused() {
-        let record = sealer("k1", 7).seal(P, "alice", &tokens());
+        let record = sealer("k1", 7).seal(P, "alice", &tokens()).unwrap();
         match sealer("k2", 7).open(P, "alice", &record) {
             Err(UpstreamTokensError::UnknownKey { key_id }) => assert_eq!(key_id, "k1"),
             other => panic!("{other:?}"),
@@ -493,7 +501,7 @@ mod tests {
     #[test]
     fn rotation_reads_old_records_and_seals_with_the_new_key() {
         let old = sealer("2026-01", 1);
-        let record = old.seal(P, "alice", &tokens());
+        let record = old.seal(P, "alice", &tokens()).unwrap();
         let rotated = Sealer::new(
             UpstreamTokenKey::new("2026-02", [2; 32]),
             vec![UpstreamTokenKey::new("2026-01", [1; 32])],
@@ -501,7 +509,7 @@ mod tests {
         .unwrap();
         assert!(!rotated.is_current(&record));
         assert_eq!(rotated.open(P, "alice", &record).unwrap(), tokens());
-        let resealed = rotated.seal(P, "alice", &tokens());
+        let resealed = rotated.seal(P, "alice", &tokens()).unwrap();
         assert!(rotated.is_current(&resealed));
         assert!(matches!(
             old.open(P, "alice", &resealed),
