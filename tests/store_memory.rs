@@ -78,6 +78,11 @@ async fn assertion_ids() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_tokens() {
+    testkit::upstream_tokens(&*store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_assertion_id() {
     for _ in 0..20 {
         testkit::concurrent_assertion_id(store()).await;

@@ -193,6 +193,8 @@ rule_tests!(
     revoke_token,
     // Issue 11: client-assertion ids (private_key_jwt replay) on every store.
     assertion_ids,
+    // Issue 11: upstream tokens kept (sealed) for the host's own calls, on every store.
+    upstream_tokens,
     consent,
     pending,
     sweep_removes_only_expired,

@@ -29,9 +29,10 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use browser::{Browser, Decision, Outcome, query_param};
 use http::{HeaderMap, StatusCode};
-use mcp_oauth::authn::{UpstreamOidc, UpstreamOidcBuilder};
+use mcp_oauth::authn::{UpstreamOidc, UpstreamOidcBuilder, UpstreamTokenKey, UpstreamTokensError};
 use mcp_oauth::keys::{SigningAlgorithm, SigningKey};
 use mcp_oauth::server::{AuthorizationServer, StaticClient};
+use mcp_oauth::store::{GrantStore, MemoryStore, StoreError};
 use mcp_oauth::{McpOAuthConfig, oauth_router};
 use oidc::OidcProvider;
 use serde_json::{Value, json};
@@ -403,6 +404,9 @@ struct Fake {
     codes: Mutex<HashMap<String, (String, String, String)>>,
     /// Every authorization request's query.
     seen: Mutex<Vec<HashMap<String, String>>>,
+    /// Refresh-token grants answered, and whether to refuse them.
+    refreshes: std::sync::atomic::AtomicUsize,
+    refuse_refresh: std::sync::atomic::AtomicBool,
 }
 
 type FakeState = Arc<Fake>;
@@ -422,6 +426,8 @@ async fn start_fake(mode: Mode, wrong_nonce: bool, omit_iss: bool) -> FakeState 
         omit_iss,
         codes: Mutex::new(HashMap::new()),
         seen: Mutex::new(Vec::new()),
+        refreshes: Default::default(),
+        refuse_refresh: Default::default(),
     });
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(fake_discovery))
@@ -504,6 +510,27 @@ async fn fake_token(
     State(f): State<FakeState>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    use std::sync::atomic::Ordering;
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        if f.refuse_refresh.load(Ordering::SeqCst)
+            || form.get("refresh_token").map(String::as_str) != Some("rt-fake")
+            || form.get("client_secret").map(String::as_str) != Some("fake-secret")
+        {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "invalid_grant"})),
+            )
+                .into_response();
+        }
+        let n = f.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
+        // Short-lived on purpose: every read of kept tokens refreshes again.
+        return axum::Json(json!({
+            "access_token": format!("at-refreshed-{n}"),
+            "token_type": "Bearer",
+            "expires_in": 10,
+        }))
+        .into_response();
+    }
     let Some((nonce, challenge, redirect)) = f.codes.lock().unwrap().remove(&form["code"]) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -546,8 +573,15 @@ async fn fake_token(
             }),
         )
         .unwrap();
-    axum::Json(json!({"access_token": "at-fake", "token_type": "Bearer", "id_token": id_token}))
-        .into_response()
+    axum::Json(json!({
+        "access_token": "at-fake",
+        "token_type": "Bearer",
+        "id_token": id_token,
+        "refresh_token": "rt-fake",
+        "expires_in": 10,
+        "scope": "openid email profile",
+    }))
+    .into_response()
 }
 
 fn gh_authorized(h: &HeaderMap) -> bool {
@@ -778,5 +812,559 @@ async fn upstream_paths_pass_the_layer_only_with_an_upstream_login() {
                 assert_eq!(res.status(), 401, "{path}");
             }
         }
+    }
+}
+
+// ------------------------------------------------ upstream tokens kept for the host's calls
+
+const RS: &str = "resource-server";
+const RS_SECRET: &str = "rs-secret-0123456789abcdef";
+
+/// Like [`Ours::serve`], keeping the server (the host reads upstream tokens through it) and
+/// with a resource server allowed to introspect.
+async fn serve_keeping(ours: &mut Ours, upstream: UpstreamOidc) -> AuthorizationServer {
+    let server = AuthorizationServer::builder()
+        .authenticator(upstream)
+        .client(StaticClient::public("mcp-client", [REDIRECT]))
+        .client(StaticClient::confidential(RS, RS_SECRET, [REDIRECT]))
+        .introspection_clients([RS])
+        .build()
+        .await
+        .unwrap();
+    let cfg = McpOAuthConfig::builder()
+        .resource(format!("{}/mcp", ours.issuer))
+        .issuer(&ours.issuer)
+        .scope("read", "Read")
+        .authorization_server(&server)
+        .build()
+        .unwrap();
+    let app: Router = oauth_router(&cfg, &server);
+    let listener = ours.listener.take().unwrap();
+    tokio::spawn(async move {
+        let _ = mcp_oauth::serve(listener, app).await;
+    });
+    server
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+async fn upstream_with_keys(
+    idp: &OidcProvider,
+    key: UpstreamTokenKey,
+    old: Vec<UpstreamTokenKey>,
+) -> UpstreamOidc {
+    UpstreamOidc::oidc(
+        &idp.issuer,
+        oidc::UPSTREAM_CLIENT_ID,
+        Some(oidc::UPSTREAM_CLIENT_SECRET.to_owned()),
+    )
+    .allow_loopback()
+    .scopes(["openid", "email", "profile"])
+    .keep_upstream_tokens(key)
+    .decrypt_upstream_tokens_with(old)
+    .build()
+    .await
+    .expect("discovery")
+}
+
+/// Issue 11 item 3: after an upstream login the host reads the provider's access token (and
+/// it works at the provider's UserInfo endpoint), while the MCP client's token response and
+/// its introspection carry none of its bytes and the store holds no plaintext. A tampered
+/// record, a record moved to another subject and a record naming an unknown key are each
+/// refused; after a key rotation the old key (in the decryption list) still reads old
+/// records, which are then sealed again with the new key.
+#[tokio::test]
+async fn kept_upstream_tokens_serve_the_host_and_never_the_mcp_client() {
+    let Some(interop) = support::interop("kept_upstream_tokens") else {
+        return;
+    };
+    let mut ours = Ours::bind().await;
+    let idp = OidcProvider::start_upstream(&interop, &ours.callback()).await;
+    let key_a = UpstreamTokenKey::new("key-a", [0xa5; 32]);
+    let key_b = UpstreamTokenKey::new("key-b", [0x5b; 32]);
+    let upstream = upstream_with_keys(&idp, key_a.clone(), vec![]).await;
+    assert!(upstream.keeps_upstream_tokens());
+    let server = serve_keeping(&mut ours, upstream).await;
+
+    let alice = browser("alice", &idp.issuer);
+    let callback = alice
+        .authorize(&ours.authorize_url("read"), Decision::Approve)
+        .await;
+    let mcp_tokens = ours.redeem(&callback).await;
+    let subject = format!("{}|alice", idp.issuer);
+    assert_eq!(
+        payload(mcp_tokens["access_token"].as_str().unwrap())["sub"],
+        subject
+    );
+
+    // The host reads the upstream tokens, and the access token works at the provider.
+    let kept = server
+        .upstream_tokens(&subject)
+        .await
+        .unwrap()
+        .expect("tokens kept for alice");
+    assert!(!kept.access_token.is_empty());
+    assert!(!format!("{kept:?}").contains(&kept.access_token));
+    let discovery: Value = reqwest::get(format!("{}/.well-known/openid-configuration", idp.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let userinfo = discovery["userinfo_endpoint"].as_str().unwrap();
+    let res = reqwest::Client::new()
+        .get(userinfo)
+        .bearer_auth(&kept.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let info: Value = res.json().await.unwrap();
+    assert_eq!(info["sub"], "alice", "{info}");
+    // Nobody else has tokens.
+    assert!(server.upstream_tokens("bob").await.unwrap().is_none());
+
+    // No token passthrough: the MCP client's token response and its introspection hold
+    // none of the upstream token's bytes.
+    let response_text = mcp_tokens.to_string();
+    assert!(
+        !response_text.contains(&kept.access_token),
+        "{response_text}"
+    );
+    let introspection = reqwest::Client::new()
+        .post(format!("{}/introspect", ours.issuer))
+        .basic_auth(RS, Some(RS_SECRET))
+        .form(&[("token", mcp_tokens["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(introspection.status(), 200);
+    let introspection = introspection.text().await.unwrap();
+    assert!(introspection.contains("\"active\":true"), "{introspection}");
+    assert!(
+        !introspection.contains(&kept.access_token),
+        "{introspection}"
+    );
+    // Nor does any string of the access token's JWT payload (if it is one).
+    let at_payload = payload(mcp_tokens["access_token"].as_str().unwrap()).to_string();
+    assert!(!at_payload.contains(&kept.access_token), "{at_payload}");
+
+    // The store holds the record sealed: no plaintext token in it.
+    let store = server.grant_store().clone();
+    let record = store
+        .get_upstream_tokens(&idp.issuer, &subject)
+        .await
+        .unwrap()
+        .expect("a record under (provider, subject)");
+    assert!(!contains(&record, &kept.access_token));
+    if let Some(r) = &kept.refresh_token {
+        assert!(!contains(&record, r));
+    }
+
+    // Tampered ciphertext: refused.
+    let mut tampered = record.clone();
+    let last = tampered.len() - 20;
+    tampered[last] ^= 0x80;
+    store
+        .put_upstream_tokens(&idp.issuer, &subject, tampered, 0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        server.upstream_tokens(&subject).await,
+        Err(UpstreamTokensError::Tampered)
+    ));
+    // Moved to another subject: refused (the associated data names the subject).
+    let mallory = format!("{}|mallory", idp.issuer);
+    store
+        .put_upstream_tokens(&idp.issuer, &mallory, record.clone(), 0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        server.upstream_tokens(&mallory).await,
+        Err(UpstreamTokensError::Tampered)
+    ));
+    // A key id that is not configured: refused, naming the key.
+    let mut unknown = record.clone();
+    let id_at = 5; // "MUT1", the id's length, then the id.
+    assert_eq!(&unknown[id_at..id_at + 5], b"key-a");
+    unknown[id_at + 4] = b'z';
+    store
+        .put_upstream_tokens(&idp.issuer, &subject, unknown, 0)
+        .await
+        .unwrap();
+    match server.upstream_tokens(&subject).await {
+        Err(UpstreamTokensError::UnknownKey { key_id }) => assert_eq!(key_id, "key-z"),
+        other => panic!("{other:?}"),
+    }
+    // None of these errors carries the token.
+    let e = server
+        .upstream_tokens(&mallory)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains(&kept.access_token), "{e}");
+
+    // Key rotation: B seals, A still opens; the record is sealed again with B on read.
+    store
+        .put_upstream_tokens(&idp.issuer, &subject, record.clone(), 0)
+        .await
+        .unwrap();
+    let rotated = upstream_with_keys(&idp, key_b.clone(), vec![key_a.clone()]).await;
+    let read = rotated
+        .upstream_tokens(&*store, &subject)
+        .await
+        .unwrap()
+        .expect("the old record still opens");
+    assert_eq!(read.access_token, kept.access_token);
+    let resealed = store
+        .get_upstream_tokens(&idp.issuer, &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&resealed[id_at..id_at + 5], b"key-b");
+    let only_b = upstream_with_keys(&idp, key_b, vec![]).await;
+    assert_eq!(
+        only_b
+            .upstream_tokens(&*store, &subject)
+            .await
+            .unwrap()
+            .unwrap()
+            .access_token,
+        kept.access_token
+    );
+    // The server still on key A alone cannot read a record sealed with B.
+    assert!(matches!(
+        server.upstream_tokens(&subject).await,
+        Err(UpstreamTokensError::UnknownKey { .. })
+    ));
+
+    // Forgetting them.
+    assert!(server.forget_upstream_tokens(&subject).await.unwrap());
+    assert!(server.upstream_tokens(&subject).await.unwrap().is_none());
+}
+
+/// Without `keep_upstream_tokens` nothing is stored and the host is told so.
+#[tokio::test]
+async fn upstream_tokens_are_not_kept_unless_asked() {
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let mut ours = Ours::bind().await;
+    let upstream = UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+        .allow_loopback()
+        .build()
+        .await
+        .unwrap();
+    assert!(!upstream.keeps_upstream_tokens());
+    let server = serve_keeping(&mut ours, upstream).await;
+    let b = browser("unused", &fake.issuer);
+    let callback = b
+        .authorize(&ours.authorize_url("read"), Decision::Approve)
+        .await;
+    ours.redeem(&callback).await;
+    let subject = format!("{}|u-1", fake.issuer);
+    assert!(matches!(
+        server.upstream_tokens(&subject).await,
+        Err(UpstreamTokensError::NotKept)
+    ));
+    assert_eq!(
+        server
+            .grant_store()
+            .get_upstream_tokens(&fake.issuer, &subject)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// A store that cannot keep upstream tokens (the trait's fail-closed default) fails the
+/// login with a "try again" page instead of dropping them silently; a bad key configuration
+/// is refused at build.
+#[tokio::test]
+async fn a_store_that_cannot_keep_them_fails_the_login_closed() {
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let mut ours = Ours::bind().await;
+    let upstream = UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+        .allow_loopback()
+        .keep_upstream_tokens(UpstreamTokenKey::new("k", [1; 32]))
+        .build()
+        .await
+        .unwrap();
+    let server = AuthorizationServer::builder()
+        .authenticator(upstream)
+        .client(StaticClient::public("mcp-client", [REDIRECT]))
+        .client_store(MemoryStore::new())
+        .grant_store(NoUpstreamTokens(MemoryStore::new()))
+        .build()
+        .await
+        .unwrap();
+    let cfg = McpOAuthConfig::builder()
+        .resource(format!("{}/mcp", ours.issuer))
+        .issuer(&ours.issuer)
+        .scope("read", "Read")
+        .authorization_server(&server)
+        .build()
+        .unwrap();
+    let app: Router = oauth_router(&cfg, &server);
+    let listener = ours.listener.take().unwrap();
+    tokio::spawn(async move {
+        let _ = mcp_oauth::serve(listener, app).await;
+    });
+    let b = browser("unused", &fake.issuer);
+    let (status, body) = stuck(&b, &ours.authorize_url("read")).await;
+    assert_eq!(status, 503, "{}", b.transcript());
+    assert!(body.contains("could not be saved"), "{body}");
+
+    for bad in [
+        UpstreamOidc::oidc(&fake.issuer, "c", None)
+            .keep_upstream_tokens(UpstreamTokenKey::new("", [1; 32])),
+        UpstreamOidc::oidc(&fake.issuer, "c", None)
+            .keep_upstream_tokens(UpstreamTokenKey::new("k", [1; 32]))
+            .decrypt_upstream_tokens_with([UpstreamTokenKey::new("k", [2; 32])]),
+        UpstreamOidc::oidc(&fake.issuer, "c", None)
+            .decrypt_upstream_tokens_with([UpstreamTokenKey::new("k", [2; 32])]),
+    ] {
+        assert!(matches!(
+            bad.allow_loopback().build().await,
+            Err(mcp_oauth::authn::UpstreamError::Config(_))
+        ));
+    }
+}
+
+/// A grant store on the trait's defaults for upstream tokens (which fail closed).
+struct NoUpstreamTokens(MemoryStore);
+
+#[async_trait::async_trait]
+impl GrantStore for NoUpstreamTokens {
+    fn is_durable(&self) -> bool {
+        false
+    }
+    async fn put_code(
+        &self,
+        hash: mcp_oauth::store::SecretHash,
+        code: mcp_oauth::store::AuthorizationCode,
+    ) -> Result<(), StoreError> {
+        self.0.put_code(hash, code).await
+    }
+    async fn take_code(
+        &self,
+        hash: &mcp_oauth::store::SecretHash,
+        family_id: &str,
+        now: u64,
+    ) -> Result<mcp_oauth::store::CodeTake, StoreError> {
+        self.0.take_code(hash, family_id, now).await
+    }
+    async fn create_family(
+        &self,
+        family: mcp_oauth::store::RefreshFamily,
+        refresh: Option<mcp_oauth::store::SecretHash>,
+    ) -> Result<(), StoreError> {
+        self.0.create_family(family, refresh).await
+    }
+    async fn rotate_refresh(
+        &self,
+        presented: &mcp_oauth::store::SecretHash,
+        successor: mcp_oauth::store::SecretHash,
+        sealed: Vec<u8>,
+        now: u64,
+        grace: u64,
+    ) -> Result<mcp_oauth::store::Rotation, StoreError> {
+        self.0
+            .rotate_refresh(presented, successor, sealed, now, grace)
+            .await
+    }
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<(), StoreError> {
+        self.0.revoke_family(family_id, now).await
+    }
+    async fn family_of_refresh(
+        &self,
+        hash: &mcp_oauth::store::SecretHash,
+        now: u64,
+    ) -> Result<Option<mcp_oauth::store::RefreshLookup>, StoreError> {
+        self.0.family_of_refresh(hash, now).await
+    }
+    async fn revoke_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.0.revoke_token(jti, expires_at).await
+    }
+    async fn is_token_revoked(&self, jti: &str, now: u64) -> Result<bool, StoreError> {
+        self.0.is_token_revoked(jti, now).await
+    }
+    async fn get_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<Option<mcp_oauth::scope::ScopeSet>, StoreError> {
+        self.0.get_consent(subject, client_id).await
+    }
+    async fn put_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &mcp_oauth::scope::ScopeSet,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.0.put_consent(subject, client_id, scope, now).await
+    }
+    async fn put_pending(
+        &self,
+        id: &str,
+        pending: mcp_oauth::store::PendingAuthorization,
+    ) -> Result<(), StoreError> {
+        self.0.put_pending(id, pending).await
+    }
+    async fn get_pending(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<mcp_oauth::store::PendingAuthorization>, StoreError> {
+        self.0.get_pending(id, now).await
+    }
+    async fn take_pending(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<mcp_oauth::store::PendingAuthorization>, StoreError> {
+        self.0.take_pending(id, now).await
+    }
+    async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
+        self.0.sweep(now).await
+    }
+    async fn stats(&self, now: u64) -> Result<mcp_oauth::store::StoreStats, StoreError> {
+        self.0.stats(now).await
+    }
+}
+
+/// An expired kept access token is refreshed through the provider's token endpoint (with
+/// our client authentication), the new tokens are kept (the refresh token the provider did
+/// not rotate stays), and a refused refresh is an error, never stale tokens passed off as
+/// fresh.
+#[tokio::test]
+async fn an_expired_kept_access_token_is_refreshed_at_the_provider() {
+    use std::sync::atomic::Ordering;
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let mut ours = Ours::bind().await;
+    let upstream = UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+        .allow_loopback()
+        .keep_upstream_tokens(UpstreamTokenKey::new("k1", [3; 32]))
+        .build()
+        .await
+        .unwrap();
+    let server = serve_keeping(&mut ours, upstream).await;
+    let b = browser("unused", &fake.issuer);
+    let callback = b
+        .authorize(&ours.authorize_url("read"), Decision::Approve)
+        .await;
+    let mcp_tokens = ours.redeem(&callback).await;
+    let text = mcp_tokens.to_string();
+    assert!(
+        !text.contains("at-fake") && !text.contains("rt-fake"),
+        "{text}"
+    );
+    let subject = format!("{}|u-1", fake.issuer);
+
+    // The login's access token expires in 10 s: reading it refreshes first.
+    let t = server.upstream_tokens(&subject).await.unwrap().unwrap();
+    assert_eq!(t.access_token, "at-refreshed-1");
+    assert_eq!(t.refresh_token.as_deref(), Some("rt-fake"));
+    assert_eq!(t.scope.as_deref(), Some("openid email profile"));
+    assert!(t.expires_at.is_some());
+    assert_eq!(fake.refreshes.load(Ordering::SeqCst), 1);
+    // The refreshed tokens were kept (sealed) in place of the old ones.
+    let record = server
+        .grant_store()
+        .get_upstream_tokens(&fake.issuer, &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!contains(&record, "at-refreshed-1") && !contains(&record, "rt-fake"));
+
+    // The provider refuses the refresh token: an error, not the expired token.
+    fake.refuse_refresh.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        server.upstream_tokens(&subject).await,
+        Err(UpstreamTokensError::Refresh)
+    ));
+}
+
+/// The store holds no plaintext upstream token, searched in the raw bytes of a SQLite
+/// database file and its WAL after a login that kept tokens and a refresh that replaced
+/// them (positive control: the record's key is found, so the dump is the real thing).
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_holds_no_plaintext_upstream_token() {
+    use mcp_oauth::store::sql::SqliteStore;
+
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let dir = std::env::temp_dir().join(format!(
+        "mcp_oauth_upstream_tokens_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("oauth.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut ours = Ours::bind().await;
+    let upstream = UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+        .allow_loopback()
+        .keep_upstream_tokens(UpstreamTokenKey::new("k1", [4; 32]))
+        .build()
+        .await
+        .unwrap();
+    let server = AuthorizationServer::builder()
+        .authenticator(upstream)
+        .client(StaticClient::public("mcp-client", [REDIRECT]))
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let cfg = McpOAuthConfig::builder()
+        .resource(format!("{}/mcp", ours.issuer))
+        .issuer(&ours.issuer)
+        .scope("read", "Read")
+        .authorization_server(&server)
+        .build()
+        .unwrap();
+    let app: Router = oauth_router(&cfg, &server);
+    let listener = ours.listener.take().unwrap();
+    tokio::spawn(async move {
+        let _ = mcp_oauth::serve(listener, app).await;
+    });
+    let b = browser("unused", &fake.issuer);
+    let callback = b
+        .authorize(&ours.authorize_url("read"), Decision::Approve)
+        .await;
+    ours.redeem(&callback).await;
+    let subject = format!("{}|u-1", fake.issuer);
+    let t = server.upstream_tokens(&subject).await.unwrap().unwrap();
+    assert_eq!(t.access_token, "at-refreshed-1");
+
+    let mut dump = std::fs::read(&path).unwrap();
+    for extra in ["oauth.db-wal", "oauth.db-shm"] {
+        if let Ok(bytes) = std::fs::read(dir.join(extra)) {
+            dump.extend(bytes);
+        }
+    }
+    drop(server);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = mcp_oauth::store::upstream_tokens_key(&fake.issuer, &subject).to_hex();
+    assert!(
+        contains(&dump, &key),
+        "positive control: the record's key is in the dump"
+    );
+    for secret in [
+        "at-fake",
+        "rt-fake",
+        "at-refreshed-1",
+        "openid email profile",
+    ] {
+        assert!(!contains(&dump, secret), "{secret} is stored in plaintext");
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(!contains(&dump, &hex), "{secret} is stored as hex");
     }
 }

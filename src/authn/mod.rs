@@ -11,7 +11,9 @@
 //! - [`HostSession`]: adapts a closure that reads the host application's session;
 //! - `UpstreamOidc` (feature `upstream-oidc`, module `upstream`): signs users in at an
 //!   upstream identity provider (any OpenID Connect issuer, Google, Microsoft Entra, GitHub),
-//!   with allow-lists and claim-to-scope mapping;
+//!   with allow-lists and claim-to-scope mapping; the upstream tokens are never handed to
+//!   MCP clients, and can be kept encrypted at rest for the host's own calls to the provider
+//!   (module `upstream_tokens`);
 //! - [`InsecureAutoApprove`]: approves everyone as one fixed user, with a warning logged at
 //!   every use. For local development and automated tests only: it refuses to start with an
 //!   issuer that is not on a loopback host unless
@@ -58,6 +60,9 @@ mod static_users;
 #[cfg(feature = "upstream-oidc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "upstream-oidc")))]
 pub mod upstream;
+#[cfg(feature = "upstream-oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream-oidc")))]
+pub mod upstream_tokens;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,6 +77,9 @@ pub use static_users::StaticUsers;
 #[cfg(feature = "upstream-oidc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "upstream-oidc")))]
 pub use upstream::{UpstreamError, UpstreamOidc, UpstreamOidcBuilder};
+#[cfg(feature = "upstream-oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream-oidc")))]
+pub use upstream_tokens::{UpstreamTokenKey, UpstreamTokens, UpstreamTokensError};
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,8 +32,13 @@
 //!
 //! Every failure of steps 2–4 (an unknown, reused or expired `state`, a missing binding
 //! cookie, an `iss`, `nonce` or signature mismatch, an upstream error) is an error page; none
-//! is a redirect to the MCP client. The upstream access and ID tokens are dropped once the user
-//! is known: they are **never** handed to MCP clients (no token passthrough).
+//! is a redirect to the MCP client. The upstream access and ID tokens are **never** handed to
+//! MCP clients (no token passthrough): by default they are dropped once the user is known;
+//! with [`keep_upstream_tokens`](UpstreamOidcBuilder::keep_upstream_tokens) the access token,
+//! refresh token, expiry and scope are kept in the grant store, sealed with AES-256-GCM and
+//! bound to the user's subject, for the host's own calls to the provider (see
+//! [`upstream_tokens`](super::upstream_tokens) and
+//! [`AuthorizationServer::upstream_tokens`](crate::server::AuthorizationServer::upstream_tokens)).
 //!
 //! Attempts and finished logins live in this process's memory (at most 10,000 of each): with
 //! several instances, the upstream callback must reach the instance that started the login
@@ -79,9 +84,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
+use super::upstream_tokens::{Sealer, UpstreamTokenKey, UpstreamTokens, UpstreamTokensError};
 use super::{Authentication, AuthnError, User, UserAuthenticator};
 use crate::outbound::{Outbound, OutboundBuilder, OutboundError};
 use crate::scope::ScopeSet;
+use crate::store::GrantStore;
 use crate::util::random_token;
 use crate::verify::RemoteJwksVerifier;
 
@@ -199,6 +206,9 @@ pub(crate) enum Refusal {
     NotAllowed(String),
     /// Too many logins in progress.
     Busy,
+    /// The upstream tokens could not be kept (the store failed, or the provider sent no
+    /// access token): the login fails closed rather than losing them.
+    NotKept,
 }
 
 impl Refusal {
@@ -249,6 +259,11 @@ impl Refusal {
                 "Temporarily unavailable",
                 "Too many sign-ins are in progress. Try again in a minute.".to_owned(),
             ),
+            Self::NotKept => (
+                S::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                format!("The sign-in at {provider} could not be saved. Try again in a minute."),
+            ),
         };
         (status, title.to_owned(), message)
     }
@@ -284,6 +299,8 @@ struct Inner {
     urls: OnceLock<Urls>,
     attempts: Mutex<HashMap<String, Attempt>>,
     finished: Mutex<HashMap<String, Finished>>,
+    /// Set by `keep_upstream_tokens`: the keys that seal and open kept upstream tokens.
+    sealer: Option<Sealer>,
 }
 
 /// A [`UserAuthenticator`] that signs users in at an upstream identity provider. See the
@@ -322,6 +339,8 @@ pub struct UpstreamOidcBuilder {
     rules: Rules,
     outbound: OutboundBuilder,
     force_post: bool,
+    token_key: Option<UpstreamTokenKey>,
+    old_token_keys: Vec<UpstreamTokenKey>,
 }
 
 impl std::fmt::Debug for UpstreamOidcBuilder {
@@ -359,6 +378,8 @@ impl UpstreamOidc {
             rules: Rules::default(),
             outbound: OutboundBuilder::default(),
             force_post: false,
+            token_key: None,
+            old_token_keys: Vec::new(),
         }
     }
 
@@ -504,9 +525,13 @@ impl UpstreamOidc {
     }
 
     /// `GET /upstream/callback`: checks everything, exchanges the code, applies the rules.
-    pub(crate) async fn callback(&self, parts: &http::request::Parts) -> CallbackOutcome {
+    pub(crate) async fn callback(
+        &self,
+        parts: &http::request::Parts,
+        store: &dyn GrantStore,
+    ) -> CallbackOutcome {
         let secure = self.inner.urls.get().is_some_and(Urls::secure);
-        match self.finish(parts, secure).await {
+        match self.finish(parts, secure, store).await {
             Ok((location, handle)) => CallbackOutcome::Return {
                 location,
                 cookies: vec![
@@ -530,6 +555,7 @@ impl UpstreamOidc {
         &self,
         parts: &http::request::Parts,
         secure: bool,
+        store: &dyn GrantStore,
     ) -> Result<(String, String), Refusal> {
         let query = parts.uri.query().unwrap_or("");
         let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -577,11 +603,16 @@ impl UpstreamOidc {
         let Some(code) = one("code") else {
             return Err(Refusal::ProviderError(None));
         };
+        let body = self.exchange(code, &attempt).await?;
         let claims = match &self.inner.kind {
-            Kind::Oidc => self.oidc_claims(code, &attempt).await?,
-            Kind::GitHub { api, .. } => self.github_claims(code, &attempt, api).await?,
+            Kind::Oidc => self.oidc_claims(&body, &attempt).await?,
+            Kind::GitHub { api, .. } => self.github_claims(&body, api).await?,
         };
         let user = self.user_from(&claims)?;
+        if let Some(sealer) = &self.inner.sealer {
+            self.keep_tokens(sealer, store, &user.subject, &body)
+                .await?;
+        }
         let handle = random_token(32);
         {
             let mut finished = lock(&self.inner.finished);
@@ -609,13 +640,22 @@ impl UpstreamOidc {
         let Some(Urls { callback, .. }) = self.inner.urls.get() else {
             return Err(Refusal::Exchange);
         };
-        let ep = &self.inner.endpoints;
-        let mut form: Vec<(&str, &str)> = vec![
+        self.token_request(vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", callback),
             ("code_verifier", &attempt.verifier),
-        ];
+        ])
+        .await
+    }
+
+    /// A request to the provider's token endpoint with our client authentication; the JSON
+    /// answer when it is a success.
+    async fn token_request(
+        &self,
+        mut form: Vec<(&str, &str)>,
+    ) -> Result<Map<String, Value>, Refusal> {
+        let ep = &self.inner.endpoints;
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::ACCEPT,
@@ -657,7 +697,7 @@ impl UpstreamOidc {
                 target: "mcp_oauth::upstream",
                 status = fetched.status.as_u16(),
                 error,
-                "the upstream token endpoint refused the code"
+                "the upstream token endpoint refused the request"
             );
             return Err(Refusal::Exchange);
         }
@@ -666,10 +706,9 @@ impl UpstreamOidc {
 
     async fn oidc_claims(
         &self,
-        code: &str,
+        body: &Map<String, Value>,
         attempt: &Attempt,
     ) -> Result<Map<String, Value>, Refusal> {
-        let body = self.exchange(code, attempt).await?;
         let Some(id_token) = body.get("id_token").and_then(Value::as_str) else {
             tracing::warn!(target: "mcp_oauth::upstream", "the upstream token response has no id_token");
             return Err(Refusal::BadIdToken);
@@ -734,12 +773,10 @@ impl UpstreamOidc {
 
     async fn github_claims(
         &self,
-        code: &str,
-        attempt: &Attempt,
+        body: &Map<String, Value>,
         api: &str,
     ) -> Result<Map<String, Value>, Refusal> {
         const GH: &str = "application/vnd.github+json";
-        let body = self.exchange(code, attempt).await?;
         let Some(token) = body.get("access_token").and_then(Value::as_str) else {
             return Err(Refusal::Exchange);
         };
@@ -918,6 +955,142 @@ impl UpstreamOidc {
             );
         }
         Ok(format!("{start}?state={state}"))
+    }
+}
+
+/// Kept upstream tokens (see [`UpstreamOidcBuilder::keep_upstream_tokens`]).
+impl UpstreamOidc {
+    /// Whether this login keeps the upstream tokens
+    /// ([`keep_upstream_tokens`](UpstreamOidcBuilder::keep_upstream_tokens)).
+    #[must_use]
+    pub fn keeps_upstream_tokens(&self) -> bool {
+        self.inner.sealer.is_some()
+    }
+
+    /// The name under which this provider's records are kept in the store: its issuer.
+    fn store_provider(&self) -> &str {
+        &self.inner.endpoints.issuer
+    }
+
+    /// Seals and stores the tokens of a finished login.
+    async fn keep_tokens(
+        &self,
+        sealer: &Sealer,
+        store: &dyn GrantStore,
+        subject: &str,
+        body: &Map<String, Value>,
+    ) -> Result<(), Refusal> {
+        let now = crate::util::now();
+        let Some(tokens) = UpstreamTokens::from_response(body, now, None) else {
+            tracing::warn!(target: "mcp_oauth::upstream", "the upstream token response has no access_token to keep");
+            return Err(Refusal::NotKept);
+        };
+        let Some(record) = sealer.seal(self.store_provider(), subject, &tokens) else {
+            return Err(Refusal::NotKept);
+        };
+        store
+            .put_upstream_tokens(self.store_provider(), subject, record, now)
+            .await
+            .map_err(|e| {
+                tracing::warn!(target: "mcp_oauth::upstream", error = %e, "upstream tokens could not be kept; the login fails");
+                Refusal::NotKept
+            })
+    }
+
+    /// The upstream tokens kept for `subject` (our subject, as in our tokens' `sub`) in
+    /// `store` (the authorization server's grant store), decrypted; `None` when none are
+    /// kept for this user. An access token that has expired (or expires within 30 seconds)
+    /// is refreshed first through the provider's token endpoint when a refresh token was
+    /// issued, and the new tokens are kept; without a refresh token the expired tokens are
+    /// returned as they are ([`UpstreamTokens::is_expired`] says so). A record sealed with an
+    /// old key ([`decrypt_upstream_tokens_with`](UpstreamOidcBuilder::decrypt_upstream_tokens_with))
+    /// is sealed again with the current one.
+    ///
+    /// Most hosts call
+    /// [`AuthorizationServer::upstream_tokens`](crate::server::AuthorizationServer::upstream_tokens)
+    /// instead, which passes its own store.
+    ///
+    /// Two instances refreshing the same user's tokens at the same moment both call the
+    /// provider; a provider that rotates refresh tokens and detects reuse may then revoke
+    /// them, and the user signs in again.
+    ///
+    /// # Errors
+    /// [`UpstreamTokensError::NotKept`] when this login does not keep tokens;
+    /// [`Store`](UpstreamTokensError::Store) when the store fails;
+    /// [`UnknownKey`](UpstreamTokensError::UnknownKey) for a record sealed with a key that is
+    /// not configured; [`Tampered`](UpstreamTokensError::Tampered) for a record that does not
+    /// open (altered, or moved from another subject); [`Refresh`](UpstreamTokensError::Refresh)
+    /// when an expired access token could not be refreshed.
+    pub async fn upstream_tokens(
+        &self,
+        store: &dyn GrantStore,
+        subject: &str,
+    ) -> Result<Option<UpstreamTokens>, UpstreamTokensError> {
+        let Some(sealer) = &self.inner.sealer else {
+            return Err(UpstreamTokensError::NotKept);
+        };
+        let provider = self.store_provider();
+        let Some(record) = store
+            .get_upstream_tokens(provider, subject)
+            .await
+            .map_err(UpstreamTokensError::Store)?
+        else {
+            return Ok(None);
+        };
+        let tokens = sealer.open(provider, subject, &record)?;
+        let now = crate::util::now();
+        if tokens.is_expired(now)
+            && let Some(refresh) = tokens.refresh_token.as_deref()
+        {
+            let body = self
+                .token_request(vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh),
+                ])
+                .await
+                .map_err(|_| UpstreamTokensError::Refresh)?;
+            let fresh = UpstreamTokens::from_response(&body, now, Some(&tokens))
+                .ok_or(UpstreamTokensError::Refresh)?;
+            let record = sealer
+                .seal(provider, subject, &fresh)
+                .ok_or(UpstreamTokensError::Refresh)?;
+            store
+                .put_upstream_tokens(provider, subject, record, now)
+                .await
+                .map_err(UpstreamTokensError::Store)?;
+            return Ok(Some(fresh));
+        }
+        if !sealer.is_current(&record) {
+            // Rotation: seal again with the current key (best effort; the old one still opens it).
+            if let Some(resealed) = sealer.seal(provider, subject, &tokens)
+                && let Err(e) = store
+                    .put_upstream_tokens(provider, subject, resealed, now)
+                    .await
+            {
+                tracing::warn!(target: "mcp_oauth::upstream", error = %e, "could not seal upstream tokens again with the current key");
+            }
+        }
+        Ok(Some(tokens))
+    }
+
+    /// Forgets the upstream tokens kept for `subject` (e.g. when the user signs out of the
+    /// host); `true` when there were some.
+    ///
+    /// # Errors
+    /// [`UpstreamTokensError::NotKept`] when this login does not keep tokens;
+    /// [`Store`](UpstreamTokensError::Store) when the store fails.
+    pub async fn forget_upstream_tokens(
+        &self,
+        store: &dyn GrantStore,
+        subject: &str,
+    ) -> Result<bool, UpstreamTokensError> {
+        if self.inner.sealer.is_none() {
+            return Err(UpstreamTokensError::NotKept);
+        }
+        store
+            .delete_upstream_tokens(self.store_provider(), subject)
+            .await
+            .map_err(UpstreamTokensError::Store)
     }
 }
 
@@ -1149,11 +1322,61 @@ impl UpstreamOidcBuilder {
         self
     }
 
+    /// Keeps the upstream tokens of every login (access token, refresh token, expiry, scope)
+    /// for the host's own calls to the provider, sealed with AES-256-GCM under `key` (a
+    /// random 96-bit nonce per record; the associated data binds each record to the provider,
+    /// the user's subject and the key id, so a record moved to another user does not open).
+    /// They go to the authorization server's grant store, one record per (provider,
+    /// subject), replaced at each login; the store holds no plaintext token. Read them with
+    /// [`AuthorizationServer::upstream_tokens`](crate::server::AuthorizationServer::upstream_tokens)
+    /// (which refreshes an expired access token through the provider's token endpoint when
+    /// a refresh token was issued). They are still never handed to MCP clients.
+    ///
+    /// A login whose tokens cannot be kept (the store fails, or the provider sent no access
+    /// token) fails closed with a "try again" page. A store must implement
+    /// [`GrantStore::put_upstream_tokens`] (every built-in store does).
+    ///
+    /// Ask the provider for a refresh token if the host needs the tokens beyond the access
+    /// token's lifetime (`offline_access` in [`scopes`](Self::scopes) for most OIDC
+    /// providers; `authorization_param("access_type", "offline")` for Google).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use mcp_oauth::authn::{UpstreamOidc, UpstreamTokenKey};
+    ///
+    /// let key = UpstreamTokenKey::from_base64url("2026-12", &std::env::var("UPSTREAM_TOKEN_KEY")?)?;
+    /// let upstream = UpstreamOidc::oidc("https://example.okta.com", "client-id", None)
+    ///     .scopes(["openid", "email", "offline_access"])
+    ///     .keep_upstream_tokens(key)
+    ///     .build()
+    ///     .await?;
+    /// # let _ = upstream; Ok(()) }
+    /// ```
+    pub fn keep_upstream_tokens(mut self, key: UpstreamTokenKey) -> Self {
+        self.token_key = Some(key);
+        self
+    }
+
+    /// Older keys that still open kept upstream tokens (key rotation): records name the key
+    /// that sealed them, so after switching
+    /// [`keep_upstream_tokens`](Self::keep_upstream_tokens) to a new key, list the previous
+    /// ones here until every record has been read (a record opened with an old key is sealed
+    /// again with the current one) or replaced by a new login. Key ids must be distinct.
+    pub fn decrypt_upstream_tokens_with<I>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = UpstreamTokenKey>,
+    {
+        self.old_token_keys.extend(keys);
+        self
+    }
+
     /// Discovers the provider (not for GitHub) and builds the authenticator.
     ///
     /// # Errors
     /// [`UpstreamError::Config`] for an empty `client_id`, a reserved
-    /// [`authorization_param`](Self::authorization_param), or a URL the outbound rules refuse;
+    /// [`authorization_param`](Self::authorization_param), a URL the outbound rules refuse,
+    /// an upstream token key id that is empty, longer than 64 characters, not printable
+    /// ASCII or used twice, or old keys without a current one;
     /// [`UpstreamError::Discovery`] when the metadata cannot be fetched, names another issuer,
     /// lacks an endpoint, does not offer the `code` flow with `S256`, or its key set cannot
     /// be fetched.
@@ -1182,6 +1405,15 @@ impl UpstreamOidcBuilder {
                 "authorization_param({k:?}) is set by the login itself"
             )));
         }
+        let sealer = match self.token_key {
+            Some(key) => Some(Sealer::new(key, self.old_token_keys)?),
+            None if !self.old_token_keys.is_empty() => {
+                return Err(UpstreamError::Config(
+                    "decrypt_upstream_tokens_with needs keep_upstream_tokens".into(),
+                ));
+            }
+            None => None,
+        };
         let http = self
             .outbound
             .build()
@@ -1242,6 +1474,7 @@ impl UpstreamOidcBuilder {
                 urls: OnceLock::new(),
                 attempts: Mutex::new(HashMap::new()),
                 finished: Mutex::new(HashMap::new()),
+                sealer,
             }),
         })
     }
@@ -1472,6 +1705,7 @@ mod tests {
                 urls: OnceLock::new(),
                 attempts: Mutex::new(HashMap::new()),
                 finished: Mutex::new(HashMap::new()),
+                sealer: None,
             }),
         };
         up.bind_urls(Urls {
@@ -1535,7 +1769,7 @@ mod tests {
             Some(&binding),
         );
         assert!(matches!(
-            up.callback(&cb).await,
+            up.callback(&cb, &crate::store::MemoryStore::new()).await,
             CallbackOutcome::Refused(Refusal::UnknownState)
         ));
     }
@@ -1594,6 +1828,7 @@ mod tests {
                 urls: OnceLock::new(),
                 attempts: Mutex::new(HashMap::new()),
                 finished: Mutex::new(HashMap::new()),
+                sealer: None,
                 name: up.inner.name.clone(),
                 kind: up.inner.kind.clone(),
                 client_id: String::new(),

@@ -97,6 +97,8 @@ mod revoke;
 mod router;
 mod static_client;
 mod token;
+#[cfg(feature = "upstream-oidc")]
+mod upstream_tokens;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

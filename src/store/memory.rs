@@ -86,6 +86,9 @@ pub struct MemoryLimits {
     /// Recorded client-assertion ids (`private_key_jwt`; default 100,000; when full of live
     /// ones, new assertions are refused with `503` rather than an id forgotten).
     pub assertion_ids: usize,
+    /// Kept upstream tokens, one record per (provider, subject) (default 50,000; when full,
+    /// a new user's tokens are refused with `503` rather than another's forgotten).
+    pub upstream_tokens: usize,
 }
 
 impl Default for MemoryLimits {
@@ -99,6 +102,7 @@ impl Default for MemoryLimits {
             revoked_tokens: 100_000,
             consents: 50_000,
             assertion_ids: 100_000,
+            upstream_tokens: 50_000,
         }
     }
 }
@@ -135,6 +139,8 @@ struct State {
     revoked_jtis: HashMap<String, u64>,
     /// Client-assertion ids ([`super::assertion_id_key`]) and until when they are kept.
     assertion_ids: HashMap<SecretHash, u64>,
+    /// Sealed upstream tokens ([`super::upstream_tokens_key`]).
+    upstream_tokens: HashMap<SecretHash, Vec<u8>>,
     /// Scope and when it was last updated.
     consents: HashMap<(String, String), (ScopeSet, u64)>,
     pending: HashMap<String, PendingAuthorization>,
@@ -513,6 +519,42 @@ impl GrantStore for MemoryStore {
         }
         s.revoked_jtis.insert(jti.to_owned(), expires_at);
         Ok(())
+    }
+
+    async fn put_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+        record: Vec<u8>,
+        _now: u64,
+    ) -> Result<(), StoreError> {
+        let key = super::upstream_tokens_key(provider, subject);
+        let mut s = self.lock();
+        if !s.upstream_tokens.contains_key(&key)
+            && s.upstream_tokens.len() >= self.limits.upstream_tokens
+        {
+            return Err(full("upstream token records"));
+        }
+        s.upstream_tokens.insert(key, record);
+        Ok(())
+    }
+
+    async fn get_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = super::upstream_tokens_key(provider, subject);
+        Ok(self.lock().upstream_tokens.get(&key).cloned())
+    }
+
+    async fn delete_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let key = super::upstream_tokens_key(provider, subject);
+        Ok(self.lock().upstream_tokens.remove(&key).is_some())
     }
 
     async fn record_assertion_id(

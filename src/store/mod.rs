@@ -406,6 +406,14 @@ pub fn assertion_id_key(client_id: &str, jti: &str) -> SecretHash {
     SecretHash::of(&format!("{client_id}\0{jti}"))
 }
 
+/// The key under which the built-in stores keep a user's upstream tokens
+/// ([`GrantStore::put_upstream_tokens`]): the SHA-256 of the provider, a NUL and our subject,
+/// so the key has a fixed size and two providers' records for one subject never collide.
+#[must_use]
+pub fn upstream_tokens_key(provider: &str, subject: &str) -> SecretHash {
+    SecretHash::of(&format!("{provider}\0{subject}"))
+}
+
 /// Registered clients.
 #[async_trait]
 #[diagnostic::on_unimplemented(
@@ -806,6 +814,57 @@ pub trait GrantStore: Send + Sync + 'static {
         let _ = (client_id, jti, expires_at, now);
         Err(StoreError::unavailable(
             "this store does not record client assertion ids (GrantStore::record_assertion_id)",
+        ))
+    }
+
+    /// Keeps `record`, the sealed (encrypted and authenticated) upstream tokens of `subject`
+    /// at `provider`, replacing any record for the pair. The record is opaque to the store:
+    /// [`UpstreamOidc`](crate::authn::UpstreamOidc) seals it with AES-256-GCM before it gets
+    /// here, so the store never holds a plaintext token. Records do not expire on their own
+    /// (a refresh token may outlive any access token): they stay until replaced or
+    /// [deleted](Self::delete_upstream_tokens).
+    ///
+    /// The built-in stores key the record by [`upstream_tokens_key`].
+    ///
+    /// The default fails closed: it returns [`StoreError::Unavailable`], so an upstream login
+    /// configured to keep tokens on a store that cannot keep them is refused rather than
+    /// silently dropping the tokens.
+    async fn put_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+        record: Vec<u8>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let _ = (provider, subject, record, now);
+        Err(StoreError::unavailable(
+            "this store does not keep upstream tokens (GrantStore::put_upstream_tokens)",
+        ))
+    }
+
+    /// The record [`put_upstream_tokens`](Self::put_upstream_tokens) kept for `subject` at
+    /// `provider`, if any. The default fails closed ([`StoreError::Unavailable`]).
+    async fn get_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = (provider, subject);
+        Err(StoreError::unavailable(
+            "this store does not keep upstream tokens (GrantStore::get_upstream_tokens)",
+        ))
+    }
+
+    /// Forgets the upstream tokens of `subject` at `provider`; `true` when there were some.
+    /// The default fails closed ([`StoreError::Unavailable`]).
+    async fn delete_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let _ = (provider, subject);
+        Err(StoreError::unavailable(
+            "this store does not keep upstream tokens (GrantStore::delete_upstream_tokens)",
         ))
     }
 

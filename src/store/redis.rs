@@ -16,6 +16,8 @@
 //!   which is what the logic compares against, so clock skew between the instances and Redis
 //!   does not matter); [`sweep`](super::GrantStore::sweep) drops what expired early, keeps
 //!   the counts of [`stats`](super::GrantStore::stats) exact, and is cheap.
+//!   Kept upstream tokens ([`put_upstream_tokens`](super::GrantStore::put_upstream_tokens),
+//!   already sealed when they arrive) are the exception: they stay until replaced or deleted.
 //! - **One connection, multiplexed and reconnecting** ([`redis::aio::ConnectionManager`]);
 //!   every operation is bounded (5 s by default), so a Redis that is down makes the endpoints
 //!   answer `503 temporarily_unavailable` instead of hanging.
@@ -908,6 +910,69 @@ impl GrantStore for RedisStore {
                 .await
                 .map_err(err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+        record: Vec<u8>,
+        _now: u64,
+    ) -> Result<(), StoreError> {
+        // Keyed by the hash of the pair; no expiry (a refresh token may outlive any access
+        // token): the record stays until replaced or deleted.
+        let key = self.key(
+            "upt",
+            &super::upstream_tokens_key(provider, subject).to_hex(),
+        );
+        self.run(|mut c| async move {
+            ::redis::cmd("SET")
+                .arg(&key)
+                .arg(record)
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn get_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(
+            "upt",
+            &super::upstream_tokens_key(provider, subject).to_hex(),
+        );
+        self.run(|mut c| async move {
+            ::redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn delete_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(
+            "upt",
+            &super::upstream_tokens_key(provider, subject).to_hex(),
+        );
+        self.run(|mut c| async move {
+            let n: u64 = ::redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok(n > 0)
         })
         .await
     }

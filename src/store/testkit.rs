@@ -98,6 +98,7 @@ pub async fn run_all<S: ClientStore + GrantStore>(store: Arc<S>) {
     revoke_token(&*store).await;
     assertion_ids(&*store).await;
     concurrent_assertion_id(store.clone()).await;
+    upstream_tokens(&*store).await;
     consent(&*store).await;
     pending(&*store).await;
     sweep_removes_only_expired(&*store).await;
@@ -1026,6 +1027,100 @@ pub async fn assertion_ids<S: GrantStore + ?Sized>(store: &S) {
                 .await
         ),
         "store contract: an expired assertion id may be recorded again"
+    );
+}
+
+/// Kept upstream tokens: none at first; the record put is the record got, byte for byte
+/// (binary, with NUL and non-UTF-8 bytes); a second put replaces it; records are per
+/// (provider, subject) (another provider, another subject, and a pair whose parts are split
+/// differently each have their own); a sweep keeps them; a delete forgets them (and says
+/// whether there was one).
+pub async fn upstream_tokens<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let (provider, subject) = (uid("https://idp.example.com/"), uid("user"));
+    assert_eq!(
+        ok(
+            "get_upstream_tokens",
+            store.get_upstream_tokens(&provider, &subject).await
+        ),
+        None,
+        "store contract: no upstream tokens before any are put"
+    );
+    let first: Vec<u8> = vec![1, 0, 0xff, 0xfe, b'a', 0, 7];
+    ok(
+        "put_upstream_tokens",
+        store
+            .put_upstream_tokens(&provider, &subject, first.clone(), n)
+            .await,
+    );
+    assert_eq!(
+        ok(
+            "get_upstream_tokens",
+            store.get_upstream_tokens(&provider, &subject).await
+        )
+        .as_deref(),
+        Some(first.as_slice()),
+        "store contract: the upstream token record must come back byte for byte"
+    );
+    let second: Vec<u8> = (0..=255u8).collect();
+    ok(
+        "put_upstream_tokens",
+        store
+            .put_upstream_tokens(&provider, &subject, second.clone(), n + 1)
+            .await,
+    );
+    assert_eq!(
+        ok(
+            "get_upstream_tokens",
+            store.get_upstream_tokens(&provider, &subject).await
+        )
+        .as_deref(),
+        Some(second.as_slice()),
+        "store contract: a second put must replace the upstream token record"
+    );
+    let other_provider = uid("https://other.example.com/");
+    let split = (format!("{provider}|"), subject.clone());
+    for (p, s) in [
+        (other_provider.as_str(), subject.as_str()),
+        (provider.as_str(), "someone-else"),
+        (split.0.as_str(), split.1.as_str()),
+    ] {
+        assert_eq!(
+            ok("get_upstream_tokens", store.get_upstream_tokens(p, s).await),
+            None,
+            "store contract: upstream token records are per (provider, subject)"
+        );
+    }
+    ok("sweep", store.sweep(n + 10 * 365 * 24 * 3600).await);
+    assert!(
+        ok(
+            "get_upstream_tokens",
+            store.get_upstream_tokens(&provider, &subject).await
+        )
+        .is_some(),
+        "store contract: a sweep must keep upstream token records"
+    );
+    assert!(
+        ok(
+            "delete_upstream_tokens",
+            store.delete_upstream_tokens(&provider, &subject).await
+        ),
+        "store contract: deleting a kept upstream token record must say it was there"
+    );
+    assert_eq!(
+        ok(
+            "get_upstream_tokens",
+            store.get_upstream_tokens(&provider, &subject).await
+        ),
+        None,
+        "store contract: a deleted upstream token record must be gone"
+    );
+    assert!(
+        !ok(
+            "delete_upstream_tokens",
+            store.delete_upstream_tokens(&provider, &subject).await
+        ),
+        "store contract: deleting an absent upstream token record must say so"
     );
 }
 

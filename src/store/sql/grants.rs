@@ -316,6 +316,65 @@ where
         .await
     }
 
+    async fn put_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+        record: Vec<u8>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let key = crate::store::upstream_tokens_key(provider, subject).to_hex();
+        self.run(async {
+            sqlx::query(
+                "INSERT INTO mcp_oauth_upstream_tokens (key, record, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
+            )
+            .bind(key.as_str())
+            .bind(record.as_slice())
+            .bind(db_time(now))
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = crate::store::upstream_tokens_key(provider, subject).to_hex();
+        self.run(async {
+            let record: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT record FROM mcp_oauth_upstream_tokens WHERE key = $1")
+                    .bind(key.as_str())
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(err::<DB>)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn delete_upstream_tokens(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let key = crate::store::upstream_tokens_key(provider, subject).to_hex();
+        self.run(async {
+            let done = sqlx::query("DELETE FROM mcp_oauth_upstream_tokens WHERE key = $1")
+                .bind(key.as_str())
+                .execute(&self.writer)
+                .await
+                .map_err(err::<DB>)?;
+            Ok(DB::rows_affected(&done) > 0)
+        })
+        .await
+    }
+
     async fn record_assertion_id(
         &self,
         client_id: &str,

@@ -50,6 +50,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "registration fingerprints",
         include_str!("../../../migrations/postgres/0006_registration_fingerprints.sql"),
     ),
+    (
+        8,
+        "upstream tokens",
+        include_str!("../../../migrations/postgres/0008_upstream_tokens.sql"),
+    ),
 ];
 
 /// A statement that deletes the dynamic clients `$cond` picks that nothing live names, with

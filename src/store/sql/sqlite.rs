@@ -48,6 +48,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "registration fingerprints",
         include_str!("../../../migrations/sqlite/0005_registration_fingerprints.sql"),
     ),
+    (
+        7,
+        "upstream tokens",
+        include_str!("../../../migrations/sqlite/0007_upstream_tokens.sql"),
+    ),
 ];
 
 /// A statement that deletes the dynamic clients `$cond` picks that nothing live names, and
