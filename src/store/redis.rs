@@ -935,6 +935,50 @@ impl GrantStore for RedisStore {
         .await
     }
 
+    /// `SET {prefix}upl:{hash} … EXAT`: Redis drops the record itself once expired.
+    async fn put_upstream_login(
+        &self,
+        key: &SecretHash,
+        login: super::UpstreamLogin,
+    ) -> Result<(), StoreError> {
+        let key = self.key("upl", &key.to_hex());
+        let record = to_json(&login, "upstream login")?;
+        self.run(|mut c| async move {
+            ::redis::cmd("SET")
+                .arg(&key)
+                .arg(&record)
+                .arg("EXAT")
+                .arg(expire_at(login.expires_at))
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(err)
+        })
+        .await
+    }
+
+    /// `GETDEL`: atomic, so of racing callbacks one gets the record.
+    async fn take_upstream_login(
+        &self,
+        key: &SecretHash,
+        now: u64,
+    ) -> Result<Option<super::UpstreamLogin>, StoreError> {
+        let key = self.key("upl", &key.to_hex());
+        let raw: Option<Vec<u8>> = self
+            .run(|mut c| async move {
+                ::redis::cmd("GETDEL")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let login: super::UpstreamLogin = from_json(&raw, "upstream login")?;
+        Ok((login.expires_at > now).then_some(login))
+    }
+
     async fn is_token_revoked(&self, jti: &str, now: u64) -> Result<bool, StoreError> {
         let family = jti.split_once('.').map_or(jti, |(f, _)| f);
         let (key, fam) = (self.key("jti", jti), self.key("fam", family));
