@@ -10,7 +10,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use super::family::{Decision, FamilyRow, SELECT_FAMILY, reuse_detected};
 use super::{
     Backend, REVOKED_KEEP_SECS, SqlStore, col, count_of, db_time, err, family_of_jti, from_json,
-    pending_key, to_json,
+    pending_key, time_of, to_json,
 };
 use crate::scope::ScopeSet;
 use crate::store::{
