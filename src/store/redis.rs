@@ -393,6 +393,29 @@ return 1
     ))
 });
 
+/// KEYS: upstream login. ARGV: record, expire_at. (`SET … EXAT` and `GETDEL` need Redis
+/// 6.2; these scripts work on Redis 5.)
+static PUT_UPSTREAM_LOGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+return 1
+"
+    ))
+});
+
+/// KEYS: upstream login. The record, deleted in the same step (false when there is none).
+static TAKE_UPSTREAM_LOGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+return v
+"
+    ))
+});
+
 /// KEYS: jti, family. ARGV: now.
 static IS_REVOKED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
@@ -935,7 +958,7 @@ impl GrantStore for RedisStore {
         .await
     }
 
-    /// `SET {prefix}upl:{hash} … EXAT`: Redis drops the record itself once expired.
+    /// `{prefix}upl:{hash}`, expiring on its own a little after the record.
     async fn put_upstream_login(
         &self,
         key: &SecretHash,
@@ -944,19 +967,18 @@ impl GrantStore for RedisStore {
         let key = self.key("upl", &key.to_hex());
         let record = to_json(&login, "upstream login")?;
         self.run(|mut c| async move {
-            ::redis::cmd("SET")
-                .arg(&key)
+            PUT_UPSTREAM_LOGIN
+                .key(&key)
                 .arg(&record)
-                .arg("EXAT")
                 .arg(expire_at(login.expires_at))
-                .query_async::<()>(&mut c)
+                .invoke_async::<()>(&mut c)
                 .await
                 .map_err(err)
         })
         .await
     }
 
-    /// `GETDEL`: atomic, so of racing callbacks one gets the record.
+    /// Read and delete in one script: of racing callbacks one gets the record.
     async fn take_upstream_login(
         &self,
         key: &SecretHash,
@@ -965,9 +987,9 @@ impl GrantStore for RedisStore {
         let key = self.key("upl", &key.to_hex());
         let raw: Option<Vec<u8>> = self
             .run(|mut c| async move {
-                ::redis::cmd("GETDEL")
-                    .arg(&key)
-                    .query_async(&mut c)
+                TAKE_UPSTREAM_LOGIN
+                    .key(&key)
+                    .invoke_async(&mut c)
                     .await
                     .map_err(err)
             })
