@@ -25,6 +25,7 @@ mod oidc;
 mod support;
 
 use std::collections::HashMap;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -804,14 +805,19 @@ where
     B: mcp_oauth::store::ClientStore + mcp_oauth::store::GrantStore,
 {
     let mut ours = Ours::bind().await;
-    let app = |store: Box<dyn FnOnce(mcp_oauth::server::AuthorizationServerBuilder) -> mcp_oauth::server::AuthorizationServerBuilder>| {
+    let app = |store: Box<
+        dyn FnOnce(
+            mcp_oauth::server::AuthorizationServerBuilder,
+        ) -> mcp_oauth::server::AuthorizationServerBuilder,
+    >| {
         let issuer = ours.issuer.clone();
         async move {
-            let upstream = UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
-                .allow_loopback()
-                .build()
-                .await
-                .unwrap();
+            let upstream =
+                UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+                    .allow_loopback()
+                    .build()
+                    .await
+                    .unwrap();
             let server = store(AuthorizationServer::builder())
                 .authenticator(upstream)
                 .client(StaticClient::public("mcp-client", [REDIRECT]))
@@ -838,7 +844,11 @@ where
             "/upstream/callback",
             get(move |req: axum::extract::Request| {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
-                let target = if n % 2 == 0 { to_b.clone() } else { to_a.clone() };
+                let target = if n % 2 == 0 {
+                    to_b.clone()
+                } else {
+                    to_a.clone()
+                };
                 async move { target.oneshot(req).await.unwrap() }
             }),
         )
@@ -911,7 +921,11 @@ async fn sqlite_login_started_on_one_instance_finishes_on_another() {
     assert_eq!(status, 503, "{}", b.transcript());
     assert!(body.contains("cannot be completed right now"), "{body}");
     let last = b.log().last().cloned().unwrap();
-    assert!(last.url.contains("/upstream/callback"), "{}", b.transcript());
+    assert!(
+        last.url.contains("/upstream/callback"),
+        "{}",
+        b.transcript()
+    );
     assert_eq!(last.location, None, "{}", b.transcript());
     // And at `/authorize`, starting a login: an error page, not a redirect upstream.
     let (status, _) = stuck(&b, &ours.authorize_url("read")).await;

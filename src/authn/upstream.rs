@@ -1736,7 +1736,11 @@ mod tests {
         async fn revoke_token(&self, _: &str, _: u64) -> Result<(), crate::store::StoreError> {
             unreachable!()
         }
-        async fn is_token_revoked(&self, _: &str, _: u64) -> Result<bool, crate::store::StoreError> {
+        async fn is_token_revoked(
+            &self,
+            _: &str,
+            _: u64,
+        ) -> Result<bool, crate::store::StoreError> {
             unreachable!()
         }
         async fn get_consent(
@@ -1779,7 +1783,10 @@ mod tests {
         async fn sweep(&self, _: u64) -> Result<u64, crate::store::StoreError> {
             unreachable!()
         }
-        async fn stats(&self, _: u64) -> Result<crate::store::StoreStats, crate::store::StoreError> {
+        async fn stats(
+            &self,
+            _: u64,
+        ) -> Result<crate::store::StoreStats, crate::store::StoreError> {
             unreachable!()
         }
     }
@@ -1794,11 +1801,8 @@ mod tests {
             Err(AuthnError::Backend(_))
         ));
         assert!(matches!(
-            up.authenticate(&parts(
-                "/authorize?a=1",
-                Some("mcp-oauth-upstream-login=h")
-            ))
-            .await,
+            up.authenticate(&parts("/authorize?a=1", Some("mcp-oauth-upstream-login=h")))
+                .await,
             Err(AuthnError::Backend(_))
         ));
         assert_eq!(up.start("s", false).await, Err(Refusal::Unavailable));

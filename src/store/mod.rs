@@ -1,6 +1,7 @@
 //! Storage for the embedded authorization server: registered clients ([`ClientStore`]) and
 //! everything a grant leaves behind ([`GrantStore`]): authorization codes, refresh-token
-//! families, revoked access tokens, remembered consents and pending authorization requests.
+//! families, revoked access tokens, remembered consents, pending authorization requests,
+//! client-assertion ids and upstream logins in progress ([`UpstreamLogin`]).
 //!
 //! # Rules every store follows
 //! - **Secrets are stored as hashes.** Codes, refresh tokens and client secrets arrive here

@@ -1072,26 +1072,39 @@ pub async fn upstream_logins<S: GrantStore + ?Sized>(store: &S) {
     };
     let missing = SecretHash::of(&uid("state"));
     assert_eq!(
-        ok("take_upstream_login", store.take_upstream_login(&missing, n).await),
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&missing, n).await
+        ),
         None,
         "store contract: an unknown upstream login must be None"
     );
     let key = SecretHash::of(&uid("state"));
     ok(
         "put_upstream_login",
-        store.put_upstream_login(&key, login("{\"a\":1}", n + 600)).await,
+        store
+            .put_upstream_login(&key, login("{\"a\":1}", n + 600))
+            .await,
     );
     ok(
         "put_upstream_login",
-        store.put_upstream_login(&key, login("{\"a\":2}", n + 600)).await,
+        store
+            .put_upstream_login(&key, login("{\"a\":2}", n + 600))
+            .await,
     );
     assert_eq!(
-        ok("take_upstream_login", store.take_upstream_login(&key, n).await),
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&key, n).await
+        ),
         Some(login("{\"a\":2}", n + 600)),
         "store contract: an upstream login must be returned as last stored"
     );
     assert_eq!(
-        ok("take_upstream_login", store.take_upstream_login(&key, n).await),
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&key, n).await
+        ),
         None,
         "store contract: an upstream login must be taken once"
     );
@@ -1102,7 +1115,10 @@ pub async fn upstream_logins<S: GrantStore + ?Sized>(store: &S) {
         store.put_upstream_login(&expired, login("{}", n + 5)).await,
     );
     assert_eq!(
-        ok("take_upstream_login", store.take_upstream_login(&expired, n + 5).await),
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&expired, n + 5).await
+        ),
         None,
         "store contract: an upstream login must not be returned at its expiry"
     );
@@ -1120,12 +1136,19 @@ pub async fn upstream_logins<S: GrantStore + ?Sized>(store: &S) {
     // it in any case.
     ok("sweep", store.sweep(n + 2).await);
     assert_eq!(
-        ok("take_upstream_login", store.take_upstream_login(&swept, n + 2).await),
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&swept, n + 2).await
+        ),
         None,
         "store contract: an expired upstream login must stay gone after the sweep"
     );
     assert!(
-        ok("take_upstream_login", store.take_upstream_login(&live, n).await).is_some(),
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&live, n).await
+        )
+        .is_some(),
         "store contract: the sweep must keep a live upstream login"
     );
 }

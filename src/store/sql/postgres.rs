@@ -49,7 +49,8 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "registration fingerprints",
         include_str!("../../../migrations/postgres/0006_registration_fingerprints.sql"),
-    ),    (
+    ),
+    (
         7,
         "upstream logins",
         include_str!("../../../migrations/postgres/0007_upstream_logins.sql"),

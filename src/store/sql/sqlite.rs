@@ -47,7 +47,8 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "registration fingerprints",
         include_str!("../../../migrations/sqlite/0005_registration_fingerprints.sql"),
-    ),    (
+    ),
+    (
         6,
         "upstream logins",
         include_str!("../../../migrations/sqlite/0006_upstream_logins.sql"),
