@@ -844,7 +844,7 @@ where
             "/upstream/callback",
             get(move |req: axum::extract::Request| {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
-                let target = if n % 2 == 0 {
+                let target = if n.is_multiple_of(2) {
                     to_b.clone()
                 } else {
                     to_a.clone()
