@@ -38,7 +38,7 @@
 //! # Several instances: shared through the grant store
 //!
 //! Attempts and finished logins are kept in the authorization server's grant store
-//! ([`GrantStore::put_upstream_login`](crate::store::GrantStore::put_upstream_login) /
+//! ([`GrantStore::put_upstream_login`] /
 //! [`take_upstream_login`](crate::store::GrantStore::take_upstream_login)), keyed by the
 //! SHA-256 of their handle (`state`, the login cookie), so instances sharing a store
 //! (PostgreSQL, Redis, one SQLite file) finish each other's logins without sticky sessions.
@@ -46,7 +46,8 @@
 //! two, one wins. Expiry is enforced at the take and swept by the retention sweep. A store
 //! that cannot be reached (or does not implement these methods) fails closed: the sign-in
 //! answers a `503` page, never lets a login through. The records hold the PKCE verifier and
-//! `nonce` (single-use, ten minutes at most); they are never logged.
+//! `nonce` (single-use, ten minutes at most); they are never logged. On the default
+//! [`MemoryStore`](crate::store::MemoryStore) logins live in this process only.
 //!
 //! # Subjects and scope ceilings
 //!
