@@ -612,3 +612,48 @@ mod families_per_subject_client {
         assert_eq!(s.stats(n).await.unwrap().live_families, 8);
     }
 }
+
+/// The sweep drops expired upstream logins (and only those); a full map of live ones
+/// refuses a new login with `Unavailable` (a `503` page) rather than forget one.
+#[tokio::test]
+async fn upstream_logins_are_swept_and_bounded() {
+    use mcp_oauth::store::{GrantStore, MemoryLimits, SecretHash, StoreError, UpstreamLogin};
+    let now = 1_800_000_000;
+    let login = |expires_at| UpstreamLogin {
+        payload: "{}".into(),
+        expires_at,
+    };
+    let store = MemoryStore::new();
+    let (old, live) = (SecretHash::of("old"), SecretHash::of("live"));
+    store
+        .put_upstream_login(&old, login(now + 1))
+        .await
+        .unwrap();
+    store
+        .put_upstream_login(&live, login(now + 600))
+        .await
+        .unwrap();
+    assert_eq!(store.sweep(now + 2).await.unwrap(), 1);
+    assert!(
+        store
+            .take_upstream_login(&live, now + 2)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let mut limits = MemoryLimits::default();
+    limits.upstream_logins = 2;
+    let store = MemoryStore::with_limits(limits);
+    let far = SecretHash::of("x");
+    for k in ["a", "b"] {
+        store
+            .put_upstream_login(&SecretHash::of(k), login(u64::MAX / 2))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store.put_upstream_login(&far, login(u64::MAX / 2)).await,
+        Err(StoreError::Unavailable { .. })
+    ));
+}

@@ -227,7 +227,7 @@ async fn migrations_are_versioned_and_idempotent() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&pool)
         .await
@@ -329,4 +329,33 @@ async fn a_file_that_is_not_a_database_is_a_clear_error() {
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
+}
+
+/// The sweep deletes expired upstream-login rows (and keeps live ones).
+#[tokio::test]
+async fn sweep_deletes_expired_upstream_logins() {
+    use mcp_oauth::store::UpstreamLogin;
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    let n = now();
+    let login = |expires_at| UpstreamLogin {
+        payload: "{}".into(),
+        expires_at,
+    };
+    let (old, live) = (SecretHash::of("old"), SecretHash::of("live"));
+    store.put_upstream_login(&old, login(n + 1)).await.unwrap();
+    store
+        .put_upstream_login(&live, login(n + 600))
+        .await
+        .unwrap();
+    assert_eq!(store.sweep(n + 2).await.unwrap(), 1);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.db().display()))
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mcp_oauth_upstream_logins")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    assert!(store.take_upstream_login(&live, n).await.unwrap().is_some());
 }

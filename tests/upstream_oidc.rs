@@ -10,6 +10,11 @@
 //! unknown `state`, a callback in another browser, an `iss` mismatch (tampered, and missing
 //! when the provider promises it) and a `nonce` mismatch each get an error page, never a
 //! redirect to the MCP client.
+//!
+//! Several instances: a login started on one instance finishes on another sharing the grant
+//! store (one SQLite file; PostgreSQL and Redis with `MCP_OAUTH_TEST_POSTGRES_URL` /
+//! `MCP_OAUTH_TEST_REDIS_URL`); its replayed callback is refused by the other instance; a store
+//! outage at the callback is a `503` page.
 #![cfg(feature = "upstream-oidc")]
 
 #[allow(dead_code)]
@@ -20,6 +25,8 @@ mod oidc;
 mod support;
 
 use std::collections::HashMap;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -38,6 +45,8 @@ use oidc::OidcProvider;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use tokio::net::TcpListener;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+use tower::ServiceExt as _;
 
 /// The MCP client's redirect URI (never listened on: the browser stops there).
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -1228,6 +1237,21 @@ impl GrantStore for NoUpstreamTokens {
     ) -> Result<Option<mcp_oauth::store::PendingAuthorization>, StoreError> {
         self.0.take_pending(id, now).await
     }
+    // Logins in progress are kept (the store cannot keep tokens, nothing else).
+    async fn put_upstream_login(
+        &self,
+        key: &mcp_oauth::store::SecretHash,
+        login: mcp_oauth::store::UpstreamLogin,
+    ) -> Result<(), StoreError> {
+        self.0.put_upstream_login(key, login).await
+    }
+    async fn take_upstream_login(
+        &self,
+        key: &mcp_oauth::store::SecretHash,
+        now: u64,
+    ) -> Result<Option<mcp_oauth::store::UpstreamLogin>, StoreError> {
+        self.0.take_upstream_login(key, now).await
+    }
     async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
         self.0.sweep(now).await
     }
@@ -1367,4 +1391,177 @@ async fn sqlite_holds_no_plaintext_upstream_token() {
         let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
         assert!(!contains(&dump, &hex), "{secret} is stored as hex");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several instances sharing one grant store, behind one address.
+
+/// Two instances of our server (each with its own `UpstreamOidc`, as two processes would
+/// have) on `store_a` and `store_b`, behind one "load balancer" address: `/upstream/callback`
+/// goes to the instances in turn, B first; everything else goes to A. So a login is started
+/// on A, finished on B, and its replayed callback lands on A. Returns our issuer (the
+/// balancer) and how many callbacks it forwarded.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+async fn serve_pair<A, B>(fake: &Fake, store_a: A, store_b: B) -> (Ours, Arc<AtomicUsize>)
+where
+    A: mcp_oauth::store::ClientStore + mcp_oauth::store::GrantStore,
+    B: mcp_oauth::store::ClientStore + mcp_oauth::store::GrantStore,
+{
+    let mut ours = Ours::bind().await;
+    let app = |store: Box<
+        dyn FnOnce(
+            mcp_oauth::server::AuthorizationServerBuilder,
+        ) -> mcp_oauth::server::AuthorizationServerBuilder,
+    >| {
+        let issuer = ours.issuer.clone();
+        async move {
+            let upstream =
+                UpstreamOidc::oidc(&fake.issuer, "fake-client", Some("fake-secret".into()))
+                    .allow_loopback()
+                    .build()
+                    .await
+                    .unwrap();
+            let server = store(AuthorizationServer::builder())
+                .authenticator(upstream)
+                .client(StaticClient::public("mcp-client", [REDIRECT]))
+                .build()
+                .await
+                .unwrap();
+            let cfg = McpOAuthConfig::builder()
+                .resource(format!("{issuer}/mcp"))
+                .issuer(&issuer)
+                .scope("read", "Read")
+                .authorization_server(&server)
+                .build()
+                .unwrap();
+            oauth_router(&cfg, &server)
+        }
+    };
+    let a: Router = app(Box::new(move |b| b.store(store_a))).await;
+    let b: Router = app(Box::new(move |b| b.store(store_b))).await;
+    let callbacks = Arc::new(AtomicUsize::new(0));
+    let counter = callbacks.clone();
+    let (to_a, to_b) = (a.clone(), b);
+    let balancer = Router::new()
+        .route(
+            "/upstream/callback",
+            get(move |req: axum::extract::Request| {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let target = if n.is_multiple_of(2) {
+                    to_b.clone()
+                } else {
+                    to_a.clone()
+                };
+                async move { target.oneshot(req).await.unwrap() }
+            }),
+        )
+        .fallback_service(a);
+    let listener = ours.listener.take().unwrap();
+    serve_app(listener, balancer).await;
+    (ours, callbacks)
+}
+
+/// A login started on A finishes on B (one shared store); the same callback replayed (to A)
+/// is refused; the code A then issues is redeemed.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+async fn login_crosses_instances(ours: &Ours, callbacks: &AtomicUsize, fake: &Fake) -> Browser {
+    let b = browser("unused", &fake.issuer);
+    let callback = b
+        .authorize(&ours.authorize_url("read"), Decision::Approve)
+        .await;
+    assert_eq!(
+        callbacks.load(Ordering::SeqCst),
+        1,
+        "the upstream callback went to instance B\n{}",
+        b.transcript()
+    );
+    let tokens = ours.redeem(&callback).await;
+    let claims = payload(tokens["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], format!("{}|u-1", fake.issuer));
+    // The callback replayed, now reaching instance A: the state was taken by B.
+    let replay = logged_callback(&b);
+    let (status, body) = stuck(&b, &replay).await;
+    assert_eq!(callbacks.load(Ordering::SeqCst), 2);
+    assert_eq!(status, 400, "{}", b.transcript());
+    assert!(body.contains("already used"), "{body}");
+    b
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_login_started_on_one_instance_finishes_on_another() {
+    use mcp_oauth::store::SqliteStore;
+    let dir = std::env::temp_dir().join(format!("mcp-oauth-upstream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("oauth.db");
+    let _ = std::fs::remove_file(&db);
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let (store_a, store_b) = (
+        SqliteStore::open(&db).await.unwrap(),
+        SqliteStore::open(&db).await.unwrap(),
+    );
+    let (ours, callbacks) = serve_pair(&fake, store_a, store_b).await;
+    let b = login_crosses_instances(&ours, &callbacks, &fake).await;
+
+    // A store outage at the callback: a 503 page, nothing for the MCP client.
+    b.stop_at_path(Some("/upstream/callback"));
+    let Outcome::Callback(upstream_cb) = b
+        .run(&ours.authorize_url("read"), Decision::Approve)
+        .await
+        .unwrap()
+    else {
+        panic!("{}", b.transcript());
+    };
+    b.stop_at_path(None);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE mcp_oauth_upstream_logins")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = stuck(&b, &upstream_cb).await;
+    assert_eq!(status, 503, "{}", b.transcript());
+    assert!(body.contains("cannot be completed right now"), "{body}");
+    let last = b.log().last().cloned().unwrap();
+    assert!(
+        last.url.contains("/upstream/callback"),
+        "{}",
+        b.transcript()
+    );
+    assert_eq!(last.location, None, "{}", b.transcript());
+    // And at `/authorize`, starting a login: an error page, not a redirect upstream.
+    let (status, _) = stuck(&b, &ours.authorize_url("read")).await;
+    assert_eq!(status, 503, "{}", b.transcript());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_login_started_on_one_instance_finishes_on_another() {
+    use mcp_oauth::store::PostgresStore;
+    let Ok(url) = std::env::var("MCP_OAUTH_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: MCP_OAUTH_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let store_a = PostgresStore::connect(&url).await.unwrap();
+    let store_b = PostgresStore::connect(&url).await.unwrap();
+    let (ours, callbacks) = serve_pair(&fake, store_a, store_b).await;
+    login_crosses_instances(&ours, &callbacks, &fake).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_login_started_on_one_instance_finishes_on_another() {
+    use mcp_oauth::store::RedisStore;
+    let Ok(url) = std::env::var("MCP_OAUTH_TEST_REDIS_URL") else {
+        eprintln!("skipped: MCP_OAUTH_TEST_REDIS_URL is not set");
+        return;
+    };
+    let fake = start_fake(Mode::Oidc, false, false).await;
+    let store_a = RedisStore::connect(&url).await.unwrap();
+    let store_b = RedisStore::connect(&url).await.unwrap();
+    let (ours, callbacks) = serve_pair(&fake, store_a, store_b).await;
+    login_crosses_instances(&ours, &callbacks, &fake).await;
 }

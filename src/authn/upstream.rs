@@ -40,9 +40,19 @@
 //! [`upstream_tokens`](super::upstream_tokens) and
 //! [`AuthorizationServer::upstream_tokens`](crate::server::AuthorizationServer::upstream_tokens)).
 //!
-//! Attempts and finished logins live in this process's memory (at most 10,000 of each): with
-//! several instances, the upstream callback must reach the instance that started the login
-//! (sticky sessions), or the callback fails closed with the "unknown state" page.
+//! # Several instances: shared through the grant store
+//!
+//! Attempts and finished logins are kept in the authorization server's grant store
+//! ([`GrantStore::put_upstream_login`] /
+//! [`take_upstream_login`](crate::store::GrantStore::take_upstream_login)), keyed by the
+//! SHA-256 of their handle (`state`, the login cookie), so instances sharing a store
+//! (PostgreSQL, Redis, one SQLite file) finish each other's logins without sticky sessions.
+//! Every use is a single atomic take: of two callbacks with one `state`, on one instance or
+//! two, one wins. Expiry is enforced at the take and swept by the retention sweep. A store
+//! that cannot be reached (or does not implement these methods) fails closed: the sign-in
+//! answers a `503` page, never lets a login through. The records hold the PKCE verifier and
+//! `nonce` (single-use, ten minutes at most); they are never logged. On the default
+//! [`MemoryStore`](crate::store::MemoryStore) logins live in this process only.
 //!
 //! # Subjects and scope ceilings
 //!
@@ -74,9 +84,9 @@
 //! # let _ = server; Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -88,7 +98,7 @@ use super::upstream_tokens::{Sealer, UpstreamTokenKey, UpstreamTokens, UpstreamT
 use super::{Authentication, AuthnError, User, UserAuthenticator};
 use crate::outbound::{Outbound, OutboundBuilder, OutboundError};
 use crate::scope::ScopeSet;
-use crate::store::GrantStore;
+use crate::store::{GrantStore, SecretHash, UpstreamLogin};
 use crate::util::random_token;
 use crate::verify::RemoteJwksVerifier;
 
@@ -96,8 +106,6 @@ use crate::verify::RemoteJwksVerifier;
 const ATTEMPT_LIFETIME: Duration = Duration::from_secs(600);
 /// How long a finished upstream login waits for the browser to come back to `/authorize`.
 const LOGIN_LIFETIME: Duration = Duration::from_secs(60);
-/// The most attempts (and, separately, finished logins) held at once.
-const MAX_ENTRIES: usize = 10_000;
 /// The largest document read from the provider.
 const MAX_BODY: usize = 256 * 1024;
 /// Clock skew tolerated for `iat`.
@@ -155,22 +163,59 @@ impl Urls {
     }
 }
 
-/// A login in progress at the provider.
+/// A login in progress at the provider (kept in the grant store under the hash of
+/// `state`, see [`attempt_key`]).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Attempt {
     /// The query of the authorization request that started it.
     return_to: String,
     nonce: String,
     verifier: String,
     /// The hash of the binding cookie, once `/upstream/start` set it.
-    binding: Option<[u8; 32]>,
-    started: Instant,
+    binding: Option<SecretHash>,
+    /// When it started (seconds since the epoch).
+    started: u64,
 }
 
-/// A finished upstream login, waiting for the browser at `/authorize`.
+/// A finished upstream login, waiting for the browser at `/authorize` (kept in the grant
+/// store under the hash of the login cookie, see [`finished_key`]).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Finished {
     return_to: String,
-    user: User,
-    at: Instant,
+    subject: String,
+    display_name: Option<String>,
+    claims: Map<String, Value>,
+    allowed_scopes: Option<ScopeSet>,
+}
+
+impl Finished {
+    fn new(return_to: String, user: User) -> Self {
+        Self {
+            return_to,
+            subject: user.subject,
+            display_name: user.display_name,
+            claims: user.claims,
+            allowed_scopes: user.allowed_scopes,
+        }
+    }
+
+    fn user(self) -> User {
+        let mut user = User::new(self.subject);
+        user.display_name = self.display_name;
+        user.claims = self.claims;
+        user.allowed_scopes = self.allowed_scopes;
+        user
+    }
+}
+
+/// The store key of the attempt named by `state` (domain-separated from login handles).
+fn attempt_key(state: &str) -> SecretHash {
+    SecretHash::of(&format!("mcp-oauth upstream state\0{state}"))
+}
+
+/// The store key of the finished login behind the login cookie's `handle`.
+fn finished_key(handle: &str) -> SecretHash {
+    SecretHash::of(&format!("mcp-oauth upstream login\0{handle}"))
 }
 
 /// What the callback adapter should do (crate-internal; rendered by the server).
@@ -204,11 +249,11 @@ pub(crate) enum Refusal {
     BadIdToken,
     /// The user is outside the allow-lists: a sentence saying why.
     NotAllowed(String),
-    /// Too many logins in progress.
-    Busy,
     /// The upstream tokens could not be kept (the store failed, or the provider sent no
     /// access token): the login fails closed rather than losing them.
     NotKept,
+    /// The grant store keeping logins in progress failed (`503`).
+    Unavailable,
 }
 
 impl Refusal {
@@ -254,10 +299,10 @@ impl Refusal {
                 format!("The identity {provider} returned could not be verified."),
             ),
             Self::NotAllowed(why) => (S::FORBIDDEN, "Access denied", why.clone()),
-            Self::Busy => (
+            Self::Unavailable => (
                 S::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
-                "Too many sign-ins are in progress. Try again in a minute.".to_owned(),
+                "The sign-in cannot be completed right now. Try again in a minute.".to_owned(),
             ),
             Self::NotKept => (
                 S::SERVICE_UNAVAILABLE,
@@ -297,8 +342,9 @@ struct Inner {
     http: Outbound,
     /// Set when `oauth_router` mounts the routes.
     urls: OnceLock<Urls>,
-    attempts: Mutex<HashMap<String, Attempt>>,
-    finished: Mutex<HashMap<String, Finished>>,
+    /// The authorization server's grant store, where logins in progress live; set when
+    /// mounted.
+    store: OnceLock<Arc<dyn GrantStore>>,
     /// Set by `keep_upstream_tokens`: the keys that seal and open kept upstream tokens.
     sealer: Option<Sealer>,
 }
@@ -457,28 +503,81 @@ impl UpstreamOidc {
         }
     }
 
+    /// Mounting: the grant store where logins in progress live (first call wins).
+    pub(crate) fn bind_store(&self, store: Arc<dyn GrantStore>) {
+        if self.inner.store.set(store).is_err() {
+            tracing::debug!(
+                target: "mcp_oauth::upstream",
+                "UpstreamOidc mounted twice; the first grant store is kept"
+            );
+        }
+    }
+
+    /// The grant store, once mounted.
+    fn store(&self) -> Result<&Arc<dyn GrantStore>, StoreFailure> {
+        self.inner.store.get().ok_or(StoreFailure)
+    }
+
+    /// Takes the attempt named by `state` out of the store (unexpired only).
+    async fn take_attempt(&self, state: &str) -> Result<Option<Attempt>, StoreFailure> {
+        let store = self.store()?;
+        let Some(login) = store
+            .take_upstream_login(&attempt_key(state), crate::util::now())
+            .await
+            .map_err(|e| store_failed("take a login attempt", &e))?
+        else {
+            return Ok(None);
+        };
+        // An unreadable record counts as none (it is gone now in any case).
+        Ok(serde_json::from_str(&login.payload).ok())
+    }
+
+    /// Keeps `record` in the store under `key` until `expires_at`.
+    async fn put_record<T: serde::Serialize>(
+        &self,
+        key: &SecretHash,
+        record: &T,
+        expires_at: u64,
+    ) -> Result<(), StoreFailure> {
+        let payload = serde_json::to_string(record).map_err(|_| StoreFailure)?;
+        self.store()?
+            .put_upstream_login(
+                key,
+                UpstreamLogin {
+                    payload,
+                    expires_at,
+                },
+            )
+            .await
+            .map_err(|e| store_failed("keep an upstream login", &e))
+    }
+
     /// `GET /upstream/start?state=…`: binds the browser, then the provider's URL.
-    pub(crate) fn start(&self, state: &str, secure: bool) -> Result<(String, String), Refusal> {
+    pub(crate) async fn start(
+        &self,
+        state: &str,
+        secure: bool,
+    ) -> Result<(String, String), Refusal> {
         let Some(Urls { callback, .. }) = self.inner.urls.get() else {
             return Err(Refusal::UnknownState);
         };
         let binding = random_token(32);
-        let (nonce, challenge, return_to) = {
-            let mut attempts = lock(&self.inner.attempts);
-            let Some(a) = attempts.get_mut(state) else {
-                return Err(Refusal::UnknownState);
-            };
-            if a.binding.is_some() || a.started.elapsed() > ATTEMPT_LIFETIME {
-                attempts.remove(state);
-                return Err(Refusal::UnknownState);
-            }
-            a.binding = Some(sha256(&binding));
-            (
-                a.nonce.clone(),
-                URL_SAFE_NO_PAD.encode(sha256(&a.verifier)),
-                a.return_to.clone(),
-            )
+        // Single use: the attempt is taken, bound, and put back under the same key; a
+        // concurrent second start finds nothing.
+        let Some(mut a) = self.take_attempt(state).await? else {
+            return Err(Refusal::UnknownState);
         };
+        if a.binding.is_some() {
+            return Err(Refusal::UnknownState);
+        }
+        a.binding = Some(SecretHash::of(&binding));
+        let expires_at = a.started + ATTEMPT_LIFETIME.as_secs();
+        self.put_record(&attempt_key(state), &a, expires_at).await?;
+        let (nonce, challenge, return_to) = (
+            a.nonce,
+            URL_SAFE_NO_PAD.encode(sha256(&a.verifier)),
+            a.return_to,
+        );
         let mut scopes = self.inner.scopes.clone();
         if let Some(prefix) = &self.inner.map_scopes_prefix {
             let requested = form_urlencoded::parse(return_to.as_bytes())
@@ -572,18 +671,15 @@ impl UpstreamOidc {
         let Some(state) = one("state") else {
             return Err(Refusal::UnknownState);
         };
-        // Single use: the attempt leaves the table whatever happens next.
-        let Some(attempt) = lock(&self.inner.attempts).remove(state) else {
+        // Single use: the attempt leaves the store whatever happens next (an atomic take,
+        // so of two callbacks with one `state`, on any instances, one gets it). The store
+        // refuses an expired one.
+        let Some(attempt) = self.take_attempt(state).await? else {
             return Err(Refusal::UnknownState);
         };
-        if attempt.started.elapsed() > ATTEMPT_LIFETIME {
-            return Err(Refusal::UnknownState);
-        }
         let bound = attempt.binding.is_some_and(|hash| {
-            cookie(&parts.headers, binding_cookie(secure)).is_some_and(|v| {
-                use subtle::ConstantTimeEq as _;
-                bool::from(sha256(v).ct_eq(&hash))
-            })
+            cookie(&parts.headers, binding_cookie(secure))
+                .is_some_and(|v| SecretHash::of(v).ct_eq(&hash))
         });
         if !bound {
             return Err(Refusal::NotThisBrowser);
@@ -613,25 +709,16 @@ impl UpstreamOidc {
             self.keep_tokens(sealer, store, &user.subject, &body)
                 .await?;
         }
-        let handle = random_token(32);
-        {
-            let mut finished = lock(&self.inner.finished);
-            finished.retain(|_, f| f.at.elapsed() <= LOGIN_LIFETIME);
-            if finished.len() >= MAX_ENTRIES {
-                return Err(Refusal::Busy);
-            }
-            finished.insert(
-                hex_hash(&handle),
-                Finished {
-                    return_to: attempt.return_to.clone(),
-                    user,
-                    at: Instant::now(),
-                },
-            );
-        }
         let Some(urls) = self.inner.urls.get() else {
             return Err(Refusal::UnknownState);
         };
+        let handle = random_token(32);
+        self.put_record(
+            &finished_key(&handle),
+            &Finished::new(attempt.return_to.clone(), user),
+            crate::util::now() + LOGIN_LIFETIME.as_secs(),
+        )
+        .await?;
         Ok((format!("{}?{}", urls.authorize, attempt.return_to), handle))
     }
 
@@ -930,30 +1017,28 @@ impl UpstreamOidc {
     }
 
     /// Starts a login attempt for this authorization request; the URL of `/upstream/start`.
-    fn begin(&self, return_to: String) -> Result<String, AuthnError> {
+    async fn begin(&self, return_to: String) -> Result<String, AuthnError> {
         let Some(Urls { start, .. }) = self.inner.urls.get() else {
             return Err(AuthnError::backend(
                 "UpstreamOidc is not mounted: serve it through oauth_router or AuthorizationServer::mount",
             ));
         };
         let state = random_token(32);
-        {
-            let mut attempts = lock(&self.inner.attempts);
-            attempts.retain(|_, a| a.started.elapsed() <= ATTEMPT_LIFETIME);
-            if attempts.len() >= MAX_ENTRIES {
-                return Err(AuthnError::Overloaded);
-            }
-            attempts.insert(
-                state.clone(),
-                Attempt {
-                    return_to,
-                    nonce: random_token(32),
-                    verifier: random_token(32),
-                    binding: None,
-                    started: Instant::now(),
-                },
-            );
-        }
+        let started = crate::util::now();
+        let attempt = Attempt {
+            return_to,
+            nonce: random_token(32),
+            verifier: random_token(32),
+            binding: None,
+            started,
+        };
+        self.put_record(
+            &attempt_key(&state),
+            &attempt,
+            started + ATTEMPT_LIFETIME.as_secs(),
+        )
+        .await
+        .map_err(|_| AuthnError::backend("the grant store could not keep the upstream login"))?;
         Ok(format!("{start}?state={state}"))
     }
 }
@@ -1114,18 +1199,30 @@ impl UserAuthenticator for UpstreamOidc {
         let return_to = request.uri.query().unwrap_or_default().to_owned();
         let secure = self.inner.urls.get().is_some_and(Urls::secure);
         if let Some(handle) = cookie(&request.headers, login_cookie(secure)) {
-            let key = hex_hash(handle);
-            let mut finished = lock(&self.inner.finished);
-            // A finished login counts once, for the authorization request that started it.
-            if finished
-                .get(&key)
-                .is_some_and(|f| f.return_to == return_to && f.at.elapsed() <= LOGIN_LIFETIME)
-                && let Some(f) = finished.remove(&key)
-            {
-                return Ok(Authentication::Authenticated(f.user));
+            let unavailable =
+                |_| AuthnError::backend("the grant store could not read the upstream login");
+            let key = finished_key(handle);
+            let store = self.store().map_err(unavailable)?;
+            let taken = store
+                .take_upstream_login(&key, crate::util::now())
+                .await
+                .map_err(|e| unavailable(store_failed("take a finished login", &e)))?;
+            // A finished login counts once, for the authorization request that started it;
+            // one for another request is put back untouched.
+            if let Some(login) = taken {
+                match serde_json::from_str::<Finished>(&login.payload) {
+                    Ok(f) if f.return_to == return_to => {
+                        return Ok(Authentication::Authenticated(f.user()));
+                    }
+                    Ok(_) => store
+                        .put_upstream_login(&key, login)
+                        .await
+                        .map_err(|e| unavailable(store_failed("keep a finished login", &e)))?,
+                    Err(_) => {}
+                }
             }
         }
-        self.begin(return_to).map(Authentication::Redirect)
+        self.begin(return_to).await.map(Authentication::Redirect)
     }
 
     fn upstream(&self) -> Option<&UpstreamOidc> {
@@ -1472,8 +1569,7 @@ impl UpstreamOidcBuilder {
                 endpoints,
                 http,
                 urls: OnceLock::new(),
-                attempts: Mutex::new(HashMap::new()),
-                finished: Mutex::new(HashMap::new()),
+                store: OnceLock::new(),
                 sealer,
             }),
         })
@@ -1561,7 +1657,7 @@ fn check_id_token(
     claims: &Map<String, Value>,
     nonce: &str,
     client_id: &str,
-    started: Instant,
+    started: u64,
 ) -> Result<(), Refusal> {
     let refuse = |why: &str| {
         tracing::warn!(target: "mcp_oauth::upstream", "upstream ID token refused: {why}");
@@ -1571,7 +1667,7 @@ fn check_id_token(
         return refuse("nonce mismatch");
     }
     let now = crate::util::now();
-    let earliest = now.saturating_sub(started.elapsed().as_secs() + SKEW);
+    let earliest = started.min(now).saturating_sub(SKEW);
     match claims.get("iat").and_then(Value::as_u64) {
         Some(iat) if iat <= now + SKEW && iat >= earliest => {}
         _ => return refuse("iat is not within the login attempt"),
@@ -1615,16 +1711,25 @@ fn log_outbound(what: &str, e: &OutboundError) -> Refusal {
     Refusal::Exchange
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// The grant store failed (or is not bound): the sign-in answers `503`.
+#[derive(Debug)]
+struct StoreFailure;
+
+impl From<StoreFailure> for Refusal {
+    fn from(_: StoreFailure) -> Self {
+        Self::Unavailable
+    }
+}
+
+/// Logs a store failure (the error names the backend and operation, never a record's
+/// content) and turns it into a [`StoreFailure`].
+fn store_failed(what: &str, e: &crate::store::StoreError) -> StoreFailure {
+    tracing::error!(target: "mcp_oauth::upstream", error = %e, "upstream login: the grant store could not {what}");
+    StoreFailure
 }
 
 fn sha256(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
-}
-
-fn hex_hash(s: &str) -> String {
-    URL_SAFE_NO_PAD.encode(sha256(s))
 }
 
 fn binding_cookie(secure: bool) -> &'static str {
@@ -1677,8 +1782,14 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
-    /// A GitHub-kind authenticator (no discovery needed), mounted at `http://127.0.0.1:1`.
+    /// A GitHub-kind authenticator (no discovery needed), mounted at `http://127.0.0.1:1` on
+    /// a memory store.
     fn mounted() -> UpstreamOidc {
+        unmounted(Arc::new(crate::store::MemoryStore::new()))
+    }
+
+    /// Like [`mounted`], on `store`.
+    fn unmounted(store: Arc<dyn GrantStore>) -> UpstreamOidc {
         let up = UpstreamOidc {
             inner: Arc::new(Inner {
                 name: "GitHub".into(),
@@ -1703,11 +1814,11 @@ mod tests {
                 },
                 http: OutboundBuilder::default().build().unwrap(),
                 urls: OnceLock::new(),
-                attempts: Mutex::new(HashMap::new()),
-                finished: Mutex::new(HashMap::new()),
+                store: OnceLock::new(),
                 sealer: None,
             }),
         };
+        up.bind_store(store);
         up.bind_urls(Urls {
             authorize: "http://127.0.0.1:1/authorize".into(),
             start: "http://127.0.0.1:1/upstream/start".into(),
@@ -1731,6 +1842,11 @@ mod tests {
         url.split_once("?state=").unwrap().1.to_owned()
     }
 
+    /// Puts a record straight into the store.
+    async fn put<T: serde::Serialize>(up: &UpstreamOidc, key: &SecretHash, t: &T, exp: u64) {
+        up.put_record(key, t, exp).await.unwrap();
+    }
+
     #[tokio::test]
     async fn attempts_expire_and_start_once() {
         let up = mounted();
@@ -1740,33 +1856,27 @@ mod tests {
             .unwrap();
         let state = state_of(&first);
         // Started once; a second start of the same attempt is refused.
-        let (url, cookie) = up.start(&state, false).unwrap();
+        let (url, cookie) = up.start(&state, false).await.unwrap();
         assert!(url.contains("code_challenge_method=S256"), "{url}");
         assert!(!url.contains("nonce="), "GitHub gets no nonce: {url}");
         assert!(cookie.starts_with("mcp-oauth-upstream="), "{cookie}");
-        assert_eq!(up.start(&state, false), Err(Refusal::UnknownState));
+        assert_eq!(up.start(&state, false).await, Err(Refusal::UnknownState));
         // An expired attempt is refused at start and at the callback.
-        let second = up
-            .authenticate(&parts("/authorize?a=2", None))
-            .await
-            .unwrap();
-        let state = state_of(&second);
-        let old = Instant::now()
-            .checked_sub(ATTEMPT_LIFETIME + Duration::from_secs(1))
-            .unwrap();
-        lock(&up.inner.attempts).get_mut(&state).unwrap().started = old;
-        assert_eq!(up.start(&state, false), Err(Refusal::UnknownState));
-        let third = up
-            .authenticate(&parts("/authorize?a=3", None))
-            .await
-            .unwrap();
-        let state = state_of(&third);
-        let (_, cookie) = up.start(&state, false).unwrap();
-        let binding = cookie.split(';').next().unwrap().to_owned();
-        lock(&up.inner.attempts).get_mut(&state).unwrap().started = old;
+        let old = crate::util::now() - ATTEMPT_LIFETIME.as_secs() - 1;
+        let expired = |binding: Option<SecretHash>| Attempt {
+            return_to: "a=2".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            binding,
+            started: old,
+        };
+        put(&up, &attempt_key("s2"), &expired(None), old + 600).await;
+        assert_eq!(up.start("s2", false).await, Err(Refusal::UnknownState));
+        let binding = SecretHash::of("b");
+        put(&up, &attempt_key("s3"), &expired(Some(binding)), old + 600).await;
         let cb = parts(
-            &format!("/upstream/callback?code=x&state={state}"),
-            Some(&binding),
+            "/upstream/callback?code=x&state=s3",
+            Some("mcp-oauth-upstream=b"),
         );
         assert!(matches!(
             up.callback(&cb, &crate::store::MemoryStore::new()).await,
@@ -1777,39 +1887,29 @@ mod tests {
     #[tokio::test]
     async fn a_finished_login_counts_once_and_for_its_own_request() {
         let up = mounted();
-        let handle = "handle-1";
-        let finished = |query: &str| Finished {
-            return_to: query.to_owned(),
-            user: User::new("octocat"),
-            at: Instant::now(),
-        };
-        lock(&up.inner.finished).insert(hex_hash(handle), finished("a=1"));
-        let cookie = format!("mcp-oauth-upstream-login={handle}");
+        let now = crate::util::now();
+        let finished = |query: &str| Finished::new(query.to_owned(), User::new("octocat"));
+        put(&up, &finished_key("handle-1"), &finished("a=1"), now + 60).await;
+        let cookie = "mcp-oauth-upstream-login=handle-1";
         // Another authorization request: not this login (a new upstream round trip).
         let other = up
-            .authenticate(&parts("/authorize?a=2", Some(&cookie)))
+            .authenticate(&parts("/authorize?a=2", Some(cookie)))
             .await
             .unwrap();
         assert!(matches!(other, Authentication::Redirect(_)), "{other:?}");
         let mine = up
-            .authenticate(&parts("/authorize?a=1", Some(&cookie)))
+            .authenticate(&parts("/authorize?a=1", Some(cookie)))
             .await
             .unwrap();
         assert_eq!(mine, Authentication::Authenticated(User::new("octocat")));
         // Used once.
         let again = up
-            .authenticate(&parts("/authorize?a=1", Some(&cookie)))
+            .authenticate(&parts("/authorize?a=1", Some(cookie)))
             .await
             .unwrap();
         assert!(matches!(again, Authentication::Redirect(_)), "{again:?}");
         // Expired.
-        lock(&up.inner.finished).insert(hex_hash("handle-2"), {
-            let mut f = finished("a=1");
-            f.at = Instant::now()
-                .checked_sub(LOGIN_LIFETIME + Duration::from_secs(1))
-                .unwrap();
-            f
-        });
+        put(&up, &finished_key("handle-2"), &finished("a=1"), now - 1).await;
         let late = up
             .authenticate(&parts(
                 "/authorize?a=1",
@@ -1820,14 +1920,141 @@ mod tests {
         assert!(matches!(late, Authentication::Redirect(_)), "{late:?}");
     }
 
+    /// A store that keeps nothing (the trait's fail-closed defaults for upstream logins).
+    struct Down;
+
+    #[async_trait]
+    impl GrantStore for Down {
+        async fn put_code(
+            &self,
+            _: SecretHash,
+            _: crate::store::AuthorizationCode,
+        ) -> Result<(), crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn take_code(
+            &self,
+            _: &SecretHash,
+            _: &str,
+            _: u64,
+        ) -> Result<crate::store::CodeTake, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn create_family(
+            &self,
+            _: crate::store::RefreshFamily,
+            _: Option<SecretHash>,
+        ) -> Result<(), crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn rotate_refresh(
+            &self,
+            _: &SecretHash,
+            _: SecretHash,
+            _: Vec<u8>,
+            _: u64,
+            _: u64,
+        ) -> Result<crate::store::Rotation, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn revoke_family(&self, _: &str, _: u64) -> Result<(), crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn family_of_refresh(
+            &self,
+            _: &SecretHash,
+            _: u64,
+        ) -> Result<Option<crate::store::RefreshLookup>, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn revoke_token(&self, _: &str, _: u64) -> Result<(), crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn is_token_revoked(
+            &self,
+            _: &str,
+            _: u64,
+        ) -> Result<bool, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn get_consent(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<ScopeSet>, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn put_consent(
+            &self,
+            _: &str,
+            _: &str,
+            _: &ScopeSet,
+            _: u64,
+        ) -> Result<(), crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn put_pending(
+            &self,
+            _: &str,
+            _: crate::store::PendingAuthorization,
+        ) -> Result<(), crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn get_pending(
+            &self,
+            _: &str,
+            _: u64,
+        ) -> Result<Option<crate::store::PendingAuthorization>, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn take_pending(
+            &self,
+            _: &str,
+            _: u64,
+        ) -> Result<Option<crate::store::PendingAuthorization>, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn sweep(&self, _: u64) -> Result<u64, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn stats(
+            &self,
+            _: u64,
+        ) -> Result<crate::store::StoreStats, crate::store::StoreError> {
+            unreachable!()
+        }
+    }
+
+    /// A store without upstream logins fails closed: no redirect to the provider, `503` at
+    /// start and at the callback, a backend error (not a login) at `/authorize`.
+    #[tokio::test]
+    async fn a_store_without_upstream_logins_fails_closed() {
+        let up = unmounted(Arc::new(Down));
+        assert!(matches!(
+            up.authenticate(&parts("/authorize?a=1", None)).await,
+            Err(AuthnError::Backend(_))
+        ));
+        assert!(matches!(
+            up.authenticate(&parts("/authorize?a=1", Some("mcp-oauth-upstream-login=h")))
+                .await,
+            Err(AuthnError::Backend(_))
+        ));
+        assert_eq!(up.start("s", false).await, Err(Refusal::Unavailable));
+        let cb = parts("/upstream/callback?code=x&state=s", None);
+        let CallbackOutcome::Refused(r) = up.callback(&cb, &Down).await else {
+            panic!("a callback passed without a store");
+        };
+        assert_eq!(r, Refusal::Unavailable);
+        assert_eq!(r.page("GitHub").0, http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+
     #[tokio::test]
     async fn not_mounted_is_a_backend_error() {
         let up = mounted();
         let fresh = UpstreamOidc {
             inner: Arc::new(Inner {
                 urls: OnceLock::new(),
-                attempts: Mutex::new(HashMap::new()),
-                finished: Mutex::new(HashMap::new()),
+                store: OnceLock::new(),
                 sealer: None,
                 name: up.inner.name.clone(),
                 kind: up.inner.kind.clone(),
@@ -1892,8 +2119,8 @@ mod tests {
 
     #[test]
     fn id_token_nonce_iat_and_azp() {
-        let started = Instant::now();
         let now = crate::util::now();
+        let started = now;
         let good = serde_json::json!({"nonce": "n", "iat": now, "aud": "c"});
         assert!(check_id_token(&claims(good), "n", "c", started).is_ok());
         let wrong_nonce = serde_json::json!({"nonce": "m", "iat": now});

@@ -89,6 +89,10 @@ pub struct MemoryLimits {
     /// Kept upstream tokens, one record per (provider, subject) (default 50,000; when full,
     /// a new user's tokens are refused with `503` rather than another's forgotten).
     pub upstream_tokens: usize,
+    /// Upstream logins in progress and finished ones awaiting pickup
+    /// ([`UpstreamLogin`](super::UpstreamLogin); default 20,000; when full of live ones, new
+    /// sign-ins are refused with a `503` page).
+    pub upstream_logins: usize,
 }
 
 impl Default for MemoryLimits {
@@ -103,6 +107,7 @@ impl Default for MemoryLimits {
             consents: 50_000,
             assertion_ids: 100_000,
             upstream_tokens: 50_000,
+            upstream_logins: 20_000,
         }
     }
 }
@@ -144,6 +149,8 @@ struct State {
     /// Scope and when it was last updated.
     consents: HashMap<(String, String), (ScopeSet, u64)>,
     pending: HashMap<String, PendingAuthorization>,
+    /// Upstream logins in progress ([`super::UpstreamLogin`]), by the hash of their handle.
+    upstream_logins: HashMap<SecretHash, super::UpstreamLogin>,
     /// The newest client filed under each registration fingerprint (entries whose client
     /// is gone are dropped by the client sweeps and by lookups).
     fingerprints: HashMap<ClientFingerprint, String>,
@@ -580,6 +587,37 @@ impl GrantStore for MemoryStore {
         Ok(true)
     }
 
+    async fn put_upstream_login(
+        &self,
+        key: &SecretHash,
+        login: super::UpstreamLogin,
+    ) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if !s.upstream_logins.contains_key(key)
+            && s.upstream_logins.len() >= self.limits.upstream_logins
+        {
+            let now = crate::util::now();
+            s.upstream_logins.retain(|_, l| l.expires_at > now);
+            if s.upstream_logins.len() >= self.limits.upstream_logins {
+                return Err(full("upstream logins"));
+            }
+        }
+        s.upstream_logins.insert(*key, login);
+        Ok(())
+    }
+
+    async fn take_upstream_login(
+        &self,
+        key: &SecretHash,
+        now: u64,
+    ) -> Result<Option<super::UpstreamLogin>, StoreError> {
+        Ok(self
+            .lock()
+            .upstream_logins
+            .remove(key)
+            .filter(|l| l.expires_at > now))
+    }
+
     async fn is_token_revoked(&self, jti: &str, now: u64) -> Result<bool, StoreError> {
         let s = self.lock();
         if s.revoked_jtis.get(jti).is_some_and(|exp| *exp >= now) {
@@ -665,9 +703,10 @@ impl GrantStore for MemoryStore {
         s.revoked_jtis.retain(|_, exp| *exp >= now);
         sweep_families(&mut s, now);
         let after = s.codes.len() + s.pending.len() + s.revoked_jtis.len() + s.families.len();
-        let ids = s.assertion_ids.len();
+        let ids = s.assertion_ids.len() + s.upstream_logins.len();
         s.assertion_ids.retain(|_, exp| *exp >= now);
-        Ok((before - after + ids - s.assertion_ids.len()) as u64)
+        s.upstream_logins.retain(|_, l| l.expires_at > now);
+        Ok((before - after + ids - s.assertion_ids.len() - s.upstream_logins.len()) as u64)
     }
 
     async fn stats(&self, now: u64) -> Result<StoreStats, StoreError> {

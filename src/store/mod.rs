@@ -1,6 +1,7 @@
 //! Storage for the embedded authorization server: registered clients ([`ClientStore`]) and
 //! everything a grant leaves behind ([`GrantStore`]): authorization codes, refresh-token
-//! families, revoked access tokens, remembered consents and pending authorization requests.
+//! families, revoked access tokens, remembered consents, pending authorization requests,
+//! client-assertion ids and upstream logins in progress ([`UpstreamLogin`]).
 //!
 //! # Rules every store follows
 //! - **Secrets are stored as hashes.** Codes, refresh tokens and client secrets arrive here
@@ -682,6 +683,33 @@ pub struct PendingAuthorization {
     pub expires_at: u64,
 }
 
+/// A record of an upstream login in progress ([`UpstreamOidc`](crate::authn::UpstreamOidc)):
+/// a login attempt (its PKCE verifier, `nonce`, the authorization request it belongs to) or
+/// a finished login waiting for the browser to return to `/authorize`. Kept in the grant
+/// store so that every instance sharing the store can finish a login another started.
+///
+/// The store keys it by the [`SecretHash`] of the bearer handle (the `state` or a cookie
+/// value), so the handle itself is never stored. `payload` is opaque to the store (JSON
+/// written and read by the authenticator); it holds single-use, short-lived secrets (the PKCE
+/// verifier, the nonce), so it is never logged: `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamLogin {
+    /// The authenticator's record, opaque to the store.
+    pub payload: String,
+    /// When the record stops being usable (seconds since the epoch): a take at or after it
+    /// finds nothing, and the sweep drops it.
+    pub expires_at: u64,
+}
+
+impl fmt::Debug for UpstreamLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamLogin")
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// Live counts, for the operator's stats view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
@@ -865,6 +893,41 @@ pub trait GrantStore: Send + Sync + 'static {
         let _ = (provider, subject);
         Err(StoreError::unavailable(
             "this store does not keep upstream tokens (GrantStore::delete_upstream_tokens)",
+        ))
+    }
+
+    /// Keeps an upstream login record under `key` (the hash of its handle), replacing any
+    /// record there. See [`UpstreamLogin`].
+    ///
+    /// The default fails closed: it returns [`StoreError::Unavailable`], so an
+    /// [`UpstreamOidc`](crate::authn::UpstreamOidc) on a store that does not implement it
+    /// answers every sign-in with a `503` page rather than losing track of a login.
+    async fn put_upstream_login(
+        &self,
+        key: &SecretHash,
+        login: UpstreamLogin,
+    ) -> Result<(), StoreError> {
+        let _ = (key, login);
+        Err(StoreError::unavailable(
+            "this store does not keep upstream logins (GrantStore::put_upstream_login)",
+        ))
+    }
+
+    /// Removes and returns the upstream login record under `key`, atomically: of any number
+    /// of concurrent callers (on any instance sharing the store) at most one gets it. A
+    /// record whose `expires_at` is at or before `now` is never returned (`None`, as for a
+    /// missing one). The built-in stores drop expired records in [`sweep`](Self::sweep) (Redis
+    /// lets them expire).
+    ///
+    /// The default fails closed like [`put_upstream_login`](Self::put_upstream_login).
+    async fn take_upstream_login(
+        &self,
+        key: &SecretHash,
+        now: u64,
+    ) -> Result<Option<UpstreamLogin>, StoreError> {
+        let _ = (key, now);
+        Err(StoreError::unavailable(
+            "this store does not keep upstream logins (GrantStore::take_upstream_login)",
         ))
     }
 

@@ -395,6 +395,29 @@ return 1
     ))
 });
 
+/// KEYS: upstream login. ARGV: record, expire_at. (`SET … EXAT` and `GETDEL` need Redis
+/// 6.2; these scripts work on Redis 5.)
+static PUT_UPSTREAM_LOGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+return 1
+"
+    ))
+});
+
+/// KEYS: upstream login. The record, deleted in the same step (false when there is none).
+static TAKE_UPSTREAM_LOGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+return v
+"
+    ))
+});
+
 /// KEYS: jti, family. ARGV: now.
 static IS_REVOKED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
@@ -998,6 +1021,49 @@ impl GrantStore for RedisStore {
             Ok(recorded == 1)
         })
         .await
+    }
+
+    /// `{prefix}upl:{hash}`, expiring on its own a little after the record.
+    async fn put_upstream_login(
+        &self,
+        key: &SecretHash,
+        login: super::UpstreamLogin,
+    ) -> Result<(), StoreError> {
+        let key = self.key("upl", &key.to_hex());
+        let record = to_json(&login, "upstream login")?;
+        self.run(|mut c| async move {
+            PUT_UPSTREAM_LOGIN
+                .key(&key)
+                .arg(&record)
+                .arg(expire_at(login.expires_at))
+                .invoke_async::<()>(&mut c)
+                .await
+                .map_err(err)
+        })
+        .await
+    }
+
+    /// Read and delete in one script: of racing callbacks one gets the record.
+    async fn take_upstream_login(
+        &self,
+        key: &SecretHash,
+        now: u64,
+    ) -> Result<Option<super::UpstreamLogin>, StoreError> {
+        let key = self.key("upl", &key.to_hex());
+        let raw: Option<Vec<u8>> = self
+            .run(|mut c| async move {
+                TAKE_UPSTREAM_LOGIN
+                    .key(&key)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let login: super::UpstreamLogin = from_json(&raw, "upstream login")?;
+        Ok((login.expires_at > now).then_some(login))
     }
 
     async fn is_token_revoked(&self, jti: &str, now: u64) -> Result<bool, StoreError> {

@@ -61,7 +61,7 @@ use tokio::task::JoinSet;
 use super::{
     ApplicationType, AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore,
     CodeTake, GrantStore, PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState,
-    Rotation, SecretHash, StoreError, TokenEndpointAuthMethod,
+    Rotation, SecretHash, StoreError, TokenEndpointAuthMethod, UpstreamLogin,
 };
 use crate::scope::ScopeSet;
 
@@ -71,6 +71,8 @@ pub const CODE_RACERS: usize = 64;
 pub const ROTATION_RACERS: usize = 32;
 /// Concurrent uses of one client-assertion id in [`concurrent_assertion_id`].
 pub const ASSERTION_RACERS: usize = 32;
+/// Concurrent takes of one upstream login in [`concurrent_upstream_login`].
+pub const UPSTREAM_LOGIN_RACERS: usize = 32;
 /// The grace window (seconds) the rotation checks use.
 pub const GRACE_SECS: u64 = 30;
 /// How far ahead of the real clock [`revocation_outlives_family`] sweeps.
@@ -99,6 +101,8 @@ pub async fn run_all<S: ClientStore + GrantStore>(store: Arc<S>) {
     assertion_ids(&*store).await;
     concurrent_assertion_id(store.clone()).await;
     upstream_tokens(&*store).await;
+    upstream_logins(&*store).await;
+    concurrent_upstream_login(store.clone()).await;
     consent(&*store).await;
     pending(&*store).await;
     sweep_removes_only_expired(&*store).await;
@@ -1148,6 +1152,138 @@ pub async fn concurrent_assertion_id<S: GrantStore>(store: Arc<S>) {
     assert_eq!(
         recorded, 1,
         "store contract: exactly one of {ASSERTION_RACERS} concurrent uses of an assertion id may be recorded"
+    );
+}
+
+/// Upstream logins in progress (`put_upstream_login` / `take_upstream_login`): a missing
+/// record is `None`; a stored one is returned once, as stored, then is gone; a second put
+/// under one key replaces the first; an expired one is never returned (at its `expires_at`
+/// or later, swept or not); the sweep keeps a live one.
+pub async fn upstream_logins<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let login = |payload: &str, expires_at: u64| UpstreamLogin {
+        payload: payload.to_owned(),
+        expires_at,
+    };
+    let missing = SecretHash::of(&uid("state"));
+    assert_eq!(
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&missing, n).await
+        ),
+        None,
+        "store contract: an unknown upstream login must be None"
+    );
+    let key = SecretHash::of(&uid("state"));
+    ok(
+        "put_upstream_login",
+        store
+            .put_upstream_login(&key, login("{\"a\":1}", n + 600))
+            .await,
+    );
+    ok(
+        "put_upstream_login",
+        store
+            .put_upstream_login(&key, login("{\"a\":2}", n + 600))
+            .await,
+    );
+    assert_eq!(
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&key, n).await
+        ),
+        Some(login("{\"a\":2}", n + 600)),
+        "store contract: an upstream login must be returned as last stored"
+    );
+    assert_eq!(
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&key, n).await
+        ),
+        None,
+        "store contract: an upstream login must be taken once"
+    );
+    // Expired: at its expiry and after, whether or not the sweep ran.
+    let expired = SecretHash::of(&uid("state"));
+    ok(
+        "put_upstream_login",
+        store.put_upstream_login(&expired, login("{}", n + 5)).await,
+    );
+    assert_eq!(
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&expired, n + 5).await
+        ),
+        None,
+        "store contract: an upstream login must not be returned at its expiry"
+    );
+    let swept = SecretHash::of(&uid("state"));
+    ok(
+        "put_upstream_login",
+        store.put_upstream_login(&swept, login("{}", n + 1)).await,
+    );
+    let live = SecretHash::of(&uid("state"));
+    ok(
+        "put_upstream_login",
+        store.put_upstream_login(&live, login("{}", n + 600)).await,
+    );
+    // The sweep (or, for Redis, the key's own expiry) drops what expired; the take refuses
+    // it in any case.
+    ok("sweep", store.sweep(n + 2).await);
+    assert_eq!(
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&swept, n + 2).await
+        ),
+        None,
+        "store contract: an expired upstream login must stay gone after the sweep"
+    );
+    assert!(
+        ok(
+            "take_upstream_login",
+            store.take_upstream_login(&live, n).await
+        )
+        .is_some(),
+        "store contract: the sweep must keep a live upstream login"
+    );
+}
+
+/// [`UPSTREAM_LOGIN_RACERS`] concurrent takes of one upstream login (two callbacks with one
+/// `state`, on any instances sharing the store): exactly one gets it.
+pub async fn concurrent_upstream_login<S: GrantStore>(store: Arc<S>) {
+    let n = now();
+    let key = SecretHash::of(&uid("state"));
+    ok(
+        "put_upstream_login",
+        store
+            .put_upstream_login(
+                &key,
+                UpstreamLogin {
+                    payload: "{}".into(),
+                    expires_at: n + 600,
+                },
+            )
+            .await,
+    );
+    let barrier = Arc::new(Barrier::new(UPSTREAM_LOGIN_RACERS));
+    let mut set = JoinSet::new();
+    for _ in 0..UPSTREAM_LOGIN_RACERS {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        set.spawn(async move {
+            barrier.wait().await;
+            store.take_upstream_login(&key, n).await
+        });
+    }
+    let mut taken = 0;
+    while let Some(r) = set.join_next().await {
+        let r = r.unwrap_or_else(|e| panic!("racer panicked: {e}"));
+        if ok("take_upstream_login", r).is_some() {
+            taken += 1;
+        }
+    }
+    assert_eq!(
+        taken, 1,
+        "store contract: exactly one of {UPSTREAM_LOGIN_RACERS} concurrent takes of an upstream login may get it"
     );
 }
 

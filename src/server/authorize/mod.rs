@@ -158,6 +158,7 @@ pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     // the paths are not the crate's (the layer keeps guarding them).
     #[cfg(feature = "upstream-oidc")]
     if let Some(up) = ctx.server.authenticator.upstream() {
+        up.bind_store(ctx.server.grants.clone());
         up.bind_urls(crate::authn::upstream::Urls {
             authorize: ctx.endpoint(Endpoint::Authorize),
             start: ctx.endpoint(Endpoint::UpstreamStart),

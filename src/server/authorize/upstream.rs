@@ -16,7 +16,12 @@ use crate::authn::upstream::{CallbackOutcome, Refusal};
 /// A refusal's page.
 fn refused(ctx: &AsContext, provider: &str, r: &Refusal) -> Response {
     let (status, title, message) = r.page(provider);
-    error_page(ctx, status, &title, &message)
+    let mut res = error_page(ctx, status, &title, &message);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    res
 }
 
 /// A `303` to `location` with these cookies and no caching.
@@ -69,7 +74,7 @@ pub(super) async fn start(State(ctx): State<AsContext>, request: Request) -> Res
     let Some(state) = state else {
         return refused(&ctx, up.provider_name(), &Refusal::UnknownState);
     };
-    match up.start(&state, ctx.secure_cookies()) {
+    match up.start(&state, ctx.secure_cookies()).await {
         Ok((url, cookie)) => {
             let mut res = see_other(&url, &[cookie]);
             *res.status_mut() = StatusCode::FOUND;

@@ -10,7 +10,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use super::family::{Decision, FamilyRow, SELECT_FAMILY, reuse_detected};
 use super::{
     Backend, REVOKED_KEEP_SECS, SqlStore, col, count_of, db_time, err, family_of_jti, from_json,
-    pending_key, to_json,
+    pending_key, time_of, to_json,
 };
 use crate::scope::ScopeSet;
 use crate::store::{
@@ -528,6 +528,56 @@ where
         .await
     }
 
+    async fn put_upstream_login(
+        &self,
+        key: &SecretHash,
+        login: crate::store::UpstreamLogin,
+    ) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query(
+                "INSERT INTO mcp_oauth_upstream_logins (key, record, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
+            )
+            .bind(key.to_hex())
+            .bind(login.payload.as_str())
+            .bind(db_time(login.expires_at))
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_upstream_login(
+        &self,
+        key: &SecretHash,
+        now: u64,
+    ) -> Result<Option<crate::store::UpstreamLogin>, StoreError> {
+        self.run(async {
+            // One statement: of racing callbacks (on any instance), one gets the row.
+            let row = sqlx::query(
+                "DELETE FROM mcp_oauth_upstream_logins WHERE key = $1 RETURNING record, expires_at",
+            )
+            .bind(key.to_hex())
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let expires_at = col::<_, i64>(&row, "expires_at")?;
+            if expires_at <= db_time(now) {
+                return Ok(None);
+            }
+            Ok(Some(crate::store::UpstreamLogin {
+                payload: col::<_, String>(&row, "record")?,
+                expires_at: time_of(expires_at, "upstream login expires_at")?,
+            }))
+        })
+        .await
+    }
+
     async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
         self.run(async {
             let now = db_time(now);
@@ -542,6 +592,7 @@ where
                 "DELETE FROM mcp_oauth_pending WHERE expires_at <= $1",
                 "DELETE FROM mcp_oauth_revoked_tokens WHERE expires_at < $1",
                 "DELETE FROM mcp_oauth_assertion_ids WHERE expires_at < $1",
+                "DELETE FROM mcp_oauth_upstream_logins WHERE expires_at <= $1",
             ] {
                 let done = sqlx::query(sql)
                     .bind(now)

@@ -51,6 +51,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0006_registration_fingerprints.sql"),
     ),
     (
+        7,
+        "upstream logins",
+        include_str!("../../../migrations/postgres/0007_upstream_logins.sql"),
+    ),
+    (
         8,
         "upstream tokens",
         include_str!("../../../migrations/postgres/0008_upstream_tokens.sql"),

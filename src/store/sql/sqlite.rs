@@ -49,6 +49,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0005_registration_fingerprints.sql"),
     ),
     (
+        6,
+        "upstream logins",
+        include_str!("../../../migrations/sqlite/0006_upstream_logins.sql"),
+    ),
+    (
         7,
         "upstream tokens",
         include_str!("../../../migrations/sqlite/0007_upstream_tokens.sql"),
