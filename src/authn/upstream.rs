@@ -624,13 +624,9 @@ impl UpstreamOidc {
     }
 
     /// `GET /upstream/callback`: checks everything, exchanges the code, applies the rules.
-    pub(crate) async fn callback(
-        &self,
-        parts: &http::request::Parts,
-        store: &dyn GrantStore,
-    ) -> CallbackOutcome {
+    pub(crate) async fn callback(&self, parts: &http::request::Parts) -> CallbackOutcome {
         let secure = self.inner.urls.get().is_some_and(Urls::secure);
-        match self.finish(parts, secure, store).await {
+        match self.finish(parts, secure).await {
             Ok((location, handle)) => CallbackOutcome::Return {
                 location,
                 cookies: vec![
@@ -654,7 +650,6 @@ impl UpstreamOidc {
         &self,
         parts: &http::request::Parts,
         secure: bool,
-        store: &dyn GrantStore,
     ) -> Result<(String, String), Refusal> {
         let query = parts.uri.query().unwrap_or("");
         let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -706,7 +701,9 @@ impl UpstreamOidc {
         };
         let user = self.user_from(&claims)?;
         if let Some(sealer) = &self.inner.sealer {
-            self.keep_tokens(sealer, store, &user.subject, &body)
+            // The same grant store that holds the logins in progress.
+            let store = self.store()?;
+            self.keep_tokens(sealer, &**store, &user.subject, &body)
                 .await?;
         }
         let Some(urls) = self.inner.urls.get() else {
@@ -1879,7 +1876,7 @@ mod tests {
             Some("mcp-oauth-upstream=b"),
         );
         assert!(matches!(
-            up.callback(&cb, &crate::store::MemoryStore::new()).await,
+            up.callback(&cb).await,
             CallbackOutcome::Refused(Refusal::UnknownState)
         ));
     }
@@ -2041,7 +2038,7 @@ mod tests {
         ));
         assert_eq!(up.start("s", false).await, Err(Refusal::Unavailable));
         let cb = parts("/upstream/callback?code=x&state=s", None);
-        let CallbackOutcome::Refused(r) = up.callback(&cb, &Down).await else {
+        let CallbackOutcome::Refused(r) = up.callback(&cb).await else {
             panic!("a callback passed without a store");
         };
         assert_eq!(r, Refusal::Unavailable);

@@ -93,7 +93,7 @@ pub(super) async fn callback(State(ctx): State<AsContext>, request: Request) -> 
     let Some(up) = ctx.server.authenticator.upstream() else {
         return not_configured(&ctx);
     };
-    match up.callback(&parts, &*ctx.server.grants).await {
+    match up.callback(&parts).await {
         CallbackOutcome::Return { location, cookies } => see_other(&location, &cookies),
         CallbackOutcome::Refused(r) => refused(&ctx, up.provider_name(), &r),
     }
