@@ -86,14 +86,17 @@ async fn start() -> Running {
 }
 
 impl Running {
-    /// Registers a client, authorizes `scope` (auto-approved as `demo`) and redeems the code:
+    /// Registers a new client, authorizes `scope` (auto-approved as `demo`) and redeems the code:
     /// `(client_id, access token)`.
     async fn sign_in(&self, scope: &str) -> (String, String) {
+        // A client of its own each time: identical public registrations share one client.
+        static CLIENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let res = self
             .http
             .post(format!("{}/register", self.base))
             .json(&json!({
-                "client_name": "security test",
+                "client_name": format!("security test {n}"),
                 "redirect_uris": [REDIRECT],
                 "token_endpoint_auth_method": "none",
                 "grant_types": ["authorization_code", "refresh_token"],
