@@ -36,8 +36,15 @@ impl Interop {
     }
 }
 
+/// The workspace root: this package's directory, or its parent for the packages beside the
+/// crate (`proxy/`), whose tests use these helpers too.
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if dir.join("scripts/interop-setup.sh").exists() {
+        dir
+    } else {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    }
 }
 
 /// A cross-process lock (nextest runs every test in its own process): a directory that is
