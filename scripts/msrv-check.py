@@ -29,26 +29,34 @@ def version(v):
     return tuple(parts + [0] * (3 - len(parts)))
 
 
-def check(label, cargo_features, promised):
+def rust_versions():
+    """Every package's declared rust-version, by (name, version)."""
     out = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-default-features",
-         "--features", ",".join(cargo_features)],
+        ["cargo", "metadata", "--format-version", "1"],
         cwd=root, check=True, capture_output=True, text=True,
     ).stdout
-    meta = json.loads(out)
-    packages = {p["id"]: p for p in meta["packages"]}
-    nodes = {n["id"]: n for n in meta["resolve"]["nodes"]}
-    seen, todo, bad = set(), [meta["resolve"]["root"]], []
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        for dep in nodes[pid]["deps"]:
-            if any(k["kind"] != "dev" for k in dep["dep_kinds"]):
-                todo.append(dep["pkg"])
-    for pid in seen:
-        p = packages[pid]
+    return {(p["name"], p["version"]): p for p in json.loads(out)["packages"]}
+
+
+PACKAGES = rust_versions()
+
+
+def check(label, cargo_features, promised):
+    # `cargo tree -p mcp-oauth` resolves the crate's features alone (cargo metadata would unify
+    # them with the other workspace members', such as the proxy's `sqlite`).
+    out = subprocess.run(
+        ["cargo", "tree", "-p", "mcp-oauth", "--no-default-features", "--features",
+         ",".join(cargo_features), "-e", "normal,build", "--prefix", "none", "--format", "{p}"],
+        cwd=root, check=True, capture_output=True, text=True,
+    ).stdout
+    seen = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].startswith("v"):
+            seen.add((parts[0], parts[1][1:]))
+    bad = []
+    for key in seen:
+        p = PACKAGES[key]
         rv = p.get("rust_version")
         if rv and version(rv) > version(promised):
             bad.append(f"{p['name']} {p['version']} needs Rust {rv}")
