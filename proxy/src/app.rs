@@ -46,7 +46,10 @@ impl Proxy {
                 Backend::Http(HttpUpstream::new(UpstreamOptions { url: url.parse()? })?)
             }
             (None, false) => Backend::Stdio(StdioBridge::new(StdioOptions {
-                command: settings.command.clone(),
+                max_children: settings.max_children.max(1),
+                idle_timeout: seconds(settings.idle_timeout, "--idle-timeout")?,
+                kill_grace: seconds(settings.kill_grace, "--kill-grace")?,
+                ..StdioOptions::new(settings.command.clone())
             })),
             _ => return Err("give either --upstream URL or a stdio command after `--`".into()),
         };
@@ -115,6 +118,12 @@ impl Proxy {
         }
         Ok(())
     }
+}
+
+/// A duration from a number of seconds given as a setting.
+fn seconds(value: f64, what: &str) -> Result<std::time::Duration, BoxError> {
+    std::time::Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{what}: not a number of seconds: {value}").into())
 }
 
 /// SIGTERM or Ctrl-C.

@@ -40,6 +40,15 @@ pub struct Settings {
     /// The stdio MCP server to start, one child per MCP session (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
+    /// Stdio: at most this many children (MCP sessions) at once.
+    #[arg(long, env = "MCP_OAUTH_MAX_CHILDREN", default_value_t = 32)]
+    pub max_children: usize,
+    /// Stdio: seconds without a request after which a session ends and its child is stopped.
+    #[arg(long, env = "MCP_OAUTH_IDLE_TIMEOUT", default_value_t = 600.0)]
+    pub idle_timeout: f64,
+    /// Stdio: seconds between SIGTERM and SIGKILL when a child is stopped.
+    #[arg(long, env = "MCP_OAUTH_KILL_GRACE", default_value_t = 5.0)]
+    pub kill_grace: f64,
     /// Unused placeholder for the configuration file.
     #[arg(long, env = "MCP_OAUTH_CONFIG")]
     pub config: Option<PathBuf>,

@@ -1,24 +1,491 @@
-//! A stdio MCP server served as streamable HTTP: one child process per MCP session.
+//! A stdio MCP server served as streamable HTTP (MCP 2025-06-18 / 2025-11-25 transport), one
+//! child process per MCP session.
+//!
+//! The router is mounted behind the OAuth layer, so every request it sees is authorized; the
+//! layer puts the caller's [`AuthContext`] in the request's extensions.
+//!
+//! - `POST` of an `initialize` request without `Mcp-Session-Id` starts a child (at most
+//!   [`StdioOptions::max_children`] at once: `503` with `Retry-After` beyond) and answers with a
+//!   fresh, unguessable session id in `Mcp-Session-Id`. The session belongs to the caller (the
+//!   token's subject and client): a request naming it with anyone else's token gets `404`, as
+//!   an unknown session does; a request other than `initialize` without a session id gets
+//!   `400`.
+//! - `POST` of JSON-RPC requests: the answer is an SSE stream (`text/event-stream`) carrying
+//!   the child's responses to them, the `notifications/progress` whose `progressToken` those
+//!   requests named, and the other requests and notifications the child sends while they are
+//!   open; it ends after the last response. A client that accepts only `application/json`
+//!   gets the response(s) as JSON (nothing streamed before it). Only notifications or
+//!   responses: `202 Accepted`. Batches are refused (JSON-RPC `-32600`) unless the session
+//!   negotiated protocol version `2025-03-26`, the last that had them.
+//! - `GET` with `Accept: text/event-stream`: the session's standalone stream, for what the
+//!   child sends outside any open request (one at a time: `409` for a second).
+//! - `DELETE`: ends the session and stops its child.
+//! - A child that exits (or closes its stdout) fails its open requests with a JSON-RPC
+//!   `-32603` error "the MCP server process exited (status N)", is logged with its last stderr
+//!   lines, and its session is gone (`404`): the client's next `initialize` gets a new child.
+//!   A session without requests for [`StdioOptions::idle_timeout`] is ended the same way.
+//! - [`StdioBridge::shutdown`] sends `SIGTERM` to every child's process group and `SIGKILL`
+//!   after [`StdioOptions::kill_grace`].
+//!
+//! **What a child inherits.** The proxy's environment, minus every variable whose name begins
+//! with `MCP_OAUTH_` (they may hold the proxy's passwords and store URLs). Nothing from the
+//! HTTP request reaches it but the JSON-RPC messages: not the `Authorization` header, not the
+//! token, not the caller's identity. Its working directory is the proxy's.
 
-use std::sync::Arc;
+pub mod child;
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use mcp_oauth::AuthContext;
+use serde_json::{Value, json};
+use tokio::io::{AsyncWriteExt as _, BufReader};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use child::{Line, StderrRing};
+
+/// The header carrying the session id.
+const SESSION_HEADER: &str = "mcp-session-id";
+/// How many messages may wait for a slow HTTP client on one stream before the child's reader
+/// waits too (only that session's child is held up).
+const STREAM_BUFFER: usize = 64;
+/// A comment line sent on idle standalone streams, so a client that went away is noticed.
+const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// How children are started and bounded.
 #[derive(Debug, Clone)]
 pub struct StdioOptions {
     /// The program and its arguments.
     pub command: Vec<String>,
+    /// At most this many children at once; a new session beyond is refused with `503`.
+    pub max_children: usize,
+    /// A session with no request in flight for this long is ended and its child stopped.
+    pub idle_timeout: Duration,
+    /// Between `SIGTERM` and `SIGKILL` when a child is stopped.
+    pub kill_grace: Duration,
+    /// The longest line read from a child's stdout; a longer message is dropped (and logged).
+    pub max_line_bytes: usize,
+    /// The largest request body accepted (`413` beyond).
+    pub max_body_bytes: usize,
+    /// How many of a child's last stderr lines are kept for the log when it exits.
+    pub stderr_lines: usize,
+}
+
+impl StdioOptions {
+    /// The defaults for `command`: 32 children, 10 minutes idle, 5 s grace, 4 MiB lines and
+    /// bodies, 20 stderr lines.
+    pub fn new(command: Vec<String>) -> Self {
+        Self {
+            command,
+            max_children: 32,
+            idle_timeout: Duration::from_secs(600),
+            kill_grace: Duration::from_secs(5),
+            max_line_bytes: 4 << 20,
+            max_body_bytes: 4 << 20,
+            stderr_lines: 20,
+        }
+    }
+}
+
+/// Who opened a session: the token's subject and client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    subject: String,
+    client_id: Option<String>,
+}
+
+impl Owner {
+    fn of(ctx: &AuthContext) -> Self {
+        Self {
+            subject: ctx.subject().to_owned(),
+            client_id: ctx.client_id().map(str::to_owned),
+        }
+    }
 }
 
 /// The bridge between streamable-HTTP sessions and stdio children.
 #[derive(Debug)]
 pub struct StdioBridge {
     options: StdioOptions,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// One permit per running child, held until it has been reaped.
+    slots: Arc<Semaphore>,
+    closing: AtomicBool,
+    reaper: AtomicBool,
+}
+
+/// Where the child's messages go: the open POST streams and the standalone GET stream.
+#[derive(Debug, Default)]
+struct Routes {
+    next_stream: u64,
+    streams: HashMap<u64, mpsc::Sender<Value>>,
+    /// Open POST streams, oldest first.
+    open: Vec<u64>,
+    /// Request id (its JSON text) → the stream waiting for its response.
+    pending: HashMap<String, u64>,
+    /// Progress token (its JSON text) → the stream of the request that named it.
+    progress: HashMap<String, u64>,
+    standalone: Option<u64>,
+    /// The session has ended: nothing may register any more.
+    gone: bool,
+}
+
+/// One MCP session and its child.
+#[derive(Debug)]
+struct Session {
+    owner: Owner,
+    pid: u32,
+    input: mpsc::Sender<Vec<u8>>,
+    routes: Mutex<Routes>,
+    /// POST requests in flight (an idle session has none).
+    busy: AtomicUsize,
+    last_used: Mutex<Instant>,
+    /// The negotiated protocol version, from the child's `initialize` result.
+    protocol: Mutex<Option<String>>,
+    /// The id of the `initialize` request that opened the session.
+    init_id: String,
+    /// Set to ask the supervisor to stop the child.
+    stop: watch::Sender<Option<&'static str>>,
+    /// Becomes `true` once the child has been reaped.
+    done: watch::Sender<bool>,
+}
+
+impl Session {
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    fn request_stop(&self, why: &'static str) {
+        self.stop.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Registers a POST stream waiting for `ids` (and the progress of `tokens`). `None` when
+    /// the session has ended.
+    fn open_stream(
+        &self,
+        ids: &[String],
+        tokens: &[String],
+        tx: mpsc::Sender<Value>,
+    ) -> Option<u64> {
+        let mut r = self.routes.lock().ok()?;
+        if r.gone {
+            return None;
+        }
+        r.next_stream += 1;
+        let sid = r.next_stream;
+        r.streams.insert(sid, tx);
+        r.open.push(sid);
+        for id in ids {
+            r.pending.insert(id.clone(), sid);
+        }
+        for t in tokens {
+            r.progress.insert(t.clone(), sid);
+        }
+        Some(sid)
+    }
+
+    fn close_stream(&self, sid: u64) {
+        if let Ok(mut r) = self.routes.lock() {
+            r.streams.remove(&sid);
+            r.open.retain(|s| *s != sid);
+            r.pending.retain(|_, s| *s != sid);
+            r.progress.retain(|_, s| *s != sid);
+            if r.standalone == Some(sid) {
+                r.standalone = None;
+            }
+        }
+    }
+
+    /// Where a message from the child goes.
+    fn route(&self, msg: &Value) -> Option<mpsc::Sender<Value>> {
+        let mut r = self.routes.lock().ok()?;
+        let is_response = msg.get("method").is_none()
+            && (msg.get("result").is_some() || msg.get("error").is_some());
+        if is_response {
+            let key = msg.get("id").map(id_key)?;
+            let sid = r.pending.remove(&key)?;
+            return r.streams.get(&sid).cloned();
+        }
+        if msg.get("method").and_then(Value::as_str) == Some("notifications/progress")
+            && let Some(sid) = msg
+                .pointer("/params/progressToken")
+                .map(id_key)
+                .and_then(|t| r.progress.get(&t).copied())
+            && let Some(tx) = r.streams.get(&sid)
+        {
+            return Some(tx.clone());
+        }
+        // Requests and notifications of the server: the newest open request's stream (the
+        // one most likely waiting on them), else the standalone stream.
+        let sid = r.open.last().copied().or(r.standalone)?;
+        r.streams.get(&sid).cloned()
+    }
+
+    /// Ends every stream: each request still waiting gets a JSON-RPC error saying `why`.
+    fn fail_all(&self, why: &str) {
+        let Ok(mut r) = self.routes.lock() else {
+            return;
+        };
+        r.gone = true;
+        for (id, sid) in r.pending.drain().collect::<Vec<_>>() {
+            if let Some(tx) = r.streams.get(&sid) {
+                let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
+                let _ = tx.try_send(error_message(id, -32603, why));
+            }
+        }
+        r.streams.clear();
+        r.open.clear();
+        r.progress.clear();
+        r.standalone = None;
+    }
+}
+
+/// The JSON text of a request id or progress token, as a map key.
+fn id_key(v: &Value) -> String {
+    v.to_string()
+}
+
+fn error_message(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// A JSON-RPC error as an HTTP response.
+fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
+    let body = error_message(Value::Null, code, message).to_string();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+/// A refusal not yet turned into a response (small, for `Result`s).
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: i64,
+    message: String,
+    retry_after: bool,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: i64, message: &str) -> Self {
+        Self {
+            status,
+            code,
+            message: message.to_owned(),
+            retry_after: false,
+        }
+    }
+
+    fn response(self) -> Response<Body> {
+        let mut res = rpc_error(self.status, self.code, &self.message);
+        if self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        res
+    }
+}
+
+/// A new session id: 32 random bytes, hex (visible ASCII, as the transport requires).
+fn new_session_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What a POST body holds, checked.
+struct Incoming {
+    /// The messages, in order.
+    messages: Vec<Value>,
+    batch: bool,
+    /// The ids of the requests among them (their JSON text).
+    request_ids: Vec<String>,
+    /// The progress tokens those requests named.
+    tokens: Vec<String>,
+    /// The `initialize` request's id, when there is one.
+    initialize: Option<String>,
+}
+
+/// Parses and checks a POST body's JSON-RPC message(s).
+fn parse_body(body: &[u8]) -> Result<Incoming, Refusal> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            "Parse error: the body is not JSON",
+        )
+    })?;
+    let (messages, batch) = match value {
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
+    };
+    if messages.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: an empty batch",
+        ));
+    }
+    let mut incoming = Incoming {
+        messages: Vec::new(),
+        batch,
+        request_ids: Vec::new(),
+        tokens: Vec::new(),
+        initialize: None,
+    };
+    let mut seen = HashSet::new();
+    for msg in messages {
+        let invalid = |why: &str| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                &format!("Invalid Request: {why}"),
+            )
+        };
+        let Some(obj) = msg.as_object() else {
+            return Err(invalid("a message is not a JSON object"));
+        };
+        if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(invalid("\"jsonrpc\" must be \"2.0\""));
+        }
+        let id = obj.get("id");
+        match obj.get("method") {
+            Some(Value::String(method)) => {
+                if let Some(id) = id {
+                    if !(id.is_string() || id.is_i64() || id.is_u64()) {
+                        return Err(invalid("a request id must be a string or an integer"));
+                    }
+                    let key = id_key(id);
+                    if !seen.insert(key.clone()) {
+                        return Err(invalid("two requests with the same id"));
+                    }
+                    if method == "initialize" {
+                        incoming.initialize = Some(key.clone());
+                    }
+                    if let Some(t) = obj
+                        .get("params")
+                        .and_then(|p| p.pointer("/_meta/progressToken"))
+                        && (t.is_string() || t.is_i64() || t.is_u64())
+                    {
+                        incoming.tokens.push(id_key(t));
+                    }
+                    incoming.request_ids.push(key);
+                }
+            }
+            Some(_) => return Err(invalid("\"method\" must be a string")),
+            None => {
+                if id.is_none() || !(obj.contains_key("result") || obj.contains_key("error")) {
+                    return Err(invalid("neither a request, a notification nor a response"));
+                }
+            }
+        }
+        incoming.messages.push(msg);
+    }
+    Ok(incoming)
+}
+
+/// What the client accepts, from `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepts {
+    Sse,
+    JsonOnly,
+    Neither,
+}
+
+fn accepts(headers: &HeaderMap) -> Accepts {
+    let mut json = false;
+    let mut sse = false;
+    for v in headers.get_all(header::ACCEPT) {
+        let Ok(v) = v.to_str() else { continue };
+        for item in v.split(',') {
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+            });
+            if refused {
+                continue;
+            }
+            match media.as_str() {
+                "text/event-stream" => sse = true,
+                "application/json" | "application/*" | "*/*" => json = true,
+                _ => {}
+            }
+        }
+    }
+    match (sse, json) {
+        (true, _) => Accepts::Sse,
+        (false, true) => Accepts::JsonOnly,
+        (false, false) => Accepts::Neither,
+    }
+}
+
+fn is_json_content(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn sse_event(msg: &Value) -> Bytes {
+    Bytes::from(format!("event: message\ndata: {msg}\n\n"))
+}
+
+/// Marks a POST's end however its response ends (answered, client gone, session ended).
+struct StreamGuard {
+    session: Arc<Session>,
+    sid: u64,
+    post: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.session.close_stream(self.sid);
+        if self.post {
+            self.session.busy.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.session.touch();
+    }
 }
 
 impl StdioBridge {
     /// A bridge starting `options.command` for each new session.
     pub fn new(options: StdioOptions) -> Arc<Self> {
-        Arc::new(Self { options })
+        let slots = Arc::new(Semaphore::new(options.max_children.max(1)));
+        Arc::new(Self {
+            options,
+            sessions: Mutex::new(HashMap::new()),
+            slots,
+            closing: AtomicBool::new(false),
+            reaper: AtomicBool::new(false),
+        })
     }
 
     /// The command this bridge starts.
@@ -26,12 +493,726 @@ impl StdioBridge {
         &self.options.command
     }
 
+    /// The options the bridge was built with.
+    pub fn options(&self) -> &StdioOptions {
+        &self.options
+    }
+
+    /// How many sessions are open now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
     /// The MCP endpoint (any path: mounted at the resource's path, behind the OAuth layer).
     pub fn router(self: &Arc<Self>) -> axum::Router {
         axum::Router::new()
-            .fallback(|| async { (http::StatusCode::NOT_IMPLEMENTED, "stdio: not yet") })
+            .fallback(handle)
+            .with_state(self.clone())
     }
 
-    /// Stops every child: SIGTERM, then SIGKILL after the grace.
-    pub async fn shutdown(&self) {}
+    /// Stops every child: `SIGTERM` to its process group, then `SIGKILL` after the grace;
+    /// returns when all have been reaped (or a little after the grace). New sessions are
+    /// refused from the call on.
+    pub async fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .map(|mut s| s.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        let mut waits = Vec::new();
+        for s in &sessions {
+            s.request_stop("the proxy is shutting down");
+            waits.push(s.done.subscribe());
+        }
+        let all = async {
+            for mut w in waits {
+                let _ = w.wait_for(|d| *d).await;
+            }
+        };
+        let _ = tokio::time::timeout(self.options.kill_grace + Duration::from_secs(2), all).await;
+    }
+
+    fn find(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().ok()?.get(id).cloned()
+    }
+
+    fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().ok()?.remove(id)
+    }
+
+    fn start_reaper(self: &Arc<Self>) {
+        if self.reaper.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let tick = (self.options.idle_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            loop {
+                interval.tick().await;
+                let Some(bridge) = weak.upgrade() else { return };
+                let idle = bridge.options.idle_timeout;
+                let expired: Vec<Arc<Session>> = match bridge.sessions.lock() {
+                    Ok(mut map) => {
+                        let ids: Vec<String> = map
+                            .iter()
+                            .filter(|(_, s)| {
+                                s.busy.load(Ordering::SeqCst) == 0 && s.idle_for() >= idle
+                            })
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        ids.iter().filter_map(|k| map.remove(k)).collect()
+                    }
+                    Err(_) => Vec::new(),
+                };
+                for s in expired {
+                    tracing::info!(pid = s.pid, "stdio: session idle, stopping its child");
+                    s.request_stop("the session was idle too long");
+                }
+            }
+        });
+    }
+
+    /// Starts a child for a new session of `owner`.
+    fn start_session(
+        self: &Arc<Self>,
+        owner: Owner,
+        init_id: String,
+    ) -> Result<(String, Arc<Session>), Refusal> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(unavailable("the proxy is shutting down"));
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max = self.options.max_children,
+                "stdio: refusing a new session, every child slot is taken"
+            );
+            return Err(unavailable("too many MCP sessions are open; retry later"));
+        };
+        let id = new_session_id().map_err(|e| {
+            tracing::error!(error = %e, "stdio: no randomness for a session id");
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                -32603,
+                "cannot create a session",
+            )
+        })?;
+        let mut proc = child::spawn(&self.options.command).map_err(|e| {
+            tracing::error!(command = ?self.options.command, error = %e, "stdio: cannot start the MCP server");
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                -32603,
+                "the MCP server process could not be started",
+            )
+        })?;
+        let pid = proc.id().unwrap_or(0);
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
+        else {
+            return Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                -32603,
+                "the MCP server process has no pipes",
+            ));
+        };
+        let ring = StderrRing::default();
+        let stderr_task = ring.drain(stderr, self.options.stderr_lines);
+        let (input, input_rx) = mpsc::channel::<Vec<u8>>(STREAM_BUFFER);
+        let (stop, stop_rx) = watch::channel(None);
+        let (done, _) = watch::channel(false);
+        let session = Arc::new(Session {
+            owner,
+            pid,
+            input,
+            routes: Mutex::new(Routes::default()),
+            busy: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+            protocol: Mutex::new(None),
+            init_id,
+            stop,
+            done,
+        });
+        tokio::spawn(write_stdin(stdin, input_rx, stop_rx.clone()));
+        let reader = tokio::spawn(read_stdout(
+            session.clone(),
+            stdout,
+            self.options.max_line_bytes,
+        ));
+        tokio::spawn(supervise(Supervised {
+            bridge: Arc::downgrade(self),
+            id: id.clone(),
+            session: session.clone(),
+            child: proc,
+            reader,
+            stderr_task,
+            ring,
+            stop_rx,
+            grace: self.options.kill_grace,
+            _permit: permit,
+        }));
+        if let Ok(mut map) = self.sessions.lock() {
+            map.insert(id.clone(), session.clone());
+        }
+        self.start_reaper();
+        tracing::info!(pid, subject = %session.owner.subject, "stdio: started a child for a new session");
+        Ok((id, session))
+    }
+}
+
+fn unavailable(message: &str) -> Refusal {
+    Refusal {
+        retry_after: true,
+        ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, -32000, message)
+    }
+}
+
+/// Writes queued lines to the child's stdin; closes it when asked to stop.
+async fn write_stdin(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut stop: watch::Receiver<Option<&'static str>>,
+) {
+    loop {
+        tokio::select! {
+            line = rx.recv() => {
+                let Some(line) = line else { break };
+                if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+            r = stop.changed() => {
+                if r.is_err() || stop.borrow().is_some() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the child's stdout line by line and routes each message; returns at EOF.
+async fn read_stdout(session: Arc<Session>, stdout: tokio::process::ChildStdout, max: usize) {
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match child::read_line_bounded(&mut reader, &mut buf, max).await {
+            Err(_) | Ok(Line::Eof) => return,
+            Ok(Line::TooLong) => {
+                tracing::warn!(
+                    pid = session.pid,
+                    max,
+                    "stdio: dropped a message longer than the line bound"
+                );
+                continue;
+            }
+            Ok(Line::Complete) => {}
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let msg: Value = match serde_json::from_slice(&buf) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                tracing::warn!(
+                    pid = session.pid,
+                    "stdio: the child wrote a line that is not a JSON-RPC message"
+                );
+                continue;
+            }
+        };
+        if msg.get("id").map(id_key).as_deref() == Some(session.init_id.as_str())
+            && let Some(v) = msg
+                .pointer("/result/protocolVersion")
+                .and_then(Value::as_str)
+            && let Ok(mut p) = session.protocol.lock()
+        {
+            *p = Some(v.to_owned());
+        }
+        match session.route(&msg) {
+            Some(tx) => {
+                let _ = tx.send(msg).await;
+            }
+            None => {
+                tracing::debug!(
+                    pid = session.pid,
+                    "stdio: no open stream for a message of the child; dropped"
+                );
+            }
+        }
+    }
+}
+
+/// Everything the supervisor of one child owns.
+struct Supervised {
+    bridge: Weak<StdioBridge>,
+    id: String,
+    session: Arc<Session>,
+    child: tokio::process::Child,
+    reader: tokio::task::JoinHandle<()>,
+    stderr_task: tokio::task::JoinHandle<()>,
+    ring: StderrRing,
+    stop_rx: watch::Receiver<Option<&'static str>>,
+    grace: Duration,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Waits for the child to exit (or close its stdout, or be asked to stop), stops it, fails
+/// its open requests and forgets its session. The slot is freed when it has been reaped.
+async fn supervise(mut s: Supervised) {
+    let pid = s.session.pid;
+    let mut reader_done = false;
+    let mut asked: Option<&'static str> = None;
+    let mut status = None;
+    tokio::select! {
+        st = s.child.wait() => status = st.ok(),
+        _ = &mut s.reader => reader_done = true,
+        r = s.stop_rx.wait_for(Option::is_some) => asked = r.ok().and_then(|v| *v),
+    }
+    if status.is_none() {
+        if asked.is_none() {
+            // Stdout closed: give the process the grace to exit by itself.
+            if let Ok(st) = tokio::time::timeout(s.grace, s.child.wait()).await {
+                status = st.ok();
+            }
+        }
+        if status.is_none() {
+            status = stop_child(&mut s.child, pid, s.grace).await;
+        }
+    }
+    #[cfg(unix)]
+    child::signal_group(pid, child::KILL); // whatever the leader left behind in its group
+    if !reader_done {
+        // Let the reader deliver what the child wrote before it went.
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut s.reader).await;
+        s.reader.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut s.stderr_task).await;
+    let how = status
+        .as_ref()
+        .map_or_else(|| "status unknown".to_owned(), child::describe);
+    if let Some(bridge) = s.bridge.upgrade() {
+        let mut map = bridge.sessions.lock().ok();
+        if let Some(map) = map.as_mut()
+            && map.get(&s.id).is_some_and(|v| Arc::ptr_eq(v, &s.session))
+        {
+            map.remove(&s.id);
+        }
+    }
+    match asked {
+        Some(why) => {
+            tracing::info!(pid, exit = %how, reason = why, "stdio: child stopped");
+            s.session.fail_all(&format!("the MCP session ended: {why}"));
+        }
+        None => {
+            let stderr = s.ring.lines();
+            tracing::warn!(pid, exit = %how, stderr = ?stderr, "stdio: the MCP server process exited");
+            s.session
+                .fail_all(&format!("the MCP server process exited ({how})"));
+        }
+    }
+    s.session.done.send_replace(true);
+}
+
+/// `SIGTERM` to the child's group, `SIGKILL` after `grace`; the exit status.
+async fn stop_child(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    #[cfg(unix)]
+    child::signal_group(pid, child::TERM);
+    #[cfg(not(unix))]
+    let _ = (pid, child.start_kill());
+    if let Ok(st) = tokio::time::timeout(grace, child.wait()).await {
+        return st.ok();
+    }
+    #[cfg(unix)]
+    child::signal_group(pid, child::KILL);
+    let _ = child.start_kill();
+    tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+/// The one handler: method dispatch, session lookup and ownership.
+async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> Response<Body> {
+    let Some(owner) = req.extensions().get::<AuthContext>().map(Owner::of) else {
+        // Mounted behind the layer, every request has a caller; fail closed if not.
+        return rpc_error(
+            StatusCode::UNAUTHORIZED,
+            -32001,
+            "an authenticated caller is required",
+        );
+    };
+    let session_id = match req.headers().get(SESSION_HEADER).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(v)) => Some(v.to_owned()),
+        Some(Err(_)) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "Bad Request: an invalid Mcp-Session-Id header",
+            );
+        }
+    };
+    // A session the caller may use, or the answer refusing it.
+    let lookup = |id: &str| -> Option<Arc<Session>> {
+        match bridge.find(id) {
+            Some(s) if s.owner == owner => Some(s),
+            Some(_) => {
+                tracing::debug!("stdio: a session named by another caller");
+                None
+            }
+            None => None,
+        }
+    };
+    match *req.method() {
+        Method::POST => post(&bridge, owner, session_id, req).await,
+        Method::GET => {
+            if !matches!(accepts(req.headers()), Accepts::Sse) {
+                return rpc_error(
+                    StatusCode::NOT_ACCEPTABLE,
+                    -32600,
+                    "Not Acceptable: a GET must accept text/event-stream",
+                );
+            }
+            let Some(id) = session_id else {
+                return missing_session();
+            };
+            match lookup(&id) {
+                Some(s) => standalone(s),
+                None => session_not_found(),
+            }
+        }
+        Method::DELETE => {
+            let Some(id) = session_id else {
+                return missing_session();
+            };
+            match lookup(&id) {
+                Some(s) => {
+                    bridge.remove(&id);
+                    s.request_stop("the client ended the session");
+                    Response::builder()
+                        .status(StatusCode::NO_CONTENT)
+                        .body(Body::empty())
+                        .unwrap_or_default()
+                }
+                None => session_not_found(),
+            }
+        }
+        _ => {
+            let mut res = rpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                -32600,
+                "Method Not Allowed: use POST, GET or DELETE",
+            );
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            res
+        }
+    }
+}
+
+fn session_not_found() -> Response<Body> {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        -32001,
+        "Session not found: initialize a new session",
+    )
+}
+
+fn missing_session() -> Response<Body> {
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        -32600,
+        "Bad Request: Mcp-Session-Id header is required",
+    )
+}
+
+async fn post(
+    bridge: &Arc<StdioBridge>,
+    owner: Owner,
+    session_id: Option<String>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let mode = accepts(req.headers());
+    if mode == Accepts::Neither {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            -32600,
+            "Not Acceptable: accept application/json and text/event-stream",
+        );
+    }
+    if !is_json_content(req.headers()) {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            -32600,
+            "Unsupported Media Type: the body must be application/json",
+        );
+    }
+    let body = match axum::body::to_bytes(req.into_body(), bridge.options.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                "the request body is too large",
+            );
+        }
+    };
+    let incoming = match parse_body(&body) {
+        Ok(i) => i,
+        Err(r) => return r.response(),
+    };
+    if incoming.initialize.is_some() && incoming.batch {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: initialize cannot be part of a batch",
+        );
+    }
+    let (session, new_id) = match (&session_id, &incoming.initialize) {
+        (Some(_), Some(_)) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "Bad Request: initialize starts a session; send it without Mcp-Session-Id",
+            );
+        }
+        (None, None) => return missing_session(),
+        (None, Some(init_id)) => match bridge.start_session(owner, init_id.clone()) {
+            Ok((id, s)) => (s, Some(id)),
+            Err(r) => return r.response(),
+        },
+        (Some(id), None) => match bridge.find(id) {
+            Some(s) if s.owner == owner => (s, None),
+            Some(_) => {
+                tracing::debug!("stdio: a session named by another caller");
+                return session_not_found();
+            }
+            None => return session_not_found(),
+        },
+    };
+    if incoming.batch {
+        let version = session.protocol.lock().ok().and_then(|p| p.clone());
+        if version.as_deref() != Some("2025-03-26") {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                &format!(
+                    "Invalid Request: JSON-RPC batches are not supported in protocol version {}",
+                    version.as_deref().unwrap_or("(none negotiated)")
+                ),
+            );
+        }
+    }
+    session.touch();
+    if incoming.request_ids.is_empty() {
+        // Notifications and responses: delivered, nothing to wait for.
+        for msg in &incoming.messages {
+            if !send_line(&session, msg).await {
+                return session_not_found();
+            }
+        }
+        return Response::builder()
+            .status(StatusCode::ACCEPTED)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    session.busy.fetch_add(1, Ordering::SeqCst);
+    let Some(sid) = session.open_stream(&incoming.request_ids, &incoming.tokens, tx) else {
+        session.busy.fetch_sub(1, Ordering::SeqCst);
+        return session_not_found();
+    };
+    let guard = StreamGuard {
+        session: session.clone(),
+        sid,
+        post: true,
+    };
+    for msg in &incoming.messages {
+        if !send_line(&session, msg).await {
+            drop(guard);
+            return session_not_found();
+        }
+    }
+    let remaining: HashSet<String> = incoming.request_ids.iter().cloned().collect();
+    let mut builder = Response::builder().status(StatusCode::OK);
+    if let Some(id) = &new_id {
+        builder = builder.header(SESSION_HEADER, id.as_str());
+    }
+    match mode {
+        Accepts::Sse => {
+            let stream = futures_util::stream::unfold(
+                (rx, remaining, guard),
+                |(mut rx, mut remaining, guard)| async move {
+                    if remaining.is_empty() {
+                        return None;
+                    }
+                    let msg = rx.recv().await?;
+                    if is_response(&msg)
+                        && let Some(id) = msg.get("id")
+                    {
+                        remaining.remove(&id_key(id));
+                    }
+                    Some((Ok::<_, Infallible>(sse_event(&msg)), (rx, remaining, guard)))
+                },
+            );
+            builder
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body(Body::from_stream(stream))
+                .unwrap_or_default()
+        }
+        _ => {
+            // JSON only: wait for the response(s); what else the child sends meanwhile
+            // cannot be delivered on this request.
+            let (mut rx, mut remaining) = (rx, remaining);
+            let mut responses = Vec::new();
+            while !remaining.is_empty() {
+                let Some(msg) = rx.recv().await else { break };
+                if is_response(&msg)
+                    && let Some(id) = msg.get("id")
+                    && remaining.remove(&id_key(id))
+                {
+                    responses.push(msg);
+                }
+            }
+            drop(guard);
+            if responses.is_empty() {
+                return session_not_found();
+            }
+            let body = if incoming.batch {
+                Value::Array(responses)
+            } else {
+                responses.swap_remove(0)
+            };
+            builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn is_response(msg: &Value) -> bool {
+    msg.get("method").is_none() && (msg.get("result").is_some() || msg.get("error").is_some())
+}
+
+/// Queues one message for the child's stdin; `false` when the child is gone.
+async fn send_line(session: &Session, msg: &Value) -> bool {
+    let mut line = msg.to_string().into_bytes();
+    line.push(b'\n');
+    session.input.send(line).await.is_ok()
+}
+
+/// The session's standalone SSE stream (`409` when one is open already).
+fn standalone(session: Arc<Session>) -> Response<Body> {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let sid = {
+        let Ok(mut r) = session.routes.lock() else {
+            return session_not_found();
+        };
+        if r.gone {
+            return session_not_found();
+        }
+        if r.standalone.is_some() {
+            return rpc_error(
+                StatusCode::CONFLICT,
+                -32600,
+                "Conflict: this session already has a standalone stream",
+            );
+        }
+        r.next_stream += 1;
+        let sid = r.next_stream;
+        r.streams.insert(sid, tx);
+        r.standalone = Some(sid);
+        sid
+    };
+    let guard = StreamGuard {
+        session,
+        sid,
+        post: false,
+    };
+    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        tokio::select! {
+            msg = rx.recv() => {
+                let msg = msg?;
+                Some((Ok::<_, Infallible>(sse_event(&msg)), (rx, guard)))
+            }
+            () = tokio::time::sleep(KEEPALIVE) => {
+                Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, guard)))
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(accept: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+        h
+    }
+
+    #[test]
+    fn accept_decides_the_answer() {
+        assert_eq!(
+            accepts(&headers("application/json, text/event-stream")),
+            Accepts::Sse
+        );
+        assert_eq!(accepts(&headers("application/json")), Accepts::JsonOnly);
+        assert_eq!(accepts(&headers("*/*")), Accepts::JsonOnly);
+        assert_eq!(accepts(&headers("text/html")), Accepts::Neither);
+        assert_eq!(
+            accepts(&headers("text/event-stream;q=0, text/html")),
+            Accepts::Neither
+        );
+        assert_eq!(accepts(&HeaderMap::new()), Accepts::Neither);
+    }
+
+    #[test]
+    fn bodies_are_checked() {
+        assert!(parse_body(b"nope").is_err());
+        assert!(parse_body(b"[]").is_err());
+        assert!(parse_body(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#).is_err());
+        assert!(parse_body(br#"{"jsonrpc":"2.0","id":null,"method":"x"}"#).is_err());
+        assert!(parse_body(br#"{"jsonrpc":"2.0","id":1}"#).is_err());
+        assert!(
+            parse_body(
+                br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","id":1,"method":"b"}]"#
+            )
+            .is_err()
+        );
+        let i = parse_body(
+            br#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"_meta":{"progressToken":7}}}"#,
+        )
+        .unwrap_or_else(|_| panic!("a valid request"));
+        assert_eq!(i.request_ids, ["\"a\""]);
+        assert_eq!(i.tokens, ["7"]);
+        assert!(!i.batch && i.initialize.is_none());
+        let n = parse_body(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .unwrap_or_else(|_| panic!("a notification"));
+        assert!(n.request_ids.is_empty());
+    }
+
+    #[test]
+    fn session_ids_are_long_random_and_visible_ascii() {
+        let a = new_session_id().unwrap();
+        let b = new_session_id().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| (0x21..=0x7e).contains(&c)));
+    }
 }
