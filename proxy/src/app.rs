@@ -110,8 +110,17 @@ impl Proxy {
     pub async fn run(self) -> Result<(), BoxError> {
         println!("MCP server URL: {}", self.mcp_url());
         println!("listening on http://{}", self.listener.local_addr()?);
+        // Stdio children are stopped as soon as the signal comes: that ends their sessions'
+        // open SSE streams, which the graceful shutdown would otherwise wait on forever.
+        let backend = self.backend.clone();
+        let signal = async move {
+            shutdown_signal().await;
+            if let Backend::Stdio(bridge) = &backend {
+                bridge.shutdown().await;
+            }
+        };
         mcp_oauth::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(signal)
             .await?;
         if let Backend::Stdio(bridge) = &self.backend {
             bridge.shutdown().await;

@@ -739,6 +739,15 @@ async fn read_stdout(session: Arc<Session>, stdout: tokio::process::ChildStdout,
                     pid = session.pid,
                     "stdio: no open stream for a message of the child; dropped"
                 );
+                // A request nobody can answer: say so, rather than leave the child waiting.
+                if let (Some(_), Some(id)) = (msg.get("method"), msg.get("id")) {
+                    let refusal = error_message(
+                        id.clone(),
+                        -32603,
+                        "no client stream is open to deliver this request",
+                    );
+                    let _ = send_line(&session, &refusal).await;
+                }
             }
         }
     }

@@ -33,13 +33,16 @@ def send(msg):
         sys.stdout.flush()
 
 waiting = {}
+last = None
 for line in sys.stdin:
     msg = json.loads(line)
     method, mid = msg.get("method"), msg.get("id")
     if method is None:
         # A response from the client to one of our requests.
         orig = waiting.pop(msg["id"], None)
-        if orig is not None:
+        if orig is None:
+            last = msg
+        else:
             send({"jsonrpc": "2.0", "id": orig, "result": {"got": msg.get("result")}})
     elif method == "initialize":
         send({"jsonrpc": "2.0", "id": mid, "result": {
@@ -54,6 +57,14 @@ for line in sys.stdin:
             time.sleep(0.3)
             send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "stub://x"}})
         threading.Thread(target=later).start()
+    elif method == "stub/ask-later":
+        send({"jsonrpc": "2.0", "id": mid, "result": {}})
+        def ask():
+            time.sleep(0.3)
+            send({"jsonrpc": "2.0", "id": "srv-2", "method": "roots/list"})
+        threading.Thread(target=ask).start()
+    elif method == "stub/last":
+        send({"jsonrpc": "2.0", "id": mid, "result": {"last": last}})
     elif method == "stub/huge":
         with lock:
             sys.stdout.write("[" + "1," * (3 << 20) + "1]\n")
@@ -186,6 +197,25 @@ async fn the_childs_messages_reach_the_right_stream() {
         "stub://x"
     );
     drop(stream);
+
+    // A request of the child with no stream to carry it is answered with an error.
+    let asked = raw
+        .post(&json!({"jsonrpc": "2.0", "id": 20, "method": "stub/ask-later"}))
+        .await;
+    assert_eq!(asked.status, 200);
+    let mut last = Value::Null;
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let a = raw
+            .post(&json!({"jsonrpc": "2.0", "id": 100 + i, "method": "stub/last"}))
+            .await;
+        last = a.response(100 + i).unwrap()["result"]["last"].clone();
+        if !last.is_null() {
+            break;
+        }
+    }
+    assert_eq!(last["id"], "srv-2", "{last}");
+    assert_eq!(last["error"]["code"], -32603, "{last}");
 
     // An over-long line and a non-JSON line are dropped; the session goes on.
     let huge = raw

@@ -315,15 +315,25 @@ async fn sigterm_to_the_proxy_stops_every_child() {
     };
     let g = grant(&proxy.base, &proxy.mcp, "sigterm client").await;
     let mut pids = Vec::new();
+    let mut clients = Vec::new();
     for i in 0..2 {
         let mut c = Raw::new(&proxy.mcp, &g.access);
         assert_eq!(c.initialize().await.status, 200);
         pids.push(c.whoami(i).await);
+        clients.push(c);
     }
     assert_ne!(pids[0], pids[1]);
+    // An open standalone stream (as SDK clients keep) does not hold the shutdown up.
+    let stream = clients[0]
+        .request(reqwest::Method::GET, "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
     let status = proxy.terminate().await.expect("the proxy did not exit");
     assert!(status.success(), "{status}\n{}", proxy.stderr());
     for pid in pids {
         assert!(gone(pid).await, "child {pid} survived the proxy");
     }
+    drop(stream);
 }
