@@ -892,7 +892,7 @@ async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> R
                 return missing_session();
             };
             match lookup(&id) {
-                Some(s) => standalone(s),
+                Some(s) => version_mismatch(&s, req.headers()).unwrap_or_else(|| standalone(s)),
                 None => session_not_found(),
             }
         }
@@ -902,6 +902,9 @@ async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> R
             };
             match lookup(&id) {
                 Some(s) => {
+                    if let Some(refused) = version_mismatch(&s, req.headers()) {
+                        return refused;
+                    }
                     bridge.remove(&id);
                     s.request_stop("the client ended the session");
                     Response::builder()
@@ -923,6 +926,24 @@ async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> R
             res
         }
     }
+}
+
+/// The header naming the protocol version after initialization.
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// A `400` when the request's `MCP-Protocol-Version` is not the version the session
+/// negotiated (absent: the transport says to assume `2025-03-26`, which is not checked).
+fn version_mismatch(session: &Session, headers: &HeaderMap) -> Option<Response<Body>> {
+    let sent = headers.get(VERSION_HEADER)?;
+    let negotiated = session.protocol.lock().ok()?.clone()?;
+    if sent.as_bytes() == negotiated.as_bytes() {
+        return None;
+    }
+    Some(rpc_error(
+        StatusCode::BAD_REQUEST,
+        -32600,
+        &format!("Bad Request: unsupported MCP-Protocol-Version; this session uses {negotiated}"),
+    ))
 }
 
 fn session_not_found() -> Response<Body> {
@@ -962,6 +983,7 @@ async fn post(
             "Unsupported Media Type: the body must be application/json",
         );
     }
+    let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), bridge.options.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
@@ -997,7 +1019,12 @@ async fn post(
             Err(r) => return r.response(),
         },
         (Some(id), None) => match bridge.find(id) {
-            Some(s) if s.owner == owner => (s, None),
+            Some(s) if s.owner == owner => {
+                if let Some(refused) = version_mismatch(&s, &headers) {
+                    return refused;
+                }
+                (s, None)
+            }
             Some(_) => {
                 tracing::debug!("stdio: a session named by another caller");
                 return session_not_found();

@@ -105,6 +105,7 @@ async fn initialize(raw: &mut Raw, version: &str) -> u64 {
         .await;
     assert_eq!(a.status, 200, "{a:?}");
     raw.session = a.session.clone();
+    raw.protocol = version.to_owned();
     a.response(0).unwrap()["result"]["pid"].as_u64().unwrap()
 }
 
@@ -235,7 +236,11 @@ async fn the_childs_messages_reach_the_right_stream() {
     // The body bound, methods, and batches under 2025-06-18.
     let big = json!({"jsonrpc": "2.0", "id": 4, "method": "ping",
                      "params": {"pad": "x".repeat(5 << 20)}});
-    assert_eq!(raw.post(&big).await.status, 413);
+    // (On a client of its own: the proxy answers before reading the whole body and closes
+    // that connection.)
+    let mut bounded = Raw::new(&proxy.mcp, &g.access);
+    bounded.session = raw.session.clone();
+    assert_eq!(bounded.post(&big).await.status, 413);
     let put = raw
         .request(reqwest::Method::PUT, "application/json, text/event-stream")
         .send()
@@ -243,6 +248,15 @@ async fn the_childs_messages_reach_the_right_stream() {
         .unwrap();
     assert_eq!(put.status().as_u16(), 405);
     assert!(put.headers().contains_key("allow"));
+
+    // Another protocol version than the negotiated one is refused.
+    let mut other = raw.clone();
+    other.protocol = "1999-01-01".to_owned();
+    let wrong = other
+        .post(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}))
+        .await;
+    assert_eq!(wrong.status, 400, "{wrong:?}");
+    assert!(wrong.body.contains("2025-06-18"), "{wrong:?}");
 
     // Protocol version 2025-03-26 had batches: both answers on one stream.
     let mut old = Raw::new(&proxy.mcp, &g.access);

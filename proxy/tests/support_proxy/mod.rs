@@ -320,6 +320,8 @@ pub struct Raw {
     pub token: String,
     /// The session, once initialized.
     pub session: Option<String>,
+    /// The `MCP-Protocol-Version` sent (`2025-06-18` unless changed).
+    pub protocol: String,
 }
 
 impl Raw {
@@ -330,6 +332,7 @@ impl Raw {
             mcp: mcp.to_owned(),
             token: token.to_owned(),
             session: None,
+            protocol: "2025-06-18".to_owned(),
         }
     }
 
@@ -340,7 +343,7 @@ impl Raw {
             .request(method, &self.mcp)
             .bearer_auth(&self.token)
             .header("accept", accept)
-            .header("mcp-protocol-version", "2025-06-18");
+            .header("mcp-protocol-version", &self.protocol);
         if let Some(s) = &self.session {
             b = b.header("mcp-session-id", s);
         }
