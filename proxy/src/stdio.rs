@@ -219,15 +219,16 @@ impl Session {
         }
     }
 
-    /// Where a message from the child goes.
-    fn route(&self, msg: &Value) -> Option<mpsc::Sender<Value>> {
+    /// Where a message from the child goes, and whether that is the standalone stream
+    /// (which nobody waits on: a client not reading it must not hold the child's output up).
+    fn route(&self, msg: &Value) -> Option<(mpsc::Sender<Value>, bool)> {
         let mut r = self.routes.lock().ok()?;
         let is_response = msg.get("method").is_none()
             && (msg.get("result").is_some() || msg.get("error").is_some());
         if is_response {
             let key = msg.get("id").map(id_key)?;
             let sid = r.pending.remove(&key)?;
-            return r.streams.get(&sid).cloned();
+            return r.streams.get(&sid).map(|tx| (tx.clone(), false));
         }
         if msg.get("method").and_then(Value::as_str) == Some("notifications/progress")
             && let Some(sid) = msg
@@ -236,12 +237,13 @@ impl Session {
                 .and_then(|t| r.progress.get(&t).copied())
             && let Some(tx) = r.streams.get(&sid)
         {
-            return Some(tx.clone());
+            return Some((tx.clone(), false));
         }
         // Requests and notifications of the server: the newest open request's stream (the
         // one most likely waiting on them), else the standalone stream.
         let sid = r.open.last().copied().or(r.standalone)?;
-        r.streams.get(&sid).cloned()
+        let standalone = r.standalone == Some(sid);
+        r.streams.get(&sid).map(|tx| (tx.clone(), standalone))
     }
 
     /// Ends every stream: each request still waiting gets a JSON-RPC error saying `why`.
@@ -731,8 +733,16 @@ async fn read_stdout(session: Arc<Session>, stdout: tokio::process::ChildStdout,
             *p = Some(v.to_owned());
         }
         match session.route(&msg) {
-            Some(tx) => {
+            Some((tx, false)) => {
                 let _ = tx.send(msg).await;
+            }
+            Some((tx, true)) => {
+                if tx.try_send(msg).is_err() {
+                    tracing::debug!(
+                        pid = session.pid,
+                        "stdio: the standalone stream is not being read; a message was dropped"
+                    );
+                }
             }
             None => {
                 tracing::debug!(
@@ -778,6 +788,10 @@ async fn supervise(mut s: Supervised) {
         st = s.child.wait() => status = st.ok(),
         _ = &mut s.reader => reader_done = true,
         r = s.stop_rx.wait_for(Option::is_some) => asked = r.ok().and_then(|v| *v),
+    }
+    // Asked to stop, the child may have gone first (its stdin closed): still a stop.
+    if asked.is_none() {
+        asked = *s.stop_rx.borrow();
     }
     if status.is_none() {
         if asked.is_none() {
