@@ -273,7 +273,7 @@ async fn children_are_bounded_and_idle_sessions_are_ended() {
             "--max-children",
             "1",
             "--idle-timeout",
-            "2",
+            "3",
             "--kill-grace",
             "1",
         ],
