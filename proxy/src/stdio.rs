@@ -636,6 +636,10 @@ impl StdioBridge {
             stop,
             done,
         });
+        // Known before its supervisor runs, which forgets it when the child is gone.
+        if let Ok(mut map) = self.sessions.lock() {
+            map.insert(id.clone(), session.clone());
+        }
         tokio::spawn(write_stdin(stdin, input_rx, stop_rx.clone()));
         let reader = tokio::spawn(read_stdout(
             session.clone(),
@@ -654,10 +658,11 @@ impl StdioBridge {
             grace: self.options.kill_grace,
             _permit: permit,
         }));
-        if let Ok(mut map) = self.sessions.lock() {
-            map.insert(id.clone(), session.clone());
-        }
         self.start_reaper();
+        if self.closing.load(Ordering::SeqCst) {
+            // Shutdown began meanwhile and did not see this session.
+            session.request_stop("the proxy is shutting down");
+        }
         tracing::info!(pid, subject = %session.owner.subject, "stdio: started a child for a new session");
         Ok((id, session))
     }
@@ -1076,6 +1081,13 @@ async fn post(
     session.busy.fetch_add(1, Ordering::SeqCst);
     let Some(sid) = session.open_stream(&incoming.request_ids, &incoming.tokens, tx) else {
         session.busy.fetch_sub(1, Ordering::SeqCst);
+        if new_id.is_some() {
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                -32603,
+                "the MCP server process exited as it started (the proxy's log has its stderr)",
+            );
+        }
         return session_not_found();
     };
     let guard = StreamGuard {

@@ -115,3 +115,54 @@ async fn the_bridge_binds_sessions_to_subject_and_client_and_fails_closed() {
     let (status, _, body) = call(&app, alice(), None, init).await;
     assert_eq!(status, 503, "{body}");
 }
+
+#[tokio::test]
+async fn a_command_that_cannot_start_is_a_clear_error() {
+    let bridge = StdioBridge::new(StdioOptions::new(vec![
+        "/nonexistent/mcp-server-for-the-test".to_owned(),
+    ]));
+    let app = bridge.router();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    let (status, sid, body) = call(&app, Some(caller("alice", "c")), None, init).await;
+    assert_eq!((status, sid), (500, None), "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], -32603);
+    assert_eq!(
+        body["error"]["message"],
+        "the MCP server process could not be started"
+    );
+    assert_eq!(bridge.session_count(), 0);
+}
+
+#[tokio::test]
+async fn a_child_that_dies_at_once_fails_the_initialize_clearly() {
+    let bridge = StdioBridge::new(StdioOptions::new(
+        ["sh", "-c", "sleep 0.2; echo boom >&2; exit 7"]
+            .map(str::to_owned)
+            .to_vec(),
+    ));
+    let app = bridge.router();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    let (status, _, body) = call(&app, Some(caller("alice", "c")), None, init).await;
+    assert_eq!(status, 200, "{body}");
+    let msgs = support_proxy::sse_messages(&body);
+    assert_eq!(msgs.len(), 1, "{body}");
+    assert_eq!(msgs[0]["id"], 0);
+    assert_eq!(msgs[0]["error"]["code"], -32603);
+    assert_eq!(
+        msgs[0]["error"]["message"],
+        "the MCP server process exited (status 7)"
+    );
+    // The session is gone and its slot free.
+    for _ in 0..50 {
+        if bridge.session_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bridge.session_count(), 0);
+}
