@@ -16,7 +16,10 @@
 //!   open; it ends after the last response. A client that accepts only `application/json`
 //!   gets the response(s) as JSON (nothing streamed before it). Only notifications or
 //!   responses: `202 Accepted`. Batches are refused (JSON-RPC `-32600`) unless the session
-//!   negotiated protocol version `2025-03-26`, the last that had them.
+//!   negotiated protocol version `2025-03-26`, the last that had them. A client's
+//!   `notifications/cancelled` is passed on to the child and ends the wait for the cancelled
+//!   request's response (its stream closes without one). A child's request that no open
+//!   stream can carry is answered for the client with a JSON-RPC error.
 //! - `GET` with `Accept: text/event-stream`: the session's standalone stream, for what the
 //!   child sends outside any open request (one at a time: `409` for a second).
 //! - `DELETE`: ends the session and stops its child.
@@ -121,11 +124,20 @@ pub struct StdioBridge {
     reaper: AtomicBool,
 }
 
+/// What a stream receives.
+#[derive(Debug)]
+enum Out {
+    /// A message of the child (or the bridge's error in place of a response).
+    Msg(Value),
+    /// The client cancelled this request (`notifications/cancelled`): no response will come.
+    Cancelled(String),
+}
+
 /// Where the child's messages go: the open POST streams and the standalone GET stream.
 #[derive(Debug, Default)]
 struct Routes {
     next_stream: u64,
-    streams: HashMap<u64, mpsc::Sender<Value>>,
+    streams: HashMap<u64, mpsc::Sender<Out>>,
     /// Open POST streams, oldest first.
     open: Vec<u64>,
     /// Request id (its JSON text) → the stream waiting for its response.
@@ -184,12 +196,7 @@ impl Session {
 
     /// Registers a POST stream waiting for `ids` (and the progress of `tokens`). `None` when
     /// the session has ended.
-    fn open_stream(
-        &self,
-        ids: &[String],
-        tokens: &[String],
-        tx: mpsc::Sender<Value>,
-    ) -> Option<u64> {
+    fn open_stream(&self, ids: &[String], tokens: &[String], tx: mpsc::Sender<Out>) -> Option<u64> {
         let mut r = self.routes.lock().ok()?;
         if r.gone {
             return None;
@@ -221,7 +228,7 @@ impl Session {
 
     /// Where a message from the child goes, and whether that is the standalone stream
     /// (which nobody waits on: a client not reading it must not hold the child's output up).
-    fn route(&self, msg: &Value) -> Option<(mpsc::Sender<Value>, bool)> {
+    fn route(&self, msg: &Value) -> Option<(mpsc::Sender<Out>, bool)> {
         let mut r = self.routes.lock().ok()?;
         let is_response = msg.get("method").is_none()
             && (msg.get("result").is_some() || msg.get("error").is_some());
@@ -246,6 +253,18 @@ impl Session {
         r.streams.get(&sid).map(|tx| (tx.clone(), standalone))
     }
 
+    /// The client cancelled request `key`: its stream stops waiting for the response.
+    fn cancel(&self, key: &str) {
+        let Ok(mut r) = self.routes.lock() else {
+            return;
+        };
+        if let Some(sid) = r.pending.remove(key)
+            && let Some(tx) = r.streams.get(&sid)
+        {
+            let _ = tx.try_send(Out::Cancelled(key.to_owned()));
+        }
+    }
+
     /// Ends every stream: each request still waiting gets a JSON-RPC error saying `why`.
     fn fail_all(&self, why: &str) {
         let Ok(mut r) = self.routes.lock() else {
@@ -255,7 +274,7 @@ impl Session {
         for (id, sid) in r.pending.drain().collect::<Vec<_>>() {
             if let Some(tx) = r.streams.get(&sid) {
                 let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
-                let _ = tx.try_send(error_message(id, -32603, why));
+                let _ = tx.try_send(Out::Msg(error_message(id, -32603, why)));
             }
         }
         r.streams.clear();
@@ -739,10 +758,10 @@ async fn read_stdout(session: Arc<Session>, stdout: tokio::process::ChildStdout,
         }
         match session.route(&msg) {
             Some((tx, false)) => {
-                let _ = tx.send(msg).await;
+                let _ = tx.send(Out::Msg(msg)).await;
             }
             Some((tx, true)) => {
-                if tx.try_send(msg).is_err() {
+                if tx.try_send(Out::Msg(msg)).is_err() {
                     tracing::debug!(
                         pid = session.pid,
                         "stdio: the standalone stream is not being read; a message was dropped"
@@ -1065,6 +1084,13 @@ async fn post(
         }
     }
     session.touch();
+    for msg in &incoming.messages {
+        if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+            && let Some(id) = msg.pointer("/params/requestId")
+        {
+            session.cancel(&id_key(id));
+        }
+    }
     if incoming.request_ids.is_empty() {
         // Notifications and responses: delivered, nothing to wait for.
         for msg in &incoming.messages {
@@ -1111,16 +1137,27 @@ async fn post(
             let stream = futures_util::stream::unfold(
                 (rx, remaining, guard),
                 |(mut rx, mut remaining, guard)| async move {
-                    if remaining.is_empty() {
-                        return None;
+                    loop {
+                        if remaining.is_empty() {
+                            return None;
+                        }
+                        let msg = match rx.recv().await? {
+                            Out::Cancelled(id) => {
+                                remaining.remove(&id);
+                                continue;
+                            }
+                            Out::Msg(msg) => msg,
+                        };
+                        if is_response(&msg)
+                            && let Some(id) = msg.get("id")
+                        {
+                            remaining.remove(&id_key(id));
+                        }
+                        return Some((
+                            Ok::<_, Infallible>(sse_event(&msg)),
+                            (rx, remaining, guard),
+                        ));
                     }
-                    let msg = rx.recv().await?;
-                    if is_response(&msg)
-                        && let Some(id) = msg.get("id")
-                    {
-                        remaining.remove(&id_key(id));
-                    }
-                    Some((Ok::<_, Infallible>(sse_event(&msg)), (rx, remaining, guard)))
                 },
             );
             builder
@@ -1134,8 +1171,16 @@ async fn post(
             // cannot be delivered on this request.
             let (mut rx, mut remaining) = (rx, remaining);
             let mut responses = Vec::new();
+            let mut cancelled = false;
             while !remaining.is_empty() {
-                let Some(msg) = rx.recv().await else { break };
+                let msg = match rx.recv().await {
+                    None => break,
+                    Some(Out::Cancelled(id)) => {
+                        cancelled |= remaining.remove(&id);
+                        continue;
+                    }
+                    Some(Out::Msg(msg)) => msg,
+                };
                 if is_response(&msg)
                     && let Some(id) = msg.get("id")
                     && remaining.remove(&id_key(id))
@@ -1145,6 +1190,12 @@ async fn post(
             }
             drop(guard);
             if responses.is_empty() {
+                if cancelled {
+                    return Response::builder()
+                        .status(StatusCode::ACCEPTED)
+                        .body(Body::empty())
+                        .unwrap_or_default();
+                }
                 return session_not_found();
             }
             let body = if incoming.batch {
@@ -1201,10 +1252,10 @@ fn standalone(session: Arc<Session>) -> Response<Body> {
     };
     let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
         tokio::select! {
-            msg = rx.recv() => {
-                let msg = msg?;
-                Some((Ok::<_, Infallible>(sse_event(&msg)), (rx, guard)))
-            }
+            msg = rx.recv() => match msg? {
+                Out::Msg(msg) => Some((Ok::<_, Infallible>(sse_event(&msg)), (rx, guard))),
+                Out::Cancelled(_) => Some((Ok(Bytes::new()), (rx, guard))),
+            },
             () = tokio::time::sleep(KEEPALIVE) => {
                 Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, guard)))
             }

@@ -71,6 +71,8 @@ for line in sys.stdin:
             sys.stdout.write("this is not JSON\n")
             sys.stdout.flush()
         send({"jsonrpc": "2.0", "id": mid, "result": {"after": "huge"}})
+    elif method == "stub/never" or method == "notifications/cancelled":
+        pass
     elif mid is not None:
         send({"jsonrpc": "2.0", "id": mid, "result": {}})
 
@@ -217,6 +219,27 @@ async fn the_childs_messages_reach_the_right_stream() {
     }
     assert_eq!(last["id"], "srv-2", "{last}");
     assert_eq!(last["error"]["code"], -32603, "{last}");
+
+    // A request the client cancels: its stream ends without a response.
+    let never = raw
+        .request(reqwest::Method::POST, "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 30, "method": "stub/never"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(never.status().as_u16(), 200);
+    let cancel = raw
+        .post(
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                      "params": {"requestId": 30, "reason": "test"}}),
+        )
+        .await;
+    assert_eq!(cancel.status, 202, "{cancel:?}");
+    let rest = tokio::time::timeout(Duration::from_secs(20), never.text())
+        .await
+        .expect("the cancelled request's stream did not end")
+        .unwrap();
+    assert!(support_proxy::sse_messages(&rest).is_empty(), "{rest}");
 
     // An over-long line and a non-JSON line are dropped; the session goes on.
     let huge = raw
