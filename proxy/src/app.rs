@@ -102,6 +102,9 @@ impl Built {
         if let Some(ttl) = config.code_ttl {
             builder = builder.code_ttl(ttl);
         }
+        if let Some(grace) = config.refresh_grace {
+            builder = builder.refresh_grace(grace);
+        }
         let server = builder.build().await?;
 
         let mut policy = AccessPolicy::new();

@@ -106,6 +106,8 @@ pub struct FileConfig {
     pub refresh_token_ttl: Option<DurationValue>,
     /// Code lifetime.
     pub code_ttl: Option<DurationValue>,
+    /// Refresh grace.
+    pub refresh_grace: Option<DurationValue>,
 }
 
 /// The `[users]` table: user name → argon2 PHC hash.

@@ -450,6 +450,15 @@ pub struct Settings {
         help_heading = "Limits and lifetimes"
     )]
     pub code_ttl: Option<String>,
+    /// How long a rotated-out refresh token still returns the same successor to a concurrent
+    /// refresh; after it, reuse revokes the whole grant (`0s`: at once) [default: 30s].
+    #[arg(
+        long,
+        env = "MCP_OAUTH_REFRESH_GRACE",
+        value_name = "DURATION",
+        help_heading = "Limits and lifetimes"
+    )]
+    pub refresh_grace: Option<String>,
 }
 
 /// What runs instead of the proxy.
@@ -658,6 +667,8 @@ pub struct Config {
     pub refresh_token_ttl: Option<Duration>,
     /// Code lifetime.
     pub code_ttl: Option<Duration>,
+    /// Refresh grace.
+    pub refresh_grace: Option<Duration>,
 }
 
 /// A setting that cannot work, naming the setting.
@@ -953,6 +964,21 @@ impl Settings {
                 file.refresh_token_ttl,
             )?,
             code_ttl: ttl("code_ttl", &self.code_ttl, file.code_ttl)?,
+            refresh_grace: match &self.refresh_grace {
+                Some(s) => Some(parse_duration("refresh_grace", s)?),
+                None => file
+                    .refresh_grace
+                    .map(|v| v.to_duration("refresh_grace"))
+                    .transpose()?,
+            }
+            .map(|d| {
+                if d > Duration::from_secs(300) {
+                    Err(err("refresh_grace: at most 5m"))
+                } else {
+                    Ok(d)
+                }
+            })
+            .transpose()?,
         })
     }
 
