@@ -34,8 +34,8 @@ made by `mcp-oauth-proxy hash-password`), through a header set by a trusted fron
 (login = \"host-session\"), or at an upstream identity provider (OpenID Connect, Google, \
 Microsoft Entra, GitHub; login = \"upstream\").
 
-Settings come from flags, MCP_OAUTH_* environment variables and a TOML file (--config); a flag \
-beats its variable, which beats the file, which beats the default. Unknown keys in the file \
+Settings come from flags, MCP_OAUTH_* environment variables and a TOML file (--config), with the \
+precedence flag > variable > file > default. Unknown keys in the file \
 are refused. `--check` validates everything (store opened, login built) and prints the URLs and \
 discovery documents clients will see, without serving.";
 
