@@ -135,6 +135,11 @@ impl Running {
         let _ = self.child.wait().await;
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// What it logged so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
