@@ -167,6 +167,33 @@ impl Built {
     }
 }
 
+/// One structured line per request (`mcp_oauth_proxy::access`, info; 5xx at warn): method,
+/// path (never the query string, which may carry codes or state), status, client address and
+/// time to the response head. With the library's own lines (registrations, codes issued,
+/// refusals with their reason) this is the audit trail at the default level.
+async fn access_log(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_millis() as u64;
+    if status >= 500 {
+        tracing::warn!(target: "mcp_oauth_proxy::access", %method, %path, status, %peer, ms, "request");
+    } else {
+        tracing::info!(target: "mcp_oauth_proxy::access", %method, %path, status, %peer, ms, "request");
+    }
+    resp
+}
+
 /// The store named by `store`: `postgres://` / `postgresql://`, `redis://` / `rediss://`,
 /// or else a SQLite file path (`sqlite://PATH` also accepted).
 async fn open_store(
@@ -360,7 +387,8 @@ impl Proxy {
             Some(url) => url.clone(),
             None => default_public_url(&config, bound),
         };
-        let built = Built::assemble(&config, &public_url).await?;
+        let mut built = Built::assemble(&config, &public_url).await?;
+        built.app = built.app.layer(axum::middleware::from_fn(access_log));
         let upkeep = built.server.start_upkeep();
         Ok(Self {
             listener,

@@ -244,6 +244,8 @@ async fn hash_password_makes_a_hash_that_signs_the_user_in() {
     );
     // Grants and refusals show in the default log level, and no secret does.
     let logs = proxy.logs();
+    assert!(logs.contains("authorization code issued"), "{logs}");
+    assert!(logs.contains("path=/token status=200"), "{logs}");
     assert!(!logs.contains(common::PASSWORD), "the password is logged");
     assert!(!logs.contains(&tokens.access), "a token is logged");
     proxy.stop().await;

@@ -385,3 +385,19 @@ fn login_kinds_are_resolved_and_checked() {
     assert!(e.contains("line 2") && e.contains("carol"), "{e}");
     assert!(!e.contains("hunter2"), "the secret is echoed: {e}");
 }
+
+#[tokio::test]
+async fn the_sample_configuration_is_valid() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/mcp-oauth-proxy.example.toml");
+    let text = std::fs::read_to_string(sample).unwrap();
+    config_file::parse(&text).unwrap();
+    let dir = TempDir::new("sample");
+    let (code, out, err) = common::run(
+        dir.path(),
+        &["--check", "--config", sample, "--password", "pw"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration"), "{out}");
+}
