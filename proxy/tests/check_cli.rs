@@ -271,3 +271,82 @@ async fn help_reads_like_documentation() {
         assert!(out.contains(needle), "--help lacks {needle:?}:\n{out}");
     }
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = TempDir::new("jsonlog");
+    let (code, _, err) = common::run(
+        dir.path(),
+        &[
+            "--check",
+            "--upstream",
+            UPSTREAM,
+            "--password",
+            "pw",
+            "--log-format",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "nothing logged");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("target").is_some(),
+            "{line}"
+        );
+    }
+}
+
+/// PostgreSQL and Redis stores, when the environment names test servers
+/// (`MCP_OAUTH_TEST_POSTGRES_URL`, `MCP_OAUTH_TEST_REDIS_URL`, as the root crate's tests).
+#[tokio::test]
+async fn shared_stores_open_by_url_when_available() {
+    let dir = TempDir::new("stores");
+    for var in ["MCP_OAUTH_TEST_POSTGRES_URL", "MCP_OAUTH_TEST_REDIS_URL"] {
+        let Ok(url) = std::env::var(var) else {
+            eprintln!("{var} not set: that store is not checked");
+            continue;
+        };
+        let (code, out, err) = common::run(
+            dir.path(),
+            &[
+                "--check",
+                "--upstream",
+                UPSTREAM,
+                "--password",
+                "pw",
+                "--store",
+                &url,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(code, 0, "{var}: {err}");
+        assert!(
+            !out.contains(&url) || !url.contains('@'),
+            "a store password is printed"
+        );
+    }
+    // A URL that cannot be reached fails the check, naming the store.
+    let (code, _, err) = common::run(
+        dir.path(),
+        &[
+            "--check",
+            "--upstream",
+            UPSTREAM,
+            "--password",
+            "pw",
+            "--store",
+            "redis://127.0.0.1:9",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("store") && err.contains("Redis"), "{err}");
+}
