@@ -155,7 +155,17 @@ impl Built {
             Backend::Http(up) => up.router(),
             Backend::Stdio(bridge) => bridge.router(),
         };
-        let app = server.mount(&oauth, service)?;
+        let guard = Arc::new(HostGuard {
+            path: url::Url::parse(oauth.resource())?.path().to_owned(),
+            hosts: oauth
+                .allowed_hosts()
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        });
+        let app = server
+            .mount(&oauth, service)?
+            .layer(axum::middleware::from_fn_with_state(guard, host_guard));
         Ok(Self {
             app,
             backend,
@@ -165,6 +175,59 @@ impl Built {
             tls,
         })
     }
+}
+
+/// The `Host` names the MCP endpoint answers (DNS-rebinding protection, as rmcp's
+/// `allowed_hosts`): the public URL's host, the loopback names and `allow_hosts`.
+#[derive(Debug)]
+struct HostGuard {
+    path: String,
+    hosts: Vec<String>,
+}
+
+impl HostGuard {
+    /// Whether `host` (`name`, `name:port`, `[v6]:port`) is allowed: an entry equal to it
+    /// whole, or to its name when the entry has no port.
+    fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default().to_owned(),
+            None => host.split(':').next().unwrap_or_default().to_owned(),
+        };
+        self.hosts
+            .iter()
+            .any(|h| *h == host || h.trim_start_matches('[').trim_end_matches(']') == name)
+    }
+}
+
+/// Refuses requests to the MCP endpoint whose `Host` is not allowed (`403`, JSON-RPC error).
+async fn host_guard(
+    axum::extract::State(guard): axum::extract::State<Arc<HostGuard>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if req.uri().path() == guard.path {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+        if !host.as_deref().is_some_and(|h| guard.allows(h)) {
+            tracing::warn!(target: "mcp_oauth_proxy::security", host = ?host,
+                "request to the MCP endpoint with a Host that is not allowed (allow_hosts)");
+            return (
+                http::StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({
+                    "jsonrpc": "2.0", "id": null,
+                    "error": {"code": -32600, "message": "Forbidden: Host not allowed"}
+                })),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// One structured line per request (`mcp_oauth_proxy::access`, info; 5xx at warn): method,
