@@ -9,7 +9,9 @@
 //! - refresh tokens rotate, and reusing a rotated-out one revokes the whole grant;
 //! - registered clients survive a restart on the same SQLite file;
 //! - per-tool scopes from the configuration file: `403 insufficient_scope` on that tool's
-//!   `tools/call`, and a public tool works without a token when authentication is lazy.
+//!   `tools/call`, and a public tool works without a token when authentication is lazy;
+//! - ChatGPT gets the refusal as a tool result carrying the challenge in `_meta`, everyone
+//!   else the HTTP `401`.
 //!
 //! Rows that need the request to reach the MCP server (a public tool's result) depend on the
 //! HTTP forwarder (`http_upstream.rs`, written in parallel): until it lands they check that the
@@ -21,7 +23,8 @@ mod common;
 use common::{PASSWORD, REDIRECT_URI, Running, TempDir, USER, browser, http};
 
 /// A configuration file for the rows: alice, scopes `mcp` and `files:write`, the tool `write`
-/// needing `files:write`, `search` public, lazy authentication, no refresh grace.
+/// needing `files:write`, no refresh grace; with `lazy`, `search` public, lazy authentication
+/// and the `auto` challenge style (`http` otherwise).
 fn rows_config(upstream: &str, lazy: bool) -> String {
     format!(
         r#"
@@ -32,7 +35,7 @@ password = "{PASSWORD}"
 refresh_grace = 0
 lazy = {lazy}
 public_tools = {public}
-challenge_style = "http"
+challenge_style = "{style}"
 
 [scopes]
 mcp = "Use the MCP server"
@@ -41,7 +44,8 @@ mcp = "Use the MCP server"
 [tool_scopes]
 write = ["files:write"]
 "#,
-        public = if lazy { r#"["search"]"# } else { "[]" }
+        public = if lazy { r#"["search"]"# } else { "[]" },
+        style = if lazy { "auto" } else { "http" }
     )
 }
 
@@ -433,4 +437,42 @@ async fn assert_forwarded(resp: reqwest::Response, tool: &str) {
     }
     assert_eq!(status, 200, "{tool}: {body}");
     assert!(body.contains(&format!("called {tool}")), "{tool}: {body}");
+}
+
+#[tokio::test]
+async fn row_chatgpt_gets_the_tool_result_challenge() {
+    let dir = TempDir::new("chatgpt");
+    let proxy = start(&dir, true).await;
+    let call = |ua: &'static str| {
+        let mcp = proxy.mcp.clone();
+        async move {
+            http()
+                .post(&mcp)
+                .header("accept", "application/json, text/event-stream")
+                .header("user-agent", ua)
+                .json(&common::tool_call("echo"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // ChatGPT: HTTP 200, a tool result flagged as an error, the challenge in `_meta`.
+    let resp = call("openai-mcp/1.0.0 (ChatGPT)").await;
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["result"]["isError"], true, "{body}");
+    let challenges = &body["result"]["_meta"]["mcp/www_authenticate"];
+    let first = challenges[0].as_str().unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        first.contains(&format!(
+            "resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+            proxy.base
+        )),
+        "{first}"
+    );
+    // Everyone else: HTTP 401 with the header.
+    let resp = call("some-sdk-client/1.0").await;
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    proxy.stop().await;
 }
