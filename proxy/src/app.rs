@@ -69,9 +69,12 @@ impl Built {
             (Some(url), true) => Backend::Http(HttpUpstream::new(UpstreamOptions {
                 url: url.parse().map_err(|e| format!("upstream: {e}"))?,
             })?),
-            (None, false) => Backend::Stdio(StdioBridge::new(StdioOptions {
-                command: config.command.clone(),
-            })),
+            (None, false) => {
+                find_program(&config.command[0])?;
+                Backend::Stdio(StdioBridge::new(StdioOptions {
+                    command: config.command.clone(),
+                }))
+            }
             _ => return Err("give either --upstream URL or a stdio command after `--`".into()),
         };
 
@@ -255,6 +258,39 @@ async fn access_log(
         tracing::info!(target: "mcp_oauth_proxy::access", %method, %path, status, %peer, ms, "request");
     }
     resp
+}
+
+/// The stdio command's program: a path that is an executable file, or a name found on
+/// `PATH`.
+fn find_program(program: &str) -> Result<std::path::PathBuf, String> {
+    fn executable(p: &std::path::Path) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        }
+        #[cfg(not(unix))]
+        {
+            p.is_file()
+        }
+    }
+    if program.is_empty() {
+        return Err("command: the program is empty".to_owned());
+    }
+    if program.contains(std::path::MAIN_SEPARATOR) || program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return if executable(&p) {
+            Ok(p)
+        } else {
+            Err(format!("command: {program:?} is not an executable file"))
+        };
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| format!("command: program {program:?} not found on PATH"))
 }
 
 /// The store named by `store`: `postgres://` / `postgresql://`, `redis://` / `rediss://`,

@@ -173,6 +173,31 @@ async fn a_broken_configuration_fails_the_check_with_the_reason() {
     .await;
     assert_eq!(code, 2);
     assert!(err.contains("TLS") && err.contains("nope.pem"), "{err}");
+    // A stdio program that does not exist.
+    let (code, _, err) = common::run(
+        dir.path(),
+        &[
+            "--check",
+            "--password",
+            "pw",
+            "--",
+            "no-such-mcp-server-program",
+            "--stdio",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("no-such-mcp-server-program"), "{err}");
+    // One that does: the check passes and names it.
+    let (code, out, err) = common::run(
+        dir.path(),
+        &["--check", "--password", "pw", "--", "cat"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stdio command [\"cat\"]"), "{out}");
     // A config file that does not exist.
     let (code, _, err) =
         common::run(dir.path(), &["--check", "--config", "missing.toml"], &[]).await;
