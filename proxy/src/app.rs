@@ -1,18 +1,30 @@
 //! The proxy assembled from [`Settings`]: the embedded authorization server, the OAuth layer
-//! and the backend (an HTTP upstream or stdio children), on one listener.
+//! and the backend (an HTTP upstream or stdio children), on one listener (plain HTTP, or TLS
+//! from certificate files reloaded on change).
+//!
+//! [`Proxy::start`] resolves the settings ([`Settings::resolve`]), binds, and builds;
+//! [`Proxy::run`] serves until SIGTERM or Ctrl-C. [`Built::assemble`] builds everything
+//! without binding, which is what `--check` uses ([`crate::check`]).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::extract::ConnectInfo;
+use axum::serve::ListenerExt as _;
 use mcp_oauth::McpOAuthConfig;
-use mcp_oauth::authn::StaticUsers;
-use mcp_oauth::resource::AccessPolicy;
-use mcp_oauth::server::{AuthorizationServer, UpkeepHandle};
-use mcp_oauth::store::sql::SqliteStore;
-use tokio::net::TcpListener;
+use mcp_oauth::authn::{HostSession, StaticUsers, UpstreamOidc, User};
+use mcp_oauth::resource::{AccessPolicy, ChallengeStyle, ChallengeStyleRule};
+use mcp_oauth::server::{AuthorizationServer, AuthorizationServerBuilder, RateLimit, UpkeepHandle};
+use mcp_oauth::store::redis::RedisStore;
+use mcp_oauth::store::sql::{PostgresStore, SqliteStore};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::http_upstream::{HttpUpstream, UpstreamOptions};
-use crate::settings::Settings;
+use crate::settings::{
+    ChallengeStyleSetting, Config, Login, Rate, Settings, UpstreamLogin, UserSecret,
+};
 use crate::stdio::{StdioBridge, StdioOptions};
+use crate::tls::{CertFiles, TlsListener};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,70 +37,465 @@ pub enum Backend {
     Stdio(Arc<StdioBridge>),
 }
 
-/// A started proxy: bound, configured, not yet serving.
+/// Everything built from a [`Config`] for one public URL, not bound to a socket.
 #[derive(Debug)]
-pub struct Proxy {
-    listener: TcpListener,
-    app: axum::Router,
-    backend: Backend,
-    public_url: String,
-    _upkeep: UpkeepHandle,
+pub struct Built {
+    /// The served router: the MCP endpoint behind the layer, the OAuth endpoints beside it.
+    pub app: axum::Router,
+    /// The backend.
+    pub backend: Backend,
+    /// The public URL (no trailing slash).
+    pub public_url: String,
+    /// The layer's configuration (resource, issuer, metadata URL).
+    pub oauth: McpOAuthConfig,
+    /// The authorization server.
+    pub server: AuthorizationServer,
+    /// The TLS certificate, when serving TLS.
+    pub tls: Option<Arc<CertFiles>>,
 }
 
-impl Proxy {
-    /// Binds the listener and builds everything from `settings`.
+impl Built {
+    /// Builds the backend, login, store, authorization server and router for `public_url`.
     ///
     /// # Errors
-    /// A setting that cannot work (no backend, a bad URL, a store that cannot be opened).
-    pub async fn start(settings: Settings) -> Result<Self, BoxError> {
-        let backend = match (&settings.upstream, settings.command.is_empty()) {
-            (Some(url), true) => {
-                Backend::Http(HttpUpstream::new(UpstreamOptions { url: url.parse()? })?)
+    /// A setting that cannot work: a bad URL, a store that cannot be opened, an unusable
+    /// certificate, an upstream identity provider whose discovery fails.
+    pub async fn assemble(config: &Config, public_url: &str) -> Result<Self, BoxError> {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(CertFiles::load(cert, key).map_err(|e| format!("TLS: {e}"))?),
+            None => None,
+        };
+        let backend = match (&config.upstream, config.command.is_empty()) {
+            (Some(url), true) => Backend::Http(HttpUpstream::new(UpstreamOptions {
+                url: url.parse().map_err(|e| format!("upstream: {e}"))?,
+            })?),
+            (None, false) => {
+                find_program(&config.command[0])?;
+                Backend::Stdio(StdioBridge::new(StdioOptions {
+                    max_children: config.max_children,
+                    idle_timeout: config.idle_timeout,
+                    kill_grace: config.kill_grace,
+                    ..StdioOptions::new(config.command.clone())
+                }))
             }
-            (None, false) => Backend::Stdio(StdioBridge::new(StdioOptions {
-                max_children: settings.max_children.max(1),
-                idle_timeout: seconds(settings.idle_timeout, "--idle-timeout")?,
-                kill_grace: seconds(settings.kill_grace, "--kill-grace")?,
-                ..StdioOptions::new(settings.command.clone())
-            })),
             _ => return Err("give either --upstream URL or a stdio command after `--`".into()),
         };
-        let listener = TcpListener::bind(&settings.addr).await?;
-        let local = format!("http://{}", listener.local_addr()?);
-        let public_url = settings
-            .public_url
-            .clone()
-            .unwrap_or(local)
-            .trim_end_matches('/')
-            .to_owned();
-        let password = settings
-            .password
-            .clone()
-            .ok_or("set MCP_OAUTH_DEMO_PASSWORD (or --password)")?;
-        let users = StaticUsers::new().with_password(&settings.user, &password);
-        let store = SqliteStore::open(&settings.store).await?;
-        let server = AuthorizationServer::builder()
-            .authenticator(users)
-            .store(store)
-            .build()
-            .await?;
-        let cfg = McpOAuthConfig::builder()
+
+        let builder = AuthorizationServer::builder();
+        let builder = open_store(builder, &config.store).await?;
+        let builder = with_login(builder, config).await?;
+        let mut builder = builder
+            .remember_consent(config.remember_consent)
+            .trusted_proxies(config.trusted_proxies.iter().copied());
+        if let Some(rate) = config.rate_limits.token {
+            builder = builder.token_rate_limit(rate_limit(rate));
+        }
+        if let Some(rate) = config.rate_limits.register {
+            builder = builder.register_rate_limit(rate_limit(rate));
+        }
+        if let Some(rate) = config.rate_limits.login {
+            builder = builder.login_rate_limit(rate_limit(rate));
+        }
+        if let Some(rate) = config.rate_limits.authorize {
+            builder = builder.authorize_rate_limit(rate_limit(rate));
+        }
+        if let Some(ttl) = config.access_token_ttl {
+            builder = builder.access_token_ttl(ttl);
+        }
+        if let Some(ttl) = config.refresh_token_ttl {
+            builder = builder.refresh_token_ttl(ttl);
+        }
+        if let Some(ttl) = config.code_ttl {
+            builder = builder.code_ttl(ttl);
+        }
+        if let Some(grace) = config.refresh_grace {
+            builder = builder.refresh_grace(grace);
+        }
+        let server = builder.build().await?;
+
+        let mut policy = AccessPolicy::new();
+        if config.lazy {
+            policy = policy.lazy();
+        }
+        for tool in &config.public_tools {
+            policy = policy.public_tool(tool);
+        }
+        for (tool, scopes) in &config.tool_scopes {
+            policy = policy.tool_scopes(tool, scopes);
+        }
+        if !config.required_scopes.is_empty() {
+            policy = policy.require_scopes(&config.required_scopes);
+        }
+        let mut cfg = McpOAuthConfig::builder()
             .resource(format!("{public_url}/mcp"))
-            .scope("mcp", "Use the MCP server")
-            .policy(AccessPolicy::new())
-            .authorization_server(&server)
-            .build()?;
+            .issuer(public_url)
+            .policy(policy)
+            .challenge_style(match config.challenge_style {
+                ChallengeStyleSetting::Auto => ChallengeStyleRule::default(),
+                ChallengeStyleSetting::Http => ChallengeStyleRule::Always(ChallengeStyle::Http),
+                ChallengeStyleSetting::ToolResult => {
+                    ChallengeStyleRule::Always(ChallengeStyle::ToolResult)
+                }
+            })
+            .authorization_server(&server);
+        for (name, description) in &config.scopes {
+            cfg = cfg.scope(name, description);
+        }
+        if !config.default_scopes.is_empty() {
+            cfg = cfg.default_scopes(&config.default_scopes);
+        }
+        for (broader, narrower) in &config.scope_implies {
+            cfg = cfg.scope_implies(broader, narrower);
+        }
+        if let Some(name) = &config.resource_name {
+            cfg = cfg.resource_name(name);
+        }
+        for host in &config.allow_hosts {
+            cfg = cfg.allow_host(host);
+        }
+        for origin in &config.allow_origins {
+            cfg = cfg.allow_origin(origin);
+        }
+        let oauth = cfg.build()?;
         let service = match &backend {
             Backend::Http(up) => up.router(),
             Backend::Stdio(bridge) => bridge.router(),
         };
-        let app = server.mount(&cfg, service)?;
-        let upkeep = server.start_upkeep();
+        let guard = Arc::new(HostGuard {
+            path: url::Url::parse(oauth.resource())?.path().to_owned(),
+            hosts: oauth
+                .allowed_hosts()
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        });
+        let app = server
+            .mount(&oauth, service)?
+            .layer(axum::middleware::from_fn_with_state(guard, host_guard));
         Ok(Self {
-            listener,
             app,
             backend,
-            public_url,
+            public_url: public_url.to_owned(),
+            oauth,
+            server,
+            tls,
+        })
+    }
+}
+
+/// The `Host` names the MCP endpoint answers (DNS-rebinding protection, as rmcp's
+/// `allowed_hosts`): the public URL's host, the loopback names and `allow_hosts`.
+#[derive(Debug)]
+struct HostGuard {
+    path: String,
+    hosts: Vec<String>,
+}
+
+impl HostGuard {
+    /// Whether `host` (`name`, `name:port`, `[v6]:port`) is allowed: an entry equal to it
+    /// whole, or to its name when the entry has no port.
+    fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default().to_owned(),
+            None => host.split(':').next().unwrap_or_default().to_owned(),
+        };
+        self.hosts
+            .iter()
+            .any(|h| *h == host || h.trim_start_matches('[').trim_end_matches(']') == name)
+    }
+}
+
+/// Refuses requests to the MCP endpoint whose `Host` is not allowed (`403`, JSON-RPC error).
+async fn host_guard(
+    axum::extract::State(guard): axum::extract::State<Arc<HostGuard>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if req.uri().path() == guard.path {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+        if !host.as_deref().is_some_and(|h| guard.allows(h)) {
+            tracing::warn!(target: "mcp_oauth_proxy::security", host = ?host,
+                "request to the MCP endpoint with a Host that is not allowed (allow_hosts)");
+            return (
+                http::StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({
+                    "jsonrpc": "2.0", "id": null,
+                    "error": {"code": -32600, "message": "Forbidden: Host not allowed"}
+                })),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// One structured line per request (`mcp_oauth_proxy::access`, info; 5xx at warn): method,
+/// path (never the query string, which may carry codes or state), status, client address and
+/// time to the response head. With the library's own lines (registrations, codes issued,
+/// refusals with their reason) this is the audit trail at the default level.
+async fn access_log(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_millis() as u64;
+    if status >= 500 {
+        tracing::warn!(target: "mcp_oauth_proxy::access", %method, %path, status, %peer, ms, "request");
+    } else {
+        tracing::info!(target: "mcp_oauth_proxy::access", %method, %path, status, %peer, ms, "request");
+    }
+    resp
+}
+
+/// The stdio command's program: a path that is an executable file, or a name found on
+/// `PATH`.
+fn find_program(program: &str) -> Result<std::path::PathBuf, String> {
+    fn executable(p: &std::path::Path) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        }
+        #[cfg(not(unix))]
+        {
+            p.is_file()
+        }
+    }
+    if program.is_empty() {
+        return Err("command: the program is empty".to_owned());
+    }
+    if program.contains(std::path::MAIN_SEPARATOR) || program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return if executable(&p) {
+            Ok(p)
+        } else {
+            Err(format!("command: {program:?} is not an executable file"))
+        };
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| format!("command: program {program:?} not found on PATH"))
+}
+
+/// The store named by `store`: `postgres://` / `postgresql://`, `redis://` / `rediss://`,
+/// or else a SQLite file path (`sqlite://PATH` also accepted).
+async fn open_store(
+    builder: AuthorizationServerBuilder,
+    store: &str,
+) -> Result<AuthorizationServerBuilder, BoxError> {
+    let lower = store.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        let s = PostgresStore::connect(store)
+            .await
+            .map_err(|e| format!("store: cannot connect to PostgreSQL: {e}"))?;
+        Ok(builder.store(s))
+    } else if lower.starts_with("redis://") || lower.starts_with("rediss://") {
+        let s = RedisStore::connect(store)
+            .await
+            .map_err(|e| format!("store: cannot connect to Redis: {e}"))?;
+        Ok(builder.store(s))
+    } else {
+        let path = store.strip_prefix("sqlite://").unwrap_or(store);
+        let s = SqliteStore::open(path)
+            .await
+            .map_err(|e| format!("store: cannot open SQLite file {path:?}: {e}"))?;
+        Ok(builder.store(s))
+    }
+}
+
+fn rate_limit(rate: Rate) -> RateLimit {
+    match rate {
+        Rate::Off => RateLimit::unlimited(),
+        Rate::PerMinute { per_minute, burst } => {
+            let r = RateLimit::per_minute(per_minute);
+            match burst {
+                Some(b) => r.with_burst(b),
+                None => r,
+            }
+        }
+    }
+}
+
+/// The authenticator the login settings describe.
+async fn with_login(
+    builder: AuthorizationServerBuilder,
+    config: &Config,
+) -> Result<AuthorizationServerBuilder, BoxError> {
+    match &config.login {
+        Login::Users(users) => {
+            let mut table = StaticUsers::new();
+            for user in users {
+                table = match &user.secret {
+                    UserSecret::Hash(hash) => table
+                        .try_with_user(user.name.clone(), hash)
+                        .map_err(|e| format!("user {:?}: {e}", user.name))?,
+                    UserSecret::Password(password) => table.with_password(&user.name, password),
+                };
+            }
+            Ok(builder.authenticator(table))
+        }
+        Login::HostSession { header, login_url } => {
+            let header = http::HeaderName::from_bytes(header.as_bytes())?;
+            let trusted: Arc<[IpAddr]> = config.trusted_proxies.clone().into();
+            let lookup = move |parts: &http::request::Parts| {
+                std::future::ready(host_session_user(parts, &header, &trusted))
+            };
+            Ok(builder.authenticator(HostSession::new(login_url.clone(), lookup)))
+        }
+        Login::Upstream(up) => {
+            let upstream = upstream_login(up).await?;
+            Ok(builder
+                .authenticator(upstream)
+                .registered_scope_is_ceiling(false))
+        }
+    }
+}
+
+/// The user a trusted front proxy names in `header`, or `None`: the connection must come
+/// from a trusted proxy and carry exactly one non-empty, visible-ASCII value.
+fn host_session_user(
+    parts: &http::request::Parts,
+    header: &http::HeaderName,
+    trusted: &[IpAddr],
+) -> Option<User> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let mut values = parts.headers.get_all(header).iter();
+    let first = values.next();
+    if !trusted.contains(&peer) {
+        if first.is_some() {
+            tracing::warn!(target: "mcp_oauth_proxy::login", %peer, header = %header,
+                "host-session header from an untrusted address ignored");
+        }
+        return None;
+    }
+    let value = first?;
+    if values.next().is_some() {
+        tracing::warn!(target: "mcp_oauth_proxy::login", header = %header, "several host-session headers: ignored");
+        return None;
+    }
+    let name = value.to_str().ok()?.trim();
+    if name.is_empty() || name.len() > 256 {
+        return None;
+    }
+    Some(User::new(name))
+}
+
+/// The upstream identity provider the settings describe.
+async fn upstream_login(up: &UpstreamLogin) -> Result<UpstreamOidc, BoxError> {
+    let id = up.client_id.clone();
+    let secret = up.client_secret.clone();
+    let need_secret = || {
+        secret.clone().ok_or_else(|| {
+            format!(
+                "upstream_client_secret is required for provider {}",
+                up.provider
+            )
+        })
+    };
+    let mut b = match up.provider.as_str() {
+        "oidc" => {
+            let issuer = up
+                .issuer
+                .clone()
+                .ok_or("upstream_issuer is required for provider oidc")?;
+            UpstreamOidc::oidc(issuer, id, secret.clone())
+        }
+        "google" => UpstreamOidc::google(id, need_secret()?),
+        "entra" => {
+            let tenant = up
+                .tenant
+                .as_deref()
+                .ok_or("upstream_tenant is required for provider entra")?;
+            UpstreamOidc::entra(tenant, id, need_secret()?)
+        }
+        "github" => UpstreamOidc::github(id, need_secret()?),
+        other => return Err(format!("unknown upstream_provider {other:?}").into()),
+    };
+    if let (Some(issuer), "google" | "entra") = (&up.issuer, up.provider.as_str()) {
+        b = b.issuer(issuer);
+    }
+    if !up.scopes.is_empty() {
+        b = b.scopes(&up.scopes);
+    }
+    if !up.allowed_domains.is_empty() {
+        b = b.allow_email_domains(&up.allowed_domains);
+    }
+    if !up.allowed_emails.is_empty() {
+        b = b.allow_emails(&up.allowed_emails);
+    }
+    if !up.allowed_groups.is_empty() {
+        b = b.allow_groups(&up.allowed_groups);
+    }
+    if !up.github_orgs.is_empty() {
+        b = b.allow_github_orgs(&up.github_orgs);
+    }
+    if up.allow_loopback {
+        b = b.allow_loopback();
+    }
+    Ok(b.build()
+        .await
+        .map_err(|e| format!("upstream login ({}): {e}", up.provider))?)
+}
+
+/// A started proxy: bound, configured, not yet serving.
+#[derive(Debug)]
+pub struct Proxy {
+    listener: TcpListener,
+    built: Built,
+    config: Config,
+    _upkeep: UpkeepHandle,
+}
+
+impl Proxy {
+    /// Resolves `settings` (file, environment, flags), binds the listener and builds
+    /// everything.
+    ///
+    /// # Errors
+    /// A setting that cannot work (no backend, a bad URL, a store that cannot be opened).
+    pub async fn start(settings: Settings) -> Result<Self, BoxError> {
+        let config = settings.resolve()?;
+        Self::start_with(config).await
+    }
+
+    /// [`start`](Self::start) with an already resolved configuration.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn start_with(config: Config) -> Result<Self, BoxError> {
+        let listener = TcpListener::bind(&config.addr)
+            .await
+            .map_err(|e| format!("addr: cannot bind {}: {e}", config.addr))?;
+        let bound = listener.local_addr()?;
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => default_public_url(&config, bound),
+        };
+        let mut built = Built::assemble(&config, &public_url).await?;
+        built.app = built.app.layer(axum::middleware::from_fn(access_log));
+        let upkeep = built.server.start_upkeep();
+        Ok(Self {
+            listener,
+            built,
+            config,
             _upkeep: upkeep,
         })
     }
@@ -100,7 +507,7 @@ impl Proxy {
 
     /// The MCP URL clients use.
     pub fn mcp_url(&self) -> String {
-        format!("{}/mcp", self.public_url)
+        format!("{}/mcp", self.built.public_url)
     }
 
     /// Serves until SIGTERM or Ctrl-C, then stops the backend's children.
@@ -108,31 +515,70 @@ impl Proxy {
     /// # Errors
     /// The listener failed.
     pub async fn run(self) -> Result<(), BoxError> {
+        let bound = self.listener.local_addr()?;
+        let scheme = if self.built.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         println!("MCP server URL: {}", self.mcp_url());
-        println!("listening on http://{}", self.listener.local_addr()?);
+        println!("listening on {scheme}://{bound}");
+        tracing::info!(target: "mcp_oauth_proxy", mcp_url = %self.mcp_url(), %bound, tls = self.built.tls.is_some(), "serving");
+        let app = self.built.app.clone();
         // Stdio children are stopped as soon as the signal comes: that ends their sessions'
         // open SSE streams, which the graceful shutdown would otherwise wait on forever.
-        let backend = self.backend.clone();
-        let signal = async move {
-            shutdown_signal().await;
-            if let Backend::Stdio(bridge) = &backend {
-                bridge.shutdown().await;
+        let backend = self.built.backend.clone();
+        let shutdown_signal = move || {
+            let backend = backend.clone();
+            async move {
+                shutdown_signal().await;
+                if let Backend::Stdio(bridge) = &backend {
+                    bridge.shutdown().await;
+                }
             }
         };
-        mcp_oauth::serve(self.listener, self.app)
-            .with_graceful_shutdown(signal)
-            .await?;
-        if let Backend::Stdio(bridge) = &self.backend {
+        match &self.built.tls {
+            None => {
+                mcp_oauth::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await?;
+            }
+            Some(certs) => {
+                let watcher = certs.watch(self.config.tls_reload_interval);
+                let listener = TlsListener::new(self.listener, certs.server_config()?)?
+                    .tap_io(noop as fn(&mut tokio_rustls::server::TlsStream<TcpStream>));
+                let served = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown_signal())
+                .await;
+                watcher.abort();
+                served?;
+            }
+        }
+        if let Backend::Stdio(bridge) = &self.built.backend {
             bridge.shutdown().await;
         }
         Ok(())
     }
 }
 
-/// A duration from a number of seconds given as a setting.
-fn seconds(value: f64, what: &str) -> Result<std::time::Duration, BoxError> {
-    std::time::Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("{what}: not a number of seconds: {value}").into())
+fn noop(_: &mut tokio_rustls::server::TlsStream<TcpStream>) {}
+
+/// `http(s)://<bound address>`, with 127.0.0.1 / \[::1\] for an unspecified address.
+pub fn default_public_url(config: &Config, bound: SocketAddr) -> String {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let ip = match bound.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
 }
 
 /// SIGTERM or Ctrl-C.

@@ -4,7 +4,8 @@
 //! [`mcp_oauth`] in front of an MCP server that knows nothing of OAuth — an HTTP upstream
 //! speaking streamable HTTP ([`http_upstream`]), or a stdio server started as one child process
 //! per MCP session ([`stdio`]). [`settings`] reads flags, `MCP_OAUTH_*` variables and a TOML
-//! file; [`app`] builds the served router from them.
+//! file ([`config_file`]); [`app`] builds the served router from them, served over plain HTTP
+//! or TLS ([`tls`]); [`check`] validates a configuration and reports what clients will see.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -20,6 +21,9 @@
 //! ```
 
 pub mod app;
+pub mod check;
+pub mod config_file;
 pub mod http_upstream;
 pub mod settings;
 pub mod stdio;
+pub mod tls;
