@@ -43,7 +43,16 @@ impl Proxy {
     pub async fn start(settings: Settings) -> Result<Self, BoxError> {
         let backend = match (&settings.upstream, settings.command.is_empty()) {
             (Some(url), true) => {
-                Backend::Http(HttpUpstream::new(UpstreamOptions { url: url.parse()? })?)
+                let mut options = UpstreamOptions::new(url.parse()?);
+                for line in &settings.upstream_headers {
+                    options = options.header_line(line)?;
+                }
+                if !(settings.upstream_timeout.is_finite() && settings.upstream_timeout > 0.0) {
+                    return Err("--upstream-timeout must be a positive number of seconds".into());
+                }
+                options.response_timeout =
+                    std::time::Duration::from_secs_f64(settings.upstream_timeout);
+                Backend::Http(HttpUpstream::new(options)?)
             }
             (None, false) => Backend::Stdio(StdioBridge::new(StdioOptions {
                 command: settings.command.clone(),

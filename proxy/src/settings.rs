@@ -19,6 +19,22 @@ pub struct Settings {
     /// The streamable-HTTP MCP endpoint to forward to (instead of a stdio command).
     #[arg(long, env = "MCP_OAUTH_UPSTREAM", conflicts_with = "command")]
     pub upstream: Option<String>,
+    /// A static header sent to the upstream with every request, `Name: value` (repeatable;
+    /// the upstream's own credential, e.g. `Authorization: Bearer …`). Never logged.
+    #[arg(
+        long = "upstream-header",
+        value_name = "NAME: VALUE",
+        requires = "upstream"
+    )]
+    pub upstream_headers: Vec<String>,
+    /// Seconds to wait for the upstream's response headers before answering 504.
+    #[arg(
+        long,
+        env = "MCP_OAUTH_UPSTREAM_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 120.0
+    )]
+    pub upstream_timeout: f64,
     /// The single user's name.
     #[arg(long = "user", env = "MCP_OAUTH_DEMO_USER", default_value = "demo")]
     pub user: String,
