@@ -10,8 +10,10 @@
 //!   (`413` with a JSON-RPC error above it), so a refused or failed request can name its
 //!   JSON-RPC `id`. Headers pass, except:
 //!   - hop-by-hop headers (`Connection` and the headers it names, `Keep-Alive`,
-//!     `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`, `Proxy-*`) and `Content-Length`
-//!     (set again for the body sent);
+//!     `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`, `Proxy-*`), `Content-Length` (set
+//!     again for the body sent) and `Expect` (the body is already read);
+//!   - `Accept-Encoding`: the upstream answers uncompressed, so that the bounds below count
+//!     real bytes and events, and the OAuth layer can read a `tools/list` answer;
 //!   - `Host`: the upstream's own authority is sent;
 //!   - **the client's credentials**: `Authorization` (the token the OAuth layer verified is
 //!     for this proxy, never for the upstream) and `Cookie` (the authorization server's
@@ -20,7 +22,9 @@
 //!     loopback would refuse a browser origin it does not know;
 //!   - `Forwarded`, `X-Forwarded-*` and `X-Real-IP` from the client: a client cannot tell
 //!     the upstream who it is. The proxy sets `X-Forwarded-For` to the client's address (the
-//!     TCP peer) instead, and `X-Forwarded-Proto` / `X-Forwarded-Host` are not sent.
+//!     TCP peer; behind a reverse proxy, that proxy's address) instead, and
+//!     `X-Forwarded-Proto` / `X-Forwarded-Host` are not sent (the upstream's `Host` is its
+//!     own, which is what servers guarding against DNS rebinding check).
 //!
 //!   The upstream's own static headers ([`UpstreamOptions::headers`], such as
 //!   `Authorization: Bearer <upstream secret>`) are added last, replacing any header of the
@@ -36,7 +40,8 @@
 //!     event ids and `Last-Event-ID` resumption pass through unchanged), each event bounded
 //!     by [`UpstreamOptions::max_sse_event`]: a longer one ends the stream.
 //!   - `application/json` is read whole, bounded by [`UpstreamOptions::max_response_body`]
-//!     (`502` above it, also when a `Content-Length` announces more).
+//!     (`502` above it, also when a `Content-Length` announces more) and in time by
+//!     [`UpstreamOptions::response_timeout`] (`504`).
 //!   - anything else is streamed, bounded in total by the same limit (the stream is cut
 //!     there).
 //! - **Failures** answer with a JSON-RPC error body (`code` `-32603`, the request's `id`, or
@@ -81,6 +86,8 @@ pub const FORWARD_ERROR_CODE: i64 = -32603;
 const REQUEST_DROPPED: &[&str] = &[
     "host",
     "content-length",
+    "expect",
+    "accept-encoding",
     "authorization",
     "cookie",
     "origin",
@@ -405,7 +412,20 @@ impl HttpUpstream {
                 );
             }
             if content_type == "application/json" {
-                match read_bounded(upstream, limit).await {
+                let read = tokio::time::timeout(
+                    self.options.response_timeout,
+                    read_bounded(upstream, limit),
+                )
+                .await;
+                let Ok(read) = read else {
+                    tracing::warn!(upstream = %self.shown, "upstream response body timed out");
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        Some(request_body),
+                        "upstream did not answer in time",
+                    );
+                };
+                match read {
                     Ok(bytes) => Body::from(bytes),
                     Err(ReadError::TooLarge) => {
                         tracing::warn!(upstream = %self.shown, limit, "upstream response body too large");

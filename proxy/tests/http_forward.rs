@@ -16,6 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
 use common_http::{ProxyProcess, free_port, obtain_token};
+use futures_util::StreamExt as _;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
@@ -130,6 +131,16 @@ async fn handle(State(up): State<Upstream>, req: Request) -> Response {
         (_, "hang") => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        (_, "hang-body") => {
+            let body = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"{\"jsonrpc\""))
+            })
+            .chain(futures_util::stream::pending());
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(body))
+                .unwrap()
         }
         (_, "redirect") => Response::builder()
             .status(StatusCode::TEMPORARY_REDIRECT)
@@ -261,6 +272,7 @@ async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_ups
         .header("connection", "x-hop-secret")
         .header("x-hop-secret", "hop")
         .header("x-client-header", "passes")
+        .header("accept-encoding", "gzip, br")
         .body(body.clone())
         .send()
         .await
@@ -291,7 +303,13 @@ async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_ups
     assert_eq!(s.headers["x-api-key"], "k-42");
     assert!(s.headers.get("cookie").is_none(), "{:?}", s.headers);
     assert_eq!(s.headers["x-forwarded-for"], "127.0.0.1");
-    for dropped in ["x-forwarded-host", "forwarded", "x-real-ip", "x-hop-secret"] {
+    for dropped in [
+        "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
+        "x-hop-secret",
+        "accept-encoding",
+    ] {
         assert!(
             s.headers.get(dropped).is_none(),
             "{dropped}: {:?}",
@@ -424,7 +442,8 @@ async fn sse_events_reach_the_client_as_the_upstream_sends_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_answer_json_rpc_errors() {
     let (up, url) = upstream().await;
-    let proxy = ProxyProcess::start(&url, &["--upstream-timeout", "1"]).await;
+    // Long enough for 17 MiB through a debug build on a loaded machine.
+    let proxy = ProxyProcess::start(&url, &["--upstream-timeout", "5"]).await;
     let token = obtain_token(&proxy.base).await;
     let http = client();
 
@@ -446,6 +465,14 @@ async fn upstream_failures_answer_json_rpc_errors() {
         post(&http, &proxy, &token, "hang", rpc(11, "tools/call")).await,
         504,
         json!(11),
+        "upstream did not answer in time",
+    )
+    .await;
+    // Headers, then a JSON body that never ends: 504 too.
+    assert_rpc_error(
+        post(&http, &proxy, &token, "hang-body", rpc(17, "tools/call")).await,
+        504,
+        json!(17),
         "upstream did not answer in time",
     )
     .await;
