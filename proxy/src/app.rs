@@ -66,9 +66,17 @@ impl Built {
             None => None,
         };
         let backend = match (&config.upstream, config.command.is_empty()) {
-            (Some(url), true) => Backend::Http(HttpUpstream::new(UpstreamOptions {
-                url: url.parse().map_err(|e| format!("upstream: {e}"))?,
-            })?),
+            (Some(url), true) => {
+                let mut options =
+                    UpstreamOptions::new(url.parse().map_err(|e| format!("upstream: {e}"))?);
+                for line in &config.upstream_headers {
+                    options = options
+                        .header_line(line)
+                        .map_err(|e| format!("upstream_headers: {e}"))?;
+                }
+                options.response_timeout = config.upstream_timeout;
+                Backend::Http(HttpUpstream::new(options)?)
+            }
             (None, false) => {
                 find_program(&config.command[0])?;
                 Backend::Stdio(StdioBridge::new(StdioOptions {

@@ -38,6 +38,10 @@ pub struct FileConfig {
     pub allow_origins: Option<Vec<String>>,
     /// HTTP upstream.
     pub upstream: Option<String>,
+    /// Static headers for the upstream, `Name: value` lines.
+    pub upstream_headers: Option<Vec<String>>,
+    /// How long the upstream has to answer with headers.
+    pub upstream_timeout: Option<DurationValue>,
     /// Stdio command.
     pub command: Option<Vec<String>>,
     /// Stdio: the most children at once.

@@ -182,6 +182,24 @@ pub struct Settings {
         help_heading = "Backend"
     )]
     pub upstream: Option<String>,
+    /// A static header sent to the upstream with every request, `Name: value` (repeatable;
+    /// the upstream's own credential, e.g. `Authorization: Bearer …`; never logged). Prefer
+    /// the file's `upstream_headers` for secrets: flags show in `ps`.
+    #[arg(
+        long = "upstream-header",
+        value_name = "NAME: VALUE",
+        help_heading = "Backend"
+    )]
+    pub upstream_headers: Vec<String>,
+    /// How long to wait for the upstream's response headers before answering 504 (seconds,
+    /// or like 90s, 2m) [default: 120s].
+    #[arg(
+        long,
+        env = "MCP_OAUTH_UPSTREAM_TIMEOUT",
+        value_name = "DURATION",
+        help_heading = "Backend"
+    )]
+    pub upstream_timeout: Option<String>,
     /// The stdio MCP server to start, one child per MCP session (after `--`).
     #[arg(last = true, value_name = "COMMAND", help_heading = "Backend")]
     pub command: Vec<String>,
@@ -658,6 +676,10 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     /// HTTP upstream URL.
     pub upstream: Option<String>,
+    /// Static headers for the upstream, `Name: value` lines.
+    pub upstream_headers: Vec<String>,
+    /// How long the upstream has to answer with headers.
+    pub upstream_timeout: Duration,
     /// Stdio command.
     pub command: Vec<String>,
     /// Stdio: the most children at once.
@@ -953,6 +975,22 @@ impl Settings {
             Ok(d)
         };
 
+        let upstream_headers = if self.upstream_headers.is_empty() {
+            file.upstream_headers.unwrap_or_default()
+        } else {
+            self.upstream_headers.clone()
+        };
+        if !upstream_headers.is_empty() && upstream.is_none() {
+            return Err(err(
+                "upstream_headers: only with an HTTP upstream (`upstream`)",
+            ));
+        }
+        let upstream_timeout = ttl(
+            "upstream_timeout",
+            &self.upstream_timeout,
+            file.upstream_timeout,
+        )?
+        .unwrap_or(Duration::from_secs(120));
         let max_children = self.max_children.or(file.max_children).unwrap_or(32);
         if max_children == 0 {
             return Err(err("max_children: must be more than 0"));
@@ -973,6 +1011,8 @@ impl Settings {
             allow_hosts,
             allow_origins,
             upstream,
+            upstream_headers,
+            upstream_timeout,
             command,
             max_children,
             idle_timeout,
