@@ -310,7 +310,8 @@ async fn process_local_keys_on_a_durable_store_are_refused() {
     // A loaded ring rotated to a generated key in process is just as local.
     let ring =
         KeyRing::new(SigningKey::from_pkcs8_pem(SigningAlgorithm::Es256, &pem_key()).unwrap());
-    ring.rotate(SigningKey::generate(SigningAlgorithm::Es256).unwrap());
+    ring.rotate(SigningKey::generate(SigningAlgorithm::Es256).unwrap())
+        .unwrap();
     let rotated = builder()
         .grant_store(OwnStore::default())
         .key_ring(ring)

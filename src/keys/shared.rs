@@ -17,15 +17,34 @@ const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
 /// How often at most an unknown `kid` makes a shared ring reload, by default.
 const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(5);
 
-/// How long retired keys stay published when nothing else says: the longest access-token
-/// lifetime the authorization server allows (24 h) plus a margin for clock skew and leeway.
-/// An [`AuthorizationServer`](crate::server::AuthorizationServer) built with the ring lowers
-/// it to its own access-token lifetime plus [`RETENTION_MARGIN`].
-const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600 + 300);
+/// The longest access-token lifetime the authorization server allows (24 h): how long
+/// retired keys stay published (plus the refresh interval and [`RETENTION_MARGIN`]) when
+/// nothing else says. An [`AuthorizationServer`](crate::server::AuthorizationServer) built
+/// with the ring lowers it to its own access-token lifetime plus the same.
+const LONGEST_ACCESS_TOKEN: Duration = Duration::from_secs(24 * 3600);
 
-/// What retired keys are kept for beyond the access-token lifetime (leeway and clock skew).
-#[cfg(feature = "server")]
+/// What retired keys are kept for beyond the access-token lifetime and the refresh interval:
+/// the grace a ring's view may lag behind its refresh ([`STALE_GRACE`]), the verifiers'
+/// leeway and clock skew.
 pub(crate) const RETENTION_MARGIN: Duration = Duration::from_secs(300);
+
+/// How much longer than its refresh interval a shared ring's view of the store may be before
+/// it stops signing (a slow or late reload). A ring whose last reload failed, or whose last
+/// good load is older than `refresh_interval + STALE_GRACE`, refuses to sign: it may hold a
+/// current key another instance has retired, and signing with it could outlive the key's
+/// publication. The retention a server demands covers this lag.
+pub(crate) const STALE_GRACE: Duration = Duration::from_secs(30);
+
+/// How often at most signing on a stale ring makes it try a reload itself.
+const STALE_RELOAD_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// The least retention that is safe for tokens living `access`, on a ring reloading every
+/// `refresh`: a stale instance may sign with a key retired up to `refresh` plus
+/// [`STALE_GRACE`] ago, and its tokens live `access` beyond that; [`RETENTION_MARGIN`] covers
+/// the grace, leeway and clock skew.
+pub(crate) fn needed_retention(access: Duration, refresh: Duration) -> Duration {
+    access + refresh + RETENTION_MARGIN
+}
 
 /// How often a shared ring prunes retired keys from the store.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -174,25 +193,26 @@ impl KeyRing {
         match &self.shared {
             Some(b) => {
                 let _flight = b.flight.lock().await;
-                b.rotate_locked(self).await
+                b.rotate_locked(self, None).await
             }
             None => {
                 let key = SigningKey::generate(self.current().algorithm())?;
                 let kid = key.kid().to_owned();
-                self.rotate(key);
+                self.rotate_local(key);
                 Ok(RotationOutcome::Rotated { kid })
             }
         }
     }
 
-    /// How long retired keys of a shared ring stay published, and whether that was set
-    /// explicitly; `None` for a ring that is not shared.
+    /// How long retired keys of a shared ring stay published, whether that was set
+    /// explicitly, and the ring's refresh interval; `None` for a ring that is not shared.
     #[cfg(feature = "server")]
-    pub(crate) fn shared_retention(&self) -> Option<(Duration, bool)> {
+    pub(crate) fn shared_retention(&self) -> Option<(Duration, bool, Duration)> {
         self.shared.as_ref().map(|b| {
             (
                 Duration::from_secs(b.retention_secs.load(Ordering::Relaxed)),
                 b.retention_explicit,
+                b.refresh_interval,
             )
         })
     }
@@ -251,9 +271,12 @@ impl StoreRingBuilder {
     }
 
     /// How long a retired key stays published and accepted (by default the authorization
-    /// server's access-token lifetime plus 5 min, or 24 h 5 min for a ring used without
-    /// one). It must outlive every token the key signed, so an authorization server refuses
-    /// to start when this is shorter than its access-token lifetime plus 1 min.
+    /// server's access-token lifetime plus the [refresh interval](Self::refresh_interval)
+    /// plus 5 min, or 24 h plus the same for a ring used without one). It must outlive every
+    /// token the key signed, including tokens an instance that has not reloaded yet still
+    /// signs with it, so an authorization server refuses to start
+    /// ([`ConfigError::KeyRetentionTooShort`](crate::ConfigError::KeyRetentionTooShort)) when
+    /// this is shorter than its access-token lifetime plus the refresh interval plus 5 min.
     pub fn retain_retired_for(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
         self
@@ -309,17 +332,29 @@ impl StoreRingBuilder {
             refresh_interval: self.refresh_interval,
             unknown_kid_cooldown: self.unknown_kid_cooldown,
             rotate_every: self.rotate_every,
-            retention_secs: AtomicU64::new(self.retention.unwrap_or(DEFAULT_RETENTION).as_secs()),
+            retention_secs: AtomicU64::new(
+                self.retention
+                    .unwrap_or_else(|| {
+                        needed_retention(LONGEST_ACCESS_TOKEN, self.refresh_interval)
+                    })
+                    .as_secs(),
+            ),
             #[cfg(feature = "server")]
             retention_explicit: self.retention.is_some(),
             flight: tokio::sync::Mutex::new(()),
             last_unknown: Mutex::new(None),
             meta: Mutex::new(Meta::default()),
+            health: Mutex::new(Health {
+                loaded_at: Instant::now(),
+                failed: false,
+                last_forced: None,
+            }),
         });
         let (current, previous) = {
             let _flight = binding.flight.lock().await;
             binding.load(None).await?
         };
+        binding.record_load(true);
         let ring = KeyRing::new_shared(current, previous, binding.clone());
         spawn_refresher(&binding, &ring);
         tracing::info!(
@@ -372,10 +407,24 @@ pub(crate) struct Binding {
     retention_explicit: bool,
     /// Serialises this process's reloads and rotations: one store read at a time, and
     /// callers that find a reload in flight wait for its result instead of starting another.
-    flight: tokio::sync::Mutex<()>,
+    pub(super) flight: tokio::sync::Mutex<()>,
     /// When an unknown `kid` last made the ring reload.
     last_unknown: Mutex<Option<Instant>>,
     meta: Mutex<Meta>,
+    /// Whether this instance's view of the ring is recent enough to sign with.
+    health: Mutex<Health>,
+}
+
+/// How recent a shared ring's view of the store is.
+#[derive(Debug)]
+struct Health {
+    /// When the ring was last loaded successfully.
+    loaded_at: Instant,
+    /// Whether the last reload failed (the ring keeps its keys, but may have missed a
+    /// rotation).
+    failed: bool,
+    /// When signing on a stale ring last tried a reload itself.
+    last_forced: Option<Instant>,
 }
 
 impl fmt::Debug for Binding {
@@ -490,9 +539,75 @@ impl Binding {
         self.meta.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the outcome of a load.
+    fn record_load(&self, ok: bool) {
+        let mut h = self.lock_health();
+        h.failed = !ok;
+        if ok {
+            h.loaded_at = Instant::now();
+        }
+    }
+
+    /// The longest this instance's view may lag behind the store and still sign.
+    fn max_staleness(&self) -> Duration {
+        self.refresh_interval + STALE_GRACE
+    }
+
+    /// `Ok` when the ring may sign: its last reload succeeded, no longer than the refresh
+    /// interval (plus [`STALE_GRACE`]) ago. Otherwise [`KeyError::Stale`].
+    pub(crate) fn check_fresh(&self) -> Result<(), KeyError> {
+        let h = self.lock_health();
+        let age = h.loaded_at.elapsed();
+        if h.failed || age > self.max_staleness() {
+            return Err(KeyError::Stale {
+                ring: self.ring.clone(),
+                age_secs: age.as_secs(),
+                reload_failed: h.failed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the ring fit to sign: when it is stale (see [`check_fresh`](Self::check_fresh)),
+    /// reloads it now (at most once per [`STALE_RELOAD_COOLDOWN`], one reload at a time).
+    pub(crate) async fn ensure_fresh(&self, ring: &KeyRing) -> Result<(), KeyError> {
+        if self.check_fresh().is_ok() {
+            return Ok(());
+        }
+        let _flight = self.flight.lock().await;
+        if self.check_fresh().is_ok() {
+            return Ok(());
+        }
+        let due = {
+            let mut h = self.lock_health();
+            let due = h
+                .last_forced
+                .is_none_or(|t| t.elapsed() >= STALE_RELOAD_COOLDOWN);
+            if due {
+                h.last_forced = Some(Instant::now());
+            }
+            due
+        };
+        if due && let Err(e) = self.reload_locked(ring).await {
+            tracing::warn!(
+                target: "mcp_oauth::keys",
+                ring = %self.ring,
+                error = %e,
+                "the signing keys are stale and reloading them failed; refusing to sign"
+            );
+        }
+        self.check_fresh()
+    }
+
     /// Reloads into `ring`; the caller holds `flight`.
     async fn reload_locked(&self, ring: &KeyRing) -> Result<(), KeyError> {
-        let (current, previous) = self.load(Some(ring)).await?;
+        let loaded = self.load(Some(ring)).await;
+        self.record_load(loaded.is_ok());
+        let (current, previous) = loaded?;
         let before = ring.current().kid().to_owned();
         ring.replace(current, previous);
         let after = ring.current();
@@ -502,11 +617,26 @@ impl Binding {
         Ok(())
     }
 
-    /// The compare-and-swap rotation; the caller holds `flight`.
-    async fn rotate_locked(&self, ring: &KeyRing) -> Result<RotationOutcome, KeyError> {
+    /// The compare-and-swap rotation to `key` (or a generated one); the caller holds
+    /// `flight`.
+    pub(super) async fn rotate_locked(
+        &self,
+        ring: &KeyRing,
+        key: Option<SigningKey>,
+    ) -> Result<RotationOutcome, KeyError> {
         let expected = ring.current().kid().to_owned();
         let now = crate::util::now();
-        let next = StoredKey::generate(self.algorithm, now)?;
+        let next = match key {
+            None => StoredKey::generate(self.algorithm, now)?,
+            Some(key) => StoredKey {
+                kid: key.kid().to_owned(),
+                algorithm: key.algorithm(),
+                private_key: crate::store::PrivateKey::from_pkcs8_der(key.pkcs8_der().to_vec()),
+                created_at: now,
+                retired_at: None,
+                publish_until: None,
+            },
+        };
         let next_kid = next.kid.clone();
         let publish_until = now.saturating_add(self.retention_secs.load(Ordering::Relaxed));
         let outcome = self
@@ -547,6 +677,14 @@ impl Binding {
             return Ok(Some(k));
         }
         if !due {
+            // Within the cooldown after a reload that failed, the key may well exist: the
+            // answer is "unavailable", not "no such key".
+            if self.lock_health().failed {
+                return Err(KeyError::Store(StoreError::unavailable(format!(
+                    "ring {}: the last reload of the signing keys failed",
+                    self.ring
+                ))));
+            }
             return Ok(None);
         }
         self.reload_locked(ring).await?;
@@ -569,7 +707,7 @@ impl Binding {
         if let Some(every) = self.rotate_every {
             let created = self.lock_meta().current_created_at;
             if now >= created.saturating_add(every.as_secs())
-                && let Err(e) = self.rotate_locked(ring).await
+                && let Err(e) = self.rotate_locked(ring, None).await
             {
                 tracing::warn!(target: "mcp_oauth::keys", ring = %self.ring, error = %e, "scheduled key rotation failed");
             }

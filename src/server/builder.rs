@@ -175,7 +175,8 @@ impl AuthorizationServerBuilder {
     /// (`.key_ring(KeyRing::from_store(store.clone()).ring_name("as-2").open().await?)`, see
     /// [`KeyRing::from_store`]), to keep the keys in another store, or to sign with keys
     /// loaded from PEM or DER ([`KeyRing::new`]). A shared ring's retired keys stay published
-    /// for the access-token lifetime plus 5 minutes, unless set explicitly with
+    /// for the access-token lifetime plus the ring's refresh interval plus 5 minutes, unless
+    /// set explicitly with
     /// [`retain_retired_for`](crate::keys::StoreRingBuilder::retain_retired_for).
     ///
     /// On a durable store, a ring whose key was generated in this process
@@ -516,7 +517,7 @@ impl AuthorizationServerBuilder {
     /// [durable](GrantStore::is_durable) grant store, the ring kept in the store's
     /// [`key_store`](GrantStore::key_store), loaded (or created, on first start) with
     /// [`KeyRing::from_store`] under the name `default` and with retired keys published for
-    /// the access-token lifetime plus 5 minutes; or, on a [`MemoryStore`] (or with
+    /// the access-token lifetime plus the refresh interval (30 s) plus 5 minutes; or, on a [`MemoryStore`] (or with
     /// [`ephemeral_keys`](Self::ephemeral_keys)), a fresh ES256 key for this process. This is
     /// why the call is `async`: it may read the store.
     ///
@@ -715,19 +716,22 @@ async fn signing_keys(
     Ok(ring)
 }
 
-/// A shared ring keeps retired keys as long as access tokens live (plus a margin); an
-/// explicit retention shorter than that would make tokens fail before they expire.
+/// A shared ring keeps retired keys as long as access tokens live, plus its refresh interval
+/// (an instance that has not reloaded yet may still sign with a key another one retired),
+/// plus a margin; an explicit retention shorter than that would make tokens fail before they
+/// expire.
 fn check_key_retention(ring: &KeyRing, access: Duration) -> Result<(), ConfigError> {
-    let Some((retention, explicit)) = ring.shared_retention() else {
+    let Some((retention, explicit, refresh)) = ring.shared_retention() else {
         return Ok(());
     };
-    let needed = access + Duration::from_secs(60);
+    let needed = crate::keys::needed_retention(access, refresh);
     if !explicit {
-        ring.set_default_retention(access + crate::keys::RETENTION_MARGIN);
+        ring.set_default_retention(needed);
     } else if retention < needed {
         return Err(ConfigError::KeyRetentionTooShort {
             retention,
             access_token_ttl: access,
+            refresh_interval: refresh,
             needed,
         });
     }
