@@ -68,7 +68,8 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// How often a start waiting for another instance's migration says so.
 const MIGRATION_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// How often a start waiting for another instance's migration tries the lock.
+/// How often at most a start waiting for another instance's migration tries the lock (it
+/// starts at 10 ms and doubles up to this).
 const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(250);
 
 /// The advisory lock sqlx's PostgreSQL migrator takes for `database` (the same key, so this
@@ -106,6 +107,7 @@ async fn migrate(
     let lock = migration_lock_id(&database);
     let started = std::time::Instant::now();
     let mut next_report = progress_every;
+    let mut pause = Duration::from_millis(10);
     loop {
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(lock)
@@ -126,7 +128,8 @@ async fn migrate(
             );
             next_report += progress_every;
         }
-        tokio::time::sleep(MIGRATION_LOCK_POLL).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MIGRATION_LOCK_POLL);
     }
     if started.elapsed() >= progress_every {
         tracing::info!(target: "mcp_oauth::store", database = %database,
