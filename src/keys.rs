@@ -31,6 +31,7 @@
 //! assert_eq!(ring.jwks().keys.len(), 2, "the previous key is still published");
 //! ```
 
+mod encryption;
 mod shared;
 
 use std::fmt;
@@ -40,6 +41,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::Serialize;
 
+pub use encryption::{AesGcmKeyEncryption, KEK_ENV, KEK_ID_ENV, KeyEncryption};
 #[cfg(feature = "server")]
 pub(crate) use shared::needed_retention;
 pub use shared::{RotationOutcome, StoreRingBuilder};
@@ -144,6 +146,10 @@ pub enum KeyError {
         /// Whether the last reload failed.
         reload_failed: bool,
     },
+    /// A stored key could not be wrapped or unwrapped ([`KeyEncryption`]): the
+    /// key-encryption key is missing, another one, or the KMS failed. Never key material.
+    #[error("signing key encryption: {0}")]
+    Encryption(String),
     /// [`KeyRing::rotate`] on a ring kept in a store: a key only this process would know.
     /// Use [`KeyRing::rotate_to`] or [`KeyRing::rotate_fresh`], which rotate in the store.
     #[error(

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use super::encryption::{self, KeyEncryption};
 use super::{KeyError, KeyRing, RingState, SigningAlgorithm, SigningKey};
-use crate::store::{KeyRotation, KeyStore, StoreError, StoredKey};
+use crate::store::{KeyRotation, KeyStore, PrivateKey, StoreError, StoredKey};
 
 /// The ring the authorization server uses unless told otherwise.
 pub(crate) const DEFAULT_RING: &str = "default";
@@ -88,6 +89,7 @@ pub struct StoreRingBuilder {
     unknown_kid_cooldown: Duration,
     rotate_every: Option<Duration>,
     retention: Option<Duration>,
+    encryption: Option<Arc<dyn KeyEncryption>>,
 }
 
 impl fmt::Debug for StoreRingBuilder {
@@ -153,6 +155,7 @@ impl KeyRing {
             unknown_kid_cooldown: DEFAULT_UNKNOWN_KID_COOLDOWN,
             rotate_every: None,
             retention: None,
+            encryption: None,
         }
     }
 
@@ -282,6 +285,40 @@ impl StoreRingBuilder {
         self
     }
 
+    /// Wraps the private keys this ring writes to the store with `encryption` (envelope
+    /// encryption: the store, its replicas and backups hold only wrapped keys), and unwraps
+    /// them when loading. Keys stored in plain text before (by an older version, or before
+    /// this was set) still load, each with a warning, and a plain current key is rotated
+    /// away at once (the retired plain key is pruned once its tokens expired). Every
+    /// instance of the ring needs the same key-encryption key (or KMS).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mcp_oauth::keys::{AesGcmKeyEncryption, KeyRing};
+    /// use mcp_oauth::store::{KeyStore as _, MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), mcp_oauth::keys::KeyError> {
+    /// let store = Arc::new(MemoryStore::new());
+    /// // In production: AesGcmKeyEncryption::from_env()? (MCP_OAUTH_KEY_ENCRYPTION_KEY).
+    /// let kek = AesGcmKeyEncryption::new("2026-12", [7; 32])?;
+    /// let ring = KeyRing::from_store(store.clone()).key_encryption(kek).open().await?;
+    /// let stored = store.load_keys("default", u64::MAX / 2).await?;
+    /// assert!(stored[0].private_key.as_pkcs8_der().starts_with(b"MSK1"), "wrapped");
+    /// # let _ = ring;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn key_encryption(mut self, encryption: impl KeyEncryption) -> Self {
+        self.encryption = Some(Arc::new(encryption));
+        self
+    }
+
+    /// [`key_encryption`](Self::key_encryption) with a shared one.
+    pub fn key_encryption_arc(mut self, encryption: Arc<dyn KeyEncryption>) -> Self {
+        self.encryption = Some(encryption);
+        self
+    }
+
     /// Loads the ring from the store, creating its first key when it has none, and starts the
     /// background refresh (on the current tokio runtime; it stops when the last clone of
     /// the ring is dropped).
@@ -341,6 +378,8 @@ impl StoreRingBuilder {
             ),
             #[cfg(feature = "server")]
             retention_explicit: self.retention.is_some(),
+            encryption: self.encryption,
+            warned_plain: Mutex::new(std::collections::HashSet::new()),
             flight: tokio::sync::Mutex::new(()),
             last_unknown: Mutex::new(None),
             meta: Mutex::new(Meta::default()),
@@ -355,7 +394,28 @@ impl StoreRingBuilder {
             binding.load(None).await?
         };
         binding.record_load(true);
+        let plain_current = binding.lock_meta().current_plain;
         let ring = KeyRing::new_shared(current, previous, binding.clone());
+        if plain_current {
+            // A current key in plain text under key encryption: rotate it away (of instances
+            // doing this at once, one wins), so new tokens are signed with a wrapped key and
+            // the plain one is pruned when its tokens have expired.
+            let _flight = binding.flight.lock().await;
+            match binding.rotate_locked(&ring, None).await {
+                Ok(outcome) => tracing::warn!(
+                    target: "mcp_oauth::keys",
+                    ring = %binding.ring,
+                    kid = %outcome.kid(),
+                    "the current signing key was stored in plain text; rotated to a wrapped key"
+                ),
+                Err(e) => tracing::warn!(
+                    target: "mcp_oauth::keys",
+                    ring = %binding.ring,
+                    error = %e,
+                    "the current signing key is stored in plain text and rotating it away failed"
+                ),
+            }
+        }
         spawn_refresher(&binding, &ring);
         tracing::info!(
             target: "mcp_oauth::keys",
@@ -389,6 +449,8 @@ impl KeyRing {
 struct Meta {
     /// `created_at` of the current key (scheduled rotation counts from it).
     current_created_at: u64,
+    /// Whether the current key is stored in plain text although the ring encrypts keys.
+    current_plain: bool,
     /// When retired keys were last pruned.
     last_prune: Option<Instant>,
 }
@@ -411,6 +473,10 @@ pub(crate) struct Binding {
     /// When an unknown `kid` last made the ring reload.
     last_unknown: Mutex<Option<Instant>>,
     meta: Mutex<Meta>,
+    /// Wraps and unwraps the private keys in the store.
+    encryption: Option<Arc<dyn KeyEncryption>>,
+    /// Plain-text keys already warned about.
+    warned_plain: Mutex<std::collections::HashSet<String>>,
     /// Whether this instance's view of the ring is recent enough to sign with.
     health: Mutex<Health>,
 }
@@ -458,7 +524,7 @@ impl Binding {
                     "the key store holds no current key for this ring any more; creating one"
                 );
             }
-            let initial = StoredKey::generate(self.algorithm, now)?;
+            let initial = self.seal(StoredKey::generate(self.algorithm, now)?).await?;
             let kid = initial.kid.clone();
             if self.store.create_initial_key(&self.ring, initial).await? {
                 tracing::info!(target: "mcp_oauth::keys", ring = %self.ring, %kid, "created the ring's first signing key");
@@ -506,21 +572,16 @@ impl Binding {
                 .cmp(&(a.retired_at, a.created_at))
                 .then_with(|| a.kid.cmp(&b.kid))
         });
-        let parse = |k: &StoredKey| -> Result<Arc<SigningKey>, KeyError> {
-            if let Some(found) = known.and_then(|r| r.find(&k.kid)) {
-                return Ok(found);
-            }
-            k.signing_key().map(Arc::new)
-        };
-        let current_key = parse(&current).map_err(|e| {
-            KeyError::Store(StoreError::corrupt(format!(
+        let current_key = self.open_key(&current, known).await.map_err(|e| match e {
+            KeyError::Encryption(_) => e,
+            e => KeyError::Store(StoreError::corrupt(format!(
                 "ring {}: current key {}: {e}",
                 self.ring, current.kid
-            )))
+            ))),
         })?;
         let mut previous = Vec::with_capacity(retired.len());
         for k in &retired {
-            match parse(k) {
+            match self.open_key(k, known).await {
                 Ok(key) => previous.push(key),
                 Err(e) => tracing::warn!(
                     target: "mcp_oauth::keys",
@@ -531,8 +592,65 @@ impl Binding {
                 ),
             }
         }
-        self.lock_meta().current_created_at = current.created_at;
+        {
+            let mut meta = self.lock_meta();
+            meta.current_created_at = current.created_at;
+            meta.current_plain = self.encryption.is_some()
+                && !encryption::is_wrapped(current.private_key.as_pkcs8_der());
+        }
         Ok((current_key, previous))
+    }
+
+    /// Wraps a new key's private key when the ring encrypts keys.
+    async fn seal(&self, mut key: StoredKey) -> Result<StoredKey, KeyError> {
+        if let Some(enc) = &self.encryption {
+            let context = encryption::context(&self.ring, &key.kid, key.algorithm);
+            let wrapped =
+                encryption::wrap(&**enc, key.private_key.as_pkcs8_der(), &context).await?;
+            key.private_key = PrivateKey::from_pkcs8_der(wrapped);
+        }
+        Ok(key)
+    }
+
+    /// The usable key of a stored one: the parsed key `known` already holds, or the stored
+    /// one, unwrapped when it is wrapped.
+    async fn open_key(
+        &self,
+        k: &StoredKey,
+        known: Option<&KeyRing>,
+    ) -> Result<Arc<SigningKey>, KeyError> {
+        if let Some(found) = known.and_then(|r| r.find(&k.kid)) {
+            return Ok(found);
+        }
+        let stored = k.private_key.as_pkcs8_der();
+        if encryption::is_wrapped(stored) {
+            let Some(enc) = &self.encryption else {
+                return Err(KeyError::Encryption(format!(
+                    "key {} is stored wrapped, but this ring has no key encryption (StoreRingBuilder::key_encryption, AuthorizationServerBuilder::key_encryption)",
+                    k.kid
+                )));
+            };
+            let context = encryption::context(&self.ring, &k.kid, k.algorithm);
+            let plain = encryption::unwrap(&**enc, stored, &context).await?;
+            let mut open = k.clone();
+            open.private_key = PrivateKey::from_pkcs8_der(plain);
+            return open.signing_key().map(Arc::new);
+        }
+        if self.encryption.is_some()
+            && self
+                .warned_plain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(k.kid.clone())
+        {
+            tracing::warn!(
+                target: "mcp_oauth::keys",
+                ring = %self.ring,
+                kid = %k.kid,
+                "a signing key is stored in plain text (written by an older version, or before key encryption was set); it stays usable until it is rotated away and pruned"
+            );
+        }
+        k.signing_key().map(Arc::new)
     }
 
     fn lock_meta(&self) -> std::sync::MutexGuard<'_, Meta> {
@@ -637,6 +755,7 @@ impl Binding {
                 publish_until: None,
             },
         };
+        let next = self.seal(next).await?;
         let next_kid = next.kid.clone();
         let publish_until = now.saturating_add(self.retention_secs.load(Ordering::Relaxed));
         let outcome = self
