@@ -9,7 +9,6 @@
 #[path = "support/logs.rs"]
 mod logs;
 #[path = "support/stores.rs"]
-#[allow(dead_code)]
 mod stores;
 
 use std::future::Future;
