@@ -68,10 +68,6 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// How often a start waiting for another instance's migration says so.
 const MIGRATION_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// How often at most a start waiting for another instance's migration tries the lock (it
-/// starts at 10 ms and doubles up to this).
-const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(250);
-
 /// The advisory lock sqlx's PostgreSQL migrator takes for `database` (the same key, so this
 /// version and older ones, which let sqlx take it, exclude each other): the CRC-32 (IEEE) of
 /// the database name times `0x3d32ad9e`.
@@ -106,34 +102,45 @@ async fn migrate(
         .map_err(err)?;
     let lock = migration_lock_id(&database);
     let started = std::time::Instant::now();
-    let mut next_report = progress_every;
-    let mut pause = Duration::from_millis(10);
+    // Wait on the lock in slices of `progress_every` (`lock_timeout` bounds an advisory lock
+    // wait too), so the wait wakes the moment the lock is free and says so between slices.
+    let slice_ms = progress_every.as_millis().max(1);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET lock_timeout = {slice_ms}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
     loop {
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        match sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(lock)
-            .fetch_one(&mut *conn)
+            .execute(&mut *conn)
             .await
-            .map_err(err)?;
-        if got {
-            break;
+        {
+            Ok(_) => break,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                tracing::warn!(
+                    target: "mcp_oauth::store",
+                    database = %database,
+                    lock,
+                    waited_secs = started.elapsed().as_secs(),
+                    "waiting for another instance's migration of the database (PostgreSQL advisory lock held elsewhere)"
+                );
+            }
+            Err(e) => return Err(err(e)),
         }
-        let waited = started.elapsed();
-        if waited >= next_report {
-            tracing::warn!(
-                target: "mcp_oauth::store",
-                database = %database,
-                lock,
-                waited_secs = waited.as_secs(),
-                "waiting for another instance's migration of the database (PostgreSQL advisory lock held elsewhere)"
-            );
-            next_report += progress_every;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(MIGRATION_LOCK_POLL);
     }
+    let reset = sqlx::query("RESET lock_timeout").execute(&mut *conn).await;
     if started.elapsed() >= progress_every {
         tracing::info!(target: "mcp_oauth::store", database = %database,
             waited_secs = started.elapsed().as_secs(), "the migration lock is free; migrating");
+    }
+    if let Err(e) = reset {
+        let _ = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+            .bind(lock)
+            .fetch_one(&mut *conn)
+            .await;
+        return Err(err(e));
     }
     let mut m = migrator(steps);
     // This connection holds the lock already.
