@@ -880,3 +880,45 @@ fn spawn_refresher(binding: &Arc<Binding>, ring: &KeyRing) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// Issue 13 item 6: a ring whose view of the store is older than its refresh interval
+    /// plus the grace (its background refresh stalled) refuses to sign; minting reloads
+    /// first and then signs.
+    #[tokio::test]
+    async fn a_stale_view_refuses_to_sign_until_reloaded() {
+        let ring = KeyRing::from_store(MemoryStore::new())
+            .refresh_interval(Duration::from_secs(3600))
+            .open()
+            .await
+            .unwrap();
+        let claims = serde_json::json!({"sub": "alice"});
+        assert!(ring.sign("at+jwt", &claims).is_ok());
+        let binding = ring.shared.clone().unwrap();
+        let Some(long_ago) = Instant::now()
+            .checked_sub(Duration::from_secs(3600) + STALE_GRACE + Duration::from_secs(1))
+        else {
+            return; // the machine has not been up that long
+        };
+        binding.lock_health().loaded_at = long_ago;
+        let err = ring.sign("at+jwt", &claims).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeyError::Stale {
+                    reload_failed: false,
+                    age_secs,
+                    ..
+                } if age_secs > 3600
+            ),
+            "{err:?}"
+        );
+        // The issuer's path reloads the stale ring, then signs.
+        assert!(ring.sign_fresh("at+jwt", &claims).await.is_ok());
+        assert!(ring.sign("at+jwt", &claims).is_ok());
+    }
+}
