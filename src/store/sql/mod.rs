@@ -432,6 +432,44 @@ mod tests {
         );
     }
 
+    /// Issue 13 item 6: from migration 9 on, every PostgreSQL index is built without
+    /// blocking writes: `CREATE INDEX CONCURRENTLY` in a `-- no-transaction` file holding that
+    /// one statement (PostgreSQL runs the statements of one query in an implicit
+    /// transaction, which `CONCURRENTLY` refuses). Migrations 1 to 8 were released before the
+    /// rule and are never edited.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn new_postgres_indexes_are_built_concurrently() {
+        for (version, description, sql) in super::postgres::MIGRATIONS {
+            if *version <= 8 {
+                continue;
+            }
+            let code: String = sql
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .to_ascii_uppercase();
+            if !code.contains("CREATE INDEX") && !code.contains("CREATE UNIQUE INDEX") {
+                continue;
+            }
+            let what = format!("migration {version} ({description})");
+            assert!(
+                sql.trim_start().starts_with(super::NO_TRANSACTION),
+                "{what}: an index migration starts with `-- no-transaction`"
+            );
+            assert!(
+                code.contains("CONCURRENTLY"),
+                "{what}: CREATE INDEX CONCURRENTLY"
+            );
+            assert_eq!(
+                code.matches(';').count(),
+                1,
+                "{what}: one statement per no-transaction migration"
+            );
+        }
+    }
+
     #[cfg(feature = "postgres")]
     #[test]
     fn postgres_migrations_never_edited() {
