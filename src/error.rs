@@ -142,6 +142,7 @@ impl OAuthError {
 
     /// `503 temporarily_unavailable` with `Retry-After`, in every build (a dependency of
     /// the server, such as the key ring's store, failed).
+    #[cfg(feature = "server")]
     #[must_use]
     pub(crate) fn unavailable_retry(
         description: impl Into<Cow<'static, str>>,
