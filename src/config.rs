@@ -101,17 +101,21 @@ pub enum ConfigError {
     /// A key could not be generated or loaded.
     #[error("signing key: {0}")]
     Key(#[from] crate::keys::KeyError),
-    /// A shared key ring keeps retired keys for less time than access tokens live, so tokens
-    /// would stop verifying before they expire.
+    /// A shared key ring keeps retired keys for less time than access tokens live plus the
+    /// ring's refresh interval plus a margin, so tokens would stop verifying before they
+    /// expire (an instance that has not reloaded yet may sign with a key up to a refresh
+    /// interval after another retired it).
     #[error(
-        "retired keys are kept {} s (`retain_retired_for`), but access tokens live {} s: keep them at least {} s so no token outlives its key",
-        retention.as_secs(), access_token_ttl.as_secs(), needed.as_secs()
+        "retired keys are kept {} s (`retain_retired_for`), but access tokens live {} s and instances reload the ring every {} s: keep them at least {} s (access-token lifetime + refresh interval + 300 s) so no token outlives its key",
+        retention.as_secs(), access_token_ttl.as_secs(), refresh_interval.as_secs(), needed.as_secs()
     )]
     KeyRetentionTooShort {
         /// How long the ring keeps retired keys.
         retention: Duration,
         /// How long access tokens live.
         access_token_ttl: Duration,
+        /// How often the ring reloads from its store.
+        refresh_interval: Duration,
         /// The least retention that is safe.
         needed: Duration,
     },

@@ -140,6 +140,20 @@ impl OAuthError {
         }
     }
 
+    /// `503 temporarily_unavailable` with `Retry-After`, in every build (a dependency of
+    /// the server, such as the key ring's store, failed).
+    #[cfg(feature = "server")]
+    #[must_use]
+    pub(crate) fn unavailable_retry(
+        description: impl Into<Cow<'static, str>>,
+        retry_after_secs: u64,
+    ) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(OAuthErrorCode::TemporarilyUnavailable, description)
+        }
+    }
+
     /// `429 slow_down` with `Retry-After`.
     #[must_use]
     pub fn rate_limited(retry_after_secs: u64) -> Self {

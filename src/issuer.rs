@@ -162,7 +162,8 @@ impl TokenIssuer for JwtIssuer {
         }
         let token = self
             .ring
-            .sign("at+jwt", &claims)
+            .sign_fresh("at+jwt", &claims)
+            .await
             .map_err(IssueError::Signing)?;
         Ok(IssuedToken {
             token,

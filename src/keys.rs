@@ -26,11 +26,12 @@
 //!
 //! let ring = KeyRing::generate(SigningAlgorithm::Es256).unwrap();
 //! let first = ring.current().kid().to_owned();
-//! ring.rotate(SigningKey::generate(SigningAlgorithm::EdDsa).unwrap());
+//! ring.rotate(SigningKey::generate(SigningAlgorithm::EdDsa).unwrap()).unwrap();
 //! assert_ne!(ring.current().kid(), first);
 //! assert_eq!(ring.jwks().keys.len(), 2, "the previous key is still published");
 //! ```
 
+mod encryption;
 mod shared;
 
 use std::fmt;
@@ -40,8 +41,9 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::Serialize;
 
+pub use encryption::{AesGcmKeyEncryption, KEK_ENV, KEK_ID_ENV, KeyEncryption};
 #[cfg(feature = "server")]
-pub(crate) use shared::RETENTION_MARGIN;
+pub(crate) use shared::needed_retention;
 pub use shared::{RotationOutcome, StoreRingBuilder};
 
 /// How many retired keys a ring keeps publishing after rotations.
@@ -127,6 +129,33 @@ pub enum KeyError {
     /// The [`KeyStore`](crate::store::KeyStore) holding a shared ring failed.
     #[error("key store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// A shared ring refuses to sign: its last reload failed, or its view of the store is
+    /// older than its refresh interval (plus a short grace). Another instance may have
+    /// rotated and the key this instance holds as current may be on its way out of the
+    /// published set; a token signed with it could outlive it. Minting answers `503
+    /// temporarily_unavailable` until a reload succeeds (verifying with known keys goes on).
+    #[error(
+        "shared key ring {ring:?}: not reloaded for {age_secs} s{}; refusing to sign with a key other instances may have retired",
+        if *reload_failed { " (the last reload failed)" } else { "" }
+    )]
+    Stale {
+        /// The ring's name.
+        ring: String,
+        /// Seconds since the last successful load.
+        age_secs: u64,
+        /// Whether the last reload failed.
+        reload_failed: bool,
+    },
+    /// A stored key could not be wrapped or unwrapped ([`KeyEncryption`]): the
+    /// key-encryption key is missing, another one, or the KMS failed. Never key material.
+    #[error("signing key encryption: {0}")]
+    Encryption(String),
+    /// [`KeyRing::rotate`] on a ring kept in a store: a key only this process would know.
+    /// Use [`KeyRing::rotate_to`] or [`KeyRing::rotate_fresh`], which rotate in the store.
+    #[error(
+        "this key ring is kept in a store: rotate it with rotate_to(key).await or rotate_fresh().await, which every instance sees"
+    )]
+    SharedRing,
 }
 
 /// One private signing key with its public JWK.
@@ -136,6 +165,9 @@ pub struct SigningKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwk: Jwk,
+    /// The PKCS#8 v1 DER the key was loaded from, for a store to keep when the key is
+    /// rotated into a shared ring ([`KeyRing::rotate_to`]). Never printed.
+    der: Vec<u8>,
     /// Generated in this process and never handed out ([`SigningKey::generate`]): the key
     /// dies with the process. Keys loaded from PEM, DER or a store are durable.
     generated: bool,
@@ -199,6 +231,7 @@ impl SigningKey {
             encoding,
             decoding,
             jwk,
+            der: der.to_vec(),
             generated: false,
         })
     }
@@ -236,9 +269,14 @@ impl SigningKey {
 
     /// Whether the key was generated in this process ([`generate`](Self::generate)) rather
     /// than loaded (PEM, DER or a store), so that it is lost on a restart.
-    #[cfg(feature = "server")]
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn is_generated(&self) -> bool {
         self.generated
+    }
+
+    /// The PKCS#8 v1 DER of the private key (for a store to keep).
+    pub(crate) fn pkcs8_der(&self) -> &[u8] {
+        &self.der
     }
 
     /// The key to verify signatures with.
@@ -369,13 +407,47 @@ impl KeyRing {
         }
     }
 
-    /// Makes `key` the signing key; the old one keeps verifying until it falls off the end
-    /// of the retained list.
+    /// Makes `key` the signing key of this process's ring; the old one keeps verifying until
+    /// it falls off the end of the retained list.
     ///
-    /// This changes this process's ring only. On a ring kept in a store
-    /// ([`from_store`](Self::from_store)) use [`rotate_fresh`](Self::rotate_fresh), which
-    /// every instance sees; a local rotation there lasts only until the next refresh.
-    pub fn rotate(&self, key: SigningKey) {
+    /// # Errors
+    /// [`KeyError::SharedRing`] on a ring kept in a store ([`from_store`](Self::from_store)),
+    /// which is left unchanged: a key rotated in here would be known to this process only
+    /// (other instances would refuse its tokens, and the next reload would drop it). Rotate a
+    /// shared ring with [`rotate_to`](Self::rotate_to) or
+    /// [`rotate_fresh`](Self::rotate_fresh), which go through the store.
+    pub fn rotate(&self, key: SigningKey) -> Result<(), KeyError> {
+        if self.shared.is_some() {
+            return Err(KeyError::SharedRing);
+        }
+        self.rotate_local(key);
+        Ok(())
+    }
+
+    /// Makes `key` the signing key, on every instance: on a ring kept in a store, a
+    /// compare-and-swap in the store on the current key this instance knows, as
+    /// [`rotate_fresh`](Self::rotate_fresh) does with a generated key (the store keeps the
+    /// private key; of instances rotating at once one wins, the others get
+    /// [`RotationOutcome::Superseded`]); on other rings, like [`rotate`](Self::rotate).
+    ///
+    /// # Errors
+    /// [`KeyError::Store`] when the store fails.
+    pub async fn rotate_to(&self, key: SigningKey) -> Result<RotationOutcome, KeyError> {
+        match &self.shared {
+            Some(b) => {
+                let _flight = b.flight.lock().await;
+                b.rotate_locked(self, Some(key)).await
+            }
+            None => {
+                let kid = key.kid().to_owned();
+                self.rotate_local(key);
+                Ok(RotationOutcome::Rotated { kid })
+            }
+        }
+    }
+
+    /// Rotates this process's ring (no store).
+    fn rotate_local(&self, key: SigningKey) {
         let mut guard = self
             .state
             .write()
@@ -448,8 +520,29 @@ impl KeyRing {
     /// Signs `claims` with the current key and header `typ`.
     ///
     /// # Errors
-    /// When signing fails.
+    /// When signing fails; [`KeyError::Stale`] on a ring kept in a store whose last reload
+    /// failed or is older than its refresh interval (plus a short grace): it never signs
+    /// with a key other instances may have retired.
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
+        if let Some(b) = &self.shared {
+            b.check_fresh()?;
+        }
+        self.current().sign(typ, claims)
+    }
+
+    /// [`sign`](Self::sign), after reloading a stale shared ring (at most once a second):
+    /// what the authorization server mints with.
+    ///
+    /// # Errors
+    /// As [`sign`](Self::sign), when the ring is still stale after the reload.
+    pub(crate) async fn sign_fresh<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, KeyError> {
+        if let Some(b) = &self.shared {
+            b.ensure_fresh(self).await?;
+        }
         self.current().sign(typ, claims)
     }
 }

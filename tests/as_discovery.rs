@@ -348,7 +348,8 @@ async fn jwks_publishes_the_signing_keys_and_follows_rotation() {
     let token = issue_token(&server, &app, "/token").await;
     assert_eq!(keys[0]["kid"].as_str().unwrap(), kid_of(&token));
 
-    ring.rotate(SigningKey::generate(SigningAlgorithm::EdDsa).unwrap());
+    ring.rotate(SigningKey::generate(SigningAlgorithm::EdDsa).unwrap())
+        .unwrap();
     let r = get(&app, "/jwks.json").await;
     let kids: Vec<&str> = r.body["keys"]
         .as_array()

@@ -32,7 +32,7 @@ const RESOURCE: &str = "https://mcp.example.com/mcp";
 /// A key store that counts reads and can be switched off.
 #[derive(Default)]
 struct Probe {
-    inner: MemoryStore,
+    inner: Arc<MemoryStore>,
     loads: AtomicUsize,
     down: AtomicBool,
 }
@@ -414,4 +414,160 @@ async fn local_rings_rotate_too() {
         vec![outcome.kid().to_owned(), old]
     );
     server.key_ring().reload().await.unwrap();
+}
+
+/// Mints one access token with a `JwtIssuer` on `ring` (what the token endpoint does).
+async fn mint(ring: &KeyRing) -> Result<String, mcp_oauth::issuer::IssueError> {
+    use mcp_oauth::issuer::{AccessTokenRequest, JwtIssuer, TokenIssuer};
+    let scope: mcp_oauth::scope::ScopeSet = "read".parse().unwrap();
+    let claims = serde_json::Map::new();
+    JwtIssuer::new(ISSUER, ring.clone())
+        .issue(&AccessTokenRequest {
+            subject: "alice",
+            client_id: "c1",
+            scope: &scope,
+            audience: RESOURCE,
+            family_id: "fam",
+            auth_time: now(),
+            claims: &claims,
+            lifetime: Duration::from_secs(300),
+        })
+        .await
+        .map(|t| t.token)
+}
+
+/// Issue 13 item 6: the retention must cover the access-token lifetime **plus the refresh
+/// interval** (an instance that has not reloaded may sign with a key another one retired
+/// up to a refresh interval ago) plus a margin. Access + 2 min was accepted before.
+#[tokio::test]
+async fn retention_must_cover_the_refresh_interval_too() {
+    let short = KeyRing::from_store(MemoryStore::new())
+        .refresh_interval(Duration::from_secs(3600))
+        .retain_retired_for(Duration::from_secs(3600 + 120))
+        .open()
+        .await
+        .unwrap();
+    let err = AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
+        .access_token_ttl(Duration::from_secs(3600))
+        .key_ring(short)
+        .build()
+        .await
+        .unwrap_err();
+    let ConfigError::KeyRetentionTooShort {
+        retention,
+        refresh_interval,
+        needed,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*retention, Duration::from_secs(3720));
+    assert_eq!(*refresh_interval, Duration::from_secs(3600));
+    assert_eq!(*needed, Duration::from_secs(3600 + 3600 + 300));
+    let text = err.to_string();
+    for n in ["3720", "3600", "7500"] {
+        assert!(text.contains(n), "the error names {n}: {text}");
+    }
+
+    // Enough: accepted; and the default retention of a ring the server opens covers it.
+    let enough = KeyRing::from_store(MemoryStore::new())
+        .refresh_interval(Duration::from_secs(60))
+        .retain_retired_for(Duration::from_secs(3600 + 60 + 300))
+        .open()
+        .await
+        .unwrap();
+    AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
+        .access_token_ttl(Duration::from_secs(3600))
+        .key_ring(enough)
+        .build()
+        .await
+        .unwrap();
+}
+
+/// Issue 13 item 6: an instance whose reload failed may have missed a rotation, so it must
+/// not go on signing with the key it holds as current (other instances may drop it before
+/// the tokens expire): minting fails (the token endpoint answers 503) until a reload works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_whose_reload_failed_refuses_to_sign() {
+    let shared = Arc::new(MemoryStore::new());
+    let a = open(shared.clone()).await;
+    // B reaches the same keys through a connection that can fail.
+    let probe = Arc::new(Probe {
+        inner: shared.clone(),
+        ..Probe::default()
+    });
+    let b = open(probe.clone()).await;
+    assert_eq!(a.current().kid(), b.current().kid());
+    assert!(mint(&b).await.is_ok());
+
+    // A rotates; B's store is unreachable when it reloads.
+    let old = b.current().kid().to_owned();
+    let rotated = a.rotate_fresh().await.unwrap();
+    probe.down.store(true, Ordering::SeqCst);
+    assert!(b.reload().await.is_err());
+    assert_eq!(
+        b.current().kid(),
+        old,
+        "B still holds the retired key as current"
+    );
+    let refused = b.sign("at+jwt", &claims()).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            KeyError::Stale {
+                reload_failed: true,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let err = mint(&b).await.unwrap_err();
+    assert!(err.to_string().contains("refusing to sign"), "{err}");
+
+    // The store is back: minting reloads first (at most once a second: wait that out) and
+    // signs with A's new key.
+    probe.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let token = mint(&b).await.unwrap();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(rotated.kid()));
+    assert!(b.sign("at+jwt", &claims()).is_ok());
+}
+
+/// Issue 13 item 6: `KeyRing::rotate` on a shared ring made a key only this process knew
+/// (other instances refused its tokens, the next reload dropped it). It is refused now, and
+/// `rotate_to` rotates through the store, where every instance sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_shared_ring_goes_through_the_store() {
+    let store = Arc::new(MemoryStore::new());
+    let a = open(store.clone()).await;
+    let b = open(store.clone()).await;
+    let first = a.current().kid().to_owned();
+    let local = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    assert!(matches!(a.rotate(local), Err(KeyError::SharedRing)));
+    assert_eq!(a.current().kid(), first, "nothing changed");
+
+    let pem_key = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
+    let new_kid = pem_key.kid().to_owned();
+    let outcome = a.rotate_to(pem_key).await.unwrap();
+    assert_eq!(
+        outcome,
+        RotationOutcome::Rotated {
+            kid: new_kid.clone()
+        }
+    );
+    assert_eq!(a.current().kid(), new_kid);
+    b.reload().await.unwrap();
+    assert_eq!(
+        b.current().kid(),
+        new_kid,
+        "the other instance signs with it"
+    );
+    assert_eq!(b.current().algorithm(), SigningAlgorithm::EdDsa);
+    let token = a.sign("at+jwt", &claims()).unwrap();
+    let (_server, app_b) = instance(b).await;
+    assert_eq!(app_probe::mcp(&app_b, &token).await, StatusCode::OK);
 }

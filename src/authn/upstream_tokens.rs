@@ -42,7 +42,7 @@
 
 use std::fmt;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::aead::NONCE_LEN;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -113,13 +113,6 @@ impl UpstreamTokenKey {
             )));
         }
         Ok(())
-    }
-
-    fn aead(&self) -> LessSafeKey {
-        // A 32-byte key is always valid for AES-256-GCM.
-        LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &self.key).unwrap_or_else(|_| unreachable!()),
-        )
     }
 }
 
@@ -320,22 +313,13 @@ impl Sealer {
             scope: tokens.scope.clone(),
             obtained_at: tokens.obtained_at,
         };
-        let mut in_out = serde_json::to_vec(&plain).ok()?;
-        let mut nonce = [0u8; NONCE_LEN];
-        crate::util::fill_random(&mut nonce);
-        key.aead()
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(provider, subject, &key.id)),
-                &mut in_out,
-            )
-            .ok()?;
-        let mut out = Vec::with_capacity(MAGIC.len() + 1 + key.id.len() + NONCE_LEN + in_out.len());
+        let json = serde_json::to_vec(&plain).ok()?;
+        let sealed = crate::crypto::aead::seal(&key.key, &aad(provider, subject, &key.id), &json)?;
+        let mut out = Vec::with_capacity(MAGIC.len() + 1 + key.id.len() + sealed.len());
         out.extend_from_slice(MAGIC);
         out.push(u8::try_from(key.id.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(key.id.as_bytes());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&in_out);
+        out.extend_from_slice(&sealed);
         Some(out)
     }
 
@@ -346,24 +330,17 @@ impl Sealer {
         subject: &str,
         record: &[u8],
     ) -> Result<UpstreamTokens, UpstreamTokensError> {
-        let (id, nonce, sealed) = split(record).ok_or(UpstreamTokensError::Tampered)?;
+        let (id, _, _) = split(record).ok_or(UpstreamTokensError::Tampered)?;
         let Some(key) = self.keys.iter().find(|k| k.id.as_bytes() == id) else {
             return Err(UpstreamTokensError::UnknownKey {
                 key_id: String::from_utf8_lossy(id).into_owned(),
             });
         };
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| UpstreamTokensError::Tampered)?;
-        let mut in_out = sealed.to_vec();
-        let plain = key
-            .aead()
-            .open_in_place(
-                nonce,
-                Aad::from(aad(provider, subject, &key.id)),
-                &mut in_out,
-            )
-            .map_err(|_| UpstreamTokensError::Tampered)?;
-        let p: Plain = serde_json::from_slice(plain).map_err(|_| UpstreamTokensError::Tampered)?;
+        // The nonce and the sealed body, as `crypto::aead::seal` laid them out.
+        let sealed = &record[MAGIC.len() + 1 + id.len()..];
+        let plain = crate::crypto::aead::open(&key.key, &aad(provider, subject, &key.id), sealed)
+            .ok_or(UpstreamTokensError::Tampered)?;
+        let p: Plain = serde_json::from_slice(&plain).map_err(|_| UpstreamTokensError::Tampered)?;
         Ok(UpstreamTokens {
             access_token: p.access_token,
             token_type: p.token_type,

@@ -12,7 +12,8 @@
 //!   outcome only tells the tests (and the logs) which case it was.
 //!
 //! `token_type_hint` only decides which kind is looked up first (§2.1). A store failure is
-//! `temporarily_unavailable`.
+//! `temporarily_unavailable`, and so is a token that cannot be checked because the key ring
+//! could not be reloaded: the endpoint never answers `200` without having revoked.
 
 use super::Env;
 use crate::error::OAuthError;
@@ -109,9 +110,20 @@ async fn revoke_access(
     if !looks_like_jwt(token) {
         return Ok(None);
     }
-    // Expired, foreign or forged tokens fail here and need no action.
-    let Ok(auth) = verifier.verify(token).await else {
-        return Ok(None);
+    // Expired, foreign or forged tokens fail here and need no action. A verifier that could
+    // not decide (the key ring's store failed while looking up an unknown `kid`) is not an
+    // answer: saying `200` then would tell the client its token is revoked when it is not.
+    let auth = match verifier.verify(token).await {
+        Ok(auth) => auth,
+        Err(crate::verify::VerifyError::Unavailable { context, .. }) => {
+            tracing::error!(target: "mcp_oauth::revoke", client_id = %client.client_id, %context,
+                "cannot verify the access token to revoke (key ring unavailable)");
+            return Err(OAuthError::unavailable_retry(
+                "The authorization server is temporarily unavailable",
+                5,
+            ));
+        }
+        Err(_) => return Ok(None),
     };
     let (Some(jti), Some(exp)) = (auth.token_id(), auth.expires_at()) else {
         return Ok(None);
@@ -299,4 +311,106 @@ mod tests {
         };
         assert!(exchange(&t.env, &client, refresh).await.is_err());
     }
+
+    /// A key store that fails every call once told to (a database that went away).
+    struct FailingKeys {
+        inner: crate::store::MemoryStore,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl FailingKeys {
+        fn check(&self) -> Result<(), crate::store::StoreError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::store::StoreError::unavailable("key store down"));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::KeyStore for FailingKeys {
+        async fn load_keys(
+            &self,
+            ring: &str,
+            now: u64,
+        ) -> Result<Vec<crate::store::StoredKey>, crate::store::StoreError> {
+            self.check()?;
+            self.inner.load_keys(ring, now).await
+        }
+        async fn create_initial_key(
+            &self,
+            ring: &str,
+            key: crate::store::StoredKey,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.check()?;
+            self.inner.create_initial_key(ring, key).await
+        }
+        async fn rotate_key(
+            &self,
+            ring: &str,
+            expected: &str,
+            next: crate::store::StoredKey,
+            now: u64,
+            until: u64,
+        ) -> Result<crate::store::KeyRotation, crate::store::StoreError> {
+            self.check()?;
+            self.inner
+                .rotate_key(ring, expected, next, now, until)
+                .await
+        }
+        async fn prune_keys(&self, ring: &str, now: u64) -> Result<u64, crate::store::StoreError> {
+            self.check()?;
+            self.inner.prune_keys(ring, now).await
+        }
+    }
+
+    /// Issue 13 item 6: an access token signed with a key this instance does not hold yet
+    /// (another instance rotated) cannot be checked while the key store is down; `/revoke`
+    /// must answer `503`, not `200` without revoking anything.
+    #[tokio::test]
+    async fn a_key_reload_failure_is_unavailable_not_200() {
+        use crate::keys::{KeyRing, SigningAlgorithm, SigningKey};
+        let t = TestEnv::new().await;
+        let keys = std::sync::Arc::new(FailingKeys {
+            inner: crate::store::MemoryStore::new(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        });
+        let ring = KeyRing::from_store(keys.clone()).open().await.unwrap();
+        let verifier = crate::verify::JwtVerifier::builder(ring)
+            .issuer(t.env.cfg.issuer())
+            .audience(RESOURCE_FOR_TESTS)
+            .build()
+            .unwrap();
+        // A token signed with a key rotated in elsewhere: its kid is unknown here.
+        let other = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+        let token = other
+            .sign(
+                "at+jwt",
+                &serde_json::json!({"sub": "alice", "client_id": "public"}),
+            )
+            .unwrap();
+        keys.failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let client = t.client("public").await;
+        for hint in [Some("access_token"), None] {
+            let got = revoke(
+                &t.env,
+                Some(&verifier),
+                &client,
+                RevokeRequest {
+                    token: &token,
+                    token_type_hint: hint,
+                },
+            )
+            .await;
+            let err = got.expect_err("a revocation that could not be checked is not a 200");
+            assert_eq!(
+                err.code(),
+                OAuthErrorCode::TemporarilyUnavailable,
+                "{hint:?}"
+            );
+        }
+    }
+
+    const RESOURCE_FOR_TESTS: &str = crate::flows::test_env::RESOURCE;
 }

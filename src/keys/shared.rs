@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use super::encryption::{self, KeyEncryption};
 use super::{KeyError, KeyRing, RingState, SigningAlgorithm, SigningKey};
-use crate::store::{KeyRotation, KeyStore, StoreError, StoredKey};
+use crate::store::{KeyRotation, KeyStore, PrivateKey, StoreError, StoredKey};
 
 /// The ring the authorization server uses unless told otherwise.
 pub(crate) const DEFAULT_RING: &str = "default";
@@ -17,15 +18,34 @@ const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
 /// How often at most an unknown `kid` makes a shared ring reload, by default.
 const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(5);
 
-/// How long retired keys stay published when nothing else says: the longest access-token
-/// lifetime the authorization server allows (24 h) plus a margin for clock skew and leeway.
-/// An [`AuthorizationServer`](crate::server::AuthorizationServer) built with the ring lowers
-/// it to its own access-token lifetime plus [`RETENTION_MARGIN`].
-const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600 + 300);
+/// The longest access-token lifetime the authorization server allows (24 h): how long
+/// retired keys stay published (plus the refresh interval and [`RETENTION_MARGIN`]) when
+/// nothing else says. An [`AuthorizationServer`](crate::server::AuthorizationServer) built
+/// with the ring lowers it to its own access-token lifetime plus the same.
+const LONGEST_ACCESS_TOKEN: Duration = Duration::from_secs(24 * 3600);
 
-/// What retired keys are kept for beyond the access-token lifetime (leeway and clock skew).
-#[cfg(feature = "server")]
+/// What retired keys are kept for beyond the access-token lifetime and the refresh interval:
+/// the grace a ring's view may lag behind its refresh ([`STALE_GRACE`]), the verifiers'
+/// leeway and clock skew.
 pub(crate) const RETENTION_MARGIN: Duration = Duration::from_secs(300);
+
+/// How much longer than its refresh interval a shared ring's view of the store may be before
+/// it stops signing (a slow or late reload). A ring whose last reload failed, or whose last
+/// good load is older than `refresh_interval + STALE_GRACE`, refuses to sign: it may hold a
+/// current key another instance has retired, and signing with it could outlive the key's
+/// publication. The retention a server demands covers this lag.
+pub(crate) const STALE_GRACE: Duration = Duration::from_secs(30);
+
+/// How often at most signing on a stale ring makes it try a reload itself.
+const STALE_RELOAD_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// The least retention that is safe for tokens living `access`, on a ring reloading every
+/// `refresh`: a stale instance may sign with a key retired up to `refresh` plus
+/// [`STALE_GRACE`] ago, and its tokens live `access` beyond that; [`RETENTION_MARGIN`] covers
+/// the grace, leeway and clock skew.
+pub(crate) fn needed_retention(access: Duration, refresh: Duration) -> Duration {
+    access + refresh + RETENTION_MARGIN
+}
 
 /// How often a shared ring prunes retired keys from the store.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -69,6 +89,7 @@ pub struct StoreRingBuilder {
     unknown_kid_cooldown: Duration,
     rotate_every: Option<Duration>,
     retention: Option<Duration>,
+    encryption: Option<Arc<dyn KeyEncryption>>,
 }
 
 impl fmt::Debug for StoreRingBuilder {
@@ -134,6 +155,7 @@ impl KeyRing {
             unknown_kid_cooldown: DEFAULT_UNKNOWN_KID_COOLDOWN,
             rotate_every: None,
             retention: None,
+            encryption: None,
         }
     }
 
@@ -174,25 +196,26 @@ impl KeyRing {
         match &self.shared {
             Some(b) => {
                 let _flight = b.flight.lock().await;
-                b.rotate_locked(self).await
+                b.rotate_locked(self, None).await
             }
             None => {
                 let key = SigningKey::generate(self.current().algorithm())?;
                 let kid = key.kid().to_owned();
-                self.rotate(key);
+                self.rotate_local(key);
                 Ok(RotationOutcome::Rotated { kid })
             }
         }
     }
 
-    /// How long retired keys of a shared ring stay published, and whether that was set
-    /// explicitly; `None` for a ring that is not shared.
+    /// How long retired keys of a shared ring stay published, whether that was set
+    /// explicitly, and the ring's refresh interval; `None` for a ring that is not shared.
     #[cfg(feature = "server")]
-    pub(crate) fn shared_retention(&self) -> Option<(Duration, bool)> {
+    pub(crate) fn shared_retention(&self) -> Option<(Duration, bool, Duration)> {
         self.shared.as_ref().map(|b| {
             (
                 Duration::from_secs(b.retention_secs.load(Ordering::Relaxed)),
                 b.retention_explicit,
+                b.refresh_interval,
             )
         })
     }
@@ -251,11 +274,48 @@ impl StoreRingBuilder {
     }
 
     /// How long a retired key stays published and accepted (by default the authorization
-    /// server's access-token lifetime plus 5 min, or 24 h 5 min for a ring used without
-    /// one). It must outlive every token the key signed, so an authorization server refuses
-    /// to start when this is shorter than its access-token lifetime plus 1 min.
+    /// server's access-token lifetime plus the [refresh interval](Self::refresh_interval)
+    /// plus 5 min, or 24 h plus the same for a ring used without one). It must outlive every
+    /// token the key signed, including tokens an instance that has not reloaded yet still
+    /// signs with it, so an authorization server refuses to start
+    /// ([`ConfigError::KeyRetentionTooShort`](crate::ConfigError::KeyRetentionTooShort)) when
+    /// this is shorter than its access-token lifetime plus the refresh interval plus 5 min.
     pub fn retain_retired_for(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
+        self
+    }
+
+    /// Wraps the private keys this ring writes to the store with `encryption` (envelope
+    /// encryption: the store, its replicas and backups hold only wrapped keys), and unwraps
+    /// them when loading. Keys stored in plain text before (by an older version, or before
+    /// this was set) still load, each with a warning, and a plain current key is rotated
+    /// away at once (the retired plain key is pruned once its tokens expired). Every
+    /// instance of the ring needs the same key-encryption key (or KMS).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mcp_oauth::keys::{AesGcmKeyEncryption, KeyRing};
+    /// use mcp_oauth::store::{KeyStore as _, MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), mcp_oauth::keys::KeyError> {
+    /// let store = Arc::new(MemoryStore::new());
+    /// // In production: AesGcmKeyEncryption::from_env()? (MCP_OAUTH_KEY_ENCRYPTION_KEY).
+    /// let kek = AesGcmKeyEncryption::new("2026-12", [7; 32])?;
+    /// let ring = KeyRing::from_store(store.clone()).key_encryption(kek).open().await?;
+    /// let stored = store.load_keys("default", u64::MAX / 2).await?;
+    /// assert!(stored[0].private_key.as_pkcs8_der().starts_with(b"MSK1"), "wrapped");
+    /// # let _ = ring;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn key_encryption(mut self, encryption: impl KeyEncryption) -> Self {
+        self.encryption = Some(Arc::new(encryption));
+        self
+    }
+
+    /// [`key_encryption`](Self::key_encryption) with a shared one.
+    pub fn key_encryption_arc(mut self, encryption: Arc<dyn KeyEncryption>) -> Self {
+        self.encryption = Some(encryption);
         self
     }
 
@@ -309,18 +369,53 @@ impl StoreRingBuilder {
             refresh_interval: self.refresh_interval,
             unknown_kid_cooldown: self.unknown_kid_cooldown,
             rotate_every: self.rotate_every,
-            retention_secs: AtomicU64::new(self.retention.unwrap_or(DEFAULT_RETENTION).as_secs()),
+            retention_secs: AtomicU64::new(
+                self.retention
+                    .unwrap_or_else(|| {
+                        needed_retention(LONGEST_ACCESS_TOKEN, self.refresh_interval)
+                    })
+                    .as_secs(),
+            ),
             #[cfg(feature = "server")]
             retention_explicit: self.retention.is_some(),
+            encryption: self.encryption,
+            warned_plain: Mutex::new(std::collections::HashSet::new()),
             flight: tokio::sync::Mutex::new(()),
             last_unknown: Mutex::new(None),
             meta: Mutex::new(Meta::default()),
+            health: Mutex::new(Health {
+                loaded_at: Instant::now(),
+                failed: false,
+                last_forced: None,
+            }),
         });
         let (current, previous) = {
             let _flight = binding.flight.lock().await;
             binding.load(None).await?
         };
+        binding.record_load(true);
+        let plain_current = binding.lock_meta().current_plain;
         let ring = KeyRing::new_shared(current, previous, binding.clone());
+        if plain_current {
+            // A current key in plain text under key encryption: rotate it away (of instances
+            // doing this at once, one wins), so new tokens are signed with a wrapped key and
+            // the plain one is pruned when its tokens have expired.
+            let _flight = binding.flight.lock().await;
+            match binding.rotate_locked(&ring, None).await {
+                Ok(outcome) => tracing::warn!(
+                    target: "mcp_oauth::keys",
+                    ring = %binding.ring,
+                    kid = %outcome.kid(),
+                    "the current signing key was stored in plain text; rotated to a wrapped key"
+                ),
+                Err(e) => tracing::warn!(
+                    target: "mcp_oauth::keys",
+                    ring = %binding.ring,
+                    error = %e,
+                    "the current signing key is stored in plain text and rotating it away failed"
+                ),
+            }
+        }
         spawn_refresher(&binding, &ring);
         tracing::info!(
             target: "mcp_oauth::keys",
@@ -354,6 +449,8 @@ impl KeyRing {
 struct Meta {
     /// `created_at` of the current key (scheduled rotation counts from it).
     current_created_at: u64,
+    /// Whether the current key is stored in plain text although the ring encrypts keys.
+    current_plain: bool,
     /// When retired keys were last pruned.
     last_prune: Option<Instant>,
 }
@@ -372,10 +469,28 @@ pub(crate) struct Binding {
     retention_explicit: bool,
     /// Serialises this process's reloads and rotations: one store read at a time, and
     /// callers that find a reload in flight wait for its result instead of starting another.
-    flight: tokio::sync::Mutex<()>,
+    pub(super) flight: tokio::sync::Mutex<()>,
     /// When an unknown `kid` last made the ring reload.
     last_unknown: Mutex<Option<Instant>>,
     meta: Mutex<Meta>,
+    /// Wraps and unwraps the private keys in the store.
+    encryption: Option<Arc<dyn KeyEncryption>>,
+    /// Plain-text keys already warned about.
+    warned_plain: Mutex<std::collections::HashSet<String>>,
+    /// Whether this instance's view of the ring is recent enough to sign with.
+    health: Mutex<Health>,
+}
+
+/// How recent a shared ring's view of the store is.
+#[derive(Debug)]
+struct Health {
+    /// When the ring was last loaded successfully.
+    loaded_at: Instant,
+    /// Whether the last reload failed (the ring keeps its keys, but may have missed a
+    /// rotation).
+    failed: bool,
+    /// When signing on a stale ring last tried a reload itself.
+    last_forced: Option<Instant>,
 }
 
 impl fmt::Debug for Binding {
@@ -409,7 +524,7 @@ impl Binding {
                     "the key store holds no current key for this ring any more; creating one"
                 );
             }
-            let initial = StoredKey::generate(self.algorithm, now)?;
+            let initial = self.seal(StoredKey::generate(self.algorithm, now)?).await?;
             let kid = initial.kid.clone();
             if self.store.create_initial_key(&self.ring, initial).await? {
                 tracing::info!(target: "mcp_oauth::keys", ring = %self.ring, %kid, "created the ring's first signing key");
@@ -457,21 +572,16 @@ impl Binding {
                 .cmp(&(a.retired_at, a.created_at))
                 .then_with(|| a.kid.cmp(&b.kid))
         });
-        let parse = |k: &StoredKey| -> Result<Arc<SigningKey>, KeyError> {
-            if let Some(found) = known.and_then(|r| r.find(&k.kid)) {
-                return Ok(found);
-            }
-            k.signing_key().map(Arc::new)
-        };
-        let current_key = parse(&current).map_err(|e| {
-            KeyError::Store(StoreError::corrupt(format!(
+        let current_key = self.open_key(&current, known).await.map_err(|e| match e {
+            KeyError::Encryption(_) => e,
+            e => KeyError::Store(StoreError::corrupt(format!(
                 "ring {}: current key {}: {e}",
                 self.ring, current.kid
-            )))
+            ))),
         })?;
         let mut previous = Vec::with_capacity(retired.len());
         for k in &retired {
-            match parse(k) {
+            match self.open_key(k, known).await {
                 Ok(key) => previous.push(key),
                 Err(e) => tracing::warn!(
                     target: "mcp_oauth::keys",
@@ -482,17 +592,140 @@ impl Binding {
                 ),
             }
         }
-        self.lock_meta().current_created_at = current.created_at;
+        {
+            let mut meta = self.lock_meta();
+            meta.current_created_at = current.created_at;
+            meta.current_plain = self.encryption.is_some()
+                && !encryption::is_wrapped(current.private_key.as_pkcs8_der());
+        }
         Ok((current_key, previous))
+    }
+
+    /// Wraps a new key's private key when the ring encrypts keys.
+    async fn seal(&self, mut key: StoredKey) -> Result<StoredKey, KeyError> {
+        if let Some(enc) = &self.encryption {
+            let context = encryption::context(&self.ring, &key.kid, key.algorithm);
+            let wrapped =
+                encryption::wrap(&**enc, key.private_key.as_pkcs8_der(), &context).await?;
+            key.private_key = PrivateKey::from_pkcs8_der(wrapped);
+        }
+        Ok(key)
+    }
+
+    /// The usable key of a stored one: the parsed key `known` already holds, or the stored
+    /// one, unwrapped when it is wrapped.
+    async fn open_key(
+        &self,
+        k: &StoredKey,
+        known: Option<&KeyRing>,
+    ) -> Result<Arc<SigningKey>, KeyError> {
+        if let Some(found) = known.and_then(|r| r.find(&k.kid)) {
+            return Ok(found);
+        }
+        let stored = k.private_key.as_pkcs8_der();
+        if encryption::is_wrapped(stored) {
+            let Some(enc) = &self.encryption else {
+                return Err(KeyError::Encryption(format!(
+                    "key {} is stored wrapped, but this ring has no key encryption (StoreRingBuilder::key_encryption, AuthorizationServerBuilder::key_encryption)",
+                    k.kid
+                )));
+            };
+            let context = encryption::context(&self.ring, &k.kid, k.algorithm);
+            let plain = encryption::unwrap(&**enc, stored, &context).await?;
+            let mut open = k.clone();
+            open.private_key = PrivateKey::from_pkcs8_der(plain);
+            return open.signing_key().map(Arc::new);
+        }
+        if self.encryption.is_some()
+            && self
+                .warned_plain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(k.kid.clone())
+        {
+            tracing::warn!(
+                target: "mcp_oauth::keys",
+                ring = %self.ring,
+                kid = %k.kid,
+                "a signing key is stored in plain text (written by an older version, or before key encryption was set); it stays usable until it is rotated away and pruned"
+            );
+        }
+        k.signing_key().map(Arc::new)
     }
 
     fn lock_meta(&self) -> std::sync::MutexGuard<'_, Meta> {
         self.meta.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the outcome of a load.
+    fn record_load(&self, ok: bool) {
+        let mut h = self.lock_health();
+        h.failed = !ok;
+        if ok {
+            h.loaded_at = Instant::now();
+        }
+    }
+
+    /// The longest this instance's view may lag behind the store and still sign.
+    fn max_staleness(&self) -> Duration {
+        self.refresh_interval + STALE_GRACE
+    }
+
+    /// `Ok` when the ring may sign: its last reload succeeded, no longer than the refresh
+    /// interval (plus [`STALE_GRACE`]) ago. Otherwise [`KeyError::Stale`].
+    pub(crate) fn check_fresh(&self) -> Result<(), KeyError> {
+        let h = self.lock_health();
+        let age = h.loaded_at.elapsed();
+        if h.failed || age > self.max_staleness() {
+            return Err(KeyError::Stale {
+                ring: self.ring.clone(),
+                age_secs: age.as_secs(),
+                reload_failed: h.failed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the ring fit to sign: when it is stale (see [`check_fresh`](Self::check_fresh)),
+    /// reloads it now (at most once per [`STALE_RELOAD_COOLDOWN`], one reload at a time).
+    pub(crate) async fn ensure_fresh(&self, ring: &KeyRing) -> Result<(), KeyError> {
+        if self.check_fresh().is_ok() {
+            return Ok(());
+        }
+        let _flight = self.flight.lock().await;
+        if self.check_fresh().is_ok() {
+            return Ok(());
+        }
+        let due = {
+            let mut h = self.lock_health();
+            let due = h
+                .last_forced
+                .is_none_or(|t| t.elapsed() >= STALE_RELOAD_COOLDOWN);
+            if due {
+                h.last_forced = Some(Instant::now());
+            }
+            due
+        };
+        if due && let Err(e) = self.reload_locked(ring).await {
+            tracing::warn!(
+                target: "mcp_oauth::keys",
+                ring = %self.ring,
+                error = %e,
+                "the signing keys are stale and reloading them failed; refusing to sign"
+            );
+        }
+        self.check_fresh()
+    }
+
     /// Reloads into `ring`; the caller holds `flight`.
     async fn reload_locked(&self, ring: &KeyRing) -> Result<(), KeyError> {
-        let (current, previous) = self.load(Some(ring)).await?;
+        let loaded = self.load(Some(ring)).await;
+        self.record_load(loaded.is_ok());
+        let (current, previous) = loaded?;
         let before = ring.current().kid().to_owned();
         ring.replace(current, previous);
         let after = ring.current();
@@ -502,11 +735,27 @@ impl Binding {
         Ok(())
     }
 
-    /// The compare-and-swap rotation; the caller holds `flight`.
-    async fn rotate_locked(&self, ring: &KeyRing) -> Result<RotationOutcome, KeyError> {
+    /// The compare-and-swap rotation to `key` (or a generated one); the caller holds
+    /// `flight`.
+    pub(super) async fn rotate_locked(
+        &self,
+        ring: &KeyRing,
+        key: Option<SigningKey>,
+    ) -> Result<RotationOutcome, KeyError> {
         let expected = ring.current().kid().to_owned();
         let now = crate::util::now();
-        let next = StoredKey::generate(self.algorithm, now)?;
+        let next = match key {
+            None => StoredKey::generate(self.algorithm, now)?,
+            Some(key) => StoredKey {
+                kid: key.kid().to_owned(),
+                algorithm: key.algorithm(),
+                private_key: crate::store::PrivateKey::from_pkcs8_der(key.pkcs8_der().to_vec()),
+                created_at: now,
+                retired_at: None,
+                publish_until: None,
+            },
+        };
+        let next = self.seal(next).await?;
         let next_kid = next.kid.clone();
         let publish_until = now.saturating_add(self.retention_secs.load(Ordering::Relaxed));
         let outcome = self
@@ -547,6 +796,14 @@ impl Binding {
             return Ok(Some(k));
         }
         if !due {
+            // Within the cooldown after a reload that failed, the key may well exist: the
+            // answer is "unavailable", not "no such key".
+            if self.lock_health().failed {
+                return Err(KeyError::Store(StoreError::unavailable(format!(
+                    "ring {}: the last reload of the signing keys failed",
+                    self.ring
+                ))));
+            }
             return Ok(None);
         }
         self.reload_locked(ring).await?;
@@ -569,7 +826,7 @@ impl Binding {
         if let Some(every) = self.rotate_every {
             let created = self.lock_meta().current_created_at;
             if now >= created.saturating_add(every.as_secs())
-                && let Err(e) = self.rotate_locked(ring).await
+                && let Err(e) = self.rotate_locked(ring, None).await
             {
                 tracing::warn!(target: "mcp_oauth::keys", ring = %self.ring, error = %e, "scheduled key rotation failed");
             }
@@ -622,4 +879,46 @@ fn spawn_refresher(binding: &Arc<Binding>, ring: &KeyRing) {
             binding.tick(&ring).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// Issue 13 item 6: a ring whose view of the store is older than its refresh interval
+    /// plus the grace (its background refresh stalled) refuses to sign; minting reloads
+    /// first and then signs.
+    #[tokio::test]
+    async fn a_stale_view_refuses_to_sign_until_reloaded() {
+        let ring = KeyRing::from_store(MemoryStore::new())
+            .refresh_interval(Duration::from_secs(3600))
+            .open()
+            .await
+            .unwrap();
+        let claims = serde_json::json!({"sub": "alice"});
+        assert!(ring.sign("at+jwt", &claims).is_ok());
+        let binding = ring.shared.clone().unwrap();
+        let Some(long_ago) = Instant::now()
+            .checked_sub(Duration::from_secs(3600) + STALE_GRACE + Duration::from_secs(1))
+        else {
+            return; // the machine has not been up that long
+        };
+        binding.lock_health().loaded_at = long_ago;
+        let err = ring.sign("at+jwt", &claims).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeyError::Stale {
+                    reload_failed: false,
+                    age_secs,
+                    ..
+                } if age_secs > 3600
+            ),
+            "{err:?}"
+        );
+        // The issuer's path reloads the stale ring, then signs.
+        assert!(ring.sign_fresh("at+jwt", &claims).await.is_ok());
+        assert!(ring.sign("at+jwt", &claims).is_ok());
+    }
 }

@@ -16,7 +16,7 @@ use super::{
 use crate::authn::{ScopePolicy, UserAuthenticator};
 use crate::config::{ClientProblem, ConfigError, EphemeralKeysReason};
 use crate::issuer::TokenIssuer;
-use crate::keys::{KeyRing, SigningAlgorithm};
+use crate::keys::{KeyEncryption, KeyError, KeyRing, SigningAlgorithm};
 use crate::store::{ClientStore, GrantStore, MemoryStore};
 
 /// Default sustained rate of `/register` requests that **create** a client, per client
@@ -44,6 +44,7 @@ pub struct AuthorizationServerBuilder {
     scope_policy: Option<Arc<dyn ScopePolicy>>,
     pages: Option<Arc<dyn pages::Pages>>,
     key_ring: Option<KeyRing>,
+    key_encryption: Option<Arc<dyn KeyEncryption>>,
     ephemeral_keys: bool,
     lifetimes: Lifetimes,
     limits: Limits,
@@ -80,6 +81,7 @@ impl Default for AuthorizationServerBuilder {
             scope_policy: None,
             pages: None,
             key_ring: None,
+            key_encryption: None,
             ephemeral_keys: false,
             lifetimes: Lifetimes {
                 code: Duration::from_secs(60),
@@ -175,7 +177,8 @@ impl AuthorizationServerBuilder {
     /// (`.key_ring(KeyRing::from_store(store.clone()).ring_name("as-2").open().await?)`, see
     /// [`KeyRing::from_store`]), to keep the keys in another store, or to sign with keys
     /// loaded from PEM or DER ([`KeyRing::new`]). A shared ring's retired keys stay published
-    /// for the access-token lifetime plus 5 minutes, unless set explicitly with
+    /// for the access-token lifetime plus the ring's refresh interval plus 5 minutes, unless
+    /// set explicitly with
     /// [`retain_retired_for`](crate::keys::StoreRingBuilder::retain_retired_for).
     ///
     /// On a durable store, a ring whose key was generated in this process
@@ -184,6 +187,37 @@ impl AuthorizationServerBuilder {
     /// [`ephemeral_keys`](Self::ephemeral_keys) to accept that.
     pub fn key_ring(mut self, ring: KeyRing) -> Self {
         self.key_ring = Some(ring);
+        self
+    }
+
+    /// Envelope encryption of the signing keys the server keeps in its store (see
+    /// [`KeyEncryption`]): the store, its replicas and backups then hold only wrapped private
+    /// keys. For the ring [`build`](Self::build) opens in a durable store; a ring passed with
+    /// [`key_ring`](Self::key_ring) takes it from
+    /// [`StoreRingBuilder::key_encryption`](crate::keys::StoreRingBuilder::key_encryption)
+    /// instead (setting both is refused).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use mcp_oauth::authn::StaticUsers;
+    /// use mcp_oauth::keys::AesGcmKeyEncryption;
+    /// use mcp_oauth::server::AuthorizationServer;
+    /// use mcp_oauth::store::sql::SqliteStore;
+    ///
+    /// let kek = AesGcmKeyEncryption::from_env()?.expect("MCP_OAUTH_KEY_ENCRYPTION_KEY is set");
+    /// let server = AuthorizationServer::builder()
+    ///     .authenticator(StaticUsers::new())
+    ///     .store(SqliteStore::open("mcp-oauth.db").await?)
+    ///     .key_encryption(kek)
+    ///     .build()
+    ///     .await?;
+    /// # let _ = server;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn key_encryption(mut self, encryption: impl KeyEncryption) -> Self {
+        self.key_encryption = Some(Arc::new(encryption));
         self
     }
 
@@ -516,7 +550,7 @@ impl AuthorizationServerBuilder {
     /// [durable](GrantStore::is_durable) grant store, the ring kept in the store's
     /// [`key_store`](GrantStore::key_store), loaded (or created, on first start) with
     /// [`KeyRing::from_store`] under the name `default` and with retired keys published for
-    /// the access-token lifetime plus 5 minutes; or, on a [`MemoryStore`] (or with
+    /// the access-token lifetime plus the refresh interval (30 s) plus 5 minutes; or, on a [`MemoryStore`] (or with
     /// [`ephemeral_keys`](Self::ephemeral_keys)), a fresh ES256 key for this process. This is
     /// why the call is `async`: it may read the store.
     ///
@@ -640,7 +674,13 @@ impl AuthorizationServerBuilder {
             None => pages::default_pages(),
         };
         // Last: everything else is checked before the store is read.
-        let key_ring = signing_keys(self.key_ring, self.ephemeral_keys, &grants).await?;
+        let key_ring = signing_keys(
+            self.key_ring,
+            self.key_encryption,
+            self.ephemeral_keys,
+            &grants,
+        )
+        .await?;
         check_key_retention(&key_ring, l.access)?;
         Ok(AuthorizationServer {
             inner: Arc::new(ServerInner {
@@ -685,15 +725,29 @@ impl AuthorizationServerBuilder {
 /// unless `ephemeral` (the named opt-out), which logs a warning.
 async fn signing_keys(
     given: Option<KeyRing>,
+    encryption: Option<Arc<dyn KeyEncryption>>,
     ephemeral: bool,
     grants: &Arc<dyn GrantStore>,
 ) -> Result<KeyRing, ConfigError> {
     let durable = grants.is_durable();
     let ring = match given {
+        Some(_) if encryption.is_some() => {
+            return Err(ConfigError::Key(KeyError::InvalidSetting {
+                setting: "key_encryption",
+                reason: "a key ring was passed with key_ring(..): set the encryption on its StoreRingBuilder (key_encryption) instead".into(),
+            }));
+        }
         Some(ring) => ring,
         None if !durable || ephemeral => KeyRing::generate(SigningAlgorithm::Es256)?,
         None => match grants.clone().key_store() {
-            Some(store) => KeyRing::from_store(store).open().await?,
+            Some(store) => {
+                let builder = KeyRing::from_store(store);
+                let builder = match encryption {
+                    Some(e) => builder.key_encryption_arc(e),
+                    None => builder,
+                };
+                builder.open().await?
+            }
             None => {
                 return Err(ConfigError::EphemeralKeys {
                     reason: EphemeralKeysReason::NoKeyStore,
@@ -715,19 +769,22 @@ async fn signing_keys(
     Ok(ring)
 }
 
-/// A shared ring keeps retired keys as long as access tokens live (plus a margin); an
-/// explicit retention shorter than that would make tokens fail before they expire.
+/// A shared ring keeps retired keys as long as access tokens live, plus its refresh interval
+/// (an instance that has not reloaded yet may still sign with a key another one retired),
+/// plus a margin; an explicit retention shorter than that would make tokens fail before they
+/// expire.
 fn check_key_retention(ring: &KeyRing, access: Duration) -> Result<(), ConfigError> {
-    let Some((retention, explicit)) = ring.shared_retention() else {
+    let Some((retention, explicit, refresh)) = ring.shared_retention() else {
         return Ok(());
     };
-    let needed = access + Duration::from_secs(60);
+    let needed = crate::keys::needed_retention(access, refresh);
     if !explicit {
-        ring.set_default_retention(access + crate::keys::RETENTION_MARGIN);
+        ring.set_default_retention(needed);
     } else if retention < needed {
         return Err(ConfigError::KeyRetentionTooShort {
             retention,
             access_token_ttl: access,
+            refresh_interval: refresh,
             needed,
         });
     }

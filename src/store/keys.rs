@@ -55,7 +55,9 @@ pub struct StoredKey {
     pub kid: String,
     /// The algorithm.
     pub algorithm: SigningAlgorithm,
-    /// The private key. See [`KeyStore`] on what that means for the store.
+    /// The private key: PKCS#8 DER, or a wrapped record when the ring encrypts keys
+    /// ([`KeyEncryption`](crate::keys::KeyEncryption)). See [`KeyStore`] on what that means
+    /// for the store.
     pub private_key: PrivateKey,
     /// When the key was created (seconds since the epoch); scheduled rotation counts from here.
     pub created_at: u64,
@@ -145,11 +147,20 @@ pub enum KeyRotation {
 /// # What the store is trusted with
 /// A [`StoredKey`] carries the **private** key (PKCS#8 DER): whoever can read the key table
 /// (or the Redis hash) can sign tokens that every instance accepts. The built-in stores keep
-/// it as they keep everything else, unencrypted; protect the database accordingly (grant the
-/// table to the store's role only, encrypt at rest, treat backups as secrets). A hook to seal
-/// keys with a key held outside the store (a KMS) may come later; [`PrivateKey`] is an opaque
-/// type so one can be added without changing this trait. The private key never appears in
-/// `Debug` output, logs or errors.
+/// what it is given. Give the ring a key-encryption key
+/// ([`KeyEncryption`](crate::keys::KeyEncryption): AES-256-GCM from the environment with
+/// [`AesGcmKeyEncryption`](crate::keys::AesGcmKeyEncryption), or a KMS) and it hands the
+/// store only wrapped keys (`StoredKey::private_key` then holds a wrapped record, not DER), so
+/// the tables, replicas and backups are useless without that key; set it with
+/// [`AuthorizationServerBuilder::key_encryption`](crate::server::AuthorizationServerBuilder::key_encryption)
+/// or [`StoreRingBuilder::key_encryption`](crate::keys::StoreRingBuilder::key_encryption).
+/// Without one the keys are stored unencrypted: protect the database accordingly (grant the
+/// table to the store's role only, encrypt at rest, treat backups as secrets). The private
+/// key never appears in `Debug` output, logs or errors.
+///
+/// A ring belongs to one authorization server: several issuers cannot share one ring name in
+/// one store (and cannot share the grant tables or Redis prefix either; see the stores'
+/// docs).
 ///
 /// ```
 /// use mcp_oauth::keys::SigningAlgorithm;

@@ -36,6 +36,28 @@
 //! keep: run Redis with persistence (AOF, `appendfsync everysec` or `always`), or use
 //! PostgreSQL.
 //!
+//! # Eviction and failover: what Redis can lose
+//! - **`maxmemory-policy` must be `noeviction`.** Every key this store writes has a TTL, so
+//!   under any `volatile-*` policy (and any `allkeys-*` one) a full Redis evicts them:
+//!   revocation tombstones (a revoked token or family works again), refresh tokens (users
+//!   signed out), signing keys (tokens refused). With `noeviction` a full Redis refuses
+//!   writes instead, which the endpoints answer with `503`. [`RedisStore::connect`] reads
+//!   the policy (`CONFIG GET maxmemory-policy`) and refuses to start on any other; where the
+//!   command is refused (managed services often disable `CONFIG`), it logs an error-level
+//!   warning that it could not check, and starts. The named opt-out is
+//!   [`RedisOptions::allow_eviction_policy`].
+//! - **A failover loses the last writes.** Redis replicates asynchronously: when a primary
+//!   dies, what it had not yet sent to the promoted replica is gone, typically the last
+//!   second. That can undo a rotation (the client holds a successor the store never saw: it
+//!   signs in again), a revocation (a token revoked in that second works again until it
+//!   expires), a registration or a code exchange (the client retries). `WAIT 1 <ms>` per
+//!   write would narrow it at a cost in latency; this store does not do it. If losing a
+//!   revocation is not acceptable, use PostgreSQL with synchronous replication.
+//! - **One issuer per prefix.** The keys under one prefix hold one authorization server's
+//!   clients, grants and signing keys; several issuers cannot share a prefix (a code, token
+//!   or client of one would be honoured by the other). Give each its own prefix
+//!   ([`RedisStore::with_prefix`]) or database.
+//!
 //! ```no_run
 //! # #[cfg(feature = "server")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -119,13 +141,122 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// How [`RedisStore::connect_with`] connects; [`RedisOptions::default`] is what
+/// [`RedisStore::connect`] uses.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct RedisOptions {
+    allow_eviction: bool,
+}
+
+impl RedisOptions {
+    /// The defaults: the server's `maxmemory-policy` must be `noeviction`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts even when the server's `maxmemory-policy` may evict this store's keys (see
+    /// the [module docs](self#eviction-and-failover-what-redis-can-lose)): revoked tokens
+    /// may work again and users may be signed out when Redis fills up. Logged as an error at
+    /// every start. For caches you do not mind losing, or a Redis that can never fill.
+    pub fn allow_eviction_policy(mut self, allow: bool) -> Self {
+        self.allow_eviction = allow;
+        self
+    }
+}
+
+/// What [`RedisStore::check_eviction_policy`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EvictionPolicy {
+    /// `noeviction`: a full Redis refuses writes rather than dropping keys.
+    NoEviction,
+    /// Another policy (`volatile-lru`, `allkeys-lfu`, …): keys of this store may be evicted.
+    Evicting(String),
+    /// The server refused `CONFIG GET` (managed services often do): unknown.
+    Unknown,
+}
+
 impl RedisStore {
     /// Connects to `url` (`redis://[:password@]host:port/db`, `rediss://` for TLS when the
-    /// `redis` crate's TLS feature is on, `redis+unix:///path`), waiting at most 5 s.
+    /// `redis` crate's TLS feature is on, `redis+unix:///path`), waiting at most 5 s, and
+    /// checks that the server never evicts this store's keys (`maxmemory-policy
+    /// noeviction`; see the [module docs](self#eviction-and-failover-what-redis-can-lose)).
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the URL is invalid or the server cannot be reached.
+    /// [`StoreError::Unavailable`] when the URL is invalid or the server cannot be reached;
+    /// [`StoreError::Conflict`] when the server's `maxmemory-policy` is not `noeviction`
+    /// (the message names the policy and the fix).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, RedisOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with options, e.g. the opt-out
+    /// [`allow_eviction_policy`](RedisOptions::allow_eviction_policy).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+        let store = Self::connect_unchecked(url).await?;
+        let policy = store.check_eviction_policy().await?;
+        match policy {
+            EvictionPolicy::NoEviction => {}
+            EvictionPolicy::Unknown => {
+                tracing::error!(
+                    target: "mcp_oauth::store",
+                    "Redis refused CONFIG GET maxmemory-policy: could not check that it never evicts keys; make sure the policy is noeviction, or revoked tokens may work again and users be signed out when it fills up"
+                );
+            }
+            EvictionPolicy::Evicting(p) if options.allow_eviction => {
+                tracing::error!(
+                    target: "mcp_oauth::store",
+                    policy = %p,
+                    "Redis maxmemory-policy may evict this store's keys (allowed by allow_eviction_policy): when it fills up, revoked tokens may work again and users be signed out"
+                );
+            }
+            EvictionPolicy::Evicting(p) => {
+                return Err(StoreError::conflict(format!(
+                    "Redis maxmemory-policy is {p}: every key of this store has a TTL, so a full Redis would evict revocations (revoked tokens work again), refresh tokens and signing keys; set `maxmemory-policy noeviction` (CONFIG SET maxmemory-policy noeviction, and in redis.conf), or opt out with RedisOptions::allow_eviction_policy(true)"
+                )));
+            }
+        }
+        Ok(store)
+    }
+
+    /// Reads the server's `maxmemory-policy`. [`connect`](Self::connect) does this; call it
+    /// yourself on a store made with [`from_manager`](Self::from_manager).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server cannot be reached.
+    pub async fn check_eviction_policy(&self) -> Result<EvictionPolicy, StoreError> {
+        self.run(|mut conn| async move {
+            let reply: Result<Vec<String>, RedisError> = ::redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut conn)
+                .await;
+            match reply {
+                Ok(v) => Ok(match v.get(1).map(|p| p.to_ascii_lowercase()) {
+                    Some(p) if p == "noeviction" => EvictionPolicy::NoEviction,
+                    Some(p) => EvictionPolicy::Evicting(p),
+                    None => EvictionPolicy::Unknown,
+                }),
+                // Refused (unknown or renamed command, ACL): the server answered.
+                Err(e)
+                    if e.kind()
+                        == ::redis::ErrorKind::Server(::redis::ServerErrorKind::ResponseError)
+                        || e.code().is_some() =>
+                {
+                    Ok(EvictionPolicy::Unknown)
+                }
+                Err(e) => Err(err(e)),
+            }
+        })
+        .await
+    }
+
+    /// Connects without checking the eviction policy.
+    async fn connect_unchecked(url: &str) -> Result<Self, StoreError> {
         let client =
             RedisClient::open(url).map_err(|e| StoreError::backend("Redis: invalid URL", e))?;
         let target = client.get_connection_info().addr().to_string();

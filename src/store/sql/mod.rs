@@ -18,7 +18,19 @@
 //! - **Migrations are embedded** (`migrations/sqlite`, `migrations/postgres` in the crate),
 //!   versioned, and run when the store is opened; running them again is a no-op. Their history
 //!   lives in its own table, `mcp_oauth_migrations`, and every table is prefixed `mcp_oauth_`,
-//!   so the store can share a database (or a schema) with the application.
+//!   so the store can share a database (or a schema) with the application. They are safe for
+//!   rolling upgrades: on PostgreSQL an instance waits for another one's migration (an
+//!   advisory lock; it logs every few seconds while it waits, and does not give up after the
+//!   operation timeout), new indexes are built with `CREATE INDEX CONCURRENTLY` (released
+//!   migration 3 builds its indexes the plain way: on a database upgraded from before it
+//!   with large tables, that step blocks writes to them while it runs), and an older version
+//!   starts on a schema a newer one migrated, as long as every migration it knows is applied
+//!   unchanged (a changed checksum is refused).
+//! - **One issuer per schema.** The tables hold one authorization server's clients, grants
+//!   and signing keys (ring `default`). Several authorization servers with different issuers
+//!   cannot share one schema: a code, refresh token or client of one would be honoured by the
+//!   other. Give each its own database or schema (PostgreSQL: a `search_path` per store), or
+//!   its own SQLite file.
 //! - **An unreachable database is an error, never a hang.** Every operation is bounded (10 s by
 //!   default, [`with_operation_timeout`](SqliteStore::with_operation_timeout)); failures
 //!   surface as [`StoreError::Unavailable`], which the
@@ -225,23 +237,59 @@ const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// the largest verifier leeway.
 const REVOKED_KEEP_SECS: u64 = 24 * 3600 + super::REVOCATION_HORIZON_SLACK;
 
+/// The first line of a migration that must run outside a transaction (sqlx's convention):
+/// `CREATE INDEX CONCURRENTLY` on PostgreSQL, which builds an index without blocking writes,
+/// cannot run inside one.
+const NO_TRANSACTION: &str = "-- no-transaction";
+
 /// A migrator for `(version, description, sql)` steps, recording into [`MIGRATIONS_TABLE`].
+///
+/// - A step whose first line is `-- no-transaction` runs outside a transaction. On
+///   PostgreSQL every new index is created that way, `CREATE INDEX CONCURRENTLY`, one
+///   statement per file (PostgreSQL runs several statements of one query in an implicit
+///   transaction, which `CONCURRENTLY` refuses): a rolling upgrade then never blocks writes
+///   to a large table while the index builds. If such a build fails, PostgreSQL leaves an
+///   `INVALID` index behind: drop it (`DROP INDEX CONCURRENTLY name`) before the next start.
+/// - Migrations applied by a **newer** version that this one does not know are ignored
+///   (`ignore_missing`): during a rolling upgrade (or a rollback) an older instance keeps
+///   starting after a newer one migrated. Every migration this version knows must still be
+///   applied exactly as this version has it: a checksum that differs is refused
+///   ([`StoreError::Unavailable`] naming the version), as is a migration that failed half
+///   way (a "dirty" one). New migrations are therefore additive (new tables, columns with
+///   defaults, indexes) so that older code keeps working on the newer schema.
 fn migrator(steps: &[(i64, &'static str, &'static str)]) -> Migrator {
     let migrations = steps
         .iter()
         .map(|(version, description, sql)| {
+            let no_tx = sql.trim_start().starts_with(NO_TRANSACTION);
             Migration::new(
                 *version,
                 Cow::Borrowed(*description),
                 MigrationType::Simple,
                 sqlx::SqlSafeStr::into_sql_str(*sql),
-                false,
+                no_tx,
             )
         })
         .collect();
     let mut m = Migrator::with_migrations(migrations);
     m.dangerous_set_table_name(MIGRATIONS_TABLE);
+    m.set_ignore_missing(true);
     m
+}
+
+/// A migration error, said so an operator knows what to do.
+fn migration_error(backend: &str, e: sqlx::migrate::MigrateError) -> StoreError {
+    use sqlx::migrate::MigrateError;
+    let what = match &e {
+        MigrateError::VersionMismatch(v) => format!(
+            "{backend}: migration {v} was applied with other contents than this version of mcp-oauth has (an edited migration file, or line endings changed by a checkout); refusing to run on that schema"
+        ),
+        MigrateError::Dirty(v) => format!(
+            "{backend}: migration {v} failed part way on an earlier start; repair it (for a failed CREATE INDEX CONCURRENTLY, drop the INVALID index) and delete its row from {MIGRATIONS_TABLE}"
+        ),
+        _ => format!("{backend}: migration failed"),
+    };
+    StoreError::backend(what, e)
 }
 
 /// A time for the database (`BIGINT`); times beyond `i64::MAX` saturate.
@@ -382,6 +430,44 @@ mod tests {
                 "08c94c95239357e8b21fb7ece2359186a66bc1770d0639228508cf0d945102f1",
             ],
         );
+    }
+
+    /// Issue 13 item 6: from migration 9 on, every PostgreSQL index is built without
+    /// blocking writes: `CREATE INDEX CONCURRENTLY` in a `-- no-transaction` file holding that
+    /// one statement (PostgreSQL runs the statements of one query in an implicit
+    /// transaction, which `CONCURRENTLY` refuses). Migrations 1 to 8 were released before the
+    /// rule and are never edited.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn new_postgres_indexes_are_built_concurrently() {
+        for (version, description, sql) in super::postgres::MIGRATIONS {
+            if *version <= 8 {
+                continue;
+            }
+            let code: String = sql
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .to_ascii_uppercase();
+            if !code.contains("CREATE INDEX") && !code.contains("CREATE UNIQUE INDEX") {
+                continue;
+            }
+            let what = format!("migration {version} ({description})");
+            assert!(
+                sql.trim_start().starts_with(super::NO_TRANSACTION),
+                "{what}: an index migration starts with `-- no-transaction`"
+            );
+            assert!(
+                code.contains("CONCURRENTLY"),
+                "{what}: CREATE INDEX CONCURRENTLY"
+            );
+            assert_eq!(
+                code.matches(';').count(),
+                1,
+                "{what}: one statement per no-transaction migration"
+            );
+        }
     }
 
     #[cfg(feature = "postgres")]

@@ -9,7 +9,10 @@ use std::time::Duration;
 use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 
-use super::{Backend, DEFAULT_OPERATION_TIMEOUT, SqlStore, count_of, db_time, migrator, sealed};
+use super::{
+    Backend, DEFAULT_OPERATION_TIMEOUT, SqlStore, count_of, db_time, migration_error, migrator,
+    sealed,
+};
 use crate::store::StoreError;
 
 /// Connections [`PostgresStore::connect`] keeps at most.
@@ -61,6 +64,100 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0008_upstream_tokens.sql"),
     ),
 ];
+
+/// How often a start waiting for another instance's migration says so.
+const MIGRATION_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The advisory lock sqlx's PostgreSQL migrator takes for `database` (the same key, so this
+/// version and older ones, which let sqlx take it, exclude each other): the CRC-32 (IEEE) of
+/// the database name times `0x3d32ad9e`.
+fn migration_lock_id(database: &str) -> i64 {
+    let mut crc = !0u32;
+    for &b in database.as_bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    0x3d32_ad9e * i64::from(!crc)
+}
+
+/// Brings the tables up to date: takes the migration lock (waiting, with a log line every
+/// `progress_every`, while another instance migrates: a rolling upgrade must not fail
+/// because a neighbour's migration takes longer than the operation timeout), runs `steps`
+/// on the locked connection, releases the lock.
+async fn migrate(
+    pool: &PgPool,
+    steps: &[(i64, &'static str, &'static str)],
+    progress_every: Duration,
+) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(err)?;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+    let lock = migration_lock_id(&database);
+    let started = std::time::Instant::now();
+    // Wait on the lock in slices of `progress_every` (`lock_timeout` bounds an advisory lock
+    // wait too), so the wait wakes the moment the lock is free and says so between slices.
+    let slice_ms = progress_every.as_millis().max(1);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET lock_timeout = {slice_ms}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
+    loop {
+        match sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(lock)
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => break,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                tracing::warn!(
+                    target: "mcp_oauth::store",
+                    database = %database,
+                    lock,
+                    waited_secs = started.elapsed().as_secs(),
+                    "waiting for another instance's migration of the database (PostgreSQL advisory lock held elsewhere)"
+                );
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+    let reset = sqlx::query("RESET lock_timeout").execute(&mut *conn).await;
+    if started.elapsed() >= progress_every {
+        tracing::info!(target: "mcp_oauth::store", database = %database,
+            waited_secs = started.elapsed().as_secs(), "the migration lock is free; migrating");
+    }
+    if let Err(e) = reset {
+        let _ = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+            .bind(lock)
+            .fetch_one(&mut *conn)
+            .await;
+        return Err(err(e));
+    }
+    let mut m = migrator(steps);
+    // This connection holds the lock already.
+    m.set_locking(false);
+    // `run_direct` is `run` on a connection (sqlx's way around a lifetime problem that makes
+    // `run(&mut conn)` futures not `Send`).
+    let result = m.run_direct(None, &mut *conn, false).await;
+    let unlocked = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+        .bind(lock)
+        .fetch_one(&mut *conn)
+        .await;
+    if unlocked.is_err() {
+        // The lock dies with the session: make sure the connection is not reused.
+        let _ = conn.detach();
+    }
+    result.map_err(|e| migration_error("PostgreSQL", e))
+}
 
 /// A statement that deletes the dynamic clients `$cond` picks that nothing live names, with
 /// their remembered consents, and counts them: one statement. Under `READ COMMITTED` a client
@@ -153,9 +250,11 @@ async fn sweep_clients(
 /// [module docs](super).
 ///
 /// Tables are created (by embedded, versioned migrations, under an advisory lock so that
-/// instances starting together do not collide) in the connection's `search_path`, usually
-/// `public`; to keep them apart, give the store a role or a connection whose `search_path`
-/// is a schema of its own (`?options=-c%20search_path%3Doauth` in the URL).
+/// instances starting together do not collide; see the [module docs](super) on rolling
+/// upgrades) in the connection's `search_path`, usually `public`; to keep them apart, give
+/// the store a role or a connection whose `search_path` is a schema of its own
+/// (`?options=-c%20search_path%3Doauth` in the URL). One schema holds **one** authorization
+/// server: several issuers cannot share it (give each its own schema or database).
 ///
 /// Cloning is cheap: clones share the pool.
 ///
@@ -188,9 +287,14 @@ impl PostgresStore {
     /// libpq's parameters such as `sslmode=require`), with a pool of up to 10 connections
     /// that waits at most 5 s for one, and brings the tables up to date.
     ///
+    /// While another instance holds the migration lock, this waits (logging a warning every
+    /// 5 s) rather than failing: a neighbour's long migration must not fail a rolling
+    /// upgrade. The advisory lock is per database, shared with older versions.
+    ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the URL is invalid, the server cannot be reached or
-    /// refuses the login within 5 s, or a migration fails.
+    /// refuses the login within 5 s, or a migration fails (or was applied with other
+    /// contents than this version has).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::backend("PostgreSQL: invalid URL", e))?;
@@ -225,14 +329,7 @@ impl PostgresStore {
             path: None,
             durable: true,
         };
-        store
-            .run(async {
-                migrator(MIGRATIONS)
-                    .run(&store.writer)
-                    .await
-                    .map_err(|e| StoreError::backend("PostgreSQL: migration failed", e))
-            })
-            .await?;
+        migrate(&store.writer, MIGRATIONS, MIGRATION_PROGRESS_EVERY).await?;
         Ok(store)
     }
 
@@ -240,5 +337,193 @@ impl PostgresStore {
     #[must_use]
     pub fn pool(&self) -> &PgPool {
         &self.writer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn the_lock_id_is_sqlx_s() {
+        // CRC-32 (IEEE) of "123456789" is 0xCBF43926.
+        assert_eq!(migration_lock_id("123456789"), 0x3d32_ad9e * 0xCBF4_3926);
+    }
+
+    /// A database of its own (its migration lock is its own too), dropped at the end.
+    struct TempDb {
+        admin: PgPool,
+        name: String,
+        url: String,
+    }
+
+    impl TempDb {
+        async fn new(tag: &str) -> Option<Self> {
+            let Ok(base) = std::env::var("MCP_OAUTH_TEST_POSTGRES_URL") else {
+                eprintln!("MCP_OAUTH_TEST_POSTGRES_URL is not set; skipping");
+                return None;
+            };
+            let admin = PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&base)
+                .await
+                .unwrap();
+            let name = format!(
+                "mcp_oauth_{tag}_{}",
+                crate::util::random_token(6).to_lowercase()
+            )
+            .replace('-', "_");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let mut url = url::Url::parse(&base).unwrap();
+            url.set_path(&name);
+            Some(Self {
+                admin,
+                name,
+                url: url.to_string(),
+            })
+        }
+
+        async fn pool(&self) -> PgPool {
+            PgPoolOptions::new()
+                .max_connections(3)
+                .connect(&self.url)
+                .await
+                .unwrap()
+        }
+
+        async fn drop_db(self) {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            )))
+            .execute(&self.admin)
+            .await;
+        }
+    }
+
+    /// Log lines written while a test runs (this thread only).
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// Issue 13 item 6: a start while another instance holds the migration lock waits
+    /// (saying so) and succeeds once it is released, however long that takes; it used to
+    /// fail after the 10 s operation timeout. The lock is held for 11 s here.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_start_waits_for_another_instance_s_migration() {
+        let Some(db) = TempDb::new("lockwait").await else {
+            return;
+        };
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let holder_pool = db.pool().await;
+        let mut holder = holder_pool.acquire().await.unwrap();
+        let lock = migration_lock_id(&db.name);
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(lock)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let start = tokio::spawn({
+            let url = db.url.clone();
+            async move { PostgresStore::connect(&url).await }
+        });
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(!start.is_finished(), "the start must wait for the lock");
+        assert!(
+            lines
+                .text()
+                .contains("waiting for another instance's migration"),
+            "progress is logged: {}",
+            lines.text()
+        );
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(lock)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let store = start
+            .await
+            .unwrap()
+            .expect("the start succeeds once the lock is free");
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mcp_oauth_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, MIGRATIONS.len() as i64);
+        drop(holder);
+        holder_pool.close().await;
+        store.pool().close().await;
+        db.drop_db().await;
+    }
+
+    /// Issue 13 item 6: after a newer version migrated (here: one more step, an index built
+    /// `CONCURRENTLY` outside a transaction), an older version (this one) still starts; one
+    /// whose known migration differs from what was applied is refused.
+    #[tokio::test]
+    async fn an_older_version_starts_after_a_newer_one_migrated() {
+        let Some(db) = TempDb::new("older").await else {
+            return;
+        };
+        let pool = db.pool().await;
+        let mut newer: Vec<(i64, &'static str, &'static str)> = MIGRATIONS.to_vec();
+        newer.push((
+            MIGRATIONS.len() as i64 + 1,
+            "a future index",
+            "-- no-transaction\nCREATE INDEX CONCURRENTLY mcp_oauth_future_test ON mcp_oauth_clients (issued_at);\n",
+        ));
+        migrate(&pool, &newer, MIGRATION_PROGRESS_EVERY)
+            .await
+            .expect("a CONCURRENTLY index runs as a no-transaction migration");
+        let valid: bool = sqlx::query_scalar(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname = 'mcp_oauth_future_test'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(valid);
+
+        // The older binary: the released migrations only.
+        let older = PostgresStore::connect(&db.url)
+            .await
+            .expect("an older version starts on the newer schema");
+        drop(older);
+
+        // A binary whose migration 8 differs from the applied one is refused, and says why.
+        let mut edited: Vec<(i64, &'static str, &'static str)> = MIGRATIONS.to_vec();
+        edited[7].2 = "-- edited\nSELECT 1;\n";
+        let err = migrate(&pool, &edited, MIGRATION_PROGRESS_EVERY)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("migration 8"), "{err}");
+        pool.close().await;
+        db.drop_db().await;
     }
 }

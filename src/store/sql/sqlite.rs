@@ -278,6 +278,44 @@ impl SqliteStore {
                 m.run(&self.writer).await
             }
         };
-        result.map_err(|e| StoreError::backend("SQLite: migration failed", e))
+        result.map_err(|e| super::migration_error("SQLite", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13 item 6: a SQLite file migrated by a newer version (one more step) still
+    /// opens with this one; a file whose known migration differs is refused.
+    #[tokio::test]
+    async fn an_older_version_opens_a_file_a_newer_one_migrated() {
+        let path = std::env::temp_dir().join(format!(
+            "mcp-oauth-older-{}.db",
+            crate::util::random_token(8)
+        ));
+        let store = SqliteStore::open(&path).await.unwrap();
+        let mut newer: Vec<(i64, &'static str, &'static str)> = MIGRATIONS.to_vec();
+        newer.push((
+            MIGRATIONS.len() as i64 + 1,
+            "a future table",
+            "CREATE TABLE mcp_oauth_future_test (x INTEGER);\n",
+        ));
+        migrator(&newer).run(&store.writer).await.unwrap();
+        drop(store);
+        let older = SqliteStore::open(&path)
+            .await
+            .expect("an older version opens the newer file");
+        let mut edited: Vec<(i64, &'static str, &'static str)> = MIGRATIONS.to_vec();
+        edited[0].2 = "-- edited\nSELECT 1;\n";
+        let err = migrator(&edited).run(&older.writer).await.unwrap_err();
+        assert!(
+            matches!(err, sqlx::migrate::MigrateError::VersionMismatch(1)),
+            "{err}"
+        );
+        drop(older);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }
