@@ -187,18 +187,25 @@
 //! The minimum supported Rust version is 1.88; `sqlite` and `postgres` need 1.94 (sqlx 0.9).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod authn;
 pub mod config;
 pub mod context;
 mod crypto;
+#[cfg(feature = "doctor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "doctor")))]
+pub mod doctor;
 pub mod error;
 #[cfg(feature = "server")]
 mod flows;
 pub mod issuer;
 pub mod keys;
 pub mod metadata;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod mounting;
 mod net;
 #[cfg(any(

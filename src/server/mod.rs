@@ -88,6 +88,7 @@ pub(crate) mod client_auth;
 #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
 pub mod client_jwks;
 mod discovery;
+pub mod health;
 mod introspect;
 mod jwks;
 mod login_throttle;
