@@ -138,6 +138,7 @@ pub const EVENTS: &[(&str, &[&str])] = &[
 const NONE: &str = "-";
 
 /// The flow id kept in a grant's claims, or `-`.
+#[cfg(feature = "server")]
 pub(crate) fn fid_of(claims: &serde_json::Map<String, serde_json::Value>) -> &str {
     claims
         .get(FLOW_ID_CLAIM)

@@ -30,13 +30,12 @@
 //! address, or behind the reverse proxy's access control, rather than next to the public
 //! endpoints. The MCP layer does not guard it (it is not an MCP path).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::get;
-use http::{HeaderValue, Request, StatusCode, header::CONTENT_TYPE};
+use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
@@ -167,6 +166,10 @@ pub(crate) fn track<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     labels: Vec<(String, &'static str)>,
 ) -> Router<S> {
+    use axum::body::Body;
+    use axum::response::Response;
+    use http::Request;
+    use std::time::Instant;
     let labels = std::sync::Arc::new(labels);
     router.layer(axum::middleware::from_fn(
         move |req: Request<Body>, next: axum::middleware::Next| {
