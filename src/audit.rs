@@ -18,7 +18,10 @@
 //! once per token and process) and logs it with [`event::TOKEN_ACCEPTED`]. Events that
 //! belong to no flow (a registration, a key rotation, a sweep, a refusal before a token was
 //! verified) carry no `fid`; where the flow is unknown the field is `-`.
-//! A claim named `fid` from the authenticator is replaced by the flow id.
+//! A claim named `fid` from the authenticator is replaced by the flow id. When the login
+//! happens elsewhere (an upstream identity provider, or a host login page that sends the
+//! browser back to `/authorize`), the return to `/authorize` starts a new flow id: the two
+//! `authorization.requested` events share the `client_id`.
 //!
 //! # No secrets
 //!
@@ -43,7 +46,7 @@
 //! | `refresh.reuse_detected` | warn | `fid`, `client_id`, `family_id` | a rotated-out refresh token came back: the family is revoked |
 //! | `code.replay_detected` | warn | `fid`, `client_id`, `family_id`, `revoked` | a spent code came back (`revoked=true`: by its own client with its verifier, so the family is revoked) |
 //! | `token.revoked` | info | `fid`, `client_id`, `token_type`, `family_id` | `/revoke` revoked a token (`family_id` is `-` for an access token outside any family) |
-//! | `resource.token_accepted` | info | `fid`, `client_id`, `subject`, `jti` | the layer verified a token for the first time (once per token and process) |
+//! | `resource.token_accepted` | info | `fid`, `client_id`, `subject`, `jti` | the layer verified a token for the first time (once per token and process with the verified-token cache, the default; at every verification without it) |
 //! | `resource.refused` | info | `reason`, `status` | the layer refused a request (`reason`: `missing_token`, `invalid_token`, `insufficient_scope`, `origin_not_allowed`, …) |
 //! | `key.rotated` | info | `kid`, `previous_kid` | this instance rotated the signing key |
 //!

@@ -267,3 +267,54 @@ async fn the_doctor_names_each_mismatch_of_a_misconfigured_server() {
     );
     assert_eq!(report.findings_of("registration").count(), 1, "{text}");
 }
+
+/// With the feature `metrics`: a failing store is counted (`mcp_oauth_store_errors_total`),
+/// at `/health` and at the token endpoint, and `/health` requests by status.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn store_errors_are_counted() {
+    // One global recorder per process (this test binary).
+    let handle = mcp_oauth::metrics::install_prometheus().unwrap();
+    let down = Arc::new(AtomicBool::new(true));
+    let server = quickstart_app::authorization_server(true, "demo", "")
+        .client_store(Flaky {
+            inner: MemoryStore::new(),
+            down: down.clone(),
+        })
+        .grant_store(MemoryStore::new())
+        .build()
+        .await
+        .unwrap();
+    let base = quickstart(server).await;
+    let count = |text: &str, line_start: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(line_start))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let before = handle.render();
+    assert_eq!(get_json(&format!("{base}/health")).await.0, 503);
+    let res = reqwest::Client::new()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_id", "someone"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let after = handle.render();
+    let errors = r#"mcp_oauth_store_errors_total{kind="unavailable"}"#;
+    assert!(
+        count(&after, errors) - count(&before, errors) >= 2.0,
+        "{after}"
+    );
+    let health = r#"mcp_oauth_http_requests_total{endpoint="health",status="503"}"#;
+    assert_eq!(
+        count(&after, health) - count(&before, health),
+        1.0,
+        "{after}"
+    );
+}
