@@ -258,9 +258,12 @@ async fn main() -> Result<(), BoxError> {
     if let Some(url) = &args.doctor {
         #[cfg(feature = "doctor")]
         {
-            let report = mcp_oauth::doctor::check(url).await;
-            print!("{report}");
-            std::process::exit(if report.compliant() { 0 } else { 1 });
+            let code = mcp_oauth::doctor::run(url).await;
+            std::process::exit(if code == std::process::ExitCode::SUCCESS {
+                0
+            } else {
+                1
+            });
         }
         #[cfg(not(feature = "doctor"))]
         return Err(format!("--doctor {url}: build with --features doctor").into());

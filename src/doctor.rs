@@ -139,6 +139,24 @@ impl fmt::Display for Report {
     }
 }
 
+/// What `--doctor URL` does in the quickstart (and the proxy): [`check`]s `url`, prints the
+/// report on standard output and returns the exit code, success when compliant.
+///
+/// ```no_run
+/// # async fn run() -> std::process::ExitCode {
+/// mcp_oauth::doctor::run("https://mcp.example.com/mcp").await
+/// # }
+/// ```
+pub async fn run(url: &str) -> std::process::ExitCode {
+    let report = check(url).await;
+    print!("{report}");
+    if report.compliant() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 /// The `Origin` the CORS check sends.
 const PROBE_ORIGIN: &str = "https://doctor.mcp-oauth.invalid";
 
