@@ -14,6 +14,11 @@
 //! It prints the MCP URL, the demo user's credentials and what to enter in each client, then
 //! `listening on http://ADDR`. `--help` lists the settings; each also reads an `MCP_OAUTH_*`
 //! variable (`MCP_OAUTH_ADDR`, `MCP_OAUTH_PUBLIC_URL`, `MCP_OAUTH_DEMO_USER`, `MCP_OAUTH_STORE`…).
+//!
+//! Operations: `GET /health` answers readiness (store and signing keys) and the
+//! `oauth_compliant` flag; with the feature `metrics`, `MCP_OAUTH_METRICS=1` (or `--metrics`)
+//! serves Prometheus metrics at `/metrics`; with the feature `doctor`, `--doctor URL` checks a
+//! server's discovery documents the way MCP clients read them and exits 0 when compliant.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -80,6 +85,16 @@ struct Args {
     #[arg(long, env = "MCP_OAUTH_INSECURE_AUTO_APPROVE", num_args = 0..=1, default_missing_value = "1",
           default_value = "0", value_parser = clap::builder::BoolishValueParser::new())]
     insecure_auto_approve: bool,
+    /// Serve Prometheus metrics at `/metrics` (needs the feature `metrics`). Public on this
+    /// listener: bind it to a private address or protect it at the proxy.
+    #[arg(long, env = "MCP_OAUTH_METRICS", num_args = 0..=1, default_missing_value = "1",
+          default_value = "0", value_parser = clap::builder::BoolishValueParser::new())]
+    metrics: bool,
+    /// Check the MCP server at this URL (e.g. https://mcp.example.com/mcp) the way MCP
+    /// clients discover it, print the report and exit: 0 when compliant, 1 otherwise (needs
+    /// the feature `doctor`).
+    #[arg(long, value_name = "URL")]
+    doctor: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -240,6 +255,19 @@ async fn app(
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
+    if let Some(url) = &args.doctor {
+        #[cfg(feature = "doctor")]
+        {
+            let code = mcp_oauth::doctor::run(url).await;
+            std::process::exit(if code == std::process::ExitCode::SUCCESS {
+                0
+            } else {
+                1
+            });
+        }
+        #[cfg(not(feature = "doctor"))]
+        return Err(format!("--doctor {url}: build with --features doctor").into());
+    }
     if args.client_id.is_none() && args.client_secret.is_some() {
         return Err("MCP_OAUTH_CLIENT_SECRET needs MCP_OAUTH_CLIENT_ID".into());
     }
@@ -259,6 +287,19 @@ async fn main() -> Result<(), BoxError> {
     };
     let password = args.demo_password.clone().unwrap_or_else(random_password);
     let (app, config, _upkeep) = app(&args, &public, &password).await?;
+    #[cfg(feature = "metrics")]
+    let app = if args.metrics {
+        // Installed before the first request, so every count is seen.
+        app.merge(mcp_oauth::metrics::router(
+            mcp_oauth::metrics::install_prometheus()?,
+        ))
+    } else {
+        app
+    };
+    #[cfg(not(feature = "metrics"))]
+    if args.metrics {
+        return Err("MCP_OAUTH_METRICS / --metrics: build with --features metrics".into());
+    }
 
     let url = config.resource();
     let user = &args.demo_user;
@@ -275,6 +316,9 @@ async fn main() -> Result<(), BoxError> {
          MCP Inspector: npx @modelcontextprotocol/inspector, Streamable HTTP, URL {url}",
         args.store
     );
+    if args.metrics {
+        println!("  metrics: {public}/metrics (public on this listener: keep it private)");
+    }
     println!("listening on http://{bound}");
     // TCP_NODELAY on every connection, and each client's address for the rate limits.
     mcp_oauth::serve(listener, app).await?;

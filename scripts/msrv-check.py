@@ -30,9 +30,10 @@ def version(v):
 
 
 def rust_versions():
-    """Every package's declared rust-version, by (name, version)."""
+    """Every package's declared rust-version, by (name, version), over every feature (an
+    optional dependency no workspace member enables by default is in the graph only then)."""
     out = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1"],
+        ["cargo", "metadata", "--format-version", "1", "--all-features"],
         cwd=root, check=True, capture_output=True, text=True,
     ).stdout
     return {(p["name"], p["version"]): p for p in json.loads(out)["packages"]}

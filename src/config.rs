@@ -763,8 +763,8 @@ impl McpOAuthConfigBuilder {
     /// (or, composing by hand, `oauth_router(&cfg, &server)`).
     ///
     /// The server's paths (its discovery URLs, `/authorize`, `/authorize/login`,
-    /// `/authorize/consent`, `/token`, `/register`, `/revoke`, `/introspect`, `/jwks.json`
-    /// and `/oauth/stats` under the issuer's path) become the crate's own: the layer lets a
+    /// `/authorize/consent`, `/token`, `/register`, `/revoke`, `/introspect`, `/jwks.json`,
+    /// `/oauth/stats` and `/health` under the issuer's path) become the crate's own: the layer lets a
     /// request for exactly one of them through to the router, and `build()` refuses a
     /// resource at one of them.
     pub fn authorization_server(mut self, server: impl LocalAuthorizationServer) -> Self {

@@ -185,6 +185,8 @@ impl OAuthError {
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         tracing::error!(target: "mcp_oauth::store", error = %e, "store failure");
+        #[cfg(feature = "metrics")]
+        crate::metrics::store_error(&e);
         Self {
             retry_after: Some(5),
             ..Self::new(

@@ -420,7 +420,10 @@ impl KeyRing {
         if self.shared.is_some() {
             return Err(KeyError::SharedRing);
         }
+        let previous = self.current().kid().to_owned();
+        let kid = key.kid().to_owned();
         self.rotate_local(key);
+        crate::audit::key_rotated(&kid, &previous);
         Ok(())
     }
 
@@ -439,8 +442,10 @@ impl KeyRing {
                 b.rotate_locked(self, Some(key)).await
             }
             None => {
+                let previous = self.current().kid().to_owned();
                 let kid = key.kid().to_owned();
                 self.rotate_local(key);
+                crate::audit::key_rotated(&kid, &previous);
                 Ok(RotationOutcome::Rotated { kid })
             }
         }

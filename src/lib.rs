@@ -159,6 +159,15 @@
 //! public URL; and the MCP Inspector's origin is allowed at the MCP endpoint by default
 //! (`inspector_origin(false)` turns it off).
 //!
+//! ## Operations
+//!
+//! Every security-relevant step is an [audit event](audit) (`tracing` target
+//! `mcp_oauth::audit`, one fixed name and field set each, a per-flow `fid` from `/authorize`
+//! to the first MCP call). The embedded server answers `GET {issuer path}/health`
+//! (readiness of the store and the signing keys, and the `oauth_compliant` flag; see
+//! `server::health`). The `metrics` feature adds Prometheus metrics, the `doctor` feature a
+//! compliance check of what a server serves.
+//!
 //! ## Crypto provider
 //!
 //! JWTs are signed and verified with `jsonwebtoken` on `aws-lc-rs`. The crate installs that
@@ -183,22 +192,31 @@
 //! | `postgres` | no | [`PostgresStore`](store::sql::PostgresStore): state shared by instances |
 //! | `redis` | no | [`RedisStore`](store::redis::RedisStore): state shared by instances |
 //! | `testkit` | no | `store::testkit`: the conformance suite for a store of your own |
+//! | `metrics` | no | `mcp_oauth::metrics`: counters and latency histograms through the `metrics` facade, served as Prometheus text (`install_prometheus`, `router`) |
+//! | `doctor` | no | `mcp_oauth::doctor`: `doctor::check(url)` fetches a server's discovery documents as MCP clients do and reports every mismatch; pulls `reqwest` |
 //!
 //! The minimum supported Rust version is 1.88; `sqlite` and `postgres` need 1.94 (sqlx 0.9).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod authn;
 pub mod config;
 pub mod context;
 mod crypto;
+#[cfg(feature = "doctor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "doctor")))]
+pub mod doctor;
 pub mod error;
 #[cfg(feature = "server")]
 mod flows;
 pub mod issuer;
 pub mod keys;
 pub mod metadata;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod mounting;
 mod net;
 #[cfg(any(

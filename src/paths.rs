@@ -66,12 +66,14 @@ pub(crate) enum Endpoint {
     UpstreamStart,
     /// Upstream login: the provider sends the browser back here.
     UpstreamCallback,
+    /// The readiness and compliance view (`server::health`).
+    Health,
 }
 
 impl Endpoint {
     /// Every endpoint (those a server may leave off, `/register` and `/oauth/stats`,
     /// included: the paths stay the server's either way).
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Authorize,
         Self::AuthorizeLogin,
         Self::AuthorizeConsent,
@@ -83,6 +85,7 @@ impl Endpoint {
         Self::Stats,
         Self::UpstreamStart,
         Self::UpstreamCallback,
+        Self::Health,
     ];
 
     /// The endpoint's path relative to the issuer.
@@ -99,6 +102,26 @@ impl Endpoint {
             Self::Stats => "/oauth/stats",
             Self::UpstreamStart => "/upstream/start",
             Self::UpstreamCallback => "/upstream/callback",
+            Self::Health => "/health",
+        }
+    }
+
+    /// The `endpoint` label of the request metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", feature = "server"))]
+    pub(crate) const fn metric_label(self) -> &'static str {
+        match self {
+            Self::Authorize => "authorize",
+            Self::AuthorizeLogin => "authorize_login",
+            Self::AuthorizeConsent => "authorize_consent",
+            Self::Token => "token",
+            Self::Register => "register",
+            Self::Revoke => "revoke",
+            Self::Introspect => "introspect",
+            Self::Jwks => "jwks",
+            Self::Stats => "stats",
+            Self::UpstreamStart => "upstream_start",
+            Self::UpstreamCallback => "upstream_callback",
+            Self::Health => "health",
         }
     }
 
@@ -194,6 +217,7 @@ mod tests {
             "/t/introspect",
             "/t/jwks.json",
             "/t/oauth/stats",
+            "/t/health",
         ] {
             assert!(is_exempt(&own, p), "{p}");
         }

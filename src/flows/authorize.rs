@@ -49,6 +49,8 @@ pub(crate) const MAX_REDIRECT_URI: usize = 2048;
 const MAX_STATE: usize = 1024;
 /// Bytes of randomness in a parked request's id.
 const REQUEST_ID_BYTES: usize = 24;
+/// Bytes of randomness in a flow id (the audit events' correlation id; not a secret).
+const FLOW_ID_BYTES: usize = 12;
 /// Bytes of randomness in a CSRF token and in a code.
 const SECRET_BYTES: usize = 32;
 /// Marks, in the claims of a request parked before login (which hold nothing else and are
@@ -248,6 +250,8 @@ fn unavailable() -> AuthorizeOutcome {
 
 fn store_failure(e: &StoreError) -> AuthorizeOutcome {
     tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
+    #[cfg(feature = "metrics")]
+    crate::metrics::store_error(e);
     unavailable()
 }
 
@@ -270,6 +274,8 @@ struct Validated {
     resource: String,
     prompt_none: bool,
     prompt_consent: bool,
+    /// The flow id of the audit events ([`crate::audit`]).
+    fid: String,
 }
 
 impl Validated {
@@ -278,6 +284,7 @@ impl Validated {
             client: self.client.clone(),
             redirect_uri: self.redirect_uri.clone(),
             state: self.state.clone(),
+            fid: self.fid.clone(),
         }
     }
 }
@@ -288,6 +295,8 @@ struct Target {
     client: Client,
     redirect_uri: String,
     state: Option<String>,
+    /// The flow id of the audit events.
+    fid: String,
 }
 
 impl Target {
@@ -299,6 +308,7 @@ impl Target {
     }
 
     fn redirect(&self, error: AuthorizeError) -> AuthorizeOutcome {
+        crate::audit::authorization_denied(&self.fid, &self.client.client_id, error.code);
         AuthorizeOutcome::RedirectError {
             to: self.return_to(),
             error,
@@ -307,6 +317,7 @@ impl Target {
 
     /// The error page shown instead of redirecting to a client the user has not approved.
     fn refused(self, error: AuthorizeError) -> AuthorizeOutcome {
+        crate::audit::authorization_denied(&self.fid, &self.client.client_id, error.code);
         AuthorizeOutcome::ErrorPage(ErrorPage::Refused {
             client: Box::new(self.client),
             redirect_uri: self.redirect_uri,
@@ -337,7 +348,15 @@ where
     E: Display,
 {
     let v = match validate(env, req).await {
-        Ok(v) => v,
+        Ok(v) => {
+            crate::audit::authorization_requested(
+                &v.fid,
+                &v.client.client_id,
+                &v.scope,
+                &v.resource,
+            );
+            v
+        }
         Err(Rejection::Page(page)) => return AuthorizeOutcome::ErrorPage(page),
         Err(Rejection::Refuse { target, error }) => {
             return refuse_before_interaction(env, *target, error, user).await;
@@ -600,6 +619,7 @@ async fn validate(env: &Env, req: &AuthorizeRequest) -> Result<Validated, Reject
         client,
         redirect_uri,
         state,
+        fid: env.random.token(FLOW_ID_BYTES),
     };
     let fail = |target: Target, code: &'static str, description: &str| {
         Err(Rejection::Refuse {
@@ -726,6 +746,7 @@ async fn validate(env: &Env, req: &AuthorizeRequest) -> Result<Validated, Reject
         resource,
         prompt_none: prompts.contains(&"none"),
         prompt_consent: prompts.contains(&"consent"),
+        fid: target.fid,
     })
 }
 
@@ -876,15 +897,29 @@ async fn park(
         resource: v.resource.clone(),
         csrf_hash: SecretHash::of(&csrf),
         subject: user.map(|(u, _)| u.subject.clone()),
-        claims: match user {
-            Some((u, _)) => u.claims.clone(),
-            None => anonymous_claims(v),
-        },
+        claims: with_fid(
+            match user {
+                Some((u, _)) => u.claims.clone(),
+                None => anonymous_claims(v),
+            },
+            &v.fid,
+        ),
         auth_time: user.map(|(_, t)| t),
         expires_at: env.now() + env.lifetimes.pending.as_secs(),
     };
     env.grants.put_pending(&request_id, pending).await?;
     Ok(Parked { request_id, csrf })
+}
+
+/// `claims` with the flow id under [`crate::audit::FLOW_ID_CLAIM`] (replacing any claim of
+/// that name): it travels with the parked request, the code and the family into every
+/// access token of the grant.
+fn with_fid(mut claims: Map<String, Value>, fid: &str) -> Map<String, Value> {
+    claims.insert(
+        crate::audit::FLOW_ID_CLAIM.to_owned(),
+        Value::String(fid.to_owned()),
+    );
+    claims
 }
 
 /// The claims parked with a request before anyone logged in: only what must survive the
@@ -938,6 +973,7 @@ async fn after_login(
         Err(e) => return store_failure(&e),
     };
     if !needed {
+        let claims = with_fid(user.claims.clone(), &v.fid);
         let grant = Grant {
             client_id: &v.client.client_id,
             redirect_uri: &v.redirect_uri,
@@ -946,7 +982,7 @@ async fn after_login(
             scope: &scope,
             resource: &v.resource,
             subject: &user.subject,
-            claims: &user.claims,
+            claims: &claims,
             auth_time,
         };
         return issue_code(env, &grant, v.target().return_to(), false).await;
@@ -1043,13 +1079,12 @@ async fn issue_code(env: &Env, g: &Grant<'_>, to: ReturnTo, consented: bool) -> 
         tracing::error!(target: "mcp_oauth::authorize", error = %e, "store failure");
         return unavailable(to);
     }
-    tracing::info!(
-        target: "mcp_oauth::authorize",
-        client_id = g.client_id,
-        subject = g.subject,
-        scope = %g.scope,
-        resource = g.resource,
-        "authorization code issued"
+    crate::audit::authorization_granted(
+        crate::audit::fid_of(g.claims),
+        g.client_id,
+        g.subject,
+        g.scope,
+        g.resource,
     );
     AuthorizeOutcome::Code { to, code }
 }
@@ -1121,6 +1156,10 @@ pub(crate) async fn signed_in(env: &Env, c: Checked, user: User) -> AuthorizeOut
         resource: pending.resource,
         prompt_none: false,
         prompt_consent: pending.claims.contains_key(PROMPT_CONSENT),
+        fid: match pending.claims.get(crate::audit::FLOW_ID_CLAIM) {
+            Some(Value::String(fid)) => fid.clone(),
+            _ => env.random.token(FLOW_ID_BYTES),
+        },
     };
     let now = env.now();
     after_login(env, v, user, now, true).await
@@ -1149,11 +1188,10 @@ pub(crate) async fn decide(
         state: pending.state.clone(),
     };
     if decision == ConsentDecision::Deny {
-        tracing::info!(
-            target: "mcp_oauth::authorize",
-            client_id = %pending.client_id,
-            subject = %subject,
-            "the user denied access"
+        crate::audit::authorization_denied(
+            crate::audit::fid_of(&pending.claims),
+            &pending.client_id,
+            "access_denied",
         );
         return AuthorizeOutcome::RedirectError {
             to,
@@ -1483,7 +1521,10 @@ mod tests {
         let AuthorizeOutcome::Code { to, code } = &o else {
             panic!("{o:?}");
         };
-        assert_eq!(code, &Counting::default().token(SECRET_BYTES));
+        // The first draw is the flow id (the audit events' correlation id), the second the code.
+        let drawn = Counting::default();
+        let fid = drawn.token(FLOW_ID_BYTES);
+        assert_eq!(code, &drawn.token(SECRET_BYTES));
         assert_eq!(to.redirect_uri, CALLBACK);
         assert_eq!(to.state.as_deref(), Some("xyz"));
         // Stored under its hash only.
@@ -1502,6 +1543,13 @@ mod tests {
                 assert_eq!(record.scope, scopes("read"));
                 assert!(record.redirect_uri_in_request);
                 assert_eq!(record.auth_time, T0);
+                // The flow id travels with the code (and from there into the tokens).
+                assert_eq!(
+                    crate::audit::fid_of(&record.claims),
+                    fid,
+                    "{:?}",
+                    record.claims
+                );
             }
             t => panic!("{t:?}"),
         }

@@ -434,10 +434,15 @@ pub(crate) async fn create(env: &Env, new: NewClient) -> Result<Registration, OA
     if stored.is_none() {
         return Err(StoreError::conflict("client id collision").into());
     }
-    tracing::info!(
+    crate::audit::client_registered(
+        &client.client_id,
+        client.token_endpoint_auth_method.as_str(),
+        "dynamic",
+    );
+    tracing::debug!(
         target: "mcp_oauth::register",
         client_id = %client.client_id,
-        client_name = client.client_name.as_deref().unwrap_or(""),
+        client_name = ?client.client_name.as_deref().unwrap_or(""),
         redirect_uris = ?client.redirect_uris,
         "client registered"
     );

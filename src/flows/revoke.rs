@@ -87,8 +87,12 @@ async fn revoke_refresh(
         env.grants
             .revoke_family(&family.family_id, env.now())
             .await?;
-        tracing::info!(target: "mcp_oauth::revoke", client_id = %client.client_id, family = %family.family_id,
-            "grant revoked by its client");
+        crate::audit::token_revoked(
+            crate::audit::fid_of(&family.claims),
+            &client.client_id,
+            "refresh_token",
+            Some(&family.family_id),
+        );
         Ok(Some(Revocation::Family))
     } else {
         tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family.family_id,
@@ -136,8 +140,13 @@ async fn revoke_access(
                 exp.saturating_add(crate::store::REVOCATION_HORIZON_SLACK),
             )
             .await?;
-        tracing::info!(target: "mcp_oauth::revoke", client_id = %client.client_id, jti = %jti,
-            "access token revoked by its client");
+        let family_id = jti.split_once('.').map(|(f, _)| f);
+        crate::audit::token_revoked(
+            crate::audit::fid_of(auth.claims()),
+            &client.client_id,
+            "access_token",
+            family_id,
+        );
         Ok(Some(Revocation::AccessToken))
     } else {
         tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id,

@@ -179,13 +179,16 @@ async fn authorization_code(
         CodeTake::Replayed { family_id, code } => {
             // Issue 8 item 6: only the code's own client, proving the PKCE verifier, may
             // trigger the revocation; anyone else replaying a code they saw changes nothing.
-            if code.client_id == client.client_id && pkce_matches(verifier, &code.code_challenge) {
-                tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
-                    "authorization code replayed by its own client; revoking every token it issued");
+            let own =
+                code.client_id == client.client_id && pkce_matches(verifier, &code.code_challenge);
+            crate::audit::code_replay_detected(
+                crate::audit::fid_of(&code.claims),
+                &client.client_id,
+                &family_id,
+                own,
+            );
+            if own {
                 grants.revoke_family(&family_id, now).await?;
-            } else {
-                tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
-                    "authorization code replayed by another client or without its verifier; nothing revoked");
             }
             return Err(invalid_grant("The authorization code was already used"));
         }
@@ -249,6 +252,14 @@ async fn authorization_code(
         Err(e) => return Err(e.into()),
     }
     let access = mint(env, &family, &family.scope).await?;
+    crate::audit::token_issued(
+        crate::audit::fid_of(&family.claims),
+        &client.client_id,
+        &family.subject,
+        &family.family_id,
+        &access.jti,
+        &family.scope,
+    );
     Ok(Tokens {
         access,
         scope: family.scope,
@@ -301,6 +312,7 @@ async fn refresh_token(
     else {
         return Err(invalid_grant("Unknown, expired or revoked refresh token"));
     };
+    let fid = crate::audit::fid_of(&family.claims).to_owned();
     if family.client_id != client.client_id {
         tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family.family_id,
             "refresh token presented by a client it was not issued to");
@@ -339,8 +351,8 @@ async fn refresh_token(
             env.lifetimes.refresh_grace.as_secs(),
         )
         .await?;
-    let (family, refresh) = match rotation {
-        Rotation::Rotated(family) => (family, successor),
+    let (family, refresh, grace) = match rotation {
+        Rotation::Rotated(family) => (family, successor, false),
         Rotation::Grace {
             family,
             sealed_successor,
@@ -351,11 +363,10 @@ async fn refresh_token(
                     "the sealed successor of a rotated refresh token does not open");
                 return Err(invalid_grant("Unknown, expired or revoked refresh token"));
             };
-            (family, successor)
+            (family, successor, true)
         }
         Rotation::Reused { family_id } => {
-            tracing::warn!(target: "mcp_oauth::security", client_id = %client.client_id, family = %family_id,
-                "refresh token reuse; the grant is revoked");
+            crate::audit::refresh_reuse_detected(&fid, &client.client_id, &family_id);
             return Err(invalid_grant(
                 "The refresh token was already used; the grant is revoked",
             ));
@@ -366,6 +377,13 @@ async fn refresh_token(
         return Err(invalid_grant("Unknown, expired or revoked refresh token"));
     }
     let access = mint(env, &family, &scope).await?;
+    crate::audit::refresh_rotated(
+        &fid,
+        &client.client_id,
+        &family.family_id,
+        &access.jti,
+        grace,
+    );
     Ok(Tokens {
         access,
         scope,

@@ -193,18 +193,24 @@ impl KeyRing {
     /// only the reload after it failed: the next reload picks it up);
     /// [`KeyError::Generation`] when no key could be generated.
     pub async fn rotate_fresh(&self) -> Result<RotationOutcome, KeyError> {
-        match &self.shared {
+        let previous = self.current().kid().to_owned();
+        let outcome = match &self.shared {
             Some(b) => {
                 let _flight = b.flight.lock().await;
-                b.rotate_locked(self, None).await
+                b.rotate_locked(self, None).await?
             }
             None => {
                 let key = SigningKey::generate(self.current().algorithm())?;
                 let kid = key.kid().to_owned();
                 self.rotate_local(key);
-                Ok(RotationOutcome::Rotated { kid })
+                RotationOutcome::Rotated { kid }
             }
+        };
+        if let (None, RotationOutcome::Rotated { kid }) = (&self.shared, &outcome) {
+            // (A shared ring's rotation is recorded where it happens, `rotate_locked`.)
+            crate::audit::key_rotated(kid, &previous);
         }
+        Ok(outcome)
     }
 
     /// How long retired keys of a shared ring stay published, whether that was set
@@ -765,7 +771,7 @@ impl Binding {
         self.reload_locked(ring).await?;
         Ok(match outcome {
             KeyRotation::Rotated => {
-                tracing::info!(target: "mcp_oauth::keys", ring = %self.ring, kid = %next_kid, retired = %expected, "rotated the signing key");
+                crate::audit::key_rotated(&next_kid, &expected);
                 RotationOutcome::Rotated { kid: next_kid }
             }
             _ => RotationOutcome::Superseded {

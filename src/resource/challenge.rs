@@ -199,6 +199,7 @@ impl AuthRejection {
 
     /// The response for this refusal with `body`: status, headers and extensions.
     fn respond(self, resource_metadata: &str, body: &serde_json::Value) -> Response<Body> {
+        crate::audit::resource_refused(self.audit_reason(), self.status().as_u16());
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -214,6 +215,24 @@ impl AuthRejection {
         }
         response.extensions_mut().insert(self);
         response
+    }
+
+    /// The `reason` of the `resource.refused` audit event ([`crate::audit`]).
+    pub(crate) fn audit_reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken { .. } => "missing_token",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::HeaderMismatch => "header_mismatch",
+            Self::InvalidToken { .. } => "invalid_token",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Unavailable => "unavailable",
+            Self::UnreadableRequest => "unreadable_request",
+            Self::UnsupportedEncoding => "unsupported_encoding",
+            Self::UnknownResource => "unknown_resource",
+            Self::SessionNotFound => "session_not_found",
+        }
     }
 
     /// The JSON-RPC error code of this refusal when it answers a JSON-RPC request:

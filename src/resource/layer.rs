@@ -759,6 +759,8 @@ enum AfterResponse {
 
 fn unavailable(error: StoreError) -> AuthRejection {
     tracing::warn!(target: "mcp_oauth::rejection", %error, "session bindings unavailable");
+    #[cfg(feature = "metrics")]
+    crate::metrics::store_error(&error);
     AuthRejection::Unavailable
 }
 
@@ -892,16 +894,33 @@ async fn check(
 
 async fn verify(cfg: &Inner, token: &str) -> Result<AuthContext, VerifyError> {
     if let Some(cache) = &cfg.cache {
-        if let Some(ctx) = cache.get(token) {
+        let hit = cache.get(token);
+        #[cfg(feature = "metrics")]
+        crate::metrics::token_cache(hit.is_some());
+        if let Some(ctx) = hit {
             cfg.verifier.recheck(&ctx).await?;
             return Ok(ctx);
         }
-        let ctx = cfg.verifier.verify(token).await?;
+        let ctx = timed_verify(cfg, token).await?;
+        crate::audit::token_accepted(&ctx);
         let ttl = cfg.cache_max_ttl.min(cfg.verifier.cache_ttl());
         cache.insert(token, ctx.clone(), ttl);
         return Ok(ctx);
     }
-    cfg.verifier.verify(token).await
+    let ctx = timed_verify(cfg, token).await?;
+    crate::audit::token_accepted(&ctx);
+    Ok(ctx)
+}
+
+/// The verifier's answer, timed for the `mcp_oauth_layer_verify_seconds` histogram
+/// (feature `metrics`).
+async fn timed_verify(cfg: &Inner, token: &str) -> Result<AuthContext, VerifyError> {
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    let result = cfg.verifier.verify(token).await;
+    #[cfg(feature = "metrics")]
+    crate::metrics::layer_verified(started.elapsed(), result.is_ok());
+    result
 }
 
 pin_project! {

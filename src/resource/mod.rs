@@ -22,7 +22,7 @@
 //!    protected-resource metadata of every resource and, with an embedded authorization
 //!    server, its discovery URLs and endpoints (`/authorize`, `/authorize/login`,
 //!    `/authorize/consent`, `/token`, `/register`, `/revoke`, `/introspect`, `/jwks.json`,
-//!    `/oauth/stats` under the issuer's path). They answer their own CORS. Byte for byte:
+//!    `/oauth/stats`, `/health` under the issuer's path). They answer their own CORS. Byte for byte:
 //!    `/token/`, `/tokens`, `/TOKEN`, `/token%2F` or `/mcp/../token` go through every step
 //!    below, and a resource at one of these paths is refused at `build()`
 //!    ([`ConfigError::ReservedPath`](crate::ConfigError::ReservedPath));

@@ -745,6 +745,7 @@ pub(crate) fn tool_result_challenge(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
+    crate::audit::resource_refused(rejection.audit_reason(), 200);
     res.extensions_mut().insert(rejection.clone());
     res
 }

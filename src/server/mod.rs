@@ -14,6 +14,7 @@
 //! | `/revoke` | RFC 7009 revocation |
 //! | `/introspect` | RFC 7662 introspection (only the configured [`introspection_clients`](AuthorizationServerBuilder::introspection_clients)) |
 //! | `/jwks.json` | the signing keys |
+//! | `/health` | readiness (store, signing keys) and the `oauth_compliant` flag ([`health`]) |
 //!
 //! ```no_run
 //! use mcp_oauth::McpOAuthConfig;
@@ -88,6 +89,7 @@ pub(crate) mod client_auth;
 #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
 pub mod client_jwks;
 mod discovery;
+pub mod health;
 mod introspect;
 mod jwks;
 mod login_throttle;

@@ -419,6 +419,8 @@ pub(crate) async fn check(
             retry_after,
             "rate limit exceeded"
         );
+        #[cfg(feature = "metrics")]
+        crate::metrics::rate_limited(kind.as_str());
         OAuthError::rate_limited(retry_after)
     };
     if let Some(shared) = server.upkeep.shared_limiter(&*server.grants) {

@@ -414,14 +414,24 @@ async fn sweep(inner: &ServerInner) -> (SweepReport, Option<StoreError>) {
     if let Some(idle) = inner.upkeep.idle_after {
         let before = now.saturating_sub(idle.as_secs());
         match inner.clients.sweep_idle_clients(before, now).await {
-            Ok(n) => report.idle_clients = n,
+            Ok(n) => {
+                if n > 0 {
+                    crate::audit::client_reaped("idle", n);
+                }
+                report.idle_clients = n;
+            }
             Err(e) => note("idle clients", e),
         }
     }
     if let Some(unused) = inner.upkeep.unused_after {
         let before = now.saturating_sub(unused.as_secs());
         match inner.clients.sweep_unused_clients(before, now).await {
-            Ok(n) => report.unused_clients = n,
+            Ok(n) => {
+                if n > 0 {
+                    crate::audit::client_reaped("unused", n);
+                }
+                report.unused_clients = n;
+            }
             Err(e) => note("unused clients", e),
         }
     }

@@ -117,5 +117,31 @@ pub fn oauth_router<S: Clone + Send + Sync + 'static>(
         .merge(super::jwks::routes(&ctx))
         .layer(cors);
     let browser = super::authorize::routes(&ctx);
-    machine.merge(browser).with_state(ctx).merge(prm)
+    let router = machine.merge(browser).merge(super::health::routes(&ctx));
+    #[cfg(feature = "metrics")]
+    let labels = metric_labels(&ctx);
+    let router = router.with_state(ctx).merge(prm);
+    #[cfg(feature = "metrics")]
+    let router = crate::metrics::track(router, labels);
+    router
+}
+
+/// Every path of the server with its `endpoint` label (the request metrics).
+#[cfg(feature = "metrics")]
+fn metric_labels(ctx: &AsContext) -> Vec<(String, &'static str)> {
+    let mut labels: Vec<(String, &'static str)> = crate::paths::Endpoint::ALL
+        .into_iter()
+        .map(|e| (ctx.route(e), e.metric_label()))
+        .collect();
+    labels.extend(
+        crate::paths::as_metadata_paths(ctx.cfg.issuer())
+            .into_iter()
+            .map(|p| (p, "metadata")),
+    );
+    labels.extend(
+        crate::paths::protected_resource_paths(ctx.cfg.resources())
+            .into_iter()
+            .map(|p| (p, "resource_metadata")),
+    );
+    labels
 }

@@ -39,6 +39,8 @@ fn features() -> String {
         ("testkit", cfg!(feature = "testkit")),
         ("client-metadata", cfg!(feature = "client-metadata")),
         ("upstream-oidc", cfg!(feature = "upstream-oidc")),
+        ("metrics", cfg!(feature = "metrics")),
+        ("doctor", cfg!(feature = "doctor")),
     ];
     // The list must name every feature in Cargo.toml: a forgotten one would make cargo
     // rebuild the crate (and the example) without it.

@@ -306,7 +306,11 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
         .login_accounts
         .reserve(username, address, budgets, Instant::now())
     {
-        tracing::info!(target: "mcp_oauth::authorize", "sign-in refused: too many failures for this account");
+        crate::audit::login_failed(
+            crate::audit::fid_of(&c.pending.claims),
+            &c.client.client_id,
+            "throttled",
+        );
         let mut res = relogin(
             "Too many failed sign-ins for this account. Wait a few minutes, then try again.",
             Some(username),
@@ -329,7 +333,11 @@ async fn login(State(ctx): State<AsContext>, request: Request) -> Response {
             user
         }
         Ok(None) => {
-            tracing::info!(target: "mcp_oauth::authorize", "failed sign-in attempt");
+            crate::audit::login_failed(
+                crate::audit::fid_of(&c.pending.claims),
+                &c.client.client_id,
+                "bad_credentials",
+            );
             return relogin(
                 "Wrong user name or password.",
                 Some(username),

@@ -1,0 +1,321 @@
+//! Issue 13 item 3: the readiness endpoint `/health` and the compliance doctor.
+//!
+//! - `/health` answers 200 with `oauth_compliant` on the quickstart's app (mounted with
+//!   `server.mount`, so through the layer: its path is the crate's own, exactly), 503 naming
+//!   the store when the store fails; a near miss (`/health/`) is the layer's.
+//! - `doctor::check` against the quickstart's app reports compliant; against a hand-written
+//!   misconfigured server it names each mismatch (a trailing-slash issuer, a wrong resource,
+//!   no S256, no `none`, no `iss` support, no CORS, a skewed clock, no path-inserted
+//!   metadata).
+#![cfg(all(
+    feature = "server",
+    feature = "rmcp",
+    feature = "macros",
+    feature = "doctor"
+))]
+
+#[path = "support/quickstart_app.rs"]
+mod quickstart_app;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use mcp_oauth::doctor::{self, Severity};
+use mcp_oauth::server::AuthorizationServer;
+use mcp_oauth::store::{Client, ClientFingerprint, ClientStore, MemoryStore, StoreError};
+use rmcp::transport::streamable_http_server::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use serde_json::{Value, json};
+
+/// Serves `app` on `127.0.0.1:0` (the base URL is known before the app is built).
+async fn serve_at<F: FnOnce(&str) -> Router>(make: F) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = make(&base);
+    tokio::spawn(async move { mcp_oauth::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// The quickstart's tools, configuration and server, mounted the one way (`server.mount`).
+async fn quickstart(server: AuthorizationServer) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_, cfg) = quickstart_app::app(&base, server.clone());
+    let files = quickstart_app::Files::new();
+    let mcp = StreamableHttpService::new(
+        move || Ok(files.clone()),
+        Arc::new(LocalSessionManager::default()),
+        Default::default(),
+    );
+    let app = server.mount(&cfg, mcp).unwrap();
+    tokio::spawn(async move { mcp_oauth::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// A client store over memory whose reads fail while `down` is set.
+struct Flaky {
+    inner: MemoryStore,
+    down: Arc<AtomicBool>,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("connection refused"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ClientStore for Flaky {
+    async fn insert_client(&self, c: Client) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_client(c).await
+    }
+    async fn upsert_client(&self, c: Client) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.upsert_client(c).await
+    }
+    async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        self.check()?;
+        self.inner.get_client(id).await
+    }
+    async fn delete_client(&self, id: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.delete_client(id).await
+    }
+    async fn touch_client(&self, id: &str, now: u64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.touch_client(id, now).await
+    }
+    async fn count_clients(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.count_clients().await
+    }
+    async fn find_client_by_fingerprint(
+        &self,
+        fp: &ClientFingerprint,
+    ) -> Result<Option<Client>, StoreError> {
+        self.check()?;
+        self.inner.find_client_by_fingerprint(fp).await
+    }
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let res = reqwest::get(url).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn health_is_ready_through_the_layer_and_503_naming_the_failing_store() {
+    let down = Arc::new(AtomicBool::new(false));
+    let server = quickstart_app::authorization_server(true, "demo", "")
+        .client_store(Flaky {
+            inner: MemoryStore::new(),
+            down: down.clone(),
+        })
+        .grant_store(MemoryStore::new())
+        .build()
+        .await
+        .unwrap();
+    let base = quickstart(server).await;
+
+    let (status, body) = get_json(&format!("{base}/health")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "status": "ok",
+            "oauth_compliant": true,
+            "checks": {"store": "ok", "keys": "ok"},
+            "problems": [],
+        })
+    );
+    // Exactly the path: a near miss is guarded like any other path of the app.
+    let res = reqwest::get(format!("{base}/health/")).await.unwrap();
+    assert_ne!(res.status(), 200);
+
+    down.store(true, Ordering::SeqCst);
+    let (status, body) = get_json(&format!("{base}/health")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["store"], "failed");
+    assert_eq!(body["checks"]["keys"], "ok");
+    assert!(!body.to_string().contains("connection refused"), "{body}");
+
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(get_json(&format!("{base}/health")).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_doctor_finds_the_quickstart_compliant() {
+    let server = quickstart_app::authorization_server(true, "demo", "")
+        .build()
+        .await
+        .unwrap();
+    let base = quickstart(server).await;
+    let report = doctor::check(&format!("{base}/mcp")).await;
+    assert!(report.compliant(), "{report}");
+    assert!(report.findings.is_empty(), "{report}");
+    assert_eq!(report.issuer.as_deref(), Some(base.as_str()));
+    // It read what clients read: the challenge, both metadata locations, the AS metadata
+    // (RFC 8414 and the OIDC fallback) and the key set.
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/jwks.json",
+    ] {
+        let url = format!("{base}{path}");
+        assert!(
+            report.fetched.iter().any(|(u, s)| *u == url && *s == 200),
+            "{url}: {report}"
+        );
+    }
+}
+
+/// A server that gets everything wrong a client notices.
+fn misconfigured(base: &str) -> Router {
+    let resource_metadata = format!("{base}/.well-known/oauth-protected-resource");
+    let challenge = format!(r#"Bearer resource_metadata="{resource_metadata}""#);
+    let prm = json!({
+        // The MCP URL with a trailing slash: not the URL clients were given.
+        "resource": format!("{base}/mcp/"),
+        "authorization_servers": [base],
+    });
+    let asm = json!({
+        // The issuer with a trailing slash: not the one the resource names.
+        "issuer": format!("{base}/"),
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": "http://auth.example.com/token",
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["plain"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+    });
+    // An hour in the past.
+    let skewed = "Thu, 01 Jan 2015 00:00:00 GMT";
+    Router::new()
+        .route(
+            "/mcp",
+            post(move || {
+                let challenge = challenge.clone();
+                async move {
+                    (
+                        http::StatusCode::UNAUTHORIZED,
+                        [("www-authenticate", challenge), ("date", skewed.to_owned())],
+                        "",
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        // Only at the root (no path-inserted document), and without CORS.
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(move || {
+                let prm = prm.clone();
+                async move { axum::Json(prm) }
+            }),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(move || {
+                let asm = asm.clone();
+                async move { axum::Json(asm) }
+            }),
+        )
+}
+
+#[tokio::test]
+async fn the_doctor_names_each_mismatch_of_a_misconfigured_server() {
+    let base = serve_at(misconfigured).await;
+    let report = doctor::check(&format!("{base}/mcp")).await;
+    assert!(!report.compliant(), "{report}");
+    let text = report.to_string();
+    assert!(text.contains("oauth_compliant: false"), "{text}");
+    for (check, needle) in [
+        ("resource_metadata", "path-inserted"),
+        ("resource", "/mcp/\""),
+        ("issuer", &format!("says issuer \"{base}/\"")),
+        ("pkce", "S256"),
+        ("public_clients", "none"),
+        ("iss", "authorization_response_iss_parameter_supported"),
+        ("cors", "Access-Control-Allow-Origin"),
+        ("https", "http://auth.example.com/token"),
+        ("clock", "off this machine's"),
+    ] {
+        let found: Vec<_> = report.findings_of(check).collect();
+        assert!(
+            found
+                .iter()
+                .any(|f| f.severity == Severity::Error && f.message.contains(needle)),
+            "{check} ({needle}) not named: {text}"
+        );
+    }
+    // A registration warning, not an error: clients could use a pre-registered id.
+    assert!(
+        report
+            .findings_of("registration")
+            .all(|f| f.severity == Severity::Warning)
+    );
+    assert_eq!(report.findings_of("registration").count(), 1, "{text}");
+}
+
+/// With the feature `metrics`: a failing store is counted (`mcp_oauth_store_errors_total`),
+/// at `/health` and at the token endpoint, and `/health` requests by status.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn store_errors_are_counted() {
+    // One global recorder per process (this test binary).
+    let handle = mcp_oauth::metrics::install_prometheus().unwrap();
+    let down = Arc::new(AtomicBool::new(true));
+    let server = quickstart_app::authorization_server(true, "demo", "")
+        .client_store(Flaky {
+            inner: MemoryStore::new(),
+            down: down.clone(),
+        })
+        .grant_store(MemoryStore::new())
+        .build()
+        .await
+        .unwrap();
+    let base = quickstart(server).await;
+    let count = |text: &str, line_start: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(line_start))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let before = handle.render();
+    assert_eq!(get_json(&format!("{base}/health")).await.0, 503);
+    let res = reqwest::Client::new()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_id", "someone"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let after = handle.render();
+    let errors = r#"mcp_oauth_store_errors_total{kind="unavailable"}"#;
+    assert!(
+        count(&after, errors) - count(&before, errors) >= 2.0,
+        "{after}"
+    );
+    // At least: the recorder is global to this test binary, and the other tests here ask
+    // `/health` concurrently (one of them of a failing store too).
+    let health = r#"mcp_oauth_http_requests_total{endpoint="health",status="503"}"#;
+    assert!(
+        count(&after, health) - count(&before, health) >= 1.0,
+        "{after}"
+    );
+}
