@@ -46,7 +46,7 @@ const CLIENTS: usize = 32;
 /// The count bound: flows per user.
 const FLOWS_PER_CLIENT: usize = 5;
 /// The time bound: no flow starts after this long.
-const START_FLOWS_FOR: Duration = Duration::from_secs(15);
+const START_FLOWS_FOR: Duration = Duration::from_secs(10);
 /// Every user's password.
 const PASSWORD: &str = "load-test-password";
 
@@ -69,8 +69,9 @@ fn cheap_hash() -> String {
         .to_string()
 }
 
-/// The quickstart's app on `127.0.0.1:0` with `CLIENTS` users: the base URL.
-async fn start() -> String {
+/// The quickstart's app on `127.0.0.1:0` with `CLIENTS` users, on the memory store or on the
+/// SQLite file `sqlite`: the base URL.
+async fn start(sqlite: Option<&std::path::Path>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -79,12 +80,20 @@ async fn start() -> String {
     let users = (0..CLIENTS).fold(StaticUsers::new(), |u, n| {
         u.with_user(format!("user-{n}"), &hash)
     });
-    let server = AuthorizationServer::builder()
+    let mut server = AuthorizationServer::builder()
         .registered_scope_is_ceiling(false)
-        .authenticator(users)
-        .build()
-        .await
-        .expect("authorization server");
+        .authenticator(users);
+    #[cfg(feature = "sqlite")]
+    if let Some(path) = sqlite {
+        server = server.store(
+            mcp_oauth::store::sql::SqliteStore::open(path)
+                .await
+                .expect("SQLite store"),
+        );
+    }
+    #[cfg(not(feature = "sqlite"))]
+    let _ = sqlite;
+    let server = server.build().await.expect("authorization server");
     let (app, _config) = quickstart_app::app(&public, server);
     tokio::spawn(async move {
         let _ = mcp_oauth::serve(listener, app).await;
@@ -147,9 +156,15 @@ async fn flow(
         return Err(format!("the tool ran for someone else: {text}"));
     }
 
-    let tokens = match client.refresh(&client_id, &tokens.refresh).await {
-        TokenAnswer::Tokens(t) => t,
-        other => return Err(format!("refresh: {other:?}")),
+    // Two refreshes with the same token at once, as real clients do: both get the same
+    // successor.
+    let (first, second) = tokio::join!(
+        client.refresh(&client_id, &tokens.refresh),
+        client.refresh(&client_id, &tokens.refresh)
+    );
+    let tokens = match (first, second) {
+        (TokenAnswer::Tokens(a), TokenAnswer::Tokens(b)) if a.refresh == b.refresh => a,
+        other => return Err(format!("two concurrent refreshes: {other:?}")),
     };
     client
         .read_file(&tokens.access, &session)
@@ -202,7 +217,27 @@ async fn check_family(client: &Client, f: &Family) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_run_whole_flows_without_5xx_or_lost_grants() {
-    let base = start().await;
+    run(None).await;
+}
+
+/// The same on the quickstart's default store, a SQLite file.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_run_whole_flows_on_sqlite_without_5xx_or_lost_grants() {
+    let dir = std::env::temp_dir().join(format!(
+        "mcp-oauth-load-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    run(Some(&dir.join("load.sqlite3"))).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn run(sqlite: Option<&std::path::Path>) {
+    let base = start(sqlite).await;
     let resource = format!("{base}/mcp");
     let answers = Answers::default();
     let registered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -270,8 +305,9 @@ async fn many_clients_run_whole_flows_without_5xx_or_lost_grants() {
     }
 
     eprintln!(
-        "load_flows: {flows} flows by {CLIENTS} clients in {load_time:?}, {} clients registered, \
+        "load_flows ({}): {flows} flows by {CLIENTS} clients in {load_time:?}, {} clients registered, \
          {} answers, statuses {:?}",
+        if sqlite.is_some() { "SQLite" } else { "memory" },
         registered.len(),
         answers.len(),
         answers.histogram()
