@@ -14,6 +14,8 @@
 //! It prints the MCP URL, the demo user's credentials and what to enter in each client, then
 //! `listening on http://ADDR`. `--help` lists the settings; each also reads an `MCP_OAUTH_*`
 //! variable (`MCP_OAUTH_ADDR`, `MCP_OAUTH_PUBLIC_URL`, `MCP_OAUTH_DEMO_USER`, `MCP_OAUTH_STORE`…).
+//! With the feature `postgres`, `MCP_OAUTH_STORE` may also be a `postgres://` URL: several
+//! instances then share clients, grants and keys.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

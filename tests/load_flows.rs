@@ -8,7 +8,10 @@
 //! register (RFC 7591) → `/authorize` with PKCE S256 in the test browser (login page with a
 //! password, consent page, callback with `code`, `state` and `iss`) → code exchange →
 //! MCP `initialize` + `tools/call files_read` with the access token → refresh → the same
-//! `tools/call` with the new access token.
+//! `tools/call` with the new access token. The refresh is sent twice at once with the same
+//! token (real clients do): both answers must carry the same successor.
+//!
+//! It runs on the memory store and on a SQLite file (the quickstart's default).
 //!
 //! The run is bounded twice: by count (at most `CLIENTS × FLOWS_PER_CLIENT` flows) and by
 //! time (no flow starts after [`START_FLOWS_FOR`]), whichever comes first, so a slow
