@@ -19,6 +19,9 @@
 //! `oauth_compliant` flag; with the feature `metrics`, `MCP_OAUTH_METRICS=1` (or `--metrics`)
 //! serves Prometheus metrics at `/metrics`; with the feature `doctor`, `--doctor URL` checks a
 //! server's discovery documents the way MCP clients read them and exits 0 when compliant.
+//!
+//! With the feature `postgres`, `MCP_OAUTH_STORE` may also be a `postgres://` URL: several
+//! instances then share clients, grants and keys.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -78,7 +81,9 @@ struct Args {
         default_value = "http://127.0.0.1/callback,http://localhost/callback"
     )]
     client_redirect_uris: Vec<String>,
-    /// A SQLite file for clients, grants and signing keys (created if missing), or `memory`.
+    /// A SQLite file for clients, grants and signing keys (created if missing), `memory`, or
+    /// (with the feature `postgres`) a `postgres://` URL (`?options[search_path]=SCHEMA`
+    /// picks a schema).
     #[arg(long, env = "MCP_OAUTH_STORE", default_value = "mcp-oauth.sqlite3")]
     store: String,
     /// INSECURE: approve every request as the demo user without login (automated tests only).
@@ -218,7 +223,16 @@ async fn app(
         };
         server = server.client(client.with_name("Pre-registered client"));
     }
-    if args.store != "memory" {
+    if args.store.starts_with("postgres://") || args.store.starts_with("postgresql://") {
+        // Several instances may share one database (and its key ring).
+        #[cfg(feature = "postgres")]
+        {
+            use mcp_oauth::store::sql::PostgresStore;
+            server = server.store(PostgresStore::connect(&args.store).await?);
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err("MCP_OAUTH_STORE: a PostgreSQL URL needs the feature `postgres`".into());
+    } else if args.store != "memory" {
         // Clients, grants and the signing keys (kept in the same file by `build`) all
         // persist: a restart signs nobody out.
         server = server.store(SqliteStore::open(&args.store).await?);
@@ -309,12 +323,16 @@ async fn main() -> Result<(), BoxError> {
         }
         false => format!("sign in as user {user:?}, password {password:?}"),
     };
+    // Never print a database URL: it may hold a password.
+    let state = match &args.store {
+        s if s.starts_with("postgres") => "PostgreSQL",
+        s => s.as_str(),
+    };
     println!(
         "mcp-oauth quickstart\n  MCP server URL: {url}\n  OAuth issuer: {public}\n  {sign_in}\n  \
-         state: {}\n  ChatGPT (Settings > Apps & Connectors > Create), Claude (Settings > \
+         state: {state}\n  ChatGPT (Settings > Apps & Connectors > Create), Claude (Settings > \
          Connectors): add {url} with OAuth; they need https (a tunnel and MCP_OAUTH_PUBLIC_URL)\n  \
-         MCP Inspector: npx @modelcontextprotocol/inspector, Streamable HTTP, URL {url}",
-        args.store
+         MCP Inspector: npx @modelcontextprotocol/inspector, Streamable HTTP, URL {url}"
     );
     if args.metrics {
         println!("  metrics: {public}/metrics (public on this listener: keep it private)");

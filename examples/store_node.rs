@@ -16,7 +16,7 @@
 //! `MCP_OAUTH_STORE_NAMESPACE`, `MCP_OAUTH_ADDR` (default `127.0.0.1:8000`),
 //! `MCP_OAUTH_PUBLIC_URL` (the issuer, the same on every instance), `MCP_OAUTH_DEMO_USER`,
 //! `MCP_OAUTH_DEMO_PASSWORD`, `MCP_OAUTH_SIGNING_KEY_PEM`, `MCP_OAUTH_KEY_REFRESH_SECS`,
-//! `MCP_OAUTH_RATE_LIMITS` and, for automated tests only, `MCP_OAUTH_INSECURE_AUTO_APPROVE` and
+//! `MCP_OAUTH_TOKEN_CACHE_ENTRIES`, `MCP_OAUTH_RATE_LIMITS` and, for automated tests only, `MCP_OAUTH_INSECURE_AUTO_APPROVE` and
 //! `MCP_OAUTH_INSECURE_ADMIN_ROUTES`.
 
 use std::time::Duration;
@@ -60,6 +60,10 @@ struct Args {
     /// How often the key ring reloads from the store, in seconds.
     #[arg(long, env = "MCP_OAUTH_KEY_REFRESH_SECS")]
     key_refresh_secs: Option<u64>,
+    /// Entries of the layer's verified-token cache (default 10,000; a soak test makes it
+    /// small to reach its steady state sooner).
+    #[arg(long, env = "MCP_OAUTH_TOKEN_CACHE_ENTRIES")]
+    token_cache_entries: Option<usize>,
     /// `off` lifts the per-address rate limits (load tests from one address).
     #[arg(long, env = "MCP_OAUTH_RATE_LIMITS", default_value = "on", value_parser = BoolishValueParser::new())]
     rate_limits: bool,
@@ -204,12 +208,15 @@ async fn main() -> Result<(), BoxError> {
             .authorize_rate_limit(off());
     }
     let server = with_store(builder, &args).await?.build().await?;
-    let config = McpOAuthConfig::builder()
+    let mut config = McpOAuthConfig::builder()
         .resource(format!("{issuer}/mcp"))
         .issuer(&issuer)
         .scope("read", "Read your data")
-        .authorization_server(&server)
-        .build()?;
+        .authorization_server(&server);
+    if let Some(entries) = args.token_cache_entries {
+        config = config.token_cache(entries, Duration::from_secs(60));
+    }
+    let config = config.build()?;
     let whoami = |auth: Auth| async move {
         axum::Json(
             serde_json::json!({"sub": auth.subject(), "client_id": auth.client_id(), "scope": auth.scopes().to_string()}),

@@ -256,6 +256,11 @@ impl Example {
             .clone()
     }
 
+    /// The process id, while it runs (to read its `/proc/PID/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// `kill -9`, and waits until the process is gone.
     pub async fn kill9(mut self) {
         let _ = self.child.start_kill();
