@@ -95,6 +95,10 @@ impl Built {
         let mut builder = builder
             .remember_consent(config.remember_consent)
             .trusted_proxies(config.trusted_proxies.iter().copied());
+        // Signing keys wrapped before they reach the store (MCP_OAUTH_KEY_ENCRYPTION_KEY).
+        if let Some(kek) = mcp_oauth::keys::AesGcmKeyEncryption::from_env()? {
+            builder = builder.key_encryption(kek);
+        }
         if let Some(rate) = config.rate_limits.token {
             builder = builder.token_rate_limit(rate_limit(rate));
         }
@@ -177,9 +181,14 @@ impl Built {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
         });
-        let app = server
+        let mut app = server
             .mount(&oauth, service)?
             .layer(axum::middleware::from_fn_with_state(guard, host_guard));
+        if config.metrics {
+            let handle =
+                mcp_oauth::metrics::install_prometheus().map_err(|e| format!("metrics: {e}"))?;
+            app = app.merge(mcp_oauth::metrics::router(handle));
+        }
         Ok(Self {
             app,
             backend,

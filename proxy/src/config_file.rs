@@ -90,6 +90,8 @@ pub struct FileConfig {
     pub upstream_allow_loopback: Option<bool>,
     /// Remember consent.
     pub remember_consent: Option<bool>,
+    /// Serve `/metrics`.
+    pub metrics: Option<bool>,
     /// Scopes: name = description.
     pub scopes: Option<BTreeMap<String, String>>,
     /// Default scopes.

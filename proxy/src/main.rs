@@ -19,6 +19,10 @@ async fn main() -> ExitCode {
     if let Some(Subcommand::HashPassword) = settings.subcommand {
         return hash_password();
     }
+    if let Some(url) = &settings.doctor {
+        init_logging(LogFormat::Text);
+        return mcp_oauth::doctor::run(url).await;
+    }
     let config = match settings.resolve() {
         Ok(config) => config,
         Err(e) => {

@@ -91,6 +91,18 @@ pub struct Settings {
     /// discovery documents clients will see, and exit without serving (0: valid).
     #[arg(long, help_heading = "General")]
     pub check: bool,
+    /// Check a running MCP server at URL (this proxy's MCP URL, or any other) the way ChatGPT,
+    /// Claude, VS Code and the SDK clients discover it, print every mismatch, and exit (0:
+    /// compliant, 1: not). Needs no other setting.
+    #[arg(long, value_name = "URL", help_heading = "General")]
+    pub doctor: Option<String>,
+    /// Serve Prometheus metrics at `/metrics` on the listener [default: false]. Anyone who
+    /// reaches the listener can read them: expose the proxy's port only through a front
+    /// proxy that does not route `/metrics`, or keep this off.
+    #[arg(long, env = "MCP_OAUTH_METRICS", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          value_name = "BOOL", help_heading = "General")]
+    pub metrics: Option<bool>,
     /// Log line format: `text` or `json` (one JSON object per line). The level comes from
     /// RUST_LOG (default: info, with every grant and refusal).
     #[arg(
@@ -694,6 +706,8 @@ pub struct Config {
     pub login: Login,
     /// Remember consent.
     pub remember_consent: bool,
+    /// Serve `/metrics`.
+    pub metrics: bool,
     /// Scopes with descriptions, in order.
     pub scopes: Vec<(String, String)>,
     /// Default scopes (empty: the library's default, every scope).
@@ -1019,6 +1033,7 @@ impl Settings {
             kill_grace,
             store,
             login,
+            metrics: self.metrics.or(file.metrics).unwrap_or(false),
             remember_consent: self
                 .remember_consent
                 .or(file.remember_consent)
