@@ -269,7 +269,9 @@ async fn hash_password_makes_a_hash_that_signs_the_user_in() {
     );
     // Grants and refusals show in the default log level, and no secret does.
     let logs = proxy.logs();
-    assert!(logs.contains("authorization code issued"), "{logs}");
+    assert!(logs.contains("event=\"authorization.granted\""), "{logs}");
+    assert!(logs.contains("event=\"token.issued\""), "{logs}");
+    assert!(logs.contains("event=\"login.failed\""), "{logs}");
     assert!(logs.contains("path=/token status=200"), "{logs}");
     assert!(!logs.contains(common::PASSWORD), "the password is logged");
     assert!(!logs.contains(&tokens.access), "a token is logged");
