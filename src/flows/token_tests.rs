@@ -189,15 +189,24 @@ async fn code_exchange_rules() {
             }
             _ => panic!("{}: got {got:?}", c.name),
         }
-        // The right request afterwards: refused when the code is spent.
+        // The right request afterwards: refused when the code is spent by a failed
+        // request; after a successful one it is a retry of the same exchange, which gets
+        // the same grant (issue 13).
         let public = t.client("public").await;
         let retry = exchange(&t.env, &public, code_request("the-code", VERIFIER)).await;
-        assert_eq!(
-            retry.is_err(),
-            c.spent || c.wait >= 60,
-            "{}: retry {retry:?}",
-            c.name
-        );
+        match (&got, &retry) {
+            (Ok(first), Ok(again)) => assert_eq!(
+                first.refresh_token, again.refresh_token,
+                "{}: the same grant",
+                c.name
+            ),
+            _ => assert_eq!(
+                retry.is_err(),
+                c.spent || c.wait >= 60,
+                "{}: retry {retry:?}",
+                c.name
+            ),
+        }
     }
 }
 
@@ -215,7 +224,9 @@ async fn no_refresh_token_for_a_client_without_the_grant() {
 }
 
 // Issue 8 item 6: a replayed code revokes the family its first redemption created only
-// when the replay comes from the code's own client with the right verifier.
+// when the replay comes from the code's own client with the right verifier; issue 13: and
+// only once the first grant was used (before, the same request is a retry and gets the same
+// grant again).
 #[tokio::test]
 async fn code_replay_revokes_the_family_only_for_its_owner_with_the_verifier() {
     // (replaying client, verifier, family revoked?)
@@ -228,6 +239,15 @@ async fn code_replay_revokes_the_family_only_for_its_owner_with_the_verifier() {
     for (replayer, verifier, revoked) in table {
         let t = TestEnv::new().await;
         let first = grant(&t, "public").await;
+        // The first grant is used: its answer was delivered.
+        let public = t.client("public").await;
+        let refreshed = exchange(
+            &t.env,
+            &public,
+            refresh_request(first.refresh_token.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
         let client = t.client(replayer).await;
         let e = exchange(&t.env, &client, code_request("the-code", verifier))
             .await
@@ -242,17 +262,276 @@ async fn code_replay_revokes_the_family_only_for_its_owner_with_the_verifier() {
             .await
             .unwrap();
         assert_eq!(jti_revoked, revoked, "{replayer} {verifier}: access token");
-        let public = t.client("public").await;
         let refresh = exchange(
             &t.env,
             &public,
-            refresh_request(first.refresh_token.as_deref().unwrap()),
+            refresh_request(refreshed.refresh_token.as_deref().unwrap()),
         )
         .await;
         assert_eq!(
             refresh.is_err(),
             revoked,
             "{replayer} {verifier}: refresh {refresh:?}"
+        );
+    }
+}
+
+/// Issue 13: the same exchange again, before the first grant was used, is a retry of an
+/// answer that was lost: it gets the same refresh token (and a new access token of the same
+/// family), nothing is revoked, and it stays one grant (using it ends the retries).
+#[tokio::test]
+async fn a_retry_of_the_same_exchange_gets_the_same_grant() {
+    let t = TestEnv::new().await;
+    let first = grant(&t, "public").await;
+    let public = t.client("public").await;
+    let again = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.refresh_token, first.refresh_token,
+        "the same refresh token"
+    );
+    assert_eq!(family_of(&again), family_of(&first), "the same family");
+    assert_ne!(again.access.jti, first.access.jti, "a new access token");
+    assert!(
+        !t.env
+            .grants
+            .is_token_revoked(&first.access.jti, t.env.now())
+            .await
+            .unwrap()
+    );
+    // Another redirect_uri is not the same exchange: a replay, which revokes.
+    let mut other = code_request("the-code", VERIFIER);
+    if let TokenRequest::AuthorizationCode { redirect_uri, .. } = &mut other {
+        *redirect_uri = Some("https://app.example.com/other");
+    }
+    let e = exchange(&t.env, &public, other).await.unwrap_err();
+    assert_eq!(e.code(), OAuthErrorCode::InvalidGrant);
+    assert!(
+        t.env
+            .grants
+            .is_token_revoked(&first.access.jti, t.env.now())
+            .await
+            .unwrap()
+    );
+}
+
+/// Issue 13: a failed check spends the code for good: the right request afterwards gets
+/// `invalid_grant` (one guess per code), and no family is created.
+#[tokio::test]
+async fn a_failed_check_spends_the_code_for_good() {
+    let t = TestEnv::new().await;
+    t.put_code("the-code", "public", VERIFIER).await;
+    let public = t.client("public").await;
+    let e = exchange(&t.env, &public, code_request("the-code", OTHER_VERIFIER))
+        .await
+        .unwrap_err();
+    assert!(e.description().contains("PKCE"), "{e}");
+    let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), OAuthErrorCode::InvalidGrant);
+    assert!(e.description().contains("already used"), "{e}");
+    assert_eq!(
+        t.env.grants.stats(t.env.now()).await.unwrap().live_families,
+        0
+    );
+}
+
+/// How [`Flaky`] fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flake {
+    /// A store with only the required methods (two-step exchange) whose `create_family`
+    /// fails once.
+    CreateFamilyOnce,
+    /// A store with the atomic redemption whose `redeem_code` commits, then fails once (a
+    /// timeout after the commit).
+    AfterCommitOnce,
+}
+
+/// A `MemoryStore` that fails once, as [`Flake`] says.
+struct Flaky {
+    inner: std::sync::Arc<dyn crate::store::GrantStore>,
+    mode: Flake,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Flaky {
+    /// `true` the first time only.
+    fn fail_now(&self) -> bool {
+        !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::GrantStore for Flaky {
+    async fn put_code(
+        &self,
+        h: SecretHash,
+        c: crate::store::AuthorizationCode,
+    ) -> Result<(), StoreError> {
+        self.inner.put_code(h, c).await
+    }
+    async fn take_code(&self, h: &SecretHash, f: &str, n: u64) -> Result<CodeTake, StoreError> {
+        self.inner.take_code(h, f, n).await
+    }
+    async fn create_family(
+        &self,
+        f: RefreshFamily,
+        r: Option<SecretHash>,
+    ) -> Result<(), StoreError> {
+        if self.mode == Flake::CreateFamilyOnce && self.fail_now() {
+            return Err(StoreError::unavailable("flaky: create_family"));
+        }
+        self.inner.create_family(f, r).await
+    }
+    async fn peek_code(&self, h: &SecretHash, n: u64) -> Result<CodePeek, StoreError> {
+        match self.mode {
+            Flake::CreateFamilyOnce => Ok(CodePeek::Unsupported),
+            Flake::AfterCommitOnce => self.inner.peek_code(h, n).await,
+        }
+    }
+    async fn redeem_code(
+        &self,
+        h: &SecretHash,
+        r: CodeRedemption,
+        n: u64,
+    ) -> Result<CodeRedeem, StoreError> {
+        assert_eq!(self.mode, Flake::AfterCommitOnce);
+        let done = self.inner.redeem_code(h, r, n).await?;
+        if self.fail_now() {
+            return Err(StoreError::unavailable("flaky: no answer after the commit"));
+        }
+        Ok(done)
+    }
+    async fn initial_grant(
+        &self,
+        f: &str,
+        n: u64,
+    ) -> Result<Option<crate::store::InitialGrant>, StoreError> {
+        match self.mode {
+            Flake::CreateFamilyOnce => Ok(None),
+            Flake::AfterCommitOnce => self.inner.initial_grant(f, n).await,
+        }
+    }
+    async fn rotate_refresh(
+        &self,
+        p: &SecretHash,
+        s: SecretHash,
+        sealed: Vec<u8>,
+        n: u64,
+        g: u64,
+    ) -> Result<Rotation, StoreError> {
+        self.inner.rotate_refresh(p, s, sealed, n, g).await
+    }
+    async fn revoke_family(&self, f: &str, n: u64) -> Result<(), StoreError> {
+        self.inner.revoke_family(f, n).await
+    }
+    async fn family_of_refresh(
+        &self,
+        h: &SecretHash,
+        n: u64,
+    ) -> Result<Option<crate::store::RefreshLookup>, StoreError> {
+        self.inner.family_of_refresh(h, n).await
+    }
+    async fn revoke_token(&self, j: &str, e: u64) -> Result<(), StoreError> {
+        self.inner.revoke_token(j, e).await
+    }
+    async fn is_token_revoked(&self, j: &str, n: u64) -> Result<bool, StoreError> {
+        self.inner.is_token_revoked(j, n).await
+    }
+    async fn get_consent(&self, s: &str, c: &str) -> Result<Option<ScopeSet>, StoreError> {
+        self.inner.get_consent(s, c).await
+    }
+    async fn put_consent(&self, s: &str, c: &str, sc: &ScopeSet, n: u64) -> Result<(), StoreError> {
+        self.inner.put_consent(s, c, sc, n).await
+    }
+    async fn put_pending(
+        &self,
+        i: &str,
+        p: crate::store::PendingAuthorization,
+    ) -> Result<(), StoreError> {
+        self.inner.put_pending(i, p).await
+    }
+    async fn get_pending(
+        &self,
+        i: &str,
+        n: u64,
+    ) -> Result<Option<crate::store::PendingAuthorization>, StoreError> {
+        self.inner.get_pending(i, n).await
+    }
+    async fn take_pending(
+        &self,
+        i: &str,
+        n: u64,
+    ) -> Result<Option<crate::store::PendingAuthorization>, StoreError> {
+        self.inner.take_pending(i, n).await
+    }
+    async fn sweep(&self, n: u64) -> Result<u64, StoreError> {
+        self.inner.sweep(n).await
+    }
+    async fn stats(&self, n: u64) -> Result<crate::store::StoreStats, StoreError> {
+        self.inner.stats(n).await
+    }
+}
+
+/// A test environment whose grant store is a [`Flaky`] over its memory store.
+async fn flaky_env(mode: Flake) -> TestEnv {
+    let mut t = TestEnv::new().await;
+    t.env.grants = std::sync::Arc::new(Flaky {
+        inner: t.env.grants.clone(),
+        mode,
+        failed: std::sync::atomic::AtomicBool::new(false),
+    });
+    t
+}
+
+/// Issue 13 item 6: a store hiccup during a code exchange must not sign the user out. The
+/// first attempt answers `503`; the client's retry of the same request gets tokens, which
+/// work, and nothing was revoked.
+#[tokio::test]
+async fn a_store_hiccup_during_the_code_exchange_does_not_sign_the_user_out() {
+    for mode in [Flake::CreateFamilyOnce, Flake::AfterCommitOnce] {
+        let t = flaky_env(mode).await;
+        t.put_code("the-code", "public", VERIFIER).await;
+        let public = t.client("public").await;
+        let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), OAuthErrorCode::TemporarilyUnavailable, "{mode:?}");
+        let tokens = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: the retry must get tokens: {e}"));
+        assert!(
+            !t.env
+                .grants
+                .is_token_revoked(&tokens.access.jti, t.env.now())
+                .await
+                .unwrap(),
+            "{mode:?}"
+        );
+        let refreshed = exchange(
+            &t.env,
+            &public,
+            refresh_request(tokens.refresh_token.as_deref().unwrap()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode:?}: the refresh token works: {e}"));
+        assert_eq!(family_of(&refreshed), family_of(&tokens), "{mode:?}");
+        // Once the grant was used, the same request again is a replay: revoked.
+        let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), OAuthErrorCode::InvalidGrant, "{mode:?}");
+        assert!(
+            exchange(
+                &t.env,
+                &public,
+                refresh_request(refreshed.refresh_token.as_deref().unwrap())
+            )
+            .await
+            .is_err(),
+            "{mode:?}: revoked"
         );
     }
 }

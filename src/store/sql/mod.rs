@@ -123,6 +123,8 @@ pub struct SqlStore<DB: Backend> {
     path: Option<PathBuf>,
     /// Whether the data outlives the process (all but a SQLite in-memory database).
     durable: bool,
+    /// How many rows one sweep statement removes at most.
+    sweep_batch: u64,
 }
 
 impl<DB: Backend> Clone for SqlStore<DB> {
@@ -133,6 +135,7 @@ impl<DB: Backend> Clone for SqlStore<DB> {
             timeout: self.timeout,
             path: self.path.clone(),
             durable: self.durable,
+            sweep_batch: self.sweep_batch,
         }
     }
 }
@@ -143,6 +146,15 @@ impl<DB: Backend> SqlStore<DB> {
     #[must_use]
     pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How many expired rows one statement of [`sweep`](super::GrantStore::sweep) removes
+    /// at most (500 by default, at least 1). Each batch is its own short transaction, so a
+    /// sweep never holds the tables for long, however much expired.
+    #[must_use]
+    pub fn with_sweep_batch(mut self, rows: u64) -> Self {
+        self.sweep_batch = rows.max(1);
         self
     }
 
@@ -193,6 +205,16 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
 
     /// How many rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Spends a live code and creates its family in one atomic step (see
+    /// [`GrantStore::redeem_code`](super::GrantStore::redeem_code)): one statement on
+    /// PostgreSQL, one `BEGIN IMMEDIATE` transaction (one commit) on SQLite.
+    fn redeem_code(
+        store: &SqlStore<Self>,
+        hash: &SecretHash,
+        redemption: &super::CodeRedemption,
+        now: u64,
+    ) -> impl Future<Output = Result<super::CodeRedeem, StoreError>> + Send;
 
     /// Deletes the idle dynamic clients that nothing live names, with their remembered
     /// consents, and counts them (see
