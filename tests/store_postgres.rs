@@ -327,7 +327,7 @@ async fn migrations_are_versioned_and_idempotent() {
             .unwrap();
     drop(first);
     schema.drop_schema().await;
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
 }
 
 /// A TCP port where no PostgreSQL answers: closed (`Refuse`), or accepting connections and

@@ -266,6 +266,18 @@ where
         grace: u64,
     ) -> Result<Rotation, StoreError> {
         self.run(async {
+            if let Some(done) = DB::rotate_refresh(
+                self,
+                presented,
+                &successor,
+                &sealed_successor,
+                now,
+                grace,
+            )
+            .await?
+            {
+                return Ok(done);
+            }
             // No other writer (in this process or another) can rotate the family between our
             // read and our write: SQLite's BEGIN IMMEDIATE takes the write lock before the
             // read; PostgreSQL's FOR UPDATE locks the family row, so racing rotations queue

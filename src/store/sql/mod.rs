@@ -216,6 +216,19 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
         now: u64,
     ) -> impl Future<Output = Result<super::CodeRedeem, StoreError>> + Send;
 
+    /// Rotates a refresh token in one statement where the backend can (see
+    /// [`GrantStore::rotate_refresh`](super::GrantStore::rotate_refresh)): PostgreSQL calls
+    /// the function of migration 9 (one round trip); `None` lets the generic transaction do
+    /// it (SQLite).
+    fn rotate_refresh(
+        store: &SqlStore<Self>,
+        presented: &SecretHash,
+        successor: &SecretHash,
+        sealed_successor: &[u8],
+        now: u64,
+        grace: u64,
+    ) -> impl Future<Output = Result<Option<super::Rotation>, StoreError>> + Send;
+
     /// Deletes the idle dynamic clients that nothing live names, with their remembered
     /// consents, and counts them (see
     /// [`ClientStore::sweep_idle_clients`](super::ClientStore::sweep_idle_clients)).
@@ -420,6 +433,7 @@ mod tests {
                 "25e9fc92e92af04eea73f20aa52886e6e10c3f919c3ae19e90a2701350a79b60",
                 "e7fa8bc0ae110e0b9a00023988c1ce1b13154fc7cf43fcd9e729b4fdf591fc44",
                 "66e1983218620aa9a9866ad90ced4bda3db6369c32ecd3a65c058550aad0ea8c",
+                "fd8f0d550d2d9a2b90aea5a775187b02ef844db0ac4b5c3f07b62acb3472719b",
             ],
         );
     }

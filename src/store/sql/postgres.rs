@@ -13,7 +13,7 @@ use super::{
     Backend, DEFAULT_OPERATION_TIMEOUT, SqlStore, col, count_of, db_time, from_json, migrator,
     sealed, to_json,
 };
-use crate::store::{CodeRedeem, CodeRedemption, SecretHash, StoreError};
+use crate::store::{CodeRedeem, CodeRedemption, Rotation, SecretHash, StoreError};
 
 /// Connections [`PostgresStore::connect`] keeps at most.
 const MAX_CONNECTIONS: u32 = 10;
@@ -62,6 +62,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "upstream tokens",
         include_str!("../../../migrations/postgres/0008_upstream_tokens.sql"),
+    ),
+    (
+        9,
+        "refresh rotation in one round trip",
+        include_str!("../../../migrations/postgres/0009_rotate_refresh_function.sql"),
     ),
 ];
 
@@ -197,6 +202,47 @@ impl Backend for Postgres {
             family_id,
             code: from_json(&record, "code")?,
         })
+    }
+
+    /// One call of `mcp_oauth_rotate_refresh` (migration 9), which locks the family row and
+    /// decides as the generic transaction does: one round trip.
+    async fn rotate_refresh(
+        store: &PostgresStore,
+        presented: &SecretHash,
+        successor: &SecretHash,
+        sealed_successor: &[u8],
+        now: u64,
+        grace: u64,
+    ) -> Result<Option<Rotation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT outcome, family_id, record, sealed FROM mcp_oauth_rotate_refresh($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&presented.0[..])
+        .bind(&successor.0[..])
+        .bind(sealed_successor)
+        .bind(db_time(now))
+        .bind(db_time(grace))
+        .bind(db_time(super::REVOKED_KEEP_SECS))
+        .fetch_one(&store.writer)
+        .await
+        .map_err(err)?;
+        let outcome: String = col(&row, "outcome")?;
+        let family = || -> Result<crate::store::RefreshFamily, StoreError> {
+            from_json(&col::<_, String>(&row, "record")?, "family")
+        };
+        Ok(Some(match outcome.as_str() {
+            "rotated" => Rotation::Rotated(family()?),
+            "grace" => Rotation::Grace {
+                family: family()?,
+                sealed_successor: col::<_, Option<Vec<u8>>>(&row, "sealed")?.unwrap_or_default(),
+            },
+            "reused" => {
+                let family_id: String = col(&row, "family_id")?;
+                super::family::reuse_detected(&family_id);
+                Rotation::Reused { family_id }
+            }
+            _ => Rotation::Invalid,
+        }))
     }
 
     async fn sweep_idle_clients(

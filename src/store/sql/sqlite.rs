@@ -179,6 +179,19 @@ impl Backend for Sqlite {
         Ok(CodeRedeem::Redeemed)
     }
 
+    /// `None`: the generic transaction (`BEGIN IMMEDIATE`, read, write, one commit) is
+    /// already one commit, and SQLite has no round trips to save.
+    async fn rotate_refresh(
+        _store: &SqliteStore,
+        _presented: &SecretHash,
+        _successor: &SecretHash,
+        _sealed_successor: &[u8],
+        _now: u64,
+        _grace: u64,
+    ) -> Result<Option<crate::store::Rotation>, StoreError> {
+        Ok(None)
+    }
+
     async fn sweep_idle_clients(
         store: &SqliteStore,
         idle_before: u64,
