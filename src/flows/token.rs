@@ -21,28 +21,29 @@
 //!    leaves the code unspent, so the client's retry is simply the first redemption. Of
 //!    racing redemptions one wins. The access token is an RFC 9068 JWT whose `aud` is the
 //!    code's resource.
-//! 4. A spent code presented again is a **retry** when it is the same exchange (the code's
-//!    own client, the same `redirect_uri` and `resource`, the PKCE verifier) and the family
-//!    is live with its first refresh token never used: the client gets the **same** grant
-//!    again (the same refresh token, opened from a copy sealed under a key derived from the
-//!    code and the verifier, and a new access token of the same family), never a second
-//!    one. This covers the answer lost after the commit (a store timeout, a failed signing,
-//!    a dropped connection), which used to revoke the user's fresh grant. Anything else is
-//!    a **replay**: `invalid_grant`, and, when it comes from the code's own client with the
-//!    right verifier, the family is revoked (every access and refresh token the first
-//!    redemption issued stops working, RFC 6749 §4.1.2). A replay by anyone else (another
-//!    client, a wrong verifier) changes nothing, so a code seen in a log or a browser
-//!    history is no kill switch for its user's session.
+//! 4. Tokens are answered only once the grant's delivery is claimed
+//!    ([`GrantStore::claim_initial_grant`](crate::store::GrantStore::claim_initial_grant),
+//!    atomic): a code's grant leaves the server **at most once**.
+//! 5. A spent code presented again is a **retry** when it is the same exchange (the code's
+//!    own client, the same `redirect_uri` and `resource`, the PKCE verifier) and its grant
+//!    was never delivered: the first attempt failed after the commit (a store timeout, a
+//!    failed signing, a failed claim) and answered `503`. The client gets that grant (the
+//!    same refresh token, opened from a copy sealed under a key derived from the code and the
+//!    verifier, and an access token of the same family), which used to be revoked instead,
+//!    signing the user out. Anything else is a **replay**: `invalid_grant`, and, when it
+//!    comes from the code's own client with the right verifier, the family is revoked
+//!    (every access and refresh token the first redemption issued stops working, RFC 6749
+//!    §4.1.2). A replay by anyone else (another client, a wrong verifier) changes nothing,
+//!    so a code seen in a log or a browser history is no kill switch for its user's session.
 //!
-//! Why a retry may be answered: RFC 6749 §4.1.2 asks to deny a reused code and revoke what
-//! it issued, against a party that **stole** the code. PKCE (RFC 7636) already shuts that
-//! party out: the verifier never leaves the client except in this request, over TLS. A
-//! request carrying the verifier comes from the client itself, and one arriving while the
-//! refresh token was never used is, as far as the server can tell, a client that never got
-//! the first answer. Giving it the same grant (no new family, no new refresh token, the
-//! same rotation and reuse detection afterwards) is a retransmission of that one answer,
-//! as the refresh grace window is for refreshes. Once the refresh token was used (the first
-//! answer was delivered), or after the code's short lifetime, the §4.1.2 rule applies.
+//! Why a retry may be answered: RFC 6749 §4.1.2 (and OAuth 2.1 §4.1.3) deny a code used
+//! more than once and revoke what it issued. Here the code's grant was never issued: no
+//! answer carrying it left the server, which the claim makes certain (the tokens are sent
+//! only after it, and a retry is served only when nobody claimed). Serving the retry is
+//! the first and only delivery of the one grant the code stands for, to a party proving
+//! the PKCE verifier (RFC 7636), which never leaves the client except in this request, over
+//! TLS. What the server cannot know (an answer that was sent and then lost on the way) is
+//! still a replay, as before: the user signs in again.
 //!
 //! # `refresh_token`
 //! The family of the presented token must belong to the client (checked before anything
@@ -322,6 +323,12 @@ async fn authorization_code(
         Err(e) => return Err(e.into()),
     }
     let access = mint(env, &family, &family.scope).await?;
+    // Tokens leave only after the delivery is claimed: a failure up to here leaves the grant
+    // undelivered, so the client's retry gets it (see `spent_code`).
+    if !grants.claim_initial_grant(&family_id).await? {
+        // A retry of this very exchange, racing us, delivered the grant first.
+        return Err(invalid_grant("The authorization code was already used"));
+    }
     Ok(Tokens {
         access,
         scope: family.scope,
@@ -332,21 +339,22 @@ async fn authorization_code(
 /// A code that was spent before, presented again.
 ///
 /// When the request is the same exchange again (the code's own client, the same
-/// `redirect_uri` and `resource`, the PKCE verifier) it is a **retry**: the first answer was
-/// lost (a store timeout after the commit, a failed signing, a dropped connection). The
-/// client gets the grant the code stands for, never a second one:
-/// - the family's first grant, while [`GrantStore::initial_grant`](crate::store::GrantStore::initial_grant) still has it (the family
-///   is live and its refresh token was never used): the **same** refresh token, opened from
-///   the sealed copy only the holder of the code and the verifier can open, and a new access
-///   token of the same family;
+/// `redirect_uri` and `resource`, the PKCE verifier) and the code's grant was **never
+/// delivered**, it is a **retry** of an attempt that failed after the commit (a store
+/// timeout, a failed signing): the client gets that grant, never a second one:
+/// - while [`GrantStore::initial_grant`](crate::store::GrantStore::initial_grant) still has
+///   it (never claimed, never rotated): the **same** refresh token, opened from the copy
+///   sealed under a key only the holder of the code and the verifier can derive, and an
+///   access token of the same family, once this request wins the
+///   [claim](crate::store::GrantStore::claim_initial_grant);
 /// - the family itself, when the first attempt spent the code but never created it (a
-///   store without [`GrantStore::redeem_code`](crate::store::GrantStore::redeem_code) whose `create_family` failed): nothing was
-///   ever issued for it.
+///   store without [`GrantStore::redeem_code`](crate::store::GrantStore::redeem_code) whose
+///   `create_family` failed): nothing was ever issued for it.
 ///
-/// Otherwise (the refresh token was used, the family was revoked, or the first attempt
-/// failed its checks) it is a replay: RFC 6749 §4.1.2, the family is revoked when the
-/// replay comes from the code's own client with the verifier, and the answer is
-/// `invalid_grant`. Anyone else replaying a code they saw changes nothing.
+/// Otherwise (the grant was delivered, the family was revoked, or the first attempt failed
+/// its checks) it is a replay: RFC 6749 §4.1.2, the family is revoked when the replay comes
+/// from the code's own client with the verifier, and the answer is `invalid_grant`. Anyone
+/// else replaying a code they saw changes nothing.
 async fn spent_code(
     env: &Env,
     client: &Client,
@@ -374,14 +382,16 @@ async fn spent_code(
                 &grant.sealed_grant,
             )
         {
-            tracing::info!(target: "mcp_oauth::token", client_id = %client.client_id, family = %family_id,
-                "retry of a code exchange whose answer was lost; the same grant is delivered again");
             let access = mint(env, &grant.family, &grant.family.scope).await?;
-            return Ok(Tokens {
-                access,
-                scope: grant.family.scope,
-                refresh_token: (!refresh.is_empty()).then_some(refresh),
-            });
+            if grants.claim_initial_grant(family_id).await? {
+                tracing::info!(target: "mcp_oauth::token", client_id = %client.client_id, family = %family_id,
+                    "retry of a code exchange that failed after its commit; its grant is delivered now");
+                return Ok(Tokens {
+                    access,
+                    scope: grant.family.scope,
+                    refresh_token: (!refresh.is_empty()).then_some(refresh),
+                });
+            }
         }
         let family = family_of_code(env, client, code, family_id, now);
         let refresh = client

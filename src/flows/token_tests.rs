@@ -189,24 +189,15 @@ async fn code_exchange_rules() {
             }
             _ => panic!("{}: got {got:?}", c.name),
         }
-        // The right request afterwards: refused when the code is spent by a failed
-        // request; after a successful one it is a retry of the same exchange, which gets
-        // the same grant (issue 13).
+        // The right request afterwards: refused when the code is spent.
         let public = t.client("public").await;
         let retry = exchange(&t.env, &public, code_request("the-code", VERIFIER)).await;
-        match (&got, &retry) {
-            (Ok(first), Ok(again)) => assert_eq!(
-                first.refresh_token, again.refresh_token,
-                "{}: the same grant",
-                c.name
-            ),
-            _ => assert_eq!(
-                retry.is_err(),
-                c.spent || c.wait >= 60,
-                "{}: retry {retry:?}",
-                c.name
-            ),
-        }
+        assert_eq!(
+            retry.is_err(),
+            c.spent || c.wait >= 60,
+            "{}: retry {retry:?}",
+            c.name
+        );
     }
 }
 
@@ -224,9 +215,7 @@ async fn no_refresh_token_for_a_client_without_the_grant() {
 }
 
 // Issue 8 item 6: a replayed code revokes the family its first redemption created only
-// when the replay comes from the code's own client with the right verifier; issue 13: and
-// only once the first grant was used (before, the same request is a retry and gets the same
-// grant again).
+// when the replay comes from the code's own client with the right verifier.
 #[tokio::test]
 async fn code_replay_revokes_the_family_only_for_its_owner_with_the_verifier() {
     // (replaying client, verifier, family revoked?)
@@ -239,15 +228,6 @@ async fn code_replay_revokes_the_family_only_for_its_owner_with_the_verifier() {
     for (replayer, verifier, revoked) in table {
         let t = TestEnv::new().await;
         let first = grant(&t, "public").await;
-        // The first grant is used: its answer was delivered.
-        let public = t.client("public").await;
-        let refreshed = exchange(
-            &t.env,
-            &public,
-            refresh_request(first.refresh_token.as_deref().unwrap()),
-        )
-        .await
-        .unwrap();
         let client = t.client(replayer).await;
         let e = exchange(&t.env, &client, code_request("the-code", verifier))
             .await
@@ -262,10 +242,11 @@ async fn code_replay_revokes_the_family_only_for_its_owner_with_the_verifier() {
             .await
             .unwrap();
         assert_eq!(jti_revoked, revoked, "{replayer} {verifier}: access token");
+        let public = t.client("public").await;
         let refresh = exchange(
             &t.env,
             &public,
-            refresh_request(refreshed.refresh_token.as_deref().unwrap()),
+            refresh_request(first.refresh_token.as_deref().unwrap()),
         )
         .await;
         assert_eq!(
@@ -276,36 +257,26 @@ async fn code_replay_revokes_the_family_only_for_its_owner_with_the_verifier() {
     }
 }
 
-/// Issue 13: the same exchange again, before the first grant was used, is a retry of an
-/// answer that was lost: it gets the same refresh token (and a new access token of the same
-/// family), nothing is revoked, and it stays one grant (using it ends the retries).
+/// Issue 13: a delivered grant is never delivered again: the same request after a
+/// successful exchange is a replay (revoked), and the sealed copy is gone.
 #[tokio::test]
-async fn a_retry_of_the_same_exchange_gets_the_same_grant() {
+async fn a_delivered_grant_is_not_delivered_again() {
     let t = TestEnv::new().await;
     let first = grant(&t, "public").await;
-    let public = t.client("public").await;
-    let again = exchange(&t.env, &public, code_request("the-code", VERIFIER))
-        .await
-        .unwrap();
+    let family = family_of(&first).to_owned();
     assert_eq!(
-        again.refresh_token, first.refresh_token,
-        "the same refresh token"
-    );
-    assert_eq!(family_of(&again), family_of(&first), "the same family");
-    assert_ne!(again.access.jti, first.access.jti, "a new access token");
-    assert!(
-        !t.env
+        t.env
             .grants
-            .is_token_revoked(&first.access.jti, t.env.now())
+            .initial_grant(&family, t.env.now())
             .await
-            .unwrap()
+            .unwrap(),
+        None,
+        "claimed on delivery"
     );
-    // Another redirect_uri is not the same exchange: a replay, which revokes.
-    let mut other = code_request("the-code", VERIFIER);
-    if let TokenRequest::AuthorizationCode { redirect_uri, .. } = &mut other {
-        *redirect_uri = Some("https://app.example.com/other");
-    }
-    let e = exchange(&t.env, &public, other).await.unwrap_err();
+    let public = t.client("public").await;
+    let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), OAuthErrorCode::InvalidGrant);
     assert!(
         t.env
@@ -347,6 +318,8 @@ enum Flake {
     /// A store with the atomic redemption whose `redeem_code` commits, then fails once (a
     /// timeout after the commit).
     AfterCommitOnce,
+    /// A store whose first delivery claim fails (the tokens were minted, never sent).
+    ClaimOnce,
 }
 
 /// A `MemoryStore` that fails once, as [`Flake`] says.
@@ -388,7 +361,7 @@ impl crate::store::GrantStore for Flaky {
     async fn peek_code(&self, h: &SecretHash, n: u64) -> Result<CodePeek, StoreError> {
         match self.mode {
             Flake::CreateFamilyOnce => Ok(CodePeek::Unsupported),
-            Flake::AfterCommitOnce => self.inner.peek_code(h, n).await,
+            _ => self.inner.peek_code(h, n).await,
         }
     }
     async fn redeem_code(
@@ -397,9 +370,9 @@ impl crate::store::GrantStore for Flaky {
         r: CodeRedemption,
         n: u64,
     ) -> Result<CodeRedeem, StoreError> {
-        assert_eq!(self.mode, Flake::AfterCommitOnce);
+        assert_ne!(self.mode, Flake::CreateFamilyOnce);
         let done = self.inner.redeem_code(h, r, n).await?;
-        if self.fail_now() {
+        if self.mode == Flake::AfterCommitOnce && self.fail_now() {
             return Err(StoreError::unavailable("flaky: no answer after the commit"));
         }
         Ok(done)
@@ -411,7 +384,16 @@ impl crate::store::GrantStore for Flaky {
     ) -> Result<Option<crate::store::InitialGrant>, StoreError> {
         match self.mode {
             Flake::CreateFamilyOnce => Ok(None),
-            Flake::AfterCommitOnce => self.inner.initial_grant(f, n).await,
+            _ => self.inner.initial_grant(f, n).await,
+        }
+    }
+    async fn claim_initial_grant(&self, f: &str) -> Result<bool, StoreError> {
+        match self.mode {
+            Flake::CreateFamilyOnce => Ok(true),
+            Flake::ClaimOnce if self.fail_now() => {
+                Err(StoreError::unavailable("flaky: claim_initial_grant"))
+            }
+            _ => self.inner.claim_initial_grant(f).await,
         }
     }
     async fn rotate_refresh(
@@ -491,7 +473,11 @@ async fn flaky_env(mode: Flake) -> TestEnv {
 /// work, and nothing was revoked.
 #[tokio::test]
 async fn a_store_hiccup_during_the_code_exchange_does_not_sign_the_user_out() {
-    for mode in [Flake::CreateFamilyOnce, Flake::AfterCommitOnce] {
+    for mode in [
+        Flake::CreateFamilyOnce,
+        Flake::AfterCommitOnce,
+        Flake::ClaimOnce,
+    ] {
         let t = flaky_env(mode).await;
         t.put_code("the-code", "public", VERIFIER).await;
         let public = t.client("public").await;
@@ -502,14 +488,6 @@ async fn a_store_hiccup_during_the_code_exchange_does_not_sign_the_user_out() {
         let tokens = exchange(&t.env, &public, code_request("the-code", VERIFIER))
             .await
             .unwrap_or_else(|e| panic!("{mode:?}: the retry must get tokens: {e}"));
-        assert!(
-            !t.env
-                .grants
-                .is_token_revoked(&tokens.access.jti, t.env.now())
-                .await
-                .unwrap(),
-            "{mode:?}"
-        );
         let refreshed = exchange(
             &t.env,
             &public,
@@ -518,20 +496,18 @@ async fn a_store_hiccup_during_the_code_exchange_does_not_sign_the_user_out() {
         .await
         .unwrap_or_else(|e| panic!("{mode:?}: the refresh token works: {e}"));
         assert_eq!(family_of(&refreshed), family_of(&tokens), "{mode:?}");
-        // Once the grant was used, the same request again is a replay: revoked.
+        // Delivered now: the same request again is a replay.
         let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
             .await
             .unwrap_err();
         assert_eq!(e.code(), OAuthErrorCode::InvalidGrant, "{mode:?}");
         assert!(
-            exchange(
-                &t.env,
-                &public,
-                refresh_request(refreshed.refresh_token.as_deref().unwrap())
-            )
-            .await
-            .is_err(),
-            "{mode:?}: revoked"
+            t.env
+                .grants
+                .is_token_revoked(&tokens.access.jti, t.env.now())
+                .await
+                .unwrap(),
+            "{mode:?}: a replay after the delivery revokes"
         );
     }
 }

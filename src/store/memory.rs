@@ -489,6 +489,14 @@ impl GrantStore for MemoryStore {
         Ok(CodeRedeem::Redeemed)
     }
 
+    async fn claim_initial_grant(&self, family_id: &str) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        Ok(s.families
+            .get_mut(family_id)
+            .and_then(|f| f.initial_sealed.take())
+            .is_some())
+    }
+
     async fn initial_grant(
         &self,
         family_id: &str,

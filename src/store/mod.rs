@@ -592,8 +592,8 @@ pub struct CodeRedemption {
     /// The hash of its first refresh token, when the client gets one.
     pub refresh: Option<SecretHash>,
     /// The first grant, sealed (AES-256-GCM) under a key only a holder of the code and its
-    /// PKCE verifier can derive; opaque to the store, kept with the family until its first
-    /// rotation.
+    /// PKCE verifier can derive; opaque to the store, kept with the family until it is
+    /// [claimed](GrantStore::claim_initial_grant) (or the family rotates).
     pub sealed_grant: Vec<u8>,
 }
 
@@ -615,8 +615,8 @@ pub enum CodeRedeem {
     NotFound,
 }
 
-/// A family's first grant, still undelivered as far as the store can tell: the family is
-/// live and its first refresh token was never rotated ([`GrantStore::initial_grant`]).
+/// A family's first grant, never delivered: the family is live, its first refresh token was
+/// never rotated and the grant was never claimed ([`GrantStore::initial_grant`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitialGrant {
     /// The family.
@@ -859,12 +859,13 @@ pub trait GrantStore: Send + Sync + 'static {
         }
     }
 
-    /// The first grant of family `family_id` while it may still be delivered again: the
-    /// family is live at `now` (created, unrevoked, unexpired), its first refresh token was
-    /// never rotated, and it was created by [`redeem_code`](Self::redeem_code) with a sealed
-    /// grant. `None` otherwise. The token endpoint uses it to answer a retry of a code
-    /// exchange whose first answer was lost (a timeout after the commit) with the same
-    /// grant instead of revoking it.
+    /// The first grant of family `family_id` while it was never delivered: the family is
+    /// live at `now` (created, unrevoked, unexpired), its first refresh token was never
+    /// rotated, it was created by [`redeem_code`](Self::redeem_code) with a sealed grant, and
+    /// that grant was not [claimed](Self::claim_initial_grant). `None` otherwise. The token
+    /// endpoint uses it to answer a retry of a code exchange whose first attempt failed after
+    /// the commit (a store timeout, a failed signing) with the same grant instead of revoking
+    /// it.
     ///
     /// The default finds nothing, so such a retry revokes the family (the RFC 6749 §4.1.2
     /// rule for a reused code).
@@ -875,6 +876,20 @@ pub trait GrantStore: Send + Sync + 'static {
     ) -> Result<Option<InitialGrant>, StoreError> {
         let _ = (family_id, now);
         Ok(None)
+    }
+
+    /// Claims the delivery of family `family_id`'s first grant, atomically: `true` for the
+    /// one caller that finds the sealed grant still there (it is dropped in the same step),
+    /// `false` when it was claimed before, the family was rotated, or there never was one.
+    /// The token endpoint answers with tokens only after a successful claim, so a code's grant
+    /// is delivered at most once: a retry gets it only when no answer carrying it ever left
+    /// the server ([`initial_grant`](Self::initial_grant)).
+    ///
+    /// The default answers `true` (a store that keeps no sealed grant delivers every
+    /// successful exchange, as before).
+    async fn claim_initial_grant(&self, family_id: &str) -> Result<bool, StoreError> {
+        let _ = family_id;
+        Ok(true)
     }
 
     /// Rotates a refresh token atomically; see [`Rotation`]. `sealed_successor` is kept with

@@ -337,6 +337,18 @@ return {'redeemed'}
     ))
 });
 
+/// KEYS: family. 1 when the first grant's sealed copy was there (and is dropped now), 0
+/// when it was claimed before or the family rotated (its `prev_sealed` is then the
+/// successor's, and stays).
+static CLAIM_INITIAL_GRANT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+if redis.call('HEXISTS', KEYS[1], 'prev') == 1 then return 0 end
+return redis.call('HDEL', KEYS[1], 'prev_sealed')
+"
+    ))
+});
+
 /// KEYS: presented refresh key. ARGV: prefix, presented hash, successor hash, sealed
 /// successor, now, grace, revoked keep, slack.
 static ROTATE: LazyLock<Script> = LazyLock::new(|| {
@@ -921,6 +933,20 @@ impl GrantStore for RedisStore {
             ))),
             _ => Ok(CodeRedeem::NotFound),
         }
+    }
+
+    async fn claim_initial_grant(&self, family_id: &str) -> Result<bool, StoreError> {
+        let key = self.key("fam", family_id);
+        let claimed: u64 = self
+            .run(|mut c| async move {
+                CLAIM_INITIAL_GRANT
+                    .key(&key)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        Ok(claimed == 1)
     }
 
     async fn initial_grant(

@@ -437,8 +437,9 @@ fn redemption(id: &str, expires_at: u64) -> (CodeRedemption, SecretHash) {
 /// exist and binds the family to the code (later `peek_code`/`redeem_code`/`take_code` report
 /// it as spent by that family, and nothing more is created); a family id that exists (or was
 /// revoked) is `Conflict` and leaves the code unspent; expired and unknown codes are
-/// `NotFound`. The sealed grant is returned by `initial_grant` while the family is live and
-/// never rotated, and no longer after a rotation or a revocation. A store that does not read
+/// `NotFound`. The sealed grant is returned by `initial_grant` while the family is live,
+/// never rotated and the grant never claimed; `claim_initial_grant` wins once, and never
+/// after a rotation (whose sealed successor it leaves alone). A store that does not read
 /// codes without spending them ([`CodePeek::Unsupported`], the default) skips the checks of
 /// `peek_code` and `initial_grant`.
 pub async fn redeem_code<S: GrantStore + ?Sized>(store: &S) {
@@ -549,6 +550,47 @@ pub async fn redeem_code<S: GrantStore + ?Sized>(store: &S) {
             ok("initial_grant (rotated)", store.initial_grant(&id, n).await),
             None,
             "store contract: initial_grant must not return a family whose token was rotated"
+        );
+        assert!(
+            !ok(
+                "claim_initial_grant (rotated)",
+                store.claim_initial_grant(&id).await
+            ),
+            "store contract: a rotated family's first grant cannot be claimed"
+        );
+        assert!(
+            matches!(
+                ok(
+                    "rotate_refresh (grace)",
+                    store
+                        .rotate_refresh(&token, SecretHash::of(&uid("rt")), vec![2], n, GRACE_SECS)
+                        .await
+                ),
+                Rotation::Grace { sealed_successor, .. } if sealed_successor == vec![1]
+            ),
+            "store contract: claim_initial_grant must keep a rotation's sealed successor"
+        );
+        // A claim: exactly once.
+        let hash = SecretHash::of(&uid("code"));
+        ok("put_code", store.put_code(hash, code.clone()).await);
+        let id = uid("fam");
+        let (r, _) = redemption(&id, n + 3600);
+        ok("redeem_code", store.redeem_code(&hash, r, n).await);
+        assert!(
+            ok("claim_initial_grant", store.claim_initial_grant(&id).await),
+            "store contract: the first claim of a redeemed family's grant must win"
+        );
+        assert!(
+            !ok(
+                "claim_initial_grant (again)",
+                store.claim_initial_grant(&id).await
+            ),
+            "store contract: a grant is claimed once"
+        );
+        assert_eq!(
+            ok("initial_grant (claimed)", store.initial_grant(&id, n).await),
+            None,
+            "store contract: initial_grant must not return a claimed grant"
         );
         // A revoked family.
         let hash = SecretHash::of(&uid("code"));

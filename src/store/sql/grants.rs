@@ -226,6 +226,23 @@ where
             .await
     }
 
+    async fn claim_initial_grant(&self, family_id: &str) -> Result<bool, StoreError> {
+        self.run(async {
+            // One statement: of racing claims, one finds the sealed grant and drops it. A
+            // rotated family keeps its successor's sealed copy (`previous_hash` is set).
+            let done = sqlx::query(
+                "UPDATE mcp_oauth_families SET previous_sealed = NULL WHERE family_id = $1 \
+                 AND previous_hash IS NULL AND previous_sealed IS NOT NULL",
+            )
+            .bind(family_id)
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(DB::rows_affected(&done) == 1)
+        })
+        .await
+    }
+
     async fn initial_grant(
         &self,
         family_id: &str,
