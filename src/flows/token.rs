@@ -281,7 +281,7 @@ async fn authorization_code(
     let stored = match grants.peek_code(&hash, now).await? {
         CodePeek::Live(stored) => stored,
         CodePeek::Spent { family_id, code } => {
-            return spent_code(env, client, &request, &family_id, &code, now).await;
+            return spent_code(env, client, &request, &family_id, &code, now, false).await;
         }
         CodePeek::Unsupported => {
             return authorization_code_in_two_steps(env, client, &request).await;
@@ -314,7 +314,7 @@ async fn authorization_code(
         Ok(CodeRedeem::Redeemed) => {}
         // A racing request spent it between our read and our redemption.
         Ok(CodeRedeem::Spent { family_id, code }) => {
-            return spent_code(env, client, &request, &family_id, &code, now).await;
+            return spent_code(env, client, &request, &family_id, &code, now, false).await;
         }
         Ok(_) => return Err(invalid_grant("Unknown or expired authorization code")),
         Err(StoreError::Conflict { .. }) => {
@@ -347,9 +347,13 @@ async fn authorization_code(
 ///   sealed under a key only the holder of the code and the verifier can derive, and an
 ///   access token of the same family, once this request wins the
 ///   [claim](crate::store::GrantStore::claim_initial_grant);
-/// - the family itself, when the first attempt spent the code but never created it (a
-///   store without [`GrantStore::redeem_code`](crate::store::GrantStore::redeem_code) whose
-///   `create_family` failed): nothing was ever issued for it.
+/// - on a store without [`GrantStore::redeem_code`](crate::store::GrantStore::redeem_code)
+///   (`two_steps`), the family itself, when the first attempt spent the code but never
+///   created it (its `create_family` failed): nothing was ever issued for it. Of that retry
+///   and a first attempt still in flight, one creates the family; the other is refused. On
+///   a store with the atomic step, a spent code without its family was spent by an older
+///   instance's two-step exchange (in flight or failed, which cannot be told apart), and is
+///   a replay.
 ///
 /// Otherwise (the grant was delivered, the family was revoked, or the first attempt failed
 /// its checks) it is a replay: RFC 6749 §4.1.2, the family is revoked when the replay comes
@@ -362,6 +366,7 @@ async fn spent_code(
     family_id: &str,
     code: &AuthorizationCode,
     now: u64,
+    two_steps: bool,
 ) -> Result<Tokens, OAuthError> {
     let grants = &env.grants;
     let owner =
@@ -393,6 +398,8 @@ async fn spent_code(
                 });
             }
         }
+    }
+    if two_steps && request.check(client, code).is_ok() {
         let family = family_of_code(env, client, code, family_id, now);
         let refresh = client
             .allows_grant("refresh_token")
@@ -439,7 +446,7 @@ async fn authorization_code_in_two_steps(
     {
         CodeTake::Taken(code) => code,
         CodeTake::Replayed { family_id, code } => {
-            return spent_code(env, client, request, &family_id, &code, now).await;
+            return spent_code(env, client, request, &family_id, &code, now, true).await;
         }
         _ => return Err(invalid_grant("Unknown or expired authorization code")),
     };
