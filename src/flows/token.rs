@@ -379,24 +379,23 @@ async fn spent_code(
     if family_id.ends_with(REJECTED) {
         return Err(invalid_grant("The authorization code was already used"));
     }
-    if request.check(client, code).is_ok() {
-        if let Some(grant) = grants.initial_grant(family_id, now).await?
-            && let Some(refresh) = open(
-                &code_grant_key(request.code, request.verifier),
-                family_id,
-                &grant.sealed_grant,
-            )
-        {
-            let access = mint(env, &grant.family, &grant.family.scope).await?;
-            if grants.claim_initial_grant(family_id).await? {
-                tracing::info!(target: "mcp_oauth::token", client_id = %client.client_id, family = %family_id,
+    if request.check(client, code).is_ok()
+        && let Some(grant) = grants.initial_grant(family_id, now).await?
+        && let Some(refresh) = open(
+            &code_grant_key(request.code, request.verifier),
+            family_id,
+            &grant.sealed_grant,
+        )
+    {
+        let access = mint(env, &grant.family, &grant.family.scope).await?;
+        if grants.claim_initial_grant(family_id).await? {
+            tracing::info!(target: "mcp_oauth::token", client_id = %client.client_id, family = %family_id,
                     "retry of a code exchange that failed after its commit; its grant is delivered now");
-                return Ok(Tokens {
-                    access,
-                    scope: grant.family.scope,
-                    refresh_token: (!refresh.is_empty()).then_some(refresh),
-                });
-            }
+            return Ok(Tokens {
+                access,
+                scope: grant.family.scope,
+                refresh_token: (!refresh.is_empty()).then_some(refresh),
+            });
         }
     }
     if two_steps && request.check(client, code).is_ok() {

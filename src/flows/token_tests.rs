@@ -314,12 +314,12 @@ async fn a_failed_check_spends_the_code_for_good() {
 enum Flake {
     /// A store with only the required methods (two-step exchange) whose `create_family`
     /// fails once.
-    CreateFamilyOnce,
+    CreateFamily,
     /// A store with the atomic redemption whose `redeem_code` commits, then fails once (a
     /// timeout after the commit).
-    AfterCommitOnce,
+    AfterCommit,
     /// A store whose first delivery claim fails (the tokens were minted, never sent).
-    ClaimOnce,
+    Claim,
 }
 
 /// A `MemoryStore` that fails once, as [`Flake`] says.
@@ -353,14 +353,14 @@ impl crate::store::GrantStore for Flaky {
         f: RefreshFamily,
         r: Option<SecretHash>,
     ) -> Result<(), StoreError> {
-        if self.mode == Flake::CreateFamilyOnce && self.fail_now() {
+        if self.mode == Flake::CreateFamily && self.fail_now() {
             return Err(StoreError::unavailable("flaky: create_family"));
         }
         self.inner.create_family(f, r).await
     }
     async fn peek_code(&self, h: &SecretHash, n: u64) -> Result<CodePeek, StoreError> {
         match self.mode {
-            Flake::CreateFamilyOnce => Ok(CodePeek::Unsupported),
+            Flake::CreateFamily => Ok(CodePeek::Unsupported),
             _ => self.inner.peek_code(h, n).await,
         }
     }
@@ -370,9 +370,9 @@ impl crate::store::GrantStore for Flaky {
         r: CodeRedemption,
         n: u64,
     ) -> Result<CodeRedeem, StoreError> {
-        assert_ne!(self.mode, Flake::CreateFamilyOnce);
+        assert_ne!(self.mode, Flake::CreateFamily);
         let done = self.inner.redeem_code(h, r, n).await?;
-        if self.mode == Flake::AfterCommitOnce && self.fail_now() {
+        if self.mode == Flake::AfterCommit && self.fail_now() {
             return Err(StoreError::unavailable("flaky: no answer after the commit"));
         }
         Ok(done)
@@ -383,14 +383,14 @@ impl crate::store::GrantStore for Flaky {
         n: u64,
     ) -> Result<Option<crate::store::InitialGrant>, StoreError> {
         match self.mode {
-            Flake::CreateFamilyOnce => Ok(None),
+            Flake::CreateFamily => Ok(None),
             _ => self.inner.initial_grant(f, n).await,
         }
     }
     async fn claim_initial_grant(&self, f: &str) -> Result<bool, StoreError> {
         match self.mode {
-            Flake::CreateFamilyOnce => Ok(true),
-            Flake::ClaimOnce if self.fail_now() => {
+            Flake::CreateFamily => Ok(true),
+            Flake::Claim if self.fail_now() => {
                 Err(StoreError::unavailable("flaky: claim_initial_grant"))
             }
             _ => self.inner.claim_initial_grant(f).await,
@@ -473,11 +473,7 @@ async fn flaky_env(mode: Flake) -> TestEnv {
 /// work, and nothing was revoked.
 #[tokio::test]
 async fn a_store_hiccup_during_the_code_exchange_does_not_sign_the_user_out() {
-    for mode in [
-        Flake::CreateFamilyOnce,
-        Flake::AfterCommitOnce,
-        Flake::ClaimOnce,
-    ] {
+    for mode in [Flake::CreateFamily, Flake::AfterCommit, Flake::Claim] {
         let t = flaky_env(mode).await;
         t.put_code("the-code", "public", VERIFIER).await;
         let public = t.client("public").await;

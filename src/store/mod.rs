@@ -600,6 +600,7 @@ pub struct CodeRedemption {
 /// The outcome of [`GrantStore::redeem_code`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // as `CodeTake`: the code travels by value, once
 pub enum CodeRedeem {
     /// The code is now spent, bound to the new family, and the family exists with its first
     /// refresh token: all in one atomic step.

@@ -44,7 +44,7 @@ fn family(id: &str, expires_at: u64) -> RefreshFamily {
 }
 
 /// Runs the check; `store` must sweep in batches of 2.
-pub async fn sweep_batches<S: GrantStore>(store: Arc<S>) {
+pub(crate) async fn sweep_batches<S: GrantStore>(store: Arc<S>) {
     let n = now();
     let tag = format!("{n}-{}", std::process::id());
     for i in 0..7 {

@@ -107,11 +107,11 @@ impl Backend for Sqlite {
         redemption: &CodeRedemption,
         now: u64,
     ) -> Result<CodeRedeem, StoreError> {
-        let err = err::<Sqlite>;
+        let err = err::<Self>;
         let family = &redemption.family;
         let mut tx = store
             .writer
-            .begin_with(Sqlite::BEGIN_WRITE)
+            .begin_with(Self::BEGIN_WRITE)
             .await
             .map_err(err)?;
         let spent = sqlx::query(
