@@ -6,9 +6,11 @@
 //! # Rules every store follows
 //! - **Secrets are stored as hashes.** Codes, refresh tokens and client secrets arrive here
 //!   as [`SecretHash`]es (SHA-256); no store ever sees the raw value.
-//! - **Every state change that must be atomic is one method.** Taking a code, rotating a
-//!   refresh token (with the grace-window rule) and revoking a family are single calls, never
-//!   get-then-delete, so two instances sharing a database cannot both win.
+//! - **Every state change that must be atomic is one method.** Taking a code, redeeming one
+//!   (spending it and creating its family together, [`GrantStore::redeem_code`]), claiming
+//!   the delivery of its grant, rotating a refresh token (with the grace-window rule) and
+//!   revoking a family are single calls, never get-then-delete, so two instances sharing a
+//!   database cannot both win.
 //! - **Time is passed in** (`now`, seconds since the Unix epoch), so behaviour is testable and
 //!   identical across instances.
 //!
