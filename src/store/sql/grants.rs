@@ -690,11 +690,12 @@ where
         .await
     }
 
-    /// Removes what expired in bounded batches ([`SWEEP_BATCH`] rows), each its own
-    /// statement and so its own short transaction, as [`RedisStore`](crate::store::RedisStore)
-    /// does: a sweep after a long outage never holds locks (or SQLite's write lock) on
-    /// everything at once, and the token endpoint's writes slip in between the batches.
-    /// A family goes with its refresh tokens in one statement (`ON DELETE CASCADE`).
+    /// Removes what expired in bounded batches (500 rows by default,
+    /// [`with_sweep_batch`](SqlStore::with_sweep_batch)), each its own statement and so its
+    /// own short transaction, as the Redis store does: a sweep after a long outage never
+    /// holds locks (or SQLite's write lock) on everything at once, and the token endpoint's
+    /// writes slip in between the batches. A family goes with its refresh tokens in one
+    /// statement (`ON DELETE CASCADE`).
     async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
         let now = db_time(now);
         let mut removed = 0;
