@@ -33,7 +33,9 @@ use mcp_oauth::scope::ScopeSet;
 use mcp_oauth::server::{AuthorizationServer, RateLimit, StaticClient};
 use mcp_oauth::store::redis::RedisStore;
 use mcp_oauth::store::sql::{PostgresStore, SqliteStore};
-use mcp_oauth::store::{AuthorizationCode, ClientStore, GrantStore, MemoryStore, SecretHash};
+use mcp_oauth::store::{
+    AuthorizationCode, ClientStore, GrantStore, MemoryLimits, MemoryStore, SecretHash,
+};
 use mcp_oauth::{McpOAuthConfig, oauth_router};
 use serde_json::Value;
 use sha2::Digest as _;
@@ -299,7 +301,16 @@ fn stores(c: &mut Criterion) {
         .build()
         .unwrap();
 
-    run_store(c, &rt, "memory", rt.block_on(app(MemoryStore::new())));
+    // Criterion puts every code of a sample before timing it: room for them all (the
+    // default cap of 10,000 codes would evict the oldest).
+    let mut limits = MemoryLimits::default();
+    limits.codes = 10_000_000;
+    run_store(
+        c,
+        &rt,
+        "memory",
+        rt.block_on(app(MemoryStore::with_limits(limits))),
+    );
 
     let dir = std::env::temp_dir().join(unique("mcp_oauth_bench"));
     std::fs::create_dir_all(&dir).unwrap();

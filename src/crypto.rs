@@ -25,7 +25,8 @@ pub(crate) fn install_provider() {
 /// AES-256-GCM sealing with a random 96-bit nonce, shared by everything the crate encrypts
 /// at rest (kept upstream tokens, wrapped signing keys): `nonce || ciphertext || tag`.
 pub(crate) mod aead {
-    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+    pub(crate) use aws_lc_rs::aead::NONCE_LEN;
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
     fn key(bytes: &[u8; 32]) -> LessSafeKey {
         // A 32-byte key is always valid for AES-256-GCM.
@@ -37,6 +38,17 @@ pub(crate) mod aead {
     pub(crate) fn seal(k: &[u8; 32], aad: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         crate::util::fill_random(&mut nonce);
+        seal_with_nonce(k, nonce, aad, plain)
+    }
+
+    /// [`seal`] with a nonce the caller drew (from an injectable random source); it must
+    /// never repeat under one key.
+    pub(crate) fn seal_with_nonce(
+        k: &[u8; 32],
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        plain: &[u8],
+    ) -> Option<Vec<u8>> {
         let mut in_out = plain.to_vec();
         key(k)
             .seal_in_place_append_tag(

@@ -35,6 +35,23 @@ async fn concurrent_take_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redeem_code() {
+    testkit::redeem_code(&*store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redeem_code() {
+    for _ in 0..20 {
+        testkit::concurrent_redeem_code(store()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn family_of_refresh_uses_now() {
+    testkit::family_of_refresh_uses_now(&*store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn family_lifecycle() {
     testkit::family_lifecycle(&*store()).await;
 }

@@ -67,6 +67,10 @@ rule_tests!(
     refresh_token_states,
     reuse_after_grace,
     expired_family,
+    // Issue 13: spending a code and creating its family are one atomic step; the store
+    // judges a refresh token's family by the `now` it is given.
+    redeem_code,
+    family_of_refresh_uses_now,
     revoke_token,
     // Issue 11: client-assertion ids (private_key_jwt replay) on every store.
     assertion_ids,
@@ -78,6 +82,16 @@ rule_tests!(
     stats,
     revocation_outlives_family,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redeem_code() {
+    with_store(|store, _| async move {
+        for _ in 0..20 {
+            testkit::concurrent_redeem_code(store.clone()).await;
+        }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_assertion_id() {

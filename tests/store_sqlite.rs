@@ -41,6 +41,10 @@ impl Drop for TempDir {
     }
 }
 
+#[path = "support/sweep_batches.rs"]
+mod sweep_batches;
+use sweep_batches::sweep_batches;
+
 async fn file_store() -> (Arc<SqliteStore>, TempDir) {
     let dir = TempDir::new();
     let store = SqliteStore::open(dir.db()).await.unwrap();
@@ -70,6 +74,10 @@ rule_tests!(
     refresh_token_states,
     reuse_after_grace,
     expired_family,
+    // Issue 13: spending a code and creating its family are one atomic step; the store
+    // judges a refresh token's family by the `now` it is given.
+    redeem_code,
+    family_of_refresh_uses_now,
     revoke_token,
     // Issue 11: client-assertion ids (private_key_jwt replay) on every store.
     assertion_ids,
@@ -94,6 +102,23 @@ async fn concurrent_take_code() {
         testkit::CODE_RACERS,
         start.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redeem_code() {
+    let (store, _dir) = file_store().await;
+    for _ in 0..20 {
+        testkit::concurrent_redeem_code(store.clone()).await;
+    }
+}
+
+/// Issue 13: the sweep removes what expired in bounded batches, each its own transaction,
+/// and still removes all of it (and only it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sweep_in_batches() {
+    let (store, _dir) = file_store().await;
+    let store = Arc::new((*store).clone().with_sweep_batch(2));
+    sweep_batches(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

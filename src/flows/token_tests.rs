@@ -257,6 +257,257 @@ async fn code_replay_revokes_the_family_only_for_its_owner_with_the_verifier() {
     }
 }
 
+/// Issue 13: a delivered grant is never delivered again: the same request after a
+/// successful exchange is a replay (revoked), and the sealed copy is gone.
+#[tokio::test]
+async fn a_delivered_grant_is_not_delivered_again() {
+    let t = TestEnv::new().await;
+    let first = grant(&t, "public").await;
+    let family = family_of(&first).to_owned();
+    assert_eq!(
+        t.env
+            .grants
+            .initial_grant(&family, t.env.now())
+            .await
+            .unwrap(),
+        None,
+        "claimed on delivery"
+    );
+    let public = t.client("public").await;
+    let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), OAuthErrorCode::InvalidGrant);
+    assert!(
+        t.env
+            .grants
+            .is_token_revoked(&first.access.jti, t.env.now())
+            .await
+            .unwrap()
+    );
+}
+
+/// Issue 13: a failed check spends the code for good: the right request afterwards gets
+/// `invalid_grant` (one guess per code), and no family is created.
+#[tokio::test]
+async fn a_failed_check_spends_the_code_for_good() {
+    let t = TestEnv::new().await;
+    t.put_code("the-code", "public", VERIFIER).await;
+    let public = t.client("public").await;
+    let e = exchange(&t.env, &public, code_request("the-code", OTHER_VERIFIER))
+        .await
+        .unwrap_err();
+    assert!(e.description().contains("PKCE"), "{e}");
+    let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), OAuthErrorCode::InvalidGrant);
+    assert!(e.description().contains("already used"), "{e}");
+    assert_eq!(
+        t.env.grants.stats(t.env.now()).await.unwrap().live_families,
+        0
+    );
+}
+
+/// How [`Flaky`] fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flake {
+    /// A store with only the required methods (two-step exchange) whose `create_family`
+    /// fails once.
+    CreateFamily,
+    /// A store with the atomic redemption whose `redeem_code` commits, then fails once (a
+    /// timeout after the commit).
+    AfterCommit,
+    /// A store whose first delivery claim fails (the tokens were minted, never sent).
+    Claim,
+}
+
+/// A `MemoryStore` that fails once, as [`Flake`] says.
+struct Flaky {
+    inner: std::sync::Arc<dyn crate::store::GrantStore>,
+    mode: Flake,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Flaky {
+    /// `true` the first time only.
+    fn fail_now(&self) -> bool {
+        !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::GrantStore for Flaky {
+    async fn put_code(
+        &self,
+        h: SecretHash,
+        c: crate::store::AuthorizationCode,
+    ) -> Result<(), StoreError> {
+        self.inner.put_code(h, c).await
+    }
+    async fn take_code(&self, h: &SecretHash, f: &str, n: u64) -> Result<CodeTake, StoreError> {
+        self.inner.take_code(h, f, n).await
+    }
+    async fn create_family(
+        &self,
+        f: RefreshFamily,
+        r: Option<SecretHash>,
+    ) -> Result<(), StoreError> {
+        if self.mode == Flake::CreateFamily && self.fail_now() {
+            return Err(StoreError::unavailable("flaky: create_family"));
+        }
+        self.inner.create_family(f, r).await
+    }
+    async fn peek_code(&self, h: &SecretHash, n: u64) -> Result<CodePeek, StoreError> {
+        match self.mode {
+            Flake::CreateFamily => Ok(CodePeek::Unsupported),
+            _ => self.inner.peek_code(h, n).await,
+        }
+    }
+    async fn redeem_code(
+        &self,
+        h: &SecretHash,
+        r: CodeRedemption,
+        n: u64,
+    ) -> Result<CodeRedeem, StoreError> {
+        assert_ne!(self.mode, Flake::CreateFamily);
+        let done = self.inner.redeem_code(h, r, n).await?;
+        if self.mode == Flake::AfterCommit && self.fail_now() {
+            return Err(StoreError::unavailable("flaky: no answer after the commit"));
+        }
+        Ok(done)
+    }
+    async fn initial_grant(
+        &self,
+        f: &str,
+        n: u64,
+    ) -> Result<Option<crate::store::InitialGrant>, StoreError> {
+        match self.mode {
+            Flake::CreateFamily => Ok(None),
+            _ => self.inner.initial_grant(f, n).await,
+        }
+    }
+    async fn claim_initial_grant(&self, f: &str) -> Result<bool, StoreError> {
+        match self.mode {
+            Flake::CreateFamily => Ok(true),
+            Flake::Claim if self.fail_now() => {
+                Err(StoreError::unavailable("flaky: claim_initial_grant"))
+            }
+            _ => self.inner.claim_initial_grant(f).await,
+        }
+    }
+    async fn rotate_refresh(
+        &self,
+        p: &SecretHash,
+        s: SecretHash,
+        sealed: Vec<u8>,
+        n: u64,
+        g: u64,
+    ) -> Result<Rotation, StoreError> {
+        self.inner.rotate_refresh(p, s, sealed, n, g).await
+    }
+    async fn revoke_family(&self, f: &str, n: u64) -> Result<(), StoreError> {
+        self.inner.revoke_family(f, n).await
+    }
+    async fn family_of_refresh(
+        &self,
+        h: &SecretHash,
+        n: u64,
+    ) -> Result<Option<crate::store::RefreshLookup>, StoreError> {
+        self.inner.family_of_refresh(h, n).await
+    }
+    async fn revoke_token(&self, j: &str, e: u64) -> Result<(), StoreError> {
+        self.inner.revoke_token(j, e).await
+    }
+    async fn is_token_revoked(&self, j: &str, n: u64) -> Result<bool, StoreError> {
+        self.inner.is_token_revoked(j, n).await
+    }
+    async fn get_consent(&self, s: &str, c: &str) -> Result<Option<ScopeSet>, StoreError> {
+        self.inner.get_consent(s, c).await
+    }
+    async fn put_consent(&self, s: &str, c: &str, sc: &ScopeSet, n: u64) -> Result<(), StoreError> {
+        self.inner.put_consent(s, c, sc, n).await
+    }
+    async fn put_pending(
+        &self,
+        i: &str,
+        p: crate::store::PendingAuthorization,
+    ) -> Result<(), StoreError> {
+        self.inner.put_pending(i, p).await
+    }
+    async fn get_pending(
+        &self,
+        i: &str,
+        n: u64,
+    ) -> Result<Option<crate::store::PendingAuthorization>, StoreError> {
+        self.inner.get_pending(i, n).await
+    }
+    async fn take_pending(
+        &self,
+        i: &str,
+        n: u64,
+    ) -> Result<Option<crate::store::PendingAuthorization>, StoreError> {
+        self.inner.take_pending(i, n).await
+    }
+    async fn sweep(&self, n: u64) -> Result<u64, StoreError> {
+        self.inner.sweep(n).await
+    }
+    async fn stats(&self, n: u64) -> Result<crate::store::StoreStats, StoreError> {
+        self.inner.stats(n).await
+    }
+}
+
+/// A test environment whose grant store is a [`Flaky`] over its memory store.
+async fn flaky_env(mode: Flake) -> TestEnv {
+    let mut t = TestEnv::new().await;
+    t.env.grants = std::sync::Arc::new(Flaky {
+        inner: t.env.grants.clone(),
+        mode,
+        failed: std::sync::atomic::AtomicBool::new(false),
+    });
+    t
+}
+
+/// Issue 13 item 6: a store hiccup during a code exchange must not sign the user out. The
+/// first attempt answers `503`; the client's retry of the same request gets tokens, which
+/// work, and nothing was revoked.
+#[tokio::test]
+async fn a_store_hiccup_during_the_code_exchange_does_not_sign_the_user_out() {
+    for mode in [Flake::CreateFamily, Flake::AfterCommit, Flake::Claim] {
+        let t = flaky_env(mode).await;
+        t.put_code("the-code", "public", VERIFIER).await;
+        let public = t.client("public").await;
+        let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), OAuthErrorCode::TemporarilyUnavailable, "{mode:?}");
+        let tokens = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: the retry must get tokens: {e}"));
+        let refreshed = exchange(
+            &t.env,
+            &public,
+            refresh_request(tokens.refresh_token.as_deref().unwrap()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode:?}: the refresh token works: {e}"));
+        assert_eq!(family_of(&refreshed), family_of(&tokens), "{mode:?}");
+        // Delivered now: the same request again is a replay.
+        let e = exchange(&t.env, &public, code_request("the-code", VERIFIER))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), OAuthErrorCode::InvalidGrant, "{mode:?}");
+        assert!(
+            t.env
+                .grants
+                .is_token_revoked(&tokens.access.jti, t.env.now())
+                .await
+                .unwrap(),
+            "{mode:?}: a replay after the delivery revokes"
+        );
+    }
+}
+
 /// What a refresh step does in [`refresh_rules`].
 #[derive(Debug, Clone, Copy)]
 enum Step {

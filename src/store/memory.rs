@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    AuthorizationCode, Client, ClientFingerprint, ClientStore, CodeTake, GrantStore,
-    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
-    StoreError, StoreStats,
+    AuthorizationCode, Client, ClientFingerprint, ClientStore, CodePeek, CodeRedeem,
+    CodeRedemption, CodeTake, GrantStore, InitialGrant, PendingAuthorization, RefreshFamily,
+    RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 
@@ -169,6 +169,8 @@ struct FamilyState {
     current: Option<SecretHash>,
     previous: Option<Previous>,
     hashes: Vec<SecretHash>,
+    /// The sealed first grant ([`CodeRedemption::sealed_grant`]), until the first rotation.
+    initial_sealed: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -213,6 +215,57 @@ impl MemoryStore {
             limits,
             ..Self::default()
         }
+    }
+
+    /// Creates a family under the caller's lock (see [`GrantStore::create_family`]).
+    fn create_family_locked(
+        &self,
+        s: &mut State,
+        family: RefreshFamily,
+        refresh: Option<SecretHash>,
+        initial_sealed: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        if s.families.contains_key(&family.family_id) {
+            return Err(StoreError::conflict(format!(
+                "family {} exists or was revoked",
+                family.family_id
+            )));
+        }
+        let now = crate::util::now();
+        cap_grant_families(
+            s,
+            &family,
+            self.limits.families_per_subject_client.max(1),
+            now,
+        );
+        if s.families.len() >= self.limits.families {
+            sweep_families(s, now);
+            // Tombstones (bounded by the codes they stand for) do not count against the cap.
+            let live = s.families.values().filter(|f| f.family.is_some()).count();
+            if live >= self.limits.families {
+                return Err(full("refresh families"));
+            }
+        }
+        let id = family.family_id.clone();
+        if let Some(h) = refresh {
+            s.refresh_index.insert(h, id.clone());
+        }
+        s.grant_families
+            .entry((family.subject.clone(), family.client_id.clone()))
+            .or_default()
+            .push(id.clone());
+        s.families.insert(
+            id,
+            FamilyState {
+                family: Some(family),
+                revoked_at: None,
+                current: refresh,
+                previous: None,
+                hashes: refresh.into_iter().collect(),
+                initial_sealed,
+            },
+        );
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -385,46 +438,83 @@ impl GrantStore for MemoryStore {
         refresh: Option<SecretHash>,
     ) -> Result<(), StoreError> {
         let mut s = self.lock();
-        if s.families.contains_key(&family.family_id) {
-            return Err(StoreError::conflict(format!(
-                "family {} exists or was revoked",
-                family.family_id
-            )));
-        }
-        let now = crate::util::now();
-        cap_grant_families(
-            &mut s,
-            &family,
-            self.limits.families_per_subject_client.max(1),
-            now,
-        );
-        if s.families.len() >= self.limits.families {
-            sweep_families(&mut s, now);
-            // Tombstones (bounded by the codes they stand for) do not count against the cap.
-            let live = s.families.values().filter(|f| f.family.is_some()).count();
-            if live >= self.limits.families {
-                return Err(full("refresh families"));
-            }
-        }
-        let id = family.family_id.clone();
-        if let Some(h) = refresh {
-            s.refresh_index.insert(h, id.clone());
-        }
-        s.grant_families
-            .entry((family.subject.clone(), family.client_id.clone()))
-            .or_default()
-            .push(id.clone());
-        s.families.insert(
-            id,
-            FamilyState {
-                family: Some(family),
-                revoked_at: None,
-                current: refresh,
-                previous: None,
-                hashes: refresh.into_iter().collect(),
+        self.create_family_locked(&mut s, family, refresh, None)
+    }
+
+    async fn peek_code(&self, hash: &SecretHash, now: u64) -> Result<CodePeek, StoreError> {
+        let s = self.lock();
+        Ok(match s.codes.get(hash) {
+            Some(entry) if entry.code.expires_at > now => match &entry.used_by {
+                Some(family_id) => CodePeek::Spent {
+                    family_id: family_id.clone(),
+                    code: entry.code.clone(),
+                },
+                None => CodePeek::Live(entry.code.clone()),
             },
-        );
-        Ok(())
+            _ => CodePeek::NotFound,
+        })
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &SecretHash,
+        redemption: CodeRedemption,
+        now: u64,
+    ) -> Result<CodeRedeem, StoreError> {
+        let mut s = self.lock();
+        let Some(entry) = s.codes.get(hash) else {
+            return Ok(CodeRedeem::NotFound);
+        };
+        if entry.code.expires_at <= now {
+            s.codes.remove(hash);
+            return Ok(CodeRedeem::NotFound);
+        }
+        if let Some(family_id) = &entry.used_by {
+            return Ok(CodeRedeem::Spent {
+                family_id: family_id.clone(),
+                code: entry.code.clone(),
+            });
+        }
+        // Under the one lock: the family first (it may be refused), then the code is spent.
+        let family_id = redemption.family.family_id.clone();
+        self.create_family_locked(
+            &mut s,
+            redemption.family,
+            redemption.refresh,
+            Some(redemption.sealed_grant),
+        )?;
+        if let Some(entry) = s.codes.get_mut(hash) {
+            entry.used_by = Some(family_id);
+        }
+        Ok(CodeRedeem::Redeemed)
+    }
+
+    async fn claim_initial_grant(&self, family_id: &str) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        Ok(s.families
+            .get_mut(family_id)
+            .and_then(|f| f.initial_sealed.take())
+            .is_some())
+    }
+
+    async fn initial_grant(
+        &self,
+        family_id: &str,
+        now: u64,
+    ) -> Result<Option<InitialGrant>, StoreError> {
+        let s = self.lock();
+        let Some(state) = s.families.get(family_id) else {
+            return Ok(None);
+        };
+        Ok(
+            match (state.active(now), &state.previous, &state.initial_sealed) {
+                (Some(family), None, Some(sealed)) => Some(InitialGrant {
+                    family: family.clone(),
+                    sealed_grant: sealed.clone(),
+                }),
+                _ => None,
+            },
+        )
     }
 
     async fn rotate_refresh(
@@ -452,6 +542,7 @@ impl GrantStore for MemoryStore {
                 sealed_successor,
             });
             state.current = Some(successor);
+            state.initial_sealed = None;
             state.hashes.push(successor);
             s.refresh_index.insert(successor, family_id);
             return Ok(Rotation::Rotated(family));
@@ -482,6 +573,7 @@ impl GrantStore for MemoryStore {
                 current: None,
                 previous: None,
                 hashes: Vec::new(),
+                initial_sealed: None,
             });
         state.revoked_at.get_or_insert(now);
         Ok(())

@@ -6,9 +6,11 @@
 //! # Rules every store follows
 //! - **Secrets are stored as hashes.** Codes, refresh tokens and client secrets arrive here
 //!   as [`SecretHash`]es (SHA-256); no store ever sees the raw value.
-//! - **Every state change that must be atomic is one method.** Taking a code, rotating a
-//!   refresh token (with the grace-window rule) and revoking a family are single calls, never
-//!   get-then-delete, so two instances sharing a database cannot both win.
+//! - **Every state change that must be atomic is one method.** Taking a code, redeeming one
+//!   (spending it and creating its family together, [`GrantStore::redeem_code`]), claiming
+//!   the delivery of its grant, rotating a refresh token (with the grace-window rule) and
+//!   revoking a family are single calls, never get-then-delete, so two instances sharing a
+//!   database cannot both win.
 //! - **Time is passed in** (`now`, seconds since the Unix epoch), so behaviour is testable and
 //!   identical across instances.
 //!
@@ -559,6 +561,73 @@ pub enum CodeTake {
     NotFound,
 }
 
+/// What a read of a code that does not spend it finds ([`GrantStore::peek_code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodePeek {
+    /// The code is live and unspent: the caller checks the token request against it, then
+    /// redeems it with [`GrantStore::redeem_code`].
+    Live(AuthorizationCode),
+    /// The code was spent; `family_id` is the family its redemption bound (see
+    /// [`CodeTake::Replayed`]).
+    Spent {
+        /// The family bound when the code was spent.
+        family_id: String,
+        /// The code as stored.
+        code: AuthorizationCode,
+    },
+    /// No such code, or it expired.
+    NotFound,
+    /// The store cannot read a code without spending it (the trait's default): the caller
+    /// falls back to [`take_code`](GrantStore::take_code) and then
+    /// [`create_family`](GrantStore::create_family), two steps.
+    Unsupported,
+}
+
+/// What redeeming a code creates ([`GrantStore::redeem_code`]): the family and its first
+/// refresh token, and the sealed first grant that a retry of the same exchange may be given
+/// again ([`GrantStore::initial_grant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRedemption {
+    /// The family to create; its id is bound to the code.
+    pub family: RefreshFamily,
+    /// The hash of its first refresh token, when the client gets one.
+    pub refresh: Option<SecretHash>,
+    /// The first grant, sealed (AES-256-GCM) under a key only a holder of the code and its
+    /// PKCE verifier can derive; opaque to the store, kept with the family until it is
+    /// [claimed](GrantStore::claim_initial_grant) (or the family rotates).
+    pub sealed_grant: Vec<u8>,
+}
+
+/// The outcome of [`GrantStore::redeem_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // as `CodeTake`: the code travels by value, once
+pub enum CodeRedeem {
+    /// The code is now spent, bound to the new family, and the family exists with its first
+    /// refresh token: all in one atomic step.
+    Redeemed,
+    /// The code was spent before (a racing redemption won); nothing was created.
+    Spent {
+        /// The family bound when the code was spent.
+        family_id: String,
+        /// The code as stored.
+        code: AuthorizationCode,
+    },
+    /// No such code, or it expired; nothing was created.
+    NotFound,
+}
+
+/// A family's first grant, never delivered: the family is live, its first refresh token was
+/// never rotated and the grant was never claimed ([`GrantStore::initial_grant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialGrant {
+    /// The family.
+    pub family: RefreshFamily,
+    /// What [`CodeRedemption::sealed_grant`] held.
+    pub sealed_grant: Vec<u8>,
+}
+
 /// A refresh-token family: every refresh token descending from one authorization code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshFamily {
@@ -752,6 +821,79 @@ pub trait GrantStore: Send + Sync + 'static {
         family: RefreshFamily,
         refresh: Option<SecretHash>,
     ) -> Result<(), StoreError>;
+
+    /// Reads a code without spending it, so the caller can check the token request against
+    /// it before [`redeem_code`](Self::redeem_code). A code at or past its `expires_at` is
+    /// [`CodePeek::NotFound`].
+    ///
+    /// The default answers [`CodePeek::Unsupported`], and the token endpoint then takes the
+    /// code and creates the family in two steps ([`take_code`](Self::take_code), then
+    /// [`create_family`](Self::create_family)).
+    async fn peek_code(&self, hash: &SecretHash, now: u64) -> Result<CodePeek, StoreError> {
+        let _ = (hash, now);
+        Ok(CodePeek::Unsupported)
+    }
+
+    /// Spends a live code **and** creates its family in one atomic step: either the code is
+    /// spent, bound to `redemption.family.family_id`, and the family exists with its first
+    /// refresh token and the sealed grant, or nothing changed. Of racing callers exactly one
+    /// gets [`CodeRedeem::Redeemed`]; the others get [`CodeRedeem::Spent`] with the
+    /// winner's family id. [`StoreError::Conflict`] (and nothing spent) when the family id
+    /// exists or was revoked. So a store failure (or a timeout before the commit) leaves the
+    /// code unspent, and the client's retry is a first redemption.
+    ///
+    /// The default is the two steps [`take_code`](Self::take_code) and
+    /// [`create_family`](Self::create_family), not atomic, and keeps no sealed grant.
+    async fn redeem_code(
+        &self,
+        hash: &SecretHash,
+        redemption: CodeRedemption,
+        now: u64,
+    ) -> Result<CodeRedeem, StoreError> {
+        let family_id = redemption.family.family_id.clone();
+        match self.take_code(hash, &family_id, now).await? {
+            CodeTake::Taken(_) => {
+                self.create_family(redemption.family, redemption.refresh)
+                    .await?;
+                Ok(CodeRedeem::Redeemed)
+            }
+            CodeTake::Replayed { family_id, code } => Ok(CodeRedeem::Spent { family_id, code }),
+            _ => Ok(CodeRedeem::NotFound),
+        }
+    }
+
+    /// The first grant of family `family_id` while it was never delivered: the family is
+    /// live at `now` (created, unrevoked, unexpired), its first refresh token was never
+    /// rotated, it was created by [`redeem_code`](Self::redeem_code) with a sealed grant, and
+    /// that grant was not [claimed](Self::claim_initial_grant). `None` otherwise. The token
+    /// endpoint uses it to answer a retry of a code exchange whose first attempt failed after
+    /// the commit (a store timeout, a failed signing) with the same grant instead of revoking
+    /// it.
+    ///
+    /// The default finds nothing, so such a retry revokes the family (the RFC 6749 §4.1.2
+    /// rule for a reused code).
+    async fn initial_grant(
+        &self,
+        family_id: &str,
+        now: u64,
+    ) -> Result<Option<InitialGrant>, StoreError> {
+        let _ = (family_id, now);
+        Ok(None)
+    }
+
+    /// Claims the delivery of family `family_id`'s first grant, atomically: `true` for the
+    /// one caller that finds the sealed grant still there (it is dropped in the same step),
+    /// `false` when it was claimed before, the family was rotated, or there never was one.
+    /// The token endpoint answers with tokens only after a successful claim, so a code's grant
+    /// is delivered at most once: a retry gets it only when no answer carrying it ever left
+    /// the server ([`initial_grant`](Self::initial_grant)).
+    ///
+    /// The default answers `true` (a store that keeps no sealed grant delivers every
+    /// successful exchange, as before).
+    async fn claim_initial_grant(&self, family_id: &str) -> Result<bool, StoreError> {
+        let _ = family_id;
+        Ok(true)
+    }
 
     /// Rotates a refresh token atomically; see [`Rotation`]. `sealed_successor` is kept with
     /// the rotation for `grace` seconds so concurrent refreshes return the same successor.

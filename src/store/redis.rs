@@ -92,9 +92,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore, CodeTake, GrantStore,
-    PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash,
-    StoreError, StoreStats,
+    AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore, CodePeek, CodeRedeem,
+    CodeRedemption, CodeTake, GrantStore, InitialGrant, PendingAuthorization, RefreshFamily,
+    RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError, StoreStats,
 };
 use crate::scope::ScopeSet;
 
@@ -433,6 +433,49 @@ redis.call('EXPIREAT', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 return 1
+"
+    ))
+});
+
+/// KEYS: code, codes index, family, families index, live index, refresh key (may be unused).
+/// ARGV: family id, now, code member, family record, family expires_at, current hash or '',
+/// family expire_at, sealed grant. Taking the code and creating its family, in one step.
+static REDEEM_CODE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+local v = redis.call('HMGET', KEYS[1], 'rec', 'exp', 'used')
+if not v[1] then return {'none'} end
+if tonumber(v[2]) <= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return {'none'}
+end
+if v[3] then return {'replayed', v[3], v[1]} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'conflict'} end
+redis.call('HSET', KEYS[1], 'used', ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[3], 'rec', ARGV[4], 'exp', ARGV[5], 'keep', ARGV[5], 'prev_sealed', ARGV[8])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[3], 'cur', ARGV[6])
+  redis.call('SET', KEYS[6], ARGV[1])
+  redis.call('EXPIREAT', KEYS[6], ARGV[7])
+end
+redis.call('EXPIREAT', KEYS[3], ARGV[7])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
+return {'redeemed'}
+"
+    ))
+});
+
+/// KEYS: family. 1 when the first grant's sealed copy was there (and is dropped now), 0
+/// when it was claimed before or the family rotated (its `prev_sealed` is then the
+/// successor's, and stays).
+static CLAIM_INITIAL_GRANT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+if redis.call('HEXISTS', KEYS[1], 'prev') == 1 then return 0 end
+return redis.call('HDEL', KEYS[1], 'prev_sealed')
 "
     ))
 });
@@ -936,6 +979,140 @@ impl GrantStore for RedisStore {
             return Err(StoreError::conflict("family exists or was revoked"));
         }
         Ok(())
+    }
+
+    async fn peek_code(&self, hash: &SecretHash, now: u64) -> Result<CodePeek, StoreError> {
+        let key = self.key("code", &hash.to_hex());
+        let v: Vec<Option<Vec<u8>>> = self
+            .run(|mut c| async move {
+                ::redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("rec")
+                    .arg("exp")
+                    .arg("used")
+                    .query_async(&mut c)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        let (Some(Some(rec)), Some(Some(exp))) = (v.first(), v.get(1)) else {
+            return Ok(CodePeek::NotFound);
+        };
+        if parse_u64(exp, "code expiry")? <= t(now) {
+            return Ok(CodePeek::NotFound);
+        }
+        let code = from_json(rec, "code")?;
+        Ok(match v.get(2) {
+            Some(Some(used)) => CodePeek::Spent {
+                family_id: String::from_utf8(used.clone())
+                    .map_err(|e| StoreError::corrupt_with("Redis: code family: not UTF-8", e))?,
+                code,
+            },
+            _ => CodePeek::Live(code),
+        })
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &SecretHash,
+        redemption: CodeRedemption,
+        now: u64,
+    ) -> Result<CodeRedeem, StoreError> {
+        let member = hash.to_hex();
+        let family = redemption.family;
+        let current = redemption.refresh.map(|h| h.to_hex()).unwrap_or_default();
+        let keys = [
+            self.key("code", &member),
+            self.index("codes"),
+            self.key("fam", &family.family_id),
+            self.index("families"),
+            self.index("families:live"),
+            self.key("rt", &current),
+        ];
+        let record = to_json(&family, "family")?;
+        let sealed = redemption.sealed_grant;
+        let family_id = family.family_id.clone();
+        let mut reply = self
+            .run(|mut c| async move {
+                REDEEM_CODE
+                    .key(&keys[..])
+                    .arg(&family.family_id)
+                    .arg(t(now))
+                    .arg(&member)
+                    .arg(record)
+                    .arg(t(family.expires_at))
+                    .arg(&current)
+                    .arg(expire_at(family.expires_at))
+                    .arg(sealed)
+                    .invoke_async::<Vec<Vec<u8>>>(&mut c)
+                    .await
+                    .map(Reply)
+                    .map_err(err)
+            })
+            .await?;
+        match reply.tag() {
+            b"redeemed" => Ok(CodeRedeem::Redeemed),
+            b"replayed" => {
+                let family = reply.take(1, "code family")?;
+                let family_id = String::from_utf8(family)
+                    .map_err(|e| StoreError::corrupt_with("Redis: code family: not UTF-8", e))?;
+                let code = from_json(&reply.take(2, "code")?, "code")?;
+                Ok(CodeRedeem::Spent { family_id, code })
+            }
+            b"conflict" => Err(StoreError::conflict(format!(
+                "family {family_id} exists or was revoked"
+            ))),
+            _ => Ok(CodeRedeem::NotFound),
+        }
+    }
+
+    async fn claim_initial_grant(&self, family_id: &str) -> Result<bool, StoreError> {
+        let key = self.key("fam", family_id);
+        let claimed: u64 = self
+            .run(|mut c| async move {
+                CLAIM_INITIAL_GRANT
+                    .key(&key)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    async fn initial_grant(
+        &self,
+        family_id: &str,
+        now: u64,
+    ) -> Result<Option<InitialGrant>, StoreError> {
+        let key = self.key("fam", family_id);
+        let v: Vec<Option<Vec<u8>>> = self
+            .run(|mut c| async move {
+                ::redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("rec")
+                    .arg("exp")
+                    .arg("rev")
+                    .arg("prev")
+                    .arg("prev_sealed")
+                    .query_async(&mut c)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        let field = |i: usize| v.get(i).and_then(Option::as_ref);
+        let (Some(rec), Some(exp), None, None, Some(sealed)) =
+            (field(0), field(1), field(2), field(3), field(4))
+        else {
+            return Ok(None);
+        };
+        if parse_u64(exp, "family expiry")? <= t(now) {
+            return Ok(None);
+        }
+        Ok(Some(InitialGrant {
+            family: from_json(rec, "family")?,
+            sealed_grant: sealed.clone(),
+        }))
     }
 
     async fn rotate_refresh(

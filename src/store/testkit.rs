@@ -60,8 +60,9 @@ use tokio::task::JoinSet;
 
 use super::{
     ApplicationType, AuthorizationCode, Client, ClientFingerprint, ClientSource, ClientStore,
-    CodeTake, GrantStore, PendingAuthorization, RefreshFamily, RefreshLookup, RefreshTokenState,
-    Rotation, SecretHash, StoreError, TokenEndpointAuthMethod, UpstreamLogin,
+    CodePeek, CodeRedeem, CodeRedemption, CodeTake, GrantStore, InitialGrant, PendingAuthorization,
+    RefreshFamily, RefreshLookup, RefreshTokenState, Rotation, SecretHash, StoreError,
+    TokenEndpointAuthMethod, UpstreamLogin,
 };
 use crate::scope::ScopeSet;
 
@@ -90,6 +91,8 @@ pub async fn run_all<S: ClientStore + GrantStore>(store: Arc<S>) {
     codes_single_use(&*store).await;
     code_expiry(&*store).await;
     concurrent_take_code(store.clone()).await;
+    redeem_code(&*store).await;
+    concurrent_redeem_code(store.clone()).await;
     family_lifecycle(&*store).await;
     revoke_before_create(&*store).await;
     rotation(&*store).await;
@@ -97,6 +100,7 @@ pub async fn run_all<S: ClientStore + GrantStore>(store: Arc<S>) {
     concurrent_rotation_in_grace(store.clone()).await;
     reuse_after_grace(&*store).await;
     expired_family(&*store).await;
+    family_of_refresh_uses_now(&*store).await;
     revoke_token(&*store).await;
     assertion_ids(&*store).await;
     concurrent_assertion_id(store.clone()).await;
@@ -414,6 +418,280 @@ pub async fn concurrent_take_code<S: GrantStore>(store: Arc<S>) {
         replayed.iter().all(|f| *f == winners[0]),
         "store contract: every losing take_code must report the winner's family id"
     );
+}
+
+/// A redemption of `hash` creating a family `id` with a refresh token; returns it and the
+/// token's hash.
+fn redemption(id: &str, expires_at: u64) -> (CodeRedemption, SecretHash) {
+    let token = SecretHash::of(&uid("rt"));
+    let r = CodeRedemption {
+        family: sample_family(id, expires_at),
+        refresh: Some(token),
+        sealed_grant: format!("sealed-{id}").into_bytes(),
+    };
+    (r, token)
+}
+
+/// Redeeming a code ([`GrantStore::redeem_code`]) spends it and creates its family in one
+/// step: `peek_code` does not spend; `redeem_code` makes the family and its refresh token
+/// exist and binds the family to the code (later `peek_code`/`redeem_code`/`take_code` report
+/// it as spent by that family, and nothing more is created); a family id that exists (or was
+/// revoked) is `Conflict` and leaves the code unspent; expired and unknown codes are
+/// `NotFound`. The sealed grant is returned by `initial_grant` while the family is live,
+/// never rotated and the grant never claimed; `claim_initial_grant` wins once, and never
+/// after a rotation (whose sealed successor it leaves alone). A store that does not read
+/// codes without spending them ([`CodePeek::Unsupported`], the default) skips the checks of
+/// `peek_code` and `initial_grant`.
+pub async fn redeem_code<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let hash = SecretHash::of(&uid("code"));
+    let code = sample_code("testkit-client", n + 60);
+    ok("put_code", store.put_code(hash, code.clone()).await);
+    let atomic = !matches!(
+        ok("peek_code", store.peek_code(&hash, n).await),
+        CodePeek::Unsupported
+    );
+    if atomic {
+        assert_eq!(
+            ok("peek_code", store.peek_code(&hash, n).await),
+            CodePeek::Live(code.clone()),
+            "store contract: peek_code must return a live code unchanged, and not spend it"
+        );
+        // A family id that is taken (here: a tombstone) is Conflict, and spends nothing.
+        let revoked = uid("fam");
+        ok("revoke_family", store.revoke_family(&revoked, n).await);
+        let (r, _) = redemption(&revoked, n + 3600);
+        assert!(
+            matches!(
+                store.redeem_code(&hash, r, n).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "store contract: redeem_code with a revoked family id must be Conflict"
+        );
+        assert_eq!(
+            ok("peek_code", store.peek_code(&hash, n).await),
+            CodePeek::Live(code.clone()),
+            "store contract: a redeem_code that failed must leave the code unspent"
+        );
+    }
+    let id = uid("fam");
+    let (r, token) = redemption(&id, n + 3600);
+    let family = r.family.clone();
+    assert_eq!(
+        ok("redeem_code", store.redeem_code(&hash, r, n).await),
+        CodeRedeem::Redeemed,
+        "store contract: the first redeem_code of a live code must redeem it"
+    );
+    assert_eq!(
+        family_of(store, &token).await.as_ref(),
+        Some(&family),
+        "store contract: redeem_code must create the family with its refresh token"
+    );
+    let (again, again_token) = redemption(&uid("fam"), n + 3600);
+    assert_eq!(
+        ok(
+            "redeem_code (again)",
+            store.redeem_code(&hash, again, n).await
+        ),
+        CodeRedeem::Spent {
+            family_id: id.clone(),
+            code: code.clone()
+        },
+        "store contract: a second redeem_code must report the first one's family"
+    );
+    assert!(
+        family_of(store, &again_token).await.is_none(),
+        "store contract: a redeem_code of a spent code must create nothing"
+    );
+    assert!(
+        matches!(
+            ok("take_code", store.take_code(&hash, "other", n).await),
+            CodeTake::Replayed { family_id, .. } if family_id == id
+        ),
+        "store contract: take_code after redeem_code must report the redemption's family"
+    );
+    if atomic {
+        assert_eq!(
+            ok("peek_code", store.peek_code(&hash, n).await),
+            CodePeek::Spent {
+                family_id: id.clone(),
+                code: code.clone()
+            },
+            "store contract: peek_code of a redeemed code must report its family"
+        );
+        assert_eq!(
+            ok("peek_code (expired)", store.peek_code(&hash, n + 60).await),
+            CodePeek::NotFound,
+            "store contract: peek_code of an expired code must be NotFound"
+        );
+        assert_eq!(
+            ok("initial_grant", store.initial_grant(&id, n).await),
+            Some(InitialGrant {
+                family: family.clone(),
+                sealed_grant: format!("sealed-{id}").into_bytes()
+            }),
+            "store contract: initial_grant must return the sealed grant of an unrotated family"
+        );
+        assert_eq!(
+            ok(
+                "initial_grant (expired)",
+                store.initial_grant(&id, n + 3600).await
+            ),
+            None,
+            "store contract: initial_grant must not return an expired family"
+        );
+        ok(
+            "rotate_refresh",
+            store
+                .rotate_refresh(&token, SecretHash::of(&uid("rt")), vec![1], n, GRACE_SECS)
+                .await,
+        );
+        assert_eq!(
+            ok("initial_grant (rotated)", store.initial_grant(&id, n).await),
+            None,
+            "store contract: initial_grant must not return a family whose token was rotated"
+        );
+        assert!(
+            !ok(
+                "claim_initial_grant (rotated)",
+                store.claim_initial_grant(&id).await
+            ),
+            "store contract: a rotated family's first grant cannot be claimed"
+        );
+        assert!(
+            matches!(
+                ok(
+                    "rotate_refresh (grace)",
+                    store
+                        .rotate_refresh(&token, SecretHash::of(&uid("rt")), vec![2], n, GRACE_SECS)
+                        .await
+                ),
+                Rotation::Grace { sealed_successor, .. } if sealed_successor == vec![1]
+            ),
+            "store contract: claim_initial_grant must keep a rotation's sealed successor"
+        );
+        // A claim: exactly once.
+        let hash = SecretHash::of(&uid("code"));
+        ok("put_code", store.put_code(hash, code.clone()).await);
+        let id = uid("fam");
+        let (r, _) = redemption(&id, n + 3600);
+        ok("redeem_code", store.redeem_code(&hash, r, n).await);
+        assert!(
+            ok("claim_initial_grant", store.claim_initial_grant(&id).await),
+            "store contract: the first claim of a redeemed family's grant must win"
+        );
+        assert!(
+            !ok(
+                "claim_initial_grant (again)",
+                store.claim_initial_grant(&id).await
+            ),
+            "store contract: a grant is claimed once"
+        );
+        assert_eq!(
+            ok("initial_grant (claimed)", store.initial_grant(&id, n).await),
+            None,
+            "store contract: initial_grant must not return a claimed grant"
+        );
+        // A revoked family.
+        let hash = SecretHash::of(&uid("code"));
+        ok("put_code", store.put_code(hash, code.clone()).await);
+        let id = uid("fam");
+        let (r, _) = redemption(&id, n + 3600);
+        ok("redeem_code", store.redeem_code(&hash, r, n).await);
+        ok("revoke_family", store.revoke_family(&id, n).await);
+        assert_eq!(
+            ok("initial_grant (revoked)", store.initial_grant(&id, n).await),
+            None,
+            "store contract: initial_grant must not return a revoked family"
+        );
+    }
+    // Expired and unknown codes.
+    let expired = SecretHash::of(&uid("code"));
+    ok(
+        "put_code",
+        store
+            .put_code(expired, sample_code("testkit-client", n))
+            .await,
+    );
+    let (r, token) = redemption(&uid("fam"), n + 3600);
+    assert_eq!(
+        ok(
+            "redeem_code (expired)",
+            store.redeem_code(&expired, r, n).await
+        ),
+        CodeRedeem::NotFound,
+        "store contract: redeem_code of an expired code must be NotFound"
+    );
+    assert!(family_of(store, &token).await.is_none());
+    let (r, _) = redemption(&uid("fam"), n + 3600);
+    assert_eq!(
+        ok(
+            "redeem_code (unknown)",
+            store.redeem_code(&SecretHash::of(&uid("code")), r, n).await
+        ),
+        CodeRedeem::NotFound,
+        "store contract: redeem_code of an unknown code must be NotFound"
+    );
+}
+
+/// [`CODE_RACERS`] concurrent `redeem_code` calls of one code, each with its own family:
+/// exactly one redeems, every other reports the winner's family, and only the winner's
+/// family exists.
+pub async fn concurrent_redeem_code<S: GrantStore>(store: Arc<S>) {
+    let n = now();
+    let hash = SecretHash::of(&uid("code"));
+    ok(
+        "put_code",
+        store
+            .put_code(hash, sample_code("testkit-client", n + 60))
+            .await,
+    );
+    let barrier = Arc::new(Barrier::new(CODE_RACERS));
+    let mut set = JoinSet::new();
+    for _ in 0..CODE_RACERS {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        set.spawn(async move {
+            let (r, token) = redemption(&uid("race"), n + 3600);
+            let family = r.family.family_id.clone();
+            barrier.wait().await;
+            let got = store.redeem_code(&hash, r, n).await;
+            (family, token, got)
+        });
+    }
+    let mut winners = Vec::new();
+    let mut spent = Vec::new();
+    let mut losers = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (family, token, got) = match joined {
+            Ok(v) => v,
+            Err(e) => panic!("store contract: a redeem_code task panicked: {e}"),
+        };
+        match ok("concurrent redeem_code", got) {
+            CodeRedeem::Redeemed => winners.push((family, token)),
+            CodeRedeem::Spent { family_id, .. } => {
+                spent.push(family_id);
+                losers.push(token);
+            }
+            other => panic!("store contract: concurrent redeem_code returned {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "store contract: exactly one of {CODE_RACERS} concurrent redeem_code calls may win"
+    );
+    assert!(
+        spent.iter().all(|f| *f == winners[0].0),
+        "store contract: every losing redeem_code must report the winner's family id"
+    );
+    assert!(family_of(store.as_ref(), &winners[0].1).await.is_some());
+    for token in losers {
+        assert!(
+            family_of(store.as_ref(), &token).await.is_none(),
+            "store contract: a losing redeem_code must create no family"
+        );
+    }
 }
 
 /// A family: created with its refresh token, found by it, a duplicate id is `Conflict`;
@@ -933,6 +1211,37 @@ pub async fn expired_family<S: GrantStore + ?Sized>(store: &S) {
         family_of(store, &token).await.is_none(),
         "store contract: family_of_refresh must not return an expired family"
     );
+}
+
+/// `family_of_refresh` judges by the `now` it is given, not by a clock of its own: a family
+/// expiring at `n + 100` is found with a clock far in the past and just before its expiry,
+/// and not at or after it, while the real clock is still long before it.
+pub async fn family_of_refresh_uses_now<S: GrantStore + ?Sized>(store: &S) {
+    let n = now();
+    let family = sample_family(&uid("fam"), n + 100);
+    let token = SecretHash::of(&uid("rt"));
+    ok(
+        "create_family",
+        store.create_family(family.clone(), Some(token)).await,
+    );
+    for (at, live) in [
+        (n - 10 * 24 * 3600, true),
+        (n + 99, true),
+        (n + 100, false),
+        (n + 10 * 24 * 3600, false),
+    ] {
+        let found = ok(
+            "family_of_refresh",
+            store.family_of_refresh(&token, at).await,
+        );
+        assert_eq!(
+            found.map(|l| l.family).as_ref(),
+            live.then_some(&family),
+            "store contract: family_of_refresh at {at} (the family expires at {}) must judge by \
+             the given now",
+            n + 100
+        );
+    }
 }
 
 /// `revoke_token` revokes exactly that `jti` (not its siblings of the same family) until its

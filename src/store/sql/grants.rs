@@ -14,9 +14,29 @@ use super::{
 };
 use crate::scope::ScopeSet;
 use crate::store::{
-    AuthorizationCode, CodeTake, GrantStore, KeyStore, PendingAuthorization, RateLimitStore,
-    RefreshFamily, RefreshLookup, Rotation, SecretHash, StoreError, StoreStats,
+    AuthorizationCode, CodePeek, CodeRedeem, CodeRedemption, CodeTake, GrantStore, InitialGrant,
+    KeyStore, PendingAuthorization, RateLimitStore, RefreshFamily, RefreshLookup, Rotation,
+    SecretHash, StoreError, StoreStats,
 };
+
+/// How many rows one sweep statement removes at most.
+pub(super) const SWEEP_BATCH: u64 = 500;
+
+/// The sweep's statements: each deletes at most `$2` expired rows of one table (`$1` is now).
+const SWEEPS: &[&str] = &[
+    "DELETE FROM mcp_oauth_codes WHERE code_hash IN \
+     (SELECT code_hash FROM mcp_oauth_codes WHERE expires_at <= $1 LIMIT $2)",
+    "DELETE FROM mcp_oauth_pending WHERE id_hash IN \
+     (SELECT id_hash FROM mcp_oauth_pending WHERE expires_at <= $1 LIMIT $2)",
+    "DELETE FROM mcp_oauth_revoked_tokens WHERE jti IN \
+     (SELECT jti FROM mcp_oauth_revoked_tokens WHERE expires_at < $1 LIMIT $2)",
+    "DELETE FROM mcp_oauth_assertion_ids WHERE key IN \
+     (SELECT key FROM mcp_oauth_assertion_ids WHERE expires_at < $1 LIMIT $2)",
+    "DELETE FROM mcp_oauth_upstream_logins WHERE key IN \
+     (SELECT key FROM mcp_oauth_upstream_logins WHERE expires_at <= $1 LIMIT $2)",
+    "DELETE FROM mcp_oauth_families WHERE family_id IN \
+     (SELECT family_id FROM mcp_oauth_families WHERE keep_until <= $1 LIMIT $2)",
+];
 
 #[async_trait]
 impl<DB> GrantStore for SqlStore<DB>
@@ -174,6 +194,86 @@ where
         .await
     }
 
+    async fn peek_code(&self, hash: &SecretHash, now: u64) -> Result<CodePeek, StoreError> {
+        self.run(async {
+            let row = sqlx::query(
+                "SELECT used_by, record FROM mcp_oauth_codes WHERE code_hash = $1 AND expires_at > $2",
+            )
+            .bind(&hash.0[..])
+            .bind(db_time(now))
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err::<DB>)?;
+            let Some(row) = row else {
+                return Ok(CodePeek::NotFound);
+            };
+            let code = from_json(&col::<_, String>(&row, "record")?, "code")?;
+            Ok(match col::<_, Option<String>>(&row, "used_by")? {
+                Some(family_id) => CodePeek::Spent { family_id, code },
+                None => CodePeek::Live(code),
+            })
+        })
+        .await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &SecretHash,
+        redemption: CodeRedemption,
+        now: u64,
+    ) -> Result<CodeRedeem, StoreError> {
+        self.run(DB::redeem_code(self, hash, &redemption, now))
+            .await
+    }
+
+    async fn claim_initial_grant(&self, family_id: &str) -> Result<bool, StoreError> {
+        self.run(async {
+            // One statement: of racing claims, one finds the sealed grant and drops it. A
+            // rotated family keeps its successor's sealed copy (`previous_hash` is set).
+            let done = sqlx::query(
+                "UPDATE mcp_oauth_families SET previous_sealed = NULL WHERE family_id = $1 \
+                 AND previous_hash IS NULL AND previous_sealed IS NOT NULL",
+            )
+            .bind(family_id)
+            .execute(&self.writer)
+            .await
+            .map_err(err::<DB>)?;
+            Ok(DB::rows_affected(&done) == 1)
+        })
+        .await
+    }
+
+    async fn initial_grant(
+        &self,
+        family_id: &str,
+        now: u64,
+    ) -> Result<Option<InitialGrant>, StoreError> {
+        self.run(async {
+            let row = sqlx::query(
+                "SELECT record, previous_sealed FROM mcp_oauth_families WHERE family_id = $1 \
+                 AND record IS NOT NULL AND revoked_at IS NULL AND previous_hash IS NULL \
+                 AND previous_sealed IS NOT NULL AND expires_at > $2",
+            )
+            .bind(family_id)
+            .bind(db_time(now))
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(err::<DB>)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let family: RefreshFamily = from_json(&col::<_, String>(&row, "record")?, "family")?;
+            if family.expires_at <= now {
+                return Ok(None);
+            }
+            Ok(Some(InitialGrant {
+                family,
+                sealed_grant: col(&row, "previous_sealed")?,
+            }))
+        })
+        .await
+    }
+
     async fn rotate_refresh(
         &self,
         presented: &SecretHash,
@@ -183,6 +283,18 @@ where
         grace: u64,
     ) -> Result<Rotation, StoreError> {
         self.run(async {
+            if let Some(done) = DB::rotate_refresh(
+                self,
+                presented,
+                &successor,
+                &sealed_successor,
+                now,
+                grace,
+            )
+            .await?
+            {
+                return Ok(done);
+            }
             // No other writer (in this process or another) can rotate the family between our
             // read and our write: SQLite's BEGIN IMMEDIATE takes the write lock before the
             // read; PostgreSQL's FOR UPDATE locks the family row, so racing rotations queue
@@ -578,47 +690,35 @@ where
         .await
     }
 
+    /// Removes what expired in bounded batches (500 rows by default,
+    /// [`with_sweep_batch`](SqlStore::with_sweep_batch)), each its own statement and so its
+    /// own short transaction, as the Redis store does: a sweep after a long outage never
+    /// holds locks (or SQLite's write lock) on everything at once, and the token endpoint's
+    /// writes slip in between the batches. A family goes with its refresh tokens in one
+    /// statement (`ON DELETE CASCADE`).
     async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
-        self.run(async {
-            let now = db_time(now);
-            let mut tx = self
-                .writer
-                .begin_with(DB::BEGIN_WRITE)
-                .await
-                .map_err(err::<DB>)?;
-            let mut removed = 0;
-            for sql in [
-                "DELETE FROM mcp_oauth_codes WHERE expires_at <= $1",
-                "DELETE FROM mcp_oauth_pending WHERE expires_at <= $1",
-                "DELETE FROM mcp_oauth_revoked_tokens WHERE expires_at < $1",
-                "DELETE FROM mcp_oauth_assertion_ids WHERE expires_at < $1",
-                "DELETE FROM mcp_oauth_upstream_logins WHERE expires_at <= $1",
-            ] {
-                let done = sqlx::query(sql)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err::<DB>)?;
-                removed += DB::rows_affected(&done);
+        let now = db_time(now);
+        let mut removed = 0;
+        for sql in SWEEPS {
+            loop {
+                let done = self
+                    .run(async {
+                        sqlx::query(*sql)
+                            .bind(now)
+                            .bind(db_time(self.sweep_batch))
+                            .execute(&self.writer)
+                            .await
+                            .map_err(err::<DB>)
+                    })
+                    .await?;
+                let n = DB::rows_affected(&done);
+                removed += n;
+                if n < self.sweep_batch {
+                    break;
+                }
             }
-            sqlx::query(
-                "DELETE FROM mcp_oauth_refresh_tokens WHERE family_id IN \
-                 (SELECT family_id FROM mcp_oauth_families WHERE keep_until <= $1)",
-            )
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(err::<DB>)?;
-            let done = sqlx::query("DELETE FROM mcp_oauth_families WHERE keep_until <= $1")
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(err::<DB>)?;
-            removed += DB::rows_affected(&done);
-            tx.commit().await.map_err(err::<DB>)?;
-            Ok(removed)
-        })
-        .await
+        }
+        Ok(removed)
     }
 
     async fn stats(&self, now: u64) -> Result<StoreStats, StoreError> {

@@ -135,6 +135,8 @@ pub struct SqlStore<DB: Backend> {
     path: Option<PathBuf>,
     /// Whether the data outlives the process (all but a SQLite in-memory database).
     durable: bool,
+    /// How many rows one sweep statement removes at most.
+    sweep_batch: u64,
 }
 
 impl<DB: Backend> Clone for SqlStore<DB> {
@@ -145,6 +147,7 @@ impl<DB: Backend> Clone for SqlStore<DB> {
             timeout: self.timeout,
             path: self.path.clone(),
             durable: self.durable,
+            sweep_batch: self.sweep_batch,
         }
     }
 }
@@ -155,6 +158,15 @@ impl<DB: Backend> SqlStore<DB> {
     #[must_use]
     pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How many expired rows one statement of [`sweep`](super::GrantStore::sweep) removes
+    /// at most (500 by default, at least 1). Each batch is its own short transaction, so a
+    /// sweep never holds the tables for long, however much expired.
+    #[must_use]
+    pub fn with_sweep_batch(mut self, rows: u64) -> Self {
+        self.sweep_batch = rows.max(1);
         self
     }
 
@@ -205,6 +217,29 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
 
     /// How many rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Spends a live code and creates its family in one atomic step (see
+    /// [`GrantStore::redeem_code`](super::GrantStore::redeem_code)): one statement on
+    /// PostgreSQL, one `BEGIN IMMEDIATE` transaction (one commit) on SQLite.
+    fn redeem_code(
+        store: &SqlStore<Self>,
+        hash: &SecretHash,
+        redemption: &super::CodeRedemption,
+        now: u64,
+    ) -> impl Future<Output = Result<super::CodeRedeem, StoreError>> + Send;
+
+    /// Rotates a refresh token in one statement where the backend can (see
+    /// [`GrantStore::rotate_refresh`](super::GrantStore::rotate_refresh)): PostgreSQL calls
+    /// the function of migration 9 (one round trip); `None` lets the generic transaction do
+    /// it (SQLite).
+    fn rotate_refresh(
+        store: &SqlStore<Self>,
+        presented: &SecretHash,
+        successor: &SecretHash,
+        sealed_successor: &[u8],
+        now: u64,
+        grace: u64,
+    ) -> impl Future<Output = Result<Option<super::Rotation>, StoreError>> + Send;
 
     /// Deletes the idle dynamic clients that nothing live names, with their remembered
     /// consents, and counts them (see
@@ -484,6 +519,7 @@ mod tests {
                 "25e9fc92e92af04eea73f20aa52886e6e10c3f919c3ae19e90a2701350a79b60",
                 "e7fa8bc0ae110e0b9a00023988c1ce1b13154fc7cf43fcd9e729b4fdf591fc44",
                 "66e1983218620aa9a9866ad90ced4bda3db6369c32ecd3a65c058550aad0ea8c",
+                "fd8f0d550d2d9a2b90aea5a775187b02ef844db0ac4b5c3f07b62acb3472719b",
             ],
         );
     }

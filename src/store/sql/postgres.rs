@@ -10,10 +10,10 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 
 use super::{
-    Backend, DEFAULT_OPERATION_TIMEOUT, SqlStore, count_of, db_time, migration_error, migrator,
-    sealed,
+    Backend, DEFAULT_OPERATION_TIMEOUT, SqlStore, col, count_of, db_time, from_json,
+    migration_error, migrator, sealed, to_json,
 };
-use crate::store::StoreError;
+use crate::store::{CodeRedeem, CodeRedemption, Rotation, SecretHash, StoreError};
 
 /// Connections [`PostgresStore::connect`] keeps at most.
 const MAX_CONNECTIONS: u32 = 10;
@@ -62,6 +62,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "upstream tokens",
         include_str!("../../../migrations/postgres/0008_upstream_tokens.sql"),
+    ),
+    (
+        9,
+        "refresh rotation in one round trip",
+        include_str!("../../../migrations/postgres/0009_rotate_refresh_function.sql"),
     ),
 ];
 
@@ -191,6 +196,31 @@ const SWEEP_IDLE_CLIENTS: &str = sweep_clients_sql!("c.last_used_at < $1 AND c.i
 /// The never-used clients registered before `$1`.
 const SWEEP_UNUSED_CLIENTS: &str = sweep_clients_sql!("c.last_used_at = 0 AND c.issued_at < $1");
 
+/// Redeems a code in one statement, so one round trip: the code is spent only when it is
+/// live, unspent and the family id is free, and the family and its first refresh token are
+/// inserted from the same statement. The final `SELECT` reads the code as it was before the
+/// statement (every part of a statement sees one snapshot), which tells a replay (and its
+/// family) from a missing or expired code.
+const REDEEM_CODE: &str = "WITH fam_taken AS ( \
+    SELECT EXISTS (SELECT 1 FROM mcp_oauth_families WHERE family_id = $2::text) AS taken \
+), spent AS ( \
+    UPDATE mcp_oauth_codes SET used_by = $2::text \
+    WHERE code_hash = $1::bytea AND used_by IS NULL AND expires_at > $3::bigint \
+    AND NOT (SELECT taken FROM fam_taken) \
+    RETURNING code_hash \
+), fam AS ( \
+    INSERT INTO mcp_oauth_families \
+        (family_id, record, expires_at, current_hash, keep_until, previous_sealed) \
+    SELECT $2::text, $4::text, $5::bigint, $6::bytea, $5::bigint, $7::bytea FROM spent \
+    RETURNING family_id \
+), rt AS ( \
+    INSERT INTO mcp_oauth_refresh_tokens (token_hash, family_id) \
+    SELECT $6::bytea, family_id FROM fam WHERE $6::bytea IS NOT NULL \
+) \
+SELECT (SELECT COUNT(*) FROM fam) AS created, (SELECT taken FROM fam_taken) AS family_taken, \
+    c.used_by, c.expires_at, c.record \
+FROM (SELECT 1) AS one LEFT JOIN mcp_oauth_codes c ON c.code_hash = $1::bytea";
+
 /// Maps a driver error (see [`map_err`](super::map_err)).
 fn err(e: sqlx::Error) -> StoreError {
     super::err::<Postgres>(e)
@@ -207,6 +237,106 @@ impl Backend for Postgres {
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    async fn redeem_code(
+        store: &PostgresStore,
+        hash: &SecretHash,
+        redemption: &CodeRedemption,
+        now: u64,
+    ) -> Result<CodeRedeem, StoreError> {
+        let family = &redemption.family;
+        let row = sqlx::query(REDEEM_CODE)
+            .bind(&hash.0[..])
+            .bind(&family.family_id)
+            .bind(db_time(now))
+            .bind(to_json(family, "family")?)
+            .bind(db_time(family.expires_at))
+            .bind(redemption.refresh.map(|h| h.0.to_vec()))
+            .bind(&redemption.sealed_grant)
+            .fetch_one(&store.writer)
+            .await
+            .map_err(err)?;
+        if col::<_, i64>(&row, "created")? > 0 {
+            return Ok(CodeRedeem::Redeemed);
+        }
+        if col::<_, bool>(&row, "family_taken")? {
+            return Err(StoreError::conflict(format!(
+                "family {} exists or was revoked",
+                family.family_id
+            )));
+        }
+        let (Some(record), Some(expires_at)) = (
+            col::<_, Option<String>>(&row, "record")?,
+            col::<_, Option<i64>>(&row, "expires_at")?,
+        ) else {
+            return Ok(CodeRedeem::NotFound);
+        };
+        if expires_at <= db_time(now) {
+            return Ok(CodeRedeem::NotFound);
+        }
+        let family_id = match col::<_, Option<String>>(&row, "used_by")? {
+            Some(family_id) => family_id,
+            // Unspent in this statement's snapshot, yet not spent by it: a racing redemption
+            // committed in between. Read what it bound.
+            None => {
+                let used_by: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT used_by FROM mcp_oauth_codes WHERE code_hash = $1")
+                        .bind(&hash.0[..])
+                        .fetch_optional(&store.writer)
+                        .await
+                        .map_err(err)?;
+                match used_by.flatten() {
+                    Some(family_id) => family_id,
+                    None => return Ok(CodeRedeem::NotFound),
+                }
+            }
+        };
+        Ok(CodeRedeem::Spent {
+            family_id,
+            code: from_json(&record, "code")?,
+        })
+    }
+
+    /// One call of `mcp_oauth_rotate_refresh` (migration 9), which locks the family row and
+    /// decides as the generic transaction does: one round trip.
+    async fn rotate_refresh(
+        store: &PostgresStore,
+        presented: &SecretHash,
+        successor: &SecretHash,
+        sealed_successor: &[u8],
+        now: u64,
+        grace: u64,
+    ) -> Result<Option<Rotation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT outcome, family_id, record, sealed FROM mcp_oauth_rotate_refresh($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&presented.0[..])
+        .bind(&successor.0[..])
+        .bind(sealed_successor)
+        .bind(db_time(now))
+        .bind(db_time(grace))
+        .bind(db_time(super::REVOKED_KEEP_SECS))
+        .fetch_one(&store.writer)
+        .await
+        .map_err(err)?;
+        let outcome: String = col(&row, "outcome")?;
+        let family = || -> Result<crate::store::RefreshFamily, StoreError> {
+            from_json(&col::<_, String>(&row, "record")?, "family")
+        };
+        Ok(Some(match outcome.as_str() {
+            "rotated" => Rotation::Rotated(family()?),
+            "grace" => Rotation::Grace {
+                family: family()?,
+                sealed_successor: col::<_, Option<Vec<u8>>>(&row, "sealed")?.unwrap_or_default(),
+            },
+            "reused" => {
+                let family_id: String = col(&row, "family_id")?;
+                super::family::reuse_detected(&family_id);
+                Rotation::Reused { family_id }
+            }
+            _ => Rotation::Invalid,
+        }))
     }
 
     async fn sweep_idle_clients(
@@ -328,6 +458,7 @@ impl PostgresStore {
             timeout: DEFAULT_OPERATION_TIMEOUT,
             path: None,
             durable: true,
+            sweep_batch: super::grants::SWEEP_BATCH,
         };
         migrate(&store.writer, MIGRATIONS, MIGRATION_PROGRESS_EVERY).await?;
         Ok(store)

@@ -12,9 +12,10 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    Backend, DEFAULT_OPERATION_TIMEOUT, SqlStore, db_time, err, migrator, sealed, to_json,
+    Backend, DEFAULT_OPERATION_TIMEOUT, SqlStore, col, db_time, err, from_json, migrator, sealed,
+    to_json,
 };
-use crate::store::StoreError;
+use crate::store::{CodeRedeem, CodeRedemption, SecretHash, StoreError};
 
 /// How long a writer waits for another process holding the database's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,6 +97,99 @@ impl Backend for Sqlite {
 
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction, so one commit (one `fsync`) where taking the code
+    /// and creating the family used to be two.
+    async fn redeem_code(
+        store: &SqliteStore,
+        hash: &SecretHash,
+        redemption: &CodeRedemption,
+        now: u64,
+    ) -> Result<CodeRedeem, StoreError> {
+        let err = err::<Self>;
+        let family = &redemption.family;
+        let mut tx = store
+            .writer
+            .begin_with(Self::BEGIN_WRITE)
+            .await
+            .map_err(err)?;
+        let spent = sqlx::query(
+            "UPDATE mcp_oauth_codes SET used_by = $2 \
+             WHERE code_hash = $1 AND used_by IS NULL AND expires_at > $3",
+        )
+        .bind(&hash.0[..])
+        .bind(&family.family_id)
+        .bind(db_time(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if spent.rows_affected() == 0 {
+            // Nothing changed; dropping the transaction rolls it back.
+            let row = sqlx::query(
+                "SELECT used_by, record FROM mcp_oauth_codes WHERE code_hash = $1 AND expires_at > $2",
+            )
+            .bind(&hash.0[..])
+            .bind(db_time(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?;
+            let Some(row) = row else {
+                return Ok(CodeRedeem::NotFound);
+            };
+            return Ok(match col::<_, Option<String>>(&row, "used_by")? {
+                Some(family_id) => CodeRedeem::Spent {
+                    family_id,
+                    code: from_json(&col::<_, String>(&row, "record")?, "code")?,
+                },
+                None => CodeRedeem::NotFound,
+            });
+        }
+        let created = sqlx::query(
+            "INSERT INTO mcp_oauth_families \
+             (family_id, record, expires_at, current_hash, keep_until, previous_sealed) \
+             VALUES ($1, $2, $3, $4, $3, $5) ON CONFLICT (family_id) DO NOTHING",
+        )
+        .bind(&family.family_id)
+        .bind(to_json(family, "family")?)
+        .bind(db_time(family.expires_at))
+        .bind(redemption.refresh.map(|h| h.0.to_vec()))
+        .bind(&redemption.sealed_grant)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if created.rows_affected() == 0 {
+            // Rolled back with the transaction: the code stays unspent.
+            return Err(StoreError::conflict(format!(
+                "family {} exists or was revoked",
+                family.family_id
+            )));
+        }
+        if let Some(h) = redemption.refresh {
+            sqlx::query(
+                "INSERT INTO mcp_oauth_refresh_tokens (token_hash, family_id) VALUES ($1, $2)",
+            )
+            .bind(&h.0[..])
+            .bind(&family.family_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(CodeRedeem::Redeemed)
+    }
+
+    /// `None`: the generic transaction (`BEGIN IMMEDIATE`, read, write, one commit) is
+    /// already one commit, and SQLite has no round trips to save.
+    async fn rotate_refresh(
+        _store: &SqliteStore,
+        _presented: &SecretHash,
+        _successor: &SecretHash,
+        _sealed_successor: &[u8],
+        _now: u64,
+        _grace: u64,
+    ) -> Result<Option<crate::store::Rotation>, StoreError> {
+        Ok(None)
     }
 
     async fn sweep_idle_clients(
@@ -216,6 +310,7 @@ impl SqliteStore {
             timeout: DEFAULT_OPERATION_TIMEOUT,
             path: Some(path.clone()),
             durable: true,
+            sweep_batch: super::grants::SWEEP_BATCH,
         };
         store.migrate().await?;
         // Readers open only once the schema (and WAL mode) is in place.
@@ -255,6 +350,7 @@ impl SqliteStore {
             timeout: DEFAULT_OPERATION_TIMEOUT,
             path: None,
             durable: false,
+            sweep_batch: super::grants::SWEEP_BATCH,
         };
         store.migrate().await?;
         Ok(store)
