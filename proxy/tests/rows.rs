@@ -13,10 +13,8 @@
 //! - ChatGPT gets the refusal as a tool result carrying the challenge in `_meta`, everyone
 //!   else the HTTP `401`.
 //!
-//! Rows that need the request to reach the MCP server (a public tool's result) depend on the
-//! HTTP forwarder (`http_upstream.rs`, written in parallel): until it lands they check that the
-//! OAuth layer let the request through, and once it answers they check the result too (see
-//! `FORWARDER-DEPENDENT` below).
+//! Rows that need the request to reach the MCP server (a public tool's result) check the
+//! result the in-test MCP server answered through the HTTP forwarder.
 
 mod common;
 
@@ -419,11 +417,7 @@ async fn row_public_tool_works_without_a_token_when_lazy() {
     proxy.stop().await;
 }
 
-/// The request passed the OAuth layer and, once the forwarder is in, reached the MCP server.
-///
-/// FORWARDER-DEPENDENT: while `http_upstream.rs` is the skeleton's stub (`501 upstream: not
-/// yet`), only "not refused by the layer" is checked; with the forwarder the tool's result
-/// from the in-test MCP server is checked.
+/// The request passed the OAuth layer and reached the MCP server, which answered it.
 async fn assert_forwarded(resp: reqwest::Response, tool: &str) {
     let status = resp.status().as_u16();
     assert!(
@@ -431,10 +425,6 @@ async fn assert_forwarded(resp: reqwest::Response, tool: &str) {
         "{tool}: refused by the layer: {status}"
     );
     let body = resp.text().await.unwrap_or_default();
-    if status == 501 && body.contains("not yet") {
-        eprintln!("FORWARDER-DEPENDENT: {tool} passed the layer; the forwarder is not in yet");
-        return;
-    }
     assert_eq!(status, 200, "{tool}: {body}");
     assert!(body.contains(&format!("called {tool}")), "{tool}: {body}");
 }
