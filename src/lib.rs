@@ -159,6 +159,15 @@
 //! public URL; and the MCP Inspector's origin is allowed at the MCP endpoint by default
 //! (`inspector_origin(false)` turns it off).
 //!
+//! "Running it in production" (issue 13) changes DESIGN.md §4 and §7, and wins: a code is
+//! still redeemed once and a replay still revokes what it issued, but a code's grant that was
+//! never delivered (the first exchange failed after its commit) goes to the same client's
+//! retry of the same exchange (same `redirect_uri`, `resource` and PKCE verifier) instead of
+//! signing the user out; retired signing keys stay published for at least the access-token
+//! lifetime plus the ring's refresh interval plus 5 minutes, and an instance whose view of a
+//! shared ring is stale refuses to sign; `RedisStore` refuses a `maxmemory-policy` that may
+//! evict (every key has a TTL).
+//!
 //! ## Operations
 //!
 //! Every security-relevant step is an [audit event](audit) (`tracing` target
