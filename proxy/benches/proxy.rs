@@ -2,8 +2,22 @@
 //! `mcp-oauth-proxy`** against the same `tools/list` sent **directly to the upstream**,
 //! unauthenticated, by the same client in the same run.
 //!
+//! Two upstreams, each loaded in turn in the same run (`--upstream rmcp|python|both`, both by
+//! default), each with its own proxy and forwarder in front:
+//! - `python`: the kind of server the proxy is for, one written in another language: the
+//!   official Python SDK's `MCPServer` (`tests/interop/proxy_fixture_server.py
+//!   http-stateless PORT`, stateless, JSON answers), run by the interop venv's python
+//!   (`.interop/venv/bin/python`; when it is missing, a loud SKIPPED line and the rmcp
+//!   upstream alone). Its process's CPU (`/proc/<pid>/stat`) is added to the CPU per request
+//!   and shown apart ("of it upstr");
+//! - `rmcp`: the worst case for the ratio, an upstream that answers in ~30 µs of CPU.
+//!
+//! `--store URL` gives the proxies' store (`postgres://…`, `redis://…`, a SQLite path); a
+//! SQLite file in a temporary directory by default. The layer looks a token's revocation up
+//! in the store on every request, so the store shows in the proxied column.
+//!
 //! What it stands up on `127.0.0.1:0`:
-//! - the upstream: an rmcp streamable-HTTP server (`StreamableHttpService`) with three tools,
+//! - the rmcp upstream: an rmcp streamable-HTTP server (`StreamableHttpService`) with three tools,
 //!   stateless and answering in JSON (`legacy_session_mode(false)`, `json_response(true)`),
 //!   served with `TCP_NODELAY` on every accepted connection;
 //! - the proxy: the library's [`Proxy`](mcp_oauth_proxy::app::Proxy), in process, started
@@ -34,6 +48,7 @@
 //! ```text
 //! cargo bench -p mcp-oauth-proxy --bench proxy
 //! cargo bench -p mcp-oauth-proxy --bench proxy -- --secs 3 --rounds 3 --conns 16 --check
+//! cargo bench -p mcp-oauth-proxy --bench proxy -- --upstream rmcp --store redis://127.0.0.1:6379
 //! ```
 
 use std::process::ExitCode;
@@ -86,12 +101,16 @@ impl ServerHandler for Upstream {
 }
 
 /// Command-line settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Settings {
     conns: usize,
     secs: f64,
     rounds: usize,
     check: bool,
+    /// Which upstreams to load: `rmcp`, `python` or both (the default).
+    upstreams: Vec<String>,
+    /// The proxy's store (`--store`): a SQLite file in a temporary directory by default.
+    store: Option<String>,
 }
 
 fn settings() -> Settings {
@@ -100,6 +119,8 @@ fn settings() -> Settings {
         secs: 2.0,
         rounds: 3,
         check: false,
+        upstreams: vec!["rmcp".to_owned(), "python".to_owned()],
+        store: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -113,6 +134,15 @@ fn settings() -> Settings {
             "--secs" => s.secs = num("--secs").clamp(0.2, 20.0),
             "--rounds" => s.rounds = num("--rounds").clamp(1.0, 10.0) as usize,
             "--check" => s.check = true,
+            "--upstream" => {
+                let v = args.next().expect("--upstream needs rmcp, python or both");
+                s.upstreams = match v.as_str() {
+                    "both" => vec!["rmcp".to_owned(), "python".to_owned()],
+                    "rmcp" | "python" => vec![v],
+                    _ => panic!("--upstream: rmcp, python or both, not {v:?}"),
+                };
+            }
+            "--store" => s.store = Some(args.next().expect("--store needs a URL")),
             // `cargo bench` passes `--bench`; anything else is ignored too.
             _ => {}
         }
@@ -143,6 +173,10 @@ impl Conn {
     }
 
     async fn list(&self) -> (reqwest::StatusCode, bytes::Bytes) {
+        self.try_list().await.expect("request")
+    }
+
+    async fn try_list(&self) -> reqwest::Result<(reqwest::StatusCode, bytes::Bytes)> {
         let mut req = self
             .http
             .post(&*self.url)
@@ -153,9 +187,9 @@ impl Conn {
         if let Some(b) = &self.bearer {
             req = req.header("authorization", &**b);
         }
-        let res = req.send().await.expect("request");
+        let res = req.send().await?;
         let status = res.status();
-        (status, res.bytes().await.expect("body"))
+        Ok((status, res.bytes().await?))
     }
 }
 
@@ -196,7 +230,12 @@ struct Tally {
 /// CPU time used by this process so far, all threads (`utime + stime` of `/proc/self/stat`;
 /// zero where there is no `/proc`).
 fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_of("/proc/self/stat")
+}
+
+/// CPU time used so far by the process whose `stat` file is `path` (zero when unreadable).
+fn cpu_of(path: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return Duration::ZERO;
     };
     // Fields after the command name (which is in parentheses and may hold spaces).
@@ -260,8 +299,8 @@ fn main() -> ExitCode {
     rt.block_on(run(s))
 }
 
-async fn run(s: Settings) -> ExitCode {
-    // The upstream.
+/// Serves the in-process rmcp upstream on `127.0.0.1:0`; returns its `/mcp` URL.
+async fn start_rmcp() -> String {
     let service = StreamableHttpService::new(
         || Ok(Upstream),
         Arc::new(LocalSessionManager::default()),
@@ -280,22 +319,165 @@ async fn run(s: Settings) -> ExitCode {
         });
         axum::serve(listener, app).await.expect("serve upstream");
     });
+    upstream_url
+}
 
-    // The proxy, in process.
+/// The Python SDK upstream: `tests/interop/proxy_fixture_server.py http-stateless PORT`
+/// run by the interop venv's python, killed on drop.
+struct PythonUpstream {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for PythonUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the Python SDK upstream and waits until it answers `tools/list`; `None` (after a
+/// loud SKIPPED line) when the interop toolchain is missing or the server does not come up.
+async fn start_python() -> Option<PythonUpstream> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let python = root.join(".interop/venv/bin/python");
+    let script = root.join("tests/interop/proxy_fixture_server.py");
+    if !python.exists() {
+        println!(
+            "*** SKIPPED upstream python: no interop toolchain ({} is missing; \
+             `cargo test --test interop_as_python` installs it) ***",
+            python.display()
+        );
+        return None;
+    }
+    let port = common_http::free_port();
+    let child = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("http-stateless")
+        .arg(port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            println!(
+                "*** SKIPPED upstream python: cannot start {}: {e} ***",
+                python.display()
+            );
+            return None;
+        }
+    };
+    let up = PythonUpstream {
+        child,
+        url: format!("http://127.0.0.1:{port}/mcp"),
+    };
+    let probe = Conn::new(&up.url, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(res) = probe.try_list().await
+            && res.0.is_success()
+        {
+            return Some(up);
+        }
+        if Instant::now() > deadline {
+            println!("*** SKIPPED upstream python: it did not answer within 30 s ***");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What one upstream's run found.
+struct Outcome {
+    name: &'static str,
+    ratio: f64,
+}
+
+async fn run(s: Settings) -> ExitCode {
     let dir = common_http::temp_dir("bench");
-    let store = dir.join("s.sqlite3");
+    let store = s.store.clone().unwrap_or_else(|| {
+        dir.join("s.sqlite3")
+            .to_str()
+            .expect("store path")
+            .to_owned()
+    });
+    println!(
+        "proxy store: {}",
+        if s.store.is_some() {
+            &store
+        } else {
+            "SQLite (temporary file)"
+        }
+    );
+    let mut outcomes = Vec::new();
+    for which in &s.upstreams {
+        match which.as_str() {
+            "rmcp" => {
+                let url = start_rmcp().await;
+                let names = ["count", "hello", "time_of_day"];
+                outcomes.push(bench("rmcp", &url, None, &names, &s, &store).await);
+            }
+            _ => {
+                let Some(up) = start_python().await else {
+                    continue;
+                };
+                let stat = format!("/proc/{}/stat", up.child.id());
+                let names = ["crash", "echo", "recall", "remember", "slow", "whoami"];
+                outcomes.push(bench("python", &up.url, Some(&stat), &names, &s, &store).await);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!();
+    let mut ok = true;
+    for o in &outcomes {
+        let met = o.ratio >= 0.8;
+        ok &= met;
+        println!(
+            "goal (issue 12: proxied/direct >= 0.8x), upstream {}: {} ({:.2}x)",
+            o.name,
+            if met { "met" } else { "MISSED" },
+            o.ratio
+        );
+    }
+    if s.check && !ok {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Loads one upstream directly, through a proxy in front of it, and through the forwarder
+/// alone; prints the table. `upstream_stat` is the `/proc/<pid>/stat` of an upstream in
+/// another process (its CPU is added to this process's).
+async fn bench(
+    name: &'static str,
+    upstream_url: &str,
+    upstream_stat: Option<&str>,
+    tools: &[&str],
+    s: &Settings,
+    store: &str,
+) -> Outcome {
+    println!();
+    println!("=== upstream {name}: {upstream_url} ===");
+    // The proxy, in process.
     let settings = mcp_oauth_proxy::settings::Settings::parse_from([
         "mcp-oauth-proxy",
         "--addr",
         "127.0.0.1:0",
         "--upstream",
-        &upstream_url,
+        upstream_url,
         "--user",
         common_http::USER,
         "--password",
         common_http::PASSWORD,
         "--store",
-        store.to_str().expect("store path"),
+        store,
     ]);
     let proxy = mcp_oauth_proxy::app::Proxy::start(settings)
         .await
@@ -322,7 +504,7 @@ async fn run(s: Settings) -> ExitCode {
     let bearer: Arc<str> = format!("Bearer {token}").into();
 
     let direct: Vec<Conn> = (0..s.conns)
-        .map(|_| Conn::new(&upstream_url, None))
+        .map(|_| Conn::new(upstream_url, None))
         .collect();
     let bare: Vec<Conn> = (0..s.conns).map(|_| Conn::new(&bare_url, None)).collect();
     let proxied: Vec<Conn> = (0..s.conns)
@@ -334,7 +516,7 @@ async fn run(s: Settings) -> ExitCode {
     let (st_p, body_p) = proxied[0].list().await;
     assert!(st_d.is_success() && st_p.is_success(), "{st_d} {st_p}");
     let (names_d, names_p) = (tool_names(&body_d), tool_names(&body_p));
-    assert_eq!(names_d, ["count", "hello", "time_of_day"]);
+    assert_eq!(names_d, tools);
     assert_eq!(names_d, names_p);
     let (st_anon, _) = Conn::new(&proxied_url, None).list().await;
     assert_eq!(
@@ -342,11 +524,10 @@ async fn run(s: Settings) -> ExitCode {
         "the proxy must refuse a request without a token"
     );
     println!(
-        "direct answer ({} bytes): {}",
+        "direct answer: {} bytes; proxied answer: {} bytes",
         body_d.len(),
-        String::from_utf8_lossy(&body_d)
+        body_p.len()
     );
-    println!("proxied answer ({} bytes)", body_p.len());
 
     // Warm every connection.
     let _ = load(&direct, 0.3).await;
@@ -357,7 +538,9 @@ async fn run(s: Settings) -> ExitCode {
         "loopback HTTP: {} keep-alive connections, {} rounds x {} s per case",
         s.conns, s.rounds, s.secs
     );
+    let up_cpu = || upstream_stat.map_or(Duration::ZERO, cpu_of);
     let mut tallies: [Tally; 3] = Default::default();
+    let mut up_tallies = [Duration::ZERO; 3];
     for round in 0..s.rounds {
         let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
         for which in order {
@@ -366,20 +549,41 @@ async fn run(s: Settings) -> ExitCode {
                 1 => &proxied,
                 _ => &bare,
             };
-            let cpu = process_cpu();
+            let (cpu, up) = (process_cpu(), up_cpu());
             let (lat, time) = load(conns, s.secs).await;
+            up_tallies[which] += up_cpu().saturating_sub(up);
             tallies[which].cpu += process_cpu().saturating_sub(cpu);
             tallies[which].lat.extend(lat);
             tallies[which].time += time;
         }
     }
+    // The CPU per request counts the upstream's process too, when it is another one.
+    for (t, up) in tallies.iter_mut().zip(up_tallies) {
+        t.cpu += up;
+    }
+    let up_per_req: Vec<f64> = (0..3)
+        .map(|i| up_tallies[i].as_secs_f64() * 1e6 / (tallies[i].lat.len().max(1) as f64))
+        .collect();
     let ratio = tallies[1].rps() / tallies[0].rps().max(1e-9);
     println!(
-        "{:<11} {:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10}",
-        "op", "target", "requests", "req/s", "p50 ms", "p99 ms", "ratio", "cpu us/req"
+        "{:<11} {:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>11}",
+        "op",
+        "target",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "cpu us/req",
+        "of it upstr"
     );
     let bare_ratio = tallies[2].rps() / tallies[0].rps().max(1e-9);
-    for (name, i) in [("direct", 0), ("proxied", 1), ("fwd-only", 2)] {
+    for (target, i) in [("direct", 0), ("proxied", 1), ("fwd-only", 2)] {
+        let up = if upstream_stat.is_some() {
+            format!("{:.1}", up_per_req[i])
+        } else {
+            "(in total)".to_owned()
+        };
         let t = &mut tallies[i];
         let (p50, p99) = (t.pct(0.5), t.pct(0.99));
         let shown = match i {
@@ -388,16 +592,16 @@ async fn run(s: Settings) -> ExitCode {
             _ => String::new(),
         };
         println!(
-            "{:<11} {name:<10} {:>9} {:>9.0} {p50:>9.2} {p99:>9.2} {shown:>7} {:>10.1}",
+            "{:<11} {target:<10} {:>9} {:>9.0} {p50:>9.2} {p99:>9.2} {shown:>7} {:>10.1} {up:>11}",
             "tools/list",
             t.lat.len(),
             t.rps(),
             t.cpu_per_req()
         );
     }
-    // With client, proxy and upstream in one process on a shared machine, req/s swings with
-    // whatever else runs; CPU per request does not. Their ratio is the throughput ratio a
-    // CPU-bound run would show.
+    // With client, proxy and upstream on one shared machine, req/s swings with whatever
+    // else runs; CPU per request does not. Their ratio is the throughput ratio a CPU-bound
+    // run would show.
     let cpu_ratio = tallies[0].cpu_per_req() / tallies[1].cpu_per_req().max(1e-9);
     let cpu_bare = tallies[0].cpu_per_req() / tallies[2].cpu_per_req().max(1e-9);
     println!(
@@ -407,15 +611,6 @@ async fn run(s: Settings) -> ExitCode {
         tallies[1].cpu_per_req() - tallies[0].cpu_per_req(),
         tallies[2].cpu_per_req() - tallies[0].cpu_per_req(),
     );
-    let ok = ratio >= 0.8;
-    println!(
-        "goal (issue 12: proxied/direct >= 0.8x): {} ({ratio:.2}x)",
-        if ok { "met" } else { "MISSED" }
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    if s.check && !ok {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    println!("upstream {name}: proxied/direct {ratio:.2}x");
+    Outcome { name, ratio }
 }

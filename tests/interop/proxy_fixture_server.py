@@ -3,6 +3,9 @@
 
     python proxy_fixture_server.py stdio          # MCP over stdin/stdout (the proxy's child)
     python proxy_fixture_server.py http PORT      # streamable HTTP at http://127.0.0.1:PORT/mcp
+    python proxy_fixture_server.py http-stateless PORT
+        # the same, stateless and answering in JSON: every request stands alone, so
+        # `tools/list` needs no session (the proxy's benchmark, proxy/benches/proxy.rs)
 
 Tools:
   whoami()            -> {"pid": ..., "calls": n}   (the process, and calls it has served)
@@ -72,5 +75,17 @@ if __name__ == "__main__":
     elif mode == "http":
         port = int(sys.argv[2])
         server.run("streamable-http", host="127.0.0.1", port=port, streamable_http_path="/mcp")
+    elif mode == "http-stateless":
+        port = int(sys.argv[2])
+        # No access log line per request: under load it would cost more than the request.
+        server.settings.log_level = "WARNING"
+        server.run(
+            "streamable-http",
+            host="127.0.0.1",
+            port=port,
+            streamable_http_path="/mcp",
+            stateless_http=True,
+            json_response=True,
+        )
     else:
-        sys.exit(f"unknown mode {mode!r}: stdio or http PORT")
+        sys.exit(f"unknown mode {mode!r}: stdio, http PORT or http-stateless PORT")
