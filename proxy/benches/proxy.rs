@@ -24,7 +24,7 @@
 //!   from the same flags as the binary (`--upstream <the upstream>`, a SQLite store in a
 //!   temporary directory, the demo user), serving with `mcp_oauth::serve`.
 //!
-//! The token is obtained through the proxy's real OAuth flow (`tests/common_http.rs`:
+//! The token is obtained through the proxy's real OAuth flow (`tests/common/mod.rs`:
 //! metadata, registration, the scripted browser's sign-in and consent, the PKCE code
 //! exchange), and every request through the proxy is verified by its OAuth layer as any
 //! other: nothing is skipped.
@@ -65,8 +65,8 @@ use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 
 // The browser's unit tests are compiled out of a bench (`harness = false`).
 #[allow(unused_imports)]
-#[path = "../tests/common_http.rs"]
-mod common_http;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const PROTOCOL: &str = "2025-11-25";
 const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#;
@@ -353,7 +353,7 @@ async fn start_python() -> Option<PythonUpstream> {
         );
         return None;
     }
-    let port = common_http::free_port();
+    let port = common::free_port();
     let child = std::process::Command::new(&python)
         .arg(&script)
         .arg("http-stateless")
@@ -399,7 +399,7 @@ struct Outcome {
 }
 
 async fn run(s: Settings) -> ExitCode {
-    let dir = common_http::temp_dir("bench");
+    let dir = common::temp_dir("bench");
     let store = s.store.clone().unwrap_or_else(|| {
         dir.join("s.sqlite3")
             .to_str()
@@ -473,9 +473,9 @@ async fn bench(
         "--upstream",
         upstream_url,
         "--user",
-        common_http::USER,
+        common::USER,
         "--password",
-        common_http::PASSWORD,
+        common::PASSWORD,
         "--store",
         store,
     ]);
@@ -500,7 +500,7 @@ async fn bench(
     let bare_app = bare.router();
     tokio::spawn(async move { mcp_oauth::serve(bare_listener, bare_app).await });
 
-    let token = common_http::obtain_token(&base).await;
+    let token = common::obtain_token(&base).await;
     let bearer: Arc<str> = format!("Bearer {token}").into();
 
     let direct: Vec<Conn> = (0..s.conns)

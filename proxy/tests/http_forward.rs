@@ -3,10 +3,10 @@
 //! in the ways that matter (SSE sent slowly, redirects, `401`, huge bodies, no answer).
 //!
 //! Every request carries a real access token, obtained through the proxy's own OAuth flow
-//! (`common_http::obtain_token`: registration, the scripted browser's sign-in and consent,
+//! (`common::obtain_token`: registration, the scripted browser's sign-in and consent,
 //! the PKCE code exchange).
 
-mod common_http;
+mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
-use common_http::{ProxyProcess, free_port, obtain_token};
+use common::{Running, free_port, obtain_token};
 use futures_util::StreamExt as _;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
@@ -201,12 +201,12 @@ fn rpc(id: u32, method: &str) -> String {
 
 async fn post(
     http: &reqwest::Client,
-    proxy: &ProxyProcess,
+    proxy: &Running,
     token: &str,
     mode: &str,
     body: String,
 ) -> reqwest::Response {
-    http.post(&proxy.mcp_url)
+    http.post(&proxy.mcp)
         .bearer_auth(token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -233,7 +233,7 @@ async fn assert_rpc_error(res: reqwest::Response, status: u16, id: Value, prefix
 async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_upstream() {
     let (up, url) = upstream().await;
     let header = format!("Authorization: Bearer {UPSTREAM_SECRET}");
-    let proxy = ProxyProcess::start(
+    let proxy = Running::upstream(
         &url,
         &[
             "--upstream-header",
@@ -247,7 +247,7 @@ async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_ups
 
     // Without a token: the OAuth layer refuses, and the upstream sees nothing.
     let res = http
-        .post(&proxy.mcp_url)
+        .post(&proxy.mcp)
         .header("content-type", "application/json")
         .body(rpc(1, "initialize"))
         .send()
@@ -259,7 +259,7 @@ async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_ups
     let token = obtain_token(&proxy.base).await;
     let body = rpc(1, "initialize");
     let res = http
-        .post(format!("{}?tenant=a&x=%20y", proxy.mcp_url))
+        .post(format!("{}?tenant=a&x=%20y", proxy.mcp))
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -329,7 +329,7 @@ async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_ups
 
     // The session's GET stream, resumed: Last-Event-ID and the session id pass.
     let res = http
-        .get(&proxy.mcp_url)
+        .get(&proxy.mcp)
         .bearer_auth(&token)
         .header("accept", "text/event-stream")
         .header("mcp-session-id", SESSION)
@@ -343,7 +343,7 @@ async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_ups
     assert_eq!(text, "id: 7\ndata: {\"resumed_after\":\"6\"}\n\n");
     // DELETE ends the session.
     let res = http
-        .delete(&proxy.mcp_url)
+        .delete(&proxy.mcp)
         .bearer_auth(&token)
         .header("mcp-session-id", SESSION)
         .send()
@@ -370,7 +370,7 @@ async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_ups
     }
 
     // Neither the upstream's credential nor the client's token is in the logs (at debug).
-    let logs = proxy.stderr();
+    let logs = proxy.logs();
     assert!(!logs.contains(UPSTREAM_SECRET), "upstream secret logged");
     assert!(!logs.contains("k-42"), "upstream key logged");
     assert!(!logs.contains(&token), "client token logged");
@@ -379,7 +379,7 @@ async fn headers_cross_both_ways_but_the_clients_credentials_never_reach_the_ups
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_events_reach_the_client_as_the_upstream_sends_them() {
     let (up, url) = upstream().await;
-    let proxy = ProxyProcess::start(&url, &[]).await;
+    let proxy = Running::upstream(&url, &[]).await;
     let token = obtain_token(&proxy.base).await;
     let http = client();
     let mut res = post(&http, &proxy, &token, "slow-sse", rpc(5, "tools/call")).await;
@@ -443,7 +443,7 @@ async fn sse_events_reach_the_client_as_the_upstream_sends_them() {
 async fn upstream_failures_answer_json_rpc_errors() {
     let (up, url) = upstream().await;
     // Long enough for 17 MiB through a debug build on a loaded machine.
-    let proxy = ProxyProcess::start(&url, &["--upstream-timeout", "5"]).await;
+    let proxy = Running::upstream(&url, &["--upstream-timeout", "5"]).await;
     let token = obtain_token(&proxy.base).await;
     let http = client();
 
@@ -531,13 +531,13 @@ async fn upstream_failures_answer_json_rpc_errors() {
     // Still serving normally afterwards.
     let res = post(&http, &proxy, &token, "", rpc(16, "ping")).await;
     assert_eq!(res.status(), 200);
-    assert!(!proxy.stderr().contains(&token), "client token logged");
+    assert!(!proxy.logs().contains(&token), "client token logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_502() {
     let port = free_port();
-    let mut proxy = ProxyProcess::start(&format!("http://127.0.0.1:{port}/mcp"), &[]).await;
+    let mut proxy = Running::upstream(&format!("http://127.0.0.1:{port}/mcp"), &[]).await;
     let token = obtain_token(&proxy.base).await;
     let http = client();
     assert_rpc_error(
@@ -563,7 +563,7 @@ async fn an_unreachable_upstream_is_502() {
     .await;
     // Other methods too, without a JSON-RPC id.
     let res = http
-        .get(&proxy.mcp_url)
+        .get(&proxy.mcp)
         .bearer_auth(&token)
         .header("accept", "text/event-stream")
         .send()

@@ -9,19 +9,16 @@
 //! result, and the first arrives well before it (the tool waits 0.5 s after each of its three
 //! reports, so a proxy that buffered the response would deliver all three with the result).
 //!
-//! The client scripts are `tests/interop/proxy_http_client.{mjs,py}`.
+//! The client scripts are `tests/interop/proxy_client.{mjs,py}` (shared with
+//! `stdio_sdk_clients.rs`); `common::drive_sdk_client` runs and checks them.
 
-mod common_http;
+mod common;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
-use common_http::browser::{self, Browser, Decision};
-use common_http::{PASSWORD, ProxyProcess, REDIRECT, USER, free_port};
-use serde_json::{Value, json};
-
-const FLOW_TIMEOUT: Duration = Duration::from_secs(150);
+use common::{Running, free_port};
 
 /// The Python SDK fixture server in streamable-HTTP mode on a free port; returns it and its
 /// MCP URL once it accepts connections.
@@ -53,92 +50,24 @@ async fn fixture(interop: &support::Interop) -> (tokio::process::Child, String) 
     (child, format!("http://127.0.0.1:{port}/mcp"))
 }
 
-async fn run_client(test: &str, script: &str, node: bool) {
+async fn run_client(test: &str, node: bool) {
     let Some(interop) = support::interop(test) else {
         return;
     };
     let (_fixture, upstream) = fixture(&interop).await;
-    let proxy = ProxyProcess::start(&upstream, &[]).await;
-    let browser = Browser::new(USER, PASSWORD);
-    let mut cmd = if node {
-        interop.node_script(script)
+    let proxy = Running::upstream(&upstream, &[]).await;
+    let cmd = if node {
+        interop.node_script("tests/interop/proxy_client.mjs")
     } else {
-        interop.python_script(script)
+        interop.python_script("tests/interop/proxy_client.py")
     };
-    cmd.args([proxy.mcp_url.as_str(), REDIRECT]);
-    let run = browser::drive_script(cmd, &browser, Decision::Approve, FLOW_TIMEOUT).await;
-    let report = &run.report;
-    let ctx = format!(
-        "{report:#}\n--- stderr ---\n{}\n--- proxy ---\n{}",
-        run.stderr,
-        proxy.stderr()
-    );
-    assert!(
-        run.success && report.get("fatal").is_none(),
-        "the script failed: {ctx}"
-    );
-    assert_eq!(run.authorizations.len(), 1, "{ctx}");
-    assert!(
-        run.authorizations[0]
-            .url
-            .starts_with(&format!("{}/authorize?", proxy.base)),
-        "{ctx}"
-    );
-    let steps = &report["steps"];
-    assert_eq!(steps["connect"]["unauthorized_first"], true, "{ctx}");
-    assert_eq!(steps["connect"]["has_token"], true, "{ctx}");
-    assert_eq!(
-        steps["tools"],
-        json!(["crash", "echo", "recall", "remember", "slow", "whoami"]),
-        "{ctx}"
-    );
-    assert_eq!(
-        steps["echo"],
-        json!({"text": "hello through the proxy", "is_error": false}),
-        "{ctx}"
-    );
-    let slow = &steps["slow"];
-    assert_eq!(slow["text"], "done", "{ctx}");
-    assert_eq!(slow["is_error"], false, "{ctx}");
-    let progress = slow["progress"].as_array().expect("progress");
-    let values: Vec<f64> = progress
-        .iter()
-        .map(|p| p["progress"].as_f64().unwrap())
-        .collect();
-    assert_eq!(values, [1.0, 2.0, 3.0], "{ctx}");
-    assert_eq!(progress[0]["message"], "step 1 of 3", "{ctx}");
-    let at = |v: &Value| v.as_f64().expect("milliseconds");
-    let result_at = at(&slow["result_at_ms"]);
-    for p in progress {
-        assert!(at(&p["at_ms"]) <= result_at, "{ctx}");
-    }
-    // The tool sleeps 0.5 s after each report: streamed, the first report comes about 1.5 s
-    // before the result; buffered, with it.
-    assert!(
-        result_at - at(&progress[0]["at_ms"]) >= 500.0,
-        "progress was not streamed ahead of the result: {ctx}"
-    );
-    // Every MCP request the SDK made after the authorization carried its token; no request
-    // was refused after it.
-    let requests = report["requests"].as_array().expect("requests");
-    let exchange = requests
-        .iter()
-        .rposition(|r| r["url"].as_str().is_some_and(|u| u.ends_with("/token")))
-        .unwrap_or_else(|| panic!("no token request: {ctx}"));
-    for r in &requests[exchange + 1..] {
-        if r["url"] == proxy.mcp_url.as_str() {
-            assert_eq!(r["authorization"], "Bearer", "{ctx}");
-            let status = r["status"].as_u64().unwrap_or(0);
-            assert!((200..300).contains(&status), "{r}: {ctx}");
-        }
-    }
+    common::drive_sdk_client(test, cmd, &proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ts_sdk_client_signs_in_and_uses_the_python_upstream_through_the_proxy() {
     run_client(
         "ts_sdk_client_signs_in_and_uses_the_python_upstream_through_the_proxy",
-        "tests/interop/proxy_http_client.mjs",
         true,
     )
     .await;
@@ -148,7 +77,6 @@ async fn ts_sdk_client_signs_in_and_uses_the_python_upstream_through_the_proxy()
 async fn python_sdk_client_signs_in_and_uses_the_python_upstream_through_the_proxy() {
     run_client(
         "python_sdk_client_signs_in_and_uses_the_python_upstream_through_the_proxy",
-        "tests/interop/proxy_http_client.py",
         false,
     )
     .await;

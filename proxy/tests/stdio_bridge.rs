@@ -7,11 +7,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-#[allow(dead_code)]
-#[path = "../../tests/support/browser.rs"]
-mod browser;
-
-mod support_proxy;
+mod common;
 
 use std::time::Duration;
 
@@ -66,7 +62,7 @@ async fn the_bridge_binds_sessions_to_subject_and_client_and_fails_closed() {
     };
     let bridge = StdioBridge::new(StdioOptions {
         kill_grace: Duration::from_secs(2),
-        ..StdioOptions::new(support_proxy::fixture_command(&interop))
+        ..StdioOptions::new(common::fixture_command(&interop.python(), &interop.root))
     });
     let app = bridge.router();
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -87,7 +83,7 @@ async fn the_bridge_binds_sessions_to_subject_and_client_and_fails_closed() {
                         "params": {"name": "whoami", "arguments": {}}});
     let (status, _, body) = call(&app, alice(), Some(&sid), whoami.clone()).await;
     assert_eq!(status, 200, "{body}");
-    let msg = &support_proxy::sse_messages(&body)[0];
+    let msg = &common::sse_messages(&body)[0];
     let text = msg["result"]["content"][0]["text"].as_str().unwrap();
     let pid = serde_json::from_str::<Value>(text).unwrap()["pid"]
         .as_u64()
@@ -106,10 +102,7 @@ async fn the_bridge_binds_sessions_to_subject_and_client_and_fails_closed() {
     assert_eq!(status, 200);
 
     bridge.shutdown().await;
-    assert!(
-        support_proxy::gone(pid).await,
-        "child {pid} survived shutdown"
-    );
+    assert!(common::gone(pid).await, "child {pid} survived shutdown");
     assert_eq!(bridge.session_count(), 0);
     // After shutdown, no new child.
     let (status, _, body) = call(&app, alice(), None, init).await;
@@ -149,7 +142,7 @@ async fn a_child_that_dies_at_once_fails_the_initialize_clearly() {
         "clientInfo": {"name": "t", "version": "0"}}});
     let (status, _, body) = call(&app, Some(caller("alice", "c")), None, init).await;
     assert_eq!(status, 200, "{body}");
-    let msgs = support_proxy::sse_messages(&body);
+    let msgs = common::sse_messages(&body);
     assert_eq!(msgs.len(), 1, "{body}");
     assert_eq!(msgs[0]["id"], 0);
     assert_eq!(msgs[0]["error"]["code"], -32603);

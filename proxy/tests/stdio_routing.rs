@@ -9,16 +9,12 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-#[allow(dead_code)]
-#[path = "../../tests/support/browser.rs"]
-mod browser;
-
-mod support_proxy;
+mod common;
 
 use std::time::Duration;
 
+use common::{Raw, Running, gone, grant, temp_dir};
 use serde_json::{Value, json};
-use support_proxy::{Raw, RunningProxy, gone, grant, temp_dir};
 
 const STUB: &str = r#"
 import json, os, signal, sys, threading, time
@@ -81,7 +77,7 @@ if "stubborn" in sys.argv:
     time.sleep(3600)
 "#;
 
-async fn start(test: &str, extra: &[&str], stubborn: bool) -> Option<RunningProxy> {
+async fn start(test: &str, extra: &[&str], stubborn: bool) -> Option<Running> {
     let interop = support::interop(test)?;
     let script = temp_dir(test).join("stub.py");
     std::fs::write(&script, STUB).expect("write the stub");
@@ -93,7 +89,7 @@ async fn start(test: &str, extra: &[&str], stubborn: bool) -> Option<RunningProx
     if stubborn {
         command.push("stubborn".to_owned());
     }
-    Some(RunningProxy::start(test, extra, &command).await)
+    Some(Running::stdio(test, extra, &command).await)
 }
 
 async fn initialize(raw: &mut Raw, version: &str) -> u64 {
@@ -141,7 +137,7 @@ async fn the_childs_messages_reach_the_right_stream() {
             .unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let ask = support_proxy::sse_messages(&text);
+    let ask = common::sse_messages(&text);
     assert_eq!(ask[0]["id"], "srv-1", "{text}");
     let answered = raw
         .post(&json!({"jsonrpc": "2.0", "id": "srv-1", "result": {"roots": []}}))
@@ -156,7 +152,7 @@ async fn the_childs_messages_reach_the_right_stream() {
         };
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
     }
-    let all = support_proxy::sse_messages(&text);
+    let all = common::sse_messages(&text);
     assert_eq!(
         all.last().unwrap()["result"]["got"],
         json!({"roots": []}),
@@ -195,10 +191,7 @@ async fn the_childs_messages_reach_the_right_stream() {
             .unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert_eq!(
-        support_proxy::sse_messages(&text)[0]["params"]["uri"],
-        "stub://x"
-    );
+    assert_eq!(common::sse_messages(&text)[0]["params"]["uri"], "stub://x");
     drop(stream);
 
     // A request of the child with no stream to carry it is answered with an error.
@@ -239,7 +232,7 @@ async fn the_childs_messages_reach_the_right_stream() {
         .await
         .expect("the cancelled request's stream did not end")
         .unwrap();
-    assert!(support_proxy::sse_messages(&rest).is_empty(), "{rest}");
+    assert!(common::sse_messages(&rest).is_empty(), "{rest}");
 
     // An over-long line and a non-JSON line are dropped; the session goes on.
     let huge = raw
@@ -337,7 +330,7 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace() {
         gone(pid).await,
         "the stubborn child {pid} survived the proxy"
     );
-    let log = proxy.stderr();
+    let log = proxy.logs();
     assert!(log.contains("child stopped"), "{log}");
     assert!(log.contains("signal 9"), "not killed by SIGKILL: {log}");
 }

@@ -10,20 +10,23 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-#[allow(dead_code)]
-#[path = "../../tests/support/browser.rs"]
-mod browser;
+mod common;
 
-mod support_proxy;
-
+use common::{Raw, Running, alive, fixture_command, gone, grant};
 use serde_json::json;
-use support_proxy::{Raw, RunningProxy, alive, fixture_command, gone, grant};
 
 /// The proxy with the fixture as its stdio command, or `None` (skipped) without the interop
 /// toolchain.
-async fn start(test: &str, extra: &[&str]) -> Option<RunningProxy> {
+async fn start(test: &str, extra: &[&str]) -> Option<Running> {
     let interop = support::interop(test)?;
-    Some(RunningProxy::start(test, extra, &fixture_command(&interop)).await)
+    Some(
+        Running::stdio(
+            test,
+            extra,
+            &fixture_command(&interop.python(), &interop.root),
+        )
+        .await,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +159,7 @@ async fn each_session_has_its_own_child_and_only_its_owner_can_use_it() {
     assert_eq!(html.status, 406, "{html:?}");
     assert!(html.content_type.starts_with("application/json"));
     assert!(html.messages[0]["error"]["message"].is_string());
-    let text = support_proxy::read(
+    let text = common::read(
         a.request(reqwest::Method::POST, "application/json, text/event-stream")
             .header("content-type", "text/plain")
             .body(r#"{"jsonrpc":"2.0","id":11,"method":"ping"}"#)
@@ -175,7 +178,7 @@ async fn each_session_has_its_own_child_and_only_its_owner_can_use_it() {
     assert_eq!(batch.status, 400, "{batch:?}");
     assert_eq!(batch.messages[0]["error"]["code"], -32600);
     assert!(batch.body.contains("batch"), "{batch:?}");
-    let garbage = support_proxy::read(
+    let garbage = common::read(
         a.request(reqwest::Method::POST, "application/json, text/event-stream")
             .header("content-type", "application/json")
             .body("{nope")
@@ -254,7 +257,7 @@ async fn a_crashed_child_fails_its_request_and_the_next_session_gets_a_new_one()
     assert!(
         proxy.wait_log("fixture: crashing on purpose").await,
         "the child's stderr is not in the log:\n{}",
-        proxy.stderr()
+        proxy.logs()
     );
     assert!(gone(pid).await);
     // The session is gone: 404, so the client re-initializes and gets a fresh child.
@@ -262,7 +265,7 @@ async fn a_crashed_child_fails_its_request_and_the_next_session_gets_a_new_one()
     assert_eq!(c.initialize().await.status, 200);
     let fresh = c.whoami(4).await;
     assert_ne!(fresh, pid);
-    assert!(!proxy.stderr().contains(&g.access), "a token was logged");
+    assert!(!proxy.logs().contains(&g.access), "a token was logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +334,7 @@ async fn sigterm_to_the_proxy_stops_every_child() {
         .unwrap();
     assert_eq!(stream.status().as_u16(), 200);
     let status = proxy.terminate().await.expect("the proxy did not exit");
-    assert!(status.success(), "{status}\n{}", proxy.stderr());
+    assert!(status.success(), "{status}\n{}", proxy.logs());
     for pid in pids {
         assert!(gone(pid).await, "child {pid} survived the proxy");
     }

@@ -14,8 +14,9 @@
 // Then: list tools, call `whoami`, `echo`, and `slow` (`steps` progress notifications, `delay`
 // seconds apart; default 3 and 0.4) with an onprogress handler. Each step prints a JSON line
 // {"event":"step","name":...}; the last line is {"event":"report",...} with every step's result,
-// the progress notifications (count, and how long before the result the first one arrived) and
-// every HTTP request's method, URL and status (no tokens).
+// the progress notifications (each with `at`, seconds since the call; their count, and how long
+// before the result the first one arrived) and every HTTP request's method, URL and status (no
+// tokens). proxy/tests/{stdio,http}_sdk_clients.rs run it.
 // ES modules ignore NODE_PATH, so the SDK is imported by path from NODE_PATH.
 import * as path from 'node:path';
 import * as readline from 'node:readline';
@@ -185,7 +186,7 @@ try {
   out.steps.slow = step('slow', {
     ...textOf(result),
     progress_count: progress.length,
-    progress: progress.map(({ at, ...rest }) => rest),
+    progress,
     result_at: doneAt,
     first_progress_at: progress[0]?.at ?? null,
     first_progress_before_result: progress.length ? doneAt - progress[0].at : null,

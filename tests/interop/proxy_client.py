@@ -12,8 +12,9 @@ test's scripted browser writes back on stdin.
 Then: list tools, call `whoami`, `echo`, and `slow` (`steps` progress notifications, `delay`
 seconds apart; default 3 and 0.4) with a progress callback. Each step prints a JSON line
 {"event":"step","name":...}; the last line is {"event":"report",...} with every step's result,
-the progress notifications (count, and how long before the result the first one arrived) and
-every HTTP request's method, URL and status (no tokens).
+the progress notifications (each with `at`, seconds since the call; their count, and how long
+before the result the first one arrived) and every HTTP request's method, URL and status (no
+tokens). proxy/tests/{stdio,http}_sdk_clients.rs run it.
 """
 
 import asyncio
@@ -155,7 +156,7 @@ async def main() -> dict:
                 "slow",
                 **text_of(result),
                 progress_count=len(progress),
-                progress=[{k: v for k, v in p.items() if k != "at"} for p in progress],
+                progress=progress,
                 result_at=done_at,
                 first_progress_at=progress[0]["at"] if progress else None,
                 first_progress_before_result=(done_at - progress[0]["at"]) if progress else None,

@@ -1,0 +1,279 @@
+//! The proxy binary as a child process: [`Running`] starts it on `127.0.0.1:0`, reads its
+//! `MCP server URL:` line and keeps its standard error (the logs) for assertions; [`run`]
+//! runs it to completion. Also temporary directories, free ports and process liveness.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+use super::{PASSWORD, USER};
+
+/// The proxy binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mcp-oauth-proxy")
+}
+
+/// A `Command` for the binary in `dir`, with no `MCP_OAUTH_*` nor `RUST_LOG` inherited.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MCP_OAUTH_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+pub async fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = command(dir);
+    cmd.args(args).envs(envs.iter().copied());
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the binary did not finish in time")
+        .expect("run the binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running proxy (killed when dropped; its own temporary directory, if any, removed).
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    /// The public base URL (no path).
+    pub base: String,
+    /// The MCP URL.
+    pub mcp: String,
+    /// Everything it wrote to stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+    _dir: Option<TempDir>,
+}
+
+impl Running {
+    /// Starts the binary in `dir` with `args` (and `--addr 127.0.0.1:0` unless given) and
+    /// the variables `envs`, and waits for its `MCP server URL:` line.
+    pub async fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut cmd = command(dir);
+        if !args.contains(&"--addr") {
+            cmd.args(["--addr", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn the proxy");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err_pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mcp = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("MCP server URL: ") {
+                    return Some(url.trim().to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(mcp) = mcp else {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            panic!(
+                "the proxy did not start; stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = mcp.trim_end_matches("/mcp").to_owned();
+        Self {
+            child,
+            base,
+            mcp,
+            stderr,
+            _dir: None,
+        }
+    }
+
+    /// Starts it in a fresh temporary directory (removed when it is dropped) as the test
+    /// user ([`USER`]/[`PASSWORD`]) with a fresh SQLite store there, `args` and `envs`.
+    pub async fn with_user(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new(name);
+        let store = dir.path().join("s.sqlite3");
+        let store = store.to_str().expect("store path");
+        let mut all = vec!["--user", USER, "--password", PASSWORD, "--store", store];
+        all.extend_from_slice(args);
+        let mut running = Self::start(dir.path(), &all, envs).await;
+        running._dir = Some(dir);
+        running
+    }
+
+    /// [`Running::with_user`] in front of a stdio server: `extra` flags, then `--` and
+    /// `command`; debug logs, and `MCP_OAUTH_TEST_SECRET` set (it must not reach the child).
+    pub async fn stdio(name: &str, extra: &[&str], command: &[String]) -> Self {
+        let mut args = extra.to_vec();
+        args.push("--");
+        args.extend(command.iter().map(String::as_str));
+        let envs = [
+            ("RUST_LOG", "info,mcp_oauth_proxy=debug"),
+            ("MCP_OAUTH_TEST_SECRET", "must-not-reach-the-child"),
+        ];
+        Self::with_user(name, &args, &envs).await
+    }
+
+    /// [`Running::with_user`] in front of the HTTP server at `upstream` (`--upstream`), with
+    /// `extra` flags and `RUST_LOG=debug` so that the logs are as talkative as they get.
+    pub async fn upstream(upstream: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--upstream", upstream];
+        args.extend_from_slice(extra);
+        Self::with_user("http", &args, &[("RUST_LOG", "debug")]).await
+    }
+
+    /// Stops it (SIGKILL) and waits.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Sends `SIGTERM` and waits (bounded) for it to exit.
+    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = self.pid();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The child's process id (0 once it has exited).
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// What it logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) -> bool {
+        for _ in 0..100 {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+/// A fresh directory under the target's temporary directory (kept after the test).
+pub fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "proxy-{name}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A fresh temporary directory ([`temp_dir`]) removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory named after `name`.
+    pub fn new(name: &str) -> Self {
+        Self(temp_dir(name))
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded) until `pid` is gone.
+pub async fn gone(pid: u64) -> bool {
+    for _ in 0..150 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The fixture server's command line (`tests/interop/proxy_fixture_server.py stdio` under
+/// `python`, the interop venv's, from the workspace `root`).
+pub fn fixture_command(python: &Path, root: &Path) -> Vec<String> {
+    vec![
+        python.display().to_string(),
+        "-u".to_owned(),
+        root.join("tests/interop/proxy_fixture_server.py")
+            .display()
+            .to_string(),
+        "stdio".to_owned(),
+    ]
+}
