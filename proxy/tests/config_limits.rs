@@ -49,21 +49,17 @@ async fn a_configured_rate_limit_and_lifetime_apply() {
         )
         .await;
     let code = common::browser::query_param(&cb, "code").unwrap();
-    let body: serde_json::Value = http()
-        .post(format!("{}/token", proxy.base))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", common::REDIRECT_URI),
-            ("client_id", &client_id),
-            ("code_verifier", &pkce.verifier),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = common::exchange_code(
+        &format!("{}/token", proxy.base),
+        &client_id,
+        &code,
+        &pkce.verifier,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(body["expires_in"], 120, "{body}");
     proxy.stop().await;
 

@@ -96,18 +96,14 @@ async fn the_header_from_a_trusted_proxy_signs_the_user_in() {
         "no consent page:\n{}",
         b.transcript()
     );
-    let resp = http()
-        .post(format!("{}/token", proxy.base))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", common::REDIRECT_URI),
-            ("client_id", &client_id),
-            ("code_verifier", &pkce.verifier),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = common::exchange_code(
+        &format!("{}/token", proxy.base),
+        &client_id,
+        &code,
+        &pkce.verifier,
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(
         proxy.logs().contains("subject=\"alice\""),

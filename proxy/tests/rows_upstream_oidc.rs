@@ -97,18 +97,14 @@ async fn upstream_login_from_flags_reaches_consent_and_tokens() {
         "{transcript}"
     );
     let code = browser::query_param(&back, "code").unwrap_or_else(|| panic!("{back}"));
-    let resp = common::http()
-        .post(format!("{}/token", proxy.base))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", common::REDIRECT_URI),
-            ("client_id", &client_id),
-            ("code_verifier", &pkce.verifier),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = common::exchange_code(
+        &format!("{}/token", proxy.base),
+        &client_id,
+        &code,
+        &pkce.verifier,
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let logs = proxy.logs();
     assert!(

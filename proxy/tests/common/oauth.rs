@@ -228,23 +228,33 @@ pub async fn sign_in_at(
     );
     let code = query_param(&callback, "code")
         .unwrap_or_else(|| panic!("no code in {callback}\n{}", browser.transcript()));
-    let resp = http()
-        .post(&ep.token)
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT_URI),
-            ("client_id", client_id),
-            ("code_verifier", &pkce.verifier),
-            ("resource", resource),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = exchange_code(&ep.token, client_id, &code, &pkce.verifier, Some(resource)).await;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(status, 200, "token exchange failed: {body}");
     tokens(&body)
+}
+
+/// The code exchange at the token endpoint `token` (PKCE `verifier`, the `resource` when
+/// given); the raw response.
+pub async fn exchange_code(
+    token: &str,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+    resource: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT_URI),
+        ("client_id", client_id),
+        ("code_verifier", verifier),
+    ];
+    if let Some(resource) = resource {
+        form.push(("resource", resource));
+    }
+    http().post(token).form(&form).send().await.unwrap()
 }
 
 /// Logs in as [`USER`] through the browser, approves, and exchanges the code.
