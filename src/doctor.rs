@@ -3,7 +3,7 @@
 //!
 //! Two ways to fetch, the same checks:
 //!
-//! - over the network ([`check`], [`check_with`], [`run`]; feature `doctor`, through
+//! - over the network (`check`, `check_with`, `run`; feature `doctor`, through
 //!   `reqwest`): what a client on another machine sees, proxies and TLS included;
 //! - in process ([`check_app`], always available): each request (path and query of the URL,
 //!   a `Host` header naming the URL's host and port, the `Origin` where the doctor sends one,
@@ -222,7 +222,7 @@ pub async fn check_with(http: &reqwest::Client, url: &str) -> Report {
     checks(&Fetch::Net(http), url).await
 }
 
-/// [`check`] in process: every request goes to `app` (the whole app, as
+/// The doctor in process: every request goes to `app` (the whole app, as
 /// [`AuthorizationServer::mount`](crate::server::AuthorizationServer::mount) builds it)
 /// instead of the network; `url` is the MCP URL clients are given, and its origin is what
 /// the requests' `Host` header names. The `clock` check is skipped (see the
