@@ -1,7 +1,19 @@
-//! The compliance doctor (feature `doctor`): fetches a server's discovery documents the way
-//! ChatGPT, Claude, VS Code and the SDK clients do and reports every mismatch.
+//! The compliance doctor: fetches a server's discovery documents the way ChatGPT, Claude,
+//! VS Code and the SDK clients do and reports every mismatch.
+//!
+//! Two ways to fetch, the same checks:
+//!
+//! - over the network (`check`, `check_with`, `run`; feature `doctor`, through
+//!   `reqwest`): what a client on another machine sees, proxies and TLS included;
+//! - in process ([`check_app`], always available): each request (path and query of the URL,
+//!   a `Host` header naming the URL's host and port, the `Origin` where the doctor sends one,
+//!   a loopback peer address as `ConnectInfo`) is sent to an axum [`Router`] directly. The
+//!   health endpoint (`server::health`) runs it against the mounted app. In process, the
+//!   `clock` check (8.) is skipped: the router's answers carry no `Date` (the HTTP server
+//!   adds it) and there is no other clock than this machine's to compare with.
 //!
 //! ```no_run
+//! # #[cfg(feature = "doctor")]
 //! # async fn run() {
 //! let report = mcp_oauth::doctor::check("https://mcp.example.com/mcp").await;
 //! println!("{report}");
@@ -39,13 +51,19 @@
 //!    signatures' `iat`/`exp`, beyond the verifiers' leeway).
 //!
 //! [`Report::compliant`] is true when no finding is an [`Severity::Error`]; it is the
-//! `oauth_compliant` flag, computed from what is served (the health endpoint,
-//! `server::health`, shows the part the configuration alone decides).
+//! `oauth_compliant` flag the health endpoint (`server::health`) shows, computed from what
+//! the mounted app serves.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, DATE, ORIGIN, WWW_AUTHENTICATE};
+use axum::Router;
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE, DATE, HOST, HeaderName, ORIGIN,
+    WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, Method};
 use serde_json::Value;
 
 /// The largest clock difference the doctor accepts (the verifiers' default leeway).
@@ -59,6 +77,17 @@ pub enum Severity {
     Error,
     /// Works, but some client may need more (a pre-registered id, say).
     Warning,
+}
+
+impl Severity {
+    /// `error` or `warning` (the health endpoint's word).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        }
+    }
 }
 
 /// One mismatch.
@@ -147,6 +176,8 @@ impl fmt::Display for Report {
 /// mcp_oauth::doctor::run("https://mcp.example.com/mcp").await
 /// # }
 /// ```
+#[cfg(feature = "doctor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "doctor")))]
 pub async fn run(url: &str) -> std::process::ExitCode {
     let report = check(url).await;
     print!("{report}");
@@ -162,6 +193,8 @@ const PROBE_ORIGIN: &str = "https://doctor.mcp-oauth.invalid";
 
 /// Checks the MCP endpoint at `url` (the resource URL exactly as clients are given it); see
 /// the [module docs](self). Never fails: an unreachable server is a finding.
+#[cfg(feature = "doctor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "doctor")))]
 pub async fn check(url: &str) -> Report {
     let http = match reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -183,7 +216,134 @@ pub async fn check(url: &str) -> Report {
 
 /// [`check`] with a client of your own (proxies, custom roots). It should not follow
 /// redirects: clients do not for these requests.
+#[cfg(feature = "doctor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "doctor")))]
 pub async fn check_with(http: &reqwest::Client, url: &str) -> Report {
+    checks(&Fetch::Net(http), url).await
+}
+
+/// The doctor in process: every request goes to `app` (the whole app, as
+/// [`AuthorizationServer::mount`](crate::server::AuthorizationServer::mount) builds it)
+/// instead of the network; `url` is the MCP URL clients are given, and its origin is what
+/// the requests' `Host` header names. The `clock` check is skipped (see the
+/// [module docs](self)). Needs no feature.
+pub async fn check_app(app: &Router, url: &str) -> Report {
+    checks(&Fetch::App(app), url).await
+}
+
+/// An answer, read whole.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// How the doctor reaches the server.
+enum Fetch<'a> {
+    /// Over the network.
+    #[cfg(feature = "doctor")]
+    Net(&'a reqwest::Client),
+    /// In process, to this router.
+    App(&'a Router),
+}
+
+impl Fetch<'_> {
+    /// Whether answers crossed a network (and carry the server's `Date`).
+    fn network(&self) -> bool {
+        match self {
+            #[cfg(feature = "doctor")]
+            Self::Net(_) => true,
+            Self::App(_) => false,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, String> {
+        match self {
+            #[cfg(feature = "doctor")]
+            Self::Net(http) => {
+                let mut req = http.request(method, url);
+                for (name, value) in headers {
+                    req = req.header(name, *value);
+                }
+                if let Some(body) = body {
+                    req = req.body(body);
+                }
+                let res = req.send().await.map_err(|e| e.to_string())?;
+                let status = res.status().as_u16();
+                let headers = res.headers().clone();
+                let body = res.bytes().await.map_err(|e| e.to_string())?;
+                Ok(Answer {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            Self::App(app) => {
+                use http_body_util::BodyExt;
+                use tower_service::Service;
+                let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+                let host = parsed
+                    .host_str()
+                    .ok_or_else(|| format!("{url} has no host"))?;
+                let host = match parsed.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_owned(),
+                };
+                let target = match parsed.query() {
+                    Some(q) => format!("{}?{q}", parsed.path()),
+                    None => parsed.path().to_owned(),
+                };
+                let mut req = http::Request::builder()
+                    .method(method)
+                    .uri(target)
+                    .header(HOST, host);
+                for (name, value) in headers {
+                    req = req.header(name, *value);
+                }
+                let mut req = req
+                    .body(axum::body::Body::from(body.unwrap_or_default()))
+                    .map_err(|e| e.to_string())?;
+                req.extensions_mut().insert(axum::extract::ConnectInfo(
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                ));
+                let mut svc = (*app).clone();
+                if let Err(e) = std::future::poll_fn(|cx| {
+                    Service::<http::Request<axum::body::Body>>::poll_ready(&mut svc, cx)
+                })
+                .await
+                {
+                    match e {}
+                }
+                let res = match svc.call(req).await {
+                    Ok(res) => res,
+                    Err(e) => match e {},
+                };
+                let status = res.status().as_u16();
+                let headers = res.headers().clone();
+                let body = res
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_bytes();
+                Ok(Answer {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+        }
+    }
+}
+
+/// Every check, through `http`.
+async fn checks(http: &Fetch<'_>, url: &str) -> Report {
     let mut r = Report {
         url: url.to_owned(),
         ..Report::default()
@@ -208,11 +368,19 @@ pub async fn check_with(http: &reqwest::Client, url: &str) -> Report {
     let mut statuses = Vec::new();
     for body in [&init, &call] {
         let res = match http
-            .post(url)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .json(body)
-            .send()
+            .send(
+                Method::POST,
+                url,
+                &[
+                    (ACCEPT, "application/json, text/event-stream"),
+                    (CONTENT_TYPE, "application/json"),
+                    (
+                        HeaderName::from_static("mcp-protocol-version"),
+                        "2025-11-25",
+                    ),
+                ],
+                Some(body.to_string().into_bytes()),
+            )
             .await
         {
             Ok(res) => res,
@@ -222,15 +390,14 @@ pub async fn check_with(http: &reqwest::Client, url: &str) -> Report {
                 return r;
             }
         };
-        r.fetched
-            .push((format!("POST {url}"), res.status().as_u16()));
-        clock(&mut r, &res);
-        statuses.push(res.status().as_u16());
-        if res.status() != 401 {
+        r.fetched.push((format!("POST {url}"), res.status));
+        clock(http, &mut r, &res);
+        statuses.push(res.status);
+        if res.status != 401 {
             continue;
         }
         match res
-            .headers()
+            .headers
             .get(WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
         {
@@ -447,20 +614,15 @@ fn check_issuer(r: &mut Report, url: &str, doc: &Value, expected: &str) {
 
 /// GETs `url` as JSON; `None` when it is not a 200 JSON object (a finding when `required`
 /// and the answer is not JSON; a missing document is the caller's to judge).
-async fn fetch_json(
-    http: &reqwest::Client,
-    r: &mut Report,
-    url: &str,
-    required: bool,
-) -> Option<Value> {
-    match http.get(url).send().await {
+async fn fetch_json(http: &Fetch<'_>, r: &mut Report, url: &str, required: bool) -> Option<Value> {
+    match http.send(Method::GET, url, &[], None).await {
         Ok(res) => {
-            r.fetched.push((url.to_owned(), res.status().as_u16()));
-            clock(r, &res);
-            if !res.status().is_success() {
+            r.fetched.push((url.to_owned(), res.status));
+            clock(http, r, &res);
+            if !(200..300).contains(&res.status) {
                 return None;
             }
-            match res.json::<Value>().await {
+            match serde_json::from_slice::<Value>(&res.body) {
                 Ok(v) if v.is_object() => Some(v),
                 _ => {
                     if required {
@@ -480,11 +642,14 @@ async fn fetch_json(
     }
 }
 
-async fn cors(http: &reqwest::Client, r: &mut Report, url: &str) {
-    match http.get(url).header(ORIGIN, PROBE_ORIGIN).send().await {
+async fn cors(http: &Fetch<'_>, r: &mut Report, url: &str) {
+    match http
+        .send(Method::GET, url, &[(ORIGIN, PROBE_ORIGIN)], None)
+        .await
+    {
         Ok(res) => {
             let allowed = res
-                .headers()
+                .headers
                 .get(ACCESS_CONTROL_ALLOW_ORIGIN)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v == "*" || v == PROBE_ORIGIN);
@@ -514,14 +679,16 @@ fn https(r: &mut Report, what: &str, url: &str) {
     }
 }
 
-/// Compares the response's `Date` with this machine's clock (once per report).
-fn clock(r: &mut Report, res: &reqwest::Response) {
-    if r.findings.iter().any(|f| f.check == "clock")
+/// Compares the response's `Date` with this machine's clock (once per report; over the
+/// network only).
+fn clock(http: &Fetch<'_>, r: &mut Report, res: &Answer) {
+    if !http.network()
+        || r.findings.iter().any(|f| f.check == "clock")
         || r.fetched.iter().filter(|(_, s)| *s != 0).count() > 1
     {
         return;
     }
-    let Some(date) = res.headers().get(DATE).and_then(|v| v.to_str().ok()) else {
+    let Some(date) = res.headers.get(DATE).and_then(|v| v.to_str().ok()) else {
         r.warn(
             "clock",
             "the server sends no Date header: clock skew not checked",

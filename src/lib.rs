@@ -173,9 +173,10 @@
 //! Every security-relevant step is an [audit event](audit) (`tracing` target
 //! `mcp_oauth::audit`, one fixed name and field set each, a per-flow `fid` from `/authorize`
 //! to the first MCP call). The embedded server answers `GET {issuer path}/health`
-//! (readiness of the store and the signing keys, and the `oauth_compliant` flag; see
-//! `server::health`). The `metrics` feature adds Prometheus metrics, the `doctor` feature a
-//! compliance check of what a server serves.
+//! (readiness of the store and the signing keys, and the `oauth_compliant` flag: the
+//! [`doctor`]'s verdict on the mounted app, run in process; see `server::health`). The
+//! `metrics` feature adds Prometheus metrics, the `doctor` feature the doctor over the
+//! network (`doctor::check(url)`, `--doctor URL`).
 //!
 //! ## Crypto provider
 //!
@@ -202,7 +203,7 @@
 //! | `redis` | no | [`RedisStore`](store::redis::RedisStore): state shared by instances |
 //! | `testkit` | no | `store::testkit`: the conformance suite for a store of your own |
 //! | `metrics` | no | `mcp_oauth::metrics`: counters and latency histograms through the `metrics` facade, served as Prometheus text (`install_prometheus`, `router`) |
-//! | `doctor` | no | `mcp_oauth::doctor`: `doctor::check(url)` fetches a server's discovery documents as MCP clients do and reports every mismatch; pulls `reqwest` |
+//! | `doctor` | no | `mcp_oauth::doctor::check(url)` (the in-process `check_app` needs no feature) fetches a server's discovery documents as MCP clients do and reports every mismatch; pulls `reqwest` |
 //!
 //! The minimum supported Rust version is 1.88; `sqlite` and `postgres` need 1.94 (sqlx 0.9).
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -214,8 +215,6 @@ pub mod authn;
 pub mod config;
 pub mod context;
 mod crypto;
-#[cfg(feature = "doctor")]
-#[cfg_attr(docsrs, doc(cfg(feature = "doctor")))]
 pub mod doctor;
 pub mod error;
 #[cfg(feature = "server")]

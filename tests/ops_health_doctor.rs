@@ -7,31 +7,43 @@
 //!   misconfigured server it names each mismatch (a trailing-slash issuer, a wrong resource,
 //!   no S256, no `none`, no `iss` support, no CORS, a skewed clock, no path-inserted
 //!   metadata).
-#![cfg(all(
-    feature = "server",
-    feature = "rmcp",
-    feature = "macros",
-    feature = "doctor"
-))]
+//! - `/health`'s `oauth_compliant` is that doctor's verdict, run in process against the
+//!   mounted app (`doctor::check_app`, no feature needed) once and cached: true with no
+//!   error on the quickstart; false naming the `challenge` finding for a server configured to
+//!   answer unauthenticated calls `200` (tool-result challenges for every client); the same
+//!   `run` and `computed_at` across requests. Composed by hand (`oauth_router`), the flag is
+//!   the configuration's (`source: "configuration"`).
+#![cfg(feature = "server")]
 
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 #[path = "support/quickstart_app.rs"]
 mod quickstart_app;
 
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 use std::sync::Arc;
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 use async_trait::async_trait;
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use mcp_oauth::authn::InsecureAutoApprove;
 use mcp_oauth::doctor::{self, Severity};
+use mcp_oauth::resource::{AccessPolicy, ChallengeStyle, ChallengeStyleRule};
 use mcp_oauth::server::AuthorizationServer;
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 use mcp_oauth::store::{Client, ClientFingerprint, ClientStore, MemoryStore, StoreError};
+use mcp_oauth::{McpOAuth, McpOAuthConfig, McpOAuthConfigBuilder, oauth_router};
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 use rmcp::transport::streamable_http_server::StreamableHttpService;
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::{Value, json};
 
 /// Serves `app` on `127.0.0.1:0` (the base URL is known before the app is built).
+#[cfg(feature = "doctor")]
 async fn serve_at<F: FnOnce(&str) -> Router>(make: F) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -41,6 +53,7 @@ async fn serve_at<F: FnOnce(&str) -> Router>(make: F) -> String {
 }
 
 /// The quickstart's tools, configuration and server, mounted the one way (`server.mount`).
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 async fn quickstart(server: AuthorizationServer) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -57,11 +70,13 @@ async fn quickstart(server: AuthorizationServer) -> String {
 }
 
 /// A client store over memory whose reads fail while `down` is set.
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 struct Flaky {
     inner: MemoryStore,
     down: Arc<AtomicBool>,
 }
 
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 impl Flaky {
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
@@ -71,6 +86,7 @@ impl Flaky {
     }
 }
 
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 #[async_trait]
 impl ClientStore for Flaky {
     async fn insert_client(&self, c: Client) -> Result<(), StoreError> {
@@ -112,6 +128,7 @@ async fn get_json(url: &str) -> (u16, Value) {
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+#[cfg(all(feature = "rmcp", feature = "macros"))]
 #[tokio::test]
 async fn health_is_ready_through_the_layer_and_503_naming_the_failing_store() {
     let down = Arc::new(AtomicBool::new(false));
@@ -128,8 +145,10 @@ async fn health_is_ready_through_the_layer_and_503_naming_the_failing_store() {
 
     let (status, body) = get_json(&format!("{base}/health")).await;
     assert_eq!(status, 200, "{body}");
+    let mut shape = body.clone();
+    let compliance = shape.as_object_mut().unwrap().remove("compliance").unwrap();
     assert_eq!(
-        body,
+        shape,
         json!({
             "status": "ok",
             "oauth_compliant": true,
@@ -137,6 +156,7 @@ async fn health_is_ready_through_the_layer_and_503_naming_the_failing_store() {
             "problems": [],
         })
     );
+    assert_eq!(compliance["source"], "doctor", "{body}");
     // Exactly the path: a near miss is guarded like any other path of the app.
     let res = reqwest::get(format!("{base}/health/")).await.unwrap();
     assert_ne!(res.status(), 200);
@@ -153,6 +173,7 @@ async fn health_is_ready_through_the_layer_and_503_naming_the_failing_store() {
     assert_eq!(get_json(&format!("{base}/health")).await.0, 200);
 }
 
+#[cfg(all(feature = "rmcp", feature = "macros", feature = "doctor"))]
 #[tokio::test]
 async fn the_doctor_finds_the_quickstart_compliant() {
     let server = quickstart_app::authorization_server(true, "demo", "")
@@ -233,6 +254,7 @@ fn misconfigured(base: &str) -> Router {
         )
 }
 
+#[cfg(feature = "doctor")]
 #[tokio::test]
 async fn the_doctor_names_each_mismatch_of_a_misconfigured_server() {
     let base = serve_at(misconfigured).await;
@@ -270,7 +292,7 @@ async fn the_doctor_names_each_mismatch_of_a_misconfigured_server() {
 
 /// With the feature `metrics`: a failing store is counted (`mcp_oauth_store_errors_total`),
 /// at `/health` and at the token endpoint, and `/health` requests by status.
-#[cfg(feature = "metrics")]
+#[cfg(all(feature = "metrics", feature = "rmcp", feature = "macros"))]
 #[tokio::test]
 async fn store_errors_are_counted() {
     // One global recorder per process (this test binary).
@@ -318,4 +340,181 @@ async fn store_errors_are_counted() {
         count(&after, health) - count(&before, health) >= 1.0,
         "{after}"
     );
+}
+
+/// `/health`'s compliance fields: `(status, oauth_compliant, compliance)`.
+async fn health_of(base: &str) -> (u16, bool, Value) {
+    let (status, body) = get_json(&format!("{base}/health")).await;
+    let compliant = body["oauth_compliant"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("oauth_compliant is not a boolean: {body}"));
+    (status, compliant, body["compliance"].clone())
+}
+
+/// The error findings of a health `compliance` object.
+fn errors(compliance: &Value) -> Vec<&Value> {
+    compliance["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings list: {compliance}"))
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect()
+}
+
+#[cfg(all(feature = "rmcp", feature = "macros"))]
+#[tokio::test]
+async fn health_shows_the_doctors_verdict_on_the_quickstart_computed_once() {
+    let server = quickstart_app::authorization_server(true, "demo", "")
+        .build()
+        .await
+        .unwrap();
+    let base = quickstart(server).await;
+    let (status, compliant, first) = health_of(&base).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(compliant, "{first}");
+    assert_eq!(first["source"], "doctor", "{first}");
+    assert_eq!(
+        first["resources"],
+        json!([format!("{base}/mcp")]),
+        "{first}"
+    );
+    assert!(errors(&first).is_empty(), "{first}");
+    // In process the clock check is skipped: the quickstart has no finding at all.
+    assert_eq!(first["findings"], json!([]), "{first}");
+    assert!(first["computed_at"].as_u64().unwrap() > 0, "{first}");
+    // Cached: the second request serves the same run.
+    let (_, _, second) = health_of(&base).await;
+    assert_eq!(first["run"], 1, "{first}");
+    assert_eq!(second["run"], first["run"], "{second}");
+    assert_eq!(second["computed_at"], first["computed_at"], "{second}");
+}
+
+/// An authorization server and a minimal MCP endpoint (`POST` answers a JSON-RPC result),
+/// mounted with `server.mount` on a loopback port; `configure` adjusts the configuration.
+async fn plain_mount(
+    configure: impl FnOnce(McpOAuthConfigBuilder) -> McpOAuthConfigBuilder,
+) -> String {
+    let server = AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("demo"))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = configure(
+        McpOAuthConfig::builder()
+            .resource(format!("{base}/mcp"))
+            .issuer(&base)
+            .scope("read", "Read")
+            .authorization_server(&server),
+    )
+    .build()
+    .unwrap();
+    let mcp = post(|| async { axum::Json(json!({"jsonrpc": "2.0", "id": 1, "result": {}})) });
+    let app = server.mount(&cfg, mcp).unwrap();
+    tokio::spawn(async move { mcp_oauth::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn health_of_a_plain_mount_is_compliant_and_cached() {
+    let base = plain_mount(|b| b).await;
+    let (status, compliant, first) = health_of(&base).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(compliant, "{first}");
+    assert!(errors(&first).is_empty(), "{first}");
+    for _ in 0..3 {
+        let (_, _, again) = health_of(&base).await;
+        assert_eq!(again["run"], 1, "{again}");
+        assert_eq!(again["computed_at"], first["computed_at"], "{again}");
+    }
+}
+
+#[tokio::test]
+async fn health_names_the_doctors_error_when_unauthenticated_calls_get_200() {
+    // Lazy authentication (initialize is public) and tool-result challenges for every
+    // client (ChatGPT's form): no unauthenticated POST ever answers 401, which Claude, VS
+    // Code and the SDKs need to start the flow. The configuration alone looks fine.
+    let base = plain_mount(|b| {
+        b.policy(AccessPolicy::new().lazy())
+            .challenge_style(ChallengeStyleRule::Always(ChallengeStyle::ToolResult))
+    })
+    .await;
+    let (status, compliant, compliance) = health_of(&base).await;
+    // Readiness alone decides the status.
+    assert_eq!(status, 200, "{compliance}");
+    assert!(!compliant, "{compliance}");
+    assert_eq!(compliance["source"], "doctor", "{compliance}");
+    let errs = errors(&compliance);
+    assert!(
+        errs.iter().any(|f| f["check"] == "challenge"
+            && f["resource"] == format!("{base}/mcp")
+            && f["message"].as_str().unwrap().contains("expect 401")),
+        "{compliance}"
+    );
+    let (_, body) = get_json(&format!("{base}/health")).await;
+    assert!(
+        body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("expect 401")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn health_of_a_hand_composed_router_is_the_configurations() {
+    let server = AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("demo"))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = McpOAuthConfig::builder()
+        .resource(format!("{base}/mcp"))
+        .issuer(&base)
+        .scope("read", "Read")
+        .authorization_server(&server)
+        .build()
+        .unwrap();
+    let mcp = post(|| async { "{}" });
+    let app = Router::new()
+        .route_service("/mcp", McpOAuth::new(mcp, cfg.clone()))
+        .merge(oauth_router(&cfg, &server));
+    tokio::spawn(async move { mcp_oauth::serve(listener, app).await.unwrap() });
+    let (status, compliant, compliance) = health_of(&base).await;
+    assert_eq!(status, 200, "{compliance}");
+    assert!(compliant, "{compliance}");
+    assert_eq!(compliance["source"], "configuration", "{compliance}");
+    assert_eq!(compliance["run"], 0, "{compliance}");
+}
+
+#[tokio::test]
+async fn the_doctor_in_process_names_each_mismatch_but_the_clock() {
+    let base = "http://127.0.0.1:9";
+    let app = misconfigured(base);
+    let report = doctor::check_app(&app, &format!("{base}/mcp")).await;
+    assert!(!report.compliant(), "{report}");
+    let text = report.to_string();
+    for (check, needle) in [
+        ("resource_metadata", "path-inserted"),
+        ("resource", "/mcp/\""),
+        ("issuer", &format!("says issuer \"{base}/\"")),
+        ("pkce", "S256"),
+        ("public_clients", "none"),
+        ("iss", "authorization_response_iss_parameter_supported"),
+        ("cors", "Access-Control-Allow-Origin"),
+        ("https", "http://auth.example.com/token"),
+    ] {
+        assert!(
+            report
+                .findings_of(check)
+                .any(|f| f.severity == Severity::Error && f.message.contains(needle)),
+            "{check} ({needle}) not named: {text}"
+        );
+    }
+    // The skewed Date is not read in process.
+    assert_eq!(report.findings_of("clock").count(), 0, "{text}");
 }

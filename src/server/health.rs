@@ -10,25 +10,57 @@
 //! - `keys`: the key ring's current key is in the published key set and signs.
 //!
 //! Both pass: `200` with
-//! `{"status":"ok","oauth_compliant":true,"checks":{"store":"ok","keys":"ok"},"problems":[]}`.
+//! `{"status":"ok","oauth_compliant":true,"checks":{"store":"ok","keys":"ok"},"compliance":{…},"problems":[]}`.
 //! One fails: `503` with `"status":"unavailable"` and the failing check's value
 //! `"failed"` (the reason is logged, not served). The answer is `no-store`, has no CORS and
-//! holds no secret: it can face a load balancer.
+//! holds no secret: it can face a load balancer. Only readiness decides the status: a
+//! `false` `oauth_compliant` does not make the endpoint `503` (the server works, for the
+//! clients that tolerate it).
 //!
-//! `oauth_compliant` is the static part of the compliance [doctor](crate::doctor): what the
-//! configuration alone decides (the issuer and every resource `https`, or loopback `http`;
-//! no trailing slash on the issuer, which clients compare byte for byte with the metadata's
-//! `issuer`); `problems` names each failure. The served documents themselves are checked by
-//! the doctor (`mcp_oauth::doctor::check(url)`, feature `doctor`), which fetches them as the
-//! clients do. A `false` flag does not make the endpoint `503`: the server works, for the
-//! clients that tolerate it.
+//! ## `oauth_compliant`
+//!
+//! The compliance [doctor](crate::doctor)'s verdict ([`Report::compliant`]) on every
+//! resource of the configuration, run **in process** ([`doctor::check_app`]) against the
+//! whole app [`AuthorizationServer::mount`](super::AuthorizationServer::mount) built: the
+//! challenge, both metadata documents, the issuer and resource strings, `S256`, `none`,
+//! `iss`, CORS, https outside loopback, the key set, exactly as clients read them, without a
+//! network (the `clock` check is skipped in process; see the doctor's docs).
+//!
+//! - The doctor runs on the **first** health request, synchronously, bounded by
+//!   [`COMPLIANCE_TIMEOUT`] (a run that does not finish in time is the error finding
+//!   `timeout`, and the flag is `false`), so the flag is always a boolean. Its report is then
+//!   served for [`COMPLIANCE_TTL`]; the first request after that recomputes it. Concurrent
+//!   requests wait for the one run. Every other health request costs the two readiness checks
+//!   and a lock.
+//! - `compliance` shows the report: `source` (`"doctor"`), `computed_at` (Unix seconds),
+//!   `run` (how many times this server's doctor ran: the same number across requests is the
+//!   same cached report), `resources` (the MCP URLs checked) and `findings`, each
+//!   `{"resource", "check", "severity", "message"}` ([`Finding`](crate::doctor::Finding);
+//!   `severity` is `error` or `warning`). `problems` lists the messages of the errors.
+//! - The doctor's requests are real requests to the app: they show in the metrics (feature
+//!   `metrics`) and come from the loopback address.
+//! - Composed by hand ([`oauth_router`](crate::oauth_router) merged next to your own MCP
+//!   route) the router cannot see the whole app: `source` is then `"configuration"` and
+//!   the flag is what the configuration alone decides (the issuer and every resource
+//!   `https`, or loopback `http`; no trailing slash on the issuer); run
+//!   [`doctor::check_app`] on your app for the rest.
+//!
+//! The mounted app holds its own compliance slot (and so itself): it lives as long as the
+//! process serves it.
+//!
+//! [`Report::compliant`]: crate::doctor::Report::compliant
+//! [`doctor::check_app`]: crate::doctor::check_app
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::AsContext;
 use super::discovery::json_response;
@@ -41,10 +73,131 @@ pub(crate) fn routes(ctx: &AsContext) -> Router<AsContext> {
     Router::new().route(&ctx.route(Endpoint::Health), get(health))
 }
 
+/// How long the health endpoint serves a doctor report before recomputing it.
+pub const COMPLIANCE_TTL: Duration = Duration::from_secs(300);
+
+/// The longest one doctor run may take (all resources); past it the flag is `false` with the
+/// finding `timeout`.
+pub const COMPLIANCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The health endpoint's compliance state: the whole app (set by `mount`) and the cached
+/// report.
+#[derive(Default)]
+pub(crate) struct Compliance {
+    app: OnceLock<Router>,
+    cached: tokio::sync::Mutex<Option<Computed>>,
+    runs: AtomicU64,
+}
+
+/// One compliance report.
+#[derive(Clone)]
+struct Computed {
+    at: Instant,
+    computed_at: u64,
+    run: u64,
+    source: &'static str,
+    compliant: bool,
+    findings: Vec<Value>,
+}
+
+impl Compliance {
+    /// The app the doctor checks (the first one set wins).
+    pub(crate) fn mount(&self, app: Router) {
+        let _ = self.app.set(app);
+    }
+
+    /// The cached report, or a new one (see the [module docs](self)).
+    async fn report(&self, ctx: &AsContext) -> Computed {
+        let Some(app) = self.app.get() else {
+            return from_configuration(ctx);
+        };
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.at.elapsed() < COMPLIANCE_TTL
+        {
+            return c.clone();
+        }
+        let run = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
+        let resources = ctx.cfg.resources();
+        let doctor = async {
+            let mut reports = Vec::with_capacity(resources.len());
+            for resource in resources {
+                reports.push(crate::doctor::check_app(app, resource).await);
+            }
+            reports
+        };
+        let (compliant, findings) = match tokio::time::timeout(COMPLIANCE_TIMEOUT, doctor).await {
+            Ok(reports) => (
+                reports.iter().all(crate::doctor::Report::compliant),
+                reports
+                    .iter()
+                    .flat_map(|r| {
+                        r.findings.iter().map(|f| {
+                            json!({
+                                "resource": r.url,
+                                "check": f.check,
+                                "severity": f.severity.as_str(),
+                                "message": f.message,
+                            })
+                        })
+                    })
+                    .collect(),
+            ),
+            Err(_) => (
+                false,
+                vec![json!({
+                    "resource": Value::Null,
+                    "check": "timeout",
+                    "severity": "error",
+                    "message": format!("the compliance doctor did not finish within {} s", COMPLIANCE_TIMEOUT.as_secs()),
+                })],
+            ),
+        };
+        if !compliant {
+            let shown = Value::from(findings.clone());
+            tracing::warn!(target: "mcp_oauth::health", findings = %shown, "the compliance doctor found errors: MCP clients may fail");
+        }
+        let c = Computed {
+            at: Instant::now(),
+            computed_at: crate::util::now(),
+            run,
+            source: "doctor",
+            compliant,
+            findings,
+        };
+        *cached = Some(c.clone());
+        c
+    }
+}
+
+/// What the configuration alone decides (no mounted app to run the doctor on).
+fn from_configuration(ctx: &AsContext) -> Computed {
+    let findings: Vec<Value> = compliance_problems(ctx.cfg.issuer(), ctx.cfg.resources())
+        .into_iter()
+        .map(|(resource, check, message)| {
+            json!({ "resource": resource, "check": check, "severity": "error", "message": message })
+        })
+        .collect();
+    Computed {
+        at: Instant::now(),
+        computed_at: crate::util::now(),
+        run: 0,
+        source: "configuration",
+        compliant: findings.is_empty(),
+        findings,
+    }
+}
+
 async fn health(State(ctx): State<AsContext>) -> Response {
     let store = check_store(&ctx).await;
     let keys = check_keys(&ctx);
-    let problems = compliance_problems(ctx.cfg.issuer(), ctx.cfg.resources());
+    let compliance = ctx.compliance.report(&ctx).await;
+    let problems: Vec<&Value> = compliance
+        .findings
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| &f["message"])
+        .collect();
     let ok = store && keys;
     let word = |b: bool| if b { "ok" } else { "failed" };
     json_response(
@@ -55,8 +208,15 @@ async fn health(State(ctx): State<AsContext>) -> Response {
         },
         json!({
             "status": if ok { "ok" } else { "unavailable" },
-            "oauth_compliant": problems.is_empty(),
+            "oauth_compliant": compliance.compliant,
             "checks": { "store": word(store), "keys": word(keys) },
+            "compliance": {
+                "source": compliance.source,
+                "computed_at": compliance.computed_at,
+                "run": compliance.run,
+                "resources": ctx.cfg.resources(),
+                "findings": compliance.findings,
+            },
             "problems": problems,
         })
         .to_string(),
@@ -103,23 +263,33 @@ fn check_keys(ctx: &AsContext) -> bool {
     }
 }
 
-/// What the configuration alone breaks for MCP clients (see the [module docs](self)).
-pub(crate) fn compliance_problems(issuer: &str, resources: &[String]) -> Vec<String> {
+/// What the configuration alone breaks for MCP clients (see the [module docs](self)): the
+/// resource involved (`None` for the issuer), the doctor's check name and the message.
+pub(crate) fn compliance_problems(
+    issuer: &str,
+    resources: &[String],
+) -> Vec<(Option<String>, &'static str, String)> {
     let mut problems = Vec::new();
     if !secure_or_loopback(issuer) {
-        problems.push(format!(
-            "the issuer {issuer} is neither https nor a loopback http URL"
+        problems.push((
+            None,
+            "https",
+            format!("the issuer {issuer} is neither https nor a loopback http URL"),
         ));
     }
     if issuer.ends_with('/') {
-        problems.push(format!(
-            "the issuer {issuer} ends with a slash (clients compare it byte for byte)"
+        problems.push((
+            None,
+            "issuer",
+            format!("the issuer {issuer} ends with a slash (clients compare it byte for byte)"),
         ));
     }
     for r in resources {
         if !secure_or_loopback(r) {
-            problems.push(format!(
-                "the resource {r} is neither https nor a loopback http URL"
+            problems.push((
+                Some(r.clone()),
+                "https",
+                format!("the resource {r} is neither https nor a loopback http URL"),
             ));
         }
     }

@@ -333,6 +333,8 @@ pub(crate) struct AsContext {
     pub(crate) issuer: Arc<dyn TokenIssuer>,
     /// What the socket-free flows read (see [`crate::flows`]).
     pub(crate) env: crate::flows::Env,
+    /// The health endpoint's compliance report (the mounted app, the cached doctor run).
+    pub(crate) compliance: Arc<health::Compliance>,
 }
 
 impl AsContext {
@@ -365,6 +367,7 @@ impl AsContext {
             server: server.inner.clone(),
             issuer,
             env,
+            compliance: Arc::default(),
         }
     }
 

@@ -82,7 +82,11 @@ impl AuthorizationServer {
         }
         crate::mounting::check_routable("issuer", cfg.issuer())?;
         let mcp = crate::mounting::protected_mcp(&cfg, mcp)?;
-        Ok(mcp.merge(oauth_router(&cfg, self)))
+        let (router, compliance) = routes(cfg, self);
+        let app = mcp.merge(router);
+        // The health endpoint runs the doctor in process against exactly this app.
+        compliance.mount(app.clone());
+        Ok(app)
     }
 }
 
@@ -102,9 +106,18 @@ pub fn oauth_router<S: Clone + Send + Sync + 'static>(
     cfg: impl Into<McpOAuthConfig>,
     server: &AuthorizationServer,
 ) -> Router<S> {
-    let cfg = cfg.into();
+    routes(cfg.into(), server).0
+}
+
+/// [`oauth_router`] and the health endpoint's compliance slot (which
+/// [`AuthorizationServer::mount`] fills with the whole app).
+fn routes<S: Clone + Send + Sync + 'static>(
+    cfg: McpOAuthConfig,
+    server: &AuthorizationServer,
+) -> (Router<S>, std::sync::Arc<super::health::Compliance>) {
     let prm = protected_resource_router(&cfg);
     let ctx = AsContext::new(cfg, server);
+    let compliance = ctx.compliance.clone();
     // Browser clients (the Inspector, web SDK clients) call these cross-origin: CORS `*`
     // without credentials. `/authorize` is a navigation and gets none.
     let cors = public_cors(&[Method::GET, Method::POST]);
@@ -123,7 +136,7 @@ pub fn oauth_router<S: Clone + Send + Sync + 'static>(
     let router = router.with_state(ctx).merge(prm);
     #[cfg(feature = "metrics")]
     let router = crate::metrics::track(router, labels);
-    router
+    (router, compliance)
 }
 
 /// Every path of the server with its `endpoint` label (the request metrics).
