@@ -96,9 +96,9 @@ pub struct FileConfig {
     pub scopes: Option<BTreeMap<String, String>>,
     /// Default scopes.
     pub default_scopes: Option<Vec<String>>,
-    /// Scope hierarchy: broader = [narrower].
+    /// Scope hierarchy: `broader = ["narrower", ...]`.
     pub scope_implies: Option<BTreeMap<String, Vec<String>>>,
-    /// Tool scopes: tool = [scopes].
+    /// Tool scopes: `tool = ["scope", ...]`.
     pub tool_scopes: Option<BTreeMap<String, Vec<String>>>,
     /// Public tools.
     pub public_tools: Option<Vec<String>>,

@@ -122,8 +122,8 @@ pub struct Settings {
         help_heading = "Listener"
     )]
     pub addr: Option<String>,
-    /// The URL clients reach the proxy at, without the /mcp path (default: http(s)://<bound
-    /// address>). Set it behind a TLS terminator or a tunnel.
+    /// The URL clients reach the proxy at, without the /mcp path (default: `http(s)://` and
+    /// the bound address). Set it behind a TLS terminator or a tunnel.
     #[arg(
         long,
         env = "MCP_OAUTH_PUBLIC_URL",
@@ -175,7 +175,7 @@ pub struct Settings {
         help_heading = "Listener"
     )]
     pub allow_hosts: Vec<String>,
-    /// Another browser `Origin` allowed at the MCP endpoint (e.g. https://app.example.com).
+    /// Another browser `Origin` allowed at the MCP endpoint (e.g. `https://app.example.com`).
     #[arg(
         long = "allow-origin",
         env = "MCP_OAUTH_ALLOW_ORIGINS",

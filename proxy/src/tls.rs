@@ -175,7 +175,7 @@ fn load_pair(
     Ok(Arc::new(certified))
 }
 
-/// A TLS listener for [`axum::serve`]: handshakes run concurrently in their own tasks.
+/// A TLS listener for [`axum::serve()`]: handshakes run concurrently in their own tasks.
 #[derive(Debug)]
 pub struct TlsListener {
     local: SocketAddr,
