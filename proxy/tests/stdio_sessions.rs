@@ -12,7 +12,7 @@ mod support;
 
 mod common;
 
-use common::{Raw, Running, alive, fixture_command, gone, grant};
+use common::{Raw, Running, alive, fixture_command, gone, grant, grant_as};
 use serde_json::json;
 
 /// The proxy with the fixture as its stdio command, or `None` (skipped) without the interop
@@ -31,16 +31,22 @@ async fn start(test: &str, extra: &[&str]) -> Option<Running> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_session_has_its_own_child_and_only_its_owner_can_use_it() {
+    // Two users: the test user (alice) and bob, from a hash as an operator would give it.
+    let bob_password = "bob's own long password";
+    let bob_user = format!(
+        "bob:{}",
+        mcp_oauth::authn::StaticUsers::hash_password(bob_password)
+    );
     let Some(proxy) = start(
         "each_session_has_its_own_child_and_only_its_owner_can_use_it",
-        &[],
+        &["--users", &bob_user],
     )
     .await
     else {
         return;
     };
     let alice = grant(&proxy.base, &proxy.mcp, "client A").await;
-    let bob = grant(&proxy.base, &proxy.mcp, "client B").await;
+    let bob = grant_as(&proxy.base, &proxy.mcp, "client B", "bob", bob_password).await;
     assert_ne!(alice.client_id, bob.client_id);
 
     let mut a = Raw::new(&proxy.mcp, &alice.access);

@@ -271,10 +271,24 @@ pub struct Grant {
     pub access: String,
 }
 
-/// Registers a new client named `client_name` and signs in with scope `mcp` for `mcp`.
+/// Registers a new client named `client_name` and signs in as [`USER`] with scope `mcp` for
+/// `mcp`.
 pub async fn grant(base: &str, mcp: &str, client_name: &str) -> Grant {
+    grant_as(base, mcp, client_name, USER, PASSWORD).await
+}
+
+/// [`grant`] signing in as `user` with `password`.
+pub async fn grant_as(
+    base: &str,
+    mcp: &str,
+    client_name: &str,
+    user: &str,
+    password: &str,
+) -> Grant {
     let client_id = register(base, client_name).await;
-    let access = sign_in(base, mcp, &client_id, "mcp").await.access;
+    let access = sign_in_at(&Endpoints::at(base), &client_id, "mcp", mcp, user, password)
+        .await
+        .access;
     Grant { client_id, access }
 }
 
