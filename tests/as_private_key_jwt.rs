@@ -8,6 +8,7 @@
 
 #![cfg(feature = "private-key-jwt")]
 
+#[macro_use]
 #[path = "support/stores.rs"]
 mod stores;
 
@@ -604,35 +605,8 @@ where
         .assert_error(StatusCode::UNAUTHORIZED, "invalid_client", "used before");
 }
 
-#[cfg(feature = "sqlite")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_at_one_server_is_refused_at_another_on_one_sqlite_file() {
-    use mcp_oauth::store::sql::SqliteStore;
-    let dir = std::env::temp_dir().join(stores::unique("pkjwt"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("shared.sqlite3");
-    let a = SqliteStore::open(&path).await.unwrap();
-    let b = SqliteStore::open(&path).await.unwrap();
-    replay_across(a, b).await;
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_at_one_server_is_refused_at_another_on_postgres() {
-    let Some(schema) = stores::PgSchema::create("pkjwt").await else {
-        return;
-    };
-    replay_across(schema.store(4).await, schema.store(4).await).await;
-    schema.drop_schema().await;
-}
-
-#[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_at_one_server_is_refused_at_another_on_redis() {
-    let Some(ns) = stores::RedisNamespace::create("pkjwt").await else {
-        return;
-    };
-    replay_across(ns.store().await, ns.store().await).await;
-    ns.cleanup().await;
-}
+across_shared_stores!(
+    a_replay_at_one_server_is_refused_at_another,
+    replay_across,
+    "pkjwt"
+);

@@ -16,6 +16,52 @@ use example::Example;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Three tests of one two-instance scenario, in a module named `$name`: `$scenario(a, b)`
+/// with two stores sharing their state — one SQLite file opened twice (`on_one_sqlite_file`),
+/// one PostgreSQL schema (`on_postgres`), one Redis namespace (`on_redis`), each behind its
+/// feature; a service that is not configured is skipped as [`PgSchema::create`] and
+/// [`RedisNamespace::create`] say. The including file declares this module as `stores` with
+/// `#[macro_use]`.
+#[allow(unused_macros)]
+macro_rules! across_shared_stores {
+    ($name:ident, $scenario:ident, $prefix:literal) => {
+        mod $name {
+            #[cfg(feature = "sqlite")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_one_sqlite_file() {
+                use mcp_oauth::store::sql::SqliteStore;
+                let dir = std::env::temp_dir().join(crate::stores::unique($prefix));
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("shared.sqlite3");
+                let a = SqliteStore::open(&path).await.unwrap();
+                let b = SqliteStore::open(&path).await.unwrap();
+                super::$scenario(a, b).await;
+                let _ = std::fs::remove_dir_all(dir);
+            }
+
+            #[cfg(feature = "postgres")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                let Some(schema) = crate::stores::PgSchema::create($prefix).await else {
+                    return;
+                };
+                super::$scenario(schema.store(4).await, schema.store(4).await).await;
+                schema.drop_schema().await;
+            }
+
+            #[cfg(feature = "redis")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_redis() {
+                let Some(ns) = crate::stores::RedisNamespace::create($prefix).await else {
+                    return;
+                };
+                super::$scenario(ns.store().await, ns.store().await).await;
+                ns.cleanup().await;
+            }
+        }
+    };
+}
+
 /// A name unique to this run: `{prefix}_{pid}_{n}_{nanos}`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
