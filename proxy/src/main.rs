@@ -3,7 +3,7 @@
 //! Exit status: 0 on a clean stop (or a passing `--check`), 2 for a configuration that
 //! cannot work (the reason is printed), 1 when serving fails.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -73,23 +73,89 @@ fn init_logging(format: LogFormat) {
 }
 
 /// `hash-password`: one line from stdin, its argon2id hash on stdout.
+///
+/// On a terminal it asks twice with echo turned off (the password never shows on the screen
+/// or in the scrollback) and refuses two different answers; from a pipe it reads one line.
 fn hash_password() -> ExitCode {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("Password (echoed): ");
-        let _ = std::io::stderr().flush();
-    }
-    let mut line = String::new();
-    if let Err(e) = stdin.lock().read_line(&mut line) {
-        eprintln!("mcp-oauth-proxy: cannot read the password from stdin: {e}");
-        return ExitCode::from(2);
-    }
-    let password = line.strip_suffix('\n').unwrap_or(&line);
-    let password = password.strip_suffix('\r').unwrap_or(password);
+    let password = if stdin.is_terminal() {
+        let first = match prompt_hidden("Password: ") {
+            Ok(line) => line,
+            Err(e) => return hash_password_error(&e),
+        };
+        let again = match prompt_hidden("Again: ") {
+            Ok(line) => line,
+            Err(e) => return hash_password_error(&e),
+        };
+        if first != again {
+            eprintln!("mcp-oauth-proxy: the two passwords differ; nothing was hashed");
+            return ExitCode::from(2);
+        }
+        first
+    } else {
+        match read_line(&mut stdin.lock()) {
+            Ok(line) => line,
+            Err(e) => return hash_password_error(&e),
+        }
+    };
     if password.is_empty() {
         eprintln!("mcp-oauth-proxy: empty password");
         return ExitCode::from(2);
     }
-    println!("{}", mcp_oauth::authn::StaticUsers::hash_password(password));
+    println!(
+        "{}",
+        mcp_oauth::authn::StaticUsers::hash_password(&password)
+    );
     ExitCode::SUCCESS
+}
+
+fn hash_password_error(e: &std::io::Error) -> ExitCode {
+    eprintln!("mcp-oauth-proxy: cannot read the password from stdin: {e}");
+    ExitCode::from(2)
+}
+
+/// One line without its line ending.
+fn read_line(input: &mut impl BufRead) -> std::io::Result<String> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned())
+}
+
+/// Prints `prompt` on stderr and reads a line from the terminal on stdin with echo off,
+/// restoring the terminal's settings afterwards (also when reading fails).
+#[cfg(unix)]
+fn prompt_hidden(prompt: &str) -> std::io::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+
+    /// Puts the saved settings back when dropped.
+    struct Restore(rustix::termios::Termios);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &self.0);
+        }
+    }
+
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    // Still show the Enter key's new line, so the next prompt starts on its own line.
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    // Echo goes off before the prompt shows, so nothing typed after the prompt is echoed.
+    tcsetattr(&stdin, OptionalActions::Flush, &quiet)?;
+    let restore = Restore(saved);
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let line = read_line(&mut stdin.lock());
+    drop(restore);
+    line
+}
+
+/// Without termios the password cannot be hidden: say so before reading it.
+#[cfg(not(unix))]
+fn prompt_hidden(prompt: &str) -> std::io::Result<String> {
+    eprint!("{prompt}(echoed) ");
+    std::io::stderr().flush()?;
+    read_line(&mut std::io::stdin().lock())
 }

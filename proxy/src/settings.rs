@@ -54,8 +54,9 @@ Examples:
   # TLS from certificate files (reloaded when they change, or on SIGHUP):
   mcp-oauth-proxy --config proxy.toml --tls-cert fullchain.pem --tls-key privkey.pem
 
-  # A password hash for users_file (reads the password from stdin):
-  echo -n 's3cret' | mcp-oauth-proxy hash-password
+  # A password hash for users_file (on a terminal it asks twice, without echo;
+  # from a pipe it reads one line):
+  mcp-oauth-proxy hash-password
 
 The sample configuration file (mcp-oauth-proxy.example.toml) documents every key.";
 
@@ -519,8 +520,9 @@ pub struct Settings {
 /// What runs instead of the proxy.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Subcommand {
-    /// Read a password from standard input (one line; the newline is dropped) and print its
-    /// argon2id hash, for a `name:HASH` line of users_file or the `[users]` table.
+    /// Read a password and print its argon2id hash, for a `name:HASH` line of users_file or
+    /// the `[users]` table. On a terminal it asks twice with echo off; from a pipe it reads
+    /// one line (the newline is dropped).
     HashPassword,
 }
 

@@ -1,30 +1,12 @@
 //! `--check` (the exact URLs and the discovery documents clients will see; exit codes),
-//! `hash-password` (a hash that then signs the user in), and `--help`.
+//! `hash-password` (a hash that then signs the user in; on a terminal, asked twice with echo
+//! off), and `--help`.
 
 mod common;
 
-use common::{Running, TempDir};
+use common::{Running, TempDir, check_json, check_value};
 
 const UPSTREAM: &str = "http://127.0.0.1:9/mcp";
-
-/// The JSON document printed after the `# {title} (` header.
-fn json_after(out: &str, title: &str) -> serde_json::Value {
-    let start = out
-        .find(&format!("# {title} ("))
-        .unwrap_or_else(|| panic!("no {title}: {out}"));
-    let rest = &out[start..];
-    let body_start = rest.find('\n').unwrap() + 1;
-    let mut de = serde_json::Deserializer::from_str(&rest[body_start..]).into_iter();
-    de.next().unwrap().unwrap()
-}
-
-fn value_of(out: &str, key: &str) -> String {
-    out.lines()
-        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("no line {key}: {out}"))[key.len()..]
-        .trim()
-        .to_owned()
-}
 
 #[tokio::test]
 async fn check_prints_the_exact_urls_and_documents() {
@@ -50,48 +32,44 @@ password = "pw"
     )
     .await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(value_of(&out, "configuration"), "OK");
-    assert_eq!(
-        value_of(&out, "MCP server URL"),
-        "https://mcp.example.com/team/mcp"
-    );
-    assert_eq!(
-        value_of(&out, "protected resource metadata"),
-        "https://mcp.example.com/.well-known/oauth-protected-resource/team/mcp"
-    );
-    assert_eq!(
-        value_of(&out, "protected resource metadata (root)"),
-        "https://mcp.example.com/.well-known/oauth-protected-resource"
-    );
-    assert_eq!(
-        value_of(&out, "authorization server metadata"),
-        "https://mcp.example.com/.well-known/oauth-authorization-server/team"
-    );
-    assert_eq!(
-        value_of(&out, "authorization endpoint"),
-        "https://mcp.example.com/team/authorize"
-    );
-    assert_eq!(
-        value_of(&out, "token endpoint"),
-        "https://mcp.example.com/team/token"
-    );
-    assert_eq!(
-        value_of(&out, "registration endpoint"),
-        "https://mcp.example.com/team/register"
-    );
-    assert_eq!(
-        value_of(&out, "backend"),
-        format!("HTTP upstream {UPSTREAM}")
-    );
+    let backend = format!("HTTP upstream {UPSTREAM}");
+    for (key, expected) in [
+        ("configuration", "OK"),
+        ("MCP server URL", "https://mcp.example.com/team/mcp"),
+        (
+            "protected resource metadata",
+            "https://mcp.example.com/.well-known/oauth-protected-resource/team/mcp",
+        ),
+        (
+            "protected resource metadata (root)",
+            "https://mcp.example.com/.well-known/oauth-protected-resource",
+        ),
+        (
+            "authorization server metadata",
+            "https://mcp.example.com/.well-known/oauth-authorization-server/team",
+        ),
+        (
+            "authorization endpoint",
+            "https://mcp.example.com/team/authorize",
+        ),
+        ("token endpoint", "https://mcp.example.com/team/token"),
+        (
+            "registration endpoint",
+            "https://mcp.example.com/team/register",
+        ),
+        ("backend", backend.as_str()),
+    ] {
+        assert_eq!(check_value(&out, key), expected, "{key}");
+    }
 
-    let prm = json_after(&out, "protected resource metadata");
+    let prm = check_json(&out, "protected resource metadata");
     assert_eq!(prm["resource"], "https://mcp.example.com/team/mcp");
     assert_eq!(
         prm["authorization_servers"],
         serde_json::json!(["https://mcp.example.com/team"])
     );
     assert_eq!(prm["scopes_supported"], serde_json::json!(["files:read"]));
-    let asm = json_after(&out, "authorization server metadata");
+    let asm = check_json(&out, "authorization server metadata");
     assert_eq!(asm["issuer"], "https://mcp.example.com/team");
     assert_eq!(
         asm["code_challenge_methods_supported"],
@@ -124,11 +102,11 @@ async fn check_shows_the_host_session_login() {
     .await;
     assert_eq!(code, 0, "{err}");
     assert!(
-        value_of(&out, "login").contains("X-Forwarded-User"),
+        check_value(&out, "login").contains("X-Forwarded-User"),
         "{out}"
     );
     assert_eq!(
-        value_of(&out, "host login URL"),
+        check_value(&out, "host login URL"),
         "https://sso.example.com/login"
     );
 }
@@ -394,4 +372,93 @@ async fn shared_stores_open_by_url_when_available() {
     .await;
     assert_eq!(code, 2);
     assert!(err.contains("store") && err.contains("Redis"), "{err}");
+}
+
+/// Drives `hash-password` on a pseudo-terminal (Python's `pty`, from the standard library):
+/// answers its two prompts with `first` and `second` and returns (exit code, everything the
+/// terminal showed).
+async fn hash_password_on_a_terminal(first: &str, second: &str) -> (i32, String) {
+    const DRIVER: &str = r#"
+import os, pty, sys
+exe, first, second = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(exe, [exe, "hash-password"])
+shown = b""
+def read_until(marker):
+    global shown
+    while marker not in shown:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            raise SystemExit("the prompt %r never came: %r" % (marker, shown))
+        shown += chunk
+read_until(b"Password: ")
+os.write(fd, first + b"\n")
+read_until(b"Again: ")
+os.write(fd, second + b"\n")
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    shown += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(shown.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new("python3")
+            .args(["-c", DRIVER, common::bin(), first, second])
+            .output(),
+    )
+    .await
+    .expect("hash-password on a terminal did not finish")
+    .expect("python3 (standard library only) runs the pseudo-terminal driver");
+    assert!(
+        out.stderr.is_empty(),
+        "driver: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// On a terminal the password is asked twice with echo off: neither answer shows on the
+/// screen, the hash does, and two different answers are refused.
+#[tokio::test]
+async fn hash_password_on_a_terminal_hides_the_password() {
+    let (code, shown) = hash_password_on_a_terminal(common::PASSWORD, common::PASSWORD).await;
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("Password: "), "{shown}");
+    assert!(shown.contains("Again: "), "{shown}");
+    assert!(!shown.contains(common::PASSWORD), "echoed: {shown}");
+    let hash = shown
+        .split_whitespace()
+        .find(|w| w.starts_with("$argon2id$"))
+        .unwrap_or_else(|| panic!("no hash: {shown}"));
+    use mcp_oauth::authn::UserAuthenticator as _;
+    let users = mcp_oauth::authn::StaticUsers::new()
+        .try_with_user(common::USER, hash)
+        .expect("an argon2id hash");
+    let signed_in = users
+        .verify_password(common::USER, common::PASSWORD)
+        .await
+        .unwrap();
+    assert!(signed_in.is_some(), "the hash is not of the typed password");
+    let wrong = users.verify_password(common::USER, "wrong").await.unwrap();
+    assert!(wrong.is_none());
+
+    let (code, shown) = hash_password_on_a_terminal(common::PASSWORD, "something else").await;
+    assert_eq!(code, 2, "{shown}");
+    assert!(shown.contains("differ"), "{shown}");
+    assert!(!shown.contains("$argon2id$"), "{shown}");
+    assert!(!shown.contains("something else"), "echoed: {shown}");
 }

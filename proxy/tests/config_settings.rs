@@ -13,18 +13,28 @@ use mcp_oauth_proxy::settings::{ChallengeStyleSetting, Login, Rate, Settings, Us
 
 const UPSTREAM: &str = "http://127.0.0.1:9/mcp";
 
-fn listen_line(out: &str) -> String {
-    out.lines()
-        .find(|l| l.starts_with("listen "))
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn mcp_line(out: &str) -> String {
-    out.lines()
-        .find(|l| l.starts_with("MCP server URL"))
-        .unwrap_or_default()
-        .to_owned()
+/// Runs `--check` with `args` and `envs` in `dir` and asserts the address it would listen on
+/// and the MCP URL clients would see.
+async fn assert_check(
+    dir: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    listen: &str,
+    mcp_url: &str,
+) {
+    let mut all = vec!["--check"];
+    all.extend_from_slice(args);
+    let (code, out, err) = common::run(dir, &all, envs).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        common::check_value(&out, "listen").starts_with(&format!("{listen} ")),
+        "{out}"
+    );
+    assert_eq!(
+        common::check_value(&out, "MCP server URL"),
+        mcp_url,
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -41,61 +51,51 @@ async fn flag_beats_env_beats_file_beats_default() {
     let c = cfg.to_str().unwrap();
 
     // Default: no addr anywhere.
-    let (code, out, err) = common::run(
+    assert_check(
         dir.path(),
-        &["--check", "--upstream", UPSTREAM],
+        &["--upstream", UPSTREAM],
         &[("MCP_OAUTH_DEMO_PASSWORD", "pw")],
+        "127.0.0.1:8000",
+        "http://127.0.0.1:8000/mcp",
     )
     .await;
-    assert_eq!(code, 0, "{err}");
-    assert!(listen_line(&out).contains("127.0.0.1:8000"), "{out}");
-    assert!(
-        mcp_line(&out).ends_with("http://127.0.0.1:8000/mcp"),
-        "{out}"
-    );
-
     // File.
-    let (code, out, err) = common::run(dir.path(), &["--check", "--config", c], &[]).await;
-    assert_eq!(code, 0, "{err}");
-    assert!(listen_line(&out).contains("127.0.0.1:7001"), "{out}");
-    assert!(
-        mcp_line(&out).ends_with("https://file.example.com/mcp"),
-        "{out}"
-    );
-
+    assert_check(
+        dir.path(),
+        &["--config", c],
+        &[],
+        "127.0.0.1:7001",
+        "https://file.example.com/mcp",
+    )
+    .await;
     // Environment beats the file (MCP_OAUTH_CONFIG names the file too).
     let envs = [
         ("MCP_OAUTH_CONFIG", c),
         ("MCP_OAUTH_ADDR", "127.0.0.1:7002"),
         ("MCP_OAUTH_PUBLIC_URL", "https://env.example.com/"),
     ];
-    let (code, out, err) = common::run(dir.path(), &["--check"], &envs).await;
-    assert_eq!(code, 0, "{err}");
-    assert!(listen_line(&out).contains("127.0.0.1:7002"), "{out}");
-    assert!(
-        mcp_line(&out).ends_with("https://env.example.com/mcp"),
-        "{out}"
-    );
-
+    assert_check(
+        dir.path(),
+        &[],
+        &envs,
+        "127.0.0.1:7002",
+        "https://env.example.com/mcp",
+    )
+    .await;
     // A flag beats both.
-    let (code, out, err) = common::run(
+    assert_check(
         dir.path(),
         &[
-            "--check",
             "--addr",
             "127.0.0.1:7003",
             "--public-url",
             "https://flag.example.com",
         ],
         &envs,
+        "127.0.0.1:7003",
+        "https://flag.example.com/mcp",
     )
     .await;
-    assert_eq!(code, 0, "{err}");
-    assert!(listen_line(&out).contains("127.0.0.1:7003"), "{out}");
-    assert!(
-        mcp_line(&out).ends_with("https://flag.example.com/mcp"),
-        "{out}"
-    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The proxy binary as a child process: [`Running`] starts it on `127.0.0.1:0`, reads its
 //! `MCP server URL:` line and keeps its standard error (the logs) for assertions; [`run`]
-//! runs it to completion. Also temporary directories, free ports and process liveness.
+//! runs it to completion, and [`check_value`] / [`check_json`] read a `--check` report. Also temporary directories, free ports and process liveness.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -43,6 +43,28 @@ pub async fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (i32, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The value of a `key   value` line of `--check`'s report (panics, with the report, when
+/// there is none).
+pub fn check_value(report: &str, key: &str) -> String {
+    report
+        .lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("no line {key}: {report}"))[key.len()..]
+        .trim()
+        .to_owned()
+}
+
+/// The JSON document `--check`'s report prints after its `# {title} (` header.
+pub fn check_json(report: &str, title: &str) -> serde_json::Value {
+    let start = report
+        .find(&format!("# {title} ("))
+        .unwrap_or_else(|| panic!("no {title}: {report}"));
+    let rest = &report[start..];
+    let body_start = rest.find('\n').unwrap() + 1;
+    let mut de = serde_json::Deserializer::from_str(&rest[body_start..]).into_iter();
+    de.next().unwrap().unwrap()
 }
 
 /// A running proxy (killed when dropped; its own temporary directory, if any, removed).
