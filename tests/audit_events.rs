@@ -98,6 +98,61 @@ impl Browser {
         self.keep_cookies(&res);
         res
     }
+
+    /// Posts the login form of `page` as alice with `password`; the form's hidden values
+    /// (request id, CSRF token) go into `secrets`.
+    async fn sign_in(
+        &mut self,
+        page: &str,
+        password: &str,
+        secrets: &mut Vec<String>,
+    ) -> reqwest::Response {
+        let (request_id, csrf) = (hidden(page, "request_id"), hidden(page, "csrf_token"));
+        secrets.extend([request_id.clone(), csrf.clone()]);
+        self.post_form(
+            "/authorize/login",
+            &[
+                ("request_id", &request_id),
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    /// Posts the consent form of `page` with `decision`; its hidden values go into `secrets`.
+    async fn decide(
+        &mut self,
+        page: &str,
+        decision: &str,
+        secrets: &mut Vec<String>,
+    ) -> reqwest::Response {
+        let (request_id, csrf) = (hidden(page, "request_id"), hidden(page, "csrf_token"));
+        secrets.extend([request_id.clone(), csrf.clone()]);
+        self.post_form(
+            "/authorize/consent",
+            &[
+                ("request_id", &request_id),
+                ("csrf_token", &csrf),
+                ("decision", decision),
+            ],
+        )
+        .await
+    }
+}
+
+/// Posts `form` to the token endpoint.
+async fn post_token(
+    http: &reqwest::Client,
+    base: &str,
+    form: &[(&str, String)],
+) -> reqwest::Response {
+    http.post(format!("{base}/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The value of the hidden input `name` in an HTML page.
@@ -224,48 +279,15 @@ async fn every_event_fires_once_with_its_fields_and_no_secret_is_logged() {
     };
     let res = browser.get(&authorize_url).await;
     assert_eq!(res.status(), 200);
-    let page = res.text().await.unwrap();
-    let (request_id, csrf) = (hidden(&page, "request_id"), hidden(&page, "csrf_token"));
-    secrets.extend([request_id.clone(), csrf.clone()]);
-    let res = browser
-        .post_form(
-            "/authorize/login",
-            &[
-                ("request_id", &request_id),
-                ("csrf_token", &csrf),
-                ("username", "alice"),
-                ("password", WRONG_PASSWORD),
-            ],
-        )
-        .await;
+    let login = res.text().await.unwrap();
+    let res = browser.sign_in(&login, WRONG_PASSWORD, &mut secrets).await;
     assert_eq!(res.status(), 200);
     let page = res.text().await.unwrap();
     assert!(page.contains("Wrong user name or password"), "{page}");
-    let res = browser
-        .post_form(
-            "/authorize/login",
-            &[
-                ("request_id", &request_id),
-                ("csrf_token", &csrf),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let res = browser.sign_in(&login, PASSWORD, &mut secrets).await;
     assert_eq!(res.status(), 200, "the consent page");
     let page = res.text().await.unwrap();
-    let (request_id, csrf) = (hidden(&page, "request_id"), hidden(&page, "csrf_token"));
-    secrets.extend([request_id.clone(), csrf.clone()]);
-    let res = browser
-        .post_form(
-            "/authorize/consent",
-            &[
-                ("request_id", &request_id),
-                ("csrf_token", &csrf),
-                ("decision", "approve"),
-            ],
-        )
-        .await;
+    let res = browser.decide(&page, "approve", &mut secrets).await;
     assert!(res.status().is_redirection(), "{}", res.status());
     let location = res.headers()["location"].to_str().unwrap().to_owned();
     let code = query_param(&location, "code").expect("a code");
@@ -283,12 +305,7 @@ async fn every_event_fires_once_with_its_fields_and_no_secret_is_logged() {
             ("resource", resource.clone()),
         ]
     };
-    let res = http
-        .post(format!("{base}/token"))
-        .form(&token_form(&code))
-        .send()
-        .await
-        .unwrap();
+    let res = post_token(&http, &base, &token_form(&code)).await;
     assert_eq!(res.status(), 200);
     let tokens: Value = res.json().await.unwrap();
     let access = tokens["access_token"].as_str().unwrap().to_owned();
@@ -325,12 +342,7 @@ async fn every_event_fires_once_with_its_fields_and_no_secret_is_logged() {
             ("client_secret", client_secret.clone()),
         ]
     };
-    let res = http
-        .post(format!("{base}/token"))
-        .form(&refresh(&refresh1))
-        .send()
-        .await
-        .unwrap();
+    let res = post_token(&http, &base, &refresh(&refresh1)).await;
     assert_eq!(res.status(), 200);
     let tokens: Value = res.json().await.unwrap();
     let access2 = tokens["access_token"].as_str().unwrap().to_owned();
@@ -354,21 +366,11 @@ async fn every_event_fires_once_with_its_fields_and_no_secret_is_logged() {
     // The rotated-out refresh token again, once the (zero) grace is over (whole seconds):
     // reuse, the family is revoked.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let res = http
-        .post(format!("{base}/token"))
-        .form(&refresh(&refresh1))
-        .send()
-        .await
-        .unwrap();
+    let res = post_token(&http, &base, &refresh(&refresh1)).await;
     assert_eq!(res.status(), 400);
 
     // The code again: a replay by its own client.
-    let res = http
-        .post(format!("{base}/token"))
-        .form(&token_form(&code))
-        .send()
-        .await
-        .unwrap();
+    let res = post_token(&http, &base, &token_form(&code)).await;
     assert_eq!(res.status(), 400);
 
     // A second flow, which the user denies (already signed in? no: a fresh browser).
@@ -378,34 +380,13 @@ async fn every_event_fires_once_with_its_fields_and_no_secret_is_logged() {
         cookies: Vec::new(),
     };
     let page = other.get(&authorize_url).await.text().await.unwrap();
-    let (request_id, csrf) = (hidden(&page, "request_id"), hidden(&page, "csrf_token"));
-    secrets.extend([request_id.clone(), csrf.clone()]);
     let page = other
-        .post_form(
-            "/authorize/login",
-            &[
-                ("request_id", &request_id),
-                ("csrf_token", &csrf),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
+        .sign_in(&page, PASSWORD, &mut secrets)
         .await
         .text()
         .await
         .unwrap();
-    let (request_id, csrf) = (hidden(&page, "request_id"), hidden(&page, "csrf_token"));
-    secrets.extend([request_id.clone(), csrf.clone()]);
-    let res = other
-        .post_form(
-            "/authorize/consent",
-            &[
-                ("request_id", &request_id),
-                ("csrf_token", &csrf),
-                ("decision", "deny"),
-            ],
-        )
-        .await;
+    let res = other.decide(&page, "deny", &mut secrets).await;
     let location = res.headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(
         query_param(&location, "error").as_deref(),

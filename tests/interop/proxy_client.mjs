@@ -17,14 +17,8 @@
 // the progress notifications (each with `at`, seconds since the call; their count, and how long
 // before the result the first one arrived) and every HTTP request's method, URL and status (no
 // tokens). proxy/tests/{stdio,http}_sdk_clients.rs run it.
-// ES modules ignore NODE_PATH, so the SDK is imported by path from NODE_PATH.
-import * as path from 'node:path';
-import * as readline from 'node:readline';
-import { pathToFileURL } from 'node:url';
+import { MemoryProvider, callbackReader, sdk, textOf } from './sdk_client.mjs';
 
-const modules = process.env.NODE_PATH;
-if (!modules) throw new Error('NODE_PATH must point at .interop/node_modules');
-const sdk = (rel) => import(pathToFileURL(path.join(modules, '@modelcontextprotocol/sdk/dist/esm', rel)).href);
 const { Client } = await sdk('client/index.js');
 const { StreamableHTTPClientTransport } = await sdk('client/streamableHttp.js');
 const { UnauthorizedError } = await sdk('client/auth.js');
@@ -34,12 +28,7 @@ if (!serverUrl || !redirectUrl) throw new Error('usage: proxy_client.mjs <mcp-ur
 const STEPS = Number(stepsArg ?? 3);
 const DELAY = Number(delayArg ?? 0.4);
 
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function nextCallback() {
-  const { value, done } = await lines.next();
-  if (done) throw new Error('stdin closed before the callback URL arrived');
-  return new URL(value.trim());
-}
+const nextCallback = callbackReader();
 
 const requests = [];
 async function recordingFetch(input, init) {
@@ -61,75 +50,13 @@ async function recordingFetch(input, init) {
   return res;
 }
 
-class MemoryProvider {
-  constructor() {
-    this._client = undefined;
-    this._tokens = undefined;
-    this._verifier = undefined;
-    this._discovery = undefined;
-    this.states = [];
-  }
-  get redirectUrl() {
-    return redirectUrl;
-  }
-  get clientMetadata() {
-    return {
-      client_name: 'mcp-oauth-proxy interop (TypeScript SDK)',
-      redirect_uris: [redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-  state() {
-    const s = crypto.randomUUID();
-    this.states.push(s);
-    return s;
-  }
-  clientInformation() {
-    return this._client;
-  }
-  saveClientInformation(info) {
-    this._client = info;
-  }
-  tokens() {
-    return this._tokens;
-  }
-  saveTokens(tokens) {
-    this._tokens = tokens;
-  }
-  redirectToAuthorization(url) {
-    console.log(JSON.stringify({ event: 'authorize', url: url.href }));
-  }
-  saveCodeVerifier(v) {
-    this._verifier = v;
-  }
-  codeVerifier() {
-    if (!this._verifier) throw new Error('no code verifier saved');
-    return this._verifier;
-  }
-  saveDiscoveryState(state) {
-    this._discovery = state;
-  }
-  discoveryState() {
-    return this._discovery;
-  }
-}
-
-const provider = new MemoryProvider();
+const provider = new MemoryProvider(redirectUrl, 'mcp-oauth-proxy interop (TypeScript SDK)');
 const out = { event: 'report', client: 'typescript', steps: {} };
 
 function step(name, fields) {
   const line = { event: 'step', name, ...fields };
   console.log(JSON.stringify(line));
   return line;
-}
-
-function textOf(result) {
-  return {
-    text: (result?.content ?? []).filter((c) => c.type === 'text').map((c) => c.text).join(''),
-    is_error: Boolean(result?.isError),
-  };
 }
 
 function newTransport() {

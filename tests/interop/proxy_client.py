@@ -5,7 +5,7 @@ child or an HTTP upstream serving tests/interop/proxy_fixture_server.py's tools)
 
 The SDK's `OAuthClientProvider` runs the whole OAuth flow inline (401 → protected-resource
 metadata → authorization-server metadata → registration → authorization URL → callback →
-code exchange). The browser is the test's: `redirect_handler` prints
+code exchange). The browser is the test's: `redirect_handler` (sdk_client.py) prints
 {"event":"authorize","url":"..."} and `callback_handler` reads the callback URL (one line) the
 test's scripted browser writes back on stdin.
 
@@ -21,54 +21,18 @@ import asyncio
 import json
 import sys
 import time
-from urllib.parse import parse_qs, urlparse
 
 import httpx2
-from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider, TokenStorage
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from sdk_client import MemoryStorage, oauth_provider, text_of
 
 SERVER_URL, REDIRECT_URI = sys.argv[1], sys.argv[2]
 STEPS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 DELAY = float(sys.argv[4]) if len(sys.argv) > 4 else 0.4
 
 requests_log: list[dict] = []
-
-
-class MemoryStorage(TokenStorage):
-    """In-memory token and client storage."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-async def redirect_handler(url: str) -> None:
-    print(json.dumps({"event": "authorize", "url": url}), flush=True)
-
-
-async def callback_handler() -> AuthorizationCodeResult:
-    line = await asyncio.to_thread(sys.stdin.readline)
-    if not line:
-        raise RuntimeError("stdin closed before the callback URL arrived")
-    q = parse_qs(urlparse(line.strip()).query)
-    first = lambda k: q.get(k, [None])[0]  # noqa: E731
-    if first("error"):
-        raise RuntimeError(f"authorization failed: {first('error')} {first('error_description')}")
-    return AuthorizationCodeResult(code=first("code"), state=first("state"), iss=first("iss"))
 
 
 async def on_request(request: httpx2.Request) -> None:
@@ -99,28 +63,9 @@ def step(name: str, **fields) -> dict:
     return line
 
 
-def text_of(result) -> dict:
-    return {
-        "text": "".join(c.text for c in result.content if getattr(c, "type", None) == "text"),
-        "is_error": bool(result.is_error),
-    }
-
-
 async def main() -> dict:
     storage = MemoryStorage()
-    provider = OAuthClientProvider(
-        server_url=SERVER_URL,
-        client_metadata=OAuthClientMetadata(
-            client_name="mcp-oauth-proxy interop (Python SDK)",
-            redirect_uris=[REDIRECT_URI],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        ),
-        storage=storage,
-        redirect_handler=redirect_handler,
-        callback_handler=callback_handler,
-    )
+    provider = oauth_provider(SERVER_URL, REDIRECT_URI, "mcp-oauth-proxy interop (Python SDK)", storage)
     out: dict = {"event": "report", "client": "python", "steps": {}}
     http = httpx2.AsyncClient(
         auth=provider,

@@ -13,7 +13,7 @@ The SDK's `OAuthClientProvider` (an httpx2 auth flow) does everything itself: 40
 protected-resource metadata → authorization-server metadata → dynamic client registration →
 authorization URL (PKCE S256, state, resource) → callback checks (state, RFC 9207 `iss`) →
 code exchange → refresh → step-up on 403 insufficient_scope. It delegates only the browser:
-`redirect_handler` prints {"event":"authorize","url":"..."} and `callback_handler` reads the
+`redirect_handler` (sdk_client.py) prints {"event":"authorize","url":"..."} and `callback_handler` reads the
 callback URL the test's headless browser writes back on stdin (one line).
 
 Steps:
@@ -30,69 +30,18 @@ import base64
 import json
 import sys
 import time
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
 import httpx2
-from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider, TokenStorage
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from sdk_client import MemoryStorage, authorization_urls, callbacks, oauth_provider, text_of
 
 SERVER_URL, REDIRECT_URI = sys.argv[1], sys.argv[2]
 ONLY_TOOL = sys.argv[3] if len(sys.argv) > 3 else None
 
 requests_log: list[dict] = []
-authorization_urls: list[str] = []
-
-
-class MemoryStorage(TokenStorage):
-    """In-memory token and client storage."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-async def redirect_handler(url: str) -> None:
-    # Where a real client opens the browser.
-    authorization_urls.append(url)
-    print(json.dumps({"event": "authorize", "url": url}), flush=True)
-
-
-callbacks: list[dict] = []
-
-
-async def callback_handler() -> AuthorizationCodeResult:
-    line = await asyncio.to_thread(sys.stdin.readline)
-    if not line:
-        raise RuntimeError("stdin closed before the callback URL arrived")
-    url = urlparse(line.strip())
-    q = parse_qs(url.query)
-    first = lambda k: q.get(k, [None])[0]  # noqa: E731
-    callbacks.append(
-        {
-            "origin_path": f"{url.scheme}://{url.netloc}{url.path}",
-            "iss": first("iss"),
-            "error": first("error"),
-            "code_present": bool(first("code")),
-            "state_present": bool(first("state")),
-        }
-    )
-    if first("error"):
-        raise RuntimeError(f"authorization failed: {first('error')} {first('error_description')}")
-    return AuthorizationCodeResult(code=first("code"), state=first("state"), iss=first("iss"))
 
 
 def form_of(request: httpx2.Request) -> dict | None:
@@ -143,28 +92,9 @@ def claims_of(jwt: str | None) -> dict | None:
         return None
 
 
-def text_of(result) -> dict:
-    return {
-        "text": "".join(c.text for c in result.content if getattr(c, "type", None) == "text"),
-        "is_error": bool(result.is_error),
-    }
-
-
 async def main() -> dict:
     storage = MemoryStorage()
-    provider = OAuthClientProvider(
-        server_url=SERVER_URL,
-        client_metadata=OAuthClientMetadata(
-            client_name="mcp-oauth interop (Python SDK)",
-            redirect_uris=[REDIRECT_URI],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        ),
-        storage=storage,
-        redirect_handler=redirect_handler,
-        callback_handler=callback_handler,
-    )
+    provider = oauth_provider(SERVER_URL, REDIRECT_URI, "mcp-oauth interop (Python SDK)", storage)
     out: dict = {"event": "report", "steps": {}}
     http = httpx2.AsyncClient(
         auth=provider,

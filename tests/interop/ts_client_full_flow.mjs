@@ -29,15 +29,9 @@
 //      challenged scope, and files_write succeeds.
 //
 // The last stdout line is {"event":"report",...}; every HTTP request the SDK made is in it.
-// ES modules ignore NODE_PATH, so the SDK is imported by path from NODE_PATH.
-import * as path from 'node:path';
-import * as readline from 'node:readline';
-import { pathToFileURL } from 'node:url';
 import './resolve.mjs';
+import { MemoryProvider, callbackReader, sdk, textOf } from './sdk_client.mjs';
 
-const modules = process.env.NODE_PATH;
-if (!modules) throw new Error('NODE_PATH must point at .interop/node_modules');
-const sdk = (rel) => import(pathToFileURL(path.join(modules, '@modelcontextprotocol/sdk/dist/esm', rel)).href);
 const { Client } = await sdk('client/index.js');
 const { StreamableHTTPClientTransport } = await sdk('client/streamableHttp.js');
 const { UnauthorizedError } = await sdk('client/auth.js');
@@ -45,12 +39,7 @@ const { UnauthorizedError } = await sdk('client/auth.js');
 const [serverUrl, redirectUrl, onlyTool] = process.argv.slice(2);
 if (!serverUrl || !redirectUrl) throw new Error('usage: ts_client_full_flow.mjs <mcp-url> <redirect-uri> [<tool>]');
 
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function nextCallback() {
-  const { value, done } = await lines.next();
-  if (done) throw new Error('stdin closed before the callback URL arrived');
-  return new URL(value.trim());
-}
+const nextCallback = callbackReader();
 
 const requests = [];
 function formOf(init) {
@@ -101,80 +90,8 @@ function describeError(e) {
   };
 }
 
-function textOf(result) {
-  return {
-    text: (result?.content ?? []).filter((c) => c.type === 'text').map((c) => c.text).join(''),
-    is_error: Boolean(result?.isError),
-  };
-}
-
 // An OAuthClientProvider with in-memory storage, as the SDK's examples write one.
-class MemoryProvider {
-  constructor() {
-    this._client = undefined;
-    this._tokens = undefined;
-    this._verifier = undefined;
-    this._discovery = undefined;
-    this.states = [];
-    this.authorizationUrls = [];
-    this.savedTokens = [];
-  }
-  get redirectUrl() {
-    return redirectUrl;
-  }
-  // A client ID metadata document URL, when the test serves one: the SDK then uses it as
-  // its client_id instead of registering (if the server advertises support).
-  get clientMetadataUrl() {
-    return process.env.MCP_OAUTH_TEST_CLIENT_METADATA_URL || undefined;
-  }
-  get clientMetadata() {
-    return {
-      client_name: 'mcp-oauth interop (TypeScript SDK)',
-      redirect_uris: [redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-  state() {
-    const s = crypto.randomUUID();
-    this.states.push(s);
-    return s;
-  }
-  clientInformation() {
-    return this._client;
-  }
-  saveClientInformation(info) {
-    this._client = info;
-  }
-  tokens() {
-    return this._tokens;
-  }
-  saveTokens(tokens) {
-    this._tokens = tokens;
-    this.savedTokens.push(tokens);
-  }
-  redirectToAuthorization(url) {
-    // Where a real client opens the browser.
-    this.authorizationUrls.push(url.href);
-    console.log(JSON.stringify({ event: 'authorize', url: url.href }));
-  }
-  saveCodeVerifier(v) {
-    this._verifier = v;
-  }
-  codeVerifier() {
-    if (!this._verifier) throw new Error('no code verifier saved');
-    return this._verifier;
-  }
-  saveDiscoveryState(state) {
-    this._discovery = state;
-  }
-  discoveryState() {
-    return this._discovery;
-  }
-}
-
-const provider = new MemoryProvider();
+const provider = new MemoryProvider(redirectUrl, 'mcp-oauth interop (TypeScript SDK)', process.env.MCP_OAUTH_TEST_CLIENT_METADATA_URL || undefined);
 const out = { event: 'report', steps: {} };
 
 async function connect() {
