@@ -619,6 +619,7 @@ pub struct McpOAuthConfigBuilder {
     filter_tools_list: bool,
     cache_capacity: usize,
     cache_max_ttl: Duration,
+    revocation_cache: Duration,
     allowed_origins: Vec<String>,
     any_origin: bool,
     inspector_origin: bool,
@@ -652,6 +653,7 @@ impl Default for McpOAuthConfigBuilder {
             filter_tools_list: false,
             cache_capacity: 10_000,
             cache_max_ttl: Duration::from_secs(60),
+            revocation_cache: Duration::ZERO,
             allowed_origins: Vec::new(),
             any_origin: false,
             inspector_origin: true,
@@ -804,10 +806,27 @@ impl McpOAuthConfigBuilder {
     }
 
     /// Sizes the verified-token cache (default 10,000 entries, 60 s). `max_ttl` of zero turns
-    /// it off. An entry never outlives its token, and revocation is checked on every hit.
+    /// it off. An entry never outlives its token, and revocation is checked on every hit
+    /// (see [`revocation_cache`](Self::revocation_cache)).
     pub fn token_cache(mut self, capacity: usize, max_ttl: Duration) -> Self {
         self.cache_capacity = capacity;
         self.cache_max_ttl = max_ttl;
+        self
+    }
+
+    /// Trusts a "not revoked" answer of the [revocation list](Self::revocation) for `ttl`
+    /// (default zero: the list is asked on every request, and a revocation takes effect at
+    /// once; at most [`MAX_REVOCATION_CACHE`](crate::verify::MAX_REVOCATION_CACHE), 60 s).
+    ///
+    /// With the embedded authorization server on a SQL or Redis store, the revocation check is
+    /// one store query per request, cache hits included; this makes it one per token per
+    /// `ttl` ([`CachedRevocations`](crate::verify::CachedRevocations), as many token ids as
+    /// the [token cache](Self::token_cache) holds). The price: **a revoked access token keeps
+    /// working for up to `ttl`**, on every instance. Refresh tokens, introspection and the
+    /// authorization server's own checks are not affected. Pick a few seconds where that
+    /// window is acceptable; BENCHMARKS.md ("Revocation checks") has the measured gain.
+    pub fn revocation_cache(mut self, ttl: Duration) -> Self {
+        self.revocation_cache = ttl;
         self
     }
 
@@ -913,8 +932,10 @@ impl McpOAuthConfigBuilder {
     ///
     /// # Errors
     /// Any [`ConfigError`]: a missing or malformed resource or issuer, undeclared scopes, no
-    /// verifier, a [`leeway`](Self::leeway) above [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY),
-    /// a resource at a path the crate serves itself ([`ConfigError::ReservedPath`]).
+    /// verifier, a [`leeway`](Self::leeway) above [`MAX_LEEWAY`](crate::verify::MAX_LEEWAY)
+    /// or a [`revocation_cache`](Self::revocation_cache) above
+    /// [`MAX_REVOCATION_CACHE`](crate::verify::MAX_REVOCATION_CACHE), a resource at a path
+    /// the crate serves itself ([`ConfigError::ReservedPath`]).
     pub fn build(self) -> Result<McpOAuthConfig, ConfigError> {
         crate::crypto::install_provider();
         if self.resources.is_empty() {
@@ -933,6 +954,7 @@ impl McpOAuthConfigBuilder {
             check_loopback_issuer(&issuer)?;
         }
         crate::verify::check_leeway(self.leeway.as_secs())?;
+        crate::verify::check_revocation_cache(self.revocation_cache)?;
 
         let mut scopes = Vec::new();
         for (name, desc) in self.scopes {
@@ -1014,7 +1036,14 @@ impl McpOAuthConfigBuilder {
                         b = b.audience(a);
                     }
                 }
-                if let Some(list) = self.revocation.clone() {
+                if let Some(mut list) = self.revocation.clone() {
+                    if !self.revocation_cache.is_zero() {
+                        list = Arc::new(crate::verify::CachedRevocations::new(
+                            list,
+                            self.revocation_cache,
+                            self.cache_capacity,
+                        )?);
+                    }
                     b = b.revocation(list);
                 }
                 Some(b.build()?)

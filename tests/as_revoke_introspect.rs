@@ -60,6 +60,12 @@ impl Reply {
 }
 
 async fn harness() -> Harness {
+    harness_with(std::time::Duration::ZERO).await
+}
+
+/// The harness with the layer's `McpOAuthConfigBuilder::revocation_cache`
+/// set to `revocation_cache`.
+async fn harness_with(revocation_cache: std::time::Duration) -> Harness {
     let server = AuthorizationServer::builder()
         .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
         .client(StaticClient::public(PUBLIC, [REDIRECT]))
@@ -80,6 +86,7 @@ async fn harness() -> Harness {
         .scope("read", "Read")
         .scope("write", "Write")
         .authorization_server(&server)
+        .revocation_cache(revocation_cache)
         .build()
         .unwrap();
     let app = Router::new()
@@ -241,6 +248,53 @@ async fn revoking_an_access_token_makes_the_layer_refuse_it() {
     assert_eq!(h.mcp(&r.field("access_token")).await, StatusCode::OK);
     // Revoking it again is fine.
     assert_eq!(h.revoke(PUBLIC, &access, None).await.status, StatusCode::OK);
+}
+
+/// `revocation_cache(ttl)` (opt-in) trades "at once" for "within `ttl`": right after the
+/// revocation the layer still trusts its fresh "not revoked" answer (so the cache is really
+/// in the path), once `ttl` has passed it asks the store again and refuses the token.
+/// Introspection (the authorization server's own view) is exact all along.
+#[tokio::test]
+async fn with_a_revocation_cache_a_revoked_token_is_refused_within_the_ttl() {
+    let ttl = std::time::Duration::from_secs(3);
+    let h = harness_with(ttl).await;
+    let (access, _) = h.tokens(PUBLIC).await;
+    assert_eq!(h.mcp(&access).await, StatusCode::OK);
+    let r = h.revoke(PUBLIC, &access, Some("access_token")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(h.introspect(&access).await.body["active"], false);
+    assert_eq!(h.mcp(&access).await, StatusCode::OK, "inside the ttl");
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+    assert_eq!(h.mcp(&access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.mcp(&access).await, StatusCode::UNAUTHORIZED);
+}
+
+/// More than a minute is refused when the configuration is built.
+#[tokio::test]
+async fn a_revocation_cache_over_a_minute_is_refused() {
+    let server = AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
+        .build()
+        .await
+        .unwrap();
+    let built = McpOAuthConfig::builder()
+        .resource(RESOURCE)
+        .issuer(ISSUER)
+        .scope("read", "Read")
+        .authorization_server(&server)
+        .revocation_cache(std::time::Duration::from_secs(61))
+        .build();
+    let e = built.expect_err("refused");
+    assert!(
+        matches!(
+            e,
+            mcp_oauth::ConfigError::OutOfRange {
+                field: "revocation_cache",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test]

@@ -33,9 +33,13 @@
 //! without the OAuth layer, which the binary never does): it splits what the proxy costs
 //! into forwarding and authorization. It is printed, not part of the goal.
 //!
+//! A fourth, `proxied-rc`, is a second proxy on the same store started with
+//! `--revocation-cache 5s`: its layer asks the store about a token once per 5 s instead of
+//! on every request, which shows what the per-request revocation lookup costs.
+//!
 //! The client: `--conns` workers (16 by default), each with its own `reqwest` client holding
 //! one keep-alive HTTP/1.1 connection per target. The run interleaves: for each of
-//! `--rounds` rounds (3), it loads `direct`, `proxied` and `fwd-only` in turn (the order flips every
+//! `--rounds` rounds (3), it loads `direct`, `proxied`, `fwd-only` and `proxied-rc` in turn (the order flips every
 //! round) for `--secs` seconds (2) each, all connections busy. Every answer is checked once
 //! first (both must list the same tools).
 //!
@@ -452,6 +456,33 @@ async fn run(s: Settings) -> ExitCode {
     }
 }
 
+/// Starts a proxy in process in front of `upstream_url` on `store` with the demo user and
+/// `extra` flags; returns its base URL and MCP URL.
+async fn start_proxy(upstream_url: &str, store: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec![
+        "mcp-oauth-proxy",
+        "--addr",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream_url,
+        "--user",
+        common::USER,
+        "--password",
+        common::PASSWORD,
+        "--store",
+        store,
+    ];
+    args.extend_from_slice(extra);
+    let settings = mcp_oauth_proxy::settings::Settings::parse_from(args);
+    let proxy = mcp_oauth_proxy::app::Proxy::start(settings)
+        .await
+        .expect("proxy");
+    let base = format!("http://{}", proxy.local_addr().expect("proxy addr"));
+    let url = proxy.mcp_url();
+    tokio::spawn(async move { proxy.run().await.expect("proxy run") });
+    (base, url)
+}
+
 /// Loads one upstream directly, through a proxy in front of it, and through the forwarder
 /// alone; prints the table. `upstream_stat` is the `/proc/<pid>/stat` of an upstream in
 /// another process (its CPU is added to this process's).
@@ -465,27 +496,9 @@ async fn bench(
 ) -> Outcome {
     println!();
     println!("=== upstream {name}: {upstream_url} ===");
-    // The proxy, in process.
-    let settings = mcp_oauth_proxy::settings::Settings::parse_from([
-        "mcp-oauth-proxy",
-        "--addr",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream_url,
-        "--user",
-        common::USER,
-        "--password",
-        common::PASSWORD,
-        "--store",
-        store,
-    ]);
-    let proxy = mcp_oauth_proxy::app::Proxy::start(settings)
-        .await
-        .expect("proxy");
-    let proxy_addr = proxy.local_addr().expect("proxy addr");
-    let base = format!("http://{proxy_addr}");
-    let proxied_url = proxy.mcp_url();
-    tokio::spawn(async move { proxy.run().await.expect("proxy run") });
+    // The proxy, in process; and a second one trusting "not revoked" for 5 s.
+    let (base, proxied_url) = start_proxy(upstream_url, store, &[]).await;
+    let (rc_base, rc_url) = start_proxy(upstream_url, store, &["--revocation-cache", "5s"]).await;
 
     // The forwarder alone, without the OAuth layer in front (not a configuration the binary
     // offers): it splits the proxy's cost into forwarding and authorization.
@@ -502,6 +515,8 @@ async fn bench(
 
     let token = common::obtain_token(&base).await;
     let bearer: Arc<str> = format!("Bearer {token}").into();
+    let rc_token = common::obtain_token(&rc_base).await;
+    let rc_bearer: Arc<str> = format!("Bearer {rc_token}").into();
 
     let direct: Vec<Conn> = (0..s.conns)
         .map(|_| Conn::new(upstream_url, None))
@@ -509,6 +524,9 @@ async fn bench(
     let bare: Vec<Conn> = (0..s.conns).map(|_| Conn::new(&bare_url, None)).collect();
     let proxied: Vec<Conn> = (0..s.conns)
         .map(|_| Conn::new(&proxied_url, Some(bearer.clone())))
+        .collect();
+    let cached: Vec<Conn> = (0..s.conns)
+        .map(|_| Conn::new(&rc_url, Some(rc_bearer.clone())))
         .collect();
 
     // Check the answers once: the same tools, both ways; the proxy refuses without a token.
@@ -533,21 +551,27 @@ async fn bench(
     let _ = load(&direct, 0.3).await;
     let _ = load(&proxied, 0.3).await;
     let _ = load(&bare, 0.3).await;
+    let _ = load(&cached, 0.3).await;
 
     println!(
         "loopback HTTP: {} keep-alive connections, {} rounds x {} s per case",
         s.conns, s.rounds, s.secs
     );
     let up_cpu = || upstream_stat.map_or(Duration::ZERO, cpu_of);
-    let mut tallies: [Tally; 3] = Default::default();
-    let mut up_tallies = [Duration::ZERO; 3];
+    let mut tallies: [Tally; 4] = Default::default();
+    let mut up_tallies = [Duration::ZERO; 4];
     for round in 0..s.rounds {
-        let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        let order: [usize; 4] = if round % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [3, 2, 1, 0]
+        };
         for which in order {
             let conns = match which {
                 0 => &direct,
                 1 => &proxied,
-                _ => &bare,
+                2 => &bare,
+                _ => &cached,
             };
             let (cpu, up) = (process_cpu(), up_cpu());
             let (lat, time) = load(conns, s.secs).await;
@@ -561,7 +585,7 @@ async fn bench(
     for (t, up) in tallies.iter_mut().zip(up_tallies) {
         t.cpu += up;
     }
-    let up_per_req: Vec<f64> = (0..3)
+    let up_per_req: Vec<f64> = (0..4)
         .map(|i| up_tallies[i].as_secs_f64() * 1e6 / (tallies[i].lat.len().max(1) as f64))
         .collect();
     let ratio = tallies[1].rps() / tallies[0].rps().max(1e-9);
@@ -578,7 +602,13 @@ async fn bench(
         "of it upstr"
     );
     let bare_ratio = tallies[2].rps() / tallies[0].rps().max(1e-9);
-    for (target, i) in [("direct", 0), ("proxied", 1), ("fwd-only", 2)] {
+    let cached_ratio = tallies[3].rps() / tallies[0].rps().max(1e-9);
+    for (target, i) in [
+        ("direct", 0),
+        ("proxied", 1),
+        ("fwd-only", 2),
+        ("proxied-rc", 3),
+    ] {
         let up = if upstream_stat.is_some() {
             format!("{:.1}", up_per_req[i])
         } else {
@@ -589,6 +619,7 @@ async fn bench(
         let shown = match i {
             1 => format!("{ratio:.2}x"),
             2 => format!("{bare_ratio:.2}x"),
+            3 => format!("{cached_ratio:.2}x"),
             _ => String::new(),
         };
         println!(
@@ -610,6 +641,11 @@ async fn bench(
          forwarding)",
         tallies[1].cpu_per_req() - tallies[0].cpu_per_req(),
         tallies[2].cpu_per_req() - tallies[0].cpu_per_req(),
+    );
+    println!(
+        "revocation cache (proxied-rc, --revocation-cache 5s): {:.1} us per request less than \
+         proxied; proxied-rc/direct {cached_ratio:.2}x",
+        tallies[1].cpu_per_req() - tallies[3].cpu_per_req(),
     );
     println!("upstream {name}: proxied/direct {ratio:.2}x");
     Outcome { name, ratio }

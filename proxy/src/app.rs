@@ -149,7 +149,8 @@ impl Built {
                     ChallengeStyleRule::Always(ChallengeStyle::ToolResult)
                 }
             })
-            .authorization_server(&server);
+            .authorization_server(&server)
+            .revocation_cache(config.revocation_cache);
         for (name, description) in &config.scopes {
             cfg = cfg.scope(name, description);
         }

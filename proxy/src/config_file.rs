@@ -120,6 +120,8 @@ pub struct FileConfig {
     pub code_ttl: Option<DurationValue>,
     /// Refresh grace.
     pub refresh_grace: Option<DurationValue>,
+    /// How long a "not revoked" answer is trusted.
+    pub revocation_cache: Option<DurationValue>,
 }
 
 /// The `[users]` table: user name → argon2 PHC hash.

@@ -515,6 +515,17 @@ pub struct Settings {
         help_heading = "Limits and lifetimes"
     )]
     pub refresh_grace: Option<String>,
+    /// How long a token found not revoked is trusted before the store is asked again
+    /// (`0s`: on every request, so a revocation takes effect at once; at most 60s). Saves one
+    /// store query per request; the price is that a revoked access token keeps working up to
+    /// this long [default: 0s].
+    #[arg(
+        long,
+        env = "MCP_OAUTH_REVOCATION_CACHE",
+        value_name = "DURATION",
+        help_heading = "Limits and lifetimes"
+    )]
+    pub revocation_cache: Option<String>,
 }
 
 /// What runs instead of the proxy.
@@ -738,6 +749,8 @@ pub struct Config {
     pub code_ttl: Option<Duration>,
     /// Refresh grace.
     pub refresh_grace: Option<Duration>,
+    /// How long the layer trusts a "not revoked" answer (zero: it asks on every request).
+    pub revocation_cache: Duration,
 }
 
 /// A setting that cannot work, naming the setting.
@@ -1079,6 +1092,20 @@ impl Settings {
                 }
             })
             .transpose()?,
+            revocation_cache: {
+                let d = match &self.revocation_cache {
+                    Some(s) => Some(parse_duration("revocation_cache", s)?),
+                    None => file
+                        .revocation_cache
+                        .map(|v| v.to_duration("revocation_cache"))
+                        .transpose()?,
+                }
+                .unwrap_or(Duration::ZERO);
+                if d > mcp_oauth::verify::MAX_REVOCATION_CACHE {
+                    return Err(err("revocation_cache: at most 60s"));
+                }
+                d
+            },
         })
     }
 

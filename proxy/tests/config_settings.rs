@@ -143,6 +143,7 @@ async fn bad_values_are_named() {
         ("lazy = \"maybe\"", "lazy"),
         ("trusted_proxies = [\"not-an-ip\"]", "trusted_proxies"),
         ("access_token_ttl = \"5 fortnights\"", "access_token_ttl"),
+        ("revocation_cache = \"2m\"", "revocation_cache"),
         ("[rate_limits]\ntoken = \"lots\"", "rate_limits.token"),
         ("challenge_style = \"loud\"", "challenge_style"),
         ("public_url = \"ftp://x.example.com\"", "public_url"),
@@ -242,6 +243,7 @@ challenge_style = "tool-result"
 access_token_ttl = "15m"
 refresh_token_ttl = 86400
 code_ttl = "30s"
+revocation_cache = "5s"
 log_format = "json"
 
 [users]
@@ -272,6 +274,7 @@ login = "off"
     assert_eq!(c.access_token_ttl, Some(Duration::from_secs(900)));
     assert_eq!(c.refresh_token_ttl, Some(Duration::from_secs(86400)));
     assert_eq!(c.code_ttl, Some(Duration::from_secs(30)));
+    assert_eq!(c.revocation_cache, Duration::from_secs(5));
     assert_eq!(c.scope_implies["files:write"], ["files:read"]);
     assert_eq!(c.tool_scopes["write"], ["files:write"]);
     assert_eq!(

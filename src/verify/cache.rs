@@ -13,7 +13,8 @@ const SHARDS: usize = 16;
 /// The raw token is never stored. An entry lives no longer than the token's `exp` and no
 /// longer than the TTL given at insertion, so caching never extends a token's life; the layer
 /// still calls [`TokenVerifier::recheck`](super::TokenVerifier::recheck) on every hit, so a
-/// revocation takes effect at once.
+/// revocation takes effect at once (or within
+/// [`revocation_cache`](crate::McpOAuthConfigBuilder::revocation_cache), when set).
 ///
 /// ```
 /// use std::time::Duration;

@@ -186,7 +186,9 @@ pub(crate) fn claims_to_context(
 /// Answers whether a token id (`jti`) has been revoked.
 ///
 /// The embedded authorization server's store implements it; the layer asks on every request,
-/// cache hits included, so a revoked access token stops working at once.
+/// cache hits included, so a revoked access token stops working at once (unless
+/// [`McpOAuthConfigBuilder::revocation_cache`](crate::McpOAuthConfigBuilder::revocation_cache)
+/// trades that for fewer store queries).
 #[async_trait]
 pub trait RevokedTokens: Send + Sync + 'static {
     /// Whether `jti` is revoked. An error fails the request closed with `503`.

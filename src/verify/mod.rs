@@ -20,7 +20,9 @@
 //!
 //! Successful results are cached by the layer (keyed by the SHA-256 of the token, never longer
 //! than the token lives nor than [`TokenVerifier::cache_ttl`]); a cache hit still goes through
-//! [`TokenVerifier::recheck`], which is where revocation lists are consulted.
+//! [`TokenVerifier::recheck`], which is where revocation lists are consulted: on every
+//! request, unless [`CachedRevocations`] (opt-in) trusts a "not revoked" answer for a few
+//! seconds.
 //!
 //! ```
 //! use mcp_oauth::verify::{ApiKeyVerifier, TokenVerifier};
@@ -39,6 +41,7 @@ mod api_key;
 mod cache;
 mod chain;
 mod jwt;
+mod revocation_cache;
 
 #[cfg(feature = "introspection")]
 mod introspection;
@@ -58,6 +61,8 @@ pub use cache::TokenCache;
 pub use chain::ChainVerifier;
 pub(crate) use jwt::check_leeway;
 pub use jwt::{JwtVerifier, JwtVerifierBuilder, MemoryRevocations, RevokedTokens};
+pub(crate) use revocation_cache::check_revocation_cache;
+pub use revocation_cache::{CachedRevocations, MAX_REVOCATION_CACHE};
 
 #[cfg(feature = "introspection")]
 #[cfg_attr(docsrs, doc(cfg(feature = "introspection")))]
