@@ -346,13 +346,7 @@ async fn settings_are_checked() {
         .open()
         .await
         .unwrap();
-    let err = AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
-        .access_token_ttl(Duration::from_secs(3600))
-        .key_ring(short)
-        .build()
-        .await
-        .unwrap_err();
+    let err = with_hour_tokens(short).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -447,13 +441,7 @@ async fn retention_must_cover_the_refresh_interval_too() {
         .open()
         .await
         .unwrap();
-    let err = AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
-        .access_token_ttl(Duration::from_secs(3600))
-        .key_ring(short)
-        .build()
-        .await
-        .unwrap_err();
+    let err = with_hour_tokens(short).await.unwrap_err();
     let ConfigError::KeyRetentionTooShort {
         retention,
         refresh_interval,
@@ -478,13 +466,7 @@ async fn retention_must_cover_the_refresh_interval_too() {
         .open()
         .await
         .unwrap();
-    AuthorizationServer::builder()
-        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
-        .access_token_ttl(Duration::from_secs(3600))
-        .key_ring(enough)
-        .build()
-        .await
-        .unwrap();
+    with_hour_tokens(enough).await.unwrap();
 }
 
 /// Issue 13 item 6: an instance whose reload failed may have missed a rotation, so it must
@@ -570,4 +552,14 @@ async fn rotating_a_shared_ring_goes_through_the_store() {
     let token = a.sign("at+jwt", &claims()).unwrap();
     let (_server, app_b) = instance(b).await;
     assert_eq!(app_probe::mcp(&app_b, &token).await, StatusCode::OK);
+}
+
+/// An authorization server issuing one-hour access tokens, signing with `ring`.
+async fn with_hour_tokens(ring: KeyRing) -> Result<AuthorizationServer, ConfigError> {
+    AuthorizationServer::builder()
+        .authenticator(InsecureAutoApprove::new("alice").i_understand_this_approves_everyone())
+        .access_token_ttl(Duration::from_secs(3600))
+        .key_ring(ring)
+        .build()
+        .await
 }

@@ -69,6 +69,23 @@ async fn quickstart(server: AuthorizationServer) -> String {
     base
 }
 
+/// The quickstart with a [`Flaky`] client store (down from the start when `down`); the
+/// switch and the base URL.
+#[cfg(all(feature = "rmcp", feature = "macros"))]
+async fn flaky_quickstart(down: bool) -> (Arc<AtomicBool>, String) {
+    let down = Arc::new(AtomicBool::new(down));
+    let server = quickstart_app::authorization_server(true, "demo", "")
+        .client_store(Flaky {
+            inner: MemoryStore::new(),
+            down: down.clone(),
+        })
+        .grant_store(MemoryStore::new())
+        .build()
+        .await
+        .unwrap();
+    (down, quickstart(server).await)
+}
+
 /// A client store over memory whose reads fail while `down` is set.
 #[cfg(all(feature = "rmcp", feature = "macros"))]
 struct Flaky {
@@ -131,17 +148,7 @@ async fn get_json(url: &str) -> (u16, Value) {
 #[cfg(all(feature = "rmcp", feature = "macros"))]
 #[tokio::test]
 async fn health_is_ready_through_the_layer_and_503_naming_the_failing_store() {
-    let down = Arc::new(AtomicBool::new(false));
-    let server = quickstart_app::authorization_server(true, "demo", "")
-        .client_store(Flaky {
-            inner: MemoryStore::new(),
-            down: down.clone(),
-        })
-        .grant_store(MemoryStore::new())
-        .build()
-        .await
-        .unwrap();
-    let base = quickstart(server).await;
+    let (down, base) = flaky_quickstart(false).await;
 
     let (status, body) = get_json(&format!("{base}/health")).await;
     assert_eq!(status, 200, "{body}");
@@ -297,17 +304,7 @@ async fn the_doctor_names_each_mismatch_of_a_misconfigured_server() {
 async fn store_errors_are_counted() {
     // One global recorder per process (this test binary).
     let handle = mcp_oauth::metrics::install_prometheus().unwrap();
-    let down = Arc::new(AtomicBool::new(true));
-    let server = quickstart_app::authorization_server(true, "demo", "")
-        .client_store(Flaky {
-            inner: MemoryStore::new(),
-            down: down.clone(),
-        })
-        .grant_store(MemoryStore::new())
-        .build()
-        .await
-        .unwrap();
-    let base = quickstart(server).await;
+    let (_down, base) = flaky_quickstart(true).await;
     let count = |text: &str, line_start: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with(line_start))

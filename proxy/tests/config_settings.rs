@@ -98,38 +98,28 @@ async fn flag_beats_env_beats_file_beats_default() {
     .await;
 }
 
+/// Runs `--check` on `dir/bad.toml` holding an upstream, a password and `rest`.
+async fn check_file(dir: &std::path::Path, rest: &str) -> (i32, String, String) {
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        format!("upstream = \"{UPSTREAM}\"\npassword = \"pw\"\n{rest}\n"),
+    )
+    .unwrap();
+    common::run(dir, &["--check", "--config", cfg.to_str().unwrap()], &[]).await
+}
+
 #[tokio::test]
 async fn an_unknown_key_is_refused_by_name() {
     let dir = TempDir::new("unknown");
-    let cfg = dir.path().join("bad.toml");
-    std::fs::write(
-        &cfg,
-        format!("upstream = \"{UPSTREAM}\"\npassword = \"pw\"\nremember_consnet = true\n"),
-    )
-    .unwrap();
-    let (code, out, err) = common::run(
-        dir.path(),
-        &["--check", "--config", cfg.to_str().unwrap()],
-        &[],
-    )
-    .await;
+    let (code, out, err) = check_file(dir.path(), "remember_consnet = true").await;
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("remember_consnet"), "{err}");
     assert!(err.contains("bad.toml"), "the file is named: {err}");
     assert!(out.is_empty(), "{out}");
 
     // In a table too.
-    std::fs::write(
-        &cfg,
-        format!("upstream = \"{UPSTREAM}\"\npassword = \"pw\"\n[rate_limits]\ntokne = \"5/min\"\n"),
-    )
-    .unwrap();
-    let (code, _, err) = common::run(
-        dir.path(),
-        &["--check", "--config", cfg.to_str().unwrap()],
-        &[],
-    )
-    .await;
+    let (code, _, err) = check_file(dir.path(), "[rate_limits]\ntokne = \"5/min\"").await;
     assert_eq!(code, 2);
     assert!(err.contains("tokne"), "{err}");
 }
@@ -137,7 +127,6 @@ async fn an_unknown_key_is_refused_by_name() {
 #[tokio::test]
 async fn bad_values_are_named() {
     let dir = TempDir::new("badvalues");
-    let cfg = dir.path().join("v.toml");
     let cases = [
         ("addr = 5", "addr"),
         ("lazy = \"maybe\"", "lazy"),
@@ -154,17 +143,7 @@ async fn bad_values_are_named() {
         ),
     ];
     for (line, key) in cases {
-        std::fs::write(
-            &cfg,
-            format!("upstream = \"{UPSTREAM}\"\npassword = \"pw\"\n{line}\n"),
-        )
-        .unwrap();
-        let (code, _, err) = common::run(
-            dir.path(),
-            &["--check", "--config", cfg.to_str().unwrap()],
-            &[],
-        )
-        .await;
+        let (code, _, err) = check_file(dir.path(), line).await;
         assert_eq!(code, 2, "{line}: {err}");
         assert!(
             err.contains(key),
