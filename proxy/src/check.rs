@@ -119,6 +119,17 @@ pub async fn report(config: &Config) -> Result<String, BoxError> {
         }
     }
     line("store", &describe_store(&config.store));
+    line(
+        "revocation checks",
+        &if config.revocation_cache.is_zero() {
+            "every request (a revocation takes effect at once)".to_owned()
+        } else {
+            format!(
+                "cached {:?} (a revoked token keeps working up to that long)",
+                config.revocation_cache
+            )
+        },
+    );
     match &built.backend {
         Backend::Http(up) => line("backend", &format!("HTTP upstream {}", up.url())),
         Backend::Stdio(b) => line("backend", &format!("stdio command {:?}", b.command())),

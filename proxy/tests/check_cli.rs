@@ -58,6 +58,10 @@ password = "pw"
             "https://mcp.example.com/team/register",
         ),
         ("backend", backend.as_str()),
+        (
+            "revocation checks",
+            "every request (a revocation takes effect at once)",
+        ),
     ] {
         assert_eq!(check_value(&out, key), expected, "{key}");
     }
@@ -167,15 +171,27 @@ async fn a_broken_configuration_fails_the_check_with_the_reason() {
     .await;
     assert_eq!(code, 2);
     assert!(err.contains("no-such-mcp-server-program"), "{err}");
-    // One that does: the check passes and names it.
+    // One that does: the check passes and names it (and a revocation cache, when set).
     let (code, out, err) = common::run(
         dir.path(),
-        &["--check", "--password", "pw", "--", "cat"],
+        &[
+            "--check",
+            "--password",
+            "pw",
+            "--revocation-cache",
+            "5s",
+            "--",
+            "cat",
+        ],
         &[],
     )
     .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("stdio command [\"cat\"]"), "{out}");
+    assert_eq!(
+        check_value(&out, "revocation checks"),
+        "cached 5s (a revoked token keeps working up to that long)"
+    );
     // A config file that does not exist.
     let (code, _, err) =
         common::run(dir.path(), &["--check", "--config", "missing.toml"], &[]).await;
