@@ -191,6 +191,11 @@ pub async fn run(url: &str) -> std::process::ExitCode {
 /// The `Origin` the CORS check sends.
 const PROBE_ORIGIN: &str = "https://doctor.mcp-oauth.invalid";
 
+/// The largest answer the network doctor reads (1 MiB): metadata documents and key sets are a
+/// few KiB.
+#[cfg(feature = "doctor")]
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
 /// Checks the MCP endpoint at `url` (the resource URL exactly as clients are given it); see
 /// the [module docs](self). Never fails: an unreachable server is a finding.
 #[cfg(feature = "doctor")]
@@ -274,10 +279,22 @@ impl Fetch<'_> {
                 if let Some(body) = body {
                     req = req.body(body);
                 }
-                let res = req.send().await.map_err(|e| e.to_string())?;
+                let mut res = req.send().await.map_err(|e| e.to_string())?;
                 let status = res.status().as_u16();
                 let headers = res.headers().clone();
-                let body = res.bytes().await.map_err(|e| e.to_string())?;
+                // A document bigger than any real one is refused while it is read, so a
+                // hostile server cannot make the doctor hold an endless answer.
+                let mut body = Vec::new();
+                while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+                    if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                        return Err(format!(
+                            "the answer is larger than {} KiB",
+                            MAX_ANSWER_BYTES / 1024
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                let body = Bytes::from(body);
                 Ok(Answer {
                     status,
                     headers,

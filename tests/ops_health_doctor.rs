@@ -13,6 +13,9 @@
 //!   answer unauthenticated calls `200` (tool-result challenges for every client); the same
 //!   `run` and `computed_at` across requests. Composed by hand (`oauth_router`), the flag is
 //!   the configuration's (`source: "configuration"`).
+//! - `/health` bounds its cost: one readiness probe of the store per second however many
+//!   requests, and a stale doctor report served while the new run goes on in the background
+//!   (on tokio's paused clock); the network doctor reads at most 1 MiB of an answer.
 #![cfg(feature = "server")]
 
 #[cfg(all(feature = "rmcp", feature = "macros"))]
@@ -73,17 +76,33 @@ async fn quickstart(server: AuthorizationServer) -> String {
 /// switch and the base URL.
 #[cfg(all(feature = "rmcp", feature = "macros"))]
 async fn flaky_quickstart(down: bool) -> (Arc<AtomicBool>, String) {
+    let (down, _, server) = flaky_server(down).await;
+    (down, quickstart(server).await)
+}
+
+/// An authorization server on a [`Flaky`] client store: the switch, the probe counter and
+/// the server.
+#[cfg(all(feature = "rmcp", feature = "macros"))]
+async fn flaky_server(
+    down: bool,
+) -> (
+    Arc<AtomicBool>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    AuthorizationServer,
+) {
     let down = Arc::new(AtomicBool::new(down));
+    let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let server = quickstart_app::authorization_server(true, "demo", "")
         .client_store(Flaky {
             inner: MemoryStore::new(),
             down: down.clone(),
+            probes: probes.clone(),
         })
         .grant_store(MemoryStore::new())
         .build()
         .await
         .unwrap();
-    (down, quickstart(server).await)
+    (down, probes, server)
 }
 
 /// A client store over memory whose reads fail while `down` is set.
@@ -91,6 +110,8 @@ async fn flaky_quickstart(down: bool) -> (Arc<AtomicBool>, String) {
 struct Flaky {
     inner: MemoryStore,
     down: Arc<AtomicBool>,
+    /// How many client lookups `/health`'s readiness probe made.
+    probes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[cfg(all(feature = "rmcp", feature = "macros"))]
@@ -115,6 +136,9 @@ impl ClientStore for Flaky {
         self.inner.upsert_client(c).await
     }
     async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        if id == "mcp-oauth:health-probe" {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+        }
         self.check()?;
         self.inner.get_client(id).await
     }
@@ -168,7 +192,10 @@ async fn health_is_ready_through_the_layer_and_503_naming_the_failing_store() {
     let res = reqwest::get(format!("{base}/health/")).await.unwrap();
     assert_ne!(res.status(), 200);
 
+    // The readiness answer is reused for a second: the next one after that sees the store.
+    let settle = mcp_oauth::server::health::READINESS_TTL + std::time::Duration::from_millis(100);
     down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(settle).await;
     let (status, body) = get_json(&format!("{base}/health")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable");
@@ -177,7 +204,84 @@ async fn health_is_ready_through_the_layer_and_503_naming_the_failing_store() {
     assert!(!body.to_string().contains("connection refused"), "{body}");
 
     down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(settle).await;
     assert_eq!(get_json(&format!("{base}/health")).await.0, 200);
+}
+
+/// `/health` (in process, on tokio's paused clock) bounds what a flood of probes costs and
+/// never holds a probe up behind a doctor run after the first one:
+/// - 50 concurrent requests make one readiness probe of the store; a store that goes down is
+///   seen once [`READINESS_TTL`](mcp_oauth::server::health::READINESS_TTL) has passed;
+/// - once the doctor's report is older than
+///   [`COMPLIANCE_TTL`](mcp_oauth::server::health::COMPLIANCE_TTL), the next request is
+///   answered with it at once while a new run goes on in the background, and a later request
+///   gets the new run.
+#[cfg(all(feature = "rmcp", feature = "macros"))]
+#[tokio::test(start_paused = true)]
+async fn health_probes_are_bounded_and_the_doctor_reruns_in_the_background() {
+    use mcp_oauth::server::health::{COMPLIANCE_TTL, READINESS_TTL};
+    use tower::ServiceExt as _;
+
+    let (down, probes, server) = flaky_server(false).await;
+    let base = "http://127.0.0.1:8000";
+    let (_, cfg) = quickstart_app::app(base, server.clone());
+    let files = quickstart_app::Files::new();
+    let mcp = StreamableHttpService::new(
+        move || Ok(files.clone()),
+        Arc::new(LocalSessionManager::default()),
+        Default::default(),
+    );
+    let app = server.mount(&cfg, mcp).unwrap();
+    let health = |app: Router| async move {
+        let req = http::Request::get("/health")
+            .header("host", "127.0.0.1:8000")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice::<Value>(&body).unwrap())
+    };
+
+    let answers = futures_util::future::join_all((0..50).map(|_| health(app.clone()))).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        1,
+        "one readiness probe for 50 requests"
+    );
+    assert!(answers.iter().all(|(_, b)| b["compliance"]["run"] == 1));
+
+    down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        health(app.clone()).await.0,
+        200,
+        "inside the readiness interval"
+    );
+    tokio::time::advance(READINESS_TTL).await;
+    assert_eq!(health(app.clone()).await.0, 503);
+    assert_eq!(probes.load(Ordering::SeqCst), 2);
+    down.store(false, Ordering::SeqCst);
+
+    tokio::time::advance(COMPLIANCE_TTL).await;
+    let (status, stale) = health(app.clone()).await;
+    assert_eq!(status, 200, "{stale}");
+    assert_eq!(
+        stale["compliance"]["run"], 1,
+        "the last report, served at once"
+    );
+    let mut fresh = stale;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        fresh = health(app.clone()).await.1;
+        if fresh["compliance"]["run"] == 2 {
+            break;
+        }
+    }
+    assert_eq!(fresh["compliance"]["run"], 2, "{fresh}");
+    assert_eq!(fresh["oauth_compliant"], true, "{fresh}");
 }
 
 #[cfg(all(feature = "rmcp", feature = "macros", feature = "doctor"))]
@@ -514,4 +618,47 @@ async fn the_doctor_in_process_names_each_mismatch_but_the_clock() {
     }
     // The skewed Date is not read in process.
     assert_eq!(report.findings_of("clock").count(), 0, "{text}");
+}
+
+/// The network doctor reads at most 1 MiB of an answer: a server sending an endless
+/// metadata document gets an error finding, not a doctor that reads forever.
+#[cfg(feature = "doctor")]
+#[tokio::test]
+async fn the_doctor_refuses_an_oversized_answer() {
+    let base = serve_at(|base| {
+        let prm = format!("{base}/.well-known/oauth-protected-resource/mcp");
+        Router::new()
+            .route(
+                "/mcp",
+                post(move || async move {
+                    (
+                        http::StatusCode::UNAUTHORIZED,
+                        [(
+                            http::header::WWW_AUTHENTICATE,
+                            format!("Bearer resource_metadata=\"{prm}\""),
+                        )],
+                    )
+                        .into_response()
+                }),
+            )
+            .route(
+                "/.well-known/oauth-protected-resource/mcp",
+                get(|| async {
+                    // 4 MiB of white space, then an object: valid JSON, far too big.
+                    let mut body = vec![b' '; 4 << 20];
+                    body.extend_from_slice(b"{}");
+                    ([(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+                }),
+            )
+    })
+    .await;
+    let report = doctor::check(&format!("{base}/mcp")).await;
+    assert!(!report.compliant(), "{report}");
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.message.contains("larger than 1024 KiB")),
+        "{report}"
+    );
 }

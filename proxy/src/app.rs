@@ -273,10 +273,13 @@ async fn access_log(
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     let ms = started.elapsed().as_millis() as u64;
+    // The path as a string field, which the log formatters escape (a request path may hold
+    // any UTF-8, line separators included): a client cannot forge a log line.
+    let path = path.as_str();
     if status >= 500 {
-        tracing::warn!(target: "mcp_oauth_proxy::access", %method, %path, status, %peer, ms, "request");
+        tracing::warn!(target: "mcp_oauth_proxy::access", %method, path, status, %peer, ms, "request");
     } else {
-        tracing::info!(target: "mcp_oauth_proxy::access", %method, %path, status, %peer, ms, "request");
+        tracing::info!(target: "mcp_oauth_proxy::access", %method, path, status, %peer, ms, "request");
     }
     resp
 }

@@ -1,6 +1,7 @@
 //! Operations on the proxy: `GET /health` (the store and the signing keys), `/metrics` only
 //! when asked (`--metrics` / `MCP_OAUTH_METRICS`), counting a sign-in, and `--doctor URL`
-//! finding the running proxy compliant (exit 0) and a non-MCP URL not (exit 1).
+//! finding the running proxy compliant (exit 0) and a non-MCP URL not (exit 1); the access
+//! log escapes request paths.
 
 mod common;
 
@@ -105,4 +106,37 @@ async fn health_metrics_and_doctor() {
     );
     assert!(!after.contains(&client), "no client id in the metrics");
     proxy.stop().await;
+}
+
+/// The access log cannot be forged through the request path: a path holding raw line
+/// separators (U+2028, U+0085) is logged escaped, on one line.
+#[tokio::test]
+async fn a_request_path_cannot_forge_an_access_log_line() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = common::fake_mcp().await;
+    let proxy = Running::upstream(&upstream, &[]).await;
+    let authority = proxy.base.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let mut request =
+        b"GET /forged\xE2\x80\xA8mcp_oauth_proxy::access\xC2\x85line HTTP/1.1\r\nHost: ".to_vec();
+    request.extend_from_slice(authority.as_bytes());
+    request.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    tcp.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    // Give the log line a moment to reach stderr.
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = proxy.logs();
+        if logs.contains("forged") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !logs.contains('\u{2028}') && !logs.contains('\u{85}'),
+        "{logs}"
+    );
 }

@@ -9,6 +9,10 @@
 //!   client id and a token id that do not exist);
 //! - `keys`: the key ring's current key is in the published key set and signs.
 //!
+//! The endpoint is public, so its cost is bounded: the two checks run at most once per
+//! [`READINESS_TTL`] (one second) whatever the request rate; concurrent requests share that
+//! one run, and a flood of probes costs the store one read of each kind per second.
+//!
 //! Both pass: `200` with
 //! `{"status":"ok","oauth_compliant":true,"checks":{"store":"ok","keys":"ok"},"compliance":{…},"problems":[]}`.
 //! One fails: `503` with `"status":"unavailable"` and the failing check's value
@@ -28,10 +32,12 @@
 //!
 //! - The doctor runs on the **first** health request, synchronously, bounded by
 //!   [`COMPLIANCE_TIMEOUT`] (a run that does not finish in time is the error finding
-//!   `timeout`, and the flag is `false`), so the flag is always a boolean. Its report is then
-//!   served for [`COMPLIANCE_TTL`]; the first request after that recomputes it. Concurrent
-//!   requests wait for the one run. Every other health request costs the two readiness checks
-//!   and a lock.
+//!   `timeout`, and the flag is `false`), so the flag is always a boolean; concurrent first
+//!   requests wait for that one run. Its report is then served for [`COMPLIANCE_TTL`]; the
+//!   first request after that starts a new run **in the background** and is answered with the
+//!   previous report, as are all requests until the new one is ready. So a slow MCP backend
+//!   (the doctor's `initialize` reaches it under lazy authentication) never holds a health
+//!   probe up after the first one.
 //! - `compliance` shows the report: `source` (`"doctor"`), `computed_at` (Unix seconds),
 //!   `run` (how many times this server's doctor ran: the same number across requests is the
 //!   same cached report), `resources` (the MCP URLs checked) and `findings`, each
@@ -53,7 +59,9 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -80,13 +88,31 @@ pub const COMPLIANCE_TTL: Duration = Duration::from_secs(300);
 /// finding `timeout`.
 pub const COMPLIANCE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the readiness checks' answer (store and keys) is reused: they run at most once
+/// per this interval, however many requests the endpoint gets.
+pub const READINESS_TTL: Duration = Duration::from_secs(1);
+
 /// The health endpoint's compliance state: the whole app (set by `mount`) and the cached
 /// report.
 #[derive(Default)]
 pub(crate) struct Compliance {
     app: OnceLock<Router>,
-    cached: tokio::sync::Mutex<Option<Computed>>,
+    /// The last report; `None` until the first run has finished.
+    cached: std::sync::Mutex<Option<Computed>>,
+    /// Held by the first run (concurrent first requests wait on it).
+    first: tokio::sync::Mutex<()>,
+    /// Set while a background run is in progress.
+    refreshing: std::sync::atomic::AtomicBool,
     runs: AtomicU64,
+    /// The last readiness answer and when it was taken.
+    readiness: tokio::sync::Mutex<Option<(Instant, Readiness)>>,
+}
+
+/// The readiness checks' answer.
+#[derive(Clone, Copy)]
+struct Readiness {
+    store: bool,
+    keys: bool,
 }
 
 /// One compliance report.
@@ -111,62 +137,110 @@ impl Compliance {
         let Some(app) = self.app.get() else {
             return from_configuration(ctx);
         };
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref()
-            && c.at.elapsed() < COMPLIANCE_TTL
-        {
-            return c.clone();
-        }
-        let run = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
-        let resources = ctx.cfg.resources();
-        let doctor = async {
-            let mut reports = Vec::with_capacity(resources.len());
-            for resource in resources {
-                reports.push(crate::doctor::check_app(app, resource).await);
+        if let Some(c) = self.cached() {
+            if c.at.elapsed() >= COMPLIANCE_TTL && !self.refreshing.swap(true, Ordering::AcqRel) {
+                // Recomputed in the background; this and later requests get the last report
+                // until the new one is ready.
+                let (ctx, app) = (ctx.clone(), app.clone());
+                tokio::spawn(async move {
+                    let fresh = run_doctor(&ctx, &app).await;
+                    ctx.compliance.store(fresh);
+                    ctx.compliance.refreshing.store(false, Ordering::Release);
+                });
             }
-            reports
+            return c;
+        }
+        let _first = self.first.lock().await;
+        if let Some(c) = self.cached() {
+            return c;
+        }
+        let fresh = run_doctor(ctx, app).await;
+        self.store(fresh.clone());
+        fresh
+    }
+
+    fn cached(&self) -> Option<Computed> {
+        self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn store(&self, c: Computed) {
+        *self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(c);
+    }
+
+    /// The readiness checks, run at most once per [`READINESS_TTL`] (concurrent requests
+    /// share the run).
+    async fn readiness(&self, ctx: &AsContext) -> Readiness {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, r)) = *last
+            && at.elapsed() < READINESS_TTL
+        {
+            return r;
+        }
+        let r = Readiness {
+            store: check_store(ctx).await,
+            keys: check_keys(ctx),
         };
-        let (compliant, findings) = match tokio::time::timeout(COMPLIANCE_TIMEOUT, doctor).await {
-            Ok(reports) => (
-                reports.iter().all(crate::doctor::Report::compliant),
-                reports
-                    .iter()
-                    .flat_map(|r| {
-                        r.findings.iter().map(|f| {
-                            json!({
-                                "resource": r.url,
-                                "check": f.check,
-                                "severity": f.severity.as_str(),
-                                "message": f.message,
-                            })
+        *last = Some((Instant::now(), r));
+        r
+    }
+}
+
+/// One doctor run over every resource of the configuration, bounded by
+/// [`COMPLIANCE_TIMEOUT`].
+async fn run_doctor(ctx: &AsContext, app: &Router) -> Computed {
+    let run = ctx.compliance.runs.fetch_add(1, Ordering::Relaxed) + 1;
+    let resources = ctx.cfg.resources();
+    let doctor = async {
+        let mut reports = Vec::with_capacity(resources.len());
+        for resource in resources {
+            reports.push(crate::doctor::check_app(app, resource).await);
+        }
+        reports
+    };
+    let (compliant, findings) = match tokio::time::timeout(COMPLIANCE_TIMEOUT, doctor).await {
+        Ok(reports) => (
+            reports.iter().all(crate::doctor::Report::compliant),
+            reports
+                .iter()
+                .flat_map(|r| {
+                    r.findings.iter().map(|f| {
+                        json!({
+                            "resource": r.url,
+                            "check": f.check,
+                            "severity": f.severity.as_str(),
+                            "message": f.message,
                         })
                     })
-                    .collect(),
-            ),
-            Err(_) => (
-                false,
-                vec![json!({
-                    "resource": Value::Null,
-                    "check": "timeout",
-                    "severity": "error",
-                    "message": format!("the compliance doctor did not finish within {} s", COMPLIANCE_TIMEOUT.as_secs()),
-                })],
-            ),
-        };
-        if !compliant {
-            let shown = Value::from(findings.clone());
-            tracing::warn!(target: "mcp_oauth::health", findings = %shown, "the compliance doctor found errors: MCP clients may fail");
-        }
-        let c = Computed {
-            at: Instant::now(),
-            computed_at: crate::util::now(),
-            run,
-            source: "doctor",
-            compliant,
-            findings,
-        };
-        *cached = Some(c.clone());
-        c
+                })
+                .collect(),
+        ),
+        Err(_) => (
+            false,
+            vec![json!({
+                "resource": Value::Null,
+                "check": "timeout",
+                "severity": "error",
+                "message": format!("the compliance doctor did not finish within {} s", COMPLIANCE_TIMEOUT.as_secs()),
+            })],
+        ),
+    };
+    if !compliant {
+        let shown = Value::from(findings.clone());
+        tracing::warn!(target: "mcp_oauth::health", findings = %shown, "the compliance doctor found errors: MCP clients may fail");
+    }
+    Computed {
+        at: Instant::now(),
+        computed_at: crate::util::now(),
+        run,
+        source: "doctor",
+        compliant,
+        findings,
     }
 }
 
@@ -189,8 +263,7 @@ fn from_configuration(ctx: &AsContext) -> Computed {
 }
 
 async fn health(State(ctx): State<AsContext>) -> Response {
-    let store = check_store(&ctx).await;
-    let keys = check_keys(&ctx);
+    let Readiness { store, keys } = ctx.compliance.readiness(&ctx).await;
     let compliance = ctx.compliance.report(&ctx).await;
     let problems: Vec<&Value> = compliance
         .findings
