@@ -66,11 +66,12 @@ pub trait KeyEncryption: Send + Sync + 'static {
 }
 
 /// [`KeyEncryption`] with AES-256-GCM under a 32-byte key-encryption key, a random nonce per
-/// key (the primitives that seal kept upstream tokens). Its `Debug` shows the id only.
+/// key (the primitives that seal kept upstream tokens). Its `Debug` shows the id only, and
+/// the key's bytes are wiped from memory when the last copy is dropped.
 #[derive(Clone)]
 pub struct AesGcmKeyEncryption {
     id: String,
-    key: [u8; 32],
+    key: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl fmt::Debug for AesGcmKeyEncryption {
@@ -97,7 +98,10 @@ impl AesGcmKeyEncryption {
                 reason: format!("the key id must be 1 to {MAX_KEK_ID} printable ASCII characters"),
             });
         }
-        Ok(Self { id, key })
+        Ok(Self {
+            id,
+            key: zeroize::Zeroizing::new(key),
+        })
     }
 
     /// A key-encryption key from its id and its 32 bytes in base64url (padding optional).
@@ -109,7 +113,8 @@ impl AesGcmKeyEncryption {
         let bytes = URL_SAFE_NO_PAD
             .decode(text.trim().trim_end_matches('='))
             .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(zeroize::Zeroizing::new)
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
             .ok_or_else(|| KeyError::InvalidSetting {
                 setting: "key_encryption",
                 reason: "a key-encryption key must be 32 bytes, base64url-encoded".into(),
