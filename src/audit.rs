@@ -47,7 +47,7 @@
 //! | `code.replay_detected` | warn | `fid`, `client_id`, `family_id`, `revoked` | a spent code came back (`revoked=true`: by its own client with its verifier, so the family is revoked) |
 //! | `token.revoked` | info | `fid`, `client_id`, `token_type`, `family_id` | `/revoke` revoked a token (`family_id` is `-` for an access token outside any family) |
 //! | `resource.token_accepted` | info | `fid`, `client_id`, `subject`, `jti` | the layer verified a token for the first time (once per token and process with the verified-token cache, the default; at every verification without it) |
-//! | `resource.refused` | info | `reason`, `status` | the layer refused a request (`reason`: `missing_token`, `invalid_token`, `insufficient_scope`, `origin_not_allowed`, …) |
+//! | `resource.refused` | info (`missing_token`: debug) | `reason`, `status` | the layer refused a request (`reason`: `missing_token`, `invalid_token`, `insufficient_scope`, `origin_not_allowed`, …) |
 //! | `key.rotated` | info | `kid`, `previous_kid` | this instance rotated the signing key |
 //!
 //! The same table is in `docs/audit-events.md`; [`EVENTS`] lists it for programs (a test
@@ -262,7 +262,14 @@ pub(crate) fn resource_refused(reason: &'static str, status: u16) {
     counted(event::RESOURCE_REFUSED);
     #[cfg(feature = "metrics")]
     crate::metrics::layer_refusal(reason);
-    tracing::info!(target: TARGET, event = event::RESOURCE_REFUSED, reason, status);
+    // A missing token is how every client's first request looks (it is what makes it
+    // discover the authorization server), and anyone can send it: debug, so it cannot flood
+    // an info log. The refusals that say something (a bad token, too little scope) are info.
+    if reason == "missing_token" {
+        tracing::debug!(target: TARGET, event = event::RESOURCE_REFUSED, reason, status);
+    } else {
+        tracing::info!(target: TARGET, event = event::RESOURCE_REFUSED, reason, status);
+    }
 }
 
 pub(crate) fn key_rotated(kid: &str, previous_kid: &str) {
