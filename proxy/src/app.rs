@@ -81,6 +81,7 @@ impl Built {
                 find_program(&config.command[0])?;
                 Backend::Stdio(StdioBridge::new(StdioOptions {
                     max_children: config.max_children,
+                    max_children_per_user: config.max_children_per_user,
                     idle_timeout: config.idle_timeout,
                     kill_grace: config.kill_grace,
                     ..StdioOptions::new(config.command.clone())

@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub command: Option<Vec<String>>,
     /// Stdio: the most children at once.
     pub max_children: Option<usize>,
+    /// Stdio: the most children of one user at once.
+    pub max_children_per_user: Option<usize>,
     /// Stdio: how long an idle session lives.
     pub idle_timeout: Option<DurationValue>,
     /// Stdio: SIGTERM to SIGKILL.

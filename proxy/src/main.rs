@@ -15,6 +15,11 @@ const DEFAULT_LOG_FILTER: &str = "info,mcp_oauth::rejection=debug,mcp_oauth::tok
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Err(e) = not_dumpable() {
+        // Fail closed: without it, the stdio children could read the proxy's secrets.
+        eprintln!("mcp-oauth-proxy: cannot make the process non-dumpable: {e}");
+        return ExitCode::FAILURE;
+    }
     let settings = Settings::parse();
     if let Some(Subcommand::HashPassword) = settings.subcommand {
         return hash_password();
@@ -57,6 +62,22 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes the process non-dumpable (Linux): `/proc/<pid>/environ`, `mem`, `maps` and the like
+/// become unreadable to other processes of the same uid — such as the stdio children, which
+/// could otherwise read the `MCP_OAUTH_*` secrets from `/proc/$PPID/environ` — and it cannot
+/// be ptraced by them; no core dump is written. Children are dumpable again once they exec.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn not_dumpable() -> std::io::Result<()> {
+    use rustix::process::{DumpableBehavior, set_dumpable_behavior};
+    set_dumpable_behavior(DumpableBehavior::NotDumpable).map_err(std::io::Error::from)
+}
+
+/// Nothing to do where there is no `/proc/<pid>/environ`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn not_dumpable() -> std::io::Result<()> {
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -233,6 +233,15 @@ pub struct Settings {
         help_heading = "Backend"
     )]
     pub max_children: Option<usize>,
+    /// Stdio: at most this many children (MCP sessions) of one user at once, whatever client
+    /// they come through; more get 503 [default: a quarter of --max-children, at least 1].
+    #[arg(
+        long,
+        env = "MCP_OAUTH_MAX_CHILDREN_PER_USER",
+        value_name = "N",
+        help_heading = "Backend"
+    )]
+    pub max_children_per_user: Option<usize>,
     /// Stdio: a session with no request for this long ends and its child is stopped
     /// (seconds, or like 90s, 15m) [default: 10m].
     #[arg(
@@ -447,7 +456,7 @@ pub struct Settings {
     )]
     pub required_scopes: Vec<String>,
     /// Lazy authentication: initialize, tools/list and public tools work without a token;
-    /// the first protected call gets the challenge [default: false].
+    /// the first protected call gets the challenge (HTTP upstream only) [default: false].
     #[arg(long, env = "MCP_OAUTH_LAZY", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new(),
           value_name = "BOOL", help_heading = "Scopes and tools")]
@@ -709,6 +718,8 @@ pub struct Config {
     pub command: Vec<String>,
     /// Stdio: the most children at once.
     pub max_children: usize,
+    /// Stdio: the most children of one user at once.
+    pub max_children_per_user: usize,
     /// Stdio: how long an idle session lives.
     pub idle_timeout: Duration,
     /// Stdio: SIGTERM to SIGKILL.
@@ -945,6 +956,11 @@ impl Settings {
             }
         }
         let lazy = self.lazy.or(file.lazy).unwrap_or(false);
+        if lazy && !command.is_empty() {
+            return Err(err(
+                "lazy cannot be used with a stdio command: a stdio session belongs to the signed-in user who started it, so an initialize without a token is refused; remove lazy (--lazy, MCP_OAUTH_LAZY) or use an HTTP upstream",
+            ));
+        }
         if !public_tools.is_empty() && !lazy {
             return Err(err(
                 "public_tools need lazy = true (without it every request needs a token)",
@@ -1024,6 +1040,18 @@ impl Settings {
         if max_children == 0 {
             return Err(err("max_children: must be more than 0"));
         }
+        let max_children_per_user = self
+            .max_children_per_user
+            .or(file.max_children_per_user)
+            .unwrap_or_else(|| crate::stdio::default_children_per_user(max_children));
+        if max_children_per_user == 0 {
+            return Err(err("max_children_per_user: must be more than 0"));
+        }
+        if max_children_per_user > max_children {
+            return Err(err(format!(
+                "max_children_per_user: {max_children_per_user} is more than max_children ({max_children})"
+            )));
+        }
         let idle_timeout = ttl("idle_timeout", &self.idle_timeout, file.idle_timeout)?
             .unwrap_or(Duration::from_secs(600));
         let kill_grace =
@@ -1044,6 +1072,7 @@ impl Settings {
             upstream_timeout,
             command,
             max_children,
+            max_children_per_user,
             idle_timeout,
             kill_grace,
             store,

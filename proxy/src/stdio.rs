@@ -5,35 +5,49 @@
 //! layer puts the caller's [`AuthContext`] in the request's extensions.
 //!
 //! - `POST` of an `initialize` request without `Mcp-Session-Id` starts a child (at most
-//!   [`StdioOptions::max_children`] at once: `503` with `Retry-After` beyond) and answers with a
-//!   fresh, unguessable session id in `Mcp-Session-Id`. The session belongs to the caller (the
+//!   [`StdioOptions::max_children`] at once, and [`StdioOptions::max_children_per_user`] of
+//!   one token subject: `503` with `Retry-After` beyond) and answers with a fresh,
+//!   unguessable session id in `Mcp-Session-Id`. The session belongs to the caller (the
 //!   token's subject and client): a request naming it with anyone else's token gets `404`, as
 //!   an unknown session does; a request other than `initialize` without a session id gets
 //!   `400`.
 //! - `POST` of JSON-RPC requests: the answer is an SSE stream (`text/event-stream`) carrying
 //!   the child's responses to them, the `notifications/progress` whose `progressToken` those
-//!   requests named, and the other requests and notifications the child sends while they are
-//!   open; it ends after the last response. A client that accepts only `application/json`
-//!   gets the response(s) as JSON (nothing streamed before it). Only notifications or
-//!   responses: `202 Accepted`. Batches are refused (JSON-RPC `-32600`) unless the session
-//!   negotiated protocol version `2025-03-26`, the last that had them. A client's
-//!   `notifications/cancelled` is passed on to the child and ends the wait for the cancelled
-//!   request's response (its stream closes without one). A child's request that no open
+//!   requests named, and the other requests and notifications the child sends while it still
+//!   waits for a response; it ends after the last response (a stream whose last response has
+//!   been routed takes nothing more). A client that accepts only `application/json` gets the
+//!   response(s) as JSON and nothing else: what the child sends meanwhile goes to another
+//!   open SSE answer or the standalone stream. Only notifications or responses: `202
+//!   Accepted`. Batches are refused (JSON-RPC `-32600`) unless the session negotiated
+//!   protocol version `2025-03-26`, the last that had them. A request whose id is already
+//!   awaited in the session gets `400` (`-32600`); more than
+//!   [`StdioOptions::max_requests_per_session`] POSTs in flight, `503` with `Retry-After`. A
+//!   client's `notifications/cancelled` is passed on to the child and ends the wait for the
+//!   cancelled request's response (its stream closes without one). A child's request that no
 //!   stream can carry is answered for the client with a JSON-RPC error.
 //! - `GET` with `Accept: text/event-stream`: the session's standalone stream, for what the
 //!   child sends outside any open request (one at a time: `409` for a second).
+//! - A stream (SSE answer or standalone) ends when the caller's token expires; the session
+//!   goes on for the same caller with a fresh token.
 //! - `DELETE`: ends the session and stops its child.
+//! - A line of the child longer than [`StdioOptions::max_line_bytes`] is dropped; when its
+//!   first bytes show the response to a pending request, that request gets a JSON-RPC
+//!   `-32603` error "response larger than N bytes" instead.
 //! - A child that exits (or closes its stdout) fails its open requests with a JSON-RPC
 //!   `-32603` error "the MCP server process exited (status N)", is logged with its last stderr
 //!   lines, and its session is gone (`404`): the client's next `initialize` gets a new child.
-//!   A session without requests for [`StdioOptions::idle_timeout`] is ended the same way.
+//!   A session without requests for [`StdioOptions::idle_timeout`] is ended the same way, and
+//!   so is one whose `initialize` did not succeed within [`StdioOptions::init_timeout`].
 //! - [`StdioBridge::shutdown`] sends `SIGTERM` to every child's process group and `SIGKILL`
 //!   after [`StdioOptions::kill_grace`].
 //!
 //! **What a child inherits.** The proxy's environment, minus every variable whose name begins
 //! with `MCP_OAUTH_` (they may hold the proxy's passwords and store URLs). Nothing from the
 //! HTTP request reaches it but the JSON-RPC messages: not the `Authorization` header, not the
-//! token, not the caller's identity. Its working directory is the proxy's.
+//! token, not the caller's identity. Its working directory is the proxy's, and it runs as the
+//! proxy's user: it can read every file the proxy can. The `mcp-oauth-proxy` binary makes
+//! itself non-dumpable on Linux, so a child cannot read the proxy's own environment from
+//! `/proc/<pid>/environ` (an embedding program has to do the same).
 
 pub mod child;
 
@@ -59,6 +73,9 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// How many messages may wait for a slow HTTP client on one stream before the child's reader
 /// waits too (only that session's child is held up).
 const STREAM_BUFFER: usize = 64;
+/// How many messages may wait for the child's stdin before a POST waits too (each may be as
+/// large as a request body: the queue is kept short, and `send().await` pushes back).
+const INPUT_QUEUE: usize = 4;
 /// A comment line sent on idle standalone streams, so a client that went away is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -69,32 +86,52 @@ pub struct StdioOptions {
     pub command: Vec<String>,
     /// At most this many children at once; a new session beyond is refused with `503`.
     pub max_children: usize,
+    /// At most this many children of one user (token subject) at once; a new session of
+    /// that user beyond is refused with `503` (whatever client it comes through).
+    pub max_children_per_user: usize,
     /// A session with no request in flight for this long is ended and its child stopped.
     pub idle_timeout: Duration,
+    /// A session whose `initialize` has not succeeded (the child answered it with a result)
+    /// this long after it started, with no request in flight, is ended the same way.
+    pub init_timeout: Duration,
     /// Between `SIGTERM` and `SIGKILL` when a child is stopped.
     pub kill_grace: Duration,
-    /// The longest line read from a child's stdout; a longer message is dropped (and logged).
+    /// The longest line read from a child's stdout. A longer message is dropped (and
+    /// logged); when its first bytes show it is the response to a pending request, that
+    /// request gets a JSON-RPC error instead.
     pub max_line_bytes: usize,
     /// The largest request body accepted (`413` beyond).
     pub max_body_bytes: usize,
+    /// At most this many POSTs of one session in flight at once (an SSE answer counts until
+    /// it ends); more get `503` with `Retry-After`.
+    pub max_requests_per_session: usize,
     /// How many of a child's last stderr lines are kept for the log when it exits.
     pub stderr_lines: usize,
 }
 
 impl StdioOptions {
-    /// The defaults for `command`: 32 children, 10 minutes idle, 5 s grace, 4 MiB lines and
-    /// bodies, 20 stderr lines.
+    /// The defaults for `command`: 32 children, 8 per user, 10 minutes idle, 60 s to
+    /// initialize, 5 s grace, 16 MiB lines, 4 MiB bodies, 64 POSTs in flight per session,
+    /// 20 stderr lines.
     pub fn new(command: Vec<String>) -> Self {
         Self {
             command,
             max_children: 32,
+            max_children_per_user: default_children_per_user(32),
             idle_timeout: Duration::from_secs(600),
+            init_timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(5),
-            max_line_bytes: 4 << 20,
+            max_line_bytes: 16 << 20,
             max_body_bytes: 4 << 20,
+            max_requests_per_session: 64,
             stderr_lines: 20,
         }
     }
+}
+
+/// The default `max_children_per_user` for `max_children`: a quarter of it, at least 1.
+pub fn default_children_per_user(max_children: usize) -> usize {
+    (max_children / 4).max(1)
 }
 
 /// Who opened a session: the token's subject and client.
@@ -120,6 +157,8 @@ pub struct StdioBridge {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// One permit per running child, held until it has been reaped.
     slots: Arc<Semaphore>,
+    /// Running children per user (token subject), each counted until it has been reaped.
+    users: Arc<Mutex<HashMap<String, usize>>>,
     closing: AtomicBool,
     reaper: AtomicBool,
 }
@@ -138,10 +177,13 @@ enum Out {
 struct Routes {
     next_stream: u64,
     streams: HashMap<u64, mpsc::Sender<Out>>,
-    /// Open POST streams, oldest first.
+    /// POST streams that carry the child's requests and notifications, oldest first: SSE
+    /// answers still waiting for a response (one that has them all leaves at once).
     open: Vec<u64>,
     /// Request id (its JSON text) → the stream waiting for its response.
     pending: HashMap<String, u64>,
+    /// Stream → how many of its requests still wait for a response.
+    waiting: HashMap<u64, usize>,
     /// Progress token (its JSON text) → the stream of the request that named it.
     progress: HashMap<String, u64>,
     standalone: Option<u64>,
@@ -156,9 +198,13 @@ struct Session {
     pid: u32,
     input: mpsc::Sender<Vec<u8>>,
     routes: Mutex<Routes>,
-    /// POST requests in flight (an idle session has none).
+    /// POSTs in flight, an SSE answer until it ends (an idle session has none).
     busy: AtomicUsize,
+    /// When the child was started.
+    created: Instant,
     last_used: Mutex<Instant>,
+    /// The child answered the `initialize` request with a result.
+    initialized: AtomicBool,
     /// The negotiated protocol version, from the child's `initialize` result.
     protocol: Mutex<Option<String>>,
     /// The id of the `initialize` request that opened the session.
@@ -194,24 +240,47 @@ impl Session {
         });
     }
 
-    /// Registers a POST stream waiting for `ids` (and the progress of `tokens`). `None` when
-    /// the session has ended.
-    fn open_stream(&self, ids: &[String], tokens: &[String], tx: mpsc::Sender<Out>) -> Option<u64> {
-        let mut r = self.routes.lock().ok()?;
+    /// Counts one more POST in flight, unless `max` are already: the guard counts it down.
+    fn enter(self: &Arc<Self>, max: usize) -> Option<InFlight> {
+        self.busy
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlight(self.clone()))
+    }
+
+    /// Registers a POST stream waiting for `ids` (and the progress of `tokens`); `carries`:
+    /// it may also carry the child's requests and notifications (an SSE answer, not JSON).
+    fn open_stream(
+        &self,
+        ids: &[String],
+        tokens: &[String],
+        tx: mpsc::Sender<Out>,
+        carries: bool,
+    ) -> Result<u64, NotOpened> {
+        let mut r = self.routes.lock().map_err(|_| NotOpened::Gone)?;
         if r.gone {
-            return None;
+            return Err(NotOpened::Gone);
+        }
+        // A second request with the id of one still waiting would take its response.
+        if let Some(id) = ids.iter().find(|id| r.pending.contains_key(*id)) {
+            return Err(NotOpened::Duplicate(id.clone()));
         }
         r.next_stream += 1;
         let sid = r.next_stream;
         r.streams.insert(sid, tx);
-        r.open.push(sid);
+        if carries {
+            r.open.push(sid);
+        }
         for id in ids {
             r.pending.insert(id.clone(), sid);
         }
+        r.waiting.insert(sid, ids.len());
         for t in tokens {
             r.progress.insert(t.clone(), sid);
         }
-        Some(sid)
+        Ok(sid)
     }
 
     fn close_stream(&self, sid: u64) {
@@ -219,6 +288,7 @@ impl Session {
             r.streams.remove(&sid);
             r.open.retain(|s| *s != sid);
             r.pending.retain(|_, s| *s != sid);
+            r.waiting.remove(&sid);
             r.progress.retain(|_, s| *s != sid);
             if r.standalone == Some(sid) {
                 r.standalone = None;
@@ -230,11 +300,9 @@ impl Session {
     /// (which nobody waits on: a client not reading it must not hold the child's output up).
     fn route(&self, msg: &Value) -> Option<(mpsc::Sender<Out>, bool)> {
         let mut r = self.routes.lock().ok()?;
-        let is_response = msg.get("method").is_none()
-            && (msg.get("result").is_some() || msg.get("error").is_some());
-        if is_response {
+        if is_response(msg) {
             let key = msg.get("id").map(id_key)?;
-            let sid = r.pending.remove(&key)?;
+            let sid = r.answered(&key)?;
             return r.streams.get(&sid).map(|tx| (tx.clone(), false));
         }
         if msg.get("method").and_then(Value::as_str) == Some("notifications/progress")
@@ -246,8 +314,8 @@ impl Session {
         {
             return Some((tx.clone(), false));
         }
-        // Requests and notifications of the server: the newest open request's stream (the
-        // one most likely waiting on them), else the standalone stream.
+        // Requests and notifications of the server: the newest SSE answer still waiting for
+        // a response (the one most likely waiting on them), else the standalone stream.
         let sid = r.open.last().copied().or(r.standalone)?;
         let standalone = r.standalone == Some(sid);
         r.streams.get(&sid).map(|tx| (tx.clone(), standalone))
@@ -258,7 +326,7 @@ impl Session {
         let Ok(mut r) = self.routes.lock() else {
             return;
         };
-        if let Some(sid) = r.pending.remove(key)
+        if let Some(sid) = r.answered(key)
             && let Some(tx) = r.streams.get(&sid)
         {
             let _ = tx.try_send(Out::Cancelled(key.to_owned()));
@@ -279,8 +347,46 @@ impl Session {
         }
         r.streams.clear();
         r.open.clear();
+        r.waiting.clear();
         r.progress.clear();
         r.standalone = None;
+    }
+}
+
+impl Routes {
+    /// Request `key` is answered (or cancelled): forgets it and returns its stream. A stream
+    /// with no request left leaves `open` at once, under the same lock, so that nothing the
+    /// child sends afterwards is queued on a stream about to end.
+    fn answered(&mut self, key: &str) -> Option<u64> {
+        let sid = self.pending.remove(key)?;
+        let left = self.waiting.get_mut(&sid).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left.unwrap_or(0) == 0 {
+            self.waiting.remove(&sid);
+            self.open.retain(|s| *s != sid);
+        }
+        Some(sid)
+    }
+}
+
+/// Why a POST stream was not registered.
+#[derive(Debug)]
+enum NotOpened {
+    /// The session has ended.
+    Gone,
+    /// A request of the POST has the id (JSON text) of one still waiting in the session.
+    Duplicate(String),
+}
+
+/// One POST in flight (counted in [`Session::busy`] until dropped).
+struct InFlight(Arc<Session>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
     }
 }
 
@@ -296,11 +402,26 @@ fn error_message(id: Value, code: i64, message: &str) -> Value {
 /// A JSON-RPC error as an HTTP response.
 fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
     let body = error_message(Value::Null, code, message).to_string();
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .unwrap_or_default()
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// The response `builder` describes with `body`; should it be invalid (a header value that
+/// cannot be sent), a `500` with a JSON-RPC error, never an empty `200`.
+fn respond(builder: http::response::Builder, body: Body) -> Response<Body> {
+    builder.body(body).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "stdio: cannot build a response");
+        rpc_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            -32603,
+            "Internal error: the proxy could not build its answer",
+        )
+    })
 }
 
 /// A refusal not yet turned into a response (small, for `Result`s).
@@ -479,20 +600,26 @@ fn sse_event(msg: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {msg}\n\n"))
 }
 
-/// Marks a POST's end however its response ends (answered, client gone, session ended).
+/// Closes a stream however it ends (answered, client gone, session ended, token expired);
+/// a POST's stream also holds its [`InFlight`] count.
 struct StreamGuard {
     session: Arc<Session>,
     sid: u64,
-    post: bool,
+    _post: Option<InFlight>,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.session.close_stream(self.sid);
-        if self.post {
-            self.session.busy.fetch_sub(1, Ordering::SeqCst);
-        }
         self.session.touch();
+    }
+}
+
+/// Resolves when the caller's token expires (never without a deadline).
+async fn expiry(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -504,6 +631,7 @@ impl StdioBridge {
             options,
             sessions: Mutex::new(HashMap::new()),
             slots,
+            users: Arc::new(Mutex::new(HashMap::new())),
             closing: AtomicBool::new(false),
             reaper: AtomicBool::new(false),
         })
@@ -567,30 +695,45 @@ impl StdioBridge {
             return;
         }
         let weak = Arc::downgrade(self);
-        let tick = (self.options.idle_timeout / 4)
+        let tick = (self.options.idle_timeout.min(self.options.init_timeout) / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(30));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
             loop {
                 interval.tick().await;
                 let Some(bridge) = weak.upgrade() else { return };
-                let idle = bridge.options.idle_timeout;
-                let expired: Vec<Arc<Session>> = match bridge.sessions.lock() {
+                let (idle, init) = (bridge.options.idle_timeout, bridge.options.init_timeout);
+                // Why a session not busy ends: idle, or never initialized in time.
+                let why = |s: &Session| -> Option<&'static str> {
+                    if s.busy.load(Ordering::SeqCst) != 0 {
+                        None
+                    } else if s.idle_for() >= idle {
+                        Some("the session was idle too long")
+                    } else if !s.initialized.load(Ordering::SeqCst) && s.created.elapsed() >= init {
+                        Some("the session was not initialized in time")
+                    } else {
+                        None
+                    }
+                };
+                let expired: Vec<(Arc<Session>, &'static str)> = match bridge.sessions.lock() {
                     Ok(mut map) => {
-                        let ids: Vec<String> = map
+                        let ids: Vec<(String, &'static str)> = map
                             .iter()
-                            .filter(|(_, s)| {
-                                s.busy.load(Ordering::SeqCst) == 0 && s.idle_for() >= idle
-                            })
-                            .map(|(k, _)| k.clone())
+                            .filter_map(|(k, s)| why(s).map(|w| (k.clone(), w)))
                             .collect();
-                        ids.iter().filter_map(|k| map.remove(k)).collect()
+                        ids.into_iter()
+                            .filter_map(|(k, w)| map.remove(&k).map(|s| (s, w)))
+                            .collect()
                     }
                     Err(_) => Vec::new(),
                 };
-                for s in expired {
-                    tracing::info!(pid = s.pid, "stdio: session idle, stopping its child");
-                    s.request_stop("the session was idle too long");
+                for (s, why) in expired {
+                    tracing::info!(
+                        pid = s.pid,
+                        reason = why,
+                        "stdio: stopping the child of an unused session"
+                    );
+                    s.request_stop(why);
                 }
             }
         });
@@ -611,6 +754,20 @@ impl StdioBridge {
                 "stdio: refusing a new session, every child slot is taken"
             );
             return Err(unavailable("too many MCP sessions are open; retry later"));
+        };
+        let Some(user_slot) = UserSlot::take(
+            &self.users,
+            &owner.subject,
+            self.options.max_children_per_user,
+        ) else {
+            tracing::warn!(
+                max = self.options.max_children_per_user,
+                subject = %owner.subject,
+                "stdio: refusing a new session, the user has the most children allowed"
+            );
+            return Err(unavailable(
+                "too many MCP sessions of this user are open; end one (DELETE) or retry later",
+            ));
         };
         let id = new_session_id().map_err(|e| {
             tracing::error!(error = %e, "stdio: no randomness for a session id");
@@ -640,7 +797,7 @@ impl StdioBridge {
         };
         let ring = StderrRing::default();
         let stderr_task = ring.drain(stderr, self.options.stderr_lines);
-        let (input, input_rx) = mpsc::channel::<Vec<u8>>(STREAM_BUFFER);
+        let (input, input_rx) = mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
         let (stop, stop_rx) = watch::channel(None);
         let (done, _) = watch::channel(false);
         let session = Arc::new(Session {
@@ -649,7 +806,9 @@ impl StdioBridge {
             input,
             routes: Mutex::new(Routes::default()),
             busy: AtomicUsize::new(0),
+            created: Instant::now(),
             last_used: Mutex::new(Instant::now()),
+            initialized: AtomicBool::new(false),
             protocol: Mutex::new(None),
             init_id,
             stop,
@@ -676,6 +835,7 @@ impl StdioBridge {
             stop_rx,
             grace: self.options.kill_grace,
             _permit: permit,
+            _user_slot: user_slot,
         }));
         self.start_reaper();
         if self.closing.load(Ordering::SeqCst) {
@@ -684,6 +844,43 @@ impl StdioBridge {
         }
         tracing::info!(pid, subject = %session.owner.subject, "stdio: started a child for a new session");
         Ok((id, session))
+    }
+}
+
+/// One running child counted against its user's [`StdioOptions::max_children_per_user`]
+/// until dropped (when the child has been reaped).
+#[derive(Debug)]
+struct UserSlot {
+    users: Arc<Mutex<HashMap<String, usize>>>,
+    subject: String,
+}
+
+impl UserSlot {
+    /// Counts one more child of `subject`, unless it has `max` already.
+    fn take(users: &Arc<Mutex<HashMap<String, usize>>>, subject: &str, max: usize) -> Option<Self> {
+        let mut map = users.lock().ok()?;
+        let n = map.entry(subject.to_owned()).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            users: users.clone(),
+            subject: subject.to_owned(),
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.users.lock()
+            && let Some(n) = map.get_mut(&self.subject)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.subject);
+            }
+        }
     }
 }
 
@@ -717,72 +914,108 @@ async fn write_stdin(
     }
 }
 
+/// A line buffer grown beyond this by a long message is given back afterwards.
+const KEEP_LINE_BUFFER: usize = 1 << 20;
+
 /// Reads the child's stdout line by line and routes each message; returns at EOF.
 async fn read_stdout(session: Arc<Session>, stdout: tokio::process::ChildStdout, max: usize) {
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match child::read_line_bounded(&mut reader, &mut buf, max).await {
+        if buf.capacity() > KEEP_LINE_BUFFER {
+            buf.shrink_to(KEEP_LINE_BUFFER);
+        }
+        let msg = match child::read_line_bounded(&mut reader, &mut buf, max).await {
             Err(_) | Ok(Line::Eof) => return,
-            Ok(Line::TooLong) => {
-                tracing::warn!(
-                    pid = session.pid,
-                    max,
-                    "stdio: dropped a message longer than the line bound"
-                );
-                continue;
-            }
-            Ok(Line::Complete) => {}
-        }
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let msg: Value = match serde_json::from_slice(&buf) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                tracing::warn!(
-                    pid = session.pid,
-                    "stdio: the child wrote a line that is not a JSON-RPC message"
-                );
-                continue;
+            Ok(Line::TooLong) => match child::peek_response_id(&buf) {
+                // The response to a request (if still pending): it gets an error instead.
+                Some(id) => {
+                    tracing::warn!(
+                        pid = session.pid,
+                        max,
+                        "stdio: a response longer than the line bound; its request gets an error"
+                    );
+                    error_message(id, -32603, &format!("response larger than {max} bytes"))
+                }
+                None => {
+                    tracing::warn!(
+                        pid = session.pid,
+                        max,
+                        "stdio: dropped a message longer than the line bound"
+                    );
+                    continue;
+                }
+            },
+            Ok(Line::Complete) => {
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice(&buf) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => {
+                        tracing::warn!(
+                            pid = session.pid,
+                            "stdio: the child wrote a line that is not a JSON-RPC message"
+                        );
+                        continue;
+                    }
+                }
             }
         };
         if msg.get("id").map(id_key).as_deref() == Some(session.init_id.as_str())
-            && let Some(v) = msg
-                .pointer("/result/protocolVersion")
-                .and_then(Value::as_str)
-            && let Ok(mut p) = session.protocol.lock()
+            && is_response(&msg)
+            && let Some(result) = msg.get("result")
         {
-            *p = Some(v.to_owned());
-        }
-        match session.route(&msg) {
-            Some((tx, false)) => {
-                let _ = tx.send(Out::Msg(msg)).await;
+            session.initialized.store(true, Ordering::SeqCst);
+            if let Some(v) = result.get("protocolVersion").and_then(Value::as_str)
+                && let Ok(mut p) = session.protocol.lock()
+            {
+                *p = Some(v.to_owned());
             }
-            Some((tx, true)) => {
-                if tx.try_send(Out::Msg(msg)).is_err() {
+        }
+        let undelivered = match session.route(&msg) {
+            Some((tx, false)) => match tx.send(Out::Msg(msg)).await {
+                Ok(()) => None,
+                Err(mpsc::error::SendError(Out::Msg(msg))) => Some(msg),
+                Err(_) => None,
+            },
+            Some((tx, true)) => match tx.try_send(Out::Msg(msg)) {
+                Ok(()) => None,
+                Err(
+                    mpsc::error::TrySendError::Full(Out::Msg(msg))
+                    | mpsc::error::TrySendError::Closed(Out::Msg(msg)),
+                ) => {
                     tracing::debug!(
                         pid = session.pid,
                         "stdio: the standalone stream is not being read; a message was dropped"
                     );
+                    Some(msg)
                 }
-            }
+                Err(_) => None,
+            },
             None => {
                 tracing::debug!(
                     pid = session.pid,
                     "stdio: no open stream for a message of the child; dropped"
                 );
-                // A request nobody can answer: say so, rather than leave the child waiting.
-                if let (Some(_), Some(id)) = (msg.get("method"), msg.get("id")) {
-                    let refusal = error_message(
-                        id.clone(),
-                        -32603,
-                        "no client stream is open to deliver this request",
-                    );
-                    let _ = send_line(&session, &refusal).await;
-                }
+                Some(msg)
             }
+        };
+        // A request nobody can answer: say so, rather than leave the child waiting.
+        if let Some(msg) = undelivered
+            && let (Some(_), Some(id)) = (msg.get("method"), msg.get("id"))
+        {
+            let refusal = error_message(
+                id.clone(),
+                -32603,
+                "no client stream is open to deliver this request",
+            );
+            // Not awaited here: with the child's stdin full, the reader must keep reading.
+            let s = session.clone();
+            tokio::spawn(async move {
+                let _ = send_line(&s, &refusal).await;
+            });
         }
     }
 }
@@ -799,6 +1032,7 @@ struct Supervised {
     stop_rx: watch::Receiver<Option<&'static str>>,
     grace: Duration,
     _permit: OwnedSemaphorePermit,
+    _user_slot: UserSlot,
 }
 
 /// Waits for the child to exit (or close its stdout, or be asked to stop), stops it, fails
@@ -886,7 +1120,7 @@ async fn stop_child(
 
 /// The one handler: method dispatch, session lookup and ownership.
 async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> Response<Body> {
-    let Some(owner) = req.extensions().get::<AuthContext>().map(Owner::of) else {
+    let Some(ctx) = req.extensions().get::<AuthContext>() else {
         // Mounted behind the layer, every request has a caller; fail closed if not.
         return rpc_error(
             StatusCode::UNAUTHORIZED,
@@ -894,6 +1128,11 @@ async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> R
             "an authenticated caller is required",
         );
     };
+    let owner = Owner::of(ctx);
+    // Streams end when the token does: what the child sends later needs a fresh token.
+    let deadline = ctx
+        .time_left()
+        .map(|left| tokio::time::Instant::now() + left);
     let session_id = match req.headers().get(SESSION_HEADER).map(HeaderValue::to_str) {
         None => None,
         Some(Ok(v)) => Some(v.to_owned()),
@@ -917,7 +1156,16 @@ async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> R
         }
     };
     match *req.method() {
-        Method::POST => post(&bridge, owner, session_id, req).await,
+        Method::POST => {
+            let session = match &session_id {
+                None => None,
+                Some(id) => match lookup(id) {
+                    Some(s) => Some(s),
+                    None => return session_not_found(),
+                },
+            };
+            post(&bridge, owner, session, deadline, req).await
+        }
         Method::GET => {
             if !matches!(accepts(req.headers()), Accepts::Sse) {
                 return rpc_error(
@@ -930,7 +1178,9 @@ async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> R
                 return missing_session();
             };
             match lookup(&id) {
-                Some(s) => version_mismatch(&s, req.headers()).unwrap_or_else(|| standalone(s)),
+                Some(s) => {
+                    version_mismatch(&s, req.headers()).unwrap_or_else(|| standalone(s, deadline))
+                }
                 None => session_not_found(),
             }
         }
@@ -945,10 +1195,10 @@ async fn handle(State(bridge): State<Arc<StdioBridge>>, req: Request<Body>) -> R
                     }
                     bridge.remove(&id);
                     s.request_stop("the client ended the session");
-                    Response::builder()
-                        .status(StatusCode::NO_CONTENT)
-                        .body(Body::empty())
-                        .unwrap_or_default()
+                    respond(
+                        Response::builder().status(StatusCode::NO_CONTENT),
+                        Body::empty(),
+                    )
                 }
                 None => session_not_found(),
             }
@@ -1003,7 +1253,8 @@ fn missing_session() -> Response<Body> {
 async fn post(
     bridge: &Arc<StdioBridge>,
     owner: Owner,
-    session_id: Option<String>,
+    existing: Option<Arc<Session>>,
+    deadline: Option<tokio::time::Instant>,
     req: Request<Body>,
 ) -> Response<Body> {
     let mode = accepts(req.headers());
@@ -1021,7 +1272,21 @@ async fn post(
             "Unsupported Media Type: the body must be application/json",
         );
     }
-    let headers = req.headers().clone();
+    let max_in_flight = bridge.options.max_requests_per_session;
+    // A session's version and its bound on POSTs in flight are checked before the body is
+    // read (and held in memory).
+    let existing = match existing {
+        None => None,
+        Some(s) => {
+            if let Some(refused) = version_mismatch(&s, req.headers()) {
+                return refused;
+            }
+            let Some(in_flight) = s.enter(max_in_flight) else {
+                return too_many_in_flight(&s, max_in_flight);
+            };
+            Some((s, in_flight))
+        }
+    };
     let body = match axum::body::to_bytes(req.into_body(), bridge.options.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
@@ -1036,6 +1301,7 @@ async fn post(
         Ok(i) => i,
         Err(r) => return r.response(),
     };
+    drop(body);
     if incoming.initialize.is_some() && incoming.batch {
         return rpc_error(
             StatusCode::BAD_REQUEST,
@@ -1043,7 +1309,7 @@ async fn post(
             "Invalid Request: initialize cannot be part of a batch",
         );
     }
-    let (session, new_id) = match (&session_id, &incoming.initialize) {
+    let (session, in_flight, new_id) = match (existing, &incoming.initialize) {
         (Some(_), Some(_)) => {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -1053,22 +1319,15 @@ async fn post(
         }
         (None, None) => return missing_session(),
         (None, Some(init_id)) => match bridge.start_session(owner, init_id.clone()) {
-            Ok((id, s)) => (s, Some(id)),
+            Ok((id, s)) => {
+                let Some(in_flight) = s.enter(max_in_flight) else {
+                    return too_many_in_flight(&s, max_in_flight);
+                };
+                (s, in_flight, Some(id))
+            }
             Err(r) => return r.response(),
         },
-        (Some(id), None) => match bridge.find(id) {
-            Some(s) if s.owner == owner => {
-                if let Some(refused) = version_mismatch(&s, &headers) {
-                    return refused;
-                }
-                (s, None)
-            }
-            Some(_) => {
-                tracing::debug!("stdio: a session named by another caller");
-                return session_not_found();
-            }
-            None => return session_not_found(),
-        },
+        (Some((s, in_flight)), None) => (s, in_flight, None),
     };
     if incoming.batch {
         let version = session.protocol.lock().ok().and_then(|p| p.clone());
@@ -1098,28 +1357,44 @@ async fn post(
                 return session_not_found();
             }
         }
-        return Response::builder()
-            .status(StatusCode::ACCEPTED)
-            .body(Body::empty())
-            .unwrap_or_default();
+        drop(in_flight);
+        return respond(
+            Response::builder().status(StatusCode::ACCEPTED),
+            Body::empty(),
+        );
     }
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    session.busy.fetch_add(1, Ordering::SeqCst);
-    let Some(sid) = session.open_stream(&incoming.request_ids, &incoming.tokens, tx) else {
-        session.busy.fetch_sub(1, Ordering::SeqCst);
-        if new_id.is_some() {
+    // Only an SSE answer can carry what the child asks meanwhile: a JSON-only POST waits for
+    // its responses alone, and the child's requests go elsewhere (or get an error).
+    let sid = match session.open_stream(
+        &incoming.request_ids,
+        &incoming.tokens,
+        tx,
+        mode == Accepts::Sse,
+    ) {
+        Ok(sid) => sid,
+        Err(NotOpened::Gone) if new_id.is_some() => {
             return rpc_error(
                 StatusCode::BAD_GATEWAY,
                 -32603,
                 "the MCP server process exited as it started (the proxy's log has its stderr)",
             );
         }
-        return session_not_found();
+        Err(NotOpened::Gone) => return session_not_found(),
+        Err(NotOpened::Duplicate(id)) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                &format!(
+                    "Invalid Request: request id {id} is already in use in this session (its response is still awaited)"
+                ),
+            );
+        }
     };
     let guard = StreamGuard {
         session: session.clone(),
         sid,
-        post: true,
+        _post: Some(in_flight),
     };
     for msg in &incoming.messages {
         if !send_line(&session, msg).await {
@@ -1136,12 +1411,22 @@ async fn post(
         Accepts::Sse => {
             let stream = futures_util::stream::unfold(
                 (rx, remaining, guard),
-                |(mut rx, mut remaining, guard)| async move {
+                move |(mut rx, mut remaining, guard)| async move {
                     loop {
                         if remaining.is_empty() {
                             return None;
                         }
-                        let msg = match rx.recv().await? {
+                        let out = tokio::select! {
+                            out = rx.recv() => out?,
+                            () = expiry(deadline) => {
+                                tracing::debug!(
+                                    pid = guard.session.pid,
+                                    "stdio: the caller's token expired; its POST stream ends"
+                                );
+                                return None;
+                            }
+                        };
+                        let msg = match out {
                             Out::Cancelled(id) => {
                                 remaining.remove(&id);
                                 continue;
@@ -1160,15 +1445,15 @@ async fn post(
                     }
                 },
             );
-            builder
-                .header(header::CONTENT_TYPE, "text/event-stream")
-                .header(header::CACHE_CONTROL, "no-cache")
-                .body(Body::from_stream(stream))
-                .unwrap_or_default()
+            respond(
+                builder
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .header(header::CACHE_CONTROL, "no-cache"),
+                Body::from_stream(stream),
+            )
         }
         _ => {
-            // JSON only: wait for the response(s); what else the child sends meanwhile
-            // cannot be delivered on this request.
+            // JSON only: wait for the response(s); nothing else was routed to this request.
             let (mut rx, mut remaining) = (rx, remaining);
             let mut responses = Vec::new();
             let mut cancelled = false;
@@ -1191,10 +1476,10 @@ async fn post(
             drop(guard);
             if responses.is_empty() {
                 if cancelled {
-                    return Response::builder()
-                        .status(StatusCode::ACCEPTED)
-                        .body(Body::empty())
-                        .unwrap_or_default();
+                    return respond(
+                        Response::builder().status(StatusCode::ACCEPTED),
+                        Body::empty(),
+                    );
                 }
                 return session_not_found();
             }
@@ -1203,12 +1488,22 @@ async fn post(
             } else {
                 responses.swap_remove(0)
             };
-            builder
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap_or_default()
+            respond(
+                builder.header(header::CONTENT_TYPE, "application/json"),
+                Body::from(body.to_string()),
+            )
         }
     }
+}
+
+/// `503` with `Retry-After`: `session` has `max` POSTs in flight already.
+fn too_many_in_flight(session: &Session, max: usize) -> Response<Body> {
+    tracing::warn!(
+        pid = session.pid,
+        max,
+        "stdio: refusing a POST, the session has the most requests in flight allowed"
+    );
+    unavailable("too many requests in flight on this MCP session; retry later").response()
 }
 
 fn is_response(msg: &Value) -> bool {
@@ -1222,8 +1517,9 @@ async fn send_line(session: &Session, msg: &Value) -> bool {
     session.input.send(line).await.is_ok()
 }
 
-/// The session's standalone SSE stream (`409` when one is open already).
-fn standalone(session: Arc<Session>) -> Response<Body> {
+/// The session's standalone SSE stream (`409` when one is open already), ended at
+/// `deadline` (the caller's token expiry).
+fn standalone(session: Arc<Session>, deadline: Option<tokio::time::Instant>) -> Response<Body> {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let sid = {
         let Ok(mut r) = session.routes.lock() else {
@@ -1248,9 +1544,9 @@ fn standalone(session: Arc<Session>) -> Response<Body> {
     let guard = StreamGuard {
         session,
         sid,
-        post: false,
+        _post: None,
     };
-    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+    let stream = futures_util::stream::unfold((rx, guard), move |(mut rx, guard)| async move {
         tokio::select! {
             msg = rx.recv() => match msg? {
                 Out::Msg(msg) => Some((Ok::<_, Infallible>(sse_event(&msg)), (rx, guard))),
@@ -1259,14 +1555,22 @@ fn standalone(session: Arc<Session>) -> Response<Body> {
             () = tokio::time::sleep(KEEPALIVE) => {
                 Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, guard)))
             }
+            () = expiry(deadline) => {
+                tracing::debug!(
+                    pid = guard.session.pid,
+                    "stdio: the caller's token expired; its standalone stream ends"
+                );
+                None
+            }
         }
     });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_default()
+    respond(
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache"),
+        Body::from_stream(stream),
+    )
 }
 
 #[cfg(test)]
@@ -1318,6 +1622,132 @@ mod tests {
         let n = parse_body(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
             .unwrap_or_else(|_| panic!("a notification"));
         assert!(n.request_ids.is_empty());
+    }
+
+    /// A session without a child (its input goes nowhere).
+    fn bare_session() -> Arc<Session> {
+        let (input, _) = mpsc::channel(1);
+        let (stop, _) = watch::channel(None);
+        let (done, _) = watch::channel(false);
+        Arc::new(Session {
+            owner: Owner {
+                subject: "alice".to_owned(),
+                client_id: None,
+            },
+            pid: 0,
+            input,
+            routes: Mutex::new(Routes::default()),
+            busy: AtomicUsize::new(0),
+            created: Instant::now(),
+            last_used: Mutex::new(Instant::now()),
+            initialized: AtomicBool::new(false),
+            protocol: Mutex::new(None),
+            init_id: "0".to_owned(),
+            stop,
+            done,
+        })
+    }
+
+    fn request_of_the_child() -> Value {
+        json!({"jsonrpc": "2.0", "id": "srv-1", "method": "roots/list"})
+    }
+
+    #[test]
+    fn a_stream_whose_last_response_was_routed_takes_nothing_more() {
+        let s = bare_session();
+        let (tx, _rx) = mpsc::channel(8);
+        let sid = s
+            .open_stream(&["1".to_owned(), "2".to_owned()], &[], tx, true)
+            .unwrap();
+        // While it waits, the child's requests go to it.
+        assert!(s.route(&request_of_the_child()).is_some());
+        assert!(
+            s.route(&json!({"jsonrpc": "2.0", "id": 1, "result": {}}))
+                .is_some()
+        );
+        assert!(s.route(&request_of_the_child()).is_some());
+        // Its last response routed: it is no longer open, under the same lock.
+        assert!(
+            s.route(&json!({"jsonrpc": "2.0", "id": 2, "result": {}}))
+                .is_some()
+        );
+        assert!(
+            s.route(&request_of_the_child()).is_none(),
+            "a request after the last response went to the ending stream"
+        );
+        // A cancelled last request too.
+        let (tx, _rx2) = mpsc::channel(8);
+        s.open_stream(&["3".to_owned()], &[], tx, true).unwrap();
+        s.cancel("3");
+        assert!(s.route(&request_of_the_child()).is_none());
+        s.close_stream(sid);
+        let r = s.routes.lock().unwrap();
+        assert!(r.open.is_empty() && r.pending.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn a_json_only_post_carries_no_request_of_the_child() {
+        let s = bare_session();
+        let (tx, _rx) = mpsc::channel(8);
+        s.open_stream(&["1".to_owned()], &[], tx, false).unwrap();
+        assert!(s.route(&request_of_the_child()).is_none());
+        // … its response still reaches it.
+        assert!(
+            s.route(&json!({"jsonrpc": "2.0", "id": 1, "result": {}}))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_id_already_awaited_is_refused() {
+        let s = bare_session();
+        let (tx, _rx) = mpsc::channel(8);
+        s.open_stream(&["7".to_owned()], &[], tx, true).unwrap();
+        let (tx, _rx2) = mpsc::channel(8);
+        assert!(matches!(
+            s.open_stream(&["8".to_owned(), "7".to_owned()], &[], tx, true),
+            Err(NotOpened::Duplicate(id)) if id == "7"
+        ));
+        // Once answered, the id may be used again.
+        assert!(
+            s.route(&json!({"jsonrpc": "2.0", "id": 7, "result": {}}))
+                .is_some()
+        );
+        let (tx, _rx3) = mpsc::channel(8);
+        assert!(s.open_stream(&["7".to_owned()], &[], tx, true).is_ok());
+    }
+
+    #[test]
+    fn posts_in_flight_are_bounded_per_session() {
+        let s = bare_session();
+        let a = s.enter(2).unwrap();
+        let _b = s.enter(2).unwrap();
+        assert!(s.enter(2).is_none());
+        drop(a);
+        assert!(s.enter(2).is_some());
+    }
+
+    #[test]
+    fn children_per_user_are_counted_until_dropped() {
+        let users = Arc::new(Mutex::new(HashMap::new()));
+        let a = UserSlot::take(&users, "alice", 2).unwrap();
+        let _b = UserSlot::take(&users, "alice", 2).unwrap();
+        assert!(UserSlot::take(&users, "alice", 2).is_none());
+        assert!(UserSlot::take(&users, "bob", 2).is_some());
+        drop(a);
+        assert!(UserSlot::take(&users, "alice", 2).is_some());
+        assert_eq!(default_children_per_user(32), 8);
+        assert_eq!(default_children_per_user(3), 1);
+    }
+
+    #[test]
+    fn an_unbuildable_response_is_a_500_not_an_empty_200() {
+        let res = respond(
+            Response::builder().header(SESSION_HEADER, "bad\nvalue"),
+            Body::empty(),
+        );
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
     }
 
     #[test]

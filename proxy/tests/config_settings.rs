@@ -209,7 +209,7 @@ fn the_file_fills_every_kind_of_value_and_flags_replace_lists() {
     let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
     let file = format!(
         r#"
-command = ["python", "server.py"]
+upstream = "{UPSTREAM}"
 store = "postgres://u:p@db/mcp"
 remember_consent = true
 lazy = true
@@ -244,7 +244,7 @@ login = "off"
 "#
     );
     let c = parse(&[], &file).unwrap();
-    assert_eq!(c.command, ["python", "server.py"]);
+    assert_eq!(c.upstream.as_deref(), Some(UPSTREAM));
     assert_eq!(c.store, "postgres://u:p@db/mcp");
     assert!(c.remember_consent && c.lazy);
     assert_eq!(c.public_tools, ["search"]);
@@ -382,4 +382,43 @@ async fn the_sample_configuration_is_valid() {
     .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("configuration"), "{out}");
+}
+
+#[test]
+fn stdio_settings_are_resolved_and_checked() {
+    let base = "command = [\"python\", \"server.py\"]\npassword = \"pw\"\n";
+    let c = parse(&[], base).unwrap();
+    assert_eq!(c.command, ["python", "server.py"]);
+    assert_eq!((c.max_children, c.max_children_per_user), (32, 8));
+    // The per-user bound follows max_children (a quarter, at least 1) unless given.
+    let c = parse(&["--max-children", "12"], base).unwrap();
+    assert_eq!(c.max_children_per_user, 3);
+    let c = parse(&[], &format!("{base}max_children = 2\n")).unwrap();
+    assert_eq!(c.max_children_per_user, 1);
+    let c = parse(
+        &["--max-children-per-user", "5"],
+        &format!("{base}max_children_per_user = 2\n"),
+    )
+    .unwrap();
+    assert_eq!(c.max_children_per_user, 5);
+    let e = parse(&["--max-children-per-user", "0"], base).unwrap_err();
+    assert!(e.contains("max_children_per_user"), "{e}");
+    let e = parse(
+        &["--max-children", "4", "--max-children-per-user", "5"],
+        base,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("max_children_per_user") && e.contains("max_children (4)"),
+        "{e}"
+    );
+    // Lazy authentication cannot work with a stdio command: refused, naming both.
+    for (args, file) in [
+        (&["--lazy"][..], base.to_owned()),
+        (&[][..], format!("{base}lazy = true\n")),
+    ] {
+        let e = parse(args, &file).unwrap_err();
+        assert!(e.contains("lazy") && e.contains("stdio command"), "{e}");
+    }
+    assert!(parse(&["--lazy=false"], base).is_ok());
 }

@@ -174,6 +174,114 @@ pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// The id of the JSON-RPC response whose first bytes are `prefix` (a line cut short): the
+/// top-level members are read in order until the value of `result` or `error` starts, and
+/// the `id` must have been complete before it. `None` when the prefix shows no complete
+/// string or integer id before that point, or shows a `method` (a request or notification).
+pub fn peek_response_id(prefix: &[u8]) -> Option<serde_json::Value> {
+    let mut p = Peek { s: prefix, i: 0 };
+    p.ws();
+    p.eat(b'{')?;
+    let mut id: Option<serde_json::Value> = None;
+    loop {
+        p.ws();
+        let key = p.string()?;
+        p.ws();
+        p.eat(b':')?;
+        p.ws();
+        match key.as_str() {
+            "method" => return None,
+            "result" | "error" => break,
+            "id" if id.is_some() => return None,
+            _ => {}
+        }
+        let start = p.i;
+        p.skip_value()?;
+        if key == "id" {
+            id = Some(serde_json::from_slice(&prefix[start..p.i]).ok()?);
+        }
+        p.ws();
+        p.eat(b',')?;
+    }
+    id.filter(|v| v.is_string() || v.is_i64() || v.is_u64())
+}
+
+/// A cursor over the first bytes of a JSON text; every step is `None` at the end.
+struct Peek<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Peek<'_> {
+    fn ws(&mut self) {
+        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (*self.s.get(self.i)? == b).then(|| self.i += 1)
+    }
+
+    /// Past a string (with its quotes), returning it decoded.
+    fn string(&mut self) -> Option<String> {
+        let start = self.i;
+        self.skip_string()?;
+        serde_json::from_slice(&self.s[start..self.i]).ok()
+    }
+
+    fn skip_string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        loop {
+            match *self.s.get(self.i)? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => self.i += 2,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    /// Past one value (object and array nesting, strings with escapes, scalars).
+    fn skip_value(&mut self) -> Option<()> {
+        match *self.s.get(self.i)? {
+            b'"' => self.skip_string(),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match *self.s.get(self.i)? {
+                        b'"' => {
+                            self.skip_string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+            }
+            _ => {
+                // A number or a literal: ends at a delimiter, which must be in the prefix.
+                while !matches!(*self.s.get(self.i)?, b',' | b'}' | b']')
+                    && !self.s[self.i].is_ascii_whitespace()
+                {
+                    self.i += 1;
+                }
+                Some(())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +309,36 @@ mod tests {
                 (Line::TooLong, "last-wit".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn the_id_of_a_cut_response_is_read_from_its_first_bytes() {
+        let id = |s: &str| peek_response_id(s.as_bytes());
+        let big = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"text":"aaaa"#;
+        assert_eq!(id(big), Some(serde_json::json!(7)));
+        assert_eq!(
+            id(r#" { "id" : "a\"b" , "jsonrpc":"2.0", "error": {"code"#),
+            Some(serde_json::json!("a\"b"))
+        );
+        assert_eq!(
+            id(r#"{"jsonrpc":"2.0","x":{"y":["}",1]},"id":12345,"result":"#),
+            Some(serde_json::json!(12345))
+        );
+        // The id after the result, or cut short itself: unknown.
+        assert_eq!(id(r#"{"jsonrpc":"2.0","result":{"id":1,"pad":"xx"#), None);
+        assert_eq!(id(r#"{"jsonrpc":"2.0","id":123"#), None);
+        assert_eq!(id(r#"{"jsonrpc":"2.0","id":"ab"#), None);
+        // A request (or notification) is no response, whatever its id.
+        assert_eq!(
+            id(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"#),
+            None
+        );
+        assert_eq!(id(r#"{"method":"x","id":1,"result":{"#), None);
+        // Ids that are not ids, two ids, not an object.
+        assert_eq!(id(r#"{"id":null,"result":{"a"#), None);
+        assert_eq!(id(r#"{"id":1.5,"result":{"a"#), None);
+        assert_eq!(id(r#"{"id":1,"id":2,"result":{"a"#), None);
+        assert_eq!(id(r#"[{"id":1,"result":{"a"#), None);
+        assert_eq!(id(""), None);
     }
 }

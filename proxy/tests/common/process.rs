@@ -20,7 +20,12 @@ pub fn bin() -> &'static str {
 
 /// A `Command` for the binary in `dir`, with no `MCP_OAUTH_*` nor `RUST_LOG` inherited.
 pub fn command(dir: &Path) -> Command {
-    let mut cmd = Command::new(bin());
+    command_as(dir, bin())
+}
+
+/// [`command`] starting `program` (which starts the binary).
+fn command_as(dir: &Path, program: &str) -> Command {
+    let mut cmd = Command::new(program);
     cmd.current_dir(dir);
     for (k, _) in std::env::vars() {
         if k.starts_with("MCP_OAUTH_") || k == "RUST_LOG" {
@@ -84,7 +89,11 @@ impl Running {
     /// Starts the binary in `dir` with `args` (and `--addr 127.0.0.1:0` unless given) and
     /// the variables `envs`, and waits for its `MCP server URL:` line.
     pub async fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut cmd = command(dir);
+        Self::spawn(command(dir), args, envs).await
+    }
+
+    /// [`Running::start`] from the `Command` `cmd`.
+    async fn spawn(mut cmd: Command, args: &[&str], envs: &[(&str, &str)]) -> Self {
         if !args.contains(&"--addr") {
             cmd.args(["--addr", "127.0.0.1:0"]);
         }
@@ -144,12 +153,31 @@ impl Running {
     /// Starts it in a fresh temporary directory (removed when it is dropped) as the test
     /// user ([`USER`]/[`PASSWORD`]) with a fresh SQLite store there, `args` and `envs`.
     pub async fn with_user(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::with_user_as(name, false, args, envs).await
+    }
+
+    /// [`Running::with_user`]; `unprivileged`: as an ordinary user runs it, which when the
+    /// tests run as root means with every capability dropped (`setpriv`), uid 0 then being
+    /// an ordinary uid.
+    async fn with_user_as(
+        name: &str,
+        unprivileged: bool,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let dir = TempDir::new(name);
         let store = dir.path().join("s.sqlite3");
         let store = store.to_str().expect("store path");
         let mut all = vec!["--user", USER, "--password", PASSWORD, "--store", store];
         all.extend_from_slice(args);
-        let mut running = Self::start(dir.path(), &all, envs).await;
+        let cmd = if unprivileged && rustix::process::geteuid().is_root() {
+            let mut cmd = command_as(dir.path(), "setpriv");
+            cmd.args(["--bounding-set", "-all", "--inh-caps", "-all", "--", bin()]);
+            cmd
+        } else {
+            command(dir.path())
+        };
+        let mut running = Self::spawn(cmd, &all, envs).await;
         running._dir = Some(dir);
         running
     }
@@ -157,6 +185,18 @@ impl Running {
     /// [`Running::with_user`] in front of a stdio server: `extra` flags, then `--` and
     /// `command`; debug logs, and `MCP_OAUTH_TEST_SECRET` set (it must not reach the child).
     pub async fn stdio(name: &str, extra: &[&str], command: &[String]) -> Self {
+        Self::stdio_as(name, false, extra, command).await
+    }
+
+    /// [`Running::stdio`] as an ordinary user runs it: should the tests run as root, the
+    /// proxy (and so its children) starts without capabilities (`CAP_SYS_PTRACE`,
+    /// `CAP_SYS_ADMIN` or `CAP_PERFMON` let a process read any other's
+    /// `/proc/<pid>/environ`, whatever that one does).
+    pub async fn stdio_unprivileged(name: &str, extra: &[&str], command: &[String]) -> Self {
+        Self::stdio_as(name, true, extra, command).await
+    }
+
+    async fn stdio_as(name: &str, unprivileged: bool, extra: &[&str], command: &[String]) -> Self {
         let mut args = extra.to_vec();
         args.push("--");
         args.extend(command.iter().map(String::as_str));
@@ -164,7 +204,7 @@ impl Running {
             ("RUST_LOG", "info,mcp_oauth_proxy=debug"),
             ("MCP_OAUTH_TEST_SECRET", "must-not-reach-the-child"),
         ];
-        Self::with_user(name, &args, &envs).await
+        Self::with_user_as(name, unprivileged, &args, &envs).await
     }
 
     /// [`Running::with_user`] in front of the HTTP server at `upstream` (`--upstream`), with
