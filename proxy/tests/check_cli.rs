@@ -266,7 +266,7 @@ async fn hash_password_makes_a_hash_that_signs_the_user_in() {
     assert!(logs.contains("event=\"authorization.granted\""), "{logs}");
     assert!(logs.contains("event=\"token.issued\""), "{logs}");
     assert!(logs.contains("event=\"login.failed\""), "{logs}");
-    assert!(logs.contains("path=/token status=200"), "{logs}");
+    assert!(logs.contains("path=\"/token\" status=200"), "{logs}");
     assert!(!logs.contains(common::PASSWORD), "the password is logged");
     assert!(!logs.contains(&tokens.access), "a token is logged");
     proxy.stop().await;
