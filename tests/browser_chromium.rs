@@ -347,11 +347,7 @@ async fn chromium_signs_in_at_the_upstream_provider_and_approves() {
         return;
     };
     // The example's port must be known before the provider starts (its redirect URI there).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = example::free_port();
     let issuer = format!("http://127.0.0.1:{port}");
     let idp =
         oidc::OidcProvider::start_upstream(&interop, &format!("{issuer}/upstream/callback")).await;

@@ -56,10 +56,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// A port nobody listens on right now, for the suite's callback listener.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use example::free_port;
 
 /// The quickstart binary with the pre-registered client and auto-approval: it and its
 /// issuer.

@@ -82,11 +82,7 @@ async fn ts_sdk_signs_in_at_oidc_provider_and_calls_a_tool_on_the_resource_serve
     };
     // The resource URL holds the server's port, and the provider must know the resource
     // before the server discovers the provider: pick a free port, then start both.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = example::free_port();
     let resource = format!("http://127.0.0.1:{port}/mcp");
     let other_resource = format!("http://127.0.0.1:{port}/other");
     let provider =

@@ -58,11 +58,7 @@ enum Tokens {
 async fn start(interop: &support::Interop, lazy: bool, tokens: Tokens) -> Running {
     // The resource URL has the server's port in it, and the provider must know the resource
     // before the server can discover the provider: pick a free port, then start both.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = example::free_port();
     let resource = format!("http://127.0.0.1:{port}/mcp");
     let provider = match tokens {
         Tokens::Jwt => oidc::OidcProvider::start(interop, &[resource.as_str()], "").await,

@@ -26,11 +26,7 @@ const REDIRECT: &str = "http://127.0.0.1:9/callback";
 /// oidc-provider and the example in front of it; the example's base URL.
 async fn start(interop: &support::Interop) -> (OidcProvider, example::Example, String) {
     // The example's port must be known before the provider starts (its redirect URI).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = example::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let idp = OidcProvider::start_upstream(interop, &format!("{base}/upstream/callback")).await;
     let addr = format!("127.0.0.1:{port}");

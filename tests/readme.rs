@@ -256,11 +256,7 @@ async fn a_token_from_before_a_restart_on_the_same_sqlite_file_still_works() {
     ];
     // One fixed port, so the public URL (and the token's audience) is the same after the
     // restart, as it is for a deployed server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = example::free_port();
     let addr = format!("127.0.0.1:{port}");
     let env: Vec<(&str, &str)> = env
         .into_iter()

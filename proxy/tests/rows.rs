@@ -333,10 +333,7 @@ async fn row_registered_clients_survive_a_restart() {
     std::fs::write(&path, rows_config(&upstream, false)).unwrap();
     let cfg = path.to_str().unwrap().to_owned();
     // A fixed port, so that the issuer and resource stay the same across the restart.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let proxy = Running::start(dir.path(), &["--config", &cfg, "--addr", &addr], &[]).await;
     let client_id = common::register(&proxy.base, "restart row client").await;

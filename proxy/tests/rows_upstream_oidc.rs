@@ -17,18 +17,13 @@ mod support;
 
 use common::{Running, TempDir, browser};
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn upstream_login_from_flags_reaches_consent_and_tokens() {
     let Some(interop) = support::interop("proxy_upstream_oidc") else {
         return;
     };
     let dir = TempDir::new("upstream-oidc");
-    let port = free_port();
+    let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}");
     let callback = format!("{public}/upstream/callback");
     let idp = oidc::OidcProvider::start_upstream(&interop, &callback).await;

@@ -10,6 +10,11 @@
 //! ```
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "ports.rs"]
+mod ports;
+#[allow(unused_imports)]
+pub(crate) use ports::free_port;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

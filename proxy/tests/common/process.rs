@@ -297,13 +297,11 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+#[path = "../../../tests/support/ports.rs"]
+mod ports;
+/// A free loopback port outside the kernel's ephemeral range (`tests/support/ports.rs`).
+#[allow(unused_imports)]
+pub(crate) use ports::free_port;
 
 /// Whether process `pid` exists (and is not a zombie).
 pub fn alive(pid: u64) -> bool {
