@@ -75,6 +75,15 @@ impl Built {
                         .map_err(|e| format!("upstream_headers: {e}"))?;
                 }
                 options.response_timeout = config.upstream_timeout;
+                options.max_requests = config.max_upstream_requests;
+                // The header a front proxy names the signed-in user in is for this proxy's
+                // login only: a client could send it to an upstream that believes it.
+                if let Login::HostSession { header, .. } = &config.login {
+                    options.dropped_headers.push(
+                        http::HeaderName::from_bytes(header.as_bytes())
+                            .map_err(|e| format!("host_session_header: {e}"))?,
+                    );
+                }
                 Backend::Http(HttpUpstream::new(options)?)
             }
             (None, false) => {
@@ -225,7 +234,11 @@ impl HostGuard {
     }
 }
 
-/// Refuses requests to the MCP endpoint whose `Host` is not allowed (`403`, JSON-RPC error).
+/// Refuses requests to the MCP endpoint whose `Host` is not allowed (`403`, JSON-RPC error),
+/// or that name their host unclearly (`400`): more than one `Host` header, a `Host` that is
+/// not visible ASCII, or an absolute-form request target whose authority is not the `Host`.
+/// As the library's `request_host`: every place a host is named must agree, or the request
+/// is refused rather than judged by one of them.
 async fn host_guard(
     axum::extract::State(guard): axum::extract::State<Arc<HostGuard>>,
     req: axum::extract::Request,
@@ -233,26 +246,57 @@ async fn host_guard(
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     if req.uri().path() == guard.path {
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-        if !host.as_deref().is_some_and(|h| guard.allows(h)) {
-            tracing::warn!(target: "mcp_oauth_proxy::security", host = ?host,
-                "request to the MCP endpoint with a Host that is not allowed (allow_hosts)");
-            return (
-                http::StatusCode::FORBIDDEN,
+        let refuse = |status: http::StatusCode, message: &str| {
+            (
+                status,
                 axum::Json(serde_json::json!({
                     "jsonrpc": "2.0", "id": null,
-                    "error": {"code": -32600, "message": "Forbidden: Host not allowed"}
+                    "error": {"code": -32600, "message": message}
                 })),
             )
-                .into_response();
+                .into_response()
+        };
+        let host = match request_host(&req) {
+            Ok(host) => host,
+            Err(why) => {
+                tracing::warn!(target: "mcp_oauth_proxy::security", why,
+                    "request to the MCP endpoint refused: its host is unclear");
+                return refuse(
+                    http::StatusCode::BAD_REQUEST,
+                    &format!("Bad Request: {why}"),
+                );
+            }
+        };
+        if !host.is_some_and(|h| guard.allows(h)) {
+            tracing::warn!(target: "mcp_oauth_proxy::security", host = ?host,
+                "request to the MCP endpoint with a Host that is not allowed (allow_hosts)");
+            return refuse(http::StatusCode::FORBIDDEN, "Forbidden: Host not allowed");
         }
     }
     next.run(req).await
+}
+
+/// The host a request names: its one `Host` header, or the request target's authority when
+/// there is no `Host`; both, when present, must agree (ASCII case ignored).
+fn request_host(req: &axum::extract::Request) -> Result<Option<&str>, &'static str> {
+    let mut values = req.headers().get_all(http::header::HOST).iter();
+    let header = match (values.next(), values.next()) {
+        (_, Some(_)) => return Err("more than one Host header"),
+        (None, None) => None,
+        (Some(v), None) => Some(
+            v.to_str()
+                .map_err(|_| "the Host header is not visible ASCII")?
+                .trim(),
+        ),
+    };
+    let authority = req.uri().authority().map(http::uri::Authority::as_str);
+    match (header, authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+            Err("the Host header and the request target name different hosts")
+        }
+        (Some(h), _) => Ok(Some(h)),
+        (None, a) => Ok(a),
+    }
 }
 
 /// One structured line per request (`mcp_oauth_proxy::access`, info; 5xx at warn): method,

@@ -131,7 +131,7 @@ pub async fn report(config: &Config) -> Result<String, BoxError> {
         },
     );
     match &built.backend {
-        Backend::Http(up) => line("backend", &format!("HTTP upstream {}", up.url())),
+        Backend::Http(up) => line("backend", &format!("HTTP upstream {}", up.shown_url())),
         Backend::Stdio(b) => line("backend", &format!("stdio command {:?}", b.command())),
     }
     out.push_str("\n# protected resource metadata (");

@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub upstream_headers: Option<Vec<String>>,
     /// How long the upstream has to answer with headers.
     pub upstream_timeout: Option<DurationValue>,
+    /// How many upstream requests at once.
+    pub max_upstream_requests: Option<usize>,
     /// Stdio command.
     pub command: Option<Vec<String>>,
     /// Stdio: the most children at once.

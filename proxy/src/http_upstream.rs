@@ -1,53 +1,91 @@
 //! A streamable-HTTP MCP upstream: requests forwarded, responses streamed back untouched.
 //!
 //! [`HttpUpstream::router`] is the service the proxy mounts behind the OAuth layer at the
-//! resource's path. Every method (`POST` messages, the `GET` stream, `DELETE` of a session)
-//! goes to the one configured upstream URL, with the request's query string appended.
+//! resource's path. The transport's three methods (`POST` messages, the `GET` stream,
+//! `DELETE` of a session) go to the one configured upstream URL, with the request's query
+//! string appended.
 //!
 //! What crosses, and what does not:
 //!
+//! - **Methods.** `POST`, `GET` and `DELETE` only; anything else is `405` with
+//!   `Allow: GET, POST, DELETE` (a browser's CORS preflight never gets here: the OAuth layer
+//!   answers it). The OAuth layer reads the body of a `POST` only (to judge per-tool
+//!   scopes), so a `GET` or `DELETE` with a body (`Content-Length` above 0,
+//!   `Transfer-Encoding`, or any body bytes) is `400`, and the method-override headers
+//!   (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`) are never forwarded:
+//!   the upstream handles the method the layer judged.
+//! - **The query string** is appended after the upstream URL's own query. A client parameter
+//!   named like one of the upstream URL's own parameters, or `access_token`, is `400`
+//!   (frameworks disagree on which of two equal names wins, and a token never travels in a
+//!   URL). Names are compared percent-decoded (`+` read both as itself and as a space), with
+//!   ASCII case ignored and `.`, ` ` and `[` read as `_` (as PHP does), and `;` taken as a
+//!   separator too (as some frameworks do).
 //! - **Requests.** The body is read whole, up to [`UpstreamOptions::max_request_body`]
-//!   (`413` with a JSON-RPC error above it), so a refused or failed request can name its
-//!   JSON-RPC `id`. Headers pass, except:
+//!   (`413` with a JSON-RPC error above it, announced or chunked), so a refused or failed
+//!   request can name its JSON-RPC `id`. Headers pass, except:
 //!   - hop-by-hop headers (`Connection` and the headers it names, `Keep-Alive`,
 //!     `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`, `Proxy-*`), `Content-Length` (set
-//!     again for the body sent) and `Expect` (the body is already read);
-//!   - `Accept-Encoding`: the upstream answers uncompressed, so that the bounds below count
-//!     real bytes and events, and the OAuth layer can read a `tools/list` answer;
+//!     again for the body sent) and `Expect` (the body is already read). A `Connection`
+//!     value that is not visible ASCII is `400`: the headers it names could not be told;
+//!   - `Accept-Encoding`: the proxy sends `Accept-Encoding: identity` instead (see
+//!     responses);
 //!   - `Host`: the upstream's own authority is sent;
 //!   - **the client's credentials**: `Authorization` (the token the OAuth layer verified is
 //!     for this proxy, never for the upstream) and `Cookie` (the authorization server's
 //!     cookies live on this origin);
 //!   - `Origin`: the OAuth layer checked it against its allow-list; an upstream bound to
 //!     loopback would refuse a browser origin it does not know;
-//!   - `Forwarded`, `X-Forwarded-*` and `X-Real-IP` from the client: a client cannot tell
-//!     the upstream who it is. The proxy sets `X-Forwarded-For` to the client's address (the
-//!     TCP peer; behind a reverse proxy, that proxy's address) instead, and
-//!     `X-Forwarded-Proto` / `X-Forwarded-Host` are not sent (the upstream's `Host` is its
-//!     own, which is what servers guarding against DNS rebinding check).
+//!   - **whatever names the client, its user or its URL**: every `X-Forwarded-*` and
+//!     `X-Auth-Request-*` header (`X-Forwarded-User`, `-Email`, `-Groups`,
+//!     `-Access-Token`, `-Prefix`, …), `Forwarded`, `X-Real-IP`, `True-Client-IP`,
+//!     `X-Client-IP`, `CF-Connecting-IP`, `X-Cluster-Client-IP`, `Remote-User`,
+//!     `X-Remote-User`, `X-Original-URL`, `X-Original-URI`, `X-Rewrite-URL`, and the
+//!     configured host-session header ([`UpstreamOptions::dropped_headers`]). A client, or a
+//!     gateway in front such as oauth2-proxy, could otherwise name a user, groups, a path or
+//!     an address to an upstream that believes them, or hand it an identity provider's
+//!     token. The proxy sets `X-Forwarded-For` to the client's address (the TCP peer; behind
+//!     a reverse proxy, that proxy's address) instead; `X-Forwarded-Proto` /
+//!     `X-Forwarded-Host` are not sent (the upstream's `Host` is its own, which is what
+//!     servers guarding against DNS rebinding check);
+//!   - the method-override headers (above).
 //!
 //!   The upstream's own static headers ([`UpstreamOptions::headers`], such as
 //!   `Authorization: Bearer <upstream secret>`) are added last, replacing any header of the
 //!   same name; their values are marked sensitive and never logged.
-//! - **Responses.** Status and headers pass, except hop-by-hop headers, `Set-Cookie` (the
-//!   upstream must not set cookies on the authorization server's origin) and
-//!   `WWW-Authenticate` (a challenge from the upstream is about the proxy's credentials, not
-//!   the client's token: relayed, it would send the client back through sign-in forever).
-//!   An upstream `401` becomes `502` for the same reason. Redirects (`3xx` other than `304`)
-//!   are **not followed and not passed on**: they become `502`, since a client following one
-//!   would carry its token to wherever the upstream points.
+//! - **Responses.** Status and headers pass, except hop-by-hop headers (an unreadable
+//!   `Connection` value: `502`) and:
+//!   - `Set-Cookie` and `Clear-Site-Data` (the authorization server's login and consent
+//!     cookies live on this origin: the upstream must neither set nor wipe them),
+//!     `Strict-Transport-Security`, `Alt-Svc` and `Refresh` (they speak for the whole
+//!     origin, which is the proxy's), and every `Access-Control-*` header (the OAuth layer
+//!     answers CORS itself);
+//!   - `WWW-Authenticate`: a challenge from the upstream is about the proxy's credentials,
+//!     not the client's token: relayed, it would send the client back through sign-in
+//!     forever. An upstream `401` becomes `502` for the same reason.
+//!
+//!   Redirects (`3xx` other than `304`) are **not followed and not passed on**: they become
+//!   `502`, since a client following one would carry its token to wherever the upstream
+//!   points. A `Content-Encoding` other than `identity` is `502`: the bounds below count
+//!   real bytes and events, and the OAuth layer must be able to read a `tools/list` answer.
+//!   Other statuses, `5xx` included, pass unchanged with their bodies.
 //!   - `text/event-stream` is streamed chunk by chunk as it arrives (`Mcp-Session-Id`,
 //!     event ids and `Last-Event-ID` resumption pass through unchanged), each event bounded
-//!     by [`UpstreamOptions::max_sse_event`]: a longer one ends the stream.
+//!     by [`UpstreamOptions::max_sse_event`]: a longer one cuts the stream (its `200` and
+//!     the events before have been sent; the client sees the response end early).
 //!   - `application/json` is read whole, bounded by [`UpstreamOptions::max_response_body`]
-//!     (`502` above it, also when a `Content-Length` announces more) and in time by
-//!     [`UpstreamOptions::response_timeout`] (`504`).
+//!     (`502` above it, also when a `Content-Length` announces more);
+//!     [`UpstreamOptions::response_timeout`] covers the response headers and this body
+//!     together (`504`).
 //!   - anything else is streamed, bounded in total by the same limit (the stream is cut
 //!     there).
-//! - **Failures** answer with a JSON-RPC error body (`code` `-32603`, the request's `id`, or
-//!   `null`): `502` when the upstream cannot be reached (`upstream unreachable: …`) or
-//!   fails, `504` when its response headers do not come within
-//!   [`UpstreamOptions::response_timeout`].
+//! - **Concurrency.** At most [`UpstreamOptions::max_requests`] upstream requests at once;
+//!   beyond that `503` with `Retry-After`. A streamed response holds its slot until it ends
+//!   or the client goes away.
+//! - **Failures** answer with a JSON-RPC error body (the request's `id`, or `null`): the
+//!   client's mistakes (`400`, `405`, `413`) with `code` `-32600` (invalid request), no free
+//!   slot (`503`) with `-32000`, and the upstream's (`502`, `504`) with `-32603`: `502` when
+//!   the upstream cannot be reached (`upstream unreachable: …`) or fails, `504` when its
+//!   answer does not come within [`UpstreamOptions::response_timeout`].
 //!
 //! Upstream connections are kept alive in a pool, with `TCP_NODELAY` set (MCP answers come
 //! in small writes; Nagle's algorithm would hold the second one for a delayed ACK).
@@ -64,8 +102,9 @@ use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use futures_util::Stream;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Default bound on a request body: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BODY: usize = 4 << 20;
@@ -73,16 +112,29 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 4 << 20;
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 16 << 20;
 /// Default bound on one server-sent event: 16 MiB.
 pub const DEFAULT_MAX_SSE_EVENT: usize = 16 << 20;
-/// Default wait for the upstream's response headers: 120 s (a tool answering in JSON sends
-/// its headers only when it is done).
+/// Default wait for the upstream's answer (its headers, and a JSON body with them): 120 s (a
+/// tool answering in JSON sends its headers only when it is done).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default bound on opening a connection to the upstream: 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on upstream requests (and streams) at once: 256.
+pub const DEFAULT_MAX_REQUESTS: usize = 256;
 
-/// The JSON-RPC error code of every error the forwarder answers itself (internal error).
+/// The JSON-RPC error code of the forwarder's errors about the upstream (`502`, `504`:
+/// internal error).
 pub const FORWARD_ERROR_CODE: i64 = -32603;
+/// The JSON-RPC error code of the forwarder's refusals of the request itself (`400`, `405`,
+/// `413`: invalid request).
+pub const REQUEST_ERROR_CODE: i64 = -32600;
+/// The JSON-RPC error code of `503` when every upstream slot is taken (server error, as the
+/// stdio bridge's).
+pub const BUSY_ERROR_CODE: i64 = -32000;
 
-/// Request headers never forwarded, beyond the hop-by-hop ones.
+/// `Retry-After` of a `503` when every upstream slot is taken, in seconds.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+/// Request headers never forwarded, beyond the hop-by-hop ones and the prefixes in
+/// [`REQUEST_DROPPED_PREFIXES`].
 const REQUEST_DROPPED: &[&str] = &[
     "host",
     "content-length",
@@ -91,16 +143,39 @@ const REQUEST_DROPPED: &[&str] = &[
     "authorization",
     "cookie",
     "origin",
+    // Who the client is, as a front proxy or the client itself says.
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
     "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "remote-user",
+    "x-remote-user",
+    // Which URL it asked for, as a front proxy says.
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    // Another method than the one the OAuth layer judged.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
-/// Response headers never passed back, beyond the hop-by-hop ones.
-const RESPONSE_DROPPED: &[&str] = &["set-cookie", "www-authenticate"];
+/// Prefixes of request headers never forwarded: a front proxy's word on who the client is
+/// (`X-Forwarded-User`, `-Email`, `-Groups`, `-Access-Token`, … from oauth2-proxy and the
+/// like; `X-Auth-Request-*` from its `auth_request` mode).
+const REQUEST_DROPPED_PREFIXES: &[&str] = &["x-forwarded-", "x-auth-request-"];
+
+/// Response headers never passed back, beyond the hop-by-hop ones and `Access-Control-*`.
+const RESPONSE_DROPPED: &[&str] = &[
+    "set-cookie",
+    "www-authenticate",
+    "clear-site-data",
+    "strict-transport-security",
+    "alt-svc",
+    "refresh",
+];
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), dropped both ways.
 const HOP_BY_HOP: &[&str] = &[
@@ -113,6 +188,9 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-connection",
 ];
 
+/// The methods forwarded (the streamable-HTTP transport's).
+const ALLOWED_METHODS: &str = "GET, POST, DELETE";
+
 /// Where and how to forward.
 #[derive(Debug, Clone)]
 pub struct UpstreamOptions {
@@ -121,16 +199,22 @@ pub struct UpstreamOptions {
     /// Static headers sent with every upstream request (the upstream's own credential, for
     /// example), replacing any header of the same name. Values are never logged.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Client headers never forwarded beyond the built-in ones: the host-session header
+    /// naming the signed-in user, when the proxy is configured with one.
+    pub dropped_headers: Vec<HeaderName>,
     /// Bound on a request body (larger: `413`).
     pub max_request_body: usize,
     /// Bound on a non-streamed response body (larger: `502`).
     pub max_response_body: usize,
     /// Bound on one server-sent event (larger: the stream ends).
     pub max_sse_event: usize,
-    /// Wait for the upstream's response headers (longer: `504`).
+    /// Wait for the upstream's response headers and, for a JSON answer, its whole body
+    /// (longer: `504`).
     pub response_timeout: Duration,
     /// Bound on opening a connection to the upstream (longer: `502`).
     pub connect_timeout: Duration,
+    /// Upstream requests at once, streamed responses included until they end (more: `503`).
+    pub max_requests: usize,
 }
 
 impl UpstreamOptions {
@@ -139,11 +223,13 @@ impl UpstreamOptions {
         Self {
             url,
             headers: Vec::new(),
+            dropped_headers: Vec::new(),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_sse_event: DEFAULT_MAX_SSE_EVENT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_requests: DEFAULT_MAX_REQUESTS,
         }
     }
 
@@ -159,18 +245,27 @@ impl UpstreamOptions {
     }
 }
 
+/// Whether `name` cannot be a static upstream header: hop-by-hop, `Host`, `Content-Length`,
+/// or `Accept-Encoding` (the proxy asks for `identity`, the only coding it relays).
+fn reserved_static_header(name: &HeaderName) -> bool {
+    is_hop_by_hop(name)
+        || name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::ACCEPT_ENCODING
+}
+
 /// Parses `Name: value` into a header (value marked sensitive).
 ///
 /// # Errors
-/// No colon, an invalid name, a hop-by-hop or `Host`/`Content-Length` name, or an invalid
-/// value; the message never contains the value.
+/// No colon, an invalid name, a hop-by-hop, `Host`, `Content-Length` or `Accept-Encoding`
+/// name, or an invalid value; the message never contains the value.
 pub fn parse_header_line(line: &str) -> Result<(HeaderName, HeaderValue), UpstreamError> {
     let (name, value) = line
         .split_once(':')
         .ok_or_else(|| UpstreamError::Header("expected `Name: value`".to_owned()))?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| UpstreamError::Header(format!("invalid header name {:?}", name.trim())))?;
-    if is_hop_by_hop(&name) || name == header::HOST || name == header::CONTENT_LENGTH {
+    if reserved_static_header(&name) {
         return Err(UpstreamError::Header(format!(
             "{name} cannot be set as an upstream header"
         )));
@@ -202,6 +297,11 @@ pub struct HttpUpstream {
     client: reqwest::Client,
     /// The upstream URL as logged: without user info, query or fragment.
     shown: String,
+    /// Query parameter names a client may not send (normalised, see [`query_name_forms`]):
+    /// the upstream URL's own and `access_token`.
+    reserved_query: Vec<String>,
+    /// One permit per upstream request or stream in flight.
+    slots: Arc<Semaphore>,
 }
 
 impl HttpUpstream {
@@ -215,7 +315,7 @@ impl HttpUpstream {
             return Err(UpstreamError::Url);
         }
         for (name, _) in &options.headers {
-            if is_hop_by_hop(name) || name == header::HOST || name == header::CONTENT_LENGTH {
+            if reserved_static_header(name) {
                 return Err(UpstreamError::Header(format!(
                     "{name} cannot be set as an upstream header"
                 )));
@@ -234,8 +334,23 @@ impl HttpUpstream {
         let _ = shown.set_password(None);
         shown.set_query(None);
         shown.set_fragment(None);
+        let mut reserved_query = query_name_forms("access_token");
+        for name in options
+            .url
+            .query()
+            .unwrap_or_default()
+            .split(['&', ';'])
+            .filter_map(|pair| pair.split('=').next())
+            .filter(|n| !n.is_empty())
+        {
+            reserved_query.extend(query_name_forms(name));
+        }
+        reserved_query.sort();
+        reserved_query.dedup();
         Ok(Arc::new(Self {
             shown: shown.to_string(),
+            reserved_query,
+            slots: Arc::new(Semaphore::new(options.max_requests.max(1))),
             options,
             client,
         }))
@@ -244,6 +359,12 @@ impl HttpUpstream {
     /// The upstream URL.
     pub fn url(&self) -> &url::Url {
         &self.options.url
+    }
+
+    /// The upstream URL as it is shown in logs and by `--check`: without user info, query
+    /// or fragment (any of which may hold a secret).
+    pub fn shown_url(&self) -> &str {
+        &self.shown
     }
 
     /// The options.
@@ -271,6 +392,28 @@ impl HttpUpstream {
         url
     }
 
+    /// Whether the client's `query` names a parameter it may not send (the upstream URL's
+    /// own, or `access_token`), however it is encoded.
+    fn query_conflicts(&self, query: &str) -> bool {
+        query
+            .split(['&', ';'])
+            .filter_map(|pair| pair.split('=').next())
+            .filter(|n| !n.is_empty())
+            .any(|name| {
+                query_name_forms(name)
+                    .iter()
+                    .any(|form| self.reserved_query.binary_search(form).is_ok())
+            })
+    }
+
+    /// Whether a client header is never forwarded (beyond the hop-by-hop ones).
+    fn request_header_dropped(&self, name: &HeaderName) -> bool {
+        let n = name.as_str();
+        REQUEST_DROPPED.contains(&n)
+            || REQUEST_DROPPED_PREFIXES.iter().any(|p| n.starts_with(p))
+            || self.options.dropped_headers.contains(name)
+    }
+
     /// Forwards one request.
     async fn forward(&self, req: Request<Body>) -> Response {
         let (parts, body) = req.into_parts();
@@ -279,6 +422,29 @@ impl HttpUpstream {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
 
+        // The transport's methods only: the OAuth layer judged this one.
+        let method = parts.method.clone();
+        if !matches!(method, Method::POST | Method::GET | Method::DELETE) {
+            let mut res = rpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                REQUEST_ERROR_CODE,
+                None,
+                &format!("method {method} is not allowed: {ALLOWED_METHODS}"),
+            );
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            return res;
+        }
+        // A GET or DELETE body was not read by the layer: it must not reach the upstream.
+        let bodiless = method != Method::POST;
+        if bodiless && announces_body(&parts.headers) {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                None,
+                &format!("a {method} request cannot carry a body"),
+            );
+        }
+
         // The request body, bounded.
         let too_large = parts
             .headers
@@ -286,15 +452,12 @@ impl HttpUpstream {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|n| n > self.options.max_request_body as u64);
+        let too_large_message = format!(
+            "request body larger than {} bytes",
+            self.options.max_request_body
+        );
         if too_large {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                &format!(
-                    "request body larger than {} bytes",
-                    self.options.max_request_body
-                ),
-            );
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, None, &too_large_message);
         }
         let body = match http_body_util::Limited::new(body, self.options.max_request_body)
             .collect()
@@ -302,25 +465,44 @@ impl HttpUpstream {
         {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    None,
-                    &format!(
-                        "request body larger than {} bytes",
-                        self.options.max_request_body
-                    ),
-                );
+                return refuse(StatusCode::PAYLOAD_TOO_LARGE, None, &too_large_message);
             }
             Err(_) => {
-                return error(
+                return refuse(
                     StatusCode::BAD_REQUEST,
                     None,
                     "the request body could not be read",
                 );
             }
         };
+        if bodiless && !body.is_empty() {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                None,
+                &format!("a {method} request cannot carry a body"),
+            );
+        }
 
-        let mut headers = forwarded_headers(&parts.headers, REQUEST_DROPPED);
+        if let Some(q) = parts.uri.query()
+            && self.query_conflicts(q)
+        {
+            tracing::warn!(target: "mcp_oauth_proxy::security", upstream = %self.shown,
+                "query parameter refused: access_token or one the upstream URL sets");
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                Some(&body),
+                "a query parameter is not accepted: access_token, or one the upstream URL sets",
+            );
+        }
+
+        let Ok(mut headers) = forwarded_headers(&parts.headers, |n| self.request_header_dropped(n))
+        else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                Some(&body),
+                "the Connection header is not visible ASCII",
+            );
+        };
         if let Some(ip) = peer
             && let Ok(v) = HeaderValue::from_str(&ip.to_string())
         {
@@ -329,19 +511,41 @@ impl HttpUpstream {
         for (name, value) in &self.options.headers {
             headers.insert(name.clone(), value.clone());
         }
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
 
+        // A slot, held until the response (or its stream) is done.
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            tracing::warn!(upstream = %self.shown, max = self.options.max_requests,
+                "refusing a request: every upstream slot is taken (max_upstream_requests)");
+            let mut res = rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                BUSY_ERROR_CODE,
+                Some(&body),
+                "too many upstream requests at once; retry later",
+            );
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+            return res;
+        };
+
+        let deadline = tokio::time::Instant::now() + self.options.response_timeout;
         let url = self.target(parts.uri.query());
         let request = self
             .client
-            .request(parts.method.clone(), url)
+            .request(method.clone(), url)
             .headers(headers)
             .body(body.clone());
-        let sent = tokio::time::timeout(self.options.response_timeout, request.send()).await;
+        let sent = tokio::time::timeout_at(deadline, request.send()).await;
         let upstream = match sent {
             Err(_) => {
                 tracing::warn!(
                     upstream = %self.shown,
-                    method = %parts.method,
+                    %method,
                     timeout_s = self.options.response_timeout.as_secs_f64(),
                     "upstream response headers timed out"
                 );
@@ -353,16 +557,23 @@ impl HttpUpstream {
             }
             Ok(Err(e)) => {
                 let why = describe(&e);
-                tracing::warn!(upstream = %self.shown, method = %parts.method, error = %e.without_url(), "upstream request failed");
+                tracing::warn!(upstream = %self.shown, %method, error = %e.without_url(), "upstream request failed");
                 return error(StatusCode::BAD_GATEWAY, Some(&body), &why);
             }
             Ok(Ok(res)) => res,
         };
-        self.relay(upstream, &body).await
+        self.relay(upstream, &body, deadline, permit).await
     }
 
-    /// The upstream's response, as the client gets it.
-    async fn relay(&self, upstream: reqwest::Response, request_body: &Bytes) -> Response {
+    /// The upstream's response, as the client gets it. `permit` is held until the body is
+    /// done; a JSON body must be read by `deadline`.
+    async fn relay(
+        &self,
+        upstream: reqwest::Response,
+        request_body: &Bytes,
+        deadline: tokio::time::Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> Response {
         let status = upstream.status();
         if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
             tracing::warn!(upstream = %self.shown, %status, "upstream answered with a redirect; not followed");
@@ -382,7 +593,22 @@ impl HttpUpstream {
                 "upstream refused the proxy's credentials",
             );
         }
-        let headers = forwarded_headers(upstream.headers(), RESPONSE_DROPPED);
+        if !identity_coded(upstream.headers()) {
+            tracing::warn!(upstream = %self.shown, "upstream answered with a Content-Encoding other than identity");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                Some(request_body),
+                "upstream answered with a Content-Encoding other than identity",
+            );
+        }
+        let Ok(headers) = forwarded_headers(upstream.headers(), response_header_dropped) else {
+            tracing::warn!(upstream = %self.shown, "upstream sent a Connection header that is not visible ASCII");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                Some(request_body),
+                "upstream sent an unreadable Connection header",
+            );
+        };
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -400,6 +626,7 @@ impl HttpUpstream {
             Body::from_stream(Bounded::sse(
                 upstream.bytes_stream(),
                 self.options.max_sse_event,
+                permit,
             ))
         } else {
             let limit = self.options.max_response_body;
@@ -412,11 +639,8 @@ impl HttpUpstream {
                 );
             }
             if content_type == "application/json" {
-                let read = tokio::time::timeout(
-                    self.options.response_timeout,
-                    read_bounded(upstream, limit),
-                )
-                .await;
+                let read = tokio::time::timeout_at(deadline, read_bounded(upstream, limit)).await;
+                drop(permit);
                 let Ok(read) = read else {
                     tracing::warn!(upstream = %self.shown, "upstream response body timed out");
                     return error(
@@ -445,7 +669,7 @@ impl HttpUpstream {
                     }
                 }
             } else {
-                Body::from_stream(Bounded::total(upstream.bytes_stream(), limit))
+                Body::from_stream(Bounded::total(upstream.bytes_stream(), limit, permit))
             }
         };
         let mut response = Response::new(body);
@@ -464,25 +688,87 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-")
 }
 
-/// `from` without hop-by-hop headers (and those `Connection` names) and without `dropped`.
-fn forwarded_headers(from: &HeaderMap, dropped: &[&str]) -> HeaderMap {
-    let named: Vec<String> = from
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
+/// Whether an upstream response header is never passed back (beyond the hop-by-hop ones).
+fn response_header_dropped(name: &HeaderName) -> bool {
+    RESPONSE_DROPPED.contains(&name.as_str()) || name.as_str().starts_with("access-control-")
+}
+
+/// Whether request headers announce a body: `Content-Length` above 0 (or unreadable), or
+/// any `Transfer-Encoding`.
+fn announces_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(0))
+}
+
+/// Whether every `Content-Encoding` of a response is `identity` (or there is none).
+fn identity_coded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
+        })
+    })
+}
+
+/// The `Connection` header's values are not all visible ASCII: the headers they name
+/// cannot be told.
+#[derive(Debug)]
+struct UnreadableConnection;
+
+/// `from` without hop-by-hop headers (and those `Connection` names) and without the ones
+/// `dropped` names.
+fn forwarded_headers(
+    from: &HeaderMap,
+    dropped: impl Fn(&HeaderName) -> bool,
+) -> Result<HeaderMap, UnreadableConnection> {
+    let mut named: Vec<String> = Vec::new();
+    for value in from.get_all(header::CONNECTION) {
+        let value = value.to_str().map_err(|_| UnreadableConnection)?;
+        named.extend(
+            value
+                .split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .filter(|n| !n.is_empty()),
+        );
+    }
     let mut out = HeaderMap::with_capacity(from.len());
     for (name, value) in from {
         let n = name.as_str();
-        if is_hop_by_hop(name) || dropped.contains(&n) || named.iter().any(|c| c == n) {
+        if is_hop_by_hop(name) || dropped(name) || named.iter().any(|c| c == n) {
             continue;
         }
         out.append(name.clone(), value.clone());
     }
-    out
+    Ok(out)
+}
+
+/// The forms a query parameter name is compared in: percent-decoded with `+` kept and with
+/// `+` read as a space, each lowercased with `.`, ` ` and `[` read as `_` (PHP's mangling).
+fn query_name_forms(raw: &str) -> Vec<String> {
+    let decode = |s: &str| -> String {
+        url::form_urlencoded::parse(s.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default()
+    };
+    let normalise = |s: String| -> String {
+        s.chars()
+            .map(|c| match c {
+                '.' | ' ' | '[' => '_',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect()
+    };
+    let mut forms = vec![
+        normalise(decode(&raw.replace('+', "%2B"))),
+        normalise(decode(raw)),
+    ];
+    forms.dedup();
+    forms
 }
 
 /// A short, helpful reason for a failed upstream request (no addresses, no internals).
@@ -517,15 +803,31 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// A JSON-RPC error response: `{"jsonrpc":"2.0","id":…,"error":{"code":-32603,"message":…}}`.
+/// An error about the upstream ([`FORWARD_ERROR_CODE`]).
 fn error(status: StatusCode, request_body: Option<&Bytes>, message: &str) -> Response {
+    rpc_error(status, FORWARD_ERROR_CODE, request_body, message)
+}
+
+/// A refusal of the request itself ([`REQUEST_ERROR_CODE`]).
+fn refuse(status: StatusCode, request_body: Option<&Bytes>, message: &str) -> Response {
+    rpc_error(status, REQUEST_ERROR_CODE, request_body, message)
+}
+
+/// A JSON-RPC error response: `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":…}}`,
+/// with the `id` of the request in `request_body` when it has one.
+fn rpc_error(
+    status: StatusCode,
+    code: i64,
+    request_body: Option<&Bytes>,
+    message: &str,
+) -> Response {
     let id = request_body
         .map(|b| request_id(b))
         .unwrap_or(serde_json::Value::Null);
     let body = serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
-        "error": {"code": FORWARD_ERROR_CODE, "message": message},
+        "error": {"code": code, "message": message},
     });
     (status, axum::Json(body)).into_response()
 }
@@ -588,7 +890,8 @@ enum StreamCut {
     Upstream,
 }
 
-/// An upstream body relayed chunk by chunk, unchanged, cut when a bound is crossed.
+/// An upstream body relayed chunk by chunk, unchanged, cut when a bound is crossed; it holds
+/// its upstream slot until it ends (or is dropped, when the client goes away).
 struct Bounded<S> {
     inner: S,
     limit: usize,
@@ -600,10 +903,12 @@ struct Bounded<S> {
     line_start: bool,
     after_cr: bool,
     done: bool,
+    /// The upstream slot, released when the stream ends.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> Bounded<S> {
-    fn sse(inner: S, limit: usize) -> Self {
+    fn sse(inner: S, limit: usize, permit: OwnedSemaphorePermit) -> Self {
         Self {
             inner,
             limit,
@@ -612,14 +917,21 @@ impl<S> Bounded<S> {
             line_start: true,
             after_cr: false,
             done: false,
+            permit: Some(permit),
         }
     }
 
-    fn total(inner: S, limit: usize) -> Self {
+    fn total(inner: S, limit: usize, permit: OwnedSemaphorePermit) -> Self {
         Self {
             sse: false,
-            ..Self::sse(inner, limit)
+            ..Self::sse(inner, limit, permit)
         }
+    }
+
+    /// The stream is over: no more polling, and the slot is free.
+    fn finish(&mut self) {
+        self.done = true;
+        self.permit = None;
     }
 
     /// Counts `chunk` against the bound; `false` when it is crossed.
@@ -667,11 +979,11 @@ where
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
-                self.done = true;
+                self.finish();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
-                self.done = true;
+                self.finish();
                 tracing::warn!(error = %e.without_url(), "upstream stream failed");
                 Poll::Ready(Some(Err(StreamCut::Upstream)))
             }
@@ -679,7 +991,7 @@ where
                 if self.account(&chunk) {
                     Poll::Ready(Some(Ok(chunk)))
                 } else {
-                    self.done = true;
+                    self.finish();
                     let cut = if self.sse {
                         StreamCut::Event(self.limit)
                     } else {
@@ -697,8 +1009,12 @@ where
 mod tests {
     use super::*;
 
+    fn permit() -> OwnedSemaphorePermit {
+        Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()
+    }
+
     fn sse(limit: usize) -> Bounded<futures_util::stream::Empty<Result<Bytes, reqwest::Error>>> {
-        Bounded::sse(futures_util::stream::empty(), limit)
+        Bounded::sse(futures_util::stream::empty(), limit, permit())
     }
 
     #[test]
@@ -717,6 +1033,7 @@ mod tests {
         let mut b = Bounded::total(
             futures_util::stream::empty::<Result<Bytes, reqwest::Error>>(),
             5,
+            permit(),
         );
         assert!(b.account(b"abc"));
         assert!(b.account(b"de"));
@@ -736,11 +1053,106 @@ mod tests {
         h.insert("authorization", HeaderValue::from_static("Bearer client"));
         h.insert("cookie", HeaderValue::from_static("a=b"));
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-user", HeaderValue::from_static("admin"));
+        h.insert("x-auth-request-email", HeaderValue::from_static("a@x"));
+        h.insert("x-sso-user", HeaderValue::from_static("admin"));
+        h.insert("x-http-method-override", HeaderValue::from_static("POST"));
         h.insert("mcp-session-id", HeaderValue::from_static("s1"));
         h.insert("last-event-id", HeaderValue::from_static("e1"));
-        let out = forwarded_headers(&h, REQUEST_DROPPED);
+        let mut options = UpstreamOptions::new("http://127.0.0.1:9/mcp".parse().unwrap());
+        options
+            .dropped_headers
+            .push(HeaderName::from_static("x-sso-user"));
+        let up = HttpUpstream::new(options).unwrap();
+        let out = forwarded_headers(&h, |n| up.request_header_dropped(n)).unwrap();
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["mcp-session-id", "last-event-id"]);
+
+        // A Connection value that is not visible ASCII: the headers it names are unknown.
+        h.insert(
+            "connection",
+            HeaderValue::from_bytes(b"x-secret-hop, \xe9").unwrap(),
+        );
+        assert!(forwarded_headers(&h, |n| up.request_header_dropped(n)).is_err());
+    }
+
+    #[test]
+    fn response_headers_speaking_for_the_origin_are_dropped() {
+        for name in [
+            "set-cookie",
+            "clear-site-data",
+            "strict-transport-security",
+            "alt-svc",
+            "refresh",
+            "www-authenticate",
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+        ] {
+            assert!(
+                response_header_dropped(&HeaderName::from_static(name)),
+                "{name}"
+            );
+        }
+        assert!(!response_header_dropped(&header::CONTENT_TYPE));
+        assert!(!response_header_dropped(&HeaderName::from_static(
+            "mcp-session-id"
+        )));
+    }
+
+    #[test]
+    fn content_encodings_and_bodies_are_told() {
+        let mut h = HeaderMap::new();
+        assert!(identity_coded(&h));
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("Identity"),
+        );
+        assert!(identity_coded(&h));
+        h.append(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(!identity_coded(&h));
+
+        let mut h = HeaderMap::new();
+        assert!(!announces_body(&h));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(!announces_body(&h));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        assert!(announces_body(&h));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(announces_body(&h));
+    }
+
+    #[test]
+    fn reserved_query_names_are_refused_however_encoded() {
+        let up = HttpUpstream::new(UpstreamOptions::new(
+            "http://127.0.0.1:9/mcp?tenant=acme&api%5Fkey=s"
+                .parse()
+                .unwrap(),
+        ))
+        .unwrap();
+        for q in [
+            "tenant=other",
+            "x=1&TENANT=other",
+            "ten%61nt=other",
+            "api_key=x",
+            "x=1;tenant=other",
+            "access_token=t",
+            "access%5Ftoken=t",
+            "access%5ftoken=t",
+            "Access_Token=t",
+            "access.token=t",
+            "access+token=t",
+            "access%20token=t",
+            "access[token=t",
+        ] {
+            assert!(up.query_conflicts(q), "{q}");
+        }
+        for q in ["tenants=x", "x=tenant", "a=1&b=%20y", "cursor=abc", ""] {
+            assert!(!up.query_conflicts(q), "{q}");
+        }
     }
 
     #[test]
@@ -752,6 +1164,7 @@ mod tests {
         assert!(parse_header_line("no colon").is_err());
         assert!(parse_header_line("Connection: close").is_err());
         assert!(parse_header_line("Host: x").is_err());
+        assert!(parse_header_line("Accept-Encoding: gzip").is_err());
         let e = parse_header_line("X-Key: bad\u{7f}value").unwrap_err();
         assert!(!e.to_string().contains("bad"), "{e}");
     }

@@ -204,8 +204,8 @@ pub struct Settings {
         help_heading = "Backend"
     )]
     pub upstream_headers: Vec<String>,
-    /// How long to wait for the upstream's response headers before answering 504 (seconds,
-    /// or like 90s, 2m) [default: 120s].
+    /// How long the upstream has to answer, its response headers and a JSON body together,
+    /// before the client gets 504 (seconds, or like 90s, 2m) [default: 120s].
     #[arg(
         long,
         env = "MCP_OAUTH_UPSTREAM_TIMEOUT",
@@ -213,6 +213,15 @@ pub struct Settings {
         help_heading = "Backend"
     )]
     pub upstream_timeout: Option<String>,
+    /// How many upstream requests may be in flight at once, open SSE streams included; more
+    /// get 503 with Retry-After [default: 256].
+    #[arg(
+        long,
+        env = "MCP_OAUTH_MAX_UPSTREAM_REQUESTS",
+        value_name = "N",
+        help_heading = "Backend"
+    )]
+    pub max_upstream_requests: Option<usize>,
     /// The stdio MCP server to start, one child per MCP session (after `--`).
     #[arg(last = true, value_name = "COMMAND", help_heading = "Backend")]
     pub command: Vec<String>,
@@ -712,8 +721,10 @@ pub struct Config {
     pub upstream: Option<String>,
     /// Static headers for the upstream, `Name: value` lines.
     pub upstream_headers: Vec<String>,
-    /// How long the upstream has to answer with headers.
+    /// How long the upstream has to answer (headers, and a JSON body with them).
     pub upstream_timeout: Duration,
+    /// HTTP upstream: the most requests (and open streams) at once.
+    pub max_upstream_requests: usize,
     /// Stdio command.
     pub command: Vec<String>,
     /// Stdio: the most children at once.
@@ -1036,6 +1047,13 @@ impl Settings {
             file.upstream_timeout,
         )?
         .unwrap_or(Duration::from_secs(120));
+        let max_upstream_requests = self
+            .max_upstream_requests
+            .or(file.max_upstream_requests)
+            .unwrap_or(crate::http_upstream::DEFAULT_MAX_REQUESTS);
+        if max_upstream_requests == 0 {
+            return Err(err("max_upstream_requests: must be more than 0"));
+        }
         let max_children = self.max_children.or(file.max_children).unwrap_or(32);
         if max_children == 0 {
             return Err(err("max_children: must be more than 0"));
@@ -1070,6 +1088,7 @@ impl Settings {
             upstream,
             upstream_headers,
             upstream_timeout,
+            max_upstream_requests,
             command,
             max_children,
             max_children_per_user,

@@ -116,6 +116,32 @@ async fn check_shows_the_host_session_login() {
 }
 
 #[tokio::test]
+async fn check_never_prints_the_upstream_urls_secrets() {
+    let dir = TempDir::new("check-upstream-secret");
+    let (code, out, err) = common::run(
+        dir.path(),
+        &[
+            "--check",
+            "--upstream",
+            "http://svc:hunter2@127.0.0.1:9/mcp?api_key=s3cret-key#frag",
+            "--password",
+            "pw",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        check_value(&out, "backend"),
+        "HTTP upstream http://127.0.0.1:9/mcp"
+    );
+    for secret in ["hunter2", "s3cret-key", "svc", "frag"] {
+        assert!(!out.contains(secret), "{secret} printed: {out}");
+        assert!(!err.contains(secret), "{secret} logged: {err}");
+    }
+}
+
+#[tokio::test]
 async fn a_broken_configuration_fails_the_check_with_the_reason() {
     let dir = TempDir::new("check-broken");
     // A store that cannot be opened.

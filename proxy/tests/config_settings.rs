@@ -133,6 +133,8 @@ async fn bad_values_are_named() {
         ("trusted_proxies = [\"not-an-ip\"]", "trusted_proxies"),
         ("access_token_ttl = \"5 fortnights\"", "access_token_ttl"),
         ("revocation_cache = \"2m\"", "revocation_cache"),
+        ("max_upstream_requests = 0", "max_upstream_requests"),
+        ("max_upstream_requests = \"many\"", "max_upstream_requests"),
         ("[rate_limits]\ntoken = \"lots\"", "rate_limits.token"),
         ("challenge_style = \"loud\"", "challenge_style"),
         ("public_url = \"ftp://x.example.com\"", "public_url"),
@@ -223,6 +225,7 @@ access_token_ttl = "15m"
 refresh_token_ttl = 86400
 code_ttl = "30s"
 revocation_cache = "5s"
+max_upstream_requests = 8
 log_format = "json"
 
 [users]
@@ -254,6 +257,7 @@ login = "off"
     assert_eq!(c.refresh_token_ttl, Some(Duration::from_secs(86400)));
     assert_eq!(c.code_ttl, Some(Duration::from_secs(30)));
     assert_eq!(c.revocation_cache, Duration::from_secs(5));
+    assert_eq!(c.max_upstream_requests, 8);
     assert_eq!(c.scope_implies["files:write"], ["files:read"]);
     assert_eq!(c.tool_scopes["write"], ["files:write"]);
     assert_eq!(
@@ -298,6 +302,11 @@ login = "off"
         c.trusted_proxies,
         ["10.9.9.9".parse::<std::net::IpAddr>().unwrap()]
     );
+    // A limit from a flag beats the file's; unset anywhere, the default.
+    let c = parse(&["--max-upstream-requests", "3"], &file).unwrap();
+    assert_eq!(c.max_upstream_requests, 3);
+    let c = parse(&["--upstream", UPSTREAM, "--password", "pw"], "").unwrap();
+    assert_eq!(c.max_upstream_requests, 256);
     // `--lazy=false` turns off what the file turned on.
     let e = parse(&["--lazy=false"], &file).unwrap_err();
     assert!(e.contains("public_tools need lazy"), "{e}");

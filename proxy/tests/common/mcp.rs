@@ -1,6 +1,6 @@
 //! MCP over streamable HTTP, by hand: raw posts ([`mcp_post`], [`Raw`] with a token and a
-//! session), answers read whole ([`read`], SSE parsed by [`sse_messages`]), and a tiny MCP
-//! server to forward to ([`fake_mcp`]).
+//! session), answers read whole ([`read`], SSE parsed by [`sse_messages`]), raw HTTP/1.1
+//! bytes over TCP ([`raw_http`]), and a tiny MCP server to forward to ([`fake_mcp`]).
 
 use serde_json::{Value, json};
 
@@ -283,4 +283,33 @@ pub async fn read(res: reqwest::Response) -> Answer {
         body,
         headers,
     }
+}
+
+/// Sends `request`, raw HTTP/1.1 bytes (which should say `Connection: close`), to the
+/// address of `base` (`http://host:port`) and reads the answer to its end: the status and
+/// everything after the head. For what an HTTP client library will not send: two `Host`
+/// headers, an absolute-form target, bytes that are not ASCII.
+pub async fn raw_http(base: &str, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("no answer in time")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    let rest = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, rest)
 }
