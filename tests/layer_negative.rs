@@ -650,12 +650,15 @@ async fn allowed_origins_get_cors_and_preflight() {
 async fn query_string_tokens_are_refused() {
     let f = fixture();
     let t = f.token(json!({}));
-    let req = Request::post(format!("/mcp?access_token={t}"))
-        .body(Body::from(tool_call("files_read")))
-        .unwrap();
-    let res = f.send(req).await;
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert!(www(&res).contains(r#"error="invalid_request""#));
+    // Also percent-encoded or in capitals, as a framework behind the layer would still read.
+    for name in ["access_token", "access%5Ftoken", "ACCESS_TOKEN"] {
+        let req = Request::post(format!("/mcp?{name}={t}"))
+            .body(Body::from(tool_call("files_read")))
+            .unwrap();
+        let res = f.send(req).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{name}");
+        assert!(www(&res).contains(r#"error="invalid_request""#));
+    }
 }
 
 #[tokio::test]

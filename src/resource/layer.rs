@@ -189,10 +189,17 @@ const B64TOKEN: [bool; 256] = {
     table
 };
 
+/// Whether the query string carries an `access_token` parameter, named the way any
+/// framework behind the layer could read it: percent-encoded (`access%5Ftoken`), with `+`
+/// for a space, in any case, after `&` or `;`.
 fn query_has_token(uri: &http::Uri) -> bool {
     uri.query().is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair.split('=').next() == Some("access_token"))
+        q.split(['&', ';']).any(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            url::form_urlencoded::parse(name.as_bytes())
+                .next()
+                .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("access_token"))
+        })
     })
 }
 
@@ -1158,5 +1165,17 @@ mod tests {
         assert!(query_has_token(&"/mcp?access_token=x".parse().unwrap()));
         assert!(query_has_token(&"/mcp?a=1&access_token".parse().unwrap()));
         assert!(!query_has_token(&"/mcp?my_access_token=x".parse().unwrap()));
+        // Spelled the ways a framework would still read as `access_token`.
+        for q in [
+            "/mcp?access%5Ftoken=x",
+            "/mcp?access%5ftoken=x",
+            "/mcp?%61ccess_token=x",
+            "/mcp?ACCESS_TOKEN=x",
+            "/mcp?a=1;access_token=x",
+            "/mcp?access_token+=x",
+        ] {
+            assert!(query_has_token(&q.parse().unwrap()), "{q}");
+        }
+        assert!(!query_has_token(&"/mcp?access%5Ftokens=x".parse().unwrap()));
     }
 }
