@@ -60,16 +60,22 @@ async fn serve_at<F: FnOnce(&str) -> Router>(make: F) -> String {
 async fn quickstart(server: AuthorizationServer) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let (_, cfg) = quickstart_app::app(&base, server.clone());
+    let app = quickstart_router(&base, &server);
+    tokio::spawn(async move { mcp_oauth::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// The quickstart's whole app for `base`, mounted with `server.mount`.
+#[cfg(all(feature = "rmcp", feature = "macros"))]
+fn quickstart_router(base: &str, server: &AuthorizationServer) -> Router {
+    let (_, cfg) = quickstart_app::app(base, server.clone());
     let files = quickstart_app::Files::new();
     let mcp = StreamableHttpService::new(
         move || Ok(files.clone()),
         Arc::new(LocalSessionManager::default()),
         Default::default(),
     );
-    let app = server.mount(&cfg, mcp).unwrap();
-    tokio::spawn(async move { mcp_oauth::serve(listener, app).await.unwrap() });
-    base
+    server.mount(&cfg, mcp).unwrap()
 }
 
 /// The quickstart with a [`Flaky`] client store (down from the start when `down`); the
@@ -223,15 +229,7 @@ async fn health_probes_are_bounded_and_the_doctor_reruns_in_the_background() {
     use tower::ServiceExt as _;
 
     let (down, probes, server) = flaky_server(false).await;
-    let base = "http://127.0.0.1:8000";
-    let (_, cfg) = quickstart_app::app(base, server.clone());
-    let files = quickstart_app::Files::new();
-    let mcp = StreamableHttpService::new(
-        move || Ok(files.clone()),
-        Arc::new(LocalSessionManager::default()),
-        Default::default(),
-    );
-    let app = server.mount(&cfg, mcp).unwrap();
+    let app = quickstart_router("http://127.0.0.1:8000", &server);
     let health = |app: Router| async move {
         let req = http::Request::get("/health")
             .header("host", "127.0.0.1:8000")

@@ -216,6 +216,32 @@ struct Session {
 }
 
 impl Session {
+    /// A session of `owner` whose child `pid` reads `input`, opened by the `initialize`
+    /// request `init_id`, not yet initialized.
+    fn new(
+        owner: Owner,
+        pid: u32,
+        input: mpsc::Sender<Vec<u8>>,
+        init_id: String,
+        stop: watch::Sender<Option<&'static str>>,
+        done: watch::Sender<bool>,
+    ) -> Self {
+        Self {
+            owner,
+            pid,
+            input,
+            routes: Mutex::new(Routes::default()),
+            busy: AtomicUsize::new(0),
+            created: Instant::now(),
+            last_used: Mutex::new(Instant::now()),
+            initialized: AtomicBool::new(false),
+            protocol: Mutex::new(None),
+            init_id,
+            stop,
+            done,
+        }
+    }
+
     fn touch(&self) {
         if let Ok(mut t) = self.last_used.lock() {
             *t = Instant::now();
@@ -800,20 +826,7 @@ impl StdioBridge {
         let (input, input_rx) = mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
         let (stop, stop_rx) = watch::channel(None);
         let (done, _) = watch::channel(false);
-        let session = Arc::new(Session {
-            owner,
-            pid,
-            input,
-            routes: Mutex::new(Routes::default()),
-            busy: AtomicUsize::new(0),
-            created: Instant::now(),
-            last_used: Mutex::new(Instant::now()),
-            initialized: AtomicBool::new(false),
-            protocol: Mutex::new(None),
-            init_id,
-            stop,
-            done,
-        });
+        let session = Arc::new(Session::new(owner, pid, input, init_id, stop, done));
         // Known before its supervisor runs, which forgets it when the child is gone.
         if let Ok(mut map) = self.sessions.lock() {
             map.insert(id.clone(), session.clone());
@@ -1629,23 +1642,11 @@ mod tests {
         let (input, _) = mpsc::channel(1);
         let (stop, _) = watch::channel(None);
         let (done, _) = watch::channel(false);
-        Arc::new(Session {
-            owner: Owner {
-                subject: "alice".to_owned(),
-                client_id: None,
-            },
-            pid: 0,
-            input,
-            routes: Mutex::new(Routes::default()),
-            busy: AtomicUsize::new(0),
-            created: Instant::now(),
-            last_used: Mutex::new(Instant::now()),
-            initialized: AtomicBool::new(false),
-            protocol: Mutex::new(None),
-            init_id: "0".to_owned(),
-            stop,
-            done,
-        })
+        let owner = Owner {
+            subject: "alice".to_owned(),
+            client_id: None,
+        };
+        Arc::new(Session::new(owner, 0, input, "0".to_owned(), stop, done))
     }
 
     fn request_of_the_child() -> Value {

@@ -658,47 +658,67 @@ async fn upstream_failures_answer_json_rpc_errors() {
         "an oversize body reached the upstream"
     );
 
-    // No response headers within the timeout: 504, with the request's id.
-    assert_rpc_error(
-        post(&http, &proxy, &token, "hang", rpc(11, "tools/call")).await,
-        504,
-        json!(11),
-        "upstream did not answer in time",
-    )
-    .await;
-    // Headers, then a JSON body that never ends: 504 too.
-    assert_rpc_error(
-        post(&http, &proxy, &token, "hang-body", rpc(17, "tools/call")).await,
-        504,
-        json!(17),
-        "upstream did not answer in time",
-    )
-    .await;
-    // The timeout covers the headers and the JSON body together: 3 s each is within it,
-    // 6 s in all is not.
-    assert_rpc_error(
-        post(
-            &http,
-            &proxy,
-            &token,
+    // Each upstream misbehaviour (the fake's route) becomes a JSON-RPC error with the
+    // request's id and a status of its own:
+    for (route, id, method, status, message) in [
+        // no response headers within the timeout;
+        (
+            "hang",
+            11,
+            "tools/call",
+            504,
+            "upstream did not answer in time",
+        ),
+        // headers, then a JSON body that never ends;
+        (
+            "hang-body",
+            17,
+            "tools/call",
+            504,
+            "upstream did not answer in time",
+        ),
+        // the timeout covers the headers and the JSON body together: 3 s each is within
+        // it, 6 s in all is not;
+        (
             "slow-headers-slow-body",
-            rpc(18, "tools/call"),
+            18,
+            "tools/call",
+            504,
+            "upstream did not answer in time",
+        ),
+        // a compressed answer (the bounds would count compressed bytes, and the OAuth layer
+        // could not read it);
+        (
+            "gzip",
+            19,
+            "tools/list",
+            502,
+            "upstream answered with a Content-Encoding other than identity",
+        ),
+        // JSON answers over 16 MiB, announced or not.
+        (
+            "huge-json",
+            14,
+            "tools/list",
+            502,
+            "upstream response larger than",
+        ),
+        (
+            "huge-json-chunked",
+            15,
+            "tools/list",
+            502,
+            "upstream response larger than",
+        ),
+    ] {
+        assert_rpc_error(
+            post(&http, &proxy, &token, route, rpc(id, method)).await,
+            status,
+            json!(id),
+            message,
         )
-        .await,
-        504,
-        json!(18),
-        "upstream did not answer in time",
-    )
-    .await;
-    // A compressed answer is not relayed: the bounds would count compressed bytes, and the
-    // OAuth layer could not read it.
-    assert_rpc_error(
-        post(&http, &proxy, &token, "gzip", rpc(19, "tools/list")).await,
-        502,
-        json!(19),
-        "upstream answered with a Content-Encoding other than identity",
-    )
-    .await;
+        .await;
+    }
     // The upstream's own errors (5xx) pass unchanged: status, headers, body.
     let res = post(&http, &proxy, &token, "error-500", rpc(20, "tools/call")).await;
     assert_eq!(res.status(), 500);
@@ -725,28 +745,6 @@ async fn upstream_failures_answer_json_rpc_errors() {
         502,
         json!(13),
         "upstream refused the proxy's credentials",
-    )
-    .await;
-    // JSON answers over 16 MiB: 502, announced or not.
-    assert_rpc_error(
-        post(&http, &proxy, &token, "huge-json", rpc(14, "tools/list")).await,
-        502,
-        json!(14),
-        "upstream response larger than",
-    )
-    .await;
-    assert_rpc_error(
-        post(
-            &http,
-            &proxy,
-            &token,
-            "huge-json-chunked",
-            rpc(15, "tools/list"),
-        )
-        .await,
-        502,
-        json!(15),
-        "upstream response larger than",
     )
     .await;
     // Notifications and batches have no id to echo.
