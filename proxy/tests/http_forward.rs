@@ -962,12 +962,18 @@ async fn client_query_parameters_cannot_shadow_the_upstreams_or_carry_a_token() 
     let proxy = Running::upstream(&format!("{url}?tenant=acme"), &[]).await;
     let token = obtain_token(&proxy.base).await;
     let http = client();
-    for (id, query) in [
-        (41, "tenant=other"),
-        (42, "x=1&Tenant=other"),
-        (43, "ten%61nt=other"),
-        (44, "access%5Ftoken=abc"),
-        (45, "x=1;tenant=other"),
+    let shadowing = "a query parameter is not accepted: access_token, or one the upstream URL sets";
+    for (id, query, refusal) in [
+        (41, "tenant=other", shadowing),
+        (42, "x=1&Tenant=other", shadowing),
+        (43, "ten%61nt=other", shadowing),
+        // The library's layer refuses a query token (in any spelling) before the forwarder.
+        (
+            44,
+            "access%5Ftoken=abc",
+            "Access tokens are not accepted in the query string",
+        ),
+        (45, "x=1;tenant=other", shadowing),
     ] {
         let res = post_to(
             &http,
@@ -977,13 +983,7 @@ async fn client_query_parameters_cannot_shadow_the_upstreams_or_carry_a_token() 
             rpc(id, "tools/call"),
         )
         .await;
-        assert_rpc_refusal(
-            res,
-            400,
-            json!(id),
-            "a query parameter is not accepted: access_token, or one the upstream URL sets",
-        )
-        .await;
+        assert_rpc_refusal(res, 400, json!(id), refusal).await;
     }
     assert!(up.seen().is_empty(), "{:?}", up.seen());
     // Other parameters still pass, after the upstream URL's own.
