@@ -50,17 +50,7 @@ async fn a_configured_rate_limit_and_lifetime_apply() {
         )
         .await;
     let code = common::browser::query_param(&cb, "code").unwrap();
-    let body: serde_json::Value = common::exchange_code(
-        &format!("{}/token", proxy.base),
-        &client_id,
-        &code,
-        &pkce.verifier,
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let body = common::redeem(&proxy.base, &client_id, &code, &pkce.verifier).await;
     assert_eq!(body["expires_in"], 120, "{body}");
     proxy.stop().await;
 

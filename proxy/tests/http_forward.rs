@@ -552,15 +552,7 @@ async fn sse_events_reach_the_client_as_the_upstream_sends_them() {
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     // The upstream sends its last event only after the client has seen the first: a proxy
     // that buffered the stream would never deliver it (bounded by the timeout).
-    let mut got = String::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !got.contains("\n\n") {
-            let chunk = res.chunk().await.unwrap().expect("stream ended early");
-            got.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    })
-    .await
-    .expect("the first event did not arrive before the last was sent");
+    let mut got = first_event(&mut res).await;
     assert_eq!(got, "id: 1\ndata: {\"event\":\"first\"}\n\n");
     up.go.notify_one();
     while let Some(chunk) = res.chunk().await.unwrap() {
@@ -1091,17 +1083,7 @@ async fn the_host_session_header_never_reaches_the_upstream() {
     );
     let callback = b.authorize(&authorize, browser::Decision::Approve).await;
     let code = browser::query_param(&callback, "code").expect("a code");
-    let tokens: Value = common::exchange_code(
-        &format!("{}/token", proxy.base),
-        &client_id,
-        &code,
-        &pkce.verifier,
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let tokens = common::redeem(&proxy.base, &client_id, &code, &pkce.verifier).await;
     let token = tokens["access_token"].as_str().unwrap();
 
     // The front proxy adds the header to every request, MCP ones too (or a client sends

@@ -96,15 +96,7 @@ async fn the_header_from_a_trusted_proxy_signs_the_user_in() {
         "no consent page:\n{}",
         b.transcript()
     );
-    let resp = common::exchange_code(
-        &format!("{}/token", proxy.base),
-        &client_id,
-        &code,
-        &pkce.verifier,
-        None,
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
+    common::redeem(&proxy.base, &client_id, &code, &pkce.verifier).await;
     assert!(
         proxy.logs().contains("subject=\"alice\""),
         "{}",

@@ -92,15 +92,7 @@ async fn upstream_login_from_flags_reaches_consent_and_tokens() {
         "{transcript}"
     );
     let code = browser::query_param(&back, "code").unwrap_or_else(|| panic!("{back}"));
-    let resp = common::exchange_code(
-        &format!("{}/token", proxy.base),
-        &client_id,
-        &code,
-        &pkce.verifier,
-        None,
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
+    common::redeem(&proxy.base, &client_id, &code, &pkce.verifier).await;
     let logs = proxy.logs();
     assert!(
         logs.contains(&format!("subject=\"{}|alice\"", idp.issuer)),

@@ -235,6 +235,16 @@ pub async fn sign_in_at(
     tokens(&body)
 }
 
+/// The code exchange at the proxy at `base` (no `resource`), which must succeed; the token
+/// response.
+pub async fn redeem(base: &str, client_id: &str, code: &str, verifier: &str) -> serde_json::Value {
+    let resp = exchange_code(&format!("{base}/token"), client_id, code, verifier, None).await;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(status, 200, "token exchange failed: {body}");
+    body
+}
+
 /// The code exchange at the token endpoint `token` (PKCE `verifier`, the `resource` when
 /// given); the raw response.
 pub async fn exchange_code(
