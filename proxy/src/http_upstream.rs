@@ -15,11 +15,12 @@
 //!   (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`) are never forwarded:
 //!   the upstream handles the method the layer judged.
 //! - **The query string** is appended after the upstream URL's own query. A client parameter
-//!   named like one of the upstream URL's own parameters, or `access_token`, is `400`
-//!   (frameworks disagree on which of two equal names wins, and a token never travels in a
-//!   URL). Names are compared percent-decoded (`+` read both as itself and as a space), with
-//!   ASCII case ignored and `.`, ` ` and `[` read as `_` (as PHP does), and `;` taken as a
-//!   separator too (as some frameworks do).
+//!   named like one of the upstream URL's own parameters is `400` (frameworks disagree on
+//!   which of two equal names wins); names are compared in every form a framework may read
+//!   them as ([`mcp_oauth::resource::query_name_forms`]: percent-decoded, `+` both ways, ASCII
+//!   case ignored, `.`, ` ` and `[` as `_`), with `;` taken as a separator too. A token in
+//!   the query (`access_token` in any of those forms) never gets this far: the OAuth layer
+//!   refuses it.
 //! - **Requests.** The body is read whole, up to [`UpstreamOptions::max_request_body`]
 //!   (`413` with a JSON-RPC error above it, announced or chunked), so a refused or failed
 //!   request can name its JSON-RPC `id`. Headers pass, except:
@@ -90,6 +91,7 @@
 //! Upstream connections are kept alive in a pool, with `TCP_NODELAY` set (MCP answers come
 //! in small writes; Nagle's algorithm would hold the second one for a delayed ACK).
 
+use mcp_oauth::resource::query_name_forms;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -297,8 +299,9 @@ pub struct HttpUpstream {
     client: reqwest::Client,
     /// The upstream URL as logged: without user info, query or fragment.
     shown: String,
-    /// Query parameter names a client may not send (normalised, see [`query_name_forms`]):
-    /// the upstream URL's own and `access_token`.
+    /// Query parameter names a client may not send: the upstream URL's own, in every form
+    /// a framework may read them as ([`query_name_forms`]). (`access_token` in any form is
+    /// the OAuth layer's to refuse, before the forwarder.)
     reserved_query: Vec<String>,
     /// One permit per upstream request or stream in flight.
     slots: Arc<Semaphore>,
@@ -334,7 +337,7 @@ impl HttpUpstream {
         let _ = shown.set_password(None);
         shown.set_query(None);
         shown.set_fragment(None);
-        let mut reserved_query = query_name_forms("access_token");
+        let mut reserved_query = Vec::new();
         for name in options
             .url
             .query()
@@ -392,8 +395,8 @@ impl HttpUpstream {
         url
     }
 
-    /// Whether the client's `query` names a parameter it may not send (the upstream URL's
-    /// own, or `access_token`), however it is encoded.
+    /// Whether the client's `query` names a parameter the upstream URL sets, however it is
+    /// encoded.
     fn query_conflicts(&self, query: &str) -> bool {
         query
             .split(['&', ';'])
@@ -487,11 +490,11 @@ impl HttpUpstream {
             && self.query_conflicts(q)
         {
             tracing::warn!(target: "mcp_oauth_proxy::security", upstream = %self.shown,
-                "query parameter refused: access_token or one the upstream URL sets");
+                "query parameter refused: the upstream URL sets it");
             return refuse(
                 StatusCode::BAD_REQUEST,
                 Some(&body),
-                "a query parameter is not accepted: access_token, or one the upstream URL sets",
+                "a query parameter the upstream URL sets is not accepted",
             );
         }
 
@@ -744,31 +747,6 @@ fn forwarded_headers(
         out.append(name.clone(), value.clone());
     }
     Ok(out)
-}
-
-/// The forms a query parameter name is compared in: percent-decoded with `+` kept and with
-/// `+` read as a space, each lowercased with `.`, ` ` and `[` read as `_` (PHP's mangling).
-fn query_name_forms(raw: &str) -> Vec<String> {
-    let decode = |s: &str| -> String {
-        url::form_urlencoded::parse(s.as_bytes())
-            .next()
-            .map(|(k, _)| k.into_owned())
-            .unwrap_or_default()
-    };
-    let normalise = |s: String| -> String {
-        s.chars()
-            .map(|c| match c {
-                '.' | ' ' | '[' => '_',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect()
-    };
-    let mut forms = vec![
-        normalise(decode(&raw.replace('+', "%2B"))),
-        normalise(decode(raw)),
-    ];
-    forms.dedup();
-    forms
 }
 
 /// A short, helpful reason for a failed upstream request (no addresses, no internals).
@@ -1139,14 +1117,8 @@ mod tests {
             "ten%61nt=other",
             "api_key=x",
             "x=1;tenant=other",
-            "access_token=t",
-            "access%5Ftoken=t",
-            "access%5ftoken=t",
-            "Access_Token=t",
-            "access.token=t",
-            "access+token=t",
-            "access%20token=t",
-            "access[token=t",
+            "api.key=x",
+            "API%5BKEY=x",
         ] {
             assert!(up.query_conflicts(q), "{q}");
         }

@@ -189,18 +189,53 @@ const B64TOKEN: [bool; 256] = {
     table
 };
 
-/// Whether the query string carries an `access_token` parameter, named the way any
-/// framework behind the layer could read it: percent-encoded (`access%5Ftoken`), with `+`
-/// for a space, in any case, after `&` or `;`.
+/// Whether the query string carries an `access_token` parameter, named any way a framework
+/// behind the layer could read as that name ([`query_name_forms`]), after `&` or `;`.
 fn query_has_token(uri: &http::Uri) -> bool {
     uri.query().is_some_and(|q| {
-        q.split(['&', ';']).any(|pair| {
-            let name = pair.split('=').next().unwrap_or_default();
-            url::form_urlencoded::parse(name.as_bytes())
-                .next()
-                .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("access_token"))
-        })
+        q.split(['&', ';'])
+            .filter_map(|pair| pair.split('=').next())
+            .any(|name| query_name_forms(name).iter().any(|f| f == "access_token"))
     })
+}
+
+/// The names a web framework may read the raw query parameter name `raw` as, normalised:
+/// percent-decoded with `+` taken both as itself and as a space, ASCII case folded, and `.`,
+/// space and `[` read as `_` (as PHP does). Two names that share a form may be read as the
+/// same parameter by some framework, so a rule about one name must refuse all of them: the
+/// layer refuses `access_token` in the query this way, and `mcp-oauth-proxy` the parameters
+/// its upstream URL sets.
+///
+/// ```
+/// use mcp_oauth::resource::query_name_forms;
+///
+/// assert!(query_name_forms("access%5Ftoken").contains(&"access_token".to_owned()));
+/// assert!(query_name_forms("Access.Token").contains(&"access_token".to_owned()));
+/// assert!(query_name_forms("access+token").contains(&"access_token".to_owned()));
+/// assert!(!query_name_forms("my_access_token").contains(&"access_token".to_owned()));
+/// ```
+#[must_use]
+pub fn query_name_forms(raw: &str) -> Vec<String> {
+    let decode = |s: &str| -> String {
+        url::form_urlencoded::parse(s.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default()
+    };
+    let normalise = |s: String| -> String {
+        s.chars()
+            .map(|c| match c {
+                '.' | ' ' | '[' => '_',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect()
+    };
+    let mut forms = vec![
+        normalise(decode(&raw.replace('+', "%2B"))),
+        normalise(decode(raw)),
+    ];
+    forms.dedup();
+    forms
 }
 
 /// Which resource a request is for (issue 8 item 3).
@@ -1172,7 +1207,9 @@ mod tests {
             "/mcp?%61ccess_token=x",
             "/mcp?ACCESS_TOKEN=x",
             "/mcp?a=1;access_token=x",
-            "/mcp?access_token+=x",
+            "/mcp?access+token=x",
+            "/mcp?access.token=x",
+            "/mcp?access[token=x",
         ] {
             assert!(query_has_token(&q.parse().unwrap()), "{q}");
         }

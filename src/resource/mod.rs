@@ -132,7 +132,7 @@ pub(crate) mod shape;
 
 pub use challenge::AuthRejection;
 pub use extract::{Auth, AuthExtractError, ScopeList, Scoped};
-pub use layer::{MAX_AUTHORIZATION_LEN, McpOAuth, McpOAuthLayer, ResponseFuture};
+pub use layer::{MAX_AUTHORIZATION_LEN, McpOAuth, McpOAuthLayer, ResponseFuture, query_name_forms};
 pub use policy::{AccessPolicy, LAZY_PUBLIC_METHODS, Requirement, ToolAccess, ToolRequirement};
 pub use session::{
     DEFAULT_SESSION_CAPACITY, DEFAULT_SESSION_IDLE, MemorySessionBindings, SessionBindings,
