@@ -25,12 +25,7 @@ password = "pw"
         ),
     )
     .unwrap();
-    let (code, out, err) = common::run(
-        dir.path(),
-        &["--check", "--config", cfg.to_str().unwrap()],
-        &[],
-    )
-    .await;
+    let (code, out, err) = common::check(dir.path(), &["--config", cfg.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{err}");
     let backend = format!("HTTP upstream {UPSTREAM}");
     for (key, expected) in [
@@ -86,10 +81,9 @@ password = "pw"
 #[tokio::test]
 async fn check_shows_the_host_session_login() {
     let dir = TempDir::new("check-host");
-    let (code, out, err) = common::run(
+    let (code, out, err) = common::check(
         dir.path(),
         &[
-            "--check",
             "--upstream",
             UPSTREAM,
             "--public-url",
@@ -101,7 +95,6 @@ async fn check_shows_the_host_session_login() {
             "--trusted-proxy",
             "10.0.0.1",
         ],
-        &[],
     )
     .await;
     assert_eq!(code, 0, "{err}");
@@ -118,16 +111,14 @@ async fn check_shows_the_host_session_login() {
 #[tokio::test]
 async fn check_never_prints_the_upstream_urls_secrets() {
     let dir = TempDir::new("check-upstream-secret");
-    let (code, out, err) = common::run(
+    let (code, out, err) = common::check(
         dir.path(),
         &[
-            "--check",
             "--upstream",
             "http://svc:hunter2@127.0.0.1:9/mcp?api_key=s3cret-key#frag",
             "--password",
             "pw",
         ],
-        &[],
     )
     .await;
     assert_eq!(code, 0, "{err}");
@@ -145,10 +136,9 @@ async fn check_never_prints_the_upstream_urls_secrets() {
 async fn a_broken_configuration_fails_the_check_with_the_reason() {
     let dir = TempDir::new("check-broken");
     // A store that cannot be opened.
-    let (code, out, err) = common::run(
+    let (code, out, err) = common::check(
         dir.path(),
         &[
-            "--check",
             "--upstream",
             UPSTREAM,
             "--password",
@@ -156,17 +146,15 @@ async fn a_broken_configuration_fails_the_check_with_the_reason() {
             "--store",
             "/nonexistent-dir/for/sure/x.sqlite3",
         ],
-        &[],
     )
     .await;
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("store"), "{err}");
     assert!(!out.contains("configuration"), "{out}");
     // Certificate files that do not exist.
-    let (code, _, err) = common::run(
+    let (code, _, err) = common::check(
         dir.path(),
         &[
-            "--check",
             "--upstream",
             UPSTREAM,
             "--password",
@@ -176,40 +164,28 @@ async fn a_broken_configuration_fails_the_check_with_the_reason() {
             "--tls-key",
             "nope.key",
         ],
-        &[],
     )
     .await;
     assert_eq!(code, 2);
     assert!(err.contains("TLS") && err.contains("nope.pem"), "{err}");
     // A stdio program that does not exist.
-    let (code, _, err) = common::run(
+    let (code, _, err) = common::check(
         dir.path(),
         &[
-            "--check",
             "--password",
             "pw",
             "--",
             "no-such-mcp-server-program",
             "--stdio",
         ],
-        &[],
     )
     .await;
     assert_eq!(code, 2);
     assert!(err.contains("no-such-mcp-server-program"), "{err}");
     // One that does: the check passes and names it (and a revocation cache, when set).
-    let (code, out, err) = common::run(
+    let (code, out, err) = common::check(
         dir.path(),
-        &[
-            "--check",
-            "--password",
-            "pw",
-            "--revocation-cache",
-            "5s",
-            "--",
-            "cat",
-        ],
-        &[],
+        &["--password", "pw", "--revocation-cache", "5s", "--", "cat"],
     )
     .await;
     assert_eq!(code, 0, "{err}");
@@ -219,8 +195,7 @@ async fn a_broken_configuration_fails_the_check_with_the_reason() {
         "cached 5s (a revoked token keeps working up to that long)"
     );
     // A config file that does not exist.
-    let (code, _, err) =
-        common::run(dir.path(), &["--check", "--config", "missing.toml"], &[]).await;
+    let (code, _, err) = common::check(dir.path(), &["--config", "missing.toml"]).await;
     assert_eq!(code, 2);
     assert!(err.contains("missing.toml"), "{err}");
 }
@@ -322,10 +297,9 @@ async fn help_reads_like_documentation() {
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let dir = TempDir::new("jsonlog");
-    let (code, _, err) = common::run(
+    let (code, _, err) = common::check(
         dir.path(),
         &[
-            "--check",
             "--upstream",
             UPSTREAM,
             "--password",
@@ -333,7 +307,6 @@ async fn json_logs_are_one_object_per_line() {
             "--log-format",
             "json",
         ],
-        &[],
     )
     .await;
     assert_eq!(code, 0, "{err}");
@@ -371,18 +344,9 @@ async fn shared_stores_open_by_url_when_available() {
         let password = url::Url::parse(&url)
             .ok()
             .and_then(|u| u.password().map(str::to_owned));
-        let (code, out, err) = common::run(
+        let (code, out, err) = common::check(
             dir.path(),
-            &[
-                "--check",
-                "--upstream",
-                UPSTREAM,
-                "--password",
-                "pw",
-                "--store",
-                &url,
-            ],
-            &[],
+            &["--upstream", UPSTREAM, "--password", "pw", "--store", &url],
         )
         .await;
         assert_eq!(code, 0, "{var}: {err}");
@@ -398,10 +362,9 @@ async fn shared_stores_open_by_url_when_available() {
         }
     }
     // A URL that cannot be reached fails the check, naming the store.
-    let (code, _, err) = common::run(
+    let (code, _, err) = common::check(
         dir.path(),
         &[
-            "--check",
             "--upstream",
             UPSTREAM,
             "--password",
@@ -409,7 +372,6 @@ async fn shared_stores_open_by_url_when_available() {
             "--store",
             "redis://127.0.0.1:9",
         ],
-        &[],
     )
     .await;
     assert_eq!(code, 2);

@@ -106,7 +106,7 @@ async fn check_file(dir: &std::path::Path, rest: &str) -> (i32, String, String) 
         format!("upstream = \"{UPSTREAM}\"\npassword = \"pw\"\n{rest}\n"),
     )
     .unwrap();
-    common::run(dir, &["--check", "--config", cfg.to_str().unwrap()], &[]).await
+    common::check(dir, &["--config", cfg.to_str().unwrap()]).await
 }
 
 #[tokio::test]
@@ -153,10 +153,9 @@ async fn bad_values_are_named() {
         );
     }
     // A bad flag value is named too.
-    let (code, _, err) = common::run(
+    let (code, _, err) = common::check(
         dir.path(),
         &[
-            "--check",
             "--upstream",
             UPSTREAM,
             "--password",
@@ -164,7 +163,6 @@ async fn bad_values_are_named() {
             "--rate-limit",
             "tokn=5/min",
         ],
-        &[],
     )
     .await;
     assert_eq!(code, 2);
@@ -174,26 +172,17 @@ async fn bad_values_are_named() {
 #[tokio::test]
 async fn missing_or_double_backend_and_missing_users_are_refused() {
     let dir = TempDir::new("backend");
-    let (code, _, err) = common::run(dir.path(), &["--check", "--password", "pw"], &[]).await;
+    let (code, _, err) = common::check(dir.path(), &["--password", "pw"]).await;
     assert_eq!(code, 2);
     assert!(err.contains("no MCP server"), "{err}");
-    let (code, _, err) = common::run(
+    let (code, _, err) = common::check(
         dir.path(),
-        &[
-            "--check",
-            "--password",
-            "pw",
-            "--upstream",
-            UPSTREAM,
-            "--",
-            "cat",
-        ],
-        &[],
+        &["--password", "pw", "--upstream", UPSTREAM, "--", "cat"],
     )
     .await;
     assert_eq!(code, 2);
     assert!(err.contains("both"), "{err}");
-    let (code, _, err) = common::run(dir.path(), &["--check", "--upstream", UPSTREAM], &[]).await;
+    let (code, _, err) = common::check(dir.path(), &["--upstream", UPSTREAM]).await;
     assert_eq!(code, 2);
     assert!(err.contains("no users"), "{err}");
 }
@@ -383,12 +372,8 @@ async fn the_sample_configuration_is_valid() {
     let text = std::fs::read_to_string(sample).unwrap();
     config_file::parse(&text).unwrap();
     let dir = TempDir::new("sample");
-    let (code, out, err) = common::run(
-        dir.path(),
-        &["--check", "--config", sample, "--password", "pw"],
-        &[],
-    )
-    .await;
+    let (code, out, err) =
+        common::check(dir.path(), &["--config", sample, "--password", "pw"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("configuration"), "{out}");
 }

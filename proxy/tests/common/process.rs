@@ -72,6 +72,14 @@ pub fn check_json(report: &str, title: &str) -> serde_json::Value {
     de.next().unwrap().unwrap()
 }
 
+/// Runs the binary's `--check` with `args` in `dir` (no extra variables): (exit code,
+/// stdout, stderr).
+pub async fn check(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--check"];
+    all.extend_from_slice(args);
+    run(dir, &all, &[]).await
+}
+
 /// A running proxy (killed when dropped; its own temporary directory, if any, removed).
 #[derive(Debug)]
 pub struct Running {
